@@ -1,0 +1,1 @@
+"""Everything that talks to hardware: digitizers, serial pads, cameras, and their recordings."""

@@ -1,0 +1,1 @@
+"""The appliance: daemon, sessions, template store, MQTT link, outbox, update agent."""

@@ -1,0 +1,1 @@
+"""What runs off the device: dataset readers, evaluation, benchmarks, training, admin, central."""

@@ -1,0 +1,1 @@
+"""Subcommands of ``sigkiosk``, one module each."""

@@ -1,0 +1,107 @@
+"""Records that dataset readers return: labelled samples grouped by writer."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Generic, Literal, TypeVar
+
+from models.image import SignatureImage
+from models.trajectory import Trajectory
+
+log = logging.getLogger(__name__)
+
+Split = Literal["train", "validate", "test"]
+
+
+class Label(str, Enum):
+    GENUINE = "genuine"
+    SKILLED = "skilled"
+
+
+class MalformedFileError(ValueError):
+    """A dataset file does not follow its format. Names the file and, where known, the line."""
+
+    def __init__(self, path: Path | str, line: int | None, reason: str) -> None:
+        self.path = Path(path)
+        self.line = line
+        self.reason = reason
+        where = f"{self.path}:{line}" if line is not None else str(self.path)
+        super().__init__(f"{where}: {reason}")
+
+
+@dataclass(frozen=True)
+class OnlineSample:
+    """One pen signature of a dataset.
+
+    ``writer`` is the writer whose signature this is meant to be (the forged writer for a forgery).
+    ``session`` is 1 or 2 where the set has sessions. ``enrollment`` marks files the set's own
+    protocol fixes as references (MCYT exercise layout).
+    """
+
+    writer: str
+    label: Label
+    trajectory: Trajectory
+    path: Path
+    index: int
+    session: int | None = None
+    enrollment: bool = False
+
+
+@dataclass(frozen=True)
+class ImageSample:
+    writer: str
+    label: Label
+    image: SignatureImage
+    path: Path
+    index: int
+
+
+S = TypeVar("S", OnlineSample, ImageSample)
+
+
+@dataclass
+class Dataset(Generic[S]):
+    """Writers to their samples, plus what was skipped (only when the caller asked to skip)."""
+
+    name: str
+    writers: dict[str, list[S]]
+    skipped: list[MalformedFileError] = field(default_factory=list)
+
+    def genuine(self, writer: str) -> list[S]:
+        return [s for s in self.writers[writer] if s.label is Label.GENUINE]
+
+    def skilled(self, writer: str) -> list[S]:
+        return [s for s in self.writers[writer] if s.label is Label.SKILLED]
+
+    def subset(self, split: Split) -> "Dataset[S]":
+        return Dataset(
+            name=f"{self.name}[{split}]",
+            writers={w: v for w, v in self.writers.items() if writer_split(w) == split},
+            skipped=list(self.skipped),
+        )
+
+
+def writer_split(writer: str) -> Split:
+    """The shared data's writer-disjoint split: last digit 0-6 train, 7 validate, 8-9 test."""
+    digits = "".join(ch for ch in writer if ch.isdigit())
+    if not digits:
+        raise ValueError(f"writer id {writer!r} has no digits to split on")
+    d = int(digits[-1])
+    return "train" if d <= 6 else ("validate" if d == 7 else "test")
+
+
+class SkipLog:
+    """Collects malformed files: raises at once unless the caller asked to skip them."""
+
+    def __init__(self, skip_malformed: bool) -> None:
+        self.skip_malformed = skip_malformed
+        self.skipped: list[MalformedFileError] = []
+
+    def handle(self, err: MalformedFileError) -> None:
+        if not self.skip_malformed:
+            raise err
+        log.warning("skipping malformed file: %s", err)
+        self.skipped.append(err)
