@@ -1,0 +1,79 @@
+"""Dutch (Kaggle) and CEDAR image readers on small PNGs written here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tools.datasets import Label, MalformedFileError, load_cedar, load_images, load_sigcomp_dutch, read_signature_image
+
+
+def write_png(path: Path, shade: int = 30) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = np.full((40, 90), 255, dtype=np.uint8)
+    img[15:25, 10:80] = shade
+    assert cv2.imwrite(str(path), img)
+    return path
+
+
+@pytest.fixture()
+def dutch(tmp_path: Path) -> Path:
+    root = tmp_path / "dutch"
+    write_png(root / "049" / "01_049.png")
+    write_png(root / "049" / "02_049.png")
+    write_png(root / "049_forg" / "01_0114049.png")  # forger 0114 imitating 049
+    write_png(root / "001" / "001_03.png")  # the second naming found in the shared copy
+    write_png(root / "001_forg" / "0119001_02.png")
+    return root
+
+
+def test_dutch_both_namings(dutch: Path) -> None:
+    ds = load_sigcomp_dutch(dutch)
+    assert list(ds.writers) == ["001", "049"]
+    assert [(s.label, s.index) for s in ds.writers["049"]] == [(Label.GENUINE, 1), (Label.SKILLED, 1), (Label.GENUINE, 2)]
+    assert [(s.label, s.index) for s in ds.writers["001"]] == [(Label.SKILLED, 2), (Label.GENUINE, 3)]
+    img = ds.writers["049"][0].image
+    assert img.shape == (40, 90) and img.pixels.dtype == np.uint8
+    assert img.source == str(dutch / "049" / "01_049.png")
+
+
+def test_truncated_and_non_image_files(dutch: Path) -> None:
+    good = write_png(dutch / "049" / "03_049.png")
+    data = good.read_bytes()
+    trunc = dutch / "049" / "04_049.png"
+    trunc.write_bytes(data[: len(data) // 2])
+    junk = dutch / "049" / "05_049.png"
+    junk.write_text("this is not a picture")
+    for path, reason in ((trunc, "truncated"), (junk, "not a readable image")):
+        with pytest.raises(MalformedFileError) as err:
+            read_signature_image(path)
+        assert err.value.path == path and err.value.line is None and reason in err.value.reason
+    with pytest.raises(MalformedFileError):
+        load_images(dutch, "sigcomp-dutch")
+    ds = load_images(dutch, "sigcomp-dutch", skip_malformed=True)
+    assert sorted(e.path for e in ds.skipped) == sorted([trunc, junk])
+    assert len(ds.genuine("049")) == 3
+
+
+def test_tiny_image_is_malformed(tmp_path: Path) -> None:
+    path = tmp_path / "01_001.png"
+    cv2.imwrite(str(path), np.zeros((4, 4), dtype=np.uint8))
+    with pytest.raises(MalformedFileError, match="too small"):
+        read_signature_image(path)
+
+
+def test_cedar_subfolders(tmp_path: Path) -> None:
+    root = tmp_path / "cedar"
+    write_png(root / "full_org" / "original_1_1.png")
+    write_png(root / "full_org" / "original_12_2.png")
+    write_png(root / "full_forg" / "forgeries_1_3.png")
+    write_png(root / "Thumbs.png")  # not a signature name: ignored
+    ds = load_cedar(root)
+    assert list(ds.writers) == ["1", "12"]
+    assert [(s.label, s.index) for s in ds.writers["1"]] == [(Label.GENUINE, 1), (Label.SKILLED, 3)]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="original_"):
+        load_cedar(tmp_path / "empty")
