@@ -119,7 +119,7 @@ def _raise_non_numeric(path: Path, lines: list[str], first_line: int, columns: t
     raise MalformedFileError(path, first_line, "unparseable numeric data")
 
 
-def check_integer_range(
+def check_range(
     path: Path, table: Table, col: int, name: str, lo: float, hi: float
 ) -> None:
     """Every value of column ``col`` lies in ``lo..hi``; otherwise name the first offending line."""

@@ -30,7 +30,7 @@ from models.trajectory import DeviceInfo, Trajectory
 from tools.datasets._common import (
     assemble,
     build_trajectory,
-    check_integer_range,
+    check_range,
     check_time_forward,
     no_files_error,
     parse_rows,
@@ -66,7 +66,7 @@ def read_mcyt_file(path: Path) -> Trajectory:
     path = Path(path)
     table = parse_rows(path, read_text(path).splitlines(), 1, COLUMNS)
     rows = table.rows
-    check_integer_range(path, table, 3, "pressure", 0, DEVICE.pressure_levels or 0)
+    check_range(path, table, 3, "pressure", 0, DEVICE.pressure_levels or 0)
     t = rows[:, 0]
     check_time_forward(path, table, t, "s")
     return build_trajectory(

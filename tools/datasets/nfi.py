@@ -29,7 +29,7 @@ from models.trajectory import DeviceInfo, Trajectory
 from tools.datasets._common import (
     assemble,
     build_trajectory,
-    check_integer_range,
+    check_range,
     files_with_suffix,
     no_files_error,
     parse_rows,
@@ -69,7 +69,7 @@ def read_nfi_file(path: Path) -> Trajectory:
         raise MalformedFileError(path, 1, "bad header: expected 'NAME N'")
     table = parse_rows(path, lines[1:], 2, COLUMNS, expected_rows=int(head[1]))
     rows = table.rows
-    check_integer_range(path, table, 2, "pressure", MIN_SENTINEL, DEVICE.pressure_levels or 0)
+    check_range(path, table, 2, "pressure", MIN_SENTINEL, DEVICE.pressure_levels or 0)
     raw_p = rows[:, 2]
     return build_trajectory(
         path,

@@ -34,7 +34,7 @@ from models.trajectory import DeviceInfo, Trajectory
 from tools.datasets._common import (
     assemble,
     build_trajectory,
-    check_integer_range,
+    check_range,
     files_with_suffix,
     no_files_error,
     parse_rows,
@@ -68,7 +68,7 @@ def read_sigwicomp_jp_file(path: Path) -> Trajectory:
     path = Path(path)
     table = parse_rows(path, read_text(path).splitlines(), 1, COLUMNS)
     rows = table.rows
-    check_integer_range(path, table, 2, "pressure", 0, DEVICE.pressure_levels or 0)
+    check_range(path, table, 2, "pressure", 0, DEVICE.pressure_levels or 0)
     return build_trajectory(
         path, table, x=rows[:, 0], y=rows[:, 1], pressure=rows[:, 2], device=DEVICE
     )

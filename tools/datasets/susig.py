@@ -37,7 +37,7 @@ from models.trajectory import DeviceInfo, Trajectory
 from tools.datasets._common import (
     assemble,
     build_trajectory,
-    check_integer_range,
+    check_range,
     check_time_forward,
     files_with_suffix,
     no_files_error,
@@ -118,8 +118,8 @@ def read_susig_file(path: Path, variant: Variant = "visual", *, repair_clock: bo
     table = parse_rows(path, lines[2:], 3, COLUMNS, expected_rows=int(m.group(1)))
     rows = table.rows
     dev = DEVICES[variant]
-    check_integer_range(path, table, 3, "pressure", 0, dev.pressure_levels or 0)
-    check_integer_range(path, table, 4, "endpts", 0, 1)
+    check_range(path, table, 3, "pressure", 0, dev.pressure_levels or 0)
+    check_range(path, table, 4, "endpts", 0, 1)
     t_ms = rows[:, 2]
     if repair_clock:
         t_ms = _repair_clock(path, t_ms)

@@ -25,7 +25,7 @@ from models.trajectory import DeviceInfo, Trajectory
 from tools.datasets._common import (
     assemble,
     build_trajectory,
-    check_integer_range,
+    check_range,
     check_time_forward,
     files_with_suffix,
     no_files_error,
@@ -64,8 +64,8 @@ def read_svc2004_file(path: Path) -> Trajectory:
         raise MalformedFileError(path, 1, "bad header: expected the point count")
     table = parse_rows(path, lines[1:], 2, COLUMNS, expected_rows=int(lines[0]))
     rows = table.rows
-    check_integer_range(path, table, 6, "pressure", 0, DEVICE.pressure_levels or 0)
-    check_integer_range(path, table, 3, "button status", 0, float("inf"))
+    check_range(path, table, 6, "pressure", 0, DEVICE.pressure_levels or 0)
+    check_range(path, table, 3, "button status", 0, float("inf"))
     t_ms = rows[:, 2]
     check_time_forward(path, table, t_ms, "ms")
     return build_trajectory(

@@ -2,7 +2,11 @@
 
 Skipped when the research-licensed data is not beside the project (``../shared/data``, or the
 folder named by ``SIGKIOSK_SHARED_DATA``). Each set is read once per module (~8 s in all on a
-2-core machine). Nothing here prints point values.
+2-core machine).
+
+The data must never reach a log, and pytest prints the values in a failing assertion (in full
+with ``-vv``, locals with ``-l``). So the datasets are held in :class:`Quiet`, whose repr is a
+summary, and every assertion compares plain numbers computed by a helper, never trajectories.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,63 +29,76 @@ pytestmark = pytest.mark.skipif(not (DATA / "online").is_dir(), reason=f"shared 
 MAX_SECONDS = 20.0
 
 
-def _timed(load, *args):  # type: ignore[no-untyped-def]
-    started = time.perf_counter()
-    ds = load(*args)
-    assert time.perf_counter() - started < MAX_SECONDS
-    return ds
+class Quiet:
+    """A loaded dataset whose repr never shows samples."""
 
+    def __init__(self, load: Callable[..., Dataset], *args: object) -> None:  # type: ignore[type-arg]
+        started = time.perf_counter()
+        self.ds = load(*args)
+        self.seconds = time.perf_counter() - started
 
-def _totals(ds: Dataset) -> tuple[int, int, int]:  # type: ignore[type-arg]
-    return (
-        len(ds.writers),
-        sum(len(ds.genuine(w)) for w in ds.writers),
-        sum(len(ds.skilled(w)) for w in ds.writers),
-    )
+    def __repr__(self) -> str:
+        return f"<{self.ds.name}: {len(self.ds.writers)} writers, read in {self.seconds:.1f} s>"
 
+    def totals(self) -> tuple[int, int, int]:
+        ds = self.ds
+        return (len(ds.writers), sum(len(ds.genuine(w)) for w in ds.writers), sum(len(ds.skilled(w)) for w in ds.writers))
 
-@pytest.fixture(scope="module")
-def visual() -> Dataset:  # type: ignore[type-arg]
-    return _timed(load_online, DATA / "online/susig/VisualSubCorpus", "susig-visual")
+    def samples(self) -> list:  # type: ignore[type-arg]
+        return [s for v in self.ds.writers.values() for s in v]
 
+    def per_writer(self, fn: Callable[[str], object]) -> Counter:  # type: ignore[type-arg]
+        return Counter(fn(w) for w in self.ds.writers)
 
-@pytest.fixture(scope="module")
-def blind() -> Dataset:  # type: ignore[type-arg]
-    return _timed(load_online, DATA / "online/susig/BlindSubCorpus", "susig-blind")
-
-
-@pytest.fixture(scope="module")
-def nfi() -> Dataset:  # type: ignore[type-arg]
-    return _timed(load_online, DATA / "online/sigcomp2009-nfi", "sigcomp2009-nfi")
+    def max_pressure(self) -> float:
+        return max(float(s.trajectory.pressure.max()) for s in self.samples())
 
 
 @pytest.fixture(scope="module")
-def jp() -> Dataset:  # type: ignore[type-arg]
-    return _timed(load_online, DATA / "online/sigwicomp2013-jp", "sigwicomp2013-jp")
+def visual() -> Quiet:
+    return Quiet(load_online, DATA / "online/susig/VisualSubCorpus", "susig-visual")
 
 
-def test_susig_visual(visual: Dataset) -> None:  # type: ignore[type-arg]
-    assert _totals(visual) == (104, 1980, 1040)
-    assert visual.skipped == []
-    sessions = Counter(
-        tuple(sorted(Counter(s.session for s in visual.genuine(w)).items())) for w in visual.writers
-    )
+@pytest.fixture(scope="module")
+def blind() -> Quiet:
+    return Quiet(load_online, DATA / "online/susig/BlindSubCorpus", "susig-blind")
+
+
+@pytest.fixture(scope="module")
+def nfi() -> Quiet:
+    return Quiet(load_online, DATA / "online/sigcomp2009-nfi", "sigcomp2009-nfi")
+
+
+@pytest.fixture(scope="module")
+def jp() -> Quiet:
+    return Quiet(load_online, DATA / "online/sigwicomp2013-jp", "sigwicomp2013-jp")
+
+
+def test_susig_visual(visual: Quiet) -> None:
+    totals, skipped, seconds = visual.totals(), len(visual.ds.skipped), visual.seconds
+    assert totals == (104, 1980, 1040) and skipped == 0 and seconds < MAX_SECONDS
+    sessions = visual.per_writer(lambda w: tuple(sorted(Counter(s.session for s in visual.ds.genuine(w)).items())))
     assert sessions == {((1, 10), (2, 10)): 94, ((1, 10),): 10}  # ten writers have session 1 only
-    assert all(len(visual.skilled(w)) == 10 for w in visual.writers)
-    trajs = [s.trajectory for v in visual.writers.values() for s in v]
-    assert all(t.pen_down.all() and t.device.pressure_levels == 255 for t in trajs)
-    assert max(float(t.pressure.max()) for t in trajs) == 1.0  # raw 255 is reached
-    assert sum(len(t.stroke_breaks) for t in trajs) == 6003  # one per endpts=1 row (never on a last row)
+    forgeries = visual.per_writer(lambda w: len(visual.ds.skilled(w)))
+    assert forgeries == {10: 104}
+    all_down = all(s.trajectory.pen_down.all() for s in visual.samples())
+    levels = {s.trajectory.device.pressure_levels for s in visual.samples()}
+    assert all_down and levels == {255}
+    assert visual.max_pressure() == 1.0  # raw 255 is reached
+    breaks = sum(len(s.trajectory.stroke_breaks) for s in visual.samples())
+    assert breaks == 6003  # one per endpts=1 row (never on a last row)
 
 
-def test_susig_blind(blind: Dataset) -> None:  # type: ignore[type-arg]
-    assert _totals(blind) == (90, 840, 900)
-    assert blind.skipped == []
-    assert Counter(len(blind.genuine(w)) for w in blind.writers) == {10: 60, 8: 30}
-    assert all(s.session is None for v in blind.writers.values() for s in v)
-    trajs = [s.trajectory for v in blind.writers.values() for s in v]
-    assert max(float(t.pressure.max()) for t in trajs) == 1.0  # raw 1023 is reached
-    assert max(t.duration for t in trajs) < 120  # the 2**32 us clock wraps were repaired
+def test_susig_blind(blind: Quiet) -> None:
+    totals, skipped, seconds = blind.totals(), len(blind.ds.skipped), blind.seconds
+    assert totals == (90, 840, 900) and skipped == 0 and seconds < MAX_SECONDS
+    genuine = blind.per_writer(lambda w: len(blind.ds.genuine(w)))
+    assert genuine == {10: 60, 8: 30}
+    sessions = {s.session for s in blind.samples()}
+    assert sessions == {None}
+    assert blind.max_pressure() == 1.0  # raw 1023 is reached
+    longest = max(s.trajectory.duration for s in blind.samples())
+    assert longest < 120  # the 2**32 us clock wraps were repaired
 
 
 def test_susig_clock_glitches_without_repair() -> None:
@@ -92,39 +110,46 @@ def test_susig_clock_glitches_without_repair() -> None:
             try:
                 read_susig_file(p, variant, repair_clock=False)  # type: ignore[arg-type]
             except MalformedFileError as err:
-                assert "backwards" in err.reason and err.line is not None
+                reason, line = err.reason, err.line
+                assert "backwards" in reason and line is not None
                 failing[sub] += 1
     assert failing == {"VisualSubCorpus": 158, "BlindSubCorpus": 5}
 
 
-def test_sigcomp2009_nfi(nfi: Dataset) -> None:  # type: ignore[type-arg]
-    assert _totals(nfi) == (79, 932, 620)
-    assert sum(1 for w in nfi.writers if nfi.skilled(w)) == 19
-    samples = [s for v in nfi.writers.values() for s in v]
-    assert all((s.path.parent.name == "genuines") == (s.label is Label.GENUINE) for s in samples)
-    assert all(s.path.name[4:7] == s.writer or s.label is Label.SKILLED for s in samples)
-    assert max(float(s.trajectory.pressure.max()) for s in samples) == 1.0  # raw 1024 is reached
-    assert all(not s.trajectory.device.time_measured for s in samples)
-    # Hover points (pressure -1 in the files) are kept as pen-up points.
-    assert sum(int((~s.trajectory.pen_down).sum()) for s in samples) > 300_000
+def test_sigcomp2009_nfi(nfi: Quiet) -> None:
+    totals, seconds = nfi.totals(), nfi.seconds
+    assert totals == (79, 932, 620) and seconds < MAX_SECONDS
+    with_forgeries = sum(1 for w in nfi.ds.writers if nfi.ds.skilled(w))
+    assert with_forgeries == 19
+    folder_agrees = all((s.path.parent.name == "genuines") == (s.label is Label.GENUINE) for s in nfi.samples())
+    owner_wrote_genuine = all(s.path.name[4:7] == s.writer for s in nfi.samples() if s.label is Label.GENUINE)
+    assert folder_agrees and owner_wrote_genuine
+    assert nfi.max_pressure() == 1.0  # raw 1024 is reached
+    measured = {s.trajectory.device.time_measured for s in nfi.samples()}
+    assert measured == {False}
+    pen_up = sum(int((~s.trajectory.pen_down).sum()) for s in nfi.samples())
+    assert pen_up > 300_000  # hover points (pressure -1 in the files) are kept as pen-up points
 
 
-def test_sigwicomp2013_jp(jp: Dataset) -> None:  # type: ignore[type-arg]
-    assert _totals(jp) == (11, 462, 396)
-    assert list(jp.writers) == [f"{i:03d}" for i in range(11)]
-    assert all(len(jp.genuine(w)) == 42 and len(jp.skilled(w)) == 36 for w in jp.writers)
-    trajs = [s.trajectory for v in jp.writers.values() for s in v]
-    assert max(float(t.pressure.max()) for t in trajs) == 1.0  # raw 100 is reached
-    repeats = sum(1 for t in trajs if t.x[1] == t.x[0] and t.y[1] == t.y[0])
-    assert repeats > 400  # leading repeats are common and kept
-    assert np.median([len(t) for t in trajs]) > 2000
+def test_sigwicomp2013_jp(jp: Quiet) -> None:
+    totals, writers, seconds = jp.totals(), list(jp.ds.writers), jp.seconds
+    assert totals == (11, 462, 396) and seconds < MAX_SECONDS
+    assert writers == [f"{i:03d}" for i in range(11)]
+    counts = jp.per_writer(lambda w: (len(jp.ds.genuine(w)), len(jp.ds.skilled(w))))
+    assert counts == {(42, 36): 11}
+    assert jp.max_pressure() == 1.0  # raw 100 is reached
+    leading_repeat = sum(1 for s in jp.samples() if s.trajectory.x[1] == s.trajectory.x[0] and s.trajectory.y[1] == s.trajectory.y[0])
+    assert leading_repeat > 400  # leading repeats are common and kept
+    median_points = float(np.median([len(s.trajectory) for s in jp.samples()]))
+    assert median_points > 2000
 
 
 def test_sigcomp_dutch() -> None:
-    ds = _timed(load_images, DATA / "offline/sigcomp-dutch-kaggle", "sigcomp-dutch")
-    assert _totals(ds) == (64, 887, 762)
-    assert ds.skipped == []
-    imgs = [s.image for v in ds.writers.values() for s in v]
-    assert max(max(i.shape) for i in imgs) == 480
-    # Ten writers use the second naming (WWW_NN.png, FFFFWWW_NN.png) and have 24 genuine or close.
-    assert sum(1 for w in ds.writers if len(ds.genuine(w)) > 12) == 10
+    dutch = Quiet(load_images, DATA / "offline/sigcomp-dutch-kaggle", "sigcomp-dutch")
+    totals, skipped, seconds = dutch.totals(), len(dutch.ds.skipped), dutch.seconds
+    assert totals == (64, 887, 762) and skipped == 0 and seconds < MAX_SECONDS
+    longest_side = max(max(s.image.shape) for s in dutch.samples())
+    assert longest_side == 480
+    # Ten writers use the second naming (WWW_NN.png, FFFFWWW_NN.png) and have 23 or 24 genuine.
+    many = sum(1 for w in dutch.ds.writers if len(dutch.ds.genuine(w)) > 12)
+    assert many == 10
