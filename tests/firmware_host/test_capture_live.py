@@ -1,0 +1,121 @@
+"""The live evdev read loop, fed through a pipe by the simulated device (evdev's own C reader
+parses the ``struct input_event`` bytes), and the daemon-side service around it."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from capture_helpers import synthetic_signature, tablet_caps
+
+from firmware_host.assembler import EndReason, SegmenterConfig, assemble
+from firmware_host.errors import DeviceGoneError, NoPenDeviceError, NoSignatureError
+from firmware_host.events import DeviceState
+from firmware_host.evdev_reader import DeviceSelector, DigitizerService, LiveDigitizer, find_pen
+from firmware_host.generator import GeneratorOptions, trajectory_to_events
+from firmware_host.simulator import SimulatedDigitizer
+
+CFG = SegmenterConfig(pen_up_timeout=0.15, max_duration=5.0)
+
+
+def short_stream(seed=0, **kw):
+    # 2 strokes at 400 Hz: about a quarter of a second of real time per capture.
+    traj = synthetic_signature(seed=seed, n_strokes=2, rate_hz=400.0)
+    return traj, trajectory_to_events(traj, GeneratorOptions(hover_frames=2, **kw))
+
+
+def test_live_capture_matches_replay_of_what_it_recorded():
+    traj, stream = short_stream(drop_frames=(30,))
+    sim = SimulatedDigitizer(stream.caps, stream.items).start()
+    dig = LiveDigitizer(sim, sim.caps, CFG, poll_interval=0.01)
+    seen = []
+    sig = dig.capture(on_item=seen.append)
+    assert sig.end_reason is EndReason.PEN_UP_TIMEOUT
+    assert sig.strokes == 2 and sig.gaps == 1
+    assert sim.grab_count == 1 and not sim.grabbed  # grabbed while capturing, released after
+    # The state after SYN_DROPPED was read from the device by ioctl, and recorded.
+    states = [i for i in seen if isinstance(i, DeviceState)]
+    assert len(states) == 2  # capture start + after the drop
+    replayed, _ = assemble(stream.caps, seen, CFG)
+    assert len(replayed) == 1
+    np.testing.assert_array_equal(replayed[0].trajectory.x, sig.trajectory.x)
+    np.testing.assert_array_equal(replayed[0].trajectory.pen_down, sig.trajectory.pen_down)
+    # Same points as the trajectory (less the dropped ones), in mm.
+    lost = set(stream.lost_points)
+    keep = [i for i in range(len(traj)) if i not in lost]
+    np.testing.assert_allclose(sig.trajectory.x, traj.x[keep], atol=0.005 + 1e-9)
+    sim.close()
+
+
+def test_unplug_mid_signature_is_an_error_for_that_signature_only():
+    _, stream = short_stream(seed=1)
+    sims = [SimulatedDigitizer(stream.caps, stream.items, unplug_after=40),
+            SimulatedDigitizer(stream.caps, stream.items)]
+    plugged: list[SimulatedDigitizer] = []
+
+    def finder():
+        # Like /dev/input: an unplugged (closed) device's node is gone.
+        present = [s for s in plugged if s.fd >= 0]
+        if not present:
+            raise NoPenDeviceError("nothing plugged in")
+        return present[-1].caps
+
+    def opener(caps):
+        sim = next(s for s in plugged if s.caps.path == caps.path)
+        return LiveDigitizer(sim, sim.caps, CFG, poll_interval=0.01)
+
+    svc = DigitizerService(config=CFG, rediscover_interval=0.02, opener=opener)
+    svc.use_finder(finder)
+    plugged.append(sims[0].start())
+    with pytest.raises(DeviceGoneError, match="device closed"):
+        svc.capture_one(device_timeout=2.0)
+    assert svc.digitizer is None  # forgotten: the next capture rediscovers
+
+    def replug():
+        time.sleep(0.1)
+        plugged.append(sims[1].start())
+
+    threading.Thread(target=replug, daemon=True).start()
+    sig = svc.capture_one(device_timeout=3.0)
+    assert sig.strokes == 2 and svc.digitizer is not None
+    svc.close()
+    for s in sims:
+        s.close()
+
+
+def test_done_cancel_and_start_timeout():
+    _, stream = short_stream(seed=2)
+    sim = SimulatedDigitizer(stream.caps, stream.items).start()
+    dig = LiveDigitizer(sim, sim.caps, SegmenterConfig(pen_up_timeout=60.0), poll_interval=0.01)
+    done = threading.Event()
+    threading.Timer(0.5, done.set).start()
+    sig = dig.capture(done=done)
+    assert sig.end_reason is EndReason.DONE and sig.strokes == 2
+    # Nothing more will come: done at once, cancel, and a start timeout are all typed errors.
+    with pytest.raises(NoSignatureError, match="done before"):
+        dig.capture(done=done)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(NoSignatureError, match="cancelled"):
+        dig.capture(cancel=cancel)
+    with pytest.raises(NoSignatureError, match="no pen-down within"):
+        dig.capture(start_timeout=0.05)
+    assert not sim.grabbed
+    sim.close()
+
+
+def test_discovery_without_devices_is_a_typed_error(tmp_path):
+    with pytest.raises(NoPenDeviceError, match="no pen device"):
+        find_pen(DeviceSelector(name="*wacom*"), input_dir=tmp_path)
+
+
+def test_selector_matches_config_fields():
+    caps = tablet_caps(name="Wacom Intuos S Pen")
+    caps = type(caps)(**{**caps.__dict__, "vendor": 0x056A, "product": 0x0374, "phys": "usb-0000:00:14.0-1/input0"})
+    assert DeviceSelector(name="*intuos*pen").matches(caps)
+    assert DeviceSelector(vendor=0x056A, product=0x0374).matches(caps)
+    assert DeviceSelector(phys="usb-*input0").matches(caps)
+    assert not DeviceSelector(vendor=0x056A, product=0x0001).matches(caps)
+    assert not DeviceSelector(name="*finger*").matches(caps)
