@@ -1,0 +1,405 @@
+"""The kiosk's secure link to the central server: ``KioskLink(config).publish_decision(...)``.
+
+Every decision and log record is sealed (``kiosk.envelope``), committed to the on-disk outbox
+(``kiosk.outbox``) and only then published over MQTT (TLS, QoS 1). A sender thread publishes the
+outbox oldest-first with a bounded number of messages in flight and deletes a row when the broker's
+PUBACK arrives; rows left over by a disconnect or a restart are sent again in order. Reconnects use
+paho's exponential back-off; a message the broker refuses is retried with its own back-off.
+
+The status topic is retained: ``online`` with health figures every ``health_interval_s``, and a
+last will ``offline`` that the broker publishes if the kiosk vanishes. Status is not queued in the
+outbox: an old health report is worthless after a restart.
+
+Usage (the daemon)::
+
+    link = KioskLink(LinkConfig.from_mapping(toml["link"], base_dir=config_dir))
+    link.start()
+    seq = link.publish_decision({"decision": "APPROVED", "score": 0.93, "reasons": ["shape"]})
+    ...
+    link.close()
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from kiosk import envelope
+from kiosk.keys import key_id, load_public_raw, load_signing_key, raw_public
+from kiosk.outbox import Outbox, OutboxError
+from kiosk.records import DecisionRecord, LogEntry, RecordError, StatusRecord, encode_payload
+from kiosk.tls import client_tls_context
+from kiosk.topics import DEFAULT_PREFIX, KioskTopics, validate_id
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
+log = logging.getLogger(__name__)
+
+SOFTWARE_VERSION = "0.1.0"
+
+
+class LinkError(RuntimeError):
+    """The link could not accept a message (bad record, outbox unavailable)."""
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    """Configuration of the link: the ``[link]`` table of the kiosk's TOML file.
+
+    Paths may be relative; ``from_mapping`` resolves them against the configuration's directory.
+    """
+
+    kiosk_id: str
+    site: str
+    broker_host: str
+    broker_port: int
+    ca_file: Path            # the device CA (trust anchor for the broker's certificate)
+    cert_file: Path          # this kiosk's TLS client certificate (CN = kiosk_id)
+    key_file: Path           # its TLS private key
+    sign_key_file: Path      # Ed25519 key signing envelopes
+    central_pub_file: Path   # the central server's X25519 public key (base64 raw)
+    outbox_path: Path
+    group: str | None = None
+    prefix: str = DEFAULT_PREFIX
+    keepalive_s: int = 30
+    health_interval_s: float = 60.0
+    log_quota_bytes: int = 8 << 20
+    max_inflight: int = 20
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 60.0
+    resend_after_s: float = 60.0         # re-publish a row unacknowledged this long while connected
+    allow_raw_evidence: bool = False     # policy: may decisions carry raw pen data / images?
+
+    def __post_init__(self) -> None:
+        validate_id(self.kiosk_id, "kiosk id")
+        validate_id(self.site, "site")
+        validate_id(self.prefix, "prefix")
+        if self.group is not None:
+            validate_id(self.group, "group")
+        if not 0 < int(self.broker_port) < 65536:
+            raise ValueError(f"broker_port out of range: {self.broker_port}")
+        if self.max_inflight < 1:
+            raise ValueError("max_inflight must be at least 1")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], base_dir: Path | None = None) -> LinkConfig:
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"unknown link settings: {', '.join(unknown)}")
+        kwargs: dict[str, Any] = {}
+        for name, value in data.items():
+            if name in ("ca_file", "cert_file", "key_file", "sign_key_file", "central_pub_file", "outbox_path"):
+                p = Path(value)
+                kwargs[name] = p if p.is_absolute() or base_dir is None else Path(base_dir) / p
+            else:
+                kwargs[name] = value
+        return cls(**kwargs)
+
+    @property
+    def topics(self) -> KioskTopics:
+        return KioskTopics(self.prefix, self.site, self.kiosk_id, self.group)
+
+
+@dataclass(frozen=True)
+class LinkStats:
+    connected: bool
+    queue_depth: Mapping[str, int]
+    in_flight: int
+    dropped_logs: int
+    errors: int
+    published: int
+    uptime_s: float
+    last_error: str | None = None
+
+
+@dataclass
+class _Flight:
+    row_id: int
+    info: mqtt.MQTTMessageInfo
+    sent_at: float
+    attempts: int = 0
+
+
+# PUBACK reason 0x10: the broker accepted the message but had no subscriber to route it to (no
+# collector session exists, e.g. before the first collector ever connected, or after a broker lost
+# its sessions). The message would go nowhere: keep it in the outbox and retry.
+_NO_SUBSCRIBERS = "No matching subscribers"
+
+
+class KioskLink:
+    """Publishes sealed decisions, logs and status for one kiosk. Thread-safe."""
+
+    def __init__(self, config: LinkConfig, *, model_versions: Mapping[str, str] | None = None) -> None:
+        self.config = config
+        self.topics = config.topics
+        self._sign_key = load_signing_key(config.sign_key_file)
+        self._sign_key_id = key_id(raw_public(self._sign_key))
+        self._central_pub = X25519PublicKey.from_public_bytes(load_public_raw(config.central_pub_file))
+        self.outbox = Outbox(config.outbox_path, log_quota_bytes=config.log_quota_bytes)
+        self._model_versions: dict[str, str] = dict(model_versions or {})
+        self._started_at = time.monotonic()
+        self._errors = 0
+        self._last_error: str | None = None
+        self._published = 0
+        self._cond = threading.Condition()
+        self._connected = False
+        self._connected_since = 0.0
+        self._stop = threading.Event()
+        self._failures: dict[int, str] = {}
+        self._inflight: dict[int, _Flight] = {}   # row id -> flight
+        self._thread: threading.Thread | None = None
+        self._client: mqtt.Client | None = None
+        self._will_seq: int | None = None
+        self._last_will_seq: int | None = None
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def publish_decision(self, record: DecisionRecord | Mapping[str, Any]) -> int:
+        """Seal and durably queue one decision; return its sequence number.
+
+        Returns once the decision is committed to disk (not when it reaches the server): from
+        then on it survives crashes and restarts and is delivered exactly once to the database.
+        Raises ``LinkError`` for an invalid record or an unusable outbox (e.g. disk full).
+        """
+        try:
+            if not isinstance(record, DecisionRecord):
+                record = DecisionRecord.from_dict(record, allow_raw_evidence=self.config.allow_raw_evidence)
+            elif record.evidence and not self.config.allow_raw_evidence:
+                raise RecordError("decision carries raw evidence but the policy does not allow it")
+        except (RecordError, TypeError) as exc:
+            raise LinkError(f"decision refused: {exc}") from exc
+        return self._enqueue("decision", record.to_payload(), record.created_ms)
+
+    def publish_log(self, entry: LogEntry) -> int:
+        """Queue one (already redacted) log record; may drop older logs under the disk quota."""
+        return self._enqueue("log", entry.to_payload(), entry.created_ms)
+
+    def set_model_versions(self, versions: Mapping[str, str]) -> None:
+        self._model_versions = dict(versions)
+
+    def note_error(self, message: str | None = None) -> None:
+        """Count an error for the health report (the log handler calls this for ERROR records)."""
+        self._errors += 1
+        if message:
+            self._last_error = message[:200]
+
+    def start(self) -> None:
+        """Connect (in the background, retrying with back-off) and start sending the outbox."""
+        if self._thread is not None:
+            return
+        c = self.config
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=c.kiosk_id, protocol=mqtt.MQTTv5,
+        )
+        client.tls_set_context(client_tls_context(c.ca_file, c.cert_file, c.key_file))
+        client.reconnect_delay_set(c.reconnect_min_s, c.reconnect_max_s)  # type: ignore[arg-type]
+        client.max_inflight_messages_set(c.max_inflight)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        self._set_will(client)
+        self._client = client
+        client.connect_async(c.broker_host, int(c.broker_port), keepalive=c.keepalive_s)
+        client.loop_start()
+        self._thread = threading.Thread(target=self._sender, name=f"link-sender-{c.kiosk_id}", daemon=True)
+        self._thread.start()
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until the outbox is empty (everything acknowledged); True if it is."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.outbox.depth():
+                return True
+            time.sleep(0.05)
+        return not self.outbox.depth()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Publish ``offline``, disconnect, stop threads. Unsent messages stay in the outbox."""
+        client = self._client
+        if client is not None and self._connected:
+            try:
+                info = client.publish(self.topics.status, self._seal_status("offline"), qos=1, retain=True)
+                info.wait_for_publish(timeout)
+            except (RuntimeError, ValueError, OutboxError) as exc:
+                log.warning("link: could not publish offline status: %s", exc)
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if client is not None:
+            client.disconnect()
+            client.loop_stop()
+        self.outbox.close()
+        self._thread = None
+        self._client = None
+
+    def __enter__(self) -> KioskLink:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def stats(self) -> LinkStats:
+        return LinkStats(
+            connected=self._connected, queue_depth=self.outbox.depth(), in_flight=len(self._inflight),
+            dropped_logs=self.outbox.dropped_logs(), errors=self._errors, published=self._published,
+            uptime_s=time.monotonic() - self._started_at, last_error=self._last_error,
+        )
+
+    # -- sealing ------------------------------------------------------------------------------
+
+    def _seal(self, seq: int, topic: str, payload: Mapping[str, Any], time_ms: int) -> bytes:
+        return envelope.seal(
+            encode_payload(payload), kiosk_id=self.config.kiosk_id, seq=seq, time_ms=time_ms,
+            topic=topic, signing_key=self._sign_key, recipient=self._central_pub, sign_key_id=self._sign_key_id,
+        )
+
+    def _enqueue(self, kind: str, payload: Mapping[str, Any], created_ms: int) -> int:
+        topic = self.topics.topic(kind)  # type: ignore[arg-type]
+        try:
+            seq = self.outbox.add(kind, topic, lambda s: self._seal(s, topic, payload, created_ms))
+        except OutboxError as exc:
+            self.note_error(str(exc))
+            raise LinkError(str(exc)) from exc
+        except ValueError as exc:   # e.g. a value json cannot encode
+            raise LinkError(f"{kind} refused: {exc}") from exc
+        with self._cond:
+            self._cond.notify_all()
+        return seq
+
+    def _status(self, state: str, will_seq: int | None = None) -> StatusRecord:
+        return StatusRecord(
+            will_seq=will_seq if will_seq is not None else self._will_seq,
+            state=state, uptime_s=round(time.monotonic() - self._started_at, 3),
+            queue_depth=self.outbox.depth(), dropped_logs=self.outbox.dropped_logs(), errors=self._errors,
+            model_versions=dict(self._model_versions), software_version=SOFTWARE_VERSION,
+        )
+
+    def _seal_status(self, state: str, *, is_will: bool = False) -> bytes:
+        seq = self.outbox.reserve_seq()
+        if is_will:
+            self._last_will_seq = seq
+        rec = self._status(state, will_seq=seq if is_will else None)
+        return self._seal(seq, self.topics.status, rec.to_payload(), rec.created_ms)
+
+    def _set_will(self, client: mqtt.Client) -> None:
+        # A fresh will for every connection attempt. Reports sent over the connection name it
+        # (``will_seq``), so the collector can tell this will - sealed before them, published after
+        # them - from a stale one left over by an older connection.
+        payload = self._seal_status("offline", is_will=True)
+        self._will_seq = self._last_will_seq
+        client.will_set(self.topics.status, payload, qos=1, retain=True)
+
+    # -- paho callbacks (network thread) ----------------------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
+        if rc.is_failure:
+            log.warning("link: broker refused connection: %s", rc)
+            return
+        log.info("link: connected to %s:%s", self.config.broker_host, self.config.broker_port)
+        with self._cond:
+            self._connected = True
+            self._connected_since = time.monotonic()
+            self._cond.notify_all()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
+        with self._cond:
+            was = self._connected
+            self._connected = False
+            self._cond.notify_all()
+        if was and not self._stop.is_set():
+            log.warning("link: disconnected (%s); will reconnect with back-off", rc)
+        if not self._stop.is_set():
+            try:
+                self._set_will(client)
+            except OutboxError as exc:
+                log.error("link: could not prepare last will: %s", exc)
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: Any, props: Any = None) -> None:
+        with self._cond:
+            if rc is not None and (getattr(rc, "is_failure", False) or getattr(rc, "value", 0) == 0x10):
+                self._failures[mid] = _NO_SUBSCRIBERS if rc.value == 0x10 else str(rc)
+            self._cond.notify_all()
+
+    # -- sender thread --------------------------------------------------------------------------
+
+    def _sender(self) -> None:
+        next_health = 0.0
+        while not self._stop.is_set():
+            try:
+                self._reap_acks()
+                if self._connected:
+                    self._send_more()
+                    now = time.monotonic()
+                    if now >= next_health:
+                        self._publish_health()
+                        next_health = now + self.config.health_interval_s
+                else:
+                    next_health = 0.0   # report health right after the next connect
+            except Exception as exc:   # never let the sender die: the outbox is durable, retry
+                self.note_error(f"sender: {exc}")
+                log.exception("link: sender error")
+                time.sleep(0.5)
+            with self._cond:
+                self._cond.wait(timeout=0.2)
+        self._reap_acks()
+
+    def _reap_acks(self) -> None:
+        done: list[int] = []
+        now = time.monotonic()
+        with self._cond:
+            for row_id, fl in list(self._inflight.items()):
+                if fl.info.is_published():
+                    del self._inflight[row_id]
+                    failure = self._failures.pop(fl.info.mid, None)
+                    if failure is None:
+                        done.append(row_id)
+                        continue
+                    # Keep the row - decisions are never dropped - and retry with back-off.
+                    delay = min(self.config.reconnect_max_s, self.config.reconnect_min_s * 2 ** min(fl.attempts, 16))
+                    self.outbox.defer(row_id, delay)
+                    if failure != _NO_SUBSCRIBERS:
+                        self._errors += 1
+                        self._last_error = f"broker refused publish: {failure}"
+                        log.error("link: broker refused message (row %d): %s; retrying in %.0f s", row_id, failure, delay)
+                    elif fl.attempts == 0:
+                        log.warning("link: no collector subscribed at the broker; holding messages and retrying")
+                elif (self._connected and now - fl.sent_at > self.config.resend_after_s
+                      and now - self._connected_since > self.config.resend_after_s):
+                    # Safety net: paho resends its own queue on reconnect, but if a PUBACK never
+                    # comes, send the row again. The collector discards duplicates.
+                    del self._inflight[row_id]
+        if done:
+            self.outbox.delete(done)
+            self._published += len(done)
+
+    def _send_more(self) -> None:
+        client = self._client
+        room = self.config.max_inflight - len(self._inflight)
+        if client is None or room <= 0:
+            return
+        for row in self.outbox.pending(room, exclude=self._inflight.keys()):
+            info = client.publish(row.topic, row.payload, qos=1)
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                # Not queued by paho (should not happen without a queue limit): retry next round.
+                log.warning("link: publish of row %d returned %s", row.id, mqtt.error_string(info.rc))
+                break
+            with self._cond:
+                self._inflight[row.id] = _Flight(row.id, info, time.monotonic(), row.attempts)
+
+    def _publish_health(self) -> None:
+        client = self._client
+        if client is None:
+            return
+        client.publish(self.topics.status, self._seal_status("online"), qos=1, retain=True)

@@ -1,0 +1,208 @@
+"""The on-disk outbox: every message is committed here before it is published.
+
+paho-mqtt keeps unsent messages in memory only; a power cut or a crash would lose them. So the
+link seals a message, commits it to this SQLite database (WAL, ``synchronous=FULL``), and only
+then hands it to MQTT. A row is deleted when the broker's PUBACK arrives; after a reconnect or a
+restart, the remaining rows are sent again, oldest first.
+
+Sequence numbers live in the same database and are allocated in the same transaction as the row,
+so they survive restarts and are never reused. A fresh database starts at the current time in
+microseconds: a kiosk whose state was wiped still counts upward from anything it sent before, so
+the collector never mistakes its new messages for replays.
+
+Decisions are never dropped (a full disk raises ``OutboxError`` to the caller). Logs have a byte
+quota: when it is exceeded the oldest log rows are dropped, counted, and a warning is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    created REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS outbox_kind ON outbox(kind, id);
+"""
+
+
+class OutboxError(RuntimeError):
+    """The outbox could not store a message (disk full, database unreadable...)."""
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    seq: int
+    kind: str
+    topic: str
+    payload: bytes
+    attempts: int
+
+
+class Outbox:
+    """A durable FIFO of sealed messages. Thread-safe (one connection behind a lock)."""
+
+    def __init__(self, path: Path, *, log_quota_bytes: int = 8 << 20) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_quota_bytes = log_quota_bytes
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise OutboxError(f"{self.path}: could not switch to WAL mode (got {mode})")
+            # FULL: a committed decision survives a power cut, not only a process crash.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('next_seq', ?)", (int(time.time() * 1_000_000),)
+            )
+            self._db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('dropped_logs', 0)")
+        except sqlite3.Error as exc:
+            raise OutboxError(f"cannot open outbox {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def reserve_seq(self) -> int:
+        """Allocate one sequence number for a message that does not go through the outbox (status)."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                seq = self._db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0]
+                self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (seq + 1,))
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise OutboxError(f"cannot allocate a sequence number: {exc}") from exc
+        return seq
+
+    def add(self, kind: str, topic: str, build: Callable[[int], bytes]) -> int:
+        """Allocate a sequence number, call ``build(seq)`` to seal the message, commit; return seq.
+
+        Sealing happens inside the transaction because the sequence number is in the signed
+        header: allocating it and storing the message must be one atomic step.
+        """
+        dropped = 0
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                seq = self._db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0]
+                payload = build(seq)
+                if kind == "log":
+                    dropped = self._enforce_log_quota(len(payload))
+                    if dropped < 0:   # a single log record larger than the whole quota
+                        self._db.execute("UPDATE meta SET value=value+1 WHERE key='dropped_logs'")
+                        self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (seq + 1,))
+                        self._db.execute("COMMIT")
+                        log.warning("log record of %d bytes exceeds the log quota; dropped", len(payload))
+                        return seq
+                self._db.execute(
+                    "INSERT INTO outbox(seq, kind, topic, payload, size, created) VALUES (?,?,?,?,?,?)",
+                    (seq, kind, topic, payload, len(payload), time.time()),
+                )
+                self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (seq + 1,))
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise OutboxError(f"cannot store {kind} in the outbox: {exc}") from exc
+            except BaseException:
+                self._rollback()
+                raise
+        if dropped > 0:
+            log.warning("log quota of %d bytes reached: dropped the %d oldest log records", self.log_quota_bytes, dropped)
+        return seq
+
+    def _enforce_log_quota(self, incoming: int) -> int:
+        """Delete oldest log rows until ``incoming`` fits. Return rows dropped (-1: cannot fit)."""
+        if incoming > self.log_quota_bytes:
+            return -1
+        used = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox WHERE kind='log'").fetchone()[0]
+        dropped = 0
+        if used + incoming > self.log_quota_bytes:
+            for rid, size in self._db.execute("SELECT id, size FROM outbox WHERE kind='log' ORDER BY id").fetchall():
+                self._db.execute("DELETE FROM outbox WHERE id=?", (rid,))
+                dropped += 1
+                used -= size
+                if used + incoming <= self.log_quota_bytes:
+                    break
+            self._db.execute("UPDATE meta SET value=value+? WHERE key='dropped_logs'", (dropped,))
+        return dropped
+
+    def _rollback(self) -> None:
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def pending(self, limit: int, exclude: Iterable[int] = (), now: float | None = None) -> list[OutboxRow]:
+        """Oldest rows due for sending, skipping ``exclude`` (ids already in flight)."""
+        excl = set(exclude)
+        now = time.time() if now is None else now
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, seq, kind, topic, payload, attempts FROM outbox WHERE next_attempt <= ? "
+                "ORDER BY id LIMIT ?",
+                (now, limit + len(excl)),
+            ).fetchall()
+        return [OutboxRow(*r) for r in rows if r[0] not in excl][:limit]
+
+    def delete(self, ids: Iterable[int]) -> None:
+        ids = list(ids)
+        if not ids:
+            return
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in ids])
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                # Not fatal: the rows are sent again and the collector discards the duplicates.
+                log.error("outbox: could not delete %d acknowledged rows: %s", len(ids), exc)
+
+    def defer(self, row_id: int, delay_s: float) -> None:
+        """Back off a row the broker refused, so that it is retried later, not in a hot loop."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE outbox SET attempts=attempts+1, next_attempt=? WHERE id=?", (time.time() + delay_s, row_id)
+            )
+
+    # -- figures -----------------------------------------------------------------------------
+
+    def depth(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT kind, COUNT(*) FROM outbox GROUP BY kind").fetchall()
+        return {k: n for k, n in rows}
+
+    def dropped_logs(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT value FROM meta WHERE key='dropped_logs'").fetchone()[0]
+
+    def next_seq(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0]

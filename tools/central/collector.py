@@ -1,0 +1,380 @@
+"""The central collector: MQTT in, verified and decrypted records out to the database.
+
+It subscribes with MQTT v5 shared subscriptions (``$share/<group>/...``), so several collectors
+with the same group split the load; each has its own identity (``collector.NAME``) and a persistent
+session, so messages that arrive while it is down wait for it at the broker. Acknowledgement is
+manual: a message is PUBACKed only after its row (or its refusal) is committed, so killing a
+collector at any moment loses nothing: the broker redelivers, and the store is idempotent on
+(kiosk, sequence).
+
+For each message, cheapest checks first: size; structure; topic versus signed header; registry
+(kiosk known, signing key id registered); Ed25519 signature; time window; decryption (AES-GCM
+authenticates the header too); payload schema; then the store decides stored/duplicate/replay.
+Every refusal is counted by reason and logged; the collector keeps running whatever arrives.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from kiosk import envelope
+from kiosk.envelope import EnvelopeError
+from kiosk.keys import key_id, load_encryption_key, raw_public
+from kiosk.records import RecordError, decode_payload
+from kiosk.tls import client_tls_context
+from kiosk.topics import DEFAULT_PREFIX, TopicError, collector_filters, parse_topic
+from tools.central.store import Accepted, Refusal, Store, StoreError, open_store
+from tools.registry import Registry
+
+log = logging.getLogger(__name__)
+
+#: Every reason a message can be refused for (documented; also the keys of ``stats()``).
+REFUSAL_REASONS = (
+    "oversized", "malformed", "unsupported_version", "bad_topic", "topic_mismatch", "unknown_kiosk",
+    "site_mismatch", "unknown_signing_key", "bad_signature", "future_time", "stale",
+    "unknown_encryption_key", "decrypt_failed", "bad_payload", "duplicate", "replay",
+)
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    broker_host: str
+    broker_port: int
+    ca_file: Path
+    cert_file: Path          # collector.NAME certificate
+    key_file: Path
+    enc_key_files: tuple[Path, ...]   # central X25519 private key(s); several during a rotation
+    registry_file: Path
+    db: str = "central.sqlite"        # a path / sqlite:///path, or postgresql://...
+    prefix: str = DEFAULT_PREFIX
+    share_group: str = "collectors"
+    max_envelope: int = envelope.DEFAULT_MAX_ENVELOPE
+    max_age_s: float = 30 * 86400     # kiosks may be offline for weeks; their outbox holds on
+    max_future_s: float = 300.0       # clock skew tolerated
+    batch_size: int = 200
+    batch_wait_s: float = 0.02
+    session_expiry_s: int = 7 * 86400
+    keepalive_s: int = 30
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    registry_reload_s: float = 10.0   # pick up newly registered kiosks without a restart
+    # Discard the broker-side session of this identity on the first connect (its queued messages
+    # and old subscriptions, e.g. after changing share_group). Normally False: resuming the
+    # session is what makes a restarted collector lose nothing.
+    fresh_session: bool = False
+
+
+@dataclass
+class _Incoming:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    retain: bool
+    received_ms: int
+
+
+class Processor:
+    """Verification and decryption, independent of MQTT (used by the collector and the benchmark)."""
+
+    def __init__(self, registry: Registry, enc_keys: list[X25519PrivateKey], *, prefix: str = DEFAULT_PREFIX,
+                 max_envelope: int = envelope.DEFAULT_MAX_ENVELOPE, max_age_s: float = 30 * 86400,
+                 max_future_s: float = 300.0) -> None:
+        self.registry = registry
+        self.enc_keys = {key_id(raw_public(k)): k for k in enc_keys}
+        self.prefix = prefix
+        self.max_envelope = max_envelope
+        self.max_age_ms = int(max_age_s * 1000)
+        self.max_future_ms = int(max_future_s * 1000)
+        self._verify_keys: dict[bytes, Ed25519PublicKey] = {}
+
+    def _refuse(self, reason: str, msg: _Incoming, detail: str, kiosk: str | None = None, seq: int | None = None) -> Refusal:
+        return Refusal(reason=reason, topic=msg.topic, received_ms=msg.received_ms, size=len(msg.payload),
+                       detail=detail, kiosk_claim=kiosk, seq=seq, sample=msg.payload[:4096])
+
+    def process(self, msg: _Incoming) -> Accepted | Refusal:
+        try:
+            t = parse_topic(msg.topic)
+            if t.prefix != self.prefix:
+                raise TopicError(f"prefix {t.prefix!r} is not ours")
+        except TopicError as exc:
+            return self._refuse("bad_topic", msg, str(exc))
+        try:
+            env = envelope.parse(msg.payload, self.max_envelope)
+        except EnvelopeError as exc:
+            return self._refuse(exc.reason, msg, str(exc), t.kiosk_id)
+        h = env.header
+        if h.topic != msg.topic or h.kiosk_id != t.kiosk_id:
+            return self._refuse("topic_mismatch", msg, f"signed header says {h.kiosk_id!r} on {h.topic!r}", t.kiosk_id, h.seq)
+        entry = self.registry.kiosks.get(t.kiosk_id)
+        if entry is None:
+            return self._refuse("unknown_kiosk", msg, f"kiosk {t.kiosk_id!r} is not registered", t.kiosk_id, h.seq)
+        if entry.site != t.site:
+            return self._refuse("site_mismatch", msg, f"kiosk is registered at site {entry.site!r}", t.kiosk_id, h.seq)
+        raw = entry.key_ids().get(h.sign_key_id)
+        if raw is None:
+            return self._refuse("unknown_signing_key", msg, f"signing key {h.sign_key_id.hex()} is not registered for this kiosk", t.kiosk_id, h.seq)
+        pub = self._verify_keys.get(raw)
+        if pub is None:
+            pub = self._verify_keys[raw] = Ed25519PublicKey.from_public_bytes(raw)
+        try:
+            envelope.verify(env, pub)
+        except EnvelopeError as exc:
+            return self._refuse(exc.reason, msg, str(exc), t.kiosk_id, h.seq)
+        # Time window, only after the signature: an unsigned time proves nothing.
+        now = msg.received_ms
+        if h.time_ms > now + self.max_future_ms:
+            return self._refuse("future_time", msg, f"time is {(h.time_ms - now) / 1000:.0f} s in the future", t.kiosk_id, h.seq)
+        # Status reports are exempt from the age limit: a last will is sealed at connect time and
+        # may be published by the broker much later; the highest sequence wins instead.
+        if t.kind != "status" and h.time_ms < now - self.max_age_ms:
+            return self._refuse("stale", msg, f"time is {(now - h.time_ms) / 86_400_000:.1f} days old", t.kiosk_id, h.seq)
+        dkey = self.enc_keys.get(h.enc_key_id)
+        if dkey is None:
+            return self._refuse("unknown_encryption_key", msg, f"encrypted to unknown key {h.enc_key_id.hex()}", t.kiosk_id, h.seq)
+        try:
+            plaintext = envelope.decrypt(env, dkey)
+            payload = decode_payload(plaintext, t.kind)
+        except EnvelopeError as exc:
+            return self._refuse(exc.reason, msg, str(exc), t.kiosk_id, h.seq)
+        except RecordError as exc:
+            return self._refuse("bad_payload", msg, str(exc), t.kiosk_id, h.seq)
+        return Accepted(kind=t.kind, kiosk_id=t.kiosk_id, site=t.site, seq=h.seq, created_ms=h.time_ms,
+                        received_ms=msg.received_ms, digest=env.digest, payload=payload)
+
+
+@dataclass
+class CollectorStats:
+    received: int = 0
+    stored: Counter = field(default_factory=Counter)     # kind -> rows stored
+    refused: Counter = field(default_factory=Counter)    # reason -> count
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"received": self.received, "stored": dict(self.stored), "refused": dict(self.refused)}
+
+
+class Collector:
+    """Runs the MQTT subscription and the store loop. ``run()`` blocks; ``stop()`` ends it."""
+
+    def __init__(self, config: CollectorConfig, *, client_name: str | None = None) -> None:
+        self.config = config
+        self._registry_mtime = 0.0
+        self.processor = Processor(
+            self._load_registry(), [load_encryption_key(p) for p in config.enc_key_files], prefix=config.prefix,
+            max_envelope=config.max_envelope, max_age_s=config.max_age_s, max_future_s=config.max_future_s,
+        )
+        self.store: Store = open_store(config.db)
+        self.stats = CollectorStats()
+        self._queue: queue.Queue[_Incoming] = queue.Queue()
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._subscribed = threading.Event()
+        self._client = self._make_client(client_name)
+        self._last_registry_check = time.monotonic()
+
+    def _load_registry(self) -> Registry:
+        p = Path(self.config.registry_file)
+        self._registry_mtime = p.stat().st_mtime if p.exists() else 0.0
+        return Registry.load(p)
+
+    def _make_client(self, client_name: str | None) -> mqtt.Client:
+        c = self.config
+        # The broker replaces the client id with the certificate's CN (use_username_as_clientid);
+        # a stable id is what makes the persistent session (and its queued messages) ours again.
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_name or "", protocol=mqtt.MQTTv5,
+                             manual_ack=True)
+        client.tls_set_context(client_tls_context(c.ca_file, c.cert_file, c.key_file))
+        client.reconnect_delay_set(c.reconnect_min_s, c.reconnect_max_s)  # type: ignore[arg-type]
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        return client
+
+    # -- MQTT callbacks ---------------------------------------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
+        if rc.is_failure:
+            log.error("collector: broker refused connection: %s", rc)
+            return
+        log.info("collector: connected (session present: %s)", getattr(flags, "session_present", None))
+        self._connected.set()
+        subs = [(f"$share/{self.config.share_group}/{f}", mqtt.SubscribeOptions(qos=1))
+                for f in collector_filters(self.config.prefix)]
+        client.subscribe(subs)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, rcs: Any, props: Any = None) -> None:
+        bad = [str(r) for r in rcs if r.is_failure]
+        if bad:
+            log.error("collector: subscription refused: %s", ", ".join(bad))
+        else:
+            self._subscribed.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
+        self._connected.clear()
+        self._subscribed.clear()
+        if not self._stop.is_set():
+            log.warning("collector: disconnected (%s); reconnecting", rc)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self._queue.put(_Incoming(msg.topic, bytes(msg.payload), msg.mid, msg.qos, bool(msg.retain), int(time.time() * 1000)))
+
+    # -- main loop --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect and process in background threads (tests, embedding)."""
+        c = self.config
+        if c.fresh_session:
+            self._discard_session()
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = c.session_expiry_s
+        self._client.connect_async(c.broker_host, int(c.broker_port), keepalive=c.keepalive_s,
+                                   clean_start=False, properties=props)
+        self._client.loop_start()
+        self._worker = threading.Thread(target=self._work, name="collector-store", daemon=True)
+        self._worker.start()
+
+    def _discard_session(self) -> None:
+        """Connect once with clean start and no expiry, so the broker forgets this identity's session.
+
+        (Connecting with clean start *and* an expiry would not do: mosquitto 2.0 does not restore
+        a session begun with clean start after a broker restart, and we need it restored.)
+        """
+        c = self.config
+        tmp = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
+        tmp.tls_set_context(client_tls_context(c.ca_file, c.cert_file, c.key_file))
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 0
+        try:
+            tmp.connect(c.broker_host, int(c.broker_port), keepalive=c.keepalive_s, clean_start=True, properties=props)
+            tmp.loop_start()
+            deadline = time.monotonic() + 10
+            while not tmp.is_connected() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            tmp.disconnect()
+            tmp.loop_stop()
+        except OSError as exc:
+            log.warning("collector: could not discard the old session: %s", exc)
+
+    def run(self) -> None:
+        """Blocking: start, then wait until ``stop()`` (or Ctrl-C)."""
+        self.start()
+        try:
+            while not self._stop.wait(1.0):
+                pass
+        finally:
+            self.stop()
+
+    def wait_ready(self, timeout: float = 10.0) -> bool:
+        return self._subscribed.wait(timeout)
+
+    def stop(self) -> None:
+        if self._stop.is_set() and not getattr(self, "_worker", None):
+            return
+        self._stop.set()
+        worker = getattr(self, "_worker", None)
+        if worker is not None:
+            worker.join(10)
+            self._worker = None
+        self._client.disconnect()
+        self._client.loop_stop()
+        self.store.close()
+
+    def _maybe_reload_registry(self) -> None:
+        now = time.monotonic()
+        if now - self._last_registry_check < self.config.registry_reload_s:
+            return
+        self._last_registry_check = now
+        p = Path(self.config.registry_file)
+        try:
+            if p.exists() and p.stat().st_mtime != self._registry_mtime:
+                self.processor.registry = self._load_registry()
+                log.info("collector: registry reloaded (%d kiosks)", len(self.processor.registry.kiosks))
+        except Exception as exc:   # keep the old registry: a half-written edit must not stop us
+            log.error("collector: registry reload failed, keeping the previous one: %s", exc)
+
+    def _work(self) -> None:
+        # On stop, whatever is still queued is simply not acknowledged: the broker redelivers it.
+        while not self._stop.is_set():
+            try:
+                first = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                self._maybe_reload_registry()
+                continue
+            batch = [first]
+            deadline = time.monotonic() + self.config.batch_wait_s
+            while len(batch) < self.config.batch_size:
+                try:
+                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                except queue.Empty:
+                    break
+            self.handle_batch(batch)
+            self._maybe_reload_registry()
+
+    def handle_batch(self, batch: list[_Incoming]) -> None:
+        accepted: list[Accepted] = []
+        refusals: list[Refusal] = []
+        for m in batch:
+            try:
+                r = self.processor.process(m)
+            except Exception as exc:   # a bug must not kill the collector or lose the message
+                log.exception("collector: unexpected error processing a message")
+                r = Refusal("malformed", m.topic, m.received_ms, len(m.payload), f"internal error: {type(exc).__name__}",
+                            sample=m.payload[:4096])
+            if isinstance(r, Accepted):
+                accepted.append(r)
+            else:
+                refusals.append(r)
+        while True:
+            try:
+                results = self.store.store(accepted, refusals)
+                break
+            except StoreError as exc:
+                # The database is down: do not ack; retry, the broker keeps the messages meanwhile.
+                log.error("collector: %s; retrying in 2 s", exc)
+                if self._stop.wait(2.0):
+                    return
+        self.stats.received += len(batch)
+        for a, res in zip(accepted, results):
+            if res == "stored" or res == "ignored":
+                self.stats.stored[a.kind] += res == "stored"
+            else:
+                self.stats.refused[res] += 1
+                if res == "replay":
+                    log.warning("collector: refused replay: kiosk %s sequence %d reused with different content", a.kiosk_id, a.seq)
+        for r in refusals:
+            self.stats.refused[r.reason] += 1
+            log.warning("collector: refused message on %s: %s (%s)", r.topic[:200], r.reason, r.detail[:200])
+        for m in batch:
+            if m.qos > 0:
+                self._client.ack(m.mid, m.qos)
+
+
+def load_config(data: Mapping[str, Any], base_dir: Path | None = None) -> CollectorConfig:
+    """Build a CollectorConfig from a mapping (the ``[central]`` table of a TOML file)."""
+    kw = dict(data)
+    for k in ("ca_file", "cert_file", "key_file", "registry_file"):
+        if k in kw:
+            p = Path(kw[k])
+            kw[k] = p if p.is_absolute() or base_dir is None else base_dir / p
+    if "enc_key_files" in kw:
+        kw["enc_key_files"] = tuple(
+            Path(p) if Path(p).is_absolute() or base_dir is None else base_dir / p for p in kw["enc_key_files"]
+        )
+    return CollectorConfig(**kw)

@@ -1,0 +1,167 @@
+"""The device PKI: a dedicated CA, and TLS certificates for the broker, kiosks, collectors, admins.
+
+Identities are the certificates' common names, which mosquitto turns into MQTT user names
+(``use_identity_as_username``), which the ACL then uses:
+
+* a kiosk is its id (``kiosk-0042``: lower-case letters, digits, '-');
+* a collector is ``collector.NAME``, an admin ``admin.NAME``: the dot can never occur in a kiosk id,
+  so no kiosk certificate can ever carry a service identity.
+
+Keys are EC P-256 (fast handshakes on small CPUs, universally supported by OpenSSL/mosquitto),
+written 0600. The CA key should live offline; ``issue`` needs it only to sign.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from kiosk.keys import write_private_file, write_public_file
+from kiosk.topics import validate_id
+
+Role = Literal["kiosk", "collector", "admin", "server"]
+CA_KEY = "ca.key"
+CA_CERT = "ca.crt"
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class PkiError(ValueError):
+    pass
+
+
+def identity(role: Role, name: str) -> str:
+    """The certificate CN (= MQTT user name) for a role and a name."""
+    if role == "kiosk":
+        return validate_id(name, "kiosk id")
+    if role in ("collector", "admin"):
+        if not _NAME_RE.match(name):
+            raise PkiError(f"invalid {role} name {name!r}: lower-case letters, digits, '-'")
+        return f"{role}.{name}"
+    if role == "server":
+        return name
+    raise PkiError(f"unknown role {role!r}")
+
+
+@dataclass(frozen=True)
+class IssuedCert:
+    cert_path: Path
+    key_path: Path
+    common_name: str
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def init_ca(directory: Path, *, name: str = "sigkiosk device CA", days: int = 3650) -> Path:
+    """Create ``ca.key`` (0600) and ``ca.crt`` in ``directory``; refuse to overwrite an existing CA."""
+    directory = Path(directory)
+    if (directory / CA_KEY).exists() or (directory / CA_CERT).exists():
+        raise FileExistsError(f"a CA already exists in {directory}")
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_now() - dt.timedelta(minutes=5))
+        .not_valid_after(_now() + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    write_private_file(directory / CA_KEY, _key_pem(key))
+    write_public_file(directory / CA_CERT, cert.public_bytes(serialization.Encoding.PEM))
+    return directory / CA_CERT
+
+
+def _load_ca(ca_dir: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    ca_dir = Path(ca_dir)
+    try:
+        key = serialization.load_pem_private_key((ca_dir / CA_KEY).read_bytes(), password=None)
+        cert = x509.load_pem_x509_certificate((ca_dir / CA_CERT).read_bytes())
+    except FileNotFoundError:
+        raise PkiError(f"no CA in {ca_dir}: run `sigkiosk admin init-ca --dir {ca_dir}` first") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise PkiError("the CA key is not an EC key")
+    return key, cert
+
+
+def issue(
+    ca_dir: Path, role: Role, name: str, out_dir: Path, *, days: int = 825,
+    hosts: tuple[str, ...] = ("localhost", "127.0.0.1"), csr_pem: bytes | None = None,
+) -> IssuedCert:
+    """Issue a certificate for ``role``/``name`` into ``out_dir`` (``<cn>.crt`` and ``<cn>.key``).
+
+    With ``csr_pem`` the key stays where it was generated (on the kiosk) and only the certificate
+    is written; the CSR's subject is ignored: the CN is always the one derived from role and name.
+    """
+    ca_key, ca_cert = _load_ca(ca_dir)
+    cn = identity(role, name)
+    out_dir = Path(out_dir)
+    key_path = out_dir / f"{cn}.key"
+    cert_path = out_dir / f"{cn}.crt"
+    if csr_pem is not None:
+        csr = x509.load_pem_x509_csr(csr_pem)
+        if not csr.is_signature_valid:
+            raise PkiError("the CSR's signature is invalid")
+        public_key = csr.public_key()
+        key = None
+    else:
+        key = ec.generate_private_key(ec.SECP256R1())
+        public_key = key.public_key()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+        .issuer_name(ca_cert.subject).public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_now() - dt.timedelta(minutes=5))
+        .not_valid_after(_now() + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(True, False, True, False, False, False, False, False, False), critical=True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()), critical=False  # type: ignore[arg-type]
+        )
+    )
+    if role == "server":
+        sans: list[x509.GeneralName] = []
+        for h in dict.fromkeys((name, *hosts)):
+            try:
+                sans.append(x509.IPAddress(ipaddress.ip_address(h)))
+            except ValueError:
+                sans.append(x509.DNSName(h))
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    else:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    if key is not None:
+        write_private_file(key_path, _key_pem(key), overwrite=True)
+    write_public_file(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    return IssuedCert(cert_path, key_path, cn)
+
+
+def make_csr(key_path: Path, common_name: str) -> bytes:
+    """On the kiosk: create a TLS key (0600) and return a CSR to send to the admin."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    write_private_file(Path(key_path), _key_pem(key))
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .sign(key, hashes.SHA256())
+    )
+    return csr.public_bytes(serialization.Encoding.PEM)
