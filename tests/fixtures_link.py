@@ -218,3 +218,27 @@ def port_open(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def mqtt_client(link_pki: LinkPki, port: int, cn: str, *, cert: tuple[Path, Path] | None = None,
+                ca_file: Path | None = None):  # type: ignore[no-untyped-def]
+    """A raw, connected paho client with ``cn``'s certificate; ``.received`` collects messages,
+    ``.subacks`` the subscription results, ``.pubacks`` the PUBACK reason codes."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from kiosk.tls import client_tls_context
+
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cn, protocol=mqtt.MQTTv5)
+    crt, key = cert or link_pki.cert(cn)
+    c.tls_set_context(client_tls_context(ca_file or link_pki.ca_dir / pki.CA_CERT, crt, key))
+    c.received = []  # type: ignore[attr-defined]
+    c.subacks = []  # type: ignore[attr-defined]
+    c.pubacks = {}  # type: ignore[attr-defined]
+    c.on_message = lambda cl, u, m: c.received.append((m.topic, bytes(m.payload)))  # type: ignore[attr-defined]
+    c.on_subscribe = lambda cl, u, mid, rcs, p: c.subacks.append([r.value for r in rcs])  # type: ignore[attr-defined]
+    c.on_publish = lambda cl, u, mid, rc, p: c.pubacks.__setitem__(mid, rc.value)  # type: ignore[attr-defined]
+    c.connect("localhost", port)
+    c.loop_start()
+    wait_for(c.is_connected, timeout=10, what=f"{cn} connected")
+    return c

@@ -1,0 +1,87 @@
+"""The outbox on its own: durability, order, sequence numbers across restarts, the log quota."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from kiosk.outbox import Outbox, OutboxError
+
+
+def _payload(n: int) -> bytes:
+    return bytes(n)
+
+
+def test_wal_mode_and_sequences_survive_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite"
+    ob = Outbox(path)
+    seqs = [ob.add("decision", "t/decision", lambda s: s.to_bytes(8, "big")) for _ in range(5)]
+    assert seqs == list(range(seqs[0], seqs[0] + 5))
+    # A fresh outbox starts from the clock (microseconds), far above anything small.
+    assert abs(seqs[0] - time.time() * 1_000_000) < 60 * 1_000_000
+    status_seq = ob.reserve_seq()
+    ob.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    ob = Outbox(path)
+    assert ob.add("decision", "t/decision", lambda s: b"x") == status_seq + 1
+    rows = ob.pending(100)
+    assert [r.seq for r in rows] == [*seqs, status_seq + 1]          # oldest first
+    assert rows[0].payload == seqs[0].to_bytes(8, "big")              # sealed with its own seq
+    ob.close()
+
+
+def test_a_failed_seal_stores_nothing_and_burns_no_sequence(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "o.sqlite")
+    before = ob.next_seq()
+
+    def boom(seq: int) -> bytes:
+        raise ValueError("cannot seal")
+
+    with pytest.raises(ValueError):
+        ob.add("decision", "t", boom)
+    assert ob.depth() == {} and ob.next_seq() == before
+    ob.close()
+
+
+def test_pending_skips_in_flight_and_delete_and_defer(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "o.sqlite")
+    for _ in range(5):
+        ob.add("decision", "t", lambda s: b"d")
+    rows = ob.pending(2)
+    nxt = ob.pending(2, exclude=[r.id for r in rows])
+    assert [r.id for r in nxt] == [rows[-1].id + 1, rows[-1].id + 2]
+    ob.delete([rows[0].id])
+    ob.defer(rows[1].id, 60)
+    assert [r.id for r in ob.pending(10)] == [r.id for r in nxt] + [nxt[-1].id + 1]
+    assert ob.pending(10, now=time.time() + 120)[0].id == rows[1].id and ob.pending(10, now=time.time() + 120)[0].attempts == 1
+    ob.close()
+
+
+def test_log_quota_drops_oldest_logs_counts_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    ob = Outbox(tmp_path / "o.sqlite", log_quota_bytes=1000)
+    for _ in range(3):
+        ob.add("decision", "t/decision", lambda s: _payload(400))   # decisions never count, never drop
+    log_seqs = [ob.add("log", "t/log", lambda s: _payload(300)) for _ in range(3)]
+    assert ob.depth() == {"decision": 3, "log": 3} and ob.dropped_logs() == 0
+    with caplog.at_level(logging.WARNING, logger="kiosk.outbox"):
+        newest = ob.add("log", "t/log", lambda s: _payload(300))
+    assert ob.dropped_logs() == 1
+    assert "dropped the 1 oldest log records" in caplog.text
+    remaining = [r.seq for r in ob.pending(100) if r.kind == "log"]
+    assert remaining == [*log_seqs[1:], newest]
+    # A record bigger than the whole quota is dropped (and counted) instead of emptying the queue.
+    ob.add("log", "t/log", lambda s: _payload(5000))
+    assert ob.dropped_logs() == 2 and ob.depth() == {"decision": 3, "log": 3}
+    ob.close()
+
+
+def test_unusable_outbox_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "not-a-db.sqlite"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(OutboxError, match="cannot open outbox"):
+        Outbox(bad)

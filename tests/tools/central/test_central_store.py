@@ -1,0 +1,107 @@
+"""The stores (SQLite and the real PostgreSQL): idempotence, replays, status order, queries, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+
+from fixtures_link import LinkPki, wait_for
+from kiosk.link import KioskLink
+from tools.broker import Mosquitto
+from tools.central.collector import Collector
+from tools.central.store import Accepted, open_store
+from tools.commands import central_cmd
+
+T0 = 1_790_000_000_000
+
+
+def _dec(seq: int, decision: str = "APPROVED", kiosk: str = "kiosk-a", t: int = T0, digest: str | None = None) -> Accepted:
+    return Accepted("decision", kiosk, "site1", seq, t + seq, t + seq + 5, digest or f"d{seq}",
+                    {"type": "decision", "decision": decision, "score": 0.5, "reasons": ["shape"]})
+
+
+def _status(seq: int, state: str, will_seq: int | None) -> Accepted:
+    return Accepted("status", "kiosk-a", "site1", seq, T0, T0, f"s{seq}", {"type": "status", "state": state, "will_seq": will_seq})
+
+
+def test_store_is_idempotent_and_tells_duplicates_from_replays(db_url: str) -> None:
+    store = open_store(db_url)
+    try:
+        assert store.store([_dec(1), _dec(2)]) == ["stored", "stored"]
+        assert store.store([_dec(1), _dec(2, "SUSPICIOUS", digest="other"), _dec(3)]) == ["duplicate", "replay", "stored"]
+        assert store.count("decisions") == 3
+        assert [d.decision for d in store.query_decisions()] == ["APPROVED"] * 3    # the replay changed nothing
+        assert store.refusal_counts() == {"duplicate": 1, "replay": 1}
+        assert store.count("rejected") == 1                                          # replays archived
+    finally:
+        store.close()
+
+
+def test_status_keeps_the_newest_and_honours_the_current_will(db_url: str) -> None:
+    store = open_store(db_url)
+    try:
+        store.store([_status(10, "offline", 10)])          # will of connection 1 (retained, seen first)
+        store.store([_status(11, "online", 10)])           # online over connection 1
+        store.store([_status(12, "online", 10)])
+        store.store([_status(11, "online", 10)])           # an old report arriving late: ignored
+        assert store.status()["kiosk-a"]["seq"] == 12
+        store.store([_status(10, "offline", 10)])          # the will of connection 1 fires: applies
+        assert store.status()["kiosk-a"]["state"] == "offline"
+        store.store([_status(13, "offline", 13)])          # will of connection 2 arrives (retained copy)
+        store.store([_status(14, "online", 13)])
+        store.store([_status(10, "offline", 10)])          # a stale will of connection 1: ignored
+        assert store.status()["kiosk-a"]["state"] == "online"
+    finally:
+        store.close()
+
+
+def test_query_filters_by_kiosk_time_and_outcome(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    store = open_store(db_url)
+    store.store([_dec(i, "SUSPICIOUS" if i % 4 == 0 else "APPROVED", "kiosk-a" if i % 2 else "kiosk-b") for i in range(1, 21)])
+    assert len(store.query_decisions(kiosk_id="kiosk-a")) == 10
+    assert [d.seq for d in store.query_decisions(outcome="SUSPICIOUS")] == [4, 8, 12, 16, 20]
+    assert [d.seq for d in store.query_decisions(since_ms=T0 + 5, until_ms=T0 + 8)] == [5, 6, 7]
+    assert [d.seq for d in store.query_decisions(kiosk_id="kiosk-b", outcome="SUSPICIOUS", limit=2)] == [4, 8]
+    store.close()
+    parser = argparse.ArgumentParser()
+    central_cmd.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["central", "query", "--db", db_url, "--kiosk", "kiosk-b", "--outcome", "SUSPICIOUS",
+                              "--since", str(T0), "--json"])
+    assert args.func(args) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(d["kiosk_id"], d["seq"], d["decision"]) for d in lines] == [("kiosk-b", s, "SUSPICIOUS") for s in (4, 8, 12, 16, 20)]
+    args = parser.parse_args(["central", "query", "--db", db_url, "--until", "2026-09-21T00:00:00Z"])
+    assert args.func(args) == 0
+    assert "0 decision(s)" in capsys.readouterr().out   # T0 is 2026-09-21T12:26Z: nothing before midnight
+
+
+def test_two_collectors_split_the_load_on_postgresql(link_pki: LinkPki, mqtt_broker: Mosquitto, tmp_path: Path,
+                                                     pg_server) -> None:  # type: ignore[no-untyped-def]
+    from fixtures_link import fresh_pg_schema
+
+    dsn = fresh_pg_schema(pg_server)
+    group = f"two{uuid.uuid4().hex[:6]}"
+    collectors = [Collector(link_pki.collector_config(mqtt_broker.port, dsn, name=n, share_group=group,
+                                                      fresh_session=True)) for n in ("c1", "c2")]
+    for c in collectors:
+        c.start()
+    link = KioskLink(link_pki.link_config("kiosk-a", mqtt_broker.port, tmp_path / "outbox.sqlite"))
+    try:
+        assert all(c.wait_ready() for c in collectors)
+        link.start()
+        for i in range(200):
+            link.publish_decision({"decision": "APPROVED", "score": 0.7, "subject": f"n{i}"})
+        assert link.flush(30)
+        wait_for(lambda: collectors[0].store.count("decisions") == 200, timeout=30, what="200 decisions")
+        shares = [c.stats.stored["decision"] for c in collectors]
+        assert sum(shares) == 200 and min(shares) > 0, f"the load was not split: {shares}"
+        subjects = [d.payload["subject"] for d in collectors[0].store.query_decisions(limit=1000)]
+        assert sorted(subjects) == sorted(f"n{i}" for i in range(200))
+    finally:
+        link.close()
+        for c in collectors:
+            c.stop()
