@@ -391,9 +391,11 @@ class KioskLink:
             return
         for row in self.outbox.pending(room, exclude=self._inflight.keys()):
             info = client.publish(row.topic, row.payload, qos=1)
-            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                # Not queued by paho (should not happen without a queue limit): retry next round.
-                log.warning("link: publish of row %d returned %s", row.id, mqtt.error_string(info.rc))
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                # The connection dropped under us (NO_CONN). paho keeps such a message and sends it
+                # after reconnecting, but its MQTTMessageInfo then never reports the PUBACK; so the
+                # row stays untracked and is published again by us - one harmless duplicate.
+                log.debug("link: publish of row %d returned %s", row.id, mqtt.error_string(info.rc))
                 break
             with self._cond:
                 self._inflight[row.id] = _Flight(row.id, info, time.monotonic(), row.attempts)

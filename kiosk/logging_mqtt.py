@@ -123,3 +123,23 @@ class MqttLogHandler(logging.Handler):
             level=record.levelname, logger=record.name, message=message, fields=fields,
             created_ms=int(record.created * 1000), suppressed_before=suppressed,
         )
+
+
+class RedactingFilter(logging.Filter):
+    """The same redaction for local handlers (journald, files): install it on the handler.
+
+    It rewrites the record in place (message rendered and redacted, ``extra`` fields redacted,
+    traceback reduced to type and message), so every handler after it sees the safe version.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact_text(record.getMessage())[:MAX_MESSAGE]
+        record.args = None
+        for k, v in list(vars(record).items()):
+            if k not in _STANDARD_ATTRS and not k.startswith("_"):
+                setattr(record, k, redact_value(k, v))
+        if record.exc_info and record.exc_info[0] is not None:
+            record.msg += f" [{record.exc_info[0].__name__}: {redact_text(str(record.exc_info[1]))[:MAX_FIELD]}]"
+            record.exc_info = None
+            record.exc_text = None
+        return True

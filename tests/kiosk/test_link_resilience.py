@@ -140,3 +140,27 @@ def test_collector_killed_and_restarted_loses_nothing(link_pki: LinkPki, own_bro
             if p is not None and p.poll() is None:
                 p.terminate()
                 p.wait(10)
+
+
+def test_decisions_wait_in_the_outbox_until_a_collector_subscribes(link_pki: LinkPki, own_broker: Mosquitto,
+                                                                   tmp_path: Path) -> None:
+    # A fresh broker has no collector session: it would acknowledge and drop the messages
+    # ("no matching subscribers"). The kiosk must keep them until someone can receive them.
+    link = KioskLink(link_pki.link_config("kiosk-a", own_broker.port, tmp_path / "outbox.sqlite"))
+    collector = None
+    try:
+        link.start()
+        for i in range(20):
+            link.publish_decision({"decision": "APPROVED", "score": 0.8, "subject": f"n{i}"})
+        wait_for(lambda: link.stats().connected, what="kiosk connected")
+        time.sleep(1.0)
+        assert link.outbox.depth().get("decision") == 20, "nothing may leave the outbox while nobody listens"
+        collector = Collector(link_pki.collector_config(own_broker.port, str(tmp_path / "c.sqlite"), fresh_session=True))
+        collector.start()
+        assert link.flush(30)
+        wait_for(lambda: collector.store.count("decisions") == 20, what="the held decisions")
+        assert link.stats().errors == 0   # holding is not an error
+    finally:
+        link.close()
+        if collector is not None:
+            collector.stop()

@@ -76,7 +76,7 @@ def test_query_filters_by_kiosk_time_and_outcome(db_url: str, capsys: pytest.Cap
     assert [(d["kiosk_id"], d["seq"], d["decision"]) for d in lines] == [("kiosk-b", s, "SUSPICIOUS") for s in (4, 8, 12, 16, 20)]
     args = parser.parse_args(["central", "query", "--db", db_url, "--until", "2026-09-21T00:00:00Z"])
     assert args.func(args) == 0
-    assert "0 decision(s)" in capsys.readouterr().out   # T0 is 2026-09-21T12:26Z: nothing before midnight
+    assert "0 decision(s)" in capsys.readouterr().out   # T0 is 2026-09-21T14:13Z: nothing before midnight
 
 
 def test_two_collectors_split_the_load_on_postgresql(link_pki: LinkPki, mqtt_broker: Mosquitto, tmp_path: Path,
