@@ -19,6 +19,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tools.commands.bench_cmd",
     "tools.commands.enroll_cmd",
     "tools.commands.demo_cmd",
+    "tools.commands.admin_cmd",
+    "tools.commands.central_cmd",
 )
 
 

@@ -1,0 +1,128 @@
+"""Benchmark: the secure link. Kiosk-side cost of one decision, and collector throughput.
+
+Kiosk side: sealing one typical decision (JSON + X25519 ephemeral + HKDF + AES-GCM + Ed25519),
+and sealing plus committing it to the outbox (SQLite WAL, synchronous=FULL: an fsync per
+decision), which is what ``KioskLink.publish_decision`` costs before it returns.
+
+Collector side: decisions per second through one collector's pipeline - parse, signature check,
+decryption, payload check, and the batched idempotent insert into SQLite (synchronous=FULL) -
+fed pre-sealed envelopes from several kiosks, so the broker and the network are not measured.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+NAME = "link"
+
+
+def _decision(i: int) -> dict:
+    return {
+        "decision": "APPROVED" if i % 5 else "SUSPICIOUS", "score": 0.5 + (i % 50) / 100,
+        "reasons": ["shape", "speed", "pressure", "rhythm"][: 1 + i % 4],
+        "model_versions": {"pen-student-int8": "2026.11.3", "dtw": "1.2.0", "calibration": "7"},
+        "timings_ms": {"preprocess": 1.8, "features": 2.4, "model": 9.7, "dtw": 6.1, "fusion": 0.1},
+        "subject": f"cust-{i:06d}", "session_id": f"s-{i:08d}", "mode": "online",
+    }
+
+
+def run(quick: bool = False) -> dict[str, float]:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from kiosk import envelope
+    from kiosk.keys import key_id, raw_public
+    from kiosk.outbox import Outbox
+    from kiosk.records import DecisionRecord, encode_payload
+    from tools.central.collector import Processor, _Incoming
+    from tools.central.store import SqliteStore
+    from tools.registry import KioskEntry, Registry
+
+    n_seal = 300 if quick else 3000
+    n_commit = 100 if quick else 500
+    n_collect = 1000 if quick else 10000
+    n_kiosks = 10
+    central = X25519PrivateKey.generate()
+    kiosk_keys = {f"kiosk-{k:03d}": Ed25519PrivateKey.generate() for k in range(n_kiosks)}
+    registry = Registry()
+    for kid, sk in kiosk_keys.items():
+        registry.add(KioskEntry(kid, "bench", None, (raw_public(sk),)))
+    now_ms = int(time.time() * 1000)
+
+    def seal(i: int, kid: str = "kiosk-000") -> tuple[str, bytes]:
+        topic = f"sig/v1/bench/{kid}/decision"
+        rec = DecisionRecord.from_dict(_decision(i))
+        sk = kiosk_keys[kid]
+        return topic, envelope.seal(encode_payload(rec.to_payload()), kiosk_id=kid, seq=i, time_ms=now_ms, topic=topic,
+                                    signing_key=sk, recipient=central.public_key(), sign_key_id=key_id(raw_public(sk)))
+
+    # -- kiosk: seal -----------------------------------------------------------------------------
+    samples = []
+    for i in range(n_seal):
+        t0 = time.perf_counter()
+        _, data = seal(i)
+        samples.append(time.perf_counter() - t0)
+    seal_us = statistics.median(samples) * 1e6
+    seal_p95_us = sorted(samples)[int(0.95 * len(samples))] * 1e6
+    envelope_bytes = len(data)
+
+    # -- kiosk: seal + durable commit -----------------------------------------------------------------
+    with tempfile.TemporaryDirectory() as d:
+        ob = Outbox(Path(d) / "outbox.sqlite")
+        samples = []
+        for i in range(n_commit):
+            t0 = time.perf_counter()
+            ob.add("decision", "sig/v1/bench/kiosk-000/decision", lambda s, i=i: seal(i)[1])
+            samples.append(time.perf_counter() - t0)
+        ob.close()
+    commit_us = statistics.median(samples) * 1e6
+    commit_p95_us = sorted(samples)[int(0.95 * len(samples))] * 1e6
+
+    # -- collector: verify + decrypt + store -------------------------------------------------------
+    kids = list(kiosk_keys)
+    msgs = []
+    for i in range(n_collect):
+        topic, data = seal(i, kids[i % n_kiosks])
+        msgs.append(_Incoming(topic, data, i, 1, False, now_ms + 10))
+    proc = Processor(registry, [central])
+    t0 = time.perf_counter()
+    accepted = [proc.process(m) for m in msgs]
+    verify_decrypt_s = time.perf_counter() - t0
+    assert all(hasattr(a, "payload") for a in accepted), "benchmark envelopes were refused"
+    with tempfile.TemporaryDirectory() as d:
+        store = SqliteStore(Path(d) / "central.sqlite")
+        proc2 = Processor(registry, [central])
+        t0 = time.perf_counter()
+        for b in range(0, n_collect, 200):
+            batch = [proc2.process(m) for m in msgs[b:b + 200]]
+            store.store(batch)  # type: ignore[arg-type]
+        pipeline_s = time.perf_counter() - t0
+        stored = store.count("decisions")
+        store.close()
+    assert stored == n_collect
+
+    figures = {
+        "seal_us_median": round(seal_us, 1),
+        "seal_us_p95": round(seal_p95_us, 1),
+        "seal_and_commit_us_median": round(commit_us, 1),
+        "seal_and_commit_us_p95": round(commit_p95_us, 1),
+        "envelope_bytes": float(envelope_bytes),
+        "collector_verify_decrypt_per_s": round(n_collect / verify_decrypt_s, 1),
+        "collector_decisions_per_s": round(n_collect / pipeline_s, 1),
+    }
+    print(f"link: kiosk seal one decision {seal_us:.0f} us median ({seal_p95_us:.0f} us p95), "
+          f"{envelope_bytes} B envelope")
+    print(f"link: kiosk seal + durable outbox commit {commit_us:.0f} us median ({commit_p95_us:.0f} us p95)")
+    print(f"link: collector verify + decrypt {figures['collector_verify_decrypt_per_s']:.0f} decisions/s; "
+          f"verify + decrypt + store (SQLite, batches of 200) {figures['collector_decisions_per_s']:.0f} decisions/s "
+          f"({n_collect} decisions, {n_kiosks} kiosks, one core)")
+    return figures
+
+
+if __name__ == "__main__":
+    import sys
+
+    run(quick="--quick" in sys.argv)
