@@ -11,7 +11,8 @@ and, for the second layer, the serial pad):
     (what the live reader read with EVIOCGABS/EVIOCGKEY, recorded in the stream). When no state
     follows (a truncated or hand-made stream), axes and keys become *unknown* until the device
     reports them again, and frames without a known position are dropped (and counted) rather
-    than guessed.
+    than guessed (contact is not inferred from pressure either: pens report BTN_TOUCH at their
+    own threshold, and datasets have contact points with zero pressure).
 
 ``SignatureSegmenter``
     Turns frames into signatures: a signature starts at the first pen-down frame, keeps the
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from array import array
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,7 +75,7 @@ class AssemblerStats:
     events_ignored_after_drop: int = 0
     resyncs_from_state: int = 0
     resyncs_without_state: int = 0
-    frames_without_position: int = 0
+    frames_without_position: int = 0  # position, pressure or contact unknown after a drop
     time_regressions: int = 0
     signatures: int = 0
     discarded_short: int = 0
@@ -235,8 +237,8 @@ class FrameAssembler:
         else:
             in_range = True  # no proximity keys (or unknown after a drop): trust the axes
         p = self._p
-        if self._has_touch and self._touch is not None:
-            touching = self._touch
+        if self._has_touch:
+            touching = bool(self._touch)  # None (unknown after a drop) is refused below
         elif self._has_pressure:
             touching = p is not None and p > self._p_min
         else:
@@ -252,12 +254,13 @@ class FrameAssembler:
             self._gap = False
             return PenFrame(t, 0, 0, 0, False, False, gap)
         x, y = self._x, self._y
-        if x is None or y is None:
+        if x is None or y is None or p is None or (self._has_touch and self._touch is None):
+            # After a drop nobody resynchronised: what is not known is not guessed.
             self.stats.frames_without_position += 1
             return None
         self._was_in_range = True
         self._gap = False
-        return PenFrame(t, x, y, p if p is not None else self._p_min, touching, True, gap)
+        return PenFrame(t, x, y, p, touching, True, gap)
 
 
 class EndReason(str, enum.Enum):
@@ -348,11 +351,14 @@ class SignatureSegmenter:
         self._suppress = False  # after a forced end, wait for the pen to lift first
 
     def _reset(self) -> None:
-        self._t: list[float] = []
-        self._x: list[int] = []
-        self._y: list[int] = []
-        self._p: list[int] = []
-        self._d: list[bool] = []
+        # array.array rather than lists: appending costs the same, and turning them into numpy
+        # columns at pen-up is a zero-copy view instead of a boxed-object walk (that walk was
+        # most of the capture's share of the decision latency).
+        self._t = array("d")
+        self._x = array("d")
+        self._y = array("d")
+        self._p = array("d")
+        self._d = array("b")
         self._gaps: list[int] = []
         self._breaks: list[int] = []
         self._lift_t: float | None = None
@@ -418,6 +424,20 @@ class SignatureSegmenter:
             self._lift_t = t
         return done
 
+    def deadline(self) -> float | None:
+        """When (event clock) the signature in progress ends if nothing else happens, else None.
+
+        Live readers sleep until then instead of polling, so the pen-up timeout is noticed
+        on time rather than up to a polling interval late.
+        """
+        if not self._t:
+            return None
+        cfg = self.config
+        end = self._t[0] + cfg.max_duration
+        if self._lift_t is not None:
+            end = min(end, self._lift_t + cfg.pen_up_timeout)
+        return end
+
     def tick(self, now: float) -> CapturedSignature | None:
         """End the signature if ``now`` (event clock) is past the pen-up timeout or max duration."""
         if not self._t:
@@ -425,7 +445,7 @@ class SignatureSegmenter:
         cfg = self.config
         if self._lift_t is not None and now - self._lift_t >= cfg.pen_up_timeout:
             return self._finish(EndReason.PEN_UP_TIMEOUT, self._lift_t + cfg.pen_up_timeout)
-        if now - self._t[0] > cfg.max_duration:
+        if now - self._t[0] >= cfg.max_duration:
             return self._finish(EndReason.MAX_DURATION, now, suppress=True)
         return None
 
@@ -449,11 +469,11 @@ class SignatureSegmenter:
     def _finish(self, reason: EndReason, ended_at: float, suppress: bool = False) -> CapturedSignature | None:
         end = self._last_down + 1  # trailing hover after the last stroke is not signature
         n_down = self._n_down
-        t = np.asarray(self._t[:end], dtype=np.float64)
-        x = np.asarray(self._x[:end], dtype=np.float64)
-        y = np.asarray(self._y[:end], dtype=np.float64)
-        p = np.asarray(self._p[:end], dtype=np.float64)
-        d = np.asarray(self._d[:end], dtype=bool)
+        t = np.frombuffer(self._t, dtype=np.float64)[:end]
+        x = np.frombuffer(self._x, dtype=np.float64)[:end]
+        y = np.frombuffer(self._y, dtype=np.float64)[:end]
+        p = np.frombuffer(self._p, dtype=np.float64)[:end]
+        d = np.frombuffer(self._d, dtype=np.int8)[:end].astype(bool)
         gaps = tuple(g for g in self._gaps if g < end)
         breaks = tuple(b for b in self._breaks if b < end)
         self._reset()

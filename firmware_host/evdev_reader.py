@@ -110,8 +110,9 @@ class DeviceSelector:
         return True
 
     def describe(self) -> str:
+        """``" matching name='*wacom*'"``, or empty when the selector takes any pen."""
         parts = [f"{k}={v!r}" for k, v in self.__dict__.items() if v is not None]
-        return ", ".join(parts) or "any pen device"
+        return f" matching {', '.join(parts)}" if parts else ""
 
 
 @dataclass
@@ -153,12 +154,12 @@ def find_pen(selector: DeviceSelector | None = None, input_dir: Path = DEFAULT_I
         return max(candidates, key=lambda c: (c.pen_score(), -len(c.path), c.path))
     if listing.inaccessible and all("permission" in r for _, r in listing.inaccessible):
         raise DevicePermissionError(
-            f"no pen device matching {selector.describe()} among readable devices; "
+            f"no pen device{selector.describe()} among readable devices; "
             f"{len(listing.inaccessible)} event node(s) in {input_dir} are not readable by this "
             "user: install systemd/70-sigkiosk-digitizer.rules and add the user to group sigkiosk"
         )
     raise NoPenDeviceError(
-        f"no pen device matching {selector.describe()} in {input_dir} "
+        f"no pen device{selector.describe()} in {input_dir} "
         f"({len(listing.devices)} readable device(s), none with ABS_X/ABS_Y and a pen key)"
     )
 
@@ -291,7 +292,7 @@ class LiveDigitizer:
                     if sig is None:
                         raise NoSignatureError("done before any signature was written")
                     return sig
-                r, _, _ = select.select([self.device.fd], [], [], self.poll_interval)
+                r, _, _ = select.select([self.device.fd], [], [], self._wait(asm))
                 if r:
                     for ev in self._read_batch():
                         emit(ev)
@@ -325,6 +326,13 @@ class LiveDigitizer:
                     self.device.ungrab()
                 except OSError:
                     pass  # gone or already released: nothing left to release
+
+    def _wait(self, asm: CaptureAssembler) -> float:
+        """Sleep until the next event, the signature's deadline, or the polling interval."""
+        deadline = asm.segmenter.deadline()
+        if deadline is None:
+            return self.poll_interval
+        return min(self.poll_interval, max(0.0, deadline - self.now()))
 
     def close(self) -> None:
         try:
@@ -375,7 +383,7 @@ class DigitizerService:
             if cancel is not None and cancel.is_set():
                 raise NoSignatureError("cancelled while waiting for the digitizer")
             if deadline is not None and time.monotonic() >= deadline:
-                raise NoPenDeviceError(f"no digitizer matching {self.selector.describe()} "
+                raise NoPenDeviceError(f"no digitizer{self.selector.describe()} "
                                        f"within {timeout:.1f} s")
             time.sleep(self.rediscover_interval)
 

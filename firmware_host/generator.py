@@ -80,6 +80,8 @@ class GeneratedStream:
     delivered: list[int] = field(default_factory=list)
     #: Positions in ``delivered`` whose frame follows a SYN_DROPPED (the reader marks a gap).
     delivered_after_drop: list[int] = field(default_factory=list)
+    #: The event time (seconds, as stamped) of each delivered frame.
+    delivered_t: list[float] = field(default_factory=list)
     raw_x: np.ndarray | None = None
     raw_y: np.ndarray | None = None
     raw_p: np.ndarray | None = None
@@ -176,6 +178,7 @@ def trajectory_to_events(traj: Trajectory, opts: GeneratorOptions | None = None)
     items: list[StreamItem] = []
     lost: list[int] = []
     delivered: list[int] = []
+    delivered_t: list[float] = []
     after_drop: list[int] = []
     pending_gap = False
     # What the device (kernel) believes the current state is, to omit unchanged values.
@@ -230,13 +233,14 @@ def trajectory_to_events(traj: Trajectory, opts: GeneratorOptions | None = None)
             if pending_gap:
                 after_drop.append(len(delivered))
             delivered.append(idx)
+            delivered_t.append(tu * 1e-6)
         pending_gap = False
         items.extend(evs)
         items.append(_ev(tu, ecodes.EV_SYN, ecodes.SYN_REPORT, 0))
     if skip > 0:
         _after_drop(items, opts, cur, cur_keys, p_max, times_us[-1])
     return GeneratedStream(caps=caps, items=items, lost_points=lost, delivered=delivered,
-                           delivered_after_drop=after_drop, raw_x=x, raw_y=y, raw_p=p)
+                           delivered_after_drop=after_drop, delivered_t=delivered_t, raw_x=x, raw_y=y, raw_p=p)
 
 
 def _after_drop(items: list[StreamItem], opts: GeneratorOptions, cur: dict[int, int],

@@ -198,6 +198,7 @@ class SerialPad:
                         raise NoSignatureError("done before any signature was written")
                     return sig
                 if not self._pending:
+                    self._set_read_timeout(seg, now)
                     self._pending.extend(self.decoder.feed(self._read()))
                 now = time.monotonic()
                 if not self._pending:
@@ -260,6 +261,16 @@ class SerialPad:
             n = seg.abort()
             log.warning("pad capture failed (%s); %d point(s) discarded", type(exc).__name__, n)
             raise
+
+    def _set_read_timeout(self, seg: SignatureSegmenter, host_now: float) -> None:
+        """Wake at the signature's deadline rather than up to a polling interval after it."""
+        timeout = self.config.poll_interval
+        deadline = seg.deadline()
+        dev_now = self._device_now(host_now)
+        if deadline is not None and dev_now is not None:
+            timeout = min(timeout, max(0.0, deadline - dev_now))
+        if self.port.timeout != timeout:
+            self.port.timeout = timeout
 
     def _device_now(self, host_now: float) -> float | None:
         return None if self._offset is None else host_now + self._offset

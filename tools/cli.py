@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tools.commands.demo_cmd",
     "tools.commands.admin_cmd",
     "tools.commands.central_cmd",
+    "tools.commands.capture_cmd",
 )
 
 

@@ -117,18 +117,22 @@ def test_syn_dropped_discards_partial_frame_and_resyncs_from_state():
     assert stats.events_ignored_after_drop == 1
 
 
-def test_syn_dropped_without_state_waits_for_a_known_position():
+def test_syn_dropped_without_state_guesses_nothing():
     caps = tablet_caps(resolution=1)
     stream = [*pen_in(0, 100, 100), *touch(0.01, 100, 100, 500), *touch(0.015, 101, 100, 500),
               ev(0.02, e.EV_SYN, e.SYN_DROPPED, 0), syn(0.02),
               ev(0.03, e.EV_ABS, e.ABS_X, 120), syn(0.03),  # Y unknown: not a point
+              # Position and pressure known again, contact not (no BTN_TOUCH since the drop):
               ev(0.04, e.EV_ABS, e.ABS_Y, 130), ev(0.04, e.EV_ABS, e.ABS_PRESSURE, 10), syn(0.04),
-              *lift(0.05)]
+              *lift(0.05),  # now everything is known: a pen-up point
+              *touch(0.06, 140, 150, 300), *touch(0.07, 141, 150, 300), *lift(0.08)]
     (sig,), stats = assemble(caps, stream, SegmenterConfig(min_pen_down_points=1))
-    assert sig.trajectory.x.tolist() == [100.0, 101.0, 120.0]
-    assert sig.trajectory.y.tolist() == [100.0, 100.0, 130.0]
-    assert sig.trajectory.gaps == (2,)
-    assert stats.resyncs_without_state == 1 and stats.frames_without_position == 1
+    tr = sig.trajectory
+    assert tr.x.tolist() == [100.0, 101.0, 120.0, 140.0, 141.0]
+    assert tr.y.tolist() == [100.0, 100.0, 130.0, 150.0, 150.0]
+    assert tr.pen_down.tolist() == [True, True, False, True, True]
+    assert tr.gaps == (2,) and sig.strokes == 2
+    assert stats.resyncs_without_state == 1 and stats.frames_without_position == 2
 
 
 def test_pen_up_timeout_splits_signatures_and_tick_ends_an_idle_one():
