@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -160,6 +160,7 @@ class KioskLink:
         self._client: mqtt.Client | None = None
         self._will_seq: int | None = None
         self._last_will_seq: int | None = None
+        self._command_handlers: list[Callable[[str, bytes], None]] = []
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -182,6 +183,18 @@ class KioskLink:
     def publish_log(self, entry: LogEntry) -> int:
         """Queue one (already redacted) log record; may drop older logs under the disk quota."""
         return self._enqueue("log", entry.to_payload(), entry.created_ms)
+
+    def add_command_handler(self, handler: Callable[[str, bytes], None]) -> None:
+        """Receive messages on this kiosk's command topics (``.../model/#`` and its group's).
+
+        The link subscribes on every connection; ``handler(topic, payload)`` runs on the network
+        thread, so it should hand work off quickly. Payloads are whatever admins publish there
+        (signed bundles, verified by the update agent - not by the link).
+        """
+        self._command_handlers.append(handler)
+        client = self._client
+        if client is not None and self._connected:
+            self._subscribe_commands(client)
 
     def set_model_versions(self, versions: Mapping[str, str]) -> None:
         self._model_versions = dict(versions)
@@ -206,6 +219,7 @@ class KioskLink:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         self._set_will(client)
         self._client = client
         client.connect_async(c.broker_host, int(c.broker_port), keepalive=c.keepalive_s)
@@ -308,10 +322,26 @@ class KioskLink:
             log.warning("link: broker refused connection: %s", rc)
             return
         log.info("link: connected to %s:%s", self.config.broker_host, self.config.broker_port)
+        if self._command_handlers:
+            self._subscribe_commands(client)
         with self._cond:
             self._connected = True
             self._connected_since = time.monotonic()
             self._cond.notify_all()
+
+    def _subscribe_commands(self, client: mqtt.Client) -> None:
+        filters = [self.topics.model_commands]
+        if self.topics.group_model_commands:
+            filters.append(self.topics.group_model_commands)
+        client.subscribe([(f, mqtt.SubscribeOptions(qos=1)) for f in filters])
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        for handler in list(self._command_handlers):
+            try:
+                handler(msg.topic, bytes(msg.payload))
+            except Exception:   # a handler's bug must not take the network thread down
+                self.note_error("command handler failed")
+                log.exception("link: command handler failed for %s", msg.topic)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
         with self._cond:

@@ -37,9 +37,20 @@ MAX_MESSAGE = 2000
 MAX_FIELD = 500
 
 
+def _blob(m: re.Match[str]) -> str:
+    s = m.group(0)
+    if re.fullmatch(r"[0-9a-fA-F]+", s):
+        return REDACTED
+    # Base64 of key material mixes cases and digits; topic names and paths ("sig/v1/branch-17/...")
+    # are lower-case and stay readable.
+    if re.search(r"[A-Z]", s) and re.search(r"[a-z]", s) and re.search(r"[0-9]", s):
+        return REDACTED
+    return s
+
+
 def redact_text(text: str) -> str:
     text = _PEM.sub(REDACTED, text)
-    text = _BLOB.sub(REDACTED, text)
+    text = _BLOB.sub(_blob, text)
     text = _NUMBER_RUN.sub(REDACTED + " ", text)
     return text
 

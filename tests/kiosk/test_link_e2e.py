@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,58 @@ def test_last_will_marks_a_vanished_kiosk_offline(link_pki: LinkPki, mqtt_broker
         link.outbox.close()
     finally:
         collector.stop()
+
+
+def test_kiosk_receives_its_own_and_its_groups_commands(link_pki: LinkPki, mqtt_broker: Mosquitto, tmp_path: Path) -> None:
+    from fixtures_link import mqtt_client
+
+    got: list[tuple[str, bytes]] = []
+    link = KioskLink(link_pki.link_config("kiosk-a", mqtt_broker.port, tmp_path / "outbox.sqlite"))
+    link.add_command_handler(lambda topic, payload: got.append((topic, payload)))
+    admin = mqtt_client(link_pki, mqtt_broker.port, "admin.ops")
+    try:
+        link.start()
+        wait_for(lambda: link.stats().connected, what="connected")
+        time.sleep(0.3)   # let the SUBSCRIBE land
+        for topic in ("sig/v1/site1/kiosk-a/model/offer", "sig/v1/_group/canary/model/offer",
+                      "sig/v1/site1/kiosk-b/model/offer"):
+            admin.publish(topic, topic.encode(), qos=1).wait_for_publish(5)
+        wait_for(lambda: len(got) >= 2, what="two commands")
+        time.sleep(0.2)
+        assert sorted(t for t, _ in got) == ["sig/v1/_group/canary/model/offer", "sig/v1/site1/kiosk-a/model/offer"]
+    finally:
+        admin.disconnect()
+        admin.loop_stop()
+        link.close()
+
+
+def test_log_handler_rate_limits_and_reports_what_it_suppressed() -> None:
+    class Sink:
+        def __init__(self) -> None:
+            self.entries: list = []
+            self.errors = 0
+
+        def publish_log(self, entry) -> int:  # type: ignore[no-untyped-def]
+            self.entries.append(entry)
+            return len(self.entries)
+
+        def note_error(self, message: str | None = None) -> None:
+            self.errors += 1
+
+    sink = Sink()
+    handler = MqttLogHandler(sink, rate_per_s=0.0001, burst=3)
+    lg = logging.getLogger("kiosk.test.rate")
+    lg.addHandler(handler)
+    lg.propagate = False
+    lg.setLevel(logging.DEBUG)
+    try:
+        for i in range(10):
+            lg.error("failure %d", i)
+        assert len(sink.entries) == 3 and sink.errors == 10     # errors are counted even when suppressed
+        handler._tokens = 1.0                                    # the bucket refills (time passes)
+        lg.warning("after the burst")
+        assert sink.entries[-1].suppressed_before == 7 and sink.entries[-1].message == "after the burst"
+        lg.debug("never leaves the device")
+        assert len(sink.entries) == 4
+    finally:
+        lg.removeHandler(handler)

@@ -103,9 +103,26 @@ class Store(Protocol):
 
 
 class _SqlStore:
-    """Shared SQL for both backends; subclasses provide a DB-API connection and the placeholder."""
+    """Shared SQL for both backends; subclasses provide a DB-API connection and the placeholder.
+
+    Connections are per thread (the collector's store thread, a caller's thread for queries);
+    ``close`` closes all of them.
+    """
 
     ph = "?"
+    _all: list[Any]
+    _all_lock: threading.Lock
+    _local: threading.local
+
+    def close(self) -> None:
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            try:
+                conn.close()
+            except Exception:
+                pass
+        self._local = threading.local()
 
     def _conn(self) -> Any:
         raise NotImplementedError
@@ -143,7 +160,7 @@ class _SqlStore:
             try:
                 conn.rollback()
             except Exception:   # connection lost: drop it, the next call reconnects
-                self.close()
+                self._local.conn = None
             raise StoreError(f"storing a batch of {len(items)} failed: {exc}") from exc
         return results
 
@@ -263,6 +280,8 @@ class SqliteStore(_SqlStore):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        self._all: list[Any] = []
+        self._all_lock = threading.Lock()
         conn = self._conn()
         conn.execute("PRAGMA journal_mode=WAL")
         self._init_schema()
@@ -270,17 +289,13 @@ class SqliteStore(_SqlStore):
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30)
+            conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
             conn.execute("PRAGMA synchronous=FULL")   # the audit trail: acked means on disk
             conn.execute("PRAGMA busy_timeout=30000")
             self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
         return conn
-
-    def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
 
 
 class PostgresStore(_SqlStore):
@@ -296,6 +311,8 @@ class PostgresStore(_SqlStore):
         self.dsn = dsn
         self._psycopg = psycopg
         self._local = threading.local()
+        self._all: list[Any] = []
+        self._all_lock = threading.Lock()
         # Two collectors starting together would race on CREATE TABLE IF NOT EXISTS: serialise them.
         conn = self._conn()
         with conn.cursor() as cur:
@@ -316,16 +333,12 @@ class PostgresStore(_SqlStore):
             except self._psycopg.OperationalError as exc:
                 raise StoreError(f"cannot connect to PostgreSQL: {exc}") from None
             self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
         return conn
 
     def _init_schema(self) -> None:   # done under an advisory lock in __init__
         pass
-
-    def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
 
 
 def open_store(db: str | Path) -> Store:
