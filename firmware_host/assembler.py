@@ -29,7 +29,7 @@ from __future__ import annotations
 import enum
 import logging
 from array import array
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from evdev import InputEvent, ecodes
@@ -227,8 +227,9 @@ class FrameAssembler:
                     self._tools.add(k)
                 else:
                     self._tools.discard(k)
-            if not self._tools_known and any(self._ntools.values()):
-                self._tools_known = True
+            # Any tool report after an unresynchronised drop settles proximity again: a press is
+            # "in range", a release leaves the (single) pen out of range.
+            self._tools_known = True
         self._clear_pending()
         self.stats.frames += 1
 

@@ -31,7 +31,7 @@ from firmware_host.errors import (
     NoPenDeviceError,
     NoSignatureError,
 )
-from firmware_host.events import AxisInfo, DeviceCaps, DeviceState, DoneMarker, StreamItem, event_time
+from firmware_host.events import AxisInfo, DeviceCaps, DeviceState, DoneMarker, StreamItem
 
 log = logging.getLogger(__name__)
 
@@ -404,11 +404,7 @@ class DigitizerService:
             self.digitizer = None
 
 
-def event_clock_now(clock: str) -> float:
-    return time.monotonic() if clock == "monotonic" else time.time()
-
-
 __all__ = [
     "DeviceSelector", "DeviceListing", "LiveDigitizer", "DigitizerService",
-    "caps_from_device", "find_pen", "list_input_devices", "event_time",
+    "caps_from_device", "find_pen", "list_input_devices",
 ]

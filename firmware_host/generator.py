@@ -22,7 +22,6 @@ It imports only ``models.trajectory`` of ours (plus the capture layer's own stre
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -82,9 +81,6 @@ class GeneratedStream:
     delivered_after_drop: list[int] = field(default_factory=list)
     #: The event time (seconds, as stamped) of each delivered frame.
     delivered_t: list[float] = field(default_factory=list)
-    raw_x: np.ndarray | None = None
-    raw_y: np.ndarray | None = None
-    raw_p: np.ndarray | None = None
 
 
 def _ev(t_us: int, etype: int, code: int, value: int) -> InputEvent:
@@ -164,8 +160,6 @@ def trajectory_to_events(traj: Trajectory, opts: GeneratorOptions | None = None)
     frames.append((t[-1] + (opts.hover_frames + 1) * opts.hover_step_s, 0, 0, 0, False, False, -1))
 
     base_us = int(round(opts.start_time * 1e6))
-    # The live reader starts every capture with the device's state (EVIOCGABS/EVIOCGKEY) so
-    # that axes the kernel will not repeat are known; a generated stream does the same.
     times_us = [base_us + int(round(f[0] * 1e6)) for f in frames]
     if opts.jitter_us > 0:
         jit = rng.integers(-opts.jitter_us, opts.jitter_us + 1, size=len(times_us))
@@ -174,7 +168,8 @@ def trajectory_to_events(traj: Trajectory, opts: GeneratorOptions | None = None)
             v = max(times_us[k] + int(jit[k]), prev)
             times_us[k] = prev = v
 
-    drop_at = {fi for fi, f in enumerate(frames) if f[6] in set(opts.drop_frames)}
+    drop_points = set(opts.drop_frames)
+    drop_at = {fi for fi, f in enumerate(frames) if f[6] >= 0 and f[6] in drop_points}
     items: list[StreamItem] = []
     lost: list[int] = []
     delivered: list[int] = []
@@ -186,6 +181,8 @@ def trajectory_to_events(traj: Trajectory, opts: GeneratorOptions | None = None)
     cur_keys: dict[int, bool] = {ecodes.BTN_TOUCH: False, ecodes.BTN_TOOL_PEN: False}
     serial = 0x5A5A
     skip = 0
+    # The live reader starts every capture with the device's state (EVIOCGABS/EVIOCGKEY) so
+    # that axes the kernel will not repeat are known; a generated stream does the same.
     items.append(DeviceState(abs=dict(cur) if p_max is not None else
                              {ecodes.ABS_X: 0, ecodes.ABS_Y: 0}, keys=frozenset(),
                              time=base_us * 1e-6 + float(t[0]) - 1.0))
@@ -240,7 +237,7 @@ def trajectory_to_events(traj: Trajectory, opts: GeneratorOptions | None = None)
     if skip > 0:
         _after_drop(items, opts, cur, cur_keys, p_max, times_us[-1])
     return GeneratedStream(caps=caps, items=items, lost_points=lost, delivered=delivered,
-                           delivered_after_drop=after_drop, delivered_t=delivered_t, raw_x=x, raw_y=y, raw_p=p)
+                           delivered_after_drop=after_drop, delivered_t=delivered_t)
 
 
 def _after_drop(items: list[StreamItem], opts: GeneratorOptions, cur: dict[int, int],
@@ -253,20 +250,3 @@ def _after_drop(items: list[StreamItem], opts: GeneratorOptions, cur: dict[int, 
         abs_[ecodes.ABS_PRESSURE] = cur[ecodes.ABS_PRESSURE]
     keys = frozenset(k for k, v in cur_keys.items() if v)
     items.append(DeviceState(abs=abs_, keys=keys, time=t_us * 1e-6))
-
-
-def expected_after_roundtrip(traj: Trajectory) -> slice:
-    """The part of a trajectory the reader gives back: from the first to the last pen-down point.
-
-    Hover before the first touch is the pen approaching and hover after the last lift is the
-    pen leaving; neither is signature, so the reader trims them.
-    """
-    idx = np.flatnonzero(np.asarray(traj.pen_down))
-    if idx.size == 0:
-        return slice(0, 0)
-    return slice(int(idx[0]), int(idx[-1]) + 1)
-
-
-def time_quantum_s() -> float:
-    """Event timestamps are microseconds: the time error of a round trip is at most half of one."""
-    return 0.5e-6 + math.ulp(2e9)

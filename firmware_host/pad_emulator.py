@@ -222,7 +222,10 @@ class PtyPair:
 
     def close(self) -> None:
         for fd in (self.master, self.slave):
+            if fd < 0:
+                continue
             try:
                 os.close(fd)
             except OSError:
                 pass
+        self.master = self.slave = -1

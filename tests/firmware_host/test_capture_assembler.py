@@ -212,3 +212,16 @@ def test_pen_score_prefers_pens_and_refuses_touchpads():
     assert pen.pen_score() > touchscreen.pen_score() > 0
     assert touchpad.pen_score() == 0 and mouse.pen_score() == 0
     assert any("pen: yes" in line for line in pen.describe())
+
+
+def test_proximity_out_is_seen_after_a_drop_without_state():
+    caps = tablet_caps(resolution=1)
+    stream = [*pen_in(0, 100, 100), *touch(0.01, 100, 100, 500), *lift(0.02),
+              ev(0.03, e.EV_SYN, e.SYN_DROPPED, 0), syn(0.03),
+              *prox_out(0.04),
+              # Back much later: the pen-up time must count from the prox-out, not stay open.
+              *pen_in(5.0, 300, 300), *touch(5.01, 300, 300, 400), *touch(5.02, 301, 300, 400), *lift(5.03)]
+    sigs, stats = assemble(caps, stream, SegmenterConfig(pen_up_timeout=1.0, min_pen_down_points=1))
+    assert len(sigs) == 2 and sigs[0].end_reason is EndReason.PEN_UP_TIMEOUT
+    assert sigs[0].ended_at == pytest.approx(T0 + 0.02 + 1.0, abs=1e-5)
+    assert sigs[1].trajectory.x.tolist() == [300.0, 301.0]

@@ -202,3 +202,16 @@ def test_a_pad_restart_during_a_signature_fails_that_signature(rig_factory):
     with pytest.raises(PadError, match="restarted"):
         rig.pad.capture()
     assert rig.pad.hello is not None and rig.pad.hello.session != rig.hello.session
+
+
+def test_pad_unplugged_mid_signature_is_a_typed_error(rig_factory):
+    from firmware_host.errors import DeviceGoneError
+
+    rig = rig_factory(EmulatorOptions(send_ok=False), link_timeout=5.0)
+    rig.pad.handshake()
+    rig.play(rig.samples[:10], hello_first=False).join(2)
+    rig.emu.stop()
+    os.close(rig.pty.master)  # the USB cable is pulled: the tty hangs up
+    rig.pty.master = -1  # closed here: the fixture must not close a reused fd number
+    with pytest.raises(DeviceGoneError, match="serial port failed"):
+        rig.pad.capture()
