@@ -29,6 +29,7 @@ from __future__ import annotations
 import enum
 import logging
 from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -534,12 +535,12 @@ class CaptureAssembler:
         return self.segmenter.end_of_stream()
 
 
-def assemble(caps: DeviceCaps, items: "list[StreamItem] | object",
+def assemble(caps: DeviceCaps, items: Iterable[StreamItem],
              config: SegmenterConfig | None = None) -> tuple[list[CapturedSignature], AssemblerStats]:
     """All signatures in a finite stream (a recording, a generated stream), and the counters."""
     asm = CaptureAssembler(caps, config)
     out: list[CapturedSignature] = []
-    for item in items:  # type: ignore[attr-defined]
+    for item in items:
         sig = asm.feed(item)
         if sig is not None:
             out.append(sig)

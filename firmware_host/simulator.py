@@ -38,11 +38,13 @@ class SimulatedDigitizer(EventIO):
     clock cannot be switched, as on a pipe) and played at ``speed`` times real time.
     ``done_event`` is set when the stream's explicit "done" is reached, as the kiosk's button
     would. ``unplug_after`` closes the pipe after that many frames: end-of-file, like ENODEV.
+    ``start_on_grab``: start playing when the reader grabs the device (its capture begins),
+    so that no frame is played before anyone listens.
     """
 
     def __init__(self, caps: DeviceCaps, items: Sequence[StreamItem], *, speed: float = 1.0,
                  lead_in: float = 0.05, unplug_after: int | None = None,
-                 close_at_end: bool = False) -> None:
+                 close_at_end: bool = False, start_on_grab: bool = False) -> None:
         if speed <= 0:
             raise ValueError("speed must be > 0")
         r, w = os.pipe()
@@ -57,6 +59,7 @@ class SimulatedDigitizer(EventIO):
         self._lead_in = lead_in
         self._unplug_after = unplug_after
         self._close_at_end = close_at_end
+        self._start_on_grab = start_on_grab
         self._abs = {c: a.value for c, a in caps.abs.items()}
         self._keys: set[int] = set()
         self._lock = threading.Lock()
@@ -83,6 +86,9 @@ class SimulatedDigitizer(EventIO):
             raise OSError(errno.EBUSY, os.strerror(errno.EBUSY))
         self.grabbed = True
         self.grab_count += 1
+        if self._start_on_grab:
+            # The customer starts signing once the kiosk is listening, not before.
+            self.start()
 
     def ungrab(self) -> None:
         if not self.grabbed:
@@ -98,7 +104,9 @@ class SimulatedDigitizer(EventIO):
 
     # --- the "kernel" side ----------------------------------------------------------------
     def start(self) -> "SimulatedDigitizer":
-        self._thread.start()
+        """Start playing (again calls are harmless)."""
+        if not self._thread.is_alive() and not self.finished.is_set():
+            self._thread.start()
         return self
 
     def unplug(self) -> None:

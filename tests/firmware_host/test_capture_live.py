@@ -28,7 +28,7 @@ def short_stream(seed=0, **kw):
 
 def test_live_capture_matches_replay_of_what_it_recorded():
     traj, stream = short_stream(drop_frames=(30,))
-    sim = SimulatedDigitizer(stream.caps, stream.items).start()
+    sim = SimulatedDigitizer(stream.caps, stream.items, start_on_grab=True)
     dig = LiveDigitizer(sim, sim.caps, CFG, poll_interval=0.01)
     seen = []
     sig = dig.capture(on_item=seen.append)
@@ -87,7 +87,7 @@ def test_unplug_mid_signature_is_an_error_for_that_signature_only():
 
 def test_done_cancel_and_start_timeout():
     _, stream = short_stream(seed=2)
-    sim = SimulatedDigitizer(stream.caps, stream.items).start()
+    sim = SimulatedDigitizer(stream.caps, stream.items, start_on_grab=True)
     dig = LiveDigitizer(sim, sim.caps, SegmenterConfig(pen_up_timeout=60.0), poll_interval=0.01)
     done = threading.Event()
     threading.Timer(0.5, done.set).start()

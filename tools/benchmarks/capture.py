@@ -88,7 +88,7 @@ def _live_lateness(reps: int) -> tuple[float, float]:
     stream = trajectory_to_events(traj, GeneratorOptions(hover_frames=2))
     late = []
     for _ in range(reps):
-        sim = SimulatedDigitizer(stream.caps, stream.items).start()
+        sim = SimulatedDigitizer(stream.caps, stream.items, start_on_grab=True)
         dig = LiveDigitizer(sim, sim.caps, SegmenterConfig(pen_up_timeout=0.1), poll_interval=0.05)
         sig = dig.capture()
         # The simulated device stamps events with CLOCK_REALTIME, like evdev on a pipe.

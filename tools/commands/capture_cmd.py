@@ -115,7 +115,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
     sim: SimulatedDigitizer | None = None
     if args.from_recording:
         header, items = iter_recording(Path(args.from_recording))
-        sim = SimulatedDigitizer(header.device, list(items), speed=args.speed).start()
+        sim = SimulatedDigitizer(header.device, list(items), speed=args.speed, start_on_grab=True)
         dig = LiveDigitizer(sim, sim.caps, cfg)
         source = f"simulated:{Path(args.from_recording).name}"
         print(f"playing {args.from_recording} through the live reader at {args.speed:g}x ...")
@@ -128,7 +128,11 @@ def _cmd_record(args: argparse.Namespace) -> int:
             print(f"error: {exc}\nwithout a tablet: sigkiosk capture record --from-recording FILE "
                   "(make one with `sigkiosk capture generate`)", file=sys.stderr)
             return 2
-        dig = LiveDigitizer.open(caps.path, cfg)
+        try:
+            dig = LiveDigitizer.open(caps.path, cfg)
+        except CaptureError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         source = f"evdev:{caps.path}"
         print(f"sign on {caps.name!r} ({caps.path}); the signature ends {cfg.pen_up_timeout:g} s after "
               "the pen lifts" + (" or on Enter" if sys.stdin.isatty() else ""))
