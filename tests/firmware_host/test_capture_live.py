@@ -119,3 +119,27 @@ def test_selector_matches_config_fields():
     assert DeviceSelector(phys="usb-*input0").matches(caps)
     assert not DeviceSelector(vendor=0x056A, product=0x0001).matches(caps)
     assert not DeviceSelector(name="*finger*").matches(caps)
+
+
+def test_listing_survives_nodes_that_are_not_input_devices(tmp_path):
+    from firmware_host.evdev_reader import list_input_devices
+
+    (tmp_path / "event0").write_bytes(b"")  # not a character device: the ioctls fail
+    (tmp_path / "mouse0").write_bytes(b"")  # not an event node: not even looked at
+    listing = list_input_devices(tmp_path)
+    assert listing.devices == []
+    assert [p for p, _ in listing.inaccessible] == [str(tmp_path / "event0")]
+    with pytest.raises(NoPenDeviceError, match="0 readable device"):
+        find_pen(input_dir=tmp_path)
+
+
+def test_capabilities_round_trip_through_json():
+    from evdev import ecodes as e
+
+    from firmware_host.events import DeviceCaps
+
+    caps = tablet_caps()
+    caps = DeviceCaps(**{**caps.__dict__, "msc": frozenset({e.MSC_SERIAL}),
+                         "props": frozenset({e.INPUT_PROP_DIRECT}), "vendor": 0x56A, "phys": "usb-1"})
+    back = DeviceCaps.from_json(caps.to_json())
+    assert back == caps and back.pen_score() == caps.pen_score() > 0
