@@ -360,6 +360,10 @@ class KioskLink:
         with self._cond:
             if rc is not None and (getattr(rc, "is_failure", False) or getattr(rc, "value", 0) == 0x10):
                 self._failures[mid] = _NO_SUBSCRIBERS if rc.value == 0x10 else str(rc)
+            else:
+                # mids are reused; a failure recorded for an untracked publish (status) must not
+                # be mistaken for the fate of a later row that happens to get the same mid.
+                self._failures.pop(mid, None)
             self._cond.notify_all()
 
     # -- sender thread --------------------------------------------------------------------------

@@ -17,6 +17,7 @@ quota: when it is exceeded the oldest log rows are dropped, counted, and a warni
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -65,6 +66,10 @@ class Outbox:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.log_quota_bytes = log_quota_bytes
         self._lock = threading.Lock()
+        if not self.path.exists():
+            # Only envelopes live here (encrypted, signed), but there is no reason for anyone
+            # else to read them; SQLite gives the -wal/-shm files the same mode.
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]

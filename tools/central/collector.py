@@ -39,7 +39,7 @@ from kiosk.keys import key_id, load_encryption_key, raw_public
 from kiosk.records import RecordError, decode_payload
 from kiosk.tls import client_tls_context
 from kiosk.topics import DEFAULT_PREFIX, TopicError, collector_filters, parse_topic
-from tools.central.store import Accepted, Refusal, Store, StoreError, open_store
+from tools.central.store import Accepted, Refusal, Store, StoreError, StoreResult, open_store
 from tools.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 REFUSAL_REASONS = (
     "oversized", "malformed", "unsupported_version", "bad_topic", "topic_mismatch", "unknown_kiosk",
     "site_mismatch", "unknown_signing_key", "bad_signature", "future_time", "stale",
-    "unknown_encryption_key", "decrypt_failed", "bad_payload", "duplicate", "replay",
+    "unknown_encryption_key", "decrypt_failed", "bad_payload", "duplicate", "replay", "store_failed",
 )
 
 
@@ -120,6 +120,8 @@ class Processor:
         except EnvelopeError as exc:
             return self._refuse(exc.reason, msg, str(exc), t.kiosk_id)
         h = env.header
+        if h.seq >= 2**63:   # the databases store signed 64-bit integers; kiosks start near 2**51
+            return self._refuse("malformed", msg, f"sequence number {h.seq} out of range", t.kiosk_id)
         if h.topic != msg.topic or h.kiosk_id != t.kiosk_id:
             return self._refuse("topic_mismatch", msg, f"signed header says {h.kiosk_id!r} on {h.topic!r}", t.kiosk_id, h.seq)
         entry = self.registry.kiosks.get(t.kiosk_id)
@@ -327,6 +329,26 @@ class Collector:
             self.handle_batch(batch)
             self._maybe_reload_registry()
 
+    def _store_one_by_one(self, accepted: list[Accepted], refusals: list[Refusal]) -> list[StoreResult]:
+        """After repeated failures: store items singly, so one poison message cannot block all.
+
+        An item the database refuses while others succeed becomes a ``store_failed`` refusal
+        (archived in ``rejected``); if even that cannot be written, the database is down and the
+        StoreError propagates (nothing is acknowledged).
+        """
+        results: list[StoreResult] = []
+        self.store.store([], refusals)
+        for a in accepted:
+            try:
+                results.extend(self.store.store([a]))
+            except StoreError as exc:
+                log.error("collector: kiosk %s sequence %d cannot be stored: %s", a.kiosk_id, a.seq, exc)
+                self.store.store([], [Refusal("store_failed", f"{a.site}/{a.kiosk_id}/{a.kind}", a.received_ms, 0,
+                                              str(exc)[:500], a.kiosk_id, a.seq if 0 <= a.seq < 2**63 else None)])
+                self.stats.refused["store_failed"] += 1
+                results.append("ignored")
+        return results
+
     def handle_batch(self, batch: list[_Incoming]) -> None:
         accepted: list[Accepted] = []
         refusals: list[Refusal] = []
@@ -341,12 +363,17 @@ class Collector:
                 accepted.append(r)
             else:
                 refusals.append(r)
+        attempts = 0
         while True:
             try:
-                results = self.store.store(accepted, refusals)
+                if attempts < 2:
+                    results = self.store.store(accepted, refusals)
+                else:
+                    results = self._store_one_by_one(accepted, refusals)
                 break
             except StoreError as exc:
                 # The database is down: do not ack; retry, the broker keeps the messages meanwhile.
+                attempts += 1
                 log.error("collector: %s; retrying in 2 s", exc)
                 if self._stop.wait(2.0):
                     return

@@ -52,6 +52,10 @@ class StoreError(RuntimeError):
     pass
 
 
+def _text(value: object, limit: int) -> str:
+    return str(value).replace("\x00", "\ufffd")[:limit]
+
+
 @dataclass(frozen=True)
 class Accepted:
     """A verified, decrypted message ready to store."""
@@ -165,6 +169,8 @@ class _SqlStore:
         return results
 
     def _store_one(self, cur: Any, it: Accepted) -> StoreResult:
+        # json.dumps escapes control characters, so the payload text never holds a NUL (which
+        # PostgreSQL text refuses); the extracted columns go through _text for the same reason.
         payload = json.dumps(it.payload, separators=(",", ":"), sort_keys=True)
         p = it.payload
         if it.kind == "status":
@@ -180,22 +186,22 @@ class _SqlStore:
                 "received_ms=excluded.received_ms, state=excluded.state, payload=excluded.payload "
                 "WHERE kiosk_status.seq < excluded.seq OR "
                 "(kiosk_status.will_seq = excluded.seq AND kiosk_status.seq <> excluded.seq)"),
-                (it.kiosk_id, it.seq, will_seq, it.site, it.created_ms, it.received_ms, str(p.get("state")), payload))
+                (it.kiosk_id, it.seq, will_seq, it.site, it.created_ms, it.received_ms, _text(p.get("state"), 32), payload))
             return "stored" if cur.rowcount == 1 else "ignored"
         if it.kind == "decision":
             score = p.get("score")
             cur.execute(self._sql(
                 "INSERT INTO decisions (kiosk_id, seq, site, created_ms, received_ms, decision, score, digest, payload) "
                 "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (kiosk_id, seq) DO NOTHING"),
-                (it.kiosk_id, it.seq, it.site, it.created_ms, it.received_ms, str(p.get("decision")),
+                (it.kiosk_id, it.seq, it.site, it.created_ms, it.received_ms, _text(p.get("decision"), 64),
                  float(score) if isinstance(score, (int, float)) else None, it.digest, payload))
             table = "decisions"
         elif it.kind == "log":
             cur.execute(self._sql(
                 "INSERT INTO logs (kiosk_id, seq, site, created_ms, received_ms, level, message, digest, payload) "
                 "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (kiosk_id, seq) DO NOTHING"),
-                (it.kiosk_id, it.seq, it.site, it.created_ms, it.received_ms, str(p.get("level", "")),
-                 str(p.get("message", "")), it.digest, payload))
+                (it.kiosk_id, it.seq, it.site, it.created_ms, it.received_ms, _text(p.get("level", ""), 16),
+                 _text(p.get("message", ""), 4000), it.digest, payload))
             table = "logs"
         else:
             raise StoreError(f"unknown kind {it.kind!r}")
@@ -214,7 +220,7 @@ class _SqlStore:
             cur.execute(self._sql(
                 "INSERT INTO rejected (received_ms, reason, topic, kiosk_claim, seq, size, detail, sample) "
                 "VALUES (%s,%s,%s,%s,%s,%s,%s,%s)"),
-                (r.received_ms, r.reason, r.topic[:512], r.kiosk_claim, r.seq, r.size, r.detail[:1000],
+                (r.received_ms, r.reason, _text(r.topic, 512), r.kiosk_claim, r.seq, r.size, _text(r.detail, 1000),
                  r.sample[:REJECTED_SAMPLE_BYTES]))
         for reason, n in sorted(counts.items()):   # sorted: a fixed lock order between collectors
             cur.execute(self._sql(

@@ -91,7 +91,14 @@ def _broker_run(args: argparse.Namespace) -> int:
     from tools.broker import Mosquitto
     from tools.registry import Registry
 
+    import signal
+
+    def _interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
     broker = Mosquitto.create(_broker_settings(args), Registry.load(Path(args.registry)) if args.registry else None)
+    # SIGTERM (systemd, a test harness) stops the broker as cleanly as Ctrl-C: it saves its state.
+    signal.signal(signal.SIGTERM, _interrupt)
     broker.start()
     print(f"mosquitto listening on {args.bind}:{args.port} (TLS); Ctrl-C stops it", flush=True)
     try:

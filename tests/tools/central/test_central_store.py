@@ -105,3 +105,18 @@ def test_two_collectors_split_the_load_on_postgresql(link_pki: LinkPki, mqtt_bro
         link.close()
         for c in collectors:
             c.stop()
+
+
+def test_one_poison_message_cannot_block_the_others(link_pki: LinkPki, db_url: str) -> None:
+    # Not started: handle_batch / _store_one_by_one are driven directly (no broker needed).
+    collector = Collector(link_pki.collector_config(1, db_url))
+    try:
+        poison = Accepted("decision", "kiosk-a", "site1", 2**63, T0, T0, "p", {"decision": "APPROVED", "score": 1})  # seq out of range for a 64-bit column
+        odd = _dec(7, decision="APP\x00ROVED")            # a NUL, which PostgreSQL text refuses
+        results = collector._store_one_by_one([_dec(5), poison, odd], [])
+        assert results == ["stored", "ignored", "stored"]
+        assert collector.store.count("decisions") == 2
+        assert collector.store.refusal_counts() == {"store_failed": 1}
+        assert collector.stats.refused["store_failed"] == 1
+    finally:
+        collector.store.close()
