@@ -209,6 +209,17 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _in_mm(traj: Any, units_per_mm: float) -> Any:
+    """The same signature stated in millimetres, as a tablet with a resolution would give it."""
+    from dataclasses import replace
+
+    from models.trajectory import Trajectory
+
+    dev = replace(traj.device, units="mm", resolution=units_per_mm)
+    return Trajectory(x=traj.x / units_per_mm, y=traj.y / units_per_mm, pressure=traj.pressure, t=traj.t,
+                      pen_down=traj.pen_down, device=dev, gaps=traj.gaps, stroke_breaks=traj.stroke_breaks)
+
+
 def _cmd_roundtrip(args: argparse.Namespace) -> int:
     from firmware_host.generator import GeneratorOptions
     from firmware_host.roundtrip import roundtrip
@@ -221,15 +232,24 @@ def _cmd_roundtrip(args: argparse.Namespace) -> int:
         # Without the state snapshot the reader must not guess: it may give fewer points, but
         # every point it gives was sent (checked point by point, not for identity).
         option_sets["drop-no-state"] = GeneratorOptions(drop_frames=(40,), drop_state=False)
+    # The shared sets are in device units without a resolution; the "mm" variant restates each
+    # signature in millimetres (as if sampled at 40 units/mm) and sends it through a tablet of
+    # 100 units/mm, so that absinfo resolution, quantisation and the mm conversion are
+    # exercised on real signatures too.
+    option_sets["mm"] = GeneratorOptions(resolution=100)
     total = failed = points = 0
-    worst = {"xy": 0.0, "p": 0.0, "t": 0.0}
+    worst = {"xy": 0.0, "mm": 0.0, "p": 0.0, "t": 0.0}
     for writer in sorted(ds.writers):
         for s in ds.writers[writer]:
             for name, opts in option_sets.items():
-                r = roundtrip(s.trajectory, opts)
+                traj = _in_mm(s.trajectory, 40.0) if name == "mm" else s.trajectory
+                r = roundtrip(traj, opts)
                 total += 1
                 points += r.points
-                worst["xy"] = max(worst["xy"], r.max_xy_error)
+                if name != "mm":
+                    worst["xy"] = max(worst["xy"], r.max_xy_error)
+                else:
+                    worst["mm"] = max(worst["mm"], r.max_xy_error)
                 worst["p"] = max(worst["p"], r.max_p_error)
                 if name == "plain":
                     worst["t"] = max(worst["t"], r.max_t_error)
@@ -240,7 +260,8 @@ def _cmd_roundtrip(args: argparse.Namespace) -> int:
     print(f"{ds.name}: {len(ds.writers)} writers, {n_sig} signatures x {len(option_sets)} stream variants "
           f"({', '.join(option_sets)}) = {total} round trips, {points} points: "
           f"{total - failed} passed, {failed} failed "
-          f"(max error: position {worst['xy']:.3g} units, pressure {worst['p']:.3g}, time {worst['t']:.2g} s) "
+          f"(max error: position {worst['xy']:.3g} device units, {worst['mm']:.3g} mm in the mm variant "
+          f"[quantisation {0.5 / 100:.3g} mm], pressure {worst['p']:.3g}, time {worst['t']:.2g} s) "
           f"in {time.perf_counter() - t0:.1f} s")
     return 1 if failed else 0
 
