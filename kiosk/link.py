@@ -25,21 +25,26 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from paho.mqtt.enums import CallbackAPIVersion
 
 from kiosk import envelope
 from kiosk.keys import key_id, load_public_raw, load_signing_key, raw_public
 from kiosk.outbox import Outbox, OutboxError
-from kiosk.records import DecisionRecord, LogEntry, RecordError, StatusRecord, encode_payload
+from kiosk.records import (
+    DecisionRecord,
+    LogEntry,
+    RecordError,
+    StatusRecord,
+    encode_payload,
+)
 from kiosk.tls import client_tls_context
 from kiosk.topics import DEFAULT_PREFIX, KioskTopics, validate_id
-
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ import warnings
 
 import paho.mqtt.client as mqtt
 import pytest
+from fixtures_link import SITE, LinkPki, mqtt_client, wait_for
 from paho.mqtt.enums import CallbackAPIVersion
 
-from fixtures_link import SITE, LinkPki, mqtt_client, wait_for
 from tools.broker import Mosquitto
 
 NOT_AUTHORIZED = 0x87

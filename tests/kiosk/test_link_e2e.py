@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from fixtures_link import LinkPki, wait_for
+
 from kiosk.link import KioskLink, LinkError
 from kiosk.logging_mqtt import MqttLogHandler
 from tools.broker import Mosquitto

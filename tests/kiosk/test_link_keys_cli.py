@@ -14,7 +14,7 @@ import pytest
 from cryptography import x509
 
 from kiosk import keys
-from tools.commands import admin_cmd, central_cmd
+from tools.commands import admin_cmd
 
 REPO = Path(__file__).resolve().parents[2]
 

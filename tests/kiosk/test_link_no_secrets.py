@@ -10,8 +10,8 @@ import uuid
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-
 from fixtures_link import LinkPki, mqtt_client, wait_for
+
 from kiosk.keys import load_encryption_key, load_signing_key
 from kiosk.link import KioskLink
 from kiosk.logging_mqtt import MqttLogHandler, RedactingFilter, redact_text

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 from fixtures_link import LinkPki, wait_for
+
 from kiosk.link import KioskLink
 from tools.broker import Mosquitto
 from tools.central.collector import Collector

@@ -26,12 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from kiosk import envelope
 from kiosk.envelope import EnvelopeError
@@ -39,7 +38,14 @@ from kiosk.keys import key_id, load_encryption_key, raw_public
 from kiosk.records import RecordError, decode_payload
 from kiosk.tls import client_tls_context
 from kiosk.topics import DEFAULT_PREFIX, TopicError, collector_filters, parse_topic
-from tools.central.store import Accepted, Refusal, Store, StoreError, StoreResult, open_store
+from tools.central.store import (
+    Accepted,
+    Refusal,
+    Store,
+    StoreError,
+    StoreResult,
+    open_store,
+)
 from tools.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -176,7 +182,7 @@ class Collector:
 
     def __init__(self, config: CollectorConfig, *, client_name: str | None = None) -> None:
         self.config = config
-        self._registry_mtime = 0.0
+        self._registry_mtime: tuple[int, int] = (0, 0)
         self.processor = Processor(
             self._load_registry(), [load_encryption_key(p) for p in config.enc_key_files], prefix=config.prefix,
             max_envelope=config.max_envelope, max_age_s=config.max_age_s, max_future_s=config.max_future_s,
@@ -190,9 +196,14 @@ class Collector:
         self._client = self._make_client(client_name)
         self._last_registry_check = time.monotonic()
 
+    @staticmethod
+    def _registry_stamp(p: Path) -> tuple[int, int]:
+        st = p.stat() if p.exists() else None
+        return (st.st_mtime_ns, st.st_size) if st else (0, 0)
+
     def _load_registry(self) -> Registry:
         p = Path(self.config.registry_file)
-        self._registry_mtime = p.stat().st_mtime if p.exists() else 0.0
+        self._registry_mtime = self._registry_stamp(p)
         return Registry.load(p)
 
     def _make_client(self, client_name: str | None) -> mqtt.Client:
@@ -305,7 +316,7 @@ class Collector:
         self._last_registry_check = now
         p = Path(self.config.registry_file)
         try:
-            if p.exists() and p.stat().st_mtime != self._registry_mtime:
+            if p.exists() and self._registry_stamp(p) != self._registry_mtime:
                 self.processor.registry = self._load_registry()
                 log.info("collector: registry reloaded (%d kiosks)", len(self.processor.registry.kiosks))
         except Exception as exc:   # keep the old registry: a half-written edit must not stop us
@@ -378,7 +389,7 @@ class Collector:
                 if self._stop.wait(2.0):
                     return
         self.stats.received += len(batch)
-        for a, res in zip(accepted, results):
+        for a, res in zip(accepted, results, strict=True):
             if res == "stored" or res == "ignored":
                 self.stats.stored[a.kind] += res == "stored"
             else:

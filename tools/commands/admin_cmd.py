@@ -7,7 +7,6 @@ appending a ``(name, register)`` pair, without touching the ones here.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Callable
@@ -86,12 +85,11 @@ def _broker_config(args: argparse.Namespace) -> int:
 
 
 def _broker_run(args: argparse.Namespace) -> int:
+    import signal
     import time
 
     from tools.broker import Mosquitto
     from tools.registry import Registry
-
-    import signal
 
     def _interrupt(*_: object) -> None:
         raise KeyboardInterrupt

@@ -7,8 +7,8 @@ import uuid
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
 from fixtures_link import SITE, LinkPki, mqtt_client, wait_for
+
 from kiosk import envelope
 from kiosk.keys import key_id, load_encryption_key, load_signing_key, raw_public
 from kiosk.records import DecisionRecord, encode_payload

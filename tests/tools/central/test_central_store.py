@@ -8,8 +8,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from fixtures_link import LinkPki, wait_for
+
 from kiosk.link import KioskLink
 from tools.broker import Mosquitto
 from tools.central.collector import Collector
@@ -118,5 +118,43 @@ def test_one_poison_message_cannot_block_the_others(link_pki: LinkPki, db_url: s
         assert collector.store.count("decisions") == 2
         assert collector.store.refusal_counts() == {"store_failed": 1}
         assert collector.stats.refused["store_failed"] == 1
+    finally:
+        collector.store.close()
+
+
+def test_collector_picks_up_newly_registered_kiosks_and_survives_a_broken_registry(link_pki: LinkPki, tmp_path: Path) -> None:
+    import shutil
+    import time as _time
+
+    from kiosk import envelope
+    from kiosk.keys import load_encryption_key, load_public_raw, load_signing_key
+    from kiosk.records import DecisionRecord, encode_payload
+    from tools.central.collector import _Incoming
+    from tools.registry import KioskEntry, Registry
+
+    reg_file = tmp_path / "registry.json"
+    shutil.copy(link_pki.registry_file, reg_file)
+    cfg = link_pki.collector_config(1, str(tmp_path / "c.sqlite"))
+    collector = Collector(cfg.__class__(**{**cfg.__dict__, "registry_file": reg_file, "registry_reload_s": 0.0}))
+    sk = load_signing_key(link_pki.sign_key("kiosk-x"))
+    topic = "sig/v1/site1/kiosk-x/decision"
+    now = int(_time.time() * 1000)
+
+    def msg(seq: int) -> _Incoming:
+        data = envelope.seal(encode_payload(DecisionRecord("APPROVED", 0.9).to_payload()), kiosk_id="kiosk-x", seq=seq,
+                             time_ms=now, topic=topic, signing_key=sk,
+                             recipient=load_encryption_key(link_pki.central_key).public_key())
+        return _Incoming(topic, data, seq, 0, False, now)
+
+    try:
+        assert collector.processor.process(msg(1)).reason == "unknown_kiosk"  # type: ignore[union-attr]
+        reg = Registry.load(reg_file)
+        reg.add(KioskEntry("kiosk-x", "site1", None, (load_public_raw(Path(f"{link_pki.sign_key('kiosk-x')}.pub")),)))
+        reg.save(reg_file)
+        collector._maybe_reload_registry()
+        assert collector.processor.process(msg(2)).kind == "decision"  # type: ignore[union-attr]
+        reg_file.write_text("{ half written")
+        collector._maybe_reload_registry()                 # logged, the previous registry stays
+        assert collector.processor.process(msg(3)).kind == "decision"  # type: ignore[union-attr]
     finally:
         collector.store.close()
