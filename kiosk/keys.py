@@ -153,7 +153,14 @@ def generate_encryption_key(private_path: Path, public_path: Path | None = None)
 
 
 # File names used by ``sigkiosk admin gen-keys`` and by the default link configuration.
+# Each party has both kinds: the kiosk signs what it sends (Ed25519) and can be encrypted to
+# (X25519, for data the central server sends it); the central server decrypts what kiosks send
+# (X25519) and signs what it sends them (Ed25519).
 KIOSK_SIGN_KEY = "sign.key"
 KIOSK_SIGN_PUB = "sign.pub"
+KIOSK_ENC_KEY = "enc.key"
+KIOSK_ENC_PUB = "enc.pub"
 CENTRAL_ENC_KEY = "central-enc.key"
 CENTRAL_ENC_PUB = "central-enc.pub"
+CENTRAL_SIGN_KEY = "central-sign.key"
+CENTRAL_SIGN_PUB = "central-sign.pub"

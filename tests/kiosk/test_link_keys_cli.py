@@ -46,7 +46,11 @@ def test_admin_commands_build_a_working_setup(tmp_path: Path, capsys: pytest.Cap
         assert _run(admin_cmd, ["admin", "issue-cert", "--kiosk", bad, "--ca-dir", str(ca), "--out", str(certs)]) == 2
     assert _run(admin_cmd, ["admin", "gen-keys", "--kiosk", "kiosk-7", "--out", str(k)]) == 0
     assert _run(admin_cmd, ["admin", "gen-keys", "--central", "--out", str(tmp_path / "central")]) == 0
-    assert _mode(k / "sign.key") == 0o600 and _mode(tmp_path / "central" / "central-enc.key") == 0o600
+    for f in (k / "sign.key", k / "enc.key", tmp_path / "central" / "central-enc.key", tmp_path / "central" / "central-sign.key"):
+        assert _mode(f) == 0o600, f
+    keys.load_encryption_key(k / "enc.key")                       # each loads as the right type
+    keys.load_signing_key(tmp_path / "central" / "central-sign.key")
+    assert len(keys.load_public_raw(k / "sign.pub")) == 32 and len(keys.load_public_raw(k / "enc.pub")) == 32
     assert _run(admin_cmd, ["admin", "gen-keys", "--kiosk", "kiosk-7", "--out", str(k)]) == 2   # no overwrite
     reg = tmp_path / "registry.json"
     assert _run(admin_cmd, ["admin", "register", "--registry", str(reg), "--kiosk", "kiosk-7", "--site", "branch-1",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from fixtures_link import LinkPki, wait_for
 from kiosk.link import KioskLink
 from tools.broker import Mosquitto
 from tools.central.collector import Collector
+from tools.central.store import StoreError, open_store
 
 REPO = Path(__file__).resolve().parents[2]
 KIOSK_PROC = Path(__file__).with_name("link_kiosk_proc.py")
@@ -26,22 +26,28 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO)}
 
 
-def _subjects(db: Path) -> list[str]:
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT payload FROM decisions").fetchall()
-    return [json.loads(r[0])["subject"] for r in rows]
-
-
-def _count(db: Path) -> int:
+def _subjects(db: str) -> list[str]:
+    store = open_store(db)
     try:
-        with sqlite3.connect(db, timeout=5) as conn:
-            return conn.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
-    except sqlite3.OperationalError:   # not created yet
+        return [d.payload["subject"] for d in store.query_decisions(limit=100_000)]
+    finally:
+        store.close()
+
+
+def _count(db: str) -> int:
+    try:
+        store = open_store(db)
+    except StoreError:
         return 0
+    try:
+        return store.count("decisions")
+    finally:
+        store.close()
 
 
-def test_1000_decisions_survive_a_broker_outage(link_pki: LinkPki, own_broker: Mosquitto, tmp_path: Path) -> None:
-    collector = Collector(link_pki.collector_config(own_broker.port, str(tmp_path / "c.sqlite"), fresh_session=True))
+def test_1000_decisions_survive_a_broker_outage(link_pki: LinkPki, own_broker: Mosquitto, tmp_path: Path,
+                                                db_url: str) -> None:
+    collector = Collector(link_pki.collector_config(own_broker.port, db_url, fresh_session=True))
     collector.start()
     link = KioskLink(link_pki.link_config("kiosk-a", own_broker.port, tmp_path / "outbox.sqlite"))
     try:
@@ -109,19 +115,19 @@ def test_kiosk_killed_mid_stream_loses_and_duplicates_nothing(link_pki: LinkPki,
         collector.stop()
 
 
-def test_collector_killed_and_restarted_loses_nothing(link_pki: LinkPki, own_broker: Mosquitto, tmp_path: Path) -> None:
-    db = tmp_path / "central.sqlite"
+def test_collector_killed_and_restarted_loses_nothing(link_pki: LinkPki, own_broker: Mosquitto, tmp_path: Path,
+                                                      db_url: str) -> None:
+    db = db_url
     cert, key = link_pki.cert("collector.c2")
     base = [sys.executable, "-m", "tools.commands.central_cmd", "run", "--broker-host", "localhost",
             "--broker-port", str(own_broker.port), "--ca", str(link_pki.ca_dir / "ca.crt"), "--cert", str(cert),
             "--key", str(key), "--enc-key", str(link_pki.central_key), "--registry", str(link_pki.registry_file),
-            "--db", str(db)]
+            "--db", db]
     first = subprocess.Popen([*base, "--fresh-session"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=_env(), cwd=REPO)
     link = KioskLink(link_pki.link_config("kiosk-a", own_broker.port, tmp_path / "outbox.sqlite"))
     second = None
     try:
         assert first.stdout is not None and "collector running" in first.stdout.readline()
-        wait_for(lambda: _count(db) >= 0 and db.exists(), what="collector database")
         link.start()
         for i in range(400):
             link.publish_decision({"decision": "SUSPICIOUS", "score": 0.2, "subject": f"n{i}"})

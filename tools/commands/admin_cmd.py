@@ -39,16 +39,24 @@ def _gen_keys(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if args.central:
-        pub = keys.generate_encryption_key(out / keys.CENTRAL_ENC_KEY, out / keys.CENTRAL_ENC_PUB)
-        print(f"central X25519 key: {out / keys.CENTRAL_ENC_KEY} (0600); public: {out / keys.CENTRAL_ENC_PUB} "
-              f"(key id {keys.key_id(pub).hex()}) - give the public key to every kiosk")
+        who = "central"
+        pairs = [("X25519 encryption", keys.generate_encryption_key, keys.CENTRAL_ENC_KEY, keys.CENTRAL_ENC_PUB),
+                 ("Ed25519 signing", keys.generate_signing_key, keys.CENTRAL_SIGN_KEY, keys.CENTRAL_SIGN_PUB)]
+        hint = f"give {keys.CENTRAL_ENC_PUB} to every kiosk"
     else:
         from kiosk.topics import validate_id
 
-        validate_id(args.kiosk, "kiosk id")
-        pub = keys.generate_signing_key(out / keys.KIOSK_SIGN_KEY, out / keys.KIOSK_SIGN_PUB)
-        print(f"kiosk {args.kiosk} Ed25519 key: {out / keys.KIOSK_SIGN_KEY} (0600); public: {out / keys.KIOSK_SIGN_PUB} "
-              f"(key id {keys.key_id(pub).hex()}) - register it with `sigkiosk admin register`")
+        who = f"kiosk {validate_id(args.kiosk, 'kiosk id')}"
+        pairs = [("Ed25519 signing", keys.generate_signing_key, keys.KIOSK_SIGN_KEY, keys.KIOSK_SIGN_PUB),
+                 ("X25519 encryption", keys.generate_encryption_key, keys.KIOSK_ENC_KEY, keys.KIOSK_ENC_PUB)]
+        hint = f"register {keys.KIOSK_SIGN_PUB} with `sigkiosk admin register`"
+    for _, _, priv, _ in pairs:   # all or nothing: never leave half a key set behind
+        if (out / priv).exists():
+            raise FileExistsError(f"{out / priv} exists; refusing to overwrite a key (remove it first)")
+    for what, gen, priv, pub in pairs:
+        raw = gen(out / priv, out / pub)
+        print(f"{who} {what} key: {out / priv} (0600), public {out / pub} (key id {keys.key_id(raw).hex()})")
+    print(hint)
     return 0
 
 
@@ -147,7 +155,7 @@ def _reg_issue_cert(sub: argparse._SubParsersAction) -> None:
 
 
 def _reg_gen_keys(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("gen-keys", help="generate link keys: central X25519, or a kiosk's Ed25519")
+    p = sub.add_parser("gen-keys", help="generate link keys (Ed25519 signing + X25519 encryption), central or kiosk")
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--central", action="store_true", help="the central server's encryption key")
     who.add_argument("--kiosk", metavar="ID", help="a kiosk's signing key")
