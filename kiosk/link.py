@@ -166,6 +166,8 @@ class KioskLink:
         self._will_seq: int | None = None
         self._last_will_seq: int | None = None
         self._command_handlers: list[Callable[[str, bytes], None]] = []
+        #: Set once the broker has granted the command-topic subscriptions of the current connection.
+        self.commands_ready = threading.Event()
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -225,6 +227,7 @@ class KioskLink:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         self._set_will(client)
         self._client = client
         client.connect_async(c.broker_host, int(c.broker_port), keepalive=c.keepalive_s)
@@ -340,6 +343,14 @@ class KioskLink:
             filters.append(self.topics.group_model_commands)
         client.subscribe([(f, mqtt.SubscribeOptions(qos=1)) for f in filters])
 
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, rcs: Any, props: Any = None) -> None:
+        bad = [str(r) for r in rcs if r.is_failure]
+        if bad:
+            self.note_error("command subscription refused")
+            log.error("link: broker refused the command subscriptions: %s", ", ".join(bad))
+        else:
+            self.commands_ready.set()
+
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         for handler in list(self._command_handlers):
             try:
@@ -349,6 +360,7 @@ class KioskLink:
                 log.exception("link: command handler failed for %s", msg.topic)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
+        self.commands_ready.clear()
         with self._cond:
             was = self._connected
             self._connected = False

@@ -84,16 +84,24 @@ def test_collector_cannot_publish_commands(link_pki: LinkPki, mqtt_broker: Mosqu
 
 
 def _try_connect(port: int, ctx: ssl.SSLContext) -> bool:
+    """True if the broker accepts an MQTT session over this TLS context; waits for a verdict."""
+    import threading
+
+    verdict: list[bool] = []
+    done = threading.Event()
     c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     c.tls_set_context(ctx)
+    c.on_connect = lambda cl, u, f, rc, p=None: (verdict.append(not rc.is_failure), done.set())
+    c.on_disconnect = lambda cl, u, f, rc, p=None: (verdict.append(False), done.set())
     try:
         c.connect("localhost", port)
         c.loop_start()
-        time.sleep(0.5)
-        return c.is_connected()
+        done.wait(10)
+        return bool(verdict) and verdict[0]
     except (ssl.SSLError, OSError):
         return False
     finally:
+        c.disconnect()
         c.loop_stop()
 
 

@@ -114,8 +114,7 @@ def test_kiosk_receives_its_own_and_its_groups_commands(link_pki: LinkPki, mqtt_
     admin = mqtt_client(link_pki, mqtt_broker.port, "admin.ops")
     try:
         link.start()
-        wait_for(lambda: link.stats().connected, what="connected")
-        time.sleep(0.3)   # let the SUBSCRIBE land
+        assert link.commands_ready.wait(20), "command subscriptions not granted"
         for topic in ("sig/v1/site1/kiosk-a/model/offer", "sig/v1/_group/canary/model/offer",
                       "sig/v1/site1/kiosk-b/model/offer"):
             admin.publish(topic, topic.encode(), qos=1).wait_for_publish(5)
