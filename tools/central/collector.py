@@ -94,6 +94,7 @@ class _Incoming:
     qos: int
     retain: bool
     received_ms: int
+    epoch: int = 0      # which connection it arrived on (packet ids are only valid on that one)
 
 
 class Processor:
@@ -193,6 +194,7 @@ class Collector:
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._subscribed = threading.Event()
+        self._epoch = 0
         self._client = self._make_client(client_name)
         self._last_registry_check = time.monotonic()
 
@@ -227,6 +229,10 @@ class Collector:
             log.error("collector: broker refused connection: %s", rc)
             return
         log.info("collector: connected (session present: %s)", getattr(flags, "session_present", None))
+        # Messages still queued from the previous connection are redelivered by the broker now:
+        # a new epoch makes the worker drop the old copies instead of acknowledging packet ids
+        # that, on this connection, may already name other messages.
+        self._epoch += 1
         self._connected.set()
         subs = [(f"$share/{self.config.share_group}/{f}", mqtt.SubscribeOptions(qos=1))
                 for f in collector_filters(self.config.prefix)]
@@ -246,7 +252,8 @@ class Collector:
             log.warning("collector: disconnected (%s); reconnecting", rc)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self._queue.put(_Incoming(msg.topic, bytes(msg.payload), msg.mid, msg.qos, bool(msg.retain), int(time.time() * 1000)))
+        self._queue.put(_Incoming(msg.topic, bytes(msg.payload), msg.mid, msg.qos, bool(msg.retain),
+                                  int(time.time() * 1000), self._epoch))
 
     # -- main loop --------------------------------------------------------------------------------
 
@@ -361,6 +368,9 @@ class Collector:
         return results
 
     def handle_batch(self, batch: list[_Incoming]) -> None:
+        batch = [m for m in batch if m.epoch == self._epoch]
+        if not batch:
+            return
         accepted: list[Accepted] = []
         refusals: list[Refusal] = []
         for m in batch:
@@ -400,7 +410,7 @@ class Collector:
             self.stats.refused[r.reason] += 1
             log.warning("collector: refused message on %s: %s (%s)", r.topic[:200], r.reason, r.detail[:200])
         for m in batch:
-            if m.qos > 0:
+            if m.qos > 0 and m.epoch == self._epoch:
                 self._client.ack(m.mid, m.qos)
 
 
