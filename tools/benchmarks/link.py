@@ -7,6 +7,8 @@ decision), which is what ``KioskLink.publish_decision`` costs before it returns.
 Collector side: decisions per second through one collector's pipeline - parse, signature check,
 decryption, payload check, and the batched idempotent insert into SQLite (synchronous=FULL) -
 fed pre-sealed envelopes from several kiosks, so the broker and the network are not measured.
+Then the same through a private mosquitto (TLS, ACL, persistent session, manual acks): envelopes
+queued at the broker for the collector's session, drained and committed by one collector.
 """
 
 from __future__ import annotations
@@ -104,6 +106,8 @@ def run(quick: bool = False) -> dict[str, float]:
         store.close()
     assert stored == n_collect
 
+    broker_rate = _through_broker(msgs, registry, central, quick)
+
     figures = {
         "seal_us_median": round(seal_us, 1),
         "seal_us_p95": round(seal_p95_us, 1),
@@ -113,13 +117,97 @@ def run(quick: bool = False) -> dict[str, float]:
         "collector_verify_decrypt_per_s": round(n_collect / verify_decrypt_s, 1),
         "collector_decisions_per_s": round(n_collect / pipeline_s, 1),
     }
+    if broker_rate is not None:
+        figures["collector_via_broker_decisions_per_s"] = round(broker_rate, 1)
     print(f"link: kiosk seal one decision {seal_us:.0f} us median ({seal_p95_us:.0f} us p95), "
           f"{envelope_bytes} B envelope")
     print(f"link: kiosk seal + durable outbox commit {commit_us:.0f} us median ({commit_p95_us:.0f} us p95)")
     print(f"link: collector verify + decrypt {figures['collector_verify_decrypt_per_s']:.0f} decisions/s; "
           f"verify + decrypt + store (SQLite, batches of 200) {figures['collector_decisions_per_s']:.0f} decisions/s "
           f"({n_collect} decisions, {n_kiosks} kiosks, one core)")
+    if broker_rate is not None:
+        print(f"link: through a local mosquitto (TLS) into one collector (SQLite): {broker_rate:.0f} decisions/s")
     return figures
+
+
+def _through_broker(msgs: list, registry, central, quick: bool) -> float | None:  # type: ignore[no-untyped-def]
+    """Decisions/s a collector drains from a private mosquitto (TLS, ACL, manual acks, SQLite).
+
+    Pre-sealed envelopes are published first (the collector's session queues them at the broker),
+    then the collector connects and the time until the last one is committed is measured.
+    """
+    import getpass
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from kiosk.keys import CENTRAL_ENC_KEY, write_private_file
+    from kiosk.tls import client_tls_context
+    from tools import pki
+    from tools.broker import BrokerError, BrokerSettings, Mosquitto, find_mosquitto, free_port
+    from tools.central.collector import Collector, CollectorConfig
+
+    try:
+        find_mosquitto()
+    except BrokerError as exc:
+        print(f"link: broker figure skipped: {exc}")
+        return None
+    from cryptography.hazmat.primitives import serialization
+
+    n = min(len(msgs), 1000 if quick else 5000)
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        pki.init_ca(root / "ca")
+        pki.issue(root / "ca", "collector", "bench", root / "certs")
+        pki.issue(root / "ca", "admin", "bench", root / "certs")
+        registry.save(root / "registry.json")
+        write_private_file(root / CENTRAL_ENC_KEY, central.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        port = free_port()
+        broker = Mosquitto.create(BrokerSettings(root / "broker", root / "ca", port=port, collectors=("bench",),
+                                                 admins=(), run_as_user=getpass.getuser(),
+                                                 extra_acl_users={"admin.bench": ["topic write sig/v1/#"]}))
+        broker.start()
+        try:
+            cfg = CollectorConfig(
+                broker_host="localhost", broker_port=port, ca_file=root / "ca" / "ca.crt",
+                cert_file=root / "certs" / "collector.bench.crt", key_file=root / "certs" / "collector.bench.key",
+                enc_key_files=(root / CENTRAL_ENC_KEY,), registry_file=root / "registry.json",
+                db=str(root / "central.sqlite"),
+            )
+            # Create the collector's session (and subscription), then go away: messages queue for it.
+            first = Collector(cfg)
+            first.start()
+            if not first.wait_ready(20):
+                print("link: broker figure skipped: the collector could not subscribe")
+                return None
+            first.stop()
+            pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+            pub.tls_set_context(client_tls_context(root / "ca" / "ca.crt", root / "certs" / "admin.bench.crt",
+                                                   root / "certs" / "admin.bench.key"))
+            pub.max_inflight_messages_set(200)
+            pub.connect("localhost", port)
+            pub.loop_start()
+            infos = [pub.publish(m.topic, m.payload, qos=1) for m in msgs[:n]]
+            for info in infos:
+                info.wait_for_publish(60)
+            pub.disconnect()
+            pub.loop_stop()
+            collector = Collector(cfg)
+            t0 = time.perf_counter()
+            collector.start()
+            deadline = t0 + 120
+            while collector.stats.stored["decision"] < n and time.perf_counter() < deadline:
+                time.sleep(0.01)
+            elapsed = time.perf_counter() - t0
+            got = collector.stats.stored["decision"]
+            collector.stop()
+            if got < n:
+                print(f"link: broker figure skipped: only {got}/{n} stored in time")
+                return None
+            return n / elapsed
+        finally:
+            broker.stop()
 
 
 if __name__ == "__main__":
