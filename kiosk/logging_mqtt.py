@@ -10,6 +10,7 @@ local instead of recursing.
 from __future__ import annotations
 
 import logging
+import queue
 import re
 import threading
 import time
@@ -80,9 +81,13 @@ class MqttLogHandler(logging.Handler):
     """Sends redacted, rate-limited log records through a ``KioskLink``.
 
     ``rate_per_s`` / ``burst``: token bucket. Default INFO and above; DEBUG never leaves the device.
+    Writing to the outbox costs an fsync, so the calling thread (perhaps in the middle of a
+    verification) only redacts and enqueues; a background thread writes. If that queue is full
+    the record is counted as suppressed, never waited for.
     """
 
-    def __init__(self, link: _Sink, *, level: int = logging.INFO, rate_per_s: float = 10.0, burst: int = 50) -> None:
+    def __init__(self, link: _Sink, *, level: int = logging.INFO, rate_per_s: float = 10.0, burst: int = 50,
+                 queue_size: int = 1000) -> None:
         super().__init__(level=max(level, logging.INFO))
         self.link = link
         self.rate = rate_per_s
@@ -92,6 +97,9 @@ class MqttLogHandler(logging.Handler):
         self._suppressed = 0
         self._guard = threading.local()
         self._bucket_lock = threading.Lock()
+        self._queue: queue.Queue[LogEntry | None] = queue.Queue(maxsize=queue_size)
+        self._writer = threading.Thread(target=self._write_loop, name="mqtt-log-writer", daemon=True)
+        self._writer.start()
 
     def _take_token(self) -> tuple[bool, int]:
         with self._bucket_lock:
@@ -115,11 +123,48 @@ class MqttLogHandler(logging.Handler):
             ok, suppressed = self._take_token()
             if not ok:
                 return
-            self.link.publish_log(self.to_entry(record, suppressed))
+            try:
+                self._queue.put_nowait(self.to_entry(record, suppressed))
+            except queue.Full:
+                with self._bucket_lock:
+                    self._suppressed += 1 + suppressed
         except Exception:
             self.handleError(record)
         finally:
             self._guard.active = False
+
+    def _write_loop(self) -> None:
+        # Whatever this thread logs itself (e.g. the outbox's quota warning) stays local.
+        self._guard.active = True
+        while True:
+            entry = self._queue.get()
+            try:
+                if entry is None:
+                    return
+                self.link.publish_log(entry)
+            except Exception as exc:   # the outbox refused it (disk full...): count, keep going
+                try:
+                    self.link.note_error(f"log record not queued: {type(exc).__name__}")
+                except Exception:
+                    pass
+            finally:
+                self._queue.task_done()
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until every accepted record is in the outbox (or ``timeout`` passes)."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        self.flush()
+        if self._writer.is_alive():
+            try:
+                self._queue.put(None, timeout=1)
+            except queue.Full:
+                pass
+            self._writer.join(2)
+        super().close()
 
     @staticmethod
     def to_entry(record: logging.LogRecord, suppressed: int = 0) -> LogEntry:

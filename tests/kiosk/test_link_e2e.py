@@ -38,6 +38,7 @@ def test_decisions_logs_and_status_reach_the_database(link_pki: LinkPki, mqtt_br
         link.start()
         seqs = [link.publish_decision(_decision(i)) for i in range(20)]
         logger.info("verification done", extra={"user_ref": "cust-0001", "duration_ms": 12.5})
+        handler.flush()
         assert seqs == sorted(seqs) and len(set(seqs)) == 20
         assert link.flush(20), "outbox did not drain"
         wait_for(lambda: collector.store.count("decisions") == 20, what="20 decisions stored")
@@ -55,6 +56,7 @@ def test_decisions_logs_and_status_reach_the_database(link_pki: LinkPki, mqtt_br
         assert collector.stats.refused == {}
     finally:
         logger.removeHandler(handler)
+        handler.close()
         link.close()
         try:
             # A clean close publishes "offline".
@@ -149,11 +151,15 @@ def test_log_handler_rate_limits_and_reports_what_it_suppressed() -> None:
     try:
         for i in range(10):
             lg.error("failure %d", i)
+        handler.flush()
         assert len(sink.entries) == 3 and sink.errors == 10     # errors are counted even when suppressed
         handler._tokens = 1.0                                    # the bucket refills (time passes)
         lg.warning("after the burst")
+        handler.flush()
         assert sink.entries[-1].suppressed_before == 7 and sink.entries[-1].message == "after the burst"
         lg.debug("never leaves the device")
+        handler.flush()
         assert len(sink.entries) == 4
     finally:
         lg.removeHandler(handler)
+        handler.close()

@@ -76,6 +76,7 @@ def test_no_key_or_raw_biometric_in_any_log(link_pki: LinkPki, mqtt_broker: Mosq
             app.exception("capture failed")
         # A decision carrying raw evidence (policy allows it): it travels encrypted, never logged.
         link.publish_decision({"decision": "APPROVED", "score": 0.9, "trajectory": TRAJECTORY})
+        handler.flush()
         # Refused messages are logged by the collector: make one that contains a key.
         kx = mqtt_client(link_pki, mqtt_broker.port, "kiosk-b")
         kx.publish("sig/v1/site1/kiosk-b/decision", pem.encode(), qos=1).wait_for_publish(5)
@@ -85,6 +86,7 @@ def test_no_key_or_raw_biometric_in_any_log(link_pki: LinkPki, mqtt_broker: Mosq
         wait_for(lambda: collector.stats.refused.get("malformed", 0) == 1, what="the refusal")
     finally:
         app.removeHandler(handler)
+        handler.close()
         if kx is not None:
             kx.disconnect()
             kx.loop_stop()
