@@ -12,11 +12,15 @@ outbox: an old health report is worthless after a restart.
 
 Usage (the daemon)::
 
-    link = KioskLink(LinkConfig.from_mapping(toml["link"], base_dir=config_dir))
+    link = KioskLink(LinkConfig.from_mapping(toml["link"], base_dir=config_dir), model_versions={...})
+    logs = MqttLogHandler(link)                   # kiosk.logging_mqtt: redacted, rate-limited
+    logging.getLogger().addHandler(logs)
     link.start()
-    seq = link.publish_decision({"decision": "APPROVED", "score": 0.93, "reasons": ["shape"]})
+    seq = link.publish_decision({"decision": "APPROVED", "score": 0.93, "reasons": ["shape"],
+                                 "model_versions": {...}, "timings_ms": {...}})
+    link.add_command_handler(update_agent.on_command)   # model/... command topics (later issue)
     ...
-    link.close()
+    logs.close(); link.close()                    # the handler first: it writes into the link
 """
 
 from __future__ import annotations
