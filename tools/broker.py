@@ -53,7 +53,10 @@ class BrokerSettings:
     admins: tuple[str, ...] = ()       # admin names (identities admin.NAME)
     server_hosts: tuple[str, ...] = ("localhost", "127.0.0.1")
     run_as_user: str | None = None     # mosquitto's `user`; None: its default (user mosquitto)
-    max_queued_messages: int = 200_000
+    # Per collector session: what waits at the broker while a collector is down. Beyond it the
+    # broker drops messages it has already acknowledged to kiosks, so size it for the longest
+    # collector outage you accept (a decision envelope is ~600 bytes: a million is ~0.6 GB).
+    max_queued_messages: int = 1_000_000
     max_packet_size: int = 2 << 20
     autosave_interval_s: int = 10
     persistent_client_expiration: str = "14d"

@@ -107,6 +107,7 @@ def run(quick: bool = False) -> dict[str, float]:
     assert stored == n_collect
 
     broker_rate = _through_broker(msgs, registry, central, quick)
+    pg_rate = _postgres_store_rate(msgs, registry, central)
 
     figures = {
         "seal_us_median": round(seal_us, 1),
@@ -119,6 +120,8 @@ def run(quick: bool = False) -> dict[str, float]:
     }
     if broker_rate is not None:
         figures["collector_via_broker_decisions_per_s"] = round(broker_rate, 1)
+    if pg_rate is not None:
+        figures["collector_postgresql_decisions_per_s"] = round(pg_rate, 1)
     print(f"link: kiosk seal one decision {seal_us:.0f} us median ({seal_p95_us:.0f} us p95), "
           f"{envelope_bytes} B envelope")
     print(f"link: kiosk seal + durable outbox commit {commit_us:.0f} us median ({commit_p95_us:.0f} us p95)")
@@ -127,7 +130,39 @@ def run(quick: bool = False) -> dict[str, float]:
           f"({n_collect} decisions, {n_kiosks} kiosks, one core)")
     if broker_rate is not None:
         print(f"link: through a local mosquitto (TLS) into one collector (SQLite): {broker_rate:.0f} decisions/s")
+    if pg_rate is not None:
+        print(f"link: collector verify + decrypt + store into PostgreSQL ($SIGKIOSK_BENCH_PG): {pg_rate:.0f} decisions/s")
     return figures
+
+
+def _postgres_store_rate(msgs: list, registry, central) -> float | None:  # type: ignore[no-untyped-def]
+    """Only when ``SIGKIOSK_BENCH_PG`` names a PostgreSQL database to write into (a scratch schema)."""
+    import os
+    import uuid
+
+    from tools.central.collector import Processor
+    from tools.central.store import PostgresStore
+
+    dsn = os.environ.get("SIGKIOSK_BENCH_PG")
+    if not dsn:
+        return None
+    import psycopg
+
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        store = PostgresStore(dsn + ("&" if "?" in dsn else "?") + f"options=-csearch_path%3D{schema}")
+        proc = Processor(registry, [central])
+        t0 = time.perf_counter()
+        for b in range(0, len(msgs), 200):
+            store.store([proc.process(m) for m in msgs[b:b + 200]])  # type: ignore[misc]
+        rate = len(msgs) / (time.perf_counter() - t0)
+        store.close()
+        return rate
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def _through_broker(msgs: list, registry, central, quick: bool) -> float | None:  # type: ignore[no-untyped-def]
