@@ -82,6 +82,9 @@ class Outbox:
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('next_seq', ?)", (int(time.time() * 1_000_000),)
             )
             self._db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('dropped_logs', 0)")
+            # Bytes of queued logs, kept in memory so the quota check is O(1) per record.
+            self._log_bytes = self._db.execute(
+                "SELECT COALESCE(SUM(size), 0) FROM outbox WHERE kind='log'").fetchone()[0]
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot open outbox {self.path}: {exc}") from exc
 
@@ -116,8 +119,9 @@ class Outbox:
                 self._db.execute("BEGIN IMMEDIATE")
                 seq = self._db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0]
                 payload = build(seq)
+                log_bytes = self._log_bytes
                 if kind == "log":
-                    dropped = self._enforce_log_quota(len(payload))
+                    dropped, log_bytes = self._enforce_log_quota(len(payload))
                     if dropped < 0:   # a single log record larger than the whole quota
                         self._db.execute("UPDATE meta SET value=value+1 WHERE key='dropped_logs'")
                         self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (seq + 1,))
@@ -130,6 +134,8 @@ class Outbox:
                 )
                 self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (seq + 1,))
                 self._db.execute("COMMIT")
+                if kind == "log":
+                    self._log_bytes = log_bytes + len(payload)
             except sqlite3.Error as exc:
                 self._rollback()
                 raise OutboxError(f"cannot store {kind} in the outbox: {exc}") from exc
@@ -140,11 +146,14 @@ class Outbox:
             log.warning("log quota of %d bytes reached: dropped the %d oldest log records", self.log_quota_bytes, dropped)
         return seq
 
-    def _enforce_log_quota(self, incoming: int) -> int:
-        """Delete oldest log rows until ``incoming`` fits. Return rows dropped (-1: cannot fit)."""
+    def _enforce_log_quota(self, incoming: int) -> tuple[int, int]:
+        """Delete oldest log rows until ``incoming`` fits (inside the caller's transaction).
+
+        Returns (rows dropped, or -1 if the record can never fit; queued log bytes afterwards).
+        """
+        used = self._log_bytes
         if incoming > self.log_quota_bytes:
-            return -1
-        used = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox WHERE kind='log'").fetchone()[0]
+            return -1, used
         dropped = 0
         if used + incoming > self.log_quota_bytes:
             for rid, size in self._db.execute("SELECT id, size FROM outbox WHERE kind='log' ORDER BY id").fetchall():
@@ -154,7 +163,7 @@ class Outbox:
                 if used + incoming <= self.log_quota_bytes:
                     break
             self._db.execute("UPDATE meta SET value=value+? WHERE key='dropped_logs'", (dropped,))
-        return dropped
+        return dropped, used
 
     def _rollback(self) -> None:
         try:
@@ -183,8 +192,13 @@ class Outbox:
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in ids])
+                freed = 0
+                for i in ids:
+                    row = self._db.execute("DELETE FROM outbox WHERE id=? RETURNING kind, size", (i,)).fetchone()
+                    if row is not None and row[0] == "log":
+                        freed += row[1]
                 self._db.execute("COMMIT")
+                self._log_bytes -= freed
             except sqlite3.Error as exc:
                 self._rollback()
                 # Not fatal: the rows are sent again and the collector discards the duplicates.

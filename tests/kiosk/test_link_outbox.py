@@ -77,6 +77,14 @@ def test_log_quota_drops_oldest_logs_counts_and_says_so(tmp_path: Path, caplog: 
     # A record bigger than the whole quota is dropped (and counted) instead of emptying the queue.
     ob.add("log", "t/log", lambda s: _payload(5000))
     assert ob.dropped_logs() == 2 and ob.depth() == {"decision": 3, "log": 3}
+    # Acknowledged (deleted) logs free their share of the quota, also across a restart.
+    ob.delete([r.id for r in ob.pending(100) if r.kind == "log"][:1])
+    ob.close()
+    ob = Outbox(tmp_path / "o.sqlite", log_quota_bytes=1000)
+    ob.add("log", "t/log", lambda s: _payload(300))
+    assert ob.dropped_logs() == 2 and ob.depth() == {"decision": 3, "log": 3}
+    ob.add("log", "t/log", lambda s: _payload(300))
+    assert ob.dropped_logs() == 3
     ob.close()
 
 
