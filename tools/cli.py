@@ -17,7 +17,6 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "tools.commands.eval_cmd",
     "tools.commands.bench_cmd",
-    "tools.commands.enroll_cmd",
     "tools.commands.demo_cmd",
     "tools.commands.admin_cmd",
     "tools.commands.central_cmd",

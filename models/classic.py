@@ -1,0 +1,93 @@
+"""The classic pen verifier: DTW on normalised time functions, user-normalised.
+
+It needs no training (only a population prior for one-reference templates), is a strong baseline,
+and is what the learned verifier is fused with. Evaluation, enrollment and the daemon all go
+through :func:`signature_features`, :func:`build_template` and :func:`score_query`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.dtw import DEFAULT_BAND, dtw_distance
+from models.features import FEATURE_NAMES, feature_indices, time_functions, zscore
+from models.preprocess import PreprocessConfig, prepare
+from models.scoring import NormalisationPrior, ReferenceStats, normalised_distance, reference_stats
+from models.trajectory import Trajectory
+
+#: All time functions: on the training and validation writers of the four shared pen sets this
+#: beat every subset tried (README, "Tuning the classic verifier").
+DEFAULT_FEATURES: tuple[str, ...] = FEATURE_NAMES
+
+
+@dataclass(frozen=True)
+class ClassicConfig:
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    features: tuple[str, ...] = DEFAULT_FEATURES
+    band: float = DEFAULT_BAND
+    prior: NormalisationPrior = field(default_factory=lambda: NormalisationPrior(0.90, 1.00))
+    #: Accept when the user-normalised distance is at most this (one global threshold).
+    threshold: float = 1.45
+
+    def __post_init__(self) -> None:
+        feature_indices(self.features)  # validates the names
+        if not 0 < self.band <= 1:
+            raise ValueError(f"band must be in (0, 1], got {self.band}")
+
+
+@dataclass(frozen=True, eq=False)
+class Template:
+    """One user's enrolled references as feature sequences, with their statistics."""
+
+    references: tuple[np.ndarray, ...]
+    stats: ReferenceStats
+    ref_distances: np.ndarray
+
+
+@dataclass(frozen=True)
+class ClassicScore:
+    """``distance`` is the user-normalised distance (lower is more genuine, ~1 typical genuine)."""
+
+    distance: float
+    ref_distances: tuple[float, ...]
+
+
+def signature_features(traj: Trajectory, config: ClassicConfig = ClassicConfig()) -> np.ndarray:
+    """The (points, features) matrix DTW compares: selected time functions, z-scored."""
+    all_tf = time_functions(prepare(traj, config.preprocess))
+    return np.ascontiguousarray(zscore(all_tf[:, feature_indices(config.features)]))
+
+
+def pairwise_distances(seqs: list[np.ndarray], band: float) -> np.ndarray:
+    k = len(seqs)
+    d = np.zeros((k, k), dtype=np.float64)
+    for i in range(k):
+        for j in range(i + 1, k):
+            d[i, j] = d[j, i] = dtw_distance(seqs[i], seqs[j], band)
+    return d
+
+
+def build_template(references: list[np.ndarray], config: ClassicConfig = ClassicConfig()) -> Template:
+    if not references:
+        raise ValueError("a template needs at least one reference")
+    d = pairwise_distances(references, config.band)
+    return Template(references=tuple(references), stats=reference_stats(d), ref_distances=d)
+
+
+def score_query(
+    template: Template, query: np.ndarray, config: ClassicConfig = ClassicConfig()
+) -> ClassicScore:
+    dists = tuple(dtw_distance(query, r, config.band) for r in template.references)
+    return ClassicScore(
+        distance=normalised_distance(np.array(dists), template.stats, config.prior),
+        ref_distances=dists,
+    )
+
+
+def score_from_distances(
+    query_to_refs: np.ndarray, ref_distances: np.ndarray, prior: NormalisationPrior
+) -> float:
+    """The same score from precomputed distances (the evaluator reuses them across trials)."""
+    return normalised_distance(query_to_refs, reference_stats(ref_distances), prior)

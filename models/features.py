@@ -1,0 +1,108 @@
+"""Per-point time functions of a signature (after the TS-GATR seed paper), as pure functions.
+
+Derivatives use the second-order regression of the on-line signature literature,
+``d[n] = sum_{k=1..2} k (f[n+k] - f[n-k]) / (2 sum k^2)``, computed inside each stroke (edge values
+repeated), so that the jump from one stroke to the next never appears as a burst of speed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.preprocess import Prepared
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "x",
+    "y",
+    "pressure",
+    "dx",
+    "dy",
+    "speed",
+    "angle",
+    "cos",
+    "sin",
+    "dangle",
+    "log_radius",
+    "centripetal",
+    "acceleration",
+    "dpressure",
+)
+_INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
+_EPS = 1e-6
+
+
+def feature_indices(names: tuple[str, ...]) -> np.ndarray:
+    unknown = [n for n in names if n not in _INDEX]
+    if unknown:
+        raise ValueError(f"unknown feature(s) {unknown}; known: {', '.join(FEATURE_NAMES)}")
+    return np.array([_INDEX[n] for n in names], dtype=np.intp)
+
+
+def regression_derivative(f: np.ndarray) -> np.ndarray:
+    """Second-order regression derivative of a 1-D series, per sample, with edge padding."""
+    f = np.asarray(f, dtype=np.float64)
+    if len(f) < 2:
+        return np.zeros_like(f)
+    fp = np.pad(f, 2, mode="edge")
+    return ((fp[3:-1] - fp[1:-3]) + 2.0 * (fp[4:] - fp[:-4])) / 10.0
+
+
+def _segments(stroke: np.ndarray) -> list[slice]:
+    cuts = np.flatnonzero(np.diff(stroke) != 0) + 1
+    bounds = np.concatenate(([0], cuts, [len(stroke)]))
+    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def segmented_derivative(f: np.ndarray, stroke: np.ndarray) -> np.ndarray:
+    out = np.empty(len(f), dtype=np.float64)
+    for sl in _segments(stroke):
+        out[sl] = regression_derivative(f[sl])
+    return out
+
+
+def _segmented_unwrap(theta: np.ndarray, stroke: np.ndarray) -> np.ndarray:
+    out = np.empty_like(theta)
+    for sl in _segments(stroke):
+        out[sl] = np.unwrap(theta[sl])
+    return out
+
+
+def time_functions(prep: Prepared) -> np.ndarray:
+    """All time functions, one row per point, columns in ``FEATURE_NAMES`` order."""
+    s = prep.stroke
+    dx = segmented_derivative(prep.x, s)
+    dy = segmented_derivative(prep.y, s)
+    speed = np.hypot(dx, dy)
+    angle = np.arctan2(dy, dx)
+    dangle = segmented_derivative(_segmented_unwrap(angle, s), s)
+    log_radius = np.log((speed + _EPS) / (np.abs(dangle) + _EPS))
+    centripetal = speed * dangle
+    dspeed = segmented_derivative(speed, s)
+    acceleration = np.hypot(dspeed, centripetal)
+    dpressure = segmented_derivative(prep.p, s)
+    return np.column_stack(
+        (
+            prep.x,
+            prep.y,
+            prep.p,
+            dx,
+            dy,
+            speed,
+            angle,
+            np.cos(angle),
+            np.sin(angle),
+            dangle,
+            log_radius,
+            centripetal,
+            acceleration,
+            dpressure,
+        )
+    )
+
+
+def zscore(features: np.ndarray) -> np.ndarray:
+    """Each column to zero mean and unit variance over the signature; constant columns to zero."""
+    mu = features.mean(axis=0)
+    sd = features.std(axis=0)
+    sd[sd < 1e-9] = 1.0
+    return (features - mu) / sd

@@ -1,0 +1,137 @@
+"""Trajectory preprocessing shared by enrollment, verification, training and evaluation.
+
+Everything here is a pure function of arrays or of a ``Trajectory``; the one entry point the rest
+of the project calls is :func:`prepare`, configured by :class:`PreprocessConfig`, so that a feature
+is never computed one way in training and another on the device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.trajectory import Trajectory, TrajectoryError
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How a trajectory becomes the points the features are computed on.
+
+    ``keep_pen_up``: keep hover points (pen in proximity, not touching). Their timing carries
+    rhythm but their positions are noisy and many devices do not report them; dropping them makes
+    devices comparable.
+    ``resample_hz``: resample every stroke to this uniform rate using the measured timestamps
+    (``None`` keeps the device's own samples). Devices with irregular sampling (SUSIG's ePad) give
+    per-sample derivatives that jitter; a uniform rate removes that.
+    ``lowpass_hz``: optional low-pass cut-off (a centred moving average of matching width),
+    applied after resampling; ``None`` disables it.
+    """
+
+    keep_pen_up: bool = False
+    resample_hz: float | None = 100.0
+    lowpass_hz: float | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Points ready for features: float arrays plus a stroke index per point.
+
+    ``x`` and ``y`` are centred on the centroid and divided by the signature's height (the
+    standard deviation of y), so size and position on the pad do not matter; the aspect ratio is
+    kept. ``p`` is pressure in 0..1. ``stroke`` numbers pen-down strokes; -1 marks pen-up points.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    p: np.ndarray
+    t: np.ndarray
+    stroke: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+def drop_duplicates(traj: Trajectory) -> np.ndarray:
+    """Indices of the points to keep.
+
+    A device that reports the same sample twice (same time) or repeats its first sample while
+    it settles (the SigWiComp Japanese set) adds points that say nothing. A pen resting still at
+    distinct measured times is a real pause and is kept.
+    """
+    x, y, p, t = traj.x, traj.y, traj.pressure, traj.t
+    same = np.zeros(len(x), dtype=bool)
+    same[1:] = (x[1:] == x[:-1]) & (y[1:] == y[:-1]) & (p[1:] == p[:-1]) & (
+        traj.pen_down[1:] == traj.pen_down[:-1]
+    )
+    if traj.device.time_measured:
+        same[1:] &= t[1:] == t[:-1]
+    else:
+        # Without measured time a repeated sample cannot be told from a pause; repeats at the very
+        # start (before the pen moves) are the known artefact, so only those go.
+        first_move = int(np.argmax(~same[1:])) + 1 if (~same[1:]).any() else len(x)
+        lead = np.zeros(len(x), dtype=bool)
+        lead[1:first_move] = True
+        same &= lead
+    return np.flatnonzero(~same)
+
+
+def _resample_segment(t: np.ndarray, cols: list[np.ndarray], hz: float) -> tuple[np.ndarray, list[np.ndarray]]:
+    if len(t) < 2 or t[-1] - t[0] <= 0:
+        return t, cols
+    # Repeated timestamps would make interp ill-defined: keep the last sample reported at a time.
+    keep = np.append(np.diff(t) > 0, True)
+    t, cols = t[keep], [c[keep] for c in cols]
+    n = max(2, int(np.floor((t[-1] - t[0]) * hz)) + 1)
+    tn = t[0] + np.arange(n) / hz
+    return tn, [np.interp(tn, t, c) for c in cols]
+
+
+def moving_average(v: np.ndarray, width: int) -> np.ndarray:
+    """Centred moving average with edge padding; ``width`` odd and >= 1."""
+    if width <= 1 or len(v) < 3:
+        return v.astype(np.float64, copy=True)
+    width = min(width | 1, (len(v) // 2) * 2 + 1)
+    pad = width // 2
+    vp = np.pad(v, pad, mode="edge")
+    c = np.cumsum(np.insert(vp, 0, 0.0))
+    return (c[width:] - c[:-width]) / width
+
+
+def prepare(traj: Trajectory, config: PreprocessConfig = PreprocessConfig()) -> Prepared:
+    """Duplicates, pen-up handling, resampling, low-pass and normalisation, in that order."""
+    keep = drop_duplicates(traj)
+    stroke_all = traj.stroke_ids()[keep]
+    x, y, p, t = traj.x[keep], traj.y[keep], traj.pressure[keep], traj.t[keep]
+    if not config.keep_pen_up:
+        down = stroke_all >= 0
+        x, y, p, t, stroke_all = x[down], y[down], p[down], t[down], stroke_all[down]
+    if len(x) < 2:
+        raise TrajectoryError(f"too few usable points after preprocessing ({len(x)})")
+
+    if config.resample_hz is not None and traj.device.time_measured:
+        # Each stroke (and each pen-up run) is resampled on its own so that the jump between
+        # strokes is never smeared into fake ink.
+        segs = np.flatnonzero(np.diff(stroke_all) != 0) + 1
+        bounds = np.concatenate(([0], segs, [len(x)]))
+        parts: list[tuple[np.ndarray, list[np.ndarray]]] = []
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            tn, cols = _resample_segment(t[a:b], [x[a:b], y[a:b], p[a:b]], config.resample_hz)
+            parts.append((tn, cols + [np.full(len(tn), stroke_all[a])]))
+        t = np.concatenate([pt[0] for pt in parts])
+        x, y, p, stroke_all = (np.concatenate([pt[1][i] for pt in parts]) for i in range(4))
+        stroke_all = stroke_all.astype(np.int32)
+
+    if config.lowpass_hz is not None:
+        rate = config.resample_hz or traj.device.nominal_rate_hz or 100.0
+        width = int(round(rate / config.lowpass_hz)) | 1
+        x, y, p = (moving_average(v, width) for v in (x, y, p))
+
+    x = x - x.mean()
+    y = y - y.mean()
+    scale = float(np.std(y))
+    if scale <= 0:
+        scale = float(np.std(x))
+    if scale <= 0:
+        raise TrajectoryError("signature has no extent: all points at one position")
+    return Prepared(x=x / scale, y=y / scale, p=np.clip(p, 0.0, 1.0), t=t - t[0], stroke=stroke_all)

@@ -1,0 +1,77 @@
+"""Per-user normalisation of DTW distances, so that one global threshold works for every writer.
+
+Writers differ in how consistently they sign: a distance that is large for a very consistent
+writer is ordinary for an erratic one. As DsDTW does, the query's minimum and mean distance to the
+references are divided by the same statistics measured among the references themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ReferenceStats:
+    """Within-reference statistics of one user's template.
+
+    ``min_dist``: mean over references of each one's distance to its nearest other reference.
+    ``mean_dist``: mean over references of each one's mean distance to the others.
+    ``pairs``: how many reference pairs they were measured on (0 with a single reference).
+    """
+
+    min_dist: float
+    mean_dist: float
+    pairs: int
+
+
+@dataclass(frozen=True)
+class NormalisationPrior:
+    """Population values of the reference statistics, fitted on training writers.
+
+    They stand in for a user's own statistics when there are too few references to measure them
+    (one reference has none; two give a single noisy pair), weighted like ``strength`` pairs.
+    """
+
+    min_dist: float
+    mean_dist: float
+    strength: float = 2.0
+
+
+def reference_stats(ref_distances: np.ndarray) -> ReferenceStats:
+    """Statistics of a symmetric K x K matrix of distances among one user's references."""
+    d = np.asarray(ref_distances, dtype=np.float64)
+    if d.ndim != 2 or d.shape[0] != d.shape[1]:
+        raise ValueError(f"expected a square distance matrix, got shape {d.shape}")
+    k = d.shape[0]
+    if k < 2:
+        return ReferenceStats(min_dist=float("nan"), mean_dist=float("nan"), pairs=0)
+    off = d[~np.eye(k, dtype=bool)].reshape(k, k - 1)
+    return ReferenceStats(
+        min_dist=float(off.min(axis=1).mean()),
+        mean_dist=float(off.mean(axis=1).mean()),
+        pairs=k * (k - 1) // 2,
+    )
+
+
+def shrink(stats: ReferenceStats, prior: NormalisationPrior) -> tuple[float, float]:
+    """The user's statistics pulled towards the population prior in proportion to the evidence."""
+    if stats.pairs == 0:
+        return prior.min_dist, prior.mean_dist
+    w = stats.pairs / (stats.pairs + prior.strength)
+    return (
+        w * stats.min_dist + (1 - w) * prior.min_dist,
+        w * stats.mean_dist + (1 - w) * prior.mean_dist,
+    )
+
+
+def normalised_distance(
+    query_distances: np.ndarray, stats: ReferenceStats, prior: NormalisationPrior
+) -> float:
+    """The user-normalised distance of a query: about 1 for a typical genuine, larger for forgeries."""
+    q = np.asarray(query_distances, dtype=np.float64)
+    if q.ndim != 1 or len(q) == 0:
+        raise ValueError("need the query's distance to at least one reference")
+    ref_min, ref_mean = shrink(stats, prior)
+    return float(0.5 * (q.min() / ref_min + q.mean() / ref_mean))

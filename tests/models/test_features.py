@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+
+from models.features import FEATURE_NAMES, feature_indices, regression_derivative, time_functions, zscore
+from models.preprocess import Prepared
+
+COL = {n: i for i, n in enumerate(FEATURE_NAMES)}
+
+
+def prepared(x, y, p=None, stroke=None):
+    n = len(x)
+    return Prepared(
+        x=np.asarray(x, float),
+        y=np.asarray(y, float),
+        p=np.full(n, 0.5) if p is None else np.asarray(p, float),
+        t=np.arange(n) / 100.0,
+        stroke=np.zeros(n, np.int32) if stroke is None else np.asarray(stroke, np.int32),
+    )
+
+
+def test_regression_derivative_by_hand():
+    # f = 0,1,2,3,4 padded with edges: d[0] = ((1-0) + 2(2-0))/10 = 0.5, d[1] = ((2-0)+2(3-0))/10 = 0.8
+    assert np.allclose(regression_derivative(np.arange(5.0)), [0.5, 0.8, 1.0, 0.8, 0.5])
+    # f = n^2 has derivative 2n in the interior: d[3] = ((16-4) + 2(25-1))/10 = 6
+    assert regression_derivative(np.arange(8.0) ** 2)[3] == pytest.approx(6.0)
+
+
+def test_straight_line_at_constant_speed():
+    n = 40
+    f = time_functions(prepared(3.0 * np.arange(n), 4.0 * np.arange(n)))
+    mid = slice(2, n - 2)  # away from the padded edges
+    assert np.allclose(f[mid, COL["dx"]], 3.0) and np.allclose(f[mid, COL["dy"]], 4.0)
+    assert np.allclose(f[mid, COL["speed"]], 5.0)
+    assert np.allclose(f[mid, COL["cos"]], 0.6) and np.allclose(f[mid, COL["sin"]], 0.8)
+    assert np.allclose(f[mid, COL["angle"]], np.arctan2(4, 3))
+    assert np.allclose(f[mid, COL["dangle"]], 0.0, atol=1e-12)
+    assert np.allclose(f[mid, COL["centripetal"]], 0.0, atol=1e-12)
+    # A straight line has infinite curvature radius: log(v/eps) is large
+    assert (f[mid, COL["log_radius"]] > 10).all()
+    # a second derivative: the padded edges reach 4 samples in
+    assert np.allclose(f[4:-4, COL["acceleration"]], 0.0, atol=1e-9)
+
+
+def test_circle_at_constant_angular_speed():
+    # Radius r, w radians per sample. Regression derivative of r*cos(w n) is
+    # r*w_eff*(-sin) with w_eff = (2 sin w + 4 sin 2w)/10, so speed = r*w_eff exactly.
+    r, w, n = 2.0, 0.05, 200
+    k = np.arange(n)
+    f = time_functions(prepared(r * np.cos(w * k), r * np.sin(w * k), p=np.linspace(0, 1, n)))
+    mid = slice(5, n - 5)
+    w_eff = (2 * np.sin(w) + 4 * np.sin(2 * w)) / 10
+    assert np.allclose(f[mid, COL["speed"]], r * w_eff)
+    assert np.allclose(f[mid, COL["dangle"]], w)  # the tangent turns w per sample
+    assert np.allclose(f[mid, COL["log_radius"]], np.log(r * w_eff / w), atol=1e-4)
+    assert np.allclose(f[mid, COL["centripetal"]], r * w_eff * w)
+    assert np.allclose(f[mid, COL["acceleration"]], r * w_eff * w)  # speed constant: all centripetal
+    assert np.allclose(f[mid, COL["dpressure"]], 1 / (n - 1))
+
+
+def test_derivatives_do_not_cross_stroke_boundaries():
+    x = np.r_[np.arange(10.0), 100 + np.arange(10.0)]
+    f = time_functions(prepared(x, np.zeros(20), stroke=[0] * 10 + [1] * 10))
+    assert f[:, COL["dx"]].max() <= 1.0 + 1e-12  # the 90-unit jump never shows as speed
+
+
+def test_zscore_and_feature_selection():
+    f = np.column_stack((np.arange(5.0), np.full(5, 3.0)))
+    z = zscore(f)
+    assert np.allclose(z[:, 0].mean(), 0) and np.allclose(z[:, 0].std(), 1)
+    assert np.allclose(z[:, 1], 0)
+    assert feature_indices(("x", "speed")).tolist() == [0, 5]
+    with pytest.raises(ValueError, match="unknown feature"):
+        feature_indices(("nope",))

@@ -1,0 +1,11 @@
+"""Benchmarks that print figures: ``sigkiosk bench [NAME ...]``.
+
+Each module has ``NAME`` and ``run(quick: bool = False) -> dict[str, float]``; it prints its own
+figures and returns them for ``--json``.
+"""
+
+BENCHMARK_MODULES: tuple[str, ...] = (
+    "tools.benchmarks.verify",
+    "tools.benchmarks.capture",
+    "tools.benchmarks.link",
+)

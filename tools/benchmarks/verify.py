@@ -1,0 +1,90 @@
+"""Benchmark: the classic pen verifier. DTW cells per second, and the time to verify one
+signature against 5 references (features of the query, 5 banded DTWs, the normalised score),
+median and p95 over many runs, on one core.
+
+Signatures come from the sigma-lognormal synthesizer (200 Hz, 1.5-5 s), so the figures need no
+dataset; ``SIGKIOSK_BENCH_DATA`` may name a SUSIG-Visual folder to time real signatures instead.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+NAME = "verify"
+
+
+def _signatures(n_writers: int) -> list[tuple[list, list]]:
+    data = os.environ.get("SIGKIOSK_BENCH_DATA")
+    if data:
+        from tools.datasets import load_online
+
+        ds = load_online(Path(data), "susig-visual").subset("test")
+        return [(ds.genuine(w)[:5], ds.genuine(w)[5:] + ds.skilled(w)) for w in sorted(ds.writers)][:n_writers]
+    from tools.synth import make_population
+
+    pop = make_population(n_writers=n_writers, n_genuine=8, n_forgeries=3, seed=7)
+    return [(g[:5], g[5:] + f) for g, f in pop.values()]
+
+
+def _traj(s):  # dataset samples carry a trajectory; synthesized ones are trajectories
+    return getattr(s, "trajectory", s)
+
+
+def run(quick: bool = False) -> dict[str, float]:
+    from models.classic import ClassicConfig, build_template, score_query, signature_features
+    from models.dtw import dtw_cells, dtw_distance
+
+    config = ClassicConfig()
+    writers = _signatures(3 if quick else 10)
+    # Compile once outside the timings (the daemon does this at start-up).
+    f0 = signature_features(_traj(writers[0][0][0]), config)
+    dtw_distance(f0, f0, config.band)
+
+    templates = [build_template([signature_features(_traj(r), config) for r in refs], config) for refs, _ in writers]
+    queries = [(ti, _traj(q)) for ti, (_, qs) in enumerate(writers) for q in qs]
+    feats = [signature_features(q, config) for _, q in queries]
+
+    cells = 0
+    t0 = time.perf_counter()
+    for (ti, _), f in zip(queries, feats):
+        for r in templates[ti].references:
+            dtw_distance(f, r, config.band)
+            cells += dtw_cells(f, r, config.band)
+    dtw_s = time.perf_counter() - t0
+    # dtw_cells re-runs the kernel to count, so time the counting pass on its own and subtract.
+    t0 = time.perf_counter()
+    for (ti, _), f in zip(queries, feats):
+        for r in templates[ti].references:
+            dtw_cells(f, r, config.band)
+    count_s = time.perf_counter() - t0
+    cells_per_s = cells / max(dtw_s - count_s, 1e-9)
+
+    reps = 3 if quick else 20
+    lat = []
+    for _ in range(reps):
+        for ti, q in queries:
+            t0 = time.perf_counter()
+            score_query(templates[ti], signature_features(q, config), config)
+            lat.append(time.perf_counter() - t0)
+    lat_ms = np.array(lat) * 1e3
+    points = np.array([len(f) for f in feats])
+    out = {
+        "cores": float(os.cpu_count() or 1),
+        "dtw_cells_per_s": float(cells_per_s),
+        "verify_5refs_median_ms": float(np.median(lat_ms)),
+        "verify_5refs_p95_ms": float(np.percentile(lat_ms, 95)),
+        "query_points_median": float(np.median(points)),
+        "runs": float(len(lat_ms)),
+    }
+    print(f"verify: machine cores {os.cpu_count()}, one thread")
+    print(f"verify: DTW {cells_per_s / 1e6:.1f} M cells/s (banded, {len(config.features)} features)")
+    print(
+        f"verify: one signature vs 5 references: median {out['verify_5refs_median_ms']:.2f} ms, "
+        f"p95 {out['verify_5refs_p95_ms']:.2f} ms over {len(lat_ms)} runs "
+        f"(query median {int(out['query_points_median'])} points after preprocessing)"
+    )
+    return out

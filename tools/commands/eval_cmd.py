@@ -1,0 +1,77 @@
+"""``sigkiosk eval online PATH --format F``: equal error rates of the pen verifier on a dataset."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from tools.datasets import ONLINE_FORMATS
+    from tools.evaluate import PROTOCOLS
+
+    p = sub.add_parser("eval", help="measure equal error rates on a labelled dataset")
+    kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
+    o = kinds.add_parser("online", help="pen trajectories (the classic DTW verifier)")
+    o.add_argument("path", type=Path, help="the dataset's folder")
+    o.add_argument("--format", required=True, choices=sorted(ONLINE_FORMATS), help="dataset layout")
+    o.add_argument("--protocol", default=None, choices=PROTOCOLS,
+                   help="random-refs (default) or fixed-enrollment (default for mcyt-exercise)")
+    o.add_argument("--references", "-k", type=int, default=5, help="references per writer (K)")
+    o.add_argument("--trials", "-t", type=int, default=10, help="random draws of K references per writer")
+    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--split", choices=("all", "train", "validate", "test"), default="all",
+                   help="writer-disjoint split by the writer id's last digit (0-6 train, 7 validate, 8-9 test)")
+    o.add_argument("--skip-malformed", action="store_true", help="skip (and list) malformed files")
+    o.add_argument("--json", type=Path, default=None, help="write the report as JSON here")
+    o.add_argument("--plots", type=Path, default=None, help="write det.png and histogram.png here")
+    o.set_defaults(func=run_online)
+
+
+def run_online(args: argparse.Namespace) -> int:
+    from tools.datasets import MalformedFileError, load_online
+    from tools.evaluate import evaluate, format_table, write_json, write_plots
+
+    protocol = args.protocol or ("fixed-enrollment" if args.format == "mcyt-exercise" else "random-refs")
+    try:
+        dataset = load_online(args.path, args.format, skip_malformed=args.skip_malformed)
+    except (MalformedFileError, FileNotFoundError, ValueError) as e:
+        print(f"sigkiosk eval: {e}", file=sys.stderr)
+        return 2
+    if args.split != "all":
+        dataset = dataset.subset(args.split)
+    for err in dataset.skipped:
+        print(f"skipped: {err}", file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            print(f"\r  writers {done}/{total}", end="" if done < total else "\n", file=sys.stderr)
+
+    try:
+        result = evaluate(
+            dataset,
+            protocol=protocol,
+            references=args.references,
+            trials=args.trials,
+            seed=args.seed,
+            progress=progress,
+        )
+    except ValueError as e:
+        print(f"sigkiosk eval: {e}", file=sys.stderr)
+        return 2
+    report = result.report
+    report["split"] = args.split
+    print(format_table(report))
+    if report["excluded_writers"]:
+        print(f"({len(report['excluded_writers'])} writer(s) left out; see the JSON report)")
+    if args.json:
+        write_json(report, args.json)
+        print(f"report: {args.json}")
+    if args.plots:
+        for f in write_plots(result.scores, args.plots, f"{report['dataset']} K={args.references}"):
+            print(f"plot: {f}")
+    return 0

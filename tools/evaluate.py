@@ -1,0 +1,335 @@
+"""Equal-error-rate evaluation of the pen verifier on a labelled dataset.
+
+Protocols
+---------
+``random-refs`` (default): for each writer, ``trials`` draws of ``references`` references from the
+writer's first 10 genuine signatures (of the first session, where the set has sessions). Questioned
+against each draw: the writer's genuine signatures not drawn (only later sessions' ones, where the
+set has sessions: a cross-session figure), all skilled forgeries of the writer, and one genuine
+signature of each of 20 other writers (random forgeries; the same 20 for every draw).
+
+``fixed-enrollment``: the set fixes the references (MCYT exercise layout: the enrollment files);
+questioned: the labelled verification files and 20 other writers' enrollment signatures.
+
+Every distance between two signatures is computed once and reused by every draw that needs it.
+Global EER uses one threshold for all writers; user-mean EER averages per-writer EERs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from models.classic import ClassicConfig, score_from_distances, signature_features
+from models.dtw import dtw_distance
+from tools.datasets.types import Dataset, Label, OnlineSample
+from tools.metrics import equal_error_rate, error_curve, frr_at_far, user_mean_eer
+
+log = logging.getLogger(__name__)
+
+Protocol = Literal["random-refs", "fixed-enrollment"]
+PROTOCOLS: tuple[str, ...] = ("random-refs", "fixed-enrollment")
+CANDIDATES = 10
+RANDOM_FORGERS = 20
+
+
+@dataclass
+class WriterPlan:
+    """What one writer is tested with: candidate references, draws, and questioned samples."""
+
+    writer: str
+    candidates: list[OnlineSample]
+    draws: list[tuple[int, ...]]
+    later_genuine: list[OnlineSample]
+    skilled: list[OnlineSample]
+    random: list[OnlineSample]
+    #: With sessions, undrawn first-session candidates are not questioned (cross-session figure).
+    question_undrawn: bool = True
+
+
+@dataclass
+class Scores:
+    """Distance scores per writer, by kind of questioned sample."""
+
+    genuine: dict[str, list[float]] = field(default_factory=dict)
+    skilled: dict[str, list[float]] = field(default_factory=dict)
+    random: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, kind: str, writer: str, value: float) -> None:
+        getattr(self, kind).setdefault(writer, []).append(value)
+
+    @staticmethod
+    def pooled(d: dict[str, list[float]]) -> np.ndarray:
+        return np.array([v for vs in d.values() for v in vs], dtype=np.float64)
+
+
+def _has_sessions(dataset: Dataset[OnlineSample]) -> bool:
+    return any(s.session is not None and s.session > 1 for ss in dataset.writers.values() for s in ss)
+
+
+def plan(
+    dataset: Dataset[OnlineSample],
+    protocol: str = "random-refs",
+    references: int = 5,
+    trials: int = 10,
+    seed: int = 0,
+) -> tuple[list[WriterPlan], list[str]]:
+    """Writer plans, plus the writers left out and why (too few signatures for the protocol)."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+    if references < 1:
+        raise ValueError("references must be at least 1")
+    rng = np.random.default_rng(seed)
+    sessions = _has_sessions(dataset)
+    plans: list[WriterPlan] = []
+    excluded: list[str] = []
+    writers = sorted(dataset.writers)
+    # One genuine signature per writer that may serve as a random forgery for others.
+    donors: dict[str, OnlineSample] = {}
+    for w in writers:
+        g = [s for s in dataset.genuine(w) if s.enrollment] if protocol == "fixed-enrollment" else []
+        g = g or dataset.genuine(w)
+        if g:
+            donors[w] = g[int(rng.integers(len(g)))]
+
+    for w in writers:
+        genuine = dataset.genuine(w)
+        skilled = dataset.skilled(w)
+        if protocol == "fixed-enrollment":
+            cands = [s for s in genuine if s.enrollment]
+            later = [s for s in genuine if not s.enrollment]
+            if not cands:
+                excluded.append(f"{w}: no enrollment signatures")
+                continue
+            draws = [tuple(range(len(cands)))]
+            undrawn = False
+        else:
+            first_session = min((s.session for s in genuine if s.session is not None), default=None)
+            if sessions:
+                pool = [s for s in genuine if s.session == first_session]
+                later = [s for s in genuine if s.session != first_session]
+            else:
+                pool, later = genuine, []
+            cands = pool[:CANDIDATES]
+            if not sessions:
+                later = pool[CANDIDATES:]
+            if len(cands) < references:
+                excluded.append(f"{w}: {len(cands)} candidate references < {references}")
+                continue
+            undrawn = not sessions
+            if not later and not (undrawn and len(cands) > references):
+                excluded.append(f"{w}: no genuine signature left to question")
+                continue
+            draws = _draws(len(cands), references, trials, rng)
+        others = [v for v in writers if v != w and v in donors]
+        pick = rng.choice(len(others), size=min(RANDOM_FORGERS, len(others)), replace=False)
+        plans.append(
+            WriterPlan(
+                writer=w,
+                candidates=cands,
+                draws=draws,
+                later_genuine=later,
+                skilled=skilled,
+                random=[donors[others[int(k)]] for k in sorted(pick)],
+                question_undrawn=undrawn,
+            )
+        )
+    return plans, excluded
+
+
+def _draws(n: int, k: int, trials: int, rng: np.random.Generator) -> list[tuple[int, ...]]:
+    if k == n:
+        return [tuple(range(n))]
+    return [tuple(sorted(int(i) for i in rng.choice(n, size=k, replace=False))) for _ in range(trials)]
+
+
+class FeatureCache:
+    """Features of each sample, computed once (keyed by the sample's file path)."""
+
+    def __init__(self, featurize: Callable[[OnlineSample], np.ndarray]) -> None:
+        self._featurize = featurize
+        self._cache: dict[Path, np.ndarray] = {}
+
+    def __call__(self, s: OnlineSample) -> np.ndarray:
+        f = self._cache.get(s.path)
+        if f is None:
+            f = self._cache[s.path] = self._featurize(s)
+        return f
+
+
+def score_plans(
+    plans: Sequence[WriterPlan],
+    config: ClassicConfig = ClassicConfig(),
+    progress: Callable[[int, int], None] | None = None,
+) -> Scores:
+    feats = FeatureCache(lambda s: signature_features(s.trajectory, config))
+    scores = Scores()
+    for n, p in enumerate(plans):
+        cand = [feats(s) for s in p.candidates]
+        k = len(cand)
+        d_cc = np.zeros((k, k))
+        for i in range(k):
+            for j in range(i + 1, k):
+                d_cc[i, j] = d_cc[j, i] = dtw_distance(cand[i], cand[j], config.band)
+        kinds = [("genuine", p.later_genuine), ("skilled", p.skilled), ("random", p.random)]
+        dq = {
+            kind: np.array([[dtw_distance(feats(q), c, config.band) for c in cand] for q in qs]).reshape(
+                len(qs), k
+            )
+            for kind, qs in kinds
+        }
+        for draw in p.draws:
+            idx = np.array(draw)
+            refs_d = d_cc[np.ix_(idx, idx)]
+            for kind, _ in kinds:
+                for row in dq[kind]:
+                    scores.add(kind, p.writer, score_from_distances(row[idx], refs_d, config.prior))
+            if p.question_undrawn:
+                for u in sorted(set(range(k)) - set(draw)):
+                    scores.add("genuine", p.writer, score_from_distances(d_cc[u, idx], refs_d, config.prior))
+        if progress:
+            progress(n + 1, len(plans))
+    return scores
+
+
+def summarise(scores: Scores, kind: Literal["skilled", "random"]) -> dict[str, float] | None:
+    impostor = getattr(scores, kind)
+    g_all, i_all = Scores.pooled(scores.genuine), Scores.pooled(impostor)
+    if g_all.size == 0 or i_all.size == 0:
+        return None
+    eer, thr = equal_error_rate(g_all, i_all)
+    per_user = {
+        w: (np.array(scores.genuine[w]), np.array(impostor[w]))
+        for w in scores.genuine
+        if w in impostor and scores.genuine[w] and impostor[w]
+    }
+    return {
+        "eer_global": round(100 * eer, 3),
+        "eer_user_mean": round(100 * user_mean_eer(per_user), 3),
+        "frr_at_far_1": round(100 * frr_at_far(g_all, i_all, 0.01), 3),
+        "threshold_global": round(thr, 6),
+        "genuine_trials": int(g_all.size),
+        "impostor_trials": int(i_all.size),
+        "writers": len(per_user),
+    }
+
+
+@dataclass
+class EvalResult:
+    report: dict
+    scores: Scores
+
+
+def evaluate(
+    dataset: Dataset[OnlineSample],
+    *,
+    protocol: str = "random-refs",
+    references: int = 5,
+    trials: int = 10,
+    seed: int = 0,
+    config: ClassicConfig = ClassicConfig(),
+    progress: Callable[[int, int], None] | None = None,
+) -> EvalResult:
+    t0 = time.perf_counter()
+    plans, excluded = plan(dataset, protocol, references, trials, seed)
+    if not plans:
+        raise ValueError(f"no writer of {dataset.name} can be evaluated: {'; '.join(excluded) or 'empty'}")
+    for e in excluded:
+        log.info("writer left out: %s", e)
+    scores = score_plans(plans, config, progress)
+    report = {
+        "dataset": dataset.name,
+        "protocol": protocol,
+        "references": references,
+        "trials": trials,
+        "seed": seed,
+        "verifier": "classic",
+        "writers": len(plans),
+        "excluded_writers": excluded,
+        "skipped_files": [str(e) for e in dataset.skipped],
+        "skilled": summarise(scores, "skilled"),
+        "random": summarise(scores, "random"),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    return EvalResult(report=report, scores=scores)
+
+
+def format_table(report: dict) -> str:
+    head = (
+        f"{report['dataset']}  protocol={report['protocol']}  K={report['references']}  "
+        f"writers={report['writers']}"
+    )
+    lines = [head, f"{'forgeries':<10} {'EER global %':>13} {'EER user-mean %':>16} {'FRR@FAR1% %':>12}"]
+    for kind in ("skilled", "random"):
+        r = report.get(kind)
+        if r is None:
+            lines.append(f"{kind:<10} {'n/a':>13} {'n/a':>16} {'n/a':>12}")
+        else:
+            lines.append(
+                f"{kind:<10} {r['eer_global']:>13.2f} {r['eer_user_mean']:>16.2f} {r['frr_at_far_1']:>12.2f}"
+            )
+    return "\n".join(lines)
+
+
+def write_json(report: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def write_plots(scores: Scores, out_dir: Path, title: str) -> list[Path]:
+    """A DET curve (normal-deviate axes) and score histograms, as PNG files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from statistics import NormalDist
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    nd = NormalDist()
+    probit = np.vectorize(lambda p: nd.inv_cdf(min(max(p, 1e-4), 1 - 1e-4)))
+    ticks = np.array([0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4])
+    g = Scores.pooled(scores.genuine)
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    for kind in ("skilled", "random"):
+        imp = Scores.pooled(getattr(scores, kind))
+        if imp.size and g.size:
+            c = error_curve(g, imp)
+            ax.plot(probit(c.far), probit(c.frr), label=f"{kind} forgeries")
+    ax.set_xticks(probit(ticks), [f"{100 * t:g}" for t in ticks])
+    ax.set_yticks(probit(ticks), [f"{100 * t:g}" for t in ticks])
+    ax.set_xlabel("false acceptance rate (%)")
+    ax.set_ylabel("false rejection rate (%)")
+    ax.set_title(f"DET: {title}")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    det = out_dir / "det.png"
+    fig.savefig(det, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    everything = np.concatenate([Scores.pooled(getattr(scores, k)) for k in ("genuine", "skilled", "random")])
+    bins = np.linspace(0, np.percentile(everything, 99.5), 60)
+    for kind in ("genuine", "skilled", "random"):
+        v = Scores.pooled(getattr(scores, kind))
+        if v.size:
+            ax.hist(v, bins=bins, alpha=0.5, density=True, label=kind)
+    ax.set_xlabel("user-normalised distance (lower is more genuine)")
+    ax.set_title(f"Scores: {title}")
+    ax.legend()
+    hist = out_dir / "histogram.png"
+    fig.savefig(hist, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return [det, hist]
+
+
+def label_counts(dataset: Dataset[OnlineSample]) -> dict[str, int]:
+    return {
+        lbl.value: sum(1 for ss in dataset.writers.values() for s in ss if s.label is lbl) for lbl in Label
+    }
