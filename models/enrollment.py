@@ -34,7 +34,7 @@ class EnrollmentPolicy:
     max_duration_s: float = 60.0
     min_ink_rate: float = 1.0
     max_ink_rate: float = 250.0
-    max_inconsistency: float = 3.0
+    max_inconsistency: float = 2.0
     references: int = 5
 
 

@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+
+from models.classic import ClassicConfig, score_query, signature_features
+from models.enrollment import Enrollment, EnrollmentError, EnrollmentPolicy, check_sample, enroll
+from models.trajectory import Trajectory
+from tools.synth import make_population
+
+
+@pytest.fixture(scope="module")
+def pop():
+    return make_population(n_writers=2, n_genuine=8, n_forgeries=2, seed=5)
+
+
+def speed_up(tr: Trajectory, factor: float) -> Trajectory:
+    return Trajectory(x=tr.x, y=tr.y, pressure=tr.pressure, t=tr.t / factor, pen_down=tr.pen_down, device=tr.device)
+
+
+def first_points(tr: Trajectory, n: int) -> Trajectory:
+    return Trajectory(x=tr.x[:n], y=tr.y[:n], pressure=tr.pressure[:n], t=tr.t[:n], pen_down=tr.pen_down[:n], device=tr.device)
+
+
+def test_genuine_samples_enroll_one_by_one(pop):
+    genuine, _ = pop["001"]
+    session = Enrollment()
+    for n, tr in enumerate(genuine[:5], start=1):
+        assert session.add(tr) == []
+        assert len(session.accepted) == n
+    assert session.complete
+    template = session.template()
+    assert len(template.references) == 5 and template.stats.pairs == 10
+    d = score_query(template, signature_features(genuine[6])).distance
+    assert d <= ClassicConfig().threshold
+
+
+@pytest.mark.parametrize(
+    "change, code",
+    [
+        (lambda tr: first_points(tr, 20), "too_short"),
+        (lambda tr: speed_up(tr, 20.0), "too_fast"),
+        (lambda tr: speed_up(tr, 1 / 40.0), "too_slow"),
+    ],
+)
+def test_bad_samples_are_refused_with_a_reason(pop, change, code):
+    refusals = check_sample(change(pop["001"][0][0]))
+    assert [r.code for r in refusals] == [code]
+    assert "please" in refusals[0].message
+
+
+def test_another_writers_signature_is_inconsistent(pop):
+    session = Enrollment()
+    for tr in pop["001"][0][:3]:
+        assert session.add(tr) == []
+    refusals = session.add(pop["002"][0][0])
+    assert [r.code for r in refusals] == ["inconsistent"]
+    assert len(session.accepted) == 3  # the refused sample was not kept; the person signs again
+    assert session.add(pop["001"][0][3]) == []
+
+
+def test_incomplete_enrollment_cannot_build_a_template(pop):
+    session = Enrollment(policy=EnrollmentPolicy(references=5))
+    session.add(pop["001"][0][0])
+    with pytest.raises(ValueError, match="1/5"):
+        session.template()
+
+
+def test_enroll_all_at_once_lists_every_refusal(pop):
+    genuine = pop["001"][0]
+    with pytest.raises(EnrollmentError) as e:
+        enroll([genuine[0], first_points(genuine[1], 10), genuine[2], pop["002"][0][0]])
+    assert [(i, r.code) for i, r in e.value.refusals] == [(1, "too_short"), (3, "inconsistent")]
+    assert "sample 2" in str(e.value)
+    assert len(enroll(genuine[:4]).references) == 4

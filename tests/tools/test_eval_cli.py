@@ -1,0 +1,124 @@
+"""``sigkiosk eval online`` end to end on tiny sets written to the SVC2004 and MCYT specifications."""
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from models.trajectory import Trajectory
+from tools.cli import main
+from tools.synth import make_population
+
+KEYS = {"eer_global", "eer_user_mean", "frr_at_far_1"}
+
+
+@pytest.fixture(scope="module")
+def population():
+    return make_population(n_writers=6, n_genuine=12, n_forgeries=4, seed=11)
+
+
+def svc_rows(tr: Trajectory) -> str:
+    t_ms = np.round(tr.t * 1000).astype(int) + 123456  # SVC timestamps do not start at 0
+    rows = [
+        f"{round(x * 100)} {round(y * 100)} {t} {2 if d else 0} 1500 600 {round(p * 1023)}"
+        for x, y, t, d, p in zip(tr.x, tr.y, t_ms, tr.pen_down, tr.pressure)
+    ]
+    return f"{len(rows)}\n" + "\n".join(rows) + "\n"
+
+
+def mcyt_rows(tr: Trajectory) -> str:
+    return "".join(
+        f"{t:.3f} {round(x * 100)} {round(y * 100)} {round(p * 1024)} {0 if d else 1} 900 500\n"
+        for t, x, y, p, d in zip(tr.t, tr.x, tr.y, tr.pressure, tr.pen_down)
+    )
+
+
+def write_svc(root: Path, population) -> Path:
+    root.mkdir()
+    for u, (genuine, forged) in enumerate(population.values(), start=1):
+        for s, tr in enumerate(genuine, start=1):
+            (root / f"U{u}S{s}.TXT").write_text(svc_rows(tr))
+        for s, tr in enumerate(forged, start=21):
+            (root / f"U{u}S{s}.TXT").write_text(svc_rows(tr))
+    return root
+
+
+def write_mcyt(root: Path, population) -> Path:
+    (root / "enrollment").mkdir(parents=True)
+    (root / "verification").mkdir()
+    gt, users = [], []
+    for w, (genuine, forged) in population.items():
+        users.append(w)
+        for n, tr in enumerate(genuine[:5], start=1):
+            (root / "enrollment" / f"{w}-g-{n:02d}.txt").write_text(mcyt_rows(tr))
+        questioned = [(tr, "g") for tr in genuine[5:9]] + [(tr, "f") for tr in forged]
+        for n, (tr, lab) in enumerate(questioned, start=1):
+            (root / "verification" / f"{w}-{n:02d}.txt").write_text(mcyt_rows(tr))
+            gt.append(f"{w}-{n:02d} {lab}")
+    (root / "gt.txt").write_text("\n".join(gt) + "\n")
+    (root / "users_valid.txt").write_text("\n".join(users) + "\n")
+    return root
+
+
+def check_report(report: dict, writers: int) -> None:
+    assert report["writers"] == writers
+    for kind in ("skilled", "random"):
+        assert KEYS <= set(report[kind])
+        for k in KEYS:
+            assert 0.0 <= report[kind][k] <= 100.0
+    # Another writer's signature is easy to reject; a skilled imitation is harder.
+    assert report["random"]["eer_global"] <= 5.0
+    assert report["skilled"]["eer_global"] < 40.0
+    assert report["skilled"]["eer_global"] >= report["random"]["eer_global"]
+
+
+def test_svc2004_random_refs(tmp_path, population, capsys):
+    data = write_svc(tmp_path / "svc", population)
+    out = tmp_path / "out"
+    rc = main(["eval", "online", str(data), "--format", "svc2004", "-k", "5", "-t", "3",
+               "--json", str(out / "r.json"), "--plots", str(out / "plots")])
+    assert rc == 0
+    report = json.loads((out / "r.json").read_text())
+    assert report["protocol"] == "random-refs" and report["references"] == 5
+    check_report(report, writers=6)
+    # 3 draws x (7 genuine beyond the first 10 + 5 undrawn candidates) per writer
+    assert report["skilled"]["genuine_trials"] == 6 * 3 * (2 + 5)
+    for png in ("det.png", "histogram.png"):
+        img = cv2.imread(str(out / "plots" / png))
+        assert img is not None and img.shape[0] > 100
+    table = capsys.readouterr().out
+    assert "skilled" in table and "random" in table
+
+
+def test_mcyt_fixed_enrollment(tmp_path, population):
+    data = write_mcyt(tmp_path / "mcyt", population)
+    rc = main(["eval", "online", str(data), "--format", "mcyt-exercise", "--json", str(tmp_path / "m.json")])
+    assert rc == 0
+    report = json.loads((tmp_path / "m.json").read_text())
+    assert report["protocol"] == "fixed-enrollment"
+    check_report(report, writers=6)
+    assert report["skilled"]["genuine_trials"] == 6 * 4
+    assert report["skilled"]["impostor_trials"] == 6 * 4
+
+
+def test_malformed_file_is_named_and_can_be_skipped(tmp_path, population, capsys):
+    data = write_svc(tmp_path / "svc", population)
+    (data / "U2S3.TXT").write_text("5\n1 2 3 1 0 0 100\nnot a row\n")
+    assert main(["eval", "online", str(data), "--format", "svc2004", "-t", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "U2S3.TXT" in err
+    assert main(["eval", "online", str(data), "--format", "svc2004", "-t", "1", "--skip-malformed",
+                 "--json", str(tmp_path / "s.json")]) == 0
+    report = json.loads((tmp_path / "s.json").read_text())
+    assert len(report["skipped_files"]) == 1 and "U2S3.TXT" in report["skipped_files"][0]
+
+
+def test_split_keeps_writers_disjoint(tmp_path, population):
+    data = write_svc(tmp_path / "svc", population)
+    # writers 1..6: last digits 1-6 are all training writers; the test split is empty
+    assert main(["eval", "online", str(data), "--format", "svc2004", "--split", "test"]) == 2
+    assert main(["eval", "online", str(data), "--format", "svc2004", "--split", "train", "-t", "1",
+                 "--json", str(tmp_path / "t.json")]) == 0
+    assert json.loads((tmp_path / "t.json").read_text())["writers"] == 6
