@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from firmware_host.events import DeviceState
 from firmware_host.generator import GeneratorOptions, trajectory_to_events
 from firmware_host.roundtrip import roundtrip
 
-SUSIG = Path("/work/shared/data/online/susig/VisualSubCorpus")
+from shared_data import shared_data
 
 OPTION_SETS = {
     "default": GeneratorOptions(),
@@ -95,11 +94,10 @@ def test_generator_refuses_what_it_cannot_express():
         trajectory_to_events(traj, GeneratorOptions(with_touch_key=False, with_pressure=False))
 
 
-@pytest.mark.skipif(not SUSIG.is_dir(), reason="shared SUSIG data not mounted at /work/shared/data")
 def test_round_trip_on_susig_test_writers_sample():
     from tools.datasets import load_online
 
-    ds = load_online(SUSIG, "susig-visual").subset("test")
+    ds = load_online(shared_data("online/susig/VisualSubCorpus"), "susig-visual").subset("test")
     writers = sorted(ds.writers)[:3]
     samples = [s for w in writers for s in ds.writers[w][::4]]
     assert len(samples) >= 10
