@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tools.commands.eval_cmd",
     "tools.commands.bench_cmd",
     "tools.commands.demo_cmd",
+    "tools.commands.run_cmd",
     "tools.commands.admin_cmd",
     "tools.commands.central_cmd",
     "tools.commands.capture_cmd",

@@ -1,59 +1,51 @@
-"""The demo: enrollment and verification of several writers, end to end through the verifier.
+"""The appliance demo: the whole system on one machine, offline, with no hardware or data.
 
-Signatures come from the sigma-lognormal synthesizer (no dataset needed), or from a dataset
-folder (``--data``). Each writer enrolls with the same ``Enrollment`` session the kiosk uses
-("Save (n/N)", refusals with reasons), then genuine signatures and skilled forgeries are verified
-against the template and decided with the global threshold.
+What runs (``sigkiosk demo``): a private mosquitto (TLS, client certificates, ACL) with freshly
+generated certificates and keys, a central collector writing to SQLite, and the kiosk daemon
+(``kiosk.daemon.Daemon``, configured from a generated TOML file, its screen on a local port) fed
+by a replayed digitizer stream - ``firmware_host.replay_pen.ReplayPen``: the signatures become raw
+evdev events read by the live capture loop, at ``speed`` times real time.
+
+Writers come from the sigma-lognormal synthesizer (``tools.synth``: genuine variation and skilled
+imitations), or from a dataset folder (``--data``). Each writer enrolls through the daemon
+("Save (n/N)", refusals with reasons, the customer signs again); then their remaining genuine
+signatures and the imitations are verified - the first of each writer requested by the central
+server over the signed command topic, the others from the kiosk screen's HTTP API - and the
+demo prints what the central server received and decrypted: one line per decision, a summary.
+Everything lives in a temporary directory that is removed at the end.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import queue
+import shutil
+import tempfile
+import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-
-from models.classic import ClassicConfig, score_query, signature_features
-from models.enrollment import Enrollment, EnrollmentPolicy
 from models.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
 
+KIOSK_ID = "kiosk-demo"
+SITE = "demo-branch"
 
-@dataclass(frozen=True)
-class DemoDecision:
-    writer: str
-    kind: str  # "genuine" or "forged"
-    approved: bool
-    distance: float
+Writers = dict[str, tuple[list[Trajectory], list[Trajectory]]]
 
 
-@dataclass
-class DemoSummary:
-    decisions: list[DemoDecision] = field(default_factory=list)
-    refusals: int = 0
-
-    def counts(self) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = {}
-        for kind in ("genuine", "forged"):
-            ds = [d for d in self.decisions if d.kind == kind]
-            out[kind] = {
-                "approved": sum(d.approved for d in ds),
-                "suspicious": sum(not d.approved for d in ds),
-            }
-        return out
-
-
-def synthetic_writers(n_writers: int, seed: int) -> dict[str, tuple[list[Trajectory], list[Trajectory]]]:
+def synthetic_writers(n_writers: int, seed: int, n_genuine: int = 8, n_forgeries: int = 3) -> Writers:
     from tools.synth import make_population
 
-    return make_population(n_writers=n_writers, n_genuine=8, n_forgeries=3, seed=seed)
+    return make_population(n_writers=n_writers, n_genuine=n_genuine, n_forgeries=n_forgeries, seed=seed)
 
 
-def dataset_writers(path: Path, fmt: str, n_writers: int) -> dict[str, tuple[list[Trajectory], list[Trajectory]]]:
+def dataset_writers(path: Path, fmt: str, n_writers: int) -> Writers:
     from tools.datasets import load_online
 
     ds = load_online(path, fmt).subset("test")
@@ -66,47 +58,334 @@ def dataset_writers(path: Path, fmt: str, n_writers: int) -> dict[str, tuple[lis
     return out
 
 
-def run_demo(
-    writers: dict[str, tuple[list[Trajectory], list[Trajectory]]],
-    config: ClassicConfig = ClassicConfig(),
-    policy: EnrollmentPolicy = EnrollmentPolicy(),
-    say: Callable[[str], None] = print,
-) -> DemoSummary:
-    summary = DemoSummary()
+# -- the environment ------------------------------------------------------------------------------
+
+@dataclass
+class DemoEnv:
+    root: Path
+    broker: Any
+    collector: Any
+    daemon: Any
+    pen: Any
+    admin: Any                 # an admin MQTT client (publishes the central server's requests)
+    central_sign_key: Any
+    config_path: Path
+
+    def close(self) -> None:
+        for step in (self.daemon.stop, self._admin_close, self.collector.stop, self.broker.stop, self.pen.close_all):
+            try:
+                step()
+            except Exception:   # cleanup goes on whatever failed
+                log.exception("demo cleanup step failed")
+
+    def _admin_close(self) -> None:
+        self.admin.disconnect()
+        self.admin.loop_stop()
+
+
+def make_keys(root: Path) -> dict[str, Path]:
+    """A device CA, certificates for the kiosk, a collector and an admin; link and command keys."""
+    from kiosk import keys
+    from tools import pki
+    from tools.registry import KioskEntry, Registry
+
+    ca = root / "pki" / "ca"
+    certs = root / "pki" / "certs"
+    pki.init_ca(ca)
+    pki.issue(ca, "kiosk", KIOSK_ID, certs)
+    pki.issue(ca, "collector", "c1", certs)
+    pki.issue(ca, "admin", "ops", certs)
+    kiosk_dir = root / "kiosk" / "keys"
+    pub = keys.generate_signing_key(kiosk_dir / keys.KIOSK_SIGN_KEY)
+    central = root / "central"
+    keys.generate_encryption_key(central / keys.CENTRAL_ENC_KEY, central / keys.CENTRAL_ENC_PUB)
+    keys.generate_signing_key(central / keys.CENTRAL_SIGN_KEY, central / keys.CENTRAL_SIGN_PUB)
+    shutil.copyfile(central / keys.CENTRAL_ENC_PUB, kiosk_dir / keys.CENTRAL_ENC_PUB)
+    shutil.copyfile(central / keys.CENTRAL_SIGN_PUB, kiosk_dir / keys.CENTRAL_SIGN_PUB)
+    reg = Registry()
+    reg.add(KioskEntry(KIOSK_ID, SITE, None, (pub,)))
+    reg.save(root / "central" / "registry.json")
+    return {"ca_dir": ca, "ca": ca / pki.CA_CERT, "certs": certs, "kiosk_keys": kiosk_dir, "central": central,
+            "registry": root / "central" / "registry.json"}
+
+
+def kiosk_config_text(paths: dict[str, Path], port: int, *, pen_up_timeout_s: float = 0.5, ui_port: int = 0) -> str:
+    """The daemon's TOML for the demo: the embedded default, pointed at the demo's files."""
+    from kiosk import keys
+
+    k, c = paths["kiosk_keys"], paths["certs"]
+    return f"""\
+[kiosk]
+id = "{KIOSK_ID}"
+site = "{SITE}"
+state_dir = "state"
+
+[device]
+pen_up_timeout_s = {pen_up_timeout_s}
+max_duration_s = 30.0
+customer_timeout_s = 30.0
+rediscover_interval_s = 0.1
+
+[verifier]
+kind = "classic"
+threshold = 1.45
+
+[policy]
+references = 5
+max_enroll_attempts = 12
+
+[storage]
+templates_dir = "templates"
+template_key = "credentials/template.key"
+create_key = true
+
+[ui]
+enabled = true
+port = {ui_port}
+show_decision_s = 5.0
+
+[commands]
+enabled = true
+central_sign_pub = "{k / keys.CENTRAL_SIGN_PUB}"
+
+[link]
+kiosk_id = "{KIOSK_ID}"
+site = "{SITE}"
+broker_host = "localhost"
+broker_port = {port}
+ca_file = "{paths['ca']}"
+cert_file = "{c / (KIOSK_ID + '.crt')}"
+key_file = "{c / (KIOSK_ID + '.key')}"
+sign_key_file = "{k / keys.KIOSK_SIGN_KEY}"
+central_pub_file = "{k / keys.CENTRAL_ENC_PUB}"
+outbox_path = "state/outbox.sqlite"
+reconnect_min_s = 0.2
+reconnect_max_s = 2.0
+health_interval_s = 10.0
+"""
+
+
+def start_environment(root: Path, *, speed: float = 3.0, pen_up_timeout_s: float = 0.5) -> DemoEnv:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from firmware_host.replay_pen import ReplayPen
+    from kiosk import keys
+    from kiosk.config import load_config
+    from kiosk.daemon import Daemon
+    from kiosk.tls import client_tls_context
+    from tools.broker import BrokerSettings, Mosquitto, free_port
+    from tools.central.collector import Collector, CollectorConfig
+    from tools.registry import Registry
+
+    paths = make_keys(root)
+    port = free_port()
+    broker = Mosquitto.create(BrokerSettings(directory=root / "broker", ca_dir=paths["ca_dir"], port=port,
+                                             collectors=("c1",), admins=("ops",)),
+                              Registry.load(paths["registry"]))
+    broker.start()
+    collector = daemon = admin = None
+    pen = ReplayPen(speed=speed)
+    try:
+        collector = Collector(CollectorConfig(
+            broker_host="localhost", broker_port=port, ca_file=paths["ca"],
+            cert_file=paths["certs"] / "collector.c1.crt", key_file=paths["certs"] / "collector.c1.key",
+            enc_key_files=(paths["central"] / keys.CENTRAL_ENC_KEY,), registry_file=paths["registry"],
+            db=str(root / "central" / "central.sqlite"), reconnect_min_s=0.2, reconnect_max_s=2.0))
+        collector.start()
+        if not collector.wait_ready(20):
+            raise RuntimeError("the collector did not subscribe at the broker")
+        cfg_dir = root / "kiosk"
+        config_path = cfg_dir / "sigkiosk.toml"
+        config_path.write_text(kiosk_config_text(paths, port, pen_up_timeout_s=pen_up_timeout_s))
+        config = load_config(config_path)
+        daemon = Daemon(config, digitizer=pen.service(config.device.segmenter()))
+        daemon.start()
+        admin = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="admin.ops", protocol=mqtt.MQTTv5)
+        admin.tls_set_context(client_tls_context(paths["ca"], paths["certs"] / "admin.ops.crt",
+                                                 paths["certs"] / "admin.ops.key"))
+        admin.connect("localhost", port)
+        admin.loop_start()
+        if not daemon.link.commands_ready.wait(20):
+            raise RuntimeError("the kiosk's command subscription was not granted")
+        return DemoEnv(root, broker, collector, daemon, pen, admin,
+                       keys.load_signing_key(paths["central"] / keys.CENTRAL_SIGN_KEY), config_path)
+    except BaseException:
+        for obj, fn in ((daemon, "stop"), (collector, "stop"), (broker, "stop")):
+            if obj is not None:
+                getattr(obj, fn)()
+        pen.close_all()
+        raise
+
+
+# -- the customers --------------------------------------------------------------------------------
+
+@dataclass
+class DemoResult:
+    sent: int = 0
+    refusals: int = 0
+    enrolled: int = 0
+    truth: dict[str, str] = field(default_factory=dict)   # session id -> "genuine" / "forged"
+    rows: list[Any] = field(default_factory=list)         # what the collector stored
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        out = {k: {"approved": 0, "suspicious": 0} for k in ("genuine", "forged")}
+        for r in self.rows:
+            kind = self.truth.get(r.payload.get("session_id", ""))
+            if kind:
+                out[kind]["approved" if r.decision == "APPROVED" else "suspicious"] += 1
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sent": self.sent, "received": len(self.rows), **self.counts(),
+                "enrolled": self.enrolled, "refused_samples": self.refusals}
+
+
+class Customer:
+    """Signs on the replay pen whenever the kiosk's screen asks for a signature."""
+
+    def __init__(self, env: DemoEnv) -> None:
+        self.env = env
+        self.events = env.daemon.bus.subscribe()
+
+    def drain(self) -> None:
+        while True:
+            try:
+                self.events.get_nowait()
+            except queue.Empty:
+                return
+
+    def serve(self, signatures: list[Trajectory], until: Callable[[], bool], timeout: float = 120.0,
+              on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        while not until():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the kiosk did not finish in time")
+            try:
+                ev = self.events.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if on_event is not None:
+                on_event(ev)
+            if ev.get("type") == "screen" and ev.get("screen") in ("sign", "enroll"):
+                if signatures:
+                    self.env.pen.sign(signatures.pop(0))
+                else:
+                    self.env.daemon.cancel()   # nothing left to sign with: walk away
+
+
+def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def _wait_idle(daemon: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while daemon.current is not None or daemon.state.value != "idle" or not daemon._requests.empty():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the kiosk stayed busy")
+        time.sleep(0.02)
+
+
+def run_demo(env: DemoEnv, writers: Writers, say: Callable[[str], None] = print, n_enroll: int = 5) -> DemoResult:
+    from kiosk.commands import make_verify_command, verify_topic
+
+    d = env.daemon
+    res = DemoResult()
+    cust = Customer(env)
+    ui = d.ui.url if d.ui is not None else None
     for writer, (genuine, forged) in writers.items():
-        session = Enrollment(policy=policy, config=config)
-        pending = list(genuine)
-        while not session.complete and pending:
-            refusals = session.add(pending.pop(0))
-            if refusals:
-                summary.refusals += 1
-                say(f"  writer {writer}: sample refused: {refusals[0].message}")
-            else:
-                say(f"  writer {writer}: Save ({len(session.accepted)}/{policy.references})")
-        if not session.complete:
-            say(f"  writer {writer}: enrollment incomplete, skipped")
+        customer = f"cust-{writer}"[:64].replace(" ", "-")
+        extra = max(0, len(genuine) - n_enroll - 2)   # spare genuine samples for re-signing
+        enroll_pool = list(genuine[:n_enroll + extra])
+        queries = [("genuine", g) for g in genuine[n_enroll + extra:]] + [("forged", f) for f in forged]
+
+        def on_enroll(ev: dict[str, Any], customer: str = customer) -> None:
+            if ev.get("type") == "enroll_sample":
+                if ev["accepted"]:
+                    say(f"  {customer}: {ev['label']}")
+                else:
+                    res.refusals += 1
+                    say(f"  {customer}: refused - {'; '.join(r['message'] for r in ev['refusals'])}")
+
+        _wait_idle(d)
+        cust.drain()
+        req = d.submit("enroll", customer, mode="new")
+        cust.serve(enroll_pool, req.done.is_set, on_event=on_enroll)
+        r = req.wait(1)
+        if not r.get("ok"):
+            say(f"  {customer}: enrollment failed ({r.get('error')}), skipped")
             continue
-        template = session.template()
-        for kind, queries in (("genuine", pending), ("forged", forged)):
-            for q in queries:
-                s = score_query(template, signature_features(q, config), config)
-                d = DemoDecision(writer, kind, s.distance <= config.threshold, s.distance)
-                summary.decisions.append(d)
-                verdict = "APPROVED  " if d.approved else "SUSPICIOUS"
-                say(f"{verdict} writer {writer}  {kind:<7}  distance {d.distance:5.2f}  (threshold {config.threshold:.2f})")
-    return summary
+        res.enrolled += 1
+        # The enrollment may not have used every spare: those become extra genuine queries.
+        queries = [("genuine", g) for g in enroll_pool] + queries
+        for i, (kind, traj) in enumerate(queries):
+            _wait_idle(d)
+            cust.drain()
+            before = d.decisions
+            if i == 0:
+                # The central server asks this kiosk to verify the customer (signed command).
+                rid = f"req-{writer}-{i}"[:64]
+                payload = make_verify_command(env.central_sign_key, verify_topic(d.link.topics), d.config.kiosk_id,
+                                              customer, rid)
+                env.admin.publish(verify_topic(d.link.topics), payload, qos=1)
+                session = rid
+            else:
+                session = _post(ui + "api/verify", {"customer": customer})["session"] if ui else \
+                    d.submit("verify", customer).request_id
+            res.truth[session] = kind
+            cust.serve([traj], lambda before=before: d.decisions > before)
+            res.sent += 1
+    if d.link is not None:
+        d.link.flush(30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        res.rows = env.collector.store.query_decisions(kiosk_id=d.config.kiosk_id, limit=100000)
+        if len(res.rows) >= res.sent:
+            break
+        time.sleep(0.1)
+    return res
 
 
-def write_json(summary: DemoSummary, path: Path) -> None:
-    c = summary.counts()
-    report = {
-        "decisions": len(summary.decisions),
-        "genuine": c["genuine"],
-        "forged": c["forged"],
-        "refused_samples": summary.refusals,
-        "mean_distance": {
-            k: float(np.mean([d.distance for d in summary.decisions if d.kind == k] or [np.nan]))
-            for k in ("genuine", "forged")
-        },
-    }
-    path.write_text(json.dumps(report, indent=2) + "\n")
+def print_report(res: DemoResult, say: Callable[[str], None] = print) -> None:
+    say("")
+    say(f"central server: {len(res.rows)} decision(s) received, verified and decrypted")
+    for r in sorted(res.rows, key=lambda r: r.seq):
+        p = r.payload
+        kind = res.truth.get(p.get("session_id", ""), "?")
+        when = time.strftime("%H:%M:%S", time.localtime(r.created_ms / 1000))
+        reasons = ",".join(p.get("reasons", [])) or "-"
+        say(f"  #{r.seq:<4} {when} {r.kiosk_id}/{r.site}  {p.get('subject', '?'):<12} {r.decision:<10} "
+            f"match {100 * (r.score or 0):3.0f}%  reasons {reasons:<22} (truly {kind}) "
+            f"pen-up->report {p.get('timings_ms', {}).get('pen_up_to_report', 0):.1f} ms")
+    c = res.counts()
+    say("")
+    say(f"summary: {res.enrolled} customer(s) enrolled, {res.refusals} sample(s) refused at enrollment; "
+        f"sent {res.sent}, received {len(res.rows)}")
+    say(f"  genuine: approved {c['genuine']['approved']}, suspicious {c['genuine']['suspicious']}")
+    say(f"  forged:  approved {c['forged']['approved']}, suspicious {c['forged']['suspicious']}")
+
+
+def demo(writers: Writers, *, speed: float = 3.0, json_path: Path | None = None, keep: Path | None = None,
+         say: Callable[[str], None] = print) -> DemoResult:
+    root = Path(tempfile.mkdtemp(prefix="sigkiosk-demo-")) if keep is None else keep
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        say(f"demo: starting mosquitto (TLS, ACL), the central collector (SQLite) and the kiosk daemon in {root}")
+        t0 = time.monotonic()
+        env = start_environment(root, speed=speed)
+        try:
+            say(f"demo: kiosk ready in {time.monotonic() - t0:.1f} s; its screen: {env.daemon.ui.url} "
+                f"(replayed pen at {speed:g}x real time)")
+            res = run_demo(env, writers, say)
+            print_report(res, say)
+        finally:
+            env.close()
+        if json_path is not None:
+            json_path.write_text(json.dumps(res.to_json(), indent=2) + "\n")
+        return res
+    finally:
+        if keep is None:
+            shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,147 @@
+"""Signed commands from the central server: "verify customer X at this kiosk".
+
+The broker's ACL lets only admins publish on a kiosk's command subtree, but the kiosk does not
+trust the broker: every command is signed with the central server's Ed25519 key
+(``central-sign.key``). Wire format, on ``<prefix>/v1/<site>/<kiosk>/model/request/verify``
+(the kiosk's command subtree in the v1 ACL)::
+
+    {"body": base64(json), "sig": base64(Ed25519(DOMAIN || topic || 0x00 || body))}
+
+and the body is ``{"v": 1, "type": "verify", "kiosk": ..., "request_id": ..., "customer": ...,
+"issued_ms": ..., "expires_ms": ...}``. The signature covers the topic, so a command cannot be
+moved to another kiosk; the kiosk id inside must be its own; a command is refused once expired or
+issued too long ago, and each request id is accepted once (remembered on disk for ``max_age_s``,
+so a replay after a restart is refused too).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from kiosk.templates import atomic_write, validate_customer
+from kiosk.topics import KioskTopics
+
+log = logging.getLogger(__name__)
+
+DOMAIN = b"sigkiosk command v1\0"
+VERIFY_SUFFIX = "model/request/verify"
+MAX_COMMAND = 4096
+
+
+class CommandError(ValueError):
+    """A command was refused; ``reason`` is a short stable code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def verify_topic(topics: KioskTopics) -> str:
+    return f"{topics.base}/{VERIFY_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class VerifyCommand:
+    request_id: str
+    customer: str
+    issued_ms: int
+    expires_ms: int
+
+
+def make_verify_command(signing_key: Ed25519PrivateKey, topic: str, kiosk_id: str, customer: str,
+                        request_id: str, *, ttl_s: float = 120.0, now_ms: int | None = None) -> bytes:
+    """The central side (admin CLI, demo): a signed verification request."""
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    body = json.dumps({"v": 1, "type": "verify", "kiosk": kiosk_id, "request_id": request_id,
+                       "customer": customer, "issued_ms": now, "expires_ms": now + int(ttl_s * 1000)},
+                      separators=(",", ":"), sort_keys=True).encode()
+    sig = signing_key.sign(DOMAIN + topic.encode() + b"\0" + body)
+    return json.dumps({"body": base64.b64encode(body).decode(), "sig": base64.b64encode(sig).decode()}).encode()
+
+
+class CommandVerifier:
+    """Checks commands for one kiosk; remembers accepted request ids in ``seen_file``."""
+
+    def __init__(self, central_pub: Ed25519PublicKey, kiosk_id: str, topics: KioskTopics, seen_file: Path,
+                 max_age_s: float = 300.0) -> None:
+        self.pub = central_pub
+        self.kiosk_id = kiosk_id
+        self.topic = verify_topic(topics)
+        self.seen_file = Path(seen_file)
+        self.max_age_ms = int(max_age_s * 1000)
+        self._lock = threading.Lock()
+        self._seen: dict[str, int] = {}
+        try:
+            data = json.loads(self.seen_file.read_text())
+            self._seen = {str(k): int(v) for k, v in data.items()}
+        except FileNotFoundError:
+            pass
+        except (ValueError, AttributeError, OSError) as exc:
+            # Unreadable: refuse nothing we cannot judge? No - start empty but keep the age
+            # limit, which bounds what a replay could achieve to max_age_s.
+            log.warning("command replay list %s unreadable (%s); starting empty", self.seen_file, exc)
+
+    def check(self, topic: str, payload: bytes, now_ms: int | None = None) -> VerifyCommand:
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        if topic != self.topic:
+            raise CommandError("bad_topic", f"not a verification request topic: {topic}")
+        if len(payload) > MAX_COMMAND:
+            raise CommandError("oversized", f"command of {len(payload)} bytes")
+        try:
+            outer = json.loads(payload)
+            body = base64.b64decode(outer["body"], validate=True)
+            sig = base64.b64decode(outer["sig"], validate=True)
+        except (ValueError, KeyError, TypeError):
+            raise CommandError("malformed", "command is not {body, sig} JSON") from None
+        try:
+            self.pub.verify(sig, DOMAIN + topic.encode() + b"\0" + body)
+        except InvalidSignature:
+            raise CommandError("bad_signature", "command signature does not verify with the central key") from None
+        try:
+            b: dict[str, Any] = json.loads(body)
+            cmd = VerifyCommand(str(b["request_id"]), validate_customer(str(b["customer"])),
+                                int(b["issued_ms"]), int(b["expires_ms"]))
+            if b.get("v") != 1 or b.get("type") != "verify":
+                raise ValueError("unknown command version or type")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CommandError("malformed", f"command body invalid: {exc}") from None
+        if b.get("kiosk") != self.kiosk_id:
+            raise CommandError("wrong_kiosk", "command is addressed to another kiosk")
+        if not 1 <= len(cmd.request_id) <= 64:
+            raise CommandError("malformed", "request id must have 1-64 characters")
+        if now > cmd.expires_ms:
+            raise CommandError("expired", "command expired")
+        if now - cmd.issued_ms > self.max_age_ms or cmd.issued_ms - now > 60_000:
+            raise CommandError("stale", "command issued too long ago (or in the future)")
+        with self._lock:
+            self._seen = {k: v for k, v in self._seen.items() if now - v <= self.max_age_ms + 60_000}
+            if cmd.request_id in self._seen:
+                raise CommandError("replay", "request id already used")
+            self._seen[cmd.request_id] = cmd.issued_ms
+            try:
+                self.seen_file.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(self.seen_file, json.dumps(self._seen).encode())
+            except OSError as exc:
+                log.warning("could not persist the command replay list: %s", exc.strerror or exc)
+        return cmd
+
+
+def load_central_sign_pub(path: Path) -> Ed25519PublicKey:
+    from kiosk.keys import load_public_raw
+
+    return Ed25519PublicKey.from_public_bytes(load_public_raw(path))
+
+
+__all__ = ["CommandError", "CommandVerifier", "VerifyCommand", "make_verify_command", "verify_topic",
+           "load_central_sign_pub", "os"]

@@ -1,0 +1,279 @@
+"""The daemon's configuration: one TOML file, parsed into typed dataclasses.
+
+Tables: ``[kiosk]`` (identity, state directory), ``[device]`` (which digitizer, when a signature
+ends), ``[verifier]`` (threshold, model paths), ``[policy]`` (enrollment), ``[storage]`` (template
+store and its key, kept apart), ``[ui]`` (the local screen), ``[link]`` (the secure link to the
+central server, ``kiosk.link.LinkConfig``; omit it to run without a server) and ``[commands]``
+(signed verification requests from the central server). Relative paths are resolved against the
+configuration file's directory. Unknown keys are an error: a typo must not silently fall back to
+a default on a bank's appliance.
+
+``DEFAULT_CONFIG`` is a complete example (``sigkiosk run --print-config``); the demo fills it in.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from firmware_host.assembler import SegmenterConfig
+from firmware_host.evdev_reader import DeviceSelector
+from kiosk.link import LinkConfig
+from kiosk.topics import validate_id
+from models.enrollment import EnrollmentPolicy
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the table and key."""
+
+
+DEFAULT_CONFIG = """\
+# sigkiosk daemon configuration (sigkiosk run --config /etc/sigkiosk/sigkiosk.toml)
+
+[kiosk]
+id = "kiosk-0001"
+site = "branch-01"
+state_dir = "/var/lib/sigkiosk"          # the only directory the service may write
+
+[device]
+# Which pen digitizer (evdev). Unset keys match anything; name is a shell pattern.
+# name = "*wacom*pen*"
+# vendor = 0x056a
+# path = "/dev/input/by-id/usb-Wacom_..."
+input_dir = "/dev/input"
+pen_up_timeout_s = 2.0                   # a signature ends this long after the last pen-up
+max_duration_s = 30.0
+customer_timeout_s = 120.0               # nobody signs: back to the start screen
+rediscover_interval_s = 1.0              # how often to look for a re-plugged digitizer
+
+[verifier]
+kind = "classic"                         # the verifier behind the daemon (classic today)
+threshold = 1.45                         # global threshold on the user-normalised distance
+rhythm_tolerance = 3.0                   # writing time this many spreads off the references: rhythm fails
+rhythm_decides = true                    # ...and the decision is SUSPICIOUS
+# model_dir = "/var/lib/sigkiosk/models/current"   # learned models (model-update agent)
+
+[policy]
+references = 5                           # signatures asked for at enrollment: "Save (n/N)"
+max_enroll_attempts = 12                 # refused samples included
+min_points = 40
+min_duration_s = 0.4
+max_duration_s = 60.0
+max_inconsistency = 3.0
+
+[storage]
+templates_dir = "templates"              # relative: under state_dir
+template_key = "/etc/sigkiosk/credentials/template.key"   # AES-256 key, kept apart from the data
+create_key = false                       # create the key if missing (first boot, demo)
+
+[ui]
+enabled = true
+host = "127.0.0.1"                       # localhost only: the kiosk browser runs on this machine
+port = 8470
+show_decision_s = 8.0
+
+[commands]
+enabled = true                           # verification requests from the central server
+central_sign_pub = "/etc/sigkiosk/keys/central-sign.pub"
+max_age_s = 300.0
+
+[link]
+kiosk_id = "kiosk-0001"
+site = "branch-01"
+broker_host = "mqtt.bank.example"
+broker_port = 8883
+ca_file = "/etc/sigkiosk/keys/ca.crt"
+cert_file = "/etc/sigkiosk/keys/kiosk.crt"
+key_file = "/etc/sigkiosk/keys/kiosk.key"
+sign_key_file = "/etc/sigkiosk/keys/sign.key"
+central_pub_file = "/etc/sigkiosk/keys/central-enc.pub"
+outbox_path = "/var/lib/sigkiosk/outbox.sqlite"
+"""
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    name: str | None = None
+    vendor: int | None = None
+    product: int | None = None
+    path: str | None = None
+    phys: str | None = None
+    input_dir: Path = Path("/dev/input")
+    pen_up_timeout_s: float = 2.0
+    max_duration_s: float = 30.0
+    customer_timeout_s: float = 120.0
+    rediscover_interval_s: float = 1.0
+
+    def selector(self) -> DeviceSelector:
+        return DeviceSelector(path=self.path, name=self.name, vendor=self.vendor, product=self.product, phys=self.phys)
+
+    def segmenter(self) -> SegmenterConfig:
+        return SegmenterConfig(pen_up_timeout=self.pen_up_timeout_s, max_duration=self.max_duration_s)
+
+
+@dataclass(frozen=True)
+class VerifierConfig:
+    kind: str = "classic"
+    threshold: float = 1.45
+    rhythm_tolerance: float = 3.0
+    rhythm_decides: bool = True
+    model_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("classic",):
+            raise ConfigError(f"[verifier] kind {self.kind!r} is not available (known: classic)")
+        if not 0 < self.threshold < 100:
+            raise ConfigError(f"[verifier] threshold must be positive, got {self.threshold}")
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    references: int = 5
+    max_enroll_attempts: int = 12
+    min_points: int = 40
+    min_duration_s: float = 0.4
+    max_duration_s: float = 60.0
+    max_inconsistency: float = 3.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.references <= 20:
+            raise ConfigError(f"[policy] references must be 1..20, got {self.references}")
+        if self.max_enroll_attempts < self.references:
+            raise ConfigError("[policy] max_enroll_attempts must be at least references")
+
+    def enrollment(self) -> EnrollmentPolicy:
+        return EnrollmentPolicy(min_points=self.min_points, min_duration_s=self.min_duration_s,
+                                max_duration_s=self.max_duration_s, max_inconsistency=self.max_inconsistency,
+                                references=self.references)
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    templates_dir: Path
+    template_key: Path
+    create_key: bool = False
+
+
+@dataclass(frozen=True)
+class UiConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8470
+    show_decision_s: float = 8.0
+
+    def __post_init__(self) -> None:
+        if self.host not in ("127.0.0.1", "localhost", "::1"):
+            raise ConfigError(f"[ui] host must be a loopback address (the screen is local), got {self.host!r}")
+        if not 0 <= self.port < 65536:
+            raise ConfigError(f"[ui] port out of range: {self.port}")
+
+
+@dataclass(frozen=True)
+class CommandsConfig:
+    enabled: bool = False
+    central_sign_pub: Path | None = None
+    max_age_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    kiosk_id: str
+    site: str
+    state_dir: Path
+    device: DeviceConfig
+    verifier: VerifierConfig
+    policy: PolicyConfig
+    storage: StorageConfig
+    ui: UiConfig
+    commands: CommandsConfig
+    link: LinkConfig | None = None
+    source: Path | None = None   # the file it was read from
+
+
+def _section(cls: type, data: Mapping[str, Any], table: str, base: Path, path_keys: tuple[str, ...] = ()) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"[{table}] unknown key(s): {', '.join(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for k, v in data.items():
+        if k in path_keys and v is not None:
+            p = Path(v)
+            kwargs[k] = p if p.is_absolute() else base / p
+        else:
+            kwargs[k] = v
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"[{table}] {exc}") from None
+
+
+def parse_config(data: Mapping[str, Any], base_dir: Path, source: Path | None = None) -> DaemonConfig:
+    allowed = {"kiosk", "device", "verifier", "policy", "storage", "ui", "commands", "link"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown table(s): {', '.join(unknown)}")
+    k = dict(data.get("kiosk", {}))
+    try:
+        kiosk_id = validate_id(str(k.pop("id")), "kiosk id")
+        site = validate_id(str(k.pop("site")), "site")
+        state_dir = Path(k.pop("state_dir"))
+    except KeyError as exc:
+        raise ConfigError(f"[kiosk] missing key {exc.args[0]!r}") from None
+    except ValueError as exc:
+        raise ConfigError(f"[kiosk] {exc}") from None
+    if k:
+        raise ConfigError(f"[kiosk] unknown key(s): {', '.join(sorted(k))}")
+    if not state_dir.is_absolute():
+        state_dir = base_dir / state_dir
+    storage = dict(data.get("storage", {}))
+    if "template_key" not in storage:
+        raise ConfigError("[storage] missing key 'template_key' (the template encryption key's file)")
+    storage.setdefault("templates_dir", "templates")
+    st = _section(StorageConfig, {**storage, "templates_dir": storage["templates_dir"]}, "storage", base_dir)
+    # templates_dir is relative to the state directory, the key relative to the config file.
+    tdir = st.templates_dir if Path(st.templates_dir).is_absolute() else state_dir / st.templates_dir
+    kpath = Path(st.template_key)
+    st = StorageConfig(templates_dir=Path(tdir), template_key=kpath if kpath.is_absolute() else base_dir / kpath,
+                       create_key=bool(st.create_key))
+    if st.template_key.resolve().is_relative_to(Path(st.templates_dir).resolve()):
+        raise ConfigError("[storage] template_key must not live inside templates_dir: keep the key apart from the data")
+    link = None
+    if "link" in data:
+        try:
+            link = LinkConfig.from_mapping(data["link"], base_dir=base_dir)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"[link] {exc}") from None
+        if link.kiosk_id != kiosk_id or link.site != site:
+            raise ConfigError("[link] kiosk_id and site must equal [kiosk] id and site")
+    commands = _section(CommandsConfig, data.get("commands", {}), "commands", base_dir, ("central_sign_pub",))
+    if commands.enabled and link is not None and commands.central_sign_pub is None:
+        raise ConfigError("[commands] enabled needs central_sign_pub (to check the requests' signatures)")
+    return DaemonConfig(
+        kiosk_id=kiosk_id, site=site, state_dir=state_dir,
+        device=_section(DeviceConfig, data.get("device", {}), "device", base_dir, ("input_dir",)),
+        verifier=_section(VerifierConfig, data.get("verifier", {}), "verifier", base_dir, ("model_dir",)),
+        policy=_section(PolicyConfig, data.get("policy", {}), "policy", base_dir),
+        storage=st, ui=_section(UiConfig, data.get("ui", {}), "ui", base_dir),
+        commands=commands, link=link, source=source,
+    )
+
+
+def load_config(path: Path) -> DaemonConfig:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return parse_config(data, path.parent.resolve(), source=path)
+
+
+def default_config_data() -> dict[str, Any]:
+    return tomllib.loads(DEFAULT_CONFIG)

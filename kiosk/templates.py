@@ -1,0 +1,249 @@
+"""The encrypted template store: each customer's reference signatures, AES-256-GCM at rest.
+
+One file per customer, named by a keyed hash of the customer reference (the directory listing
+reveals no customer ids). The file holds ``MAGIC | nonce | ciphertext``; the associated data binds
+it to its customer, so a file copied over another customer's is refused, not silently used.
+
+What is stored is the reference *trajectories*, not a model's features: when a new model becomes
+active (model-update agent), every template is rebuilt from them, and a feature computed by an
+old model can never be compared with one from a new model.
+
+The key (32 random bytes, file mode 0600) lives apart from the data - by default in the service's
+credentials directory, not under the state directory - so a copy of the state directory alone
+reads nothing. Writes are atomic (temporary file, fsync, rename, fsync of the directory): a power
+cut mid-write leaves the previous version or the new one, never a torn file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import json
+import logging
+import os
+import re
+import secrets
+import stat
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from models.trajectory import DeviceInfo, Trajectory
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"SKT1"
+NONCE_LEN = 12
+KEY_LEN = 32
+SUFFIX = ".tpl"
+_CUSTOMER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class TemplateError(RuntimeError):
+    """A template could not be read or written; the message says why (never the data)."""
+
+
+def validate_customer(ref: str) -> str:
+    if not isinstance(ref, str) or not _CUSTOMER_RE.match(ref):
+        raise ValueError("customer reference: 1-64 letters, digits, '.', '_' or '-'")
+    return ref
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, whole."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def load_or_create_key(path: Path, create: bool = False) -> bytes:
+    path = Path(path)
+    if not path.exists():
+        if not create:
+            raise TemplateError(f"template key {path} is missing (create it with 'sigkiosk run --init-key' or set "
+                                "[storage] create_key = true for a first boot)")
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            pass   # another process made it first: use theirs
+        else:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(secrets.token_bytes(KEY_LEN))
+                fh.flush()
+                os.fsync(fh.fileno())
+            _fsync_dir(path.parent)
+            log.info("template key created at %s", path)
+    st = path.stat()
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise TemplateError(f"template key {path} is readable by others (mode {oct(st.st_mode & 0o777)}): chmod 600")
+    key = path.read_bytes()
+    if len(key) != KEY_LEN:
+        raise TemplateError(f"template key {path} must hold {KEY_LEN} bytes, has {len(key)}")
+    return key
+
+
+@dataclass(frozen=True)
+class StoredTemplate:
+    customer: str
+    references: tuple[Trajectory, ...]
+    created_ms: int
+    updated_ms: int
+    version: int = 1
+
+
+def _traj_arrays(prefix: str, t: Trajectory) -> dict[str, np.ndarray]:
+    return {f"{prefix}x": t.x, f"{prefix}y": t.y, f"{prefix}p": t.pressure, f"{prefix}t": t.t,
+            f"{prefix}d": t.pen_down, f"{prefix}g": np.asarray(t.gaps, dtype=np.int64),
+            f"{prefix}b": np.asarray(t.stroke_breaks, dtype=np.int64)}
+
+
+def encode_template(tpl: StoredTemplate) -> bytes:
+    arrays: dict[str, np.ndarray] = {}
+    devices = []
+    for i, t in enumerate(tpl.references):
+        arrays.update(_traj_arrays(f"r{i}_", t))
+        devices.append(asdict(t.device))
+    meta = {"customer": tpl.customer, "created_ms": tpl.created_ms, "updated_ms": tpl.updated_ms,
+            "version": tpl.version, "devices": devices}
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def decode_template(data: bytes) -> StoredTemplate:
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        meta = json.loads(bytes(z["meta"]).decode())
+        refs = []
+        for i, dev in enumerate(meta["devices"]):
+            p = f"r{i}_"
+            refs.append(Trajectory(x=z[p + "x"], y=z[p + "y"], pressure=z[p + "p"], t=z[p + "t"],
+                                   pen_down=z[p + "d"], device=DeviceInfo(**dev),
+                                   gaps=tuple(int(v) for v in z[p + "g"]),
+                                   stroke_breaks=tuple(int(v) for v in z[p + "b"])))
+    return StoredTemplate(meta["customer"], tuple(refs), int(meta["created_ms"]), int(meta["updated_ms"]),
+                          int(meta.get("version", 1)))
+
+
+class TemplateStore:
+    """Customers' references, encrypted, one atomic file each. Thread-safe for distinct customers."""
+
+    def __init__(self, directory: Path, key_file: Path, *, create_key: bool = False) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.directory, 0o700)
+        key = load_or_create_key(key_file, create=create_key)
+        self._aead = AESGCM(key)
+        # A separate key for file names, derived so that the one secret covers both.
+        self._name_key = hmac.new(key, b"sigkiosk template names v1", hashlib.sha256).digest()
+        self._clean_temporaries()
+        self._check_key()
+
+    def _check_key(self) -> None:
+        # File names are keyed too, so with the wrong key every customer would look "not
+        # enrolled". A small sealed marker tells a wrong key apart from an empty store.
+        marker = self.directory / "key-check"
+        aad = b"sigkiosk-template-key-check-v1"
+        if not marker.exists():
+            nonce = secrets.token_bytes(NONCE_LEN)
+            atomic_write(marker, MAGIC + nonce + self._aead.encrypt(nonce, b"ok", aad))
+            return
+        blob = marker.read_bytes()
+        try:
+            self._aead.decrypt(blob[len(MAGIC):len(MAGIC) + NONCE_LEN], blob[len(MAGIC) + NONCE_LEN:], aad)
+        except (InvalidTag, ValueError):
+            raise TemplateError(f"the template key does not match the templates in {self.directory} "
+                                "(authentication failed): wrong key file?") from None
+
+    def _clean_temporaries(self) -> None:
+        for tmp in self.directory.glob(".*.tmp"):
+            # Left by a power cut mid-write: the real file is the previous version, intact.
+            tmp.unlink(missing_ok=True)
+
+    def _path(self, customer: str) -> Path:
+        validate_customer(customer)
+        name = hmac.new(self._name_key, customer.encode(), hashlib.sha256).hexdigest()[:32]
+        return self.directory / f"{name}{SUFFIX}"
+
+    @staticmethod
+    def _aad(customer: str) -> bytes:
+        return b"sigkiosk-template-v1\0" + customer.encode()
+
+    def exists(self, customer: str) -> bool:
+        return self._path(customer).exists()
+
+    def get(self, customer: str) -> StoredTemplate | None:
+        path = self._path(customer)
+        try:
+            blob = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + NONCE_LEN + 16:
+            raise TemplateError(f"template file {path.name} is not a sigkiosk template")
+        nonce = blob[len(MAGIC):len(MAGIC) + NONCE_LEN]
+        try:
+            plain = self._aead.decrypt(nonce, blob[len(MAGIC) + NONCE_LEN:], self._aad(customer))
+        except InvalidTag:
+            raise TemplateError(f"template file {path.name} failed authentication (wrong key, "
+                                "tampered, or another customer's file)") from None
+        tpl = decode_template(plain)
+        if tpl.customer != customer:
+            raise TemplateError(f"template file {path.name} belongs to another customer")
+        return tpl
+
+    def put(self, customer: str, references: list[Trajectory] | tuple[Trajectory, ...]) -> StoredTemplate:
+        """Create or replace a customer's references."""
+        if not references:
+            raise ValueError("a template needs at least one reference")
+        now = int(time.time() * 1000)
+        old = self.get(customer)
+        tpl = StoredTemplate(customer, tuple(references), old.created_ms if old else now, now,
+                             (old.version + 1) if old else 1)
+        self._write(tpl)
+        return tpl
+
+    def add_references(self, customer: str, references: list[Trajectory]) -> StoredTemplate:
+        old = self.get(customer)
+        if old is None:
+            raise TemplateError("no template to add references to: enroll first")
+        return self.put(customer, [*old.references, *references])
+
+    def delete(self, customer: str) -> bool:
+        path = self._path(customer)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        _fsync_dir(self.directory)
+        return True
+
+    def count(self) -> int:
+        return sum(1 for _ in self.directory.glob(f"*{SUFFIX}"))
+
+    def _write(self, tpl: StoredTemplate) -> None:
+        nonce = secrets.token_bytes(NONCE_LEN)
+        blob = MAGIC + nonce + self._aead.encrypt(nonce, encode_template(tpl), self._aad(tpl.customer))
+        atomic_write(self._path(tpl.customer), blob)

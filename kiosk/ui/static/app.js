@@ -1,0 +1,132 @@
+// The kiosk screen: follows the daemon's events (Server-Sent Events) and posts the customer's actions.
+"use strict";
+const $ = (id) => document.getElementById(id);
+const screens = ["idle", "sign", "verify", "decision", "message"];
+let decisionTimer = null;
+let last = null;      // last ink point, to join segments
+let aspect = 160 / 60;
+
+function show(name) {
+  for (const s of screens) $("screen-" + s).hidden = s !== name;
+  document.body.dataset.screen = name;
+}
+
+function post(path, body) {
+  return fetch(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body || {}) })
+    .then((r) => r.json().then((j) => { if (!r.ok) throw new Error(j.error || r.statusText); return j; }));
+}
+
+function clearPad() {
+  const c = $("pad");
+  c.height = Math.round(c.width / aspect);
+  const g = c.getContext("2d");
+  g.fillStyle = "#fff"; g.fillRect(0, 0, c.width, c.height);
+  last = null;
+}
+
+function drawInk(points) {
+  const c = $("pad"), g = c.getContext("2d");
+  g.strokeStyle = "#0b1f4d"; g.lineCap = "round"; g.lineJoin = "round";
+  for (const [x, y, p, down] of points) {
+    const px = x * c.width, py = y * c.height;
+    if (down && last && last.down) {
+      g.lineWidth = 3 + 7 * p;
+      g.beginPath(); g.moveTo(last.x, last.y); g.lineTo(px, py); g.stroke();
+    }
+    last = { x: px, y: py, down };
+  }
+}
+
+function onScreen(ev) {
+  clearTimeout(decisionTimer);
+  switch (ev.screen) {
+    case "sign":
+    case "enroll": {
+      const enrolling = ev.screen === "enroll";
+      $("sign-title").textContent = ev.title || "Please sign";
+      $("sign-sub").textContent = enrolling ? "Sign on the pad as you usually do." : "Sign on the pad with the pen, as you usually do.";
+      const fb = $("enroll-feedback");
+      fb.className = "feedback";
+      fb.textContent = "";
+      if (ev.saved) { fb.textContent = ev.saved + " \u2714"; fb.classList.add("saved"); }
+      if (ev.refused) { fb.textContent = ev.refused.map((r) => r.message).join(" "); fb.classList.add("refused"); }
+      $("notice").textContent = "";
+      clearPad();
+      show("sign");
+      break;
+    }
+    case "identify":
+    case "verify":
+      if (ev.screen === "verify") show("verify");
+      break;
+    case "decision": {
+      const v = $("verdict");
+      const ok = ev.decision === "APPROVED";
+      v.textContent = ok ? "APPROVED" : "SUSPICIOUS";
+      v.className = "verdict " + (ok ? "approved" : "suspicious");
+      $("match-rate").textContent = ev.match_rate + "%";
+      const ul = $("aspects");
+      ul.replaceChildren();
+      for (const a of ev.aspects) {
+        const li = document.createElement("li");
+        li.className = a.ok ? "ok" : "off";
+        li.textContent = (a.ok ? "\u2714 " : "\u2716 ") + a.label + (a.ok ? " matches" : " differs") + " (" + a.similarity + "%)";
+        ul.appendChild(li);
+      }
+      $("decision-note").textContent = ev.too_similar ? "This signature is identical to a stored one: a copy, not a fresh signature."
+        : ok ? "Thank you." : "Staff will assist you.";
+      show("decision");
+      decisionTimer = setTimeout(() => showIdle(""), (ev.show_s || 8) * 1000);
+      break;
+    }
+    case "enrolled":
+    case "error":
+      $("message-title").textContent = ev.title || (ev.screen === "error" ? "Sorry" : "Done");
+      $("message-text").textContent = ev.message || "";
+      show("message");
+      decisionTimer = setTimeout(() => showIdle(""), 10000);
+      break;
+    case "idle":
+      if (document.body.dataset.screen !== "decision") showIdle(ev.message || "");
+      break;
+    default:
+      break;
+  }
+}
+
+function showIdle(message) {
+  $("idle-message").textContent = message;
+  show("idle");
+  $("customer").value = "";
+  $("customer").focus();
+}
+
+function connect() {
+  const es = new EventSource("/events");
+  es.onmessage = (m) => {
+    const ev = JSON.parse(m.data);
+    if (ev.type === "screen") onScreen(ev);
+    else if (ev.type === "ink_start") { aspect = ev.aspect || aspect; clearPad(); }
+    else if (ev.type === "ink") drawInk(ev.points);
+    else if (ev.type === "notice") { $("notice").textContent = ev.message; clearPad(); }
+  };
+  es.onerror = () => { document.body.dataset.connected = "no"; };
+  es.onopen = () => { document.body.dataset.connected = "yes"; };
+}
+
+function start(kind, mode) {
+  const customer = $("customer").value.trim();
+  if (!customer) { $("idle-message").textContent = "Please enter the customer number first."; return; }
+  post("/api/" + kind, { customer, mode }).catch((e) => { $("idle-message").textContent = e.message; });
+}
+
+$("identify").addEventListener("submit", (e) => { e.preventDefault(); start("verify"); });
+for (const id of ["btn-enroll", "btn-replace", "btn-add"]) $(id).addEventListener("click", (e) => start("enroll", e.target.dataset.mode));
+$("btn-delete").addEventListener("click", () => start("delete"));
+$("btn-done").addEventListener("click", () => post("/api/done"));
+$("btn-cancel").addEventListener("click", () => post("/api/cancel"));
+$("btn-finish").addEventListener("click", () => showIdle(""));
+$("btn-ok").addEventListener("click", () => showIdle(""));
+clearPad();
+showIdle("");
+connect();

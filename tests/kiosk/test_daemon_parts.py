@@ -1,0 +1,173 @@
+"""The daemon's parts: config, the encrypted template store, sd_notify/watchdog over a real unix
+datagram socket, and ``sigkiosk run`` as systemd starts it (READY=1, watchdog pings, clean stop)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from daemon_helpers import write_config, writers
+
+from kiosk.config import ConfigError, default_config_data, load_config, parse_config
+from kiosk.sdnotify import Notifier, Watchdog, watchdog_interval
+from kiosk.templates import TemplateError, TemplateStore, atomic_write
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_default_config_parses_and_mistakes_are_named(tmp_path: Path) -> None:
+    cfg = parse_config(default_config_data(), Path("/etc/sigkiosk"))
+    assert cfg.storage.templates_dir == Path("/var/lib/sigkiosk/templates")
+    assert cfg.link is not None and cfg.link.kiosk_id == cfg.kiosk_id
+    assert cfg.verifier.threshold == 1.45 and cfg.policy.references == 5 and cfg.ui.host == "127.0.0.1"
+    cases = [
+        (("device", "pen_up_timout_s", 1.0), r"\[device\] unknown key\(s\): pen_up_timout_s"),
+        (("ui", "host", "0.0.0.0"), "loopback"),
+        (("storage", "template_key", "/var/lib/sigkiosk/templates/k"), "apart"),
+        (("policy", "references", 0), "references"),
+        (("verifier", "kind", "neural"), "not available"),
+        (("link", "kiosk_id", "kiosk-9999"), "must equal"),
+        (("sound", "volume", 3), "unknown table"),
+    ]
+    for (table, key, value), message in cases:
+        data = default_config_data()
+        data.setdefault(table, {})[key] = value
+        with pytest.raises(ConfigError, match=message):
+            parse_config(data, tmp_path)
+    (tmp_path / "broken.toml").write_text("[kiosk\n")
+    with pytest.raises(ConfigError, match="broken.toml"):
+        load_config(tmp_path / "broken.toml")
+
+
+def test_template_store_encrypts_binds_and_survives_a_torn_write(tmp_path: Path) -> None:
+    genuine, _ = writers()["001"]
+    key = tmp_path / "credentials" / "template.key"
+    store = TemplateStore(tmp_path / "templates", key, create_key=True)
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and len(key.read_bytes()) == 32
+    store.put("alice", genuine[:3])
+    store.put("bob", genuine[3:5])
+    got = store.get("alice")
+    assert got is not None and len(got.references) == 3 and got.version == 1
+    np.testing.assert_array_equal(got.references[1].x, genuine[1].x)
+    assert got.references[0].device == genuine[0].device
+    # Add and replace keep history straight; delete removes the file.
+    assert store.add_references("alice", genuine[5:6]).version == 2
+    assert len(store.get("alice").references) == 4
+    # Another customer's file copied over alice's: refused (the AAD binds file and customer).
+    a, b = store._path("alice"), store._path("bob")
+    a.write_bytes(b.read_bytes())
+    with pytest.raises(TemplateError, match="authentication"):
+        store.get("alice")
+    # A power cut mid-write leaves a temporary file and the previous version, which still reads.
+    before = b.read_bytes()
+    (b.parent / f".{b.name}.123.dead.tmp").write_bytes(b"half a templ")
+    store2 = TemplateStore(tmp_path / "templates", key)
+    assert store2.get("bob") is not None and b.read_bytes() == before
+    assert not list(b.parent.glob(".*.tmp"))
+    # The wrong key reads nothing; a key readable by others is refused.
+    other = tmp_path / "other.key"
+    other.write_bytes(os.urandom(32))
+    other.chmod(0o600)
+    with pytest.raises(TemplateError, match="does not match"):
+        TemplateStore(tmp_path / "templates", other)
+    other.chmod(0o644)
+    with pytest.raises(TemplateError, match="readable by others"):
+        TemplateStore(tmp_path / "templates", other)
+    with pytest.raises(TemplateError, match="missing"):
+        TemplateStore(tmp_path / "templates", tmp_path / "nokey")
+    assert store2.delete("bob") and not store2.delete("bob") and store2.count() == 1
+    assert stat.S_IMODE((tmp_path / "templates").stat().st_mode) == 0o700
+    for f in (tmp_path / "templates").iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600
+
+
+def test_atomic_write_replaces_whole_files(tmp_path: Path) -> None:
+    p = tmp_path / "f"
+    atomic_write(p, b"one")
+    atomic_write(p, b"two")
+    assert p.read_bytes() == b"two" and stat.S_IMODE(p.stat().st_mode) == 0o600
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["f"]
+
+
+def _notify_socket(tmp_path: Path) -> tuple[socket.socket, str]:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = str(tmp_path / "notify.sock")
+    s.bind(path)
+    s.settimeout(10)
+    return s, path
+
+
+def test_sd_notify_and_watchdog_over_a_real_socket(tmp_path: Path) -> None:
+    sock, path = _notify_socket(tmp_path)
+    n = Notifier(environ={"NOTIFY_SOCKET": path})
+    assert n.ready("idle")
+    assert sock.recv(4096) == b"READY=1\nSTATUS=idle"
+    # Abstract-namespace addresses (@name) work too.
+    abstract = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    abstract.bind(f"\0sigkiosk-test-{os.getpid()}")
+    abstract.settimeout(5)
+    assert Notifier(environ={"NOTIFY_SOCKET": f"@sigkiosk-test-{os.getpid()}"}).notify(STATUS="x")
+    assert abstract.recv(100) == b"STATUS=x"
+    assert not Notifier(environ={}).ready()   # outside systemd: a no-op
+    assert watchdog_interval({"WATCHDOG_USEC": "2000000"}) == 1.0
+    assert watchdog_interval({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "1"}) is None
+    # Pings while the loop beats; none once it stops beating (a hung loop gets killed).
+    wd = Watchdog(n, interval=0.05, stale_after=0.3)
+    wd.start()
+    try:
+        for _ in range(6):
+            wd.beat()
+            assert sock.recv(100) == b"WATCHDOG=1"
+        time.sleep(0.45)   # the loop hangs
+        pings_then = wd.pings
+        time.sleep(0.3)
+        assert wd.pings == pings_then and not wd.alive()
+        wd.busy(1.0)       # a declared, bounded blocking call keeps it alive
+        assert wd.alive()
+    finally:
+        wd.stop()
+        sock.close()
+        abstract.close()
+
+
+def test_sigkiosk_run_under_a_notify_socket(tmp_path: Path) -> None:
+    """As systemd runs it: READY=1, watchdog pings, STOPPING=1 and exit 0 on SIGTERM."""
+    sock, path = _notify_socket(tmp_path)
+    (tmp_path / "input").mkdir()   # no pen plugged in: the daemon still comes up and waits
+    cfg = write_config(tmp_path, ui=True)
+    cfg.write_text(cfg.read_text().replace("[device]\n", f'[device]\ninput_dir = "{tmp_path / "input"}"\n'))
+    env = {**os.environ, "NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"}
+    exe = ROOT / ".venv" / "bin" / "sigkiosk"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "tools.cli"]
+    proc = subprocess.Popen([*cmd, "run", "--config", str(cfg)], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        msgs: list[bytes] = []
+        while b"READY=1" not in b"".join(msgs):
+            msgs.append(sock.recv(4096))
+        env["WATCHDOG_PID"] = str(proc.pid)
+        pings = 0
+        while pings < 3:
+            if sock.recv(4096) == b"WATCHDOG=1":
+                pings += 1
+        proc.send_signal(signal.SIGTERM)
+        while b"STOPPING=1" not in sock.recv(4096):
+            pass
+        out, _ = proc.communicate(timeout=20)
+        assert proc.returncode == 0, out.decode()
+        text = out.decode()
+        assert "kiosk ready" in text and "event=ready" in text
+        assert (tmp_path / "credentials" / "template.key").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        sock.close()

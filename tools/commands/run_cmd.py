@@ -1,0 +1,57 @@
+"""``sigkiosk run --config FILE``: the appliance daemon (what the systemd unit starts)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the kiosk daemon (pen capture, verification, screen, link)")
+    p.add_argument("--config", type=Path, help="the daemon's TOML configuration")
+    p.add_argument("--print-config", action="store_true", help="print an example configuration and exit")
+    p.add_argument("--check", action="store_true", help="validate the configuration and exit")
+    p.add_argument("--init-key", action="store_true", help="create the template key if missing, then exit")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from kiosk.config import DEFAULT_CONFIG, ConfigError, load_config
+
+    if args.print_config:
+        sys.stdout.write(DEFAULT_CONFIG)
+        return 0
+    if args.config is None:
+        print("sigkiosk run: --config FILE is required (see --print-config)", file=sys.stderr)
+        return 2
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"sigkiosk run: {args.config}: {exc}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"{args.config}: OK (kiosk {config.kiosk_id}, site {config.site})")
+        return 0
+    if args.init_key:
+        from kiosk.templates import load_or_create_key
+
+        load_or_create_key(config.storage.template_key, create=True)
+        print(f"template key: {config.storage.template_key}")
+        return 0
+    from kiosk.logsetup import setup_logging
+
+    # systemd's journal adds its own timestamps.
+    import os
+
+    setup_logging(logging.DEBUG if args.verbose > 1 else logging.INFO, with_time="JOURNAL_STREAM" not in os.environ)
+    from kiosk.daemon import Daemon
+    from kiosk.templates import TemplateError
+
+    try:
+        return Daemon(config).run_forever()
+    except (TemplateError, OSError) as exc:
+        logging.getLogger("kiosk").error("cannot start: %s", exc)
+        return 1
