@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
-APT_PACKAGES=(mosquitto postgresql)
+# chromium: the kiosk screen (and its test, driven by playwright without downloading a browser);
+# systemd: systemd-analyze for the unit tests.
+APT_PACKAGES=(mosquitto postgresql chromium systemd)
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi

@@ -8,4 +8,5 @@ BENCHMARK_MODULES: tuple[str, ...] = (
     "tools.benchmarks.verify",
     "tools.benchmarks.capture",
     "tools.benchmarks.link",
+    "tools.benchmarks.daemon",
 )

@@ -55,3 +55,17 @@ def run(args: argparse.Namespace) -> int:
     except (TemplateError, OSError) as exc:
         logging.getLogger("kiosk").error("cannot start: %s", exc)
         return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tools.commands.run_cmd --config FILE``: the daemon without the rest of the CLI."""
+    parser = argparse.ArgumentParser(prog="sigkiosk run")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    args = parser.parse_args(["run", *(sys.argv[1:] if argv is None else argv)])
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -65,6 +65,9 @@ function onScreen(ev) {
       v.textContent = ok ? "APPROVED" : "SUSPICIOUS";
       v.className = "verdict " + (ok ? "approved" : "suspicious");
       $("match-rate").textContent = ev.match_rate + "%";
+      const pad = $("pad"), di = $("decision-ink");
+      di.height = Math.round(di.width * pad.height / pad.width);
+      di.getContext("2d").drawImage(pad, 0, 0, di.width, di.height);
       const ul = $("aspects");
       ul.replaceChildren();
       for (const a of ev.aspects) {

@@ -1,0 +1,36 @@
+"""``sigkiosk demo`` end to end, as a newcomer runs it: its own broker, collector and daemon, a
+replayed pen, and a JSON summary whose numbers must agree with each other."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_demo_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "demo.json"
+    before = set(Path("/tmp").glob("sigkiosk-demo-*"))
+    exe = ROOT / ".venv" / "bin" / "sigkiosk"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "tools.cli"]
+    r = subprocess.run([*cmd, "demo", "--writers", "1", "--genuine", "7", "--forgeries", "3", "--json", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=240, env={**os.environ, "TMPDIR": "/tmp"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads(out.read_text())
+    assert report["sent"] == report["received"] > 0
+    g, f = report["genuine"], report["forged"]
+    assert g["approved"] + g["suspicious"] + f["approved"] + f["suspicious"] == report["received"]
+    assert g["approved"] + g["suspicious"] == 2 and f["approved"] + f["suspicious"] == 3
+    assert g["approved"] > g["suspicious"] and f["suspicious"] > f["approved"]
+    # One line per decision received, then the summary.
+    lines = [line for line in r.stdout.splitlines() if "kiosk-demo/demo-branch" in line]
+    assert len(lines) == report["received"]
+    assert "Save (5/5)" in r.stdout and "summary:" in r.stdout
+    # It cleaned up after itself: no broker left, no working directory left.
+    assert set(Path("/tmp").glob("sigkiosk-demo-*")) == before
+    left = subprocess.run(["pgrep", "-f", "sigkiosk-demo-"], capture_output=True, text=True)
+    assert left.stdout.strip() == ""

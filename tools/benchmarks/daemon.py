@@ -1,0 +1,131 @@
+"""Benchmark: the appliance daemon. Pen-up to decision published (p50/p95, 5 references, one
+core), the daemon's resident memory, and its time to ready (sd_notify READY=1).
+
+Latency: the whole demo environment (private mosquitto with TLS, collector, daemon with its
+screen) runs in this process pinned to one CPU; signatures are replayed through the live capture
+path, and the daemon measures from the moment the capture declares the signature complete to
+the moment ``publish_decision`` returns (the decision sealed and committed to the outbox, fsync
+included). Memory and readiness: ``sigkiosk run`` as its own process under a notify socket,
+with the link, the screen and the verifier warmed up; RSS read from /proc after READY=1 and
+after the benchmark's template load.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+NAME = "daemon"
+
+
+def _rss_mb(pid: int) -> tuple[float, float]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        k, _, v = line.partition(":")
+        fields[k] = v.strip()
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def _ready_and_memory(root: Path, config_path: Path, runs: int) -> tuple[list[float], float, float]:
+    ready: list[float] = []
+    rss = hwm = 0.0
+    for i in range(runs):
+        sock_path = root / f"notify-{i}.sock"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(str(sock_path))
+        sock.settimeout(30)
+        env = {**os.environ, "NOTIFY_SOCKET": str(sock_path)}
+        t0 = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-m", "tools.commands.run_cmd", "--config", str(config_path)],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            while b"READY=1" not in sock.recv(4096):
+                pass
+            ready.append(time.monotonic() - t0)
+            time.sleep(1.0)   # connected, idle: what the kiosk holds between customers
+            r, h = _rss_mb(proc.pid)
+            rss, hwm = max(rss, r), max(hwm, h)
+        finally:
+            proc.terminate()
+            proc.wait(20)
+            sock.close()
+    return ready, rss, hwm
+
+
+def run(quick: bool = False) -> dict[str, float]:
+    from tools.demo import start_environment, synthetic_writers
+
+    cpu = sorted(os.sched_getaffinity(0))[-1]
+    root = Path(tempfile.mkdtemp(prefix="sigkiosk-bench-daemon-"))
+    n_queries = 12 if quick else 40
+    try:
+        # Readiness and memory first, from a separate daemon process on the demo's configuration.
+        env = start_environment(root, speed=10.0, pen_up_timeout_s=0.3)
+        try:
+            cfg = env.config_path
+            # Its own state directory (the screen is on an ephemeral port already).
+            (root / "kiosk" / "bench.toml").write_text(cfg.read_text().replace('state_dir = "state"', 'state_dir = "state-bench"'))
+            ready, rss, hwm = _ready_and_memory(root, root / "kiosk" / "bench.toml", 2 if quick else 5)
+
+            os.sched_setaffinity(0, {cpu})   # the latency on one core, as the budget says
+            d = env.daemon
+            writers = synthetic_writers(3, seed=11, n_genuine=5 + n_queries // 3 + 1, n_forgeries=0)
+            import dataclasses
+
+            queries = []
+            for w, (g, _) in writers.items():
+                refs = [dataclasses.replace(t, t=(t.t - t.t[0]) / env.pen.speed) for t in g[:5]]
+                d.store.put(f"bench-{w}", refs)
+                queries += [(f"bench-{w}", q) for q in g[5:]]
+            queries = queries[:n_queries]
+            events = d.bus.subscribe()
+            d.latencies_ms.clear()
+            for customer, traj in queries:
+                while d.current is not None or d.state.value != "idle":
+                    time.sleep(0.005)
+                before = d.decisions
+                d.submit("verify", customer)
+                signed = False
+                while d.decisions == before:
+                    try:
+                        ev = events.get(timeout=0.05)
+                    except Exception:
+                        continue
+                    if not signed and ev.get("type") == "screen" and ev.get("screen") == "sign":
+                        env.pen.sign(traj)
+                        signed = True
+            lat = np.array(d.latencies_ms)
+            env.daemon.link.flush(30)
+            self_rss, self_hwm = _rss_mb(os.getpid())
+        finally:
+            os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+            env.close()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    out = {
+        "pen_up_to_published_p50_ms": float(np.percentile(lat, 50)),
+        "pen_up_to_published_p95_ms": float(np.percentile(lat, 95)),
+        "pen_up_to_published_max_ms": float(lat.max()),
+        "decisions": float(len(lat)),
+        "ready_s_median": float(np.median(ready)),
+        "ready_s_max": float(max(ready)),
+        "daemon_rss_mb": rss,
+        "daemon_rss_peak_mb": hwm,
+        "in_process_rss_peak_mb": self_hwm,
+    }
+    print(f"daemon: pen-up to decision published (5 references, one core, fsync'd outbox): "
+          f"p50 {out['pen_up_to_published_p50_ms']:.1f} ms, p95 {out['pen_up_to_published_p95_ms']:.1f} ms, "
+          f"max {out['pen_up_to_published_max_ms']:.1f} ms over {len(lat)} decisions")
+    print(f"daemon: ready (READY=1) after median {out['ready_s_median']:.2f} s, max {out['ready_s_max']:.2f} s "
+          f"over {len(ready)} starts")
+    print(f"daemon: resident memory {rss:.0f} MB idle after ready (peak {hwm:.0f} MB); this benchmark's process "
+          f"with collector, daemon and {len(lat)} verifications peaked at {self_hwm:.0f} MB")
+    return out
