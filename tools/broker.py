@@ -6,7 +6,8 @@
   verified against the device CA, the certificate's CN is the MQTT user name
   (``use_identity_as_username``) and the client id (``use_username_as_clientid``, so nobody can
   kick another client off by reusing its client id);
-* an ACL: a kiosk may publish only ``<prefix>/v1/<site>/<its id>/{decision,log,status}`` and read
+* an ACL: a kiosk may publish only ``<prefix>/v1/<site>/<its id>/{decision,log,status,update}``
+  (``update``: its signed model-update status, kiosk/UPDATES.md) and read
   only its own ``.../model/#`` and its group's ``<prefix>/v1/_group/<group>/model/#``; collectors
   read the kiosk topics; only admins write command topics;
 * persistence, so that messages queued for an offline collector survive a broker restart, and
@@ -73,6 +74,7 @@ def acl_text(settings: BrokerSettings, registry: Registry | None = None) -> str:
         f"pattern write {p}/{v}/+/%u/decision",
         f"pattern write {p}/{v}/+/%u/log",
         f"pattern write {p}/{v}/+/%u/status",
+        f"pattern write {p}/{v}/+/%u/update",
         f"pattern read {p}/{v}/+/%u/model/#",
         "",
     ]

@@ -9,4 +9,5 @@ BENCHMARK_MODULES: tuple[str, ...] = (
     "tools.benchmarks.capture",
     "tools.benchmarks.link",
     "tools.benchmarks.daemon",
+    "tools.benchmarks.update",
 )

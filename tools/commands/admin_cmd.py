@@ -183,6 +183,158 @@ def _reg_broker_config(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_broker_run)
 
 
+# -- model bundles and rollout (kiosk/UPDATES.md) ---------------------------------------------------
+
+def _bundle_key(args: argparse.Namespace) -> int:
+    from kiosk import keys
+
+    raw = keys.generate_signing_key(Path(args.out))
+    print(f"admin bundle signing key: {args.out} (0600; keep it offline), public {args.out}.pub "
+          f"(key id {keys.key_id(raw).hex()}): list it in every kiosk's [update] admin_keys")
+    return 0
+
+
+def _bundle(args: argparse.Namespace) -> int:
+    from tools.bundle import ModelSpec, create_bundle, describe
+
+    specs = [ModelSpec.parse(m) for m in args.model]
+    if args.atol is not None or args.rtol is not None:
+        specs = [ModelSpec(s.model, s.golden, args.atol, args.rtol) for s in specs]
+    b = create_bundle(name=args.name, version=args.version, models=specs, target_groups=args.group or ["*"],
+                      expires_in_s=args.expires_days * 86400, min_appliance_version=args.min_appliance,
+                      notes=args.notes, extra_files=[Path(f) for f in args.file or ()],
+                      sign_keys=[Path(k) for k in args.key or ()])
+    b.write(Path(args.out))
+    print(f"{args.out}: {describe(b)}")
+    return 0
+
+
+def _sign(args: argparse.Namespace) -> int:
+    from kiosk.bundle import BundleFile
+    from tools.bundle import describe, sign_bundle
+
+    b = sign_bundle(BundleFile.read(Path(args.bundle)), [Path(k) for k in args.key])
+    out = Path(args.out or args.bundle)
+    b.write(out)
+    print(f"{out}: {describe(b)}")
+    return 0
+
+
+def _admin_connection(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from tools.rollout import AdminConnection
+
+    return AdminConnection(args.broker_host, args.broker_port, Path(args.ca), Path(args.cert), Path(args.key), args.prefix)
+
+
+def _push(args: argparse.Namespace) -> int:
+    from kiosk.bundle import BundleFile
+    from tools.registry import Registry
+    from tools.rollout import AdminClient, rollout, target_base
+
+    conn = _admin_connection(args)
+    registry = Registry.load(Path(args.registry))
+    if args.clear:
+        with AdminClient(conn, registry) as admin:
+            bases = [target_base(args.prefix, group=g) for g in args.group or ()]
+            if args.kiosk:
+                bases.append(target_base(args.prefix, site=registry.kiosks[args.kiosk].site, kiosk=args.kiosk))
+            for base in bases:
+                print(f"{base}: {'cleared' if admin.clear(base) else 'nothing retained'}")
+        return 0
+    if not args.bundle:
+        raise ValueError("give a bundle file to push (or --clear)")
+    bundle = BundleFile.read(Path(args.bundle))
+    if args.kiosk:
+        entry = registry.kiosks.get(args.kiosk)
+        if entry is None:
+            raise ValueError(f"kiosk {args.kiosk} is not in the registry")
+        from kiosk.bundle import manifest_digest
+
+        with AdminClient(conn, registry) as admin:
+            since = admin.mark()
+            offer = admin.push(bundle, target_base(args.prefix, site=entry.site, kiosk=args.kiosk), args.chunk_size)
+            outcome = admin.wait([args.kiosk], manifest_digest(bundle.envelope), args.timeout, since, offer.created_ms)
+        print(f"{args.kiosk}: {outcome[args.kiosk]}")
+        return 0 if outcome[args.kiosk] == "active" else 1
+    if not args.group:
+        raise ValueError("give --group (repeat it: canary first, then the fleet) or --kiosk")
+    result = rollout(conn, registry, bundle, args.group, timeout_s=args.timeout, wait_last=not args.no_wait,
+                     chunk_size=args.chunk_size)
+    print(result.summary())
+    return 0 if result.ok or (args.no_wait and not result.halted) else 1
+
+
+def _status(args: argparse.Namespace) -> int:
+    import json
+
+    from tools.registry import Registry
+    from tools.rollout import fleet_status
+
+    rows = fleet_status(_admin_connection(args), Registry.load(Path(args.registry)), settle_s=args.settle)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'kiosk':<20} {'group':<10} {'state':<12} {'active':<28} {'previous':<9} reason")
+    for r in rows:
+        print(f"{r['kiosk']:<20} {r['group'] or '-':<10} {r['state']:<12} {r['active']:<28} {r['previous']:<9} {r['reason']}")
+    return 0
+
+
+def _add_admin_conn_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--broker-host", default="localhost")
+    p.add_argument("--broker-port", type=int, default=8883)
+    p.add_argument("--ca", required=True, help="the device CA certificate")
+    p.add_argument("--cert", required=True, help="admin.NAME certificate")
+    p.add_argument("--key", required=True, help="its TLS key")
+    p.add_argument("--registry", required=True, help="kiosk registry (groups, kiosk report keys)")
+    p.add_argument("--prefix", default="sig")
+
+
+def _reg_bundles(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bundle-key", help="generate an admin Ed25519 key that signs model bundles")
+    p.add_argument("--out", required=True, help="private key file (its .pub is written beside it)")
+    p.set_defaults(func=_bundle_key)
+
+    p = sub.add_parser("bundle", help="build a model bundle (files, golden vectors, manifest), optionally signed")
+    p.add_argument("--name", required=True, help="bundle name the kiosks run (e.g. sigkiosk-models)")
+    p.add_argument("--version", type=int, required=True, help="integer, strictly greater than the installed one")
+    p.add_argument("--model", action="append", required=True, metavar="MODEL.tflite[:GOLDEN.npz]",
+                   help="a model and its golden vectors (default MODEL.golden.npz); repeatable")
+    p.add_argument("--file", action="append", help="an extra file shipped in the bundle (e.g. calibration)")
+    p.add_argument("--atol", type=float, help="golden absolute tolerance (default: from the .npz, else 1e-5)")
+    p.add_argument("--rtol", type=float, help="golden relative tolerance (default: from the .npz, else 1e-4)")
+    p.add_argument("--group", action="append", help="target group or kiosk id (repeatable; default: any)")
+    p.add_argument("--expires-days", type=float, default=30.0)
+    p.add_argument("--min-appliance", default="0.0.0", help="minimum appliance software version")
+    p.add_argument("--notes", default="")
+    p.add_argument("--key", action="append", help="admin signing key (repeatable; or sign later with `sign`)")
+    p.add_argument("--out", required=True, help="bundle file to write (.skb)")
+    p.set_defaults(func=_bundle)
+
+    p = sub.add_parser("sign", help="add admin signatures to a bundle (k of n)")
+    p.add_argument("bundle")
+    p.add_argument("--key", action="append", required=True, help="admin signing key (repeatable)")
+    p.add_argument("--out", help="write here instead of in place")
+    p.set_defaults(func=_sign)
+
+    p = sub.add_parser("push", help="push a bundle: --group canary --group fleet rolls out canary first")
+    p.add_argument("bundle", nargs="?")
+    p.add_argument("--group", action="append", help="target group, in rollout order (repeatable)")
+    p.add_argument("--kiosk", help="push to this one kiosk instead of a group")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for each group's reports")
+    p.add_argument("--no-wait", action="store_true", help="do not wait for the last group's reports")
+    p.add_argument("--chunk-size", type=int, default=256 << 10)
+    p.add_argument("--clear", action="store_true", help="remove the retained offer and chunks from the targets")
+    _add_admin_conn_args(p)
+    p.set_defaults(func=_push)
+
+    p = sub.add_parser("status", help="which kiosk runs which model, and the last update step each reported")
+    _add_admin_conn_args(p)
+    p.add_argument("--settle", type=float, default=1.0, help="seconds to collect retained reports")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_status)
+
+
 #: (name, register) pairs; later issues append theirs (bundle, push, status...).
 ADMIN_SUBCOMMANDS: list[tuple[str, Callable[[argparse._SubParsersAction], None]]] = [
     ("init-ca", _reg_init_ca),
@@ -190,6 +342,7 @@ ADMIN_SUBCOMMANDS: list[tuple[str, Callable[[argparse._SubParsersAction], None]]
     ("gen-keys", _reg_gen_keys),
     ("register", _reg_register),
     ("broker-config", _reg_broker_config),
+    ("bundle", _reg_bundles),   # bundle-key, bundle, sign, push, status
 ]
 
 
@@ -207,7 +360,7 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("admin", help="PKI, keys, kiosk registry, broker configuration")
+    p = sub.add_parser("admin", help="PKI, keys, kiosk registry, broker configuration, model bundles and rollout")
     asub = p.add_subparsers(dest="admin_command", metavar="SUBCOMMAND", required=True)
     for _, reg in ADMIN_SUBCOMMANDS:
         reg(asub)

@@ -1,0 +1,92 @@
+"""Rollout over two emulated kiosk groups: canary first, the fleet only after the canaries report
+success; a failing canary halts the rollout before the fleet is touched. Through the admin CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from fixtures_update import BUNDLE_NAME, MODELS, UpdatePki, make_bundle, provision, start_kiosk
+
+from kiosk.bundle import BundleFile
+from tools.broker import Mosquitto
+from tools.rollout import AdminClient, rollout, target_base
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _admin_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tools.commands.admin_cmd", *args], capture_output=True, text=True,
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+
+
+def _conn_args(pki: UpdatePki, port: int) -> list[str]:
+    a = pki.admin(port)
+    return ["--broker-host", "localhost", "--broker-port", str(port), "--ca", str(a.ca_file), "--cert", str(a.cert_file),
+            "--key", str(a.key_file), "--registry", str(pki.registry_file)]
+
+
+def test_canary_then_fleet_with_two_signatures(update_pki: UpdatePki, update_broker: Mosquitto, tmp_path: Path) -> None:
+    k0, k1, _ = update_pki.admin_keys
+    kiosks = {}
+    try:
+        for kid in ("canary-1", "fleet-1"):
+            root = tmp_path / kid
+            provision(update_pki, root, make_bundle(update_pki, 1, sign=[k0, k1]), threshold=2)
+            kiosks[kid] = start_kiosk(update_pki, update_broker.port, kid, root, threshold=2)
+        bundle = tmp_path / "v2.skb"
+        out = _admin_cli("bundle", "--name", BUNDLE_NAME, "--version", "2", "--model", str(MODELS / "dense_v2.tflite"),
+                         "--group", "canary", "--group", "fleet", "--notes", "retrained", "--key", str(k0), "--out", str(bundle))
+        assert out.returncode == 0, out.stderr
+        # One signature is not enough for threshold 2: the canary refuses, the fleet never sees it.
+        out = _admin_cli("push", str(bundle), "--group", "canary", "--group", "fleet", "--timeout", "20",
+                         *_conn_args(update_pki, update_broker.port))
+        assert out.returncode == 1 and "HALTED" in out.stdout and "too_few_signatures" in out.stdout, out.stdout + out.stderr
+        assert kiosks["fleet-1"].agent.active_model().version == 1
+        out = _admin_cli("sign", str(bundle), "--key", str(k1))
+        assert out.returncode == 0 and "signatures by" in out.stdout, out.stderr
+        out = _admin_cli("push", str(bundle), "--group", "canary", "--group", "fleet", "--timeout", "30",
+                         *_conn_args(update_pki, update_broker.port))
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "group canary: 1/1 active" in out.stdout and "group fleet: 1/1 active" in out.stdout
+        for k in kiosks.values():
+            act = k.agent.active_model()
+            assert act.version == 2 and k.agent.check_slot(act) is None
+        out = _admin_cli("status", "--settle", "1", *_conn_args(update_pki, update_broker.port))
+        assert out.returncode == 0, out.stderr
+        rows = {line.split()[0]: line for line in out.stdout.splitlines()[1:]}
+        assert "sigkiosk-models v2" in rows["canary-1"] and "sigkiosk-models v2" in rows["fleet-1"]
+        assert "no report" in rows["solo-1"]
+    finally:
+        for k in kiosks.values():
+            k.close()
+
+
+def test_failing_canary_halts_the_fleet(update_pki: UpdatePki, update_broker: Mosquitto, tmp_path: Path) -> None:
+    kiosks = {}
+    try:
+        for kid in ("canary-1", "fleet-1"):
+            root = tmp_path / kid
+            provision(update_pki, root, make_bundle(update_pki, 1))
+            kiosks[kid] = start_kiosk(update_pki, update_broker.port, kid, root)
+        bad: BundleFile = make_bundle(update_pki, 2, model="broken", target_groups=["canary", "fleet"])
+        result = rollout(update_pki.admin(update_broker.port), update_pki.registry(), bad, ["canary", "fleet"], timeout_s=20)
+        assert result.halted and not result.ok
+        assert [s.group for s in result.stages] == ["canary"]
+        assert result.stages[0].outcomes == {"canary-1": "refused"}
+        assert result.reports["canary-1"]["reason"] == "golden_failed"
+        assert "canary-1: refused golden_failed" in result.summary()
+        # The fleet was never offered anything, and both kiosks still serve version 1.
+        with AdminClient(update_pki.admin(update_broker.port), update_pki.registry()) as admin:
+            assert admin.current_offer(target_base("sig", group="fleet")) is None
+            assert admin.current_offer(target_base("sig", group="canary")) is not None
+        assert kiosks["fleet-1"].agent.last_state["state"] == "active"
+        assert "offer" not in kiosks["fleet-1"].agent.last_state
+        for k in kiosks.values():
+            act = k.agent.active_model()
+            assert act.version == 1 and k.agent.check_slot(act) is None
+    finally:
+        for k in kiosks.values():
+            k.close()

@@ -1,0 +1,89 @@
+"""Tiny real ``.tflite`` models with golden vectors, for the model-update tests and benchmark.
+
+    python -m tools.make_test_models tests/kiosk/update_models          # the committed fixtures
+    python -m tools.make_test_models /tmp/big --big                     # + a ~4 MB model (benchmark)
+
+Off-device only (needs tensorflow). Each model ``NAME.tflite`` comes with ``NAME.golden.npz``:
+``input_0`` (cases x input shape) and ``output_0`` (cases x output shape), computed by running the
+converted model in the device runtime (ai_edge_litert), so a correct model reproduces them exactly.
+
+* ``dense_v1``: 16 -> 8 dense layer with tanh.  ``dense_v2``: the same shape, other weights.
+* ``broken``: a model whose golden vectors were computed from *different* weights: it loads and
+  runs, but fails its golden check - what a mis-built or mis-quantised model looks like.
+* ``big`` (``--big``): a 512 -> 2048 dense stack (~4 MB of float weights), for the benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _convert(layers: list[tuple[int, str | None]], n_in: int, seed: int) -> bytes:
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(seed)
+    inp = tf.keras.Input(shape=(n_in,), batch_size=1, dtype=tf.float32)
+    x = inp
+    for units, act in layers:
+        x = tf.keras.layers.Dense(units, activation=act)(x)
+    model = tf.keras.Model(inp, x)
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    return conv.convert()
+
+
+def _golden(model_bytes: bytes, n_in: int, cases: int, seed: int) -> dict[str, np.ndarray]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    rng = np.random.default_rng(seed)
+    interp = Interpreter(model_content=model_bytes)
+    interp.allocate_tensors()
+    i_det, o_det = interp.get_input_details()[0], interp.get_output_details()[0]
+    xs = rng.standard_normal((cases, 1, n_in)).astype(np.float32)
+    ys = []
+    for x in xs:
+        interp.set_tensor(i_det["index"], x)
+        interp.invoke()
+        ys.append(interp.get_tensor(o_det["index"]).copy())
+    return {"input_0": xs, "output_0": np.stack(ys), "atol": np.float32(1e-5), "rtol": np.float32(1e-4)}
+
+
+def write_model(out: Path, name: str, layers: list[tuple[int, str | None]], n_in: int, seed: int,
+                golden_seed: int | None = None, cases: int = 4) -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    content = _convert(layers, n_in, seed)
+    # The golden vectors of the "broken" model come from another set of weights.
+    gold_model = content if golden_seed is None else _convert(layers, n_in, golden_seed)
+    (out / f"{name}.tflite").write_bytes(content)
+    np.savez(out / f"{name}.golden.npz", **_golden(gold_model, n_in, cases, seed + 1000))
+    return out / f"{name}.tflite", out / f"{name}.golden.npz"
+
+
+def write_models(out: Path, big: bool = False) -> list[Path]:
+    out = Path(out)
+    write_model(out, "dense_v1", [(8, "tanh")], 16, seed=1)
+    write_model(out, "dense_v2", [(8, "tanh")], 16, seed=2)
+    write_model(out, "broken", [(8, "tanh")], 16, seed=3, golden_seed=4)
+    if big:
+        write_model(out, "big", [(2048, "relu"), (8, None)], 512, seed=5)
+    return sorted(out.glob("*"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("out", type=Path)
+    p.add_argument("--big", action="store_true", help="also write the ~4 MB benchmark model")
+    args = p.parse_args(argv)
+    for f in write_models(args.out, args.big):
+        print(f"{f} ({f.stat().st_size} bytes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
