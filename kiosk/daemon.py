@@ -262,10 +262,8 @@ class Daemon:
     def _warm_up(self) -> None:
         # numba compiles the DTW kernels on first use (or loads them from its cache): do it now,
         # before "ready", not on the first customer's signature.
-        from firmware_host.replay_pen import _dot
-
         try:
-            self.verifier.warm_up(_warm_sample(_dot()))
+            self.verifier.warm_up(_warm_sample())
         except Exception:   # never fatal: the first verification compiles instead
             log.exception("verifier warm-up failed")
 
@@ -311,7 +309,7 @@ class Daemon:
 
     def set_verifier(self, verifier: Verifier) -> None:
         """The active model changed: use ``verifier`` from the next signature on."""
-        verifier.warm_up(_warm_sample(__import__("firmware_host.replay_pen", fromlist=["_dot"])._dot()))
+        verifier.warm_up(_warm_sample())
         with self._templates_lock:
             self.verifier = verifier
             self._templates.clear()   # rebuilt from the stored trajectories with the new model
@@ -598,16 +596,17 @@ class Daemon:
         self._set_state(State.IDLE, screen="idle")
 
 
-def _warm_sample(dot: Any) -> Any:
-    # A small synthetic scribble long enough for every feature (the warm-up only compiles).
-    import dataclasses
-
+def _warm_sample() -> Any:
+    """A small synthetic scribble, long enough for every feature (the warm-up only compiles)."""
     import numpy as np
+
+    from models.trajectory import DeviceInfo, Trajectory
 
     n = 60
     t = np.linspace(0, 0.6, n)
-    return dataclasses.replace(dot, x=np.cos(t * 9) * 10 + t * 20, y=np.sin(t * 7) * 5, pressure=np.full(n, 0.5),
-                               t=t, pen_down=np.ones(n, dtype=bool))
+    return Trajectory(x=np.cos(t * 9) * 10 + t * 20, y=np.sin(t * 7) * 5, pressure=np.full(n, 0.5), t=t,
+                      pen_down=np.ones(n, dtype=bool),
+                      device=DeviceInfo(name="warm-up", units="mm", resolution=100.0, pressure_levels=1023))
 
 
 __all__ = ["Daemon", "EventBus", "Request", "RequestError", "State", "Path"]

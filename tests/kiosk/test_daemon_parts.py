@@ -171,3 +171,29 @@ def test_sigkiosk_run_under_a_notify_socket(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
         sock.close()
+
+
+def test_model_change_hook_swaps_the_verifier_and_rebuilds_templates(tmp_path: Path) -> None:
+    """What the model-update agent calls when a new model becomes active."""
+    from daemon_helpers import as_replayed, start_daemon
+
+    from kiosk.verifier import ClassicVerifier
+    from models.classic import ClassicConfig
+
+    genuine, _ = writers()["001"]
+    daemon, pen, config = start_daemon(write_config(tmp_path))
+    try:
+        daemon.store.put("cust-1", as_replayed(genuine[:5]))
+        old = daemon._template("cust-1")
+        assert daemon._template("cust-1") is old            # cached
+        seen = []
+        daemon.add_model_listener(seen.append)
+        new = ClassicVerifier(ClassicConfig(threshold=1.2))
+        daemon.set_verifier(new)
+        assert seen == [new] and daemon.verifier is new
+        assert daemon.status()["model_versions"]["threshold"] == "1.2"
+        rebuilt = daemon._template("cust-1")
+        assert rebuilt is not old and len(rebuilt.template.references) == 5
+    finally:
+        daemon.stop()
+        pen.close_all()
