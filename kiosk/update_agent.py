@@ -150,6 +150,7 @@ class UpdateAgent:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.last_state: dict[str, Any] = {}
+        self._bad_digest: str | None = None   # the active bundle failed its checks, no rollback possible
 
     @classmethod
     def for_link(cls, config: UpdateConfig, link: Any, step_hook: StepHook | None = None) -> UpdateAgent:
@@ -187,15 +188,21 @@ class UpdateAgent:
             self._thread = None
 
     def active_model(self) -> SlotInfo | None:
-        """The bundle the daemon should serve (files under ``.directory``), or None."""
-        return self.store.active()
+        """The bundle the daemon should serve (files under ``.directory``), or None: none is
+        installed, or the active one failed its checks and there was nothing to roll back to
+        (the daemon then falls back to what needs no model, e.g. the classic verifier)."""
+        act = self.store.active()
+        if act is not None and act.digest == self._bad_digest:
+            return None
+        return act
 
     def add_switch_listener(self, callback: Callable[[SlotInfo | None], None]) -> None:
         """``callback(active)`` runs (on the agent's thread) after every switch or rollback."""
         self._listeners.append(callback)
 
     def report_model_failure(self, reason: str) -> SlotInfo | None:
-        """The daemon found the active model failing: roll back to the previous slot if any."""
+        """The daemon found the active model failing: roll back to the previous slot if any.
+        Returns what to serve now (None: nothing usable)."""
         with self._lock:
             return self._rollback(f"reported by the daemon: {reason}")
 
@@ -478,6 +485,7 @@ class UpdateAgent:
         if problem is not None:
             self._rollback(f"new model failed its checks after the switch: {problem}", offer=offer, manifest=manifest)
             return "rolled_back"
+        self._bad_digest = None
         self._report("active", offer=offer, manifest=manifest)
         self._notify()
         return "active"
@@ -485,15 +493,18 @@ class UpdateAgent:
     def _rollback(self, why: str, **kw: Any) -> SlotInfo | None:
         prev = self.store.previous()
         if prev is None or self.check_slot(prev) is not None:
+            act = self.store.active()
+            self._bad_digest = act.digest if act is not None else None
             self._report("failed", reason="no_rollback_target", detail=f"{why}; no working previous slot", **kw)
-            return self.store.active()
+            self._notify()
+            return None
         info = self.store.rollback()
         self._report("rolled_back", reason="post_switch_check_failed", detail=why, **kw)
         self._notify()
         return info
 
     def _notify(self) -> None:
-        act = self.store.active()
+        act = self.active_model()
         for cb in list(self._listeners):
             try:
                 cb(act)
