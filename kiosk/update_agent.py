@@ -461,7 +461,13 @@ class UpdateAgent:
         except BundleError as exc:
             self._report("refused", reason=exc.reason, detail=exc.detail, offer=offer, manifest=manifest)
             return "refused"
-        staged = self.store.stage(offer.envelope, files)
+        try:
+            staged = self.store.stage(offer.envelope, files)
+        except OSError as exc:   # disk full, read-only, damaged: the old model keeps serving
+            self.store.discard_staged()
+            self._report("failed", reason="io_error", detail=f"cannot write the staging directory: {exc}",
+                         offer=offer, manifest=manifest)
+            return "failed"
         self._step("staged", directory=str(staged))
         info = SlotInfo("staged", staged, offer.envelope, manifest)
         problem = self.check_slot(info)   # the real runtime, on the files as written to disk
@@ -470,15 +476,26 @@ class UpdateAgent:
             reason = "golden_failed" if problem.startswith("golden") else "hash_mismatch"
             self._report("refused", reason=reason, detail=problem, offer=offer, manifest=manifest)
             return "refused"
-        slot = self.store.commit_staged()
+        try:
+            slot = self.store.commit_staged()
+        except OSError as exc:
+            self.store.discard_staged()
+            self._report("failed", reason="io_error", detail=f"cannot replace the spare slot: {exc}",
+                         offer=offer, manifest=manifest)
+            return "failed"
         self._step("slot_written", slot=slot)
         self._report("staged", offer=offer, manifest=manifest, slot=slot)
         self._step("before_switch", slot=slot)
         try:
             new = self.store.switch(slot)
-        except SlotError as exc:
-            self._report("failed", reason="switch_failed", detail=str(exc), offer=offer, manifest=manifest)
-            return "failed"
+        except (SlotError, OSError) as exc:
+            # The rename is the commit point: if it happened (the counter write failed after
+            # it), go on with the new model - the counter is repaired at the next open.
+            act = self.store.active()
+            if act is None or act.digest != manifest_digest(offer.envelope):
+                self._report("failed", reason="switch_failed", detail=str(exc), offer=offer, manifest=manifest)
+                return "failed"
+            new = act
         self._step("after_switch", slot=slot)
         # Check again from where the daemon will load it: a rename or a disk can still let us down.
         problem = self.check_slot(new)

@@ -137,8 +137,8 @@ class AdminClient:
             return
         with self._cond:
             old = self.reports.get(kiosk)
-            if old is None or (body.get("time_ms", 0), body.get("seq", 0)) >= (old.get("time_ms", 0), old.get("seq", 0)) \
-                    or body.get("seq", 0) == 1:   # seq restarts at 1 when the kiosk restarts
+            # Newest by the kiosk's clock; seq breaks ties (it restarts at 1 with the process).
+            if old is None or (body.get("time_ms", 0), body.get("seq", 0)) >= (old.get("time_ms", 0), old.get("seq", 0)):
                 self.reports[kiosk] = body
                 self._arrival[kiosk] = len(self.history) + 1
             self.history.append(body)
@@ -185,8 +185,10 @@ class AdminClient:
         return offer
 
     def _clear_chunks(self, base: str, offer: Offer) -> None:
-        for i in range(len(offer.chunks)):
-            self._publish(f"{base}/{chunk_subtopic(offer.bundle_id, i)}", b"")
+        infos = [self.client.publish(f"{base}/{chunk_subtopic(offer.bundle_id, i)}", b"", qos=1, retain=True)
+                 for i in range(len(offer.chunks))]
+        for info in infos:
+            info.wait_for_publish(60)
 
     def clear(self, base: str) -> bool:
         """Remove the retained offer and its chunks from ``base``; True if there was one."""

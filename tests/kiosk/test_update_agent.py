@@ -61,3 +61,18 @@ def test_local_install_refuses_like_mqtt(update_pki: UpdatePki, tmp_path: Path) 
     make_bundle(update_pki, 2, sign=[update_pki.rogue_key]).write(tmp_path / "rogue.skb")
     assert agent.install_file(tmp_path / "rogue.skb") == "refused"
     assert agent.last_state["reason"] == "unknown_key" and agent.active_model().version == 1
+
+
+def test_write_failure_while_staging_keeps_old_model(update_pki: UpdatePki, tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    provision(update_pki, root, make_bundle(update_pki, 1))
+    agent = _agent(update_pki, root)
+    make_bundle(update_pki, 2, model="dense_v2").write(tmp_path / "v2.skb")
+    # A plain file where the staging directory must go: mkdir fails as on a broken disk.
+    blocker = root / "slots" / ".staged.tmp"
+    blocker.write_bytes(b"")
+    assert agent.install_file(tmp_path / "v2.skb") == "failed"
+    assert agent.last_state["reason"] == "io_error" and "staging" in agent.last_state["detail"]
+    assert agent.active_model().version == 1 and agent.check_slot(agent.active_model()) is None
+    blocker.unlink()
+    assert agent.install_file(tmp_path / "v2.skb") == "active"   # nothing was burnt by the failure
