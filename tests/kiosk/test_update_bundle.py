@@ -150,3 +150,18 @@ def test_crash_between_switch_and_counter_is_repaired(update_pki: UpdatePki, tmp
 def test_threshold_policy_must_be_satisfiable(update_pki: UpdatePki) -> None:
     with pytest.raises(ValueError, match="exceeds"):
         _policy(update_pki, 4)
+
+
+def test_golden_checker_reads_the_named_layout(tmp_path: Path) -> None:
+    """The layout tools/train/convert.py writes for the pen models: inputs by name, ``outputs``."""
+    import numpy as np
+
+    with np.load(MODELS / "dense_v1.golden.npz") as g:
+        xs, ys = g["input_0"][:, 0], g["output_0"][:, 0]   # drop the batch axis
+    np.savez(tmp_path / "named.golden.npz", keras_tensor=xs, outputs=ys, lengths=np.array([16] * len(xs)))
+    assert check_golden(MODELS / "dense_v1.tflite", tmp_path / "named.golden.npz").ok
+    np.savez(tmp_path / "off.golden.npz", keras_tensor=xs, outputs=ys + 0.01)
+    wrong = check_golden(MODELS / "dense_v1.tflite", tmp_path / "off.golden.npz")
+    assert not wrong.ok and "exceeds" in wrong.detail
+    np.savez(tmp_path / "badname.golden.npz", feats=xs, outputs=ys)
+    assert "matches no single model input" in check_golden(MODELS / "dense_v1.tflite", tmp_path / "badname.golden.npz").detail
