@@ -14,7 +14,7 @@ from kiosk.config import DaemonConfig, load_config
 from kiosk.daemon import Daemon
 
 SPEED = 3.0   # replayed at 3x real time: synthetic signatures (1.5-4 s) still pass the 0.4 s minimum
-PEN_UP_S = 0.4
+PEN_UP_S = 0.6   # generous: a starved feeder thread on a loaded machine must not cut a signature
 
 
 @lru_cache(maxsize=4)
