@@ -143,6 +143,7 @@ class UpdateAgent:
         self._transfer: _Transfer | None = None
         self._pending: dict[str, dict[int, bytes]] = {}   # chunks that arrived before their offer
         self._pending_bytes = 0
+        self._pending_since: dict[str, float] = {}        # when the first orphan chunk came
         self._listeners: list[Callable[[SlotInfo | None], None]] = []
         self._seq = 0
         self._last_report: bytes | None = None
@@ -357,6 +358,7 @@ class UpdateAgent:
 
     def _drop_pending(self, short_id: str) -> dict[int, bytes]:
         chunks = self._pending.pop(short_id, {})
+        self._pending_since.pop(short_id, None)
         self._pending_bytes -= sum(len(c) for c in chunks.values())
         return chunks
 
@@ -390,6 +392,7 @@ class UpdateAgent:
         # come before its offer. Hold a bounded number of them in memory.
         if self._pending_bytes + len(data) > self.config.max_bundle_bytes:
             return
+        self._pending_since.setdefault(short_id, time.monotonic())
         slot = self._pending.setdefault(short_id, {})
         if idx not in slot:
             slot[idx] = data
@@ -415,6 +418,11 @@ class UpdateAgent:
         self._step("chunk_stored", index=idx, have=len(t.have), total=len(t.offer.chunks))
 
     def _check_stall(self) -> None:
+        # Orphan chunks (their offer never came, e.g. cleared) must not hold memory for ever.
+        now = time.monotonic()
+        for short_id, since in list(self._pending_since.items()):
+            if now - since > self.config.transfer_timeout_s:
+                self._drop_pending(short_id)
         t = self._transfer
         if t is None or t.stall_reported or time.monotonic() - t.last_progress < self.config.transfer_timeout_s:
             return

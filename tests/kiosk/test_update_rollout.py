@@ -82,6 +82,11 @@ def test_failing_canary_halts_the_fleet(update_pki: UpdatePki, update_broker: Mo
         with AdminClient(update_pki.admin(update_broker.port), update_pki.registry()) as admin:
             assert admin.current_offer(target_base("sig", group="fleet")) is None
             assert admin.current_offer(target_base("sig", group="canary")) is not None
+        # The admin withdraws the bad bundle: offer and chunks leave the broker.
+        out = _admin_cli("push", "--clear", "--group", "canary", *_conn_args(update_pki, update_broker.port))
+        assert out.returncode == 0 and "model: cleared" in out.stdout, out.stdout + out.stderr
+        with AdminClient(update_pki.admin(update_broker.port), update_pki.registry()) as admin:
+            assert admin.current_offer(target_base("sig", group="canary")) is None
         assert kiosks["fleet-1"].agent.last_state["state"] == "active"
         assert "offer" not in kiosks["fleet-1"].agent.last_state
         for k in kiosks.values():
