@@ -14,11 +14,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_demo_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "demo.json"
-    before = set(Path("/tmp").glob("sigkiosk-demo-*"))
+    # Its own TMPDIR: others may run a demo on this machine at the same time.
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
     exe = ROOT / ".venv" / "bin" / "sigkiosk"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "tools.cli"]
     r = subprocess.run([*cmd, "demo", "--writers", "1", "--genuine", "7", "--forgeries", "3", "--json", str(out)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=240, env={**os.environ, "TMPDIR": "/tmp"})
+                       cwd=ROOT, capture_output=True, text=True, timeout=240, env={**os.environ, "TMPDIR": str(tmp)})
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads(out.read_text())
     assert report["sent"] == report["received"] > 0
@@ -31,6 +33,6 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert len(lines) == report["received"]
     assert "Save (5/5)" in r.stdout and "summary:" in r.stdout
     # It cleaned up after itself: no broker left, no working directory left.
-    assert set(Path("/tmp").glob("sigkiosk-demo-*")) == before
-    left = subprocess.run(["pgrep", "-f", "sigkiosk-demo-"], capture_output=True, text=True)
+    assert list(tmp.iterdir()) == []
+    left = subprocess.run(["pgrep", "-f", str(tmp)], capture_output=True, text=True)
     assert left.stdout.strip() == ""
