@@ -207,6 +207,17 @@ class KioskLink:
         if client is not None and self._connected:
             self._subscribe_commands(client)
 
+    def publish_raw(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
+        """Publish an already sealed message now (QoS 1), bypassing the outbox.
+
+        For senders that keep their own retry state (the update agent's signed, retained step
+        reports); False when not connected, so the caller keeps the message and tries again.
+        """
+        client = self._client
+        if client is None or not self._connected:
+            return False
+        return client.publish(topic, payload, qos=1, retain=retain).rc == mqtt.MQTT_ERR_SUCCESS
+
     def set_model_versions(self, versions: Mapping[str, str]) -> None:
         self._model_versions = dict(versions)
 

@@ -158,11 +158,7 @@ class UpdateAgent:
         """Wire the agent to a ``KioskLink``: its command topics, its MQTT connection, its key."""
 
         def publish(topic: str, payload: bytes, retain: bool) -> bool:
-            # KioskLink has no public raw-publish call yet; its paho client is thread-safe.
-            client = getattr(link, "_client", None)
-            if client is None:
-                return False
-            return client.publish(topic, payload, qos=1, retain=retain).rc == 0
+            return bool(link.publish_raw(topic, payload, retain=retain))
 
         agent = cls(config, topics=link.topics, publish=publish, signing_key=load_signing_key(link.config.sign_key_file),
                     connected=link.commands_ready, step_hook=step_hook, model_versions_sink=link.set_model_versions)
