@@ -82,8 +82,8 @@ def load_or_create_key(path: Path, create: bool = False) -> bytes:
     path = Path(path)
     if not path.exists():
         if not create:
-            raise TemplateError(f"template key {path} is missing (create it with 'sigkiosk run --init-key' or set "
-                                "[storage] create_key = true for a first boot)")
+            raise TemplateError(f"template key {path} is missing (create it with 'sigkiosk run --config FILE --init-key --owner sigkiosk' "
+                                "or set [storage] create_key = true for a first boot)")
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)

@@ -13,6 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--print-config", action="store_true", help="print an example configuration and exit")
     p.add_argument("--check", action="store_true", help="validate the configuration and exit")
     p.add_argument("--init-key", action="store_true", help="create the template key if missing, then exit")
+    p.add_argument("--owner", default=None, help="with --init-key: give the key to this user (the service's, sigkiosk)")
     p.set_defaults(func=run)
 
 
@@ -39,6 +40,16 @@ def run(args: argparse.Namespace) -> int:
         from kiosk.templates import load_or_create_key
 
         load_or_create_key(config.storage.template_key, create=True)
+        if args.owner:
+            import os
+            import pwd
+
+            try:
+                pw = pwd.getpwnam(args.owner)
+            except KeyError:
+                print(f"sigkiosk run: no such user {args.owner!r}", file=sys.stderr)
+                return 2
+            os.chown(config.storage.template_key, pw.pw_uid, pw.pw_gid)
         print(f"template key: {config.storage.template_key}")
         return 0
     from kiosk.logsetup import setup_logging
