@@ -16,6 +16,7 @@ from collections.abc import Sequence
 # Order is the order of ``sigkiosk --help``.
 COMMAND_MODULES: tuple[str, ...] = (
     "tools.commands.eval_cmd",
+    "tools.commands.train_cmd",
     "tools.commands.bench_cmd",
     "tools.commands.demo_cmd",
     "tools.commands.run_cmd",

@@ -24,11 +24,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+from typing import Protocol as Interface
 
 import numpy as np
 
 from models.classic import ClassicConfig, score_from_distances, signature_features
 from models.dtw import dtw_distance
+from models.scoring import NormalisationPrior
 from tools.datasets.types import Dataset, Label, OnlineSample
 from tools.metrics import equal_error_rate, error_curve, frr_at_far, user_mean_eer
 
@@ -164,39 +166,147 @@ class FeatureCache:
         return f
 
 
+class DistanceProvider(Interface):
+    """What the protocol needs from a verifier: a sequence per sample, a distance between two
+    sequences, and the population prior for user normalisation. The protocol (draws, questioned
+    samples, normalisation, EER) is the same for every verifier."""
+
+    name: str
+    prior: NormalisationPrior
+
+    def features(self, sample: OnlineSample) -> np.ndarray: ...
+
+    def distance(self, a: np.ndarray, b: np.ndarray) -> float: ...
+
+
+@dataclass
+class ClassicProvider:
+    """The classic verifier: DTW on z-scored time functions."""
+
+    config: ClassicConfig = field(default_factory=ClassicConfig)
+    name: str = "classic"
+
+    @property
+    def prior(self) -> NormalisationPrior:
+        return self.config.prior
+
+    def features(self, sample: OnlineSample) -> np.ndarray:
+        return signature_features(sample.trajectory, self.config)
+
+    def distance(self, a: np.ndarray, b: np.ndarray) -> float:
+        return dtw_distance(a, b, self.config.band)
+
+
+@dataclass
+class EmbeddingProvider:
+    """A learned verifier: DTW on embedding sequences from ``embed`` (a TFLite model on the
+    device path, or a Keras model during training)."""
+
+    embed: Callable[[OnlineSample], np.ndarray]
+    prior: NormalisationPrior
+    band: float = 0.15
+    name: str = "learned"
+
+    def features(self, sample: OnlineSample) -> np.ndarray:
+        return self.embed(sample)
+
+    def distance(self, a: np.ndarray, b: np.ndarray) -> float:
+        return dtw_distance(a, b, self.band)
+
+
+VERIFIERS: tuple[str, ...] = ("classic", "learned", "fused")
+#: The shipped learned model (int8 student) and the fusion fitted on validation writers.
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "assets" / "tsgatr_student_int8.tflite"
+
+
+def learned_provider(model_path: Path = DEFAULT_MODEL, threads: int = 1) -> EmbeddingProvider:
+    """The learned verifier through the device runtime (any converted TS-GATR model)."""
+    from models.learned import LearnedVerifier
+
+    ver = LearnedVerifier(model_path, threads=threads)
+    return EmbeddingProvider(
+        embed=lambda s: ver.embed(s.trajectory), prior=ver.config.prior, band=ver.config.band, name="learned"
+    )
+
+
+def verifier_providers(
+    verifier: str, model_path: Path = DEFAULT_MODEL, fusion_path: Path | None = None
+) -> tuple[list[DistanceProvider], Callable[[np.ndarray], float] | None]:
+    """Providers (and the combination) for ``--verifier classic|learned|fused``."""
+    if verifier == "classic":
+        return [ClassicProvider()], None
+    if verifier == "learned":
+        return [learned_provider(model_path)], None
+    if verifier == "fused":
+        from models.fusion import Fusion
+
+        fusion = Fusion.load(fusion_path or Path(model_path).with_name("fusion.json"))
+        providers: list[DistanceProvider] = [ClassicProvider(), learned_provider(model_path)]
+        if fusion.names != tuple(pv.name for pv in providers):
+            raise ValueError(f"fusion is fitted for {fusion.names}, not classic + learned")
+        return providers, fusion.distance
+    raise ValueError(f"unknown verifier {verifier!r}; known: {', '.join(VERIFIERS)}")
+
+
+def score_plans_multi(
+    plans: Sequence[WriterPlan],
+    providers: Sequence[DistanceProvider],
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Scores]:
+    """One :class:`Scores` per provider, trial for trial in the same order (so that they can be
+    fused element-wise)."""
+    caches = [FeatureCache(pv.features) for pv in providers]
+    out = [Scores() for _ in providers]
+    kinds = ("genuine", "skilled", "random")
+    for n, p in enumerate(plans):
+        questioned = {"genuine": p.later_genuine, "skilled": p.skilled, "random": p.random}
+        for pv, feats, scores in zip(providers, caches, out):
+            cand = [feats(s) for s in p.candidates]
+            k = len(cand)
+            d_cc = np.zeros((k, k))
+            for i in range(k):
+                for j in range(i + 1, k):
+                    d_cc[i, j] = d_cc[j, i] = pv.distance(cand[i], cand[j])
+            dq = {
+                kind: np.array([[pv.distance(feats(q), c) for c in cand] for q in questioned[kind]]).reshape(
+                    len(questioned[kind]), k
+                )
+                for kind in kinds
+            }
+            for draw in p.draws:
+                idx = np.array(draw)
+                refs_d = d_cc[np.ix_(idx, idx)]
+                for kind in kinds:
+                    for row in dq[kind]:
+                        scores.add(kind, p.writer, score_from_distances(row[idx], refs_d, pv.prior))
+                if p.question_undrawn:
+                    for u in sorted(set(range(k)) - set(draw)):
+                        scores.add("genuine", p.writer, score_from_distances(d_cc[u, idx], refs_d, pv.prior))
+        if progress:
+            progress(n + 1, len(plans))
+    return out
+
+
 def score_plans(
     plans: Sequence[WriterPlan],
     config: ClassicConfig = ClassicConfig(),
     progress: Callable[[int, int], None] | None = None,
 ) -> Scores:
-    feats = FeatureCache(lambda s: signature_features(s.trajectory, config))
-    scores = Scores()
-    for n, p in enumerate(plans):
-        cand = [feats(s) for s in p.candidates]
-        k = len(cand)
-        d_cc = np.zeros((k, k))
-        for i in range(k):
-            for j in range(i + 1, k):
-                d_cc[i, j] = d_cc[j, i] = dtw_distance(cand[i], cand[j], config.band)
-        kinds = [("genuine", p.later_genuine), ("skilled", p.skilled), ("random", p.random)]
-        dq = {
-            kind: np.array([[dtw_distance(feats(q), c, config.band) for c in cand] for q in qs]).reshape(
-                len(qs), k
-            )
-            for kind, qs in kinds
-        }
-        for draw in p.draws:
-            idx = np.array(draw)
-            refs_d = d_cc[np.ix_(idx, idx)]
-            for kind, _ in kinds:
-                for row in dq[kind]:
-                    scores.add(kind, p.writer, score_from_distances(row[idx], refs_d, config.prior))
-            if p.question_undrawn:
-                for u in sorted(set(range(k)) - set(draw)):
-                    scores.add("genuine", p.writer, score_from_distances(d_cc[u, idx], refs_d, config.prior))
-        if progress:
-            progress(n + 1, len(plans))
-    return scores
+    """The classic verifier's scores (see :func:`score_plans_multi` for any verifier)."""
+    return score_plans_multi(plans, [ClassicProvider(config)], progress)[0]
+
+
+def combine_scores(parts: Sequence[Scores], combine: Callable[[np.ndarray], float]) -> Scores:
+    """Element-wise combination of aligned scores: ``combine`` maps one trial's vector of
+    per-verifier normalised distances to one distance-like value (lower is more genuine)."""
+    out = Scores()
+    for kind in ("genuine", "skilled", "random"):
+        first = getattr(parts[0], kind)
+        for w, vals in first.items():
+            cols = [getattr(pt, kind)[w] for pt in parts]
+            for i in range(len(vals)):
+                out.add(kind, w, combine(np.array([c[i] for c in cols])))
+    return out
 
 
 def summarise(scores: Scores, kind: Literal["skilled", "random"]) -> dict[str, float] | None:
@@ -225,6 +335,8 @@ def summarise(scores: Scores, kind: Literal["skilled", "random"]) -> dict[str, f
 class EvalResult:
     report: dict
     scores: Scores
+    #: Per-verifier scores when several were fused (else the one scores object).
+    parts: list[Scores] = field(default_factory=list)
 
 
 def evaluate(
@@ -236,21 +348,33 @@ def evaluate(
     seed: int = 0,
     config: ClassicConfig = ClassicConfig(),
     progress: Callable[[int, int], None] | None = None,
+    providers: Sequence[DistanceProvider] | None = None,
+    combine: Callable[[np.ndarray], float] | None = None,
+    verifier: str = "classic",
 ) -> EvalResult:
+    """EERs of one verifier. By default the classic one; otherwise ``providers`` (one, or several
+    whose normalised distances ``combine`` fuses into one value, lower is more genuine)."""
     t0 = time.perf_counter()
     plans, excluded = plan(dataset, protocol, references, trials, seed)
     if not plans:
         raise ValueError(f"no writer of {dataset.name} can be evaluated: {'; '.join(excluded) or 'empty'}")
     for e in excluded:
         log.info("writer left out: %s", e)
-    scores = score_plans(plans, config, progress)
+    providers = list(providers) if providers else [ClassicProvider(config)]
+    parts = score_plans_multi(plans, providers, progress)
+    if len(parts) > 1 and combine is None:
+        raise ValueError("several verifiers need a combine function (fusion)")
+    scores = combine_scores(parts, combine) if len(parts) > 1 else parts[0]
     report = {
         "dataset": dataset.name,
         "protocol": protocol,
         "references": references,
         "trials": trials,
         "seed": seed,
-        "verifier": "classic",
+        "verifier": verifier,
+        "components": {pv.name: summarise(pt, "skilled") for pv, pt in zip(providers, parts)}
+        if len(parts) > 1
+        else None,
         "writers": len(plans),
         "excluded_writers": excluded,
         "skipped_files": [str(e) for e in dataset.skipped],
@@ -258,13 +382,13 @@ def evaluate(
         "random": summarise(scores, "random"),
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    return EvalResult(report=report, scores=scores)
+    return EvalResult(report=report, scores=scores, parts=parts)
 
 
 def format_table(report: dict) -> str:
     head = (
         f"{report['dataset']}  protocol={report['protocol']}  K={report['references']}  "
-        f"writers={report['writers']}"
+        f"writers={report['writers']}  verifier={report.get('verifier', 'classic')}"
     )
     lines = [head, f"{'forgeries':<10} {'EER global %':>13} {'EER user-mean %':>16} {'FRR@FAR1% %':>12}"]
     for kind in ("skilled", "random"):

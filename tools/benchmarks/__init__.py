@@ -6,6 +6,7 @@ figures and returns them for ``--json``.
 
 BENCHMARK_MODULES: tuple[str, ...] = (
     "tools.benchmarks.verify",
+    "tools.benchmarks.learned",
     "tools.benchmarks.capture",
     "tools.benchmarks.link",
     "tools.benchmarks.daemon",

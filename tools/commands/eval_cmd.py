@@ -12,11 +12,11 @@ log = logging.getLogger(__name__)
 
 def register(sub: argparse._SubParsersAction) -> None:
     from tools.datasets import ONLINE_FORMATS
-    from tools.evaluate import PROTOCOLS
+    from tools.evaluate import DEFAULT_MODEL, PROTOCOLS, VERIFIERS
 
     p = sub.add_parser("eval", help="measure equal error rates on a labelled dataset")
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
-    o = kinds.add_parser("online", help="pen trajectories (the classic DTW verifier)")
+    o = kinds.add_parser("online", help="pen trajectories (classic DTW, learned TS-GATR, or both fused)")
     o.add_argument("path", type=Path, help="the dataset's folder")
     o.add_argument("--format", required=True, choices=sorted(ONLINE_FORMATS), help="dataset layout")
     o.add_argument("--protocol", default=None, choices=PROTOCOLS,
@@ -26,6 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--seed", type=int, default=0)
     o.add_argument("--split", choices=("all", "train", "validate", "test"), default="all",
                    help="writer-disjoint split by the writer id's last digit (0-6 train, 7 validate, 8-9 test)")
+    o.add_argument("--verifier", choices=VERIFIERS, default="classic",
+                   help="classic DTW (default), learned (TS-GATR embeddings + DTW), or fused (calibrated)")
+    o.add_argument("--model", type=Path, default=DEFAULT_MODEL,
+                   help="TFLite model for learned/fused (its .config.json beside it)")
+    o.add_argument("--fusion", type=Path, default=None, help="fusion JSON (default: fusion.json beside the model)")
     o.add_argument("--skip-malformed", action="store_true", help="skip (and list) malformed files")
     o.add_argument("--json", type=Path, default=None, help="write the report as JSON here")
     o.add_argument("--plots", type=Path, default=None, help="write det.png and histogram.png here")
@@ -34,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_online(args: argparse.Namespace) -> int:
     from tools.datasets import MalformedFileError, load_online
-    from tools.evaluate import evaluate, format_table, write_json, write_plots
+    from models.runtime import ModelError
+    from tools.evaluate import evaluate, format_table, verifier_providers, write_json, write_plots
 
     protocol = args.protocol or ("fixed-enrollment" if args.format == "mcyt-exercise" else "random-refs")
     try:
@@ -52,6 +58,11 @@ def run_online(args: argparse.Namespace) -> int:
             print(f"\r  writers {done}/{total}", end="" if done < total else "\n", file=sys.stderr)
 
     try:
+        providers, combine = verifier_providers(args.verifier, args.model, args.fusion)
+    except (ModelError, FileNotFoundError, ValueError) as e:
+        print(f"sigkiosk eval: {e}", file=sys.stderr)
+        return 2
+    try:
         result = evaluate(
             dataset,
             protocol=protocol,
@@ -59,6 +70,9 @@ def run_online(args: argparse.Namespace) -> int:
             trials=args.trials,
             seed=args.seed,
             progress=progress,
+            providers=providers,
+            combine=combine,
+            verifier=args.verifier,
         )
     except ValueError as e:
         print(f"sigkiosk eval: {e}", file=sys.stderr)

@@ -1,0 +1,90 @@
+"""Calibrated fusion of user-normalised distances into one match rate in [0, 1].
+
+``p(genuine) = σ(b + Σ w_i · log d_i)`` over the verifiers' user-normalised distances d_i (about 1
+for a typical genuine signature, larger for forgeries). Fitted by logistic regression on the
+*validation* writers (never the reported test writers) and stored as JSON beside the model. Every
+weight is kept ≤ 0, so the score can only fall when any distance grows: a forgery can never win
+by looking *less* like the references to one of the verifiers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+_FLOOR = 1e-6
+
+
+@dataclass(frozen=True)
+class Fusion:
+    names: tuple[str, ...]
+    weights: tuple[float, ...]
+    bias: float
+    #: Match rate at or above which the kiosk approves (the global EER point on validation writers).
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if len(self.names) != len(self.weights):
+            raise ValueError("one weight per verifier")
+        if any(w > 0 for w in self.weights):
+            raise ValueError("fusion weights must be <= 0 (a larger distance never raises the score)")
+
+    def logit(self, distances: np.ndarray) -> float:
+        d = np.maximum(np.asarray(distances, dtype=np.float64), _FLOOR)
+        if d.shape != (len(self.weights),):
+            raise ValueError(f"expected {len(self.weights)} distances ({', '.join(self.names)}), got {d.shape}")
+        return float(self.bias + np.dot(self.weights, np.log(d)))
+
+    def match_rate(self, distances: np.ndarray) -> float:
+        """The calibrated probability that the signature is genuine, in [0, 1]."""
+        z = self.logit(distances)
+        return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
+
+    def distance(self, distances: np.ndarray) -> float:
+        """A distance-like fused value (lower is more genuine) for EER: minus the logit."""
+        return -self.logit(distances)
+
+    def save(self, path: Path) -> None:
+        d = asdict(self)
+        d["names"], d["weights"] = list(self.names), list(self.weights)
+        Path(path).write_text(json.dumps(d, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "Fusion":
+        d = json.loads(Path(path).read_text())
+        return cls(names=tuple(d["names"]), weights=tuple(float(w) for w in d["weights"]),
+                   bias=float(d["bias"]), threshold=float(d.get("threshold", 0.5)))
+
+
+def fit_fusion(names: tuple[str, ...], genuine: np.ndarray, impostor: np.ndarray) -> Fusion:
+    """Logistic regression on log distances; rows are trials, columns verifiers.
+
+    Classes are weighted equally (forgeries outnumber genuine trials); a weight that comes out
+    positive (a verifier that adds nothing) is set to 0 and the rest refitted.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    X = np.log(np.maximum(np.vstack([genuine, impostor]), _FLOOR))
+    y = np.concatenate([np.ones(len(genuine)), np.zeros(len(impostor))])
+    active = list(range(X.shape[1]))
+    while True:
+        lr = LogisticRegression(C=10.0, class_weight="balanced", max_iter=1000)
+        lr.fit(X[:, active], y)
+        w = lr.coef_[0]
+        if (w <= 0).all() or len(active) == 1:
+            break
+        active = [a for a, wi in zip(active, w) if wi <= 0] or active[:1]
+    weights = np.zeros(X.shape[1])
+    weights[active] = np.minimum(w, 0.0)
+    fusion = Fusion(names=tuple(names), weights=tuple(float(v) for v in weights), bias=float(lr.intercept_[0]))
+    # Threshold at the validation EER point of the fused score.
+    from_scores = np.array([fusion.match_rate(r) for r in np.vstack([genuine, impostor])])
+    g, i = from_scores[: len(genuine)], from_scores[len(genuine):]
+    cands = np.unique(from_scores)
+    gaps = [abs(np.mean(g < t) - np.mean(i >= t)) for t in cands]
+    thr = float(cands[int(np.argmin(gaps))]) if len(cands) else 0.5
+    return Fusion(fusion.names, fusion.weights, fusion.bias, threshold=thr)

@@ -1,0 +1,81 @@
+"""``sigkiosk train online``: train the TS-GATR teacher, distil the int8 student, fit the fusion."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the learned verifier (needs the 'train' extra: tensorflow)")
+    kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
+    o = kinds.add_parser("online", help="TS-GATR teacher, distilled int8 student, fusion with the classic DTW")
+    o.add_argument("--data", type=Path, default=None, help="the shared data folder (default ../shared/data)")
+    o.add_argument("--out", type=Path, default=Path("models/assets"), help="where the shipped artefacts go")
+    o.add_argument("--work", type=Path, default=Path(".cache/learned"), help="feature cache and Keras weights")
+    o.add_argument("--quick", action="store_true", help="tiny models and data: the pipeline end to end in ~1 min")
+    o.add_argument("--epochs", type=int, default=None)
+    o.add_argument("--steps", type=int, default=None, help="steps per epoch")
+    o.add_argument("--patience", type=int, default=None, help="epochs without a better validation EER before stopping")
+    o.add_argument("--batch-writers", type=int, default=None, help="writers (triplets) per batch")
+    o.add_argument("--k-nn", type=int, default=16)
+    o.add_argument("--k-step", type=int, default=2)
+    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--teacher-weights", type=Path, default=None, help="skip teacher training: load these weights")
+    o.add_argument("--no-fusion", action="store_true", help="do not fit fusion.json")
+    o.set_defaults(func=run_online)
+
+    a = kinds.add_parser("ablation", help="seed ablations on validation writers (GRU/graphs, k of k-NN, k-step)")
+    a.add_argument("--data", type=Path, default=None)
+    a.add_argument("--work", type=Path, default=Path(".cache/learned"))
+    a.add_argument("--epochs", type=int, default=4)
+    a.add_argument("--steps", type=int, default=60)
+    a.add_argument("--json", type=Path, default=None)
+    a.add_argument("--only", nargs="*", default=None, help="names of the variants to run")
+    a.set_defaults(func=run_ablation)
+
+    r = kinds.add_parser("report", help="the README's EER table: every verifier on the test writers, K=1 and 5")
+    r.add_argument("--data", type=Path, default=None)
+    r.add_argument("--assets", type=Path, default=Path("models/assets"))
+    r.add_argument("--split", choices=("validate", "test"), default="test")
+    r.add_argument("--trials", type=int, default=10)
+    r.add_argument("--json", type=Path, default=None)
+    r.set_defaults(func=run_report)
+
+
+def run_online(args: argparse.Namespace) -> int:
+    from tools.train.data import default_data_root
+    from tools.train.pipeline import default_pipeline, run
+    from tools.train.trainer import TrainConfig
+
+    pc = default_pipeline(args.quick, k_nn=args.k_nn, k_step=args.k_step)
+    t = TrainConfig(seed=args.seed)
+    if args.quick:
+        t = TrainConfig(seed=args.seed, epochs=1, steps_per_epoch=3, batch_writers=4, val_trials=1)
+    if args.epochs is not None:
+        t = TrainConfig(**{**t.to_json(), "epochs": args.epochs})
+    for arg, key in (("steps", "steps_per_epoch"), ("patience", "patience"), ("batch_writers", "batch_writers")):
+        if getattr(args, arg) is not None:
+            t = TrainConfig(**{**t.to_json(), key: getattr(args, arg)})
+    record = run(pc, t, args.data or default_data_root(), args.out, args.work, args.teacher_weights,
+                 skip_fusion=args.no_fusion)
+    print(f"done in {record['seconds']} s; record: {args.out / 'tsgatr.run.json'}")
+    return 0
+
+
+def run_ablation(args: argparse.Namespace) -> int:
+    from tools.train.ablation import run_ablations
+
+    run_ablations(args.data, args.work, args.epochs, args.steps, args.json, args.only)
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from tools.train.data import default_data_root
+    from tools.train.report import write
+
+    print(write(args.data or default_data_root(), args.assets, args.json, args.split, args.trials))
+    return 0

@@ -1,0 +1,207 @@
+"""``sigkiosk train online``: teacher → distilled student → float/int8 TFLite → golden vectors →
+fusion fitted on validation writers → run record. One command, deterministic seeds.
+
+Artefacts in ``--out`` (default ``models/assets``): ``tsgatr_student_int8.tflite`` (shipped to the
+device), ``tsgatr_student_float.tflite`` and ``tsgatr_teacher_float.tflite`` (for the EER table),
+``<model>.config.json`` (featurisation + normalisation prior), ``<model>.golden.npz``,
+``fusion.json`` and ``tsgatr.run.json`` (command, configs, data hashes, figures). The teacher's
+Keras weights go to ``--work`` (not shipped).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.learned import LearnedConfig, config_path
+from models.tsgatr import TSGATRConfig
+from tools.train.data import VALIDATION_SETS, Corpus, InputCache, default_data_root, load_corpus
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+log = logging.getLogger(__name__)
+
+TEACHER = "tsgatr_teacher_float"
+STUDENT_FLOAT = "tsgatr_student_float"
+STUDENT_INT8 = "tsgatr_student_int8"
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    learned: LearnedConfig
+    teacher: TSGATRConfig
+    student: TSGATRConfig
+    quick: bool = False
+    max_writers: int | None = None
+    representative: int = 200
+
+
+def default_pipeline(quick: bool, k_nn: int = 16, k_step: int = 2) -> PipelineConfig:
+    if quick:
+        # Tiny everything: the quick run checks the pipeline end to end in about a minute.
+        lc = LearnedConfig(max_len=32, k_nn=6, k_step=k_step)
+        t = TSGATRConfig(max_len=32, width=16, att_dim=8, ffn=16, out_gru=16, emb_dim=8)
+        s = TSGATRConfig(max_len=32, width=8, att_dim=8, ffn=8, out_gru=8, emb_dim=8)
+        return PipelineConfig(lc, t, s, quick=True, max_writers=2, representative=8)
+    lc = LearnedConfig(max_len=128, k_nn=k_nn, k_step=k_step)
+    t = TSGATRConfig(max_len=128, width=64, att_dim=32, ffn=128, out_gru=64, emb_dim=32)
+    s = TSGATRConfig(max_len=128, width=32, att_dim=16, ffn=64, out_gru=32, emb_dim=32)
+    return PipelineConfig(lc, t, s)
+
+
+class TFLiteEmbedder:
+    """Embeds corpus signatures with a converted model through the device runtime."""
+
+    def __init__(self, path: Path, inputs: InputCache) -> None:
+        from models.runtime import TFLiteModel
+
+        self.rt, self.inputs = TFLiteModel(path), inputs
+
+    def __call__(self, idx: list[int]) -> list[np.ndarray]:
+        out = []
+        for i in idx:
+            mi = self.inputs(i)
+            out.append(self.rt.run(mi.arrays())[: mi.out_length].astype(np.float64))
+        return out
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def save_model(blob: bytes, out: Path, name: str, lc: LearnedConfig) -> Path:
+    path = out / f"{name}.tflite"
+    path.write_bytes(blob)
+    config_path(path).write_text(json.dumps(lc.to_json(), indent=2) + "\n")
+    return path
+
+
+def fit_fusion_on_validation(corpus: Corpus, lc: LearnedConfig, model_path: Path, out: Path,
+                             trials: int = 3) -> dict:
+    """Classic and learned user-normalised distances on validation writers → fusion.json."""
+    from models.fusion import fit_fusion
+    from models.learned import LearnedVerifier
+    from tools.evaluate import ClassicProvider, EmbeddingProvider, Scores, plan, score_plans_multi
+
+    ver = LearnedVerifier(model_path)
+    gen, imp = [], []
+    for fmt in VALIDATION_SETS:
+        if fmt not in corpus.datasets:
+            continue
+        ds = corpus.datasets[fmt].subset("validate")
+        plans, _ = plan(ds, "random-refs", 5, trials, seed=0)
+        if not plans:
+            continue
+        learned = EmbeddingProvider(embed=lambda s: ver.embed(s.trajectory), prior=ver.config.prior,
+                                    band=ver.config.band)
+        parts = score_plans_multi(plans, [ClassicProvider(), learned])
+        gen.append(np.column_stack([Scores.pooled(p.genuine) for p in parts]))
+        for kind in ("skilled", "random"):
+            imp.append(np.column_stack([Scores.pooled(getattr(p, kind)) for p in parts]))
+    fusion = fit_fusion(("classic", "learned"), np.vstack(gen), np.vstack(imp))
+    fusion.save(out / "fusion.json")
+    return {"names": fusion.names, "weights": fusion.weights, "bias": fusion.bias, "threshold": fusion.threshold,
+            "genuine_trials": int(sum(len(g) for g in gen)), "impostor_trials": int(sum(len(i) for i in imp))}
+
+
+def run(pc: PipelineConfig, tcfg: Any, data_root: Path, out: Path, work: Path, teacher_weights: Path | None,
+        skip_fusion: bool = False) -> dict:
+    import tensorflow as tf
+
+    from tools.train.convert import device_model, to_tflite, write_golden
+    from tools.train.trainer import (
+        Embedder,
+        TrainConfig,
+        fit_prior,
+        set_seeds,
+        train_metric_model,
+        validation_eer,
+    )
+    from models.tsgatr import build_tsgatr
+
+    t_start = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    lc = pc.learned
+    corpus = load_corpus(data_root, lc, cache_dir=work / "cache", max_writers=pc.max_writers)
+    print(f"data: {len(corpus.signatures)} signatures; writers train {len(corpus.writers('train'))}, "
+          f"validate {len(corpus.writers('validate'))}", flush=True)
+    inputs = InputCache(corpus, lc)
+    record: dict = {
+        # `sigkiosk ...` and `python -m tools.cli ...` are the same command.
+        "command": "sigkiosk " + " ".join(sys.argv[1:])
+        if sys.argv and (sys.argv[0].endswith("sigkiosk") or sys.argv[0].endswith("cli.py"))
+        else " ".join(sys.argv),
+        "git_commit": git_commit(),
+        "data_sha256": corpus.hashes,
+        "learned_config": lc.to_json(),
+        "teacher_config": pc.teacher.to_json(),
+        "student_config": pc.student.to_json(),
+        "train_config": tcfg.to_json(),
+        "tensorflow": tf.__version__,
+    }
+
+    # Teacher.
+    if teacher_weights is not None:
+        set_seeds(tcfg.seed)
+        teacher = build_tsgatr(pc.teacher, name="teacher")
+        teacher.load_weights(str(teacher_weights))
+        record["teacher_weights"] = str(teacher_weights)
+        print(f"teacher: loaded {teacher_weights}", flush=True)
+    else:
+        teacher, hist = train_metric_model(corpus, lc, pc.teacher, tcfg, desc="teacher")
+        teacher.save_weights(str(work / "teacher.weights.h5"))
+        record["teacher_history"] = hist.epochs
+        record["teacher_best_epoch"] = hist.best_epoch
+
+    # Student, distilled.
+    student, shist = train_metric_model(corpus, lc, pc.student, tcfg, teacher=teacher, desc="student")
+    student.save_weights(str(work / "student.weights.h5"))
+    record["student_history"] = shist.epochs
+    record["student_best_epoch"] = shist.best_epoch
+
+    # Conversion. Priors are fitted per model on training writers, through the model itself.
+    reps_rng = np.random.default_rng(tcfg.seed)
+    train_idx = [i for i, s in enumerate(corpus.signatures) if s.split == "train"]
+    reps = [inputs(int(i)) for i in reps_rng.choice(train_idx, size=min(pc.representative, len(train_idx)),
+                                                    replace=False)]
+    shipped: dict[str, Path] = {}
+    for name, model, mcfg, rep in ((TEACHER, teacher, pc.teacher, None), (STUDENT_FLOAT, student, pc.student, None),
+                                   (STUDENT_INT8, student, pc.student, reps)):
+        t0 = time.perf_counter()
+        blob = to_tflite(device_model(model, mcfg), rep)
+        path = save_model(blob, out, name, lc)
+        prior = fit_prior(TFLiteEmbedder(path, inputs), corpus, lc.band, n_writers=40)
+        lc_m = replace(lc, prior=prior)
+        config_path(path).write_text(json.dumps(lc_m.to_json(), indent=2) + "\n")
+        shipped[name] = path
+        print(f"converted {name}: {len(blob) / 1024:.0f} KiB in {time.perf_counter() - t0:.0f} s", flush=True)
+    for name in (STUDENT_FLOAT, STUDENT_INT8):
+        write_golden(shipped[name], lc)
+
+    # Validation figures of every converted model through the device runtime.
+    record["validation_skilled_eer_k5"] = {}
+    for name, path in shipped.items():
+        from models.learned import load_config
+
+        v = validation_eer(TFLiteEmbedder(path, inputs), corpus, lc, load_config(path).prior, trials=tcfg.val_trials)
+        record["validation_skilled_eer_k5"][name] = v
+        print(f"validation {name}: " + "  ".join(f"{k} {x:.2f}" for k, x in v.items()), flush=True)
+    if not skip_fusion:
+        record["fusion"] = fit_fusion_on_validation(corpus, lc, shipped[STUDENT_INT8], out)
+        print(f"fusion: {record['fusion']}", flush=True)
+    record["seconds"] = round(time.perf_counter() - t_start, 1)
+    (out / "tsgatr.run.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    return record
