@@ -6,6 +6,7 @@ same seed, data and budget, and reports its best validation skilled EER (K = 5, 
 from __future__ import annotations
 
 import json
+import re
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -39,7 +40,8 @@ def run_ablations(data: Path | None, work: Path, epochs: int, steps: int, json_p
             continue
         lc = replace(pc.learned, k_nn=k_nn, k_step=k_step)
         mcfg = replace(pc.teacher, use_graphs=graphs, use_gru=gru)
-        _, hist = train_metric_model(corpus, lc, mcfg, tcfg, desc=name)
+        # Keras scope names allow no spaces or parentheses.
+        _, hist = train_metric_model(corpus, lc, mcfg, tcfg, desc=re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_"))
         best = min(hist.epochs, key=lambda e: e["val_skilled_eer"]["mean"])
         results[name] = {"best_epoch": best["epoch"], "val_skilled_eer": best["val_skilled_eer"]}
         print(f"ablation {name}: " + "  ".join(f"{k} {v:.2f}" for k, v in best["val_skilled_eer"].items()),
