@@ -23,7 +23,11 @@ from firmware_host.assembler import SegmenterConfig
 from firmware_host.evdev_reader import DeviceSelector
 from kiosk.link import LinkConfig
 from kiosk.topics import validate_id
+from models.classic import ClassicConfig
 from models.enrollment import EnrollmentPolicy
+
+#: The one global threshold, measured on training writers (models/classic.py, README).
+DEFAULT_THRESHOLD = ClassicConfig().threshold
 
 
 class ConfigError(ValueError):
@@ -51,9 +55,9 @@ rediscover_interval_s = 1.0              # how often to look for a re-plugged di
 
 [verifier]
 kind = "classic"                         # the verifier behind the daemon (classic today)
-threshold = 1.45                         # global threshold on the user-normalised distance
+threshold = @THRESHOLD@                         # global threshold on the user-normalised distance
 rhythm_tolerance = 3.0                   # writing time this many spreads off the references: rhythm fails
-rhythm_decides = true                    # ...and the decision is SUSPICIOUS
+rhythm_decides = false                   # true: ...and the decision is SUSPICIOUS (README: measured trade-off)
 # model_dir = "/var/lib/sigkiosk/models/current"   # learned models (model-update agent)
 
 [policy]
@@ -91,7 +95,7 @@ key_file = "/etc/sigkiosk/keys/kiosk.key"
 sign_key_file = "/etc/sigkiosk/keys/sign.key"
 central_pub_file = "/etc/sigkiosk/keys/central-enc.pub"
 outbox_path = "/var/lib/sigkiosk/outbox.sqlite"
-"""
+""".replace("@THRESHOLD@", f"{DEFAULT_THRESHOLD:g}")
 
 
 @dataclass(frozen=True)
@@ -117,9 +121,9 @@ class DeviceConfig:
 @dataclass(frozen=True)
 class VerifierConfig:
     kind: str = "classic"
-    threshold: float = 1.45
+    threshold: float = DEFAULT_THRESHOLD
     rhythm_tolerance: float = 3.0
-    rhythm_decides: bool = True
+    rhythm_decides: bool = False
     model_dir: Path | None = None
 
     def __post_init__(self) -> None:

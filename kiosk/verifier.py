@@ -103,7 +103,7 @@ class ClassicVerifier:
     #: Whether a pace far outside the references' spread makes the decision SUSPICIOUS on its
     #: own. DTW warps time away, so without it a slow, careful imitation of the right shape
     #: passes; forgers are slow (on the synthesizer's imitations it halves the forgeries let through).
-    rhythm_decides: bool = True
+    rhythm_decides: bool = False
     name: str = "classic"
 
     def model_versions(self) -> dict[str, str]:
@@ -170,7 +170,7 @@ def _ink_time(traj: Trajectory) -> float:
     return float(sum(traj.t[s.stop - 1] - traj.t[s.start] for s in traj.strokes()))
 
 
-def make_verifier(kind: str, threshold: float, rhythm_tolerance: float = 3.0, rhythm_decides: bool = True) -> Verifier:
+def make_verifier(kind: str, threshold: float, rhythm_tolerance: float = 3.0, rhythm_decides: bool = False) -> Verifier:
     if kind == "classic":
         return ClassicVerifier(ClassicConfig(threshold=threshold), rhythm_tolerance=rhythm_tolerance,
                                rhythm_decides=rhythm_decides)

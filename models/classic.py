@@ -29,7 +29,7 @@ class ClassicConfig:
     band: float = DEFAULT_BAND
     prior: NormalisationPrior = field(default_factory=lambda: NormalisationPrior(0.90, 1.00))
     #: Accept when the user-normalised distance is at most this (one global threshold).
-    threshold: float = 1.45
+    threshold: float = 1.30
 
     def __post_init__(self) -> None:
         feature_indices(self.features)  # validates the names

@@ -128,7 +128,6 @@ rediscover_interval_s = 0.1
 
 [verifier]
 kind = "classic"
-threshold = 1.45
 
 [policy]
 references = 5

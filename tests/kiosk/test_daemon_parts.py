@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from daemon_helpers import write_config, writers
 
+from models.classic import ClassicConfig
 from kiosk.config import ConfigError, default_config_data, load_config, parse_config
 from kiosk.sdnotify import Notifier, Watchdog, watchdog_interval
 from kiosk.templates import TemplateError, TemplateStore, atomic_write
@@ -27,7 +28,7 @@ def test_default_config_parses_and_mistakes_are_named(tmp_path: Path) -> None:
     cfg = parse_config(default_config_data(), Path("/etc/sigkiosk"))
     assert cfg.storage.templates_dir == Path("/var/lib/sigkiosk/templates")
     assert cfg.link is not None and cfg.link.kiosk_id == cfg.kiosk_id
-    assert cfg.verifier.threshold == 1.45 and cfg.policy.references == 5 and cfg.ui.host == "127.0.0.1"
+    assert cfg.verifier.threshold == ClassicConfig().threshold and cfg.policy.references == 5 and cfg.ui.host == "127.0.0.1"
     cases = [
         (("device", "pen_up_timout_s", 1.0), r"\[device\] unknown key\(s\): pen_up_timout_s"),
         (("ui", "host", "0.0.0.0"), "loopback"),
