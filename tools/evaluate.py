@@ -12,6 +12,11 @@ signature of each of 20 other writers (random forgeries; the same 20 for every d
 questioned: the labelled verification files and 20 other writers' enrollment signatures.
 
 Every distance between two signatures is computed once and reused by every draw that needs it.
+
+Verifiers: the protocol asks a :class:`DistanceProvider` for a sequence per sample and a distance
+between two sequences; ``classic`` (DTW on time functions), ``learned`` (DTW on TS-GATR embeddings
+from a TFLite model, through the device runtime) and ``fused`` (both, combined per trial by the
+calibrated fusion) all go through the same draws, normalisation and EER code.
 Global EER uses one threshold for all writers; user-mean EER averages per-writer EERs.
 """
 
