@@ -29,4 +29,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -e ".[test]"
+# The training tests (off-device: train --quick, conversion) need the train extra. tf-keras pins
+# the full `tensorflow` package, which would clash with tensorflow-cpu: install it without deps.
+"$VENV/bin/python" -m pip install -q "tensorflow-cpu==2.21.*" "tqdm>=4.60"
+"$VENV/bin/python" -m pip install -q --no-deps "tf-keras==2.21.*"
 echo "setup: done ($VENV)"
