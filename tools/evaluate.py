@@ -422,7 +422,9 @@ def write_plots(scores: Scores, out_dir: Path, title: str) -> list[Path]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     nd = NormalDist()
-    probit = np.vectorize(lambda p: nd.inv_cdf(min(max(p, 1e-4), 1 - 1e-4)))
+    # The usual DET window, 0.05 % to 60 %: rates outside it are drawn on its edge.
+    lo, hi = 0.0005, 0.6
+    probit = np.vectorize(lambda p: nd.inv_cdf(min(max(p, lo), hi)))
     ticks = np.array([0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4])
     g = Scores.pooled(scores.genuine)
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
@@ -433,6 +435,8 @@ def write_plots(scores: Scores, out_dir: Path, title: str) -> list[Path]:
             ax.plot(probit(c.far), probit(c.frr), label=f"{kind} forgeries")
     ax.set_xticks(probit(ticks), [f"{100 * t:g}" for t in ticks])
     ax.set_yticks(probit(ticks), [f"{100 * t:g}" for t in ticks])
+    ax.set_xlim(probit(lo), probit(hi))
+    ax.set_ylim(probit(lo), probit(hi))
     ax.set_xlabel("false acceptance rate (%)")
     ax.set_ylabel("false rejection rate (%)")
     ax.set_title(f"DET: {title}")
