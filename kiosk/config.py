@@ -4,7 +4,9 @@ Tables: ``[kiosk]`` (identity, state directory), ``[device]`` (which digitizer, 
 ends), ``[verifier]`` (threshold, model paths), ``[policy]`` (enrollment), ``[storage]`` (template
 store and its key, kept apart), ``[ui]`` (the local screen), ``[link]`` (the secure link to the
 central server, ``kiosk.link.LinkConfig``; omit it to run without a server) and ``[commands]``
-(signed verification requests from the central server). Relative paths are resolved against the
+(signed verification requests from the central server) and ``[update]`` (the model-update agent,
+``kiosk.update_agent.UpdateConfig``; needs ``[link]``; omit it to serve the configured model
+only). Relative paths are resolved against the
 configuration file's directory. Unknown keys are an error: a typo must not silently fall back to
 a default on a bank's appliance.
 
@@ -23,6 +25,7 @@ from firmware_host.assembler import SegmenterConfig
 from firmware_host.evdev_reader import DeviceSelector
 from kiosk.link import LinkConfig
 from kiosk.topics import validate_id
+from kiosk.update_agent import UpdateConfig
 from models.classic import ClassicConfig
 from models.enrollment import EnrollmentPolicy
 
@@ -54,11 +57,12 @@ customer_timeout_s = 120.0               # nobody signs: back to the start scree
 rediscover_interval_s = 1.0              # how often to look for a re-plugged digitizer
 
 [verifier]
-kind = "classic"                         # the verifier behind the daemon (classic today)
+kind = "classic"                         # classic (default) or fused (learned + classic, needs model files)
 threshold = @THRESHOLD@                         # global threshold on the user-normalised distance
 rhythm_tolerance = 3.0                   # writing time this many spreads off the references: rhythm fails
 rhythm_decides = false                   # true: ...and the decision is SUSPICIOUS (README: measured trade-off)
-# model_dir = "/var/lib/sigkiosk/models/current"   # learned models (model-update agent)
+# model_dir = "/opt/sigkiosk/models"     # fused: the learned model + fusion.json (default: the shipped ones);
+#                                        # with [update], an installed bundle's slot replaces it
 
 [policy]
 references = 5                           # signatures asked for at enrollment: "Save (n/N)"
@@ -95,6 +99,17 @@ key_file = "/etc/sigkiosk/keys/kiosk.key"
 sign_key_file = "/etc/sigkiosk/keys/sign.key"
 central_pub_file = "/etc/sigkiosk/keys/central-enc.pub"
 outbox_path = "/var/lib/sigkiosk/outbox.sqlite"
+
+# The model-update agent (kiosk/UPDATES.md): signed model bundles over the link, A/B slots,
+# golden-vector checks, rollback. Needs [link]. The daemon serves the active slot's model
+# (kind = "fused"); a model that fails to load is reported and rolled back.
+# [update]
+# root = "/var/lib/sigkiosk/models"      # slot store (A/B slots, counter, transfers)
+# bundle_name = "sigkiosk-models"
+# admin_keys = ["/etc/sigkiosk/keys/admin1.pub", "/etc/sigkiosk/keys/admin2.pub"]
+# threshold = 1                          # distinct admin signatures required
+# max_bundle_bytes = 67108864
+# transfer_timeout_s = 120.0
 """.replace("@THRESHOLD@", f"{DEFAULT_THRESHOLD:g}")
 
 
@@ -127,10 +142,12 @@ class VerifierConfig:
     model_dir: Path | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("classic",):
-            raise ConfigError(f"[verifier] kind {self.kind!r} is not available (known: classic)")
+        if self.kind not in ("classic", "fused"):
+            raise ConfigError(f"[verifier] kind {self.kind!r} is not available (known: classic, fused)")
         if not 0 < self.threshold < 100:
             raise ConfigError(f"[verifier] threshold must be positive, got {self.threshold}")
+        if self.kind == "fused" and self.model_dir is not None and not Path(self.model_dir).is_dir():
+            raise ConfigError(f"[verifier] model_dir {str(self.model_dir)!r} is not a directory (kind = \"fused\" loads its model from it)")
 
 
 @dataclass(frozen=True)
@@ -194,6 +211,7 @@ class DaemonConfig:
     ui: UiConfig
     commands: CommandsConfig
     link: LinkConfig | None = None
+    update: UpdateConfig | None = None   # the model-update agent (needs link)
     source: Path | None = None   # the file it was read from
 
 
@@ -218,7 +236,7 @@ def _section(cls: type, data: Mapping[str, Any], table: str, base: Path, path_ke
 
 
 def parse_config(data: Mapping[str, Any], base_dir: Path, source: Path | None = None) -> DaemonConfig:
-    allowed = {"kiosk", "device", "verifier", "policy", "storage", "ui", "commands", "link"}
+    allowed = {"kiosk", "device", "verifier", "policy", "storage", "ui", "commands", "link", "update"}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ConfigError(f"unknown table(s): {', '.join(unknown)}")
@@ -255,6 +273,19 @@ def parse_config(data: Mapping[str, Any], base_dir: Path, source: Path | None = 
             raise ConfigError(f"[link] {exc}") from None
         if link.kiosk_id != kiosk_id or link.site != site:
             raise ConfigError("[link] kiosk_id and site must equal [kiosk] id and site")
+    update = None
+    if "update" in data:
+        if link is None:
+            raise ConfigError("[update] needs [link] (bundles arrive over the link)")
+        u = data["update"]
+        missing = [k for k in ("root", "bundle_name", "admin_keys") if k not in u]
+        if missing:
+            raise ConfigError(f"[update] missing key(s): {', '.join(missing)}")
+        try:
+            update = UpdateConfig.from_mapping(u, base_dir=base_dir)
+            update.policy()   # the admin keys must be readable and enough for the threshold
+        except (TypeError, ValueError, OSError) as exc:
+            raise ConfigError(f"[update] {exc}") from None
     commands = _section(CommandsConfig, data.get("commands", {}), "commands", base_dir, ("central_sign_pub",))
     if commands.enabled and link is not None and commands.central_sign_pub is None:
         raise ConfigError("[commands] enabled needs central_sign_pub (to check the requests' signatures)")
@@ -264,7 +295,7 @@ def parse_config(data: Mapping[str, Any], base_dir: Path, source: Path | None = 
         verifier=_section(VerifierConfig, data.get("verifier", {}), "verifier", base_dir, ("model_dir",)),
         policy=_section(PolicyConfig, data.get("policy", {}), "policy", base_dir),
         storage=st, ui=_section(UiConfig, data.get("ui", {}), "ui", base_dir),
-        commands=commands, link=link, source=source,
+        commands=commands, link=link, update=update, source=source,
     )
 
 

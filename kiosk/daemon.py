@@ -185,7 +185,7 @@ class Daemon:
         self.state = State.STARTING
         self.verifier: Verifier = verifier or make_verifier(
             config.verifier.kind, config.verifier.threshold, config.verifier.rhythm_tolerance,
-            config.verifier.rhythm_decides)
+            config.verifier.rhythm_decides, model_dir=config.verifier.model_dir)
         self.digitizer = digitizer or DigitizerService(
             config.device.selector(), config.device.segmenter(), input_dir=config.device.input_dir,
             rediscover_interval=config.device.rediscover_interval_s)
@@ -203,6 +203,8 @@ class Daemon:
         self._templates_lock = threading.Lock()
         self._model_listeners: list[Callable[[Verifier], None]] = []
         self._commands: Any = None
+        self.update_agent: Any = None            # kiosk.update_agent.UpdateAgent with [update]
+        self._failed_models: set[str] = set()     # digests of bundles whose model failed to load
         self._log_handler: Any = None
         self.watchdog: Watchdog | None = None
         self.current: Request | None = None
@@ -239,6 +241,8 @@ class Daemon:
                                                  self._link.topics, cfg.state_dir / "commands-seen.json",
                                                  cfg.commands.max_age_s)
                 self._link.add_command_handler(self._on_command)
+            if cfg.update is not None:
+                self._start_update_agent()
             self._link.start()
         if self._start_ui:
             from kiosk.ui.server import UiServer
@@ -282,6 +286,8 @@ class Daemon:
         if self._log_handler is not None:
             logging.getLogger().removeHandler(self._log_handler)
             self._log_handler.close()
+        if self.update_agent is not None:
+            self.update_agent.close()
         if self._own_link and self._link is not None:
             self._link.close()
         self.digitizer.close()
@@ -318,6 +324,45 @@ class Daemon:
         for fn in list(self._model_listeners):
             fn(verifier)
         log.info("active verifier changed", extra={"event": "model_changed", "model_versions": verifier.model_versions()})
+
+    def _start_update_agent(self) -> None:
+        """``[update]``: run the model-update agent on the link; serve its active slot's model."""
+        from kiosk.update_agent import UpdateAgent
+
+        assert self.config.update is not None
+        self.update_agent = UpdateAgent.for_link(self.config.update, self._link)
+        self.update_agent.start()   # recovery and checks of the active slot, then offers
+        self.update_agent.add_switch_listener(self._on_model_switch)
+        active = self.update_agent.active_model()
+        if active is not None:
+            self._on_model_switch(active)
+
+    def _on_model_switch(self, slot: Any) -> None:
+        """The agent switched (or rolled back) the active bundle: load its model and serve it.
+
+        Runs on the agent's thread. A model that does not load (or fails its warm-up) is reported
+        to the agent, which rolls back (and calls this again with the previous slot); until then
+        the current verifier keeps serving. ``slot`` None: no usable bundle, so the configured
+        model (``[verifier] model_dir``, default the shipped one) serves."""
+        vc = self.config.verifier
+        if slot is not None and slot.digest in self._failed_models:
+            return   # already reported: do not loop on a bundle that cannot load
+        model_dir = slot.directory if slot is not None else vc.model_dir
+        versions = {slot.manifest.name: str(slot.version)} if slot is not None else None
+        try:
+            verifier = make_verifier(vc.kind, vc.threshold, vc.rhythm_tolerance, vc.rhythm_decides,
+                                     model_dir=model_dir, versions=versions)
+            verifier.warm_up(_warm_sample())
+        except Exception as exc:
+            why = f"{type(exc).__name__}: {exc}"
+            log.error("model failed to load; keeping the current verifier",
+                      extra={"event": "model_load_failed", "reason": why,
+                             "bundle_version": slot.version if slot is not None else None})
+            if slot is not None and self.update_agent is not None:
+                self._failed_models.add(slot.digest)
+                self.update_agent.report_model_failure(why)
+            return
+        self.set_verifier(verifier)
 
     # -- requests -----------------------------------------------------------------------------
     def submit(self, kind: str, customer: str, *, source: str = "screen", mode: str = "new",

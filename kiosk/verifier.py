@@ -13,8 +13,9 @@ threshold; the aspects explain it, they do not vote.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -170,12 +171,134 @@ def _ink_time(traj: Trajectory) -> float:
     return float(sum(traj.t[s.stop - 1] - traj.t[s.start] for s in traj.strokes()))
 
 
-def make_verifier(kind: str, threshold: float, rhythm_tolerance: float = 3.0, rhythm_decides: bool = False) -> Verifier:
+#: The learned model a fused verifier loads from a model directory when there is a choice
+#: (the shipped assets hold the float and teacher models beside it, for the tools).
+DEFAULT_LEARNED_MODEL = "tsgatr_student_int8.tflite"
+#: The shipped model directory (used when ``[verifier] model_dir`` is not set).
+SHIPPED_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "assets"
+FUSION_FILE = "fusion.json"
+
+
+@dataclass(frozen=True, eq=False)
+class FusedTemplate:
+    classic: ClassicTemplate
+    learned: Any                                    # models.learned.LearnedTemplate
+
+
+class FusedVerifier:
+    """Learned (TFLite embeddings + DTW) and classic verifiers fused by ``models.fusion``.
+
+    Both parts give a user-normalised distance (~1 for a typical genuine signature); the fusion
+    turns them into a calibrated probability of a genuine signature and approves at or above its
+    operating point (``Fusion.threshold``, the validation EER point). The classic part is the
+    :class:`ClassicVerifier` itself: its template, its distance, its aspect checks (which explain,
+    as before), its copy (``too_similar``) and optional rhythm rules.
+
+    ``Verdict.match_rate`` keeps the protocol's meaning (0.5 exactly at the operating point): it is
+    the calibrated probability with its logit shifted by the operating point's; ``Verdict.distance``
+    is the fused distance (minus the calibrated logit; lower is more genuine).
+    """
+
+    name = "fused"
+
+    def __init__(self, model_dir: Path, classic: ClassicVerifier | None = None, *, threads: int = 1,
+                 model_file: str | None = None, versions: Mapping[str, str] | None = None) -> None:
+        from models.fusion import Fusion
+        from models.learned import LearnedVerifier, config_path
+        from models.runtime import ModelError
+
+        self.model_dir = Path(model_dir)
+        if not self.model_dir.is_dir():
+            raise ModelError(f"fused verifier: model directory not found: {self.model_dir}")
+        model_path = self.model_dir / model_file if model_file else _pick_model(self.model_dir)
+        fusion_path = self.model_dir / FUSION_FILE
+        for p in (model_path, config_path(model_path), fusion_path):
+            if not p.is_file():
+                raise ModelError(f"fused verifier: {p.name} missing in {self.model_dir}")
+        try:
+            self.fusion = Fusion.load(fusion_path)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"fused verifier: {fusion_path} is not a valid fusion: {exc}") from None
+        if set(self.fusion.names) != {"classic", "learned"}:
+            raise ModelError(f"fused verifier: {fusion_path} fuses {self.fusion.names}, not classic + learned")
+        if not 0.0 < self.fusion.threshold < 1.0:
+            raise ModelError(f"fused verifier: fusion threshold {self.fusion.threshold} is not in (0, 1)")
+        try:
+            self.learned = LearnedVerifier(model_path, threads=threads)
+        except (ValueError, KeyError, TypeError, OSError) as exc:   # a bad config beside the model
+            raise ModelError(f"fused verifier: cannot load {model_path}: {exc}") from None
+        self.model_path = model_path
+        self.classic = classic or ClassicVerifier()
+        t = self.fusion.threshold
+        self._threshold_logit = math.log(t / (1.0 - t))
+        self._versions = {"fused": "1", "learned": f"{model_path.name}@{_sha256(model_path)[:12]}",
+                          "fusion": _sha256(fusion_path)[:12], "fused_threshold": f"{t:.4g}",
+                          **{k: str(v) for k, v in (versions or {}).items()}}
+
+    @property
+    def config(self) -> ClassicConfig:
+        """The classic config (enrollment's consistency checks use it)."""
+        return self.classic.config
+
+    def model_versions(self) -> dict[str, str]:
+        cv = self.classic.model_versions()
+        return {**self._versions, "classic": cv["classic"], "rhythm": cv["rhythm"]}
+
+    def build(self, references: Sequence[Trajectory]) -> FusedTemplate:
+        embs = [self.learned.embed(r) for r in references]
+        return FusedTemplate(self.classic.build(references), self.learned.build_template(embs))
+
+    def verify(self, template: FusedTemplate, query: Trajectory) -> Verdict:
+        cv = self.classic.verify(template.classic, query)
+        d_learned = self.learned.score(template.learned, self.learned.embed(query))
+        by_name = {"classic": cv.distance, "learned": d_learned}
+        dists = np.array([by_name[n] for n in self.fusion.names])
+        z = self.fusion.logit(dists)
+        rate = 1.0 / (1.0 + math.exp(min(700.0, max(-700.0, -(z - self._threshold_logit)))))
+        rhythm = next((a for a in cv.aspects if a.code == "rhythm"), None)
+        rhythm_ok = rhythm is None or rhythm.ok or not self.classic.rhythm_decides
+        approved = z >= self._threshold_logit and not cv.too_similar and rhythm_ok
+        if self.classic.rhythm_decides and rhythm is not None:
+            rate = min(rate, rhythm.similarity)
+        return Verdict(APPROVED if approved else SUSPICIOUS, rate, -z, cv.aspects, cv.too_similar)
+
+    def warm_up(self, sample: Trajectory) -> None:
+        tpl = self.build([sample, sample])
+        self.verify(tpl, sample)
+
+
+def _pick_model(model_dir: Path) -> Path:
+    from models.runtime import ModelError
+
+    if (model_dir / DEFAULT_LEARNED_MODEL).is_file():
+        return model_dir / DEFAULT_LEARNED_MODEL
+    found = sorted(model_dir.glob("*.tflite"))
+    if len(found) == 1:
+        return found[0]
+    raise ModelError(f"fused verifier: expected {DEFAULT_LEARNED_MODEL} or exactly one .tflite in {model_dir}, "
+                     f"found {[p.name for p in found]}")
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def make_verifier(kind: str, threshold: float, rhythm_tolerance: float = 3.0, rhythm_decides: bool = False, *,
+                  model_dir: Path | None = None, versions: Mapping[str, str] | None = None) -> Verifier:
+    """The verifier of ``[verifier] kind``. ``fused`` loads its learned model and fusion from
+    ``model_dir`` (default: the shipped ``models/assets``); a missing or broken model raises
+    ``models.runtime.ModelError``. ``versions`` (the installed bundle's) are added to its
+    ``model_versions()``; the classic verifier has no model files and ignores both."""
+    classic = ClassicVerifier(ClassicConfig(threshold=threshold), rhythm_tolerance=rhythm_tolerance,
+                              rhythm_decides=rhythm_decides)
     if kind == "classic":
-        return ClassicVerifier(ClassicConfig(threshold=threshold), rhythm_tolerance=rhythm_tolerance,
-                               rhythm_decides=rhythm_decides)
+        return classic
+    if kind == "fused":
+        return FusedVerifier(Path(model_dir) if model_dir is not None else SHIPPED_MODEL_DIR, classic, versions=versions)
     raise ValueError(f"unknown verifier kind {kind!r}")
 
 
-__all__ = ["APPROVED", "SUSPICIOUS", "AspectCheck", "ClassicVerifier", "Verdict", "Verifier", "make_verifier",
-           "match_rate", "feature_indices"]
+__all__ = ["APPROVED", "SUSPICIOUS", "AspectCheck", "ClassicVerifier", "FusedVerifier", "Verdict", "Verifier",
+           "make_verifier", "match_rate", "feature_indices"]

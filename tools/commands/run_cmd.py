@@ -60,10 +60,11 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(logging.DEBUG if args.verbose > 1 else logging.INFO, with_time="JOURNAL_STREAM" not in os.environ)
     from kiosk.daemon import Daemon
     from kiosk.templates import TemplateError
+    from models.runtime import ModelError
 
     try:
         return Daemon(config).run_forever()
-    except (TemplateError, OSError) as exc:
+    except (TemplateError, ModelError, OSError) as exc:   # ModelError: kind = "fused" without a usable model
         logging.getLogger("kiosk").error("cannot start: %s", exc)
         return 1
 
