@@ -1,7 +1,8 @@
 """The verifier behind the daemon: one object with a small interface.
 
-Today it is the classic verifier (``models.classic``); the fused verifier (learned + classic) will
-implement the same :class:`Verifier` protocol and be swapped in by the model-update agent through
+The default is the classic verifier (``models.classic``); :class:`FusedVerifier` (learned TFLite
+model + classic, ``models.fusion``; ``[verifier] kind = "fused"``) implements the same
+:class:`Verifier` protocol and is swapped in when the model-update agent installs a bundle, through
 ``Daemon.set_verifier`` - the daemon then rebuilds every cached template from the stored reference
 trajectories, so features of two different models are never compared.
 
