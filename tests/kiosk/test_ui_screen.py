@@ -5,6 +5,7 @@ The screenshot is checked: the verdict's colour and the ink's pixels are there."
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import cv2
@@ -118,8 +119,14 @@ def test_screen_api_refuses_other_origins_and_bad_input(tmp_path: Path) -> None:
         assert post("/api/verify", {"customer": "../../etc/passwd"})[0] == 400
         status, body = post("/api/verify", {"customer": "nobody"})
         assert status == 202
+        # 202 only queues the request: the daemon may not have taken it yet, so wait for the
+        # error screen itself rather than for "idle" (which it also is before taking it).
+        deadline = time.monotonic() + 20
+        while daemon.bus.screen.get("screen") != "error":
+            assert time.monotonic() < deadline, f"no error screen: {daemon.bus.screen.get('screen')}"
+            time.sleep(0.02)
+        assert "No signature on file" in daemon.bus.screen["message"]
         wait_idle(daemon)
-        assert daemon.bus.screen["screen"] == "error" and "No signature on file" in daemon.bus.screen["message"]
         assert daemon.ui.host == "127.0.0.1"
     finally:
         daemon.stop()
