@@ -130,7 +130,7 @@ class ClassicVerifier:
         d = np.asarray(tpl.ref_distances)
         ref_min = float(d[~np.eye(len(d), dtype=bool)].min()) if len(d) > 1 else math.inf
         return ClassicTemplate(tpl, aspect_refs, aspect_stats,
-                               np.array([_ink_time(r) for r in references]), ref_min)
+                               np.array([r.ink_time for r in references]), ref_min)
 
     def verify(self, template: ClassicTemplate, query: Trajectory) -> Verdict:
         cfg = self.config
@@ -156,7 +156,7 @@ class ClassicVerifier:
         # and twice as fast are equally far). DTW warps time away, so this is checked apart.
         refs = np.log(np.maximum(template.durations, 1e-3))
         spread = max(float(np.mean(np.abs(refs - refs.mean()))) if len(refs) > 1 else 0.0, 0.08)
-        z = abs(math.log(max(_ink_time(query), 1e-3)) - float(refs.mean())) / spread
+        z = abs(math.log(max(query.ink_time, 1e-3)) - float(refs.mean())) / spread
         # Map z onto the distance scale of the other aspects: tolerance lands on the threshold.
         d = 1.0 + (self.config.threshold - 1.0) * max(0.0, z - 1.0) / max(self.rhythm_tolerance - 1.0, 1e-6)
         return AspectCheck("rhythm", ASPECT_LABELS["rhythm"], match_rate(d, self.config.threshold),
@@ -166,10 +166,6 @@ class ClassicVerifier:
         """Compile the JIT kernels before the first customer (numba compiles on first call)."""
         tpl = self.build([sample, sample])
         self.verify(tpl, sample)
-
-
-def _ink_time(traj: Trajectory) -> float:
-    return float(sum(traj.t[s.stop - 1] - traj.t[s.start] for s in traj.strokes()))
 
 
 #: The learned model a fused verifier loads from a model directory when there is a choice

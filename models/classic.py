@@ -14,7 +14,7 @@ import numpy as np
 from models.dtw import DEFAULT_BAND, dtw_distance
 from models.features import FEATURE_NAMES, feature_indices, time_functions, zscore
 from models.preprocess import PreprocessConfig, prepare
-from models.scoring import NormalisationPrior, ReferenceStats, normalised_distance, reference_stats
+from models.scoring import NormalisationPrior, ReferenceStats, normalised_distance, pairwise, reference_stats
 from models.trajectory import Trajectory
 
 #: All time functions: on the training and validation writers of the four shared pen sets this
@@ -61,12 +61,7 @@ def signature_features(traj: Trajectory, config: ClassicConfig = ClassicConfig()
 
 
 def pairwise_distances(seqs: list[np.ndarray], band: float) -> np.ndarray:
-    k = len(seqs)
-    d = np.zeros((k, k), dtype=np.float64)
-    for i in range(k):
-        for j in range(i + 1, k):
-            d[i, j] = d[j, i] = dtw_distance(seqs[i], seqs[j], band)
-    return d
+    return pairwise(seqs, lambda a, b: dtw_distance(a, b, band))
 
 
 def build_template(references: list[np.ndarray], config: ClassicConfig = ClassicConfig()) -> Template:

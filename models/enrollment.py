@@ -60,7 +60,7 @@ def check_sample(traj: Trajectory, policy: EnrollmentPolicy = EnrollmentPolicy()
     if down < policy.min_points:
         out.append(Refusal("too_short", f"too little ink ({down} points, need {policy.min_points}): please sign again"))
         return out
-    ink_time = _ink_time(traj)
+    ink_time = traj.ink_time
     if traj.duration < policy.min_duration_s:
         out.append(Refusal("too_fast", f"signed in {traj.duration:.2f} s: please sign at your usual pace"))
         return out
@@ -78,10 +78,6 @@ def check_sample(traj: Trajectory, policy: EnrollmentPolicy = EnrollmentPolicy()
     elif rate < policy.min_ink_rate:
         out.append(Refusal("too_slow", "signed very slowly: please sign at your usual pace"))
     return out
-
-
-def _ink_time(traj: Trajectory) -> float:
-    return float(sum(traj.t[s.stop - 1] - traj.t[s.start] for s in traj.strokes()))
 
 
 def _ink_length(prep: Prepared) -> float:

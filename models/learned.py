@@ -24,7 +24,7 @@ from models.dtw import dtw_distance
 from models.features import FEATURE_NAMES, feature_indices, time_functions, zscore
 from models.graphs import additive_mask, knn_adjacency, step_adjacency
 from models.preprocess import PreprocessConfig, prepare
-from models.scoring import NormalisationPrior, ReferenceStats, normalised_distance, reference_stats
+from models.scoring import NormalisationPrior, ReferenceStats, normalised_distance, pairwise, reference_stats
 from models.trajectory import Trajectory
 
 #: Input names shared by the Keras builder, the converter and the runtime wrapper.
@@ -164,11 +164,7 @@ class LearnedVerifier:
         return dtw_distance(a, b, self.config.band)
 
     def build_template(self, references: list[np.ndarray]) -> LearnedTemplate:
-        k = len(references)
-        d = np.zeros((k, k))
-        for i in range(k):
-            for j in range(i + 1, k):
-                d[i, j] = d[j, i] = self.distance(references[i], references[j])
+        d = pairwise(references, self.distance)
         return LearnedTemplate(tuple(references), reference_stats(d), d)
 
     def score(self, template: LearnedTemplate, query: np.ndarray) -> float:

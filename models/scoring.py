@@ -7,9 +7,23 @@ references are divided by the same statistics measured among the references them
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
+
+
+def pairwise(items: Sequence[T], distance: Callable[[T, T], float]) -> np.ndarray:
+    """The symmetric matrix of ``distance`` between every two items (zero diagonal), each pair once."""
+    k = len(items)
+    d = np.zeros((k, k), dtype=np.float64)
+    for i in range(k):
+        for j in range(i + 1, k):
+            d[i, j] = d[j, i] = distance(items[i], items[j])
+    return d
 
 
 @dataclass(frozen=True)

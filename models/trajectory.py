@@ -145,6 +145,11 @@ class Trajectory:
     def duration(self) -> float:
         return float(self.t[-1] - self.t[0])
 
+    @property
+    def ink_time(self) -> float:
+        """Seconds with the pen down: the sum of the strokes' durations (pauses excluded)."""
+        return float(sum(self.t[s.stop - 1] - self.t[s.start] for s in self.strokes()))
+
     def strokes(self) -> list[slice]:
         """Slices of maximal pen-down runs (split at ``stroke_breaks``), in order."""
         d = np.concatenate(([False], self.pen_down, [False])).astype(np.int8)

@@ -35,7 +35,7 @@ import numpy as np
 
 from models.classic import ClassicConfig, score_from_distances, signature_features
 from models.dtw import dtw_distance
-from models.scoring import NormalisationPrior
+from models.scoring import NormalisationPrior, pairwise
 from tools.datasets.types import Dataset, Label, OnlineSample
 from tools.metrics import equal_error_rate, error_curve, frr_at_far, user_mean_eer
 
@@ -268,10 +268,7 @@ def score_plans_multi(
         for pv, feats, scores in zip(providers, caches, out):
             cand = [feats(s) for s in p.candidates]
             k = len(cand)
-            d_cc = np.zeros((k, k))
-            for i in range(k):
-                for j in range(i + 1, k):
-                    d_cc[i, j] = d_cc[j, i] = pv.distance(cand[i], cand[j])
+            d_cc = pairwise(cand, pv.distance)
             dq = {
                 kind: np.array([[pv.distance(feats(q), c) for c in cand] for q in questioned[kind]]).reshape(
                     len(questioned[kind]), k

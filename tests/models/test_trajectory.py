@@ -88,3 +88,8 @@ def test_millimetres_from_resolution():
     tr = Trajectory.from_samples([0, 200], [100, 300], [1, 1], device=dev, t=[0, 0.01])
     assert np.allclose(tr.xy_mm(), [[0, 1], [2, 3]])
     assert make().xy_mm() is None
+
+
+def test_ink_time_sums_strokes_and_skips_pauses():
+    down = np.array([1, 1, 1, 0, 0, 1, 1, 1, 1, 1], bool)  # strokes 0-2 and 5-9 at 100 Hz
+    assert make(pen_down=down).ink_time == pytest.approx(0.02 + 0.04)
