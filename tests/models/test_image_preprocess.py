@@ -1,0 +1,95 @@
+"""The one offline preprocessing function, on real scans and on pictures built to break it."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from models.image import SignatureImage
+from models.image_preprocess import SIZE, NoInkError, ink_mask, prepare, to_grey
+from tests.shared_data import shared_data
+
+
+def _page(h: int = 300, w: int = 500, paper: int = 235) -> np.ndarray:
+    return np.full((h, w), paper, np.uint8)
+
+
+def _scribble(img: np.ndarray, ink: int = 30) -> np.ndarray:
+    cv2.polylines(img, [np.array([[60, 200], [150, 80], [220, 210], [320, 90], [430, 190]], np.int32)], False, ink, 3)
+    return img
+
+
+def test_output_is_square_float_in_unit_range_with_ink_centred() -> None:
+    out = prepare(_scribble(_page()))
+    assert out.shape == (SIZE, SIZE) and out.dtype == np.float32
+    assert 0.0 <= out.min() and out.max() <= 1.0 and out.max() > 0.9
+    ys, xs = np.nonzero(out > 0.2)
+    # a wide signature fills the width and sits in the vertical middle
+    assert xs.min() < 12 and xs.max() > SIZE - 12
+    assert abs((ys.min() + ys.max()) / 2 - SIZE / 2) < 6
+
+
+def test_same_signature_moved_on_the_page_gives_the_same_input() -> None:
+    a = prepare(_scribble(_page()))
+    moved = np.roll(np.roll(_scribble(_page()), 40, axis=1), -30, axis=0)
+    np.testing.assert_allclose(prepare(moved), a, atol=1e-5)
+
+
+def test_colour_photo_and_grey_give_the_same_result() -> None:
+    grey = _scribble(_page())
+    bgr = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+    np.testing.assert_array_equal(to_grey(bgr), grey)
+    np.testing.assert_allclose(prepare(bgr), prepare(SignatureImage(grey)))
+
+
+def test_pen_colour_does_not_matter() -> None:
+    light, dark = prepare(_scribble(_page(), ink=120)), prepare(_scribble(_page(), ink=5))
+    assert np.abs(light - dark).mean() < 0.01
+
+
+@pytest.mark.parametrize(
+    "pixels",
+    [
+        _page(),
+        np.random.default_rng(0).normal(235, 4, (300, 500)).clip(0, 255).astype(np.uint8),
+        _page(paper=20),
+    ],
+    ids=["white", "paper-grain", "black"],
+)
+def test_a_page_without_ink_is_refused_with_a_reason(pixels: np.ndarray) -> None:
+    with pytest.raises(NoInkError, match="no ink|no signature"):
+        prepare(pixels)
+
+
+def test_dust_alone_is_not_a_signature() -> None:
+    page = _page()
+    for y, x in [(20, 30), (200, 400), (120, 250)]:
+        page[y : y + 2, x : x + 2] = 0
+    with pytest.raises(NoInkError):
+        prepare(page)
+
+
+def test_specks_beside_the_signature_do_not_move_the_crop() -> None:
+    clean = _scribble(_page())
+    dusty = clean.copy()
+    dusty[5:7, 5:7] = 0
+    dusty[290:292, 490:492] = 0
+    np.testing.assert_allclose(prepare(dusty), prepare(clean), atol=1e-5)
+
+
+def test_wrong_dtype_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="uint8"):
+        to_grey(np.zeros((20, 20), np.float32))
+
+
+def test_real_scans_all_prepare_with_plausible_ink() -> None:
+    from tools.datasets import load_images
+
+    data = load_images(shared_data("offline/sigcomp-dutch-kaggle"), "sigcomp-dutch")
+    samples = [s for w in sorted(data.writers) for s in data.writers[w]][::25]
+    fractions = np.array([float((ink_mask(s.image.pixels)).mean()) for s in samples])
+    outs = np.stack([prepare(s.image) for s in samples])
+    assert outs.shape == (len(samples), SIZE, SIZE)
+    # signatures cover a few percent of a tight scan: neither empty nor paper grain turned to ink
+    assert 0.003 < fractions.min() and fractions.max() < 0.25
