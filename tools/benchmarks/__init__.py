@@ -8,6 +8,7 @@ BENCHMARK_MODULES: tuple[str, ...] = (
     "tools.benchmarks.verify",
     "tools.benchmarks.learned",
     "tools.benchmarks.capture",
+    "tools.benchmarks.camera",
     "tools.benchmarks.link",
     "tools.benchmarks.daemon",
     "tools.benchmarks.update",

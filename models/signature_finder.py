@@ -1,0 +1,369 @@
+"""Finding the signature on a camera photo or a scan: the paper path's first step.
+
+:func:`find_signature` takes a frame (grey, BGR or BGRA) and returns the signature as a
+:class:`~models.image.SignatureImage` cropped to its ink, ready for
+:func:`models.image_preprocess.prepare`:
+
+1. **The sheet.** The largest convex quadrilateral that is bright like paper (Otsu on a reduced
+   frame; Canny edges when the desk is as light as the paper) is the sheet; it is warped flat with
+   :func:`cv2.getPerspectiveTransform` at the camera's own resolution. A scan (no paper edge, or
+   the "sheet" is the whole picture) is taken whole.
+2. **The light.** Uneven lighting and soft shadows are divided out (the paper level is estimated by
+   a grey-level closing, which removes the ink, then smoothed), so the ink mask sees flat paper.
+3. **The box.** On a form, the signature box is a rectangle of long printed lines: long horizontal
+   and vertical runs of the ink mask, closed into a quadrilateral whose outline is mostly printed.
+   If there is one, only its inside is kept (again perspective-corrected): the form's printed text
+   is not the signature.
+4. **The ink.** :func:`models.image_preprocess.ink_mask` (the one thresholding) finds the ink; the
+   picture is cropped to it with a margin.
+
+Errors say what to do: :class:`NoSignatureError` (a blank form, an empty sheet, a photo of a desk)
+and :class:`UnreadablePictureError` (not an image, an empty or truncated file, absurd sizes). Both
+are ``ValueError``. Everything here is a pure function of the pixels; :func:`decode_picture` turns
+file bytes into pixels with the checks a file from outside needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from models.image import MAX_SIDE, MIN_SIDE, SignatureImage
+from models.image_preprocess import NoInkError, ink_box, ink_mask, to_grey
+
+#: Sheet and box search run on a copy this long (px): 4-10x fewer pixels than a 720p-1080p frame,
+#: while a sheet's edge is still tens of pixels long.
+DETECT_SIDE = 640
+#: A sheet covers at least this fraction of the frame (a signature smaller than that is unreadable
+#: at webcam resolution) and at most this much (more is the frame itself: a scan).
+MIN_SHEET_FRACTION = 0.08
+MAX_SHEET_FRACTION = 0.96
+#: Trimmed off each side of a flattened sheet: its edge, the contact shadow and desk slivers that a
+#: corner estimate one or two pixels off leaves in.
+SHEET_TRIM = 0.02
+#: A signature box covers at least this fraction of the page, and at least this fraction of its
+#: outline lies on printed lines (a long flourish is a line but does not close a rectangle).
+MIN_BOX_FRACTION = 0.02
+MIN_BOX_OUTLINE = 0.75
+#: With neither sheet nor box found, the picture must look like paper: at least this fraction of
+#: pixels within 15 % of the local paper level (a signature inks 2-15 % of a scan; a desk, a face,
+#: a keyboard are far below).
+MIN_PAPER_FRACTION = 0.7
+#: The printed frame's remnants are looked for this far in from each side of a warped box.
+FRAME_BAND = 0.2
+#: Flattened paper is at this grey level (about a white sheet under good light).
+PAPER_LEVEL = 235
+#: Kept around the ink in the returned crop, as a fraction of the ink's longer side.
+CROP_MARGIN = 0.06
+
+
+class PictureError(ValueError):
+    """A picture could not give a signature: the message says why, for the person."""
+
+
+class UnreadablePictureError(PictureError):
+    """Not a picture we can read (empty, truncated, not an image, absurd size)."""
+
+
+class NoSignatureError(PictureError):
+    """The picture is readable but holds no signature (a blank form, an empty sheet, a desk)."""
+
+
+@dataclass(frozen=True)
+class _Found:
+    quad: np.ndarray  # tl, tr, br, bl in the searched image's pixels
+    how: str
+
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"IEND\xaeB`\x82"
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's SOF marker, without decoding."""
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            h = int.from_bytes(data[i + 5 : i + 7], "big")
+            w = int.from_bytes(data[i + 7 : i + 9], "big")
+            return w, h
+        i += 2 + length
+    return None
+
+
+def decode_picture(data: bytes, name: str = "picture") -> np.ndarray:
+    """File bytes (PNG, JPEG, anything OpenCV reads) to BGR pixels; ``UnreadablePictureError`` if not.
+
+    PNG and JPEG sizes are read from their headers before decoding, so a huge picture is refused
+    before it costs memory; a PNG without its end chunk or a JPEG without its end marker is
+    truncated (OpenCV would hand back a half-grey picture).
+    """
+    if not data:
+        raise UnreadablePictureError(f"{name}: empty file (0 bytes): take the photo or scan again")
+    size: tuple[int, int] | None = None
+    body = data.rstrip(b"\0")
+    if data.startswith(_PNG_MAGIC):
+        if len(data) >= 24:
+            size = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        if not body.endswith(_PNG_END):
+            raise UnreadablePictureError(f"{name}: truncated PNG (the file is cut short): copy or scan it again")
+    elif data.startswith(b"\xff\xd8"):
+        size = _jpeg_size(data)
+        if not body.endswith(b"\xff\xd9"):
+            raise UnreadablePictureError(f"{name}: truncated JPEG (the file is cut short): copy or take it again")
+    if size is not None and max(size) > MAX_SIDE:
+        raise UnreadablePictureError(
+            f"{name}: picture too large ({size[0]}x{size[1]}, at most {MAX_SIDE} px a side): "
+            "scan at 300 dpi or use the camera's normal resolution"
+        )
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if pixels is None:
+        raise UnreadablePictureError(f"{name}: not a picture OpenCV can read (expected PNG, JPEG, TIFF, BMP)")
+    return pixels
+
+
+def read_picture(path: Path) -> np.ndarray:
+    """:func:`decode_picture` of a file's bytes."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UnreadablePictureError(f"{path}: cannot read file: {exc.strerror or exc}") from None
+    return decode_picture(data, str(path))
+
+
+def _check_frame(frame: np.ndarray) -> np.ndarray:
+    px = np.asarray(frame)
+    if px.dtype != np.uint8 or px.ndim not in (2, 3) or (px.ndim == 3 and px.shape[2] not in (3, 4)):
+        raise UnreadablePictureError(f"expected an 8-bit grey or colour picture, got {px.dtype} of shape {px.shape}")
+    h, w = px.shape[:2]
+    if max(h, w) > MAX_SIDE:
+        raise UnreadablePictureError(f"picture too large ({w}x{h}, at most {MAX_SIDE} px a side)")
+    if min(h, w) < 4 * MIN_SIDE:
+        raise UnreadablePictureError(f"picture too small ({w}x{h}) to hold a readable signature")
+    return to_grey(px)
+
+
+def order_corners(pts: np.ndarray) -> np.ndarray:
+    """Four points as (tl, tr, br, bl)."""
+    pts = np.asarray(pts, np.float32).reshape(4, 2)
+    s, d = pts.sum(1), pts[:, 1] - pts[:, 0]
+    out = np.array([pts[np.argmin(s)], pts[np.argmin(d)], pts[np.argmax(s)], pts[np.argmax(d)]], np.float32)
+    if len({tuple(p) for p in out.tolist()}) < 4:  # a diamond: fall back to angles round the centre
+        c = pts.mean(0)
+        ang = np.arctan2(pts[:, 1] - c[1], pts[:, 0] - c[0])
+        out = pts[np.argsort(ang)]
+        out = np.roll(out, -int(np.argmin(out.sum(1))), axis=0)
+    return out
+
+
+def _quad_of(contour: np.ndarray) -> np.ndarray | None:
+    """The contour's convex hull simplified to four corners, or None."""
+    hull = cv2.convexHull(contour)
+    peri = cv2.arcLength(hull, True)
+    for eps in (0.01, 0.02, 0.03, 0.045, 0.06):
+        approx = cv2.approxPolyDP(hull, eps * peri, True)
+        if len(approx) == 4:
+            return order_corners(approx.reshape(4, 2))
+        if len(approx) < 4:
+            return None
+    return None
+
+
+def _reduce(grey: np.ndarray) -> tuple[np.ndarray, float]:
+    f = min(1.0, DETECT_SIDE / max(grey.shape))
+    if f >= 1.0:
+        return grey, 1.0
+    return cv2.resize(grey, None, fx=f, fy=f, interpolation=cv2.INTER_AREA), f
+
+
+def _find_sheet(grey: np.ndarray) -> _Found | None:
+    small, f = _reduce(grey)
+    area = float(small.shape[0] * small.shape[1])
+    blur = cv2.GaussianBlur(small, (5, 5), 0)
+    _, bright = cv2.threshold(blur, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    # Close over the ink and printing so the sheet is one blob.
+    bright = cv2.morphologyEx(bright, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (9, 9)))
+    edges = cv2.dilate(cv2.Canny(blur, 30, 90), np.ones((3, 3), np.uint8))
+    best: tuple[float, np.ndarray, str] | None = None
+    for how, binary, mode in (("paper", bright, cv2.RETR_EXTERNAL), ("edges", edges, cv2.RETR_LIST)):
+        contours, _ = cv2.findContours(binary, mode, cv2.CHAIN_APPROX_SIMPLE)
+        for c in sorted(contours, key=cv2.contourArea, reverse=True)[:5]:
+            quad = _quad_of(c)
+            if quad is None:
+                continue
+            a = cv2.contourArea(quad) / area
+            if not (MIN_SHEET_FRACTION <= a <= MAX_SHEET_FRACTION) or not cv2.isContourConvex(quad.reshape(4, 1, 2)):
+                continue
+            if not _brighter_inside(blur, quad):
+                continue
+            if best is None or a > best[0]:
+                best = (a, quad, how)
+    if best is None:
+        return None
+    return _Found(best[1] / f, best[2])
+
+
+def _brighter_inside(grey: np.ndarray, quad: np.ndarray) -> bool:
+    """Paper is the bright thing: the quad's inside is brighter than the frame around it."""
+    mask = np.zeros(grey.shape, np.uint8)
+    cv2.fillConvexPoly(mask, quad.astype(np.int32), 1)
+    inside, outside = grey[mask > 0], grey[mask == 0]
+    if outside.size < 0.02 * grey.size:
+        return True
+    return float(np.median(inside)) > float(np.median(outside)) + 10
+
+
+def _warp(grey: np.ndarray, quad: np.ndarray, trim: float) -> np.ndarray:
+    """The quad warped to a rectangle at its own resolution, ``trim`` cut off each side."""
+    tl, tr, br, bl = quad.astype(np.float32)
+    w = max(np.linalg.norm(tr - tl), np.linalg.norm(br - bl))
+    h = max(np.linalg.norm(bl - tl), np.linalg.norm(br - tr))
+    w, h = int(round(w)), int(round(h))
+    if min(w, h) < 4 * MIN_SIDE:
+        raise NoSignatureError(f"the paper is too small in the picture ({w}x{h} px): hold it closer to the camera")
+    dx, dy = trim * w, trim * h
+    dst = np.array([[-dx, -dy], [w - dx, -dy], [w - dx, h - dy], [-dx, h - dy]], np.float32)
+    m = cv2.getPerspectiveTransform(quad.astype(np.float32), dst)
+    size = (int(round(w - 2 * dx)), int(round(h - 2 * dy)))
+    return cv2.warpPerspective(grey, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def flatten_light(grey: np.ndarray, paper: int = PAPER_LEVEL) -> np.ndarray:
+    """Divide out uneven lighting: the paper level at each pixel (a grey closing wider than any
+    stroke, so the ink is gone, then smoothed) is mapped to ``paper``."""
+    small, f = _reduce(grey)
+    k = max(7, int(round(min(small.shape) / 25)) | 1)
+    level = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
+    level = cv2.GaussianBlur(level, (0, 0), k / 2)
+    if f < 1.0:
+        level = cv2.resize(level, (grey.shape[1], grey.shape[0]), interpolation=cv2.INTER_LINEAR)
+    out = grey.astype(np.float32) * (paper / np.maximum(level.astype(np.float32), 1.0))
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def _find_box(page: np.ndarray) -> _Found | None:
+    small, f = _reduce(page)
+    try:
+        mask = ink_mask(small).astype(np.uint8)
+    except NoInkError:
+        return None
+    h, w = mask.shape
+    # Thickened first, so a line a few degrees off the axis (a corner estimate slightly off) still
+    # survives an opening along the axis.
+    thick = cv2.dilate(mask, np.ones((5, 5), np.uint8))
+    horiz = cv2.morphologyEx(thick, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (max(w // 10, 15), 1)))
+    vert = cv2.morphologyEx(thick, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, max(h // 10, 10))))
+    lines = cv2.bitwise_or(horiz, vert)
+    # The box is the hole inside the printed frame: its inner edge, untouched by the label or
+    # other printing that may join the frame from outside.
+    contours, hierarchy = cv2.findContours(lines, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    if hierarchy is None:
+        return None
+    holes = [c for c, hi in zip(contours, hierarchy[0]) if hi[3] >= 0]
+    best: tuple[float, np.ndarray] | None = None
+    for c in sorted(holes, key=cv2.contourArea, reverse=True)[:6]:
+        quad = _quad_of(c)
+        if quad is None:
+            continue
+        a = cv2.contourArea(quad) / float(h * w)
+        if a < MIN_BOX_FRACTION or a > 0.995:
+            continue
+        outline = np.zeros_like(lines)
+        cv2.polylines(outline, [quad.astype(np.int32)], True, 1, 1)
+        on = float((cv2.dilate(lines, np.ones((5, 5), np.uint8))[outline > 0] > 0).mean())
+        if on >= MIN_BOX_OUTLINE and (best is None or a > best[0]):
+            best = (a, quad)
+    if best is None:
+        return None
+    # Past the 5x5 thickening (2 px here) and the line's anti-aliased edge.
+    return _Found(_inset(best[1], 3.0) / f, "signature box")
+
+
+def _erase_frame_remnants(region: np.ndarray) -> np.ndarray:
+    """Paper over what is left of the box's printed frame inside the warped box: long straight
+    horizontal runs (a third of the width or more) near the top and bottom, vertical ones near the sides.
+    A signature has no such runs; left in, a dark printed line would pull the ink threshold above a
+    light pen's strokes."""
+    try:
+        mask = ink_mask(region).astype(np.uint8)
+    except NoInkError:
+        return region
+    h, w = mask.shape
+    thick = cv2.dilate(mask, np.ones((3, 3), np.uint8))
+    horiz = cv2.morphologyEx(thick, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (max(w // 3, 3), 1)))
+    vert = cv2.morphologyEx(thick, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, max(h // 3, 3))))
+    band_y, band_x = int(FRAME_BAND * h), int(FRAME_BAND * w)
+    horiz[band_y : h - band_y, :] = 0
+    vert[:, band_x : w - band_x] = 0
+    lines = cv2.dilate(cv2.bitwise_or(horiz, vert), np.ones((5, 5), np.uint8))
+    if not lines.any():
+        return region
+    out = region.copy()
+    out[lines > 0] = PAPER_LEVEL
+    return out
+
+
+def _inset(quad: np.ndarray, px: float) -> np.ndarray:
+    """Move each corner ``px`` towards the centre (inside the printed frame of a box)."""
+    c = quad.mean(0)
+    v = c - quad
+    n = np.linalg.norm(v, axis=1, keepdims=True)
+    return (quad + v / np.maximum(n, 1e-6) * px * np.sqrt(2)).astype(np.float32)
+
+
+def _looks_like_paper(flat: np.ndarray) -> bool:
+    lo, hi = 0.85 * 235, 1.15 * 235
+    small, _ = _reduce(flat)
+    return float(((small >= lo) & (small <= hi)).mean()) >= MIN_PAPER_FRACTION
+
+
+def find_signature(frame: np.ndarray) -> SignatureImage:
+    """The signature on a photo or scan, perspective-corrected and cropped to its ink.
+
+    ``source`` says what was found: ``"photo: sheet (paper), signature box"``, ``"scan: whole
+    picture"``, ...
+    """
+    grey = _check_frame(frame)
+    found: list[str] = []
+    sheet = _find_sheet(grey)
+    if sheet is not None:
+        page = _warp(grey, sheet.quad, SHEET_TRIM)
+        found.append(f"sheet ({sheet.how})")
+    else:
+        page = grey
+    page = flatten_light(page)
+    box = _find_box(page)
+    if box is not None:
+        region = _erase_frame_remnants(_warp(page, box.quad, 0.0))
+        found.append(box.how)
+    else:
+        region = page
+        if sheet is None and not _looks_like_paper(page):
+            raise NoSignatureError(
+                "no signature found: no paper in the picture (no sheet edge, and it does not look like a "
+                "scan): put the signed paper flat in front of the camera"
+            )
+    where = "the signature box" if box is not None else ("the paper" if sheet is not None else "the picture")
+    try:
+        mask = ink_mask(region)
+        top, bottom, left, right = ink_box(mask)
+    except NoInkError as exc:
+        raise NoSignatureError(
+            f"no signature in {where}: {exc}. Is the form signed, and is the signed side towards the camera?"
+        ) from None
+    m = int(round(CROP_MARGIN * max(bottom - top, right - left)))
+    crop = region[max(top - m, 0) : bottom + m, max(left - m, 0) : right + m]
+    kind = "photo" if sheet is not None else "scan"
+    what = ", ".join(found) if found else "whole picture"
+    return SignatureImage(np.ascontiguousarray(crop), source=f"{kind}: {what}")

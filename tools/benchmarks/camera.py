@@ -1,0 +1,135 @@
+"""Benchmark: the camera path, from a frame to the prepared 128x128 ink image.
+
+Over generated photos (:mod:`tools.photos`) of the Dutch TEST writers' genuine scans:
+
+* **success rate** by difficulty (clean / perspective / dark / blur): the frame passes the camera's
+  quality checks, :func:`models.signature_finder.find_signature` finds and flattens the signature,
+  :func:`models.image_preprocess.prepare` prepares it, and the result *matches* ``prepare`` of the
+  original scan;
+* **refusals**: too dark, too bright and too blurred frames refused with the right reason;
+* **time** from frame to prepared 128x128 (quality check + finder + prepare), one core, median and
+  p95 (the lead adds the model's embedding time for frame to score).
+
+Match criterion: the correlation of the two prepared images after a Gaussian blur (sigma 2 px, so a
+one-pixel shift of a thin stroke is not a mismatch) is at least the 95th percentile of the same
+correlation between two *different genuine signatures of the same writer* (measured here on the
+same writers and printed). "Matches" thus means: closer to the original scan than 95 % of a writer's
+own signatures are to each other, i.e. the camera path changed the picture less than the writer's
+natural variation does.
+
+Data: ``SIGKIOSK_SHARED_DATA`` or ``../shared/data`` beside the project
+(``offline/sigcomp-dutch-kaggle``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+NAME = "camera"
+DUTCH = "offline/sigcomp-dutch-kaggle"
+BLUR_SIGMA = 2.0
+
+
+def _data_root() -> Path:
+    env = os.environ.get("SIGKIOSK_SHARED_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Correlation of two prepared images after a sigma-2 blur (1 = the same picture)."""
+    x = cv2.GaussianBlur(a, (0, 0), BLUR_SIGMA).ravel()
+    y = cv2.GaussianBlur(b, (0, 0), BLUR_SIGMA).ravel()
+    if x.std() == 0 or y.std() == 0:
+        return 0.0
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def run(quick: bool = False, data: Path | None = None) -> dict[str, float]:
+    from firmware_host.camera import Reason, judge, measure
+    from models.image_preprocess import prepare
+    from models.signature_finder import PictureError, find_signature
+    from tools.datasets import load_images
+    from tools.photos import REFUSED, USABLE, make_photo
+
+    cv2.setNumThreads(1)
+    folder = (data or _data_root()) / DUTCH
+    if not folder.is_dir():
+        print(f"camera: no Dutch scans at {folder} (set SIGKIOSK_SHARED_DATA); skipped")
+        return {}
+    ds = load_images(folder, "sigcomp-dutch").subset("test")
+    writers = sorted(ds.writers)
+    per_writer = 1 if quick else 3
+
+    # The match threshold: how alike two genuine signatures of one writer are (95th percentile).
+    same_writer = []
+    for w in writers:
+        g = ds.genuine(w)
+        preps = [prepare(s.image) for s in g[:6]]
+        same_writer += [similarity(preps[i], preps[i + 1]) for i in range(len(preps) - 1)]
+    threshold = float(np.percentile(same_writer, 95))
+
+    rng = np.random.default_rng(2026)
+    out: dict[str, float] = {"match_threshold": threshold}
+    times: list[float] = []
+    lines = []
+    for kind in USABLE:
+        ok = n = 0
+        sims = []
+        for w in writers:
+            g = ds.genuine(w)
+            for k in range(per_writer):
+                sample = g[int(rng.integers(len(g)))]
+                photo = make_photo(sample.image, rng, difficulty=kind)
+                t0 = time.perf_counter()
+                try:
+                    if judge(measure(photo.frame)) is not None:
+                        raise PictureError("refused by the camera's quality check")
+                    prepared = prepare(find_signature(photo.frame))
+                except (PictureError, ValueError):
+                    n += 1
+                    sims.append(0.0)
+                    continue
+                times.append(time.perf_counter() - t0)
+                sim = similarity(prepared, prepare(sample.image))
+                sims.append(sim)
+                ok += sim >= threshold
+                n += 1
+        out[f"success_{kind}"] = ok / n
+        out[f"similarity_median_{kind}"] = float(np.median(sims))
+        lines.append(f"  {kind:12s} {ok:3d}/{n:3d} = {100 * ok / n:5.1f} %   median similarity {np.median(sims):.3f}")
+    out["success_all"] = float(np.mean([out[f"success_{k}"] for k in USABLE]))
+
+    expected = {"too_dark": Reason.TOO_DARK, "too_bright": Reason.TOO_BRIGHT, "too_blurred": Reason.BLURRED}
+    refused_lines = []
+    for kind in REFUSED:
+        right = n = 0
+        for w in writers:
+            sample = ds.genuine(w)[0]
+            for _ in range(per_writer):
+                right += judge(measure(make_photo(sample.image, rng, difficulty=kind).frame)) is expected[kind]
+                n += 1
+        out[f"refused_{kind}"] = right / n
+        refused_lines.append(f"  {kind:12s} {right:3d}/{n:3d} refused as {expected[kind].value}")
+
+    t = np.array(times) * 1e3
+    out["frame_to_prepared_ms_median"] = float(np.median(t))
+    out["frame_to_prepared_ms_p95"] = float(np.percentile(t, 95))
+    print(f"camera path over generated 1280x720 photos of {len(writers)} Dutch test writers' genuine scans")
+    print(f"  match: blurred correlation with prepare(scan) >= {threshold:.3f} "
+          f"(95th pct of same-writer genuine pairs, median {np.median(same_writer):.3f})")
+    print("\n".join(lines))
+    print(f"  all usable   {100 * out['success_all']:5.1f} %")
+    print("refusals (right reason):")
+    print("\n".join(refused_lines))
+    print(f"frame to prepared 128x128, one core: median {out['frame_to_prepared_ms_median']:.1f} ms, "
+          f"p95 {out['frame_to_prepared_ms_p95']:.1f} ms ({len(t)} frames)")
+    return out
+
+
+if __name__ == "__main__":
+    run()
