@@ -1,0 +1,157 @@
+"""Finding the signature on photos and scans: real Dutch scans, generated photos, bad inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from models.image import MAX_SIDE, SignatureImage
+from models.image_preprocess import prepare
+from models.signature_finder import (
+    NoSignatureError,
+    UnreadablePictureError,
+    decode_picture,
+    find_signature,
+    read_picture,
+)
+from tests.shared_data import shared_data
+from tools.datasets.images import read_signature_image
+from tools.photos import make_photo
+
+
+def _similarity(a: np.ndarray, b: np.ndarray) -> float:
+    from tools.benchmarks.camera import similarity
+
+    return similarity(a, b)
+
+
+@pytest.fixture(scope="module")
+def scans() -> list[SignatureImage]:
+    root = shared_data("offline/sigcomp-dutch-kaggle")
+    # Test writers (last digit 8-9), light and dark pens.
+    paths = [root / "068" / "01_068.png", root / "069" / "01_069.png", root / "049" / "01_049.png"]
+    return [read_signature_image(p) for p in paths if p.exists()] or pytest.fail(f"no scans under {root}")
+
+
+def test_a_scan_is_taken_whole_and_gives_the_same_model_input(scans: list[SignatureImage]) -> None:
+    for scan in scans:
+        found = find_signature(scan.pixels)
+        assert found.source.startswith("scan")
+        assert _similarity(prepare(found), prepare(scan)) > 0.97
+
+
+@pytest.mark.parametrize("difficulty,box", [("clean", False), ("perspective", True), ("perspective", False), ("dark", True)])
+def test_photos_are_found_flattened_and_match_the_scan(scans: list[SignatureImage], difficulty: str, box: bool) -> None:
+    rng = np.random.default_rng(7)
+    for scan in scans[:2]:
+        photo = make_photo(scan, rng, difficulty=difficulty, box=box)
+        found = find_signature(photo.frame)
+        assert found.source.startswith("photo: sheet")
+        assert ("signature box" in found.source) == box
+        # 0.85: about the 95th percentile of two genuine signatures of one writer (bench camera).
+        assert _similarity(prepare(found), prepare(scan)) > 0.85
+
+
+def test_the_form_printing_outside_the_box_is_not_taken(scans: list[SignatureImage]) -> None:
+    photo = make_photo(scans[0], np.random.default_rng(3), difficulty="clean", box=True)
+    found = find_signature(photo.frame)
+    # The crop is the signature's size, not the form's: the sheet holds printed lines above it.
+    h, w = scans[0].shape
+    fh, fw = found.shape
+    assert 0.5 < (fw / fh) / (w / h) < 2.0
+
+
+def test_grey_and_colour_frames_give_the_same_answer(scans: list[SignatureImage]) -> None:
+    frame = make_photo(scans[0], np.random.default_rng(4), difficulty="clean").frame
+    a = prepare(find_signature(frame))
+    b = prepare(find_signature(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)))
+    assert _similarity(a, b) > 0.98
+
+
+def _blank(h: int = 120, w: int = 360) -> SignatureImage:
+    return SignatureImage(np.full((h, w), 250, np.uint8))
+
+
+def test_a_blank_form_on_a_desk_has_no_signature() -> None:
+    photo = make_photo(_blank(), np.random.default_rng(5), difficulty="clean", box=True)
+    with pytest.raises(NoSignatureError, match="no signature in the signature box"):
+        find_signature(photo.frame)
+
+
+def test_a_blank_sheet_on_a_desk_has_no_signature() -> None:
+    photo = make_photo(_blank(), np.random.default_rng(6), difficulty="perspective", box=False)
+    with pytest.raises(NoSignatureError, match="no signature on|no signature in the paper"):
+        find_signature(photo.frame)
+
+
+def test_an_all_white_page_has_no_signature() -> None:
+    with pytest.raises(NoSignatureError, match="no signature"):
+        find_signature(np.full((700, 500), 255, np.uint8))
+
+
+def test_a_photo_of_a_desk_has_no_signature() -> None:
+    rng = np.random.default_rng(8)
+    streaks = cv2.resize(rng.normal(0, 1, (90, 4)).astype(np.float32), (1280, 720))
+    desk = np.clip(100 + 25 * streaks + rng.normal(0, 6, (720, 1280)), 0, 255).astype(np.uint8)
+    with pytest.raises(NoSignatureError, match="no paper in the picture"):
+        find_signature(desk)
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", pixels)
+    assert ok
+    return buf.tobytes()
+
+
+def test_a_photo_file_round_trips(tmp_path: Path, scans: list[SignatureImage]) -> None:
+    frame = make_photo(scans[0], np.random.default_rng(9), difficulty="clean").frame
+    for suffix in (".png", ".jpg"):
+        path = tmp_path / f"photo{suffix}"
+        cv2.imwrite(str(path), frame)
+        assert find_signature(read_picture(path)).source.startswith("photo")
+
+
+@pytest.mark.parametrize(
+    "data,message",
+    [
+        (b"", "empty file"),
+        (b"%PDF-1.4 this is not a picture", "not a picture"),
+        (_png(np.full((50, 50), 200, np.uint8))[:-30], "truncated PNG"),
+        (_png(np.full((10, MAX_SIDE + 1), 200, np.uint8)), "too large"),
+    ],
+    ids=["empty", "not-an-image", "truncated-png", "huge"],
+)
+def test_bad_files_are_refused_with_a_reason(tmp_path: Path, data: bytes, message: str) -> None:
+    path = tmp_path / "upload.png"
+    path.write_bytes(data)
+    with pytest.raises(UnreadablePictureError, match=message):
+        read_picture(path)
+
+
+def test_a_truncated_jpeg_is_refused() -> None:
+    ok, buf = cv2.imencode(".jpg", np.full((200, 300, 3), 180, np.uint8))
+    with pytest.raises(UnreadablePictureError, match="truncated JPEG"):
+        decode_picture(buf.tobytes()[: len(buf) // 2])
+
+
+def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(UnreadablePictureError, match="cannot read file"):
+        read_picture(tmp_path / "nope.jpg")
+
+
+@pytest.mark.parametrize(
+    "pixels,message",
+    [
+        (np.zeros((10, MAX_SIDE + 1), np.uint8), "too large"),
+        (np.zeros((12, 12), np.uint8), "too small"),
+        (np.zeros((100, 100), np.float32), "8-bit"),
+        (np.zeros((100, 100, 2), np.uint8), "8-bit"),
+    ],
+    ids=["huge", "tiny", "float", "two-channel"],
+)
+def test_bad_arrays_are_refused(pixels: np.ndarray, message: str) -> None:
+    with pytest.raises(UnreadablePictureError, match=message):
+        find_signature(pixels)
