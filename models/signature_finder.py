@@ -224,11 +224,39 @@ def _brighter_inside(grey: np.ndarray, quad: np.ndarray) -> bool:
     return float(np.median(inside)) > float(np.median(outside)) + 10
 
 
-def _warp(grey: np.ndarray, quad: np.ndarray, trim: float) -> np.ndarray:
-    """The quad warped to a rectangle at its own resolution, ``trim`` cut off each side."""
+def true_aspect(quad: np.ndarray, centre: tuple[float, float]) -> float | None:
+    """Width/height of the rectangle seen as ``quad`` by a pinhole camera whose optical axis goes
+    through ``centre`` (square pixels, focal length unknown), after Zhang and He, "Whiteboard
+    scanning and image enhancement" (2007). None when the view is too frontal to tell the focal
+    length (then the sides' lengths are right anyway) or the corners are not a rectangle's."""
+    tl, tr, br, bl = (np.array([p[0] - centre[0], p[1] - centre[1], 1.0]) for p in quad.astype(np.float64))
+    m1, m2, m3, m4 = tl, tr, bl, br
+    k2 = np.dot(np.cross(m1, m4), m3) / np.dot(np.cross(m2, m4), m3)
+    k3 = np.dot(np.cross(m1, m4), m2) / np.dot(np.cross(m3, m4), m2)
+    n2, n3 = k2 * m2 - m1, k3 * m3 - m1
+    if abs(n2[2]) < 1e-3 or abs(n3[2]) < 1e-3:
+        return None
+    f2 = -(n2[0] * n3[0] + n2[1] * n3[1]) / (n2[2] * n3[2])
+    if not np.isfinite(f2) or f2 <= 0:
+        return None
+    a = (n2[0] ** 2 + n2[1] ** 2) / f2 + n2[2] ** 2
+    b = (n3[0] ** 2 + n3[1] ** 2) / f2 + n3[2] ** 2
+    if a <= 0 or b <= 0:
+        return None
+    return float(np.sqrt(a / b))
+
+
+def _warp(grey: np.ndarray, quad: np.ndarray, trim: float, centre: tuple[float, float] | None = None) -> np.ndarray:
+    """The quad warped to a rectangle at its own resolution, ``trim`` cut off each side. With the
+    camera's ``centre``, the rectangle's shape is the paper's own (:func:`true_aspect`) rather than
+    the foreshortened one."""
     tl, tr, br, bl = quad.astype(np.float32)
     w = max(np.linalg.norm(tr - tl), np.linalg.norm(br - bl))
     h = max(np.linalg.norm(bl - tl), np.linalg.norm(br - tr))
+    aspect = true_aspect(quad, centre) if centre is not None else None
+    if aspect is not None and 0.5 < aspect / (w / h) < 2.0:
+        # Keep the longer measured side, set the other from the true aspect.
+        w, h = (w, w / aspect) if w / h >= aspect else (h * aspect, h)
     w, h = int(round(w)), int(round(h))
     if min(w, h) < 4 * MIN_SIDE:
         raise NoSignatureError(f"the paper is too small in the picture ({w}x{h} px): hold it closer to the camera")
@@ -338,7 +366,7 @@ def find_signature(frame: np.ndarray) -> SignatureImage:
     found: list[str] = []
     sheet = _find_sheet(grey)
     if sheet is not None:
-        page = _warp(grey, sheet.quad, SHEET_TRIM)
+        page = _warp(grey, sheet.quad, SHEET_TRIM, ((grey.shape[1] - 1) / 2, (grey.shape[0] - 1) / 2))
         found.append(f"sheet ({sheet.how})")
     else:
         page = grey

@@ -58,7 +58,7 @@ class _Look:
     """How a difficulty looks: ranges drawn uniformly."""
 
     rotate_deg: float
-    tilt: float  # corner jitter as a fraction of the sheet's size
+    tilt_deg: float  # the sheet's plane turned this far (at most) from facing the camera
     gain: tuple[float, float]
     shadow: float  # probability of a shadow
     defocus: tuple[float, float]  # Gaussian sigma in frame pixels
@@ -67,13 +67,13 @@ class _Look:
 
 
 _LOOKS: dict[str, _Look] = {
-    "clean": _Look(3, 0.02, (0.95, 1.05), 0.0, (0.0, 0.5), (0, 0), (1.0, 2.0)),
-    "perspective": _Look(15, 0.09, (0.85, 1.05), 0.6, (0.0, 0.6), (0, 0), (1.0, 2.5)),
-    "dark": _Look(6, 0.04, (0.40, 0.55), 0.3, (0.0, 0.6), (0, 0), (3.0, 5.0)),
-    "blur": _Look(6, 0.04, (0.9, 1.05), 0.0, (0.9, 1.4), (2, 4), (1.0, 2.0)),
-    "too_dark": _Look(6, 0.04, (0.06, 0.16), 0.0, (0.0, 0.6), (0, 0), (2.0, 4.0)),
-    "too_bright": _Look(6, 0.04, (3.5, 5.5), 0.0, (0.0, 0.6), (0, 0), (1.0, 2.0)),
-    "too_blurred": _Look(6, 0.04, (0.9, 1.05), 0.0, (5.0, 8.0), (22, 34), (1.0, 2.0)),
+    "clean": _Look(3, 6, (0.95, 1.05), 0.0, (0.0, 0.5), (0, 0), (1.0, 2.0)),
+    "perspective": _Look(15, 35, (0.85, 1.05), 0.6, (0.0, 0.6), (0, 0), (1.0, 2.5)),
+    "dark": _Look(6, 12, (0.40, 0.55), 0.3, (0.0, 0.6), (0, 0), (3.0, 5.0)),
+    "blur": _Look(6, 12, (0.9, 1.05), 0.0, (0.9, 1.4), (2, 4), (1.0, 2.0)),
+    "too_dark": _Look(6, 12, (0.06, 0.16), 0.0, (0.0, 0.6), (0, 0), (2.0, 4.0)),
+    "too_bright": _Look(6, 12, (3.5, 5.5), 0.0, (0.0, 0.6), (0, 0), (1.0, 2.0)),
+    "too_blurred": _Look(6, 12, (0.9, 1.05), 0.0, (5.0, 8.0), (22, 34), (1.0, 2.0)),
 }
 
 
@@ -198,16 +198,28 @@ def make_photo(
     sheet, ink_rect, box_rect = _sheet(ink, rng, with_box)
     sh, sw = sheet.shape[:2]
 
-    # Where the sheet lands: 55-80 % of the frame, rotated and tilted, fully inside the frame.
+    # Where the sheet lands: a pinhole camera (focal length = frame width, a 53 degree webcam)
+    # looks at the sheet tilted out of its plane and rotated in it, 55-80 % of the frame across.
     scale = rng.uniform(0.55, 0.8) * min(fw / sw, fh / sh)
-    ang = np.deg2rad(rng.uniform(-look.rotate_deg, look.rotate_deg))
-    half = np.array([[-sw, -sh], [sw, -sh], [sw, sh], [-sw, sh]], np.float32) * 0.5 * scale
-    rot = np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]], np.float32)
-    corners = half @ rot.T + rng.normal(0, look.tilt, (4, 2)).astype(np.float32) * np.float32(scale * max(sw, sh))
+    focal = float(fw)
+    ax, ay = np.deg2rad(rng.uniform(-look.tilt_deg, look.tilt_deg, 2))
+    az = np.deg2rad(rng.uniform(-look.rotate_deg, look.rotate_deg))
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    plane = np.array([[-sw, -sh, 0], [sw, -sh, 0], [sw, sh, 0], [-sw, sh, 0]], np.float64) * 0.5
+    pts = plane @ (ry @ rx @ rz).T
+    dist = focal / scale
+
+    def view_at(offset: np.ndarray) -> np.ndarray:
+        p3 = pts + offset
+        return np.stack([focal * p3[:, 0] / (dist + p3[:, 2]) + fw / 2, focal * p3[:, 1] / (dist + p3[:, 2]) + fh / 2], 1)
+
+    corners = view_at(np.zeros(3))
     lo, hi = corners.min(0), corners.max(0)
-    span = np.array([fw, fh], np.float32)
-    room = np.maximum(span - (hi - lo) - 8, 0)
-    corners = corners - lo + 4 + rng.uniform(0, 1, 2).astype(np.float32) * room
+    room = np.maximum(np.array([fw, fh]) - (hi - lo) - 24, 0)
+    shift = (rng.uniform(0, 1, 2) * room + 12 - lo) * dist / focal  # moved in the sheet's plane
+    corners = view_at(np.array([shift[0], shift[1], 0.0])).astype(np.float32)
     src = np.array([[0, 0], [sw, 0], [sw, sh], [0, sh]], np.float32)
     h_mat = cv2.getPerspectiveTransform(src, corners.astype(np.float32))
 

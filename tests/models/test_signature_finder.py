@@ -155,3 +155,22 @@ def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_bad_arrays_are_refused(pixels: np.ndarray, message: str) -> None:
     with pytest.raises(UnreadablePictureError, match=message):
         find_signature(pixels)
+
+
+def test_the_paper_s_own_shape_is_recovered_from_a_tilted_view() -> None:
+    from models.signature_finder import true_aspect
+
+    # A 3:2 sheet turned 30 and 25 degrees away from a pinhole camera (focal 1280 px, centre
+    # 640, 360). Turned about one axis only, the focal length cannot be told: None, sides kept.
+    a, b = np.deg2rad(30), np.deg2rad(25)
+    plane = np.array([[-150, -100, 0], [150, -100, 0], [150, 100, 0], [-150, 100, 0]], float)
+    ry = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    p = plane @ (ry @ rx).T + [30, -20, 900]
+    quad = np.stack([1280 * p[:, 0] / p[:, 2] + 640, 1280 * p[:, 1] / p[:, 2] + 360], 1)
+    seen = np.linalg.norm(quad[1] - quad[0]) / np.linalg.norm(quad[3] - quad[0])
+    found = true_aspect(quad, (640, 360))
+    assert found == pytest.approx(1.5, rel=0.01)
+    assert abs(found - 1.5) < abs(seen - 1.5) / 5  # far closer than the foreshortened sides
+    # Square to the camera there is no focal length to find: the sides are right as they are.
+    assert true_aspect(np.array([[0, 0], [300, 0], [300, 200], [0, 200]], float) + 500, (640, 360)) is None
