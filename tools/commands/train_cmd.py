@@ -1,4 +1,5 @@
-"""``sigkiosk train online``: train the TS-GATR teacher, distil the int8 student, fit the fusion."""
+"""``sigkiosk train online``: train the TS-GATR teacher, distil the int8 student, fit the fusion.
+``sigkiosk train offline``: the CNN-LSTM image embedding (float and int8)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--teacher-weights", type=Path, default=None, help="skip teacher training: load these weights")
     o.add_argument("--no-fusion", action="store_true", help="do not fit fusion.json")
     o.set_defaults(func=run_online)
+
+    f = kinds.add_parser("offline", help="CNN-LSTM image embedding (writer-independent), float and int8 TFLite")
+    f.add_argument("--data", type=Path, default=None, help="the shared data folder (default ../shared/data)")
+    f.add_argument("--out", type=Path, default=Path("models/assets"), help="where the shipped artefacts go")
+    f.add_argument("--cache", type=Path, default=None,
+                   help="prepared-image cache, outside the repository (default ~/.cache/sigkiosk/offline)")
+    f.add_argument("--quick", action="store_true", help="tiny model, a few writers: end to end in about a minute")
+    f.add_argument("--epochs", type=int, default=None)
+    f.add_argument("--steps", type=int, default=None, help="steps per epoch")
+    f.add_argument("--patience", type=int, default=None, help="epochs without a better validation EER before stopping")
+    f.add_argument("--time-budget", type=float, default=None, metavar="MIN",
+                   help="stop training after MIN minutes (the best epoch so far is kept)")
+    f.add_argument("--no-rendered", action="store_true", help="scans only: no ink rendered from the online sets")
+    f.add_argument("--seed", type=int, default=0)
+    f.set_defaults(func=run_offline)
 
     a = kinds.add_parser("ablation", help="seed ablations on validation writers (GRU/graphs, k of k-NN, k-step)")
     a.add_argument("--data", type=Path, default=None)
@@ -63,6 +79,25 @@ def run_online(args: argparse.Namespace) -> int:
     record = run(pc, t, args.data or default_data_root(), args.out, args.work, args.teacher_weights,
                  skip_fusion=args.no_fusion)
     print(f"done in {record['seconds']} s; record: {args.out / 'tsgatr.run.json'}")
+    return 0
+
+
+def run_offline(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from models.cnn_lstm import CnnLstmConfig
+    from tools.train.data import default_data_root
+    from tools.train.offline import DEFAULT_CACHE, RECORD_NAME, OfflineTrainConfig, quick_configs, run
+
+    net, cfg = quick_configs(args.seed) if args.quick else (CnnLstmConfig(), OfflineTrainConfig(seed=args.seed))
+    for arg, key in (("epochs", "epochs"), ("steps", "steps_per_epoch"), ("patience", "patience"),
+                     ("time_budget", "time_budget_min")):
+        if getattr(args, arg) is not None:
+            cfg = replace(cfg, **{key: getattr(args, arg)})
+    record = run(args.data or default_data_root(), args.out, args.cache or DEFAULT_CACHE, net, cfg,
+                 rendered=not args.no_rendered, max_writers=3 if args.quick else None,
+                 representative=8 if args.quick else 200)
+    print(f"done in {record['seconds']} s; record: {args.out / RECORD_NAME}")
     return 0
 
 

@@ -31,8 +31,12 @@ def device_model(trained: Any, mcfg: TSGATRConfig) -> Any:
     return m
 
 
-def to_tflite(model: Any, representative: Iterable[ModelInput] | None = None) -> bytes:
-    """Float TFLite without ``representative``; full int8 (ops, inputs and output) with it."""
+def to_tflite(model: Any, representative: Iterable[ModelInput | dict[str, np.ndarray]] | None = None) -> bytes:
+    """Float TFLite without ``representative``; full int8 (ops, inputs and output) with it.
+
+    Representative samples are pen :class:`ModelInput` s or, for any other model, dicts of named
+    arrays without the batch dimension (e.g. ``{"image": (128, 128, 1)}`` for the CNN-LSTM).
+    """
     import tensorflow as tf
 
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -42,8 +46,9 @@ def to_tflite(model: Any, representative: Iterable[ModelInput] | None = None) ->
         def gen() -> Iterable[dict[str, np.ndarray]]:
             # By name: the converted model orders its inputs its own way.
             for mi in reps:
-                arrs = mi.arrays()
-                yield {n: arrs[n][None].astype(np.float32) for n in INPUT_NAMES}
+                arrs = mi if isinstance(mi, dict) else mi.arrays()
+                names = tuple(arrs) if isinstance(mi, dict) else INPUT_NAMES
+                yield {n: arrs[n][None].astype(np.float32) for n in names}
 
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = gen

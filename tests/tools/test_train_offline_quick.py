@@ -1,0 +1,77 @@
+"""``sigkiosk train offline --quick``: the CNN-LSTM image pipeline end to end on the shared data.
+
+Dutch scans of a few writers and ink rendered from a few online writers, prepared and cached in a
+temporary folder, two tiny epochs, float and full-int8 conversion, prior and threshold, golden
+vectors and the run record (about a minute on two cores). Runs in a subprocess so that tensorflow
+is never imported into the test process (the device modules are tested without it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared_data import shared_data
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = shared_data("offline/sigcomp-dutch-kaggle").parents[1]
+    out = tmp_path_factory.mktemp("offline_quick")
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.cli", "train", "offline", "--quick", "--data", str(data),
+         "--out", str(out / "assets"), "--cache", str(out / "cache")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def test_artefacts_and_run_record(quick_run: Path) -> None:
+    assets = quick_run / "assets"
+    for name in ("cnn_lstm_float", "cnn_lstm_int8"):
+        assert (assets / f"{name}.tflite").stat().st_size > 1000
+        cfg = json.loads((assets / f"{name}.config.json").read_text())
+        assert cfg["input_size"] == 128 and cfg["emb_dim"] == 16
+        assert cfg["prior"]["min_dist"] > 0 and cfg["prior"]["mean_dist"] >= cfg["prior"]["min_dist"]
+    rec = json.loads((assets / "cnn_lstm.run.json").read_text())
+    assert "train offline --quick" in rec["command"]
+    # Scans and the four online sets that were rendered, each named by its files' hash.
+    assert set(rec["data_sha256"]) == {"sigcomp-dutch", "susig-visual", "susig-blind", "sigcomp2009-nfi",
+                                       "sigwicomp2013-jp"}
+    assert all(len(h) == 64 for h in rec["data_sha256"].values())
+    assert len(rec["history"]) == 2 and rec["best_epoch"] in (1, 2)
+    assert rec["images"]["train_writers"] > rec["images"]["validate_writers"] > 0
+    for m in rec["models"].values():
+        assert 0.0 <= m["validation"]["skilled_eer_global"] <= 100.0
+
+
+def test_prepared_images_cached_outside_the_assets(quick_run: Path) -> None:
+    cached = sorted((quick_run / "cache").glob("*.npz"))
+    assert any(p.name.startswith("sigcomp-dutch-") for p in cached)
+    assert any(p.name.startswith("rendered-") for p in cached)
+    with np.load(cached[0]) as z:
+        assert z["images"].dtype == np.uint8 and z["images"].shape[1:] == (128, 128)
+    assert not list((quick_run / "assets").glob("*.npz")) or all(
+        p.name.endswith(".golden.npz") for p in (quick_run / "assets").glob("*.npz"))
+
+
+def test_quick_int8_model_loads_and_reproduces_its_golden_vectors(quick_run: Path) -> None:
+    from models.offline_embed import ImageEmbedder
+
+    model = quick_run / "assets" / "cnn_lstm_int8.tflite"
+    emb = ImageEmbedder(model)
+    assert emb.model.quantised
+    with np.load(model.with_name(model.stem + ".golden.npz")) as z:
+        images, outputs = z["images"], z["outputs"]
+    for x, want in zip(images, outputs):
+        np.testing.assert_allclose(emb.embed(x), want, atol=0.02)
