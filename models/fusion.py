@@ -1,10 +1,15 @@
 """Calibrated fusion of user-normalised distances into one match rate in [0, 1].
 
 ``p(genuine) = σ(b + Σ w_i · log d_i)`` over the verifiers' user-normalised distances d_i (about 1
-for a typical genuine signature, larger for forgeries). Fitted by logistic regression on the
-*validation* writers (never the reported test writers) and stored as JSON beside the model. Every
-weight is kept ≤ 0, so the score can only fall when any distance grows: a forgery can never win
-by looking *less* like the references to one of the verifiers.
+for a typical genuine signature, larger for forgeries), fitted on *validation* writers (never the
+reported test writers) and stored as JSON beside the model. Every weight is kept ≤ 0, so the score
+can only fall when any distance grows: a forgery can never win by looking *less* like the
+references to one of the verifiers.
+
+Two fitters produce this one form: :func:`fit_fusion` (a free logistic regression) and, for the
+shipped pen fusion, ``tools.train.fusion_fit.fit_mixing`` (one mixing weight on scaled log
+distances chosen by a conservative rule over writers, then calibrated): with a few dozen
+validation writers a free regression over their thousands of correlated trials over-fits them.
 """
 
 from __future__ import annotations

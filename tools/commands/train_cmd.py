@@ -53,6 +53,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--only", nargs="*", default=None, help="names of the variants to run")
     a.set_defaults(func=run_ablation)
 
+    fu = kinds.add_parser("fusion", help="refit fusion.json on the validation writers (no retraining)")
+    fu.add_argument("--data", type=Path, default=None)
+    fu.add_argument("--model", type=Path, default=Path("models/assets/tsgatr_student_int8.tflite"),
+                    help="the learned model the fusion serves (its .config.json beside it)")
+    fu.add_argument("--out", type=Path, default=None, help="where fusion.json goes (default: beside the model)")
+    fu.add_argument("--trials", type=int, default=10, help="random draws of K references per writer")
+    fu.add_argument("--cache", type=Path, default=Path(".cache/fusion"), help="per-trial distance cache")
+    fu.set_defaults(func=run_fusion)
+
     r = kinds.add_parser("report", help="the README's EER table: every verifier on the test writers, K=1 and 5")
     r.add_argument("--data", type=Path, default=None)
     r.add_argument("--assets", type=Path, default=Path("models/assets"))
@@ -105,6 +114,30 @@ def run_ablation(args: argparse.Namespace) -> int:
     from tools.train.ablation import run_ablations
 
     run_ablations(args.data, args.work, args.epochs, args.steps, args.json, args.only)
+    return 0
+
+
+def run_fusion(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from models.runtime import ModelError
+    from tools.train.data import default_data_root
+    from tools.train.fusion_fit import refit
+
+    out = args.out or args.model.parent
+    try:
+        rec = refit(args.data or default_data_root(), args.model, out, args.cache, args.trials)
+    except (ModelError, FileNotFoundError, ValueError) as e:
+        print(f"sigkiosk train fusion: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: rec[k] for k in ("mix_learned", "best_mix_learned", "criterion_se", "weights", "bias",
+                                          "threshold")}, indent=2))
+    for name, g in rec["validation"].items():
+        if g["fused"] is not None:
+            print(f"validation {name:22s} skilled EER: classic {g['classic']:.2f}  learned {g['learned']:.2f}  "
+                  f"fused {g['fused']:.2f}  ({g['writers_with_forgeries']} writer(s) with forgeries)")
+    print(f"wrote {out / 'fusion.json'} and {out / 'fusion.fit.json'}")
     return 0
 
 

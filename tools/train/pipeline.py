@@ -1,11 +1,12 @@
 """``sigkiosk train online``: teacher → distilled student → float/int8 TFLite → golden vectors →
-fusion fitted on validation writers → run record. One command, deterministic seeds.
+fusion fitted on validation writers (``tools/train/fusion_fit.py``) → run record. One command,
+deterministic seeds.
 
 Artefacts in ``--out`` (default ``models/assets``): ``tsgatr_student_int8.tflite`` (shipped to the
 device), ``tsgatr_student_float.tflite`` and ``tsgatr_teacher_float.tflite`` (for the EER table),
 ``<model>.config.json`` (featurisation + normalisation prior), ``<model>.golden.npz``,
-``fusion.json`` and ``tsgatr.run.json`` (command, configs, data hashes, figures). The teacher's
-Keras weights go to ``--work`` (not shipped).
+``fusion.json`` and ``fusion.fit.json`` (how the fusion was chosen), and ``tsgatr.run.json``
+(command, configs, data hashes, figures). The teacher's Keras weights go to ``--work`` (not shipped).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 
 from models.learned import LearnedConfig, config_path
 from models.tsgatr import TSGATRConfig
-from tools.train.data import VALIDATION_SETS, Corpus, InputCache, default_data_root, load_corpus
+from tools.train.data import InputCache, load_corpus
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 log = logging.getLogger(__name__)
@@ -86,34 +87,6 @@ def save_model(blob: bytes, out: Path, name: str, lc: LearnedConfig) -> Path:
     path.write_bytes(blob)
     config_path(path).write_text(json.dumps(lc.to_json(), indent=2) + "\n")
     return path
-
-
-def fit_fusion_on_validation(corpus: Corpus, lc: LearnedConfig, model_path: Path, out: Path,
-                             trials: int = 3) -> dict:
-    """Classic and learned user-normalised distances on validation writers → fusion.json."""
-    from models.fusion import fit_fusion
-    from models.learned import LearnedVerifier
-    from tools.evaluate import ClassicProvider, EmbeddingProvider, Scores, plan, score_plans_multi
-
-    ver = LearnedVerifier(model_path)
-    gen, imp = [], []
-    for fmt in VALIDATION_SETS:
-        if fmt not in corpus.datasets:
-            continue
-        ds = corpus.datasets[fmt].subset("validate")
-        plans, _ = plan(ds, "random-refs", 5, trials, seed=0)
-        if not plans:
-            continue
-        learned = EmbeddingProvider(embed=lambda s: ver.embed(s.trajectory), prior=ver.config.prior,
-                                    band=ver.config.band)
-        parts = score_plans_multi(plans, [ClassicProvider(), learned])
-        gen.append(np.column_stack([Scores.pooled(p.genuine) for p in parts]))
-        for kind in ("skilled", "random"):
-            imp.append(np.column_stack([Scores.pooled(getattr(p, kind)) for p in parts]))
-    fusion = fit_fusion(("classic", "learned"), np.vstack(gen), np.vstack(imp))
-    fusion.save(out / "fusion.json")
-    return {"names": fusion.names, "weights": fusion.weights, "bias": fusion.bias, "threshold": fusion.threshold,
-            "genuine_trials": int(sum(len(g) for g in gen)), "impostor_trials": int(sum(len(i) for i in imp))}
 
 
 def run(pc: PipelineConfig, tcfg: Any, data_root: Path, out: Path, work: Path, teacher_weights: Path | None,
@@ -200,7 +173,11 @@ def run(pc: PipelineConfig, tcfg: Any, data_root: Path, out: Path, work: Path, t
         record["validation_skilled_eer_k5"][name] = v
         print(f"validation {name}: " + "  ".join(f"{k} {x:.2f}" for k, x in v.items()), flush=True)
     if not skip_fusion:
-        record["fusion"] = fit_fusion_on_validation(corpus, lc, shipped[STUDENT_INT8], out)
+        from tools.train.fusion_fit import refit
+
+        # Validation writers only (every set, K = 1 and 5): see tools/train/fusion_fit.py.
+        fit = refit(data_root, shipped[STUDENT_INT8], out, cache=work / "fusion", trials=1 if pc.quick else 10)
+        record["fusion"] = {k: fit[k] for k in ("method", "mix_learned", "weights", "bias", "threshold")}
         print(f"fusion: {record['fusion']}", flush=True)
     record["seconds"] = round(time.perf_counter() - t_start, 1)
     (out / "tsgatr.run.json").write_text(json.dumps(record, indent=2, default=str) + "\n")

@@ -1,0 +1,122 @@
+"""The shipped pen fusion's fitter: one mixing weight on scaled log distances, chosen over writers
+with the one-standard-error rule toward the classic verifier, then calibrated."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.fusion import Fusion
+from tools.train.fusion_fit import MIX_GRID, TrialDistances, fit_mixing
+
+ROOT = Path(__file__).resolve().parents[2]
+ASSETS = ROOT / "models" / "assets"
+
+
+def group(rng: np.random.Generator, writers: int, *, classic_gap: float, learned_gap: float,
+          per_writer: int = 12, prefix: str = "w") -> TrialDistances:
+    """Synthetic trials: log distances ~ N(0, 0.2) for genuine, shifted by ``*_gap`` for skilled
+    forgeries (a larger gap: a better verifier), plus random forgeries far away for both."""
+    rows, kinds, names = [], [], []
+    for w in range(writers):
+        for kind, shift in (("genuine", (0.0, 0.0)), ("skilled", (classic_gap, learned_gap)),
+                            ("random", (1.5, 1.5))):
+            rows.append(np.exp(rng.normal(shift, 0.2, size=(per_writer, 2))))
+            kinds += [kind] * per_writer
+            names += [f"{prefix}{w}"] * per_writer
+    return TrialDistances(np.vstack(rows), np.array(kinds), np.array(names))
+
+
+def test_useless_learned_verifier_gets_no_weight() -> None:
+    rng = np.random.default_rng(0)
+    parts = {f"set{i} K=5": group(rng, 10, classic_gap=0.5, learned_gap=0.0) for i in range(2)}
+    fit = fit_mixing(parts, boot=40)
+    assert fit.mix <= 0.1
+    assert fit.fusion.weights[0] < fit.fusion.weights[1] <= 0.0
+
+
+def test_clearly_better_learned_verifier_gets_most_weight() -> None:
+    rng = np.random.default_rng(1)
+    parts = {f"set{i} K=1": group(rng, 10, classic_gap=0.1, learned_gap=0.7) for i in range(2)}
+    fit = fit_mixing(parts, boot=40)
+    assert fit.mix >= 0.5
+    assert fit.fusion.weights[1] < fit.fusion.weights[0] <= 0.0
+
+
+def test_one_writer_cannot_tip_the_choice() -> None:
+    rng = np.random.default_rng(2)
+    parts = {
+        "big K=5": group(rng, 12, classic_gap=0.6, learned_gap=0.2),
+        # One writer on whom the learned verifier is perfect and the classic one useless, with many trials.
+        "tiny K=5": group(rng, 1, classic_gap=0.0, learned_gap=1.2, per_writer=400, prefix="t"),
+    }
+    fit = fit_mixing(parts, boot=40)
+    assert fit.mix <= 0.25
+
+
+def test_one_standard_error_rule_and_calibration(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    parts = {f"set{i} K={k}": group(rng, 8, classic_gap=0.5, learned_gap=0.5) for i in range(2) for k in (1, 5)}
+    fit = fit_mixing(parts, boot=40)
+    crit = np.asarray(fit.criterion)
+    chosen, best = MIX_GRID.index(fit.mix), MIX_GRID.index(fit.best_mix)
+    assert chosen <= best and crit[chosen] <= crit[best] + fit.criterion_se
+    assert crit[best] == crit.min() and fit.criterion_se > 0
+    # Smaller learned weights than the chosen one are out by more than one standard error.
+    assert all(c > crit[best] + fit.criterion_se for c in crit[:chosen])
+    f = fit.fusion
+    assert 0.0 < f.threshold < 1.0 and all(w <= 0 for w in f.weights)
+    assert f.match_rate(np.array([1.0, 1.0])) > f.threshold > f.match_rate(np.array([2.0, 2.0]))
+    # The stored form is the one every reader already loads.
+    f.save(tmp_path / "fusion.json")
+    assert Fusion.load(tmp_path / "fusion.json") == f
+    rec = fit.record()
+    assert rec["mix_learned"] == fit.mix and rec["weights"] == list(f.weights)
+    assert set(rec["validation"]) == set(parts)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("three", "exactly two"),
+    ("no_forgeries", "no validation writer has skilled forgeries"),
+    ("constant", "do not vary"),
+])
+def test_bad_trials_are_refused(bad: str, message: str) -> None:
+    rng = np.random.default_rng(4)
+    td = group(rng, 4, classic_gap=0.5, learned_gap=0.5)
+    if bad == "three":
+        td = TrialDistances(np.hstack([td.distances, td.distances[:, :1]]), td.kinds, td.writers)
+    elif bad == "no_forgeries":
+        keep = td.kinds != "skilled"
+        td = TrialDistances(td.distances[keep], td.kinds[keep], td.writers[keep])
+    else:
+        td = TrialDistances(np.ones_like(td.distances), td.kinds, td.writers)
+    with pytest.raises(ValueError, match=message):
+        fit_mixing({"x K=5": td}, boot=5)
+
+
+def test_shipped_fusion_is_the_recorded_fit() -> None:
+    fusion = Fusion.load(ASSETS / "fusion.json")
+    rec = json.loads((ASSETS / "fusion.fit.json").read_text())
+    assert rec["split"] == "validate" and rec["ks"] == [1, 5]
+    assert rec["mix_learned"] in MIX_GRID and rec["mix_learned"] <= rec["best_mix_learned"]
+    assert list(fusion.weights) == rec["weights"] and fusion.threshold == rec["threshold"]
+    # The weights are the mixing weight over the recorded scales (one slope): the mix is what it says.
+    w_c, w_l = fusion.weights
+    mix = (w_l * rec["scales"][1]) / (w_c * rec["scales"][0] + w_l * rec["scales"][1])
+    assert mix == pytest.approx(rec["mix_learned"])
+
+
+def test_cli_missing_model_is_a_clear_error(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.cli", "train", "fusion", "--model", str(tmp_path / "nope.tflite"),
+         "--data", str(tmp_path), "--cache", str(tmp_path / "cache")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "nope.tflite" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "fusion.json").exists()

@@ -1,0 +1,270 @@
+"""Fit ``fusion.json`` on writers the learned model never saw: the *validation* writers.
+
+Method (a single mixing weight, not a free logistic regression):
+
+1. Scale: each verifier's log user-normalised distance is divided by its standard deviation over
+   the validation *genuine* trials, so the two scores are comparable before mixing (for any K).
+2. Mix: ``s = (1 − w)·log d_classic/σ_c + w·log d_learned/σ_l`` with ``w`` on a grid in [0, 1].
+   The criterion is the validation skilled EER of ``s`` per (set, K) group, averaged with each
+   group weighted by its writers with forgeries: the writer, not the trial, is the unit of
+   evidence (a set with one such writer cannot tip the choice).
+3. Conservative rule (the "one standard error" rule): the smallest learned weight whose
+   criterion is within one standard error of the best, the standard error from a bootstrap over
+   writers. The classic verifier is the incumbent; the learned one gets weight only as far as
+   the validation writers show it earns it beyond their own noise (about half a point).
+4. Calibrate: ``p(genuine) = σ(b − a·s)`` by a two-parameter logistic regression (genuine vs
+   skilled + random, classes balanced), written in the unchanged ``fusion.json`` form
+   ``σ(b + Σ w_i log d_i)``; the threshold is the pooled validation EER point.
+
+A free logistic regression on thousands of trials treats them as independent, while they come
+from a few dozen writers: it fitted the validation writers' quirks (the shipped fusion before this
+rated the learned score 1.6× the classic one and lost to DTW alone on SUSIG-Visual test writers).
+
+The trials are the evaluator's own (``random-refs``, the same draws, normalisation and questioned
+samples as ``sigkiosk eval online``): every validation writer of every pen set, K = 1 **and** K = 5,
+pooled into one fit, so one fusion serves every K and every device. Training writers are never
+used: the student was trained on them and its distances there are optimistic, so a fusion fitted on
+them would over-rate it.
+
+Per-trial distance pairs are cached under ``.cache/fusion/`` (git-ignored), keyed by the model's and
+the data's content, because the learned provider is slow on a shared CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from models.fusion import Fusion
+from models.learned import config_path
+from tools.datasets import load_online
+from tools.datasets.types import Dataset, OnlineSample
+from tools.evaluate import ClassicProvider, DistanceProvider, learned_provider, plan, score_plans_multi
+from tools.metrics import equal_error_rate
+
+log = logging.getLogger(__name__)
+
+#: The pen sets whose validation writers the fusion is fitted on (every set the student trained on).
+FIT_SETS: tuple[tuple[str, str], ...] = (
+    ("online/susig/VisualSubCorpus", "susig-visual"),
+    ("online/susig/BlindSubCorpus", "susig-blind"),
+    ("online/sigcomp2009-nfi", "sigcomp2009-nfi"),
+    ("online/sigwicomp2013-jp", "sigwicomp2013-jp"),
+)
+FIT_KS: tuple[int, ...] = (1, 5)
+KINDS: tuple[str, ...] = ("genuine", "skilled", "random")
+
+
+@dataclass(frozen=True)
+class TrialDistances:
+    """One evaluation's trials: user-normalised distances (n × verifiers), kind and writer of each."""
+
+    distances: np.ndarray  # (n, 2) float64: classic, learned
+    kinds: np.ndarray  # (n,) str: genuine | skilled | random
+    writers: np.ndarray  # (n,) str
+
+    def of(self, kind: str) -> np.ndarray:
+        return self.distances[self.kinds == kind]
+
+
+def trial_distances(dataset: Dataset[OnlineSample], references: int, trials: int, providers: list[DistanceProvider],
+                    seed: int = 0) -> TrialDistances:
+    """The evaluator's trials of ``dataset`` (already split) as aligned distance rows."""
+    plans, _ = plan(dataset, "random-refs", references, trials, seed)
+    parts = score_plans_multi(plans, providers)
+    rows, kinds, writers = [], [], []
+    for kind in KINDS:
+        first: dict[str, list[float]] = getattr(parts[0], kind)
+        for w, vals in first.items():
+            cols = [getattr(p, kind)[w] for p in parts]
+            rows.extend(zip(*cols))
+            kinds.extend([kind] * len(vals))
+            writers.extend([w] * len(vals))
+    return TrialDistances(np.asarray(rows, dtype=np.float64).reshape(-1, len(providers)),
+                          np.asarray(kinds), np.asarray(writers))
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def cached_trial_distances(data_root: Path, rel: str, fmt: str, split: str, references: int, trials: int,
+                           model_path: Path, cache: Path, seed: int = 0) -> TrialDistances | None:
+    """:func:`trial_distances` of one set and split, cached; ``None`` if no writer can be evaluated."""
+    ds_path = data_root / rel
+    # The model and its config (prior) decide the learned distances; file names and sizes the data.
+    listing = sorted((str(p.relative_to(ds_path)), p.stat().st_size) for p in ds_path.rglob("*") if p.is_file())
+    key = hashlib.sha256(json.dumps([_sha(model_path), _sha(config_path(model_path)), listing,
+                                     fmt, split, references, trials, seed]).encode()).hexdigest()[:16]
+    f = cache / f"{fmt}-{split}-k{references}-t{trials}-{key}.npz"
+    if f.exists():
+        z = np.load(f)
+        if z["distances"].size == 0:
+            return None
+        return TrialDistances(z["distances"], z["kinds"], z["writers"])
+    ds = load_online(ds_path, fmt).subset(split)  # type: ignore[arg-type]
+    providers: list[DistanceProvider] = [ClassicProvider(), learned_provider(model_path)]
+    plans, _ = plan(ds, "random-refs", references, trials, seed)
+    td = trial_distances(ds, references, trials, providers, seed) if plans else None
+    cache.mkdir(parents=True, exist_ok=True)
+    # An empty file remembers "no writer can be evaluated" too.
+    t = td or TrialDistances(np.zeros((0, 2)), np.zeros(0, dtype=str), np.zeros(0, dtype=str))
+    np.savez(f, distances=t.distances, kinds=t.kinds, writers=t.writers)
+    return td
+
+
+def validation_trials(data_root: Path, model_path: Path, cache: Path, trials: int = 10,
+                      ks: tuple[int, ...] = FIT_KS) -> dict[str, TrialDistances]:
+    """Every validation writer's trials, per ``"<format> K=<k>"``."""
+    out = {}
+    for rel, fmt in FIT_SETS:
+        for k in ks:
+            td = cached_trial_distances(data_root, rel, fmt, "validate", k, trials, model_path, cache)
+            if td is not None:
+                out[f"{fmt} K={k}"] = td
+                log.info("%s K=%d validation: %d trials", fmt, k, len(td.kinds))
+    return out
+
+
+#: Mixing weights tried for the learned verifier (0 = classic only, 1 = learned only).
+MIX_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
+
+
+@dataclass(frozen=True)
+class MixingFit:
+    """The chosen fusion and how it was chosen (all on validation writers)."""
+
+    fusion: Fusion
+    mix: float  # the learned verifier's weight in the scaled log-distance mix
+    best_mix: float  # the weight with the lowest criterion (before the one-SE rule)
+    scales: tuple[float, float]  # σ of log distance over validation genuine trials, per verifier
+    criterion: tuple[float, ...]  # writer-weighted mean skilled EER (%) per MIX_GRID point
+    criterion_se: float  # bootstrap standard error of the criterion at best_mix
+    groups: dict[str, dict[str, float]]  # per (set, K): writers and skilled EERs of classic/learned/fused
+
+    def record(self) -> dict:
+        return {
+            "method": "mixing weight on scaled log distances, one-standard-error rule toward classic",
+            "mix_learned": self.mix, "best_mix_learned": self.best_mix,
+            "scales": list(self.scales), "grid": list(MIX_GRID),
+            "criterion_skilled_eer": [round(c, 3) for c in self.criterion],
+            "criterion_se": round(self.criterion_se, 3),
+            "weights": list(self.fusion.weights), "bias": self.fusion.bias, "threshold": self.fusion.threshold,
+            "validation": self.groups,
+        }
+
+
+def _eer(genuine: np.ndarray, impostor: np.ndarray) -> float:
+    return 100.0 * equal_error_rate(genuine, impostor)[0]
+
+
+@dataclass(frozen=True)
+class _Group:
+    logd: np.ndarray  # (n, 2) scaled log distances
+    genuine: dict[str, np.ndarray]  # writer → row indices
+    skilled: dict[str, np.ndarray]
+    weight: int  # writers with skilled forgeries
+
+
+def _group(td: TrialDistances, scales: np.ndarray) -> _Group:
+    logd = np.log(np.maximum(td.distances, 1e-6)) / scales
+    by = {kind: {str(w): np.flatnonzero((td.writers == w) & (td.kinds == kind)) for w in np.unique(td.writers)}
+          for kind in ("genuine", "skilled")}
+    weight = sum(1 for v in by["skilled"].values() if v.size)
+    return _Group(logd, by["genuine"], by["skilled"], weight)
+
+
+def _criterion(groups: list[_Group], writers: list[list[str]]) -> np.ndarray:
+    """Writer-weighted mean skilled EER (%) per grid weight, over the given writers of each group."""
+    total, weight = np.zeros(len(MIX_GRID)), 0.0
+    for g, ws in zip(groups, writers):
+        gi = np.concatenate([g.genuine[w] for w in ws])
+        si = np.concatenate([g.skilled[w] for w in ws])
+        if not gi.size or not si.size:
+            continue  # a bootstrap draw without a forged writer: the group sits this one out
+        eers = [_eer(g.logd[gi] @ (1 - m, m), g.logd[si] @ (1 - m, m)) for m in MIX_GRID]
+        total += g.weight * np.asarray(eers)
+        weight += g.weight
+    return total / weight
+
+
+def fit_mixing(parts: dict[str, TrialDistances], names: tuple[str, str] = ("classic", "learned"),
+               boot: int = 200, seed: int = 0) -> MixingFit:
+    """The fusion of two verifiers' distances from validation trials per (set, K) group (see module doc)."""
+    from sklearn.linear_model import LogisticRegression
+
+    if any(td.distances.shape[1] != 2 for td in parts.values()):
+        raise ValueError("the mixing fusion combines exactly two verifiers")
+    genuine_log = np.log(np.maximum(np.vstack([td.of("genuine") for td in parts.values()]), 1e-6))
+    if len(genuine_log) < 2:
+        raise ValueError("need validation genuine trials to scale the distances")
+    scales = genuine_log.std(axis=0)
+    if (scales <= 0).any():
+        raise ValueError(f"a verifier's validation distances do not vary: scales {scales}")
+    groups = [_group(td, scales) for td in parts.values()]
+    if not any(g.weight for g in groups):
+        raise ValueError("no validation writer has skilled forgeries: cannot choose the fusion")
+    all_writers = [sorted(g.genuine) for g in groups]
+    crit = _criterion(groups, all_writers)
+    best = int(np.argmin(crit))
+    rng = np.random.default_rng(seed)
+    reps = np.array([
+        _criterion(groups, [list(rng.choice(ws, size=len(ws), replace=True)) for ws in all_writers])
+        for _ in range(boot)
+    ])
+    se = float(reps[:, best].std())
+    chosen = next(i for i in range(len(MIX_GRID)) if crit[i] <= crit[best] + se)
+    mix = MIX_GRID[chosen]
+
+    # Calibration of the mixed score: p(genuine) = σ(b − a·s), genuine vs every forgery, balanced.
+    mixed = {td_name: np.log(np.maximum(td.distances, 1e-6)) / scales @ (1 - mix, mix) for td_name, td in
+             parts.items()}
+    gen = np.concatenate([mixed[n][parts[n].kinds == "genuine"] for n in parts])
+    imp = np.concatenate([mixed[n][parts[n].kinds != "genuine"] for n in parts])
+    lr = LogisticRegression(C=1e4, class_weight="balanced", max_iter=1000)
+    lr.fit(np.concatenate([gen, imp])[:, None], np.concatenate([np.ones(len(gen)), np.zeros(len(imp))]))
+    slope, bias = -float(lr.coef_[0][0]), float(lr.intercept_[0])
+    if slope <= 0:
+        raise ValueError("the mixed distance does not separate genuine from forged validation trials")
+    weights = (-slope * (1 - mix) / float(scales[0]), -slope * mix / float(scales[1]))
+    # Operating point: the pooled validation EER threshold of the fused distance (−logit), as a match rate.
+    dist_thr = equal_error_rate(slope * gen - bias, slope * imp - bias)[1]
+    fusion = Fusion(names=tuple(names), weights=tuple(float(w) for w in weights), bias=bias,
+                    threshold=1.0 / (1.0 + math.exp(dist_thr)))
+
+    report: dict[str, dict[str, float]] = {}
+    for (name, td), g in zip(parts.items(), groups):
+        kd = td.kinds
+        fused = np.array([fusion.distance(r) for r in td.distances])
+        report[name] = {
+            "writers": int(len(g.genuine)), "writers_with_forgeries": g.weight,
+            "classic": round(_eer(td.of("genuine")[:, 0], td.of("skilled")[:, 0]), 3) if g.weight else None,
+            "learned": round(_eer(td.of("genuine")[:, 1], td.of("skilled")[:, 1]), 3) if g.weight else None,
+            "fused": round(_eer(fused[kd == "genuine"], fused[kd == "skilled"]), 3) if g.weight else None,
+        }
+    return MixingFit(fusion=fusion, mix=mix, best_mix=MIX_GRID[best], scales=(float(scales[0]), float(scales[1])),
+                     criterion=tuple(float(c) for c in crit), criterion_se=se, groups=report)
+
+
+def refit(data_root: Path, model_path: Path, out: Path, cache: Path, trials: int = 10) -> dict:
+    """Fit the fusion on the pooled validation trials; write ``fusion.json`` and ``fusion.fit.json``."""
+    for f in (model_path, config_path(model_path)):
+        if not f.is_file():
+            raise FileNotFoundError(f"learned model file {f} not found (train it with `sigkiosk train online`)")
+    parts = validation_trials(data_root, model_path, cache, trials)
+    if not parts:
+        raise ValueError(f"no validation writer under {data_root} can be evaluated")
+    fit = fit_mixing(parts)
+    out.mkdir(parents=True, exist_ok=True)
+    fit.fusion.save(out / "fusion.json")
+    record = fit.record()
+    record.update(model=model_path.name, trials_per_writer=trials, split="validate", ks=list(FIT_KS),
+                  sets=[fmt for _, fmt in FIT_SETS])
+    (out / "fusion.fit.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
