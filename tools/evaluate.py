@@ -36,7 +36,7 @@ import numpy as np
 from models.classic import ClassicConfig, score_from_distances, signature_features
 from models.dtw import dtw_distance
 from models.scoring import NormalisationPrior, pairwise
-from tools.datasets.types import Dataset, Label, OnlineSample
+from tools.datasets.types import Dataset, ImageSample, Label, OnlineSample
 from tools.metrics import equal_error_rate, error_curve, frr_at_far, user_mean_eer
 
 log = logging.getLogger(__name__)
@@ -77,18 +77,28 @@ class Scores:
         return np.array([v for vs in d.values() for v in vs], dtype=np.float64)
 
 
-def _has_sessions(dataset: Dataset[OnlineSample]) -> bool:
-    return any(s.session is not None and s.session > 1 for ss in dataset.writers.values() for s in ss)
+def _session(s: OnlineSample | ImageSample) -> int | None:
+    """The sample's session; image sets have none (the protocol then has no cross-session part)."""
+    return getattr(s, "session", None)
+
+
+def _enrolled(s: OnlineSample | ImageSample) -> bool:
+    return bool(getattr(s, "enrollment", False))
+
+
+def _has_sessions(dataset: Dataset[OnlineSample] | Dataset[ImageSample]) -> bool:
+    return any((n := _session(s)) is not None and n > 1 for ss in dataset.writers.values() for s in ss)
 
 
 def plan(
-    dataset: Dataset[OnlineSample],
+    dataset: Dataset[OnlineSample] | Dataset[ImageSample],
     protocol: str = "random-refs",
     references: int = 5,
     trials: int = 10,
     seed: int = 0,
 ) -> tuple[list[WriterPlan], list[str]]:
-    """Writer plans, plus the writers left out and why (too few signatures for the protocol)."""
+    """Writer plans, plus the writers left out and why (too few signatures for the protocol).
+    Pen and image datasets alike (the offline evaluator uses the same protocol)."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
     if references < 1:
@@ -101,7 +111,7 @@ def plan(
     # One genuine signature per writer that may serve as a random forgery for others.
     donors: dict[str, OnlineSample] = {}
     for w in writers:
-        g = [s for s in dataset.genuine(w) if s.enrollment] if protocol == "fixed-enrollment" else []
+        g = [s for s in dataset.genuine(w) if _enrolled(s)] if protocol == "fixed-enrollment" else []
         g = g or dataset.genuine(w)
         if g:
             donors[w] = g[int(rng.integers(len(g)))]
@@ -110,18 +120,18 @@ def plan(
         genuine = dataset.genuine(w)
         skilled = dataset.skilled(w)
         if protocol == "fixed-enrollment":
-            cands = [s for s in genuine if s.enrollment]
-            later = [s for s in genuine if not s.enrollment]
+            cands = [s for s in genuine if _enrolled(s)]
+            later = [s for s in genuine if not _enrolled(s)]
             if not cands:
                 excluded.append(f"{w}: no enrollment signatures")
                 continue
             draws = [tuple(range(len(cands)))]
             undrawn = False
         else:
-            first_session = min((s.session for s in genuine if s.session is not None), default=None)
+            first_session = min((n for s in genuine if (n := _session(s)) is not None), default=None)
             if sessions:
-                pool = [s for s in genuine if s.session == first_session]
-                later = [s for s in genuine if s.session != first_session]
+                pool = [s for s in genuine if _session(s) == first_session]
+                later = [s for s in genuine if _session(s) != first_session]
             else:
                 pool, later = genuine, []
             cands = pool[:CANDIDATES]

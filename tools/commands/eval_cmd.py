@@ -1,4 +1,5 @@
-"""``sigkiosk eval online PATH --format F``: equal error rates of the pen verifier on a dataset."""
+"""``sigkiosk eval online|offline PATH --format F``: equal error rates of the pen verifier, or of the
+paper (image) verifier, on a labelled dataset."""
 
 from __future__ import annotations
 
@@ -35,6 +36,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--json", type=Path, default=None, help="write the report as JSON here")
     o.add_argument("--plots", type=Path, default=None, help="write det.png and histogram.png here")
     o.set_defaults(func=run_online)
+    _register_offline(kinds)
+
+
+def _register_offline(kinds: argparse._SubParsersAction) -> None:
+    from tools.datasets import IMAGE_FORMATS
+    from tools.evaluate_offline import DEFAULT_FUSION, VERIFIERS
+
+    f = kinds.add_parser("offline", help="signature images (hand-made features or CNN-LSTM, optional anomaly check)")
+    f.add_argument("path", type=Path, help="the dataset's folder")
+    f.add_argument("--format", required=True, choices=sorted(IMAGE_FORMATS), help="dataset layout")
+    f.add_argument("--references", "-k", type=int, default=5, help="references per writer (K)")
+    f.add_argument("--trials", "-t", type=int, default=10, help="random draws of K references per writer")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--split", choices=("all", "train", "validate", "test"), default="all",
+                   help="writer-disjoint split by the writer id's last digit (0-6 train, 7 validate, 8-9 test)")
+    f.add_argument("--verifier", choices=VERIFIERS, default="hand",
+                   help="hand (hand-made feature distance, default) or cnn (CNN-LSTM embeddings)")
+    f.add_argument("--model", type=Path, default=None, help="TFLite model for cnn (default: the shipped one)")
+    f.add_argument("--anomaly", action=argparse.BooleanOptionalAction, default=False,
+                   help="fuse the per-customer Isolation Forest anomaly check with the verifier (default: off)")
+    f.add_argument("--fusion", type=Path, default=DEFAULT_FUSION, help="fusion JSON for --anomaly")
+    f.add_argument("--fit-fusion", type=Path, default=None, metavar="JSON",
+                   help="fit the verifier+anomaly fusion on these writers and store it here (validate split only)")
+    f.add_argument("--skip-malformed", action="store_true", help="skip (and list) malformed or blank images")
+    f.add_argument("--json", type=Path, default=None, help="write the report as JSON here")
+    f.add_argument("--plots", type=Path, default=None, help="write det.png and histogram.png here")
+    f.set_defaults(func=run_offline)
 
 
 def run_online(args: argparse.Namespace) -> int:
@@ -87,5 +115,73 @@ def run_online(args: argparse.Namespace) -> int:
         print(f"report: {args.json}")
     if args.plots:
         for f in write_plots(result.scores, args.plots, f"{report['dataset']} K={args.references}"):
+            print(f"plot: {f}")
+    return 0
+
+
+def run_offline(args: argparse.Namespace) -> int:
+    from models.runtime import ModelError
+    from tools.datasets import MalformedFileError, load_images
+    from tools.evaluate import format_table, write_json, write_plots
+    from tools.evaluate_offline import evaluate_offline, load_fusion, make_provider, save_fusion
+
+    if args.fit_fusion is not None and args.split != "validate":
+        print("sigkiosk eval: --fit-fusion fits on validation writers only: add --split validate", file=sys.stderr)
+        return 2
+    anomaly = args.anomaly or args.fit_fusion is not None
+    try:
+        dataset = load_images(args.path, args.format, skip_malformed=args.skip_malformed)
+    except (MalformedFileError, FileNotFoundError, ValueError) as e:
+        print(f"sigkiosk eval: {e}", file=sys.stderr)
+        return 2
+    if args.split != "all":
+        dataset = dataset.subset(args.split)
+
+    def progress(done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            print(f"\r  writers {done}/{total}", end="" if done < total else "\n", file=sys.stderr)
+
+    try:
+        provider = make_provider(args.verifier, args.model)
+        fusion = load_fusion(provider.name, args.fusion) if anomaly and args.fit_fusion is None else None
+        run = evaluate_offline(
+            dataset,
+            provider=provider,
+            references=args.references,
+            trials=args.trials,
+            seed=args.seed,
+            anomaly=anomaly,
+            fusion=fusion,
+            fit=args.fit_fusion is not None,
+            skip_malformed=args.skip_malformed,
+            progress=progress,
+        )
+    except (ModelError, MalformedFileError, FileNotFoundError, ValueError) as e:
+        print(f"sigkiosk eval: {e}", file=sys.stderr)
+        return 2
+    report = run.result.report
+    report["split"] = args.split
+    for err in report["skipped_files"]:
+        print(f"skipped: {err}", file=sys.stderr)
+    print(format_table(report))
+    if report["components"]:
+        for name, part in report["components"].items():
+            if part:
+                print(f"  component {name:<8} skilled EER global {part['eer_global']:.2f} %  "
+                      f"user-mean {part['eer_user_mean']:.2f} %")
+    if report["excluded_writers"]:
+        print(f"({len(report['excluded_writers'])} writer(s) left out; see the JSON report)")
+    if args.fit_fusion is not None and run.fusion is not None:
+        command = (f"sigkiosk eval offline PATH --format {args.format} --split validate --verifier {args.verifier} "
+                   f"-k {args.references} -t {args.trials} --seed {args.seed} --fit-fusion {args.fit_fusion}")
+        save_fusion(provider.name, run.fusion, args.fit_fusion,
+                    {"fitted_on": f"{report['dataset']} validate writers ({report['writers']})", "command": command})
+        print(f"fusion ({', '.join(run.fusion.names)}): weights {run.fusion.weights} bias {run.fusion.bias:.3f} "
+              f"-> {args.fit_fusion}")
+    if args.json:
+        write_json(report, args.json)
+        print(f"report: {args.json}")
+    if args.plots:
+        for f in write_plots(run.result.scores, args.plots, f"{report['dataset']} K={args.references}"):
             print(f"plot: {f}")
     return 0

@@ -1,0 +1,167 @@
+"""``sigkiosk eval offline`` end to end on real scans (the Dutch set's validation writers, and a
+CEDAR-layout folder made of Dutch images), and its answers to bad input."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.anomaly import AnomalyModel
+from models.hand_features import hand_features
+from tests.shared_data import shared_data
+from tools.cli import main
+from tools.datasets import Dataset, Label, OnlineSample, load_images
+from tools.evaluate import Scores, evaluate
+from tools.evaluate_offline import HandProvider, evaluate_offline, load_fusion
+from tools.synth import make_population
+
+DUTCH = shared_data("offline/sigcomp-dutch-kaggle")
+KEYS = {"eer_global", "eer_user_mean", "frr_at_far_1", "threshold_global", "genuine_trials", "impostor_trials",
+        "writers"}
+
+
+@pytest.fixture(scope="module")
+def online_keys() -> set[str]:
+    """The report keys of the pen evaluator, from a tiny synthetic pen set."""
+    pop = make_population(n_writers=3, n_genuine=7, n_forgeries=2, seed=5)
+    writers = {
+        w: [OnlineSample(w, Label.GENUINE, tr, Path(f"{w}-g{i}"), i) for i, tr in enumerate(g)]
+        + [OnlineSample(w, Label.SKILLED, tr, Path(f"{w}-f{i}"), i) for i, tr in enumerate(f)]
+        for w, (g, f) in pop.items()
+    }
+    report = evaluate(Dataset("synthetic", writers), references=5, trials=1).report
+    return set(report) | {"split"}  # the CLI adds the split
+
+
+@pytest.fixture(scope="module")
+def cedar(tmp_path_factory) -> Path:
+    """Four Dutch writers renamed to the CEDAR layout (genuine in full_org/, forgeries in full_forg/)."""
+    root = tmp_path_factory.mktemp("cedar")
+    (root / "full_org").mkdir()
+    (root / "full_forg").mkdir()
+    for w in ("001", "002", "003", "004"):
+        for n, p in enumerate(sorted((DUTCH / w).glob("*.png")), start=1):
+            shutil.copy(p, root / "full_org" / f"original_{int(w)}_{n}.png")
+        for n, p in enumerate(sorted((DUTCH / f"{w}_forg").glob("*.png"))[:6], start=1):
+            shutil.copy(p, root / "full_forg" / f"forgeries_{int(w)}_{n}.png")
+    return root
+
+
+def run(args: list[str]) -> int:
+    return main(["eval", "offline", *[str(a) for a in args]])
+
+
+def test_dutch_validation_end_to_end(tmp_path, online_keys, capsys):
+    out = tmp_path / "report.json"
+    plots = tmp_path / "plots"
+    rc = run([DUTCH, "--format", "sigcomp-dutch", "--split", "validate", "-k", "5", "-t", "3", "--json", out,
+              "--plots", plots])
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads(out.read_text())
+    assert set(report) == online_keys
+    assert report["verifier"] == "hand" and report["components"] is None
+    assert report["writers"] == 6 and report["split"] == "validate"
+    for kind in ("skilled", "random"):
+        assert set(report[kind]) == KEYS
+    # Another writer's signature is far easier to reject than a skilled forgery; both beat chance.
+    assert report["random"]["eer_global"] < report["skilled"]["eer_global"] < 40.0
+    assert (plots / "det.png").stat().st_size > 0 and (plots / "histogram.png").stat().st_size > 0
+    assert "skilled" in capsys.readouterr().out
+
+
+def test_anomaly_check_reports_each_part(tmp_path, online_keys, capsys):
+    out = tmp_path / "report.json"
+    rc = run([DUTCH, "--format", "sigcomp-dutch", "--split", "validate", "-t", "1", "--anomaly", "--json", out])
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads(out.read_text())
+    assert set(report) == online_keys
+    assert report["verifier"] == "hand+anomaly"
+    assert set(report["components"]) == {"hand", "anomaly"}
+    assert 0.0 < report["components"]["anomaly"]["eer_global"] < 50.0
+
+
+def test_anomaly_scores_follow_the_trial_order():
+    """The anomaly part is aligned with the distance part trial for trial (they are fused row by
+    row): recompute one writer's first draw by hand and compare."""
+    ds = load_images(DUTCH, "sigcomp-dutch").subset("validate")
+    run_ = evaluate_offline(ds, provider=HandProvider(), trials=1, anomaly=True, fit=True)
+    anomaly: Scores = run_.parts["anomaly"]
+    from tools.evaluate import plan
+
+    plans, _ = plan(ds, "random-refs", 5, 1, 0)
+    p = plans[0]
+    forest = AnomalyModel(np.array([hand_features(p.candidates[i].image) for i in p.draws[0]]))
+    expected = forest.scores(np.array([hand_features(s.image) for s in p.skilled]))
+    assert np.array_equal(anomaly.skilled[p.writer][: len(p.skilled)], expected)
+    assert len(anomaly.genuine[p.writer]) == len(run_.parts["hand"].genuine[p.writer])
+
+
+def test_fit_fusion_on_validation_then_use_it(tmp_path, capsys):
+    fusion = tmp_path / "fusion.json"
+    assert run([DUTCH, "--format", "sigcomp-dutch", "--split", "test", "--fit-fusion", fusion]) == 2
+    assert "validate" in capsys.readouterr().err and not fusion.exists()
+    rc = run([DUTCH, "--format", "sigcomp-dutch", "--split", "validate", "-t", "2", "--fit-fusion", fusion])
+    assert rc == 0, capsys.readouterr().err
+    stored = json.loads(fusion.read_text())
+    assert stored["hand"]["names"] == ["hand", "anomaly"] and "--split validate" in stored["hand"]["command"]
+    assert all(w <= 0 for w in load_fusion("hand", fusion).weights)
+    rc = run([DUTCH, "--format", "sigcomp-dutch", "--split", "validate", "-t", "1", "--anomaly", "--fusion", fusion])
+    assert rc == 0, capsys.readouterr().err
+    # A fusion file without an entry for the verifier is a clear error.
+    rc = run([DUTCH, "--format", "sigcomp-dutch", "--split", "validate", "--anomaly", "--verifier", "hand",
+              "--fusion", tmp_path / "missing.json"])
+    assert rc == 2 and "not found" in capsys.readouterr().err
+
+
+def test_cedar_layout(cedar, tmp_path, capsys):
+    out = tmp_path / "cedar.json"
+    rc = run([cedar, "--format", "cedar", "-k", "5", "-t", "2", "--json", out])
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads(out.read_text())
+    assert report["dataset"] == "cedar" and report["writers"] == 4
+    assert report["skilled"]["impostor_trials"] == 4 * 2 * 6
+    assert report["random"]["impostor_trials"] == 4 * 2 * 3
+
+
+def test_missing_and_empty_folders(tmp_path, capsys):
+    assert run([tmp_path / "nowhere", "--format", "cedar"]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert run([tmp_path / "empty", "--format", "sigcomp-dutch"]) == 2
+    assert "empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (lambda good: good[: len(good) // 2], "truncated PNG"),
+        (lambda good: b"this is not a picture\n", "not a readable image"),
+        (None, "no usable signature"),  # a real, readable, blank page
+    ],
+)
+def test_bad_image_with_and_without_skip(cedar, tmp_path, capsys, content, why):
+    import cv2
+
+    bad_root = tmp_path / "cedar"
+    shutil.copytree(cedar, bad_root)
+    bad = bad_root / "full_org" / "original_2_3.png"
+    if content is None:
+        cv2.imwrite(str(bad), np.full((200, 420), 235, np.uint8))
+    else:
+        bad.write_bytes(content(bad.read_bytes()))
+    rc = run([bad_root, "--format", "cedar", "-t", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and why in err and "original_2_3.png" in err
+    out = tmp_path / "r.json"
+    rc = run([bad_root, "--format", "cedar", "-t", "1", "--skip-malformed", "--json", out])
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads(out.read_text())
+    assert len(report["skipped_files"]) == 1 and "original_2_3.png" in report["skipped_files"][0]
+    assert report["writers"] == 4
+
+
+def test_too_few_references_for_the_anomaly_check(cedar, capsys):
+    assert run([cedar, "--format", "cedar", "-k", "2", "-t", "1", "--anomaly"]) == 2
+    assert "at least 3 reference signatures" in capsys.readouterr().err

@@ -1,0 +1,355 @@
+"""Equal-error-rate evaluation of the paper path: signature *images* (scans, photos).
+
+The protocol, report keys and plots are those of :mod:`tools.evaluate` (the pen path): the same
+``random-refs`` draws of K references among each writer's first 10 genuine signatures, the same
+questioned samples (undrawn and later genuine ones, skilled forgeries, 20 other writers' genuine
+ones as random forgeries), the same DsDTW-style user normalisation (the query's min and mean
+distance to the references over the references' own) and the same EER code.
+
+Verifiers
+---------
+``hand``: Euclidean distance between hand-made feature vectors (:mod:`models.hand_features`), each
+feature divided by its typical within-writer spread. Learning-free: a baseline for the CNN.
+``cnn``: distance between CNN-LSTM embeddings (:mod:`models.offline_embed`, the device's TFLite
+runtime) of the one prepared 128×128 ink image (:func:`models.image_preprocess.prepare`).
+
+Anomaly check (``anomaly=True``): for each draw, an Isolation Forest fitted on the draw's reference
+hand features scores every questioned sample (:mod:`models.anomaly`); the verifier's normalised
+distance and the anomaly score are combined by a logistic fusion (:class:`models.fusion.Fusion`)
+fitted on the VALIDATION writers only and stored in ``models/assets/offline_fusion.json``, one
+entry per verifier, with the command that fitted it. The report's ``components`` give each part.
+
+Everything expensive (reading, features, embeddings) is computed once per sample, up front: a
+picture with no usable ink is then an error naming the file, or, with ``skip_malformed``, a
+skipped file like any other.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.anomaly import AnomalyModel
+from models.classic import score_from_distances
+from models.fusion import Fusion, fit_fusion
+from models.hand_features import FEATURE_NAMES, hand_distance, hand_features
+from models.image_preprocess import NoInkError, prepare
+from models.scoring import NormalisationPrior, pairwise
+from tools.datasets.types import Dataset, ImageSample, MalformedFileError
+from tools.evaluate import EvalResult, Scores, WriterPlan, combine_scores, plan, summarise
+
+log = logging.getLogger(__name__)
+
+VERIFIERS: tuple[str, ...] = ("hand", "cnn")
+ANOMALY = "anomaly"
+ASSETS = Path(__file__).resolve().parents[1] / "models" / "assets"
+DEFAULT_FUSION = ASSETS / "offline_fusion.json"
+#: The population values of the hand verifier's within-reference distances (K = 5 draws on the
+#: Dutch set's TRAINING writers, :func:`fit_hand_prior`): they stand in for a customer's own when
+#: references are few.
+HAND_PRIOR = NormalisationPrior(min_dist=5.0, mean_dist=6.6)
+_KINDS = ("genuine", "skilled", "random")
+
+
+class OfflineProvider:
+    """What the protocol needs from an image verifier (the pen path's ``DistanceProvider`` for
+    pictures): a vector per sample, a distance between two vectors, the population prior."""
+
+    name: str
+    prior: NormalisationPrior
+
+    def features(self, sample: ImageSample) -> np.ndarray:
+        raise NotImplementedError
+
+    def distance(self, a: np.ndarray, b: np.ndarray) -> float:
+        raise NotImplementedError
+
+
+@dataclass
+class HandProvider(OfflineProvider):
+    """The learning-free baseline: hand-made feature vectors, spread-weighted Euclidean distance."""
+
+    prior: NormalisationPrior = HAND_PRIOR
+    name: str = "hand"
+
+    def features(self, sample: ImageSample) -> np.ndarray:
+        return hand_features(sample.image)
+
+    def distance(self, a: np.ndarray, b: np.ndarray) -> float:
+        return hand_distance(a, b)
+
+
+@dataclass
+class CnnProvider(OfflineProvider):
+    """The CNN-LSTM embedding of the prepared ink image; Euclidean distance between the
+    L2-normalised embeddings (the distance its prior was fitted with)."""
+
+    embedder: Any
+    name: str = "cnn"
+
+    @property
+    def prior(self) -> NormalisationPrior:  # type: ignore[override]
+        return self.embedder.config.prior
+
+    def features(self, sample: ImageSample) -> np.ndarray:
+        return np.asarray(self.embedder.embed(prepare(sample.image)), dtype=np.float32)
+
+    def distance(self, a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.linalg.norm(a.astype(np.float64) - b.astype(np.float64)))
+
+
+def cnn_provider(model_path: Path | None = None, threads: int = 1) -> CnnProvider:
+    """The CNN-LSTM verifier through the device runtime (``models.offline_embed``)."""
+    try:
+        from models import offline_embed
+    except ModuleNotFoundError as e:
+        raise ValueError(f"the CNN-LSTM verifier is not available in this build ({e})") from None
+    path = Path(model_path) if model_path else offline_embed.DEFAULT_MODEL
+    if not path.is_file():
+        raise FileNotFoundError(f"CNN-LSTM model not found: {path}")
+    return CnnProvider(embedder=offline_embed.ImageEmbedder(path, threads=threads))
+
+
+def make_provider(verifier: str, model_path: Path | None = None) -> OfflineProvider:
+    if verifier == "hand":
+        return HandProvider()
+    if verifier == "cnn":
+        return cnn_provider(model_path)
+    raise ValueError(f"unknown offline verifier {verifier!r}; known: {', '.join(VERIFIERS)}")
+
+
+class SampleCache:
+    """One vector per sample (keyed by its file), computed once."""
+
+    def __init__(self, featurize: Callable[[ImageSample], np.ndarray]) -> None:
+        self._featurize = featurize
+        self._cache: dict[Path, np.ndarray] = {}
+
+    def __call__(self, s: ImageSample) -> np.ndarray:
+        f = self._cache.get(s.path)
+        if f is None:
+            f = self._cache[s.path] = self._featurize(s)
+        return f
+
+
+def precompute(
+    dataset: Dataset[ImageSample], caches: Sequence[SampleCache], skip_malformed: bool = False
+) -> Dataset[ImageSample]:
+    """Fill every cache for every sample. A picture without usable ink raises
+    :class:`MalformedFileError` naming it, or with ``skip_malformed`` is left out and listed in
+    the returned dataset's ``skipped``."""
+    skipped = list(dataset.skipped)
+    writers: dict[str, list[ImageSample]] = {}
+    for w, samples in dataset.writers.items():
+        kept = []
+        for s in samples:
+            try:
+                for c in caches:
+                    c(s)
+            except NoInkError as e:
+                err = MalformedFileError(s.path, None, f"no usable signature: {e}")
+                if not skip_malformed:
+                    raise err from None
+                log.warning("skipped %s", err)
+                skipped.append(err)
+                continue
+            kept.append(s)
+        if kept:
+            writers[w] = kept
+    return Dataset(dataset.name, writers, skipped)
+
+
+def score_offline(
+    plans: Sequence[WriterPlan],
+    provider: OfflineProvider,
+    feats: Callable[[ImageSample], np.ndarray],
+    hand: Callable[[ImageSample], np.ndarray] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Scores, Scores | None]:
+    """The verifier's user-normalised distances and, with ``hand``, the anomaly scores, trial for
+    trial in the same order (the order of :func:`tools.evaluate.score_plans_multi`), so that
+    they can be fused element-wise."""
+    scores = Scores()
+    anomaly = Scores() if hand is not None else None
+    for n, p in enumerate(plans):
+        questioned = {"genuine": p.later_genuine, "skilled": p.skilled, "random": p.random}
+        cand = [feats(s) for s in p.candidates]
+        k = len(cand)
+        d_cc = pairwise(cand, provider.distance)
+        dq = {
+            kind: np.array([[provider.distance(feats(q), c) for c in cand] for q in questioned[kind]]).reshape(
+                len(questioned[kind]), k
+            )
+            for kind in _KINDS
+        }
+        if hand is not None:
+            h_cand = np.array([hand(s) for s in p.candidates])
+            h_q = {kind: np.array([hand(q) for q in questioned[kind]]).reshape(-1, len(FEATURE_NAMES)) for kind in _KINDS}
+        for draw in p.draws:
+            idx = np.array(draw)
+            refs_d = d_cc[np.ix_(idx, idx)]
+            undrawn = sorted(set(range(k)) - set(draw)) if p.question_undrawn else []
+            for kind in _KINDS:
+                for row in dq[kind]:
+                    scores.add(kind, p.writer, score_from_distances(row[idx], refs_d, provider.prior))
+            for u in undrawn:
+                scores.add("genuine", p.writer, score_from_distances(d_cc[u, idx], refs_d, provider.prior))
+            if anomaly is not None:
+                forest = AnomalyModel(h_cand[idx])
+                for kind in _KINDS:
+                    if len(h_q[kind]):
+                        for v in forest.scores(h_q[kind]):
+                            anomaly.add(kind, p.writer, float(v))
+                if undrawn:
+                    for v in forest.scores(h_cand[undrawn]):
+                        anomaly.add("genuine", p.writer, float(v))
+        if progress:
+            progress(n + 1, len(plans))
+    return scores, anomaly
+
+
+@dataclass
+class OfflineEvaluation:
+    """What one run produced: the report, the scores it summarises, and each part's scores."""
+
+    result: EvalResult
+    parts: dict[str, Scores] = field(default_factory=dict)
+    #: The fusion applied (fitted here with ``fit``), if any.
+    fusion: Fusion | None = None
+
+
+def evaluate_offline(
+    dataset: Dataset[ImageSample],
+    *,
+    provider: OfflineProvider,
+    references: int = 5,
+    trials: int = 10,
+    seed: int = 0,
+    anomaly: bool = False,
+    fusion: Fusion | None = None,
+    fit: bool = False,
+    skip_malformed: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> OfflineEvaluation:
+    """EERs of one image verifier, alone or (``anomaly``) fused with the anomaly check by
+    ``fusion``, or with ``fit`` by a fusion fitted on these very trials (only ever on
+    validation writers: the figures of such a run are not a measurement)."""
+    if anomaly and fusion is None and not fit:
+        raise ValueError("the anomaly check needs a fusion (fit one on validate writers)")
+    t0 = time.perf_counter()
+    feats = SampleCache(provider.features)
+    hand = SampleCache(lambda s: hand_features(s.image)) if anomaly else None
+    if hand is not None and isinstance(provider, HandProvider):
+        hand = feats  # the same vectors: compute them once
+    dataset = precompute(dataset, [c for c in (feats, hand) if c is not None], skip_malformed)
+    protocol = "random-refs"
+    plans, excluded = plan(dataset, protocol, references, trials, seed)
+    if not plans:
+        raise ValueError(f"no writer of {dataset.name} can be evaluated: {'; '.join(excluded) or 'empty'}")
+    for e in excluded:
+        log.info("writer left out: %s", e)
+    dist, anom = score_offline(plans, provider, feats, hand, progress)
+    parts = {provider.name: dist}
+    verifier = provider.name
+    scores = dist
+    if anom is not None:
+        parts[ANOMALY] = anom
+        verifier = f"{provider.name}+{ANOMALY}"
+        if fit:
+            fusion = fit_offline_fusion(parts)
+        if fusion is not None:
+            if fusion.names != (provider.name, ANOMALY):
+                raise ValueError(f"fusion is fitted for {' + '.join(fusion.names)}, not {provider.name} + {ANOMALY}")
+            scores = combine_scores([dist, anom], fusion.distance)
+    report = {
+        "dataset": dataset.name,
+        "protocol": protocol,
+        "references": references,
+        "trials": trials,
+        "seed": seed,
+        "verifier": verifier,
+        "components": {name: summarise(pt, "skilled") for name, pt in parts.items()} if len(parts) > 1 else None,
+        "writers": len(plans),
+        "excluded_writers": excluded,
+        "skipped_files": [str(e) for e in dataset.skipped],
+        "skilled": summarise(scores, "skilled"),
+        "random": summarise(scores, "random"),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    return OfflineEvaluation(EvalResult(report=report, scores=scores, parts=list(parts.values())), parts, fusion)
+
+
+def fit_offline_fusion(parts: dict[str, Scores]) -> Fusion:
+    """Logistic fusion of (distance, anomaly) on the given trials: genuine against skilled and
+    random forgeries pooled, as the pen path's fusion is fitted. Give it validation writers."""
+    names = tuple(parts)
+    cols = list(parts.values())
+    gen = np.column_stack([Scores.pooled(p.genuine) for p in cols])
+    imp = np.vstack([np.column_stack([Scores.pooled(getattr(p, kind)) for p in cols]) for kind in ("skilled", "random")])
+    return fit_fusion(names, gen, imp)
+
+
+def load_fusion(verifier: str, path: Path = DEFAULT_FUSION) -> Fusion:
+    """The fusion of ``verifier`` + anomaly stored in ``path`` (one entry per verifier)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"offline fusion file not found: {path} (fit one with --fit-fusion on validate writers)")
+    entries = json.loads(path.read_text())
+    if verifier not in entries:
+        raise ValueError(f"{path} has no fusion for {verifier!r} (it has: {', '.join(entries) or 'none'}); "
+                         "fit one with --fit-fusion on validate writers")
+    d = entries[verifier]
+    return Fusion(names=tuple(d["names"]), weights=tuple(float(w) for w in d["weights"]),
+                  bias=float(d["bias"]), threshold=float(d.get("threshold", 0.5)))
+
+
+def save_fusion(verifier: str, fusion: Fusion, path: Path, provenance: dict[str, Any]) -> None:
+    """Store ``fusion`` as ``verifier``'s entry of ``path``, keeping the other verifiers' entries."""
+    path = Path(path)
+    entries = json.loads(path.read_text()) if path.is_file() else {}
+    entries[verifier] = {"names": list(fusion.names), "weights": list(fusion.weights), "bias": fusion.bias,
+                         "threshold": fusion.threshold, **provenance}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
+
+
+def within_writer_spread(dataset: Dataset[ImageSample]) -> np.ndarray:
+    """Median over writers of each hand feature's std among the writer's genuine signatures
+    (``models.hand_features.WITHIN_SPREAD`` was measured with this on the Dutch training writers:
+    ``python -c "from tools.datasets import load_images; from tools.evaluate_offline import
+    within_writer_spread as f; print(f(load_images(PATH, 'sigcomp-dutch').subset('train')).round(3))"``)."""
+    stds = []
+    for w in sorted(dataset.writers):
+        g = np.array([hand_features(s.image) for s in dataset.genuine(w)])
+        if len(g) >= 2:
+            stds.append(g.std(axis=0, ddof=1))
+    if not stds:
+        raise ValueError("need writers with at least two genuine signatures")
+    return np.median(np.array(stds), axis=0)
+
+
+def fit_hand_prior(dataset: Dataset[ImageSample], references: int = 5, trials: int = 10) -> NormalisationPrior:
+    """Mean within-reference min and mean hand distances over the protocol's draws (give it
+    training writers): ``python -c "from tools.datasets import load_images; from
+    tools.evaluate_offline import fit_hand_prior as f; print(f(load_images(PATH,
+    'sigcomp-dutch').subset('train')))"``."""
+    from models.scoring import reference_stats
+
+    plans, _ = plan(dataset, "random-refs", references, trials, seed=0)
+    mins, means = [], []
+    for p in plans:
+        d = pairwise([hand_features(s.image) for s in p.candidates], hand_distance)
+        for draw in p.draws:
+            st = reference_stats(d[np.ix_(draw, draw)])
+            mins.append(st.min_dist)
+            means.append(st.mean_dist)
+    if not mins:
+        raise ValueError("no writer with enough genuine signatures to fit the prior")
+    return NormalisationPrior(min_dist=round(float(np.mean(mins)), 2), mean_dist=round(float(np.mean(means)), 2))
