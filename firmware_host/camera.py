@@ -42,10 +42,10 @@ ANALYSIS_WIDTH = 640
 #: ink: the Dutch scans' light genuine pens reflect ~40 % of the paper's light, so at a paper level
 #: L the ink is 0.6 L darker, under the 40 grey levels the ink mask needs when L < 65.
 MIN_PAPER_LEVEL = 65
-#: Too bright: more than this fraction of the frame clipped white AND nothing in it darker than
-#: :data:`WASHED_OUT_LEVEL` in its darkest 0.2 % (a scan's white paper clips too, but its ink
-#: stays dark: the Dutch scans' lightest genuine pens are at 95-140).
-MAX_CLIPPED_FRACTION = 0.4
+#: Too bright: the paper is clipped (its level, the 90th percentile, at CLIPPED_LEVEL or more)
+#: AND nothing in the frame is darker than WASHED_OUT_LEVEL in its darkest 0.2 %: the ink is
+#: washed out. A scan's white paper clips too, but its ink stays dark (the Dutch scans' lightest
+#: genuine pens are at 95-140), so a scan replayed through the camera passes.
 CLIPPED_LEVEL = 250
 WASHED_OUT_LEVEL = 170
 #: Blurred: variance of the Laplacian (after a 3x3 Gaussian, so sensor noise does not pass for
@@ -131,11 +131,22 @@ def measure(frame: np.ndarray) -> FrameQuality:
     )
 
 
+def _as_bgr(frame: np.ndarray) -> np.ndarray:
+    """OpenCV's image reader hands grey and 16-bit or alpha pictures back as they are stored."""
+    if frame.dtype != np.uint8:
+        frame = cv2.convertScaleAbs(frame, alpha=255.0 / 65535.0) if frame.dtype == np.uint16 else frame.astype(np.uint8)
+    if frame.ndim == 2:
+        return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    if frame.shape[2] == 4:
+        return cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
+    return frame
+
+
 def judge(q: FrameQuality) -> Reason | None:
     """Why a frame cannot be used, or None. Exposure first: a dark frame is also a soft one."""
     if q.paper_level < MIN_PAPER_LEVEL:
         return Reason.TOO_DARK
-    if q.clipped > MAX_CLIPPED_FRACTION and q.darkest > WASHED_OUT_LEVEL:
+    if q.paper_level >= CLIPPED_LEVEL and q.darkest > WASHED_OUT_LEVEL:
         return Reason.TOO_BRIGHT
     if q.sharpness < MIN_SHARPNESS:
         return Reason.BLURRED
@@ -283,6 +294,7 @@ class Camera:
                     f"camera {src.describe} stopped delivering frames ({i} of {want} read): "
                     "unplugged or the recording ended; the next capture reopens it"
                 )
+            frame = _as_bgr(frame)
             q = measure(frame)
             if best is None or q.sharpness > best[0]:
                 best = (q.sharpness, i, frame, q)

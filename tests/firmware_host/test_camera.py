@@ -124,3 +124,31 @@ def test_a_file_that_is_not_a_video_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(CameraError, match="no images"):
         Camera(tmp_path / "empty").capture()
+
+
+def test_real_scans_replayed_as_files_are_not_refused(tmp_path: Path) -> None:
+    """White scanner paper clips like an over-exposed frame, but its ink stays dark: not "too bright"."""
+    from tests.shared_data import shared_data
+
+    root = shared_data("offline/sigcomp-dutch-kaggle")
+    scans = sorted((root / "068").glob("*.png"))[:3] + sorted((root / "059_forg").glob("*.png"))[:2]
+    assert scans, f"no scans under {root}"
+    for path in scans:
+        cap = Camera(path).capture()
+        np.testing.assert_array_equal(cap.frame, cv2.imread(str(path)))
+
+
+def test_a_replayed_photo_goes_on_to_the_finder(tmp_path: Path) -> None:
+    """Camera replay -> finder -> prepare: the paper path's first steps, on a recording."""
+    from models.image_preprocess import prepare
+    from models.signature_finder import find_signature
+    from tools.benchmarks.camera import similarity
+
+    rng = np.random.default_rng(12)
+    photos = [make_photo(_ink(), rng, difficulty=d, box=True) for d in ("blur", "clean", "blur")]
+    write_photos(tmp_path / "rec", photos)
+    cap = Camera(tmp_path / "rec" / "photos.avi", warmup_s=0, frames=3).capture()
+    assert cap.index == 1  # the sharp one
+    found = find_signature(cap.frame)
+    assert "signature box" in found.source
+    assert similarity(prepare(found), prepare(_ink())) > 0.9
