@@ -373,14 +373,17 @@ def find_signature(frame: np.ndarray) -> SignatureImage:
     page = flatten_light(page)
     box = _find_box(page)
     if box is not None:
-        region = _erase_frame_remnants(_warp(page, box.quad, 0.0))
+        # Without a sheet the page is the camera's own frame: the box is the rectangle to rectify.
+        centre = None if sheet is not None else ((page.shape[1] - 1) / 2, (page.shape[0] - 1) / 2)
+        region = _erase_frame_remnants(_warp(page, box.quad, 0.0, centre))
         found.append(box.how)
     else:
         region = page
         if sheet is None and not _looks_like_paper(page):
             raise NoSignatureError(
-                "no signature found: no paper in the picture (no sheet edge, and it does not look like a "
-                "scan): put the signed paper flat in front of the camera"
+                "no signature found: no sheet of paper in view (all four corners must be in the picture) "
+                "and no signature box, and it does not look like a scan: put the whole signed paper flat "
+                "in front of the camera, on a darker surface"
             )
     where = "the signature box" if box is not None else ("the paper" if sheet is not None else "the picture")
     try:

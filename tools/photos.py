@@ -261,6 +261,16 @@ def make_photo(
     )
 
 
+def make_scan(ink: SignatureImage, rng: np.random.Generator, *, box: bool = True) -> Photo:
+    """The sheet as a flatbed scanner gives it: no desk, no perspective, even light, the picture's
+    edges are the paper's (``sheet`` is the picture's corners)."""
+    sheet, ink_rect, box_rect = _sheet(ink, rng, box)
+    frame = np.clip(sheet + rng.normal(0, 1.0, sheet.shape), 0, 255).astype(np.uint8)
+    h, w = frame.shape[:2]
+    corners = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
+    return Photo(frame=frame, sheet=corners, ink=ink_rect, box=box_rect, difficulty="scan")
+
+
 def write_video(path: Path, frames: list[np.ndarray], fps: float = 15.0) -> Path:
     """Frames (BGR, one size) as an MJPG ``.avi`` that ``cv2.VideoCapture`` replays."""
     if not frames:

@@ -96,7 +96,7 @@ def test_a_photo_of_a_desk_has_no_signature() -> None:
     rng = np.random.default_rng(8)
     streaks = cv2.resize(rng.normal(0, 1, (90, 4)).astype(np.float32), (1280, 720))
     desk = np.clip(100 + 25 * streaks + rng.normal(0, 6, (720, 1280)), 0, 255).astype(np.uint8)
-    with pytest.raises(NoSignatureError, match="no paper in the picture"):
+    with pytest.raises(NoSignatureError, match="no sheet of paper in view"):
         find_signature(desk)
 
 
@@ -174,3 +174,37 @@ def test_the_paper_s_own_shape_is_recovered_from_a_tilted_view() -> None:
     assert abs(found - 1.5) < abs(seen - 1.5) / 5  # far closer than the foreshortened sides
     # Square to the camera there is no focal length to find: the sides are right as they are.
     assert true_aspect(np.array([[0, 0], [300, 0], [300, 200], [0, 200]], float) + 500, (640, 360)) is None
+
+
+def test_a_scanned_form_is_cut_to_its_signature_box(scans: list[SignatureImage]) -> None:
+    from tools.photos import make_scan
+
+    form = make_scan(scans[1], np.random.default_rng(10), box=True)
+    found = find_signature(form.frame)
+    assert found.source == "scan: signature box"
+    assert _similarity(prepare(found), prepare(scans[1])) > 0.85
+
+
+def test_a_close_up_of_a_tilted_form_is_rectified_by_its_box(scans: list[SignatureImage]) -> None:
+    """No paper edge in view (the form fills the frame): the box itself is the rectangle."""
+    from tools.photos import make_scan
+
+    form = make_scan(scans[0], np.random.default_rng(11), box=True)
+    assert form.box is not None
+    h, w = form.frame.shape[:2]
+    # Zoomed so the box fills most of a 1280x720 frame, seen by a pinhole camera (focal 1280 px)
+    # with the form turned 20 and 15 degrees away.
+    x0, y0 = form.box.min(0) - 40
+    x1, y1 = form.box.max(0) + 40
+    src = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float32)
+    a, b = np.deg2rad(20), np.deg2rad(15)
+    ry = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    half = (src - src.mean(0)) * 1.0
+    p = np.c_[half, np.zeros(4)] @ (ry @ rx).T + [0, 0, 1280 * (x1 - x0) / 1000]
+    dst = np.stack([1280 * p[:, 0] / p[:, 2] + 640, 1280 * p[:, 1] / p[:, 2] + 360], 1).astype(np.float32)
+    frame = cv2.warpPerspective(form.frame, cv2.getPerspectiveTransform(src, dst), (1280, 720),
+                                borderMode=cv2.BORDER_REPLICATE)
+    found = find_signature(frame)
+    assert found.source == "scan: signature box"
+    assert _similarity(prepare(found), prepare(scans[0])) > 0.85
