@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import stat
 import time
 from pathlib import Path
@@ -135,6 +136,20 @@ def test_pen_unplugged_mid_signature_then_signed_again(tmp_path: Path) -> None:
         pen.close_all()
 
 
+def wait_for_prompt(events: "queue.Queue[dict]", screen: str, timeout: float = 60.0) -> None:
+    """Consume screen events until the kiosk shows ``screen``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"the kiosk never showed the {screen!r} screen"
+        try:
+            ev = events.get(timeout=min(remaining, 0.5))
+        except queue.Empty:
+            continue
+        if ev.get("type") == "screen" and ev.get("screen") == screen:
+            return
+
+
 def test_broker_stops_mid_session_decision_kept_and_delivered(link_pki: LinkPki, tmp_path: Path) -> None:
     broker = start_broker(link_pki, tmp_path / "broker")
     genuine, forged = writers()["001"]
@@ -148,11 +163,15 @@ def test_broker_stops_mid_session_decision_kept_and_delivered(link_pki: LinkPki,
         wait_for(lambda: daemon.link.stats().connected, what="kiosk connected")
         events = daemon.bus.subscribe()
         req = daemon.submit("verify", "cust-9")
-        # The customer starts signing; the broker goes away before the decision is made.
-        sign_when_asked(daemon, pen, events, [forged[1]], lambda: daemon.state.value == "capture")
+        # The session is open (the screen asks for a signature) when the broker goes away; the
+        # customer signs once the kiosk has seen it go, so the decision is made while it is gone.
+        # (Conditions, not timing: the daemon sets its state before it shows the prompt, and a
+        # signature replayed before the link noticed would be delivered, not kept.)
+        wait_for_prompt(events, "sign")
         broker.stop()
-        sign_when_asked(daemon, pen, events, [], req.done.is_set)
-        res = req.wait(1)
+        wait_for(lambda: not daemon.link.stats().connected, what="kiosk noticed the broker is gone")
+        pen.sign(forged[1])
+        res = req.wait(60)
         assert res["decision"] == "SUSPICIOUS" and res["seq"] is not None
         assert daemon.link.outbox.depth().get("decision") == 1     # kept on disk, not lost
         assert not daemon.link.stats().connected
