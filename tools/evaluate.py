@@ -455,12 +455,15 @@ def write_plots(scores: Scores, out_dir: Path, title: str) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     everything = np.concatenate([Scores.pooled(getattr(scores, k)) for k in ("genuine", "skilled", "random")])
-    bins = np.linspace(0, np.percentile(everything, 99.5), 60)
+    # Fused values (minus a logit) go below 0; plain distances start at 0 as before.
+    lo = min(0.0, float(np.percentile(everything, 0.5)))
+    bins = np.linspace(lo, np.percentile(everything, 99.5), 60)
     for kind in ("genuine", "skilled", "random"):
         v = Scores.pooled(getattr(scores, kind))
         if v.size:
             ax.hist(v, bins=bins, alpha=0.5, density=True, label=kind)
-    ax.set_xlabel("user-normalised distance (lower is more genuine)")
+    ax.set_xlabel("user-normalised distance (lower is more genuine)" if lo == 0.0
+                  else "fused score: minus the logit (lower is more genuine)")
     ax.set_title(f"Scores: {title}")
     ax.legend()
     hist = out_dir / "histogram.png"

@@ -88,10 +88,11 @@ class HandProvider(OfflineProvider):
 
 @dataclass
 class CnnProvider(OfflineProvider):
-    """The CNN-LSTM embedding of the prepared ink image; Euclidean distance between the
-    L2-normalised embeddings (the distance its prior was fitted with)."""
+    """The CNN-LSTM embedding of the prepared ink image, compared as the kiosk compares it
+    (``models.offline_embed.embedding_distance``, the distance its prior was fitted with)."""
 
     embedder: Any
+    compare: Callable[[np.ndarray, np.ndarray], float]
     name: str = "cnn"
 
     @property
@@ -99,22 +100,19 @@ class CnnProvider(OfflineProvider):
         return self.embedder.config.prior
 
     def features(self, sample: ImageSample) -> np.ndarray:
-        return np.asarray(self.embedder.embed(prepare(sample.image)), dtype=np.float32)
+        return self.embedder.embed(prepare(sample.image))
 
     def distance(self, a: np.ndarray, b: np.ndarray) -> float:
-        return float(np.linalg.norm(a.astype(np.float64) - b.astype(np.float64)))
+        return self.compare(a, b)
 
 
 def cnn_provider(model_path: Path | None = None, threads: int = 1) -> CnnProvider:
-    """The CNN-LSTM verifier through the device runtime (``models.offline_embed``)."""
-    try:
-        from models import offline_embed
-    except ModuleNotFoundError as e:
-        raise ValueError(f"the CNN-LSTM verifier is not available in this build ({e})") from None
-    path = Path(model_path) if model_path else offline_embed.DEFAULT_MODEL
-    if not path.is_file():
-        raise FileNotFoundError(f"CNN-LSTM model not found: {path}")
-    return CnnProvider(embedder=offline_embed.ImageEmbedder(path, threads=threads))
+    """The CNN-LSTM verifier through the device runtime (``models.offline_embed``; any converted
+    model with its config beside it). ``ModelError`` if the model is missing or unusable."""
+    from models.offline_embed import DEFAULT_MODEL, ImageEmbedder, embedding_distance
+
+    embedder = ImageEmbedder(Path(model_path) if model_path else DEFAULT_MODEL, threads=threads)
+    return CnnProvider(embedder=embedder, compare=embedding_distance)
 
 
 def make_provider(verifier: str, model_path: Path | None = None) -> OfflineProvider:

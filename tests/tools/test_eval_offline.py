@@ -73,13 +73,17 @@ def test_dutch_validation_end_to_end(tmp_path, online_keys, capsys):
 
 def test_anomaly_check_reports_each_part(tmp_path, online_keys, capsys):
     out = tmp_path / "report.json"
-    rc = run([DUTCH, "--format", "sigcomp-dutch", "--split", "validate", "-t", "1", "--anomaly", "--json", out])
+    plots = tmp_path / "plots"
+    rc = run([DUTCH, "--format", "sigcomp-dutch", "--split", "validate", "-t", "1", "--anomaly", "--json", out,
+              "--plots", plots])
     assert rc == 0, capsys.readouterr().err
     report = json.loads(out.read_text())
     assert set(report) == online_keys
     assert report["verifier"] == "hand+anomaly"
     assert set(report["components"]) == {"hand", "anomaly"}
     assert 0.0 < report["components"]["anomaly"]["eer_global"] < 50.0
+    # Fused values are minus a logit (negative for most genuine trials): still plotted.
+    assert (plots / "histogram.png").stat().st_size > 0
 
 
 def test_anomaly_scores_follow_the_trial_order():
@@ -165,3 +169,9 @@ def test_bad_image_with_and_without_skip(cedar, tmp_path, capsys, content, why):
 def test_too_few_references_for_the_anomaly_check(cedar, capsys):
     assert run([cedar, "--format", "cedar", "-k", "2", "-t", "1", "--anomaly"]) == 2
     assert "at least 3 reference signatures" in capsys.readouterr().err
+
+
+def test_missing_cnn_model_is_a_clear_error(tmp_path, capsys):
+    rc = run([DUTCH, "--format", "sigcomp-dutch", "--split", "validate", "--verifier", "cnn",
+              "--model", tmp_path / "none.tflite"])
+    assert rc == 2 and "none.tflite" in capsys.readouterr().err
