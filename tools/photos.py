@@ -271,6 +271,23 @@ def make_scan(ink: SignatureImage, rng: np.random.Generator, *, box: bool = True
     return Photo(frame=frame, sheet=corners, ink=ink_rect, box=box_rect, difficulty="scan")
 
 
+def camera_view(
+    ink: SignatureImage,
+    rng: np.random.Generator,
+    *,
+    difficulty: str | None = None,
+    size: tuple[int, int] = (960, 540),
+) -> SignatureImage:
+    """``ink`` as the kiosk sees it through the camera path (training augmentation): a usable photo
+    (``difficulty`` None: one of :data:`USABLE` at random) found and cropped by
+    :func:`models.signature_finder.find_signature`. Its ``PictureError`` passes through when the
+    finder misses (about 1 % of usable photos, ``sigkiosk bench camera``)."""
+    from models.signature_finder import find_signature
+
+    kind = USABLE[int(rng.integers(len(USABLE)))] if difficulty is None else difficulty
+    return find_signature(make_photo(ink, rng, difficulty=kind, size=size).frame)
+
+
 def write_video(path: Path, frames: list[np.ndarray], fps: float = 15.0) -> Path:
     """Frames (BGR, one size) as an MJPG ``.avi`` that ``cv2.VideoCapture`` replays."""
     if not frames:
