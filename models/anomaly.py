@@ -73,9 +73,9 @@ class AnomalyModel:
             raise ValueError(f"expected {len(names)} features ({', '.join(names)}), got {refs.shape[1]}")
         if not np.isfinite(refs).all():
             raise ValueError("reference features must be finite numbers")
-        base = np.asarray(WITHIN_SPREAD if floor is None and names == FEATURE_NAMES else floor, dtype=np.float64)
         if floor is None and names != FEATURE_NAMES:
             raise ValueError("a floor for the spread is needed for features other than the hand features")
+        base = np.asarray(WITHIN_SPREAD if floor is None else floor, dtype=np.float64)
         self.names = names
         self.references = refs.copy()
         self.centre = refs.mean(axis=0)

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from typing import Protocol as Interface
 
 import numpy as np
@@ -170,11 +170,11 @@ def _draws(n: int, k: int, trials: int, rng: np.random.Generator) -> list[tuple[
 class FeatureCache:
     """Features of each sample, computed once (keyed by the sample's file path)."""
 
-    def __init__(self, featurize: Callable[[OnlineSample], np.ndarray]) -> None:
+    def __init__(self, featurize: Callable[[Any], np.ndarray]) -> None:
         self._featurize = featurize
         self._cache: dict[Path, np.ndarray] = {}
 
-    def __call__(self, s: OnlineSample) -> np.ndarray:
+    def __call__(self, s: OnlineSample | ImageSample) -> np.ndarray:
         f = self._cache.get(s.path)
         if f is None:
             f = self._cache[s.path] = self._featurize(s)

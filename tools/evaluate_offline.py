@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from typing import Protocol as Interface
 
 import numpy as np
 
@@ -43,7 +44,7 @@ from models.hand_features import FEATURE_NAMES, hand_distance, hand_features
 from models.image_preprocess import NoInkError, prepare
 from models.scoring import NormalisationPrior, pairwise
 from tools.datasets.types import Dataset, ImageSample, MalformedFileError
-from tools.evaluate import EvalResult, Scores, WriterPlan, combine_scores, plan, summarise
+from tools.evaluate import EvalResult, FeatureCache, Scores, WriterPlan, combine_scores, plan, summarise
 
 log = logging.getLogger(__name__)
 
@@ -58,22 +59,20 @@ HAND_PRIOR = NormalisationPrior(min_dist=5.0, mean_dist=6.6)
 _KINDS = ("genuine", "skilled", "random")
 
 
-class OfflineProvider:
+class OfflineProvider(Interface):
     """What the protocol needs from an image verifier (the pen path's ``DistanceProvider`` for
     pictures): a vector per sample, a distance between two vectors, the population prior."""
 
     name: str
     prior: NormalisationPrior
 
-    def features(self, sample: ImageSample) -> np.ndarray:
-        raise NotImplementedError
+    def features(self, sample: ImageSample) -> np.ndarray: ...
 
-    def distance(self, a: np.ndarray, b: np.ndarray) -> float:
-        raise NotImplementedError
+    def distance(self, a: np.ndarray, b: np.ndarray) -> float: ...
 
 
 @dataclass
-class HandProvider(OfflineProvider):
+class HandProvider:
     """The learning-free baseline: hand-made feature vectors, spread-weighted Euclidean distance."""
 
     prior: NormalisationPrior = HAND_PRIOR
@@ -87,7 +86,7 @@ class HandProvider(OfflineProvider):
 
 
 @dataclass
-class CnnProvider(OfflineProvider):
+class CnnProvider:
     """The CNN-LSTM embedding of the prepared ink image, compared as the kiosk compares it
     (``models.offline_embed.embedding_distance``, the distance its prior was fitted with)."""
 
@@ -96,7 +95,7 @@ class CnnProvider(OfflineProvider):
     name: str = "cnn"
 
     @property
-    def prior(self) -> NormalisationPrior:  # type: ignore[override]
+    def prior(self) -> NormalisationPrior:
         return self.embedder.config.prior
 
     def features(self, sample: ImageSample) -> np.ndarray:
@@ -123,22 +122,8 @@ def make_provider(verifier: str, model_path: Path | None = None) -> OfflineProvi
     raise ValueError(f"unknown offline verifier {verifier!r}; known: {', '.join(VERIFIERS)}")
 
 
-class SampleCache:
-    """One vector per sample (keyed by its file), computed once."""
-
-    def __init__(self, featurize: Callable[[ImageSample], np.ndarray]) -> None:
-        self._featurize = featurize
-        self._cache: dict[Path, np.ndarray] = {}
-
-    def __call__(self, s: ImageSample) -> np.ndarray:
-        f = self._cache.get(s.path)
-        if f is None:
-            f = self._cache[s.path] = self._featurize(s)
-        return f
-
-
 def precompute(
-    dataset: Dataset[ImageSample], caches: Sequence[SampleCache], skip_malformed: bool = False
+    dataset: Dataset[ImageSample], caches: Sequence[FeatureCache], skip_malformed: bool = False
 ) -> Dataset[ImageSample]:
     """Fill every cache for every sample. A picture without usable ink raises
     :class:`MalformedFileError` naming it, or with ``skip_malformed`` is left out and listed in
@@ -242,8 +227,8 @@ def evaluate_offline(
     if anomaly and fusion is None and not fit:
         raise ValueError("the anomaly check needs a fusion (fit one on validate writers)")
     t0 = time.perf_counter()
-    feats = SampleCache(provider.features)
-    hand = SampleCache(lambda s: hand_features(s.image)) if anomaly else None
+    feats = FeatureCache(provider.features)
+    hand = FeatureCache(lambda s: hand_features(s.image)) if anomaly else None
     if hand is not None and isinstance(provider, HandProvider):
         hand = feats  # the same vectors: compute them once
     dataset = precompute(dataset, [c for c in (feats, hand) if c is not None], skip_malformed)
