@@ -351,7 +351,7 @@ def _inset(quad: np.ndarray, px: float) -> np.ndarray:
 
 
 def _looks_like_paper(flat: np.ndarray) -> bool:
-    lo, hi = 0.85 * 235, 1.15 * 235
+    lo, hi = 0.85 * PAPER_LEVEL, 1.15 * PAPER_LEVEL
     small, _ = _reduce(flat)
     return float(((small >= lo) & (small <= hi)).mean()) >= MIN_PAPER_FRACTION
 
@@ -359,8 +359,9 @@ def _looks_like_paper(flat: np.ndarray) -> bool:
 def find_signature(frame: np.ndarray) -> SignatureImage:
     """The signature on a photo or scan, perspective-corrected and cropped to its ink.
 
-    ``source`` says what was found: ``"photo: sheet (paper), signature box"``, ``"scan: whole
-    picture"``, ...
+    ``source`` says what was found: ``"photo: sheet (edges), signature box"``, ``"photo: sheet
+    (paper)"``, ``"scan: signature box"``, ``"scan: whole picture"``. "scan" means no paper edge
+    was in view: a scan, or a close-up of a form whose box is then the rectangle rectified.
     """
     grey = _check_frame(frame)
     found: list[str] = []
