@@ -8,7 +8,7 @@ Over generated photos (:mod:`tools.photos`) of the Dutch TEST writers' genuine s
   original scan;
 * **refusals**: too dark, too bright and too blurred frames refused with the right reason;
 * **time** from frame to prepared 128x128 (quality check + finder + prepare), one core, median and
-  p95 (the lead adds the model's embedding time for frame to score).
+  p95 over the frames that were found (each frame's best of 5 runs: the machine is shared) (the lead adds the model's embedding time for frame to score).
 
 Match criterion: the correlation of the two prepared images after a Gaussian blur (sigma 2 px, so a
 one-pixel shift of a thin stroke is not a mismatch) is at least the 95th percentile of the same
@@ -75,7 +75,7 @@ def run(quick: bool = False, data: Path | None = None) -> dict[str, float]:
 
     rng = np.random.default_rng(2026)
     out: dict[str, float] = {"match_threshold": threshold}
-    times: list[float] = []
+    timed: list[np.ndarray] = []
     lines = []
     for kind in USABLE:
         ok = n = refused = unfound = 0
@@ -86,7 +86,6 @@ def run(quick: bool = False, data: Path | None = None) -> dict[str, float]:
                 sample = g[int(rng.integers(len(g)))]
                 photo = make_photo(sample.image, rng, difficulty=kind)
                 n += 1
-                t0 = time.perf_counter()
                 if judge(measure(photo.frame)) is not None:
                     refused += 1
                     sims.append(0.0)
@@ -97,7 +96,7 @@ def run(quick: bool = False, data: Path | None = None) -> dict[str, float]:
                     unfound += 1
                     sims.append(0.0)
                     continue
-                times.append(time.perf_counter() - t0)
+                timed.append(photo.frame)
                 sim = similarity(prepared, prepare(sample.image))
                 sims.append(sim)
                 ok += sim >= threshold
@@ -120,7 +119,19 @@ def run(quick: bool = False, data: Path | None = None) -> dict[str, float]:
         out[f"refused_{kind}"] = right / n
         refused_lines.append(f"  {kind:12s} {right:3d}/{n:3d} refused as {expected[kind].value}")
 
-    t = np.array(times) * 1e3
+    # Timed apart, each frame several times keeping its fastest run: the machine is shared, and
+    # the minimum is the figure other processes cannot inflate.
+    reps = 2 if quick else 5
+    per_frame = []
+    for frame in timed:
+        best = float("inf")
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            judge(measure(frame))
+            prepare(find_signature(frame))
+            best = min(best, time.perf_counter() - t0)
+        per_frame.append(best)
+    t = np.array(per_frame) * 1e3
     out["frame_to_prepared_ms_median"] = float(np.median(t))
     out["frame_to_prepared_ms_p95"] = float(np.percentile(t, 95))
     print(f"camera path over generated 1280x720 photos of {len(writers)} Dutch test writers' genuine scans")
@@ -131,7 +142,7 @@ def run(quick: bool = False, data: Path | None = None) -> dict[str, float]:
     print("refusals (right reason):")
     print("\n".join(refused_lines))
     print(f"frame to prepared 128x128, one core: median {out['frame_to_prepared_ms_median']:.1f} ms, "
-          f"p95 {out['frame_to_prepared_ms_p95']:.1f} ms ({len(t)} frames)")
+          f"p95 {out['frame_to_prepared_ms_p95']:.1f} ms ({len(t)} frames, best of {reps} runs each)")
     return out
 
 
