@@ -4,9 +4,9 @@ Tables: ``[kiosk]`` (identity, state directory), ``[device]`` (which digitizer, 
 ends), ``[verifier]`` (threshold, model paths), ``[policy]`` (enrollment), ``[storage]`` (template
 store and its key, kept apart), ``[ui]`` (the local screen), ``[link]`` (the secure link to the
 central server, ``kiosk.link.LinkConfig``; omit it to run without a server) and ``[commands]``
-(signed verification requests from the central server) and ``[update]`` (the model-update agent,
+(signed verification requests from the central server), ``[update]`` (the model-update agent,
 ``kiosk.update_agent.UpdateConfig``; needs ``[link]``; omit it to serve the configured model
-only). Relative paths are resolved against the
+only) and ``[paper]`` (photos and scans of paper signatures: the camera and the image model). Relative paths are resolved against the
 configuration file's directory. Unknown keys are an error: a typo must not silently fall back to
 a default on a bank's appliance.
 
@@ -103,6 +103,17 @@ outbox_path = "/var/lib/sigkiosk/outbox.sqlite"
 # The model-update agent (kiosk/UPDATES.md): signed model bundles over the link, A/B slots,
 # golden-vector checks, rollback. Needs [link]. The daemon serves the active slot's model
 # (kind = "fused"); a model that fails to load is reported and rolled back.
+# Paper signatures (a cheque or form shown to the camera, or a scan): verified against the
+# customer's references (pad references are drawn as ink). Omit the table to run without a camera.
+# [paper]
+# enabled = true
+# camera = "/dev/video0"                 # V4L2 path or index; a video, image or folder of images replays
+# warmup_s = 0.5                         # frames dropped while exposure settles
+# frames = 5                             # frames grabbed per photo; the sharpest is judged
+# attempts = 3                           # photos tried (each refusal tells the person what to change)
+# anomaly = true                         # the hand-feature Isolation Forest joins the score
+# model_dir = "/opt/sigkiosk/models"     # default: the shipped CNN-LSTM and offline_fusion.json
+
 # [update]
 # root = "/var/lib/sigkiosk/models"      # slot store (A/B slots, counter, transfers)
 # bundle_name = "sigkiosk-models"
@@ -193,6 +204,27 @@ class UiConfig:
 
 
 @dataclass(frozen=True)
+class PaperConfig:
+    enabled: bool = False
+    camera: str | int = "/dev/video0"
+    warmup_s: float = 0.5
+    frames: int = 5
+    attempts: int = 3
+    anomaly: bool = True
+    model_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.frames <= 60:
+            raise ConfigError(f"[paper] frames must be 1..60, got {self.frames}")
+        if not 1 <= self.attempts <= 20:
+            raise ConfigError(f"[paper] attempts must be 1..20, got {self.attempts}")
+        if not 0 <= self.warmup_s <= 10:
+            raise ConfigError(f"[paper] warmup_s must be 0..10 s, got {self.warmup_s}")
+        if self.model_dir is not None and not Path(self.model_dir).is_dir():
+            raise ConfigError(f"[paper] model_dir {str(self.model_dir)!r} is not a directory")
+
+
+@dataclass(frozen=True)
 class CommandsConfig:
     enabled: bool = False
     central_sign_pub: Path | None = None
@@ -212,6 +244,7 @@ class DaemonConfig:
     commands: CommandsConfig
     link: LinkConfig | None = None
     update: UpdateConfig | None = None   # the model-update agent (needs link)
+    paper: PaperConfig = field(default_factory=PaperConfig)
     source: Path | None = None   # the file it was read from
 
 
@@ -236,7 +269,7 @@ def _section(cls: type, data: Mapping[str, Any], table: str, base: Path, path_ke
 
 
 def parse_config(data: Mapping[str, Any], base_dir: Path, source: Path | None = None) -> DaemonConfig:
-    allowed = {"kiosk", "device", "verifier", "policy", "storage", "ui", "commands", "link", "update"}
+    allowed = {"kiosk", "device", "verifier", "policy", "storage", "ui", "commands", "link", "update", "paper"}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ConfigError(f"unknown table(s): {', '.join(unknown)}")
@@ -296,6 +329,7 @@ def parse_config(data: Mapping[str, Any], base_dir: Path, source: Path | None = 
         policy=_section(PolicyConfig, data.get("policy", {}), "policy", base_dir),
         storage=st, ui=_section(UiConfig, data.get("ui", {}), "ui", base_dir),
         commands=commands, link=link, update=update, source=source,
+        paper=_section(PaperConfig, data.get("paper", {}), "paper", base_dir, ("model_dir",)),
     )
 
 

@@ -6,7 +6,10 @@ from the central server) -> ``capture`` (the live pen; ink streamed to the scree
 server) -> ``idle``. Enrollment runs ``enroll`` captures until N references are accepted
 ("Save (n/N)"; a refused sample is answered with reasons and the customer signs again), then
 writes the encrypted template. Template management: ``enroll`` with mode ``new``, ``replace``
-or ``add``, and ``delete``.
+or ``add``, and ``delete``. Paper signatures (``verify_paper``, with ``[paper]``): ``identify`` ->
+``capture`` (the camera, until a photo holds a signature; each refusal tells the person what to
+change) or a scanned file -> ``verify`` (``kiosk.paper``, against the pad references drawn as
+ink) -> ``decision`` -> ``report`` (mode ``offline``).
 
 One thread runs the state machine and does all the capturing, so there is never more than one
 customer at the pen; requests come in through :meth:`Daemon.submit` (the screen's HTTP API, the
@@ -72,10 +75,11 @@ class RequestError(ValueError):
 
 @dataclass
 class Request:
-    kind: str                   # "verify", "enroll", "delete"
+    kind: str                   # "verify", "verify_paper", "enroll", "delete"
     customer: str
     source: str = "screen"      # "screen", "central", "api"
     mode: str = "new"           # enrollment: "new", "replace", "add"
+    image: Path | None = None   # verify_paper: a scanned file instead of the camera
     request_id: str = field(default_factory=new_session_id)
     done: threading.Event = field(default_factory=threading.Event)
     result: dict[str, Any] = field(default_factory=dict)
@@ -200,6 +204,9 @@ class Daemon:
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
         self._templates: dict[str, Any] = {}
+        self._paper_templates: dict[str, Any] = {}
+        self.paper: Any = None      # kiosk.paper.PaperVerifier with [paper]
+        self.camera: Any = None     # firmware_host.camera.Camera with [paper]
         self._templates_lock = threading.Lock()
         self._model_listeners: list[Callable[[Verifier], None]] = []
         self._commands: Any = None
@@ -250,6 +257,8 @@ class Daemon:
             self.ui = UiServer(self, cfg.ui.host, cfg.ui.port)
             self.ui.start()
         self._warm_up()
+        if cfg.paper.enabled:
+            self._start_paper()
         interval = watchdog_interval()
         if interval is not None:
             self.watchdog = Watchdog(self.notifier, interval)
@@ -262,6 +271,16 @@ class Daemon:
         log.info("kiosk ready", extra={"event": "ready", "ready_ms": round((time.monotonic() - t0) * 1000, 1),
                                         "ui_port": self.ui.port if self.ui else None,
                                         "templates": self.store.count()})
+
+    def _start_paper(self) -> None:
+        from firmware_host.camera import Camera
+        from kiosk.paper import PaperVerifier
+
+        pc = self.config.paper
+        self.paper = PaperVerifier(pc.model_dir, anomaly=pc.anomaly)
+        self.paper.warm_up()
+        source = int(pc.camera) if isinstance(pc.camera, int) or str(pc.camera).isdigit() else pc.camera
+        self.camera = Camera(source, warmup_s=pc.warmup_s, frames=pc.frames)
 
     def _warm_up(self) -> None:
         # numba compiles the DTW kernels on first use (or loads them from its cache): do it now,
@@ -291,6 +310,8 @@ class Daemon:
         if self._own_link and self._link is not None:
             self._link.close()
         self.digitizer.close()
+        if self.camera is not None:
+            self.camera.close()
         self._set_state(State.STOPPED)
         self.notifier.close()
 
@@ -366,9 +387,13 @@ class Daemon:
 
     # -- requests -----------------------------------------------------------------------------
     def submit(self, kind: str, customer: str, *, source: str = "screen", mode: str = "new",
-               request_id: str | None = None) -> Request:
-        if kind not in ("verify", "enroll", "delete"):
+               request_id: str | None = None, image: Path | None = None) -> Request:
+        if kind not in ("verify", "verify_paper", "enroll", "delete"):
             raise RequestError(f"unknown request {kind!r}")
+        if kind == "verify_paper" and self.paper is None:
+            raise RequestError("paper verification is not configured on this kiosk ([paper] enabled = true)")
+        if image is not None and kind != "verify_paper":
+            raise RequestError("an image goes with verify_paper only")
         if mode not in ("new", "replace", "add"):
             raise RequestError(f"unknown enrollment mode {mode!r}")
         try:
@@ -377,7 +402,8 @@ class Daemon:
             raise RequestError(str(exc)) from None
         if self._stop.is_set():
             raise RequestError("the kiosk is stopping")
-        req = Request(kind, customer, source, mode, **({"request_id": request_id} if request_id else {}))
+        req = Request(kind, customer, source, mode, image=Path(image) if image is not None else None,
+                      **({"request_id": request_id} if request_id else {}))
         self._requests.put(req)
         return req
 
@@ -435,6 +461,8 @@ class Daemon:
             try:
                 if req.kind == "verify":
                     self._do_verify(req)
+                elif req.kind == "verify_paper":
+                    self._do_verify_paper(req)
                 elif req.kind == "enroll":
                     self._do_enroll(req)
                 else:
@@ -538,7 +566,93 @@ class Daemon:
         self._set_state(State.REPORT, screen="decision_shown")
         self._report(req, outcome, t_pen_up)
 
-    def _show_decision(self, outcome: VerificationOutcome) -> None:
+    def _paper_template(self, customer: str) -> Any | None:
+        with self._templates_lock:
+            tpl = self._paper_templates.get(customer)
+        if tpl is not None:
+            return tpl
+        assert self.store is not None
+        stored = self.store.get(customer)
+        if stored is None:
+            return None
+        tpl = self.paper.build_from_pad(list(stored.references))
+        with self._templates_lock:
+            self._paper_templates[customer] = tpl
+        return tpl
+
+    def _paper_picture(self, req: Request) -> Any | None:
+        """The signature found on a photo (or the request's scan); None when abandoned (screen updated)."""
+        from firmware_host.camera import CameraError, FrameRejected
+        from models.image_preprocess import NoInkError
+        from models.signature_finder import PictureError, find_signature, read_picture
+
+        if req.image is not None:
+            try:
+                return find_signature(read_picture(req.image))
+            except (PictureError, NoInkError, OSError) as exc:
+                log.info("scan refused: %s", exc, extra={"event": "paper_refused", "session": req.request_id})
+                req.finish(ok=False, error="no_signature_on_scan", message=str(exc))
+                self._set_state(State.IDLE, screen="error", message=f"The scan cannot be used: {exc}")
+                return None
+        attempts = self.config.paper.attempts
+        hint = ""
+        for attempt in range(1, attempts + 1):
+            if self._cancel.is_set():
+                req.finish(ok=False, error="cancelled")
+                self._set_state(State.IDLE, screen="idle", message="Cancelled.")
+                return None
+            self._set_state(State.CAPTURE, screen="paper", title="Hold the signed paper under the camera",
+                            attempt=attempt, attempts=attempts, message=hint)
+            self._beat()
+            try:
+                return find_signature(self.camera.capture().frame)
+            except FrameRejected as exc:
+                hint, code = exc.message, exc.reason.value
+            except (PictureError, NoInkError) as exc:
+                hint, code = f"{exc}. Show the signature to the camera.", "no_signature"
+            except CameraError as exc:
+                log.error("camera failed: %s", exc, extra={"event": "camera_failed", "session": req.request_id})
+                req.finish(ok=False, error="camera_gone")
+                self._set_state(State.IDLE, screen="error", message="The camera is not working. Please ask staff.")
+                return None
+            log.info("photo refused", extra={"event": "paper_refused", "session": req.request_id, "reason": code,
+                                             "attempt": attempt})
+            self.bus.publish({"type": "notice", "message": hint})
+        req.finish(ok=False, error="no_usable_photo", message=hint)
+        self._set_state(State.IDLE, screen="error", message=f"No usable photo of the signature. {hint}")
+        return None
+
+    def _do_verify_paper(self, req: Request) -> None:
+        from models.image_preprocess import NoInkError
+
+        self._set_state(State.IDENTIFY, screen="identify")
+        try:
+            template = self._paper_template(req.customer)
+        except TemplateError as exc:
+            log.error("template unusable: %s", exc, extra={"event": "template_error", "session": req.request_id})
+            template = None
+        if template is None:
+            req.finish(ok=False, error="not_enrolled")
+            self._set_state(State.IDLE, screen="error", message="No signature on file for this customer. Please ask staff.")
+            return
+        picture = self._paper_picture(req)
+        if picture is None:
+            return
+        t_found = time.perf_counter()   # the photo is taken and the signature found: the budget's clock
+        self._set_state(State.VERIFY, screen="verify")
+        try:
+            pv = self.paper.verify(template, picture)
+        except NoInkError as exc:
+            req.finish(ok=False, error="no_signature", message=str(exc))
+            self._set_state(State.IDLE, screen="error", message=f"No signature found: {exc}")
+            return
+        outcome = VerificationOutcome(req.customer, req.request_id, pv.verdict,
+                                      (time.perf_counter() - t_found) * 1e3, req.source)
+        self._show_decision(outcome, explanations=pv.explanations)
+        self._set_state(State.REPORT, screen="decision_shown")
+        self._report(req, outcome, t_found, mode="offline", versions=self.paper.model_versions())
+
+    def _show_decision(self, outcome: VerificationOutcome, explanations: tuple[str, ...] = ()) -> None:
         v = outcome.verdict
         self.state = State.DECISION
         self.bus.publish({
@@ -546,17 +660,20 @@ class Daemon:
             "match_rate": round(v.match_rate * 100), "too_similar": v.too_similar,
             "aspects": [{"code": a.code, "label": a.label, "ok": a.ok, "similarity": round(a.similarity * 100)}
                         for a in v.aspects],
-            "show_s": self.config.ui.show_decision_s,
+            "explanations": list(explanations), "show_s": self.config.ui.show_decision_s,
         })
 
-    def _report(self, req: Request, outcome: VerificationOutcome, t_pen_up: float) -> None:
+    def _report(self, req: Request, outcome: VerificationOutcome, t_pen_up: float, *, mode: str = "online",
+                versions: dict[str, str] | None = None) -> None:
+        """Seal and send the decision. ``t_pen_up``: when the signature was complete (the pen
+        lifted, or the photo's signature found)."""
         v = outcome.verdict
         record = {
             "decision": v.decision, "score": round(v.match_rate, 4), "reasons": v.reasons,
-            "model_versions": self.verifier.model_versions(),
+            "model_versions": versions if versions is not None else self.verifier.model_versions(),
             "timings_ms": {"verify": round(outcome.verify_ms, 2),
                            "pen_up_to_report": round((time.perf_counter() - t_pen_up) * 1e3, 2)},
-            "subject": req.customer, "session_id": req.request_id, "mode": "online",
+            "subject": req.customer, "session_id": req.request_id, "mode": mode,
         }
         seq = None
         if self._link is not None:
@@ -626,6 +743,7 @@ class Daemon:
         self.store.put(req.customer, refs)
         with self._templates_lock:
             self._templates.pop(req.customer, None)
+            self._paper_templates.pop(req.customer, None)
         log.info("enrollment complete", extra={"event": "enrolled", "session": req.request_id, "mode": req.mode,
                                                "references": len(refs), "attempts": session.attempts})
         req.finish(ok=True, references=len(refs), attempts=session.attempts, refusals=refusals)
@@ -636,6 +754,7 @@ class Daemon:
         removed = self.store.delete(req.customer)
         with self._templates_lock:
             self._templates.pop(req.customer, None)
+            self._paper_templates.pop(req.customer, None)
         log.info("template deleted" if removed else "no template to delete", extra={"event": "template_deleted", "session": req.request_id})
         req.finish(ok=removed, error=None if removed else "not_enrolled")
         self._set_state(State.IDLE, screen="idle")

@@ -59,10 +59,26 @@ class Fusion:
         Path(path).write_text(json.dumps(d, indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: Path) -> "Fusion":
-        d = json.loads(Path(path).read_text())
+    def from_dict(cls, d: dict) -> "Fusion":
         return cls(names=tuple(d["names"]), weights=tuple(float(w) for w in d["weights"]),
                    bias=float(d["bias"]), threshold=float(d.get("threshold", 0.5)))
+
+    @classmethod
+    def load(cls, path: Path) -> "Fusion":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def load_offline_fusion(path: Path, verifier: str) -> Fusion:
+    """The fusion of ``verifier`` + anomaly check from a file of one entry per image verifier
+    (``offline_fusion.json``, written by ``sigkiosk eval offline --fit-fusion``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"offline fusion file not found: {path} (fit one with --fit-fusion on validate writers)")
+    entries = json.loads(path.read_text())
+    if verifier not in entries:
+        raise ValueError(f"{path} has no fusion for {verifier!r} (it has: {', '.join(entries) or 'none'}); "
+                         "fit one with --fit-fusion on validate writers")
+    return Fusion.from_dict(entries[verifier])
 
 
 def fit_fusion(names: tuple[str, ...], genuine: np.ndarray, impostor: np.ndarray) -> Fusion:

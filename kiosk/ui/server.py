@@ -5,6 +5,7 @@ machine). ``GET /events`` streams the daemon's screen events (``kiosk.daemon.Eve
 changes, live ink, enrollment results, decisions. The page posts the customer's actions:
 
     POST /api/verify  {"customer": "..."}          POST /api/cancel
+    POST /api/verify_paper {"customer": "..."}     (the camera; needs [paper])
     POST /api/enroll  {"customer": "...", "mode": "new"|"replace"|"add"}
     POST /api/delete  {"customer": "..."}          POST /api/done   (end the signature now)
     GET  /api/status
@@ -157,7 +158,8 @@ class UiServer:
                     if path == "/api/done":
                         d.done_signing()
                         return self._json(HTTPStatus.OK, {"ok": True})
-                    kind = {"/api/verify": "verify", "/api/enroll": "enroll", "/api/delete": "delete"}.get(path)
+                    kind = {"/api/verify": "verify", "/api/verify_paper": "verify_paper", "/api/enroll": "enroll",
+                            "/api/delete": "delete"}.get(path)
                     if kind is None:
                         return self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
                     if d.current is not None or d.state.value not in ("idle",):

@@ -1,7 +1,7 @@
 // The kiosk screen: follows the daemon's events (Server-Sent Events) and posts the customer's actions.
 "use strict";
 const $ = (id) => document.getElementById(id);
-const screens = ["idle", "sign", "verify", "decision", "message"];
+const screens = ["idle", "sign", "paper", "verify", "decision", "message"];
 let decisionTimer = null;
 let last = null;      // last ink point, to join segments
 let aspect = 160 / 60;
@@ -55,6 +55,13 @@ function onScreen(ev) {
       show("sign");
       break;
     }
+    case "paper":
+      $("paper-title").textContent = ev.title || "Hold the signed paper under the camera";
+      $("paper-attempt").textContent = ev.attempts > 1 ? "Photo " + ev.attempt + " of " + ev.attempts : "";
+      $("paper-notice").textContent = ev.message || "";
+      clearPad();
+      show("paper");
+      break;
     case "identify":
     case "verify":
       if (ev.screen === "verify") show("verify");
@@ -75,6 +82,13 @@ function onScreen(ev) {
         li.className = a.ok ? "ok" : "off";
         li.textContent = (a.ok ? "\u2714 " : "\u2716 ") + a.label + (a.ok ? " matches" : " differs") + " (" + a.similarity + "%)";
         ul.appendChild(li);
+      }
+      const ex = $("explanations");
+      ex.replaceChildren();
+      for (const text of ev.explanations || []) {
+        const li = document.createElement("li");
+        li.textContent = text;
+        ex.appendChild(li);
       }
       $("decision-note").textContent = ev.too_similar ? "This signature is identical to a stored one: a copy, not a fresh signature."
         : ok ? "Thank you." : "Staff will assist you.";
@@ -111,7 +125,11 @@ function connect() {
     if (ev.type === "screen") onScreen(ev);
     else if (ev.type === "ink_start") { aspect = ev.aspect || aspect; clearPad(); }
     else if (ev.type === "ink") drawInk(ev.points);
-    else if (ev.type === "notice") { $("notice").textContent = ev.message; clearPad(); }
+    else if (ev.type === "notice") {
+      $("notice").textContent = ev.message;
+      $("paper-notice").textContent = ev.message;
+      clearPad();
+    }
   };
   es.onerror = () => { document.body.dataset.connected = "no"; };
   es.onopen = () => { document.body.dataset.connected = "yes"; };
@@ -128,6 +146,8 @@ for (const id of ["btn-enroll", "btn-replace", "btn-add"]) $(id).addEventListene
 $("btn-delete").addEventListener("click", () => start("delete"));
 $("btn-done").addEventListener("click", () => post("/api/done"));
 $("btn-cancel").addEventListener("click", () => post("/api/cancel"));
+$("btn-paper").addEventListener("click", () => start("verify_paper"));
+$("btn-paper-cancel").addEventListener("click", () => post("/api/cancel"));
 $("btn-finish").addEventListener("click", () => showIdle(""));
 $("btn-ok").addEventListener("click", () => showIdle(""));
 clearPad();
