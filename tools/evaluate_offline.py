@@ -39,7 +39,7 @@ import numpy as np
 
 from models.anomaly import AnomalyModel
 from models.classic import score_from_distances
-from models.fusion import Fusion, fit_fusion
+from models.fusion import Fusion, fit_fusion, load_offline_fusion
 from models.hand_features import FEATURE_NAMES, hand_distance, hand_features
 from models.image_preprocess import NoInkError, prepare
 from models.scoring import NormalisationPrior, pairwise
@@ -280,17 +280,8 @@ def fit_offline_fusion(parts: dict[str, Scores]) -> Fusion:
 
 
 def load_fusion(verifier: str, path: Path = DEFAULT_FUSION) -> Fusion:
-    """The fusion of ``verifier`` + anomaly stored in ``path`` (one entry per verifier)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"offline fusion file not found: {path} (fit one with --fit-fusion on validate writers)")
-    entries = json.loads(path.read_text())
-    if verifier not in entries:
-        raise ValueError(f"{path} has no fusion for {verifier!r} (it has: {', '.join(entries) or 'none'}); "
-                         "fit one with --fit-fusion on validate writers")
-    d = entries[verifier]
-    return Fusion(names=tuple(d["names"]), weights=tuple(float(w) for w in d["weights"]),
-                  bias=float(d["bias"]), threshold=float(d.get("threshold", 0.5)))
+    """The fusion of ``verifier`` + anomaly stored in ``path`` (the kiosk's own loader)."""
+    return load_offline_fusion(path, verifier)
 
 
 def save_fusion(verifier: str, fusion: Fusion, path: Path, provenance: dict[str, Any]) -> None:
