@@ -175,3 +175,21 @@ def test_missing_cnn_model_is_a_clear_error(tmp_path, capsys):
     rc = run([DUTCH, "--format", "sigcomp-dutch", "--split", "validate", "--verifier", "cnn",
               "--model", tmp_path / "none.tflite"])
     assert rc == 2 and "none.tflite" in capsys.readouterr().err
+
+
+def test_cnn_verifier_with_and_without_the_anomaly_check(tmp_path, online_keys, capsys):
+    """The shipped int8 CNN-LSTM through the device runtime, and its shipped fusion."""
+    out = tmp_path / "cnn.json"
+    rc = run([DUTCH, "--format", "sigcomp-dutch", "--split", "validate", "-t", "1", "--verifier", "cnn", "--json", out])
+    assert rc == 0, capsys.readouterr().err
+    alone = json.loads(out.read_text())
+    assert set(alone) == online_keys and alone["verifier"] == "cnn" and alone["components"] is None
+    assert alone["random"]["eer_global"] < alone["skilled"]["eer_global"] < 40.0
+    rc = run([DUTCH, "--format", "sigcomp-dutch", "--split", "validate", "-t", "1", "--verifier", "cnn", "--anomaly",
+              "--json", out])
+    assert rc == 0, capsys.readouterr().err
+    fused = json.loads(out.read_text())
+    assert fused["verifier"] == "cnn+anomaly" and set(fused["components"]) == {"cnn", "anomaly"}
+    # The components are the parts as measured alone: the CNN's is the run without the check.
+    assert fused["components"]["cnn"] == alone["skilled"]
+    assert fused["skilled"]["genuine_trials"] == alone["skilled"]["genuine_trials"]
