@@ -12,12 +12,16 @@ Verifiers
 feature divided by its typical within-writer spread. Learning-free: a baseline for the CNN.
 ``cnn``: distance between CNN-LSTM embeddings (:mod:`models.offline_embed`, the device's TFLite
 runtime) of the one prepared 128×128 ink image (:func:`models.image_preprocess.prepare`).
+``cnn+hand``: both user-normalised distances, fused (the CNN and the hand-made features see
+different things: the fusion beats either alone on validation and test writers).
 
 Anomaly check (``anomaly=True``): for each draw, an Isolation Forest fitted on the draw's reference
 hand features scores every questioned sample (:mod:`models.anomaly`); the verifier's normalised
 distance and the anomaly score are combined by a logistic fusion (:class:`models.fusion.Fusion`)
 fitted on the VALIDATION writers only and stored in ``models/assets/offline_fusion.json``, one
-entry per verifier, with the command that fitted it. The report's ``components`` give each part.
+entry per ``--verifier``, with the command that fitted it (the entries ``hand`` and ``cnn`` fuse
+the verifier with the anomaly check, the kiosk reads ``cnn``; the entry's names say which parts
+it fuses). The report's ``components`` give each part.
 
 Everything expensive (reading, features, embeddings) is computed once per sample, up front: a
 picture with no usable ink is then an error naming the file, or, with ``skip_malformed``, a
@@ -48,7 +52,7 @@ from tools.evaluate import EvalResult, FeatureCache, Scores, WriterPlan, combine
 
 log = logging.getLogger(__name__)
 
-VERIFIERS: tuple[str, ...] = ("hand", "cnn")
+VERIFIERS: tuple[str, ...] = ("hand", "cnn", "cnn+hand")
 ANOMALY = "anomaly"
 ASSETS = Path(__file__).resolve().parents[1] / "models" / "assets"
 DEFAULT_FUSION = ASSETS / "offline_fusion.json"
@@ -114,11 +118,14 @@ def cnn_provider(model_path: Path | None = None, threads: int = 1) -> CnnProvide
     return CnnProvider(embedder=embedder, compare=embedding_distance)
 
 
-def make_provider(verifier: str, model_path: Path | None = None) -> OfflineProvider:
+def make_providers(verifier: str, model_path: Path | None = None) -> list[OfflineProvider]:
+    """The providers of ``--verifier``: one, or (``cnn+hand``) both, fused by a stored fusion."""
     if verifier == "hand":
-        return HandProvider()
+        return [HandProvider()]
     if verifier == "cnn":
-        return cnn_provider(model_path)
+        return [cnn_provider(model_path)]
+    if verifier == "cnn+hand":
+        return [cnn_provider(model_path), HandProvider()]
     raise ValueError(f"unknown offline verifier {verifier!r}; known: {', '.join(VERIFIERS)}")
 
 
@@ -211,7 +218,7 @@ class OfflineEvaluation:
 def evaluate_offline(
     dataset: Dataset[ImageSample],
     *,
-    provider: OfflineProvider,
+    providers: Sequence[OfflineProvider],
     references: int = 5,
     trials: int = 10,
     seed: int = 0,
@@ -221,36 +228,45 @@ def evaluate_offline(
     skip_malformed: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> OfflineEvaluation:
-    """EERs of one image verifier, alone or (``anomaly``) fused with the anomaly check by
+    """EERs of one image verifier; of several (and/or the anomaly check, ``anomaly``) fused by
     ``fusion``, or with ``fit`` by a fusion fitted on these very trials (only ever on
     validation writers: the figures of such a run are not a measurement)."""
-    if anomaly and fusion is None and not fit:
-        raise ValueError("the anomaly check needs a fusion (fit one on validate writers)")
+    providers = list(providers)
+    if not providers:
+        raise ValueError("no verifier to evaluate")
+    names = tuple(pv.name for pv in providers) + ((ANOMALY,) if anomaly else ())
+    if len(names) > 1 and fusion is None and not fit:
+        raise ValueError(f"{' + '.join(names)} need a fusion (fit one on validate writers)")
+    if fusion is not None and fusion.names != names:
+        raise ValueError(f"fusion is fitted for {' + '.join(fusion.names)}, not {' + '.join(names)}")
     t0 = time.perf_counter()
-    feats = FeatureCache(provider.features)
-    hand = FeatureCache(lambda s: hand_features(s.image)) if anomaly else None
-    if hand is not None and isinstance(provider, HandProvider):
-        hand = feats  # the same vectors: compute them once
-    dataset = precompute(dataset, [c for c in (feats, hand) if c is not None], skip_malformed)
+    caches = [FeatureCache(pv.features) for pv in providers]
+    hand: FeatureCache | None = None
+    if anomaly:
+        # The hand verifier's vectors are the anomaly check's: compute them once.
+        same = [c for pv, c in zip(providers, caches) if isinstance(pv, HandProvider)]
+        hand = same[0] if same else FeatureCache(lambda s: hand_features(s.image))
+    dataset = precompute(dataset, [*caches, *([hand] if hand is not None else [])], skip_malformed)
     protocol = "random-refs"
     plans, excluded = plan(dataset, protocol, references, trials, seed)
     if not plans:
         raise ValueError(f"no writer of {dataset.name} can be evaluated: {'; '.join(excluded) or 'empty'}")
     for e in excluded:
         log.info("writer left out: %s", e)
-    dist, anom = score_offline(plans, provider, feats, hand, progress)
-    parts = {provider.name: dist}
-    verifier = provider.name
-    scores = dist
+    parts: dict[str, Scores] = {}
+    anom: Scores | None = None
+    for i, (pv, cache) in enumerate(zip(providers, caches)):
+        parts[pv.name], a = score_offline(plans, pv, cache, hand if i == 0 else None, progress if i == 0 else None)
+        anom = a if i == 0 else anom
     if anom is not None:
         parts[ANOMALY] = anom
-        verifier = f"{provider.name}+{ANOMALY}"
+    verifier = "+".join(names)
+    scores = next(iter(parts.values()))
+    if len(parts) > 1:
         if fit:
             fusion = fit_offline_fusion(parts)
-        if fusion is not None:
-            if fusion.names != (provider.name, ANOMALY):
-                raise ValueError(f"fusion is fitted for {' + '.join(fusion.names)}, not {provider.name} + {ANOMALY}")
-            scores = combine_scores([dist, anom], fusion.distance)
+        assert fusion is not None
+        scores = combine_scores(list(parts.values()), fusion.distance)
     report = {
         "dataset": dataset.name,
         "protocol": protocol,
@@ -280,7 +296,7 @@ def fit_offline_fusion(parts: dict[str, Scores]) -> Fusion:
 
 
 def load_fusion(verifier: str, path: Path = DEFAULT_FUSION) -> Fusion:
-    """The fusion of ``verifier`` + anomaly stored in ``path`` (the kiosk's own loader)."""
+    """The fusion stored for ``verifier`` in ``path`` (the kiosk's own loader)."""
     return load_offline_fusion(path, verifier)
 
 

@@ -90,7 +90,7 @@ def test_anomaly_scores_follow_the_trial_order():
     """The anomaly part is aligned with the distance part trial for trial (they are fused row by
     row): recompute one writer's first draw by hand and compare."""
     ds = load_images(DUTCH, "sigcomp-dutch").subset("validate")
-    run_ = evaluate_offline(ds, provider=HandProvider(), trials=1, anomaly=True, fit=True)
+    run_ = evaluate_offline(ds, providers=[HandProvider()], trials=1, anomaly=True, fit=True)
     anomaly: Scores = run_.parts["anomaly"]
     from tools.evaluate import plan
 
@@ -193,3 +193,16 @@ def test_cnn_verifier_with_and_without_the_anomaly_check(tmp_path, online_keys, 
     # The components are the parts as measured alone: the CNN's is the run without the check.
     assert fused["components"]["cnn"] == alone["skilled"]
     assert fused["skilled"]["genuine_trials"] == alone["skilled"]["genuine_trials"]
+
+
+def test_cnn_and_hand_fused(tmp_path, capsys):
+    out = tmp_path / "both.json"
+    rc = run([DUTCH, "--format", "sigcomp-dutch", "--split", "validate", "-t", "1", "--verifier", "cnn+hand",
+              "--json", out])
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads(out.read_text())
+    assert report["verifier"] == "cnn+hand" and set(report["components"]) == {"cnn", "hand"}
+    # The shipped entry fuses the two distances only: asking for the anomaly check too is refused.
+    rc = run([DUTCH, "--format", "sigcomp-dutch", "--split", "validate", "-t", "1", "--verifier", "cnn+hand",
+              "--anomaly"])
+    assert rc == 2 and "fitted for cnn + hand, not cnn + hand + anomaly" in capsys.readouterr().err

@@ -52,13 +52,14 @@ def _register_offline(kinds: argparse._SubParsersAction) -> None:
     f.add_argument("--split", choices=("all", "train", "validate", "test"), default="all",
                    help="writer-disjoint split by the writer id's last digit (0-6 train, 7 validate, 8-9 test)")
     f.add_argument("--verifier", choices=VERIFIERS, default="hand",
-                   help="hand (hand-made feature distance, default) or cnn (CNN-LSTM embeddings)")
+                   help="hand (hand-made feature distance, default), cnn (CNN-LSTM embeddings), or cnn+hand (fused)")
     f.add_argument("--model", type=Path, default=None, help="TFLite model for cnn (default: the shipped one)")
     f.add_argument("--anomaly", action=argparse.BooleanOptionalAction, default=False,
                    help="fuse the per-customer Isolation Forest anomaly check with the verifier (default: off)")
     f.add_argument("--fusion", type=Path, default=DEFAULT_FUSION, help="fusion JSON for --anomaly")
     f.add_argument("--fit-fusion", type=Path, default=None, metavar="JSON",
-                   help="fit the verifier+anomaly fusion on these writers and store it here (validate split only)")
+                   help="fit the verifier's fusion (with the anomaly check for hand and cnn; for cnn+hand "
+                        "with it only under --anomaly) on these writers, store it here (validate split only)")
     f.add_argument("--skip-malformed", action="store_true", help="skip (and list) malformed or blank images")
     f.add_argument("--json", type=Path, default=None, help="write the report as JSON here")
     f.add_argument("--plots", type=Path, default=None, help="write det.png and histogram.png here")
@@ -123,12 +124,13 @@ def run_offline(args: argparse.Namespace) -> int:
     from models.runtime import ModelError
     from tools.datasets import MalformedFileError, load_images
     from tools.evaluate import format_table, write_json, write_plots
-    from tools.evaluate_offline import evaluate_offline, load_fusion, make_provider, save_fusion
+    from tools.evaluate_offline import evaluate_offline, load_fusion, make_providers, save_fusion
 
     if args.fit_fusion is not None and args.split != "validate":
         print("sigkiosk eval: --fit-fusion fits on validation writers only: add --split validate", file=sys.stderr)
         return 2
-    anomaly = args.anomaly or args.fit_fusion is not None
+    # A single verifier has nothing to fuse but the anomaly check.
+    anomaly = args.anomaly or (args.fit_fusion is not None and "+" not in args.verifier)
     try:
         dataset = load_images(args.path, args.format, skip_malformed=args.skip_malformed)
     except (MalformedFileError, FileNotFoundError, ValueError) as e:
@@ -142,11 +144,12 @@ def run_offline(args: argparse.Namespace) -> int:
             print(f"\r  writers {done}/{total}", end="" if done < total else "\n", file=sys.stderr)
 
     try:
-        provider = make_provider(args.verifier, args.model)
-        fusion = load_fusion(provider.name, args.fusion) if anomaly and args.fit_fusion is None else None
+        providers = make_providers(args.verifier, args.model)
+        fused = anomaly or len(providers) > 1
+        fusion = load_fusion(args.verifier, args.fusion) if fused and args.fit_fusion is None else None
         run = evaluate_offline(
             dataset,
-            provider=provider,
+            providers=providers,
             references=args.references,
             trials=args.trials,
             seed=args.seed,
@@ -173,8 +176,9 @@ def run_offline(args: argparse.Namespace) -> int:
         print(f"({len(report['excluded_writers'])} writer(s) left out; see the JSON report)")
     if args.fit_fusion is not None and run.fusion is not None:
         command = (f"sigkiosk eval offline PATH --format {args.format} --split validate --verifier {args.verifier} "
-                   f"-k {args.references} -t {args.trials} --seed {args.seed} --fit-fusion {args.fit_fusion}")
-        save_fusion(provider.name, run.fusion, args.fit_fusion,
+                   f"-k {args.references} -t {args.trials} --seed {args.seed}"
+                   f"{' --anomaly' if args.anomaly else ''} --fit-fusion {args.fit_fusion}")
+        save_fusion(args.verifier, run.fusion, args.fit_fusion,
                     {"fitted_on": f"{report['dataset']} validate writers ({report['writers']})", "command": command})
         print(f"fusion ({', '.join(run.fusion.names)}): weights {run.fusion.weights} bias {run.fusion.bias:.3f} "
               f"-> {args.fit_fusion}")
