@@ -37,11 +37,11 @@ def test_outlier_scores_higher_than_inlier():
 @pytest.mark.parametrize(
     ("feature", "spreads", "words"),
     [
-        ("size", 4, "much larger than the references"),
-        ("size", -4, "much smaller than the references"),
-        ("slant", 2, "slant differs from the references (leans further right)"),
-        ("slant", -4, "slant differs from the references (leans much further left or upright)"),
-        ("loops", 1.5, "more closed loops than the references"),
+        ("size", 7, "much larger than the references"),
+        ("size", -7, "much smaller than the references"),
+        ("slant", 4, "slant differs from the references (leans further right)"),
+        ("slant", -7, "slant differs from the references (leans much further left or upright)"),
+        ("loops", 3.5, "more closed loops than the references"),
     ],
 )
 def test_reasons_name_the_feature_outside_the_range(feature, spreads, words):
@@ -60,6 +60,8 @@ def test_reasons_name_the_feature_outside_the_range(feature, spreads, words):
 def test_no_reasons_inside_the_range_and_most_limits_them():
     model = AnomalyModel(references())
     assert model.reasons(references().mean(axis=0)) == []
+    # Just outside the range is ordinary variation, not a reason to show a clerk.
+    assert model.reasons(at("size", 0.0) + (model.high - model.centre) + 1.0 * model.spread) == []
     far = CENTRE + 10 * SPREAD
     assert len(model.reasons(far)) == 3
     assert len(model.reasons(far, most=5)) == 5
