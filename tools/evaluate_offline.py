@@ -181,7 +181,9 @@ def score_offline(
         }
         if hand is not None:
             h_cand = np.array([hand(s) for s in p.candidates])
-            h_q = {kind: np.array([hand(q) for q in questioned[kind]]).reshape(-1, len(FEATURE_NAMES)) for kind in _KINDS}
+            h_q = {
+                kind: np.array([hand(q) for q in questioned[kind]]).reshape(-1, len(FEATURE_NAMES)) for kind in _KINDS
+            }
         for draw in p.draws:
             idx = np.array(draw)
             refs_d = d_cc[np.ix_(idx, idx)]
@@ -291,7 +293,9 @@ def fit_offline_fusion(parts: dict[str, Scores]) -> Fusion:
     names = tuple(parts)
     cols = list(parts.values())
     gen = np.column_stack([Scores.pooled(p.genuine) for p in cols])
-    imp = np.vstack([np.column_stack([Scores.pooled(getattr(p, kind)) for p in cols]) for kind in ("skilled", "random")])
+    imp = np.vstack(
+        [np.column_stack([Scores.pooled(getattr(p, kind)) for p in cols]) for kind in ("skilled", "random")]
+    )
     return fit_fusion(names, gen, imp)
 
 
