@@ -22,6 +22,7 @@ import numpy as np
 
 from models.image import SignatureImage
 from models.image_preprocess import denoise, edges, ink_box, ink_mask, to_grey
+from models.scoring import NormalisationPrior
 
 FEATURE_NAMES: tuple[str, ...] = (
     "aspect_ratio",  # log(width / height) of the ink's bounding box
@@ -83,6 +84,11 @@ FEATURE_WORDS: dict[str, tuple[str, str]] = {
 WITHIN_SPREAD: tuple[float, ...] = (
     0.13, 0.07, 0.011, 0.026, 0.035, 0.09, 0.07, 2.8, 2.9, 0.039, 1.7, 2.2, 0.084, 0.29, 0.11, 0.2,
 )
+
+#: Population values of :func:`hand_distance` among one writer's references (the mean over K = 5
+#: draws on the Dutch TRAINING writers, ``tools.evaluate_offline.fit_hand_prior``): they stand in
+#: for a customer's own when the references are few (user normalisation, ``models.scoring``).
+HAND_PRIOR = NormalisationPrior(min_dist=5.0, mean_dist=6.6)
 
 #: Smoothing of the projection profiles, as a fraction of the profile's length (scale-free).
 _PROFILE_SIGMA = 0.03

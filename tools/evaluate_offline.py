@@ -44,7 +44,7 @@ import numpy as np
 from models.anomaly import AnomalyModel
 from models.classic import score_from_distances
 from models.fusion import Fusion, fit_fusion, load_offline_fusion
-from models.hand_features import FEATURE_NAMES, hand_distance, hand_features
+from models.hand_features import FEATURE_NAMES, HAND_PRIOR, hand_distance, hand_features
 from models.image_preprocess import NoInkError, prepare
 from models.scoring import NormalisationPrior, pairwise
 from tools.datasets.types import Dataset, ImageSample, MalformedFileError
@@ -56,10 +56,6 @@ VERIFIERS: tuple[str, ...] = ("hand", "cnn", "cnn+hand")
 ANOMALY = "anomaly"
 ASSETS = Path(__file__).resolve().parents[1] / "models" / "assets"
 DEFAULT_FUSION = ASSETS / "offline_fusion.json"
-#: The population values of the hand verifier's within-reference distances (K = 5 draws on the
-#: Dutch set's TRAINING writers, :func:`fit_hand_prior`): they stand in for a customer's own when
-#: references are few.
-HAND_PRIOR = NormalisationPrior(min_dist=5.0, mean_dist=6.6)
 _KINDS = ("genuine", "skilled", "random")
 
 
