@@ -39,6 +39,7 @@ class CnnLstmConfig:
     column_dim: int = 64  # each feature-map column projected to this before the LSTM
     lstm_units: int = 64
     emb_dim: int = 64
+    dropout: float = 0.0  # on the column features during training (nothing on the device)
 
     @property
     def columns(self) -> int:
@@ -51,7 +52,7 @@ class CnnLstmConfig:
 
     @classmethod
     def from_json(cls, d: dict) -> "CnnLstmConfig":
-        return cls(**{**d, "filters": tuple(int(f) for f in d["filters"])})
+        return cls(**{"dropout": 0.0, **d, "filters": tuple(int(f) for f in d["filters"])})
 
 
 def build_cnn_lstm(cfg: CnnLstmConfig = CnnLstmConfig(), batch: int | None = None, name: str = "cnn_lstm") -> Any:
@@ -77,6 +78,8 @@ def build_cnn_lstm(cfg: CnnLstmConfig = CnnLstmConfig(), batch: int | None = Non
     h = layers.Permute((2, 1, 3), name="columns_first")(h)
     h = layers.Reshape((n, n * cfg.filters[-1]), name="column_sequence")(h)
     h = layers.Dense(cfg.column_dim, activation="relu", name="column_proj")(h)
+    if cfg.dropout > 0:
+        h = layers.Dropout(cfg.dropout, name="column_dropout")(h)
     h = layers.LSTM(cfg.lstm_units, name="lstm")(h)
     emb = layers.Dense(cfg.emb_dim, name="embedding")(h)
     return keras.Model(image, emb, name=name)

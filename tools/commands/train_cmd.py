@@ -40,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--patience", type=int, default=None, help="epochs without a better validation EER before stopping")
     f.add_argument("--time-budget", type=float, default=None, metavar="MIN",
                    help="stop training after MIN minutes (the best epoch so far is kept)")
+    f.add_argument("--lr-decay", action="store_true", help="cosine learning-rate decay over all epochs")
+    f.add_argument("--dropout", type=float, default=None, help="dropout on the column features (training only)")
     f.add_argument("--no-rendered", action="store_true", help="scans only: no ink rendered from the online sets")
     f.add_argument("--seed", type=int, default=0)
     f.set_defaults(func=run_offline)
@@ -103,6 +105,10 @@ def run_offline(args: argparse.Namespace) -> int:
                      ("time_budget", "time_budget_min")):
         if getattr(args, arg) is not None:
             cfg = replace(cfg, **{key: getattr(args, arg)})
+    if args.lr_decay:
+        cfg = replace(cfg, lr_decay=True)
+    if args.dropout is not None:
+        net = replace(net, dropout=args.dropout)
     record = run(args.data or default_data_root(), args.out, args.cache or DEFAULT_CACHE, net, cfg,
                  rendered=not args.no_rendered, max_writers=3 if args.quick else None,
                  representative=8 if args.quick else 200)

@@ -243,6 +243,8 @@ class OfflineTrainConfig:
     genuine_per_writer: int = 4
     forgeries_per_writer: int = 1
     lr: float = 1e-3
+    #: Cosine decay of the learning rate to 5 % over ``epochs × steps_per_epoch`` steps.
+    lr_decay: bool = False
     margin: float = 0.3
     softmax_scale: float = 16.0
     w_softmax: float = 1.0
@@ -434,7 +436,10 @@ def train(corpus: ImageCorpus, net: CnnLstmConfig, cfg: OfflineTrainConfig) -> t
     sampler = BatchSampler(corpus, cfg, rng)
     n_cls = len(sampler.names)
     w_cls = tf.Variable(keras.initializers.GlorotUniform(seed=cfg.seed)((net.emb_dim, n_cls)), name="writer_head")
-    opt = keras.optimizers.Adam(cfg.lr)
+    lr: Any = cfg.lr
+    if cfg.lr_decay:
+        lr = keras.optimizers.schedules.CosineDecay(cfg.lr, cfg.epochs * cfg.steps_per_epoch, alpha=0.05)
+    opt = keras.optimizers.Adam(lr)
     variables = model.trainable_variables + [w_cls]
     print(f"training on {n_cls} writers ({sum(len(g) for g, _ in sampler.groups.values())} genuine images)",
           flush=True)
