@@ -34,7 +34,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ import numpy as np
 
 from models.cnn_lstm import INPUT_NAME, CnnLstmConfig
 from models.image_preprocess import SIZE, NoInkError, prepare
-from models.offline_embed import OfflineConfig, embedding_distance, l2_normalise
+from models.offline_embed import OfflineConfig, embedding_distance
 from models.scoring import NormalisationPrior, reference_stats
 from tools.datasets.types import Label, writer_split
 
@@ -294,12 +294,6 @@ class BatchSampler:
         return idx, np.array(cls, np.int32), np.array(lab, np.int32)
 
 
-def set_seeds(seed: int) -> None:
-    from tools.train.trainer import set_seeds as _set
-
-    _set(seed)
-
-
 @dataclass(frozen=True)
 class _Item:
     """A questioned image for :func:`tools.evaluate.plan` (which reads labels, paths and sessions)."""
@@ -358,7 +352,8 @@ def split_scores(embed: Callable[[list[int]], np.ndarray], corpus: ImageCorpus, 
         if s == split and w.startswith(DUTCH[1] + ":"):
             lab = Label.GENUINE if corpus.genuine[i] else Label.SKILLED
             items.setdefault(w, []).append(_Item(w, lab, Path(corpus.keys[i]), i))
-    plans, _ = plan(Dataset(f"{DUTCH[1]}[{split}]", items), "random-refs", references, trials, seed=0)  # type: ignore[arg-type]
+    ds = Dataset(f"{DUTCH[1]}[{split}]", items)  # type: ignore[arg-type]
+    plans, _ = plan(ds, "random-refs", references, trials, seed=0)  # type: ignore[arg-type]
     if not plans:
         raise ValueError(f"no {split} writer has enough genuine scans for K={references}")
     need = sorted({s.index for p in plans for s in p.candidates + p.later_genuine + p.skilled + p.random})
@@ -429,6 +424,7 @@ def train(corpus: ImageCorpus, net: CnnLstmConfig, cfg: OfflineTrainConfig) -> t
     import tf_keras as keras
 
     from models.cnn_lstm import build_cnn_lstm
+    from tools.train.trainer import set_seeds
 
     set_seeds(cfg.seed)
     model = build_cnn_lstm(net)
@@ -485,7 +481,7 @@ def train(corpus: ImageCorpus, net: CnnLstmConfig, cfg: OfflineTrainConfig) -> t
                "val": val, "seconds": round(time.perf_counter() - t0, 1)}
         hist.epochs.append(rec)
         print(f"epoch {epoch + 1}: triplet {rec['triplet']:.3f} ce {rec['ce']:.3f}  validation skilled EER "
-              f"{val.get('skilled_eer_global', float('nan')):.2f} % (random {val.get('random_eer_global', float('nan')):.2f} %)"
+              f"{val['skilled_eer_global']:.2f} % (random {val.get('random_eer_global', float('nan')):.2f} %)"
               f"  ({rec['seconds']} s)", flush=True)
         if val["skilled_eer_global"] < hist.best_val_eer:
             hist.best_val_eer, hist.best_epoch = val["skilled_eer_global"], epoch + 1
