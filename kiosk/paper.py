@@ -6,12 +6,16 @@ paper signatures. Every picture, reference or questioned, goes through the same 
 training and evaluation: ``models.image_preprocess.prepare`` → the int8 CNN-LSTM embedding
 (``models.offline_embed``), user-normalised like the pen path; and the hand-made features
 (``models.hand_features``) checked by the customer's own Isolation Forest (``models.anomaly``).
-The two are combined by the logistic fusion fitted on validation writers
-(``offline_fusion.json``, the same one ``sigkiosk eval offline --anomaly`` measures).
+The score is the CNN's and the hand features' user-normalised distances combined by the logistic
+fusion fitted on validation writers (entry ``cnn+hand`` of ``offline_fusion.json``: the
+evaluator's default verifier, so the README's figures are this score's). The Isolation Forest's
+score was fitted into that fusion too and came out with weight 0 on the validation writers (it
+adds nothing to the two distances there), so it does not move the decision; it explains it: its
+reasons name the features that are off, in words, on the screen and in the record.
 
 The verdict has the pen verifier's shape (``kiosk.verifier.Verdict``): the decision, a match rate
-that is 0.5 exactly at the operating point, and aspects that explain it: "shape" (the embedding)
-and "proportions" (the anomaly check, whose reasons name the features that are off, in words).
+that is 0.5 exactly at the operating point, and aspects that explain it: "shape" (the embedding),
+"layout" (the hand-made features' distance) and "proportions" (the anomaly check).
 """
 
 from __future__ import annotations
@@ -27,18 +31,19 @@ import numpy as np
 from kiosk.verifier import APPROVED, SHIPPED_MODEL_DIR, SUSPICIOUS, AspectCheck, Verdict, match_rate
 from models.anomaly import MIN_REFERENCES, AnomalyModel
 from models.fusion import Fusion, load_offline_fusion
-from models.hand_features import hand_features
+from models.hand_features import HAND_PRIOR, hand_distance, hand_features
 from models.image import SignatureImage
 from models.image_preprocess import prepare
 from models.offline_embed import ImageEmbedder, ImageTemplate, embedding_distance
+from models.scoring import ReferenceStats, normalised_distance, pairwise, reference_stats
 from models.render import render_ink
 from models.runtime import ModelError
 from models.trajectory import Trajectory
 
 PAPER_MODEL = "cnn_lstm_int8.tflite"
 OFFLINE_FUSION_FILE = "offline_fusion.json"
-#: The fusion entry the kiosk uses (the CNN-LSTM's distance + the anomaly check).
-FUSION_ENTRY = "cnn"
+#: The fusion entry the kiosk uses (the CNN-LSTM's and the hand features' distances).
+FUSION_ENTRY = "cnn+hand"
 #: A query closer to a reference than this fraction of the references' own nearest-neighbour
 #: distance is a copy of it (a photocopy, the same sheet shown again, a tracing).
 TOO_SIMILAR_RATIO = 0.15
@@ -47,6 +52,8 @@ TOO_SIMILAR_RATIO = 0.15
 @dataclass(frozen=True, eq=False)
 class PaperTemplate:
     embeddings: ImageTemplate
+    hand: tuple[np.ndarray, ...]          # the references' hand-made feature vectors
+    hand_stats: ReferenceStats
     anomaly: AnomalyModel | None          # None with fewer than models.anomaly.MIN_REFERENCES
     ref_min: float                        # smallest distance between two reference embeddings
 
@@ -68,21 +75,23 @@ class PaperVerifier:
         self.model_dir = Path(model_dir) if model_dir is not None else SHIPPED_MODEL_DIR
         model_path = self.model_dir / PAPER_MODEL
         self.embedder = ImageEmbedder(model_path, threads=threads)
-        self.fusion: Fusion | None = None
-        if anomaly:
-            fusion_path = self.model_dir / OFFLINE_FUSION_FILE
-            try:
-                self.fusion = load_offline_fusion(fusion_path, FUSION_ENTRY)
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise ModelError(f"paper verifier: {exc}") from None
-            t = self.fusion.threshold
-            if not 0.0 < t < 1.0:
-                raise ModelError(f"paper verifier: fusion threshold {t} is not in (0, 1)")
-            self._threshold_logit = math.log(t / (1.0 - t))
+        self.anomaly = anomaly
+        fusion_path = self.model_dir / OFFLINE_FUSION_FILE
+        try:
+            self.fusion: Fusion = load_offline_fusion(fusion_path, FUSION_ENTRY)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"paper verifier: {exc}") from None
+        if self.fusion.names != ("cnn", "hand"):
+            raise ModelError(f"paper verifier: {fusion_path} entry {FUSION_ENTRY!r} fuses {self.fusion.names}, "
+                             "not cnn + hand")
+        t = self.fusion.threshold
+        if not 0.0 < t < 1.0:
+            raise ModelError(f"paper verifier: fusion threshold {t} is not in (0, 1)")
+        self._threshold_logit = math.log(t / (1.0 - t))
         digest = hashlib.sha256(model_path.read_bytes()).hexdigest()[:12]
-        self._versions = {"paper": f"{PAPER_MODEL}@{digest}",
-                          "paper_threshold": f"{self.embedder.config.threshold:g}",
-                          "paper_anomaly": "on" if self.fusion is not None else "off"}
+        fdigest = hashlib.sha256(fusion_path.read_bytes()).hexdigest()[:12]
+        self._versions = {"paper": f"{PAPER_MODEL}@{digest}", "paper_fusion": fdigest,
+                          "paper_threshold": f"{t:.4g}", "paper_anomaly": "on" if anomaly else "off"}
 
     def model_versions(self) -> dict[str, str]:
         return dict(self._versions)
@@ -94,10 +103,12 @@ class PaperVerifier:
             raise ValueError("no reference signatures")
         embs = [self.embedder.embed(prepare(r)) for r in references]
         tpl = self.embedder.build_template(embs)
-        feats = np.stack([hand_features(r) for r in references]) if len(references) >= MIN_REFERENCES else None
-        d = np.array([[embedding_distance(a, b) for b in embs] for a in embs])
+        hand = tuple(hand_features(r) for r in references)
+        fit_forest = self.anomaly and len(references) >= MIN_REFERENCES
+        d = pairwise(embs, embedding_distance)
         ref_min = float(d[~np.eye(len(d), dtype=bool)].min()) if len(d) > 1 else math.inf
-        return PaperTemplate(tpl, AnomalyModel.fit(feats) if feats is not None else None, ref_min)
+        return PaperTemplate(tpl, hand, reference_stats(pairwise(list(hand), hand_distance)),
+                             AnomalyModel.fit(np.stack(hand)) if fit_forest else None, ref_min)
 
     def build_from_pad(self, references: Sequence[Trajectory]) -> PaperTemplate:
         """A template from pad references, drawn as the ink a pen would leave (no randomness: the
@@ -111,26 +122,34 @@ class PaperVerifier:
         cfg = self.embedder.config
         emb = self.embedder.embed(prepare(image))
         d_emb = self.embedder.score(template.embeddings, emb)
-        shape = AspectCheck("shape", "Shape", match_rate(d_emb, cfg.threshold), d_emb <= cfg.threshold)
+        feats = hand_features(image)
+        d_hand = normalised_distance(np.array([hand_distance(feats, r) for r in template.hand]),
+                                     template.hand_stats, HAND_PRIOR)
+        # Each part against the threshold it would have alone: the CNN's own validation threshold;
+        # the hand distance's is not fitted apart, so the fused operating point's share of it.
+        aspects = [AspectCheck("shape", "Shape", match_rate(d_emb, cfg.threshold), d_emb <= cfg.threshold),
+                   self._layout(d_hand)]
         nearest = min(embedding_distance(emb, r) for r in template.embeddings.references)
         too_similar = nearest < TOO_SIMILAR_RATIO * template.ref_min
-        aspects = [shape]
         explanations: tuple[str, ...] = ()
         anomaly = None
-        if self.fusion is not None and template.anomaly is not None:
-            feats = hand_features(image)
+        if template.anomaly is not None:
             anomaly = template.anomaly.score(feats)
             reasons = template.anomaly.reasons(feats)
             explanations = tuple(r.text for r in reasons)
             aspects.append(AspectCheck("proportions", "Proportions", 1.0 - anomaly, not reasons))
-            z = self.fusion.logit(np.array([d_emb, anomaly]))
-            rate = 1.0 / (1.0 + math.exp(min(700.0, max(-700.0, -(z - self._threshold_logit)))))
-            approved = z >= self._threshold_logit
-            distance = -z
-        else:
-            rate, approved, distance = shape.similarity, shape.ok, d_emb
-        decision = APPROVED if approved and not too_similar else SUSPICIOUS
-        return PaperVerdict(Verdict(decision, rate, distance, tuple(aspects), too_similar), explanations, anomaly)
+        z = self.fusion.logit(np.array([d_emb, d_hand]))
+        rate = 1.0 / (1.0 + math.exp(min(700.0, max(-700.0, -(z - self._threshold_logit)))))
+        approved = z >= self._threshold_logit and not too_similar
+        verdict = Verdict(APPROVED if approved else SUSPICIOUS, rate, -z, tuple(aspects), too_similar)
+        return PaperVerdict(verdict, explanations, anomaly)
+
+    def _layout(self, d_hand: float) -> AspectCheck:
+        # The hand distance at which the fused score sits on its threshold when the CNN's distance
+        # is a typical genuine one (1): the layout aspect fails where it alone would tip the decision.
+        w_cnn, w_hand = self.fusion.weights
+        limit = math.exp((self._threshold_logit - self.fusion.bias) / w_hand) if w_hand < 0 else math.inf
+        return AspectCheck("layout", "Layout", match_rate(d_hand, limit), d_hand <= limit)
 
     def warm_up(self) -> None:
         """Load the interpreter's kernels and the forest code before the first customer."""

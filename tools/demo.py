@@ -10,8 +10,12 @@ Writers come from the sigma-lognormal synthesizer (``tools.synth``: genuine vari
 imitations), or from a dataset folder (``--data``). Each writer enrolls through the daemon
 ("Save (n/N)", refusals with reasons, the customer signs again); then their remaining genuine
 signatures and the imitations are verified - the first of each writer requested by the central
-server over the signed command topic, the others from the kiosk screen's HTTP API - and the
-demo prints what the central server received and decrypted: one line per decision, a summary.
+server over the signed command topic, the others from the kiosk screen's HTTP API. Then each
+customer shows paper to the camera: a photo of one of their genuine signatures and one of an
+imitation, written with a ballpoint (``models.render``) and photographed on a desk
+(``tools.photos``), replayed through the kiosk's camera code (``firmware_host.camera``) and
+verified against the pad references (``kiosk.paper``). The demo prints what the central server
+received and decrypted: one line per decision (pen or paper), a summary.
 Everything lives in a temporary directory that is removed at the end.
 """
 
@@ -109,7 +113,8 @@ def make_keys(root: Path) -> dict[str, Path]:
             "registry": root / "central" / "registry.json"}
 
 
-def kiosk_config_text(paths: dict[str, Path], port: int, *, pen_up_timeout_s: float = 0.5, ui_port: int = 0) -> str:
+def kiosk_config_text(paths: dict[str, Path], port: int, *, pen_up_timeout_s: float = 0.5, ui_port: int = 0,
+                      camera: Path | None = None) -> str:
     """The daemon's TOML for the demo: the embedded default, pointed at the demo's files."""
     from kiosk import keys
 
@@ -161,7 +166,13 @@ outbox_path = "state/outbox.sqlite"
 reconnect_min_s = 0.2
 reconnect_max_s = 2.0
 health_interval_s = 10.0
-"""
+""" + ("" if camera is None else f"""
+[paper]
+enabled = true
+camera = "{camera}"
+warmup_s = 0.0
+attempts = 2
+""")
 
 
 def start_environment(root: Path, *, speed: float = 3.0, pen_up_timeout_s: float = 0.5) -> DemoEnv:
@@ -196,7 +207,8 @@ def start_environment(root: Path, *, speed: float = 3.0, pen_up_timeout_s: float
             raise RuntimeError("the collector did not subscribe at the broker")
         cfg_dir = root / "kiosk"
         config_path = cfg_dir / "sigkiosk.toml"
-        config_path.write_text(kiosk_config_text(paths, port, pen_up_timeout_s=pen_up_timeout_s))
+        config_path.write_text(kiosk_config_text(paths, port, pen_up_timeout_s=pen_up_timeout_s,
+                                                 camera=root / "camera" / "frame.jpg"))
         config = load_config(config_path)
         daemon = Daemon(config, digitizer=pen.service(config.device.segmenter()))
         daemon.start()
@@ -227,16 +239,17 @@ class DemoResult:
     truth: dict[str, str] = field(default_factory=dict)   # session id -> "genuine" / "forged"
     rows: list[Any] = field(default_factory=list)         # what the collector stored
 
-    def counts(self) -> dict[str, dict[str, int]]:
+    def counts(self, mode: str = "online") -> dict[str, dict[str, int]]:
+        """Decisions by truth, for the pen (``online``) or paper (``offline``) ones."""
         out = {k: {"approved": 0, "suspicious": 0} for k in ("genuine", "forged")}
         for r in self.rows:
             kind = self.truth.get(r.payload.get("session_id", ""))
-            if kind:
+            if kind and r.payload.get("mode", "online") == mode:
                 out[kind]["approved" if r.decision == "APPROVED" else "suspicious"] += 1
         return out
 
     def to_json(self) -> dict[str, Any]:
-        return {"sent": self.sent, "received": len(self.rows), **self.counts(),
+        return {"sent": self.sent, "received": len(self.rows), **self.counts(), "paper": self.counts("offline"),
                 "enrolled": self.enrolled, "refused_samples": self.refusals}
 
 
@@ -337,6 +350,12 @@ def run_demo(env: DemoEnv, writers: Writers, say: Callable[[str], None] = print,
             res.truth[session] = kind
             cust.serve([traj], lambda before=before: d.decisions > before)
             res.sent += 1
+        if d.paper is not None:
+            for kind, traj in (("genuine", genuine[-1]), ("forged", forged[0])):
+                session = show_paper(env, customer, traj, seed=len(res.truth))
+                if session is not None:
+                    res.truth[session] = kind
+                    res.sent += 1
     if d.link is not None:
         d.link.flush(30)
     deadline = time.monotonic() + 30
@@ -348,6 +367,31 @@ def run_demo(env: DemoEnv, writers: Writers, say: Callable[[str], None] = print,
     return res
 
 
+def show_paper(env: DemoEnv, customer: str, traj: Trajectory, *, seed: int) -> str | None:
+    """The customer holds a paper signature under the camera: ``traj`` written with a ballpoint,
+    photographed on a desk, and the photo put where the kiosk's camera reads it. The session id of
+    the decision, or None when the kiosk found no usable photo (it said why on the screen)."""
+    import cv2
+    import numpy as np
+
+    from models.render import render_ink
+    from tools.photos import make_photo
+
+    d = env.daemon
+    rng = np.random.default_rng(seed)
+    frame = make_photo(render_ink(traj, rng=rng), rng, difficulty="perspective").frame
+    camera = Path(d.config.paper.camera)
+    camera.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(camera), frame)
+    _wait_idle(d)
+    req = d.submit("verify_paper", customer)
+    result = req.wait(60)
+    if not result.get("ok"):
+        log.info("paper signature not verified: %s", result.get("error"))
+        return None
+    return req.request_id
+
+
 def print_report(res: DemoResult, say: Callable[[str], None] = print) -> None:
     say("")
     say(f"central server: {len(res.rows)} decision(s) received, verified and decrypted")
@@ -356,15 +400,19 @@ def print_report(res: DemoResult, say: Callable[[str], None] = print) -> None:
         kind = res.truth.get(p.get("session_id", ""), "?")
         when = time.strftime("%H:%M:%S", time.localtime(r.created_ms / 1000))
         reasons = ",".join(p.get("reasons", [])) or "-"
-        say(f"  #{r.seq:<4} {when} {r.kiosk_id}/{r.site}  {p.get('subject', '?'):<12} {r.decision:<10} "
+        what = "paper" if p.get("mode") == "offline" else "pen  "
+        say(f"  #{r.seq:<4} {when} {r.kiosk_id}/{r.site}  {p.get('subject', '?'):<12} {what} {r.decision:<10} "
             f"match {100 * (r.score or 0):3.0f}%  reasons {reasons:<22} (truly {kind}) "
-            f"pen-up->report {p.get('timings_ms', {}).get('pen_up_to_report', 0):.1f} ms")
-    c = res.counts()
+            f"signed->report {p.get('timings_ms', {}).get('pen_up_to_report', 0):.1f} ms")
+    c, cp = res.counts(), res.counts("offline")
     say("")
     say(f"summary: {res.enrolled} customer(s) enrolled, {res.refusals} sample(s) refused at enrollment; "
         f"sent {res.sent}, received {len(res.rows)}")
     say(f"  genuine: approved {c['genuine']['approved']}, suspicious {c['genuine']['suspicious']}")
     say(f"  forged:  approved {c['forged']['approved']}, suspicious {c['forged']['suspicious']}")
+    if sum(v for k in cp.values() for v in k.values()):
+        say(f"  paper, genuine: approved {cp['genuine']['approved']}, suspicious {cp['genuine']['suspicious']}; "
+            f"forged: approved {cp['forged']['approved']}, suspicious {cp['forged']['suspicious']}")
 
 
 def demo(writers: Writers, *, speed: float = 3.0, json_path: Path | None = None, keep: Path | None = None,

@@ -295,6 +295,13 @@ def fit_offline_fusion(parts: dict[str, Scores]) -> Fusion:
     return fit_fusion(names, gen, imp)
 
 
+def fusion_entry(verifier: str, anomaly: bool) -> str:
+    """The entry of ``offline_fusion.json`` for a verifier: a single verifier's entry fuses it with
+    the anomaly check; several verifiers' entry (``cnn+hand``) fuses them alone, and
+    ``cnn+hand+anomaly`` adds the anomaly check."""
+    return f"{verifier}+{ANOMALY}" if anomaly and "+" in verifier else verifier
+
+
 def load_fusion(verifier: str, path: Path = DEFAULT_FUSION) -> Fusion:
     """The fusion stored for ``verifier`` in ``path`` (the kiosk's own loader)."""
     return load_offline_fusion(path, verifier)

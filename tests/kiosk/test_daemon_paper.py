@@ -32,7 +32,7 @@ def _photo(traj, seed: int, difficulty: str = "clean") -> np.ndarray:  # type: i
 def paper_kiosk(tmp_path: Path):  # type: ignore[no-untyped-def]
     camera = tmp_path / "camera" / "frame.png"
     camera.parent.mkdir()
-    cfg = write_config(tmp_path, extra=f'\n[paper]\nenabled = true\ncamera = "{camera}"\nwarmup_s = 0.0\nattempts = 2\nanomaly = false\n')
+    cfg = write_config(tmp_path, extra=f'\n[paper]\nenabled = true\ncamera = "{camera}"\nwarmup_s = 0.0\nattempts = 2\n')
     daemon = Daemon(load_config(cfg))
     daemon.start()
     genuine, forgeries = next(iter(writers().values()))
@@ -65,7 +65,8 @@ def test_a_photo_of_a_paper_signature_is_verified_against_pad_references(paper_k
         if ev.get("screen") == "decision":
             shown.append(ev)
     assert len(shown) == 2
-    assert {a["code"] for a in shown[0]["aspects"]} >= {"shape"}
+    assert {a["code"] for a in shown[0]["aspects"]} == {"shape", "layout", "proportions"}
+    assert isinstance(shown[1]["explanations"], list)
     assert daemon.decisions == 2
 
 

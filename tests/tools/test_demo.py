@@ -25,9 +25,15 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert report["sent"] == report["received"] > 0
     g, f = report["genuine"], report["forged"]
-    assert g["approved"] + g["suspicious"] + f["approved"] + f["suspicious"] == report["received"]
+    paper = report["paper"]
+    on_paper = sum(v for kind in paper.values() for v in kind.values())
+    assert g["approved"] + g["suspicious"] + f["approved"] + f["suspicious"] + on_paper == report["received"]
     assert g["approved"] + g["suspicious"] == 2 and f["approved"] + f["suspicious"] == 3
     assert g["approved"] > g["suspicious"] and f["suspicious"] > f["approved"]
+    # The customer also showed a genuine and an imitated paper signature to the camera.
+    assert paper["genuine"]["approved"] + paper["genuine"]["suspicious"] == 1
+    assert paper["forged"]["approved"] + paper["forged"]["suspicious"] == 1
+    assert sum(1 for line in r.stdout.splitlines() if " paper " in line) == 2
     # One line per decision received, then the summary.
     lines = [line for line in r.stdout.splitlines() if "kiosk-demo/demo-branch" in line]
     assert len(lines) == report["received"]

@@ -61,7 +61,8 @@ def test_dutch_validation_end_to_end(tmp_path, online_keys, capsys):
     assert rc == 0, capsys.readouterr().err
     report = json.loads(out.read_text())
     assert set(report) == online_keys
-    assert report["verifier"] == "hand" and report["components"] is None
+    # The default is the kiosk's paper verifier: CNN-LSTM and hand features fused.
+    assert report["verifier"] == "cnn+hand" and set(report["components"]) == {"cnn", "hand"}
     assert report["writers"] == 6 and report["split"] == "validate"
     for kind in ("skilled", "random"):
         assert set(report[kind]) == KEYS
@@ -74,8 +75,8 @@ def test_dutch_validation_end_to_end(tmp_path, online_keys, capsys):
 def test_anomaly_check_reports_each_part(tmp_path, online_keys, capsys):
     out = tmp_path / "report.json"
     plots = tmp_path / "plots"
-    rc = run([DUTCH, "--format", "sigcomp-dutch", "--split", "validate", "-t", "1", "--anomaly", "--json", out,
-              "--plots", plots])
+    rc = run([DUTCH, "--format", "sigcomp-dutch", "--split", "validate", "-t", "1", "--verifier", "hand", "--anomaly",
+              "--json", out, "--plots", plots])
     assert rc == 0, capsys.readouterr().err
     report = json.loads(out.read_text())
     assert set(report) == online_keys
@@ -104,14 +105,16 @@ def test_anomaly_scores_follow_the_trial_order():
 
 def test_fit_fusion_on_validation_then_use_it(tmp_path, capsys):
     fusion = tmp_path / "fusion.json"
-    assert run([DUTCH, "--format", "sigcomp-dutch", "--split", "test", "--fit-fusion", fusion]) == 2
+    assert run([DUTCH, "--format", "sigcomp-dutch", "--split", "test", "--verifier", "hand", "--fit-fusion", fusion]) == 2
     assert "validate" in capsys.readouterr().err and not fusion.exists()
-    rc = run([DUTCH, "--format", "sigcomp-dutch", "--split", "validate", "-t", "2", "--fit-fusion", fusion])
+    rc = run([DUTCH, "--format", "sigcomp-dutch", "--split", "validate", "-t", "2", "--verifier", "hand",
+              "--fit-fusion", fusion])
     assert rc == 0, capsys.readouterr().err
     stored = json.loads(fusion.read_text())
     assert stored["hand"]["names"] == ["hand", "anomaly"] and "--split validate" in stored["hand"]["command"]
     assert all(w <= 0 for w in load_fusion("hand", fusion).weights)
-    rc = run([DUTCH, "--format", "sigcomp-dutch", "--split", "validate", "-t", "1", "--anomaly", "--fusion", fusion])
+    rc = run([DUTCH, "--format", "sigcomp-dutch", "--split", "validate", "-t", "1", "--verifier", "hand", "--anomaly",
+              "--fusion", fusion])
     assert rc == 0, capsys.readouterr().err
     # A fusion file without an entry for the verifier is a clear error.
     rc = run([DUTCH, "--format", "sigcomp-dutch", "--split", "validate", "--anomaly", "--verifier", "hand",
@@ -167,7 +170,7 @@ def test_bad_image_with_and_without_skip(cedar, tmp_path, capsys, content, why):
 
 
 def test_too_few_references_for_the_anomaly_check(cedar, capsys):
-    assert run([cedar, "--format", "cedar", "-k", "2", "-t", "1", "--anomaly"]) == 2
+    assert run([cedar, "--format", "cedar", "-k", "2", "-t", "1", "--verifier", "hand", "--anomaly"]) == 2
     assert "at least 3 reference signatures" in capsys.readouterr().err
 
 

@@ -51,8 +51,9 @@ def _register_offline(kinds: argparse._SubParsersAction) -> None:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--split", choices=("all", "train", "validate", "test"), default="all",
                    help="writer-disjoint split by the writer id's last digit (0-6 train, 7 validate, 8-9 test)")
-    f.add_argument("--verifier", choices=VERIFIERS, default="hand",
-                   help="hand (hand-made feature distance, default), cnn (CNN-LSTM embeddings), or cnn+hand (fused)")
+    f.add_argument("--verifier", choices=VERIFIERS, default="cnn+hand",
+                   help="cnn+hand (default: the kiosk's paper verifier, the int8 CNN-LSTM and hand-feature "
+                        "distances fused), cnn (CNN-LSTM embeddings alone) or hand (hand-made features alone)")
     f.add_argument("--model", type=Path, default=None, help="TFLite model for cnn (default: the shipped one)")
     f.add_argument("--anomaly", action=argparse.BooleanOptionalAction, default=False,
                    help="fuse the per-customer Isolation Forest anomaly check with the verifier (default: off)")
@@ -124,7 +125,7 @@ def run_offline(args: argparse.Namespace) -> int:
     from models.runtime import ModelError
     from tools.datasets import MalformedFileError, load_images
     from tools.evaluate import format_table, write_json, write_plots
-    from tools.evaluate_offline import evaluate_offline, load_fusion, make_providers, save_fusion
+    from tools.evaluate_offline import evaluate_offline, fusion_entry, load_fusion, make_providers, save_fusion
 
     if args.fit_fusion is not None and args.split != "validate":
         print("sigkiosk eval: --fit-fusion fits on validation writers only: add --split validate", file=sys.stderr)
@@ -146,7 +147,8 @@ def run_offline(args: argparse.Namespace) -> int:
     try:
         providers = make_providers(args.verifier, args.model)
         fused = anomaly or len(providers) > 1
-        fusion = load_fusion(args.verifier, args.fusion) if fused and args.fit_fusion is None else None
+        entry = fusion_entry(args.verifier, anomaly)
+        fusion = load_fusion(entry, args.fusion) if fused and args.fit_fusion is None else None
         run = evaluate_offline(
             dataset,
             providers=providers,
@@ -178,7 +180,7 @@ def run_offline(args: argparse.Namespace) -> int:
         command = (f"sigkiosk eval offline PATH --format {args.format} --split validate --verifier {args.verifier} "
                    f"-k {args.references} -t {args.trials} --seed {args.seed}"
                    f"{' --anomaly' if args.anomaly else ''} --fit-fusion {args.fit_fusion}")
-        save_fusion(args.verifier, run.fusion, args.fit_fusion,
+        save_fusion(entry, run.fusion, args.fit_fusion,
                     {"fitted_on": f"{report['dataset']} validate writers ({report['writers']})", "command": command})
         print(f"fusion ({', '.join(run.fusion.names)}): weights {run.fusion.weights} bias {run.fusion.bias:.3f} "
               f"-> {args.fit_fusion}")
