@@ -7,6 +7,7 @@ figures and returns them for ``--json``.
 BENCHMARK_MODULES: tuple[str, ...] = (
     "tools.benchmarks.verify",
     "tools.benchmarks.learned",
+    "tools.benchmarks.offline",
     "tools.benchmarks.capture",
     "tools.benchmarks.camera",
     "tools.benchmarks.link",
