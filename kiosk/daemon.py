@@ -545,16 +545,22 @@ class Daemon:
         self._set_state(State.IDLE, screen="error", message="The signature pen is not working. Please ask staff.")
         return None
 
-    def _do_verify(self, req: Request) -> None:
+    def _identify(self, req: Request, build: Callable[[str], Any]) -> Any | None:
+        """The customer's template built by ``build``; None when there is none (screen updated)."""
         self._set_state(State.IDENTIFY, screen="identify")
         try:
-            template = self._template(req.customer)
+            template = build(req.customer)
         except TemplateError as exc:
             log.error("template unusable: %s", exc, extra={"event": "template_error", "session": req.request_id})
             template = None
         if template is None:
             req.finish(ok=False, error="not_enrolled")
             self._set_state(State.IDLE, screen="error", message="No signature on file for this customer. Please ask staff.")
+        return template
+
+    def _do_verify(self, req: Request) -> None:
+        template = self._identify(req, self._template)
+        if template is None:
             return
         sig = self._capture(req, {"screen": "sign", "title": "Please sign", "source": req.source})
         if sig is None:
@@ -625,15 +631,8 @@ class Daemon:
     def _do_verify_paper(self, req: Request) -> None:
         from models.image_preprocess import NoInkError
 
-        self._set_state(State.IDENTIFY, screen="identify")
-        try:
-            template = self._paper_template(req.customer)
-        except TemplateError as exc:
-            log.error("template unusable: %s", exc, extra={"event": "template_error", "session": req.request_id})
-            template = None
+        template = self._identify(req, self._paper_template)
         if template is None:
-            req.finish(ok=False, error="not_enrolled")
-            self._set_state(State.IDLE, screen="error", message="No signature on file for this customer. Please ask staff.")
             return
         picture = self._paper_picture(req)
         if picture is None:

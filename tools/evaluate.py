@@ -182,14 +182,14 @@ class FeatureCache:
 
 
 class DistanceProvider(Interface):
-    """What the protocol needs from a verifier: a sequence per sample, a distance between two
-    sequences, and the population prior for user normalisation. The protocol (draws, questioned
-    samples, normalisation, EER) is the same for every verifier."""
+    """What the protocol needs from a verifier: a sequence (or vector) per sample, a distance between
+    two of them, and the population prior for user normalisation. The protocol (draws, questioned
+    samples, normalisation, EER) is the same for every verifier, pen or image."""
 
     name: str
     prior: NormalisationPrior
 
-    def features(self, sample: OnlineSample) -> np.ndarray: ...
+    def features(self, sample: OnlineSample | ImageSample) -> np.ndarray: ...
 
     def distance(self, a: np.ndarray, b: np.ndarray) -> float: ...
 

@@ -37,7 +37,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from typing import Protocol as Interface
 
 import numpy as np
 
@@ -48,7 +47,16 @@ from models.hand_features import FEATURE_NAMES, HAND_PRIOR, hand_distance, hand_
 from models.image_preprocess import NoInkError, prepare
 from models.scoring import NormalisationPrior, pairwise
 from tools.datasets.types import Dataset, ImageSample, MalformedFileError
-from tools.evaluate import EvalResult, FeatureCache, Scores, WriterPlan, combine_scores, plan, summarise
+from tools.evaluate import (
+    DistanceProvider,
+    EvalResult,
+    FeatureCache,
+    Scores,
+    WriterPlan,
+    combine_scores,
+    plan,
+    summarise,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +67,9 @@ DEFAULT_FUSION = ASSETS / "offline_fusion.json"
 _KINDS = ("genuine", "skilled", "random")
 
 
-class OfflineProvider(Interface):
-    """What the protocol needs from an image verifier (the pen path's ``DistanceProvider`` for
-    pictures): a vector per sample, a distance between two vectors, the population prior."""
-
-    name: str
-    prior: NormalisationPrior
-
-    def features(self, sample: ImageSample) -> np.ndarray: ...
-
-    def distance(self, a: np.ndarray, b: np.ndarray) -> float: ...
+#: An image verifier is a provider of the one protocol (``tools.evaluate.DistanceProvider``): a
+#: vector per picture, a distance between two vectors, the population prior.
+OfflineProvider = DistanceProvider
 
 
 @dataclass

@@ -205,7 +205,16 @@ def test_cnn_and_hand_fused(tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     report = json.loads(out.read_text())
     assert report["verifier"] == "cnn+hand" and set(report["components"]) == {"cnn", "hand"}
-    # The shipped entry fuses the two distances only: asking for the anomaly check too is refused.
+    # With the anomaly check: its own entry (cnn+hand+anomaly) fuses the three.
     rc = run([DUTCH, "--format", "sigcomp-dutch", "--split", "validate", "-t", "1", "--verifier", "cnn+hand",
-              "--anomaly"])
-    assert rc == 2 and "fitted for cnn + hand, not cnn + hand + anomaly" in capsys.readouterr().err
+              "--anomaly", "--json", out])
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads(out.read_text())
+    assert report["verifier"] == "cnn+hand+anomaly" and set(report["components"]) == {"cnn", "hand", "anomaly"}
+    # A fusion file without that entry is a clear error, not the two-part fusion used for three.
+    only_two = tmp_path / "two.json"
+    entries = json.loads((Path(__file__).resolve().parents[2] / "models/assets/offline_fusion.json").read_text())
+    only_two.write_text(json.dumps({"cnn+hand": entries["cnn+hand"]}))
+    rc = run([DUTCH, "--format", "sigcomp-dutch", "--split", "validate", "-t", "1", "--verifier", "cnn+hand",
+              "--anomaly", "--fusion", only_two])
+    assert rc == 2 and "no fusion for 'cnn+hand+anomaly'" in capsys.readouterr().err
