@@ -43,6 +43,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--lr-decay", action="store_true", help="cosine learning-rate decay over all epochs")
     f.add_argument("--dropout", type=float, default=None, help="dropout on the column features (training only)")
     f.add_argument("--no-rendered", action="store_true", help="scans only: no ink rendered from the online sets")
+    f.add_argument("--synthetic", type=int, default=0, metavar="N",
+                   help="add N synthetic sigma-lognormal writers (8 genuine + 2 skilled forgeries each) as "
+                        "training ink")
+    f.add_argument("--blur", type=float, default=None, metavar="P",
+                   help="probability of a blur + re-threshold augmentation (another scanner or pen)")
+    f.add_argument("--filters", type=int, nargs="+", default=None, help="convolution widths, e.g. 32 48 64 96")
+    f.add_argument("--width", type=int, default=None, help="column projection and LSTM units")
+    f.add_argument("--select-on", choices=("dutch", "dutch+rendered"), default=None,
+                   help="model selection: Dutch validate writers' skilled EER, or its mean with that of ink "
+                        "rendered from the online sets' validate writers (default)")
+    f.add_argument("--score", type=Path, nargs="+", default=None, metavar="MODEL",
+                   help="no training: print the selection figures of these converted models (e.g. the shipped ones)")
     f.add_argument("--seed", type=int, default=0)
     f.set_defaults(func=run_offline)
 
@@ -98,8 +110,18 @@ def run_offline(args: argparse.Namespace) -> int:
 
     from models.cnn_lstm import CnnLstmConfig
     from tools.train.data import default_data_root
-    from tools.train.offline import DEFAULT_CACHE, RECORD_NAME, OfflineTrainConfig, quick_configs, run
+    from tools.train.offline import DEFAULT_CACHE, RECORD_NAME, OfflineTrainConfig, quick_configs, run, score_models
 
+    if args.score:
+        missing = [str(m) for m in args.score if not m.exists()]
+        if missing:
+            raise SystemExit(f"no such model: {', '.join(missing)}")
+        import json
+
+        figures = score_models(args.score, args.data or default_data_root(), args.cache or DEFAULT_CACHE,
+                               select_on=args.select_on or "dutch+rendered")
+        print(json.dumps(figures, indent=2))
+        return 0
     net, cfg = quick_configs(args.seed) if args.quick else (CnnLstmConfig(), OfflineTrainConfig(seed=args.seed))
     for arg, key in (("epochs", "epochs"), ("steps", "steps_per_epoch"), ("patience", "patience"),
                      ("time_budget", "time_budget_min")):
@@ -109,9 +131,17 @@ def run_offline(args: argparse.Namespace) -> int:
         cfg = replace(cfg, lr_decay=True)
     if args.dropout is not None:
         net = replace(net, dropout=args.dropout)
+    if args.filters:
+        net = replace(net, filters=tuple(args.filters))
+    if args.width is not None:
+        net = replace(net, column_dim=args.width, lstm_units=args.width)
+    if args.blur is not None:
+        cfg = replace(cfg, p_blur=args.blur)
+    if args.select_on is not None:
+        cfg = replace(cfg, select_on=args.select_on)
     record = run(args.data or default_data_root(), args.out, args.cache or DEFAULT_CACHE, net, cfg,
                  rendered=not args.no_rendered, max_writers=3 if args.quick else None,
-                 representative=8 if args.quick else 200)
+                 representative=8 if args.quick else 200, synthetic=args.synthetic)
     print(f"done in {record['seconds']} s; record: {args.out / RECORD_NAME}")
     return 0
 
