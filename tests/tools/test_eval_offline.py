@@ -144,7 +144,7 @@ def test_missing_and_empty_folders(tmp_path, capsys):
     ("content", "why"),
     [
         (lambda good: good[: len(good) // 2], "truncated PNG"),
-        (lambda good: b"this is not a picture\n", "not a readable image"),
+        (lambda good: b"this is not a picture\n", "not a picture OpenCV can read"),
         (None, "no usable signature"),  # a real, readable, blank page
     ],
 )

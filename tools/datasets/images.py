@@ -1,23 +1,19 @@
 """Reading one signature image file: the shared step of the offline readers.
 
-Images are decoded from bytes with ``cv2.imdecode`` (a path with non-ASCII characters still works,
-and we get to look at the bytes first). OpenCV's PNG decoder can hand back a partial picture for a
-file cut short, so a PNG must also end with its ``IEND`` chunk: a truncated scan is an error, not a
-half-white signature.
+The bytes are decoded by the kiosk's own :func:`models.signature_finder.decode_picture`: a file
+cut short (PNG without its end chunk, JPEG without its end marker), an empty file or a picture
+larger than any scan we expect is refused before OpenCV hands back a half-white signature, and the
+evaluator reads a file exactly as the kiosk reads a scan.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
-import numpy as np
-
 from models.image import SignatureImage, SignatureImageError
+from models.image_preprocess import to_grey
+from models.signature_finder import UnreadablePictureError, decode_picture
 from tools.datasets.types import MalformedFileError
-
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-_PNG_END = b"IEND\xaeB`\x82"
 
 
 def read_signature_image(path: Path) -> SignatureImage:
@@ -27,13 +23,10 @@ def read_signature_image(path: Path) -> SignatureImage:
         data = path.read_bytes()
     except OSError as exc:
         raise MalformedFileError(path, None, f"cannot read file: {exc.strerror or exc}") from None
-    if not data:
-        raise MalformedFileError(path, None, "empty file")
-    if data.startswith(_PNG_MAGIC) and not data.rstrip(b"\0").endswith(_PNG_END):
-        raise MalformedFileError(path, None, "truncated PNG (no IEND chunk at the end)")
-    pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
-    if pixels is None:
-        raise MalformedFileError(path, None, "not a readable image")
+    try:
+        pixels = to_grey(decode_picture(data, path.name))
+    except UnreadablePictureError as exc:
+        raise MalformedFileError(path, None, str(exc).removeprefix(f"{path.name}: ")) from None
     try:
         return SignatureImage(pixels, source=str(path))
     except SignatureImageError as exc:

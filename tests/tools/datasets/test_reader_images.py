@@ -47,7 +47,7 @@ def test_truncated_and_non_image_files(dutch: Path) -> None:
     trunc.write_bytes(data[: len(data) // 2])
     junk = dutch / "049" / "05_049.png"
     junk.write_text("this is not a picture")
-    for path, reason in ((trunc, "truncated"), (junk, "not a readable image")):
+    for path, reason in ((trunc, "truncated"), (junk, "not a picture OpenCV can read")):
         with pytest.raises(MalformedFileError) as err:
             read_signature_image(path)
         assert err.value.path == path and err.value.line is None and reason in err.value.reason
