@@ -1,9 +1,11 @@
 """``sigkiosk train offline --quick``: the CNN-LSTM image pipeline end to end on the shared data.
 
-Dutch scans of a few writers and ink rendered from a few online writers, prepared and cached in a
-temporary folder, two tiny epochs, float and full-int8 conversion, prior and threshold, golden
-vectors and the run record (about a minute on two cores). Runs in a subprocess so that tensorflow
-is never imported into the test process (the device modules are tested without it).
+Dutch scans of a few writers, ink rendered from a few online writers (training and validate)
+and from three synthetic writers, prepared and cached in a temporary folder; two tiny epochs with
+the blur + re-threshold augmentation, selected on Dutch and rendered validate writers; float and
+full-int8 conversion, prior and threshold, golden vectors and the run record (about a minute on
+two cores). Runs in a subprocess so that tensorflow is never imported into the test process (the
+device modules are tested without it).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("offline_quick")
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.run(
-        [sys.executable, "-m", "tools.cli", "train", "offline", "--quick", "--data", str(data),
+        [sys.executable, "-m", "tools.cli", "train", "offline", "--quick", "--synthetic", "3", "--blur", "0.5",
+         "--data", str(data),
          "--out", str(out / "assets"), "--cache", str(out / "cache")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
@@ -51,14 +54,25 @@ def test_artefacts_and_run_record(quick_run: Path) -> None:
     assert all(len(h) == 64 for h in rec["data_sha256"].values())
     assert len(rec["history"]) == 2 and rec["best_epoch"] in (1, 2)
     assert rec["images"]["train_writers"] > rec["images"]["validate_writers"] > 0
+    assert rec["images"]["synthetic_train_writers"] == 3 and rec["images"]["validate_writers_rendered"] > 0
+    assert "blur" in rec["augmentation"] and rec["train_config"]["select_on"] == "dutch+rendered"
+    # The selection figure is the mean of the Dutch and the rendered validate writers' skilled EERs,
+    # and the best epoch is the one with the lowest.
+    for h in rec["history"]:
+        want = 0.5 * (h["val"]["skilled_eer_global"] + h["val_rendered"]["skilled_eer_global"])
+        assert h["criterion"] == pytest.approx(want, abs=1e-3)
+    assert rec["best_criterion"] == min(h["criterion"] for h in rec["history"])
     for m in rec["models"].values():
         assert 0.0 <= m["validation"]["skilled_eer_global"] <= 100.0
+        assert 0.0 <= m["selection"]["criterion"] <= 100.0
 
 
 def test_prepared_images_cached_outside_the_assets(quick_run: Path) -> None:
     cached = sorted((quick_run / "cache").glob("*.npz"))
     assert any(p.name.startswith("sigcomp-dutch-") for p in cached)
     assert any(p.name.startswith("rendered-") for p in cached)
+    assert any(p.name.startswith("rendered-validate-") for p in cached)
+    assert any(p.name.startswith("synthetic-") for p in cached)
     with np.load(cached[0]) as z:
         assert z["images"].dtype == np.uint8 and z["images"].shape[1:] == (128, 128)
     assert not list((quick_run / "assets").glob("*.npz")) or all(
@@ -75,3 +89,32 @@ def test_quick_int8_model_loads_and_reproduces_its_golden_vectors(quick_run: Pat
         images, outputs = z["images"], z["outputs"]
     for x, want in zip(images, outputs):
         np.testing.assert_allclose(emb.embed(x), want, atol=0.02)
+
+
+def test_blur_rethreshold_gives_binary_ink_of_another_width() -> None:
+    from tools.train.offline import blur_rethreshold
+
+    x = np.zeros((128, 128), np.float32)
+    x[40:90, 60:63] = 1.0  # a 3-pixel stroke
+    widths = set()
+    for seed in range(20):
+        y = blur_rethreshold(x, np.random.default_rng(seed))
+        assert y.dtype == np.float32 and set(np.unique(y)) <= {0.0, 1.0}
+        widths.add(int(y[65].sum()))
+    assert len(widths) > 1 and all(1 <= w <= 7 for w in widths)
+
+
+def test_selection_rejects_an_unknown_criterion() -> None:
+    from models.scoring import NormalisationPrior
+    from tools.train.offline import ImageCorpus, selection
+
+    with pytest.raises(ValueError, match="select_on"):
+        selection(lambda idx: np.zeros((len(idx), 4), np.float32), ImageCorpus.concat([]),
+                  NormalisationPrior(0.5, 0.6), 1, "test-writers")
+
+
+def test_score_names_a_missing_model() -> None:
+    from tools.cli import main
+
+    with pytest.raises(SystemExit, match="no such model"):
+        main(["train", "offline", "--score", str(ROOT / "no-such-model.tflite")])
