@@ -31,7 +31,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.run(
         [sys.executable, "-m", "tools.cli", "train", "offline", "--quick", "--synthetic", "3", "--blur", "0.5",
-         "--data", str(data),
+         "--select-on", "dutch+rendered", "--data", str(data),
          "--out", str(out / "assets"), "--cache", str(out / "cache")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
