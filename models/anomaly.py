@@ -1,5 +1,5 @@
-"""Per-customer anomaly check on hand-made features: an Isolation Forest fitted on the customer's
-own K reference signatures, after the hybrid-system seed paper.
+"""Per-customer anomaly check on hand-made features: an Isolation Forest (:mod:`models.iforest`)
+fitted on the customer's own K reference signatures, after the hybrid-system seed paper.
 
 A questioned signature gets an anomaly score in [0, 1] (higher = more unlike the references) and
 *reasons*: the few features furthest outside the references' range, in a bank clerk's words
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.hand_features import FEATURE_NAMES, FEATURE_WORDS, WITHIN_SPREAD
+from models.iforest import IsolationForest
 
 #: Fewer references than this cannot describe a customer's variation at all.
 MIN_REFERENCES = 3
@@ -64,8 +65,6 @@ class AnomalyModel:
         seed: int = SEED,
         trees: int = TREES,
     ) -> None:
-        from sklearn.ensemble import IsolationForest
-
         refs = np.asarray(references, dtype=np.float64)
         if refs.ndim != 2:
             raise ValueError(f"expected a K x F matrix of reference features, got shape {refs.shape}")
@@ -86,9 +85,7 @@ class AnomalyModel:
         self.spread = np.maximum(refs.std(axis=0, ddof=1), SPREAD_FLOOR * base)
         self.low = refs.min(axis=0)
         self.high = refs.max(axis=0)
-        self._forest = IsolationForest(
-            n_estimators=trees, max_samples=refs.shape[0], contamination="auto", random_state=seed, n_jobs=1
-        ).fit(self._standardise(refs))
+        self._forest = IsolationForest(trees=trees, max_samples=refs.shape[0], seed=seed).fit(self._standardise(refs))
 
     @classmethod
     def fit(cls, references: np.ndarray, **kwargs: object) -> "AnomalyModel":
@@ -108,9 +105,9 @@ class AnomalyModel:
     def scores(self, queries: np.ndarray) -> np.ndarray:
         """Anomaly scores in [0, 1] of several queries (rows)."""
         q = self._check(queries)
-        # score_samples is minus the original paper's s = 2^(-E[path length] / c(K)): in (0, 1],
-        # about 0.5 or less for a point like the references, towards 1 for an isolated one.
-        return np.clip(-self._forest.score_samples(self._standardise(q)), 0.0, 1.0)
+        # The paper's s = 2^(-E[path length] / c(K)): in (0, 1], about 0.5 or less for a point
+        # like the references, towards 1 for an isolated one.
+        return np.clip(self._forest.score(self._standardise(q)), 0.0, 1.0)
 
     def score(self, query: np.ndarray) -> float:
         """Anomaly score in [0, 1] of one query feature vector (higher = more anomalous)."""
