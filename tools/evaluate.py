@@ -263,6 +263,20 @@ def verifier_providers(
     raise ValueError(f"unknown verifier {verifier!r}; known: {', '.join(VERIFIERS)}")
 
 
+def plan_distances(
+    p: WriterPlan, feats: Callable[[Any], np.ndarray], distance: Callable[[np.ndarray, np.ndarray], float]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Every distance one writer's trials need, each computed once: candidate x candidate, and per
+    kind of questioned sample (genuine, skilled, random) questioned x candidate."""
+    questioned = {"genuine": p.later_genuine, "skilled": p.skilled, "random": p.random}
+    cand = [feats(s) for s in p.candidates]
+    dq = {
+        kind: np.array([[distance(feats(q), c) for c in cand] for q in qs]).reshape(len(qs), len(cand))
+        for kind, qs in questioned.items()
+    }
+    return pairwise(cand, distance), dq
+
+
 def score_plans_multi(
     plans: Sequence[WriterPlan],
     providers: Sequence[DistanceProvider],
@@ -274,17 +288,9 @@ def score_plans_multi(
     out = [Scores() for _ in providers]
     kinds = ("genuine", "skilled", "random")
     for n, p in enumerate(plans):
-        questioned = {"genuine": p.later_genuine, "skilled": p.skilled, "random": p.random}
         for pv, feats, scores in zip(providers, caches, out):
-            cand = [feats(s) for s in p.candidates]
-            k = len(cand)
-            d_cc = pairwise(cand, pv.distance)
-            dq = {
-                kind: np.array([[pv.distance(feats(q), c) for c in cand] for q in questioned[kind]]).reshape(
-                    len(questioned[kind]), k
-                )
-                for kind in kinds
-            }
+            d_cc, dq = plan_distances(p, feats, pv.distance)
+            k = len(d_cc)
             for draw in p.draws:
                 idx = np.array(draw)
                 refs_d = d_cc[np.ix_(idx, idx)]

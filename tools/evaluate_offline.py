@@ -55,6 +55,7 @@ from tools.evaluate import (
     WriterPlan,
     combine_scores,
     plan,
+    plan_distances,
     summarise,
 )
 
@@ -167,15 +168,8 @@ def score_offline(
     anomaly = Scores() if hand is not None else None
     for n, p in enumerate(plans):
         questioned = {"genuine": p.later_genuine, "skilled": p.skilled, "random": p.random}
-        cand = [feats(s) for s in p.candidates]
-        k = len(cand)
-        d_cc = pairwise(cand, provider.distance)
-        dq = {
-            kind: np.array([[provider.distance(feats(q), c) for c in cand] for q in questioned[kind]]).reshape(
-                len(questioned[kind]), k
-            )
-            for kind in _KINDS
-        }
+        d_cc, dq = plan_distances(p, feats, provider.distance)
+        k = len(d_cc)
         if hand is not None:
             h_cand = np.array([hand(s) for s in p.candidates])
             h_q = {

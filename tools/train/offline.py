@@ -42,7 +42,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -697,7 +696,7 @@ def run(data_root: Path, out: Path, cache: Path, net: CnnLstmConfig, cfg: Offlin
         synthetic: int = 0) -> dict:
     import tensorflow as tf
 
-    from tools.train.pipeline import git_commit
+    from tools.train.pipeline import git_commit, invoked_command
 
     t_start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -707,9 +706,7 @@ def run(data_root: Path, out: Path, cache: Path, net: CnnLstmConfig, cfg: Offlin
           f"(scans {len(corpus.by_writer('train', DUTCH[1]))}), validate writers {len(corpus.by_writer('validate'))}",
           flush=True)
     record: dict = {
-        "command": "sigkiosk " + " ".join(sys.argv[1:])
-        if sys.argv and (sys.argv[0].endswith("sigkiosk") or sys.argv[0].endswith("cli.py"))
-        else " ".join(sys.argv),
+        "command": invoked_command(),
         "git_commit": git_commit(),
         "data_sha256": corpus.hashes,
         "images": {"total": len(corpus), "train_writers": n_train,

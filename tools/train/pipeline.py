@@ -74,6 +74,14 @@ class TFLiteEmbedder:
         return out
 
 
+def invoked_command() -> str:
+    """The command line that is running, for a run record (`sigkiosk ...` and `python -m tools.cli
+    ...` are the same command)."""
+    if sys.argv and (sys.argv[0].endswith("sigkiosk") or sys.argv[0].endswith("cli.py")):
+        return "sigkiosk " + " ".join(sys.argv[1:])
+    return " ".join(sys.argv)
+
+
 def git_commit() -> str | None:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
@@ -113,10 +121,7 @@ def run(pc: PipelineConfig, tcfg: Any, data_root: Path, out: Path, work: Path, t
           f"validate {len(corpus.writers('validate'))}", flush=True)
     inputs = InputCache(corpus, lc)
     record: dict = {
-        # `sigkiosk ...` and `python -m tools.cli ...` are the same command.
-        "command": "sigkiosk " + " ".join(sys.argv[1:])
-        if sys.argv and (sys.argv[0].endswith("sigkiosk") or sys.argv[0].endswith("cli.py"))
-        else " ".join(sys.argv),
+        "command": invoked_command(),
         "git_commit": git_commit(),
         "data_sha256": corpus.hashes,
         "learned_config": lc.to_json(),
