@@ -477,21 +477,28 @@ class Daemon:
                     self.state = State.IDLE
                     self.notifier.status("idle")
 
-    def _template(self, customer: str) -> Any | None:
+    def _cached_template(self, cache: dict[str, Any], customer: str,
+                         builder: Callable[[], Callable[[list[Any]], Any]]) -> Any | None:
+        """The customer's template from ``cache``, or built from the stored references by the
+        builder current now (None if not enrolled). A template is cached only if its builder is
+        still the current one when it is done: a model switched meanwhile has cleared the cache."""
         with self._templates_lock:
-            tpl = self._templates.get(customer)
-            verifier = self.verifier
+            tpl = cache.get(customer)
+            build = builder()
         if tpl is not None:
             return tpl
         assert self.store is not None
         stored = self.store.get(customer)
         if stored is None:
             return None
-        tpl = verifier.build(list(stored.references))
+        tpl = build(list(stored.references))
         with self._templates_lock:
-            if verifier is self.verifier:
-                self._templates[customer] = tpl
+            if build == builder():
+                cache[customer] = tpl
         return tpl
+
+    def _template(self, customer: str) -> Any | None:
+        return self._cached_template(self._templates, customer, lambda: self.verifier.build)
 
     def _capture(self, req: Request, prompt: dict[str, Any]) -> Any | None:
         """One signature from the pen, with live ink; None when abandoned (screen updated)."""
@@ -573,18 +580,7 @@ class Daemon:
         self._report(req, outcome, t_pen_up)
 
     def _paper_template(self, customer: str) -> Any | None:
-        with self._templates_lock:
-            tpl = self._paper_templates.get(customer)
-        if tpl is not None:
-            return tpl
-        assert self.store is not None
-        stored = self.store.get(customer)
-        if stored is None:
-            return None
-        tpl = self.paper.build_from_pad(list(stored.references))
-        with self._templates_lock:
-            self._paper_templates[customer] = tpl
-        return tpl
+        return self._cached_template(self._paper_templates, customer, lambda: self.paper.build_from_pad)
 
     def _paper_picture(self, req: Request) -> Any | None:
         """The signature found on a photo (or the request's scan); None when abandoned (screen updated)."""
