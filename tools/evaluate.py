@@ -373,34 +373,50 @@ def evaluate(
     """EERs of one verifier. By default the classic one; otherwise ``providers`` (one, or several
     whose normalised distances ``combine`` fuses into one value, lower is more genuine)."""
     t0 = time.perf_counter()
-    plans, excluded = plan(dataset, protocol, references, trials, seed)
-    if not plans:
-        raise ValueError(f"no writer of {dataset.name} can be evaluated: {'; '.join(excluded) or 'empty'}")
-    for e in excluded:
-        log.info("writer left out: %s", e)
+    plans, excluded = evaluable_plans(dataset, protocol, references, trials, seed)
     providers = list(providers) if providers else [ClassicProvider(config)]
     parts = score_plans_multi(plans, providers, progress)
     if len(parts) > 1 and combine is None:
         raise ValueError("several verifiers need a combine function (fusion)")
     scores = combine_scores(parts, combine) if len(parts) > 1 else parts[0]
-    report = {
+    report = make_report(dataset, protocol, references, trials, seed, verifier,
+                         dict(zip((pv.name for pv in providers), parts)), plans, excluded, scores, t0)
+    return EvalResult(report=report, scores=scores, parts=parts)
+
+
+def evaluable_plans(
+    dataset: Dataset, protocol: str, references: int, trials: int, seed: int
+) -> tuple[list[WriterPlan], list[str]]:
+    """:func:`plan`, refusing a dataset of which no writer can be evaluated (the others are logged)."""
+    plans, excluded = plan(dataset, protocol, references, trials, seed)
+    if not plans:
+        raise ValueError(f"no writer of {dataset.name} can be evaluated: {'; '.join(excluded) or 'empty'}")
+    for e in excluded:
+        log.info("writer left out: %s", e)
+    return plans, excluded
+
+
+def make_report(
+    dataset: Dataset, protocol: str, references: int, trials: int, seed: int, verifier: str,
+    parts: dict[str, Scores], plans: Sequence[WriterPlan], excluded: list[str], scores: Scores, started: float,
+) -> dict:
+    """The report every evaluator writes (same keys for pen and image verifiers); ``components``
+    lists each part's skilled figures when several were fused."""
+    return {
         "dataset": dataset.name,
         "protocol": protocol,
         "references": references,
         "trials": trials,
         "seed": seed,
         "verifier": verifier,
-        "components": {pv.name: summarise(pt, "skilled") for pv, pt in zip(providers, parts)}
-        if len(parts) > 1
-        else None,
+        "components": {name: summarise(pt, "skilled") for name, pt in parts.items()} if len(parts) > 1 else None,
         "writers": len(plans),
         "excluded_writers": excluded,
         "skipped_files": [str(e) for e in dataset.skipped],
         "skilled": summarise(scores, "skilled"),
         "random": summarise(scores, "random"),
-        "seconds": round(time.perf_counter() - t0, 2),
+        "seconds": round(time.perf_counter() - started, 2),
     }
-    return EvalResult(report=report, scores=scores, parts=parts)
 
 
 def format_table(report: dict) -> str:

@@ -54,9 +54,10 @@ from tools.evaluate import (
     Scores,
     WriterPlan,
     combine_scores,
+    evaluable_plans,
+    make_report,
     plan,
     plan_distances,
-    summarise,
 )
 
 log = logging.getLogger(__name__)
@@ -241,11 +242,7 @@ def evaluate_offline(
         hand = same[0] if same else FeatureCache(lambda s: hand_features(s.image))
     dataset = precompute(dataset, [*caches, *([hand] if hand is not None else [])], skip_malformed)
     protocol = "random-refs"
-    plans, excluded = plan(dataset, protocol, references, trials, seed)
-    if not plans:
-        raise ValueError(f"no writer of {dataset.name} can be evaluated: {'; '.join(excluded) or 'empty'}")
-    for e in excluded:
-        log.info("writer left out: %s", e)
+    plans, excluded = evaluable_plans(dataset, protocol, references, trials, seed)
     parts: dict[str, Scores] = {}
     anom: Scores | None = None
     for i, (pv, cache) in enumerate(zip(providers, caches)):
@@ -260,21 +257,7 @@ def evaluate_offline(
             fusion = fit_offline_fusion(parts)
         assert fusion is not None
         scores = combine_scores(list(parts.values()), fusion.distance)
-    report = {
-        "dataset": dataset.name,
-        "protocol": protocol,
-        "references": references,
-        "trials": trials,
-        "seed": seed,
-        "verifier": verifier,
-        "components": {name: summarise(pt, "skilled") for name, pt in parts.items()} if len(parts) > 1 else None,
-        "writers": len(plans),
-        "excluded_writers": excluded,
-        "skipped_files": [str(e) for e in dataset.skipped],
-        "skilled": summarise(scores, "skilled"),
-        "random": summarise(scores, "random"),
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
+    report = make_report(dataset, protocol, references, trials, seed, verifier, parts, plans, excluded, scores, t0)
     return OfflineEvaluation(EvalResult(report=report, scores=scores, parts=list(parts.values())), parts, fusion)
 
 
