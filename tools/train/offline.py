@@ -139,6 +139,34 @@ def _load(path: Path, hashes: dict[str, str]) -> ImageCorpus:
                        z["genuine"].astype(bool), [str(s) for s in z["split"]], hashes)
 
 
+class _Prepared:
+    """Prepared images accumulated one picture at a time (a picture without usable ink is logged by
+    its key and skipped), then one :class:`ImageCorpus`."""
+
+    def __init__(self, skip: tuple[type[Exception], ...]) -> None:
+        self.skip = skip
+        self.images: list[np.ndarray] = []
+        self.keys: list[str] = []
+        self.writers: list[str] = []
+        self.genuine: list[bool] = []
+        self.split: list[str] = []
+
+    def add(self, key: str, picture: Callable[[], Any], writer: str, genuine: bool, split: str) -> None:
+        try:
+            x = prepare(picture())
+        except self.skip as e:
+            log.warning("%s: skipped (%s)", key, e)
+            return
+        self.images.append(np.rint(x * 255).astype(np.uint8))
+        self.keys.append(key)
+        self.writers.append(writer)
+        self.genuine.append(genuine)
+        self.split.append(split)
+
+    def corpus(self, hashes: dict[str, str]) -> ImageCorpus:
+        return ImageCorpus(np.stack(self.images), self.keys, self.writers, np.array(self.genuine), self.split, hashes)
+
+
 def _progress(total: int, desc: str) -> Any:
     from tqdm import tqdm
 
@@ -159,25 +187,15 @@ def load_scans(data_root: Path, cache: Path, splits: tuple[str, ...], max_writer
     path = cache / f"{fmt}-{tag}.npz"
     if path.exists():
         return _load(path, {fmt: digest})
-    imgs, keys, ws, gen, spl = [], [], [], [], []
+    acc = _Prepared(skip=(NoInkError,))
     samples = [s for w in writers for s in ds.writers[w]]
     bar = _progress(len(samples), f"prepare {fmt}")
     for s in samples:
-        key = f"{fmt}:{s.path.relative_to(root)}"
-        try:
-            x = prepare(s.image)
-        except NoInkError as e:
-            log.warning("%s: skipped (%s)", key, e)
-            continue
-        finally:
-            bar.update(1)
-        imgs.append(np.rint(x * 255).astype(np.uint8))
-        keys.append(key)
-        ws.append(f"{fmt}:{s.writer}")
-        gen.append(s.label is Label.GENUINE)
-        spl.append(writer_split(s.writer))
+        acc.add(f"{fmt}:{s.path.relative_to(root)}", lambda s=s: s.image, f"{fmt}:{s.writer}",
+                s.label is Label.GENUINE, writer_split(s.writer))
+        bar.update(1)
     bar.close()
-    c = ImageCorpus(np.stack(imgs), keys, ws, np.array(gen), spl, {fmt: digest})
+    c = acc.corpus({fmt: digest})
     _save(path, c)
     return c
 
@@ -185,7 +203,6 @@ def load_scans(data_root: Path, cache: Path, splits: tuple[str, ...], max_writer
 def load_rendered(data_root: Path, cache: Path, max_writers: int | None, seed: int,
                   split: str = "train") -> ImageCorpus:
     """Ink rendered from the online sets' ``split`` writers (genuine and skilled), prepared (cached)."""
-    from models.render import render_ink
     from tools.datasets import load_online
     from tools.train.data import DEFAULT_SETS, files_hash
 
@@ -202,29 +219,18 @@ def load_rendered(data_root: Path, cache: Path, max_writers: int | None, seed: i
         if path.exists():
             parts.append(_load(path, {fmt: digest}))
             continue
-        imgs, keys, ws, gen, spl = [], [], [], [], []
+        acc = _Prepared(skip=(NoInkError, ValueError))
         samples = [s for w in writers for s in ds.writers[w]]
         bar = _progress(len(samples), f"render {fmt}")
         for n, s in enumerate(samples):
-            key = f"{fmt}:{s.path.relative_to(root)}"
             rng = np.random.default_rng([seed, n])
-            try:
-                img = render_ink(s.trajectory, pen_width_mm=float(rng.uniform(0.3, 0.8)), rng=rng)
-                x = prepare(img)
-            except (NoInkError, ValueError) as e:
-                log.warning("%s: skipped (%s)", key, e)
-                continue
-            finally:
-                bar.update(1)
-            imgs.append(np.rint(x * 255).astype(np.uint8))
-            keys.append(key)
-            ws.append(f"{fmt}:{s.writer}")
-            gen.append(s.label is Label.GENUINE)
-            spl.append(split)
+            acc.add(f"{fmt}:{s.path.relative_to(root)}", lambda s=s, rng=rng: _ink(s.trajectory, rng),
+                    f"{fmt}:{s.writer}", s.label is Label.GENUINE, split)
+            bar.update(1)
         bar.close()
-        if not imgs:
+        if not acc.images:
             continue
-        c = ImageCorpus(np.stack(imgs), keys, ws, np.array(gen), spl, {fmt: digest})
+        c = acc.corpus({fmt: digest})
         _save(path, c)
         parts.append(c)
     return ImageCorpus.concat(parts)
@@ -233,10 +239,16 @@ def load_rendered(data_root: Path, cache: Path, max_writers: int | None, seed: i
 SYNTH = "synth"
 
 
+def _ink(traj: Any, rng: np.random.Generator) -> Any:
+    """Rendered training ink: a ballpoint of random width (0.3-0.8 mm)."""
+    from models.render import render_ink
+
+    return render_ink(traj, pen_width_mm=float(rng.uniform(0.3, 0.8)), rng=rng)
+
+
 def load_synthetic(cache: Path, n_writers: int, seed: int, n_genuine: int = 8, n_forgeries: int = 2) -> ImageCorpus:
     """Sigma-lognormal writers (:func:`tools.synth.make_population`) rendered as ink: extra *training*
     writers, each with genuine signatures and skilled forgeries (prepared, cached)."""
-    from models.render import render_ink
     from tools.synth import make_population
 
     if n_writers <= 0:
@@ -247,23 +259,15 @@ def load_synthetic(cache: Path, n_writers: int, seed: int, n_genuine: int = 8, n
     if path.exists():
         return _load(path, {})
     pop = make_population(n_writers=n_writers, n_genuine=n_genuine, n_forgeries=n_forgeries, seed=seed + 1000)
-    imgs, keys, ws, gen = [], [], [], []
+    acc = _Prepared(skip=(NoInkError, ValueError))
     bar = _progress(n_writers, "render synthetic writers")
     for w, (g, f) in pop.items():
         for n, (tr, genuine) in enumerate([(t, True) for t in g] + [(t, False) for t in f]):
             rng = np.random.default_rng([seed, int(w), n])
-            try:
-                x = prepare(render_ink(tr, pen_width_mm=float(rng.uniform(0.3, 0.8)), rng=rng))
-            except (NoInkError, ValueError) as e:
-                log.warning("%s:%s/%d: skipped (%s)", SYNTH, w, n, e)
-                continue
-            imgs.append(np.rint(x * 255).astype(np.uint8))
-            keys.append(f"{SYNTH}:{w}/{n}")
-            ws.append(f"{SYNTH}:{w}")
-            gen.append(genuine)
+            acc.add(f"{SYNTH}:{w}/{n}", lambda tr=tr, rng=rng: _ink(tr, rng), f"{SYNTH}:{w}", genuine, "train")
         bar.update(1)
     bar.close()
-    c = ImageCorpus(np.stack(imgs), keys, ws, np.array(gen), ["train"] * len(keys), {})
+    c = acc.corpus({})
     _save(path, c)
     return c
 
