@@ -280,6 +280,16 @@ def flatten_light(grey: np.ndarray, paper: int = PAPER_LEVEL) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+def _straight_runs(mask: np.ndarray, thicken: int, min_width: int, min_height: int) -> tuple[np.ndarray, np.ndarray]:
+    """The horizontal runs of ``mask`` at least ``min_width`` long and the vertical ones at least
+    ``min_height`` long. Thickened first (``thicken`` px square), so a line a few degrees off the
+    axis (a corner estimate slightly off) still survives an opening along the axis."""
+    thick = cv2.dilate(mask, np.ones((thicken, thicken), np.uint8))
+    horiz = cv2.morphologyEx(thick, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (min_width, 1)))
+    vert = cv2.morphologyEx(thick, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, min_height)))
+    return horiz, vert
+
+
 def _find_box(page: np.ndarray) -> _Found | None:
     small, f = _reduce(page)
     try:
@@ -287,11 +297,7 @@ def _find_box(page: np.ndarray) -> _Found | None:
     except NoInkError:
         return None
     h, w = mask.shape
-    # Thickened first, so a line a few degrees off the axis (a corner estimate slightly off) still
-    # survives an opening along the axis.
-    thick = cv2.dilate(mask, np.ones((5, 5), np.uint8))
-    horiz = cv2.morphologyEx(thick, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (max(w // 10, 15), 1)))
-    vert = cv2.morphologyEx(thick, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, max(h // 10, 10))))
+    horiz, vert = _straight_runs(mask, 5, max(w // 10, 15), max(h // 10, 10))
     lines = cv2.bitwise_or(horiz, vert)
     # The box is the hole inside the printed frame: its inner edge, untouched by the label or
     # other printing that may join the frame from outside.
@@ -328,9 +334,7 @@ def _erase_frame_remnants(region: np.ndarray) -> np.ndarray:
     except NoInkError:
         return region
     h, w = mask.shape
-    thick = cv2.dilate(mask, np.ones((3, 3), np.uint8))
-    horiz = cv2.morphologyEx(thick, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (max(w // 3, 3), 1)))
-    vert = cv2.morphologyEx(thick, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, max(h // 3, 3))))
+    horiz, vert = _straight_runs(mask, 3, max(w // 3, 3), max(h // 3, 3))
     band_y, band_x = int(FRAME_BAND * h), int(FRAME_BAND * w)
     horiz[band_y : h - band_y, :] = 0
     vert[:, band_x : w - band_x] = 0
