@@ -413,6 +413,7 @@ def make_report(
         "writers": len(plans),
         "excluded_writers": excluded,
         "skipped_files": [str(e) for e in dataset.skipped],
+        "clock_repairs": dataset.clock_repairs(),
         "skilled": summarise(scores, "skilled"),
         "random": summarise(scores, "random"),
         "seconds": round(time.perf_counter() - started, 2),

@@ -115,6 +115,25 @@ def test_malformed_file_is_named_and_can_be_skipped(tmp_path, population, capsys
     assert len(report["skipped_files"]) == 1 and "U2S3.TXT" in report["skipped_files"][0]
 
 
+def test_svc2004_files_with_small_clock_glitches_are_read_and_counted(tmp_path, population, capsys):
+    """Real SVC2004 sets have files with one 8-9 ms step back; they are re-timed, not refused."""
+    data = write_svc(tmp_path / "svc", population)
+    glitched = ["U1S3.TXT", "U2S22.TXT", "U4S7.TXT"]
+    for name in glitched:
+        lines = (data / name).read_text().splitlines()
+        row = lines[40].split()  # the 40th point: stamped 8 ms before its predecessor
+        row[2] = str(int(lines[39].split()[2]) - 8)
+        lines[40] = " ".join(row)
+        (data / name).write_text("\n".join(lines) + "\n")
+    rc = main(["eval", "online", str(data), "--format", "svc2004", "-t", "1", "--json", str(tmp_path / "g.json")])
+    assert rc == 0  # no --skip-malformed
+    report = json.loads((tmp_path / "g.json").read_text())
+    assert report["skipped_files"] == []
+    assert report["clock_repairs"]["files_retimed"] == 3
+    assert report["clock_repairs"]["backward_steps_retimed"] == 3
+    assert "3 small backward time step(s) re-timed in 3 file(s)" in capsys.readouterr().err
+
+
 def test_split_keeps_writers_disjoint(tmp_path, population):
     data = write_svc(tmp_path / "svc", population)
     # writers 1..6: last digits 1-6 are all training writers; the test split is empty

@@ -82,6 +82,11 @@ def run_online(args: argparse.Namespace) -> int:
         dataset = dataset.subset(args.split)
     for err in dataset.skipped:
         print(f"skipped: {err}", file=sys.stderr)
+    clock = dataset.clock_repairs()
+    if clock["files_retimed"] or clock["files_counter_wrap"]:
+        print(f"clock: {clock['backward_steps_retimed']} small backward time step(s) re-timed in "
+              f"{clock['files_retimed']} file(s); {clock['counter_wraps_decoded']} counter wrap(s) decoded in "
+              f"{clock['files_counter_wrap']} file(s) (in the JSON report as clock_repairs)", file=sys.stderr)
 
     def progress(done: int, total: int) -> None:
         if sys.stderr.isatty():

@@ -27,6 +27,7 @@ from typing import TypeVar
 import numpy as np
 
 from models.trajectory import DeviceInfo, Trajectory, TrajectoryError
+from tools.datasets.clock import MAX_BACK_PERIODS, BackwardJumpError, retime_backward_steps
 from tools.datasets.types import (
     Dataset,
     ImageSample,
@@ -144,6 +145,29 @@ def check_time_forward(path: Path, table: Table, t: np.ndarray, unit: str) -> No
         )
 
 
+def retime(path: Path, table: Table, t: np.ndarray, unit: str, *, repair: bool = True) -> tuple[np.ndarray, int]:
+    """The file's times with small backward steps re-timed (``tools.datasets.clock``), and how many
+    were; a larger step is a :class:`MalformedFileError` naming the line. ``repair=False`` reads
+    strictly: any backward step is refused."""
+    if not repair:
+        check_time_forward(path, table, t, unit)
+        return t, 0
+    try:
+        fixed = retime_backward_steps(t)
+    except BackwardJumpError as err:
+        if err.period is None:
+            why = "the file has no forward step to measure its sample period by"
+        else:
+            why = (f"{err.back / err.period:.1f} sample periods of {err.period:g} {unit}; "
+                   f"at most {MAX_BACK_PERIODS:g} are re-timed as a clock glitch")
+        raise MalformedFileError(
+            path, table.line_of(err.index), f"time goes backwards by {err.back:g} {unit} ({why})"
+        ) from None
+    if fixed.repaired:
+        log.debug("%s: re-timed %d backward time step(s)", path, fixed.repaired)
+    return fixed.t, fixed.repaired
+
+
 _POINT = re.compile(r"at point (\d+)")
 
 
@@ -200,16 +224,22 @@ def assemble(name: str, samples: list[S], skips: SkipLog, started: float) -> Dat
         writers.setdefault(s.writer, []).append(s)
     ordered = {w: sorted(writers[w], key=_sample_key) for w in sorted(writers, key=writer_key)}
     n_gen = sum(1 for s in samples if s.label is Label.GENUINE)
+    dataset = Dataset(name=name, writers=ordered, skipped=list(skips.skipped))
+    clock = dataset.clock_repairs()
     log.info(
-        "loaded %s: %d writers, %d genuine, %d skilled, %d skipped in %.2f s",
+        "loaded %s: %d writers, %d genuine, %d skilled, %d skipped in %.2f s; "
+        "%d file(s) re-timed (%d backward step(s)), %d with counter wraps decoded",
         name,
         len(ordered),
         n_gen,
         len(samples) - n_gen,
         len(skips.skipped),
         time.perf_counter() - started,
+        clock["files_retimed"],
+        clock["backward_steps_retimed"],
+        clock["files_counter_wrap"],
     )
-    return Dataset(name=name, writers=ordered, skipped=list(skips.skipped))
+    return dataset
 
 
 def read_all(

@@ -9,7 +9,8 @@ Layout::
 
 Rows ``t(s) x y pressure penup azimuth inclination``: time in seconds, ``penup`` nonzero while the
 pen is lifted (pen-down is ``penup == 0``), pressure 0..1024. MCYT was captured on a Wacom Intuos
-at 100 Hz.
+at 100 Hz. Small backward time steps are re-timed by the rule of :mod:`tools.datasets.clock` and
+counted; larger ones are refused with file and line.
 
 ``gt.txt`` and ``users_valid.txt`` are the index of the set, not samples: a malformed line there
 always raises (skipping it would silently mislabel or drop files). A verification file of a valid
@@ -31,14 +32,14 @@ from tools.datasets._common import (
     assemble,
     build_trajectory,
     check_range,
-    check_time_forward,
     no_files_error,
     parse_rows,
     read_all,
     read_text,
     require_folder,
+    retime,
 )
-from tools.datasets.types import Dataset, Label, MalformedFileError, OnlineSample, SkipLog
+from tools.datasets.types import ClockRepairs, Dataset, Label, MalformedFileError, OnlineSample, SkipLog
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +64,15 @@ _GT = re.compile(r"(\w+?-\d+)\s+([gf])", re.IGNORECASE)
 
 def read_mcyt_file(path: Path) -> Trajectory:
     """Parse one MCYT exercise ``.txt`` file (time in seconds from its first point)."""
-    path = Path(path)
+    return _read(Path(path))[0]
+
+
+def _read(path: Path) -> tuple[Trajectory, ClockRepairs]:
     table = parse_rows(path, read_text(path).splitlines(), 1, COLUMNS)
     rows = table.rows
     check_range(path, table, 3, "pressure", 0, DEVICE.pressure_levels or 0)
-    t = rows[:, 0]
-    check_time_forward(path, table, t, "s")
-    return build_trajectory(
+    t, retimed = retime(path, table, rows[:, 0], "s")
+    traj = build_trajectory(
         path,
         table,
         x=rows[:, 1],
@@ -79,6 +82,7 @@ def read_mcyt_file(path: Path) -> Trajectory:
         pen_down=rows[:, 4] == 0,
         device=DEVICE,
     )
+    return traj, ClockRepairs(retimed_steps=retimed)
 
 
 def _read_valid_users(path: Path) -> set[str]:
@@ -122,9 +126,10 @@ def _enrol_sample(path: Path) -> OnlineSample:
     m = _ENROL.fullmatch(path.name)
     if m is None:
         raise MalformedFileError(path, None, "enrollment file name does not follow WWW-g-NN.txt")
-    traj = read_mcyt_file(path)
+    traj, clock = _read(path)
     return OnlineSample(
-        writer=m.group(1), label=Label.GENUINE, trajectory=traj, path=path, index=int(m.group(2)), enrollment=True
+        writer=m.group(1), label=Label.GENUINE, trajectory=traj, path=path, index=int(m.group(2)), enrollment=True,
+        clock=clock,
     )
 
 
@@ -135,8 +140,8 @@ def _verify_sample(path: Path, gt: dict[str, Label], gt_path: Path) -> OnlineSam
     label = gt.get(path.stem)
     if label is None:
         raise MalformedFileError(path, None, f"no label for {path.stem} in {gt_path}")
-    traj = read_mcyt_file(path)
-    return OnlineSample(writer=m.group(1), label=label, trajectory=traj, path=path, index=int(m.group(2)))
+    traj, clock = _read(path)
+    return OnlineSample(writer=m.group(1), label=label, trajectory=traj, path=path, index=int(m.group(2)), clock=clock)
 
 
 def _writer_of(path: Path) -> str:

@@ -6,20 +6,22 @@ File: line 1 a column header (``X, Y, TStamp, Pres., EndPts``), line 2 ``DataSiz
 as a ``stroke_break`` (the last row never carries the flag in the real files, and a flag there would
 mean nothing).
 
-Timestamps: the real files carry two recorder clock glitches (measured on the shared copy):
+Timestamps: the real files carry two recorder clock quirks (measured on the shared copy):
 
 * Visual (158 of 3020 files) and Blind (1 file): a single step back of at most one sample period
   (10 ms at 100 Hz; always exactly -10 ms in Visual, -1 ms in Blind), immediately caught up by the
-  next sample. It is timer jitter, not a reordered recording.
+  next sample. It is timer jitter, not a reordered recording, and is what every reader with
+  timestamps repairs by the one rule of :mod:`tools.datasets.clock` (re-timed linearly between
+  its in-order neighbours, counted in ``OnlineSample.clock``; steps back of more than two sample
+  periods are refused with file and line).
 * Blind (4 files, 15 points): the first point of a stroke is stamped 2**32 microseconds
   (4294967 ms) late and the next point is back on time: a 32-bit microsecond counter wrapped in
-  the capture software.
+  the capture software. That is not a glitch but a number to decode, peculiar to this recorder:
+  :func:`decode_counter_wrap` subtracts the 2**32 us from such a single-point spike (counted too),
+  before the general rule runs.
 
-Rejecting those files would drop 5 % of Visual, concentrated on some writers, for an artefact of
-at most 10 ms. So ``read_susig_file`` repairs exactly these two patterns (jitter: clamped to the
-previous time, i.e. a repeated timestamp; wrap: the 2**32 us offset subtracted from the spike) and
-still raises :class:`MalformedFileError` for any other backward step. ``repair_clock=False`` turns
-the repair off for anyone who wants the files as they are.
+``repair_clock=False`` turns both off for anyone who wants the files as they are (then any
+backward step is refused).
 """
 
 from __future__ import annotations
@@ -38,15 +40,15 @@ from tools.datasets._common import (
     assemble,
     build_trajectory,
     check_range,
-    check_time_forward,
     files_with_suffix,
     no_files_error,
     parse_rows,
     read_all,
     read_text,
     require_folder,
+    retime,
 )
-from tools.datasets.types import Dataset, Label, MalformedFileError, OnlineSample, SkipLog
+from tools.datasets.types import ClockRepairs, Dataset, Label, MalformedFileError, OnlineSample, SkipLog
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +66,6 @@ DEVICES: dict[Variant, DeviceInfo] = {
     ),
 }
 
-#: Largest backward step (ms) treated as timer jitter: one sample period at the nominal 100 Hz.
-JITTER_MS = 10.0
 #: A 32-bit microsecond counter wrapping, in milliseconds.
 WRAP_MS = 2**32 / 1000.0
 
@@ -80,31 +80,29 @@ LAYOUT: dict[Variant, str] = {
 }
 
 
-def _repair_clock(path: Path, t: np.ndarray) -> np.ndarray:
-    """Undo the two known capture-clock glitches (see the module docstring); leave anything else."""
-    t = t.copy()
-    d = np.diff(t)
-    spikes = np.flatnonzero(d > WRAP_MS / 2) + 1
+def decode_counter_wrap(t: np.ndarray) -> tuple[np.ndarray, int]:
+    """Times with the 32-bit microsecond counter wraps undone, and how many there were.
+
+    A wrap shows as a single-point spike: one sample more than half a wrap later than its
+    predecessor while the next sample is back on the clock. Pure: ``t`` (ms) is not modified.
+    """
+    t = np.array(t, dtype=np.float64)
+    spikes = np.flatnonzero(np.diff(t) > WRAP_MS / 2) + 1
     wrapped = 0
     for k in spikes:
         # Only a single-point spike whose successor is back on the clock is a wrap.
         if k + 1 < len(t) and t[k] - t[k + 1] > WRAP_MS / 2:
             t[k] -= round(WRAP_MS)
             wrapped += 1
-    jitter = 0
-    for i in np.flatnonzero(np.diff(t) < 0):
-        # Clamp small backward steps only; a bigger one must still fail the forward check.
-        if 0 < t[i] - t[i + 1] <= JITTER_MS:
-            t[i + 1] = t[i]
-            jitter += 1
-    if wrapped or jitter:
-        log.debug("%s: repaired %d clock wrap(s), %d jitter step(s)", path, wrapped, jitter)
-    return t
+    return t, wrapped
 
 
 def read_susig_file(path: Path, variant: Variant = "visual", *, repair_clock: bool = True) -> Trajectory:
     """Parse one SUSIG ``.sig`` file into a trajectory (time in seconds from the first point)."""
-    path = Path(path)
+    return _read(Path(path), variant, repair_clock)[0]
+
+
+def _read(path: Path, variant: Variant, repair_clock: bool = True) -> tuple[Trajectory, ClockRepairs]:
     text = read_text(path)
     lines = text.splitlines()
     if len(lines) < 2:
@@ -120,12 +118,10 @@ def read_susig_file(path: Path, variant: Variant = "visual", *, repair_clock: bo
     dev = DEVICES[variant]
     check_range(path, table, 3, "pressure", 0, dev.pressure_levels or 0)
     check_range(path, table, 4, "endpts", 0, 1)
-    t_ms = rows[:, 2]
-    if repair_clock:
-        t_ms = _repair_clock(path, t_ms)
-    check_time_forward(path, table, t_ms, "ms")
+    t_ms, wraps = decode_counter_wrap(rows[:, 2]) if repair_clock else (rows[:, 2], 0)
+    t_ms, retimed = retime(path, table, t_ms, "ms", repair=repair_clock)
     ends = np.flatnonzero(rows[:-1, 4] == 1)
-    return build_trajectory(
+    traj = build_trajectory(
         path,
         table,
         x=rows[:, 0],
@@ -136,6 +132,7 @@ def read_susig_file(path: Path, variant: Variant = "visual", *, repair_clock: bo
         device=dev,
         stroke_breaks=tuple(int(i) + 1 for i in ends),
     )
+    return traj, ClockRepairs(retimed_steps=retimed, counter_wraps=wraps)
 
 
 def _sample(path: Path, root: Path, variant: Variant) -> OnlineSample:
@@ -156,8 +153,10 @@ def _sample(path: Path, root: Path, variant: Variant) -> OnlineSample:
         raise MalformedFileError(path, None, f"{label.value} file name under {top}/, expected {expected_top}/")
     if session is not None and path.parent.name.upper() not in (f"SESSION{session}", expected_top):
         raise MalformedFileError(path, None, f"session {session} file under {path.parent.name}/")
-    traj = read_susig_file(path, variant)
-    return OnlineSample(writer=writer, label=label, trajectory=traj, path=path, index=index, session=session)
+    traj, clock = _read(path, variant)
+    return OnlineSample(
+        writer=writer, label=label, trajectory=traj, path=path, index=index, session=session, clock=clock
+    )
 
 
 def _load(folder: Path, variant: Variant, fmt: str, skip_malformed: bool) -> Dataset[OnlineSample]:

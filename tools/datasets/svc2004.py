@@ -5,7 +5,8 @@ File ``U{u}S{s}.TXT``: line 1 the point count, then rows
 forgeries of the same writer. Points with the pen lifted are recorded too: ``ButtonStatus`` is 0
 then, and values above 1 occur while touching, so pen-down is ``ButtonStatus > 0`` (not ``== 1``).
 Pressure runs 0..1023. Timestamps are absolute (they may start at a large value); the trajectory
-counts from the first.
+counts from the first. Small backward time steps (real SVC2004 files have 8-9 ms ones) are re-timed
+by the rule of :mod:`tools.datasets.clock` and counted; larger ones are refused with file and line.
 
 Writer ids are the user number without the ``U`` and without padding ("1", "12") so that
 :func:`writer_split` can use the last digit. Files may sit directly in the folder or in any
@@ -26,15 +27,15 @@ from tools.datasets._common import (
     assemble,
     build_trajectory,
     check_range,
-    check_time_forward,
     files_with_suffix,
     no_files_error,
     parse_rows,
     read_all,
     read_text,
     require_folder,
+    retime,
 )
-from tools.datasets.types import Dataset, Label, MalformedFileError, OnlineSample, SkipLog
+from tools.datasets.types import ClockRepairs, Dataset, Label, MalformedFileError, OnlineSample, SkipLog
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,10 @@ _CANDIDATE = re.compile(r"U\d", re.IGNORECASE)
 
 def read_svc2004_file(path: Path) -> Trajectory:
     """Parse one SVC2004 Task 2 file (time in seconds from its first point)."""
-    path = Path(path)
+    return _read(Path(path))[0]
+
+
+def _read(path: Path) -> tuple[Trajectory, ClockRepairs]:
     lines = read_text(path).splitlines()
     if not lines or not lines[0].strip().isdigit():
         raise MalformedFileError(path, 1, "bad header: expected the point count")
@@ -66,9 +70,8 @@ def read_svc2004_file(path: Path) -> Trajectory:
     rows = table.rows
     check_range(path, table, 6, "pressure", 0, DEVICE.pressure_levels or 0)
     check_range(path, table, 3, "button status", 0, float("inf"))
-    t_ms = rows[:, 2]
-    check_time_forward(path, table, t_ms, "ms")
-    return build_trajectory(
+    t_ms, retimed = retime(path, table, rows[:, 2], "ms")
+    traj = build_trajectory(
         path,
         table,
         x=rows[:, 0],
@@ -78,6 +81,7 @@ def read_svc2004_file(path: Path) -> Trajectory:
         pen_down=rows[:, 3] > 0,
         device=DEVICE,
     )
+    return traj, ClockRepairs(retimed_steps=retimed)
 
 
 def _sample(path: Path) -> OnlineSample:
@@ -88,8 +92,8 @@ def _sample(path: Path) -> OnlineSample:
     if not 1 <= number <= SAMPLES_MAX:
         raise MalformedFileError(path, None, f"sample number {number} outside 1..{SAMPLES_MAX}")
     label = Label.GENUINE if number <= GENUINE_MAX else Label.SKILLED
-    traj = read_svc2004_file(path)
-    return OnlineSample(writer=str(user), label=label, trajectory=traj, path=path, index=number)
+    traj, clock = _read(path)
+    return OnlineSample(writer=str(user), label=label, trajectory=traj, path=path, index=number, clock=clock)
 
 
 def load_svc2004(folder: Path, *, skip_malformed: bool = False) -> Dataset[OnlineSample]:

@@ -33,12 +33,25 @@ class MalformedFileError(ValueError):
 
 
 @dataclass(frozen=True)
+class ClockRepairs:
+    """What a reader did to one file's timestamps (``tools.datasets.clock``): backward steps
+    re-timed as clock glitches, and 32-bit counter wraps decoded (SUSIG Blind)."""
+
+    retimed_steps: int = 0
+    counter_wraps: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.retimed_steps or self.counter_wraps)
+
+
+@dataclass(frozen=True)
 class OnlineSample:
     """One pen signature of a dataset.
 
     ``writer`` is the writer whose signature this is meant to be (the forged writer for a forgery).
     ``session`` is 1 or 2 where the set has sessions. ``enrollment`` marks files the set's own
-    protocol fixes as references (MCYT exercise layout).
+    protocol fixes as references (MCYT exercise layout). ``clock`` says what the reader repaired
+    in the file's timestamps.
     """
 
     writer: str
@@ -48,6 +61,7 @@ class OnlineSample:
     index: int
     session: int | None = None
     enrollment: bool = False
+    clock: ClockRepairs = ClockRepairs()
 
 
 @dataclass(frozen=True)
@@ -75,6 +89,16 @@ class Dataset(Generic[S]):
 
     def skilled(self, writer: str) -> list[S]:
         return [s for s in self.writers[writer] if s.label is Label.SKILLED]
+
+    def clock_repairs(self) -> dict[str, int]:
+        """How many files had timestamps repaired, and how (for reports); image sets have none."""
+        fixes = [c for ss in self.writers.values() for s in ss if (c := getattr(s, "clock", None))]
+        return {
+            "files_retimed": sum(1 for c in fixes if c.retimed_steps),
+            "backward_steps_retimed": sum(c.retimed_steps for c in fixes),
+            "files_counter_wrap": sum(1 for c in fixes if c.counter_wraps),
+            "counter_wraps_decoded": sum(c.counter_wraps for c in fixes),
+        }
 
     def subset(self, split: Split) -> "Dataset[S]":
         return Dataset(

@@ -57,10 +57,11 @@ def test_verification_file_missing_from_gt_is_malformed(mcyt: Path) -> None:
 
 def test_malformed_rows_and_index_files(mcyt: Path) -> None:
     back = mcyt / "enrollment" / "0001-g-03.txt"
-    back.write_text("0.00 1 2 3 0 1 1\n0.02 1 2 3 0 1 1\n0.01 1 2 3 0 1 1\n")
+    # 50 ms back at 100 Hz: 5 sample periods, more than the 2 re-timed as a clock glitch.
+    back.write_text("".join(f"{t:.2f} 1 2 3 0 1 1\n" for t in (0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.0)))
     with pytest.raises(MalformedFileError) as err:
         read_mcyt_file(back)
-    assert (err.value.path, err.value.line) == (back, 3) and "backwards" in err.value.reason
+    assert (err.value.path, err.value.line) == (back, 7) and "backwards" in err.value.reason
     cols = mcyt / "enrollment" / "0001-g-04.txt"
     cols.write_text("0.00 1 2 3 0 1 1\n0.01 1 2 3 0 1\n")
     with pytest.raises(MalformedFileError, match=r"0001-g-04.txt:2: 6 columns"):

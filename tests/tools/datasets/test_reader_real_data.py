@@ -84,6 +84,9 @@ def test_susig_visual(visual: Quiet) -> None:
     assert visual.max_pressure() == 1.0  # raw 255 is reached
     breaks = sum(len(s.trajectory.stroke_breaks) for s in visual.samples())
     assert breaks == 6003  # one per endpts=1 row (never on a last row)
+    # The 10 ms steps back of 158 files, re-timed by the general rule (tools.datasets.clock).
+    clock = visual.ds.clock_repairs()
+    assert (clock["files_retimed"], clock["backward_steps_retimed"], clock["files_counter_wrap"]) == (158, 211, 0)
 
 
 def test_susig_blind(blind: Quiet) -> None:
@@ -96,6 +99,8 @@ def test_susig_blind(blind: Quiet) -> None:
     assert blind.max_pressure() == 1.0  # raw 1023 is reached
     longest = max(s.trajectory.duration for s in blind.samples())
     assert longest < 120  # the 2**32 us clock wraps were repaired
+    clock = blind.ds.clock_repairs()
+    assert clock == {"files_retimed": 1, "backward_steps_retimed": 1, "files_counter_wrap": 4, "counter_wraps_decoded": 15}
 
 
 def test_susig_clock_glitches_without_repair() -> None:
