@@ -9,12 +9,18 @@ Identities are the certificates' common names, which mosquitto turns into MQTT u
 
 Keys are EC P-256 (fast handshakes on small CPUs, universally supported by OpenSSL/mosquitto),
 written 0600. The CA key should live offline; ``issue`` needs it only to sign.
+
+Revocation: ``issue`` records every certificate it signs in ``issued.jsonl`` (serial, CN, expiry),
+so ``revoke`` can find all the certificates of a decommissioned kiosk; ``revoked.json`` keeps the
+revoked serials and ``crl.pem`` is the CRL signed by the CA that the broker enforces (``crlfile``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +37,14 @@ from kiosk.topics import validate_id
 Role = Literal["kiosk", "collector", "admin", "server"]
 CA_KEY = "ca.key"
 CA_CERT = "ca.crt"
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+ISSUED_INDEX = "issued.jsonl"     # one JSON line per certificate the CA signed
+REVOKED_INDEX = "revoked.json"    # the revoked serials, the source of the CRL
+CRL_FILE = "crl.pem"
+# The CRL is a local file handed to our own broker, not fetched by anybody: its nextUpdate only has
+# to lie beyond any realistic gap between two revocations, because OpenSSL refuses EVERY client once
+# the CRL it checks against has expired. Re-signing it (``write_crl``) moves it forward.
+CRL_DAYS = 3650
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")   # matched whole: fullmatch
 
 
 class PkiError(ValueError):
@@ -43,7 +56,7 @@ def identity(role: Role, name: str) -> str:
     if role == "kiosk":
         return validate_id(name, "kiosk id")
     if role in ("collector", "admin"):
-        if not _NAME_RE.match(name):
+        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
             raise PkiError(f"invalid {role} name {name!r}: lower-case letters, digits, '-'")
         return f"{role}.{name}"
     if role == "server":
@@ -152,7 +165,99 @@ def issue(
     if key is not None:
         write_private_file(key_path, _key_pem(key), overwrite=True)
     write_public_file(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    _record_issued(Path(ca_dir), cert, role)
     return IssuedCert(cert_path, key_path, cn)
+
+
+def _record_issued(ca_dir: Path, cert: x509.Certificate, role: str) -> None:
+    """Append the certificate to the CA's issuance index (append + fsync: never lose a line)."""
+    cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    line = json.dumps({"serial": format(cert.serial_number, "x"), "cn": cn, "role": role,
+                       "not_after": cert.not_valid_after_utc.isoformat()}) + "\n"
+    with open(ca_dir / ISSUED_INDEX, "a", encoding="utf-8") as fh:
+        fh.write(line)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+@dataclass(frozen=True)
+class RevokedCert:
+    serial: int
+    common_name: str
+    revoked_at: dt.datetime
+
+
+def issued_serials(ca_dir: Path, common_name: str) -> list[int]:
+    """The serials of every certificate this CA issued to ``common_name`` (from ``issued.jsonl``)."""
+    path = Path(ca_dir) / ISSUED_INDEX
+    if not path.exists():
+        return []
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            if rec["cn"] == common_name:
+                out.append(int(rec["serial"], 16))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PkiError(f"{path} line {n} is invalid: {exc}") from None
+    return out
+
+
+def revoked(ca_dir: Path) -> list[RevokedCert]:
+    path = Path(ca_dir) / REVOKED_INDEX
+    if not path.exists():
+        return []
+    try:
+        return [RevokedCert(int(r["serial"], 16), r["cn"], dt.datetime.fromisoformat(r["revoked_at"]))
+                for r in json.loads(path.read_text(encoding="utf-8"))["revoked"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PkiError(f"{path} is invalid: {exc}") from None
+
+
+def revoke(ca_dir: Path, common_name: str, *, cert_files: tuple[Path, ...] = ()) -> list[RevokedCert]:
+    """Revoke every certificate issued to ``common_name`` (and the given certificate files), then
+    re-sign the CRL. Returns the newly revoked certificates; raises if there is nothing to revoke."""
+    ca_dir = Path(ca_dir)
+    serials = set(issued_serials(ca_dir, common_name))
+    for f in cert_files:   # certificates issued before the index existed, or by hand
+        cert = x509.load_pem_x509_certificate(Path(f).read_bytes())
+        cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        if cn != common_name:
+            raise PkiError(f"{f} belongs to {cn!r}, not {common_name!r}")
+        serials.add(cert.serial_number)
+    if not serials:
+        raise PkiError(f"no certificate of {common_name!r} in {ca_dir / ISSUED_INDEX}: give its certificate file")
+    current = revoked(ca_dir)
+    known = {r.serial for r in current}
+    now = _now().replace(microsecond=0)
+    new = [RevokedCert(s, common_name, now) for s in sorted(serials - known)]
+    all_revoked = current + new
+    data = {"format": 1, "revoked": [{"serial": format(r.serial, "x"), "cn": r.common_name,
+                                      "revoked_at": r.revoked_at.isoformat()} for r in all_revoked]}
+    write_public_file(ca_dir / REVOKED_INDEX, (json.dumps(data, indent=2) + "\n").encode())
+    write_crl(ca_dir)
+    return new
+
+
+def write_crl(ca_dir: Path, *, days: int = CRL_DAYS) -> Path:
+    """(Re-)sign ``crl.pem`` with the CA from ``revoked.json`` (empty if nothing is revoked)."""
+    ca_dir = Path(ca_dir)
+    ca_key, ca_cert = _load_ca(ca_dir)
+    now = _now()
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now - dt.timedelta(minutes=5))
+        .next_update(now + dt.timedelta(days=days))
+    )
+    for r in revoked(ca_dir):
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(r.serial).revocation_date(r.revoked_at).build())
+    crl = builder.sign(ca_key, hashes.SHA256())
+    write_public_file(ca_dir / CRL_FILE, crl.public_bytes(serialization.Encoding.PEM))
+    return ca_dir / CRL_FILE
 
 
 def make_csr(key_path: Path, common_name: str) -> bytes:

@@ -3,11 +3,17 @@
 The collector trusts an envelope only if its kiosk is here and its signing key id is one of the
 kiosk's keys (several keys allow rotation); the broker configuration generator reads groups from it.
 Stored as JSON (human-readable, diffable, small); written atomically.
+
+A decommissioned kiosk is not forgotten but marked revoked (``sigkiosk admin revoke``), with the
+time and a reason: the collector then refuses its messages as ``revoked_kiosk`` (rather than an
+anonymous ``unknown_kiosk``), ``central stats`` shows it revoked, the broker ACL denies it
+everything, rollouts skip it, and its id cannot silently be registered again.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -27,6 +33,12 @@ class KioskEntry:
     site: str
     group: str | None = None
     sign_keys: tuple[bytes, ...] = ()   # raw Ed25519 public keys
+    revoked_at_ms: int | None = None    # set by `sigkiosk admin revoke`; None: in service
+    revoked_reason: str = ""
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at_ms is not None
 
     def __post_init__(self) -> None:
         validate_id(self.kiosk_id, "kiosk id")
@@ -54,9 +66,12 @@ class Registry:
             data = json.loads(path.read_text())
             kiosks = {}
             for kid, e in data.get("kiosks", {}).items():
+                revoked_at = e.get("revoked_at_ms")
                 kiosks[kid] = KioskEntry(
                     kiosk_id=kid, site=e["site"], group=e.get("group"),
                     sign_keys=tuple(base64.b64decode(k, validate=True) for k in e.get("sign_keys", [])),
+                    revoked_at_ms=None if revoked_at is None else int(revoked_at),
+                    revoked_reason=str(e.get("revoked_reason", "")),
                 )
         except (ValueError, KeyError, TypeError) as exc:
             raise RegistryError(f"registry {path} is invalid: {exc}") from None
@@ -70,6 +85,7 @@ class Registry:
                 kid: {
                     "site": e.site, "group": e.group,
                     "sign_keys": [base64.b64encode(k).decode() for k in e.sign_keys],
+                    **({"revoked_at_ms": e.revoked_at_ms, "revoked_reason": e.revoked_reason} if e.revoked else {}),
                 }
                 for kid, e in sorted(self.kiosks.items())
             },
@@ -82,8 +98,27 @@ class Registry:
     def add(self, entry: KioskEntry, *, replace_keys: bool = False) -> KioskEntry:
         """Add a kiosk, or add a key to an existing one (rotation) unless ``replace_keys``."""
         old = self.kiosks.get(entry.kiosk_id)
+        if old is not None and old.revoked:
+            # Re-registering would quietly bring a decommissioned (perhaps stolen) kiosk back.
+            raise RegistryError(f"kiosk {entry.kiosk_id} was revoked ({old.revoked_reason or 'no reason given'}); "
+                                "register the replacement under a new id")
         if old is not None and not replace_keys:
             keys = tuple(dict.fromkeys(old.sign_keys + entry.sign_keys))
             entry = KioskEntry(entry.kiosk_id, entry.site, entry.group, keys)
         self.kiosks[entry.kiosk_id] = entry
         return entry
+
+    def revoke(self, kiosk_id: str, *, reason: str, now_ms: int) -> KioskEntry:
+        """Mark a kiosk revoked (kept, with its keys, so its later messages are refused by name)."""
+        old = self.kiosks.get(kiosk_id)
+        if old is None:
+            raise RegistryError(f"kiosk {kiosk_id} is not in the registry")
+        if old.revoked:
+            return old
+        entry = dataclasses.replace(old, revoked_at_ms=int(now_ms), revoked_reason=reason)
+        self.kiosks[kiosk_id] = entry
+        return entry
+
+    def active(self) -> dict[str, KioskEntry]:
+        """The kiosks in service (not revoked)."""
+        return {k: e for k, e in self.kiosks.items() if not e.revoked}

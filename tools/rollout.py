@@ -275,7 +275,7 @@ class RolloutResult:
 
 
 def group_members(registry: Registry, group: str) -> list[str]:
-    return sorted(k for k, e in registry.kiosks.items() if e.group == group)
+    return sorted(k for k, e in registry.active().items() if e.group == group)   # revoked kiosks never report
 
 
 def rollout(conn: AdminConnection, registry: Registry, bundle: BundleFile, groups: Sequence[str], *,

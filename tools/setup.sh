@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 # chromium: the kiosk screen (and its test, driven by playwright without downloading a browser);
-# systemd: systemd-analyze for the unit tests.
-APT_PACKAGES=(mosquitto postgresql chromium systemd)
+# systemd: systemd-analyze for the unit tests; gcc, libc6-dev: the broker's subscription-check
+# plugin (tools/mosquitto/sigkiosk_acl.c), built when a broker configuration is written.
+APT_PACKAGES=(mosquitto postgresql chromium systemd gcc libc6-dev)
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi

@@ -28,8 +28,8 @@ def test_kiosk_update_topic_acl(update_pki: UpdatePki, update_broker: Mosquitto)
         mids = {c.publish(topic, b"{}", qos=1).mid: topic for topic in cases}
         wait_for(lambda: set(mids) <= set(c.pubacks), what="PUBACKs")
         assert {mids[m]: c.pubacks[m] for m in mids} == cases
-        # mosquitto grants any subscription and applies the read ACL at delivery: publish to
-        # both groups (retained) and see what reaches the canary.
+        # The broker plugin refuses the other group's filter at SUBSCRIBE and the read ACL guards
+        # delivery as well: publish to both groups (retained) and see what reaches the canary.
         with AdminClient(update_pki.admin(update_broker.port), update_pki.registry()) as admin:
             for group in ("canary", "fleet"):
                 admin.client.publish(f"sig/v1/_group/{group}/model/offer", group.encode(), qos=1,

@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 #: Every reason a message can be refused for (documented; also the keys of ``stats()``).
 REFUSAL_REASONS = (
-    "oversized", "malformed", "unsupported_version", "bad_topic", "topic_mismatch", "unknown_kiosk",
+    "oversized", "malformed", "unsupported_version", "bad_topic", "topic_mismatch", "unknown_kiosk", "revoked_kiosk",
     "site_mismatch", "unknown_signing_key", "bad_signature", "future_time", "stale",
     "unknown_encryption_key", "decrypt_failed", "bad_payload", "duplicate", "replay", "store_failed",
 )
@@ -134,6 +134,9 @@ class Processor:
         entry = self.registry.kiosks.get(t.kiosk_id)
         if entry is None:
             return self._refuse("unknown_kiosk", msg, f"kiosk {t.kiosk_id!r} is not registered", t.kiosk_id, h.seq)
+        if entry.revoked:   # decommissioned (sigkiosk admin revoke): its key no longer speaks for it
+            return self._refuse("revoked_kiosk", msg, f"kiosk {t.kiosk_id!r} was revoked at {entry.revoked_at_ms} ms",
+                                t.kiosk_id, h.seq)
         if entry.site != t.site:
             return self._refuse("site_mismatch", msg, f"kiosk is registered at site {entry.site!r}", t.kiosk_id, h.seq)
         raw = entry.key_ids().get(h.sign_key_id)

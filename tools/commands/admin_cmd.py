@@ -73,6 +73,41 @@ def _register(args: argparse.Namespace) -> int:
     return 0
 
 
+def _revoke(args: argparse.Namespace) -> int:
+    """Decommission a kiosk: registry (collector refuses it), CRL (broker refuses its certificate),
+    ACL (denied everything), then reload the broker, which also drops its open connection."""
+    import time
+
+    from kiosk.topics import validate_id
+    from tools import pki
+    from tools.broker import apply_registry, signal_reload
+    from tools.registry import Registry
+
+    kid = validate_id(args.kiosk, "kiosk id")
+    reg_path = Path(args.registry)
+    reg = Registry.load(reg_path)
+    if kid in reg.kiosks:
+        entry = reg.revoke(kid, reason=args.reason, now_ms=int(time.time() * 1000))
+        reg.save(reg_path)   # first: collectors pick it up within registry_reload_s, broker or not
+        print(f"registry: {kid} revoked at {entry.revoked_at_ms} ms ({entry.revoked_reason or 'no reason given'})")
+    else:
+        print(f"registry: {kid} is not registered; revoking its certificates only")
+    new = pki.revoke(Path(args.ca_dir), kid, cert_files=tuple(Path(c) for c in args.cert or ()))
+    print(f"CRL {Path(args.ca_dir) / pki.CRL_FILE}: {len(new)} certificate(s) of {kid} newly revoked "
+          f"({', '.join(format(r.serial, 'x')[:16] for r in new) or 'already revoked'})")
+    if not args.broker_dir:
+        print("no --broker-dir: copy the CRL and regenerate the ACL of every broker (broker-config), then SIGHUP it")
+        return 0
+    apply_registry(Path(args.broker_dir), reg)
+    pid = signal_reload(Path(args.broker_dir))
+    if pid is None:
+        print(f"broker {args.broker_dir}: ACL and CRL rewritten; no running broker found there (its pid file): "
+              "they apply when it starts, or SIGHUP it yourself")
+    else:
+        print(f"broker {args.broker_dir}: ACL and CRL rewritten, broker (pid {pid}) reloaded")
+    return 0
+
+
 def _broker_settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from tools.broker import BrokerSettings
 
@@ -172,6 +207,19 @@ def _reg_register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sign-pub", required=True, help="the kiosk's sign.pub")
     p.add_argument("--replace-keys", action="store_true", help="replace its keys instead of adding (rotation done)")
     p.set_defaults(func=_register)
+
+
+def _reg_revoke(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("revoke", help="decommission a kiosk: registry, CRL, broker ACL, broker reload")
+    p.add_argument("kiosk", help="kiosk id")
+    p.add_argument("--ca-dir", required=True, help="the device CA directory (signs the CRL)")
+    p.add_argument("--registry", required=True)
+    p.add_argument("--broker-dir", help="the broker's configuration directory (broker-config --out): "
+                                        "rewrite its ACL and CRL and reload the broker running there")
+    p.add_argument("--cert", action="append", help="also revoke this certificate file (one issued before the "
+                                                   "CA kept its index; repeatable)")
+    p.add_argument("--reason", default="", help="recorded in the registry (e.g. 'stolen', 'decommissioned')")
+    p.set_defaults(func=_revoke)
 
 
 def _reg_broker_config(sub: argparse._SubParsersAction) -> None:
@@ -341,6 +389,7 @@ ADMIN_SUBCOMMANDS: list[tuple[str, Callable[[argparse._SubParsersAction], None]]
     ("issue-cert", _reg_issue_cert),
     ("gen-keys", _reg_gen_keys),
     ("register", _reg_register),
+    ("revoke", _reg_revoke),
     ("broker-config", _reg_broker_config),
     ("bundle", _reg_bundles),   # bundle-key, bundle, sign, push, status
 ]

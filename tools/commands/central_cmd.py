@@ -81,6 +81,15 @@ def _stats(args: argparse.Namespace) -> int:
                "refusals": store.refusal_counts(), "kiosks": {k: v["state"] for k, v in store.status().items()}}
     finally:
         store.close()
+    if args.registry:
+        from tools.registry import Registry
+
+        # A revoked kiosk's last status may still say "online" (its later ones are refused): the
+        # registry has the last word, and the time it was revoked.
+        for kid, entry in Registry.load(Path(args.registry)).kiosks.items():
+            if entry.revoked:
+                when = dt.datetime.fromtimestamp(entry.revoked_at_ms / 1000, dt.timezone.utc).isoformat()
+                out["kiosks"][kid] = f"revoked {when}"
     print(json.dumps(out, indent=2))
     return 0
 
@@ -131,6 +140,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     s = csub.add_parser("stats", help="counts of stored rows and of refusals by reason")
     s.add_argument("--db", default="central.sqlite")
+    s.add_argument("--registry", help="kiosk registry (JSON): show revoked kiosks as revoked")
     s.set_defaults(func=_guarded(_stats))
 
 

@@ -1,0 +1,165 @@
+"""Attack 11: a decommissioned (stolen, returned, replaced) kiosk keeps working.
+
+Before: there was no revocation at all. The kiosk's certificate still connected, its signed
+decisions were still stored, and ``central stats`` showed it online.
+
+What stops it: ``sigkiosk admin revoke KIOSK`` marks it revoked in the registry (the collector
+refuses it as ``revoked_kiosk``, stats show it revoked), puts every certificate the CA issued to it
+on the CRL the broker enforces (``crlfile``), denies it everything in the broker ACL and reloads
+the broker, whose plugin drops the connection the kiosk already had. Real mosquitto, real
+collector; the PKI is the test's own, because revoking mutates the CA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import ssl
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from cryptography import x509
+from fixtures_link import SITE, LinkPki, make_pki, start_broker, wait_for
+from paho.mqtt.enums import CallbackAPIVersion
+
+from kiosk import envelope
+from kiosk.keys import load_encryption_key, load_public_raw, load_signing_key
+from kiosk.link import KioskLink
+from kiosk.records import DecisionRecord, encode_payload
+from tools import pki
+from tools.central.collector import Collector, _Incoming
+from tools.commands import admin_cmd, central_cmd
+from tools.registry import KioskEntry, Registry, RegistryError
+
+
+@pytest.fixture
+def own_pki(tmp_path: Path) -> LinkPki:
+    return make_pki(tmp_path / "pki")
+
+
+def _connects(p: LinkPki, port: int, cn: str) -> bool:
+    """True if the broker accepts an MQTT session with ``cn``'s certificate; waits for a verdict."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(p.ca_dir / pki.CA_CERT)
+    ctx.load_cert_chain(*p.cert(cn))
+    verdict: list[bool] = []
+    done = threading.Event()
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{cn}", protocol=mqtt.MQTTv5)
+    c.tls_set_context(ctx)
+    c.on_connect = lambda cl, u, f, rc, props=None: (verdict.append(not rc.is_failure), done.set())
+    c.on_disconnect = lambda cl, u, f, rc, props=None: (verdict.append(False), done.set())
+    try:
+        c.connect("localhost", port)
+        c.loop_start()
+        done.wait(10)
+        return bool(verdict) and verdict[0]
+    except (ssl.SSLError, OSError):
+        return False
+    finally:
+        c.disconnect()
+        c.loop_stop()
+
+
+def _sealed(p: LinkPki, kiosk: str, seq: int) -> _Incoming:
+    topic = f"sig/v1/{SITE}/{kiosk}/decision"
+    now = int(time.time() * 1000)
+    data = envelope.seal(encode_payload(DecisionRecord("APPROVED", 0.9).to_payload()), kiosk_id=kiosk, seq=seq,
+                         time_ms=now, topic=topic, signing_key=load_signing_key(p.sign_key(kiosk)),
+                         recipient=load_encryption_key(p.central_key).public_key())
+    return _Incoming(topic, data, seq, 0, False, now)
+
+
+def _stats(db: Path, registry: Path) -> dict:  # type: ignore[type-arg]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert central_cmd.main(["stats", "--db", str(db), "--registry", str(registry)]) == 0
+    return json.loads(out.getvalue())  # type: ignore[no-any-return]
+
+
+def test_revoked_kiosk_is_cut_off_at_the_broker_and_the_collector(own_pki: LinkPki, tmp_path: Path) -> None:
+    p = own_pki
+    broker = start_broker(p, tmp_path / "broker")
+    db = tmp_path / "central.sqlite"
+    cfg = p.collector_config(broker.port, str(db), fresh_session=True)
+    collector = Collector(cfg.__class__(**{**cfg.__dict__, "registry_reload_s": 0.0}))
+    link = KioskLink(p.link_config("kiosk-a", broker.port, tmp_path / "outbox.sqlite"))
+    try:
+        collector.start()
+        assert collector.wait_ready()
+        link.start()
+        link.publish_decision({"decision": "APPROVED", "score": 0.9})
+        assert link.flush(10)
+        wait_for(lambda: collector.store.count("decisions") == 1, what="the kiosk's decision before revocation")
+        wait_for(lambda: collector.store.status().get("kiosk-a", {}).get("state") == "online", what="online")
+        assert _stats(db, p.registry_file)["kiosks"]["kiosk-a"] == "online"
+        assert link.stats().connected
+
+        rc = admin_cmd.main(["revoke", "kiosk-a", "--ca-dir", str(p.ca_dir), "--registry", str(p.registry_file),
+                             "--broker-dir", str(tmp_path / "broker"), "--reason", "stolen"])
+        assert rc == 0
+
+        # The broker: the session the kiosk had is dropped, and no new one is accepted (the link
+        # keeps trying, every 0.2-2 s, as a stolen kiosk would).
+        wait_for(lambda: not link.stats().connected, timeout=10, what="the revoked kiosk's session dropped")
+        time.sleep(1.5)
+        assert not link.stats().connected
+        assert not _connects(p, broker.port, "kiosk-a")
+        assert _connects(p, broker.port, "kiosk-b"), "the other kiosks keep working"
+        assert "sigkiosk_acl: disconnected kiosk-a" in broker.log_tail(20000)
+        # What the kiosk decides after revocation stays in its outbox: never delivered.
+        link.publish_decision({"decision": "APPROVED", "score": 0.8})
+        assert not link.flush(1.5)
+        assert collector.store.count("decisions") == 1
+        # Still refused after a broker restart (the CRL is read at start too).
+        broker.stop()
+        broker.start()
+        assert not _connects(p, broker.port, "kiosk-a")
+        assert _connects(p, broker.port, "kiosk-b")
+
+        # The collector: even a message that got through (an old broker, a replayed capture) is
+        # refused by name and archived, not stored.
+        collector._maybe_reload_registry()
+        refusal = collector.processor.process(_sealed(p, "kiosk-a", 2**52))
+        assert refusal.reason == "revoked_kiosk"  # type: ignore[union-attr]
+        assert collector.processor.process(_sealed(p, "kiosk-b", 2**52)).kind == "decision"  # type: ignore[union-attr]
+        # Stats: revoked, with the time, although the last status it stored says online.
+        state = _stats(db, p.registry_file)["kiosks"]["kiosk-a"]
+        assert state.startswith("revoked 20"), state
+        assert collector.store.status()["kiosk-a"]["state"] == "online"
+    finally:
+        link.close(timeout=1)
+        collector.stop()
+        broker.stop()
+
+
+def test_revocation_records_crl_and_registry(own_pki: LinkPki, tmp_path: Path) -> None:
+    p = own_pki
+    # A second certificate of the same kiosk (a re-issue) must be revoked too; kiosk-b's must not.
+    pki.issue(p.ca_dir, "kiosk", "kiosk-a", tmp_path / "reissued")
+    serials = pki.issued_serials(p.ca_dir, "kiosk-a")
+    assert len(serials) == 2
+    assert admin_cmd.main(["revoke", "kiosk-a", "--ca-dir", str(p.ca_dir), "--registry", str(p.registry_file),
+                           "--reason", "decommissioned"]) == 0
+    crl = x509.load_pem_x509_crl((p.ca_dir / pki.CRL_FILE).read_bytes())
+    ca = x509.load_pem_x509_certificate((p.ca_dir / pki.CA_CERT).read_bytes())
+    assert crl.is_signature_valid(ca.public_key())  # type: ignore[arg-type]
+    assert {r.serial_number for r in crl} == set(serials)
+    kb = x509.load_pem_x509_certificate(p.cert("kiosk-b")[0].read_bytes())
+    assert crl.get_revoked_certificate_by_serial_number(kb.serial_number) is None
+    assert crl.next_update_utc is not None and crl.next_update_utc.year >= time.gmtime().tm_year + 5
+    # Revoking again adds nothing and keeps the record.
+    assert pki.revoke(p.ca_dir, "kiosk-a") == []
+    reg = Registry.load(p.registry_file)
+    entry = reg.kiosks["kiosk-a"]
+    assert entry.revoked and entry.revoked_reason == "decommissioned" and entry.sign_keys
+    assert "kiosk-a" not in reg.active() and "kiosk-b" in reg.active()
+    # A revoked id cannot quietly come back through `register`.
+    pub = load_public_raw(Path(f"{p.sign_key('kiosk-a')}.pub"))
+    with pytest.raises(RegistryError, match="revoked"):
+        reg.add(KioskEntry("kiosk-a", SITE, None, (pub,)))
+    # A kiosk the CA never issued a certificate to: a clear error, nothing written.
+    assert admin_cmd.main(["revoke", "kiosk-zz", "--ca-dir", str(p.ca_dir), "--registry", str(p.registry_file)]) == 2
