@@ -33,6 +33,7 @@ import numpy as np
 
 from models.image import MAX_SIDE, MIN_SIDE, SignatureImage
 from models.image_preprocess import NoInkError, ink_box, ink_mask, to_grey
+from models.picture_header import PNG_MAGIC, PictureHeaderError, read_header
 
 #: Sheet and box search run on a copy this long (px): 4-10x fewer pixels than a 720p-1080p frame,
 #: while a sheet's edge is still tens of pixels long.
@@ -78,57 +79,67 @@ class _Found:
     how: str
 
 
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"IEND\xaeB`\x82"
 
-
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a JPEG's SOF marker, without decoding."""
-    i = 2
-    while i + 9 < len(data):
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            i += 2
-            continue
-        length = int.from_bytes(data[i + 2 : i + 4], "big")
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            h = int.from_bytes(data[i + 5 : i + 7], "big")
-            w = int.from_bytes(data[i + 7 : i + 9], "big")
-            return w, h
-        i += 2 + length
-    return None
+#: Working memory one picture may take: the daemon's budget is 250 MB with every path loaded
+#: (DESIGN.md, "Performance budgets") and it idles at 217 MB with the paper path loaded (README).
+PICTURE_MEMORY = 32 << 20
+#: Bytes per pixel at the peak of decoding a file and finding its signature, measured on PNG,
+#: JPEG (baseline and progressive 4:4:4), TIFF and BMP scans of 1.5 to 8.7 MP: 17-20. Decoding alone
+#: peaks at 4.5-8 (the BGR picture, 3, plus the decoder's buffers: a progressive JPEG keeps every
+#: DCT coefficient, 2 bytes per sample); then the grey copy (1), the flattened page (1) and
+#: flatten_light's float32 temporaries (3 x 4) are alive together. 22 leaves a margin.
+PEAK_BYTES_PER_PIXEL = 22
+#: At most this many pixels in a picture file (1.53 MP, e.g. 1500 x 1016: a 300 dpi scan of a
+#: 5 x 3.4 inch signature area): 32 MiB at 22 bytes a pixel. The systemd unit gives OpenCV the
+#: same cap (OPENCV_IO_MAX_IMAGE_PIXELS), behind this module's header check.
+MAX_PICTURE_PIXELS = PICTURE_MEMORY // PEAK_BYTES_PER_PIXEL
+#: At most this many bytes in a picture file (it is in memory while it is decoded): an
+#: uncompressed 8-bit RGB TIFF or BMP of MAX_PICTURE_PIXELS is 4.6 MB.
+MAX_PICTURE_BYTES = 8 << 20
 
 
 def decode_picture(data: bytes, name: str = "picture") -> np.ndarray:
-    """File bytes (PNG, JPEG, anything OpenCV reads) to BGR pixels; ``UnreadablePictureError`` if not.
+    """File bytes (PNG, JPEG, TIFF or BMP) to BGR pixels; ``UnreadablePictureError`` if not.
 
-    PNG and JPEG sizes are read from their headers before decoding, so a huge picture is refused
-    before it costs memory; a PNG without its end chunk or a JPEG without its end marker is
-    truncated (OpenCV would hand back a half-grey picture).
+    The format and size are read from the header (:mod:`models.picture_header`) before OpenCV
+    sees the bytes, so a picture over :data:`MAX_PICTURE_PIXELS` (or any side over ``MAX_SIDE``),
+    a file over :data:`MAX_PICTURE_BYTES` and any other format are refused before they cost
+    memory; a PNG without its end chunk or a JPEG without its end marker is truncated (OpenCV
+    would hand back a half-grey picture).
     """
     if not data:
         raise UnreadablePictureError(f"{name}: empty file (0 bytes): take the photo or scan again")
-    size: tuple[int, int] | None = None
-    body = data.rstrip(b"\0")
-    if data.startswith(_PNG_MAGIC):
-        if len(data) >= 24:
-            size = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-        if not body.endswith(_PNG_END):
-            raise UnreadablePictureError(f"{name}: truncated PNG (the file is cut short): copy or scan it again")
-    elif data.startswith(b"\xff\xd8"):
-        size = _jpeg_size(data)
-        if not body.endswith(b"\xff\xd9"):
-            raise UnreadablePictureError(f"{name}: truncated JPEG (the file is cut short): copy or take it again")
-    if size is not None and max(size) > MAX_SIDE:
+    if len(data) > MAX_PICTURE_BYTES:
         raise UnreadablePictureError(
-            f"{name}: picture too large ({size[0]}x{size[1]}, at most {MAX_SIDE} px a side): "
-            "scan at 300 dpi or use the camera's normal resolution"
+            f"{name}: file too large ({len(data) / 1e6:.1f} MB, at most {MAX_PICTURE_BYTES / 1e6:.1f} MB): "
+            "save the scan as PNG or JPEG"
         )
-    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    body = data.rstrip(b"\0")
+    if data.startswith(PNG_MAGIC) and not body.endswith(_PNG_END):
+        raise UnreadablePictureError(f"{name}: truncated PNG (the file is cut short): copy or scan it again")
+    if data.startswith(b"\xff\xd8") and not body.endswith(b"\xff\xd9"):
+        raise UnreadablePictureError(f"{name}: truncated JPEG (the file is cut short): copy or take it again")
+    try:
+        head = read_header(data)
+    except PictureHeaderError as exc:
+        # The same words as a file OpenCV fails on: callers and people see one kind of refusal.
+        raise UnreadablePictureError(f"{name}: not a picture OpenCV can read (expected PNG, JPEG, TIFF, BMP): {exc}") from None
+    if max(head.width, head.height) > MAX_SIDE or head.pixels > MAX_PICTURE_PIXELS:
+        raise UnreadablePictureError(
+            f"{name}: picture too large ({head.format} {head.width}x{head.height}, at most {MAX_SIDE} px a side "
+            f"and {MAX_PICTURE_PIXELS / 1e6:.2f} megapixels): scan only the signature area at 200-300 dpi "
+            "or use the camera's normal resolution"
+        )
+    try:
+        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:   # OpenCV's own limits (OPENCV_IO_MAX_IMAGE_PIXELS in the systemd unit)
+        pixels = None
     if pixels is None:
         raise UnreadablePictureError(f"{name}: not a picture OpenCV can read (expected PNG, JPEG, TIFF, BMP)")
+    if pixels.shape[:2] not in ((head.height, head.width), (head.width, head.height)):   # EXIF may rotate
+        # The decoder saw another size than the header we checked: never pass that on.
+        raise UnreadablePictureError(f"{name}: the picture's header and its data disagree on its size")
     return pixels
 
 
