@@ -37,9 +37,10 @@ FORMAT = 1
 BUNDLE_MAGIC = b"SKB1"
 MAX_MANIFEST_BYTES = 256 << 10
 MAX_FILES = 64
-_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+# Identifiers are matched whole (``fullmatch``): ``$`` with ``match`` let "model.tflite\n" through.
+_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 class BundleError(ValueError):
@@ -143,7 +144,7 @@ class ModelEntry:
 
 
 def parse_version(text: str) -> tuple[int, ...]:
-    if not isinstance(text, str) or not re.fullmatch(r"\d+(\.\d+){0,3}", text):
+    if not isinstance(text, str) or not re.fullmatch(r"[0-9]{1,9}(\.[0-9]{1,9}){0,3}", text):
         raise BundleError("malformed", f"appliance version {text!r} is not like 1.2.3")
     return tuple(int(p) for p in text.split("."))
 
@@ -196,7 +197,7 @@ class Manifest:
         return m
 
     def validate(self) -> None:
-        if not _NAME_RE.match(self.name):
+        if not _NAME_RE.fullmatch(self.name):
             raise BundleError("malformed", f"bundle name {self.name!r}: lower-case letters, digits, . _ -")
         if isinstance(self.version, bool) or not isinstance(self.version, int) or not 0 < self.version < 2**53:
             raise BundleError("malformed", f"version must be a positive integer, got {self.version!r}")
@@ -209,9 +210,9 @@ class Manifest:
             raise BundleError("malformed", "duplicate file names")
         for f in self.files:
             # Names become paths inside the slot: no separators, no "..", no hidden files.
-            if not _FILE_RE.match(f.name) or ".." in f.name:
+            if not _FILE_RE.fullmatch(f.name) or ".." in f.name:
                 raise BundleError("malformed", f"file name {f.name!r} is not allowed")
-            if f.size < 0 or not _HEX64.match(f.sha256):
+            if f.size < 0 or not _HEX64.fullmatch(f.sha256):
                 raise BundleError("malformed", f"file {f.name}: bad size or sha256")
         if not self.models:
             raise BundleError("malformed", "a bundle has at least one model with golden vectors")
@@ -350,7 +351,7 @@ class Offer:
             manifest_digest(offer.envelope)
         except ValueError:   # NaN / Infinity: json accepts them, canonical JSON does not
             raise BundleError("malformed", "the offer's manifest is not canonical JSON") from None
-        if not _HEX64.match(offer.bundle_id) or not all(_HEX64.match(c) for c in offer.chunks):
+        if not _HEX64.fullmatch(offer.bundle_id) or not all(_HEX64.fullmatch(c) for c in offer.chunks):
             raise BundleError("malformed", "offer hashes are not SHA-256 hex")
         if offer.size > max_bytes:
             raise BundleError("too_large", f"bundle of {offer.size} bytes exceeds the limit of {max_bytes}")

@@ -20,6 +20,7 @@ import base64
 import json
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 DOMAIN = b"sigkiosk command v1\0"
 VERIFY_SUFFIX = "model/request/verify"
 MAX_COMMAND = 4096
+#: A request id becomes the session id of the decision record: matched whole, like every identifier.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 
 
 class CommandError(ValueError):
@@ -118,8 +121,8 @@ class CommandVerifier:
             raise CommandError("malformed", f"command body invalid: {exc}") from None
         if b.get("kiosk") != self.kiosk_id:
             raise CommandError("wrong_kiosk", "command is addressed to another kiosk")
-        if not 1 <= len(cmd.request_id) <= 64:
-            raise CommandError("malformed", "request id must have 1-64 characters")
+        if not _REQUEST_ID.fullmatch(cmd.request_id):
+            raise CommandError("malformed", "request id must be 1-64 letters, digits, '.', '_', ':' or '-'")
         if now > cmd.expires_ms:
             raise CommandError("expired", "command expired")
         if now - cmd.issued_ms > self.max_age_ms or cmd.issued_ms - now > 60_000:

@@ -41,7 +41,8 @@ MAGIC = b"SKT1"
 NONCE_LEN = 12
 KEY_LEN = 32
 SUFFIX = ".tpl"
-_CUSTOMER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: Matched whole (``fullmatch``): ``$`` with ``match`` let "alice\n" through.
+_CUSTOMER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class TemplateError(RuntimeError):
@@ -49,7 +50,7 @@ class TemplateError(RuntimeError):
 
 
 def validate_customer(ref: str) -> str:
-    if not isinstance(ref, str) or not _CUSTOMER_RE.match(ref):
+    if not isinstance(ref, str) or not _CUSTOMER_RE.fullmatch(ref):
         raise ValueError("customer reference: 1-64 letters, digits, '.', '_' or '-'")
     return ref
 

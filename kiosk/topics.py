@@ -28,7 +28,9 @@ DEFAULT_PREFIX = "sig"
 Kind = Literal["decision", "log", "status"]
 KINDS: tuple[Kind, ...] = ("decision", "log", "status")
 
-_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+#: Matched whole (``fullmatch``): with ``match`` and ``$``, "kiosk-1\n" passed, since ``$`` also matches
+#: before a final newline.
+_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 
 class TopicError(ValueError):
@@ -37,7 +39,7 @@ class TopicError(ValueError):
 
 def validate_id(value: str, what: str = "id") -> str:
     """Return ``value`` if it is a valid kiosk/site/group/prefix identifier, else raise TopicError."""
-    if not isinstance(value, str) or not _ID_RE.match(value):
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
         raise TopicError(
             f"invalid {what} {value!r}: use 1-63 lower-case letters, digits or '-', starting with a "
             "letter or digit"

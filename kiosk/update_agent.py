@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import queue
+import re
 import shutil
 import threading
 import time
@@ -58,6 +59,8 @@ from kiosk.topics import GROUP_NAMESPACE, TOPIC_VERSION, KioskTopics
 log = logging.getLogger(__name__)
 
 REPORT_TYPE = "sigkiosk-update-status"
+#: A chunk index in a topic: ASCII digits only ("²".isdigit() is true, and int() of it raises).
+_CHUNK_INDEX = re.compile(r"[0-9]{1,9}")
 #: A step hook gets the step name and details; tests use it to SIGKILL the agent at each step.
 StepHook = Callable[[str, Mapping[str, Any]], None]
 Publish = Callable[[str, bytes, bool], bool]
@@ -327,7 +330,7 @@ class UpdateAgent:
         if parts == ["offer"]:
             if payload:   # an empty retained message clears an offer
                 self._on_offer(payload)
-        elif len(parts) == 3 and parts[0] == "chunk" and parts[2].isdigit() and payload:
+        elif len(parts) == 3 and parts[0] == "chunk" and _CHUNK_INDEX.fullmatch(parts[2]) and payload:
             self._on_chunk(parts[1], int(parts[2]), payload)
 
     def _on_offer(self, data: bytes) -> None:
