@@ -286,23 +286,31 @@ def score_plans_multi(
     fused element-wise)."""
     caches = [FeatureCache(pv.features) for pv in providers]
     out = [Scores() for _ in providers]
-    kinds = ("genuine", "skilled", "random")
     for n, p in enumerate(plans):
         for pv, feats, scores in zip(providers, caches, out):
             d_cc, dq = plan_distances(p, feats, pv.distance)
-            k = len(d_cc)
-            for draw in p.draws:
-                idx = np.array(draw)
-                refs_d = d_cc[np.ix_(idx, idx)]
-                for kind in kinds:
-                    for row in dq[kind]:
-                        scores.add(kind, p.writer, score_from_distances(row[idx], refs_d, pv.prior))
-                if p.question_undrawn:
-                    for u in sorted(set(range(k)) - set(draw)):
-                        scores.add("genuine", p.writer, score_from_distances(d_cc[u, idx], refs_d, pv.prior))
+            score_plan(p, d_cc, dq, pv.prior, scores)
         if progress:
             progress(n + 1, len(plans))
     return out
+
+
+def score_plan(
+    p: WriterPlan, d_cc: np.ndarray, dq: dict[str, np.ndarray], prior: NormalisationPrior, scores: Scores
+) -> None:
+    """Add one writer's trials to ``scores``, from its distances (:func:`plan_distances`): every
+    draw of references against every questioned sample, user-normalised with ``prior``. Apart
+    from the distances so that they can be rescored with another prior (``tools.cross_device``)."""
+    k = len(d_cc)
+    for draw in p.draws:
+        idx = np.array(draw)
+        refs_d = d_cc[np.ix_(idx, idx)]
+        for kind in ("genuine", "skilled", "random"):
+            for row in dq[kind]:
+                scores.add(kind, p.writer, score_from_distances(row[idx], refs_d, prior))
+        if p.question_undrawn:
+            for u in sorted(set(range(k)) - set(draw)):
+                scores.add("genuine", p.writer, score_from_distances(d_cc[u, idx], refs_d, prior))
 
 
 def score_plans(

@@ -12,17 +12,57 @@ set has sessions); questioned: the next 10 genuine and all skilled forgeries.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
-from kiosk.verifier import make_verifier
+from kiosk.verifier import APPROVED, Verifier, make_verifier
 from models.classic import ClassicConfig
-from tools.datasets import load_online
+from tools.datasets import Dataset, OnlineSample, load_online
 
 SETS = (
     ("susig/VisualSubCorpus", "susig-visual"),
     ("susig/BlindSubCorpus", "susig-blind"),
     ("sigcomp2009-nfi", "sigcomp2009-nfi"),
 )
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """Decisions of one verifier at its threshold: genuine questioned and rejected, forgeries
+    questioned and accepted."""
+
+    genuine: int
+    rejected: int
+    forged: int
+    accepted: int
+
+    @property
+    def frr(self) -> float:
+        return self.rejected / max(self.genuine, 1)
+
+    @property
+    def skilled_far(self) -> float:
+        return self.accepted / max(self.forged, 1)
+
+
+def measure(dataset: Dataset[OnlineSample], verifier: Verifier, references: int = 5, questioned: int = 10) -> OperatingPoint:
+    """The verifier's decisions on ``dataset``: each writer's first ``references`` genuine (of
+    session 1 where the set has sessions) as references; questioned: the next ``questioned``
+    genuine and all skilled forgeries. Writers with fewer references are left out."""
+    genuine = rejected = forged = accepted = 0
+    for w in sorted(dataset.writers):
+        g = dataset.genuine(w)
+        refs = [s for s in g if s.session in (None, 1)][:references]
+        if len(refs) < references:
+            continue
+        template = verifier.build([s.trajectory for s in refs])
+        for q in [s for s in g if s not in refs][:questioned]:
+            genuine += 1
+            rejected += verifier.verify(template, q.trajectory).decision != APPROVED
+        for q in dataset.skilled(w):
+            forged += 1
+            accepted += verifier.verify(template, q.trajectory).decision == APPROVED
+    return OperatingPoint(genuine, rejected, forged, accepted)
 
 
 def main() -> None:
@@ -34,24 +74,10 @@ def main() -> None:
     for folder, fmt in SETS:
         ds = load_online(args.data / folder, fmt).subset(args.split)
         for rhythm in (False, True):
-            v = make_verifier("classic", args.threshold, rhythm_decides=rhythm)
-            genuine = rejected = forged = accepted = 0
-            for w in sorted(ds.writers):
-                g = ds.genuine(w)
-                refs = [s for s in g if s.session in (None, 1)][:5]
-                if len(refs) < 5:
-                    continue
-                template = v.build([s.trajectory for s in refs])
-                for q in [s for s in g if s not in refs][:10]:
-                    genuine += 1
-                    rejected += v.verify(template, q.trajectory).decision != "APPROVED"
-                for q in ds.skilled(w):
-                    forged += 1
-                    accepted += v.verify(template, q.trajectory).decision == "APPROVED"
+            op = measure(ds, make_verifier("classic", args.threshold, rhythm_decides=rhythm))
             print(f"{fmt:<16} rhythm decides {'yes' if rhythm else 'no ':<3}  "
-                  f"FRR {100 * rejected / max(genuine, 1):5.1f} % ({rejected}/{genuine})  "
-                  f"skilled FAR {100 * accepted / max(forged, 1):5.1f} % ({accepted}/{forged})")
-
+                  f"FRR {100 * op.frr:5.1f} % ({op.rejected}/{op.genuine})  "
+                  f"skilled FAR {100 * op.skilled_far:5.1f} % ({op.accepted}/{op.forged})")
 
 if __name__ == "__main__":
     main()

@@ -1,5 +1,6 @@
 """``sigkiosk eval online|offline PATH --format F``: equal error rates of the pen verifier, or of the
-paper (image) verifier, on a labelled dataset."""
+paper (image) verifier, on a labelled dataset. ``sigkiosk eval cross-device DATA_DIR``: the pen
+verifier on each shared set left out in turn (``tools/cross_device.py``)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--plots", type=Path, default=None, help="write det.png and histogram.png here")
     o.set_defaults(func=run_online)
     _register_offline(kinds)
+    _register_cross_device(kinds)
+
+
+def _register_cross_device(kinds: argparse._SubParsersAction) -> None:
+    from tools.cross_device import SETS, VARIANTS
+
+    c = kinds.add_parser(
+        "cross-device",
+        help="leave each shared pen set out in turn: fit on the others, measure its writers as recorded "
+             "and as other pads would record them (classic verifier)",
+    )
+    c.add_argument("path", type=Path, help="the shared online folder (susig/, sigcomp2009-nfi/, sigwicomp2013-jp/)")
+    c.add_argument("--split", choices=("validate", "test"), default="test",
+                   help="which writers of the left-out set are measured (choices are made on validate)")
+    c.add_argument("--trials", "-t", type=int, default=10, help="random draws of K references per writer")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--sets", nargs="+", choices=[n for n, _, _ in SETS], default=None,
+                   help="the sets taking part (default: all four)")
+    c.add_argument("--variants", nargs="+", choices=[v.name for v in VARIANTS], default=None,
+                   help="device variants to measure (default: all)")
+    c.add_argument("--quick", action="store_true",
+                   help="few writers per set: checks the whole protocol runs, figures are not meaningful")
+    c.add_argument("--json", type=Path, default=None, help="write the report as JSON here")
+    c.set_defaults(func=run_cross_device)
 
 
 def _register_offline(kinds: argparse._SubParsersAction) -> None:
@@ -123,6 +148,27 @@ def run_online(args: argparse.Namespace) -> int:
     if args.plots:
         for f in write_plots(result.scores, args.plots, f"{report['dataset']} K={args.references}"):
             print(f"plot: {f}")
+    return 0
+
+
+def run_cross_device(args: argparse.Namespace) -> int:
+    from tools.cross_device import Options, format_table, main_progress, run
+    from tools.datasets import MalformedFileError
+    from tools.evaluate import write_json
+
+    defaults = Options()
+    options = Options(split=args.split, trials=args.trials, seed=args.seed, quick=args.quick,
+                      sets=tuple(args.sets or defaults.sets), variants=tuple(args.variants or defaults.variants))
+    try:
+        report = run(args.path, options, progress=main_progress)
+    except (MalformedFileError, FileNotFoundError, ValueError) as e:
+        print(f"sigkiosk eval: {e}", file=sys.stderr)
+        return 2
+    print(format_table(report))
+    print(f"({report['seconds']:.0f} s; classic verifier; EER in %, FRR and FAR in % at K = 5)")
+    if args.json:
+        write_json(report, args.json)
+        print(f"report: {args.json}")
     return 0
 
 

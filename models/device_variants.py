@@ -1,0 +1,107 @@
+"""What another pen pad would have recorded of the same signature: pure ``Trajectory -> Trajectory``.
+
+Kiosk pads differ from the tablets the verifier was tuned on in a few concrete ways: some report
+no pressure, some no timestamps (the software then assumes the nominal rate), and they sample at
+75-200 Hz. Each function here turns a recorded signature into what such a pad would have
+delivered, so that the cross-device yardstick (``tools/cross_device.py``) can measure the verifier
+on "the same writers, another pad", and training can use them as augmentation.
+
+All are pure: the input is not changed, positions are never moved (only dropped or interpolated),
+and the result is a valid ``Trajectory`` whose ``DeviceInfo`` says what the new pad knows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from models.trajectory import Trajectory
+
+
+def without_pressure(traj: Trajectory) -> Trajectory:
+    """A pad without a pressure sensor: pressure is 1.0 while the pen is down, 0 otherwise (what
+    ``Trajectory.from_samples`` builds for a device with ``pressure_levels=None``)."""
+    return Trajectory(
+        x=traj.x,
+        y=traj.y,
+        pressure=traj.pen_down.astype(np.float64),
+        t=traj.t,
+        pen_down=traj.pen_down,
+        device=replace(traj.device, pressure_levels=None, name=f"{traj.device.name} [no pressure]"),
+        gaps=traj.gaps,
+        stroke_breaks=traj.stroke_breaks,
+    )
+
+
+def without_time(traj: Trajectory, rate_hz: float | None = None) -> Trajectory:
+    """A pad that sends no timestamps: the software assumes one sample every ``1 / rate_hz``
+    seconds (default: the device's nominal rate, else 100 Hz), so irregular sampling and the
+    time spent with the pen lifted between contact-only samples are lost."""
+    rate = float(rate_hz or traj.device.nominal_rate_hz or 100.0)
+    if not (np.isfinite(rate) and rate > 0):
+        raise ValueError(f"rate_hz must be positive, got {rate_hz!r}")
+    return Trajectory(
+        x=traj.x,
+        y=traj.y,
+        pressure=traj.pressure,
+        t=np.arange(len(traj), dtype=np.float64) / rate,
+        pen_down=traj.pen_down,
+        device=replace(traj.device, time_measured=False, nominal_rate_hz=rate,
+                       name=f"{traj.device.name} [no time, {rate:g} Hz assumed]"),
+        gaps=traj.gaps,
+        stroke_breaks=traj.stroke_breaks,
+    )
+
+
+def _segments(traj: Trajectory) -> list[tuple[int, int]]:
+    """Maximal runs of one pen state, also split at ``stroke_breaks`` (a lift between two
+    contact-only samples): what must never be interpolated across."""
+    cuts = set((np.flatnonzero(np.diff(traj.pen_down.astype(np.int8)) != 0) + 1).tolist())
+    cuts.update(traj.stroke_breaks)
+    bounds = [0, *sorted(cuts), len(traj)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def resampled(traj: Trajectory, rate_hz: float) -> Trajectory:
+    """The signature as a pad sampling at ``rate_hz`` would have reported it.
+
+    Each segment (a stroke, or a run of hover points) is sampled from its first point every
+    ``1 / rate_hz`` seconds up to its last, positions and pressure interpolated linearly in time;
+    a segment shorter than one period keeps one point, so no stroke vanishes. Segments are never
+    joined, so a pen lift is never drawn as ink. Sample-loss marks (``gaps``) do not carry over.
+    A pad without timestamps (``time_measured=False``) gets times synthesised at the new rate.
+    """
+    rate = float(rate_hz)
+    if not (np.isfinite(rate) and rate > 0):
+        raise ValueError(f"rate_hz must be positive, got {rate_hz!r}")
+    xs, ys, ps, ts, downs, breaks = [], [], [], [], [], []
+    n_out = 0
+    prev_down = False
+    for a, b in _segments(traj):
+        t, cols = traj.t[a:b], (traj.x[a:b], traj.y[a:b], traj.pressure[a:b])
+        # Repeated timestamps would make interpolation ill-defined: keep the last sample at a time.
+        keep = np.append(np.diff(t) > 0, True)
+        t, cols = t[keep], tuple(c[keep] for c in cols)
+        tn = t[0] + np.arange(int(np.floor((t[-1] - t[0]) * rate + 1e-9)) + 1) / rate
+        down = bool(traj.pen_down[a])
+        if down and prev_down and n_out:
+            breaks.append(n_out)  # a new stroke right after another one: keep the lift
+        for out, c in zip((xs, ys, ps), cols):
+            out.append(np.interp(tn, t, c))
+        ts.append(tn)
+        downs.append(np.full(len(tn), down))
+        n_out += len(tn)
+        prev_down = down
+    t_new = np.concatenate(ts)
+    if not traj.device.time_measured:
+        t_new = np.arange(n_out, dtype=np.float64) / rate
+    return Trajectory(
+        x=np.concatenate(xs),
+        y=np.concatenate(ys),
+        pressure=np.clip(np.concatenate(ps), 0.0, 1.0),
+        t=t_new - t_new[0],
+        pen_down=np.concatenate(downs),
+        device=replace(traj.device, nominal_rate_hz=rate, name=f"{traj.device.name} [{rate:g} Hz]"),
+        stroke_breaks=tuple(breaks),
+    )

@@ -1,0 +1,94 @@
+"""``sigkiosk eval cross-device --quick`` on the real shared pen sets: the whole leave-one-set-out
+protocol runs, the JSON has its structure, and the figures are sane.
+
+Three of the four sets take part (the Japanese set's 3000-point signatures make each of its DTW
+distances about ten times dearer; its path through the code is the same). Few writers per set,
+so the figures are sanity checks, not results (the README has the full table).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from shared_data import shared_data
+from tools.cli import main
+from tools.cross_device import SHIPPED_THRESHOLD, VARIANTS, Options, run
+
+DATA = shared_data("online")
+SETS = ["susig-visual", "susig-blind", "sigcomp2009-nfi"]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("xdev") / "xdev.json"
+    rc = main(["eval", "cross-device", str(DATA), "--quick", "--trials", "3", "--sets", *SETS, "--json", str(out)])
+    assert rc == 0
+    return json.loads(out.read_text())
+
+
+def test_every_set_is_left_out_and_fitted_on_the_others(report: dict) -> None:
+    proto = report["protocol"]
+    assert proto["verifier"] == "classic" and proto["quick"] is True and proto["references"] == [1, 5]
+    assert proto["shipped_threshold"] == SHIPPED_THRESHOLD
+    assert [s["left_out"] for s in report["sets"]] == SETS
+    for s in report["sets"]:
+        fitted = s["fitted"]
+        assert sorted(fitted["on"]) == sorted(set(SETS) - {s["left_out"]})  # never the left-out set
+        assert all(n >= 1 for n in fitted["on"].values())
+        assert sorted(fitted["per_set_threshold"]) == sorted(fitted["on"])
+        # The fitted threshold is the mean of the other sets' EER thresholds, in a sane range.
+        thr = list(fitted["per_set_threshold"].values())
+        assert fitted["threshold"] == pytest.approx(sum(thr) / len(thr), abs=1e-4)
+        assert 0.8 < fitted["threshold"] < 2.0
+        assert 0.3 < fitted["prior"]["min_dist"] < fitted["prior"]["mean_dist"] < 3.0
+        assert s["writers"] == 2 and s["writers_with_forgeries"] == 2
+
+
+def test_device_variants_apply_where_they_change_the_set(report: dict) -> None:
+    names = {s["left_out"]: [v["variant"] for v in s["variants"]] for s in report["sets"]}
+    every = [v.name for v in VARIANTS]
+    assert names["susig-visual"] == every and names["susig-blind"] == every
+    # NFI has no timestamps to remove and already is a 200 Hz pad.
+    assert names["sigcomp2009-nfi"] == ["as recorded", "no pressure", "75 Hz"]
+
+
+def test_figures_are_sane(report: dict) -> None:
+    for s in report["sets"]:
+        for row in s["variants"]:
+            for k in ("k1", "k5"):
+                for kind in ("skilled", "random"):
+                    e = row["eer"][k][kind]
+                    assert e is not None and e["writers"] == 2
+                    assert 0.0 <= e["eer_global"] <= 50.0 and 0.0 <= e["eer_user_mean"] <= 50.0
+            for which in ("fitted", "shipped"):
+                op = row["operating_point"][which]
+                # 2 writers: up to 10 genuine each after 5 references (some Blind writers have 8).
+                assert 6 <= op["genuine"] <= 20 and op["forgeries"] > 0
+                assert 0 <= op["rejected"] <= op["genuine"] and 0 <= op["accepted"] <= op["forgeries"]
+                assert op["frr"] == pytest.approx(100 * op["rejected"] / op["genuine"], abs=0.01)
+                assert op["skilled_far"] == pytest.approx(100 * op["accepted"] / op["forgeries"], abs=0.01)
+            assert row["operating_point"]["shipped"]["threshold"] == SHIPPED_THRESHOLD
+        # A skilled forgery is harder to reject than another writer's signature (pooled over
+        # the variants, so that two writers' noise cannot flip it).
+        skilled = sum(r["eer"]["k5"]["skilled"]["eer_global"] for r in s["variants"])
+        random = sum(r["eer"]["k5"]["random"]["eer_global"] for r in s["variants"])
+        assert random <= skilled + 1.0
+
+
+def test_the_markdown_table_has_a_row_per_variant(report: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    from tools.cross_device import format_table
+
+    table = format_table(report).splitlines()
+    assert len(table) == 2 + sum(len(s["variants"]) for s in report["sets"])
+    assert all(line.count("|") == 9 for line in table)
+
+
+def test_bad_options_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="at least two sets"):
+        run(DATA, Options(sets=("susig-visual",)))
+    with pytest.raises(ValueError, match="unknown set"):
+        run(DATA, Options(sets=("susig-visual", "mnist")))
+    assert main(["eval", "cross-device", str(tmp_path), "--quick", "--sets", *SETS[:2]]) == 2

@@ -1,0 +1,345 @@
+"""The cross-device yardstick: the pen verifier measured on a tablet it was not tuned on.
+
+``sigkiosk eval cross-device DATA_DIR`` (DATA_DIR: the shared ``online`` folder). Each shared pen
+set is left out in turn. Everything the verifier fits is fitted on the *other* sets' train and
+validate writers; then the left-out set's test writers (``--split validate``: its validation
+writers, which is where verifier choices are to be made from now on) are measured:
+
+* skilled and random EER, global and user-mean, with K = 1 and K = 5 references (the evaluator's
+  ``random-refs`` protocol: ``tools.evaluate``; its distances, draws and metrics);
+* FRR and skilled FAR of the kiosk's own verifier (``kiosk.verifier``) at the threshold that would
+  ship, i.e. the one fitted without the set, and beside it at the shipped 1.30
+  (``tools.operating_point.measure``: 5 references, the next 10 genuine and all forgeries);
+
+on the set as recorded and on **device variants** of its test writers (``models.device_variants``):
+pressure removed; timestamps removed and the nominal rate assumed; resampled to 75 and 200 Hz.
+Kiosk pads differ from the tuning tablets in exactly these ways. A variant that would not change a
+set is left out (no timestamps to remove from NFI and the Japanese set, which have none; 200 Hz
+where the set already is 200 Hz).
+
+What is fitted, for the classic verifier (the kiosk's default):
+
+* the user-normalisation prior: the mean within-reference statistics over K = 5 draws of the
+  other sets' writers (each set weighted equally);
+* the global threshold: the mean over the other sets of each set's pooled skilled-EER threshold
+  at K = 5 (each set weighted equally; the shipped 1.30 was chosen the same way, by hand, from
+  three sets' training writers).
+
+Not refitted per fold: the feature set, band and preprocessing (chosen on the train and validate
+writers of all four sets), and the learned model and fusion (trained on all four sets' train
+writers; retraining per fold is not practical here). Their figures are therefore not part of
+this yardstick yet: ``verifier: classic`` in the report.
+
+Distances are computed once per (set, variant) and reused by every draw and both K (a memo on
+the pair of feature arrays); the fit rescores stored distances with the fitted prior.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from kiosk.verifier import ClassicVerifier, make_verifier
+from models.classic import ClassicConfig
+from models.device_variants import resampled, without_pressure, without_time
+from models.scoring import NormalisationPrior, reference_stats
+from models.trajectory import DeviceInfo, Trajectory
+from tools.datasets import Dataset, OnlineSample, load_online, writer_split
+from tools.evaluate import (
+    ClassicProvider,
+    FeatureCache,
+    Scores,
+    WriterPlan,
+    plan,
+    plan_distances,
+    score_plan,
+    summarise,
+)
+from tools.operating_point import OperatingPoint, measure
+
+log = logging.getLogger(__name__)
+
+#: The shared pen sets: (name, folder under DATA_DIR, reader format).
+SETS: tuple[tuple[str, str, str], ...] = (
+    ("susig-visual", "susig/VisualSubCorpus", "susig-visual"),
+    ("susig-blind", "susig/BlindSubCorpus", "susig-blind"),
+    ("sigcomp2009-nfi", "sigcomp2009-nfi", "sigcomp2009-nfi"),
+    ("sigwicomp2013-jp", "sigwicomp2013-jp", "sigwicomp2013-jp"),
+)
+REFERENCES: tuple[int, ...] = (1, 5)
+#: K of the fit and of the operating point: what a kiosk enrols.
+FIT_K = 5
+SHIPPED_THRESHOLD = ClassicConfig().threshold
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A pad that differs from the recording one: ``transform`` turns a recorded signature into
+    what it would have delivered; ``applies`` says whether it changes a set recorded on ``device``."""
+
+    name: str
+    transform: Callable[[Trajectory], Trajectory] | None
+    applies: Callable[[DeviceInfo], bool]
+
+
+VARIANTS: tuple[Variant, ...] = (
+    Variant("as recorded", None, lambda d: True),
+    Variant("no pressure", without_pressure, lambda d: d.has_pressure),
+    Variant("no time, rate assumed", without_time, lambda d: d.time_measured),
+    Variant("75 Hz", partial(resampled, rate_hz=75.0), lambda d: True),
+    Variant("200 Hz", partial(resampled, rate_hz=200.0), lambda d: d.nominal_rate_hz != 200.0),
+)
+
+
+class MemoClassic:
+    """The classic provider with features cached per sample and each DTW distance computed once
+    per pair of feature arrays (K = 1 and K = 5 plans question the same samples)."""
+
+    name = "classic"
+
+    def __init__(self, config: ClassicConfig = ClassicConfig()) -> None:
+        self._inner = ClassicProvider(config)
+        self.prior = config.prior
+        self.features = FeatureCache(self._inner.features)
+        self._memo: dict[tuple[int, int], float] = {}
+
+    def distance(self, a: np.ndarray, b: np.ndarray) -> float:
+        key = (id(a), id(b)) if id(a) <= id(b) else (id(b), id(a))
+        d = self._memo.get(key)
+        if d is None:
+            d = self._memo[key] = self._inner.distance(a, b)
+        return d
+
+
+@dataclass
+class Measured:
+    """One writer group's distances for each K: (plan, candidate x candidate, questioned x candidate)."""
+
+    by_k: dict[int, list[tuple[WriterPlan, np.ndarray, dict[str, np.ndarray]]]] = field(default_factory=dict)
+
+    def scores(self, k: int, prior: NormalisationPrior) -> Scores:
+        out = Scores()
+        for p, d_cc, dq in self.by_k[k]:
+            score_plan(p, d_cc, dq, prior, out)
+        return out
+
+
+def measure_distances(dataset: Dataset[OnlineSample], ks: Sequence[int], trials: int, seed: int) -> Measured:
+    provider = MemoClassic()
+    out = Measured()
+    for k in ks:
+        plans, excluded = plan(dataset, "random-refs", k, trials, seed)
+        for e in excluded:
+            log.info("%s K=%d: writer left out: %s", dataset.name, k, e)
+        out.by_k[k] = [(p, *plan_distances(p, provider.features, provider.distance)) for p in plans]
+    return out
+
+
+def fit_prior(measured: Sequence[Measured], k: int = FIT_K) -> NormalisationPrior:
+    """Mean within-reference statistics over every draw, per set, then the sets' mean."""
+    per_set = []
+    for m in measured:
+        mins, means = [], []
+        for p, d_cc, _ in m.by_k[k]:
+            for draw in p.draws:
+                st = reference_stats(d_cc[np.ix_(draw, draw)])
+                mins.append(st.min_dist)
+                means.append(st.mean_dist)
+        if mins:
+            per_set.append((float(np.mean(mins)), float(np.mean(means))))
+    if not per_set:
+        raise ValueError("no writer to fit the normalisation prior on")
+    a = np.mean(np.array(per_set), axis=0)
+    return NormalisationPrior(round(float(a[0]), 4), round(float(a[1]), 4))
+
+
+def pick_writers(dataset: Dataset[OnlineSample], splits: set[str], limit: int | None) -> Dataset[OnlineSample]:
+    """The writers of ``splits``; with ``limit``, the first ones that have skilled forgeries."""
+    ws = [w for w in dataset.writers if writer_split(w) in splits]
+    if limit is not None:
+        ws = [w for w in ws if dataset.skilled(w)][:limit]
+    return Dataset(name=f"{dataset.name}[{'+'.join(sorted(splits))}]", writers={w: dataset.writers[w] for w in ws},
+                   skipped=list(dataset.skipped))
+
+
+def device_variant(dataset: Dataset[OnlineSample], variant: Variant) -> Dataset[OnlineSample]:
+    if variant.transform is None:
+        return dataset
+    return Dataset(
+        name=f"{dataset.name} [{variant.name}]",
+        writers={w: [replace(s, trajectory=variant.transform(s.trajectory)) for s in ss] for w, ss in dataset.writers.items()},
+        skipped=list(dataset.skipped),
+    )
+
+
+def _eer_entry(scores: Scores) -> dict[str, dict[str, float] | None]:
+    out: dict[str, dict[str, float] | None] = {}
+    for kind in ("skilled", "random"):
+        s = summarise(scores, kind)  # type: ignore[arg-type]
+        out[kind] = None if s is None else {k: s[k] for k in ("eer_global", "eer_user_mean", "frr_at_far_1", "writers")}
+    return out
+
+
+def _op_entry(op: OperatingPoint, threshold: float) -> dict[str, float | int]:
+    return {
+        "threshold": round(threshold, 4),
+        "frr": round(100 * op.frr, 2),
+        "skilled_far": round(100 * op.skilled_far, 2),
+        "genuine": op.genuine,
+        "rejected": op.rejected,
+        "forgeries": op.forged,
+        "accepted": op.accepted,
+    }
+
+
+@dataclass(frozen=True)
+class Options:
+    split: str = "test"
+    trials: int = 10
+    seed: int = 0
+    #: Few writers per set (a smoke test of the whole protocol in about a minute).
+    quick: bool = False
+    sets: tuple[str, ...] = tuple(name for name, _, _ in SETS)
+    variants: tuple[str, ...] = tuple(v.name for v in VARIANTS)
+
+    @property
+    def fit_limit(self) -> int | None:
+        return 3 if self.quick else None
+
+    @property
+    def measure_limit(self) -> int | None:
+        # Two, not one: random forgeries are other measured writers' signatures.
+        return 2 if self.quick else None
+
+
+def run(data_dir: Path, options: Options = Options(), progress: Callable[[str], None] | None = None) -> dict:
+    """The whole yardstick as a JSON-able report (see :func:`format_table`)."""
+    started = time.perf_counter()
+    say = progress or (lambda msg: None)
+    unknown = set(options.sets) - {n for n, _, _ in SETS}
+    if unknown:
+        raise ValueError(f"unknown set(s) {sorted(unknown)}; known: {', '.join(n for n, _, _ in SETS)}")
+    bad = set(options.variants) - {v.name for v in VARIANTS}
+    if bad:
+        raise ValueError(f"unknown variant(s) {sorted(bad)}; known: {', '.join(v.name for v in VARIANTS)}")
+    if options.split not in ("validate", "test"):
+        raise ValueError("split must be validate or test")
+    sets = [(n, f, fmt) for n, f, fmt in SETS if n in options.sets]
+    if len(sets) < 2:
+        raise ValueError("leaving one set out needs at least two sets")
+
+    def elapsed() -> str:
+        return f"[{time.perf_counter() - started:6.1f} s]"
+
+    loaded: dict[str, Dataset[OnlineSample]] = {}
+    fit_data: dict[str, Measured] = {}
+    for name, folder, fmt in sets:
+        say(f"{elapsed()} {name}: reading")
+        loaded[name] = load_online(Path(data_dir) / folder, fmt)
+        fit_ds = pick_writers(loaded[name], {"train", "validate"}, options.fit_limit)
+        say(f"{elapsed()} {name}: distances of {len(fit_ds.writers)} train+validate writers (for the fit)")
+        fit_data[name] = measure_distances(fit_ds, [FIT_K], options.trials, options.seed)
+
+    # The prior changes the scores and so each set's EER threshold: both are fitted per fold,
+    # from the stored distances of the fold's training sets.
+    results = []
+    for name, _, _ in sets:
+        others = [o for o, _, _ in sets if o != name]
+        prior = fit_prior([fit_data[o] for o in others])
+        per_set_thr = {}
+        for o in others:
+            s = summarise(fit_data[o].scores(FIT_K, prior), "skilled")
+            if s is not None:
+                per_set_thr[o] = s["threshold_global"]
+        if not per_set_thr:
+            raise ValueError(f"no skilled forgeries among the writers fitted for {name}")
+        threshold = float(np.mean(list(per_set_thr.values())))
+        say(f"{elapsed()} {name} left out: threshold {threshold:.4f} and prior "
+            f"({prior.min_dist:.3f}, {prior.mean_dist:.3f}) fitted on {', '.join(others)}")
+        target = pick_writers(loaded[name], {options.split}, options.measure_limit)
+        device = next(s.trajectory.device for ss in target.writers.values() for s in ss)
+        shipped_verifier = make_verifier("classic", SHIPPED_THRESHOLD)
+        fitted_verifier = ClassicVerifier(ClassicConfig(threshold=threshold, prior=prior))
+        rows = []
+        for variant in VARIANTS:
+            if variant.name not in options.variants or not variant.applies(device):
+                continue
+            say(f"{elapsed()} {name} [{variant.name}]: {len(target.writers)} {options.split} writers")
+            ds = device_variant(target, variant)
+            m = measure_distances(ds, REFERENCES, options.trials, options.seed)
+            rows.append({
+                "variant": variant.name,
+                "eer": {f"k{k}": _eer_entry(m.scores(k, prior)) for k in REFERENCES},
+                "operating_point": {
+                    "fitted": _op_entry(measure(ds, fitted_verifier, FIT_K), threshold),
+                    "shipped": _op_entry(measure(ds, shipped_verifier, FIT_K), SHIPPED_THRESHOLD),
+                },
+            })
+        results.append({
+            "left_out": name,
+            "device": device.name,
+            "writers": len(target.writers),
+            "writers_with_forgeries": sum(1 for w in target.writers if target.skilled(w)),
+            "fitted": {
+                "on": {o: len(next(iter(fit_data[o].by_k.values()))) for o in others},
+                "prior": {"min_dist": prior.min_dist, "mean_dist": prior.mean_dist},
+                "threshold": round(threshold, 4),
+                "per_set_threshold": per_set_thr,
+            },
+            "clock_repairs": target.clock_repairs(),
+            "variants": rows,
+        })
+    return {
+        "protocol": {
+            "name": "cross-device (leave one set out)",
+            "verifier": "classic",
+            "measured_on": f"{options.split} writers of the left-out set",
+            "fitted_on": "train+validate writers of the other sets",
+            "references": list(REFERENCES),
+            "operating_point_references": FIT_K,
+            "trials": options.trials,
+            "seed": options.seed,
+            "quick": options.quick,
+            "shipped_threshold": SHIPPED_THRESHOLD,
+        },
+        "sets": results,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def _cell(entry: dict | None, key: str) -> str:
+    return "–" if entry is None else f"{entry[key]:.2f}"
+
+
+def format_table(report: dict) -> str:
+    """One Markdown table: a row per (left-out set, device variant)."""
+    head = ("| left-out set (writers) | pad | skilled K=1 global / user-mean | skilled K=5 global / user-mean "
+            "| random K=1 global / user-mean | random K=5 global / user-mean "
+            "| fitted threshold: FRR / skilled FAR | shipped 1.30: FRR / skilled FAR |")
+    lines = [head, "|" + "---|" * 8]
+    for s in report["sets"]:
+        for i, row in enumerate(s["variants"]):
+            e = row["eer"]
+            cells = []
+            for kind in ("skilled", "random"):
+                for k in ("k1", "k5"):
+                    r = e[k][kind]
+                    cells.append(f"{_cell(r, 'eer_global')} / {_cell(r, 'eer_user_mean')}")
+            fit, ship = row["operating_point"]["fitted"], row["operating_point"]["shipped"]
+            label = f"{s['left_out']} ({s['writers']}; thr {s['fitted']['threshold']:.3f})" if i == 0 else ""
+            lines.append(
+                f"| {label} | {row['variant']} | " + " | ".join(cells)
+                + f" | {fit['frr']:.1f} / {fit['skilled_far']:.1f} | {ship['frr']:.1f} / {ship['skilled_far']:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+def main_progress(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
