@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import re
 import struct
 import time
@@ -29,6 +30,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from kiosk.jsonbound import JSONBoundsError, loads_bounded
 from kiosk.keys import key_id, raw_public
 
 MANIFEST_TYPE = "sigkiosk-model-bundle"
@@ -149,6 +151,20 @@ def parse_version(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in text.split("."))
 
 
+def _tolerance(value: Any, what: str) -> float | None:
+    """A golden-vector tolerance from the manifest: absent, or a finite number >= 0 (a string, a
+    list, NaN or infinity would make the golden check raise, or pass anything)."""
+    if value is None:
+        return None
+    try:
+        x = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    except OverflowError:   # an integer of 400 digits
+        x = math.inf
+    if not math.isfinite(x) or x < 0:
+        raise BundleError("malformed", f"golden tolerance {what} must be a finite number >= 0, got {value!r}"[:200])
+    return x
+
+
 @dataclass(frozen=True)
 class Manifest:
     name: str
@@ -183,9 +199,8 @@ class Manifest:
             if d.get("type") != MANIFEST_TYPE or d.get("format") != FORMAT:
                 raise BundleError("malformed", f"not a {MANIFEST_TYPE} format {FORMAT} manifest")
             files = tuple(FileEntry(str(f["name"]), int(f["size"]), str(f["sha256"])) for f in d["files"])
-            models = tuple(ModelEntry(str(m["file"]), str(m["golden"]),
-                                      None if m.get("atol") is None else float(m["atol"]),
-                                      None if m.get("rtol") is None else float(m["rtol"])) for m in d["models"])
+            models = tuple(ModelEntry(str(m["file"]), str(m["golden"]), _tolerance(m.get("atol"), "atol"),
+                                      _tolerance(m.get("rtol"), "rtol")) for m in d["models"])
             m = cls(name=str(d["name"]), version=d["version"], created=int(d["created"]), expires=int(d["expires"]),
                     files=files, models=models, min_appliance_version=str(d.get("min_appliance_version", "0.0.0")),
                     target_groups=tuple(str(g) for g in d.get("target_groups", ["*"])), notes=str(d.get("notes", "")))
@@ -285,9 +300,9 @@ class BundleFile:
         if n > MAX_MANIFEST_BYTES or 8 + n > len(data):
             raise BundleError("malformed", "manifest length out of range")
         try:
-            env = json.loads(data[8:8 + n])
-        except ValueError:
-            raise BundleError("malformed", "the manifest is not JSON") from None
+            env = loads_bounded(data[8:8 + n], max_bytes=MAX_MANIFEST_BYTES)
+        except JSONBoundsError as exc:
+            raise BundleError("malformed", f"the manifest: {exc}") from None
         if not isinstance(env, dict) or not isinstance(env.get("signed"), dict):
             raise BundleError("malformed", "the manifest is not a signed envelope")
         return cls(env, data[8 + n:])
@@ -333,10 +348,14 @@ class Offer:
 
     @classmethod
     def from_bytes(cls, data: bytes, max_bytes: int) -> Offer:
-        if len(data) > MAX_MANIFEST_BYTES + 64 * (max_bytes // 1024 + 1) + 4096:
+        limit = MAX_MANIFEST_BYTES + 64 * (max_bytes // 1024 + 1) + 4096
+        if len(data) > limit:
             raise BundleError("too_large", "offer message too large")
         try:
-            d = json.loads(data)
+            d = loads_bounded(data, max_bytes=limit)
+        except JSONBoundsError as exc:
+            raise BundleError("malformed", f"offer unreadable: {exc}") from None
+        try:
             if d.get("type") != OFFER_TYPE or d.get("format") != FORMAT:
                 raise BundleError("malformed", "not a model offer")
             offer = cls(d["manifest"], str(d["bundle_id"]), int(d["size"]), int(d["chunk_size"]),

@@ -30,6 +30,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from kiosk.jsonbound import loads_bounded
 from kiosk.templates import atomic_write, validate_customer
 from kiosk.topics import KioskTopics
 
@@ -102,7 +103,7 @@ class CommandVerifier:
         if len(payload) > MAX_COMMAND:
             raise CommandError("oversized", f"command of {len(payload)} bytes")
         try:
-            outer = json.loads(payload)
+            outer = loads_bounded(payload, max_bytes=MAX_COMMAND, max_depth=2)
             body = base64.b64decode(outer["body"], validate=True)
             sig = base64.b64decode(outer["sig"], validate=True)
         except (ValueError, KeyError, TypeError):
@@ -112,7 +113,7 @@ class CommandVerifier:
         except InvalidSignature:
             raise CommandError("bad_signature", "command signature does not verify with the central key") from None
         try:
-            b: dict[str, Any] = json.loads(body)
+            b: dict[str, Any] = loads_bounded(body, max_bytes=MAX_COMMAND, max_depth=2)
             cmd = VerifyCommand(str(b["request_id"]), validate_customer(str(b["customer"])),
                                 int(b["issued_ms"]), int(b["expires_ms"]))
             if b.get("v") != 1 or b.get("type") != "verify":

@@ -13,11 +13,20 @@ Golden files (``.npz``), two layouts, each with a leading *case* axis and option
   name (``cases x shape without the batch axis``), matched to the model's input whose name ends
   with it, and ``outputs``: the single output, dequantised; float inputs are quantised with the
   model's own scale and zero point, as ``models/runtime.py`` does (``lengths`` is metadata).
+
+A golden file comes in a signed bundle, but a signature says who made it, not that it is sane: a
+1 MB ``.npz`` of zeros declares 1 GB of arrays, and ``np.load`` would allocate them all. So the
+zip directory (member names, declared sizes) and each ``.npy`` header (dtype, shape) are checked
+before any array is read: at most :data:`MAX_GOLDEN_ARRAYS` plain numeric arrays, whose headers
+agree with the declared sizes, :data:`MAX_GOLDEN_BYTES` in all. Tolerances must be finite
+numbers >= 0. Anything else is a :class:`GoldenFileError`, reported as a failed check.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +37,83 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ATOL = 1e-5
 DEFAULT_RTOL = 1e-4
+#: The arrays of one golden file, decompressed, in all (the shipped ones hold 0.4-0.7 MB): a
+#: bound on what checking a bundle can cost the daemon, whose budget is 250 MB.
+MAX_GOLDEN_BYTES = 8 << 20
+MAX_GOLDEN_ARRAYS = 32
+_MEMBER = re.compile(r"[A-Za-z0-9_]{1,64}\.npy")
+
+
+class GoldenFileError(ValueError):
+    """A golden file (or a tolerance) we refuse to use; the message says why."""
+
+
+def _tolerance(value: object, what: str) -> float:
+    """A finite number >= 0 from the manifest or a size-1 numeric array of the golden file."""
+    if isinstance(value, np.ndarray):
+        if value.size != 1 or value.dtype.kind not in "biuf":
+            raise GoldenFileError(f"{what} must be one number, got a {value.dtype} array of shape {value.shape}")
+        value = value.reshape(()).item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise GoldenFileError(f"{what} must be a number, got {type(value).__name__}")
+    try:
+        x = float(value)
+    except OverflowError:
+        x = math.inf
+    if not math.isfinite(x) or x < 0:
+        raise GoldenFileError(f"{what} must be a finite number >= 0, got {value!r}")
+    return x
+
+
+def load_golden(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a golden ``.npz``, with every size checked before it is allocated."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_GOLDEN_BYTES:
+            raise GoldenFileError(f"file of {path.stat().st_size} bytes, over {MAX_GOLDEN_BYTES}")
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+            if not infos or len(infos) > MAX_GOLDEN_ARRAYS:
+                raise GoldenFileError(f"{len(infos)} arrays (1..{MAX_GOLDEN_ARRAYS} expected)")
+            names = [i.filename for i in infos]
+            if len(set(names)) != len(names) or not all(_MEMBER.fullmatch(n) for n in names):
+                raise GoldenFileError("member names are not distinct NAME.npy")
+            if any(i.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) for i in infos):
+                raise GoldenFileError("members must be stored or deflated")
+            declared = sum(i.file_size for i in infos)
+            if declared > MAX_GOLDEN_BYTES:
+                raise GoldenFileError(f"arrays of {declared} bytes declared, over {MAX_GOLDEN_BYTES}")
+            arrays: dict[str, np.ndarray] = {}
+            for info in infos:
+                # The zip stream stops at the declared size, and the .npy header must account for
+                # exactly that many bytes: nothing larger than declared can be allocated.
+                with zf.open(info) as fp:
+                    version = np.lib.format.read_magic(fp)
+                    if version not in ((1, 0), (2, 0)):
+                        raise GoldenFileError(f"{info.filename}: .npy format {version} (1.0 or 2.0 expected)")
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, fortran, dtype = read_header(fp, max_header_size=4096)
+                    header_len = fp.tell()
+                    if dtype.hasobject or dtype.kind not in "biuf":
+                        raise GoldenFileError(f"{info.filename}: dtype {dtype} (numbers only)")
+                    count = math.prod(shape)
+                    if header_len + count * dtype.itemsize != info.file_size:
+                        raise GoldenFileError(f"{info.filename}: shape {shape} of {dtype} disagrees with its declared size")
+                    data = fp.read(count * dtype.itemsize)
+                    if len(data) != count * dtype.itemsize:
+                        raise GoldenFileError(f"{info.filename}: array data cut short")
+                    fp.read()   # to the end: the zip stream checks the member's CRC there
+                arr = np.frombuffer(data, dtype=dtype, count=count)
+                arrays[info.filename[:-4]] = arr.reshape(shape, order="F" if fortran else "C")
+    except GoldenFileError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
+        raise GoldenFileError(f"unreadable: {exc}") from None
+    for k, a in arrays.items():
+        if k not in ("atol", "rtol") and a.ndim == 0:
+            raise GoldenFileError(f"{k} has no case axis")
+    return arrays
 
 
 def _interpreter_class():  # type: ignore[no-untyped-def]
@@ -49,12 +135,11 @@ class GoldenResult:
 def check_golden(model: Path, golden: Path, atol: float | None = None, rtol: float | None = None) -> GoldenResult:
     """Run every golden case through ``model``; never raises for a bad model or golden file."""
     try:
-        with np.load(Path(golden), allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        return GoldenResult(False, 0, float("inf"), f"golden file unreadable: {exc}")
-    atol = float(arrays.get("atol", DEFAULT_ATOL)) if atol is None else float(atol)
-    rtol = float(arrays.get("rtol", DEFAULT_RTOL)) if rtol is None else float(rtol)
+        arrays = load_golden(Path(golden))
+        atol = _tolerance(arrays.get("atol", DEFAULT_ATOL) if atol is None else atol, "atol")
+        rtol = _tolerance(arrays.get("rtol", DEFAULT_RTOL) if rtol is None else rtol, "rtol")
+    except GoldenFileError as exc:
+        return GoldenResult(False, 0, float("inf"), f"golden file refused: {exc}")
     try:
         interp = _interpreter_class()(model_path=str(model), num_threads=1)
         interp.allocate_tensors()
@@ -85,7 +170,7 @@ def check_golden(model: Path, golden: Path, atol: float | None = None, rtol: flo
                 if not np.allclose(got, want, atol=atol, rtol=rtol):
                     return GoldenResult(False, cases, worst, f"case {c} output {j}: max |error| {err:.3g} "
                                                               f"exceeds atol {atol:g} / rtol {rtol:g}")
-    except (ValueError, RuntimeError) as exc:
+    except (ValueError, RuntimeError, IndexError, TypeError) as exc:   # a golden array short of cases or mis-shaped
         return GoldenResult(False, cases, float("inf"), f"inference failed: {exc}")
     return GoldenResult(True, cases, worst)
 
@@ -131,6 +216,6 @@ def _check_named(interp, arrays: dict[str, np.ndarray], atol: float, rtol: float
             worst = max(worst, err)
             if not np.allclose(got, want, atol=atol, rtol=rtol):
                 return GoldenResult(False, cases, worst, f"case {c}: max |error| {err:.3g} exceeds atol {atol:g} / rtol {rtol:g}")
-    except (ValueError, RuntimeError, IndexError) as exc:
+    except (ValueError, RuntimeError, IndexError, TypeError) as exc:
         return GoldenResult(False, cases, float("inf"), f"inference failed: {exc}")
     return GoldenResult(cases > 0, cases, worst, "" if cases else "no golden cases")

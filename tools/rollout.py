@@ -15,7 +15,6 @@ compromised broker cannot fake a canary's success.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -28,6 +27,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from kiosk.bundle import DEFAULT_CHUNK, BundleError, BundleFile, Offer, TrustPolicy, chunk_subtopic, manifest_digest, verify_envelope
+from kiosk.jsonbound import loads_bounded
 from kiosk.tls import client_tls_context
 from kiosk.topics import GROUP_NAMESPACE, TOPIC_VERSION, validate_id
 from kiosk.update_agent import REPORT_TYPE
@@ -36,6 +36,8 @@ from tools.registry import Registry
 log = logging.getLogger(__name__)
 
 TERMINAL_FAIL = ("refused", "rolled_back", "failed")
+#: A kiosk's signed update report is a few hundred bytes; anything far larger is not one.
+MAX_REPORT_BYTES = 64 << 10
 
 
 class RolloutError(RuntimeError):
@@ -129,7 +131,7 @@ class AdminClient:
         if entry is None or not data:
             return
         try:
-            body = verify_envelope(json.loads(data), TrustPolicy.from_public_keys(entry.sign_keys, 1))
+            body = verify_envelope(loads_bounded(data, max_bytes=MAX_REPORT_BYTES), TrustPolicy.from_public_keys(entry.sign_keys, 1))
         except (BundleError, ValueError) as exc:
             log.warning("rollout: ignoring an unverifiable report from %s: %s", kiosk, exc)
             return

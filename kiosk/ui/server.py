@@ -25,6 +25,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
 
+from kiosk.jsonbound import loads_bounded
+
 log = logging.getLogger(__name__)
 
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
@@ -142,7 +144,7 @@ class UiServer:
                 if not 0 <= n <= MAX_BODY:
                     return self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "body too large"})
                 try:
-                    body = json.loads(self.rfile.read(n) or b"{}")
+                    body = loads_bounded(self.rfile.read(n) or b"{}", max_bytes=MAX_BODY, max_depth=4)   # 4000 "[": RecursionError
                     if not isinstance(body, dict):
                         raise ValueError
                 except ValueError:
