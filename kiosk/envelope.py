@@ -228,6 +228,10 @@ def decrypt(env: Envelope, private_key: X25519PrivateKey, max_plaintext: int = 8
             raise EnvelopeError("bad_payload", "compressed payload is corrupt") from None
         if d.unconsumed_tail or not d.eof:
             raise EnvelopeError("oversized", "decompressed payload too large or truncated")
+        if d.unused_data:
+            # Bytes no reader of the payload would see (a second stream, say) have no business
+            # in a signed record: what is stored must be all that was sent.
+            raise EnvelopeError("bad_payload", f"{len(d.unused_data)} bytes after the end of the compressed stream")
     return plaintext
 
 

@@ -4,18 +4,43 @@ The plaintext inside an envelope is compact JSON with a ``type`` field. Decision
 decision, score, reasons, model versions and timings. Raw pen data or images are biometric data:
 they are refused unless the link's policy allows them (``allow_raw_evidence``), and even then they
 only travel inside the encrypted payload.
+
+Payloads are strict, on both sides (``encode_payload`` on the kiosk, ``decode_payload`` at the
+collector): numbers finite and integers within 64 bits, no control characters in any string or key
+(tab and newline only in a log's free text), bounded nesting, no duplicate keys, a known ``schema``
+version, and exactly the fields of the record's dataclass (``RECORD_TYPES``) with the declared
+types. A kiosk's valid key vouches for who sent a payload, not for what it holds.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import math
+import re
 import time
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 PAYLOAD_SCHEMA = 1
+#: Payload schema versions this code reads; any other is refused, never guessed at.
+KNOWN_SCHEMAS = frozenset({PAYLOAD_SCHEMA})
+#: Deepest nesting a payload may have (a decision is 2 deep; evidence and log fields a little more).
+MAX_DEPTH = 12
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+# Control characters (C0, DEL, C1) and lone surrogates (not encodable as UTF-8): never in a string.
+# A NUL cuts strings in C tools and PostgreSQL refuses it; an escape sequence repaints the terminal
+# of whoever reads the data; a carriage return forges a line of output.
+_BAD_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# ...except tab and newline in free text (a log message, a log record's fields).
+_BAD_CHARS_TEXT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+_FREE_TEXT = {"log": frozenset({"message", "fields"})}
+#: Fields only a link policy with ``allow_raw_evidence`` lets through.
+POLICY_FIELDS = frozenset({"evidence"})
 
 #: Keys that hold raw biometric data. Refused in a decision unless the policy asks for evidence.
 RAW_EVIDENCE_KEYS = frozenset({"trajectory", "points", "pen_data", "raw", "image", "image_png", "samples", "evidence"})
@@ -108,6 +133,13 @@ class LogEntry:
     created_ms: int = field(default_factory=_now_ms)
     suppressed_before: int = 0   # records dropped by the rate limiter just before this one
 
+    def __post_init__(self) -> None:
+        # A log line is best effort: what the collector would refuse is neutralised here, so a
+        # stray escape sequence or NaN in an exception message never costs the whole record.
+        for name in ("level", "logger", "message"):
+            object.__setattr__(self, name, _clean_log_value(getattr(self, name), name == "message", 0))
+        object.__setattr__(self, "fields", _clean_log_value(dict(self.fields), True, 1))
+
     def to_payload(self) -> dict[str, Any]:
         d = asdict(self)
         d["fields"] = dict(self.fields)
@@ -135,15 +167,164 @@ class StatusRecord:
         return {"type": "status", "schema": PAYLOAD_SCHEMA, **d}
 
 
+def _clean_log_value(value: Any, free_text: bool, depth: int) -> Any:
+    if isinstance(value, str):
+        return (_BAD_CHARS_TEXT if free_text else _BAD_CHARS).sub("\ufffd", value)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if _INT64_MIN <= value <= _INT64_MAX else str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if depth >= MAX_DEPTH - 1:
+        return "<nested too deep>"
+    if isinstance(value, Mapping):
+        return {_clean_log_value(str(k), False, depth): _clean_log_value(v, free_text, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean_log_value(v, free_text, depth + 1) for v in value]
+    return _clean_log_value(str(value), free_text, depth)
+
+
+#: The record class of each payload type: its dataclass fields are the payload's fields, with the
+#: declared types (a new record type only needs an entry here to get every check).
+RECORD_TYPES: dict[str, type] = {"decision": DecisionRecord, "log": LogEntry, "status": StatusRecord}
+
+
+def _check_value(value: Any, where: str, depth: int, free_text: bool) -> None:
+    """Finite numbers, 64-bit integers, strings and keys without control characters, bounded depth."""
+    if depth > MAX_DEPTH:
+        raise RecordError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, str):
+        bad = (_BAD_CHARS_TEXT if free_text else _BAD_CHARS).search(value)
+        if bad:
+            raise RecordError(f"{where[:100]}: control character U+{ord(bad.group()):04X} in a string")
+    elif isinstance(value, bool) or value is None:
+        pass
+    elif isinstance(value, int):
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise RecordError(f"{where[:100]}: integer outside 64 bits")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise RecordError(f"{where[:100]}: {value} is not a finite number")
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, str) or _BAD_CHARS.search(k):
+                raise RecordError(f"{where[:100]}: a key is not a string without control characters")
+            _check_value(v, f"{where}.{k[:40]}", depth + 1, free_text)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_value(v, f"{where}[{i}]", depth + 1, free_text)
+    else:
+        raise RecordError(f"{where[:100]}: {type(value).__name__} is not a JSON value")
+
+
+def check_payload(payload: Mapping[str, Any]) -> None:
+    """The checks every payload passes whatever its type, on the kiosk and at the collector."""
+    schema = payload.get("schema")
+    if isinstance(schema, bool) or schema not in KNOWN_SCHEMAS:
+        raise RecordError(f"payload schema {schema!r:.40} is not one this version reads {sorted(KNOWN_SCHEMAS)}")
+    kind = payload.get("type")
+    free = _FREE_TEXT.get(kind, frozenset()) if isinstance(kind, str) else frozenset()
+    for k, v in payload.items():
+        if not isinstance(k, str) or _BAD_CHARS.search(k):
+            raise RecordError("a payload key is not a string without control characters")
+        _check_value(v, k[:40], 1, k in free)
+
+
+def _conforms(value: Any, tp: Any) -> bool:
+    """Does a JSON value match a record field's annotation? (the few shapes records use)"""
+    if tp is Any:
+        return True
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, a) for a in args)
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if origin in (tuple, list):   # tuple[X, ...] / list[X]: a JSON array of X
+        return isinstance(value, list) and all(_conforms(v, args[0]) for v in value)
+    if origin in (Mapping, dict):   # Mapping[str, X]: a JSON object of X (keys are strings in JSON)
+        return isinstance(value, dict) and all(_conforms(v, args[1]) for v in value.values())
+    raise TypeError(f"records: no payload check for the annotation {tp!r}")
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)   # evaluates the annotations' strings: once per class
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+# An annotation _conforms cannot check fails here, at import, rather than on the first payload.
+for _cls in RECORD_TYPES.values():
+    for _tp in _field_types(_cls).values():
+        for _probe in (None, "", 0, [], {}):
+            _conforms(_probe, _tp)
+
+
+def check_record(payload: Mapping[str, Any], *, allow_raw_evidence: bool = False) -> None:
+    """The payload has exactly its record's fields, of the declared types, and builds the record."""
+    kind = payload.get("type")
+    cls = RECORD_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise RecordError(f"unknown payload type {kind!r:.40}")
+    body = {k: v for k, v in payload.items() if k not in ("type", "schema")}
+    declared = _field_types(cls)
+    unknown = sorted(set(body) - set(declared))
+    if unknown:
+        raise RecordError(f"unknown {kind} fields: {', '.join(u[:40] for u in unknown[:10])}")
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in body
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise RecordError(f"{kind} payload lacks {', '.join(missing)}")
+    for name, value in body.items():
+        if not _conforms(value, declared[name]):
+            raise RecordError(f"{kind} field {name!r} is not of type {declared[name]}")
+    forbidden = sorted(k for k in POLICY_FIELDS & set(body) if body[k] is not None)
+    if forbidden and not allow_raw_evidence:
+        raise RecordError(f"{kind} carries raw biometric data ({', '.join(forbidden)}) but the link policy does not "
+                          "allow raw evidence (allow_raw_evidence = false)")
+    try:
+        cls(**body)   # the record's own checks (its __post_init__)
+    except (TypeError, ValueError) as exc:
+        raise RecordError(f"invalid {kind} payload: {exc}") from None
+
+
+def _no_constants(name: str) -> Any:
+    raise RecordError(f"payload holds {name}, which is not a number")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):   # two JSON parsers may keep different values: refuse the ambiguity
+        raise RecordError("payload has duplicate keys")
+    return obj
+
+
 def encode_payload(payload: Mapping[str, Any]) -> bytes:
+    """Compact JSON of a payload, after the checks the collector makes (refused here, not there)."""
+    check_payload(payload)
     return json.dumps(payload, separators=(",", ":"), sort_keys=True, allow_nan=False).encode("utf-8")
 
 
-def decode_payload(data: bytes, expected_type: str) -> dict[str, Any]:
+def decode_payload(data: bytes, expected_type: str, *, allow_raw_evidence: bool = False) -> dict[str, Any]:
+    """Parse and check a payload strictly (see the module docstring); RecordError says why not."""
     try:
-        obj = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        # NaN / Infinity literals, which Python's json accepts by default, are refused outright;
+        # a number too large for a float (1e999) becomes inf, which check_payload refuses.
+        obj = json.loads(data.decode("utf-8"), parse_constant=_no_constants, object_pairs_hook=_unique_keys)
+    except RecordError:
+        raise
+    except (UnicodeDecodeError, ValueError) as exc:   # JSONDecodeError; an integer of > 4300 digits
         raise RecordError(f"payload is not JSON: {exc}") from None
+    except RecursionError:
+        raise RecordError(f"payload nested deeper than {MAX_DEPTH} levels") from None
     if not isinstance(obj, dict):
         raise RecordError("payload is not a JSON object")
     if obj.get("type") != expected_type:
@@ -153,4 +334,6 @@ def decode_payload(data: bytes, expected_type: str) -> dict[str, Any]:
             raise RecordError("decision payload lacks a decision string or a numeric score")
     if expected_type == "status" and not isinstance(obj.get("state"), str):
         raise RecordError("status payload lacks a state")
+    check_payload(obj)
+    check_record(obj, allow_raw_evidence=allow_raw_evidence)
     return obj

@@ -49,8 +49,9 @@ def test_no_key_or_raw_biometric_in_any_log(link_pki: LinkPki, mqtt_broker: Mosq
     root.setLevel(logging.DEBUG)
     root.addHandler(file_handler)
     db = tmp_path / "central.sqlite"
+    # The raw-evidence policy is allowed at both ends: the collector enforces it too.
     collector = Collector(link_pki.collector_config(mqtt_broker.port, str(db), fresh_session=True,
-                                                    share_group=f"s{uuid.uuid4().hex[:6]}"))
+                                                    share_group=f"s{uuid.uuid4().hex[:6]}", allow_raw_evidence=True))
     link = KioskLink(link_pki.link_config("kiosk-a", mqtt_broker.port, tmp_path / "outbox.sqlite",
                                           allow_raw_evidence=True))
     handler = MqttLogHandler(link)

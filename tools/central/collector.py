@@ -7,9 +7,17 @@ manual: a message is PUBACKed only after its row (or its refusal) is committed, 
 collector at any moment loses nothing: the broker redelivers, and the store is idempotent on
 (kiosk, sequence).
 
+Two kinds of failure, never confused. A message bad in itself (any refusal below, or content the
+database refuses) is archived *with its bytes* in ``rejected`` and acknowledged at once, without
+delaying the others of its batch. A storage failure (disk full, database down, anything not about
+one message's content) stops acknowledging: the batch is held and retried with backoff, an alarm
+is raised (an error log; ``stats.storage`` / ``health()``), and work resumes by itself when the
+storage is back. If even archiving a refusal fails, that too is a storage failure.
+
 For each message, cheapest checks first: size; structure; topic versus signed header; registry
 (kiosk known, signing key id registered); Ed25519 signature; time window; decryption (AES-GCM
-authenticates the header too); payload schema; then the store decides stored/duplicate/replay.
+authenticates the header too); payload (strict: ``kiosk.records.decode_payload``); then the store
+decides stored/duplicate/replay.
 Every refusal is counted by reason and logged; the collector keeps running whatever arrives.
 """
 
@@ -21,7 +29,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +50,7 @@ from tools.central.store import (
     Accepted,
     Refusal,
     Store,
+    StoreContentError,
     StoreError,
     StoreResult,
     open_store,
@@ -54,7 +63,7 @@ log = logging.getLogger(__name__)
 REFUSAL_REASONS = (
     "oversized", "malformed", "unsupported_version", "bad_topic", "topic_mismatch", "unknown_kiosk", "revoked_kiosk",
     "site_mismatch", "unknown_signing_key", "bad_signature", "future_time", "stale",
-    "unknown_encryption_key", "decrypt_failed", "bad_payload", "duplicate", "replay", "store_failed",
+    "unknown_encryption_key", "decrypt_failed", "bad_payload", "duplicate", "replay", "unstorable",
 )
 
 
@@ -84,6 +93,11 @@ class CollectorConfig:
     # and old subscriptions, e.g. after changing share_group). Normally False: resuming the
     # session is what makes a restarted collector lose nothing.
     fresh_session: bool = False
+    # Policy: may decisions carry raw pen data / images (``evidence``)? Must match the kiosks'.
+    allow_raw_evidence: bool = False
+    # While the storage fails, the held batch is retried after min, doubling up to max, seconds.
+    storage_retry_min_s: float = 0.25
+    storage_retry_max_s: float = 15.0
 
 
 @dataclass
@@ -102,8 +116,9 @@ class Processor:
 
     def __init__(self, registry: Registry, enc_keys: list[X25519PrivateKey], *, prefix: str = DEFAULT_PREFIX,
                  max_envelope: int = envelope.DEFAULT_MAX_ENVELOPE, max_age_s: float = 30 * 86400,
-                 max_future_s: float = 300.0) -> None:
+                 max_future_s: float = 300.0, allow_raw_evidence: bool = False) -> None:
         self.registry = registry
+        self.allow_raw_evidence = allow_raw_evidence
         self.enc_keys = {key_id(raw_public(k)): k for k in enc_keys}
         self.prefix = prefix
         self.max_envelope = max_envelope
@@ -111,9 +126,13 @@ class Processor:
         self.max_future_ms = int(max_future_s * 1000)
         self._verify_keys: dict[bytes, Ed25519PublicKey] = {}
 
-    def _refuse(self, reason: str, msg: _Incoming, detail: str, kiosk: str | None = None, seq: int | None = None) -> Refusal:
+    def _refuse(self, reason: str, msg: _Incoming, detail: str, kiosk: str | None = None, seq: int | None = None,
+                *, signed: bool = False) -> Refusal:
+        # A message whose signature verified is archived whole (a registered kiosk's key sent it:
+        # it is evidence); anything else only as a bounded sample.
         return Refusal(reason=reason, topic=msg.topic, received_ms=msg.received_ms, size=len(msg.payload),
-                       detail=detail, kiosk_claim=kiosk, seq=seq, sample=msg.payload[:4096])
+                       detail=detail, kiosk_claim=kiosk, seq=seq, sample=msg.payload if signed else msg.payload[:4096],
+                       whole=signed)
 
     def process(self, msg: _Incoming) -> Accepted | Refusal:
         try:
@@ -152,23 +171,42 @@ class Processor:
         # Time window, only after the signature: an unsigned time proves nothing.
         now = msg.received_ms
         if h.time_ms > now + self.max_future_ms:
-            return self._refuse("future_time", msg, f"time is {(h.time_ms - now) / 1000:.0f} s in the future", t.kiosk_id, h.seq)
+            return self._refuse("future_time", msg, f"time is {(h.time_ms - now) / 1000:.0f} s in the future", t.kiosk_id, h.seq,
+                                signed=True)
         # Status reports are exempt from the age limit: a last will is sealed at connect time and
         # may be published by the broker much later; the highest sequence wins instead.
         if t.kind != "status" and h.time_ms < now - self.max_age_ms:
-            return self._refuse("stale", msg, f"time is {(now - h.time_ms) / 86_400_000:.1f} days old", t.kiosk_id, h.seq)
+            return self._refuse("stale", msg, f"time is {(now - h.time_ms) / 86_400_000:.1f} days old", t.kiosk_id, h.seq,
+                                signed=True)
         dkey = self.enc_keys.get(h.enc_key_id)
         if dkey is None:
-            return self._refuse("unknown_encryption_key", msg, f"encrypted to unknown key {h.enc_key_id.hex()}", t.kiosk_id, h.seq)
+            return self._refuse("unknown_encryption_key", msg, f"encrypted to unknown key {h.enc_key_id.hex()}", t.kiosk_id,
+                                h.seq, signed=True)
         try:
             plaintext = envelope.decrypt(env, dkey)
-            payload = decode_payload(plaintext, t.kind)
+            payload = decode_payload(plaintext, t.kind, allow_raw_evidence=self.allow_raw_evidence)
         except EnvelopeError as exc:
-            return self._refuse(exc.reason, msg, str(exc), t.kiosk_id, h.seq)
+            return self._refuse(exc.reason, msg, str(exc), t.kiosk_id, h.seq, signed=True)
         except RecordError as exc:
-            return self._refuse("bad_payload", msg, str(exc), t.kiosk_id, h.seq)
+            return self._refuse("bad_payload", msg, str(exc), t.kiosk_id, h.seq, signed=True)
         return Accepted(kind=t.kind, kiosk_id=t.kiosk_id, site=t.site, seq=h.seq, created_ms=h.time_ms,
-                        received_ms=msg.received_ms, digest=env.digest, payload=payload)
+                        received_ms=msg.received_ms, digest=env.digest, payload=payload, raw=msg.payload)
+
+
+@dataclass
+class StorageHealth:
+    """The storage alarm: raised on the first failed commit, cleared by the next good one."""
+
+    ok: bool = True
+    failures: int = 0                 # failed commit attempts, all outages together
+    outages: int = 0
+    down_since_ms: int | None = None  # start of the current outage
+    held: int = 0                     # messages held unacknowledged meanwhile
+    last_error: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "failures": self.failures, "outages": self.outages,
+                "down_since_ms": self.down_since_ms, "held": self.held, "last_error": self.last_error}
 
 
 @dataclass
@@ -176,9 +214,11 @@ class CollectorStats:
     received: int = 0
     stored: Counter = field(default_factory=Counter)     # kind -> rows stored
     refused: Counter = field(default_factory=Counter)    # reason -> count
+    storage: StorageHealth = field(default_factory=StorageHealth)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"received": self.received, "stored": dict(self.stored), "refused": dict(self.refused)}
+        return {"received": self.received, "stored": dict(self.stored), "refused": dict(self.refused),
+                "storage": self.storage.as_dict()}
 
 
 class Collector:
@@ -190,6 +230,7 @@ class Collector:
         self.processor = Processor(
             self._load_registry(), [load_encryption_key(p) for p in config.enc_key_files], prefix=config.prefix,
             max_envelope=config.max_envelope, max_age_s=config.max_age_s, max_future_s=config.max_future_s,
+            allow_raw_evidence=config.allow_raw_evidence,
         )
         self.store: Store = open_store(config.db)
         self.stats = CollectorStats()
@@ -307,6 +348,13 @@ class Collector:
     def wait_ready(self, timeout: float = 10.0) -> bool:
         return self._subscribed.wait(timeout)
 
+    def health(self) -> dict[str, Any]:
+        """For monitoring: healthy means connected, subscribed and storing."""
+        storage = self.stats.storage.as_dict()
+        connected = self._connected.is_set() and self._subscribed.is_set()
+        return {"healthy": connected and storage["ok"], "connected": connected, "storage": storage,
+                "queued": self._queue.qsize()}
+
     def stop(self) -> None:
         if self._stop.is_set() and not getattr(self, "_worker", None):
             return
@@ -350,28 +398,73 @@ class Collector:
             self.handle_batch(batch)
             self._maybe_reload_registry()
 
-    def _store_one_by_one(self, accepted: list[Accepted], refusals: list[Refusal]) -> list[StoreResult]:
-        """After repeated failures: store items singly, so one poison message cannot block all.
-
-        An item the database refuses while others succeed becomes a ``store_failed`` refusal
-        (archived in ``rejected``); if even that cannot be written, the database is down and the
-        StoreError propagates (nothing is acknowledged).
-        """
+    def _store_isolating(self, accepted: list[Accepted], refusals: list[Refusal]) -> tuple[list[StoreResult], list[Refusal]]:
+        """Store a batch; if the database refuses an item's *content*, store the others and archive
+        that one (with its bytes) as ``unstorable``, with no wait. A StoreError that is not about
+        content propagates: nothing may be acknowledged then."""
+        try:
+            return self.store.store(accepted, refusals), []
+        except StoreContentError as exc:
+            log.error("collector: %s; finding the item", exc)
         results: list[StoreResult] = []
-        self.store.store([], refusals)
+        unstorable: list[Refusal] = []
         for a in accepted:
             try:
                 results.extend(self.store.store([a]))
-            except StoreError as exc:
-                log.error("collector: kiosk %s sequence %d cannot be stored: %s", a.kiosk_id, a.seq, exc)
-                self.store.store([], [Refusal("store_failed", f"{a.site}/{a.kiosk_id}/{a.kind}", a.received_ms, 0,
-                                              str(exc)[:500], a.kiosk_id, a.seq if 0 <= a.seq < 2**63 else None)])
-                self.stats.refused["store_failed"] += 1
+            except StoreContentError as exc:
+                log.error("collector: kiosk %s sequence %d refused by the database: %s", a.kiosk_id, a.seq, exc)
+                unstorable.append(Refusal("unstorable", f"{a.site}/{a.kiosk_id}/{a.kind}", a.received_ms, len(a.raw),
+                                          f"the database refused it: {exc}"[:1000], a.kiosk_id,
+                                          a.seq if 0 <= a.seq < 2**63 else None, sample=a.raw, whole=True))
                 results.append("ignored")
-        return results
+        try:
+            self.store.store([], [*refusals, *unstorable])
+        except StoreContentError as exc:
+            # Some refusal's own text is what the database refuses (the store's text cleaning
+            # should make this impossible): archive them with their bytes and a plain note, rather
+            # than hold the batch for ever. A storage failure still propagates.
+            log.error("collector: archiving refusals needed plain text: %s", exc)
+            self.store.store([], [replace(r, topic="(not storable)", detail=f"{r.reason}; detail not storable",
+                                                      kiosk_claim=None, seq=None) for r in [*refusals, *unstorable]])
+        return results, unstorable
+
+    def _commit(self, accepted: list[Accepted], refusals: list[Refusal], held: int,
+                epoch: int) -> tuple[list[StoreResult], list[Refusal]] | None:
+        """Commit until it works; None if we are stopping or the connection changed meanwhile (then
+        the broker redelivers what we hold). Never returns before the batch is durably stored."""
+        health = self.stats.storage
+        delay = self.config.storage_retry_min_s
+        while True:
+            try:
+                out = self._store_isolating(accepted, refusals)
+            except StoreError as exc:
+                health.failures += 1
+                health.last_error = str(exc)[:500]
+                health.held = held
+                if health.ok:
+                    health.ok = False
+                    health.outages += 1
+                    health.down_since_ms = int(time.time() * 1000)
+                # The alarm: an error every attempt (the backoff bounds how often), and the state
+                # in stats/health(). Nothing of this batch is acknowledged.
+                log.error("collector: STORAGE FAILING, %d message(s) held unacknowledged, retry in %.1f s: %s",
+                          held, delay, exc)
+                if self._stop.wait(delay):
+                    return None
+                if epoch != self._epoch:
+                    log.warning("collector: reconnected while storage was failing; the broker redelivers the held batch")
+                    return None
+                delay = min(delay * 2, self.config.storage_retry_max_s)
+                continue
+            if not health.ok:
+                down_s = (time.time() * 1000 - (health.down_since_ms or 0)) / 1000
+                log.warning("collector: storage is back after %.1f s; the %d held message(s) are stored", down_s, held)
+                health.ok, health.down_since_ms, health.held = True, None, 0
+            return out
 
     def handle_batch(self, batch: list[_Incoming]) -> None:
-        batch = [m for m in batch if m.epoch == self._epoch]
+        epoch = self._epoch
+        batch = [m for m in batch if m.epoch == epoch]
         if not batch:
             return
         accepted: list[Accepted] = []
@@ -382,25 +475,15 @@ class Collector:
             except Exception as exc:   # a bug must not kill the collector or lose the message
                 log.exception("collector: unexpected error processing a message")
                 r = Refusal("malformed", m.topic, m.received_ms, len(m.payload), f"internal error: {type(exc).__name__}",
-                            sample=m.payload[:4096])
+                            sample=m.payload[:self.processor.max_envelope], whole=True)
             if isinstance(r, Accepted):
                 accepted.append(r)
             else:
                 refusals.append(r)
-        attempts = 0
-        while True:
-            try:
-                if attempts < 2:
-                    results = self.store.store(accepted, refusals)
-                else:
-                    results = self._store_one_by_one(accepted, refusals)
-                break
-            except StoreError as exc:
-                # The database is down: do not ack; retry, the broker keeps the messages meanwhile.
-                attempts += 1
-                log.error("collector: %s; retrying in 2 s", exc)
-                if self._stop.wait(2.0):
-                    return
+        committed = self._commit(accepted, refusals, len(batch), epoch)
+        if committed is None:
+            return
+        results, unstorable = committed
         self.stats.received += len(batch)
         for a, res in zip(accepted, results, strict=True):
             if res == "stored" or res == "ignored":
@@ -409,7 +492,7 @@ class Collector:
                 self.stats.refused[res] += 1
                 if res == "replay":
                     log.warning("collector: refused replay: kiosk %s sequence %d reused with different content", a.kiosk_id, a.seq)
-        for r in refusals:
+        for r in [*refusals, *unstorable]:
             self.stats.refused[r.reason] += 1
             log.warning("collector: refused message on %s: %s (%s)", r.topic[:200], r.reason, r.detail[:200])
         for m in batch:

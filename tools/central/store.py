@@ -49,11 +49,36 @@ _SCHEMA = [
 
 
 class StoreError(RuntimeError):
-    pass
+    """Storing failed for a reason that is not the message's content: the disk is full, the
+    database is down or refuses us. Nothing of the batch is stored; the caller must not
+    acknowledge it, and may retry the same batch later."""
+
+
+class StoreContentError(StoreError):
+    """The database refused the *content* of an item (a value out of range, text it cannot hold):
+    retrying cannot help. Raised only for such errors; everything else is a plain StoreError."""
+
+
+def _content_error_types() -> tuple[type[BaseException], ...]:
+    # Errors about the values, not the storage: integer overflow, text a database cannot encode,
+    # constraint and data errors. Everything else (disk full, I/O, connection, permission,
+    # locking) is about the storage and must never be taken for a bad message.
+    found: list[type[BaseException]] = [OverflowError, UnicodeEncodeError, sqlite3.IntegrityError, sqlite3.DataError]
+    try:
+        import psycopg
+    except ImportError:   # pragma: no cover - the central extra installs it
+        return tuple(found)
+    return (*found, psycopg.DataError, psycopg.IntegrityError)
+
+
+_CONTENT_ERRORS = _content_error_types()
 
 
 def _text(value: object, limit: int) -> str:
-    return str(value).replace("\x00", "\ufffd")[:limit]
+    # No NUL (PostgreSQL text refuses it) and no lone surrogate (not encodable): archiving a
+    # refusal must never fail because of what the refused message held.
+    text = str(value).replace("\x00", "\ufffd")[:limit]
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -68,6 +93,7 @@ class Accepted:
     received_ms: int
     digest: str
     payload: dict[str, Any]
+    raw: bytes = b""     # the envelope as received: archived whole if the item is refused after all
 
 
 @dataclass(frozen=True)
@@ -80,6 +106,10 @@ class Refusal:
     kiosk_claim: str | None = None
     seq: int | None = None
     sample: bytes = b""
+    # The sample is the whole message, kept whole: set for messages whose signature verified (a
+    # registered kiosk sent them: the archive is the evidence, and they are bounded by the
+    # envelope size limit). Unauthenticated garbage keeps only REJECTED_SAMPLE_BYTES.
+    whole: bool = False
 
 
 @dataclass(frozen=True)
@@ -154,9 +184,9 @@ class _SqlStore:
                 if res in ("duplicate", "replay"):
                     extra_refusals.append(Refusal(
                         reason=res, topic=f"{it.site}/{it.kiosk_id}/{it.kind}", received_ms=it.received_ms,
-                        size=0, detail=f"sequence {it.seq} already stored"
+                        size=len(it.raw), detail=f"sequence {it.seq} already stored"
                         + (" with different content" if res == "replay" else ""),
-                        kiosk_claim=it.kiosk_id, seq=it.seq,
+                        kiosk_claim=it.kiosk_id, seq=it.seq, sample=it.raw if res == "replay" else b"", whole=True,
                     ))
             self._record_refusals(cur, [*refusals, *extra_refusals], keep_duplicates=False)
             conn.commit()
@@ -165,6 +195,8 @@ class _SqlStore:
                 conn.rollback()
             except Exception:   # connection lost: drop it, the next call reconnects
                 self._local.conn = None
+            if isinstance(exc, _CONTENT_ERRORS):
+                raise StoreContentError(f"the database refused an item of a batch of {len(items)}: {exc}") from exc
             raise StoreError(f"storing a batch of {len(items)} failed: {exc}") from exc
         return results
 
@@ -221,7 +253,7 @@ class _SqlStore:
                 "INSERT INTO rejected (received_ms, reason, topic, kiosk_claim, seq, size, detail, sample) "
                 "VALUES (%s,%s,%s,%s,%s,%s,%s,%s)"),
                 (r.received_ms, r.reason, _text(r.topic, 512), r.kiosk_claim, r.seq, r.size, _text(r.detail, 1000),
-                 r.sample[:REJECTED_SAMPLE_BYTES]))
+                 r.sample if r.whole else r.sample[:REJECTED_SAMPLE_BYTES]))
         for reason, n in sorted(counts.items()):   # sorted: a fixed lock order between collectors
             cur.execute(self._sql(
                 "INSERT INTO refusals (reason, count) VALUES (%s,%s) "

@@ -30,7 +30,7 @@ def _run(args: argparse.Namespace) -> int:
         broker_host=args.broker_host, broker_port=args.broker_port, ca_file=Path(args.ca), cert_file=Path(args.cert),
         key_file=Path(args.key), enc_key_files=tuple(Path(p) for p in args.enc_key), registry_file=Path(args.registry),
         db=args.db, prefix=args.prefix, share_group=args.share_group, max_age_s=args.max_age_days * 86400,
-        max_future_s=args.max_future_s, fresh_session=args.fresh_session,
+        max_future_s=args.max_future_s, fresh_session=args.fresh_session, allow_raw_evidence=args.allow_raw_evidence,
     )
     collector = Collector(cfg)
     # SIGTERM (systemd, docker) stops as cleanly as Ctrl-C; unacked messages are redelivered anyway.
@@ -126,6 +126,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--max-future-s", type=float, default=300.0, help="refuse times this far in the future")
     r.add_argument("--fresh-session", action="store_true",
                    help="discard this identity's session at the broker (queued messages, old subscriptions)")
+    r.add_argument("--allow-raw-evidence", action="store_true",
+                   help="accept decisions carrying raw pen data / images (the kiosks' policy must say the same)")
     r.set_defaults(func=_guarded(_run))
 
     q = csub.add_parser("query", help="list stored decisions")

@@ -108,16 +108,19 @@ def test_two_collectors_split_the_load_on_postgresql(link_pki: LinkPki, mqtt_bro
 
 
 def test_one_poison_message_cannot_block_the_others(link_pki: LinkPki, db_url: str) -> None:
-    # Not started: handle_batch / _store_one_by_one are driven directly (no broker needed).
+    # Not started: _store_isolating is driven directly (no broker needed). The processor refuses
+    # such content before the store; this is the defence behind it, for what the database refuses.
     collector = Collector(link_pki.collector_config(1, db_url))
     try:
-        poison = Accepted("decision", "kiosk-a", "site1", 2**63, T0, T0, "p", {"decision": "APPROVED", "score": 1})  # seq out of range for a 64-bit column
+        poison = Accepted("decision", "kiosk-a", "site1", 2**63, T0, T0, "p", {"decision": "APPROVED", "score": 1},
+                          raw=b"SK\x01 the envelope")    # seq out of range for a 64-bit column
         odd = _dec(7, decision="APP\x00ROVED")            # a NUL, which PostgreSQL text refuses
-        results = collector._store_one_by_one([_dec(5), poison, odd], [])
+        results, unstorable = collector._store_isolating([_dec(5), poison, odd], [])
         assert results == ["stored", "ignored", "stored"]
         assert collector.store.count("decisions") == 2
-        assert collector.store.refusal_counts() == {"store_failed": 1}
-        assert collector.stats.refused["store_failed"] == 1
+        assert collector.store.refusal_counts() == {"unstorable": 1}
+        assert [(r.reason, r.sample) for r in unstorable] == [("unstorable", b"SK\x01 the envelope")]
+        assert collector.store.count("rejected") == 1     # archived with its bytes, not just counted
     finally:
         collector.store.close()
 
