@@ -6,7 +6,7 @@ store and its key, kept apart), ``[ui]`` (the local screen), ``[link]`` (the sec
 central server, ``kiosk.link.LinkConfig``; omit it to run without a server) and ``[commands]``
 (signed verification requests from the central server), ``[update]`` (the model-update agent,
 ``kiosk.update_agent.UpdateConfig``; needs ``[link]``; omit it to serve the configured model
-only) and ``[paper]`` (photos and scans of paper signatures: the camera and the image model). Relative paths are resolved against the
+only), ``[staff]`` (operator logins for template management, ``kiosk.staff.StaffConfig``) and ``[paper]`` (photos and scans of paper signatures: the camera and the image model). Relative paths are resolved against the
 configuration file's directory. Unknown keys are an error: a typo must not silently fall back to
 a default on a bank's appliance.
 
@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from firmware_host.assembler import SegmenterConfig
 from firmware_host.evdev_reader import DeviceSelector
 from kiosk.link import LinkConfig
+from kiosk.staff import StaffConfig
 from kiosk.topics import validate_id
 from kiosk.update_agent import UpdateConfig
 from models.classic import ClassicConfig
@@ -82,6 +83,23 @@ enabled = true
 host = "127.0.0.1"                       # localhost only: the kiosk browser runs on this machine
 port = 8470
 show_decision_s = 8.0
+# The screen's event stream and API answer only the kiosk's own browser: the daemon writes a
+# per-boot secret here (0640, group token_group); the sigkiosk-browser unit hands it to Chromium.
+token_file = "/run/sigkiosk/ui-token"
+token_group = "sigkiosk-screen"
+customer_decision = "show"               # "show": APPROVED / SUSPICIOUS; "wait_for_staff": a suspicious
+                                         # signature shows "Please wait, a member of staff will help you"
+
+[staff]
+# Template management (enroll, replace, add, delete) needs an operator's login on the staff view
+# (/staff). Operators: sigkiosk admin operator add NAME --config /etc/sigkiosk/sigkiosk.toml
+operators_file = "operators.json"        # relative: under state_dir; mode 0600, scrypt hashes
+max_failures = 5                         # failed logins in a row that lock one operator...
+lockout_s = 300.0                        # ...for this long
+global_max_failures = 20                 # failed logins of all operators within global_window_s:
+global_window_s = 60.0                   # every login refused until the window has passed
+idle_timeout_s = 120.0                   # a staff session ends this long after its last action
+max_session_s = 900.0
 
 [commands]
 enabled = true                           # verification requests from the central server
@@ -195,8 +213,13 @@ class UiConfig:
     host: str = "127.0.0.1"
     port: int = 8470
     show_decision_s: float = 8.0
+    token_file: Path | None = None        # where the per-boot screen secret is written (None: memory only)
+    token_group: str | None = None        # the group that may read it (the kiosk browser's user)
+    customer_decision: str = "show"       # or "wait_for_staff": SUSPICIOUS is not shown to the customer
 
     def __post_init__(self) -> None:
+        if self.customer_decision not in ("show", "wait_for_staff"):
+            raise ConfigError(f"[ui] customer_decision must be \"show\" or \"wait_for_staff\", got {self.customer_decision!r}")
         if self.host not in ("127.0.0.1", "localhost", "::1"):
             raise ConfigError(f"[ui] host must be a loopback address (the screen is local), got {self.host!r}")
         if not 0 <= self.port < 65536:
@@ -245,6 +268,7 @@ class DaemonConfig:
     link: LinkConfig | None = None
     update: UpdateConfig | None = None   # the model-update agent (needs link)
     paper: PaperConfig = field(default_factory=PaperConfig)
+    staff: StaffConfig = field(default_factory=StaffConfig)
     source: Path | None = None   # the file it was read from
 
 
@@ -269,7 +293,7 @@ def _section(cls: type, data: Mapping[str, Any], table: str, base: Path, path_ke
 
 
 def parse_config(data: Mapping[str, Any], base_dir: Path, source: Path | None = None) -> DaemonConfig:
-    allowed = {"kiosk", "device", "verifier", "policy", "storage", "ui", "commands", "link", "update", "paper"}
+    allowed = {"kiosk", "device", "verifier", "policy", "storage", "ui", "commands", "link", "update", "paper", "staff"}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ConfigError(f"unknown table(s): {', '.join(unknown)}")
@@ -320,6 +344,10 @@ def parse_config(data: Mapping[str, Any], base_dir: Path, source: Path | None = 
         except (TypeError, ValueError, OSError) as exc:
             raise ConfigError(f"[update] {exc}") from None
     commands = _section(CommandsConfig, data.get("commands", {}), "commands", base_dir, ("central_sign_pub",))
+    # The operators file lives in the state directory by default (the service's only writable one).
+    staff = _section(StaffConfig, data.get("staff", {}), "staff", state_dir, ("operators_file",))
+    if not Path(staff.operators_file).is_absolute():
+        staff = replace(staff, operators_file=state_dir / staff.operators_file)
     if commands.enabled and link is not None and commands.central_sign_pub is None:
         raise ConfigError("[commands] enabled needs central_sign_pub (to check the requests' signatures)")
     return DaemonConfig(
@@ -327,8 +355,8 @@ def parse_config(data: Mapping[str, Any], base_dir: Path, source: Path | None = 
         device=_section(DeviceConfig, data.get("device", {}), "device", base_dir, ("input_dir",)),
         verifier=_section(VerifierConfig, data.get("verifier", {}), "verifier", base_dir, ("model_dir",)),
         policy=_section(PolicyConfig, data.get("policy", {}), "policy", base_dir),
-        storage=st, ui=_section(UiConfig, data.get("ui", {}), "ui", base_dir),
-        commands=commands, link=link, update=update, source=source,
+        storage=st, ui=_section(UiConfig, data.get("ui", {}), "ui", base_dir, ("token_file",)),
+        commands=commands, link=link, update=update, source=source, staff=staff,
         paper=_section(PaperConfig, data.get("paper", {}), "paper", base_dir, ("model_dir",)),
     )
 

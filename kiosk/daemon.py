@@ -6,7 +6,9 @@ from the central server) -> ``capture`` (the live pen; ink streamed to the scree
 server) -> ``idle``. Enrollment runs ``enroll`` captures until N references are accepted
 ("Save (n/N)"; a refused sample is answered with reasons and the customer signs again), then
 writes the encrypted template. Template management: ``enroll`` with mode ``new``, ``replace``
-or ``add``, and ``delete``. Paper signatures (``verify_paper``, with ``[paper]``): ``identify`` ->
+or ``add``, and ``delete``; these need a logged-in operator (``kiosk.staff``, ``submit(staff=...)``),
+``replace`` and ``delete`` the customer typed again (``confirm``), and each is audited (``audit``:
+an ``AuditRecord`` sealed into the outbox when it starts, before anything changes, and when it ends). Paper signatures (``verify_paper``, with ``[paper]``): ``identify`` ->
 ``capture`` (the camera, until a photo holds a signature; each refusal tells the person what to
 change) or a scanned file -> ``verify`` (``kiosk.paper``, against the pad references drawn as
 ink) -> ``decision`` -> ``report`` (mode ``offline``).
@@ -47,6 +49,7 @@ from firmware_host.evdev_reader import DigitizerService
 from kiosk.config import DaemonConfig
 from kiosk.sdnotify import Notifier, Watchdog, watchdog_interval
 from kiosk.sessions import EnrollmentSession, VerificationOutcome, new_session_id, verify
+from kiosk.staff import AuditError, StaffAuth, StaffSession
 from kiosk.templates import TemplateError, TemplateStore, validate_customer
 from kiosk.verifier import Verifier, make_verifier
 from models.classic import ClassicConfig
@@ -73,6 +76,14 @@ class RequestError(ValueError):
     """A request was refused before anything happened (bad customer reference, busy...)."""
 
 
+class StaffRequired(RequestError):
+    """Template management without a live operator session (``kiosk.staff``)."""
+
+
+class NotAuditable(RequestError):
+    """A staff action whose audit record cannot be stored (outbox full or broken): refused."""
+
+
 @dataclass
 class Request:
     kind: str                   # "verify", "verify_paper", "enroll", "delete"
@@ -83,9 +94,19 @@ class Request:
     request_id: str = field(default_factory=new_session_id)
     done: threading.Event = field(default_factory=threading.Event)
     result: dict[str, Any] = field(default_factory=dict)
+    operator: str | None = None          # enroll/delete: the logged-in operator who asked
+    staff_session: str | None = None     # ...and their login session's public id
+    #: Runs before the request is reported done (the staff action's audit record).
+    on_finish: Callable[[Request], None] | None = field(default=None, repr=False)
 
     def finish(self, **result: Any) -> None:
         self.result = result
+        if self.on_finish is not None:
+            try:
+                self.on_finish(self)
+            except Exception:   # the result stands; the failure to audit it is logged
+                log.exception("request finish hook failed", extra={"event": "finish_hook_failed",
+                                                                   "session": self.request_id})
         self.done.set()
 
     def wait(self, timeout: float | None = None) -> dict[str, Any]:
@@ -196,6 +217,8 @@ class Daemon:
         self._link = link
         self._own_link = link is None and config.link is not None
         self._start_ui = config.ui.enabled if start_ui is None else start_ui
+        #: Operator logins: enroll and delete need one of its sessions (``submit(staff=...)``).
+        self.staff = StaffAuth(config.staff, self.audit)
         self.store: TemplateStore | None = None
         self.ui: Any = None
         self._requests: queue.Queue[Request] = queue.Queue()
@@ -254,7 +277,8 @@ class Daemon:
         if self._start_ui:
             from kiosk.ui.server import UiServer
 
-            self.ui = UiServer(self, cfg.ui.host, cfg.ui.port)
+            self.ui = UiServer(self, cfg.ui.host, cfg.ui.port, token_file=cfg.ui.token_file,
+                               token_group=cfg.ui.token_group)
             self.ui.start()
         self._warm_up()
         if cfg.paper.enabled:
@@ -385,9 +409,49 @@ class Daemon:
             return
         self.set_verifier(verifier)
 
+    # -- staff audit ----------------------------------------------------------------------------
+    def audit(self, action: str, outcome: str, operator: str, *, subject: str | None = None,
+              mode: str | None = None, session_id: str | None = None, staff_session: str | None = None,
+              required: bool = False) -> int | None:
+        """Record one staff action: sealed into the outbox for the central server (with a link),
+        and logged without the customer. ``required``: raise ``AuditError`` if it cannot be stored,
+        so the action is refused instead of done unaudited. Returns the record's sequence number."""
+        from kiosk.records import AuditRecord
+
+        rec = AuditRecord(operator=operator, action=action, outcome=outcome, subject=subject, mode=mode,
+                          session_id=session_id, staff_session=staff_session)
+        seq = None
+        if self._link is not None:
+            from kiosk.link import LinkError
+
+            try:
+                seq = self._link.publish_audit(rec)
+            except LinkError as exc:
+                log.error("staff action could not be audited: %s", exc,
+                          extra={"event": "audit_failed", "action": action, "operator": operator})
+                if required:
+                    raise AuditError(f"the staff action cannot be recorded: {exc}") from exc
+        log.info("staff action %s: %s", action, outcome, extra={
+            "event": "audit", "action": action, "outcome": outcome, "operator": operator, "mode": mode,
+            "session": session_id, "staff_session": staff_session, "seq": seq})
+        return seq
+
+    def _audit_result(self, req: Request) -> None:
+        """The end of an enroll/delete, before the request reports done (``Request.on_finish``)."""
+        r = req.result
+        outcome = "ok" if r.get("ok") else str(r.get("error") or "failed")[:64]
+        self.audit(req.kind, outcome, req.operator or "?", subject=req.customer,
+                   mode=req.mode if req.kind == "enroll" else None, session_id=req.request_id,
+                   staff_session=req.staff_session)
+
     # -- requests -----------------------------------------------------------------------------
     def submit(self, kind: str, customer: str, *, source: str = "screen", mode: str = "new",
-               request_id: str | None = None, image: Path | None = None) -> Request:
+               request_id: str | None = None, image: Path | None = None, staff: StaffSession | None = None,
+               confirm: str | None = None) -> Request:
+        """Queue a request. ``enroll`` and ``delete`` change whom the kiosk approves: they need
+        ``staff``, a live session of ``self.staff`` (an operator's login), and ``replace`` and
+        ``delete`` need ``confirm`` equal to ``customer`` (typed again). Their start is audited
+        durably before they are queued; their end when they finish."""
         if kind not in ("verify", "verify_paper", "enroll", "delete"):
             raise RequestError(f"unknown request {kind!r}")
         if kind == "verify_paper" and self.paper is None:
@@ -402,8 +466,24 @@ class Daemon:
             raise RequestError(str(exc)) from None
         if self._stop.is_set():
             raise RequestError("the kiosk is stopping")
+        staff_action = kind in ("enroll", "delete")
+        if staff_action:
+            if staff is None or not self.staff.check(staff):
+                raise StaffRequired(f"{kind} needs a logged-in operator (the staff view)")
+            if (kind == "delete" or mode == "replace") and confirm != customer:
+                raise RequestError(f"{'delete' if kind == 'delete' else 'replace'} needs confirming: "
+                                   "type the customer reference again")
         req = Request(kind, customer, source, mode, image=Path(image) if image is not None else None,
                       **({"request_id": request_id} if request_id else {}))
+        if staff_action:
+            assert staff is not None
+            req.operator, req.staff_session = staff.operator, staff.session_id
+            try:
+                self.audit(kind, "started", staff.operator, subject=customer, mode=mode if kind == "enroll" else None,
+                           session_id=req.request_id, staff_session=staff.session_id, required=True)
+            except AuditError as exc:
+                raise NotAuditable(str(exc)) from None
+            req.on_finish = self._audit_result
         self._requests.put(req)
         return req
 
@@ -455,6 +535,7 @@ class Daemon:
             try:
                 req = self._requests.get(timeout=0.5)
             except queue.Empty:
+                self.staff.expire()   # idle staff sessions end (and are audited) even if nobody asks
                 continue
             self.current = req
             self._cancel.clear()
@@ -650,6 +731,12 @@ class Daemon:
     def _show_decision(self, outcome: VerificationOutcome, explanations: tuple[str, ...] = ()) -> None:
         v = outcome.verdict
         self.state = State.DECISION
+        if v.decision != "APPROVED" and self.config.ui.customer_decision == "wait_for_staff":
+            # The bank's choice: the customer is not told "suspicious" (nor the score or aspects);
+            # staff see the decision centrally.
+            self.bus.publish({"type": "screen", "screen": "decision", "state": "decision", "decision": "WAIT",
+                              "show_s": self.config.ui.show_decision_s})
+            return
         self.bus.publish({
             "type": "screen", "screen": "decision", "state": "decision", "decision": v.decision,
             "match_rate": round(v.match_rate * 100), "too_similar": v.too_similar,
@@ -768,4 +855,4 @@ def _warm_sample() -> Any:
                       device=DeviceInfo(name="warm-up", units="mm", resolution=100.0, pressure_levels=1023))
 
 
-__all__ = ["Daemon", "EventBus", "Request", "RequestError", "State", "Path"]
+__all__ = ["Daemon", "EventBus", "NotAuditable", "Request", "RequestError", "StaffRequired", "State", "Path"]

@@ -41,6 +41,7 @@ from kiosk import envelope
 from kiosk.keys import key_id, load_public_raw, load_signing_key, raw_public
 from kiosk.outbox import Outbox, OutboxError
 from kiosk.records import (
+    AuditRecord,
     DecisionRecord,
     LogEntry,
     RecordError,
@@ -190,6 +191,16 @@ class KioskLink:
         except (RecordError, TypeError) as exc:
             raise LinkError(f"decision refused: {exc}") from exc
         return self._enqueue("decision", record.to_payload(), record.created_ms)
+
+    def publish_audit(self, record: AuditRecord) -> int:
+        """Seal and durably queue one staff action (``kiosk.staff``); return its sequence number.
+
+        Like a decision: returns once the record is committed to the outbox, and is never dropped
+        under the log quota. Raises ``LinkError`` if it cannot be stored.
+        """
+        if not isinstance(record, AuditRecord):
+            raise LinkError("audit refused: not an AuditRecord")
+        return self._enqueue("audit", record.to_payload(), record.created_ms)
 
     def publish_log(self, entry: LogEntry) -> int:
         """Queue one (already redacted) log record; may drop older logs under the disk quota."""

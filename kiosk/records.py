@@ -167,6 +167,43 @@ class StatusRecord:
         return {"type": "status", "schema": PAYLOAD_SCHEMA, **d}
 
 
+#: What a staff member did at the kiosk (``kiosk.staff``; the daemon's template management).
+AUDIT_ACTIONS = frozenset({"login", "logout", "enroll", "delete"})
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One staff action at the kiosk: who (``operator``), what (``action``; ``mode`` new/replace/add
+    for an enrollment), to which customer (``subject``, the same pseudonymous reference a decision
+    carries), when (``created_ms``) and how it ended (``outcome``: ``started`` before a template
+    changes, then ``ok`` or the error; for logins ``ok``, ``bad_credentials``, ``locked``...).
+    ``session_id`` is the kiosk request's id, ``staff_session`` the login session's public id."""
+
+    operator: str
+    action: str
+    outcome: str
+    subject: str | None = None
+    mode: str | None = None
+    session_id: str | None = None
+    staff_session: str | None = None
+    created_ms: int = field(default_factory=_now_ms)
+
+    def __post_init__(self) -> None:
+        for name in ("operator", "outcome"):
+            v = getattr(self, name)
+            if not isinstance(v, str) or not v or len(v) > 64:
+                raise RecordError(f"audit {name} must be a non-empty string of at most 64 characters")
+        if self.action not in AUDIT_ACTIONS:
+            raise RecordError(f"unknown audit action {self.action!r}")
+        for name in ("subject", "mode", "session_id", "staff_session"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, str) or len(v) > 128):
+                raise RecordError(f"audit {name} must be a string of at most 128 characters")
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"type": "audit", "schema": PAYLOAD_SCHEMA, **asdict(self)}
+
+
 def _clean_log_value(value: Any, free_text: bool, depth: int) -> Any:
     if isinstance(value, str):
         return (_BAD_CHARS_TEXT if free_text else _BAD_CHARS).sub("\ufffd", value)
@@ -187,7 +224,8 @@ def _clean_log_value(value: Any, free_text: bool, depth: int) -> Any:
 
 #: The record class of each payload type: its dataclass fields are the payload's fields, with the
 #: declared types (a new record type only needs an entry here to get every check).
-RECORD_TYPES: dict[str, type] = {"decision": DecisionRecord, "log": LogEntry, "status": StatusRecord}
+RECORD_TYPES: dict[str, type] = {"decision": DecisionRecord, "log": LogEntry, "status": StatusRecord,
+                                 "audit": AuditRecord}
 
 
 def _check_value(value: Any, where: str, depth: int, free_text: bool) -> None:
@@ -334,6 +372,9 @@ def decode_payload(data: bytes, expected_type: str, *, allow_raw_evidence: bool 
             raise RecordError("decision payload lacks a decision string or a numeric score")
     if expected_type == "status" and not isinstance(obj.get("state"), str):
         raise RecordError("status payload lacks a state")
+    if expected_type == "audit" and not (isinstance(obj.get("operator"), str) and isinstance(obj.get("outcome"), str)
+                                         and obj.get("action") in AUDIT_ACTIONS):
+        raise RecordError("audit payload lacks an operator, a known action or an outcome")
     check_payload(obj)
     check_record(obj, allow_raw_evidence=allow_raw_evidence)
     return obj

@@ -4,6 +4,7 @@ Layout (version 1)::
 
     <prefix>/v1/<site>/<kiosk>/decision     kiosk -> central (encrypted, signed, via the outbox)
     <prefix>/v1/<site>/<kiosk>/log          kiosk -> central (encrypted, signed, via the outbox)
+    <prefix>/v1/<site>/<kiosk>/audit        kiosk -> central (staff actions; encrypted, signed, via the outbox)
     <prefix>/v1/<site>/<kiosk>/status       kiosk -> central (retained; last will "offline")
     <prefix>/v1/<site>/<kiosk>/model/...    admin -> one kiosk (command topics)
     <prefix>/v1/_group/<group>/model/...    admin -> a group of kiosks (command topics)
@@ -25,8 +26,8 @@ GROUP_NAMESPACE = "_group"
 DEFAULT_PREFIX = "sig"
 
 #: Message kinds a kiosk publishes.
-Kind = Literal["decision", "log", "status"]
-KINDS: tuple[Kind, ...] = ("decision", "log", "status")
+Kind = Literal["decision", "log", "status", "audit"]
+KINDS: tuple[Kind, ...] = ("decision", "log", "status", "audit")
 
 #: Matched whole (``fullmatch``): with ``match`` and ``$``, "kiosk-1\n" passed, since ``$`` also matches
 #: before a final newline.
@@ -83,6 +84,10 @@ class KioskTopics:
     @property
     def status(self) -> str:
         return self.topic("status")
+
+    @property
+    def audit(self) -> str:
+        return self.topic("audit")
 
     @property
     def model_commands(self) -> str:

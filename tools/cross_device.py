@@ -84,17 +84,18 @@ class Variant:
     """A pad that differs from the recording one: ``transform`` turns a recorded signature into
     what it would have delivered; ``applies`` says whether it changes a set recorded on ``device``."""
 
+    key: str
     name: str
     transform: Callable[[Trajectory], Trajectory] | None
     applies: Callable[[DeviceInfo], bool]
 
 
 VARIANTS: tuple[Variant, ...] = (
-    Variant("as recorded", None, lambda d: True),
-    Variant("no pressure", without_pressure, lambda d: d.has_pressure),
-    Variant("no time, rate assumed", without_time, lambda d: d.time_measured),
-    Variant("75 Hz", partial(resampled, rate_hz=75.0), lambda d: True),
-    Variant("200 Hz", partial(resampled, rate_hz=200.0), lambda d: d.nominal_rate_hz != 200.0),
+    Variant("recorded", "as recorded", None, lambda d: True),
+    Variant("no-pressure", "no pressure", without_pressure, lambda d: d.has_pressure),
+    Variant("no-time", "no time, rate assumed", without_time, lambda d: d.time_measured),
+    Variant("75hz", "75 Hz", partial(resampled, rate_hz=75.0), lambda d: True),
+    Variant("200hz", "200 Hz", partial(resampled, rate_hz=200.0), lambda d: d.nominal_rate_hz != 200.0),
 )
 
 
@@ -207,7 +208,7 @@ class Options:
     #: Few writers per set (a smoke test of the whole protocol in about a minute).
     quick: bool = False
     sets: tuple[str, ...] = tuple(name for name, _, _ in SETS)
-    variants: tuple[str, ...] = tuple(v.name for v in VARIANTS)
+    variants: tuple[str, ...] = tuple(v.key for v in VARIANTS)
 
     @property
     def fit_limit(self) -> int | None:
@@ -226,9 +227,9 @@ def run(data_dir: Path, options: Options = Options(), progress: Callable[[str], 
     unknown = set(options.sets) - {n for n, _, _ in SETS}
     if unknown:
         raise ValueError(f"unknown set(s) {sorted(unknown)}; known: {', '.join(n for n, _, _ in SETS)}")
-    bad = set(options.variants) - {v.name for v in VARIANTS}
+    bad = set(options.variants) - {v.key for v in VARIANTS}
     if bad:
-        raise ValueError(f"unknown variant(s) {sorted(bad)}; known: {', '.join(v.name for v in VARIANTS)}")
+        raise ValueError(f"unknown variant(s) {sorted(bad)}; known: {', '.join(v.key for v in VARIANTS)}")
     if options.split not in ("validate", "test"):
         raise ValueError("split must be validate or test")
     sets = [(n, f, fmt) for n, f, fmt in SETS if n in options.sets]
@@ -269,13 +270,14 @@ def run(data_dir: Path, options: Options = Options(), progress: Callable[[str], 
         fitted_verifier = ClassicVerifier(ClassicConfig(threshold=threshold, prior=prior))
         rows = []
         for variant in VARIANTS:
-            if variant.name not in options.variants or not variant.applies(device):
+            if variant.key not in options.variants or not variant.applies(device):
                 continue
             say(f"{elapsed()} {name} [{variant.name}]: {len(target.writers)} {options.split} writers")
             ds = device_variant(target, variant)
             m = measure_distances(ds, REFERENCES, options.trials, options.seed)
             rows.append({
                 "variant": variant.name,
+                "key": variant.key,
                 "eer": {f"k{k}": _eer_entry(m.scores(k, prior)) for k in REFERENCES},
                 "operating_point": {
                     "fitted": _op_entry(measure(ds, fitted_verifier, FIT_K), threshold),

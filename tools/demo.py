@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import secrets
 import shutil
 import tempfile
 import time
@@ -74,6 +75,10 @@ class DemoEnv:
     admin: Any                 # an admin MQTT client (publishes the central server's requests)
     central_sign_key: Any
     config_path: Path
+    #: The demo's operator at the kiosk (enrollments need a staff login) and its passphrase,
+    #: random per run and kept in memory only.
+    operator: str = "demo-staff"
+    operator_secret: str = field(default="", repr=False)
 
     def close(self) -> None:
         for step in (self.daemon.stop, self._admin_close, self.collector.stop, self.broker.stop, self.pen.close_all):
@@ -183,6 +188,7 @@ def start_environment(root: Path, *, speed: float = 3.0, pen_up_timeout_s: float
     from kiosk import keys
     from kiosk.config import load_config
     from kiosk.daemon import Daemon
+    from kiosk.staff import OperatorStore
     from kiosk.tls import client_tls_context
     from tools.broker import BrokerSettings, Mosquitto, free_port
     from tools.central.collector import Collector, CollectorConfig
@@ -210,6 +216,8 @@ def start_environment(root: Path, *, speed: float = 3.0, pen_up_timeout_s: float
         config_path.write_text(kiosk_config_text(paths, port, pen_up_timeout_s=pen_up_timeout_s,
                                                  camera=root / "camera" / "frame.jpg"))
         config = load_config(config_path)
+        operator_secret = secrets.token_urlsafe(16)
+        OperatorStore(config.staff.operators_file).set("demo-staff", operator_secret)
         daemon = Daemon(config, digitizer=pen.service(config.device.segmenter()))
         daemon.start()
         admin = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="admin.ops", protocol=mqtt.MQTTv5)
@@ -220,7 +228,8 @@ def start_environment(root: Path, *, speed: float = 3.0, pen_up_timeout_s: float
         if not daemon.link.commands_ready.wait(20):
             raise RuntimeError("the kiosk's command subscription was not granted")
         return DemoEnv(root, broker, collector, daemon, pen, admin,
-                       keys.load_signing_key(paths["central"] / keys.CENTRAL_SIGN_KEY), config_path)
+                       keys.load_signing_key(paths["central"] / keys.CENTRAL_SIGN_KEY), config_path,
+                       operator_secret=operator_secret)
     except BaseException:
         for obj, fn in ((daemon, "stop"), (collector, "stop"), (broker, "stop")):
             if obj is not None:
@@ -238,6 +247,7 @@ class DemoResult:
     enrolled: int = 0
     truth: dict[str, str] = field(default_factory=dict)   # session id -> "genuine" / "forged"
     rows: list[Any] = field(default_factory=list)         # what the collector stored
+    audit: list[dict[str, Any]] = field(default_factory=list)   # staff actions the collector stored
 
     def counts(self, mode: str = "online") -> dict[str, dict[str, int]]:
         """Decisions by truth, for the pen (``online``) or paper (``offline``) ones."""
@@ -250,7 +260,8 @@ class DemoResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"sent": self.sent, "received": len(self.rows), **self.counts(), "paper": self.counts("offline"),
-                "enrolled": self.enrolled, "refused_samples": self.refusals}
+                "enrolled": self.enrolled, "refused_samples": self.refusals,
+                "audit": [{k: a.get(k) for k in ("operator", "action", "mode", "subject", "outcome")} for a in self.audit]}
 
 
 class Customer:
@@ -286,9 +297,10 @@ class Customer:
                     self.env.daemon.cancel()   # nothing left to sign with: walk away
 
 
-def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
+def _post(url: str, body: dict[str, Any], cookie: str) -> dict[str, Any]:
+    # ``cookie``: the screen's secret (``UiServer.cookie_header``); the API answers no one else.
     req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json", "Cookie": cookie})
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())
 
@@ -324,7 +336,10 @@ def run_demo(env: DemoEnv, writers: Writers, say: Callable[[str], None] = print,
 
         _wait_idle(d)
         cust.drain()
-        req = d.submit("enroll", customer, mode="new")
+        # A member of staff logs in at the kiosk and starts the enrollment (audited centrally).
+        staff = d.staff.login(env.operator, env.operator_secret)[1]
+        req = d.submit("enroll", customer, mode="new", staff=staff)
+        d.staff.logout(staff, "handed_to_customer")
         cust.serve(enroll_pool, req.done.is_set, on_event=on_enroll)
         r = req.wait(1)
         if not r.get("ok"):
@@ -345,7 +360,7 @@ def run_demo(env: DemoEnv, writers: Writers, say: Callable[[str], None] = print,
                 env.admin.publish(verify_topic(d.link.topics), payload, qos=1)
                 session = rid
             else:
-                session = _post(ui + "api/verify", {"customer": customer})["session"] if ui else \
+                session = _post(ui + "api/verify", {"customer": customer}, d.ui.cookie_header)["session"] if ui else \
                     d.submit("verify", customer).request_id
             res.truth[session] = kind
             cust.serve([traj], lambda before=before: d.decisions > before)
@@ -364,6 +379,7 @@ def run_demo(env: DemoEnv, writers: Writers, say: Callable[[str], None] = print,
         if len(res.rows) >= res.sent:
             break
         time.sleep(0.1)
+    res.audit = env.collector.store.query_audit(kiosk_id=d.config.kiosk_id)
     return res
 
 
@@ -404,6 +420,13 @@ def print_report(res: DemoResult, say: Callable[[str], None] = print) -> None:
         say(f"  #{r.seq:<4} {when} {r.kiosk_id}/{r.site}  {p.get('subject', '?'):<12} {what} {r.decision:<10} "
             f"match {100 * (r.score or 0):3.0f}%  reasons {reasons:<22} (truly {kind}) "
             f"signed->report {p.get('timings_ms', {}).get('pen_up_to_report', 0):.1f} ms")
+    if res.audit:
+        say(f"central server: {len(res.audit)} staff action(s) audited")
+        for a in res.audit:
+            when = time.strftime("%H:%M:%S", time.localtime(a["created_ms"] / 1000))
+            what = a["action"] + (f" ({a['mode']})" if a.get("mode") else "")
+            say(f"  #{a['seq']:<4} {when} {a['kiosk_id']}  operator {a['operator']:<12} {what:<14} "
+                f"{a.get('subject') or '-':<12} {a['outcome']}")
     c, cp = res.counts(), res.counts("offline")
     say("")
     say(f"summary: {res.enrolled} customer(s) enrolled, {res.refusals} sample(s) refused at enrollment; "

@@ -1,25 +1,45 @@
-"""The kiosk screen's web server: static page + Server-Sent Events + a tiny JSON API.
+"""The kiosk screen's web server: static pages + Server-Sent Events + a tiny JSON API.
 
 stdlib ``ThreadingHTTPServer`` bound to loopback only (the kiosk-mode browser runs on the same
 machine). ``GET /events`` streams the daemon's screen events (``kiosk.daemon.EventBus``): screen
-changes, live ink, enrollment results, decisions. The page posts the customer's actions:
+changes, live ink, enrollment results, decisions. The customer's page (``/``) posts:
 
     POST /api/verify  {"customer": "..."}          POST /api/cancel
     POST /api/verify_paper {"customer": "..."}     (the camera; needs [paper])
-    POST /api/enroll  {"customer": "...", "mode": "new"|"replace"|"add"}
-    POST /api/delete  {"customer": "..."}          POST /api/done   (end the signature now)
-    GET  /api/status
+    POST /api/done    (end the signature now)      GET  /api/status
+
+The staff view (``/staff``) logs an operator in (``kiosk.staff``) and manages templates:
+
+    POST /api/staff/login  {"operator": "...", "pin": "..."}     POST /api/staff/logout
+    GET  /api/staff/session
+    POST /api/staff/enroll {"customer": "...", "mode": "new"|"replace"|"add", "confirm": "..."}
+    POST /api/staff/delete {"customer": "...", "confirm": "..."}  (confirm: the customer retyped)
+
+Only the kiosk's own browser may use the stream and the API: the daemon holds a per-boot secret
+(``[ui] token_file``, readable by the browser's user only); the browser opens ``/?k=<secret>``
+once, gets it back as an HttpOnly SameSite=Strict cookie and is redirected to ``/``. Without the
+cookie ``/events`` and every ``/api/*`` answer 403, so another local process sees no ink. The
+staff session is a second such cookie; it ends on logout, on the idle timeout, and when an
+enrollment hands the screen to the customer. The static files are public (they hold no secret).
 
 POSTs must be JSON and come from this origin: another web page the browser might show cannot
-drive the kiosk (no CORS, Host and Origin checked). The server never logs request bodies.
+drive the kiosk (no CORS, Host and Origin checked). The server never logs request bodies, the
+secret or the session tokens (the request line is logged without its query).
 """
 
 from __future__ import annotations
 
+import grp
+import hmac
 import json
 import logging
+import os
 import queue
+import re
+import secrets
 import threading
+from http.cookies import CookieError, SimpleCookie
+from pathlib import Path
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -32,7 +52,12 @@ log = logging.getLogger(__name__)
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
           "/index.html": ("index.html", "text/html; charset=utf-8"),
           "/app.js": ("app.js", "text/javascript; charset=utf-8"),
-          "/style.css": ("style.css", "text/css; charset=utf-8")}
+          "/style.css": ("style.css", "text/css; charset=utf-8"),
+          "/staff": ("staff.html", "text/html; charset=utf-8"),
+          "/staff.js": ("staff.js", "text/javascript; charset=utf-8")}
+SCREEN_COOKIE = "sigkiosk_screen"
+STAFF_COOKIE = "sigkiosk_staff"
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{32,128}$")
 MAX_BODY = 4096
 KEEPALIVE_S = 10.0
 
@@ -42,9 +67,53 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
+def screen_token(path: Path | None, group: str | None = None) -> str:
+    """The per-boot secret of the kiosk's browser.
+
+    ``path`` None: a fresh one, in memory only (tests, the demo). Otherwise the one in ``path`` if
+    it is ours and private (a daemon restarted within the boot keeps the browser's cookie valid;
+    /run is emptied at boot), else a fresh one written there, mode 0640 with group ``group`` (the
+    kiosk browser's user is its member) or 0600 without one."""
+    if path is None:
+        return secrets.token_urlsafe(32)
+    path = Path(path)
+    try:
+        st = path.stat()
+        old = path.read_text().strip()
+        if st.st_uid == os.geteuid() and not st.st_mode & 0o007 and _TOKEN_RE.match(old):
+            return old
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    gid = -1
+    if group is not None:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise RuntimeError(f"[ui] token_group {group!r} does not exist (the kiosk browser's group)") from None
+    token = secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        if gid != -1:
+            os.fchown(fd, -1, gid)
+            os.fchmod(fd, 0o640)
+        os.write(fd, token.encode() + b"\n")
+        os.fsync(fd)
+        os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return token
+
+
 class UiServer:
-    def __init__(self, daemon: Any, host: str = "127.0.0.1", port: int = 8470) -> None:
+    def __init__(self, daemon: Any, host: str = "127.0.0.1", port: int = 8470, *, token_file: Path | None = None,
+                 token_group: str | None = None) -> None:
         self.daemon = daemon
+        #: The per-boot secret: only a client presenting it (the kiosk's browser) gets events and API.
+        self.token = screen_token(token_file, token_group)
         self._static = {path: (resources.files("kiosk.ui").joinpath("static", name).read_bytes(), ctype)
                         for path, (name, ctype) in STATIC.items()}
         self._stop = threading.Event()
@@ -55,6 +124,16 @@ class UiServer:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/"
+
+    @property
+    def start_url(self) -> str:
+        """What the kiosk's browser opens: the page, with the secret that becomes its cookie."""
+        return f"{self.url}?k={self.token}"
+
+    @property
+    def cookie_header(self) -> str:
+        """A ``Cookie`` header for an in-process client of the API (tests, the demo)."""
+        return f"{SCREEN_COOKIE}={self.token}"
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2},
@@ -76,8 +155,26 @@ class UiServer:
             def log_message(self, fmt: str, *args: Any) -> None:
                 log.debug("ui: " + fmt, *args)
 
-            def _send(self, status: int, body: bytes, ctype: str) -> None:
+            def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+                # Never the query: the browser's first request carries the screen secret in it.
+                log.debug("ui: %s %s %s", self.command, self.path.split("?", 1)[0], code)
+
+            def _cookie(self, name: str) -> str | None:
+                try:
+                    c = SimpleCookie(self.headers.get("Cookie") or "")
+                except CookieError:
+                    return None
+                return c[name].value if name in c else None
+
+            def _screen_ok(self) -> bool:
+                """Is this the kiosk's own browser (it holds the per-boot secret)?"""
+                got = self._cookie(SCREEN_COOKIE)
+                return got is not None and hmac.compare_digest(got.encode(), ui.token.encode())
+
+            def _send(self, status: int, body: bytes, ctype: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
                 self.send_response(status)
+                for k, v in headers:
+                    self.send_header(k, v)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Cache-Control", "no-store")
@@ -87,8 +184,8 @@ class UiServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def _json(self, status: int, obj: Any) -> None:
-                self._send(status, json.dumps(obj).encode(), "application/json")
+            def _json(self, status: int, obj: Any, headers: tuple[tuple[str, str], ...] = ()) -> None:
+                self._send(status, json.dumps(obj).encode(), "application/json", headers)
 
             def _local_host(self) -> bool:
                 host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]")
@@ -97,15 +194,38 @@ class UiServer:
             def do_GET(self) -> None:
                 if not self._local_host():
                     return self._json(HTTPStatus.FORBIDDEN, {"error": "wrong host"})
-                path = self.path.split("?", 1)[0]
+                path, _, query = self.path.partition("?")
                 if path in ui._static:
+                    if query.startswith("k="):
+                        return self._enter(path, query[2:])
                     body, ctype = ui._static[path]
                     return self._send(HTTPStatus.OK, body, ctype)
+                if path not in ("/api/status", "/events", "/api/staff/session"):
+                    return self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
+                if not self._screen_ok():
+                    return self._json(HTTPStatus.FORBIDDEN, {"error": "only the kiosk's own screen may connect"})
                 if path == "/api/status":
                     return self._json(HTTPStatus.OK, ui.daemon.status())
-                if path == "/events":
-                    return self._events()
-                return self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
+                if path == "/api/staff/session":
+                    s = ui.daemon.staff.session(self._cookie(STAFF_COOKIE))
+                    if s is None:
+                        return self._json(HTTPStatus.UNAUTHORIZED, {"error": "not logged in"})
+                    return self._json(HTTPStatus.OK, {"operator": s.operator,
+                                                      "idle_timeout_s": ui.daemon.staff.config.idle_timeout_s})
+                return self._events()
+
+            def _enter(self, path: str, secret: str) -> None:
+                """The kiosk browser's first request: the secret becomes an HttpOnly cookie and
+                leaves the address (a redirect to the page without it)."""
+                if not hmac.compare_digest(secret.encode(), ui.token.encode()):
+                    return self._json(HTTPStatus.FORBIDDEN, {"error": "wrong screen secret"})
+                self.send_response(HTTPStatus.SEE_OTHER)
+                self.send_header("Location", path)
+                self.send_header("Set-Cookie", f"{SCREEN_COOKIE}={ui.token}; Path=/; HttpOnly; SameSite=Strict")
+                self.send_header("Cache-Control", "no-store")
+                self.send_header("Referrer-Policy", "no-referrer")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def _events(self) -> None:
                 self.send_response(HTTPStatus.OK)
@@ -135,6 +255,8 @@ class UiServer:
                 origin = self.headers.get("Origin")
                 if origin is not None and origin not in (f"http://{self.headers.get('Host')}",):
                     return self._json(HTTPStatus.FORBIDDEN, {"error": "cross-origin request refused"})
+                if not self._screen_ok():
+                    return self._json(HTTPStatus.FORBIDDEN, {"error": "only the kiosk's own screen may connect"})
                 if not (self.headers.get("Content-Type") or "").startswith("application/json"):
                     return self._json(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, {"error": "send JSON"})
                 try:
@@ -153,6 +275,8 @@ class UiServer:
 
                 d = ui.daemon
                 path = self.path.split("?", 1)[0]
+                if path.startswith("/api/staff/"):
+                    return self._staff(path, body)
                 try:
                     if path == "/api/cancel":
                         d.cancel()
@@ -160,15 +284,67 @@ class UiServer:
                     if path == "/api/done":
                         d.done_signing()
                         return self._json(HTTPStatus.OK, {"ok": True})
-                    kind = {"/api/verify": "verify", "/api/verify_paper": "verify_paper", "/api/enroll": "enroll",
-                            "/api/delete": "delete"}.get(path)
+                    # Template management is not here: it is the staff view's (/api/staff/...).
+                    kind = {"/api/verify": "verify", "/api/verify_paper": "verify_paper"}.get(path)
                     if kind is None:
                         return self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
                     if d.current is not None or d.state.value not in ("idle",):
                         return self._json(HTTPStatus.CONFLICT, {"error": "the kiosk is busy"})
-                    req = d.submit(kind, str(body.get("customer", "")), source="screen", mode=str(body.get("mode", "new")))
+                    req = d.submit(kind, str(body.get("customer", "")), source="screen")
                     return self._json(HTTPStatus.ACCEPTED, {"ok": True, "session": req.request_id})
                 except RequestError as exc:
                     return self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+
+            def _staff(self, path: str, body: dict[str, Any]) -> None:
+                from kiosk.daemon import NotAuditable, RequestError, StaffRequired
+                from kiosk.staff import AuditError, AuthError, StaffError
+
+                d = ui.daemon
+                clear = (("Set-Cookie", f"{STAFF_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),)
+                token = self._cookie(STAFF_COOKIE)
+                if path == "/api/staff/login":
+                    try:
+                        token, s = d.staff.login(str(body.get("operator", "")), str(body.get("pin", "")))
+                    except AuthError as exc:
+                        status = {"locked": HTTPStatus.LOCKED, "rate_limited": HTTPStatus.TOO_MANY_REQUESTS}.get(
+                            exc.reason, HTTPStatus.UNAUTHORIZED)
+                        return self._json(status, {"error": str(exc), "reason": exc.reason}, clear)
+                    except (AuditError, StaffError) as exc:
+                        log.error("staff login impossible: %s", exc, extra={"event": "staff_login_failed"})
+                        return self._json(HTTPStatus.SERVICE_UNAVAILABLE,
+                                          {"error": "Logins are not possible now; the kiosk's log says why."}, clear)
+                    cookie = f"{STAFF_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
+                    return self._json(HTTPStatus.OK, {"operator": s.operator, "idle_timeout_s": d.staff.config.idle_timeout_s},
+                                      (("Set-Cookie", cookie),))
+                if path == "/api/staff/logout":
+                    d.staff.logout(token)
+                    return self._json(HTTPStatus.OK, {"ok": True}, clear)
+                kind = {"/api/staff/enroll": "enroll", "/api/staff/delete": "delete"}.get(path)
+                if kind is None:
+                    return self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
+                session = d.staff.session(token)
+                if session is None:
+                    return self._json(HTTPStatus.UNAUTHORIZED, {"error": "Please log in (staff only)."}, clear)
+                if d.current is not None or d.state.value not in ("idle",):
+                    return self._json(HTTPStatus.CONFLICT, {"error": "the kiosk is busy"})
+                confirm = body.get("confirm")
+                try:
+                    req = d.submit(kind, str(body.get("customer", "")), source="screen", mode=str(body.get("mode", "new")),
+                                   staff=session, confirm=confirm if isinstance(confirm, str) else None)
+                except StaffRequired as exc:
+                    return self._json(HTTPStatus.UNAUTHORIZED, {"error": str(exc)}, clear)
+                except NotAuditable as exc:
+                    log.error("staff action refused: %s", exc, extra={"event": "staff_action_unaudited"})
+                    return self._json(HTTPStatus.SERVICE_UNAVAILABLE,
+                                      {"error": "This action cannot be recorded now, so it is not done. See the kiosk's log."})
+                except RequestError as exc:
+                    return self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+                if kind == "enroll":
+                    # The customer gets the screen (and the pen) now: the staff session ends, so
+                    # nobody at the screen can open the staff view on the operator's login.
+                    d.staff.logout(session, "handed_to_customer")
+                    return self._json(HTTPStatus.ACCEPTED, {"ok": True, "session": req.request_id, "logged_out": True},
+                                      clear)
+                return self._json(HTTPStatus.ACCEPTED, {"ok": True, "session": req.request_id})
 
         return Handler

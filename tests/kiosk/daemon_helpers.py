@@ -65,6 +65,16 @@ def central_sign_key(root: Path) -> tuple[Any, Path]:
     return keys.load_signing_key(priv), pub
 
 
+def staff_login(daemon: Daemon, operator: str = "alice", pin: str = "246810") -> Any:
+    """An operator logged in at the kiosk (``kiosk.staff``): enroll and delete need one."""
+    from kiosk.staff import OperatorStore
+
+    ops = OperatorStore(daemon.config.staff.operators_file)
+    if ops.entry(operator) is None:
+        ops.set(operator, pin)
+    return daemon.staff.login(operator, pin)[1]
+
+
 def start_daemon(config_path: Path) -> tuple[Daemon, ReplayPen, DaemonConfig]:
     config = load_config(config_path)
     pen = ReplayPen(speed=SPEED, replug_after_s=0.3)

@@ -17,6 +17,7 @@ from daemon_helpers import (
     central_sign_key,
     link_table,
     sign_when_asked,
+    staff_login,
     start_daemon,
     wait_idle,
     write_config,
@@ -52,7 +53,7 @@ def test_enroll_then_verify_from_screen_and_central(link_pki: LinkPki, mqtt_brok
         assert collector.wait_ready()
         events = daemon.bus.subscribe()
         seen: list[dict] = []
-        req = daemon.submit("enroll", "cust-0042", mode="new")
+        req = daemon.submit("enroll", "cust-0042", mode="new", staff=staff_login(daemon))
         sign_when_asked(daemon, pen, events, [_scribble(), *genuine[:5]], req.done.is_set, seen=seen)
         res = req.wait(1)
         assert res["ok"] and res["references"] == 5 and res["attempts"] == 6

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from daemon_helpers import as_replayed, start_daemon, wait_idle, write_config, writers
 
+from kiosk.staff import OperatorStore
 from kiosk.templates import TemplateStore
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -45,7 +46,8 @@ def test_screen_draws_ink_live_and_shows_the_decision(tmp_path: Path) -> None:
             browser = pw.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS, headless=True)
             # The page's CSP forbids eval; the test's own probes (wait_for_function) need it.
             page = browser.new_page(viewport={"width": 1600, "height": 1000}, bypass_csp=True)
-            page.goto(daemon.ui.url)
+            page.goto(daemon.ui.start_url)   # what the sigkiosk-browser unit opens: the page + its secret
+            assert page.url == daemon.ui.url, "the screen secret must leave the address bar"
             page.wait_for_selector("#screen-idle:not([hidden])")
             page.wait_for_function("document.body.dataset.connected === 'yes'")
             page.fill("#customer", "cust-5")
@@ -79,13 +81,20 @@ def test_screen_draws_ink_live_and_shows_the_decision(tmp_path: Path) -> None:
             # Big type for older customers: the verdict is at least 60 px high.
             assert page.evaluate("parseFloat(getComputedStyle(document.getElementById('verdict')).fontSize)") >= 60
 
-            # Enrollment screens: a staff member starts it; the first sample is saved: "Save (1/5)".
+            # Enrollment screens: a staff member logs in on the staff view and starts it; the
+            # customer's screen takes over; the first sample is saved: "Save (1/5)".
             page.click("#btn-finish")
             wait_idle(daemon)
-            page.fill("#customer", "cust-6")
-            page.click("summary")
+            OperatorStore(config.staff.operators_file).set("alice", "246810")
+            page.click("#link-staff")
+            page.wait_for_selector("#staff-login:not([hidden])")
+            page.fill("#operator", "alice")
+            page.fill("#pin", "246810")
+            page.click("#btn-login")
+            page.wait_for_selector("#staff-actions:not([hidden])")
+            page.fill("#s-customer", "cust-6")
             page.click("#btn-enroll")
-            page.wait_for_selector("#screen-sign:not([hidden])")
+            page.wait_for_selector("#screen-sign:not([hidden])", timeout=20000)
             assert page.inner_text("#sign-title") == "Signature 1 of 5"
             pen.sign(genuine[0])
             page.wait_for_function("document.getElementById('enroll-feedback').textContent.includes('Save (1/5)')",
@@ -108,7 +117,8 @@ def test_screen_api_refuses_other_origins_and_bad_input(tmp_path: Path) -> None:
     try:
         def post(path: str, body: object, **headers: str) -> tuple[int, dict]:
             req = urllib.request.Request(daemon.ui.url + path.lstrip("/"), data=json.dumps(body).encode(),
-                                         method="POST", headers={"Content-Type": "application/json", **headers})
+                                         method="POST", headers={"Content-Type": "application/json",
+                                                                 "Cookie": daemon.ui.cookie_header, **headers})
             try:
                 with urllib.request.urlopen(req, timeout=5) as r:
                     return r.status, json.loads(r.read())

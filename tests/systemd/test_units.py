@@ -70,7 +70,9 @@ def test_unit_promises() -> None:
     assert svc["DevicePolicy"] == "closed"
     allowed = sorted(line.split("=", 1)[1].split()[0] for line in text.splitlines() if line.startswith("DeviceAllow="))
     assert allowed == ["char-input", "char-ttyACM", "char-ttyUSB", "char-video4linux"]
-    assert set(svc["SupplementaryGroups"].split()) == {"input", "video", "dialout"}
+    # sigkiosk-screen: the group that shares the screen's per-boot secret with the kiosk browser.
+    assert set(svc["SupplementaryGroups"].split()) == {"input", "video", "dialout", "sigkiosk-screen"}
+    assert svc["RuntimeDirectory"] == "sigkiosk" and svc["RuntimeDirectoryPreserve"] == "yes"
     assert svc["ExecStart"].split()[1:] == ["run", "--config", "/etc/sigkiosk/sigkiosk.toml"]
     assert svc["CapabilityBoundingSet"] == ""
 

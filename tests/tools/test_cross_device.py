@@ -48,11 +48,11 @@ def test_every_set_is_left_out_and_fitted_on_the_others(report: dict) -> None:
 
 
 def test_device_variants_apply_where_they_change_the_set(report: dict) -> None:
-    names = {s["left_out"]: [v["variant"] for v in s["variants"]] for s in report["sets"]}
-    every = [v.name for v in VARIANTS]
-    assert names["susig-visual"] == every and names["susig-blind"] == every
+    keys = {s["left_out"]: [v["key"] for v in s["variants"]] for s in report["sets"]}
+    every = [v.key for v in VARIANTS]
+    assert keys["susig-visual"] == every and keys["susig-blind"] == every
     # NFI has no timestamps to remove and already is a 200 Hz pad.
-    assert names["sigcomp2009-nfi"] == ["as recorded", "no pressure", "75 Hz"]
+    assert keys["sigcomp2009-nfi"] == ["recorded", "no-pressure", "75hz"]
 
 
 def test_figures_are_sane(report: dict) -> None:
@@ -91,4 +91,6 @@ def test_bad_options_are_refused(tmp_path: Path) -> None:
         run(DATA, Options(sets=("susig-visual",)))
     with pytest.raises(ValueError, match="unknown set"):
         run(DATA, Options(sets=("susig-visual", "mnist")))
+    with pytest.raises(ValueError, match="unknown variant"):
+        run(DATA, Options(variants=("as recorded",)))
     assert main(["eval", "cross-device", str(tmp_path), "--quick", "--sets", *SETS[:2]]) == 2

@@ -38,6 +38,13 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     lines = [line for line in r.stdout.splitlines() if "kiosk-demo/demo-branch" in line]
     assert len(lines) == report["received"]
     assert "Save (5/5)" in r.stdout and "summary:" in r.stdout
+    # The enrollment was a staff action: the operator's login and the enrollment, started and
+    # done, reached the central database as audit records naming operator and customer.
+    audit = report["audit"]
+    assert [(a["action"], a["outcome"]) for a in audit][:3] == [("login", "ok"), ("enroll", "started"), ("logout", "handed_to_customer")]
+    done = [a for a in audit if a["action"] == "enroll" and a["outcome"] == "ok"]
+    assert len(done) == 1 and done[0]["operator"] == "demo-staff" and done[0]["subject"].startswith("cust-")
+    assert "staff action(s) audited" in r.stdout
     # It cleaned up after itself: no broker left, no working directory left.
     assert list(tmp.iterdir()) == []
     left = subprocess.run(["pgrep", "-f", str(tmp)], capture_output=True, text=True)

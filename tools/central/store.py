@@ -1,7 +1,7 @@
 """Where the collector keeps what it receives: SQLite (default) or PostgreSQL, same schema.
 
-Decisions and logs are stored idempotently on (kiosk_id, seq): inserting a message that is already
-there does nothing, and tells the caller whether it was the *same* message (a harmless redelivery,
+Decisions, logs and staff audit records are stored idempotently on (kiosk_id, seq): inserting a
+message that is already there does nothing, and tells the caller whether it was the *same* message (a harmless redelivery,
 counted as ``duplicate``) or a different one reusing the sequence number (a ``replay``, refused).
 Status keeps the latest report per kiosk (highest sequence number wins). Every refusal is counted
 by reason and kept, bounded, in ``rejected`` for audit: bad input is refused, but never lost silently.
@@ -41,6 +41,14 @@ _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS kiosk_status (
         kiosk_id TEXT PRIMARY KEY, seq BIGINT NOT NULL, will_seq BIGINT, site TEXT NOT NULL,
         created_ms BIGINT NOT NULL, received_ms BIGINT NOT NULL, state TEXT NOT NULL, payload TEXT NOT NULL)""",
+    # Staff actions at the kiosks (kiosk.records.AuditRecord): who did what to which customer, when.
+    """CREATE TABLE IF NOT EXISTS audit (
+        kiosk_id TEXT NOT NULL, seq BIGINT NOT NULL, site TEXT NOT NULL,
+        created_ms BIGINT NOT NULL, received_ms BIGINT NOT NULL,
+        operator TEXT NOT NULL, action TEXT NOT NULL, subject TEXT, outcome TEXT NOT NULL,
+        digest TEXT NOT NULL, payload TEXT NOT NULL,
+        PRIMARY KEY (kiosk_id, seq))""",
+    "CREATE INDEX IF NOT EXISTS audit_time ON audit (created_ms)",
     "CREATE TABLE IF NOT EXISTS refusals (reason TEXT PRIMARY KEY, count BIGINT NOT NULL)",
     """CREATE TABLE IF NOT EXISTS rejected (
         received_ms BIGINT NOT NULL, reason TEXT NOT NULL, topic TEXT NOT NULL,
@@ -85,7 +93,7 @@ def _text(value: object, limit: int) -> str:
 class Accepted:
     """A verified, decrypted message ready to store."""
 
-    kind: str            # decision | log | status
+    kind: str            # decision | log | status | audit
     kiosk_id: str
     site: str
     seq: int
@@ -130,6 +138,8 @@ class Store(Protocol):
     def query_decisions(self, *, kiosk_id: str | None = None, since_ms: int | None = None,
                         until_ms: int | None = None, outcome: str | None = None,
                         limit: int = 100) -> list[StoredDecision]: ...
+    def query_audit(self, *, kiosk_id: str | None = None, operator: str | None = None,
+                    subject: str | None = None, limit: int = 1000) -> list[dict[str, Any]]: ...
     def refusal_counts(self) -> dict[str, int]: ...
     def count(self, table: str) -> int: ...
     def status(self) -> dict[str, dict[str, Any]]: ...
@@ -235,6 +245,15 @@ class _SqlStore:
                 (it.kiosk_id, it.seq, it.site, it.created_ms, it.received_ms, _text(p.get("level", ""), 16),
                  _text(p.get("message", ""), 4000), it.digest, payload))
             table = "logs"
+        elif it.kind == "audit":
+            subject = p.get("subject")
+            cur.execute(self._sql(
+                "INSERT INTO audit (kiosk_id, seq, site, created_ms, received_ms, operator, action, subject, outcome, "
+                "digest, payload) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (kiosk_id, seq) DO NOTHING"),
+                (it.kiosk_id, it.seq, it.site, it.created_ms, it.received_ms, _text(p.get("operator", ""), 64),
+                 _text(p.get("action", ""), 32), None if subject is None else _text(subject, 128),
+                 _text(p.get("outcome", ""), 64), it.digest, payload))
+            table = "audit"
         else:
             raise StoreError(f"unknown kind {it.kind!r}")
         if cur.rowcount == 1:
@@ -285,6 +304,22 @@ class _SqlStore:
         self._conn().commit()
         return [StoredDecision(r[0], int(r[1]), r[2], int(r[3]), int(r[4]), r[5], r[6], json.loads(r[7])) for r in rows]
 
+    def query_audit(self, *, kiosk_id: str | None = None, operator: str | None = None,
+                    subject: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """Staff actions, oldest first: the decrypted payload plus kiosk_id, site, seq."""
+        where, args = [], []
+        for col, val in (("kiosk_id", kiosk_id), ("operator", operator), ("subject", subject)):
+            if val is not None:
+                where.append(f"{col} = %s"); args.append(val)
+        sql = ("SELECT kiosk_id, site, seq, payload FROM audit" + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY created_ms, kiosk_id, seq LIMIT %s")
+        args.append(int(limit))
+        cur = self._conn().cursor()
+        cur.execute(self._sql(sql), args)
+        rows = cur.fetchall()
+        self._conn().commit()
+        return [{**json.loads(r[3]), "kiosk_id": r[0], "site": r[1], "seq": int(r[2])} for r in rows]
+
     def refusal_counts(self) -> dict[str, int]:
         cur = self._conn().cursor()
         cur.execute("SELECT reason, count FROM refusals ORDER BY reason")
@@ -293,7 +328,7 @@ class _SqlStore:
         return {r[0]: int(r[1]) for r in rows}
 
     def count(self, table: str) -> int:
-        if table not in ("decisions", "logs", "kiosk_status", "rejected"):
+        if table not in ("decisions", "logs", "kiosk_status", "rejected", "audit"):
             raise ValueError(table)
         cur = self._conn().cursor()
         cur.execute(f"SELECT COUNT(*) FROM {table}")

@@ -383,6 +383,69 @@ def _reg_bundles(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_status)
 
 
+def _operators_file(args: argparse.Namespace) -> Path:
+    if args.file:
+        return Path(args.file)
+    from kiosk.config import load_config
+
+    return load_config(Path(args.config)).staff.operators_file
+
+
+def _read_secret(args: argparse.Namespace, name: str) -> str:
+    """The PIN/passphrase: one line on stdin (``--stdin``, for scripts), else asked twice, unechoed."""
+    if args.stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+
+    first = getpass.getpass(f"PIN or passphrase for operator {name}: ")
+    if getpass.getpass("Again: ") != first:
+        raise ValueError("the two entries differ; nothing changed")
+    return first
+
+
+def _operator(args: argparse.Namespace) -> int:
+    """``admin operator add|remove|list``: the kiosk's staff logins (kiosk/staff.py)."""
+    import os
+
+    from kiosk.staff import OperatorStore, validate_operator, validate_secret
+
+    store = OperatorStore(_operators_file(args))
+    if args.action == "list":
+        for name in store.names():
+            print(name)
+        return 0
+    name = validate_operator(args.name)
+    if args.action == "remove":
+        if not store.remove(name):
+            raise ValueError(f"no operator {name!r} in {store.path}")
+        print(f"operator {name} removed from {store.path}")
+        return 0
+    store.set(name, validate_secret(_read_secret(args, name)))   # never echoed, never logged
+    if args.owner:
+        import pwd
+
+        try:
+            pw = pwd.getpwnam(args.owner)
+        except KeyError:
+            raise ValueError(f"no such user {args.owner!r}") from None
+        os.chown(store.path, pw.pw_uid, pw.pw_gid)
+    print(f"operator {name}: PIN/passphrase set in {store.path} (scrypt, mode 0600)")
+    return 0
+
+
+def _reg_operator(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("operator", help="the kiosk's staff operators: add (or change the PIN), remove, list")
+    p.add_argument("action", choices=("add", "remove", "list"))
+    p.add_argument("name", nargs="?", default="", help="operator name (add, remove)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--config", default="/etc/sigkiosk/sigkiosk.toml",
+                       help="the kiosk's configuration ([staff] operators_file); default %(default)s")
+    where.add_argument("--file", default=None, help="the operators file itself, instead of --config")
+    p.add_argument("--stdin", action="store_true", help="read the PIN/passphrase as one line from stdin")
+    p.add_argument("--owner", default=None, help="give the file to this user (the service's, sigkiosk)")
+    p.set_defaults(func=_operator)
+
+
 #: (name, register) pairs; later issues append theirs (bundle, push, status...).
 ADMIN_SUBCOMMANDS: list[tuple[str, Callable[[argparse._SubParsersAction], None]]] = [
     ("init-ca", _reg_init_ca),
@@ -392,6 +455,7 @@ ADMIN_SUBCOMMANDS: list[tuple[str, Callable[[argparse._SubParsersAction], None]]
     ("revoke", _reg_revoke),
     ("broker-config", _reg_broker_config),
     ("bundle", _reg_bundles),   # bundle-key, bundle, sign, push, status
+    ("operator", _reg_operator),
 ]
 
 

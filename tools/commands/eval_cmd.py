@@ -56,8 +56,8 @@ def _register_cross_device(kinds: argparse._SubParsersAction) -> None:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--sets", nargs="+", choices=[n for n, _, _ in SETS], default=None,
                    help="the sets taking part (default: all four)")
-    c.add_argument("--variants", nargs="+", choices=[v.name for v in VARIANTS], default=None,
-                   help="device variants to measure (default: all)")
+    c.add_argument("--variants", nargs="+", choices=[v.key for v in VARIANTS], default=None,
+                   help="device variants to measure (default: all): " + "; ".join(f"{v.key}: {v.name}" for v in VARIANTS))
     c.add_argument("--quick", action="store_true",
                    help="few writers per set: checks the whole protocol runs, figures are not meaningful")
     c.add_argument("--json", type=Path, default=None, help="write the report as JSON here")

@@ -68,7 +68,22 @@ function onScreen(ev) {
       break;
     case "decision": {
       const v = $("verdict");
+      if (ev.decision === "WAIT") {
+        // [ui] customer_decision = "wait_for_staff": no verdict, score or aspects for the customer.
+        v.textContent = "Please wait";
+        v.className = "verdict wait";
+        $("match-rate").textContent = "";
+        $("aspects").replaceChildren();
+        $("explanations").replaceChildren();
+        $("decision-ink").getContext("2d").clearRect(0, 0, $("decision-ink").width, $("decision-ink").height);
+        $("decision-note").textContent = "A member of staff will help you in a moment.";
+        document.body.dataset.decision = "wait";
+        show("decision");
+        decisionTimer = setTimeout(() => showIdle(""), (ev.show_s || 8) * 1000);
+        break;
+      }
       const ok = ev.decision === "APPROVED";
+      document.body.dataset.decision = ok ? "approved" : "suspicious";
       v.textContent = ok ? "APPROVED" : "SUSPICIOUS";
       v.className = "verdict " + (ok ? "approved" : "suspicious");
       $("match-rate").textContent = ev.match_rate + "%";
@@ -131,19 +146,24 @@ function connect() {
       clearPad();
     }
   };
-  es.onerror = () => { document.body.dataset.connected = "no"; };
-  es.onopen = () => { document.body.dataset.connected = "yes"; };
+  es.onerror = () => {
+    document.body.dataset.connected = "no";
+    // Refused (no screen secret) or the daemon is restarting: say so instead of a dead page.
+    $("idle-message").textContent = "This screen is not connected to the kiosk. Please ask staff.";
+  };
+  es.onopen = () => {
+    document.body.dataset.connected = "yes";
+    if ($("idle-message").textContent.startsWith("This screen is not connected")) $("idle-message").textContent = "";
+  };
 }
 
-function start(kind, mode) {
+function start(kind) {
   const customer = $("customer").value.trim();
   if (!customer) { $("idle-message").textContent = "Please enter the customer number first."; return; }
-  post("/api/" + kind, { customer, mode }).catch((e) => { $("idle-message").textContent = e.message; });
+  post("/api/" + kind, { customer }).catch((e) => { $("idle-message").textContent = e.message; });
 }
 
 $("identify").addEventListener("submit", (e) => { e.preventDefault(); start("verify"); });
-for (const id of ["btn-enroll", "btn-replace", "btn-add"]) $(id).addEventListener("click", (e) => start("enroll", e.target.dataset.mode));
-$("btn-delete").addEventListener("click", () => start("delete"));
 $("btn-done").addEventListener("click", () => post("/api/done"));
 $("btn-cancel").addEventListener("click", () => post("/api/cancel"));
 $("btn-paper").addEventListener("click", () => start("verify_paper"));

@@ -1,0 +1,341 @@
+"""Staff authentication at the kiosk: operators, their PINs, login sessions, lockout, audit hooks.
+
+Template management (enroll new / replace / add, delete) changes whom the kiosk approves as a
+customer, so only a logged-in operator may start it (issue 15: an attacker at the counter had
+replaced a customer's references with his own). This module holds:
+
+* ``OperatorStore``: the operators file (``[staff] operators_file``, JSON, mode 0600). Each operator
+  has a PIN or passphrase stored as a scrypt hash (memory-hard: 32 MiB per guess) with its own
+  random salt and its own cost parameters, so the cost can be raised for new entries later. The
+  file is refused if group or others may read it. ``sigkiosk admin operator add NAME`` writes it.
+* ``StaffAuth``: ``login(operator, secret)`` -> a session token; failures are counted per operator
+  (``max_failures`` in a row lock that operator for ``lockout_s``) and globally (more than
+  ``global_max_failures`` within ``global_window_s`` refuse every login for the rest of the
+  window), so neither one operator's PIN nor the set of all PINs can be guessed at the screen.
+  A session ends on logout, after ``idle_timeout_s`` without a staff request, after
+  ``max_session_s`` in all, or when another operator logs in (one screen, one operator).
+  Attempts are serialised: a flood of logins costs one scrypt at a time, not the daemon's memory.
+
+Every login, failure, lockout and logout is handed to the ``audit`` callback (the daemon seals it
+into the outbox as an ``AuditRecord``). A successful login whose audit record cannot be written is
+refused. Never logged or audited: the PIN, the session token (only its short public id).
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+log = logging.getLogger(__name__)
+
+#: scrypt cost of new hashes: N=2**15, r=8 -> 32 MiB and ~0.1 s per guess on the kiosk's CPU.
+SCRYPT_N = 2**15
+SCRYPT_R = 8
+SCRYPT_P = 1
+MIN_SECRET = 6
+MAX_SECRET = 256
+FILE_VERSION = 1
+#: Failure counters kept for at most this many distinct (possibly made-up) operator names.
+MAX_TRACKED_NAMES = 1000
+
+_OPERATOR_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
+
+
+class StaffError(ValueError):
+    """The operators file or an operator entry is unusable; the message says why."""
+
+
+class AuditError(RuntimeError):
+    """A staff action's audit record could not be stored: the action is refused."""
+
+
+class AuthError(Exception):
+    """A login was refused. ``reason``: bad_credentials, locked, rate_limited."""
+
+    def __init__(self, reason: str, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+
+
+def validate_operator(name: str) -> str:
+    if not isinstance(name, str) or not _OPERATOR_RE.match(name):
+        raise StaffError("operator name: 1-32 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit")
+    return name
+
+
+def validate_secret(secret: str) -> str:
+    if not isinstance(secret, str) or not MIN_SECRET <= len(secret) <= MAX_SECRET:
+        raise StaffError(f"a PIN or passphrase has {MIN_SECRET} to {MAX_SECRET} characters")
+    return secret
+
+
+def _b64(b: bytes) -> str:
+    return base64.b64encode(b).decode("ascii")
+
+
+def _hash(secret: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(secret.encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class StaffConfig:
+    """The ``[staff]`` table. ``operators_file`` relative paths are resolved under the state dir."""
+
+    operators_file: Path = Path("operators.json")
+    max_failures: int = 5            # failed logins in a row that lock one operator
+    lockout_s: float = 300.0
+    global_max_failures: int = 20    # failed logins of all operators together within global_window_s
+    global_window_s: float = 60.0
+    idle_timeout_s: float = 120.0    # a staff session ends this long after its last request
+    max_session_s: float = 900.0     # ...and this long after the login, whatever happens
+
+    def __post_init__(self) -> None:
+        if self.max_failures < 1 or self.global_max_failures < 1:
+            raise ValueError("max_failures and global_max_failures must be at least 1")
+        for name in ("lockout_s", "global_window_s", "idle_timeout_s", "max_session_s"):
+            if not 0 < float(getattr(self, name)) <= 86400:
+                raise ValueError(f"{name} must be in (0, 86400] seconds, got {getattr(self, name)}")
+
+
+class OperatorStore:
+    """The operators file: name -> scrypt hash of the PIN/passphrase. Written atomically, 0600."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def _read(self) -> dict[str, dict[str, Any]]:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return {}
+        if st.st_mode & 0o077:
+            raise StaffError(f"{self.path} may be read by group or others (mode {st.st_mode & 0o777:o}); "
+                             "chmod 600 it: it holds the operators' PIN hashes")
+        try:
+            data = json.loads(self.path.read_text())
+            ops = data["operators"]
+            if data.get("version") != FILE_VERSION or not isinstance(ops, dict):
+                raise ValueError("unknown version")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StaffError(f"{self.path}: not an operators file ({exc})") from None
+        return ops
+
+    def names(self) -> list[str]:
+        return sorted(self._read())
+
+    def entry(self, name: str) -> dict[str, Any] | None:
+        return self._read().get(name)
+
+    def set(self, name: str, secret: str, *, n: int = SCRYPT_N) -> None:
+        """Add an operator or change their PIN/passphrase."""
+        validate_operator(name)
+        validate_secret(secret)
+        ops = self._read()
+        salt = secrets.token_bytes(16)
+        ops[name] = {"kdf": "scrypt", "n": n, "r": SCRYPT_R, "p": SCRYPT_P, "salt": _b64(salt),
+                     "hash": _b64(_hash(secret, salt, n, SCRYPT_R, SCRYPT_P)), "set_ms": int(time.time() * 1000)}
+        self._write(ops)
+
+    def remove(self, name: str) -> bool:
+        ops = self._read()
+        if ops.pop(name, None) is None:
+            return False
+        self._write(ops)
+        return True
+
+    def verify(self, name: str, secret: str) -> bool:
+        """True if ``secret`` is ``name``'s. Costs one scrypt even for an unknown name, so the
+        answer's timing does not tell which operator names exist."""
+        e = self._read().get(name) if _OPERATOR_RE.match(name or "") else None
+        if e is None:
+            _hash(secret or "-", b"\0" * 16, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+            return False
+        try:
+            want = base64.b64decode(e["hash"])
+            got = _hash(secret, base64.b64decode(e["salt"]), int(e["n"]), int(e["r"]), int(e["p"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StaffError(f"{self.path}: entry {name!r} is damaged ({type(exc).__name__})") from None
+        return hmac.compare_digest(want, got)
+
+    def _write(self, ops: dict[str, dict[str, Any]]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump({"version": FILE_VERSION, "operators": ops}, f, indent=1, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        dfd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+@dataclass
+class StaffSession:
+    """A logged-in operator. ``session_id`` is public (audit records name it); the token is not."""
+
+    operator: str
+    session_id: str
+    created: float
+    last_used: float
+    token_digest: bytes = field(repr=False)
+
+
+class AuditFn(Protocol):
+    def __call__(self, action: str, outcome: str, operator: str, *, staff_session: str | None = None,
+                 required: bool = False) -> None: ...
+
+
+@dataclass
+class _Failures:
+    count: int = 0
+    locked_until: float = 0.0
+
+
+class StaffAuth:
+    """Logins, lockouts and sessions of the kiosk's operators. Thread-safe."""
+
+    def __init__(self, config: StaffConfig, audit: AuditFn, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.operators = OperatorStore(config.operators_file)
+        self._audit = audit
+        self._clock = clock
+        self._lock = threading.Lock()          # state below
+        self._login_lock = threading.Lock()    # one scrypt at a time
+        self._failures: collections.OrderedDict[str, _Failures] = collections.OrderedDict()
+        self._recent: collections.deque[float] = collections.deque()   # times of failed logins
+        self._sessions: dict[bytes, StaffSession] = {}
+
+    @staticmethod
+    def _digest(token: str) -> bytes:
+        return hashlib.sha256(token.encode("utf-8", "replace")).digest()
+
+    def login(self, operator: str, secret: str) -> tuple[str, StaffSession]:
+        """A new session for ``operator``: (token, session). Raises AuthError (audited)."""
+        cfg = self.config
+        name = operator if isinstance(operator, str) and _OPERATOR_RE.match(operator) else "?"
+        with self._login_lock:
+            now = self._clock()
+            with self._lock:
+                while self._recent and self._recent[0] <= now - cfg.global_window_s:
+                    self._recent.popleft()
+                if len(self._recent) >= cfg.global_max_failures:
+                    retry = self._recent[0] + cfg.global_window_s - now
+                    self._audit("login", "rate_limited", name)
+                    raise AuthError("rate_limited", "Too many failed logins at this kiosk. Try again later.", retry)
+                f = self._failures.get(name)
+                if f is not None and f.locked_until > now:
+                    self._audit("login", "locked_out", name)
+                    raise AuthError("locked", "This operator is locked after repeated failures. Try again later.",
+                                    f.locked_until - now)
+            ok = self.operators.verify(name, secret if isinstance(secret, str) else "")
+            now = self._clock()
+            with self._lock:
+                if not ok:
+                    self._recent.append(now)
+                    f = self._failures.pop(name, None) or _Failures()
+                    self._failures[name] = f              # most recent last: the oldest is evicted
+                    while len(self._failures) > MAX_TRACKED_NAMES:
+                        self._failures.popitem(last=False)
+                    f.count += 1
+                    if f.count >= cfg.max_failures:
+                        f.count, f.locked_until = 0, now + cfg.lockout_s
+                        self._audit("login", "locked", name)
+                        log.warning("operator locked after repeated failed logins",
+                                    extra={"event": "staff_locked", "operator": name})
+                        raise AuthError("locked", "This operator is locked after repeated failures. Try again later.",
+                                        cfg.lockout_s)
+                    self._audit("login", "bad_credentials", name)
+                    raise AuthError("bad_credentials", "Unknown operator or wrong PIN.")
+                self._failures.pop(name, None)
+                token = secrets.token_urlsafe(32)
+                s = StaffSession(name, secrets.token_hex(6), now, now, self._digest(token))
+                # The login counts only once its audit record is durable (required=True raises,
+                # and the session already open stays as it was).
+                self._audit("login", "ok", name, staff_session=s.session_id, required=True)
+                for old in list(self._sessions.values()):
+                    self._end(old, "superseded")   # one screen, one operator
+                self._sessions[s.token_digest] = s
+                log.info("staff login", extra={"event": "staff_login", "operator": name, "staff_session": s.session_id})
+                return token, s
+
+    def session(self, token: str | None) -> StaffSession | None:
+        """The live session of ``token``, its idle clock restarted; None if none or ended."""
+        if not token:
+            return None
+        with self._lock:
+            s = self._sessions.get(self._digest(token))
+            if s is None or not self._alive(s):
+                return None
+            s.last_used = self._clock()
+            return s
+
+    def check(self, session: StaffSession | None) -> bool:
+        """Is ``session`` one this kiosk issued and still live? (``Daemon.submit``'s test.)"""
+        if not isinstance(session, StaffSession):
+            return False
+        with self._lock:
+            if self._sessions.get(session.token_digest) is not session or not self._alive(session):
+                return False
+            session.last_used = self._clock()
+            return True
+
+    def logout(self, token_or_session: str | StaffSession | None, reason: str = "logout") -> StaffSession | None:
+        with self._lock:
+            if isinstance(token_or_session, StaffSession):
+                s = token_or_session if self._sessions.get(token_or_session.token_digest) is token_or_session else None
+            else:
+                s = self._sessions.get(self._digest(token_or_session)) if token_or_session else None
+            if s is None or not self._alive(s):
+                return None
+            self._end(s, reason)
+            return s
+
+    def expire(self) -> None:
+        """End sessions past their idle or total time (audited); the daemon calls this now and then."""
+        with self._lock:
+            for s in list(self._sessions.values()):
+                self._alive(s)
+
+    def _alive(self, s: StaffSession) -> bool:
+        now = self._clock()
+        if now - s.last_used > self.config.idle_timeout_s:
+            self._end(s, "idle_timeout")
+            return False
+        if now - s.created > self.config.max_session_s:
+            self._end(s, "session_expired")
+            return False
+        return True
+
+    def _end(self, s: StaffSession, reason: str) -> None:
+        if self._sessions.pop(s.token_digest, None) is not None:
+            self._audit("logout", reason, s.operator, staff_session=s.session_id)
+            log.info("staff logout", extra={"event": "staff_logout", "operator": s.operator,
+                                            "staff_session": s.session_id, "reason": reason})
+
+
+__all__ = ["AuditError", "AuthError", "OperatorStore", "StaffAuth", "StaffConfig", "StaffError", "StaffSession",
+           "validate_operator", "validate_secret"]

@@ -1,0 +1,93 @@
+// The staff view: operator login, then template management (enroll / add / replace / delete).
+// The server holds the session (an HttpOnly cookie) and enforces everything; this page only asks.
+"use strict";
+const $ = (id) => document.getElementById(id);
+let idleTimer = null;
+let idleMs = 120000;
+let pending = null;   // {kind, mode, customer} waiting for its confirmation
+
+function show(name) {
+  for (const s of ["login", "actions", "confirm"]) $("staff-" + s).hidden = s !== name;
+  document.body.dataset.staff = name;
+}
+
+function say(text) { $("staff-message").textContent = text || ""; }
+
+function call(method, path, body) {
+  const init = { method, headers: { "Content-Type": "application/json" } };
+  if (method === "POST") init.body = JSON.stringify(body || {});
+  return fetch(path, init).then((r) => r.json().then((j) => {
+    if (!r.ok) { const e = new Error(j.error || r.statusText); e.status = r.status; throw e; }
+    return j;
+  }));
+}
+
+function toCustomerScreen() { window.location.href = "/"; }
+
+function logout() { return call("POST", "/api/staff/logout").catch(() => {}).then(toCustomerScreen); }
+
+// The server ends an idle session; the page also leaves it, so it is not left open at the counter.
+function touch() {
+  clearTimeout(idleTimer);
+  if (document.body.dataset.staff !== "login") idleTimer = setTimeout(logout, idleMs);
+}
+
+function loggedIn(j) {
+  idleMs = (j.idle_timeout_s || 120) * 1000;
+  $("who").textContent = j.operator;
+  $("pin").value = "";
+  show("actions");
+  touch();
+  $("s-customer").focus();
+}
+
+function failed(e) {
+  if (e.status === 401 && document.body.dataset.staff !== "login") { show("login"); }
+  say(e.message);
+}
+
+function act(kind, mode) {
+  const customer = $("s-customer").value.trim();
+  if (!customer) { say("Please enter the customer number first."); return; }
+  if (kind === "delete" || mode === "replace") {
+    pending = { kind, mode, customer };
+    $("confirm-title").textContent = kind === "delete" ? "Delete all signatures?" : "Replace all signatures?";
+    $("confirm-text").textContent = (kind === "delete" ? "The signatures on file for " + customer + " will be deleted."
+      : "The signatures on file for " + customer + " will be replaced by new ones.") + " This cannot be undone.";
+    $("confirm").value = "";
+    show("confirm");
+    $("confirm").focus();
+    return;
+  }
+  send(kind, mode, customer, null);
+}
+
+function send(kind, mode, customer, confirm) {
+  const body = { customer, mode };
+  if (confirm !== null) body.confirm = confirm;
+  call("POST", "/api/staff/" + kind, body).then((j) => {
+    if (kind === "enroll") { toCustomerScreen(); return; }   // the customer signs now; logged out
+    show("actions");
+    say("Delete requested for " + customer + ".");
+  }).catch(failed);
+}
+
+$("login-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  say("");
+  call("POST", "/api/staff/login", { operator: $("operator").value.trim(), pin: $("pin").value })
+    .then(loggedIn).catch((err) => { $("pin").value = ""; say(err.message); });
+});
+for (const id of ["btn-enroll", "btn-add", "btn-replace"]) $(id).addEventListener("click", (e) => act("enroll", e.target.dataset.mode));
+$("btn-delete").addEventListener("click", () => act("delete", null));
+$("confirm-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  if (pending) send(pending.kind, pending.mode || "new", pending.customer, $("confirm").value.trim());
+});
+$("btn-confirm-back").addEventListener("click", () => { pending = null; show("actions"); });
+$("btn-logout").addEventListener("click", logout);
+$("btn-back").addEventListener("click", toCustomerScreen);
+for (const ev of ["keydown", "pointerdown"]) document.addEventListener(ev, touch);
+
+show("login");
+call("GET", "/api/staff/session").then(loggedIn).catch(() => { show("login"); $("operator").focus(); });

@@ -1,0 +1,14 @@
+"""The attacks of issue 15, each against the real part it targets.
+
+The daemon's test helpers (config in a temp dir, replayed pen, synthetic writers) live beside the
+daemon tests; the attacks on the kiosk reuse them rather than a second copy.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_KIOSK_TESTS = str(Path(__file__).resolve().parents[1] / "kiosk")
+if _KIOSK_TESTS not in sys.path:
+    sys.path.insert(0, _KIOSK_TESTS)
