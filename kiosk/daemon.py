@@ -241,6 +241,8 @@ class Daemon:
         #: Pen-up (capture complete) to decision durably published, per decision, in ms.
         self.latencies_ms: list[float] = []
         self.decisions = 0
+        #: Session ids of decisions that could not be recorded (never shown as final; for staff).
+        self.unrecorded: list[str] = []
         self.ready_at: float | None = None
         self.started_at = time.monotonic()
 
@@ -502,7 +504,8 @@ class Daemon:
                 "digitizer": self.digitizer.digitizer is not None,
                 "link_connected": bool(link and link.connected),
                 "queue_depth": dict(link.queue_depth) if link else {},
-                "model_versions": self.verifier.model_versions()}
+                "model_versions": self.verifier.model_versions(),
+                "unrecorded_decisions": len(self.unrecorded)}
 
     def _on_command(self, topic: str, payload: bytes) -> None:
         from kiosk.commands import VERIFY_SUFFIX, CommandError
@@ -656,8 +659,6 @@ class Daemon:
         t_pen_up = time.perf_counter()   # the signature is complete: the clock of the budget starts
         self._set_state(State.VERIFY, screen="verify")
         outcome = verify(self.verifier, template, req.customer, sig.trajectory, req.request_id, req.source)
-        self._show_decision(outcome)
-        self._set_state(State.REPORT, screen="decision_shown")
         self._report(req, outcome, t_pen_up)
 
     def _paper_template(self, customer: str) -> Any | None:
@@ -724,9 +725,8 @@ class Daemon:
             return
         outcome = VerificationOutcome(req.customer, req.request_id, pv.verdict,
                                       (time.perf_counter() - t_found) * 1e3, req.source)
-        self._show_decision(outcome, explanations=pv.explanations)
-        self._set_state(State.REPORT, screen="decision_shown")
-        self._report(req, outcome, t_found, mode="offline", versions=self.paper.model_versions())
+        self._report(req, outcome, t_found, mode="offline", versions=self.paper.model_versions(),
+                     explanations=pv.explanations)
 
     def _show_decision(self, outcome: VerificationOutcome, explanations: tuple[str, ...] = ()) -> None:
         v = outcome.verdict
@@ -746,10 +746,15 @@ class Daemon:
         })
 
     def _report(self, req: Request, outcome: VerificationOutcome, t_pen_up: float, *, mode: str = "online",
-                versions: dict[str, str] | None = None) -> None:
-        """Seal and send the decision. ``t_pen_up``: when the signature was complete (the pen
-        lifted, or the photo's signature found)."""
+                versions: dict[str, str] | None = None, explanations: tuple[str, ...] = ()) -> None:
+        """Record the decision durably (sealed into the outbox), then show it.
+
+        ``t_pen_up``: when the signature was complete (the pen lifted, or the photo's signature
+        found). The order matters: a decision the outbox could not store (full disk, broken
+        database) is never shown as final; the customer is asked to wait for staff, the request
+        ends with ``error="not_recorded"`` and the kiosk's status counts it for staff."""
         v = outcome.verdict
+        self._set_state(State.REPORT, screen="verify")
         record = {
             "decision": v.decision, "score": round(v.match_rate, 4), "reasons": v.reasons,
             "model_versions": versions if versions is not None else self.verifier.model_versions(),
@@ -764,8 +769,10 @@ class Daemon:
             try:
                 seq = self._link.publish_decision(record)
             except LinkError as exc:
-                log.error("decision could not be recorded: %s", exc, extra={"event": "report_failed", "session": req.request_id})
+                self._not_recorded(req, outcome, str(exc))
+                return
         latency = (time.perf_counter() - t_pen_up) * 1e3
+        self._show_decision(outcome, explanations=explanations)
         self.latencies_ms.append(latency)
         self.decisions += 1
         log.info("decision %s", v.decision, extra={
@@ -773,9 +780,19 @@ class Daemon:
             "match_rate": round(v.match_rate, 3), "reasons": ",".join(v.reasons), "seq": seq,
             "latency_ms": round(latency, 2)})
         req.finish(ok=True, decision=v.decision, match_rate=v.match_rate, distance=v.distance, reasons=v.reasons,
-                   seq=seq, latency_ms=latency)
+                   seq=seq, latency_ms=latency, recorded=self._link is not None)
         self.state = State.IDLE
         self.notifier.status("idle")
+
+    def _not_recorded(self, req: Request, outcome: VerificationOutcome, why: str) -> None:
+        """The decision could not be stored: it has no result. Staff see it in the status."""
+        with self._templates_lock:
+            self.unrecorded.append(req.request_id)
+        log.error("decision could not be recorded; not shown as final: %s", why,
+                  extra={"event": "report_failed", "session": req.request_id})
+        self._set_state(State.IDLE, screen="error", title="Not recorded",
+                        message="This check could not be recorded, so it has no result. Please ask staff.")
+        req.finish(ok=False, error="not_recorded", decision=outcome.verdict.decision, recorded=False)
 
     def _do_enroll(self, req: Request) -> None:
         assert self.store is not None

@@ -430,7 +430,10 @@ class KioskLink:
                 time.sleep(0.5)
             with self._cond:
                 self._cond.wait(timeout=0.2)
-        self._reap_acks()
+        try:
+            self._reap_acks()
+        except Exception as exc:   # rows not deleted now are sent again after the restart
+            log.warning("link: final acknowledgement pass failed: %s", exc)
 
     def _reap_acks(self) -> None:
         done: list[int] = []

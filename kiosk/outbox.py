@@ -61,10 +61,14 @@ class OutboxRow:
 class Outbox:
     """A durable FIFO of sealed messages. Thread-safe (one connection behind a lock)."""
 
-    def __init__(self, path: Path, *, log_quota_bytes: int = 8 << 20) -> None:
+    def __init__(self, path: Path, *, log_quota_bytes: int = 8 << 20, log_reserve_bytes: int = 16 << 20) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.log_quota_bytes = log_quota_bytes
+        # Logs are stored only while the file system keeps this much free: on a filling disk the
+        # last bytes belong to decisions, which are never dropped.
+        self.log_reserve_bytes = log_reserve_bytes
+        self._unsaved_drops = 0
         self._lock = threading.Lock()
         if not self.path.exists():
             # Only envelopes live here (encrypted, signed), but there is no reason for anyone
@@ -111,14 +115,22 @@ class Outbox:
         """Allocate a sequence number, call ``build(seq)`` to seal the message, commit; return seq.
 
         Sealing happens inside the transaction because the sequence number is in the signed
-        header: allocating it and storing the message must be one atomic step.
+        header: allocating it and storing the message must be one atomic step. A log record
+        dropped because the disk is nearly full returns -1 (counted in ``dropped_logs``).
         """
         dropped = 0
         with self._lock:
+            if kind == "log" and self._disk_free() < self.log_reserve_bytes:
+                # The disk is nearly full: the space left is for decisions. Not even the drop
+                # counter is written (every write grows the WAL); it is saved with the next log.
+                self._unsaved_drops += 1
+                return -1
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 seq = self._db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0]
                 payload = build(seq)
+                if kind == "log" and self._unsaved_drops:
+                    self._db.execute("UPDATE meta SET value=value+? WHERE key='dropped_logs'", (self._unsaved_drops,))
                 log_bytes = self._log_bytes
                 if kind == "log":
                     dropped, log_bytes = self._enforce_log_quota(len(payload))
@@ -136,6 +148,7 @@ class Outbox:
                 self._db.execute("COMMIT")
                 if kind == "log":
                     self._log_bytes = log_bytes + len(payload)
+                    self._unsaved_drops = 0
             except sqlite3.Error as exc:
                 self._rollback()
                 raise OutboxError(f"cannot store {kind} in the outbox: {exc}") from exc
@@ -164,6 +177,13 @@ class Outbox:
                     break
             self._db.execute("UPDATE meta SET value=value+? WHERE key='dropped_logs'", (dropped,))
         return dropped, used
+
+    def _disk_free(self) -> int:
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError:
+            return 0
+        return st.f_bavail * st.f_frsize
 
     def _rollback(self) -> None:
         try:
@@ -220,7 +240,7 @@ class Outbox:
 
     def dropped_logs(self) -> int:
         with self._lock:
-            return self._db.execute("SELECT value FROM meta WHERE key='dropped_logs'").fetchone()[0]
+            return self._db.execute("SELECT value FROM meta WHERE key='dropped_logs'").fetchone()[0] + self._unsaved_drops
 
     def next_seq(self) -> int:
         with self._lock:

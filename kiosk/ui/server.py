@@ -37,6 +37,7 @@ import os
 import queue
 import re
 import secrets
+import socket
 import threading
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
@@ -60,11 +61,53 @@ STAFF_COOKIE = "sigkiosk_staff"
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{32,128}$")
 MAX_BODY = 4096
 KEEPALIVE_S = 10.0
+#: Seconds a connection may stay silent while we read from it (per receive).
+READ_TIMEOUT_S = 10.0
+#: Seconds from accepting a connection to a complete request (line, headers and body): a client
+#: that trickles a byte at a time cannot hold a worker longer than this.
+REQUEST_DEADLINE_S = 15.0
+#: Connections served at once (the kiosk's browser needs a handful; each holds one thread).
+MAX_CONNECTIONS = 32
+
+_BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
 class _Server(ThreadingHTTPServer):
+    """A thread per connection, but never more than ``max_connections`` of them: beyond that a
+    connection is answered 503 and closed at once instead of taking a thread."""
+
     daemon_threads = True
     allow_reuse_address = True
+    # A burst of connections beyond the listen backlog has its SYNs dropped and retried by the
+    # kernel seconds later: keep room for a burst so the refusal below is immediate.
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
+                 max_connections: int = MAX_CONNECTIONS) -> None:
+        self.max_connections = max_connections
+        self._slots = threading.BoundedSemaphore(max_connections)
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.settimeout(1.0)
+                request.sendall(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 def screen_token(path: Path | None, group: str | None = None) -> str:
@@ -109,15 +152,19 @@ def screen_token(path: Path | None, group: str | None = None) -> str:
 
 
 class UiServer:
-    def __init__(self, daemon: Any, host: str = "127.0.0.1", port: int = 8470, *, token_file: Path | None = None,
+    def __init__(self, daemon: Any, host: str = "127.0.0.1", port: int = 8470, *,
+                 read_timeout_s: float = READ_TIMEOUT_S, request_deadline_s: float = REQUEST_DEADLINE_S,
+                 max_connections: int = MAX_CONNECTIONS, token_file: Path | None = None,
                  token_group: str | None = None) -> None:
         self.daemon = daemon
         #: The per-boot secret: only a client presenting it (the kiosk's browser) gets events and API.
         self.token = screen_token(token_file, token_group)
+        self.read_timeout_s = read_timeout_s
+        self.request_deadline_s = request_deadline_s
         self._static = {path: (resources.files("kiosk.ui").joinpath("static", name).read_bytes(), ctype)
                         for path, (name, ctype) in STATIC.items()}
         self._stop = threading.Event()
-        self.httpd = _Server((host, port), self._handler_class())
+        self.httpd = _Server((host, port), self._handler_class(), max_connections)
         self.host, self.port = self.httpd.server_address[:2]
         self._thread: threading.Thread | None = None
 
@@ -151,6 +198,32 @@ class UiServer:
         class Handler(BaseHTTPRequestHandler):
             server_version = "sigkiosk-ui"
             protocol_version = "HTTP/1.1"
+            timeout = ui.read_timeout_s   # socket timeout: a silent client is dropped
+            _deadline: threading.Timer | None = None
+
+            def handle_one_request(self) -> None:
+                # The per-receive timeout alone lets a client trickle one byte every few seconds
+                # for ever; the deadline shuts the socket if the request is not complete in time.
+                self._deadline = threading.Timer(ui.request_deadline_s, self._expire)
+                self._deadline.daemon = True
+                self._deadline.start()
+                try:
+                    super().handle_one_request()
+                finally:
+                    self._request_complete()
+
+            def _expire(self) -> None:
+                log.info("ui: request not complete within %.0f s; connection closed", ui.request_deadline_s)
+                self.close_connection = True
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+            def _request_complete(self) -> None:
+                if self._deadline is not None:
+                    self._deadline.cancel()
+                    self._deadline = None
 
             def log_message(self, fmt: str, *args: Any) -> None:
                 log.debug("ui: " + fmt, *args)
@@ -192,6 +265,7 @@ class UiServer:
                 return host in ("127.0.0.1", "localhost", "::1")
 
             def do_GET(self) -> None:
+                self._request_complete()
                 if not self._local_host():
                     return self._json(HTTPStatus.FORBIDDEN, {"error": "wrong host"})
                 path, _, query = self.path.partition("?")
@@ -265,8 +339,10 @@ class UiServer:
                     n = -1
                 if not 0 <= n <= MAX_BODY:
                     return self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "body too large"})
+                raw = self.rfile.read(n)
+                self._request_complete()
                 try:
-                    body = loads_bounded(self.rfile.read(n) or b"{}", max_bytes=MAX_BODY, max_depth=4)   # 4000 "[": RecursionError
+                    body = loads_bounded(raw or b"{}", max_bytes=MAX_BODY, max_depth=4)   # 4000 "[": RecursionError
                     if not isinstance(body, dict):
                         raise ValueError
                 except ValueError:

@@ -1,0 +1,126 @@
+"""Attack 10: stalled requests hold the screen server's threads for ever.
+
+A local process opens connections to the kiosk's screen server and never finishes its request
+(silent, or a byte every so often: "slowloris"). Each connection used to hold a thread with no
+time limit. Now a silent connection is dropped after the read timeout, a trickling one at the
+request deadline, and connections beyond the pool's size are answered 503 at once without a
+thread; the kiosk's browser is served again as soon as the stalled connections are gone.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from daemon_helpers import start_daemon, write_config
+
+from kiosk.ui.server import UiServer
+
+READ_TIMEOUT_S = 1.0
+DEADLINE_S = 2.5
+POOL = 4
+
+
+@pytest.fixture
+def ui(tmp_path: Path) -> Iterator[UiServer]:
+    daemon, pen, _ = start_daemon(write_config(tmp_path))
+    server = UiServer(daemon, "127.0.0.1", 0, read_timeout_s=READ_TIMEOUT_S, request_deadline_s=DEADLINE_S,
+                      max_connections=POOL)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        daemon.stop()
+        pen.close_all()
+
+
+def _connect(port: int) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return s
+
+
+def _closed_within(s: socket.socket, seconds: float) -> float | None:
+    """Seconds until the server closed ``s`` (reads EOF or a reset), None if still open."""
+    t0 = time.monotonic()
+    s.settimeout(seconds)
+    try:
+        while True:
+            data = s.recv(4096)
+            if not data:
+                return time.monotonic() - t0
+    except (TimeoutError, socket.timeout):
+        return None
+    except ConnectionResetError:
+        return time.monotonic() - t0
+
+
+def _get(port: int, path: str = "/index.html") -> bytes:
+    with _connect(port) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode())
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+
+def test_silent_connection_is_dropped_after_the_read_timeout(ui: UiServer) -> None:
+    s = _connect(ui.port)
+    s.sendall(b"GET /index.html HTTP/1.1\r\n")   # and then nothing
+    took = _closed_within(s, READ_TIMEOUT_S + 5)
+    s.close()
+    assert took is not None, "a silent client held its connection (and thread) for ever"
+    assert took < READ_TIMEOUT_S + 2
+
+
+def test_trickling_request_is_cut_at_the_deadline(ui: UiServer) -> None:
+    s = _connect(ui.port)
+    stop = threading.Event()
+
+    def trickle() -> None:
+        # One header byte every half read-timeout: each receive succeeds, the request never ends.
+        try:
+            s.sendall(b"GET /index.html HTTP/1.1\r\nX-Slow: ")
+            while not stop.wait(READ_TIMEOUT_S / 2):
+                s.sendall(b"a")
+        except OSError:
+            pass
+
+    t = threading.Thread(target=trickle, daemon=True)
+    t.start()
+    try:
+        took = _closed_within(s, DEADLINE_S + 5)
+    finally:
+        stop.set()
+        t.join(5)
+        s.close()
+    assert took is not None, "a trickling client held its connection past the deadline"
+    assert took < DEADLINE_S + 2
+
+
+def test_connections_beyond_the_pool_get_503_and_no_thread(ui: UiServer) -> None:
+    stalled = [_connect(ui.port) for _ in range(POOL)]
+    for s in stalled:
+        s.sendall(b"GET / HTTP/1.1\r\n")
+    time.sleep(0.3)
+    extra = [_connect(ui.port) for _ in range(20)]
+    try:
+        for s in extra:
+            s.settimeout(5)
+            assert s.recv(100).startswith(b"HTTP/1.1 503"), "an over-the-limit connection was not refused"
+        # Threads alive for the server stay within the pool, however many connections came.
+        serving = [t for t in threading.enumerate() if t.name != "kiosk-ui" and "process_request" in repr(t)]
+        assert len(serving) <= POOL
+        # Once the stalled clients are dropped by the read timeout, the browser is served again.
+        for s in stalled:
+            assert _closed_within(s, READ_TIMEOUT_S + 5) is not None
+        reply = _get(ui.port)
+        assert reply.startswith(b"HTTP/1.1 200") or reply.startswith(b"HTTP/1.1 403"), reply[:80]
+    finally:
+        for s in stalled + extra:
+            s.close()
