@@ -56,6 +56,7 @@ from models.image_preprocess import SIZE, NoInkError, prepare
 from models.offline_embed import OfflineConfig, embedding_distance
 from models.scoring import NormalisationPrior, reference_stats
 from tools.datasets.types import Label, writer_split
+from tools.train.loop import History, progress, set_seeds
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 log = logging.getLogger(__name__)
@@ -167,12 +168,6 @@ class _Prepared:
         return ImageCorpus(np.stack(self.images), self.keys, self.writers, np.array(self.genuine), self.split, hashes)
 
 
-def _progress(total: int, desc: str) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False, mininterval=2.0, disable=None)
-
-
 def load_scans(data_root: Path, cache: Path, splits: tuple[str, ...], max_writers: int | None) -> ImageCorpus:
     """The Dutch scans of ``splits``' writers, prepared (cached)."""
     from tools.datasets import load_images
@@ -189,7 +184,7 @@ def load_scans(data_root: Path, cache: Path, splits: tuple[str, ...], max_writer
         return _load(path, {fmt: digest})
     acc = _Prepared(skip=(NoInkError,))
     samples = [s for w in writers for s in ds.writers[w]]
-    bar = _progress(len(samples), f"prepare {fmt}")
+    bar = progress(len(samples), f"prepare {fmt}")
     for s in samples:
         acc.add(f"{fmt}:{s.path.relative_to(root)}", lambda s=s: s.image, f"{fmt}:{s.writer}",
                 s.label is Label.GENUINE, writer_split(s.writer))
@@ -221,7 +216,7 @@ def load_rendered(data_root: Path, cache: Path, max_writers: int | None, seed: i
             continue
         acc = _Prepared(skip=(NoInkError, ValueError))
         samples = [s for w in writers for s in ds.writers[w]]
-        bar = _progress(len(samples), f"render {fmt}")
+        bar = progress(len(samples), f"render {fmt}")
         for n, s in enumerate(samples):
             rng = np.random.default_rng([seed, n])
             acc.add(f"{fmt}:{s.path.relative_to(root)}", lambda s=s, rng=rng: _ink(s.trajectory, rng),
@@ -260,7 +255,7 @@ def load_synthetic(cache: Path, n_writers: int, seed: int, n_genuine: int = 8, n
         return _load(path, {})
     pop = make_population(n_writers=n_writers, n_genuine=n_genuine, n_forgeries=n_forgeries, seed=seed + 1000)
     acc = _Prepared(skip=(NoInkError, ValueError))
-    bar = _progress(n_writers, "render synthetic writers")
+    bar = progress(n_writers, "render synthetic writers")
     for w, (g, f) in pop.items():
         for n, (tr, genuine) in enumerate([(t, True) for t in g] + [(t, False) for t in f]):
             rng = np.random.default_rng([seed, int(w), n])
@@ -325,13 +320,6 @@ class OfflineTrainConfig:
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-@dataclass
-class History:
-    epochs: list[dict] = field(default_factory=list)
-    best_epoch: int = -1
-    best_val_eer: float = float("inf")
 
 
 class BatchSampler:
@@ -522,7 +510,6 @@ def train(corpus: ImageCorpus, net: CnnLstmConfig, cfg: OfflineTrainConfig) -> t
     import tf_keras as keras
 
     from models.cnn_lstm import build_cnn_lstm
-    from tools.train.trainer import set_seeds
 
     set_seeds(cfg.seed)
     model = build_cnn_lstm(net)
@@ -563,7 +550,7 @@ def train(corpus: ImageCorpus, net: CnnLstmConfig, cfg: OfflineTrainConfig) -> t
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
         trips, ces = [], []
-        bar = _progress(cfg.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}")
+        bar = progress(cfg.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}")
         for _ in range(cfg.steps_per_epoch):
             idx, cls, lab = sampler.batch()
             x = np.stack([augment(im, rng, cfg.p_blur) for im in corpus.float_images(idx)])[..., None]

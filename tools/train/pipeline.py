@@ -102,11 +102,11 @@ def run(pc: PipelineConfig, tcfg: Any, data_root: Path, out: Path, work: Path, t
     import tensorflow as tf
 
     from tools.train.convert import device_model, to_tflite, write_golden
+    from tools.train.loop import set_seeds
     from tools.train.trainer import (
         Embedder,
         TrainConfig,
         fit_prior,
-        set_seeds,
         train_metric_model,
         validation_eer,
     )

@@ -24,7 +24,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from models.scoring import NormalisationPrior, reference_stats
 from models.tsgatr import TSGATRConfig, build_tsgatr
 from tools.train.data import VALIDATION_SETS, Corpus, InputCache, batch_inputs
 from tools.train.dtwpath import dtw_path
+from tools.train.loop import History, progress, set_seeds
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 log = logging.getLogger(__name__)
@@ -61,27 +62,6 @@ class TrainConfig:
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-@dataclass
-class History:
-    epochs: list[dict] = field(default_factory=list)
-    best_epoch: int = -1
-    best_val_eer: float = float("inf")
-
-
-def set_seeds(seed: int) -> None:
-    import random
-
-    import tensorflow as tf
-
-    random.seed(seed)
-    np.random.seed(seed)
-    tf.random.set_seed(seed)
-    try:
-        tf.config.experimental.enable_op_determinism()
-    except Exception:  # noqa: BLE001 - older TF: determinism is best effort
-        pass
 
 
 class TripletSampler:
@@ -227,12 +207,6 @@ def validation_eer(
     return out
 
 
-def _progress(total: int, desc: str) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False, mininterval=2.0, disable=None)
-
-
 def train_metric_model(
     corpus: Corpus,
     lcfg: LearnedConfig,
@@ -282,7 +256,7 @@ def train_metric_model(
     for epoch in range(tcfg.epochs):
         t0 = time.perf_counter()
         losses = []
-        bar = _progress(tcfg.steps_per_epoch, f"{desc} epoch {epoch + 1}/{tcfg.epochs}")
+        bar = progress(tcfg.steps_per_epoch, f"{desc} epoch {epoch + 1}/{tcfg.epochs}")
         for _ in range(tcfg.steps_per_epoch):
             anc, pos, neg, _sk = sampler.batch(B)
             mi: list[ModelInput] = [inputs(i) for i in anc + pos + neg]
