@@ -51,8 +51,9 @@ from kiosk.sdnotify import Notifier, Watchdog, watchdog_interval
 from kiosk.sessions import EnrollmentSession, VerificationOutcome, new_session_id, verify
 from kiosk.staff import AuditError, StaffAuth, StaffSession
 from kiosk.templates import TemplateError, TemplateStore, validate_customer
-from kiosk.verifier import Verifier, make_verifier
 from models.classic import ClassicConfig
+from models.pen import make_verifier
+from models.verification import PenVerifier as Verifier
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +301,7 @@ class Daemon:
 
     def _start_paper(self) -> None:
         from firmware_host.camera import Camera
-        from kiosk.paper import PaperVerifier
+        from models.paper import PaperVerifier
 
         pc = self.config.paper
         self.paper = PaperVerifier(pc.model_dir, anomaly=pc.anomaly)

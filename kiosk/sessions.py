@@ -12,10 +12,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from kiosk.verifier import Verdict, Verifier
 from models.classic import ClassicConfig
 from models.enrollment import Enrollment, EnrollmentPolicy, Refusal
+from models.policy import Verdict
 from models.trajectory import Trajectory
+from models.verification import PenVerifier as Verifier
 
 
 def new_session_id() -> str:

@@ -14,7 +14,7 @@ import numpy as np
 from models.dtw import DEFAULT_BAND, dtw_distance
 from models.features import FEATURE_NAMES, feature_indices, time_functions, zscore
 from models.preprocess import PreprocessConfig, prepare
-from models.scoring import NormalisationPrior, ReferenceStats, normalised_distance, pairwise, reference_stats
+from models.scoring import NormalisationPrior, ScoredReferences, normalised_distance, pairwise, reference_stats
 from models.trajectory import Trajectory
 
 #: All time functions: on the training and validation writers of the four shared pen sets this
@@ -37,15 +37,6 @@ class ClassicConfig:
             raise ValueError(f"band must be in (0, 1], got {self.band}")
 
 
-@dataclass(frozen=True, eq=False)
-class Template:
-    """One user's enrolled references as feature sequences, with their statistics."""
-
-    references: tuple[np.ndarray, ...]
-    stats: ReferenceStats
-    ref_distances: np.ndarray
-
-
 @dataclass(frozen=True)
 class ClassicScore:
     """``distance`` is the user-normalised distance (lower is more genuine, ~1 typical genuine)."""
@@ -64,15 +55,13 @@ def pairwise_distances(seqs: list[np.ndarray], band: float) -> np.ndarray:
     return pairwise(seqs, lambda a, b: dtw_distance(a, b, band))
 
 
-def build_template(references: list[np.ndarray], config: ClassicConfig = ClassicConfig()) -> Template:
-    if not references:
-        raise ValueError("a template needs at least one reference")
-    d = pairwise_distances(references, config.band)
-    return Template(references=tuple(references), stats=reference_stats(d), ref_distances=d)
+def build_template(references: list[np.ndarray], config: ClassicConfig = ClassicConfig()) -> ScoredReferences:
+    """One user's references as feature sequences, with the DTW distances among them."""
+    return ScoredReferences.measure(references, lambda a, b: dtw_distance(a, b, config.band))
 
 
 def score_query(
-    template: Template, query: np.ndarray, config: ClassicConfig = ClassicConfig()
+    template: ScoredReferences, query: np.ndarray, config: ClassicConfig = ClassicConfig()
 ) -> ClassicScore:
     dists = tuple(dtw_distance(query, r, config.band) for r in template.references)
     return ClassicScore(

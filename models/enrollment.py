@@ -12,10 +12,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from models.classic import ClassicConfig, Template, build_template, pairwise_distances, signature_features
+from models.classic import ClassicConfig, build_template, pairwise_distances, signature_features
 from models.dtw import dtw_distance
 from models.preprocess import Prepared, prepare
-from models.scoring import normalised_distance, reference_stats
+from models.scoring import ScoredReferences, normalised_distance, reference_stats
 from models.trajectory import Trajectory, TrajectoryError
 
 
@@ -127,14 +127,14 @@ class Enrollment:
         self.accepted.append(feats)
         return []
 
-    def template(self) -> Template:
+    def template(self) -> ScoredReferences:
         if not self.complete:
             raise ValueError(f"enrollment incomplete: {len(self.accepted)}/{self.policy.references} samples")
         return build_template(self.accepted, self.config)
 
 
 def enroll(trajs: list[Trajectory], policy: EnrollmentPolicy = EnrollmentPolicy(),
-           config: ClassicConfig = ClassicConfig()) -> Template:
+           config: ClassicConfig = ClassicConfig()) -> ScoredReferences:
     """All at once: every sample must pass, or ``EnrollmentError`` lists each refusal."""
     session = Enrollment(policy=replace(policy, references=len(trajs)), config=config)
     refusals = [(i, r) for i, t in enumerate(trajs) for r in session.add(t)]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from models.errors import VerificationError
 from models.image import SignatureImage
 
 SIZE = 128
@@ -32,7 +33,7 @@ SPECK_FRACTION = 0.0015
 MARGIN = 0.04
 
 
-class NoInkError(ValueError):
+class NoInkError(VerificationError, ValueError):
     """The picture holds no signature that can be used: the message says why, for the person."""
 
 

@@ -24,7 +24,7 @@ from models.dtw import dtw_distance
 from models.features import FEATURE_NAMES, feature_indices, time_functions, zscore
 from models.graphs import additive_mask, knn_adjacency, step_adjacency
 from models.preprocess import PreprocessConfig, prepare
-from models.scoring import NormalisationPrior, ReferenceStats, normalised_distance, pairwise, reference_stats
+from models.scoring import NormalisationPrior, ScoredReferences, normalised_distance
 from models.trajectory import Trajectory
 
 #: Input names shared by the Keras builder, the converter and the runtime wrapper.
@@ -137,13 +137,6 @@ def featurize(traj: Trajectory, config: LearnedConfig = LearnedConfig()) -> Mode
     return model_input(resampled_points(traj, config), config)
 
 
-@dataclass(frozen=True, eq=False)
-class LearnedTemplate:
-    references: tuple[np.ndarray, ...]
-    stats: ReferenceStats
-    ref_distances: np.ndarray
-
-
 class LearnedVerifier:
     """Embeds signatures with a TFLite model and scores them like the classic verifier does."""
 
@@ -163,11 +156,10 @@ class LearnedVerifier:
     def distance(self, a: np.ndarray, b: np.ndarray) -> float:
         return dtw_distance(a, b, self.config.band)
 
-    def build_template(self, references: list[np.ndarray]) -> LearnedTemplate:
-        d = pairwise(references, self.distance)
-        return LearnedTemplate(tuple(references), reference_stats(d), d)
+    def build_template(self, references: list[np.ndarray]) -> ScoredReferences:
+        return ScoredReferences.measure(references, self.distance)
 
-    def score(self, template: LearnedTemplate, query: np.ndarray) -> float:
+    def score(self, template: ScoredReferences, query: np.ndarray) -> float:
         q = np.array([self.distance(query, r) for r in template.references])
         return normalised_distance(q, template.stats, self.config.prior)
 

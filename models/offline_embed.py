@@ -22,11 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from models._assets import PAPER_MODEL, shipped_assets
 from models.runtime import ModelError, TFLiteModel
-from models.scoring import NormalisationPrior, ReferenceStats, normalised_distance, pairwise, reference_stats
+from models.scoring import NormalisationPrior, ScoredReferences, normalised_distance
 
 #: The shipped int8 model.
-DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "cnn_lstm_int8.tflite"
+DEFAULT_MODEL = shipped_assets() / PAPER_MODEL
 #: The model's input name (``models.cnn_lstm.INPUT_NAME``; not imported: that module is Keras).
 INPUT_NAME = "image"
 
@@ -94,12 +95,6 @@ def embedding_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(np.asarray(a, np.float64) - np.asarray(b, np.float64)))
 
 
-@dataclass(frozen=True, eq=False)
-class ImageTemplate:
-    references: tuple[np.ndarray, ...]
-    stats: ReferenceStats
-
-
 class ImageEmbedder:
     """A converted CNN-LSTM (float or int8) and its config; one prepared image → unit embedding."""
 
@@ -134,11 +129,10 @@ class ImageEmbedder:
         out = self.model.run({INPUT_NAME: x.reshape(s, s, 1).astype(np.float32)})
         return l2_normalise(out)
 
-    def build_template(self, references: list[np.ndarray]) -> ImageTemplate:
-        refs = [np.asarray(r, np.float32) for r in references]
-        return ImageTemplate(tuple(refs), reference_stats(pairwise(refs, embedding_distance)))
+    def build_template(self, references: list[np.ndarray]) -> ScoredReferences:
+        return ScoredReferences.measure([np.asarray(r, np.float32) for r in references], embedding_distance)
 
-    def score(self, template: ImageTemplate, query: np.ndarray) -> float:
+    def score(self, template: ScoredReferences, query: np.ndarray) -> float:
         """The user-normalised distance of a query embedding (about 1 for a genuine signature)."""
         q = np.array([embedding_distance(query, r) for r in template.references])
         return normalised_distance(q, template.stats, self.config.prior)

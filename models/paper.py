@@ -13,7 +13,7 @@ score was fitted into that fusion too and came out with weight 0 on the validati
 adds nothing to the two distances there), so it does not move the decision; it explains it: its
 reasons name the features that are off, in words, on the screen and in the record.
 
-The verdict has the pen verifier's shape (``kiosk.verifier.Verdict``): the decision, a match rate
+The verdict has the pen verifier's shape (``models.policy.Verdict``): the decision, a match rate
 that is 0.5 exactly at the operating point, and aspects that explain it: "shape" (the embedding),
 "layout" (the hand-made features' distance) and "proportions" (the anomaly check).
 """
@@ -28,14 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
-from kiosk.verifier import APPROVED, SHIPPED_MODEL_DIR, SUSPICIOUS, AspectCheck, Verdict, match_rate
+from models._assets import shipped_assets
 from models.anomaly import MIN_REFERENCES, AnomalyModel
 from models.fusion import Fusion, load_offline_fusion
 from models.hand_features import HAND_PRIOR, hand_distance, hand_features
 from models.image import SignatureImage
 from models.image_preprocess import prepare
-from models.offline_embed import ImageEmbedder, ImageTemplate, embedding_distance
-from models.scoring import ReferenceStats, normalised_distance, pairwise, reference_stats
+from models.offline_embed import ImageEmbedder, embedding_distance
+from models.policy import APPROVED, SUSPICIOUS, AspectCheck, Verdict, match_rate
+from models.scoring import ReferenceStats, ScoredReferences, normalised_distance, pairwise, reference_stats
 from models.render import render_ink
 from models.runtime import ModelError
 from models.trajectory import Trajectory
@@ -51,7 +52,7 @@ TOO_SIMILAR_RATIO = 0.15
 
 @dataclass(frozen=True, eq=False)
 class PaperTemplate:
-    embeddings: ImageTemplate
+    embeddings: ScoredReferences
     hand: tuple[np.ndarray, ...]          # the references' hand-made feature vectors
     hand_stats: ReferenceStats
     anomaly: AnomalyModel | None          # None with fewer than models.anomaly.MIN_REFERENCES
@@ -72,7 +73,7 @@ class PaperVerifier:
     name = "paper"
 
     def __init__(self, model_dir: Path | None = None, *, threads: int = 1, anomaly: bool = True) -> None:
-        self.model_dir = Path(model_dir) if model_dir is not None else SHIPPED_MODEL_DIR
+        self.model_dir = Path(model_dir) if model_dir is not None else shipped_assets()
         model_path = self.model_dir / PAPER_MODEL
         self.embedder = ImageEmbedder(model_path, threads=threads)
         self.anomaly = anomaly

@@ -17,10 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from models.errors import VerificationError
+
 log = logging.getLogger(__name__)
 
 
-class ModelError(RuntimeError):
+class ModelError(VerificationError, RuntimeError):
     """A model file is missing, unreadable, or does not have the inputs/outputs we expect."""
 
 

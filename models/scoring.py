@@ -89,3 +89,29 @@ def normalised_distance(
         raise ValueError("need the query's distance to at least one reference")
     ref_min, ref_mean = shrink(stats, prior)
     return float(0.5 * (q.min() / ref_min + q.mean() / ref_mean))
+
+
+@dataclass(frozen=True, eq=False)
+class ScoredReferences:
+    """One user's references as a verifier compares them (feature sequences or embeddings), with
+    the distances among them and their statistics. The classic, learned and image verifiers all
+    keep their references in this one type; each brings its own ``distance``."""
+
+    references: tuple[np.ndarray, ...]
+    stats: ReferenceStats
+    ref_distances: np.ndarray
+
+    @classmethod
+    def measure(cls, references: Sequence[np.ndarray], distance: Callable[[np.ndarray, np.ndarray], float]
+                ) -> "ScoredReferences":
+        if not references:
+            raise ValueError("a template needs at least one reference")
+        d = pairwise(references, distance)
+        return cls(tuple(references), reference_stats(d), d)
+
+    @property
+    def nearest_pair(self) -> float:
+        """The smallest distance between two references (infinite with one): a query much closer
+        than this to a reference is a copy of it (see ``models.policy.DecisionPolicy.is_copy``)."""
+        d = self.ref_distances
+        return float(d[~np.eye(len(d), dtype=bool)].min()) if len(d) > 1 else float("inf")

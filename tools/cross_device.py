@@ -46,9 +46,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kiosk.verifier import ClassicVerifier, make_verifier
 from models.classic import ClassicConfig
 from models.device_variants import resampled, without_pressure, without_time
+from models.pen import ClassicVerifier, make_verifier
 from models.scoring import NormalisationPrior, reference_stats
 from models.trajectory import DeviceInfo, Trajectory
 from tools.datasets import Dataset, OnlineSample, load_online, writer_split

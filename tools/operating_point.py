@@ -1,7 +1,7 @@
 """FRR and skilled-forgery FAR of the daemon's verifier at its deployed threshold, on real data.
 
 The EER figures of ``sigkiosk eval`` are threshold-free; this measures the operating point a
-kiosk actually runs at (``kiosk.verifier``, the same object the daemon uses), with and without the
+kiosk actually runs at (``models.pen``, the same object the daemon uses), with and without the
 rhythm rule deciding. References: each writer's first 5 genuine signatures (of session 1 where the
 set has sessions); questioned: the next 10 genuine and all skilled forgeries.
 
@@ -15,8 +15,10 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from kiosk.verifier import APPROVED, Verifier, make_verifier
 from models.classic import ClassicConfig
+from models.pen import make_verifier
+from models.policy import APPROVED
+from models.verification import PenVerifier as Verifier
 from tools.datasets import Dataset, OnlineSample, load_online
 
 SETS = (
@@ -55,7 +57,7 @@ def measure(dataset: Dataset[OnlineSample], verifier: Verifier, references: int 
         refs = [s for s in g if s.session in (None, 1)][:references]
         if len(refs) < references:
             continue
-        template = verifier.build([s.trajectory for s in refs])
+        template = verifier.enroll([s.trajectory for s in refs])
         for q in [s for s in g if s not in refs][:questioned]:
             genuine += 1
             rejected += verifier.verify(template, q.trajectory).decision != APPROVED

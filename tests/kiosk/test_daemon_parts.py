@@ -178,7 +178,7 @@ def test_model_change_hook_swaps_the_verifier_and_rebuilds_templates(tmp_path: P
     """What the model-update agent calls when a new model becomes active."""
     from daemon_helpers import as_replayed, start_daemon
 
-    from kiosk.verifier import ClassicVerifier
+    from models import ClassicVerifier
     from models.classic import ClassicConfig
 
     genuine, _ = writers()["001"]
@@ -194,7 +194,7 @@ def test_model_change_hook_swaps_the_verifier_and_rebuilds_templates(tmp_path: P
         assert seen == [new] and daemon.verifier is new
         assert daemon.status()["model_versions"]["threshold"] == "1.2"
         rebuilt = daemon._template("cust-1")
-        assert rebuilt is not old and len(rebuilt.template.references) == 5
+        assert rebuilt is not old and rebuilt.size == 5 and rebuilt.model_versions["threshold"] == "1.2"
     finally:
         daemon.stop()
         pen.close_all()

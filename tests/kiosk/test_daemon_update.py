@@ -21,7 +21,7 @@ from kiosk.bundle import BundleFile
 from kiosk.config import ConfigError, load_config
 from kiosk.daemon import Daemon
 from kiosk.templates import TemplateStore
-from kiosk.verifier import APPROVED, FusedVerifier, make_verifier
+from models import APPROVED, FusedVerifier, make_verifier
 from models.runtime import ModelError
 from tools.broker import Mosquitto
 from tools.bundle import ModelSpec, create_bundle
@@ -58,7 +58,7 @@ def test_fused_verifier_genuine_approved_forgeries_lower() -> None:
     pop = writers(2026, 3)
     g_rates, f_rates = [], []
     for genuine, forged in pop.values():
-        tpl = ver.build(genuine[:5])
+        tpl = ver.enroll(genuine[:5])
         for q in genuine[5:]:
             v = ver.verify(tpl, q)
             assert v.decision == APPROVED, v
@@ -68,8 +68,8 @@ def test_fused_verifier_genuine_approved_forgeries_lower() -> None:
     assert np.median(f_rates) < min(g_rates)
     # The classic part is the classic verifier's own: the same aspect checks explain the verdict.
     genuine = pop["001"][0]
-    fv = ver.verify(ver.build(genuine[:5]), genuine[5])
-    cv = ver.classic.verify(ver.classic.build(genuine[:5]), genuine[5])
+    fv = ver.verify(ver.enroll(genuine[:5]), genuine[5])
+    cv = ver.classic.verify(ver.classic.enroll(genuine[:5]), genuine[5])
     assert fv.aspects == cv.aspects and fv.too_similar == cv.too_similar
 
 
@@ -77,7 +77,7 @@ def test_fused_verifier_rate_is_half_at_the_operating_point() -> None:
     ver = make_verifier("fused", THRESHOLD)
     assert isinstance(ver, FusedVerifier)
     genuine, forged = writers(2026, 1)["001"]
-    tpl = ver.build(genuine[:5])
+    tpl = ver.enroll(genuine[:5])
     for q in list(genuine[5:]) + list(forged):
         v = ver.verify(tpl, q)
         # decision <=> calibrated probability at or above the fusion's operating point

@@ -1,7 +1,7 @@
 """Benchmark: the offline (image) learned verifier on one core. Per signature image: ``prepare``
 (the one offline preprocessing), the CNN-LSTM embedding alone (float and int8 models, one thread),
 and the kiosk's whole paper path from a camera frame to the score (judge the frame, find the
-signature, verify it against 5 references with ``kiosk.paper.PaperVerifier``) pinned to one core;
+signature, verify it against 5 references with ``models.paper.PaperVerifier``) pinned to one core;
 median and p95, plus the model files' sizes.
 
 Images are synthesised signatures (tools.synth) rendered as ink (models.render): no dataset needed.
@@ -67,13 +67,13 @@ def run(quick: bool = False) -> dict[str, float]:
 
 def _frame_to_score(pop: dict, reps: int) -> dict[str, float]:
     """The kiosk's whole paper path on one core: a camera frame is judged (exposure, sharpness),
-    the signature found and rectified, then verified by ``kiosk.paper.PaperVerifier`` (prepare,
+    the signature found and rectified, then verified by ``models.paper.PaperVerifier`` (prepare,
     int8 embedding, hand features, the customer's Isolation Forest, the fusion) against 5 pad
     references drawn as ink; the template is built beforehand, as at enrollment."""
     import cv2
 
     from firmware_host.camera import judge, measure
-    from kiosk.paper import PaperVerifier
+    from models.paper import PaperVerifier
     from models.render import render_ink
     from models.signature_finder import find_signature
     from tools.photos import make_photo

@@ -1,0 +1,153 @@
+"""The one decision policy: how a verifier's score becomes APPROVED or SUSPICIOUS.
+
+Every verifier (classic and fused pen, paper) reduces a query to one distance-like score against
+the customer's reference set (lower is more genuine) and a few aspect checks that explain it. The
+:class:`DecisionPolicy` turns those into a :class:`Verdict`, with the same rules everywhere:
+
+* the global threshold on the score (a distance for the classic verifier; minus the calibrated
+  logit for the fused ones, so "at most the threshold" is "at least the fused probability");
+* the copy check: a query much closer to a reference than the references ever are to each other
+  is replayed, photocopied or traced (genuine signatures always vary);
+* the rhythm rule (optional): a pace far outside the references' spread decides on its own;
+* the match rate people see: 0.5 exactly at the threshold, monotone in the score.
+
+The daemon's verifier and the evaluator's operating point (``tools.operating_point``) hold the
+same policy object, so the figures the evaluator reports are the decisions the kiosk ships.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+import numpy as np
+
+Decision = Literal["APPROVED", "SUSPICIOUS"]
+APPROVED: Final = "APPROVED"
+SUSPICIOUS: Final = "SUSPICIOUS"
+
+#: Names and labels of the aspects the pen verifiers explain a decision with.
+ASPECT_LABELS = {"shape": "Shape", "speed": "Speed", "pressure": "Pressure", "rhythm": "Rhythm"}
+
+
+@dataclass(frozen=True)
+class AspectCheck:
+    code: str          # "shape", "speed", "pressure", "rhythm"; paper: "shape", "layout", "proportions"
+    label: str         # for people
+    similarity: float  # 0..1, like the match rate
+    ok: bool
+
+
+@dataclass(frozen=True)
+class Verdict:
+    decision: Decision
+    match_rate: float              # 0..1, monotone in the score; 0.5 at the threshold
+    distance: float                # the score (classic: user-normalised distance, ~1 for a genuine)
+    aspects: tuple[AspectCheck, ...]
+    too_similar: bool = False      # a copy of a reference: replayed, photocopied or traced
+    #: Why, in words for the screen (the paper verifier's anomaly check); empty when nothing is off.
+    explanations: tuple[str, ...] = ()
+    #: The paper verifier's anomaly score (0..1) when the customer has enough references for it.
+    anomaly: float | None = None
+
+    @property
+    def approved(self) -> bool:
+        return self.decision == APPROVED
+
+    @property
+    def reasons(self) -> list[str]:
+        """Short codes for the record: the aspects that look wrong (or why it is suspicious)."""
+        out = [a.code for a in self.aspects if not a.ok]
+        if self.too_similar:
+            out.insert(0, "too_similar")
+        if self.decision == SUSPICIOUS and not out:
+            out.append("overall")
+        return out
+
+    @property
+    def verdict(self) -> "Verdict":
+        """TRANSITIONAL, remove with the daemon split: ``kiosk/daemon.py`` still reads the paper
+        verdict as ``pv.verdict`` (the paper verifier returned a wrapper before it returned a
+        :class:`Verdict`). Nothing else may use it."""
+        return self
+
+
+def _rate(x: float, clamp: float) -> float:
+    # exp overflows past ~709; a NaN score is treated as far beyond the threshold (rate ~0).
+    if not x <= clamp:
+        x = clamp
+    return 1.0 / (1.0 + math.exp(x))
+
+
+def match_rate(distance: float, threshold: float, scale: float = 0.25) -> float:
+    """A person-facing 0..1 rate on a distance scale: 0.5 at ``threshold``, ~0.86 a quarter below.
+
+    Monotone, not a calibrated probability (the fused verifiers' rates are calibrated)."""
+    return _rate((distance - threshold) / scale, 50.0)
+
+
+@dataclass(frozen=True)
+class DecisionPolicy:
+    """Threshold, copy check, rhythm rule and match-rate mapping (see the module docstring).
+
+    ``threshold``: accept a score at most this. ``rate_scale``/``rate_clamp``: the match rate is
+    ``1 / (1 + exp((score - threshold) / rate_scale))``, its exponent clamped at ``rate_clamp``.
+    ``too_similar_ratio``: a query whose nearest reference is closer than this fraction of the
+    references' own nearest pair is a copy. ``rhythm_tolerance``: how many mean deviations (log
+    pen-down time) a pace may be off before the rhythm aspect fails; ``rhythm_decides``: whether
+    that failure alone makes the decision SUSPICIOUS (DTW warps time away, so without it a slow,
+    careful imitation of the right shape passes; forgers are slow).
+    """
+
+    threshold: float
+    rate_scale: float = 0.25
+    rate_clamp: float = 50.0
+    too_similar_ratio: float = 0.2
+    rhythm_tolerance: float = 3.0
+    rhythm_decides: bool = False
+
+    @classmethod
+    def on_probability(cls, probability: float, *, too_similar_ratio: float, rhythm_tolerance: float = 3.0,
+                       rhythm_decides: bool = False) -> "DecisionPolicy":
+        """A policy on a calibrated probability of a genuine signature, accepted at or above
+        ``probability``: the score is minus the logit, the match rate the probability with its
+        logit shifted so that it is 0.5 at the operating point."""
+        if not 0.0 < probability < 1.0:
+            raise ValueError(f"threshold {probability} is not in (0, 1)")
+        return cls(threshold=-math.log(probability / (1.0 - probability)), rate_scale=1.0, rate_clamp=700.0,
+                   too_similar_ratio=too_similar_ratio, rhythm_tolerance=rhythm_tolerance,
+                   rhythm_decides=rhythm_decides)
+
+    def match_rate(self, score: float) -> float:
+        return _rate((score - self.threshold) / self.rate_scale, self.rate_clamp)
+
+    def is_copy(self, nearest: float, nearest_pair: float) -> bool:
+        """Whether a query at ``nearest`` from its closest reference copies it (``nearest_pair``:
+        the smallest distance between two references, same measure)."""
+        return nearest < self.too_similar_ratio * nearest_pair
+
+    def rhythm(self, durations: np.ndarray, ink_time: float) -> AspectCheck:
+        """The rhythm aspect: the time spent writing against the references' own spread, on a log
+        scale (twice as slow and twice as fast are equally far), mapped onto the distance scale
+        so that the tolerance lands on the threshold. DTW warps time away, so it is checked apart."""
+        refs = np.log(np.maximum(durations, 1e-3))
+        spread = max(float(np.mean(np.abs(refs - refs.mean()))) if len(refs) > 1 else 0.0, 0.08)
+        z = abs(math.log(max(ink_time, 1e-3)) - float(refs.mean())) / spread
+        d = 1.0 + (self.threshold - 1.0) * max(0.0, z - 1.0) / max(self.rhythm_tolerance - 1.0, 1e-6)
+        return AspectCheck("rhythm", ASPECT_LABELS["rhythm"], match_rate(d, self.threshold), z <= self.rhythm_tolerance)
+
+    def decide(self, score: float, aspects: Sequence[AspectCheck], *, too_similar: bool,
+               explanations: tuple[str, ...] = (), anomaly: float | None = None) -> Verdict:
+        """The verdict on ``score``; ``aspects`` explain it and, through the rhythm rule, the
+        rhythm aspect (code ``"rhythm"``) may decide."""
+        rhythm = next((a for a in aspects if a.code == "rhythm"), None)
+        rhythm_fails = self.rhythm_decides and rhythm is not None and not rhythm.ok
+        approved = score <= self.threshold and not too_similar and not rhythm_fails
+        rate = self.match_rate(score)
+        if self.rhythm_decides and rhythm is not None:
+            # The rate a person sees agrees with the decision: below 50% exactly when it fails.
+            rate = min(rate, rhythm.similarity)
+        return Verdict(APPROVED if approved else SUSPICIOUS, rate, score, tuple(aspects), too_similar,
+                       explanations, anomaly)
