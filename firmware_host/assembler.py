@@ -29,7 +29,7 @@ from __future__ import annotations
 import enum
 import logging
 from array import array
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -507,17 +507,27 @@ class SignatureSegmenter:
 
 
 class CaptureAssembler:
-    """Frame assembly and segmentation for one evdev device: the code path every source uses."""
+    """Frame assembly and segmentation for one evdev device: the code path every source uses.
 
-    def __init__(self, caps: DeviceCaps, config: SegmenterConfig | None = None) -> None:
+    ``on_frame`` sees every assembled frame before the segmenter does (the kiosk's live ink), so
+    a watcher gets the frames the signature is made of, SYN_DROPPED handling included.
+    """
+
+    def __init__(self, caps: DeviceCaps, config: SegmenterConfig | None = None,
+                 on_frame: Callable[[PenFrame], None] | None = None) -> None:
         self.stats = AssemblerStats()
         self.frames = FrameAssembler(caps, self.stats)
         self.segmenter = SignatureSegmenter(Scale.for_caps(caps), config, self.stats)
+        self._on_frame = on_frame
 
     def feed(self, item: StreamItem) -> CapturedSignature | None:
         if isinstance(item, InputEvent):
             frame = self.frames.feed(item)
-            return self.segmenter.feed(frame) if frame is not None else None
+            if frame is None:
+                return None
+            if self._on_frame is not None:
+                self._on_frame(frame)
+            return self.segmenter.feed(frame)
         if isinstance(item, DeviceState):
             self.frames.apply_state(item)
             return None

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from evdev import InputDevice, InputEvent, ecodes
 
-from firmware_host.assembler import CaptureAssembler, CapturedSignature, SegmenterConfig
+from firmware_host.assembler import CaptureAssembler, CapturedSignature, PenFrame, SegmenterConfig
 from firmware_host.errors import (
     DeviceGoneError,
     DevicePermissionError,
@@ -252,16 +252,20 @@ class LiveDigitizer:
         done: threading.Event | None = None,
         cancel: threading.Event | None = None,
         on_item: Callable[[StreamItem], None] | None = None,
+        on_frame: Callable[[PenFrame], None] | None = None,
         start_timeout: float | None = None,
         grab: bool = True,
     ) -> CapturedSignature:
         """Block until one signature is complete; return it.
 
+        ``on_item`` sees every stream item (a recorder), ``on_frame`` every assembled pen frame
+        (live ink: ``firmware_host.ink``).
+
         Raises ``NoSignatureError`` when cancelled, when done is set before any pen-down, or when
         nobody touched the pen within ``start_timeout``; ``DeviceGoneError`` on unplug (the
         points so far are discarded: a partial signature is never verified).
         """
-        asm = CaptureAssembler(self.caps, self.config)
+        asm = CaptureAssembler(self.caps, self.config, on_frame)
         emit = on_item or (lambda item: None)
         grabbed = False
         if grab:
@@ -389,10 +393,15 @@ class DigitizerService:
 
     def capture_one(self, *, done: threading.Event | None = None, cancel: threading.Event | None = None,
                     on_item: Callable[[StreamItem], None] | None = None,
+                    watch_frames: Callable[[DeviceCaps], Callable[[PenFrame], None]] | None = None,
                     device_timeout: float | None = None, start_timeout: float | None = None) -> CapturedSignature:
+        """One signature from the pen, once there is one. ``watch_frames`` is called with the
+        device's capabilities when the capture starts on it; what it returns sees each pen frame."""
         dig = self.wait_for_device(device_timeout, cancel)
+        on_frame = watch_frames(dig.caps) if watch_frames is not None else None
         try:
-            return dig.capture(done=done, cancel=cancel, on_item=on_item, start_timeout=start_timeout)
+            return dig.capture(done=done, cancel=cancel, on_item=on_item, on_frame=on_frame,
+                               start_timeout=start_timeout)
         except DeviceGoneError:
             dig.close()
             self.digitizer = None
