@@ -8,7 +8,8 @@ Use it as a library (README, "Use the verifier as a library")::
     verdict = verifier.verify(reference_set, query)     # -> Verdict (decision, match_rate, aspects)
 
 Pen verifiers (:class:`ClassicVerifier`, :class:`FusedVerifier`, :func:`make_verifier`) are
-``Verifier[Trajectory]``. Each holds its :class:`DecisionPolicy`. Every error of this layer derives from :class:`VerificationError`.
+``Verifier[Trajectory]``; :class:`PaperVerifier` is ``Verifier[SignatureImage]``. Each holds its
+:class:`DecisionPolicy`. Every error of this layer derives from :class:`VerificationError`.
 
 Imports nothing else of ours; ``kiosk`` and ``tools`` build on it. Importing the package loads
 only numpy and the small types; the verifiers (numba, OpenCV, the TFLite runtime) load on first
@@ -29,6 +30,7 @@ from models.trajectory import DeviceInfo, Trajectory, TrajectoryError
 from models.verification import PenVerifier, ReferenceSet, Verifier
 
 if TYPE_CHECKING:
+    from models.paper import PaperVerifier
     from models.pen import ClassicVerifier, FusedVerifier, make_verifier
     from models.runtime import ModelError
 
@@ -37,6 +39,7 @@ _LAZY = {
     "ClassicVerifier": "models.pen",
     "FusedVerifier": "models.pen",
     "make_verifier": "models.pen",
+    "PaperVerifier": "models.paper",
     "ModelError": "models.runtime",
 }
 
@@ -59,6 +62,7 @@ __all__ = [
     "DeviceInfo",
     "FusedVerifier",
     "ModelError",
+    "PaperVerifier",
     "PenVerifier",
     "ReferenceSet",
     "ReferenceSetMismatch",

@@ -13,14 +13,18 @@ score was fitted into that fusion too and came out with weight 0 on the validati
 adds nothing to the two distances there), so it does not move the decision; it explains it: its
 reasons name the features that are off, in words, on the screen and in the record.
 
-The verdict has the pen verifier's shape (``models.policy.Verdict``): the decision, a match rate
-that is 0.5 exactly at the operating point, and aspects that explain it: "shape" (the embedding),
-"layout" (the hand-made features' distance) and "proportions" (the anomaly check).
+The verdict is the pen verifiers' (``models.policy.Verdict``, decided by the same
+``DecisionPolicy`` rules): the decision, a match rate that is 0.5 exactly at the operating point,
+and aspects that explain it: "shape" (the embedding), "layout" (the hand-made features' distance)
+and "proportions" (the anomaly check), with the anomaly check's reasons in words.
+
+This module imports numpy, OpenCV and :mod:`models.runtime`: no TensorFlow on the device. The
+Isolation Forest is fitted at enrollment by ``models.iforest`` (numpy), not scikit-learn.
 """
+
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,21 +32,20 @@ from pathlib import Path
 
 import numpy as np
 
-from models._assets import shipped_assets
+from models._assets import OFFLINE_FUSION_FILE, PAPER_MODEL, digest, shipped_assets
 from models.anomaly import MIN_REFERENCES, AnomalyModel
 from models.fusion import Fusion, load_offline_fusion
 from models.hand_features import HAND_PRIOR, hand_distance, hand_features
 from models.image import SignatureImage
 from models.image_preprocess import prepare
 from models.offline_embed import ImageEmbedder, embedding_distance
-from models.policy import APPROVED, SUSPICIOUS, AspectCheck, Verdict, match_rate
-from models.scoring import ReferenceStats, ScoredReferences, normalised_distance, pairwise, reference_stats
+from models.policy import AspectCheck, DecisionPolicy, Verdict, match_rate
 from models.render import render_ink
 from models.runtime import ModelError
+from models.scoring import ReferenceStats, ScoredReferences, normalised_distance, pairwise, reference_stats
 from models.trajectory import Trajectory
+from models.verification import ReferenceSet
 
-PAPER_MODEL = "cnn_lstm_int8.tflite"
-OFFLINE_FUSION_FILE = "offline_fusion.json"
 #: The fusion entry the kiosk uses (the CNN-LSTM's and the hand features' distances).
 FUSION_ENTRY = "cnn+hand"
 #: A query closer to a reference than this fraction of the references' own nearest-neighbour
@@ -51,24 +54,18 @@ TOO_SIMILAR_RATIO = 0.15
 
 
 @dataclass(frozen=True, eq=False)
-class PaperTemplate:
-    embeddings: ScoredReferences
+class PaperFeatures:
+    """What the paper verifier keeps of a customer's references."""
+
+    embeddings: ScoredReferences          # the CNN-LSTM's unit embeddings
     hand: tuple[np.ndarray, ...]          # the references' hand-made feature vectors
     hand_stats: ReferenceStats
     anomaly: AnomalyModel | None          # None with fewer than models.anomaly.MIN_REFERENCES
-    ref_min: float                        # smallest distance between two reference embeddings
-
-
-@dataclass(frozen=True)
-class PaperVerdict:
-    verdict: Verdict
-    #: The anomaly check's reasons in words for the screen (empty when nothing is off).
-    explanations: tuple[str, ...]
-    anomaly: float | None
 
 
 class PaperVerifier:
-    """Pictures of signatures against pad or paper references (see the module docstring)."""
+    """Pictures of signatures against pad or paper references (see the module docstring): a
+    ``models.verification.Verifier[SignatureImage]``."""
 
     name = "paper"
 
@@ -85,71 +82,67 @@ class PaperVerifier:
         if self.fusion.names != ("cnn", "hand"):
             raise ModelError(f"paper verifier: {fusion_path} entry {FUSION_ENTRY!r} fuses {self.fusion.names}, "
                              "not cnn + hand")
-        t = self.fusion.threshold
-        if not 0.0 < t < 1.0:
-            raise ModelError(f"paper verifier: fusion threshold {t} is not in (0, 1)")
-        self._threshold_logit = math.log(t / (1.0 - t))
-        digest = hashlib.sha256(model_path.read_bytes()).hexdigest()[:12]
-        fdigest = hashlib.sha256(fusion_path.read_bytes()).hexdigest()[:12]
-        self._versions = {"paper": f"{PAPER_MODEL}@{digest}", "paper_fusion": fdigest,
-                          "paper_threshold": f"{t:.4g}", "paper_anomaly": "on" if anomaly else "off"}
+        try:
+            self.policy = DecisionPolicy.on_probability(self.fusion.threshold, too_similar_ratio=TOO_SIMILAR_RATIO)
+        except ValueError as exc:
+            raise ModelError(f"paper verifier: fusion {exc}") from None
+        self._versions = {"paper": f"{PAPER_MODEL}@{digest(model_path)}", "paper_fusion": digest(fusion_path),
+                          "paper_threshold": f"{self.fusion.threshold:.4g}", "paper_anomaly": "on" if anomaly else "off"}
 
     def model_versions(self) -> dict[str, str]:
         return dict(self._versions)
 
-    # -- templates ---------------------------------------------------------------------------
-    def build(self, references: Sequence[SignatureImage]) -> PaperTemplate:
-        """A template from pictures of reference signatures (scans, photos found by the finder)."""
+    # -- enrollment --------------------------------------------------------------------------
+    def enroll(self, references: Sequence[SignatureImage]) -> ReferenceSet[PaperFeatures]:
+        """A reference set from pictures of reference signatures (scans, photos found by the finder)."""
         if not references:
             raise ValueError("no reference signatures")
         embs = [self.embedder.embed(prepare(r)) for r in references]
-        tpl = self.embedder.build_template(embs)
         hand = tuple(hand_features(r) for r in references)
         fit_forest = self.anomaly and len(references) >= MIN_REFERENCES
-        d = pairwise(embs, embedding_distance)
-        ref_min = float(d[~np.eye(len(d), dtype=bool)].min()) if len(d) > 1 else math.inf
-        return PaperTemplate(tpl, hand, reference_stats(pairwise(list(hand), hand_distance)),
-                             AnomalyModel.fit(np.stack(hand)) if fit_forest else None, ref_min)
+        features = PaperFeatures(self.embedder.build_template(embs), hand,
+                                 reference_stats(pairwise(list(hand), hand_distance)),
+                                 AnomalyModel.fit(np.stack(hand)) if fit_forest else None)
+        return ReferenceSet(self.name, self.model_versions(), len(references), features)
 
-    def build_from_pad(self, references: Sequence[Trajectory]) -> PaperTemplate:
-        """A template from pad references, drawn as the ink a pen would leave (no randomness: the
-        same references always give the same template)."""
-        return self.build([render_ink(t) for t in references])
+    def enroll_pad(self, references: Sequence[Trajectory]) -> ReferenceSet[PaperFeatures]:
+        """A reference set from pad references, drawn as the ink a pen would leave (no randomness:
+        the same references always give the same set)."""
+        return self.enroll([render_ink(t) for t in references])
 
     # -- verification ------------------------------------------------------------------------
-    def verify(self, template: PaperTemplate, image: SignatureImage) -> PaperVerdict:
-        """``image``: the signature as found on the paper (``models.signature_finder``) or a scan.
+    def verify(self, reference_set: ReferenceSet[PaperFeatures], query: SignatureImage) -> Verdict:
+        """``query``: the signature as found on the paper (``models.signature_finder``) or a scan.
         Raises ``models.image_preprocess.NoInkError`` when it holds no usable ink."""
+        refs = reference_set.features_for(self.name, self.model_versions())
         cfg = self.embedder.config
-        emb = self.embedder.embed(prepare(image))
-        d_emb = self.embedder.score(template.embeddings, emb)
-        feats = hand_features(image)
-        d_hand = normalised_distance(np.array([hand_distance(feats, r) for r in template.hand]),
-                                     template.hand_stats, HAND_PRIOR)
+        emb = self.embedder.embed(prepare(query))
+        d_emb = self.embedder.score(refs.embeddings, emb)
+        feats = hand_features(query)
+        d_hand = normalised_distance(np.array([hand_distance(feats, r) for r in refs.hand]),
+                                     refs.hand_stats, HAND_PRIOR)
         # Each part against the threshold it would have alone: the CNN's own validation threshold;
         # the hand distance's is not fitted apart, so the fused operating point's share of it.
         aspects = [AspectCheck("shape", "Shape", match_rate(d_emb, cfg.threshold), d_emb <= cfg.threshold),
                    self._layout(d_hand)]
-        nearest = min(embedding_distance(emb, r) for r in template.embeddings.references)
-        too_similar = nearest < TOO_SIMILAR_RATIO * template.ref_min
+        nearest = min(embedding_distance(emb, r) for r in refs.embeddings.references)
+        too_similar = self.policy.is_copy(nearest, refs.embeddings.nearest_pair)
         explanations: tuple[str, ...] = ()
         anomaly = None
-        if template.anomaly is not None:
-            anomaly = template.anomaly.score(feats)
-            reasons = template.anomaly.reasons(feats)
+        if refs.anomaly is not None:
+            anomaly = refs.anomaly.score(feats)
+            reasons = refs.anomaly.reasons(feats)
             explanations = tuple(r.text for r in reasons)
             aspects.append(AspectCheck("proportions", "Proportions", 1.0 - anomaly, not reasons))
         z = self.fusion.logit(np.array([d_emb, d_hand]))
-        rate = 1.0 / (1.0 + math.exp(min(700.0, max(-700.0, -(z - self._threshold_logit)))))
-        approved = z >= self._threshold_logit and not too_similar
-        verdict = Verdict(APPROVED if approved else SUSPICIOUS, rate, -z, tuple(aspects), too_similar)
-        return PaperVerdict(verdict, explanations, anomaly)
+        return self.policy.decide(-z, aspects, too_similar=too_similar, explanations=explanations, anomaly=anomaly)
 
     def _layout(self, d_hand: float) -> AspectCheck:
         # The hand distance at which the fused score sits on its threshold when the CNN's distance
         # is a typical genuine one (1): the layout aspect fails where it alone would tip the decision.
-        w_cnn, w_hand = self.fusion.weights
-        limit = math.exp((self._threshold_logit - self.fusion.bias) / w_hand) if w_hand < 0 else math.inf
+        _, w_hand = self.fusion.weights
+        threshold_logit = -self.policy.threshold
+        limit = math.exp((threshold_logit - self.fusion.bias) / w_hand) if w_hand < 0 else math.inf
         return AspectCheck("layout", "Layout", match_rate(d_hand, limit), d_hand <= limit)
 
     def warm_up(self) -> None:
@@ -158,4 +151,7 @@ class PaperVerifier:
         for k, y in enumerate((40, 60, 80)):
             page[y : y + 3, 40 + 20 * k : 300 - 10 * k] = 20
         img = SignatureImage(page)
-        self.verify(self.build([img, img, img]), img)
+        self.verify(self.enroll([img, img, img]), img)
+
+    # TRANSITIONAL, remove with the daemon split: kiosk/daemon.py still calls ``build_from_pad``.
+    build_from_pad = enroll_pad

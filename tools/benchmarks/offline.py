@@ -1,7 +1,7 @@
 """Benchmark: the offline (image) learned verifier on one core. Per signature image: ``prepare``
 (the one offline preprocessing), the CNN-LSTM embedding alone (float and int8 models, one thread),
 and the kiosk's whole paper path from a camera frame to the score (judge the frame, find the
-signature, verify it against 5 references with ``models.paper.PaperVerifier``) pinned to one core;
+signature, verify it against 5 references with ``models.PaperVerifier``) pinned to one core;
 median and p95, plus the model files' sizes.
 
 Images are synthesised signatures (tools.synth) rendered as ink (models.render): no dataset needed.
@@ -67,7 +67,7 @@ def run(quick: bool = False) -> dict[str, float]:
 
 def _frame_to_score(pop: dict, reps: int) -> dict[str, float]:
     """The kiosk's whole paper path on one core: a camera frame is judged (exposure, sharpness),
-    the signature found and rectified, then verified by ``models.paper.PaperVerifier`` (prepare,
+    the signature found and rectified, then verified by ``models.PaperVerifier`` (prepare,
     int8 embedding, hand features, the customer's Isolation Forest, the fusion) against 5 pad
     references drawn as ink; the template is built beforehand, as at enrollment."""
     import cv2
@@ -87,7 +87,7 @@ def _frame_to_score(pop: dict, reps: int) -> dict[str, float]:
         verifier = PaperVerifier(threads=1)
         found, verify, total = [], [], []
         for w, (genuine, _) in enumerate(pop.values()):
-            template = verifier.build_from_pad(genuine[:5])
+            template = verifier.enroll_pad(genuine[:5])
             rng = np.random.default_rng(w)
             frames = [make_photo(render_ink(t, rng=rng), rng, difficulty=d).frame
                       for t in genuine[5:] for d in ("clean", "perspective")]
