@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from models.classic import ClassicConfig
+from models.classic import ClassicConfig, signature_features
 from models.enrollment import Enrollment, EnrollmentPolicy, Refusal
 from models.policy import Verdict
 from models.trajectory import Trajectory
-from models.verification import PenVerifier as Verifier
+from models.verification import ReferenceSet, Verifier
 
 
 def new_session_id() -> str:
@@ -48,17 +48,10 @@ class EnrollmentSession:
     attempts: int = 0
 
     def __post_init__(self) -> None:
-        self._inner = Enrollment(policy=self.policy, config=self.config)
-        for t in self.seed:
-            # Existing references count for consistency, not towards the new samples asked for.
-            self._inner.accepted.append(self._features(t))
-        if self.seed:
-            self._inner.policy = EnrollmentPolicy(**{**self.policy.__dict__, "references": len(self.seed) + self.policy.references})
-
-    def _features(self, t: Trajectory) -> Any:
-        from models.classic import signature_features
-
-        return signature_features(t, self.config)
+        # Existing references count for consistency, not towards the new samples asked for.
+        self._inner = Enrollment(policy=replace(self.policy, references=len(self.seed) + self.policy.references),
+                                 config=self.config,
+                                 accepted=[signature_features(t, self.config) for t in self.seed])
 
     @property
     def complete(self) -> bool:
@@ -88,8 +81,8 @@ class VerificationOutcome:
     source: str          # "screen" or "central"
 
 
-def verify(verifier: Verifier, template: Any, customer: str, traj: Trajectory, session_id: str,
-           source: str) -> VerificationOutcome:
+def verify(verifier: Verifier[Trajectory], reference_set: ReferenceSet[Any], customer: str, traj: Trajectory,
+           session_id: str, source: str) -> VerificationOutcome:
     t0 = time.perf_counter()
-    verdict = verifier.verify(template, traj)
+    verdict = verifier.verify(reference_set, traj)
     return VerificationOutcome(customer, session_id, verdict, (time.perf_counter() - t0) * 1e3, source)

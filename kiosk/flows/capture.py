@@ -1,0 +1,147 @@
+"""The capture step of the flows: the live pen (retries after an unplug, live ink) and the camera
+(photo after photo until one holds a signature, each refusal told), behind
+``kiosk.flows.base.PenCapture`` and ``PaperCapture``."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from firmware_host.assembler import CapturedSignature, PenFrame
+from firmware_host.errors import (
+    CaptureError,
+    DeviceGoneError,
+    DevicePermissionError,
+    NoPenDeviceError,
+    NoSignatureError,
+)
+from firmware_host.evdev_reader import DigitizerService
+from firmware_host.events import DeviceCaps
+from firmware_host.ink import InkPoint, InkTracker, pad_aspect
+from kiosk.config import DeviceConfig, PaperConfig
+from kiosk.flows.base import RequestEnded, Screen
+from kiosk.screen_events import Ink, InkStart, Message, Notice, PaperPrompt, State, View
+from models.image import SignatureImage
+
+if TYPE_CHECKING:   # OpenCV loads only on a kiosk with [paper]
+    from firmware_host.camera import Camera
+
+log = logging.getLogger(__name__)
+
+#: Capture retries after the pen was unplugged mid-signature (the customer signs again).
+MAX_UNPLUG_RETRIES = 3
+
+
+class Heartbeat(Protocol):
+    """The systemd watchdog as a capture sees it (``kiosk.sdnotify.Watchdog``, or nothing)."""
+
+    def beat(self) -> None: ...
+    def busy(self, seconds: float) -> None: ...
+
+
+class LivePenCapture:
+    """``PenCapture`` on the digitizer service: ``cancel`` and ``done`` are the screen's buttons."""
+
+    def __init__(self, digitizer: DigitizerService, screen: Screen, device: DeviceConfig, heartbeat: Heartbeat,
+                 *, cancel: threading.Event, done: threading.Event) -> None:
+        self.digitizer = digitizer
+        self.screen = screen
+        self.device = device
+        self.heartbeat = heartbeat
+        self.cancel = cancel
+        self.done = done
+
+    def _ink(self, caps: DeviceCaps) -> Callable[[PenFrame], None]:
+        """A capture starts on ``caps``: clear the page's pad; its frames become live ink."""
+        aspect = pad_aspect(caps)
+
+        def emit(points: tuple[InkPoint, ...]) -> None:
+            self.screen.publish(Ink(points, aspect))
+
+        self._tracker = InkTracker(caps, emit)
+        self.screen.publish(InkStart(aspect))
+        return self._tracker
+
+    def signature(self, session_id: str, state: State, prompt: View) -> CapturedSignature:
+        dev = self.device
+        bound = dev.customer_timeout_s + dev.max_duration_s + dev.pen_up_timeout_s + 10.0
+        for _ in range(MAX_UNPLUG_RETRIES + 1):
+            self.done.clear()
+            self.screen.enter(state, prompt)
+            self.heartbeat.busy(bound + dev.customer_timeout_s)
+            self._tracker: InkTracker | None = None
+            try:
+                sig = self.digitizer.capture_one(done=self.done, cancel=self.cancel, watch_frames=self._ink,
+                                                 device_timeout=dev.customer_timeout_s,
+                                                 start_timeout=dev.customer_timeout_s)
+                if self._tracker is not None:
+                    self._tracker.flush()
+                return sig
+            except DeviceGoneError:
+                log.warning("pen unplugged during a signature", extra={"event": "device_gone", "session": session_id})
+                self.screen.publish(Notice("The pen was disconnected. Please wait, then sign again."))
+                continue
+            except NoSignatureError as exc:
+                reason = "cancelled" if self.cancel.is_set() else "timeout"
+                log.info("no signature: %s", exc, extra={"event": "no_signature", "session": session_id, "reason": reason})
+                raise RequestEnded(reason, Message("idle", message="Cancelled." if reason == "cancelled" else "")) from None
+            except (NoPenDeviceError, DevicePermissionError) as exc:
+                log.error("no pen: %s", exc, extra={"event": "no_device", "session": session_id})
+                raise RequestEnded("no_device", Message("error", message="The signature pen is not available. "
+                                                                         "Please ask staff.")) from None
+            except CaptureError as exc:
+                log.error("capture failed: %s", exc, extra={"event": "capture_failed", "session": session_id})
+                continue
+            finally:
+                self.heartbeat.beat()
+        raise RequestEnded("device_gone", Message("error", message="The signature pen is not working. Please ask staff."))
+
+
+class CameraPaperCapture:
+    """``PaperCapture`` on the camera (``[paper]``), or on a scanned file given with the request."""
+
+    def __init__(self, camera: Camera, screen: Screen, paper: PaperConfig, heartbeat: Heartbeat, *,
+                 cancel: threading.Event) -> None:
+        self.camera = camera
+        self.screen = screen
+        self.paper = paper
+        self.heartbeat = heartbeat
+        self.cancel = cancel
+
+    def picture(self, session_id: str, scan: Path | None) -> SignatureImage:
+        from firmware_host.camera import CameraError, FrameRejected
+        from models.image_preprocess import NoInkError
+        from models.signature_finder import PictureError, find_signature, read_picture
+
+        if scan is not None:
+            try:
+                return find_signature(read_picture(scan))
+            except (PictureError, NoInkError, OSError) as exc:
+                log.info("scan refused: %s", exc, extra={"event": "paper_refused", "session": session_id})
+                raise RequestEnded("no_signature_on_scan", Message("error", message=f"The scan cannot be used: {exc}"),
+                                   message=str(exc)) from None
+        attempts = self.paper.attempts
+        hint = ""
+        for attempt in range(1, attempts + 1):
+            if self.cancel.is_set():
+                raise RequestEnded("cancelled", Message("idle", message="Cancelled."))
+            self.screen.enter(State.CAPTURE, PaperPrompt("Hold the signed paper under the camera", attempt, attempts, hint))
+            self.heartbeat.beat()
+            try:
+                return find_signature(self.camera.capture().frame)
+            except FrameRejected as exc:
+                hint, code = exc.message, exc.reason.value
+            except (PictureError, NoInkError) as exc:
+                hint, code = f"{exc}. Show the signature to the camera.", "no_signature"
+            except CameraError as exc:
+                log.error("camera failed: %s", exc, extra={"event": "camera_failed", "session": session_id})
+                raise RequestEnded("camera_gone", Message("error", message="The camera is not working. "
+                                                                           "Please ask staff.")) from None
+            log.info("photo refused", extra={"event": "paper_refused", "session": session_id, "reason": code,
+                                             "attempt": attempt})
+            self.screen.publish(Notice(hint))
+        raise RequestEnded("no_usable_photo", Message("error", message=f"No usable photo of the signature. {hint}"),
+                           message=hint)

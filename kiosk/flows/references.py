@@ -1,0 +1,91 @@
+"""The template cache: each customer's reference set as the current verifier built it.
+
+Reference sets are built from the stored reference *trajectories* (``kiosk.templates``) on first
+use and kept in memory. A lookup returns the set together with the verifier that built it, so a
+verification never pairs one model's features with another model's verifier; a model switch
+(:meth:`ReferenceCache.use`) drops every set, and a set built while the model switched is not
+kept.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from kiosk.templates import TemplateStore
+from models.trajectory import Trajectory
+from models.verification import ReferenceSet, Verifier
+
+V = TypeVar("V", bound=Verifier[Any])
+
+
+@dataclass(frozen=True)
+class Enrolled(Generic[V]):
+    """A customer's references as ``verifier`` compares them."""
+
+    verifier: V
+    reference_set: ReferenceSet[Any]   # the verifier's own features: opaque here
+
+
+class ReferenceCache(Generic[V]):
+    """Reference sets built by one verifier (``References`` of ``kiosk.flows.base``). Thread-safe.
+
+    ``enroll(verifier, trajectories)``: how this verifier builds a set from pad references (the
+    pen verifier enrolls them as they are; the paper verifier draws them as ink first)."""
+
+    def __init__(self, store: TemplateStore, verifier: V,
+                 enroll: Callable[[V, Sequence[Trajectory]], ReferenceSet[Any]]) -> None:
+        self.store = store
+        self._verifier = verifier
+        self._enroll = enroll
+        self._sets: dict[str, ReferenceSet[Any]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def verifier(self) -> V:
+        with self._lock:
+            return self._verifier
+
+    def use(self, verifier: V) -> None:
+        """A new model serves from now on: every set built by the old one is dropped."""
+        with self._lock:
+            self._verifier = verifier
+            self._sets.clear()
+
+    def forget(self, customer: str) -> None:
+        """The customer's template changed or was deleted."""
+        with self._lock:
+            self._sets.pop(customer, None)
+
+    def lookup(self, customer: str) -> Enrolled[V] | None:
+        """The customer's set (built now from the stored references if not cached); None if the
+        customer is not enrolled. ``kiosk.templates.TemplateError`` if the template is unusable."""
+        with self._lock:
+            verifier = self._verifier
+            cached = self._sets.get(customer)
+        if cached is not None:
+            return Enrolled(verifier, cached)
+        stored = self.store.get(customer)
+        if stored is None:
+            return None
+        built = self._enroll(verifier, list(stored.references))
+        with self._lock:
+            if self._verifier is verifier:   # not switched meanwhile: keep it
+                self._sets[customer] = built
+        return Enrolled(verifier, built)
+
+
+class Caches:
+    """Several caches forgotten together (``kiosk.flows.enroll.TemplateCache``)."""
+
+    def __init__(self, *caches: ReferenceCache[Any]) -> None:
+        self.caches = list(caches)
+
+    def add(self, cache: ReferenceCache[Any]) -> None:
+        self.caches.append(cache)
+
+    def forget(self, customer: str) -> None:
+        for c in self.caches:
+            c.forget(customer)

@@ -1,0 +1,134 @@
+"""The verification flows: ``identify`` -> ``capture`` -> ``verify`` -> ``report`` -> decision.
+
+:class:`VerifyPen` checks a signature written on the pad against the customer's pen references;
+:class:`VerifyPaper` a signature on paper (a photo, or a scanned file) against the same
+references drawn as ink (``models.paper``). Both end in :func:`report`: the decision is sealed into
+the outbox *before* it is shown, and one that cannot be stored is never shown as final.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from kiosk.config import UiConfig
+from kiosk.errors import DecisionNotRecorded
+from kiosk.flows.base import (
+    DecisionReporter,
+    Finished,
+    PaperCapture,
+    PenCapture,
+    References,
+    Request,
+    RequestEnded,
+    Screen,
+    identify,
+)
+from kiosk.flows.references import Enrolled
+from kiosk.screen_events import AspectView, DecisionShown, DecisionWithheld, Message, SignPrompt, State
+from kiosk.sessions import VerificationOutcome, verify
+from models.image import SignatureImage
+from models.policy import Verdict
+from models.trajectory import Trajectory
+from models.verification import Verifier
+
+log = logging.getLogger(__name__)
+
+
+def decision_view(verdict: Verdict, ui: UiConfig, explanations: tuple[str, ...] = ()) -> DecisionShown | DecisionWithheld:
+    if verdict.decision != "APPROVED" and ui.customer_decision == "wait_for_staff":
+        # The bank's choice: the customer is not told "suspicious" (nor the score or aspects);
+        # staff see the decision centrally.
+        return DecisionWithheld(ui.show_decision_s)
+    return DecisionShown(verdict.decision, round(verdict.match_rate * 100), verdict.too_similar,
+                         tuple(AspectView(a.code, a.label, a.ok, round(a.similarity * 100)) for a in verdict.aspects),
+                         tuple(explanations), ui.show_decision_s)
+
+
+def report(req: Request, outcome: VerificationOutcome, t_pen_up: float, *, screen: Screen,
+           reporter: DecisionReporter, ui: UiConfig, versions: dict[str, str], mode: str = "online",
+           explanations: tuple[str, ...] = ()) -> Finished:
+    """Record the decision durably (sealed into the outbox), then show it.
+
+    ``t_pen_up``: when the signature was complete (the pen lifted, or the photo's signature
+    found). The order matters: a decision the outbox could not store (full disk, broken
+    database) is never shown as final; the customer is asked to wait for staff, the request
+    ends with ``error="not_recorded"`` and the kiosk's status counts it for staff."""
+    v = outcome.verdict
+    screen.enter(State.REPORT, Message("verify"))
+    record = {
+        "decision": v.decision, "score": round(v.match_rate, 4), "reasons": v.reasons,
+        "model_versions": versions,
+        "timings_ms": {"verify": round(outcome.verify_ms, 2),
+                       "pen_up_to_report": round((time.perf_counter() - t_pen_up) * 1e3, 2)},
+        "subject": req.customer, "session_id": req.request_id, "mode": mode,
+    }
+    try:
+        seq = reporter.record_decision(record)
+    except DecisionNotRecorded as exc:
+        reporter.decision_unrecorded(req.request_id)
+        log.error("decision could not be recorded; not shown as final: %s", exc,
+                  extra={"event": "report_failed", "session": req.request_id})
+        raise RequestEnded("not_recorded", Message("error", title="Not recorded",
+                                                   message="This check could not be recorded, so it has no result. "
+                                                           "Please ask staff."),
+                           decision=v.decision, recorded=False) from None
+    latency = (time.perf_counter() - t_pen_up) * 1e3
+    screen.enter(State.DECISION, decision_view(v, ui, explanations))
+    reporter.decision_shown(req.request_id, latency)
+    log.info("decision %s", v.decision, extra={
+        "event": "decision", "session": req.request_id, "source": req.source, "decision": v.decision,
+        "match_rate": round(v.match_rate, 3), "reasons": ",".join(v.reasons), "seq": seq,
+        "latency_ms": round(latency, 2)})
+    return Finished({"ok": True, "decision": v.decision, "match_rate": v.match_rate, "distance": v.distance,
+                     "reasons": v.reasons, "seq": seq, "latency_ms": latency, "recorded": seq is not None})
+
+
+class VerifyPen:
+    """A signature on the pad against the customer's pen references."""
+
+    def __init__(self, screen: Screen, capture: PenCapture, references: References[Enrolled[Verifier[Trajectory]]],
+                 reporter: DecisionReporter, ui: UiConfig) -> None:
+        self.screen = screen
+        self.capture = capture
+        self.references = references
+        self.reporter = reporter
+        self.ui = ui
+
+    def __call__(self, req: Request) -> Finished:
+        refs = identify(self.screen, self.references, req.customer, req.request_id)
+        sig = self.capture.signature(req.request_id, State.CAPTURE, SignPrompt("Please sign", req.source))
+        t_pen_up = time.perf_counter()   # the signature is complete: the clock of the budget starts
+        self.screen.enter(State.VERIFY, Message("verify"))
+        outcome = verify(refs.verifier, refs.reference_set, req.customer, sig.trajectory, req.request_id, req.source)
+        return report(req, outcome, t_pen_up, screen=self.screen, reporter=self.reporter, ui=self.ui,
+                      versions=refs.verifier.model_versions())
+
+
+class VerifyPaper:
+    """A signature on paper (camera or scan) against the customer's pen references drawn as ink."""
+
+    def __init__(self, screen: Screen, capture: PaperCapture, references: References[Enrolled[Verifier[SignatureImage]]],
+                 reporter: DecisionReporter, ui: UiConfig) -> None:
+        self.screen = screen
+        self.capture = capture
+        self.references = references
+        self.reporter = reporter
+        self.ui = ui
+
+    def __call__(self, req: Request) -> Finished:
+        from models.image_preprocess import NoInkError
+
+        refs = identify(self.screen, self.references, req.customer, req.request_id)
+        picture = self.capture.picture(req.request_id, req.image)
+        t_found = time.perf_counter()   # the photo is taken and the signature found: the budget's clock
+        self.screen.enter(State.VERIFY, Message("verify"))
+        try:
+            verdict = refs.verifier.verify(refs.reference_set, picture)
+        except NoInkError as exc:
+            raise RequestEnded("no_signature", Message("error", message=f"No signature found: {exc}"),
+                               message=str(exc)) from None
+        outcome = VerificationOutcome(req.customer, req.request_id, verdict,
+                                      (time.perf_counter() - t_found) * 1e3, req.source)
+        return report(req, outcome, t_found, screen=self.screen, reporter=self.reporter, ui=self.ui,
+                      versions=refs.verifier.model_versions(), mode="offline", explanations=verdict.explanations)
