@@ -41,6 +41,8 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from kiosk.errors import ApplianceError
+
 log = logging.getLogger(__name__)
 
 #: scrypt cost of new hashes: N=2**15, r=8 -> 32 MiB and ~0.1 s per guess on the kiosk's CPU.
@@ -56,15 +58,11 @@ MAX_TRACKED_NAMES = 1000
 _OPERATOR_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
 
 
-class StaffError(ValueError):
-    """The operators file or an operator entry is unusable; the message says why."""
+class OperatorEntryInvalid(ApplianceError, ValueError):
+    """The operators file, an operator entry, a name or a PIN is unusable; the message says why."""
 
 
-class AuditError(RuntimeError):
-    """A staff action's audit record could not be stored: the action is refused."""
-
-
-class AuthError(Exception):
+class LoginRefused(ApplianceError):
     """A login was refused. ``reason``: bad_credentials, locked, rate_limited."""
 
     def __init__(self, reason: str, message: str, retry_after_s: float | None = None) -> None:
@@ -75,13 +73,13 @@ class AuthError(Exception):
 
 def validate_operator(name: str) -> str:
     if not isinstance(name, str) or not _OPERATOR_RE.match(name):
-        raise StaffError("operator name: 1-32 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit")
+        raise OperatorEntryInvalid("operator name: 1-32 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit")
     return name
 
 
 def validate_secret(secret: str) -> str:
     if not isinstance(secret, str) or not MIN_SECRET <= len(secret) <= MAX_SECRET:
-        raise StaffError(f"a PIN or passphrase has {MIN_SECRET} to {MAX_SECRET} characters")
+        raise OperatorEntryInvalid(f"a PIN or passphrase has {MIN_SECRET} to {MAX_SECRET} characters")
     return secret
 
 
@@ -125,7 +123,7 @@ class OperatorStore:
         except FileNotFoundError:
             return {}
         if st.st_mode & 0o077:
-            raise StaffError(f"{self.path} may be read by group or others (mode {st.st_mode & 0o777:o}); "
+            raise OperatorEntryInvalid(f"{self.path} may be read by group or others (mode {st.st_mode & 0o777:o}); "
                              "chmod 600 it: it holds the operators' PIN hashes")
         try:
             data = json.loads(self.path.read_text())
@@ -133,7 +131,7 @@ class OperatorStore:
             if data.get("version") != FILE_VERSION or not isinstance(ops, dict):
                 raise ValueError("unknown version")
         except (ValueError, KeyError, TypeError) as exc:
-            raise StaffError(f"{self.path}: not an operators file ({exc})") from None
+            raise OperatorEntryInvalid(f"{self.path}: not an operators file ({exc})") from None
         return ops
 
     def names(self) -> list[str]:
@@ -170,7 +168,7 @@ class OperatorStore:
             want = base64.b64decode(e["hash"])
             got = _hash(secret, base64.b64decode(e["salt"]), int(e["n"]), int(e["r"]), int(e["p"]))
         except (KeyError, TypeError, ValueError) as exc:
-            raise StaffError(f"{self.path}: entry {name!r} is damaged ({type(exc).__name__})") from None
+            raise OperatorEntryInvalid(f"{self.path}: entry {name!r} is damaged ({type(exc).__name__})") from None
         return hmac.compare_digest(want, got)
 
     def _write(self, ops: dict[str, dict[str, Any]]) -> None:
@@ -234,7 +232,7 @@ class StaffAuth:
         return hashlib.sha256(token.encode("utf-8", "replace")).digest()
 
     def login(self, operator: str, secret: str) -> tuple[str, StaffSession]:
-        """A new session for ``operator``: (token, session). Raises AuthError (audited)."""
+        """A new session for ``operator``: (token, session). Raises LoginRefused (audited)."""
         cfg = self.config
         name = operator if isinstance(operator, str) and _OPERATOR_RE.match(operator) else "?"
         with self._login_lock:
@@ -245,11 +243,11 @@ class StaffAuth:
                 if len(self._recent) >= cfg.global_max_failures:
                     retry = self._recent[0] + cfg.global_window_s - now
                     self._audit("login", "rate_limited", name)
-                    raise AuthError("rate_limited", "Too many failed logins at this kiosk. Try again later.", retry)
+                    raise LoginRefused("rate_limited", "Too many failed logins at this kiosk. Try again later.", retry)
                 f = self._failures.get(name)
                 if f is not None and f.locked_until > now:
                     self._audit("login", "locked_out", name)
-                    raise AuthError("locked", "This operator is locked after repeated failures. Try again later.",
+                    raise LoginRefused("locked", "This operator is locked after repeated failures. Try again later.",
                                     f.locked_until - now)
             ok = self.operators.verify(name, secret if isinstance(secret, str) else "")
             now = self._clock()
@@ -266,10 +264,10 @@ class StaffAuth:
                         self._audit("login", "locked", name)
                         log.warning("operator locked after repeated failed logins",
                                     extra={"event": "staff_locked", "operator": name})
-                        raise AuthError("locked", "This operator is locked after repeated failures. Try again later.",
+                        raise LoginRefused("locked", "This operator is locked after repeated failures. Try again later.",
                                         cfg.lockout_s)
                     self._audit("login", "bad_credentials", name)
-                    raise AuthError("bad_credentials", "Unknown operator or wrong PIN.")
+                    raise LoginRefused("bad_credentials", "Unknown operator or wrong PIN.")
                 self._failures.pop(name, None)
                 token = secrets.token_urlsafe(32)
                 s = StaffSession(name, secrets.token_hex(6), now, now, self._digest(token))
@@ -337,5 +335,5 @@ class StaffAuth:
                                             "staff_session": s.session_id, "reason": reason})
 
 
-__all__ = ["AuditError", "AuthError", "OperatorStore", "StaffAuth", "StaffConfig", "StaffError", "StaffSession",
+__all__ = ["LoginRefused", "OperatorEntryInvalid", "OperatorStore", "StaffAuth", "StaffConfig", "StaffSession",
            "validate_operator", "validate_secret"]

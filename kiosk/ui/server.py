@@ -1,8 +1,10 @@
 """The kiosk screen's web server: static pages + Server-Sent Events + a tiny JSON API.
 
 stdlib ``ThreadingHTTPServer`` bound to loopback only (the kiosk-mode browser runs on the same
-machine). ``GET /events`` streams the daemon's screen events (``kiosk.daemon.EventBus``): screen
-changes, live ink, enrollment results, decisions. The customer's page (``/``) posts:
+machine). ``GET /events`` streams the daemon's screen events (``kiosk.screen_events``): screen
+changes, live ink, enrollment results, decisions. The server knows the daemon only as a
+:class:`ScreenBackend` (what the page may ask of it), so it imports nothing of ``kiosk.daemon``.
+The customer's page (``/``) posts:
 
     POST /api/verify  {"customer": "..."}          POST /api/cancel
     POST /api/verify_paper {"customer": "..."}     (the camera; needs [paper])
@@ -44,9 +46,12 @@ from pathlib import Path
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 
+from kiosk.errors import ActionNotAuditable, AuditNotRecorded, RequestRefused, StaffLoginRequired
 from kiosk.jsonbound import loads_bounded
+from kiosk.screen_events import EventBus, State
+from kiosk.staff import LoginRefused, OperatorEntryInvalid, StaffAuth, StaffSession
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +156,33 @@ def screen_token(path: Path | None, group: str | None = None) -> str:
     return token
 
 
+class ScreenBackend(Protocol):
+    """What the screen's page may see and ask of the kiosk (``kiosk.daemon.Daemon`` is one)."""
+
+    @property
+    def bus(self) -> EventBus: ...
+    @property
+    def state(self) -> State: ...
+    @property
+    def current(self) -> object | None: ...
+    @property
+    def staff(self) -> StaffAuth: ...
+
+    def status(self) -> dict[str, object]: ...
+    def submit(self, kind: str, customer: str, *, source: str = "screen", mode: str = "new",
+               request_id: str | None = None, image: Path | None = None, staff: StaffSession | None = None,
+               confirm: str | None = None) -> _Submitted: ...
+    def cancel(self) -> None: ...
+    def done_signing(self) -> None: ...
+
+
+class _Submitted(Protocol):
+    @property
+    def request_id(self) -> str: ...
+
+
 class UiServer:
-    def __init__(self, daemon: Any, host: str = "127.0.0.1", port: int = 8470, *,
+    def __init__(self, daemon: ScreenBackend, host: str = "127.0.0.1", port: int = 8470, *,
                  read_timeout_s: float = READ_TIMEOUT_S, request_deadline_s: float = REQUEST_DEADLINE_S,
                  max_connections: int = MAX_CONNECTIONS, token_file: Path | None = None,
                  token_group: str | None = None) -> None:
@@ -347,8 +377,6 @@ class UiServer:
                         raise ValueError
                 except ValueError:
                     return self._json(HTTPStatus.BAD_REQUEST, {"error": "invalid JSON"})
-                from kiosk.daemon import RequestError
-
                 d = ui.daemon
                 path = self.path.split("?", 1)[0]
                 if path.startswith("/api/staff/"):
@@ -368,24 +396,21 @@ class UiServer:
                         return self._json(HTTPStatus.CONFLICT, {"error": "the kiosk is busy"})
                     req = d.submit(kind, str(body.get("customer", "")), source="screen")
                     return self._json(HTTPStatus.ACCEPTED, {"ok": True, "session": req.request_id})
-                except RequestError as exc:
+                except RequestRefused as exc:
                     return self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
 
             def _staff(self, path: str, body: dict[str, Any]) -> None:
-                from kiosk.daemon import NotAuditable, RequestError, StaffRequired
-                from kiosk.staff import AuditError, AuthError, StaffError
-
                 d = ui.daemon
                 clear = (("Set-Cookie", f"{STAFF_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),)
                 token = self._cookie(STAFF_COOKIE)
                 if path == "/api/staff/login":
                     try:
                         token, s = d.staff.login(str(body.get("operator", "")), str(body.get("pin", "")))
-                    except AuthError as exc:
+                    except LoginRefused as exc:
                         status = {"locked": HTTPStatus.LOCKED, "rate_limited": HTTPStatus.TOO_MANY_REQUESTS}.get(
                             exc.reason, HTTPStatus.UNAUTHORIZED)
                         return self._json(status, {"error": str(exc), "reason": exc.reason}, clear)
-                    except (AuditError, StaffError) as exc:
+                    except (AuditNotRecorded, OperatorEntryInvalid) as exc:
                         log.error("staff login impossible: %s", exc, extra={"event": "staff_login_failed"})
                         return self._json(HTTPStatus.SERVICE_UNAVAILABLE,
                                           {"error": "Logins are not possible now; the kiosk's log says why."}, clear)
@@ -407,13 +432,13 @@ class UiServer:
                 try:
                     req = d.submit(kind, str(body.get("customer", "")), source="screen", mode=str(body.get("mode", "new")),
                                    staff=session, confirm=confirm if isinstance(confirm, str) else None)
-                except StaffRequired as exc:
+                except StaffLoginRequired as exc:
                     return self._json(HTTPStatus.UNAUTHORIZED, {"error": str(exc)}, clear)
-                except NotAuditable as exc:
+                except ActionNotAuditable as exc:
                     log.error("staff action refused: %s", exc, extra={"event": "staff_action_unaudited"})
                     return self._json(HTTPStatus.SERVICE_UNAVAILABLE,
                                       {"error": "This action cannot be recorded now, so it is not done. See the kiosk's log."})
-                except RequestError as exc:
+                except RequestRefused as exc:
                     return self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
                 if kind == "enroll":
                     # The customer gets the screen (and the pen) now: the staff session ends, so

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from kiosk.config import ConfigError, load_config
-from kiosk.daemon import Daemon, RequestError
+from kiosk.daemon import Daemon
+from kiosk.errors import RequestRefused
 from models.render import render_ink
 from tests.kiosk.daemon_helpers import write_config, writers
 from tools.photos import make_photo
@@ -131,7 +132,7 @@ def test_unknown_customer_and_unconfigured_kiosk(paper_kiosk, tmp_path: Path) ->
     plain = tmp_path / "plain"
     plain.mkdir()
     d2 = Daemon(load_config(write_config(plain)))
-    with pytest.raises(RequestError, match=r"\[paper\]"):
+    with pytest.raises(RequestRefused, match=r"\[paper\]"):
         d2.submit("verify_paper", CUSTOMER)
 
 

@@ -185,15 +185,19 @@ def test_model_change_hook_swaps_the_verifier_and_rebuilds_templates(tmp_path: P
     daemon, pen, config = start_daemon(write_config(tmp_path))
     try:
         daemon.store.put("cust-1", as_replayed(genuine[:5]))
-        old = daemon._template("cust-1")
-        assert daemon._template("cust-1") is old            # cached
+        cache = daemon.pen_references
+        assert cache is not None
+        old = cache.lookup("cust-1").reference_set
+        assert cache.lookup("cust-1").reference_set is old            # cached
         seen = []
         daemon.add_model_listener(seen.append)
         new = ClassicVerifier(ClassicConfig(threshold=1.2))
         daemon.set_verifier(new)
         assert seen == [new] and daemon.verifier is new
         assert daemon.status()["model_versions"]["threshold"] == "1.2"
-        rebuilt = daemon._template("cust-1")
+        found = cache.lookup("cust-1")
+        assert found.verifier is new                        # one lookup: the set and the model that built it
+        rebuilt = found.reference_set
         assert rebuilt is not old and rebuilt.size == 5 and rebuilt.model_versions["threshold"] == "1.2"
     finally:
         daemon.stop()

@@ -144,11 +144,12 @@ def test_the_daemon_refuses_customer_alice_newline(tmp_path: Path) -> None:
     from daemon_helpers import write_config
 
     from kiosk.config import load_config
-    from kiosk.daemon import Daemon, RequestError
+    from kiosk.daemon import Daemon
+    from kiosk.errors import RequestRefused
 
     daemon = Daemon(load_config(write_config(tmp_path)))
     for bad in ("alice\n", "alice\r\n", "alice\x00"):
-        with pytest.raises(RequestError, match="customer reference"):
+        with pytest.raises(RequestRefused, match="customer reference"):
             daemon.submit("verify", bad)
 
 

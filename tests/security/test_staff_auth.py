@@ -36,7 +36,8 @@ from daemon_helpers import (
 )
 from fixtures_link import LinkPki, wait_for
 
-from kiosk.daemon import Daemon, StaffRequired
+from kiosk.daemon import Daemon
+from kiosk.errors import StaffLoginRequired
 from kiosk.staff import OperatorStore, StaffSession
 from kiosk.templates import TemplateStore
 from kiosk.ui.server import SCREEN_COOKIE, STAFF_COOKIE
@@ -132,10 +133,10 @@ def test_the_customer_screen_cannot_replace_or_delete_anothers_signatures(kiosk:
 
     # In-process callers too: Daemon.submit wants a live session this kiosk issued.
     for kw in ({"mode": "replace", "confirm": "victim-1"}, {"mode": "add"}):
-        with pytest.raises(StaffRequired):
+        with pytest.raises(StaffLoginRequired):
             daemon.submit("enroll", "victim-1", **kw)
     forged = StaffSession("alice", "abc", time.monotonic(), time.monotonic(), b"\0" * 32)
-    with pytest.raises(StaffRequired):
+    with pytest.raises(StaffLoginRequired):
         daemon.submit("delete", "victim-1", staff=forged, confirm="victim-1")
 
     # The customer's page holds no staff controls at all: only a link to the staff view.
