@@ -1,8 +1,10 @@
 """FRR and skilled-forgery FAR of the daemon's verifier at its deployed threshold, on real data.
 
 The EER figures of ``sigkiosk eval`` are threshold-free; this measures the operating point a
-kiosk actually runs at (``models.pen``, the same object the daemon uses), with and without the
-rhythm rule deciding. References: each writer's first 5 genuine signatures (of session 1 where the
+kiosk actually runs at: the verifier is built from the kiosk's ``[verifier]`` settings by the
+daemon's own factory (``models.pen.make_verifier``), so its decisions are those of the daemon's
+``models.policy.DecisionPolicy`` (threshold, copy check, rhythm rule), with and without the rhythm
+rule deciding. References: each writer's first 5 genuine signatures (of session 1 where the
 set has sessions); questioned: the next 10 genuine and all skilled forgeries.
 
     python -m tools.operating_point --split train   # what the default was chosen on
@@ -12,13 +14,12 @@ set has sessions); questioned: the next 10 genuine and all skilled forgeries.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from models.classic import ClassicConfig
+from kiosk.config import VerifierConfig
 from models.pen import make_verifier
-from models.policy import APPROVED
-from models.verification import PenVerifier as Verifier
+from models.verification import PenVerifier
 from tools.datasets import Dataset, OnlineSample, load_online
 
 SETS = (
@@ -47,7 +48,15 @@ class OperatingPoint:
         return self.accepted / max(self.forged, 1)
 
 
-def measure(dataset: Dataset[OnlineSample], verifier: Verifier, references: int = 5, questioned: int = 10) -> OperatingPoint:
+def kiosk_verifier(settings: VerifierConfig) -> PenVerifier:
+    """The pen verifier of a kiosk configured with ``settings`` (``[verifier]``), built as the
+    daemon builds it: same factory, same arguments, so the same decision policy."""
+    return make_verifier(settings.kind, settings.threshold, settings.rhythm_tolerance, settings.rhythm_decides,
+                         model_dir=settings.model_dir)
+
+
+def measure(dataset: Dataset[OnlineSample], verifier: PenVerifier, references: int = 5,
+            questioned: int = 10) -> OperatingPoint:
     """The verifier's decisions on ``dataset``: each writer's first ``references`` genuine (of
     session 1 where the set has sessions) as references; questioned: the next ``questioned``
     genuine and all skilled forgeries. Writers with fewer references are left out."""
@@ -57,13 +66,13 @@ def measure(dataset: Dataset[OnlineSample], verifier: Verifier, references: int 
         refs = [s for s in g if s.session in (None, 1)][:references]
         if len(refs) < references:
             continue
-        template = verifier.enroll([s.trajectory for s in refs])
+        reference_set = verifier.enroll([s.trajectory for s in refs])
         for q in [s for s in g if s not in refs][:questioned]:
             genuine += 1
-            rejected += verifier.verify(template, q.trajectory).decision != APPROVED
+            rejected += not verifier.verify(reference_set, q.trajectory).approved
         for q in dataset.skilled(w):
             forged += 1
-            accepted += verifier.verify(template, q.trajectory).decision == APPROVED
+            accepted += verifier.verify(reference_set, q.trajectory).approved
     return OperatingPoint(genuine, rejected, forged, accepted)
 
 
@@ -71,12 +80,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("../shared/data/online"))
     ap.add_argument("--split", choices=("train", "validate", "test"), default="test")
-    ap.add_argument("--threshold", type=float, default=ClassicConfig().threshold)
+    ap.add_argument("--threshold", type=float, default=VerifierConfig().threshold)
     args = ap.parse_args()
     for folder, fmt in SETS:
         ds = load_online(args.data / folder, fmt).subset(args.split)
         for rhythm in (False, True):
-            op = measure(ds, make_verifier("classic", args.threshold, rhythm_decides=rhythm))
+            settings = replace(VerifierConfig(), kind="classic", threshold=args.threshold, rhythm_decides=rhythm)
+            op = measure(ds, kiosk_verifier(settings))
             print(f"{fmt:<16} rhythm decides {'yes' if rhythm else 'no ':<3}  "
                   f"FRR {100 * op.frr:5.1f} % ({op.rejected}/{op.genuine})  "
                   f"skilled FAR {100 * op.skilled_far:5.1f} % ({op.accepted}/{op.forged})")
