@@ -33,6 +33,7 @@ from typing import Protocol as Interface
 
 import numpy as np
 
+from models._assets import DEFAULT_LEARNED_MODEL, shipped_assets
 from models.classic import ClassicConfig, score_from_distances, signature_features
 from models.dtw import dtw_distance
 from models.scoring import NormalisationPrior, pairwise
@@ -231,7 +232,7 @@ class EmbeddingProvider:
 
 VERIFIERS: tuple[str, ...] = ("classic", "learned", "fused")
 #: The shipped learned model (int8 student) and the fusion fitted on validation writers.
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "assets" / "tsgatr_student_int8.tflite"
+DEFAULT_MODEL = shipped_assets() / DEFAULT_LEARNED_MODEL
 
 
 def learned_provider(model_path: Path = DEFAULT_MODEL, threads: int = 1) -> EmbeddingProvider:

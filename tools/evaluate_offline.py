@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from models._assets import OFFLINE_FUSION_FILE, shipped_assets
 from models.anomaly import AnomalyModel
 from models.classic import score_from_distances
 from models.fusion import Fusion, fit_fusion, load_offline_fusion
@@ -64,8 +65,8 @@ log = logging.getLogger(__name__)
 
 VERIFIERS: tuple[str, ...] = ("hand", "cnn", "cnn+hand")
 ANOMALY = "anomaly"
-ASSETS = Path(__file__).resolve().parents[1] / "models" / "assets"
-DEFAULT_FUSION = ASSETS / "offline_fusion.json"
+ASSETS = shipped_assets()
+DEFAULT_FUSION = ASSETS / OFFLINE_FUSION_FILE
 _KINDS = ("genuine", "skilled", "random")
 
 

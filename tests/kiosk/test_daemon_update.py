@@ -21,13 +21,13 @@ from kiosk.bundle import BundleFile
 from kiosk.config import ConfigError, load_config
 from kiosk.daemon import Daemon
 from kiosk.templates import TemplateStore
-from models import APPROVED, FusedVerifier, make_verifier
+from models import APPROVED, FusedVerifier, make_verifier, shipped_assets
 from models.runtime import ModelError
 from tools.broker import Mosquitto
 from tools.bundle import ModelSpec, create_bundle
 from tools.rollout import AdminClient, target_base
 
-ASSETS = Path(__file__).resolve().parents[2] / "models" / "assets"
+ASSETS = shipped_assets()
 STUDENT = ASSETS / "tsgatr_student_int8.tflite"
 KIOSK = "canary-1"
 THRESHOLD = 1.30

@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models import shipped_assets
 from models.learned import INPUT_NAMES, LearnedVerifier, load_config
 from models.runtime import ModelError, TFLiteModel
 
-ASSETS = Path(__file__).resolve().parents[2] / "models" / "assets"
+ASSETS = shipped_assets()
 INT8 = ASSETS / "tsgatr_student_int8.tflite"
 FLOAT = ASSETS / "tsgatr_student_float.tflite"
 

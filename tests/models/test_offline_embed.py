@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models import shipped_assets
 from models.image_preprocess import prepare
 from models.offline_embed import DEFAULT_MODEL, ImageEmbedder, embedding_distance, load_config
 from models.runtime import ModelError
 from models.scoring import NormalisationPrior
 from shared_data import shared_data
 
-ASSETS = Path(__file__).resolve().parents[2] / "models" / "assets"
+ASSETS = shipped_assets()
 INT8 = ASSETS / "cnn_lstm_int8.tflite"
 FLOAT = ASSETS / "cnn_lstm_float.tflite"
 

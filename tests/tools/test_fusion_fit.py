@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models import shipped_assets
 from models.fusion import Fusion
 from tools.train.fusion_fit import MIX_GRID, TrialDistances, fit_mixing
 
 ROOT = Path(__file__).resolve().parents[2]
-ASSETS = ROOT / "models" / "assets"
+ASSETS = shipped_assets()
 
 
 def group(rng: np.random.Generator, writers: int, *, classic_gap: float, learned_gap: float,

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 
+from models import shipped_assets
+
 NAME = "learned"
-ASSETS = Path(__file__).resolve().parents[2] / "models" / "assets"
+ASSETS = shipped_assets()
 
 
 def _ms(samples: list[float]) -> tuple[float, float]:

@@ -17,13 +17,13 @@ import time
 from pathlib import Path
 
 NAME = "update"
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _models(tmp: Path) -> tuple[list, str]:
+    from models import shipped_assets
     from tools.bundle import ModelSpec
 
-    shipped = sorted(p for p in (REPO / "models" / "assets").glob("*.tflite") if p.with_suffix(".golden.npz").exists())
+    shipped = sorted(p for p in shipped_assets().glob("*.tflite") if p.with_suffix(".golden.npz").exists())
     if shipped:
         return [ModelSpec(p, p.with_suffix(".golden.npz")) for p in shipped], "shipped models/assets"
     from tools.make_test_models import write_models
