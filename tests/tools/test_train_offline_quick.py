@@ -92,7 +92,7 @@ def test_quick_int8_model_loads_and_reproduces_its_golden_vectors(quick_run: Pat
 
 
 def test_blur_rethreshold_gives_binary_ink_of_another_width() -> None:
-    from tools.train.offline import blur_rethreshold
+    from tools.train.offline.augment import blur_rethreshold
 
     x = np.zeros((128, 128), np.float32)
     x[40:90, 60:63] = 1.0  # a 3-pixel stroke
@@ -106,7 +106,8 @@ def test_blur_rethreshold_gives_binary_ink_of_another_width() -> None:
 
 def test_selection_rejects_an_unknown_criterion() -> None:
     from models.scoring import NormalisationPrior
-    from tools.train.offline import ImageCorpus, selection
+    from tools.train.offline.data import ImageCorpus
+    from tools.train.offline.selection import selection
 
     with pytest.raises(ValueError, match="select_on"):
         selection(lambda idx: np.zeros((len(idx), 4), np.float32), ImageCorpus.concat([]),
@@ -118,3 +119,15 @@ def test_score_names_a_missing_model() -> None:
 
     with pytest.raises(SystemExit, match="no such model"):
         main(["train", "offline", "--score", str(ROOT / "no-such-model.tflite")])
+
+
+def test_offline_training_modules_load_without_tensorflow() -> None:
+    """TensorFlow is imported only where a model is built, trained or converted: importing every
+    module of the image training (what ``sigkiosk train offline`` and these tests load) must not
+    start it (seconds, and gigabytes the data and selection code do not need)."""
+    code = (
+        "import sys, tools.train.offline.data, tools.train.offline.augment, tools.train.offline.selection,"
+        " tools.train.offline.trainer, tools.train.offline.convert, tools.train.offline.pipeline;"
+        "sys.exit(1 if 'tensorflow' in sys.modules else 0)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0

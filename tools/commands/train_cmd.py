@@ -110,7 +110,9 @@ def run_offline(args: argparse.Namespace) -> int:
 
     from models.cnn_lstm import CnnLstmConfig
     from tools.train.data import default_data_root
-    from tools.train.offline import DEFAULT_CACHE, RECORD_NAME, OfflineTrainConfig, quick_configs, run, score_models
+    from tools.train.offline.data import DEFAULT_CACHE
+    from tools.train.offline.pipeline import RECORD_NAME, quick_configs, run, score_models
+    from tools.train.offline.trainer import OfflineTrainConfig
 
     if args.score:
         missing = [str(m) for m in args.score if not m.exists()]
