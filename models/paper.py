@@ -152,6 +152,3 @@ class PaperVerifier:
             page[y : y + 3, 40 + 20 * k : 300 - 10 * k] = 20
         img = SignatureImage(page)
         self.verify(self.enroll([img, img, img]), img)
-
-    # TRANSITIONAL, remove with the daemon split: kiosk/daemon.py still calls ``build_from_pad``.
-    build_from_pad = enroll_pad

@@ -115,9 +115,6 @@ class ClassicVerifier:
         """Compile the JIT kernels before the first customer (numba compiles on first call)."""
         self.verify(self.enroll([sample, sample]), sample)
 
-    # TRANSITIONAL, remove with the daemon split: kiosk/daemon.py still calls ``build``.
-    build = enroll
-
 
 class FusedVerifier:
     """Learned (TFLite embeddings + DTW) and classic verifiers fused by ``models.fusion``.
@@ -196,9 +193,6 @@ class FusedVerifier:
 
     def warm_up(self, sample: Trajectory) -> None:
         self.verify(self.enroll([sample, sample]), sample)
-
-    # TRANSITIONAL, remove with the daemon split: kiosk/daemon.py still calls ``build``.
-    build = enroll
 
 
 def _pick_model(model_dir: Path) -> Path:

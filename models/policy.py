@@ -66,13 +66,6 @@ class Verdict:
             out.append("overall")
         return out
 
-    @property
-    def verdict(self) -> "Verdict":
-        """TRANSITIONAL, remove with the daemon split: ``kiosk/daemon.py`` still reads the paper
-        verdict as ``pv.verdict`` (the paper verifier returned a wrapper before it returned a
-        :class:`Verdict`). Nothing else may use it."""
-        return self
-
 
 def _rate(x: float, clamp: float) -> float:
     # exp overflows past ~709; a NaN score is treated as far beyond the threshold (rate ~0).
