@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,8 @@ from tools.rollout import AdminClient, target_base
 REPO = Path(__file__).resolve().parents[2]
 PROC = Path(__file__).with_name("update_kiosk_proc.py")
 KIOSK = "solo-1"
+#: The kiosk says "ready" after at most 30 s of waiting for its subscriptions.
+READY_TIMEOUT_S = 60.0
 BASE = target_base("sig", site=U_SITE, kiosk=KIOSK)
 
 
@@ -39,11 +42,26 @@ def _start(pki: UpdatePki, port: int, tmp: Path, root: Path, *crash: str) -> sub
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.stdout is not None
     proc.early = []  # type: ignore[attr-defined]
-    for line in proc.stdout:
-        if line.strip() == "ready":
-            return proc
-        proc.early.append(line)  # type: ignore[attr-defined]
-    raise AssertionError(f"kiosk process exited ({proc.wait()}) before it was ready")
+    ready = threading.Event()
+
+    def read_until_ready() -> None:
+        # A thread, so that a kiosk that never says "ready" fails the test instead of hanging
+        # the whole suite on a blocking read; it stops reading at "ready" (later readers go on).
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.strip() == "ready":
+                ready.set()
+                return
+            proc.early.append(line)  # type: ignore[attr-defined]
+
+    reader = threading.Thread(target=read_until_ready, daemon=True)
+    reader.start()
+    reader.join(READY_TIMEOUT_S)
+    if ready.is_set():
+        return proc
+    proc.kill()
+    raise AssertionError(f"kiosk process not ready within {READY_TIMEOUT_S} s (exit {proc.wait()}); "
+                         f"it printed: {proc.early}")  # type: ignore[attr-defined]
 
 
 def _serves_good_model(root: Path) -> int:
