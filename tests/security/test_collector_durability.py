@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import pwd
 import secrets
-import subprocess
 import tempfile
 import time
 import uuid
@@ -25,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from disk_helpers import fill_disk, tiny_tmpfs
 from fixtures_link import SITE, LinkPki, PgServer, mqtt_client, wait_for
 
 from kiosk import envelope
@@ -43,12 +43,10 @@ def tiny_fs() -> Iterator[Path]:
     # that user, as a tablespace must be; we are root, so the test itself can write there too.
     mnt = Path(tempfile.mkdtemp(prefix="sigkiosk-tiny-"))
     pg = pwd.getpwnam("postgres")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size=2m,mode=0700,uid={pg.pw_uid},gid={pg.pw_gid}", "tmpfs",
-                    str(mnt)], check=True)
     try:
-        yield mnt
+        with tiny_tmpfs(mnt, "2m", uid=pg.pw_uid, gid=pg.pw_gid):
+            yield mnt
     finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
         mnt.rmdir()
 
 
@@ -73,23 +71,6 @@ def tiny_db(request: pytest.FixtureRequest, tiny_fs: Path) -> Iterator[str]:
         with psycopg.connect(server.dsn(), autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {name} CASCADE")
             conn.execute(f"DROP TABLESPACE {name}")
-
-
-def _fill(directory: Path, leave: int = 16 * 1024) -> Path:
-    """Take every free byte of the file system but ``leave``: a nearly full disk."""
-    filler = directory / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        for size in (65536, 4096, 512):   # big writes stop short of the last bytes: then smaller
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError:
-                pass
-        os.ftruncate(fd, max(0, os.fstat(fd).st_size - leave))
-    finally:
-        os.close(fd)
-    return filler
 
 
 def _big_decision(subject: str) -> dict:  # type: ignore[type-arg]
@@ -124,7 +105,7 @@ def test_a_full_disk_makes_the_collector_hold_not_ack_and_nothing_is_lost(
 
         # 1. The disk is nearly full: 13 decisions cannot be stored. The collector must alarm and
         #    hold them; then it is restarted (a crash, a deploy) while the disk is still full.
-        filler = _fill(tiny_fs)
+        filler = fill_disk(tiny_fs, leave=16 * 1024)
         for i in range(13):
             link.publish_decision(_big_decision(f"full-{i}"))
         assert link.flush(20)   # the broker has them all
@@ -149,7 +130,7 @@ def test_a_full_disk_makes_the_collector_hold_not_ack_and_nothing_is_lost(
         assert subjects == sorted(["before", *(f"full-{i}" for i in range(13))])
 
         # 3. Without a restart: the disk fills again, the collector holds, and resumes by itself.
-        filler = _fill(tiny_fs)
+        filler = fill_disk(tiny_fs, leave=16 * 1024)
         for i in range(5):
             link.publish_decision(_big_decision(f"again-{i}"))
         assert link.flush(20)

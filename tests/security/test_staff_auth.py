@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from disk_helpers import fill_disk
 from daemon_helpers import (
     as_replayed,
     link_table,
@@ -350,32 +351,6 @@ def test_every_staff_action_reaches_the_central_audit_table(link_pki: LinkPki, m
         pen.close_all()
 
 
-@pytest.fixture
-def tiny_fs(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mnt)], check=True)
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def _fill(directory: Path) -> Path:
-    filler = directory / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        for size in (65536, 4096, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
-    return filler
-
-
 def test_a_staff_action_that_cannot_be_audited_is_not_done(link_pki: LinkPki, mqtt_broker, tmp_path: Path,
                                                            tiny_fs: Path) -> None:
     genuine, _ = writers()["001"]
@@ -387,7 +362,7 @@ def test_a_staff_action_that_cannot_be_audited_is_not_done(link_pki: LinkPki, mq
         _operators(daemon, "alice", "bob")
         b = Browser(daemon)
         assert b.login("alice") == 200
-        filler = _fill(tiny_fs)   # the outbox's disk is full: no audit record can be stored
+        filler = fill_disk(tiny_fs)   # the outbox's disk is full: no audit record can be stored
         status, answer = b.call("POST", "/api/staff/delete", {"customer": "cust-8", "confirm": "cust-8"})
         assert status == 503 and "cannot be recorded" in answer["error"]
         assert Browser(daemon).login("bob") == 503   # a login that cannot be audited is refused

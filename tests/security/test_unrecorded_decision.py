@@ -8,45 +8,15 @@ When space is back, the next decision is recorded and shown as usual.
 
 from __future__ import annotations
 
-import os
 import queue
 
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+from disk_helpers import fill_disk
 from daemon_helpers import as_replayed, link_table, sign_when_asked, start_daemon, write_config, writers
 from fixtures_link import LinkPki
 
 from kiosk.templates import TemplateStore
-
-
-@pytest.fixture
-def tiny_fs(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mnt)], check=True)
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def _fill(directory: Path) -> Path:
-    """Take every free byte of the file system (the disk is full)."""
-    filler = directory / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        for size in (65536, 4096, 1):   # big writes stop short of the last bytes: then smaller
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
-    return filler
 
 
 def _screens(seen: list[dict], events: queue.Queue) -> list[dict]:
@@ -68,7 +38,7 @@ def test_decision_not_recorded_is_not_shown_as_final(link_pki: LinkPki, mqtt_bro
     try:
         TemplateStore(config.storage.templates_dir, config.storage.template_key).put("cust-7", as_replayed(genuine[:5]))
         events = daemon.bus.subscribe()
-        filler = _fill(tiny_fs)
+        filler = fill_disk(tiny_fs)
 
         seen: list[dict] = []
         req = daemon.submit("verify", "cust-7")
