@@ -6,6 +6,12 @@ outbox oldest-first with a bounded number of messages in flight and deletes a ro
 PUBACK arrives; rows left over by a disconnect or a restart are sent again in order. Reconnects use
 paho's exponential back-off; a message the broker refuses is retried with its own back-off.
 
+A connection that cannot be made is logged at ERROR with its reason, named for the person who
+fixes it (``describe_connection_error``: TLS and which side distrusts which, refused, host not found,
+timed out, the broker refusing the kiosk); a link still not connected ``connect_warn_s`` after
+``start()`` says so at ERROR, so "kiosk ready" never hides a link that cannot connect. The reason is
+in ``stats().problem`` (the daemon's status) until the next successful connection.
+
 The status topic is retained: ``online`` with health figures every ``health_interval_s``, and a
 last will ``offline`` that the broker publishes if the kiosk vanishes. Status is not queued in the
 outbox: an old health report is worthless after a restart.
@@ -26,6 +32,8 @@ Usage (the daemon)::
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -87,6 +95,7 @@ class LinkConfig:
     reconnect_max_s: float = 60.0
     resend_after_s: float = 60.0         # re-publish a row unacknowledged this long while connected
     allow_raw_evidence: bool = False     # policy: may decisions carry raw pen data / images?
+    connect_warn_s: float = 5.0          # still not connected this long after start(): an ERROR says why
 
     def __post_init__(self) -> None:
         validate_id(self.kiosk_id, "kiosk id")
@@ -129,6 +138,75 @@ class LinkStats:
     published: int
     uptime_s: float
     last_error: str | None = None
+    problem: str | None = None   # why the link is not connected (None once it connects)
+    #: Wall-clock time (epoch s) the link last connected or lost its connection; its start when it
+    #: never connected ("not connected since ..." on the staff view).
+    since: float | None = None
+
+
+def describe_connection_error(error: BaseException | str, host: str, port: int) -> str:
+    """What went wrong with a connection attempt, in words that say what to check.
+
+    ``error`` is the exception paho's connect raised, or the text of the socket error paho logged
+    (a TLS 1.3 server reports a distrusted client certificate only after the handshake, on the
+    first read). The result starts with the class of failure: ``TLS``, ``refused``, ``host not
+    found``, ``timed out``, ``network``.
+    """
+    text = str(error)
+    low = text.lower()
+    where = f"{host}:{port}"
+    if isinstance(error, ssl.SSLCertVerificationError) or "certificate_verify_failed" in low:
+        detail = getattr(error, "verify_message", None) or text
+        if "hostname" in low or "ip address mismatch" in low:
+            return (f"TLS: the broker's certificate does not name {host!r} ({detail}); "
+                    "set [link] broker_host to a name in the broker's certificate")
+        return (f"TLS: this kiosk does not trust the broker's certificate ({detail}); "
+                "[link] ca_file must be the fleet's device CA (ca.crt) that signed the broker's certificate")
+    if "unknown_ca" in low or "unknown ca" in low:
+        return ("TLS: the broker does not trust this kiosk's certificate (alert unknown ca); "
+                "[link] cert_file must be issued by the fleet's device CA (sigkiosk admin kiosk-cert)")
+    if "revoked" in low:
+        return "TLS: the broker refused this kiosk's certificate: it is revoked (issue a new one)"
+    if "certificate_expired" in low or "certificate expired" in low:
+        return "TLS: a certificate has expired (the kiosk's or the broker's); renew it"
+    if "bad_certificate" in low or "bad certificate" in low or "certificate required" in low:
+        return ("TLS: the broker refused this kiosk's certificate (bad certificate); check [link] cert_file "
+                "and key_file are this kiosk's pair, issued by the fleet's device CA")
+    if "wrong_version_number" in low or "wrong version number" in low or "record layer failure" in low:
+        return (f"TLS: {where} does not speak TLS (a plain MQTT port, 1883?); set [link] broker_port to the "
+                "broker's TLS port (8883)")
+    if isinstance(error, ssl.SSLError) or "[ssl" in low:
+        return f"TLS: {text}"
+    if isinstance(error, ConnectionRefusedError) or "connection refused" in low:
+        return f"refused: nothing accepts connections at {where}; check [link] broker_port and that the broker runs"
+    if isinstance(error, socket.gaierror) or "name or service not known" in low or "name resolution" in low:
+        return f"host not found: {host!r} does not resolve; check [link] broker_host and DNS"
+    if isinstance(error, TimeoutError) or "timed out" in low:
+        return f"timed out connecting to {where}; check [link] broker_host, broker_port and the firewall"
+    if isinstance(error, (ConnectionResetError, BrokenPipeError)) or "reset by peer" in low:
+        return (f"network: {where} closed the connection during the handshake ({text}); is the kiosk's "
+                "certificate trusted and not revoked there?")
+    if isinstance(error, OSError) and error.strerror:
+        return f"network: {error.strerror} ({where})"
+    return f"network: {text} ({where})"
+
+
+class _Client(mqtt.Client):
+    """paho's client, telling the link why a connection attempt failed.
+
+    paho's network loop catches the exception of a failed connect (refused, TLS...) and only
+    retries; ``reconnect`` is where it is raised, so the link hears it here first.
+    """
+
+    connect_failed: Callable[[BaseException], None] | None = None
+
+    def reconnect(self) -> mqtt.MQTTErrorCode:
+        try:
+            return super().reconnect()
+        except OSError as exc:
+            if self.connect_failed is not None:
+                self.connect_failed(exc)
+            raise
 
 
 @dataclass
@@ -163,6 +241,7 @@ class KioskLink:
         self._cond = threading.Condition()
         self._connected = False
         self._connected_since = 0.0
+        self._state_since = time.time()   # wall clock, for people: when connected last changed
         self._stop = threading.Event()
         self._failures: dict[int, str] = {}
         self._inflight: dict[int, _Flight] = {}   # row id -> flight
@@ -171,6 +250,11 @@ class KioskLink:
         self._will_seq: int | None = None
         self._last_will_seq: int | None = None
         self._command_handlers: list[Callable[[str, bytes], None]] = []
+        self._problem: str | None = None           # why the last connection attempt failed
+        self._problem_logged: dict[str, float] = {}   # reason -> when it was last logged at ERROR
+        self._failed_attempts = 0
+        self._socket_error: str | None = None      # the last socket error paho logged
+        self._warned_not_connected = False
         #: Set once the broker has granted the command-topic subscriptions of the current connection.
         self.commands_ready = threading.Event()
 
@@ -243,9 +327,12 @@ class KioskLink:
         if self._thread is not None:
             return
         c = self.config
-        client = mqtt.Client(
+        client = _Client(
             CallbackAPIVersion.VERSION2, client_id=c.kiosk_id, protocol=mqtt.MQTTv5,
         )
+        client.connect_failed = lambda exc: self._connection_failed(
+            describe_connection_error(exc, c.broker_host, int(c.broker_port)))
+        client.on_log = self._on_log
         client.tls_set_context(client_tls_context(c.ca_file, c.cert_file, c.key_file))
         client.reconnect_delay_set(c.reconnect_min_s, c.reconnect_max_s)  # type: ignore[arg-type]
         client.max_inflight_messages_set(c.max_inflight)
@@ -303,6 +390,7 @@ class KioskLink:
             connected=self._connected, queue_depth=self.outbox.depth(), in_flight=len(self._inflight),
             dropped_logs=self.outbox.dropped_logs(), errors=self._errors, published=self._published,
             uptime_s=time.monotonic() - self._started_at, last_error=self._last_error,
+            problem=None if self._connected else self._problem, since=self._state_since,
         )
 
     # -- sealing ------------------------------------------------------------------------------
@@ -349,18 +437,68 @@ class KioskLink:
         self._will_seq = self._last_will_seq
         client.will_set(self.topics.status, payload, qos=1, retain=True)
 
+    # -- connection health ------------------------------------------------------------------------
+
+    #: A reason already logged at ERROR is logged again at most this often while it persists
+    #: (reconnects back off to reconnect_max_s; a journal line a minute would bury everything else).
+    REPEAT_ERROR_S = 300.0
+
+    def _connection_failed(self, reason: str) -> None:
+        self._problem = reason
+        self._failed_attempts += 1
+        now = time.monotonic()
+        last = self._problem_logged.get(reason)
+        if last is None or now - last >= self.REPEAT_ERROR_S:
+            self._problem_logged[reason] = now
+            log.error("link: cannot connect to %s:%s: %s", self.config.broker_host, self.config.broker_port, reason,
+                      extra={"event": "link_connect_failed", "attempts": self._failed_attempts})
+        else:
+            log.debug("link: connection attempt %d failed: %s", self._failed_attempts, reason)
+
+    def _on_log(self, client: mqtt.Client, userdata: Any, level: int, buf: str) -> None:
+        # paho reports socket errors (e.g. the TLS alert of a broker that distrusts our certificate,
+        # which TLS 1.3 delivers on the first read) only as a log line; on_disconnect follows.
+        if level == mqtt.MQTT_LOG_ERR and ("socket" in buf or "SSL" in buf):
+            self._socket_error = buf
+
+    def _check_connected_in_time(self) -> None:
+        """Called by the sender thread: an ERROR if the link is still not connected after connect_warn_s."""
+        if self._connected or self._warned_not_connected:
+            return
+        waited = time.monotonic() - self._started_at
+        if waited < self.config.connect_warn_s:
+            return
+        self._warned_not_connected = True
+        if self._problem is not None and self._problem in self._problem_logged:
+            return   # the reason is already in the log at ERROR
+        log.error("link: not connected to %s:%s %.0f s after start: %s", self.config.broker_host,
+                  self.config.broker_port, waited, self._problem or "no answer from the broker yet "
+                  "(check [link] broker_host, broker_port and the firewall)",
+                  extra={"event": "link_not_connected"})
+
     # -- paho callbacks (network thread) ----------------------------------------------------------
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
         if rc.is_failure:
-            log.warning("link: broker refused connection: %s", rc)
+            self._connection_failed(
+                f"auth: the broker refused this kiosk ({rc}); is {self.config.kiosk_id!r} registered at the "
+                "broker (sigkiosk admin register) with this certificate, and not revoked?")
             return
-        log.info("link: connected to %s:%s", self.config.broker_host, self.config.broker_port)
+        if self._problem is not None:
+            log.info("link: connected to %s:%s after %d failed attempt(s) (last: %s)", self.config.broker_host,
+                     self.config.broker_port, self._failed_attempts, self._problem)
+        else:
+            log.info("link: connected to %s:%s", self.config.broker_host, self.config.broker_port)
+        self._problem = None
+        self._failed_attempts = 0
+        self._socket_error = None
+        self._problem_logged.clear()
         if self._command_handlers:
             self._subscribe_commands(client)
         with self._cond:
             self._connected = True
             self._connected_since = time.monotonic()
+            self._state_since = time.time()
             self._cond.notify_all()
 
     def _subscribe_commands(self, client: mqtt.Client) -> None:
@@ -390,9 +528,17 @@ class KioskLink:
         with self._cond:
             was = self._connected
             self._connected = False
+            if was:
+                self._state_since = time.time()
             self._cond.notify_all()
+        socket_error, self._socket_error = self._socket_error, None
         if was and not self._stop.is_set():
-            log.warning("link: disconnected (%s); will reconnect with back-off", rc)
+            log.warning("link: disconnected (%s); will reconnect with back-off", socket_error or rc)
+        elif not was and not self._stop.is_set() and socket_error is not None:
+            # The connection broke before the broker's CONNACK: the TLS handshake's late alert or a
+            # reset. (A refused CONNACK was reported by _on_connect already.)
+            self._connection_failed(describe_connection_error(socket_error, self.config.broker_host,
+                                                              int(self.config.broker_port)))
         if not self._stop.is_set():
             try:
                 self._set_will(client)
@@ -424,6 +570,7 @@ class KioskLink:
                         next_health = now + self.config.health_interval_s
                 else:
                     next_health = 0.0   # report health right after the next connect
+                    self._check_connected_in_time()
             except Exception as exc:   # never let the sender die: the outbox is durable, retry
                 self.note_error(f"sender: {exc}")
                 log.exception("link: sender error")
