@@ -46,8 +46,10 @@ from pathlib import Path
 
 import numpy as np
 
-from models.classic import ClassicConfig
+from models.classic import ClassicConfig, score_from_distances
 from models.device_variants import resampled, without_pressure, without_time
+from models.global_features import deviations, global_features
+from models.match_score import ScoreModel
 from models.pen import ClassicVerifier, make_verifier
 from models.scoring import NormalisationPrior, reference_stats
 from models.trajectory import DeviceInfo, Trajectory
@@ -63,6 +65,7 @@ from tools.evaluate import (
     summarise,
 )
 from tools.operating_point import OperatingPoint, measure
+from tools.train.score_fit import KINDS, FitOptions, Trials, fit, fold_spread, plan_trials
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +135,11 @@ class Measured:
         return out
 
 
-def measure_distances(dataset: Dataset[OnlineSample], ks: Sequence[int], trials: int, seed: int) -> Measured:
-    provider = MemoClassic()
+def measure_distances(dataset: Dataset[OnlineSample], ks: Sequence[int], trials: int, seed: int,
+                      provider: MemoClassic | None = None) -> Measured:
+    """Every distance the draws of ``ks`` references need (``provider``: pass one to reuse its
+    features and distances afterwards, as the match score's operating point does)."""
+    provider = provider or MemoClassic()
     out = Measured()
     for k in ks:
         plans, excluded = plan(dataset, "random-refs", k, trials, seed)
@@ -200,6 +206,106 @@ def _op_entry(op: OperatingPoint, threshold: float) -> dict[str, float | int]:
     }
 
 
+# -- the match score (models.match_score) -----------------------------------------------------------
+
+#: ``classic``: the classic verifier alone. ``match-score``: the classic verifier and, beside it on
+#: the same trials, the match score fitted per fold on the other sets (``tools/train/score_fit.py``).
+VERIFIERS: tuple[str, ...] = ("classic", "match-score")
+
+
+def globals_cache() -> FeatureCache:
+    """Global features per sample, computed once (keyed by file, like the DTW features)."""
+    return FeatureCache(lambda s: global_features(s.trajectory))
+
+
+def fit_match_score(fit_data: dict[str, Measured], prior: NormalisationPrior, globals_of: FeatureCache,
+                    options: FitOptions = FitOptions(), record: dict | None = None) -> ScoreModel:
+    """The match score fitted on ``fit_data``'s sets (K = 5 trials), the classic distances
+    normalised with ``prior``; the population spread of the global features from the same
+    writers' genuine signatures."""
+    spread = fold_spread(
+        ([np.array([globals_of(s) for s in p.candidates + p.later_genuine]) for p, _, _ in m.by_k[FIT_K]]
+         for m in fit_data.values()),
+        options.spread_strength, options.spread_floor)
+    trials = {}
+    for name, m in fit_data.items():
+        tr = trials[name] = Trials()
+        for p, d_cc, dq in m.by_k[FIT_K]:
+            plan_trials(p, d_cc, dq, prior, globals_of, spread, tr)
+    return fit(trials, spread, options, record)
+
+
+def match_scores(m: Measured, k: int, prior: NormalisationPrior, model: ScoreModel, globals_of: FeatureCache) -> Scores:
+    """The match score of every trial of ``m`` with ``k`` references, as a distance-like score
+    (minus the logit: lower is more genuine), trial for trial like ``Measured.scores``."""
+    tr = Trials()
+    for p, d_cc, dq in m.by_k[k]:
+        plan_trials(p, d_cc, dq, prior, globals_of, model.spread, tr)
+    out = Scores()
+    for kind in KINDS:
+        d, z = tr.arrays(kind)
+        if len(d):
+            for w, v in zip(tr.writer[kind], model.logit(model.inputs(d, z))):
+                out.add(kind, w, -float(v))
+    return out
+
+
+@dataclass
+class KioskTrials:
+    """The operating point's questioned signatures (``tools.operating_point.measure``'s choice),
+    each with its classic distance, its global-feature deviations and whether the copy check
+    fires, from stored distances."""
+
+    distance: dict[str, list[float]] = field(default_factory=lambda: {"genuine": [], "skilled": []})
+    z: dict[str, list[np.ndarray]] = field(default_factory=lambda: {"genuine": [], "skilled": []})
+    copy: dict[str, list[bool]] = field(default_factory=lambda: {"genuine": [], "skilled": []})
+
+    def classic_op(self, threshold: float) -> OperatingPoint:
+        ok = {k: (np.array(self.distance[k]) <= threshold) & ~np.array(self.copy[k], dtype=bool) for k in self.distance}
+        return _op(ok)
+
+    def score_op(self, model: ScoreModel, threshold: float) -> OperatingPoint:
+        ok = {}
+        for k in self.distance:
+            if not self.distance[k]:
+                ok[k] = np.zeros(0, dtype=bool)
+                continue
+            prob = model.probability(model.inputs(np.array(self.distance[k]), np.array(self.z[k])))
+            ok[k] = (prob >= threshold) & ~np.array(self.copy[k], dtype=bool)
+        return _op(ok)
+
+
+def _op(accepted: dict[str, np.ndarray]) -> OperatingPoint:
+    g, f = accepted["genuine"], accepted["skilled"]
+    return OperatingPoint(genuine=len(g), rejected=int((~g).sum()), forged=len(f), accepted=int(f.sum()))
+
+
+def kiosk_trials(dataset: Dataset[OnlineSample], provider: MemoClassic, prior: NormalisationPrior,
+                 globals_of: FeatureCache, model: ScoreModel, references: int = FIT_K, questioned: int = 10,
+                 too_similar_ratio: float = 0.2) -> KioskTrials:
+    """What ``tools.operating_point.measure`` questions, scored from ``provider``'s distances
+    (the same references, questioned signatures, normalisation and copy check as the kiosk's
+    classic verifier; tested to give its figures)."""
+    out = KioskTrials()
+    for w in sorted(dataset.writers):
+        g = dataset.genuine(w)
+        refs = [s for s in g if s.session in (None, 1)][:references]
+        if len(refs) < references:
+            continue
+        rf = [provider.features(s) for s in refs]
+        d_rr = np.array([[provider.distance(a, b) if i != j else 0.0 for j, b in enumerate(rf)] for i, a in enumerate(rf)])
+        nearest_pair = float(d_rr[~np.eye(len(rf), dtype=bool)].min()) if len(rf) > 1 else np.inf
+        rg = np.array([globals_of(s) for s in refs])
+        for kind, qs in (("genuine", [s for s in g if s not in refs][:questioned]), ("skilled", dataset.skilled(w))):
+            for q in qs:
+                qf = provider.features(q)
+                d = np.array([provider.distance(qf, r) for r in rf])
+                out.distance[kind].append(score_from_distances(d, d_rr, prior))
+                out.z[kind].append(deviations(globals_of(q), rg, model.spread))
+                out.copy[kind].append(bool(d.min() < too_similar_ratio * nearest_pair))
+    return out
+
+
 @dataclass(frozen=True)
 class Options:
     split: str = "test"
@@ -209,6 +315,9 @@ class Options:
     quick: bool = False
     sets: tuple[str, ...] = tuple(name for name, _, _ in SETS)
     variants: tuple[str, ...] = tuple(v.key for v in VARIANTS)
+    verifier: str = "classic"
+    #: How the match score is fitted per fold (``--verifier match-score``).
+    score: FitOptions = field(default_factory=FitOptions)
 
     @property
     def fit_limit(self) -> int | None:
@@ -232,6 +341,9 @@ def run(data_dir: Path, options: Options = Options(), progress: Callable[[str], 
         raise ValueError(f"unknown variant(s) {sorted(bad)}; known: {', '.join(v.key for v in VARIANTS)}")
     if options.split not in ("validate", "test"):
         raise ValueError("split must be validate or test")
+    if options.verifier not in VERIFIERS:
+        raise ValueError(f"unknown verifier {options.verifier!r}; known: {', '.join(VERIFIERS)}")
+    scored = options.verifier == "match-score"
     sets = [(n, f, fmt) for n, f, fmt in SETS if n in options.sets]
     if len(sets) < 2:
         raise ValueError("leaving one set out needs at least two sets")
@@ -241,6 +353,7 @@ def run(data_dir: Path, options: Options = Options(), progress: Callable[[str], 
 
     loaded: dict[str, Dataset[OnlineSample]] = {}
     fit_data: dict[str, Measured] = {}
+    fit_globals = globals_cache()
     for name, folder, fmt in sets:
         say(f"{elapsed()} {name}: reading")
         loaded[name] = load_online(Path(data_dir) / folder, fmt)
@@ -264,6 +377,11 @@ def run(data_dir: Path, options: Options = Options(), progress: Callable[[str], 
         threshold = float(np.mean(list(per_set_thr.values())))
         say(f"{elapsed()} {name} left out: threshold {threshold:.4f} and prior "
             f"({prior.min_dist:.3f}, {prior.mean_dist:.3f}) fitted on {', '.join(others)}")
+        model = None
+        if scored:
+            model = fit_match_score({o: fit_data[o] for o in others}, prior, fit_globals, options.score,
+                                    record={"left_out": name, "fitted_on": others})
+            say(f"{elapsed()} {name} left out: match score fitted on {', '.join(others)}, threshold {model.threshold:.3f}")
         target = pick_writers(loaded[name], {options.split}, options.measure_limit)
         device = next(s.trajectory.device for ss in target.writers.values() for s in ss)
         shipped_verifier = make_verifier("classic", SHIPPED_THRESHOLD)
@@ -274,8 +392,9 @@ def run(data_dir: Path, options: Options = Options(), progress: Callable[[str], 
                 continue
             say(f"{elapsed()} {name} [{variant.name}]: {len(target.writers)} {options.split} writers")
             ds = device_variant(target, variant)
-            m = measure_distances(ds, REFERENCES, options.trials, options.seed)
-            rows.append({
+            provider = MemoClassic()
+            m = measure_distances(ds, REFERENCES, options.trials, options.seed, provider)
+            row: dict = {
                 "variant": variant.name,
                 "key": variant.key,
                 "eer": {f"k{k}": _eer_entry(m.scores(k, prior)) for k in REFERENCES},
@@ -283,7 +402,21 @@ def run(data_dir: Path, options: Options = Options(), progress: Callable[[str], 
                     "fitted": _op_entry(measure(ds, fitted_verifier, FIT_K), threshold),
                     "shipped": _op_entry(measure(ds, shipped_verifier, FIT_K), SHIPPED_THRESHOLD),
                 },
-            })
+            }
+            if model is not None:
+                g = globals_cache()
+                kt = kiosk_trials(ds, provider, prior, g, model, FIT_K)
+                row["match_score"] = {
+                    "eer": {f"k{k}": _eer_entry(match_scores(m, k, prior, model, g)) for k in REFERENCES},
+                    "operating_point": {
+                        "fitted": _op_entry(kt.score_op(model, model.threshold), model.threshold),
+                        "even_odds": _op_entry(kt.score_op(model, 0.5), 0.5),
+                        # The classic verifier's fitted point from the same stored distances: equal
+                        # to operating_point.fitted (tested), so the two verifiers are measured alike.
+                        "classic_check": _op_entry(kt.classic_op(threshold), threshold),
+                    },
+                }
+            rows.append(row)
         results.append({
             "left_out": name,
             "device": device.name,
@@ -294,6 +427,9 @@ def run(data_dir: Path, options: Options = Options(), progress: Callable[[str], 
                 "prior": {"min_dist": prior.min_dist, "mean_dist": prior.mean_dist},
                 "threshold": round(threshold, 4),
                 "per_set_threshold": per_set_thr,
+                **({"match_score": {"threshold": round(model.threshold, 4),
+                                    "weights": dict(zip(model.input_names, (round(float(w), 4) for w in model.weights)))}}
+                   if model is not None else {}),
             },
             "clock_repairs": target.clock_repairs(),
             "variants": rows,
@@ -301,7 +437,7 @@ def run(data_dir: Path, options: Options = Options(), progress: Callable[[str], 
     return {
         "protocol": {
             "name": "cross-device (leave one set out)",
-            "verifier": "classic",
+            "verifier": options.verifier,
             "measured_on": f"{options.split} writers of the left-out set",
             "fitted_on": "train+validate writers of the other sets",
             "references": list(REFERENCES),
@@ -310,6 +446,10 @@ def run(data_dir: Path, options: Options = Options(), progress: Callable[[str], 
             "seed": options.seed,
             "quick": options.quick,
             "shipped_threshold": SHIPPED_THRESHOLD,
+            **({"match_score": {"features": list(options.score.features), "l2": options.score.l2,
+                                "random_weight": options.score.random_weight,
+                                "spread_strength": options.score.spread_strength,
+                                "spread_floor": options.score.spread_floor}} if scored else {}),
         },
         "sets": results,
         "seconds": round(time.perf_counter() - started, 1),
@@ -339,6 +479,37 @@ def format_table(report: dict) -> str:
             lines.append(
                 f"| {label} | {row['variant']} | " + " | ".join(cells)
                 + f" | {fit['frr']:.1f} / {fit['skilled_far']:.1f} | {ship['frr']:.1f} / {ship['skilled_far']:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+def format_match_table(report: dict) -> str:
+    """The match score beside the classic verifier, trial for trial: a row per (left-out set,
+    device variant); each cell "classic → match score"."""
+    head = ("| left-out set (writers; score threshold) | pad | skilled K=1 global | skilled K=5 global "
+            "| skilled K=5 user-mean | random K=5 global | fitted threshold: FRR / skilled FAR "
+            "| score at 0.5: FRR / skilled FAR |")
+    lines = [head, "|" + "---|" * 8]
+
+    def pair(c: dict | None, m: dict | None, key: str) -> str:
+        return f"{_cell(c, key)} → {_cell(m, key)}"
+
+    for s in report["sets"]:
+        for i, row in enumerate(s["variants"]):
+            ms = row.get("match_score")
+            if ms is None:
+                continue
+            c, m = row["eer"], ms["eer"]
+            fit_c, fit_m, even = row["operating_point"]["fitted"], ms["operating_point"]["fitted"], ms["operating_point"]["even_odds"]
+            label = f"{s['left_out']} ({s['writers']}; {s['fitted']['match_score']['threshold']:.3f})" if i == 0 else ""
+            lines.append(
+                f"| {label} | {row['variant']} "
+                f"| {pair(c['k1']['skilled'], m['k1']['skilled'], 'eer_global')} "
+                f"| {pair(c['k5']['skilled'], m['k5']['skilled'], 'eer_global')} "
+                f"| {pair(c['k5']['skilled'], m['k5']['skilled'], 'eer_user_mean')} "
+                f"| {pair(c['k5']['random'], m['k5']['random'], 'eer_global')} "
+                f"| {fit_c['frr']:.1f} / {fit_c['skilled_far']:.1f} → {fit_m['frr']:.1f} / {fit_m['skilled_far']:.1f} "
+                f"| {even['frr']:.1f} / {even['skilled_far']:.1f} |"
             )
     return "\n".join(lines)
 

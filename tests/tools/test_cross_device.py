@@ -1,5 +1,6 @@
-"""``sigkiosk eval cross-device --quick`` on the real shared pen sets: the whole leave-one-set-out
-protocol runs, the JSON has its structure, and the figures are sane.
+"""``sigkiosk eval cross-device --quick --verifier match-score`` on the real shared pen sets: the
+whole leave-one-set-out protocol runs for the classic verifier and, beside it on the same trials,
+the match score fitted per fold; the JSON has its structure, and the figures are sane.
 
 Three of the four sets take part (the Japanese set's 3000-point signatures make each of its DTW
 distances about ten times dearer; its path through the code is the same). Few writers per set,
@@ -24,14 +25,15 @@ SETS = ["susig-visual", "susig-blind", "sigcomp2009-nfi"]
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("xdev") / "xdev.json"
-    rc = main(["eval", "cross-device", str(DATA), "--quick", "--trials", "3", "--sets", *SETS, "--json", str(out)])
+    rc = main(["eval", "cross-device", str(DATA), "--quick", "--trials", "3", "--sets", *SETS,
+               "--verifier", "match-score", "--json", str(out)])
     assert rc == 0
     return json.loads(out.read_text())
 
 
 def test_every_set_is_left_out_and_fitted_on_the_others(report: dict) -> None:
     proto = report["protocol"]
-    assert proto["verifier"] == "classic" and proto["quick"] is True and proto["references"] == [1, 5]
+    assert proto["verifier"] == "match-score" and proto["quick"] is True and proto["references"] == [1, 5]
     assert proto["shipped_threshold"] == SHIPPED_THRESHOLD
     assert [s["left_out"] for s in report["sets"]] == SETS
     for s in report["sets"]:
@@ -86,6 +88,39 @@ def test_the_markdown_table_has_a_row_per_variant(report: dict, capsys: pytest.C
     assert all(line.count("|") == 9 for line in table)
 
 
+def test_the_match_score_is_fitted_without_the_left_out_set_and_measured_alike(report: dict) -> None:
+    assert report["protocol"]["match_score"]["features"]
+    for s in report["sets"]:
+        ms = s["fitted"]["match_score"]
+        assert 0.0 < ms["threshold"] < 1.0
+        assert ms["weights"]["classic"] < 0 and all(w <= 0 for w in ms["weights"].values())
+        for row in s["variants"]:
+            m = row["match_score"]
+            for k in ("k1", "k5"):
+                for kind in ("skilled", "random"):
+                    e, c = m["eer"][k][kind], row["eer"][k][kind]
+                    assert 0.0 <= e["eer_global"] <= 50.0 and e["writers"] == c["writers"]
+            op = m["operating_point"]
+            # The operating point from stored distances reproduces the kiosk's ClassicVerifier
+            # (tools.operating_point.measure) exactly, so the match score's is measured alike.
+            assert op["classic_check"] == row["operating_point"]["fitted"]
+            for which in ("fitted", "even_odds"):
+                assert op[which]["genuine"] == row["operating_point"]["fitted"]["genuine"]
+                assert op[which]["forgeries"] == row["operating_point"]["fitted"]["forgeries"]
+            assert op["even_odds"]["threshold"] == 0.5
+            # A higher probability threshold rejects at least as many: monotone decisions.
+            lo, hi = sorted((op["fitted"], op["even_odds"]), key=lambda o: o["threshold"])
+            assert hi["rejected"] >= lo["rejected"] and hi["accepted"] <= lo["accepted"]
+
+
+def test_the_match_table_has_a_row_per_variant(report: dict) -> None:
+    from tools.cross_device import format_match_table
+
+    table = format_match_table(report).splitlines()
+    assert len(table) == 2 + sum(len(s["variants"]) for s in report["sets"])
+    assert all(line.count("|") == 9 for line in table) and all("→" in line for line in table[2:])
+
+
 def test_bad_options_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least two sets"):
         run(DATA, Options(sets=("susig-visual",)))
@@ -93,4 +128,6 @@ def test_bad_options_are_refused(tmp_path: Path) -> None:
         run(DATA, Options(sets=("susig-visual", "mnist")))
     with pytest.raises(ValueError, match="unknown variant"):
         run(DATA, Options(variants=("as recorded",)))
+    with pytest.raises(ValueError, match="unknown verifier"):
+        run(DATA, Options(verifier="fused"))
     assert main(["eval", "cross-device", str(tmp_path), "--quick", "--sets", *SETS[:2]]) == 2

@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _register_cross_device(kinds: argparse._SubParsersAction) -> None:
-    from tools.cross_device import SETS, VARIANTS
+    from tools.cross_device import SETS, VARIANTS, VERIFIERS
 
     c = kinds.add_parser(
         "cross-device",
@@ -58,6 +58,9 @@ def _register_cross_device(kinds: argparse._SubParsersAction) -> None:
                    help="the sets taking part (default: all four)")
     c.add_argument("--variants", nargs="+", choices=[v.key for v in VARIANTS], default=None,
                    help="device variants to measure (default: all): " + "; ".join(f"{v.key}: {v.name}" for v in VARIANTS))
+    c.add_argument("--verifier", choices=VERIFIERS, default="classic",
+                   help="classic: the classic verifier; match-score: also the match score (models/match_score.py) "
+                        "fitted per fold on the other sets, measured beside classic on the same trials")
     c.add_argument("--quick", action="store_true",
                    help="few writers per set: checks the whole protocol runs, figures are not meaningful")
     c.add_argument("--json", type=Path, default=None, help="write the report as JSON here")
@@ -95,7 +98,7 @@ def _register_offline(kinds: argparse._SubParsersAction) -> None:
 def run_online(args: argparse.Namespace) -> int:
     from tools.datasets import MalformedFileError, load_online
     from models.runtime import ModelError
-    from tools.evaluate import evaluate, format_table, verifier_providers, write_json, write_plots
+    from tools.evaluate import evaluate, format_table, model_files, plot_title, verifier_providers, write_json, write_plots
 
     protocol = args.protocol or ("fixed-enrollment" if args.format == "mcyt-exercise" else "random-refs")
     try:
@@ -143,22 +146,23 @@ def run_online(args: argparse.Namespace) -> int:
     if report["excluded_writers"]:
         print(f"({len(report['excluded_writers'])} writer(s) left out; see the JSON report)")
     if args.json:
-        write_json(report, args.json)
+        write_json(report, args.json, model_files(args.verifier, args.model, args.fusion))
         print(f"report: {args.json}")
     if args.plots:
-        for f in write_plots(result.scores, args.plots, f"{report['dataset']} K={args.references}"):
+        for f in write_plots(result.scores, args.plots, plot_title(report)):
             print(f"plot: {f}")
     return 0
 
 
 def run_cross_device(args: argparse.Namespace) -> int:
-    from tools.cross_device import Options, format_table, main_progress, run
+    from tools.cross_device import Options, format_match_table, format_table, main_progress, run
     from tools.datasets import MalformedFileError
     from tools.evaluate import write_json
 
     defaults = Options()
     options = Options(split=args.split, trials=args.trials, seed=args.seed, quick=args.quick,
-                      sets=tuple(args.sets or defaults.sets), variants=tuple(args.variants or defaults.variants))
+                      sets=tuple(args.sets or defaults.sets), variants=tuple(args.variants or defaults.variants),
+                      verifier=args.verifier)
     try:
         report = run(args.path, options, progress=main_progress)
     except (MalformedFileError, FileNotFoundError, ValueError) as e:
@@ -166,6 +170,10 @@ def run_cross_device(args: argparse.Namespace) -> int:
         return 2
     print(format_table(report))
     print(f"({report['seconds']:.0f} s; classic verifier; EER in %, FRR and FAR in % at K = 5)")
+    if args.verifier == "match-score":
+        print()
+        print(format_match_table(report))
+        print("(classic → match score, the same trials; EER in %, FRR and FAR in % at K = 5)")
     if args.json:
         write_json(report, args.json)
         print(f"report: {args.json}")
@@ -175,8 +183,15 @@ def run_cross_device(args: argparse.Namespace) -> int:
 def run_offline(args: argparse.Namespace) -> int:
     from models.runtime import ModelError
     from tools.datasets import MalformedFileError, load_images
-    from tools.evaluate import format_table, write_json, write_plots
-    from tools.evaluate_offline import evaluate_offline, fusion_entry, load_fusion, make_providers, save_fusion
+    from tools.evaluate import format_table, plot_title, write_json, write_plots
+    from tools.evaluate_offline import (
+        evaluate_offline,
+        fusion_entry,
+        load_fusion,
+        make_providers,
+        model_files,
+        save_fusion,
+    )
 
     if args.fit_fusion is not None and args.split != "validate":
         print("sigkiosk eval: --fit-fusion fits on validation writers only: add --split validate", file=sys.stderr)
@@ -236,9 +251,10 @@ def run_offline(args: argparse.Namespace) -> int:
         print(f"fusion ({', '.join(run.fusion.names)}): weights {run.fusion.weights} bias {run.fusion.bias:.3f} "
               f"-> {args.fit_fusion}")
     if args.json:
-        write_json(report, args.json)
+        fusion_file = args.fusion if fusion is not None else None
+        write_json(report, args.json, model_files(args.verifier, args.model, fusion_file))
         print(f"report: {args.json}")
     if args.plots:
-        for f in write_plots(run.result.scores, args.plots, f"{report['dataset']} K={args.references}"):
+        for f in write_plots(run.result.scores, args.plots, plot_title(report)):
             print(f"plot: {f}")
     return 0
