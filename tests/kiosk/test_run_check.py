@@ -1,0 +1,110 @@
+"""``sigkiosk run --check`` checks what the configuration points to, and ``sigkiosk run`` refuses to
+start on the same problems with one line each (no traceback). The CLI runs as a subprocess, as the
+engineer and systemd run it; the PKI is the test PKI and the broker a real mosquitto with TLS."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from daemon_helpers import central_sign_key, link_table, write_config
+from fixtures_link import LinkPki
+
+from kiosk.check import check_config
+from kiosk.config import load_config
+from tools.broker import Mosquitto, free_port
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.integration   # subprocess CLI runs
+
+
+def _run(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tools.commands.run_cmd", *map(str, args)], cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _good_config(link_pki: LinkPki, root: Path, port: int, **link: object) -> Path:
+    _, pub = central_sign_key(root)
+    path = write_config(root, link={**link_table(link_pki, port, root), **link}, commands_pub=pub)
+    assert _run("--config", path, "--init-key").returncode == 0   # the template key, as the README says
+    return path
+
+
+def test_unedited_example_names_every_missing_file(tmp_path: Path) -> None:
+    example = tmp_path / "sigkiosk.toml"
+    printed = _run("--print-config")
+    assert printed.returncode == 0
+    example.write_text(printed.stdout)
+    res = _run("--config", example, "--check")
+    assert res.returncode == 1 and "OK" not in res.stdout
+    for where in ("[storage] template_key", "[commands] central_sign_pub", "[link] ca_file", "[link] cert_file",
+                  "[link] key_file", "[link] sign_key_file", "[link] central_pub_file"):
+        assert f"error: {where}: " in res.stderr and "does not exist" in res.stderr, (where, res.stderr)
+    assert "problem(s) to fix" in res.stderr
+
+
+def test_good_config_passes_and_broker_is_checked(link_pki: LinkPki, mqtt_broker: Mosquitto, tmp_path: Path) -> None:
+    path = _good_config(link_pki, tmp_path, mqtt_broker.port)
+    res = _run("--config", path, "--check", "--broker")
+    assert res.returncode == 0, res.stderr
+    assert f"OK (kiosk kiosk-a, site site1, broker localhost:{mqtt_broker.port} accepts this kiosk)" in res.stdout
+    assert "error" not in res.stdout + res.stderr
+    # The same config pointed at a port where nothing listens: the files are fine, the broker is not.
+    dead = _good_config(link_pki, tmp_path / "dead", free_port())
+    res = _run("--config", dead, "--check", "--broker")
+    assert res.returncode == 1
+    assert "error: [link] broker: refused: nothing accepts connections" in res.stderr
+    assert _run("--config", dead, "--check").returncode == 0   # without --broker the network is not asked
+
+
+def test_broker_that_distrusts_the_certificate_is_named(link_pki: LinkPki, mqtt_broker: Mosquitto,
+                                                        tmp_path: Path) -> None:
+    # The certificate of another CA with that CA as ca_file: every file is consistent, only the
+    # broker can say no ("unknown ca").
+    other = link_pki.root / "other-certs"
+    path = _good_config(link_pki, tmp_path, mqtt_broker.port, cert_file=other / "kiosk-a.crt",
+                        key_file=other / "kiosk-a.key", ca_file=link_pki.other_ca_dir / "ca.crt")
+    config = load_config(path)
+    broker = [f for f in check_config(config, broker=True) if f.where == "[link] broker"]
+    assert len(broker) == 1 and "TLS: this kiosk does not trust the broker's certificate" in broker[0].message
+
+
+def test_mismatched_key_and_foreign_certificate_are_named(link_pki: LinkPki, tmp_path: Path) -> None:
+    _, other_key = link_pki.cert("kiosk-b")
+    path = _good_config(link_pki, tmp_path, free_port(), key_file=other_key)
+    res = _run("--config", path, "--check")
+    assert res.returncode == 1
+    assert "error: [link] key_file: " in res.stderr and "does not match the certificate" in res.stderr
+    # kiosk-a's certificate from another CA: the broker would answer "unknown ca"; --check says so first.
+    (tmp_path / "b").mkdir()
+    other = link_pki.root / "other-certs"
+    foreign = _good_config(link_pki, tmp_path / "b", free_port(), cert_file=other / "kiosk-a.crt",
+                           key_file=other / "kiosk-a.key")
+    found = {f.where: f.message for f in check_config(load_config(foreign))}
+    assert "is not issued by the CA in ca_file" in found["[link] cert_file"]
+    # Another kiosk's certificate and key (a matching pair): the CN is not this kiosk's.
+    cert_b, key_b = link_pki.cert("kiosk-b")
+    (tmp_path / "c").mkdir()
+    swapped = _good_config(link_pki, tmp_path / "c", free_port(), cert_file=cert_b, key_file=key_b)
+    found = {f.where: f.message for f in check_config(load_config(swapped))}
+    assert "is for kiosk-b, not this kiosk ('kiosk-a'" in found["[link] cert_file"]
+
+
+def test_missing_keys_at_start_are_one_line_each_with_the_fix(link_pki: LinkPki, tmp_path: Path) -> None:
+    path = _good_config(link_pki, tmp_path, free_port(), sign_key_file=tmp_path / "nowhere" / "sign.key")
+    path.write_text(path.read_text().replace("create_key = true", "create_key = false"))
+    key = load_config(path).storage.template_key
+    key.unlink()
+    res = _run("--config", path, timeout=120)
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr + res.stdout
+    lines = res.stderr.strip().splitlines()
+    assert f"sigkiosk run: cannot start: [storage] template_key: {key} does not exist (create it with: " \
+           "sigkiosk run --config FILE --init-key --owner sigkiosk)" in lines
+    assert any(line.startswith("sigkiosk run: cannot start: [link] sign_key_file: ") and "gen-keys" in line
+               for line in lines), lines
+    assert len(lines) == 3   # two problems and the hint to --check
