@@ -58,7 +58,26 @@ def check_files(config: DaemonConfig) -> list[Finding]:
                           "copy the central server's central-sign.pub here", out)
     if config.link is not None:
         _check_link(config, out)
+    if config.update is not None:
+        for key in dict.fromkeys(config.update.admin_keys):
+            _check_public_key(key, "[update] admin_keys", "copy the admin's public key here: the .pub "
+                              "that sigkiosk admin bundle-key wrote next to the signing key", out)
+    out.extend(_deprecated(config))
     return out
+
+
+def _deprecated(config: DaemonConfig) -> list[Finding]:
+    """Keys older files carry that the configuration now takes from elsewhere (parse_config accepts them)."""
+    import tomllib
+
+    if config.source is None:
+        return []
+    try:
+        link = tomllib.loads(Path(config.source).read_text()).get("link", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return []
+    return [Finding("warning", f"[link] {key}", f"no longer needed: the link uses [kiosk] {kiosk_key}; remove it")
+            for key, kiosk_key in (("kiosk_id", "id"), ("site", "site")) if key in link]
 
 
 def check_config(config: DaemonConfig, *, broker: bool = False, timeout_s: float = 10.0) -> list[Finding]:

@@ -7,7 +7,9 @@ central server, ``kiosk.link.LinkConfig``; omit it to run without a server) and 
 (signed verification requests from the central server), ``[update]`` (the model-update agent,
 ``kiosk.update_agent.UpdateConfig``; needs ``[link]``; omit it to serve the configured model
 only), ``[staff]`` (operator logins for template management, ``kiosk.staff.StaffConfig``) and ``[paper]`` (photos and scans of paper signatures: the camera and the image model). Relative paths are resolved against the
-configuration file's directory. Unknown keys are an error: a typo must not silently fall back to
+configuration file's directory. The kiosk's id and site are written once, in ``[kiosk]``; the link
+takes them from there (``[link] kiosk_id``/``site`` of older files: equal ones are accepted with a
+warning, different ones are an error). Unknown keys are an error: a typo must not silently fall back to
 a default on a bank's appliance.
 
 ``DEFAULT_CONFIG`` is a complete example (``sigkiosk run --print-config``); the demo fills it in.
@@ -15,6 +17,7 @@ a default on a bank's appliance.
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -30,6 +33,8 @@ from kiosk.update_agent import UpdateConfig
 from models.classic import ClassicConfig
 from models.enrollment import EnrollmentPolicy
 
+log = logging.getLogger(__name__)
+
 #: The one global threshold, measured on training writers (models/classic.py, README).
 DEFAULT_THRESHOLD = ClassicConfig().threshold
 
@@ -42,6 +47,7 @@ DEFAULT_CONFIG = """\
 # sigkiosk daemon configuration (sigkiosk run --config /etc/sigkiosk/sigkiosk.toml)
 
 [kiosk]
+# The kiosk's identity, written once: the link uses it too (its certificate's CN must be this id).
 id = "kiosk-0001"
 site = "branch-01"
 state_dir = "/var/lib/sigkiosk"          # the only directory the service may write
@@ -71,7 +77,7 @@ max_enroll_attempts = 12                 # refused samples included
 min_points = 40
 min_duration_s = 0.4
 max_duration_s = 60.0
-max_inconsistency = 3.0
+max_inconsistency = @MAX_INCONSISTENCY@                  # refuse a sample this unlike the accepted ones (README, Enrollment)
 
 [storage]
 templates_dir = "templates"              # relative: under state_dir
@@ -107,8 +113,9 @@ central_sign_pub = "/etc/sigkiosk/keys/central-sign.pub"
 max_age_s = 300.0
 
 [link]
-kiosk_id = "kiosk-0001"
-site = "branch-01"
+# The secure link to the central server (id and site: [kiosk]). Omit the table to run without one.
+group = "fleet"                          # the rollout group it is registered in (admin register --group):
+#                                        # admin push --group fleet reaches it; without a group none does
 broker_host = "mqtt.bank.example"
 broker_port = 8883
 ca_file = "/etc/sigkiosk/keys/ca.crt"
@@ -118,9 +125,6 @@ sign_key_file = "/etc/sigkiosk/keys/sign.key"
 central_pub_file = "/etc/sigkiosk/keys/central-enc.pub"
 outbox_path = "/var/lib/sigkiosk/outbox.sqlite"
 
-# The model-update agent (kiosk/UPDATES.md): signed model bundles over the link, A/B slots,
-# golden-vector checks, rollback. Needs [link]. The daemon serves the active slot's model
-# (kind = "fused"); a model that fails to load is reported and rolled back.
 # Paper signatures (a cheque or form shown to the camera, or a scan): verified against the
 # customer's references (pad references are drawn as ink). Omit the table to run without a camera.
 # [paper]
@@ -132,14 +136,19 @@ outbox_path = "/var/lib/sigkiosk/outbox.sqlite"
 # anomaly = true                         # the hand-feature Isolation Forest joins the score
 # model_dir = "/opt/sigkiosk/models"     # default: the shipped CNN-LSTM and offline_fusion.json
 
-# [update]
-# root = "/var/lib/sigkiosk/models"      # slot store (A/B slots, counter, transfers)
-# bundle_name = "sigkiosk-models"
-# admin_keys = ["/etc/sigkiosk/keys/admin1.pub", "/etc/sigkiosk/keys/admin2.pub"]
-# threshold = 1                          # distinct admin signatures required
-# max_bundle_bytes = 67108864
-# transfer_timeout_s = 120.0
-""".replace("@THRESHOLD@", f"{DEFAULT_THRESHOLD:g}")
+# The model-update agent (kiosk/UPDATES.md): signed model bundles over the link, A/B slots,
+# golden-vector checks, rollback. Needs [link]. The daemon serves the active slot's model
+# (kind = "fused"); a model that fails to load is reported and rolled back. Omit the table to
+# serve the configured model only.
+[update]
+root = "/var/lib/sigkiosk/models"        # slot store (A/B slots, counter, transfers)
+bundle_name = "sigkiosk-models"
+admin_keys = ["/etc/sigkiosk/keys/admin1.pub", "/etc/sigkiosk/keys/admin2.pub"]   # sigkiosk admin bundle-key
+threshold = 1                            # distinct admin signatures required
+max_bundle_bytes = 67108864
+transfer_timeout_s = 120.0
+""".replace("@THRESHOLD@", f"{DEFAULT_THRESHOLD:g}").replace(
+    "@MAX_INCONSISTENCY@", f"{EnrollmentPolicy().max_inconsistency:g}")
 
 
 @dataclass(frozen=True)
@@ -186,7 +195,8 @@ class PolicyConfig:
     min_points: int = 40
     min_duration_s: float = 0.4
     max_duration_s: float = 60.0
-    max_inconsistency: float = 3.0
+    # The enrollment check's own default, measured (README, Enrollment): one definition.
+    max_inconsistency: float = EnrollmentPolicy().max_inconsistency
 
     def __post_init__(self) -> None:
         if not 1 <= self.references <= 20:
@@ -324,12 +334,20 @@ def parse_config(data: Mapping[str, Any], base_dir: Path, source: Path | None = 
         raise ConfigError("[storage] template_key must not live inside templates_dir: keep the key apart from the data")
     link = None
     if "link" in data:
+        link_data = dict(data["link"])
+        for key, kiosk_key, value in (("kiosk_id", "id", kiosk_id), ("site", "site", site)):
+            if key not in link_data:
+                continue
+            if link_data[key] != value:
+                raise ConfigError(f"[link] {key} = {link_data[key]!r} must equal [kiosk] {kiosk_key} = {value!r}: "
+                                  f"remove {key} from [link] (the link uses [kiosk] {kiosk_key})")
+            log.warning("[link] %s is no longer needed: the link uses [kiosk] %s; remove it from [link]",
+                        key, kiosk_key)
+        link_data.update(kiosk_id=kiosk_id, site=site)
         try:
-            link = LinkConfig.from_mapping(data["link"], base_dir=base_dir)
+            link = LinkConfig.from_mapping(link_data, base_dir=base_dir)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"[link] {exc}") from None
-        if link.kiosk_id != kiosk_id or link.site != site:
-            raise ConfigError("[link] kiosk_id and site must equal [kiosk] id and site")
     update = None
     if "update" in data:
         if link is None:
@@ -340,9 +358,13 @@ def parse_config(data: Mapping[str, Any], base_dir: Path, source: Path | None = 
             raise ConfigError(f"[update] missing key(s): {', '.join(missing)}")
         try:
             update = UpdateConfig.from_mapping(u, base_dir=base_dir)
-            update.policy()   # the admin keys must be readable and enough for the threshold
         except (TypeError, ValueError, OSError) as exc:
             raise ConfigError(f"[update] {exc}") from None
+        # Whether the key files exist and parse is sigkiosk run --check's (kiosk.check), which names
+        # every missing file at once; the daemon runs the same check before it starts.
+        if not 1 <= update.threshold <= len(set(update.admin_keys)):
+            raise ConfigError(f"[update] threshold = {update.threshold} needs at least that many admin_keys "
+                              f"(has {len(set(update.admin_keys))})")
     commands = _section(CommandsConfig, data.get("commands", {}), "commands", base_dir, ("central_sign_pub",))
     # The operators file lives in the state directory by default (the service's only writable one).
     staff = _section(StaffConfig, data.get("staff", {}), "staff", state_dir, ("operators_file",))

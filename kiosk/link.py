@@ -164,7 +164,7 @@ def describe_connection_error(error: BaseException | str, host: str, port: int) 
                 "[link] ca_file must be the fleet's device CA (ca.crt) that signed the broker's certificate")
     if "unknown_ca" in low or "unknown ca" in low:
         return ("TLS: the broker does not trust this kiosk's certificate (alert unknown ca); "
-                "[link] cert_file must be issued by the fleet's device CA (sigkiosk admin kiosk-cert)")
+                "[link] cert_file must be issued by the fleet's device CA (sigkiosk admin issue-cert --kiosk ID)")
     if "revoked" in low:
         return "TLS: the broker refused this kiosk's certificate: it is revoked (issue a new one)"
     if "certificate_expired" in low or "certificate expired" in low:

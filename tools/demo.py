@@ -158,8 +158,6 @@ enabled = true
 central_sign_pub = "{k / keys.CENTRAL_SIGN_PUB}"
 
 [link]
-kiosk_id = "{KIOSK_ID}"
-site = "{SITE}"
 broker_host = "localhost"
 broker_port = {port}
 ca_file = "{paths['ca']}"

@@ -51,7 +51,8 @@ def _toml(v: Any) -> str:
 
 def link_table(link_pki: Any, port: int, root: Path, kiosk: str = "kiosk-a") -> dict[str, Any]:
     cert, key = link_pki.cert(kiosk)
-    return {"kiosk_id": kiosk, "site": "site1", "broker_host": "localhost", "broker_port": port,
+    # No kiosk_id/site: the link takes them from [kiosk] (write_config: kiosk-a, site1).
+    return {"broker_host": "localhost", "broker_port": port,
             "ca_file": str(link_pki.ca_dir / "ca.crt"), "cert_file": str(cert), "key_file": str(key),
             "sign_key_file": str(link_pki.sign_key(kiosk)), "central_pub_file": str(link_pki.central_pub),
             "outbox_path": str(root / "state" / "outbox.sqlite"), "reconnect_min_s": 0.2, "reconnect_max_s": 1.0,

@@ -14,7 +14,8 @@ from daemon_helpers import central_sign_key, link_table, write_config
 from fixtures_link import LinkPki
 
 from kiosk.check import check_config
-from kiosk.config import load_config
+from kiosk.config import DEFAULT_CONFIG, ConfigError, default_config_data, load_config, parse_config
+from models.enrollment import EnrollmentPolicy
 from tools.broker import Mosquitto, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,7 +43,7 @@ def test_unedited_example_names_every_missing_file(tmp_path: Path) -> None:
     res = _run("--config", example, "--check")
     assert res.returncode == 1 and "OK" not in res.stdout
     for where in ("[storage] template_key", "[commands] central_sign_pub", "[link] ca_file", "[link] cert_file",
-                  "[link] key_file", "[link] sign_key_file", "[link] central_pub_file"):
+                  "[link] key_file", "[link] sign_key_file", "[link] central_pub_file", "[update] admin_keys"):
         assert f"error: {where}: " in res.stderr and "does not exist" in res.stderr, (where, res.stderr)
     assert "problem(s) to fix" in res.stderr
 
@@ -108,3 +109,44 @@ def test_missing_keys_at_start_are_one_line_each_with_the_fix(link_pki: LinkPki,
     assert any(line.startswith("sigkiosk run: cannot start: [link] sign_key_file: ") and "gen-keys" in line
                for line in lines), lines
     assert len(lines) == 3   # two problems and the hint to --check
+
+
+def test_example_has_one_identity_and_every_fleet_table(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    data = default_config_data()
+    # The identity is written once, in [kiosk]; the link, the rollout group and the update agent are there.
+    assert "kiosk_id" not in data["link"] and "site" not in data["link"]
+    assert data["link"]["group"] and {"root", "bundle_name", "admin_keys"} <= set(data["update"])
+    assert {"kiosk", "device", "verifier", "policy", "storage", "ui", "staff", "commands", "link", "update"} <= set(data)
+    cfg = parse_config(data, tmp_path)
+    assert cfg.link is not None and (cfg.link.kiosk_id, cfg.link.site) == (cfg.kiosk_id, cfg.site)
+    assert cfg.update is not None and cfg.link.group == "fleet"
+    # max_inconsistency: the example, the daemon's default, the enrollment check and the README agree.
+    measured = EnrollmentPolicy().max_inconsistency
+    assert data["policy"]["max_inconsistency"] == cfg.policy.max_inconsistency == measured
+    assert cfg.policy.enrollment().max_inconsistency == measured
+    assert f"user-normalised distance > {measured:.1f}" in (REPO / "README.md").read_text()
+    assert "max_inconsistency = 2" in DEFAULT_CONFIG
+    # Older files with [link] kiosk_id/site: equal values still work, with a warning...
+    old = default_config_data()
+    old["link"].update(kiosk_id="kiosk-0001", site="branch-01")
+    with caplog.at_level("WARNING", logger="kiosk.config"):
+        assert parse_config(old, tmp_path).link.kiosk_id == "kiosk-0001"
+    assert "[link] kiosk_id is no longer needed" in caplog.text and "[link] site is no longer needed" in caplog.text
+    # ...different ones are refused, saying which one wins and what to do.
+    old["link"]["site"] = "branch-99"
+    with pytest.raises(ConfigError, match=r"\[link\] site = 'branch-99' must equal \[kiosk\] site = 'branch-01': "
+                                          r"remove site from \[link\]"):
+        parse_config(old, tmp_path)
+    # A changed [kiosk] id is the link's id: nothing else to edit.
+    new = default_config_data()
+    new["kiosk"]["id"] = "kiosk-0042"
+    assert parse_config(new, tmp_path).link.kiosk_id == "kiosk-0042"
+
+
+def test_check_names_deprecated_link_identity(link_pki: LinkPki, tmp_path: Path) -> None:
+    path = _good_config(link_pki, tmp_path, free_port())
+    path.write_text(path.read_text().replace("[link]\n", '[link]\nkiosk_id = "kiosk-a"\n'))
+    res = _run("--config", path, "--check")
+    assert res.returncode == 0, res.stderr
+    assert "warning: [link] kiosk_id: no longer needed: the link uses [kiosk] id; remove it" in res.stdout
+    assert "no longer needed" not in res.stderr   # said once, by --check

@@ -33,6 +33,9 @@ def run(args: argparse.Namespace) -> int:
     if args.config is None:
         print("sigkiosk run: --config FILE is required (see --print-config)", file=sys.stderr)
         return 2
+    if args.check:
+        # --check lists deprecated keys among its findings; the loader's warning would repeat them.
+        logging.getLogger("kiosk.config").setLevel(logging.ERROR)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
