@@ -533,6 +533,8 @@ class KioskLink:
             self._cond.notify_all()
         socket_error, self._socket_error = self._socket_error, None
         if was and not self._stop.is_set():
+            # A reason from the moment it went down; the reconnect attempts replace it with theirs.
+            self._problem = f"connection lost: {socket_error or rc}"
             log.warning("link: disconnected (%s); will reconnect with back-off", socket_error or rc)
         elif not was and not self._stop.is_set() and socket_error is not None:
             # The connection broke before the broker's CONNACK: the TLS handshake's late alert or a

@@ -5,6 +5,7 @@ the reason is in ``stats().problem`` until a connection succeeds. Real mosquitto
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -88,6 +89,15 @@ def test_problem_clears_when_the_broker_comes(link_pki: LinkPki, tmp_path: Path,
         _first_error(caplog, link)
         broker = start_broker(link_pki, tmp_path / "broker", port=port)
         wait_for(lambda: link.stats().connected, timeout=15, what="the link to connect")
+        up = link.stats()
+        assert up.problem is None and up.since is not None and abs(time.time() - up.since) < 15
+        # The broker goes away: a reason at once (then the reconnect attempts' own), and since when.
+        broker.stop()
+        down = wait_for(lambda: (s := link.stats()).problem and s, timeout=15, what="a reason for the lost link")
+        assert not down.connected and down.since is not None and down.since >= up.since
+        wait_for(lambda: (link.stats().problem or "").startswith("refused"), timeout=15, what="a reconnect refused")
+        broker = start_broker(link_pki, tmp_path / "broker2", port=port)
+        wait_for(lambda: link.stats().connected, timeout=15, what="the link to reconnect")
         assert link.stats().problem is None
         infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
         assert any("after" in m and "failed attempt" in m and "refused" in m for m in infos), infos
