@@ -64,7 +64,8 @@ customer_timeout_s = 120.0               # nobody signs: back to the start scree
 rediscover_interval_s = 1.0              # how often to look for a re-plugged digitizer
 
 [verifier]
-kind = "classic"                         # classic (default) or fused (learned + classic, needs model files)
+kind = "classic"                         # classic (default), fused (learned + classic, needs model files)
+#                                        # or match-score (classic + global features, models/match_score.py)
 threshold = @THRESHOLD@                         # global threshold on the user-normalised distance
 rhythm_tolerance = 3.0                   # writing time this many spreads off the references: rhythm fails
 rhythm_decides = false                   # true: ...and the decision is SUSPICIOUS (README: measured trade-off)
@@ -171,6 +172,11 @@ class DeviceConfig:
         return SegmenterConfig(pen_up_timeout=self.pen_up_timeout_s, max_duration=self.max_duration_s)
 
 
+#: classic: DTW only; fused: learned + classic (model files); match-score: classic + global
+#: features, one calibrated probability (models/match_score.py, a small JSON model).
+VERIFIER_KINDS: tuple[str, ...] = ("classic", "fused", "match-score")
+
+
 @dataclass(frozen=True)
 class VerifierConfig:
     kind: str = "classic"
@@ -180,12 +186,13 @@ class VerifierConfig:
     model_dir: Path | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("classic", "fused"):
-            raise ConfigError(f"[verifier] kind {self.kind!r} is not available (known: classic, fused)")
+        if self.kind not in VERIFIER_KINDS:
+            raise ConfigError(f"[verifier] kind {self.kind!r} is not available (known: {', '.join(VERIFIER_KINDS)})")
         if not 0 < self.threshold < 100:
             raise ConfigError(f"[verifier] threshold must be positive, got {self.threshold}")
-        if self.kind == "fused" and self.model_dir is not None and not Path(self.model_dir).is_dir():
-            raise ConfigError(f"[verifier] model_dir {str(self.model_dir)!r} is not a directory (kind = \"fused\" loads its model from it)")
+        if self.kind != "classic" and self.model_dir is not None and not Path(self.model_dir).is_dir():
+            raise ConfigError(f"[verifier] model_dir {str(self.model_dir)!r} is not a directory "
+                              f"(kind = \"{self.kind}\" loads its model from it)")
 
 
 @dataclass(frozen=True)

@@ -209,7 +209,8 @@ def make_verifier(kind: str, threshold: float, rhythm_tolerance: float = 3.0, rh
                   model_dir: Path | None = None, versions: Mapping[str, str] | None = None) -> PenVerifier:
     """The pen verifier of ``[verifier] kind``, as the daemon builds it (the evaluator's operating
     point builds it here too). ``fused`` loads its learned model and fusion from ``model_dir``
-    (default: the shipped assets); a missing or broken model raises ``models.runtime.ModelError``.
+    (default: the shipped assets), ``match-score`` its ``match_score.json``; a missing or broken
+    model raises ``models.runtime.ModelError``.
     ``versions`` (the installed bundle's) are added to its ``model_versions()``; the classic
     verifier has no model files and ignores both."""
     classic = ClassicVerifier(ClassicConfig(threshold=threshold), rhythm_tolerance=rhythm_tolerance,
@@ -218,6 +219,12 @@ def make_verifier(kind: str, threshold: float, rhythm_tolerance: float = 3.0, rh
         return classic
     if kind == "fused":
         return FusedVerifier(Path(model_dir) if model_dir is not None else shipped_assets(), classic, versions=versions)
+    if kind == "match-score":
+        # The classic verifier plus the match score (models.match_verifier, which imports this module).
+        from models.match_verifier import MATCH_SCORE_FILE, MatchScoreVerifier
+
+        return MatchScoreVerifier(classic, Path(model_dir) / MATCH_SCORE_FILE if model_dir is not None else None,
+                                  versions=versions)
     raise ValueError(f"unknown verifier kind {kind!r}")
 
 
