@@ -5,8 +5,11 @@ engineer and systemd run it; the PKI is the test PKI and the broker a real mosqu
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -116,7 +119,8 @@ def test_example_has_one_identity_and_every_fleet_table(tmp_path: Path, caplog: 
     # The identity is written once, in [kiosk]; the link, the rollout group and the update agent are there.
     assert "kiosk_id" not in data["link"] and "site" not in data["link"]
     assert data["link"]["group"] and {"root", "bundle_name", "admin_keys"} <= set(data["update"])
-    assert {"kiosk", "device", "verifier", "policy", "storage", "ui", "staff", "commands", "link", "update"} <= set(data)
+    fleet = {"kiosk", "device", "verifier", "policy", "storage", "ui", "staff", "commands", "link", "update"}
+    assert fleet <= set(data)
     cfg = parse_config(data, tmp_path)
     assert cfg.link is not None and (cfg.link.kiosk_id, cfg.link.site) == (cfg.kiosk_id, cfg.site)
     assert cfg.update is not None and cfg.link.group == "fleet"
@@ -150,3 +154,51 @@ def test_check_names_deprecated_link_identity(link_pki: LinkPki, tmp_path: Path)
     assert res.returncode == 0, res.stderr
     assert "warning: [link] kiosk_id: no longer needed: the link uses [kiosk] id; remove it" in res.stdout
     assert "no longer needed" not in res.stderr   # said once, by --check
+
+
+
+def _run_daemon_until(path: Path, pattern: str, timeout: float = 60) -> list[tuple[float, str]]:
+    """``sigkiosk run`` as systemd starts it, until a stderr line contains ``pattern``; (time, line) pairs."""
+    proc = subprocess.Popen([sys.executable, "-m", "tools.commands.run_cmd", "--config", str(path)], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE, text=True)
+    lines: list[tuple[float, str]] = []
+    done = threading.Event()
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append((time.monotonic(), line.rstrip()))
+            if pattern in line:
+                done.set()
+        done.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        done.wait(timeout)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    return lines
+
+
+@pytest.mark.parametrize("case", ["wrong_port", "wrong_ca"])
+def test_running_kiosk_says_why_its_link_is_down(case: str, link_pki: LinkPki, mqtt_broker: Mosquitto,
+                                                 tmp_path: Path) -> None:
+    # The filed case: "kiosk ready" and nothing else, even with -v; only the broker's log said
+    # "unknown ca". Every file here is consistent, so --check passes and the daemon starts.
+    if case == "wrong_port":
+        path = _good_config(link_pki, tmp_path, free_port())
+        expect = "refused: nothing accepts connections"
+    else:   # a whole other PKI (its CA, a kiosk-a certificate of it): the broker's is not trusted
+        other = link_pki.root / "other-certs"
+        path = _good_config(link_pki, tmp_path, mqtt_broker.port, ca_file=link_pki.other_ca_dir / "ca.crt",
+                            cert_file=other / "kiosk-a.crt", key_file=other / "kiosk-a.key")
+        expect = "TLS: this kiosk does not trust the broker's certificate"
+    assert not [f for f in check_config(load_config(path)) if f.level == "error"]
+    lines = _run_daemon_until(path, "link: cannot connect")
+    ready = [t for t, line in lines if "kiosk ready" in line]
+    errors = [(t, line) for t, line in lines if " ERROR " in f" {line}" and "link: cannot connect" in line]
+    assert ready and errors, "\n".join(line for _, line in lines)
+    assert expect in errors[0][1]
+    assert errors[0][0] - ready[0] < 6.0   # within seconds of "ready" (connect_warn_s is 5 s)
+    assert "Traceback" not in "\n".join(line for _, line in lines)
