@@ -1,19 +1,34 @@
-# The two commands of the README: `make demo` and `make test`. Both set the machine up first.
+# The two commands of the README: `make demo` and `make test`. Both set the machine up first, each
+# with what it needs (tools/setup.sh demo|test); the test setup includes the demo's.
 VENV ?= .venv
-STAMP := $(VENV)/.setup-stamp
+DEMO_STAMP := $(VENV)/.setup-demo-stamp
+TEST_STAMP := $(VENV)/.setup-test-stamp
 
-.PHONY: setup demo test bench
-setup: $(STAMP)
+.PHONY: setup demo test lint quick bench
+setup: $(TEST_STAMP)
 
-$(STAMP): pyproject.toml tools/setup.sh
-	VENV=$(VENV) bash tools/setup.sh
-	touch $(STAMP)
+$(DEMO_STAMP): pyproject.toml tools/setup.sh
+	VENV=$(VENV) bash tools/setup.sh demo
+	touch $(DEMO_STAMP)
 
-demo: setup
+$(TEST_STAMP): pyproject.toml tools/setup.sh
+	VENV=$(VENV) bash tools/setup.sh test
+	touch $(TEST_STAMP) $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(VENV)/bin/sigkiosk demo
 
-test: setup
+# The whole suite.
+test: $(TEST_STAMP)
 	$(VENV)/bin/python -m pytest -q
 
-bench: setup
+lint: $(TEST_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+# The unit tests alone: no broker, database, browser, subprocess, shared data or training.
+quick: $(TEST_STAMP)
+	$(VENV)/bin/python -m pytest -q -m "not integration"
+
+bench: $(TEST_STAMP)
 	$(VENV)/bin/sigkiosk bench

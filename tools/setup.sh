@@ -1,13 +1,24 @@
 #!/usr/bin/env bash
-# Installs everything the appliance, the demo and the tests need, on a fresh Debian machine.
+# Installs what `make demo` or `make test` needs, on a fresh Debian machine.
+#   tools/setup.sh demo   the runtime and what the demo uses: mosquitto, a C compiler for the broker's
+#                         subscription-check plugin, the virtualenv with the project's runtime dependencies
+#   tools/setup.sh test   (the default) everything the tests use: the demo's, and PostgreSQL, Chromium,
+#                         systemd-analyze, the eval/central/test extras, TensorFlow for the training tests
 # Idempotent: re-running only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
-# chromium: the kiosk screen (and its test, driven by playwright without downloading a browser);
-# systemd: systemd-analyze for the unit tests; gcc, libc6-dev: the broker's subscription-check
+PROFILE="${1:-test}"
+# mosquitto: the demo's and the tests' private brokers. gcc, libc6-dev: the broker's subscription-check
 # plugin (tools/mosquitto/sigkiosk_acl.c), built when a broker configuration is written.
-APT_PACKAGES=(mosquitto postgresql chromium systemd gcc libc6-dev)
+APT_PACKAGES=(mosquitto gcc libc6-dev)
+case "$PROFILE" in
+  demo) ;;
+  # postgresql: the central store's tests; chromium: the kiosk screen's tests (driven by playwright
+  # without downloading a browser); systemd: systemd-analyze for the unit tests.
+  test) APT_PACKAGES+=(postgresql chromium systemd) ;;
+  *) echo "usage: tools/setup.sh [demo|test]" >&2; exit 2 ;;
+esac
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
@@ -29,9 +40,13 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e ".[test]"
-# The training tests (off-device: train --quick, conversion) need the train extra. tf-keras pins
-# the full `tensorflow` package, which would clash with tensorflow-cpu: install it without deps.
-"$VENV/bin/python" -m pip install -q "tensorflow-cpu==2.21.*" "tqdm>=4.60"
-"$VENV/bin/python" -m pip install -q --no-deps "tf-keras==2.21.*"
-echo "setup: done ($VENV)"
+if [ "$PROFILE" = demo ]; then
+  "$VENV/bin/python" -m pip install -q -e .
+else
+  "$VENV/bin/python" -m pip install -q -e ".[test]"
+  # The training tests (off-device: train --quick, conversion) need the train extra. tf-keras pins
+  # the full `tensorflow` package, which would clash with tensorflow-cpu: install it without deps.
+  "$VENV/bin/python" -m pip install -q "tensorflow-cpu==2.21.*" "tqdm>=4.60"
+  "$VENV/bin/python" -m pip install -q --no-deps "tf-keras==2.21.*"
+fi
+echo "setup: done ($PROFILE, $VENV)"
