@@ -271,6 +271,24 @@ class Camera:
         log.info("camera %s open (%.0f fps, %d warm-up frames)", src.describe, fps, n)
         return t1 - t0, time.perf_counter() - t1
 
+    def peek(self) -> np.ndarray:
+        """The frame the camera sees now, unjudged (BGR uint8): the live preview before a photo.
+
+        Opens the source like :meth:`capture` (same warm-up); ``CameraError`` when it cannot be
+        opened or delivers nothing (released; the next call reopens it)."""
+        if self._cap is None:
+            self._open()
+        assert self._cap is not None and self._src is not None
+        src = self._src
+        ok, frame = self._cap.read()
+        if not ok or frame is None:
+            self.close()
+            raise CameraError(f"camera {src.describe} delivered no frame for the preview: "
+                              "unplugged or the recording ended")
+        if src.still:
+            self.close()   # a still is a finished stream: the next read starts it afresh
+        return _as_bgr(frame)
+
     def capture(self) -> Capture:
         """Grab frames, keep the sharpest, judge it.
 

@@ -134,6 +134,8 @@ outbox_path = "/var/lib/sigkiosk/outbox.sqlite"
 # warmup_s = 0.5                         # frames dropped while exposure settles
 # frames = 5                             # frames grabbed per photo; the sharpest is judged
 # attempts = 3                           # photos tried (each refusal tells the person what to change)
+# countdown_s = 3.0                      # a countdown with a live preview before each photo: time to act on advice
+# preview = true                         # the live preview (a small JPEG on the kiosk's own screen only)
 # anomaly = true                         # the hand-feature Isolation Forest joins the score
 # model_dir = "/opt/sigkiosk/models"     # default: the shipped CNN-LSTM and offline_fusion.json
 
@@ -250,6 +252,11 @@ class PaperConfig:
     warmup_s: float = 0.5
     frames: int = 5
     attempts: int = 3
+    #: Seconds counted down on the screen before each photo, with the live preview: a refusal's
+    #: advice ("turn on the desk light") can be acted on before the next photo is taken.
+    countdown_s: float = 3.0
+    #: The live preview (a downscaled JPEG of what the camera sees) on the kiosk's own screen.
+    preview: bool = True
     anomaly: bool = True
     model_dir: Path | None = None
 
@@ -260,6 +267,8 @@ class PaperConfig:
             raise ConfigError(f"[paper] attempts must be 1..20, got {self.attempts}")
         if not 0 <= self.warmup_s <= 10:
             raise ConfigError(f"[paper] warmup_s must be 0..10 s, got {self.warmup_s}")
+        if not 0 <= self.countdown_s <= 30:
+            raise ConfigError(f"[paper] countdown_s must be 0..30 s, got {self.countdown_s}")
         if self.model_dir is not None and not Path(self.model_dir).is_dir():
             raise ConfigError(f"[paper] model_dir {str(self.model_dir)!r} is not a directory")
 

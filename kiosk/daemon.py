@@ -435,6 +435,10 @@ class Daemon:
                 "templates": self.store.count() if self.store else 0,
                 "digitizer": self.digitizer.digitizer is not None,
                 "link_connected": bool(link and link.connected),
+                # For the staff view's status line: "not connected since ..., why".
+                "link_configured": link is not None,
+                "link_since": link.since if link else None,
+                "link_problem": getattr(link, "problem", None),
                 "queue_depth": dict(link.queue_depth) if link else {},
                 "model_versions": self.verifier.model_versions(),
                 "unrecorded_decisions": len(self.unrecorded)}

@@ -2,7 +2,7 @@
 
 The daemon and its flows publish these dataclasses; :meth:`EventBus.publish` turns each into the
 JSON object the page reads (``kiosk/ui/static/app.js``: ``type`` ``screen``, ``ink_start``,
-``ink``, ``notice``, ``enroll_sample``), once, and every subscriber (the screen server's
+``ink``, ``notice``, ``enroll_sample``, ``preview``), once, and every subscriber (the screen server's
 ``/events`` stream, tests) gets that object. The wire form is the contract with the page; the
 classes are the contract with the code that decides what to show.
 
@@ -13,11 +13,12 @@ A screen change is a ``ScreenChange``: the daemon's :class:`State` and a *view*,
 
 from __future__ import annotations
 
+import base64
 import enum
 import queue
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, Union
 
 from firmware_host.ink import InkPoint
@@ -98,16 +99,19 @@ class EnrollPrompt:
 
 @dataclass(frozen=True)
 class PaperPrompt:
-    """Hold the signed paper under the camera (photo ``attempt`` of ``attempts``)."""
+    """Hold the signed paper under the camera (photo ``attempt`` of ``attempts``), taken in
+    ``countdown_s`` seconds (the page counts down; ``message``: why the previous photo was refused)."""
 
     title: str
     attempt: int
     attempts: int
     message: str
+    countdown_s: float = 0.0
     screen = "paper"
 
     def fields(self) -> JsonObject:
-        return {"title": self.title, "attempt": self.attempt, "attempts": self.attempts, "message": self.message}
+        return {"title": self.title, "attempt": self.attempt, "attempts": self.attempts, "message": self.message,
+                "countdown_s": self.countdown_s}
 
 
 @dataclass(frozen=True)
@@ -212,7 +216,24 @@ class EnrollSample:
                 "needed": self.needed, "refusals": [r.to_json() for r in self.refusals]}
 
 
-Event = Union[ScreenChange, InkStart, Ink, Notice, EnrollSample]
+@dataclass(frozen=True)
+class PaperPreview:
+    """What the camera sees now, so the customer can aim the paper: a small JPEG.
+
+    A picture of a signature is biometric data: it goes only to the kiosk's own screen (the
+    ``/events`` stream, which needs the per-boot screen secret), the bus does not keep it for a
+    page that connects later, and it is never logged (``repr`` leaves the bytes out)."""
+
+    jpeg: bytes = field(repr=False)
+    width: int
+    height: int
+
+    def to_json(self) -> JsonObject:
+        return {"type": "preview", "jpeg": base64.b64encode(self.jpeg).decode("ascii"),
+                "width": self.width, "height": self.height}
+
+
+Event = Union[ScreenChange, InkStart, Ink, Notice, EnrollSample, PaperPreview]
 
 
 class _Refusal(Protocol):
@@ -263,5 +284,5 @@ class EventBus:
 
 
 __all__ = ["AspectView", "DecisionShown", "DecisionWithheld", "EnrollPrompt", "EnrollSample", "Event", "EventBus",
-           "Ink", "InkStart", "JsonObject", "Message", "Notice", "PaperPrompt", "RefusalView", "ScreenChange",
+           "Ink", "InkStart", "JsonObject", "Message", "Notice", "PaperPreview", "PaperPrompt", "RefusalView", "ScreenChange",
            "SignPrompt", "State", "View", "refusal_views"]

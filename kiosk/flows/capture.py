@@ -1,11 +1,16 @@
 """The capture step of the flows: the live pen (retries after an unplug, live ink) and the camera
 (photo after photo until one holds a signature, each refusal told), behind
-``kiosk.flows.base.PenCapture`` and ``PaperCapture``."""
+``kiosk.flows.base.PenCapture`` and ``PaperCapture``.
+
+Photos are paced: before each one the screen counts down ``[paper] countdown_s`` over a live
+preview of what the camera sees, so the customer can aim the paper and act on the previous
+refusal ("turn on the desk light") before the next photo is taken."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -23,8 +28,11 @@ from firmware_host.events import DeviceCaps
 from firmware_host.ink import InkPoint, InkTracker, pad_aspect
 from kiosk.config import DeviceConfig, PaperConfig
 from kiosk.flows.base import RequestEnded, Screen
-from kiosk.screen_events import Ink, InkStart, Message, Notice, PaperPrompt, State, View
+from kiosk.screen_events import Ink, InkStart, Message, Notice, PaperPreview, PaperPrompt, State, View
 from models.image import SignatureImage
+
+if TYPE_CHECKING:
+    import numpy as np
 
 if TYPE_CHECKING:   # OpenCV loads only on a kiosk with [paper]
     from firmware_host.camera import Camera
@@ -33,6 +41,24 @@ log = logging.getLogger(__name__)
 
 #: Capture retries after the pen was unplugged mid-signature (the customer signs again).
 MAX_UNPLUG_RETRIES = 3
+#: Live-preview frames a second during a countdown: enough to aim the paper by, light on a Pi's CPU.
+PREVIEW_FPS = 4.0
+#: Width of the preview picture (a JPEG of some 10-30 kB): the page shows it in a box, not full screen.
+PREVIEW_WIDTH = 480
+PREVIEW_JPEG_QUALITY = 70
+
+
+def preview_of(frame: np.ndarray) -> PaperPreview:
+    """A camera frame as the small JPEG the screen's live preview shows (never logged: biometric)."""
+    import cv2
+
+    h, w = frame.shape[:2]
+    if w > PREVIEW_WIDTH:
+        frame = cv2.resize(frame, (PREVIEW_WIDTH, max(1, round(h * PREVIEW_WIDTH / w))), interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, PREVIEW_JPEG_QUALITY])
+    if not ok:
+        raise ValueError("OpenCV could not encode the preview frame")
+    return PaperPreview(buf.tobytes(), int(frame.shape[1]), int(frame.shape[0]))
 
 
 class Heartbeat(Protocol):
@@ -128,12 +154,17 @@ class CameraPaperCapture:
         for attempt in range(1, attempts + 1):
             if self.cancel.is_set():
                 raise RequestEnded("cancelled", Message("idle", message="Cancelled."))
-            self.screen.enter(State.CAPTURE, PaperPrompt("Hold the signed paper under the camera", attempt, attempts, hint))
+            self.screen.enter(State.CAPTURE, PaperPrompt("Hold the signed paper under the camera", attempt, attempts,
+                                                         hint, self.paper.countdown_s))
+            self._count_down(session_id)
             self.heartbeat.beat()
             try:
                 return find_signature(self.camera.capture().frame)
             except FrameRejected as exc:
                 hint, code = exc.message, exc.reason.value
+                if exc.capture is not None and self.paper.preview:
+                    # The refused photo stays on screen with its advice until the next preview.
+                    self.screen.publish(preview_of(exc.capture.frame))
             except (PictureError, NoInkError) as exc:
                 hint, code = f"{exc}. Show the signature to the camera.", "no_signature"
             except CameraError as exc:
@@ -145,3 +176,26 @@ class CameraPaperCapture:
             self.screen.publish(Notice(hint))
         raise RequestEnded("no_usable_photo", Message("error", message=f"No usable photo of the signature. {hint}"),
                            message=hint)
+
+    def _count_down(self, session_id: str) -> None:
+        """Wait ``[paper] countdown_s`` (the page counts it down), sending the live preview; the
+        Cancel button ends the wait at once. A camera that fails here is left to the photo, which
+        reports it (``camera_gone``)."""
+        from firmware_host.camera import CameraError
+
+        end = time.monotonic() + self.paper.countdown_s
+        previewing = self.paper.preview
+        while True:
+            if self.cancel.is_set():
+                raise RequestEnded("cancelled", Message("idle", message="Cancelled."))
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            if previewing:
+                try:
+                    self.screen.publish(preview_of(self.camera.peek()))
+                except (CameraError, ValueError) as exc:
+                    previewing = False
+                    log.info("camera preview stopped: %s", exc, extra={"event": "preview_failed", "session": session_id})
+            self.heartbeat.beat()
+            self.cancel.wait(min(1.0 / PREVIEW_FPS, max(0.0, end - time.monotonic())))

@@ -3,12 +3,65 @@
 const $ = (id) => document.getElementById(id);
 const screens = ["idle", "sign", "paper", "verify", "decision", "message"];
 let decisionTimer = null;
+let countdownTimer = null;
+let previewSeq = 0;   // the latest preview wins; a slow decode of an older one is dropped
 let last = null;      // last ink point, to join segments
 let aspect = 160 / 60;
 
 function show(name) {
   for (const s of screens) $("screen-" + s).hidden = s !== name;
   document.body.dataset.screen = name;
+  if (name !== "paper") {
+    clearInterval(countdownTimer);
+    clearPreview();   // a photo of a signature does not linger once the camera step is over
+  }
+}
+
+// Aspect labels are nouns, one plural ("Proportions"): "Shape matches", "Proportions differ".
+const PLURAL_ASPECTS = new Set(["proportions"]);
+
+function aspectText(a) {
+  const plural = PLURAL_ASPECTS.has(a.code);
+  const verb = a.ok ? (plural ? " match" : " matches") : (plural ? " differ" : " differs");
+  return (a.ok ? "\u2714 " : "\u2716 ") + a.label + verb + " (" + a.similarity + "%)";
+}
+
+function clearPreview() {
+  previewSeq += 1;
+  const c = $("paper-preview");
+  c.getContext("2d").clearRect(0, 0, c.width, c.height);
+  document.body.dataset.previews = "0";
+}
+
+// The live preview: a small JPEG of what the camera sees, drawn on a canvas (no image URL, so the
+// page's Content-Security-Policy stays 'self' only).
+function showPreview(ev) {
+  if (document.body.dataset.screen !== "paper") return;
+  const seq = ++previewSeq;
+  const bytes = Uint8Array.from(atob(ev.jpeg), (ch) => ch.charCodeAt(0));
+  createImageBitmap(new Blob([bytes], { type: "image/jpeg" })).then((bmp) => {
+    if (seq === previewSeq && document.body.dataset.screen === "paper") {
+      const c = $("paper-preview");
+      if (c.width !== bmp.width || c.height !== bmp.height) { c.width = bmp.width; c.height = bmp.height; }
+      c.getContext("2d").drawImage(bmp, 0, 0);
+      document.body.dataset.previews = String(Number(document.body.dataset.previews || 0) + 1);
+    }
+    bmp.close();
+  }).catch(() => {});
+}
+
+// "Photo in 3, 2, 1": the daemon takes the photo when its own countdown ends.
+function countDown(seconds) {
+  clearInterval(countdownTimer);
+  let left = Math.ceil(seconds || 0);
+  const tick = () => {
+    $("paper-countdown").textContent = left > 0 ? "Taking it in " + left + " s" : "Taking the photo\u2026";
+    document.body.dataset.countdown = String(Math.max(left, 0));
+    left -= 1;
+    if (left < 0) clearInterval(countdownTimer);
+  };
+  tick();
+  if (left >= 0) countdownTimer = setInterval(tick, 1000);
 }
 
 function post(path, body) {
@@ -49,7 +102,7 @@ function onScreen(ev) {
       fb.className = "feedback";
       fb.textContent = "";
       if (ev.saved) { fb.textContent = ev.saved + " \u2714"; fb.classList.add("saved"); }
-      if (ev.refused) { fb.textContent = ev.refused.map((r) => r.message).join(" "); fb.classList.add("refused"); }
+      if (ev.refused) { fb.textContent = ev.refused.map((r) => r.message).join("\n"); fb.classList.add("refused"); }
       $("notice").textContent = "";
       clearPad();
       show("sign");
@@ -60,7 +113,9 @@ function onScreen(ev) {
       $("paper-attempt").textContent = ev.attempts > 1 ? "Photo " + ev.attempt + " of " + ev.attempts : "";
       $("paper-notice").textContent = ev.message || "";
       clearPad();
+      if (document.body.dataset.screen !== "paper") clearPreview();
       show("paper");
+      countDown(ev.countdown_s);
       break;
     case "identify":
     case "verify":
@@ -73,6 +128,7 @@ function onScreen(ev) {
         v.textContent = "Please wait";
         v.className = "verdict wait";
         $("match-rate").textContent = "";
+        $("match-rate").parentElement.hidden = true;
         $("aspects").replaceChildren();
         $("explanations").replaceChildren();
         $("decision-ink").getContext("2d").clearRect(0, 0, $("decision-ink").width, $("decision-ink").height);
@@ -87,6 +143,7 @@ function onScreen(ev) {
       v.textContent = ok ? "APPROVED" : "SUSPICIOUS";
       v.className = "verdict " + (ok ? "approved" : "suspicious");
       $("match-rate").textContent = ev.match_rate + "%";
+      $("match-rate").parentElement.hidden = false;
       const pad = $("pad"), di = $("decision-ink");
       di.height = Math.round(di.width * pad.height / pad.width);
       di.getContext("2d").drawImage(pad, 0, 0, di.width, di.height);
@@ -95,7 +152,7 @@ function onScreen(ev) {
       for (const a of ev.aspects) {
         const li = document.createElement("li");
         li.className = a.ok ? "ok" : "off";
-        li.textContent = (a.ok ? "\u2714 " : "\u2716 ") + a.label + (a.ok ? " matches" : " differs") + " (" + a.similarity + "%)";
+        li.textContent = aspectText(a);
         ul.appendChild(li);
       }
       const ex = $("explanations");
@@ -140,6 +197,7 @@ function connect() {
     if (ev.type === "screen") onScreen(ev);
     else if (ev.type === "ink_start") { aspect = ev.aspect || aspect; clearPad(); }
     else if (ev.type === "ink") drawInk(ev.points);
+    else if (ev.type === "preview") showPreview(ev);
     else if (ev.type === "notice") {
       $("notice").textContent = ev.message;
       $("paper-notice").textContent = ev.message;

@@ -5,10 +5,13 @@ const $ = (id) => document.getElementById(id);
 let idleTimer = null;
 let idleMs = 120000;
 let pending = null;   // {kind, mode, customer} waiting for its confirmation
+let statusTimer = null;
+const STATUS_EVERY_MS = 5000;
 
 function show(name) {
   for (const s of ["login", "actions", "confirm"]) $("staff-" + s).hidden = s !== name;
   document.body.dataset.staff = name;
+  if (name === "actions") refreshStatus();   // ...and every few seconds while it is shown
 }
 
 function say(text) { $("staff-message").textContent = text || ""; }
@@ -30,6 +33,49 @@ function logout() { return call("POST", "/api/staff/logout").catch(() => {}).the
 function touch() {
   clearTimeout(idleTimer);
   if (document.body.dataset.staff !== "login") idleTimer = setTimeout(logout, idleMs);
+}
+
+function clock(epochS) {
+  const t = new Date(epochS * 1000);
+  const time = t.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return t.toDateString() === new Date().toDateString() ? time : t.toLocaleDateString() + " " + time;
+}
+
+function plural(n, one, many) { return n === 1 ? "1 " + one : n + " " + many; }
+
+// One line on the central server's link: connected or since when not, and what waits to be sent
+// (the outbox keeps decisions until the collector has them).
+function showLink(s) {
+  const line = $("link-status"), why = $("link-problem");
+  why.textContent = "";
+  if (!s.link_configured) {
+    line.className = "link-status";
+    line.textContent = "Central server: not set up on this kiosk (no [link] in its configuration)";
+    document.body.dataset.link = "none";
+    return;
+  }
+  const waiting = (s.queue_depth && s.queue_depth.decision) || 0;
+  const queued = waiting === 0 ? "no decisions waiting" : plural(waiting, "decision", "decisions") + " waiting to be sent";
+  if (s.link_connected) {
+    line.className = "link-status up";
+    line.textContent = "Central server: connected, " + queued;
+    document.body.dataset.link = "connected";
+  } else {
+    line.className = "link-status down";
+    line.textContent = "Central server: not connected" + (s.link_since ? " since " + clock(s.link_since) : "") + ", " + queued;
+    why.textContent = s.link_problem || "";
+    document.body.dataset.link = "disconnected";
+  }
+}
+
+function refreshStatus() {
+  clearTimeout(statusTimer);
+  call("GET", "/api/status").then(showLink).catch((e) => {
+    $("link-status").className = "link-status down";
+    $("link-status").textContent = "Central server: status not available (" + e.message + ")";
+  }).finally(() => {
+    if (document.body.dataset.staff === "actions") statusTimer = setTimeout(refreshStatus, STATUS_EVERY_MS);
+  });
 }
 
 function loggedIn(j) {
