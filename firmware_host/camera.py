@@ -28,6 +28,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from firmware_host.errors import CaptureError
+
 log = logging.getLogger(__name__)
 
 #: Auto-exposure and white balance of USB webcams settle within 5-15 frames (0.2-0.5 s at 30 fps).

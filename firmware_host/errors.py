@@ -3,6 +3,10 @@
 Every failure the pen-capture code can report is one of these, so that the daemon can tell a
 bad signature (ask the customer to sign again) from a bad device (wait for it to come back) from
 a bug. Messages name what went wrong and where, never a coordinate: raw pen data is biometric.
+
+:class:`CaptureError` is the capture layer's one base: the camera's errors
+(``firmware_host.camera.CameraError``, ``FrameRejected``) derive from it too, so a caller catches
+every capture failure, pen or paper, with one type.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from pathlib import Path
 
 
 class CaptureError(Exception):
-    """Base of every error raised by ``firmware_host`` pen capture."""
+    """Base of every error raised by ``firmware_host`` capture, pen or camera."""
 
 
 class EventStreamError(CaptureError):

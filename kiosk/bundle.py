@@ -30,6 +30,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from kiosk.errors import ApplianceError
 from kiosk.jsonbound import JSONBoundsError, loads_bounded
 from kiosk.keys import key_id, raw_public
 

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import (
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from kiosk.errors import ApplianceError
 from kiosk.keys import KEY_ID_LEN, key_id, raw_public
 
 MAGIC = b"SK"

@@ -1,8 +1,14 @@
 """The appliance layer's errors: one base, :class:`ApplianceError`, and names that say what happened.
 
-Capture (``firmware_host.errors``), verification (``models.errors``) and the central server have
-their own bases; these are the kiosk daemon's: a request refused before anything happened, a staff
-action that cannot be audited, a decision that could not be recorded, a request that ended early.
+Capture (``firmware_host.errors.CaptureError``), verification (``models.errors.VerificationError``)
+and the central server (``tools.central.errors.CentralError``) have their own bases. These are the
+kiosk daemon's: a request refused before anything happened, a staff action that cannot be audited,
+a decision that could not be recorded, a request that ended early. The errors of the appliance's
+other modules derive from :class:`ApplianceError` too (``ConfigError``, ``TemplateError``,
+``LinkError``, ``OutboxError``, ``EnvelopeError``, ``CommandError``, ``BundleError``, ``SlotError``,
+``RecordError``, ``TopicError``, ``KeyFileError``, ``GoldenFileError``, ``JSONBoundsError``, the
+staff logins'), each keeping the built-in base (``ValueError`` for bad input, ``RuntimeError`` for a
+failed operation) that existing ``except`` clauses catch.
 """
 
 from __future__ import annotations

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kiosk.errors import ApplianceError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_ATOL = 1e-5

@@ -17,6 +17,8 @@ import json
 import re
 from typing import Any
 
+from kiosk.errors import ApplianceError
+
 #: Deep enough for every document of the link and the update protocol (an offer is the deepest:
 #: offer > envelope > manifest > files > entry, 5), far below the interpreter's recursion limit.
 MAX_DEPTH = 32

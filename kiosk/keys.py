@@ -26,6 +26,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import (
     X25519PublicKey,
 )
 
+from kiosk.errors import ApplianceError
+
 KEY_ID_LEN = 8
 
 

@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from paho.mqtt.enums import CallbackAPIVersion
 
 from kiosk import envelope
+from kiosk.errors import ApplianceError
 from kiosk.keys import key_id, load_public_raw, load_signing_key, raw_public
 from kiosk.outbox import Outbox, OutboxError
 from kiosk.records import (

@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from kiosk.errors import ApplianceError
+
 log = logging.getLogger(__name__)
 
 _SCHEMA = """

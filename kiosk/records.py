@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from kiosk.errors import ApplianceError
+
 PAYLOAD_SCHEMA = 1
 #: Payload schema versions this code reads; any other is refused, never guessed at.
 KNOWN_SCHEMAS = frozenset({PAYLOAD_SCHEMA})

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from kiosk.bundle import BundleError, Manifest, canonical, manifest_digest
+from kiosk.errors import ApplianceError
 
 log = logging.getLogger(__name__)
 

@@ -33,6 +33,7 @@ import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from kiosk.errors import ApplianceError
 from models.trajectory import DeviceInfo, Trajectory
 
 log = logging.getLogger(__name__)

@@ -21,6 +21,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from kiosk.errors import ApplianceError
+
 TOPIC_VERSION = "v1"
 GROUP_NAMESPACE = "_group"
 DEFAULT_PREFIX = "sig"

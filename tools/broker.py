@@ -45,6 +45,7 @@ from pathlib import Path
 
 from kiosk.topics import GROUP_NAMESPACE, TOPIC_VERSION, validate_id
 from tools import pki
+from tools.central.errors import CentralError
 from tools.registry import Registry
 
 log = logging.getLogger(__name__)

@@ -33,6 +33,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kiosk.keys import write_private_file, write_public_file
 from kiosk.topics import validate_id
+from tools.central.errors import CentralError
 
 Role = Literal["kiosk", "collector", "admin", "server"]
 CA_KEY = "ca.key"

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from kiosk.keys import key_id
 from kiosk.topics import validate_id
+from tools.central.errors import CentralError
 
 
 class RegistryError(ValueError):

@@ -40,6 +40,7 @@ TERMINAL_FAIL = ("refused", "rolled_back", "failed")
 MAX_REPORT_BYTES = 64 << 10
 
 
+from tools.central.errors import CentralError
 class RolloutError(RuntimeError):
     pass
 

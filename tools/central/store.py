@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from tools.central.errors import CentralError
+
 StoreResult = Literal["stored", "duplicate", "replay", "ignored"]
 
 #: Bytes of a refused message kept for audit (they are encrypted anyway; the bound stops a flood
