@@ -61,7 +61,7 @@ _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".
 _NUMBERED = re.compile(r"^(?P<stem>.*?)(?P<num>\d+)$")
 
 
-class CameraError(RuntimeError):
+class CameraError(CaptureError, RuntimeError):
     """The camera could not be opened or stopped delivering frames; the next capture retries."""
 
 
@@ -94,7 +94,7 @@ class Capture:
     total_s: float
 
 
-class FrameRejected(Exception):
+class FrameRejected(CaptureError):
     """The best frame of a capture cannot be read: ``reason`` for programs, ``message`` for people."""
 
     def __init__(self, reason: Reason, message: str, capture: Capture | None = None) -> None:

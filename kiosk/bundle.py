@@ -46,7 +46,7 @@ _NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
-class BundleError(ValueError):
+class BundleError(ApplianceError, ValueError):
     """A bundle, manifest or offer is refused. ``reason`` is a short machine-readable code."""
 
     def __init__(self, reason: str, detail: str) -> None:

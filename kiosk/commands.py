@@ -44,7 +44,7 @@ MAX_COMMAND = 4096
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 
 
-class CommandError(ValueError):
+class CommandError(ApplianceError, ValueError):
     """A command was refused; ``reason`` is a short stable code."""
 
     def __init__(self, reason: str, message: str) -> None:

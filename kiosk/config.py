@@ -26,6 +26,7 @@ from typing import Any
 
 from firmware_host.assembler import SegmenterConfig
 from firmware_host.evdev_reader import DeviceSelector
+from kiosk.errors import ApplianceError
 from kiosk.link import LinkConfig
 from kiosk.staff import StaffConfig
 from kiosk.topics import validate_id
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 DEFAULT_THRESHOLD = ClassicConfig().threshold
 
 
-class ConfigError(ValueError):
+class ConfigError(ApplianceError, ValueError):
     """The configuration is invalid; the message names the table and key."""
 
 

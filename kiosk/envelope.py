@@ -55,7 +55,7 @@ _PREFIX = struct.Struct(">2sBH")
 _FIXED = struct.Struct(f">BQQ{KEY_ID_LEN}s{KEY_ID_LEN}s32s{NONCE_LEN}s")
 
 
-class EnvelopeError(ValueError):
+class EnvelopeError(ApplianceError, ValueError):
     """An envelope was refused. ``reason`` is a short stable code used for counting refusals."""
 
     def __init__(self, reason: str, message: str) -> None:

@@ -46,7 +46,7 @@ MAX_GOLDEN_ARRAYS = 32
 _MEMBER = re.compile(r"[A-Za-z0-9_]{1,64}\.npy")
 
 
-class GoldenFileError(ValueError):
+class GoldenFileError(ApplianceError, ValueError):
     """A golden file (or a tolerance) we refuse to use; the message says why."""
 
 

@@ -30,7 +30,7 @@ _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 
 
-class JSONBoundsError(ValueError):
+class JSONBoundsError(ApplianceError, ValueError):
     """The document is too large, too deep or not JSON; the message says which."""
 
 

@@ -31,7 +31,7 @@ from kiosk.errors import ApplianceError
 KEY_ID_LEN = 8
 
 
-class KeyFileError(ValueError):
+class KeyFileError(ApplianceError, ValueError):
     """A key file is missing, unreadable, of the wrong type or has unsafe permissions."""
 
 

@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 SOFTWARE_VERSION = "0.1.0"
 
 
-class LinkError(RuntimeError):
+class LinkError(ApplianceError, RuntimeError):
     """The link could not accept a message (bad record, outbox unavailable)."""
 
 

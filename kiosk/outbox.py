@@ -46,7 +46,7 @@ CREATE INDEX IF NOT EXISTS outbox_kind ON outbox(kind, id);
 """
 
 
-class OutboxError(RuntimeError):
+class OutboxError(ApplianceError, RuntimeError):
     """The outbox could not store a message (disk full, database unreadable...)."""
 
 

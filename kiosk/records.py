@@ -48,7 +48,7 @@ POLICY_FIELDS = frozenset({"evidence"})
 RAW_EVIDENCE_KEYS = frozenset({"trajectory", "points", "pen_data", "raw", "image", "image_png", "samples", "evidence"})
 
 
-class RecordError(ValueError):
+class RecordError(ApplianceError, ValueError):
     """A record is invalid; the message says which field and why."""
 
 

@@ -38,7 +38,7 @@ SLOTS = ("a", "b")
 MANIFEST_FILE = "bundle.json"
 
 
-class SlotError(RuntimeError):
+class SlotError(ApplianceError, RuntimeError):
     pass
 
 

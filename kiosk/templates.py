@@ -46,7 +46,7 @@ SUFFIX = ".tpl"
 _CUSTOMER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
-class TemplateError(RuntimeError):
+class TemplateError(ApplianceError, RuntimeError):
     """A template could not be read or written; the message says why (never the data)."""
 
 

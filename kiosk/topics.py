@@ -36,7 +36,7 @@ KINDS: tuple[Kind, ...] = ("decision", "log", "status", "audit")
 _ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 
-class TopicError(ValueError):
+class TopicError(ApplianceError, ValueError):
     """A topic or identifier does not follow the link's naming rules."""
 
 

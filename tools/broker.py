@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 MOSQUITTO_CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/usr/bin/mosquitto")
 
 
-class BrokerError(RuntimeError):
+class BrokerError(CentralError, RuntimeError):
     pass
 
 

@@ -48,7 +48,7 @@ CRL_DAYS = 3650
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")   # matched whole: fullmatch
 
 
-class PkiError(ValueError):
+class PkiError(CentralError, ValueError):
     pass
 
 

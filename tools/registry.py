@@ -24,7 +24,7 @@ from kiosk.topics import validate_id
 from tools.central.errors import CentralError
 
 
-class RegistryError(ValueError):
+class RegistryError(CentralError, ValueError):
     pass
 
 

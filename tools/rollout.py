@@ -41,7 +41,7 @@ MAX_REPORT_BYTES = 64 << 10
 
 
 from tools.central.errors import CentralError
-class RolloutError(RuntimeError):
+class RolloutError(CentralError, RuntimeError):
     pass
 
 

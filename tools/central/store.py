@@ -58,7 +58,7 @@ _SCHEMA = [
 ]
 
 
-class StoreError(RuntimeError):
+class StoreError(CentralError, RuntimeError):
     """Storing failed for a reason that is not the message's content: the disk is full, the
     database is down or refuses us. Nothing of the batch is stored; the caller must not
     acknowledge it, and may retry the same batch later."""
