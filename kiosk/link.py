@@ -256,6 +256,7 @@ class KioskLink:
         self._failed_attempts = 0
         self._socket_error: str | None = None      # the last socket error paho logged
         self._warned_not_connected = False
+        self._reported_failures, self._reported_problem = 0, None   # see _on_connect
         #: Set once the broker has granted the command-topic subscriptions of the current connection.
         self.commands_ready = threading.Event()
 
@@ -421,6 +422,8 @@ class KioskLink:
             state=state, uptime_s=round(time.monotonic() - self._started_at, 3),
             queue_depth=self.outbox.depth(), dropped_logs=self.outbox.dropped_logs(), errors=self._errors,
             model_versions=dict(self._model_versions), software_version=SOFTWARE_VERSION,
+            link_failures=self._reported_failures,
+            link_problem=self._reported_problem[:200] if self._reported_problem else None,
         )
 
     def _seal_status(self, state: str, *, is_will: bool = False) -> bytes:
@@ -490,6 +493,8 @@ class KioskLink:
                      self.config.broker_port, self._failed_attempts, self._problem)
         else:
             log.info("link: connected to %s:%s", self.config.broker_host, self.config.broker_port)
+        # Kept for this connection's status reports: the central side learns what it took to connect.
+        self._reported_failures, self._reported_problem = self._failed_attempts, self._problem
         self._problem = None
         self._failed_attempts = 0
         self._socket_error = None

@@ -160,6 +160,10 @@ class StatusRecord:
     model_versions: Mapping[str, str] = field(default_factory=dict)
     software_version: str = ""
     will_seq: int | None = None   # sequence of the last will registered for this connection
+    # Connection attempts that failed before this connection, and the last one's reason
+    # (kiosk.link): a kiosk that could not connect says why centrally once it gets through.
+    link_failures: int = 0
+    link_problem: str | None = None
     created_ms: int = field(default_factory=_now_ms)
 
     def to_payload(self) -> dict[str, Any]:

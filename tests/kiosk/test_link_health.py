@@ -15,6 +15,7 @@ from fixtures_link import LinkPki, start_broker, wait_for
 from kiosk.link import KioskLink
 from tools import pki
 from tools.broker import Mosquitto, free_port
+from tools.central.collector import Collector
 
 
 def _errors(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -99,6 +100,15 @@ def test_problem_clears_when_the_broker_comes(link_pki: LinkPki, tmp_path: Path,
         broker = start_broker(link_pki, tmp_path / "broker2", port=port)
         wait_for(lambda: link.stats().connected, timeout=15, what="the link to reconnect")
         assert link.stats().problem is None
+        # Centrally: the retained status of the new connection says what it took to get through.
+        collector = Collector(link_pki.collector_config(port, str(tmp_path / "c.sqlite"), fresh_session=True))
+        collector.start()
+        try:
+            status = wait_for(lambda: collector.store.status().get("kiosk-a"), what="the kiosk's status")
+            assert status["state"] == "online" and status["link_failures"] >= 1, status
+            assert status["link_problem"].startswith("refused: nothing accepts connections"), status
+        finally:
+            collector.stop()
         infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
         assert any("after" in m and "failed attempt" in m and "refused" in m for m in infos), infos
     finally:
