@@ -284,5 +284,5 @@ class EventBus:
 
 
 __all__ = ["AspectView", "DecisionShown", "DecisionWithheld", "EnrollPrompt", "EnrollSample", "Event", "EventBus",
-           "Ink", "InkStart", "JsonObject", "Message", "Notice", "PaperPreview", "PaperPrompt", "RefusalView", "ScreenChange",
-           "SignPrompt", "State", "View", "refusal_views"]
+           "Ink", "InkStart", "JsonObject", "Message", "Notice", "PaperPreview", "PaperPrompt", "RefusalView",
+           "ScreenChange", "SignPrompt", "State", "View", "refusal_views"]

@@ -35,7 +35,8 @@ def paper_kiosk(tmp_path: Path):  # type: ignore[no-untyped-def]
     camera.parent.mkdir()
     # No countdown between photos here (3 s each by default): the pacing and its live preview are
     # tested in test_ui_layout.py; these tests are about what the photos decide.
-    cfg = write_config(tmp_path, extra=f'\n[paper]\nenabled = true\ncamera = "{camera}"\nwarmup_s = 0.0\nattempts = 2\ncountdown_s = 0.0\n')
+    cfg = write_config(tmp_path, extra=f'\n[paper]\nenabled = true\ncamera = "{camera}"\nwarmup_s = 0.0\nattempts = 2\n'
+                                       'countdown_s = 0.0\n')
     daemon = Daemon(load_config(cfg))
     daemon.start()
     genuine, forgeries = next(iter(writers().values()))
