@@ -31,6 +31,7 @@ from kiosk.jsonbound import loads_bounded
 from kiosk.tls import client_tls_context
 from kiosk.topics import GROUP_NAMESPACE, TOPIC_VERSION, validate_id
 from kiosk.update_agent import REPORT_TYPE
+from tools.central.errors import CentralError
 from tools.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,6 @@ TERMINAL_FAIL = ("refused", "rolled_back", "failed")
 MAX_REPORT_BYTES = 64 << 10
 
 
-from tools.central.errors import CentralError
 class RolloutError(CentralError, RuntimeError):
     pass
 
