@@ -202,3 +202,12 @@ def test_running_kiosk_says_why_its_link_is_down(case: str, link_pki: LinkPki, m
     assert expect in errors[0][1]
     assert errors[0][0] - ready[0] < 6.0   # within seconds of "ready" (connect_warn_s is 5 s)
     assert "Traceback" not in "\n".join(line for _, line in lines)
+
+
+def test_unreadable_config_is_one_line(tmp_path: Path) -> None:
+    missing = _run("--config", tmp_path / "nope.toml", "--check")
+    assert missing.returncode == 2 and missing.stderr == f"sigkiosk run: {tmp_path / 'nope.toml'}: no such file\n"
+    (tmp_path / "bad.toml").write_text("[kiosk\n")
+    bad = _run("--config", tmp_path / "bad.toml")
+    assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1 and "line 1" in bad.stderr
+    assert bad.stderr.count(str(tmp_path / "bad.toml")) == 1

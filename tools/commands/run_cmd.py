@@ -39,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        print(f"sigkiosk run: {args.config}: {exc}", file=sys.stderr)
+        msg = str(exc)   # the loader's own messages (no such file, TOML syntax) start with the path
+        print(f"sigkiosk run: {msg if msg.startswith(str(args.config)) else f'{args.config}: {msg}'}",
+              file=sys.stderr)
         return 2
     from kiosk.check import check_config, check_files
 
