@@ -1,0 +1,104 @@
+"""The configuration example (``kiosk.config.DEFAULT_CONFIG``, what ``sigkiosk run --print-config``
+and the README show) says the same defaults as the dataclasses that parse it.
+
+Each default is written twice, once for people (the commented TOML) and once for the code (the
+dataclass field): this test is what keeps the two equal. Keys shown commented out (``# key = value``)
+are compared too, unless the field's default is None (then the line is an example of a value).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kiosk import config as kc
+from kiosk.link import LinkConfig
+from kiosk.staff import StaffConfig
+from kiosk.update_agent import UpdateConfig
+
+TABLES: dict[str, type] = {
+    "device": kc.DeviceConfig, "verifier": kc.VerifierConfig, "policy": kc.PolicyConfig,
+    "storage": kc.StorageConfig, "ui": kc.UiConfig, "staff": StaffConfig, "commands": kc.CommandsConfig,
+    "link": LinkConfig, "paper": kc.PaperConfig, "update": UpdateConfig,
+}
+# Where the example sets a value on purpose, not the default: the installed kiosk's choices.
+SET_BY_THE_EXAMPLE: dict[tuple[str, str], str] = {
+    ("ui", "token_file"): "the installed screen secret, handed to Chromium by the sigkiosk-browser unit",
+    ("ui", "token_group"): "the kiosk browser's group, which may read that secret",
+    ("commands", "enabled"): "an installed kiosk takes signed requests from its central server",
+    ("commands", "central_sign_pub"): "...checked with the central server's key",
+    ("link", "group"): "the rollout group an installed kiosk is registered in",
+    ("paper", "enabled"): "the commented [paper] table shows how to turn the camera on",
+}
+_TABLE = re.compile(r"^#?\s*\[(\w+)\]\s*(#.*)?$")
+_KEY = re.compile(r"^#?\s*(\w+)\s*=\s*(.+)$")
+
+
+def _example_keys() -> list[tuple[str, str, Any, bool]]:
+    """(table, key, value, commented) for every ``key = value`` line of the example, active or not."""
+    out: list[tuple[str, str, Any, bool]] = []
+    table = ""
+    for line in kc.DEFAULT_CONFIG.splitlines():
+        m = _TABLE.match(line)
+        if m:
+            table = m.group(1)
+            continue
+        m = _KEY.match(line)
+        if not m or not table:
+            continue
+        # Parse the value alone with its comment, as TOML: a comment after it is allowed there.
+        value = tomllib.loads(f"v = {m.group(2)}")["v"]
+        out.append((table, m.group(1), value, line.startswith("#")))
+    return out
+
+
+def _default(cls: type, name: str) -> Any:
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def test_the_example_is_what_the_daemon_parses() -> None:
+    data = kc.default_config_data()
+    assert set(data) == {"kiosk", *TABLES} - {"paper"}, \
+        "a table of the example is not parsed, or a commented-out one is on"
+    cfg = kc.parse_config(data, Path("/etc/sigkiosk"))
+    assert cfg.kiosk_id == "kiosk-0001" and cfg.link is not None and cfg.update is not None
+
+
+def test_every_key_of_the_example_is_a_field() -> None:
+    keys = _example_keys()
+    assert len(keys) > 60, "the example parser found too few keys"
+    unknown = [(t, k) for t, k, _, _ in keys
+               if t != "kiosk" and k not in {f.name for f in dataclasses.fields(TABLES[t])}]
+    assert not unknown
+
+
+@pytest.mark.parametrize(("table", "key", "value", "commented"),
+                         [k for k in _example_keys() if k[0] != "kiosk"], ids=lambda v: str(v))
+def test_each_default_of_the_example_is_the_dataclass_default(table: str, key: str, value: Any,
+                                                                commented: bool) -> None:
+    default = _default(TABLES[table], key)
+    if (table, key) in SET_BY_THE_EXAMPLE:
+        assert value != default, f"[{table}] {key} is the default now: take it off SET_BY_THE_EXAMPLE"
+        return
+    if default is dataclasses.MISSING:
+        return  # a required key: the example shows a value to replace (a host name, a key file)
+    if default is None:
+        # An optional key: the example, commented out, shows what a value looks like.
+        assert commented, f"[{table}] {key} = {value!r} is active in the example but the default is None"
+        return
+    if isinstance(default, Path):
+        assert Path(value) == default, f"[{table}] {key}: example {value!r}, dataclass {default!r}"
+    elif isinstance(default, float):
+        assert value == pytest.approx(default, rel=1e-9), f"[{table}] {key}: example {value!r}, dataclass {default!r}"
+    else:
+        assert value == default, f"[{table}] {key}: example {value!r}, dataclass {default!r}"
