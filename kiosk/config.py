@@ -79,7 +79,7 @@ max_enroll_attempts = 12                 # refused samples included
 min_points = 40
 min_duration_s = 0.4
 max_duration_s = 60.0
-max_inconsistency = @MAX_INCONSISTENCY@                  # refuse a sample this unlike the accepted ones (README, Enrollment)
+max_inconsistency = @MAX_INCONSISTENCY@                  # refuse a sample this unlike the others (README)
 
 [storage]
 templates_dir = "templates"              # relative: under state_dir
@@ -152,7 +152,7 @@ threshold = 1                            # distinct admin signatures required
 max_bundle_bytes = 67108864
 transfer_timeout_s = 120.0
 """.replace("@THRESHOLD@", f"{DEFAULT_THRESHOLD:g}").replace(
-    "@MAX_INCONSISTENCY@", f"{EnrollmentPolicy().max_inconsistency:g}")
+    "@MAX_INCONSISTENCY@", repr(EnrollmentPolicy().max_inconsistency))
 
 
 @dataclass(frozen=True)

@@ -256,7 +256,8 @@ class KioskLink:
         self._failed_attempts = 0
         self._socket_error: str | None = None      # the last socket error paho logged
         self._warned_not_connected = False
-        self._reported_failures, self._reported_problem = 0, None   # see _on_connect
+        self._reported_failures: int = 0                 # see _on_connect
+        self._reported_problem: str | None = None
         #: Set once the broker has granted the command-topic subscriptions of the current connection.
         self.commands_ready = threading.Event()
 
