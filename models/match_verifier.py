@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from models._assets import digest
+from models.classic import ClassicConfig
 from models.global_features import global_features
 from models.match_score import SHIPPED, ScoreModel
 from models.pen import ClassicFeatures, ClassicVerifier
@@ -61,7 +62,8 @@ class MatchScoreVerifier:
                           **{k: str(v) for k, v in (versions or {}).items()}}
 
     @property
-    def config(self):  # noqa: ANN201 - models.classic.ClassicConfig (enrollment's checks use it)
+    def config(self) -> ClassicConfig:
+        """The classic config (enrollment's consistency checks use it)."""
         return self.classic.config
 
     def model_versions(self) -> dict[str, str]:

@@ -219,10 +219,11 @@ def globals_cache() -> FeatureCache:
 
 
 def fit_match_score(fit_data: dict[str, Measured], prior: NormalisationPrior, globals_of: FeatureCache,
-                    options: FitOptions = FitOptions(), record: dict | None = None) -> ScoreModel:
+                    options: FitOptions | None = None, record: dict | None = None) -> ScoreModel:
     """The match score fitted on ``fit_data``'s sets (K = 5 trials), the classic distances
     normalised with ``prior``; the population spread of the global features from the same
     writers' genuine signatures."""
+    options = options or FitOptions()
     spread = fold_spread(
         ([np.array([globals_of(s) for s in p.candidates + p.later_genuine]) for p, _, _ in m.by_k[FIT_K]]
          for m in fit_data.values()),
@@ -293,7 +294,8 @@ def kiosk_trials(dataset: Dataset[OnlineSample], provider: MemoClassic, prior: N
         if len(refs) < references:
             continue
         rf = [provider.features(s) for s in refs]
-        d_rr = np.array([[provider.distance(a, b) if i != j else 0.0 for j, b in enumerate(rf)] for i, a in enumerate(rf)])
+        d_rr = np.array([[provider.distance(a, b) if i != j else 0.0 for j, b in enumerate(rf)]
+                         for i, a in enumerate(rf)])
         nearest_pair = float(d_rr[~np.eye(len(rf), dtype=bool)].min()) if len(rf) > 1 else np.inf
         rg = np.array([globals_of(s) for s in refs])
         for kind, qs in (("genuine", [s for s in g if s not in refs][:questioned]), ("skilled", dataset.skilled(w))):
@@ -381,7 +383,8 @@ def run(data_dir: Path, options: Options = Options(), progress: Callable[[str], 
         if scored:
             model = fit_match_score({o: fit_data[o] for o in others}, prior, fit_globals, options.score,
                                     record={"left_out": name, "fitted_on": others})
-            say(f"{elapsed()} {name} left out: match score fitted on {', '.join(others)}, threshold {model.threshold:.3f}")
+            say(f"{elapsed()} {name} left out: match score fitted on {', '.join(others)}, "
+                f"threshold {model.threshold:.3f}")
         target = pick_writers(loaded[name], {options.split}, options.measure_limit)
         device = next(s.trajectory.device for ss in target.writers.values() for s in ss)
         shipped_verifier = make_verifier("classic", SHIPPED_THRESHOLD)
@@ -427,8 +430,9 @@ def run(data_dir: Path, options: Options = Options(), progress: Callable[[str], 
                 "prior": {"min_dist": prior.min_dist, "mean_dist": prior.mean_dist},
                 "threshold": round(threshold, 4),
                 "per_set_threshold": per_set_thr,
-                **({"match_score": {"threshold": round(model.threshold, 4),
-                                    "weights": dict(zip(model.input_names, (round(float(w), 4) for w in model.weights)))}}
+                **({"match_score": {
+                    "threshold": round(model.threshold, 4),
+                    "weights": dict(zip(model.input_names, (round(float(w), 4) for w in model.weights)))}}
                    if model is not None else {}),
             },
             "clock_repairs": target.clock_repairs(),
@@ -500,7 +504,8 @@ def format_match_table(report: dict) -> str:
             if ms is None:
                 continue
             c, m = row["eer"], ms["eer"]
-            fit_c, fit_m, even = row["operating_point"]["fitted"], ms["operating_point"]["fitted"], ms["operating_point"]["even_odds"]
+            fit_c = row["operating_point"]["fitted"]
+            fit_m, even = ms["operating_point"]["fitted"], ms["operating_point"]["even_odds"]
             label = f"{s['left_out']} ({s['writers']}; {s['fitted']['match_score']['threshold']:.3f})" if i == 0 else ""
             lines.append(
                 f"| {label} | {row['variant']} "

@@ -94,7 +94,8 @@ def _gaussian_trials(rng: np.random.Generator, n: int, shift: float = 0.0) -> Tr
 
 def _true_probability(x: np.ndarray) -> np.ndarray:
     # log N(x; mu_g, s) - log N(x; mu_s, s), summed over the two informative inputs.
-    llr = ((x[:, 0] - 0.6) ** 2 - x[:, 0] ** 2) / (2 * 0.09) + ((x[:, 1] - 1.4) ** 2 - (x[:, 1] - 1.0) ** 2) / (2 * 0.04)
+    llr = ((x[:, 0] - 0.6) ** 2 - x[:, 0] ** 2) / (2 * 0.09) \
+        + ((x[:, 1] - 1.4) ** 2 - (x[:, 1] - 1.0) ** 2) / (2 * 0.04)
     return 1.0 / (1.0 + np.exp(-llr))
 
 

@@ -156,18 +156,22 @@ def fit(trials_by_set: Mapping[str, Trials], spread: Spread, options: FitOptions
     shell = ScoreModel(options.features, spread, np.zeros(1 + len(options.features)),
                        np.ones(1 + len(options.features)), np.zeros(1 + len(options.features)), 0.0)
     xs, ys, ws = [], [], []
-    for name, tr in trials_by_set.items():
+    for tr in trials_by_set.values():
         x, y = design(shell, tr, ("genuine", "skilled"))
         n_g, n_s = int((y > 0.5).sum()), int((y < 0.5).sum())
         if n_g == 0 or n_s == 0:
             continue
         # Each set weighs 1 in all: half genuine, half forgeries.
         w = np.where(y > 0.5, 0.5 / n_g, 0.5 / n_s)
-        xs.append(x), ys.append(y), ws.append(w)
+        xs.append(x)
+        ys.append(y)
+        ws.append(w)
         if options.random_weight > 0:
             xr, yr = design(shell, tr, ("random",))
             if len(yr):
-                xs.append(xr), ys.append(yr), ws.append(np.full(len(yr), 0.5 * options.random_weight / len(yr)))
+                xs.append(xr)
+                ys.append(yr)
+                ws.append(np.full(len(yr), 0.5 * options.random_weight / len(yr)))
     if not xs:
         raise ValueError("no training set has both genuine and skilled trials")
     x, y, w = np.vstack(xs), np.concatenate(ys), np.concatenate(ws)
@@ -208,10 +212,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m tools.train.score_fit", description=main.__doc__)
     ap.add_argument("data", type=Path, help="the shared online folder")
-    ap.add_argument("--out", type=Path, default=SHIPPED)
+    ap.add_argument("--out", type=Path, default=None,
+                    help="where match_score.json goes (default: a new runs/score-<UTC time>/); never the shipped file")
+    ap.add_argument("--ship", action="store_true", help=f"also replace the shipped {SHIPPED.name} with the fit")
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    # Training that cannot hurt (tools/train/runs.py): a run folder by default, the shipped file
+    # replaced only with --ship.
+    from tools.train.runs import RunError, new_run_dir, ship
+
+    if args.out is not None and args.out.resolve() == SHIPPED.resolve():
+        raise SystemExit(str(RunError(f"--out {args.out} is the shipped match score: use --ship to replace it")))
+    out = args.out or new_run_dir("score") / SHIPPED.name
     prior = ClassicConfig().prior
     fit_data, writers = {}, {}
     for name, folder, fmt in SETS:
@@ -220,8 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{name}: distances of {len(ds.writers)} train+validate writers", file=sys.stderr, flush=True)
         fit_data[name] = measure_distances(ds, [FIT_K], args.trials, args.seed)
     options = FitOptions()
+    given = argv if argv is not None else sys.argv[1:]
     record = {
-        "command": "python -m tools.train.score_fit " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+        "command": "python -m tools.train.score_fit " + " ".join(shlex.quote(a) for a in given),
         "data": {name: folder for name, folder, _ in SETS},
         "writers": writers,
         "writer_split": "train + validate (last digit 0-7)",
@@ -232,10 +246,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "chosen_on": "sigkiosk eval cross-device --split validate --verifier match-score (README)",
     }
     model = fit_match_score(fit_data, prior, globals_cache(), options, record)
-    model.save(args.out)
+    model.save(out)
     print(json.dumps({"threshold": model.threshold,
                       "weights": dict(zip(model.input_names, model.weights.round(4).tolist()))}, indent=1))
-    print(f"written: {args.out}")
+    print(f"written: {out}")
+    if args.ship:
+        if out.name != SHIPPED.name:
+            raise SystemExit(f"--ship: {out} is not named {SHIPPED.name}")
+        ship(out.parent, [out.name], SHIPPED.parent)
+        print(f"shipped: {SHIPPED}")
     return 0
 
 
