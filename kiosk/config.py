@@ -27,6 +27,7 @@ from typing import Any
 from firmware_host.assembler import SegmenterConfig
 from firmware_host.evdev_reader import DeviceSelector
 from kiosk.errors import ApplianceError
+from kiosk.calibration import CalibrationConfig
 from kiosk.link import LinkConfig
 from kiosk.staff import StaffConfig
 from kiosk.topics import validate_id
@@ -139,6 +140,19 @@ outbox_path = "/var/lib/sigkiosk/outbox.sqlite"
 # preview = true                         # the live preview (a small JPEG on the kiosk's own screen only)
 # anomaly = true                         # the hand-feature Isolation Forest joins the score
 # model_dir = "/opt/sigkiosk/models"     # default: the shipped CNN-LSTM and offline_fusion.json
+
+# Site self-calibration (kiosk/calibration.py, README "Site self-calibration"): the threshold moves
+# towards target_frr from the enrolled customers' own genuine signatures (leave-one-out), within
+# shipped - max_down .. shipped + max_up; each move is logged and audited centrally; staff can
+# revert it. Off by default: genuine signatures say nothing about forgeries.
+# [calibration]
+# enabled = true
+# target_frr = 0.03
+# max_down = 0.10                        # classic distance units (another verifier kind: set all three)
+# max_up = 0.15
+# min_customers = 10                     # enrolled customers before it moves at all
+# strength = 10.0                        # the shipped threshold weighs like this many customers
+# loo_offset = 0.04                      # LOO bias; default: the classic verifier's measured one
 
 # The model-update agent (kiosk/UPDATES.md): signed model bundles over the link, A/B slots,
 # golden-vector checks, rollback. Needs [link]. The daemon serves the active slot's model
@@ -297,6 +311,7 @@ class DaemonConfig:
     paper: PaperConfig = field(default_factory=PaperConfig)
     staff: StaffConfig = field(default_factory=StaffConfig)
     source: Path | None = None   # the file it was read from
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)   # site self-calibration
 
 
 def _section(cls: type, data: Mapping[str, Any], table: str, base: Path, path_keys: tuple[str, ...] = ()) -> Any:
@@ -320,7 +335,8 @@ def _section(cls: type, data: Mapping[str, Any], table: str, base: Path, path_ke
 
 
 def parse_config(data: Mapping[str, Any], base_dir: Path, source: Path | None = None) -> DaemonConfig:
-    allowed = {"kiosk", "device", "verifier", "policy", "storage", "ui", "commands", "link", "update", "paper", "staff"}
+    allowed = {"kiosk", "device", "verifier", "policy", "storage", "ui", "commands", "link", "update", "paper", "staff",
+               "calibration"}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ConfigError(f"unknown table(s): {', '.join(unknown)}")
@@ -397,7 +413,17 @@ def parse_config(data: Mapping[str, Any], base_dir: Path, source: Path | None = 
         storage=st, ui=_section(UiConfig, data.get("ui", {}), "ui", base_dir, ("token_file",)),
         commands=commands, link=link, update=update, source=source, staff=staff,
         paper=_section(PaperConfig, data.get("paper", {}), "paper", base_dir, ("model_dir",)),
+        calibration=_calibration(data.get("calibration", {}), data.get("verifier", {}).get("kind", "classic")),
     )
+
+
+def _calibration(data: Mapping[str, Any], kind: str) -> CalibrationConfig:
+    cal = _section(CalibrationConfig, data, "calibration", Path("."))
+    if cal.enabled and kind != "classic" and not {"max_down", "max_up", "loo_offset"} <= set(data):
+        # The defaults are on the classic distance's scale; another verifier's score is a logit.
+        raise ConfigError(f"[calibration] with [verifier] kind = {kind!r} needs max_down, max_up and loo_offset "
+                          "on that verifier's score scale (the defaults are the classic verifier's)")
+    return cal
 
 
 def load_config(path: Path) -> DaemonConfig:

@@ -58,6 +58,7 @@ from models.verification import PenVerifier, ReferenceSet
 
 if TYPE_CHECKING:
     from firmware_host.camera import Camera
+    from kiosk.calibration import SiteCalibration
     from kiosk.commands import CommandVerifier
     from kiosk.link import KioskLink, LinkStats
     from kiosk.ui.server import UiServer
@@ -118,7 +119,9 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self._screen = _Screen(self.bus, self.notifier)
         self._heartbeat = _Heartbeat()
-        self.verifier: PenVerifier = verifier or app.pen_verifier(config)
+        self.verifier: PenVerifier = self._calibrated(verifier or app.pen_verifier(config))
+        #: ``[calibration]``: the site threshold (``kiosk.calibration``), from start() on when enabled.
+        self.calibration: SiteCalibration | None = None
         self.digitizer = digitizer or app.digitizer(config)
         self._link = link
         self._own_link = link is None and config.link is not None
@@ -173,7 +176,12 @@ class Daemon:
         cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.store = TemplateStore(cfg.storage.templates_dir, cfg.storage.template_key,
                                    create_key=cfg.storage.create_key)
-        self.pen_references = ReferenceCache(self.store, self.verifier, _enroll_pen)
+        if cfg.calibration.enabled:
+            from kiosk.calibration import SiteCalibration
+
+            self.calibration = SiteCalibration(cfg.calibration, cfg.state_dir, self.store, self._calibration_audit)
+        self.pen_references = ReferenceCache(self.store, self.verifier, _enroll_pen,
+                                             self.calibration.built if self.calibration is not None else None)
         self._caches.add(self.pen_references)
         if self._own_link:
             parts = app.link(cfg, self.verifier.model_versions())
@@ -191,6 +199,8 @@ class Daemon:
             self.ui = app.screen(cfg, self)
             self.ui.start()
         self._warm_up()
+        if self.calibration is not None:
+            self.calibration.attach(self.verifier)  # type: ignore[arg-type]  # wrapped by _calibrated
         pen = LivePenCapture(self.digitizer, self._screen, cfg.device, self._heartbeat,
                              cancel=self._cancel, done=self._done)
         self._flows = {
@@ -273,6 +283,7 @@ class Daemon:
     def set_verifier(self, verifier: PenVerifier) -> None:
         """The active model changed: use ``verifier`` from the next signature on."""
         verifier.warm_up(_warm_sample())
+        verifier = self._calibrated(verifier)
         with self._lock:
             self.verifier = verifier
             if self.pen_references is not None:
@@ -281,7 +292,36 @@ class Daemon:
             self._link.set_model_versions(verifier.model_versions())
         for fn in list(self._model_listeners):
             fn(verifier)
+        if self.calibration is not None:
+            # The new model's shipped threshold, then its own customers' scores.
+            self.calibration.attach(verifier)  # type: ignore[arg-type]  # wrapped by _calibrated
         log.info("active verifier changed", extra={"event": "model_changed", "model_versions": verifier.model_versions()})
+
+    # -- site self-calibration (kiosk.calibration) ------------------------------------------------
+    def _calibrated(self, verifier: PenVerifier) -> PenVerifier:
+        if not self.config.calibration.enabled:
+            return verifier
+        from models.calibration import SiteThreshold
+
+        return verifier if isinstance(verifier, SiteThreshold) else SiteThreshold(verifier)
+
+    def _calibration_audit(self, outcome: str, operator: str, mode: str) -> object:
+        return self.audit("calibration", outcome, operator, mode=mode)
+
+    def revert_calibration(self, staff: StaffSession) -> None:
+        """Back to the shipped threshold and held there (a logged-in operator; audited)."""
+        self._calibration_staff(staff).revert(staff.operator)
+
+    def resume_calibration(self, staff: StaffSession) -> None:
+        """Let the site calibration move the threshold again."""
+        self._calibration_staff(staff).resume(staff.operator)
+
+    def _calibration_staff(self, staff: StaffSession) -> SiteCalibration:
+        if not self.staff.check(staff):
+            raise StaffLoginRequired("the site calibration needs a logged-in operator (the staff view)")
+        if self.calibration is None:
+            raise RequestRefused("site calibration is not enabled on this kiosk ([calibration] enabled = true)")
+        return self.calibration
 
     def _features(self) -> ClassicConfig:
         """The feature configuration enrollment checks a sample's consistency with (the verifier's)."""
@@ -358,6 +398,11 @@ class Daemon:
         self.audit(req.kind, outcome, req.operator or "?", subject=req.customer,
                    mode=req.mode if req.kind == "enroll" else None, session_id=req.request_id,
                    staff_session=req.staff_session)
+        if self.calibration is not None and r.get("ok"):
+            try:   # the customer's new references join the site's scores (or leave them)
+                self.calibration.customer_changed(req.customer)
+            except Exception:
+                log.exception("site calibration failed", extra={"event": "calibration_failed"})
 
     # -- decisions (``kiosk.flows.base.DecisionReporter``) ------------------------------------
     def record_decision(self, record: Mapping[str, object]) -> int | None:
@@ -441,7 +486,8 @@ class Daemon:
                 "link_problem": getattr(link, "problem", None),
                 "queue_depth": dict(link.queue_depth) if link else {},
                 "model_versions": self.verifier.model_versions(),
-                "unrecorded_decisions": len(self.unrecorded)}
+                "unrecorded_decisions": len(self.unrecorded),
+                "calibration": self.calibration.status() if self.calibration is not None else None}
 
     def _on_command(self, topic: str, payload: bytes) -> None:
         from kiosk.commands import VERIFY_SUFFIX, CommandError

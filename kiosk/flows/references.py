@@ -9,14 +9,17 @@ kept.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from kiosk.templates import TemplateStore
+from kiosk.templates import StoredTemplate, TemplateStore
 from models.trajectory import Trajectory
 from models.verification import ReferenceSet, Verifier
+
+log = logging.getLogger(__name__)
 
 V = TypeVar("V", bound=Verifier[Any])
 
@@ -36,8 +39,11 @@ class ReferenceCache(Generic[V]):
     pen verifier enrolls them as they are; the paper verifier draws them as ink first)."""
 
     def __init__(self, store: TemplateStore, verifier: V,
-                 enroll: Callable[[V, Sequence[Trajectory]], ReferenceSet[Any]]) -> None:
+                 enroll: Callable[[V, Sequence[Trajectory]], ReferenceSet[Any]],
+                 on_built: Callable[[str, StoredTemplate, V], None] | None = None) -> None:
         self.store = store
+        #: Told after a set is built from the stored references (the site calibration scores them).
+        self._on_built = on_built
         self._verifier = verifier
         self._enroll = enroll
         self._sets: dict[str, ReferenceSet[Any]] = {}
@@ -74,6 +80,11 @@ class ReferenceCache(Generic[V]):
         with self._lock:
             if self._verifier is verifier:   # not switched meanwhile: keep it
                 self._sets[customer] = built
+        if self._on_built is not None:
+            try:
+                self._on_built(customer, stored, verifier)
+            except Exception:   # derived state only: never costs the customer the verification
+                log.exception("reference set hook failed", extra={"event": "on_built_failed"})
         return Enrolled(verifier, built)
 
 

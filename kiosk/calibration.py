@@ -1,0 +1,230 @@
+"""``[calibration]``: the kiosk moves its threshold towards a target FRR from its own customers.
+
+The science is ``models.calibration``: each enrolled customer's references are questioned
+against the customer's other references (leave-one-out, genuine only), and the quantile at the
+target FRR, corrected for the LOO bias, shrunk towards the shipped threshold by the number of
+customers and clamped to the bounds here, becomes the site's threshold.
+
+Here: the scores are kept per customer in ``STATE_DIR/calibration.json`` (keyed by the template
+file's keyed name, never the customer reference; a few floats per customer, not biometric
+data), for the active model only (a model switch starts them again: the scale of another model's
+scores is another). They are computed when a customer's enrollment ends and, for customers
+enrolled before, the first time their references are built after a start or a model switch
+(``ReferenceCache``'s ``on_built``). The active threshold is applied by wrapping the verifier in
+``models.calibration.SiteThreshold``; reference sets are never rebuilt for it.
+
+Every move is logged (``calibration_moved``) and reported centrally as an audit record (action
+``calibration``; operator ``kiosk`` for a move the kiosk made, the operator for a revert or resume;
+``outcome`` says from which threshold to which). It is reversible: ``Daemon.revert_calibration``
+(a logged-in operator) restores the shipped threshold and holds it, keeping the threshold it had
+as ``previous`` (``resume_calibration`` lets it move again); ``enabled = false`` (the default)
+runs the shipped threshold with no wrapper at all.
+
+Why off by default: genuine scores say nothing about forgeries, so the move trades FAR for FRR
+within bounds the bank must choose for its risk; and the measured gain (README, "Site
+self-calibration") is in FRR on sets whose shipped FRR is off target, at a FAR cost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kiosk.templates import StoredTemplate, TemplateStore, atomic_write
+from models.calibration import Calibration, CalibrationSettings, SiteThreshold, loo_scores, propose
+from models.verification import PenVerifier
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "calibration.json"
+#: The operator name of a move the kiosk made itself.
+KIOSK_OPERATOR = "kiosk"
+
+#: Measured LOO bias of the classic verifier at K = 5 (README, "Site self-calibration"): the
+#: questioned genuine's quantile minus the LOO scores' at targets 2, 3 and 5 % was +0.036, +0.042
+#: and +0.040 on the train + validate writers of the four shared sets (``tools/site_calibration.py``).
+CLASSIC_LOO_OFFSET = 0.04
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """``[calibration]``. Bounds are ``shipped - max_down .. shipped + max_up`` in the verifier's own
+    score units (classic: the user-normalised distance, ~1 for a genuine signature; the defaults
+    are for it); ``min_customers`` enrolled before it moves at all; ``strength``: how many
+    customers' worth of trust the shipped threshold keeps; ``loo_offset``: the LOO bias (default:
+    the classic verifier's measured one)."""
+
+    enabled: bool = False
+    target_frr: float = 0.03
+    max_down: float = 0.10
+    max_up: float = 0.15
+    min_customers: int = 10
+    strength: float = 10.0
+    loo_offset: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.target_frr < 0.5:
+            raise ValueError(f"target_frr must be in (0, 0.5), got {self.target_frr}")
+        if self.max_down < 0 or self.max_up < 0:
+            raise ValueError("max_down and max_up must be >= 0")
+        if self.min_customers < 1 or self.strength < 0:
+            raise ValueError("min_customers must be >= 1 and strength >= 0")
+
+    def settings(self, shipped: float) -> CalibrationSettings:
+        return CalibrationSettings(self.target_frr, shipped - self.max_down, shipped + self.max_up,
+                                   self.min_customers, self.strength,
+                                   CLASSIC_LOO_OFFSET if self.loo_offset is None else self.loo_offset)
+
+
+#: ``report(outcome, operator, mode)``: the daemon's audit (sealed for the central server, logged).
+Report = Callable[[str, str, str], object]
+
+
+def _model_key(verifier: PenVerifier) -> str:
+    versions = json.dumps(verifier.model_versions(), sort_keys=True)
+    return hashlib.sha256(f"{verifier.name}\0{versions}".encode()).hexdigest()[:16]
+
+
+class SiteCalibration:
+    """The kiosk's calibration state (see the module docstring). Thread-safe."""
+
+    def __init__(self, config: CalibrationConfig, state_dir: Path, store: TemplateStore, report: Report) -> None:
+        self.config = config
+        self.path = Path(state_dir) / STATE_FILE
+        self.store = store
+        self._report = report
+        self._lock = threading.RLock()
+        self._verifier: SiteThreshold | None = None
+        self._model = ""
+        self._held = False
+        self._previous: float | None = None
+        self._scores: dict[str, dict[str, Any]] = {}
+        self._saved: float | None = None        # the threshold last saved and reported
+        self.last: Calibration | None = None
+        self._load()
+
+    # -- state ------------------------------------------------------------------------------
+    def _load(self) -> None:
+        try:
+            data = json.loads(self.path.read_text())
+            self._model = str(data["model"])
+            self._held = bool(data["held"])
+            self._previous = None if data.get("previous") is None else float(data["previous"])
+            self._saved = None if data.get("threshold") is None else float(data["threshold"])
+            self._scores = {str(k): {"v": int(v["v"]), "s": [float(x) for x in v["s"]]}
+                            for k, v in dict(data["customers"]).items()}
+        except FileNotFoundError:
+            pass
+        except (ValueError, KeyError, TypeError) as exc:
+            # Only derived scores: start again rather than refuse to serve.
+            log.error("calibration state %s unreadable (%s); starting again from the shipped threshold", self.path, exc,
+                      extra={"event": "calibration_state_reset"})
+            self._scores = {}
+
+    def _save(self) -> None:
+        data = {"model": self._model, "held": self._held, "previous": self._previous,
+                "threshold": self._verifier.threshold if self._verifier else None, "customers": self._scores}
+        atomic_write(self.path, json.dumps(data, sort_keys=True).encode())
+
+    # -- hooks --------------------------------------------------------------------------------
+    def attach(self, verifier: SiteThreshold) -> None:
+        """Start, or the model changed: scores of another model are dropped, the threshold recomputed."""
+        with self._lock:
+            self._verifier = verifier
+            key = _model_key(verifier.inner)
+            if key != self._model:
+                if self._scores:
+                    log.info("calibration: another model; its %d customers' scores dropped", len(self._scores),
+                             extra={"event": "calibration_model_changed"})
+                self._model, self._scores, self._previous, self._saved = key, {}, None, None
+            self._apply(KIOSK_OPERATOR, "auto")
+
+    def built(self, customer: str, stored: StoredTemplate, verifier: PenVerifier) -> None:
+        """A customer's reference set was built (``ReferenceCache``): score them if not done yet."""
+        with self._lock:
+            if self._verifier is None or verifier is not self._verifier:
+                return
+            fid = self.store.file_id(customer)
+            have = self._scores.get(fid)
+            if have is not None and have["v"] == stored.version:
+                return
+            self._score(fid, stored)
+            self._apply(KIOSK_OPERATOR, "auto")
+
+    def customer_changed(self, customer: str) -> None:
+        """An enrollment or a delete ended: score the customer's references again (or drop them)."""
+        with self._lock:
+            if self._verifier is None:
+                return
+            fid = self.store.file_id(customer)
+            stored = self.store.get(customer)
+            if stored is None:
+                self._scores.pop(fid, None)
+            else:
+                self._score(fid, stored)
+            self._apply(KIOSK_OPERATOR, "auto")
+
+    def _score(self, fid: str, stored: StoredTemplate) -> None:
+        assert self._verifier is not None
+        s = loo_scores(self._verifier.inner, stored.references)
+        if len(s):
+            self._scores[fid] = {"v": stored.version, "s": [round(float(x), 6) for x in s]}
+        else:
+            self._scores.pop(fid, None)
+
+    # -- staff ----------------------------------------------------------------------------------
+    def revert(self, operator: str) -> None:
+        """Back to the shipped threshold, held there; the threshold it had is kept as ``previous``."""
+        with self._lock:
+            self._held = True
+            self._apply(operator, "revert", force_report=True)
+
+    def resume(self, operator: str) -> None:
+        with self._lock:
+            self._held = False
+            self._apply(operator, "resume", force_report=True)
+
+    # -- the move ---------------------------------------------------------------------------------
+    def _apply(self, operator: str, mode: str, *, force_report: bool = False) -> None:
+        v = self._verifier
+        assert v is not None
+        # Compared with what was last saved (and so reported), not with the fresh wrapper's shipped
+        # threshold: a restart that lands where the kiosk was is not a move.
+        before = self._saved if self._saved is not None else v.threshold
+        scores = {k: np.array(e["s"]) for k, e in self._scores.items()}
+        cal = propose(scores, v.shipped, self.config.settings(v.shipped))
+        self.last = cal
+        after = v.shipped if self._held else cal.threshold
+        if after != before:
+            self._previous = before
+        v.set_threshold(after)
+        self._saved = after
+        self._save()
+        if after == before and not force_report:
+            return
+        why = "held at shipped" if self._held else cal.reason
+        log.info("calibration: threshold %.4f -> %.4f (%s, %d customers, %d scores)", before, after, why,
+                 cal.customers, cal.scores,
+                 extra={"event": "calibration_moved", "threshold": after, "previous": before, "shipped": v.shipped,
+                        "reason": why, "customers": cal.customers, "operator": operator})
+        self._report(f"{before:.4f}->{after:.4f} n={cal.customers}{' held' if self._held else ''}", operator, mode)
+
+    def status(self) -> dict[str, object]:
+        with self._lock:
+            v, cal = self._verifier, self.last
+            return {"threshold": v.threshold if v else None, "shipped": v.shipped if v else None,
+                    "previous": self._previous, "held": self._held,
+                    "customers": cal.customers if cal else 0,
+                    "reason": "held" if self._held else (cal.reason if cal else None),
+                    "target_frr": self.config.target_frr}
+
+
+__all__ = ["CalibrationConfig", "SiteCalibration"]
