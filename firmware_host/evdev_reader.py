@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from evdev import InputDevice, InputEvent, ecodes
 
@@ -46,8 +46,8 @@ _GONE = {errno.ENODEV, errno.ENXIO, errno.EIO, errno.EBADF}
 class InputDeviceLike(Protocol):
     """What the live reader uses of ``evdev.InputDevice`` (a simulated device provides the same)."""
 
-    fd: int
-
+    @property
+    def fd(self) -> int: ...
     def read(self) -> Any: ...
     def absinfo(self, axis_num: int) -> Any: ...
     def active_keys(self) -> Any: ...
@@ -58,7 +58,9 @@ class InputDeviceLike(Protocol):
 
 def caps_from_device(dev: InputDevice, path: str = "") -> DeviceCaps:
     """Read identity and capabilities (with absinfo) from an open device."""
-    raw = dev.capabilities(absinfo=True)
+    # evdev's annotations give every capability as an int; with absinfo=True the EV_ABS entries are
+    # (code, AbsInfo) pairs.
+    raw = cast("dict[int, list[Any]]", dev.capabilities(absinfo=True))
     abs_: dict[int, AxisInfo] = {}
     for code, ai in raw.get(ecodes.EV_ABS, []):
         abs_[int(code)] = AxisInfo(min=ai.min, max=ai.max, resolution=max(0, ai.resolution),

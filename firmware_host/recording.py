@@ -65,7 +65,7 @@ class RecordingHeader:
 
 def _open_text(path: Path, mode: str, gz: bool | None = None) -> IO[str]:
     if gz if gz is not None else path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, mode + "b"), encoding="utf-8")  # type: ignore[arg-type]
+        return io.TextIOWrapper(gzip.GzipFile(path, mode + "b"), encoding="utf-8")
     return open(path, mode, encoding="utf-8")
 
 

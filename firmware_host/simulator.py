@@ -166,8 +166,7 @@ class SimulatedDigitizer(EventIO):
             self._sleep_until(wall)
             # A state snapshot right after this frame is what the kernel reached by then: apply
             # it before the reader can see the SYN_REPORT and ask.
-            while i < len(items) and isinstance(items[i], DeviceState):
-                st = items[i]
+            while i < len(items) and isinstance(st := items[i], DeviceState):
                 i += 1
                 with self._lock:
                     self._abs.update(st.abs)

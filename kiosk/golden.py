@@ -122,7 +122,7 @@ def _interpreter_class():  # type: ignore[no-untyped-def]
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:  # the older runtime, same API (DESIGN: supported as a fallback)
-        from tflite_runtime.interpreter import Interpreter  # type: ignore[no-redef]
+        from tflite_runtime.interpreter import Interpreter
     return Interpreter
 
 

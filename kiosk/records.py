@@ -174,9 +174,7 @@ class StatusRecord:
 
 
 #: What a staff member did at the kiosk (``kiosk.staff``; the daemon's template management).
-#: ``calibration``: the site threshold moved (``kiosk.calibration``; operator ``kiosk`` when the
-#: kiosk moved it, the operator's for a revert or resume; ``mode`` auto/revert/resume).
-AUDIT_ACTIONS = frozenset({"login", "logout", "enroll", "delete", "calibration"})
+AUDIT_ACTIONS = frozenset({"login", "logout", "enroll", "delete"})
 
 
 @dataclass(frozen=True)
@@ -308,6 +306,7 @@ def _field_types(cls: type) -> dict[str, Any]:
 
 
 # An annotation _conforms cannot check fails here, at import, rather than on the first payload.
+_probe: object
 for _cls in RECORD_TYPES.values():
     for _tp in _field_types(_cls).values():
         for _probe in (None, "", 0, [], {}):

@@ -132,7 +132,7 @@ def encode_template(tpl: StoredTemplate) -> bytes:
             "version": tpl.version, "devices": devices}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, allow_pickle=False, **arrays)  # plain arrays only, never a pickled object
     return buf.getvalue()
 
 
@@ -193,11 +193,6 @@ class TemplateStore:
     @staticmethod
     def _aad(customer: str) -> bytes:
         return b"sigkiosk-template-v1\0" + customer.encode()
-
-    def file_id(self, customer: str) -> str:
-        """The keyed name of the customer's file: an id for derived state (``kiosk.calibration``)
-        that, like the directory listing, reveals no customer reference."""
-        return self._path(customer).stem
 
     def exists(self, customer: str) -> bool:
         return self._path(customer).exists()

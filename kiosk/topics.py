@@ -133,4 +133,4 @@ def parse_topic(topic: str) -> ParsedTopic:
     validate_id(kiosk_id, "kiosk id")
     if kind not in KINDS:
         raise TopicError(f"unknown message kind in topic {topic!r}")
-    return ParsedTopic(prefix, site, kiosk_id, kind)  # type: ignore[arg-type]
+    return ParsedTopic(prefix, site, kiosk_id, kind)

@@ -21,6 +21,7 @@ Everything lives in a temporary directory that is removed at the end.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import queue
@@ -223,6 +224,8 @@ def start_environment(root: Path, *, speed: float = 3.0, pen_up_timeout_s: float
                                                  paths["certs"] / "admin.ops.key"))
         admin.connect("localhost", port)
         admin.loop_start()
+        if daemon.link is None:
+            raise RuntimeError("the demo's kiosk was built without its link")
         if not daemon.link.commands_ready.wait(20):
             raise RuntimeError("the kiosk's command subscription was not granted")
         return DemoEnv(root, broker, collector, daemon, pen, admin,
@@ -303,6 +306,11 @@ def _post(url: str, body: dict[str, Any], cookie: str) -> dict[str, Any]:
         return json.loads(resp.read())
 
 
+def _decided_since(daemon: Any, before: int) -> bool:
+    """The daemon has made a decision since it had made ``before``."""
+    return bool(daemon.decisions > before)
+
+
 def _wait_idle(daemon: Any, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while daemon.current is not None or daemon.state.value != "idle" or not daemon._requests.empty():
@@ -361,13 +369,13 @@ def run_demo(env: DemoEnv, writers: Writers, say: Callable[[str], None] = print,
                 session = _post(ui + "api/verify", {"customer": customer}, d.ui.cookie_header)["session"] if ui else \
                     d.submit("verify", customer).request_id
             res.truth[session] = kind
-            cust.serve([traj], lambda before=before: d.decisions > before)
+            cust.serve([traj], functools.partial(_decided_since, d, before))
             res.sent += 1
         if d.paper is not None:
             for kind, traj in (("genuine", genuine[-1]), ("forged", forged[0])):
-                session = show_paper(env, customer, traj, seed=len(res.truth))
-                if session is not None:
-                    res.truth[session] = kind
+                paper_session = show_paper(env, customer, traj, seed=len(res.truth))
+                if paper_session is not None:
+                    res.truth[paper_session] = kind
                     res.sent += 1
     if d.link is not None:
         d.link.flush(30)

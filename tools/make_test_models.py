@@ -51,7 +51,8 @@ def _golden(model_bytes: bytes, n_in: int, cases: int, seed: int) -> dict[str, n
         interp.set_tensor(i_det["index"], x)
         interp.invoke()
         ys.append(interp.get_tensor(o_det["index"]).copy())
-    return {"input_0": xs, "output_0": np.stack(ys), "atol": np.float32(1e-5), "rtol": np.float32(1e-4)}
+    return {"input_0": xs, "output_0": np.stack(ys), "atol": np.asarray(1e-5, np.float32),
+            "rtol": np.asarray(1e-4, np.float32)}
 
 
 def write_model(out: Path, name: str, layers: list[tuple[int, str | None]], n_in: int, seed: int,
@@ -61,7 +62,7 @@ def write_model(out: Path, name: str, layers: list[tuple[int, str | None]], n_in
     # The golden vectors of the "broken" model come from another set of weights.
     gold_model = content if golden_seed is None else _convert(layers, n_in, golden_seed)
     (out / f"{name}.tflite").write_bytes(content)
-    np.savez(out / f"{name}.golden.npz", **_golden(gold_model, n_in, cases, seed + 1000))
+    np.savez(out / f"{name}.golden.npz", allow_pickle=False, **_golden(gold_model, n_in, cases, seed + 1000))
     return out / f"{name}.tflite", out / f"{name}.golden.npz"
 
 

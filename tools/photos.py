@@ -102,7 +102,7 @@ def _desk(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
         base[:] = base.mean()
     across = rng.random() < 0.5
     rows, cols = (w, h) if across else (h, w)
-    streak = rng.normal(0, 1, (max(rows // 8, 2), 4)).astype(np.float32)
+    streak: np.ndarray = rng.normal(0, 1, (max(rows // 8, 2), 4)).astype(np.float32)
     streak = cv2.resize(cv2.GaussianBlur(streak, (0, 0), 1.5), (cols, rows))
     fine = cv2.GaussianBlur(rng.normal(0, 1, (rows, cols)).astype(np.float32), (0, 0), 1.0)
     tex = 10.0 * streak + 4.0 * fine
@@ -247,7 +247,9 @@ def make_photo(
     q = int(rng.integers(jpeg_quality[0], jpeg_quality[1] + 1))
     ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, q])
     assert ok, "JPEG encoding of a generated frame failed"
-    frame = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    assert decoded is not None, "JPEG decoding of a generated frame failed"
+    frame = decoded
 
     def project(rect: np.ndarray) -> np.ndarray:
         return cv2.perspectiveTransform(rect.reshape(1, 4, 2), h_mat).reshape(4, 2)
@@ -295,7 +297,7 @@ def write_video(path: Path, frames: list[np.ndarray], fps: float = 15.0) -> Path
     h, w = frames[0].shape[:2]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (w, h))
     if not writer.isOpened():
         raise OSError(f"cannot write a video at {path} (is OpenCV built with a video writer?)")
     try:

@@ -497,8 +497,8 @@ def _make_plan(rng: np.random.Generator, n_strokes: int) -> _Plan:
     base_sigma = rng.uniform(0.2, 0.32)
     overlap = rng.uniform(0.55, 0.8)
     timing = []
-    for pts, curvs in strokes:
-        seg = np.hypot(*np.diff(pts, axis=0).T)
+    for stroke_pts, _ in strokes:
+        seg = np.hypot(*np.diff(stroke_pts, axis=0).T)
         tt = []
         for L in seg:
             T = base_T * (0.8 + 0.25 * min(L, 3.0)) ** 0.5 * rng.uniform(0.9, 1.1)

@@ -195,7 +195,9 @@ class UiServer:
                         for path, (name, ctype) in STATIC.items()}
         self._stop = threading.Event()
         self.httpd = _Server((host, port), self._handler_class(), max_connections)
-        self.host, self.port = self.httpd.server_address[:2]
+        bound_host, self.port = self.httpd.server_address[:2]
+        # An AF_INET server's address is (str, int); socketserver types the host as str | bytes.
+        self.host = bound_host.decode() if isinstance(bound_host, bytes) else bound_host
         self._thread: threading.Thread | None = None
 
     @property

@@ -76,8 +76,11 @@ def run(quick: bool = False) -> dict[str, float]:
         ob = Outbox(Path(d) / "outbox.sqlite")
         samples = []
         for i in range(n_commit):
+            def build(_seq: int, i: int = i) -> bytes:
+                return seal(i)[1]
+
             t0 = time.perf_counter()
-            ob.add("decision", "sig/v1/bench/kiosk-000/decision", lambda s, i=i: seal(i)[1])
+            ob.add("decision", "sig/v1/bench/kiosk-000/decision", build)
             samples.append(time.perf_counter() - t0)
         ob.close()
     commit_us = statistics.median(samples) * 1e6

@@ -311,8 +311,9 @@ class Collector:
         self._client.connect_async(c.broker_host, int(c.broker_port), keepalive=c.keepalive_s,
                                    clean_start=False, properties=props)
         self._client.loop_start()
-        self._worker = threading.Thread(target=self._work, name="collector-store", daemon=True)
-        self._worker.start()
+        worker = threading.Thread(target=self._work, name="collector-store", daemon=True)
+        self._worker: threading.Thread | None = worker
+        worker.start()
 
     def _discard_session(self) -> None:
         """Connect once with clean start and no expiry, so the broker forgets this identity's session.

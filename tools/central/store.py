@@ -287,15 +287,13 @@ class _SqlStore:
     def query_decisions(self, *, kiosk_id: str | None = None, since_ms: int | None = None,
                         until_ms: int | None = None, outcome: str | None = None,
                         limit: int = 100) -> list[StoredDecision]:
-        where, args = [], []
-        if kiosk_id is not None:
-            where.append("kiosk_id = %s"); args.append(kiosk_id)
-        if since_ms is not None:
-            where.append("created_ms >= %s"); args.append(since_ms)
-        if until_ms is not None:
-            where.append("created_ms < %s"); args.append(until_ms)
-        if outcome is not None:
-            where.append("decision = %s"); args.append(outcome)
+        where: list[str] = []
+        args: list[str | int] = []
+        for clause, value in (("kiosk_id = %s", kiosk_id), ("created_ms >= %s", since_ms),
+                              ("created_ms < %s", until_ms), ("decision = %s", outcome)):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
         sql = ("SELECT kiosk_id, seq, site, created_ms, received_ms, decision, score, payload FROM decisions"
                + (" WHERE " + " AND ".join(where) if where else "")
                + " ORDER BY created_ms, kiosk_id, seq LIMIT %s")
@@ -309,10 +307,12 @@ class _SqlStore:
     def query_audit(self, *, kiosk_id: str | None = None, operator: str | None = None,
                     subject: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         """Staff actions, oldest first: the decrypted payload plus kiosk_id, site, seq."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[str | int] = []
         for col, val in (("kiosk_id", kiosk_id), ("operator", operator), ("subject", subject)):
             if val is not None:
-                where.append(f"{col} = %s"); args.append(val)
+                where.append(f"{col} = %s")
+                args.append(val)
         sql = ("SELECT kiosk_id, site, seq, payload FROM audit" + (" WHERE " + " AND ".join(where) if where else "")
                + " ORDER BY created_ms, kiosk_id, seq LIMIT %s")
         args.append(int(limit))

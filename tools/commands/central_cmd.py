@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def _stats(args: argparse.Namespace) -> int:
 
     store = open_store(args.db)
     try:
-        out = {"decisions": store.count("decisions"), "logs": store.count("logs"),
+        out: dict[str, Any] = {"decisions": store.count("decisions"), "logs": store.count("logs"),
                "refusals": store.refusal_counts(), "kiosks": {k: v["state"] for k, v in store.status().items()}}
     finally:
         store.close()
@@ -87,7 +88,7 @@ def _stats(args: argparse.Namespace) -> int:
         # A revoked kiosk's last status may still say "online" (its later ones are refused): the
         # registry has the last word, and the time it was revoked.
         for kid, entry in Registry.load(Path(args.registry)).kiosks.items():
-            if entry.revoked:
+            if entry.revoked_at_ms is not None:
                 when = dt.datetime.fromtimestamp(entry.revoked_at_ms / 1000, dt.timezone.utc).isoformat()
                 out["kiosks"][kid] = f"revoked {when}"
     print(json.dumps(out, indent=2))

@@ -45,7 +45,7 @@ IMAGE_FORMATS: dict[str, Callable[..., Dataset[ImageSample]]] = {
 }
 
 
-def _pick(formats: dict[str, Callable[..., Dataset]], fmt: str, kind: str) -> Callable[..., Dataset]:  # type: ignore[type-arg]
+def _pick(formats: dict[str, Callable[..., Dataset]], fmt: str, kind: str) -> Callable[..., Dataset]:
     try:
         return formats[fmt]
     except KeyError:
