@@ -446,20 +446,61 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write_json(report: dict, path: Path) -> None:
+def write_json(report: dict, path: Path, models: Sequence[Path] = ()) -> None:
+    """The report as JSON, with what made it: the command, the code's commit and the SHA-256 of
+    every model file used (``models``: a model, its config, the fusion), so a figure can be traced."""
+    from tools.provenance import provenance
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    path.write_text(json.dumps({**report, **provenance(models)}, indent=2) + "\n")
+
+
+def model_files(verifier: str, model_path: Path = DEFAULT_MODEL, fusion_path: Path | None = None) -> list[Path]:
+    """The model files ``--verifier`` reads (classic: none; its settings are in the code)."""
+    from models.learned import config_path
+
+    if verifier == "classic":
+        return []
+    files = [Path(model_path), config_path(Path(model_path))]
+    if verifier == "fused":
+        files.append(Path(fusion_path or Path(model_path).with_name("fusion.json")))
+    return files
+
+
+def plot_title(report: dict) -> str:
+    """What a plot shows, told apart from the other plots of the same data: the set, the writers,
+    the verifier and K (the classic and the fused histograms of one set used to share a title)."""
+    split = report.get("split", "all")
+    writers = "all writers" if split == "all" else f"{split} writers"
+    return f"{report['dataset']} ({writers}), {report.get('verifier', 'classic')} verifier, K={report['references']}"
+
+
+def plot_marks(scores: Scores) -> dict[str, dict[str, float]]:
+    """Per kind of impostor, the equal error rate (%) and the global threshold that attains it:
+    what the plots mark (the same figures as the report's ``eer_global`` and ``threshold_global``)."""
+    g = Scores.pooled(scores.genuine)
+    marks = {}
+    for kind in ("skilled", "random"):
+        imp = Scores.pooled(getattr(scores, kind))
+        if imp.size and g.size:
+            eer, thr = equal_error_rate(g, imp)
+            marks[kind] = {"eer": round(100 * eer, 3), "threshold": round(thr, 6)}
+    return marks
 
 
 def write_plots(scores: Scores, out_dir: Path, title: str) -> list[Path]:
-    """A DET curve (normal-deviate axes) and score histograms, as PNG files."""
+    """A DET curve (normal-deviate axes) with each EER marked on the FAR = FRR diagonal, and score
+    histograms with the global EER thresholds drawn, as PNG files. Each PNG carries its title and
+    the marks (JSON) in its metadata (``Title``, ``Description``), so they can be read back."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from statistics import NormalDist
 
+    import matplotlib.pyplot as plt
+
     out_dir.mkdir(parents=True, exist_ok=True)
+    marks = plot_marks(scores)
     nd = NormalDist()
     # The usual DET window, 0.05 % to 60 %: rates outside it are drawn on its edge.
     lo, hi = 0.0005, 0.6
@@ -467,22 +508,26 @@ def write_plots(scores: Scores, out_dir: Path, title: str) -> list[Path]:
     ticks = np.array([0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4])
     g = Scores.pooled(scores.genuine)
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    ax.plot(probit([lo, hi]), probit([lo, hi]), color="0.6", lw=0.8, ls=":", label="FAR = FRR")
     for kind in ("skilled", "random"):
         imp = Scores.pooled(getattr(scores, kind))
         if imp.size and g.size:
             c = error_curve(g, imp)
-            ax.plot(probit(c.far), probit(c.frr), label=f"{kind} forgeries")
+            (line,) = ax.plot(probit(c.far), probit(c.frr), label=f"{kind} forgeries")
+            e = marks[kind]["eer"] / 100
+            ax.plot(probit(e), probit(e), "o", color=line.get_color(), label=f"{kind} EER {100 * e:.2f} %")
     ax.set_xticks(probit(ticks), [f"{100 * t:g}" for t in ticks])
     ax.set_yticks(probit(ticks), [f"{100 * t:g}" for t in ticks])
     ax.set_xlim(probit(lo), probit(hi))
     ax.set_ylim(probit(lo), probit(hi))
     ax.set_xlabel("false acceptance rate (%)")
     ax.set_ylabel("false rejection rate (%)")
-    ax.set_title(f"DET: {title}")
+    det_title = f"DET: {title}"
+    ax.set_title(det_title, fontsize=9)
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     det = out_dir / "det.png"
-    fig.savefig(det, dpi=110, bbox_inches="tight")
+    fig.savefig(det, dpi=110, bbox_inches="tight", metadata={"Title": det_title, "Description": json.dumps(marks)})
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -494,12 +539,18 @@ def write_plots(scores: Scores, out_dir: Path, title: str) -> list[Path]:
         v = Scores.pooled(getattr(scores, kind))
         if v.size:
             ax.hist(v, bins=bins, alpha=0.5, density=True, label=kind)
+    for kind, ls in (("skilled", "--"), ("random", ":")):
+        if kind in marks:
+            m = marks[kind]
+            ax.axvline(m["threshold"], color="k", ls=ls, lw=1,
+                       label=f"{kind} EER threshold {m['threshold']:.3g} (EER {m['eer']:.2f} %)")
     ax.set_xlabel("user-normalised distance (lower is more genuine)" if lo == 0.0
                   else "fused score: minus the logit (lower is more genuine)")
-    ax.set_title(f"Scores: {title}")
-    ax.legend()
+    hist_title = f"Scores: {title}"
+    ax.set_title(hist_title, fontsize=9)
+    ax.legend(fontsize=8)
     hist = out_dir / "histogram.png"
-    fig.savefig(hist, dpi=110, bbox_inches="tight")
+    fig.savefig(hist, dpi=110, bbox_inches="tight", metadata={"Title": hist_title, "Description": json.dumps(marks)})
     plt.close(fig)
     return [det, hist]
 

@@ -129,6 +129,20 @@ def make_providers(verifier: str, model_path: Path | None = None) -> list[Offlin
     raise ValueError(f"unknown offline verifier {verifier!r}; known: {', '.join(VERIFIERS)}")
 
 
+def model_files(verifier: str, model_path: Path | None = None, fusion_path: Path | None = None) -> list[Path]:
+    """The model files ``--verifier`` reads (hand: none; its prior is in the code), with the fusion
+    file when the scores are fused by a stored fusion."""
+    from models.offline_embed import DEFAULT_MODEL
+
+    files: list[Path] = []
+    if "cnn" in verifier:
+        m = Path(model_path) if model_path else DEFAULT_MODEL
+        files += [m, m.with_name(m.stem + ".config.json")]
+    if fusion_path is not None:
+        files.append(Path(fusion_path))
+    return files
+
+
 def precompute(
     dataset: Dataset[ImageSample], caches: Sequence[FeatureCache], skip_malformed: bool = False
 ) -> Dataset[ImageSample]:

@@ -90,6 +90,49 @@ def test_svc2004_random_refs(tmp_path, population, capsys):
         assert img is not None and img.shape[0] > 100
     table = capsys.readouterr().out
     assert "skilled" in table and "random" in table
+    # What made the report: the command, the commit; the classic verifier reads no model file.
+    assert report["command"].startswith("sigkiosk eval online ") and "--format svc2004" in report["command"]
+    assert report["git_commit"] and len(report["git_commit"].split("-")[0]) == 40
+    assert report["models_sha256"] == {}
+    # The plots mark what the report says: each EER, and the threshold that attains it.
+    det, hist = (png_text(out / "plots" / n) for n in ("det.png", "histogram.png"))
+    for text in (det, hist):
+        marks = json.loads(text["Description"])
+        for kind in ("skilled", "random"):
+            assert marks[kind]["eer"] == pytest.approx(report[kind]["eer_global"], abs=1e-3)
+            assert marks[kind]["threshold"] == pytest.approx(report[kind]["threshold_global"], abs=1e-5)
+    assert det["Title"] == "DET: svc2004 (all writers), classic verifier, K=5"
+    assert hist["Title"] == "Scores: svc2004 (all writers), classic verifier, K=5"
+
+
+def png_text(path: Path) -> dict[str, str]:
+    """A PNG's text chunks (matplotlib writes the ``metadata`` given to ``savefig`` there)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return dict(im.text)
+
+
+def test_fused_report_names_its_model_files_and_its_plots_differ(tmp_path, population):
+    """The learned and fused reports carry the SHA-256 of the model, its config and the fusion they
+    read; their plots are titled apart from the classic ones of the same data."""
+    import hashlib
+
+    from models.learned import config_path
+    from tools.evaluate import DEFAULT_MODEL
+
+    data = write_svc(tmp_path / "svc", population)
+    titles = {}
+    for verifier in ("classic", "fused"):
+        out = tmp_path / verifier
+        assert main(["eval", "online", str(data), "--format", "svc2004", "-t", "1", "--verifier", verifier,
+                     "--json", str(out / "r.json"), "--plots", str(out / "plots")]) == 0
+        titles[verifier] = png_text(out / "plots" / "histogram.png")["Title"]
+    report = json.loads((tmp_path / "fused" / "r.json").read_text())
+    files = (DEFAULT_MODEL, config_path(DEFAULT_MODEL), DEFAULT_MODEL.with_name("fusion.json"))
+    assert report["models_sha256"] == {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+    assert "--verifier fused" in report["command"]
+    assert titles["classic"] != titles["fused"] and "fused verifier" in titles["fused"]
 
 
 def test_mcyt_fixed_enrollment(tmp_path, population):

@@ -1,6 +1,7 @@
 """``sigkiosk eval offline`` end to end on real scans (the Dutch set's validation writers, and a
 CEDAR-layout folder made of Dutch images), and its answers to bad input."""
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -32,7 +33,8 @@ def online_keys() -> set[str]:
         for w, (g, f) in pop.items()
     }
     report = evaluate(Dataset("synthetic", writers), references=5, trials=1).report
-    return set(report) | {"split"}  # the CLI adds the split
+    # The CLI adds the split, and the JSON what made it (tools/provenance.py).
+    return set(report) | {"split", "command", "git_commit", "models_sha256"}
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +65,12 @@ def test_dutch_validation_end_to_end(tmp_path, online_keys, capsys):
     assert set(report) == online_keys
     # The default is the kiosk's paper verifier: CNN-LSTM and hand features fused.
     assert report["verifier"] == "cnn+hand" and set(report["components"]) == {"cnn", "hand"}
+    # Its model, the model's config and the fusion, each by its SHA-256.
+    from models.offline_embed import DEFAULT_MODEL
+    from tools.evaluate_offline import DEFAULT_FUSION
+
+    used = (DEFAULT_MODEL, DEFAULT_MODEL.with_name(DEFAULT_MODEL.stem + ".config.json"), DEFAULT_FUSION)
+    assert report["models_sha256"] == {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in used}
     assert report["writers"] == 6 and report["split"] == "validate"
     for kind in ("skilled", "random"):
         assert set(report[kind]) == KEYS

@@ -115,9 +115,9 @@ def test_shipped_fusion_is_the_recorded_fit() -> None:
 def test_cli_missing_model_is_a_clear_error(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "tools.cli", "train", "fusion", "--model", str(tmp_path / "nope.tflite"),
-         "--data", str(tmp_path), "--cache", str(tmp_path / "cache")],
+         "--data", str(tmp_path), "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "run")],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2
     assert "nope.tflite" in proc.stderr and "Traceback" not in proc.stderr
-    assert not (tmp_path / "fusion.json").exists()
+    assert not (tmp_path / "run" / "fusion.json").exists()

@@ -4,39 +4,77 @@ Dutch scans of a few writers, ink rendered from a few online writers (training a
 and from three synthetic writers, prepared and cached in a temporary folder; two tiny epochs with
 the blur + re-threshold augmentation, selected on Dutch and rendered validate writers; float and
 full-int8 conversion, prior and threshold, golden vectors and the run record (about a minute on
-two cores). Runs in a subprocess so that tensorflow is never imported into the test process (the
-device modules are tested without it).
+two cores). The run is made to fail its degenerate-model gate (``--max-eer 0``) while asked to
+``--ship``: it keeps its artefacts, exits 3 and ships nothing. Runs in a subprocess so that
+tensorflow is never imported into the test process (the device modules are tested without it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
 from shared_data import shared_data
 
 ROOT = Path(__file__).resolve().parents[2]
+RECORD = "cnn_lstm.run.json"
+
+
+def hashes(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def quick_proc(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess, dict[str, str]]:
+    """One quick run with ``--out`` and the degenerate gate set where every model fails it
+    (``--max-eer 0``), asked to ``--ship`` into a copy of the shipped models: it must write every
+    artefact to its folder, say loudly that the model is degenerate, exit 3 and ship nothing."""
+    from models import shipped_assets
+
     data = shared_data("offline/sigcomp-dutch-kaggle").parents[1]
     out = tmp_path_factory.mktemp("offline_quick")
+    shutil.copytree(shipped_assets(), out / "assets-copy")
+    before = hashes(out / "assets-copy")
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.run(
         [sys.executable, "-m", "tools.cli", "train", "offline", "--quick", "--synthetic", "3", "--blur", "0.5",
          "--select-on", "dutch+rendered", "--data", str(data),
-         "--out", str(out / "assets"), "--cache", str(out / "cache")],
+         "--out", str(out / "assets"), "--cache", str(out / "cache"),
+         "--max-eer", "0", "--ship", "--assets", str(out / "assets-copy")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc, before
+
+
+@pytest.fixture(scope="module")
+def quick_run(quick_proc: tuple[Path, subprocess.CompletedProcess, dict[str, str]]) -> Path:
+    out, proc, _ = quick_proc
+    assert proc.returncode == 3, proc.stderr[-3000:]
     return out
+
+
+def test_a_degenerate_model_fails_loudly_and_is_not_shipped(
+        quick_proc: tuple[Path, subprocess.CompletedProcess, dict[str, str]]) -> None:
+    out, proc, before = quick_proc
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "DEGENERATE MODEL" in proc.stderr and "NOT replaced" in proc.stderr
+    for name in ("cnn_lstm_float", "cnn_lstm_int8"):
+        assert re.search(rf"{name}: validation skilled-forgery EER [\d.]+ % >= 0 %", proc.stderr)
+    assert hashes(out / "assets-copy") == before
+    rec = json.loads((out / "assets" / RECORD).read_text())
+    problems = rec["checks"]["problems"]
+    assert rec["checks"]["passed"] is False
+    for name in ("cnn_lstm_float", "cnn_lstm_int8"):
+        assert sum(p.startswith(f"{name}: validation skilled-forgery EER") for p in problems) == 1
+    assert rec["checks"]["max_eer"] == 0 and "shipped_to" not in rec
 
 
 def test_artefacts_and_run_record(quick_run: Path) -> None:

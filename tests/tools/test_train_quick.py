@@ -1,39 +1,107 @@
 """``sigkiosk train online --quick``: the whole learned pipeline end to end on the shared data.
 
 Teacher, distilled student, float and full-int8 conversion, golden vectors, fusion on validation
-writers and the run record, with tiny models (about a minute on two cores). Needs the ``train``
-extra (tensorflow-cpu, tf_keras) and the shared data. Runs in a subprocess so that tensorflow is
-never imported into the test process (the device modules are tested without it).
+writers and the run record, with tiny models (about two minutes on two cores). The run goes to a
+new folder, is shipped with ``--ship`` into a copy of the shipped models (the real ones untouched)
+and is quiet without ``-v``. Needs the ``train`` extra (tensorflow-cpu, tf_keras) and the shared
+data. Runs in a subprocess so that tensorflow is never imported into the test process (the device
+modules are tested without it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-
 from shared_data import shared_data
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+#: What a run of ``train online`` writes, and ``--ship`` copies into the shipped folder.
+WRITTEN = ("tsgatr_student_int8", "tsgatr_student_float", "tsgatr_teacher_float", "fusion", "tsgatr.run")
+
+
+def hashes(folder: Path, prefixes: tuple[str, ...] | None = None) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())
+            if p.is_file() and (prefixes is None or p.name.startswith(prefixes))}
+
+
+@dataclass
+class QuickRun:
+    folder: Path  # the run folder
+    home: Path  # the working directory the command ran in
+    assets: Path  # a copy of the shipped models folder, which --ship replaced
+    assets_before: dict[str, str]
+    real_before: dict[str, str]
+    proc: subprocess.CompletedProcess
+
+
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def quick(tmp_path_factory: pytest.TempPathFactory) -> QuickRun:
+    """One quick run as a data scientist would start it: no --out (so a new run folder under the
+    working directory), --ship into a copy of the shipped models, and no TensorFlow log settings
+    in the environment (the command quiets it itself)."""
+    from models import shipped_assets
+
     data = shared_data("online")
-    out = tmp_path_factory.mktemp("quick")
-    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    home = tmp_path_factory.mktemp("quick")
+    assets = home / "assets-copy"
+    shutil.copytree(shipped_assets(), assets)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_CPP", "GLOG"))}
+    real_before = hashes(shipped_assets(), WRITTEN)
+    assets_before = hashes(assets)
     proc = subprocess.run(
         [sys.executable, "-m", "tools.cli", "train", "online", "--quick", "--data", str(data.parent),
-         "--out", str(out / "assets"), "--work", str(out / "work")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+         "--work", str(home / "work"), "--ship", "--assets", str(assets)],
+        cwd=home, env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return out / "assets"
+    folders = sorted((home / "runs").iterdir())
+    assert len(folders) == 1
+    return QuickRun(folders[0], home, assets, assets_before, real_before, proc)
+
+
+@pytest.fixture(scope="module")
+def quick_run(quick: QuickRun) -> Path:
+    return quick.folder
+
+
+def test_default_output_is_a_new_run_folder_and_ship_replaces_the_copy(quick: QuickRun) -> None:
+    from models import shipped_assets
+
+    assert re.fullmatch(r"online-\d{8}T\d{6}Z", quick.folder.name)
+    assert f"run folder: runs/{quick.folder.name}" in quick.proc.stdout
+    # The real shipped models were not touched (hash before and after).
+    assert hashes(shipped_assets(), WRITTEN) == quick.real_before
+    # --ship replaced, in the copy, exactly what the run wrote, and left the rest as it was.
+    run_files = hashes(quick.folder)
+    after = hashes(quick.assets)
+    assert {n: after[n] for n in run_files} == run_files
+    assert {n: h for n, h in after.items() if n not in run_files} == {
+        n: h for n, h in quick.assets_before.items() if n not in run_files}
+    assert any(quick.assets_before.get(n) != h for n, h in run_files.items())
+    rec = json.loads((quick.assets / "tsgatr.run.json").read_text())
+    assert rec["checks"]["passed"] and rec["shipped_to"] == str(quick.assets)
+    assert rec["artefacts_sha256"] == {n: h for n, h in run_files.items() if n != "tsgatr.run.json"}
+    assert f"shipped {len(run_files)} file(s)" in quick.proc.stdout
+
+
+def test_tensorflow_noise_is_off_by_default(quick: QuickRun) -> None:
+    """The run's own lines are not buried: no TensorFlow C++ log line, absl notice or Python warning
+    from TensorFlow reaches the terminal without -v."""
+    noise = re.compile(r"^[IW]\d{4} |absl::InitializeLog|oneDNN|fully_quantize|XNNPACK|UserWarning", re.M)
+    assert not noise.findall(quick.proc.stderr), quick.proc.stderr[:2000]
+    assert "teacher epoch 1:" in quick.proc.stdout and "converted tsgatr_student_int8" in quick.proc.stdout
 
 
 def test_artefacts_and_run_record(quick_run: Path) -> None:

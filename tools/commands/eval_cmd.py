@@ -96,9 +96,17 @@ def _register_offline(kinds: argparse._SubParsersAction) -> None:
 
 
 def run_online(args: argparse.Namespace) -> int:
-    from tools.datasets import MalformedFileError, load_online
     from models.runtime import ModelError
-    from tools.evaluate import evaluate, format_table, verifier_providers, write_json, write_plots
+    from tools.datasets import MalformedFileError, load_online
+    from tools.evaluate import (
+        evaluate,
+        format_table,
+        model_files,
+        plot_title,
+        verifier_providers,
+        write_json,
+        write_plots,
+    )
 
     protocol = args.protocol or ("fixed-enrollment" if args.format == "mcyt-exercise" else "random-refs")
     try:
@@ -146,10 +154,10 @@ def run_online(args: argparse.Namespace) -> int:
     if report["excluded_writers"]:
         print(f"({len(report['excluded_writers'])} writer(s) left out; see the JSON report)")
     if args.json:
-        write_json(report, args.json)
+        write_json(report, args.json, model_files(args.verifier, args.model, args.fusion))
         print(f"report: {args.json}")
     if args.plots:
-        for f in write_plots(result.scores, args.plots, f"{report['dataset']} K={args.references}"):
+        for f in write_plots(result.scores, args.plots, plot_title(report)):
             print(f"plot: {f}")
     return 0
 
@@ -183,8 +191,15 @@ def run_cross_device(args: argparse.Namespace) -> int:
 def run_offline(args: argparse.Namespace) -> int:
     from models.runtime import ModelError
     from tools.datasets import MalformedFileError, load_images
-    from tools.evaluate import format_table, write_json, write_plots
-    from tools.evaluate_offline import evaluate_offline, fusion_entry, load_fusion, make_providers, save_fusion
+    from tools.evaluate import format_table, plot_title, write_json, write_plots
+    from tools.evaluate_offline import (
+        evaluate_offline,
+        fusion_entry,
+        load_fusion,
+        make_providers,
+        model_files,
+        save_fusion,
+    )
 
     if args.fit_fusion is not None and args.split != "validate":
         print("sigkiosk eval: --fit-fusion fits on validation writers only: add --split validate", file=sys.stderr)
@@ -244,9 +259,10 @@ def run_offline(args: argparse.Namespace) -> int:
         print(f"fusion ({', '.join(run.fusion.names)}): weights {run.fusion.weights} bias {run.fusion.bias:.3f} "
               f"-> {args.fit_fusion}")
     if args.json:
-        write_json(report, args.json)
+        fusion_file = args.fusion if fusion is not None else None
+        write_json(report, args.json, model_files(args.verifier, args.model, fusion_file))
         print(f"report: {args.json}")
     if args.plots:
-        for f in write_plots(run.result.scores, args.plots, f"{report['dataset']} K={args.references}"):
+        for f in write_plots(run.result.scores, args.plots, plot_title(report)):
             print(f"plot: {f}")
     return 0

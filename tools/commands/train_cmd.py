@@ -1,13 +1,32 @@
 """``sigkiosk train online``: train the TS-GATR teacher, distil the int8 student, fit the fusion.
-``sigkiosk train offline``: the CNN-LSTM image embedding (float and int8)."""
+``sigkiosk train offline``: the CNN-LSTM image embedding (float and int8).
+
+Every run writes into a folder of its own (a new ``runs/<kind>-<UTC time>/`` unless ``--out``) and
+replaces the shipped models only with ``--ship``, after its models passed their checks; a degenerate
+model is reported loudly and the command exits with status 3 (``tools/train/runs.py``)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+
+def _run_options(p: argparse.ArgumentParser, kind: str) -> None:
+    """Where a run writes and when it may replace the shipped models (``tools/train/runs.py``)."""
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"the run's folder (default: a new runs/{kind}-<UTC time>/); never the shipped models")
+    p.add_argument("--ship", action="store_true",
+                   help="after the run passed its checks, copy its artefacts into the shipped models folder")
+    p.add_argument("--assets", type=Path, default=None,
+                   help="the shipped models folder --ship replaces (default: the installed models/assets)")
+    p.add_argument("--max-eer", type=float, default=None, metavar="PCT",
+                   help="a validation skilled-forgery EER at or above PCT %% fails the run as degenerate "
+                        "(default 40; chance is 50)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
     o = kinds.add_parser("online", help="TS-GATR teacher, distilled int8 student, fusion with the classic DTW")
     o.add_argument("--data", type=Path, default=None, help="the shared data folder (default ../shared/data)")
-    o.add_argument("--out", type=Path, default=Path("models/assets"), help="where the shipped artefacts go")
+    _run_options(o, "online")
     o.add_argument("--work", type=Path, default=Path(".cache/learned"), help="feature cache and Keras weights")
     o.add_argument("--quick", action="store_true", help="tiny models and data: the pipeline end to end in ~1 min")
     o.add_argument("--epochs", type=int, default=None)
@@ -31,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     f = kinds.add_parser("offline", help="CNN-LSTM image embedding (writer-independent), float and int8 TFLite")
     f.add_argument("--data", type=Path, default=None, help="the shared data folder (default ../shared/data)")
-    f.add_argument("--out", type=Path, default=Path("models/assets"), help="where the shipped artefacts go")
+    _run_options(f, "offline")
     f.add_argument("--cache", type=Path, default=None,
                    help="prepared-image cache, outside the repository (default ~/.cache/sigkiosk/offline)")
     f.add_argument("--quick", action="store_true", help="tiny model, a few writers: end to end in about a minute")
@@ -69,9 +88,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     fu = kinds.add_parser("fusion", help="refit fusion.json on the validation writers (no retraining)")
     fu.add_argument("--data", type=Path, default=None)
-    fu.add_argument("--model", type=Path, default=Path("models/assets/tsgatr_student_int8.tflite"),
-                    help="the learned model the fusion serves (its .config.json beside it)")
-    fu.add_argument("--out", type=Path, default=None, help="where fusion.json goes (default: beside the model)")
+    fu.add_argument("--model", type=Path, default=None,
+                    help="the learned model the fusion serves, its .config.json beside it (default: the shipped "
+                         "tsgatr_student_int8.tflite)")
+    _run_options(fu, "fusion")
     fu.add_argument("--trials", type=int, default=10, help="random draws of K references per writer")
     fu.add_argument("--cache", type=Path, default=Path(".cache/fusion"), help="per-trial distance cache")
     fu.set_defaults(func=run_fusion)
@@ -85,9 +105,69 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=run_report)
 
 
+def _start(args: argparse.Namespace, kind: str) -> tuple[Path, Path]:
+    """The run's folder (new by default) and the shipped models folder; TensorFlow quiet unless -v."""
+    from models import shipped_assets
+    from tools.train.runs import output_dir, quiet_tensorflow
+
+    assets = args.assets or shipped_assets()
+    out = output_dir(args.out, kind, assets)
+    quiet_tensorflow(getattr(args, "verbose", 0))
+    return out, assets
+
+
+def _finish(args: argparse.Namespace, out: Path, assets: Path, record_name: str, record: dict,
+            eers: Mapping[str, float], models: Iterable[Path], artefacts: Iterable[str]) -> int:
+    """Check the run's models, record the checks, and ship the artefacts only when asked and passed."""
+    import json
+
+    from tools.train.runs import (
+        DEFAULT_MAX_EER,
+        EXIT_DEGENERATE,
+        golden_outputs,
+        model_problems,
+        ship,
+        warn_degenerate,
+    )
+
+    max_eer = DEFAULT_MAX_EER if args.max_eer is None else args.max_eer
+    problems = model_problems(eers, max_eer, golden_outputs(models))
+    from tools.provenance import model_hashes
+
+    artefacts = list(artefacts)
+    record["checks"] = {"max_eer": max_eer, "validation_skilled_eer": dict(eers), "problems": problems,
+                        "passed": not problems}
+    # Names, not paths: the same hashes hold in the run folder and, once shipped, in the assets.
+    record["artefacts_sha256"] = {Path(k).name: v for k, v in
+                                  model_hashes(out / a for a in artefacts if a != record_name).items()}
+    if args.ship and not problems:
+        record["shipped_to"] = str(assets)
+    (out / record_name).write_text(json.dumps(record, indent=2, default=str) + "\n")
+    if problems:
+        warn_degenerate(problems, out, args.ship)
+        return EXIT_DEGENERATE
+    if args.ship:
+        shipped = ship(out, artefacts, assets)
+        print(f"shipped {len(shipped)} file(s) from {out} to {assets}")
+    else:
+        print(f"the shipped models in {assets} are unchanged; add --ship to replace them with this run's")
+    return 0
+
+
+def _refused(e: Exception) -> int:
+    print(f"sigkiosk train: {e}", file=sys.stderr)
+    return 2
+
+
 def run_online(args: argparse.Namespace) -> int:
+    from tools.train.runs import RunError
+
+    try:
+        out, assets = _start(args, "online")
+    except RunError as e:
+        return _refused(e)
     from tools.train.data import default_data_root
-    from tools.train.pipeline import default_pipeline, run
+    from tools.train.pipeline import STUDENT_FLOAT, STUDENT_INT8, TEACHER, default_pipeline, run
     from tools.train.trainer import TrainConfig
 
     pc = default_pipeline(args.quick, k_nn=args.k_nn, k_step=args.k_step)
@@ -99,10 +179,18 @@ def run_online(args: argparse.Namespace) -> int:
     for arg, key in (("steps", "steps_per_epoch"), ("patience", "patience"), ("batch_writers", "batch_writers")):
         if getattr(args, arg) is not None:
             t = TrainConfig(**{**t.to_json(), key: getattr(args, arg)})
-    record = run(pc, t, args.data or default_data_root(), args.out, args.work, args.teacher_weights,
+    print(f"run folder: {out}", flush=True)
+    record = run(pc, t, args.data or default_data_root(), out, args.work, args.teacher_weights,
                  skip_fusion=args.no_fusion)
-    print(f"done in {record['seconds']} s; record: {args.out / 'tsgatr.run.json'}")
-    return 0
+    print(f"done in {record['seconds']} s; record: {out / 'tsgatr.run.json'}")
+    names = (TEACHER, STUDENT_FLOAT, STUDENT_INT8)
+    artefacts = [f"{n}{ext}" for n in names for ext in (".tflite", ".config.json", ".golden.npz")
+                 if (out / f"{n}{ext}").exists()]
+    if not args.no_fusion:
+        artefacts += ["fusion.json", "fusion.fit.json"]
+    eers = {n: v["mean"] for n, v in record["validation_skilled_eer_k5"].items()}
+    return _finish(args, out, assets, "tsgatr.run.json", record, eers, [out / f"{n}.tflite" for n in names],
+                   artefacts + ["tsgatr.run.json"])
 
 
 def run_offline(args: argparse.Namespace) -> int:
@@ -113,6 +201,7 @@ def run_offline(args: argparse.Namespace) -> int:
     from tools.train.offline.data import DEFAULT_CACHE
     from tools.train.offline.pipeline import RECORD_NAME, quick_configs, run, score_models
     from tools.train.offline.trainer import OfflineTrainConfig
+    from tools.train.runs import RunError
 
     if args.score:
         missing = [str(m) for m in args.score if not m.exists()]
@@ -124,6 +213,10 @@ def run_offline(args: argparse.Namespace) -> int:
                                select_on=args.select_on or "dutch")
         print(json.dumps(figures, indent=2))
         return 0
+    try:
+        out, assets = _start(args, "offline")
+    except RunError as e:
+        return _refused(e)
     net, cfg = quick_configs(args.seed) if args.quick else (CnnLstmConfig(), OfflineTrainConfig(seed=args.seed))
     for arg, key in (("epochs", "epochs"), ("steps", "steps_per_epoch"), ("patience", "patience"),
                      ("time_budget", "time_budget_min")):
@@ -141,11 +234,16 @@ def run_offline(args: argparse.Namespace) -> int:
         cfg = replace(cfg, p_blur=args.blur)
     if args.select_on is not None:
         cfg = replace(cfg, select_on=args.select_on)
-    record = run(args.data or default_data_root(), args.out, args.cache or DEFAULT_CACHE, net, cfg,
+    print(f"run folder: {out}", flush=True)
+    record = run(args.data or default_data_root(), out, args.cache or DEFAULT_CACHE, net, cfg,
                  rendered=not args.no_rendered, max_writers=3 if args.quick else None,
                  representative=8 if args.quick else 200, synthetic=args.synthetic)
-    print(f"done in {record['seconds']} s; record: {args.out / RECORD_NAME}")
-    return 0
+    print(f"done in {record['seconds']} s; record: {out / RECORD_NAME}")
+    names = list(record["models"])
+    eers = {n: m["validation"]["skilled_eer_global"] for n, m in record["models"].items()}
+    artefacts = [f"{n}{ext}" for n in names for ext in (".tflite", ".config.json", ".golden.npz")]
+    return _finish(args, out, assets, RECORD_NAME, record, eers, [out / f"{n}.tflite" for n in names],
+                   artefacts + [RECORD_NAME])
 
 
 def run_ablation(args: argparse.Namespace) -> int:
@@ -157,26 +255,37 @@ def run_ablation(args: argparse.Namespace) -> int:
 
 def run_fusion(args: argparse.Namespace) -> int:
     import json
-    import sys
 
+    from models._assets import DEFAULT_LEARNED_MODEL
     from models.runtime import ModelError
     from tools.train.data import default_data_root
     from tools.train.fusion_fit import refit
+    from tools.train.runs import RunError
 
-    out = args.out or args.model.parent
     try:
-        rec = refit(args.data or default_data_root(), args.model, out, args.cache, args.trials)
+        out, assets = _start(args, "fusion")
+    except RunError as e:
+        return _refused(e)
+    model = args.model or assets / DEFAULT_LEARNED_MODEL
+    if args.ship and model.resolve().parent != assets.resolve():
+        return _refused(RunError(f"--ship: the fusion would serve {model}, not the shipped model in {assets}"))
+    try:
+        rec = refit(args.data or default_data_root(), model, out, args.cache, args.trials)
     except (ModelError, FileNotFoundError, ValueError) as e:
-        print(f"sigkiosk train fusion: {e}", file=sys.stderr)
-        return 2
+        if args.out is None and not any(out.iterdir()):
+            out.rmdir()  # the run folder it made for nothing
+        return _refused(e)
     print(json.dumps({k: rec[k] for k in ("mix_learned", "best_mix_learned", "criterion_se", "weights", "bias",
                                           "threshold")}, indent=2))
+    fused = []
     for name, g in rec["validation"].items():
         if g["fused"] is not None:
+            fused.append(g["fused"])
             print(f"validation {name:22s} skilled EER: classic {g['classic']:.2f}  learned {g['learned']:.2f}  "
                   f"fused {g['fused']:.2f}  ({g['writers_with_forgeries']} writer(s) with forgeries)")
     print(f"wrote {out / 'fusion.json'} and {out / 'fusion.fit.json'}")
-    return 0
+    eers = {"fusion": sum(fused) / len(fused) if fused else float("nan")}
+    return _finish(args, out, assets, "fusion.fit.json", rec, eers, [], ["fusion.json", "fusion.fit.json"])
 
 
 def run_report(args: argparse.Namespace) -> int:

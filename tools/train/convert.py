@@ -55,7 +55,11 @@ def to_tflite(model: Any, representative: Iterable[ModelInput | dict[str, np.nda
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         conv.inference_input_type = tf.int8
         conv.inference_output_type = tf.int8
-    return conv.convert()
+    # The quantiser prints a line to stderr from C++ whatever the log level (off unless -v).
+    from tools.train.runs import tf_noise_filtered
+
+    with tf_noise_filtered():
+        return conv.convert()
 
 
 def golden_inputs(config: LearnedConfig, n: int = 3, seed: int = 11) -> list[ModelInput]:

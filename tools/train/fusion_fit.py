@@ -122,13 +122,18 @@ def cached_trial_distances(data_root: Path, rel: str, fmt: str, split: str, refe
 def validation_trials(data_root: Path, model_path: Path, cache: Path, trials: int = 10,
                       ks: tuple[int, ...] = FIT_KS) -> dict[str, TrialDistances]:
     """Every validation writer's trials, per ``"<format> K=<k>"``."""
+    from tools.train.loop import progress
+
     out = {}
-    for rel, fmt in FIT_SETS:
-        for k in ks:
-            td = cached_trial_distances(data_root, rel, fmt, "validate", k, trials, model_path, cache)
-            if td is not None:
-                out[f"{fmt} K={k}"] = td
-                log.info("%s K=%d validation: %d trials", fmt, k, len(td.kinds))
+    with progress(len(FIT_SETS) * len(ks), "fusion: validation trials", leave=True) as bar:
+        for rel, fmt in FIT_SETS:
+            for k in ks:
+                bar.set_postfix_str(f"{fmt} K={k}")
+                td = cached_trial_distances(data_root, rel, fmt, "validate", k, trials, model_path, cache)
+                if td is not None:
+                    out[f"{fmt} K={k}"] = td
+                    log.info("%s K=%d validation: %d trials", fmt, k, len(td.kinds))
+                bar.update(1)
     return out
 
 

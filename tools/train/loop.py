@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from tqdm import tqdm
@@ -35,6 +35,8 @@ def set_seeds(seed: int) -> None:
         pass
 
 
-def progress(total: int, desc: str) -> Any:
-    """A progress bar on a terminal, nothing in a log (``disable=None``)."""
-    return tqdm(total=total, desc=desc, leave=False, mininterval=2.0, disable=None)
+def progress(total: int, desc: str, file: IO[str] | None = None, leave: bool = False) -> Any:
+    """A progress bar on a terminal (stderr, or ``file``), nothing in a log or a pipe (tqdm's
+    ``disable=None``: off when the stream is not a TTY). Redrawn at most twice a second; erased
+    when done unless ``leave`` (each epoch prints its own summary line instead)."""
+    return tqdm(total=total, desc=desc, leave=leave, mininterval=0.5, disable=None, file=file)

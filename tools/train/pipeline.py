@@ -2,7 +2,8 @@
 fusion fitted on validation writers (``tools/train/fusion_fit.py``) → run record. One command,
 deterministic seeds.
 
-Artefacts in ``--out`` (default ``models/assets``): ``tsgatr_student_int8.tflite`` (shipped to the
+Artefacts in the run folder (a new ``runs/online-<UTC time>/``, or ``--out``; copied into
+``models/assets`` only by ``--ship``): ``tsgatr_student_int8.tflite`` (shipped to the
 device), ``tsgatr_student_float.tflite`` and ``tsgatr_teacher_float.tflite`` (for the EER table),
 ``<model>.config.json`` (featurisation + normalisation prior), ``<model>.golden.npz``,
 ``fusion.json`` and ``fusion.fit.json`` (how the fusion was chosen), and ``tsgatr.run.json``
@@ -14,8 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 
 from models.learned import LearnedConfig, config_path
 from models.tsgatr import TSGATRConfig
+from tools.provenance import git_commit, invoked_command
 from tools.train.data import InputCache, load_corpus
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -72,22 +72,6 @@ class TFLiteEmbedder:
             mi = self.inputs(i)
             out.append(self.rt.run(mi.arrays())[: mi.out_length].astype(np.float64))
         return out
-
-
-def invoked_command() -> str:
-    """The command line that is running, for a run record (`sigkiosk ...` and `python -m tools.cli
-    ...` are the same command)."""
-    if sys.argv and (sys.argv[0].endswith("sigkiosk") or sys.argv[0].endswith("cli.py")):
-        return "sigkiosk " + " ".join(sys.argv[1:])
-    return " ".join(sys.argv)
-
-
-def git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def save_model(blob: bytes, out: Path, name: str, lc: LearnedConfig) -> Path:
