@@ -21,8 +21,9 @@ as ``previous`` (``resume_calibration`` lets it move again); ``enabled = false``
 runs the shipped threshold with no wrapper at all.
 
 Why off by default: genuine scores say nothing about forgeries, so the move trades FAR for FRR
-within bounds the bank must choose for its risk; and the measured gain (README, "Site
-self-calibration") is in FRR on sets whose shipped FRR is off target, at a FAR cost.
+within bounds the bank must choose for its risk. Measured (README, "Site self-calibration"): from
+a threshold 0.1 too strict or too lenient, sites of 17-19 customers land within 0.08 of the same
+threshold and FRR at or under a 3 % target, while skilled FAR goes wherever that threshold puts it.
 """
 
 from __future__ import annotations
