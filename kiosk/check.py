@@ -13,12 +13,24 @@ from __future__ import annotations
 import datetime as dt
 import stat
 import threading
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import paho.mqtt.client as mqtt
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
+from paho.mqtt.enums import CallbackAPIVersion
+
 from kiosk.config import DaemonConfig
+from kiosk.keys import KeyFileError, load_public_raw, load_signing_key
+from kiosk.link import describe_connection_error
+from kiosk.templates import TemplateError, load_or_create_key
+from kiosk.tls import client_tls_context
 
 Level = Literal["error", "warning"]
 
@@ -68,7 +80,6 @@ def check_files(config: DaemonConfig) -> list[Finding]:
 
 def _deprecated(config: DaemonConfig) -> list[Finding]:
     """Keys older files carry that the configuration now takes from elsewhere (parse_config accepts them)."""
-    import tomllib
 
     if config.source is None:
         return []
@@ -96,8 +107,6 @@ def check_config(config: DaemonConfig, *, broker: bool = False, timeout_s: float
 # -- storage ------------------------------------------------------------------------------------
 
 def _check_storage(config: DaemonConfig, out: list[Finding]) -> None:
-    from kiosk.templates import TemplateError, load_or_create_key
-
     key = config.storage.template_key
     if not key.exists():
         if config.storage.create_key:
@@ -116,8 +125,6 @@ def _check_storage(config: DaemonConfig, out: list[Finding]) -> None:
 # -- keys and certificates ----------------------------------------------------------------------
 
 def _check_public_key(path: Path, where: str, fix: str, out: list[Finding]) -> None:
-    from kiosk.keys import KeyFileError, load_public_raw
-
     if not Path(path).exists():
         out.append(Finding("error", where, _missing(path, fix)))
         return
@@ -128,8 +135,6 @@ def _check_public_key(path: Path, where: str, fix: str, out: list[Finding]) -> N
 
 
 def _check_private_key(path: Path, where: str, fix: str, load: Callable[[Path], Any], out: list[Finding]) -> None:
-    from kiosk.keys import KeyFileError
-
     if not Path(path).exists():
         out.append(Finding("error", where, _missing(path, fix)))
         return
@@ -141,7 +146,6 @@ def _check_private_key(path: Path, where: str, fix: str, load: Callable[[Path], 
 
 def _load_certs(path: Path, where: str, fix: str, out: list[Finding]) -> list[Any]:
     """The PEM certificates in ``path`` (a CA file or a certificate with its chain); [] if unusable."""
-    from cryptography import x509
 
     data = _readable(path, where, fix, out)
     if data is None:
@@ -154,12 +158,6 @@ def _load_certs(path: Path, where: str, fix: str, out: list[Finding]) -> list[An
 
 
 def _check_link(config: DaemonConfig, out: list[Finding]) -> None:
-    from cryptography import x509
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.x509.oid import NameOID
-
-    from kiosk.keys import load_signing_key
 
     link = config.link
     assert link is not None
@@ -240,11 +238,7 @@ def check_broker(config: DaemonConfig, *, timeout_s: float = 10.0) -> str | None
     The broker knows a kiosk by its certificate, so this connection takes over the session of a
     kiosk daemon running with the same identity: it reconnects by itself within seconds.
     """
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
 
-    from kiosk.link import describe_connection_error
-    from kiosk.tls import client_tls_context
 
     link = config.link
     assert link is not None

@@ -35,7 +35,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from firmware_host.replay_pen import ReplayPen
+from kiosk import keys
+from kiosk.commands import make_verify_command, verify_topic
+from kiosk.staff import OperatorStore
+from kiosk.tls import client_tls_context
 from models.trajectory import Trajectory
+from tools import pki
+from tools.broker import BrokerSettings, Mosquitto, free_port
+from tools.registry import KioskEntry, Registry
+from tools.synth import make_population
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +59,6 @@ Writers = dict[str, tuple[list[Trajectory], list[Trajectory]]]
 
 
 def synthetic_writers(n_writers: int, seed: int, n_genuine: int = 8, n_forgeries: int = 3) -> Writers:
-    from tools.synth import make_population
-
     return make_population(n_writers=n_writers, n_genuine=n_genuine, n_forgeries=n_forgeries, seed=seed)
 
 
@@ -95,9 +106,6 @@ class DemoEnv:
 
 def make_keys(root: Path) -> dict[str, Path]:
     """A device CA, certificates for the kiosk, a collector and an admin; link and command keys."""
-    from kiosk import keys
-    from tools import pki
-    from tools.registry import KioskEntry, Registry
 
     ca = root / "pki" / "ca"
     certs = root / "pki" / "certs"
@@ -122,7 +130,6 @@ def make_keys(root: Path) -> dict[str, Path]:
 def kiosk_config_text(paths: dict[str, Path], port: int, *, pen_up_timeout_s: float = 0.5, ui_port: int = 0,
                       camera: Path | None = None) -> str:
     """The daemon's TOML for the demo: the embedded default, pointed at the demo's files."""
-    from kiosk import keys
 
     k, c = paths["kiosk_keys"], paths["certs"]
     return f"""\
@@ -180,18 +187,9 @@ attempts = 2
 
 
 def start_environment(root: Path, *, speed: float = 3.0, pen_up_timeout_s: float = 0.5) -> DemoEnv:
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    from firmware_host.replay_pen import ReplayPen
-    from kiosk import keys
     from kiosk.config import load_config
     from kiosk.daemon import Daemon
-    from kiosk.staff import OperatorStore
-    from kiosk.tls import client_tls_context
-    from tools.broker import BrokerSettings, Mosquitto, free_port
     from tools.central.collector import Collector, CollectorConfig
-    from tools.registry import Registry
 
     paths = make_keys(root)
     port = free_port()
@@ -320,8 +318,6 @@ def _wait_idle(daemon: Any, timeout: float = 30.0) -> None:
 
 
 def run_demo(env: DemoEnv, writers: Writers, say: Callable[[str], None] = print, n_enroll: int = 5) -> DemoResult:
-    from kiosk.commands import make_verify_command, verify_topic
-
     d = env.daemon
     res = DemoResult()
     cust = Customer(env)
@@ -394,7 +390,6 @@ def show_paper(env: DemoEnv, customer: str, traj: Trajectory, *, seed: int) -> s
     photographed on a desk, and the photo put where the kiosk's camera reads it. The session id of
     the decision, or None when the kiosk found no usable photo (it said why on the screen)."""
     import cv2
-    import numpy as np
 
     from models.render import render_ink
     from tools.photos import make_photo

@@ -30,6 +30,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from firmware_host.camera import Reason, judge, measure
+from models.image_preprocess import prepare
+from models.signature_finder import PictureError, find_signature
+from tools.datasets import load_images
+from tools.photos import REFUSED, USABLE, make_photo
+
 NAME = "camera"
 DUTCH = "offline/sigcomp-dutch-kaggle"
 BLUR_SIGMA = 2.0
@@ -50,12 +56,6 @@ def similarity(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def run(quick: bool = False, data: Path | None = None) -> dict[str, float]:
-    from firmware_host.camera import Reason, judge, measure
-    from models.image_preprocess import prepare
-    from models.signature_finder import PictureError, find_signature
-    from tools.datasets import load_images
-    from tools.photos import REFUSED, USABLE, make_photo
-
     cv2.setNumThreads(1)
     folder = (data or _data_root()) / DUTCH
     if not folder.is_dir():
@@ -82,7 +82,7 @@ def run(quick: bool = False, data: Path | None = None) -> dict[str, float]:
         sims = []
         for w in writers:
             g = ds.genuine(w)
-            for k in range(per_writer):
+            for _ in range(per_writer):
                 sample = g[int(rng.integers(len(g)))]
                 photo = make_photo(sample.image, rng, difficulty=kind)
                 n += 1

@@ -13,12 +13,18 @@ import time
 
 import numpy as np
 
+from firmware_host.assembler import CaptureAssembler, SegmenterConfig
+from firmware_host.evdev_reader import LiveDigitizer
+from firmware_host.generator import GeneratorOptions, trajectory_to_events
+from firmware_host.pad_protocol import PacketDecoder, Sample, encode_message
+from firmware_host.simulator import SimulatedDigitizer
+from models.trajectory import DeviceInfo, Trajectory
+
 NAME = "capture"
 
 
-def _signature(n_points: int, rate_hz: float = 200.0, seed: int = 0):
+def _signature(n_points: int, rate_hz: float = 200.0, seed: int = 0) -> Trajectory:
     """A synthetic signature in mm: strokes of ~80 points with short hovers between them."""
-    from models.trajectory import DeviceInfo, Trajectory
 
     rng = np.random.default_rng(seed)
     ang = np.cumsum(rng.normal(0, 0.25, n_points))
@@ -32,9 +38,6 @@ def _signature(n_points: int, rate_hz: float = 200.0, seed: int = 0):
 
 
 def _events_per_second(reps: int) -> tuple[float, float, int]:
-    from firmware_host.assembler import CaptureAssembler, SegmenterConfig
-    from firmware_host.generator import GeneratorOptions, trajectory_to_events
-
     traj = _signature(2000)
     stream = trajectory_to_events(traj, GeneratorOptions(hover_frames=2))
     cfg = SegmenterConfig(pen_up_timeout=5.0)
@@ -53,8 +56,6 @@ def _events_per_second(reps: int) -> tuple[float, float, int]:
 
 def _finish_latency(n_points: int, reps: int) -> tuple[float, float, float]:
     """Milliseconds from "the signature is over" (tick past the pen-up timeout) to the Trajectory."""
-    from firmware_host.assembler import CaptureAssembler, SegmenterConfig
-    from firmware_host.generator import GeneratorOptions, trajectory_to_events
 
     traj = _signature(n_points, seed=n_points)
     stream = trajectory_to_events(traj)
@@ -79,10 +80,6 @@ def _live_lateness(reps: int) -> tuple[float, float]:
     Real time: a generated stream is played into a pipe (the simulated device) and read by the
     live loop, which must wake at the deadline rather than at its next polling interval.
     """
-    from firmware_host.assembler import SegmenterConfig
-    from firmware_host.evdev_reader import LiveDigitizer
-    from firmware_host.generator import GeneratorOptions, trajectory_to_events
-    from firmware_host.simulator import SimulatedDigitizer
 
     traj = _signature(120, rate_hz=400.0, seed=3)
     stream = trajectory_to_events(traj, GeneratorOptions(hover_frames=2))
@@ -99,8 +96,6 @@ def _live_lateness(reps: int) -> tuple[float, float]:
 
 
 def _pad_decode_rate(reps: int) -> float:
-    from firmware_host.pad_protocol import PacketDecoder, Sample, encode_message
-
     wire = b"".join(encode_message(Sample(i % 60000, i % 40000, i % 1024, 3, i), i) for i in range(5000))
     best = float("inf")
     for _ in range(reps):

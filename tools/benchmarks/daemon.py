@@ -13,6 +13,7 @@ after the benchmark's template load.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -24,6 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from kiosk import keys
+from tools import pki
+from tools.demo import KIOSK_ID, SITE, start_environment, synthetic_writers
+from tools.registry import KioskEntry, Registry
 
 NAME = "daemon"
 
@@ -74,10 +80,6 @@ def _second_kiosk_config(root: Path, demo_config: Path, collector: Any) -> Path:
     knock each other off every reconnect, which is neither what a kiosk does nor a fair start-up
     or memory figure.
     """
-    from kiosk import keys
-    from tools import pki
-    from tools.demo import KIOSK_ID, SITE
-    from tools.registry import KioskEntry, Registry
 
     certs = root / "pki" / "certs"
     pki.issue(root / "pki" / "ca", "kiosk", BENCH_KIOSK, certs)
@@ -106,8 +108,6 @@ def _second_kiosk_config(root: Path, demo_config: Path, collector: Any) -> Path:
 
 
 def run(quick: bool = False) -> dict[str, float]:
-    from tools.demo import start_environment, synthetic_writers
-
     cpu = sorted(os.sched_getaffinity(0))[-1]
     root = Path(tempfile.mkdtemp(prefix="sigkiosk-bench-daemon-"))
     n_queries = 12 if quick else 40
@@ -120,8 +120,6 @@ def run(quick: bool = False) -> dict[str, float]:
             os.sched_setaffinity(0, {cpu})   # the latency on one core, as the budget says
             d = env.daemon
             writers = synthetic_writers(3, seed=11, n_genuine=5 + n_queries // 3 + 1, n_forgeries=0)
-            import dataclasses
-
             queries = []
             for w, (g, _) in writers.items():
                 refs = [dataclasses.replace(t, t=(t.t - t.t[0]) / env.pen.speed) for t in g[:5]]

@@ -15,6 +15,8 @@ import time
 import numpy as np
 
 from models import shipped_assets
+from models.fusion import Fusion
+from tools.benchmarks.verify import _signatures, _traj
 
 NAME = "learned"
 ASSETS = shipped_assets()
@@ -27,9 +29,7 @@ def _ms(samples: list[float]) -> tuple[float, float]:
 
 def run(quick: bool = False) -> dict[str, float]:
     from models.classic import ClassicConfig, build_template, score_query, signature_features
-    from models.fusion import Fusion
     from models.learned import LearnedVerifier, featurize
-    from tools.benchmarks.verify import _signatures, _traj
 
     writers = _signatures(3 if quick else 10)
     reps = 2 if quick else 10

@@ -13,10 +13,28 @@ queued at the broker for the collector's session, drained and committed by one c
 
 from __future__ import annotations
 
+import getpass
+import os
 import statistics
 import tempfile
 import time
+import uuid
 from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from paho.mqtt.enums import CallbackAPIVersion
+
+from kiosk import envelope
+from kiosk.keys import CENTRAL_ENC_KEY, key_id, raw_public, write_private_file
+from kiosk.outbox import Outbox
+from kiosk.records import DecisionRecord, encode_payload
+from kiosk.tls import client_tls_context
+from tools import pki
+from tools.broker import BrokerError, BrokerSettings, Mosquitto, find_mosquitto, free_port
+from tools.registry import KioskEntry, Registry
 
 NAME = "link"
 
@@ -32,16 +50,8 @@ def _decision(i: int) -> dict:
 
 
 def run(quick: bool = False) -> dict[str, float]:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
-    from kiosk import envelope
-    from kiosk.keys import key_id, raw_public
-    from kiosk.outbox import Outbox
-    from kiosk.records import DecisionRecord, encode_payload
     from tools.central.collector import Processor, _Incoming
     from tools.central.store import SqliteStore
-    from tools.registry import KioskEntry, Registry
 
     n_seal = 300 if quick else 3000
     n_commit = 100 if quick else 500
@@ -140,8 +150,6 @@ def run(quick: bool = False) -> dict[str, float]:
 
 def _postgres_store_rate(msgs: list, registry, central) -> float | None:  # type: ignore[no-untyped-def]
     """Only when ``SIGKIOSK_BENCH_PG`` names a PostgreSQL database to write into (a scratch schema)."""
-    import os
-    import uuid
 
     from tools.central.collector import Processor
     from tools.central.store import PostgresStore
@@ -174,15 +182,8 @@ def _through_broker(msgs: list, registry, central, quick: bool) -> float | None:
     Pre-sealed envelopes are published first (the collector's session queues them at the broker),
     then the collector connects and the time until the last one is committed is measured.
     """
-    import getpass
 
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
 
-    from kiosk.keys import CENTRAL_ENC_KEY, write_private_file
-    from kiosk.tls import client_tls_context
-    from tools import pki
-    from tools.broker import BrokerError, BrokerSettings, Mosquitto, find_mosquitto, free_port
     from tools.central.collector import Collector, CollectorConfig
 
     try:
@@ -190,7 +191,6 @@ def _through_broker(msgs: list, registry, central, quick: bool) -> float | None:
     except BrokerError as exc:
         print(f"link: broker figure skipped: {exc}")
         return None
-    from cryptography.hazmat.primitives import serialization
 
     n = min(len(msgs), 1000 if quick else 5000)
     with tempfile.TemporaryDirectory() as d:

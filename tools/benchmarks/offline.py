@@ -15,6 +15,8 @@ import time
 import numpy as np
 
 from models import shipped_assets
+from models.offline_embed import ImageEmbedder
+from tools.synth import make_population
 
 NAME = "offline"
 ASSETS = shipped_assets()
@@ -27,9 +29,7 @@ def _ms(samples: list[float]) -> tuple[float, float]:
 
 def run(quick: bool = False) -> dict[str, float]:
     from models.image_preprocess import prepare
-    from models.offline_embed import ImageEmbedder
     from models.render import render_ink
-    from tools.synth import make_population
 
     pop = make_population(n_writers=2 if quick else 6, n_genuine=6, n_forgeries=0, seed=3)
     pictures = [render_ink(t, rng=np.random.default_rng(i)) for i, (g, _) in enumerate(pop.values()) for t in g]

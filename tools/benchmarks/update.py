@@ -16,17 +16,26 @@ import tempfile
 import time
 from pathlib import Path
 
+from kiosk import keys
+from kiosk.bundle import manifest_digest
+from kiosk.link import KioskLink, LinkConfig
+from kiosk.topics import KioskTopics
+from kiosk.update_agent import UpdateAgent, UpdateConfig
+from models import shipped_assets
+from tools import pki
+from tools.broker import BrokerSettings, Mosquitto, free_port
+from tools.bundle import ModelSpec, create_bundle
+from tools.make_test_models import write_models
+from tools.registry import KioskEntry, Registry
+from tools.rollout import AdminClient, AdminConnection, target_base
+
 NAME = "update"
 
 
 def _models(tmp: Path) -> tuple[list, str]:
-    from models import shipped_assets
-    from tools.bundle import ModelSpec
-
     shipped = sorted(p for p in shipped_assets().glob("*.tflite") if p.with_suffix(".golden.npz").exists())
     if shipped:
         return [ModelSpec(p, p.with_suffix(".golden.npz")) for p in shipped], "shipped models/assets"
-    from tools.make_test_models import write_models
 
     write_models(tmp / "models", big=True)
     return [ModelSpec(p, p.with_suffix(".golden.npz")) for p in sorted((tmp / "models").glob("*.tflite"))
@@ -34,17 +43,6 @@ def _models(tmp: Path) -> tuple[list, str]:
 
 
 def run(quick: bool = False) -> dict[str, float]:
-    from kiosk import keys
-    from kiosk.bundle import manifest_digest
-    from kiosk.link import KioskLink, LinkConfig
-    from kiosk.topics import KioskTopics
-    from kiosk.update_agent import UpdateAgent, UpdateConfig
-    from tools import pki
-    from tools.broker import BrokerSettings, Mosquitto, free_port
-    from tools.bundle import create_bundle
-    from tools.registry import KioskEntry, Registry
-    from tools.rollout import AdminClient, AdminConnection, target_base
-
     reps = 2 if quick else 5
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)

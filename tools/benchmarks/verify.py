@@ -11,8 +11,12 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from models.trajectory import Trajectory
+from tools.synth import make_population
 
 NAME = "verify"
 
@@ -24,13 +28,12 @@ def _signatures(n_writers: int) -> list[tuple[list, list]]:
 
         ds = load_online(Path(data), "susig-visual").subset("test")
         return [(ds.genuine(w)[:5], ds.genuine(w)[5:] + ds.skilled(w)) for w in sorted(ds.writers)][:n_writers]
-    from tools.synth import make_population
 
     pop = make_population(n_writers=n_writers, n_genuine=8, n_forgeries=3, seed=7)
     return [(g[:5], g[5:] + f) for g, f in pop.values()]
 
 
-def _traj(s):  # dataset samples carry a trajectory; synthesized ones are trajectories
+def _traj(s: Any) -> Trajectory:  # dataset samples carry a trajectory; synthesized ones are trajectories
     return getattr(s, "trajectory", s)
 
 

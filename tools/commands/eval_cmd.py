@@ -5,33 +5,65 @@ verifier on each shared set left out in turn (``tools/cross_device.py``)."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    from tools.datasets import ONLINE_FORMATS
-    from tools.evaluate import DEFAULT_MODEL, PROTOCOLS, VERIFIERS
+class _Choices(Sequence[str]):
+    """An option's choices, read from the evaluator's module when argparse first checks or lists them.
 
+    The evaluators import OpenCV, numba and the dataset readers: building this parser with them
+    cost about 0.9 s and 1,000 modules (measured), paid by every ``sigkiosk`` command, ``run`` and
+    ``demo`` included. The options using these set a ``metavar``, so that adding them lists nothing.
+    """
+
+    def __init__(self, module: str, name: str, pick: Callable[[Any], Iterable[str]] = lambda v: v) -> None:
+        self._module, self._name, self._pick = module, name, pick
+        self._values: list[str] | None = None
+
+    def _get(self) -> list[str]:
+        if self._values is None:
+            self._values = list(self._pick(getattr(importlib.import_module(self._module), self._name)))
+        return self._values
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._get()[i]
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._get()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="measure equal error rates on a labelled dataset")
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
     o = kinds.add_parser("online", help="pen trajectories (classic DTW, learned TS-GATR, or both fused)")
     o.add_argument("path", type=Path, help="the dataset's folder")
-    o.add_argument("--format", required=True, choices=sorted(ONLINE_FORMATS), help="dataset layout")
-    o.add_argument("--protocol", default=None, choices=PROTOCOLS,
+    o.add_argument("--format", required=True, choices=_Choices("tools.datasets", "ONLINE_FORMATS", sorted),
+                   metavar="FORMAT", help="dataset layout: %(choices)s")
+    o.add_argument("--protocol", default=None, choices=_Choices("tools.evaluate", "PROTOCOLS"), metavar="PROTOCOL",
                    help="random-refs (default) or fixed-enrollment (default for mcyt-exercise)")
     o.add_argument("--references", "-k", type=int, default=5, help="references per writer (K)")
     o.add_argument("--trials", "-t", type=int, default=10, help="random draws of K references per writer")
     o.add_argument("--seed", type=int, default=0)
     o.add_argument("--split", choices=("all", "train", "validate", "test"), default="all",
                    help="writer-disjoint split by the writer id's last digit (0-6 train, 7 validate, 8-9 test)")
-    o.add_argument("--verifier", choices=VERIFIERS, default="classic",
+    o.add_argument("--verifier", choices=_Choices("tools.evaluate", "VERIFIERS"), default="classic",
+                   metavar="VERIFIER",
                    help="classic DTW (default), learned (TS-GATR embeddings + DTW), or fused (calibrated)")
-    o.add_argument("--model", type=Path, default=DEFAULT_MODEL,
-                   help="TFLite model for learned/fused (its .config.json beside it)")
+    o.add_argument("--model", type=Path, default=None,
+                   help="TFLite model for learned/fused (its .config.json beside it; default: the shipped one)")
     o.add_argument("--fusion", type=Path, default=None, help="fusion JSON (default: fusion.json beside the model)")
     o.add_argument("--skip-malformed", action="store_true", help="skip (and list) malformed files")
     o.add_argument("--json", type=Path, default=None, help="write the report as JSON here")
@@ -42,8 +74,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _register_cross_device(kinds: argparse._SubParsersAction) -> None:
-    from tools.cross_device import SETS, VARIANTS, VERIFIERS
-
     c = kinds.add_parser(
         "cross-device",
         help="leave each shared pen set out in turn: fit on the others, measure its writers as recorded "
@@ -54,11 +84,14 @@ def _register_cross_device(kinds: argparse._SubParsersAction) -> None:
                    help="which writers of the left-out set are measured (choices are made on validate)")
     c.add_argument("--trials", "-t", type=int, default=10, help="random draws of K references per writer")
     c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--sets", nargs="+", choices=[n for n, _, _ in SETS], default=None,
-                   help="the sets taking part (default: all four)")
-    c.add_argument("--variants", nargs="+", choices=[v.key for v in VARIANTS], default=None,
-                   help="device variants to measure (default: all): " + "; ".join(f"{v.key}: {v.name}" for v in VARIANTS))
-    c.add_argument("--verifier", choices=VERIFIERS, default="classic",
+    c.add_argument("--sets", nargs="+", choices=_Choices("tools.cross_device", "SETS", lambda s: [n for n, _, _ in s]),
+                   metavar="SET", default=None, help="the sets taking part (default: all four): %(choices)s")
+    c.add_argument("--variants", nargs="+", metavar="VARIANT", default=None,
+                   choices=_Choices("tools.cross_device", "VARIANTS", lambda vs: [v.key for v in vs]),
+                   help="device variants to measure (default: all): %(choices)s (tools/cross_device.py says what "
+                        "each is)")
+    c.add_argument("--verifier", choices=_Choices("tools.cross_device", "VERIFIERS"), default="classic",
+                   metavar="VERIFIER",
                    help="classic: the classic verifier; match-score: also the match score (models/match_score.py) "
                         "fitted per fold on the other sets, measured beside classic on the same trials")
     c.add_argument("--quick", action="store_true",
@@ -68,24 +101,24 @@ def _register_cross_device(kinds: argparse._SubParsersAction) -> None:
 
 
 def _register_offline(kinds: argparse._SubParsersAction) -> None:
-    from tools.datasets import IMAGE_FORMATS
-    from tools.evaluate_offline import DEFAULT_FUSION, VERIFIERS
-
     f = kinds.add_parser("offline", help="signature images (hand-made features or CNN-LSTM, optional anomaly check)")
     f.add_argument("path", type=Path, help="the dataset's folder")
-    f.add_argument("--format", required=True, choices=sorted(IMAGE_FORMATS), help="dataset layout")
+    f.add_argument("--format", required=True, choices=_Choices("tools.datasets", "IMAGE_FORMATS", sorted),
+                   metavar="FORMAT", help="dataset layout: %(choices)s")
     f.add_argument("--references", "-k", type=int, default=5, help="references per writer (K)")
     f.add_argument("--trials", "-t", type=int, default=10, help="random draws of K references per writer")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--split", choices=("all", "train", "validate", "test"), default="all",
                    help="writer-disjoint split by the writer id's last digit (0-6 train, 7 validate, 8-9 test)")
-    f.add_argument("--verifier", choices=VERIFIERS, default="cnn+hand",
+    f.add_argument("--verifier", choices=_Choices("tools.evaluate_offline", "VERIFIERS"), default="cnn+hand",
+                   metavar="VERIFIER",
                    help="cnn+hand (default: the kiosk's paper verifier, the int8 CNN-LSTM and hand-feature "
                         "distances fused), cnn (CNN-LSTM embeddings alone) or hand (hand-made features alone)")
     f.add_argument("--model", type=Path, default=None, help="TFLite model for cnn (default: the shipped one)")
     f.add_argument("--anomaly", action=argparse.BooleanOptionalAction, default=False,
                    help="fuse the per-customer Isolation Forest anomaly check with the verifier (default: off)")
-    f.add_argument("--fusion", type=Path, default=DEFAULT_FUSION, help="fusion JSON for --anomaly")
+    f.add_argument("--fusion", type=Path, default=None,
+                   help="fusion JSON for --anomaly (default: the shipped offline_fusion.json)")
     f.add_argument("--fit-fusion", type=Path, default=None, metavar="JSON",
                    help="fit the verifier's fusion (with the anomaly check for hand and cnn; for cnn+hand "
                         "with it only under --anomaly) on these writers, store it here (validate split only)")
@@ -99,6 +132,7 @@ def run_online(args: argparse.Namespace) -> int:
     from models.runtime import ModelError
     from tools.datasets import MalformedFileError, load_online
     from tools.evaluate import (
+        DEFAULT_MODEL,
         evaluate,
         format_table,
         model_files,
@@ -108,6 +142,7 @@ def run_online(args: argparse.Namespace) -> int:
         write_plots,
     )
 
+    args.model = args.model or DEFAULT_MODEL
     protocol = args.protocol or ("fixed-enrollment" if args.format == "mcyt-exercise" else "random-refs")
     try:
         dataset = load_online(args.path, args.format, skip_malformed=args.skip_malformed)
@@ -193,6 +228,7 @@ def run_offline(args: argparse.Namespace) -> int:
     from tools.datasets import MalformedFileError, load_images
     from tools.evaluate import format_table, plot_title, write_json, write_plots
     from tools.evaluate_offline import (
+        DEFAULT_FUSION,
         evaluate_offline,
         fusion_entry,
         load_fusion,
@@ -201,6 +237,7 @@ def run_offline(args: argparse.Namespace) -> int:
         save_fusion,
     )
 
+    args.fusion = args.fusion or DEFAULT_FUSION
     if args.fit_fusion is not None and args.split != "validate":
         print("sigkiosk eval: --fit-fusion fits on validation writers only: add --split validate", file=sys.stderr)
         return 2
