@@ -14,6 +14,7 @@ import numpy as np
 
 from models.classic import ClassicConfig, build_template, pairwise_distances, signature_features
 from models.dtw import dtw_distance
+from models.errors import VerificationError
 from models.preprocess import Prepared, prepare
 from models.scoring import ScoredReferences, normalised_distance, reference_stats
 from models.trajectory import Trajectory, TrajectoryError
@@ -46,7 +47,7 @@ class Refusal:
     message: str
 
 
-class EnrollmentError(ValueError):
+class EnrollmentError(VerificationError, ValueError):
     def __init__(self, refusals: list[tuple[int, Refusal]]) -> None:
         self.refusals = refusals
         super().__init__("; ".join(f"sample {i + 1}: {r.message}" for i, r in refusals))

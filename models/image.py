@@ -6,13 +6,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.errors import VerificationError
+
 #: Larger than any camera frame or 600 dpi A4 scan we expect; beyond this an input is refused
 #: before it costs memory.
 MAX_SIDE = 12_000
 MIN_SIDE = 8
 
 
-class SignatureImageError(ValueError):
+class SignatureImageError(VerificationError, ValueError):
     """An image could not be used as a signature image: the message says why."""
 
 

@@ -28,10 +28,12 @@ import re
 import struct
 from dataclasses import dataclass
 
+from models.errors import VerificationError
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-class PictureHeaderError(ValueError):
+class PictureHeaderError(VerificationError, ValueError):
     """The header cannot be read or asks for something we do not decode; the message says which."""
 
 

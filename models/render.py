@@ -19,6 +19,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from models.errors import VerificationError
 from models.image import SignatureImage
 from models.trajectory import Trajectory
 
@@ -29,7 +30,7 @@ PAPER = 245
 INK = 25
 
 
-class RenderError(ValueError):
+class RenderError(VerificationError, ValueError):
     """The trajectory has no ink to draw (no pen-down point)."""
 
 

@@ -17,7 +17,7 @@
 4. **The ink.** :func:`models.image_preprocess.ink_mask` (the one thresholding) finds the ink; the
    picture is cropped to it with a margin.
 
-Errors say what to do: :class:`NoSignatureError` (a blank form, an empty sheet, a photo of a desk)
+Errors say what to do: :class:`NoSignatureInPictureError` (a blank form, an empty sheet, a photo of a desk)
 and :class:`UnreadablePictureError` (not an image, an empty or truncated file, absurd sizes). Both
 are ``ValueError``. Everything here is a pure function of the pixels; :func:`decode_picture` turns
 file bytes into pixels with the checks a file from outside needs.
@@ -31,6 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from models.errors import VerificationError
 from models.image import MAX_SIDE, MIN_SIDE, SignatureImage
 from models.image_preprocess import NoInkError, ink_box, ink_mask, to_grey
 from models.picture_header import PNG_MAGIC, PictureHeaderError, read_header
@@ -61,7 +62,7 @@ PAPER_LEVEL = 235
 CROP_MARGIN = 0.06
 
 
-class PictureError(ValueError):
+class PictureError(VerificationError, ValueError):
     """A picture could not give a signature: the message says why, for the person."""
 
 
@@ -69,7 +70,7 @@ class UnreadablePictureError(PictureError):
     """Not a picture we can read (empty, truncated, not an image, absurd size)."""
 
 
-class NoSignatureError(PictureError):
+class NoSignatureInPictureError(PictureError):
     """The picture is readable but holds no signature (a blank form, an empty sheet, a desk)."""
 
 
@@ -270,7 +271,7 @@ def _warp(grey: np.ndarray, quad: np.ndarray, trim: float, centre: tuple[float, 
         w, h = (w, w / aspect) if w / h >= aspect else (h * aspect, h)
     w, h = int(round(w)), int(round(h))
     if min(w, h) < 4 * MIN_SIDE:
-        raise NoSignatureError(f"the paper is too small in the picture ({w}x{h} px): hold it closer to the camera")
+        raise NoSignatureInPictureError(f"the paper is too small in the picture ({w}x{h} px): hold it closer to the camera")
     dx, dy = trim * w, trim * h
     dst = np.array([[-dx, -dy], [w - dx, -dy], [w - dx, h - dy], [-dx, h - dy]], np.float32)
     m = cv2.getPerspectiveTransform(quad.astype(np.float32), dst)
@@ -396,7 +397,7 @@ def find_signature(frame: np.ndarray) -> SignatureImage:
     else:
         region = page
         if sheet is None and not _looks_like_paper(page):
-            raise NoSignatureError(
+            raise NoSignatureInPictureError(
                 "no signature found: no sheet of paper in view (all four corners must be in the picture) "
                 "and no signature box, and it does not look like a scan: put the whole signed paper flat "
                 "in front of the camera, on a darker surface"
@@ -406,7 +407,7 @@ def find_signature(frame: np.ndarray) -> SignatureImage:
         mask = ink_mask(region)
         top, bottom, left, right = ink_box(mask)
     except NoInkError as exc:
-        raise NoSignatureError(
+        raise NoSignatureInPictureError(
             f"no signature in {where}: {exc}. Is the form signed, and is the signed side towards the camera?"
         ) from None
     m = int(round(CROP_MARGIN * max(bottom - top, right - left)))

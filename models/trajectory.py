@@ -13,6 +13,8 @@ from typing import Literal
 
 import numpy as np
 
+from models.errors import VerificationError
+
 #: The longest signature we accept. 100 000 points is 8 minutes at 200 Hz: anything longer is a
 #: stuck pen or a corrupt file, never a signature, and would make DTW quadratic cost explode.
 MAX_POINTS = 100_000
@@ -20,7 +22,7 @@ MAX_POINTS = 100_000
 CoordinateUnits = Literal["mm", "device"]
 
 
-class TrajectoryError(ValueError):
+class TrajectoryError(VerificationError, ValueError):
     """A trajectory could not be built: the message names the problem and where it is."""
 
 

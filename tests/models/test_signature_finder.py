@@ -11,7 +11,7 @@ import pytest
 from models.image import MAX_SIDE, SignatureImage
 from models.image_preprocess import prepare
 from models.signature_finder import (
-    NoSignatureError,
+    NoSignatureInPictureError,
     UnreadablePictureError,
     decode_picture,
     find_signature,
@@ -77,18 +77,18 @@ def _blank(h: int = 120, w: int = 360) -> SignatureImage:
 
 def test_a_blank_form_on_a_desk_has_no_signature() -> None:
     photo = make_photo(_blank(), np.random.default_rng(5), difficulty="clean", box=True)
-    with pytest.raises(NoSignatureError, match="no signature in the signature box"):
+    with pytest.raises(NoSignatureInPictureError, match="no signature in the signature box"):
         find_signature(photo.frame)
 
 
 def test_a_blank_sheet_on_a_desk_has_no_signature() -> None:
     photo = make_photo(_blank(), np.random.default_rng(6), difficulty="perspective", box=False)
-    with pytest.raises(NoSignatureError, match="no signature on|no signature in the paper"):
+    with pytest.raises(NoSignatureInPictureError, match="no signature on|no signature in the paper"):
         find_signature(photo.frame)
 
 
 def test_an_all_white_page_has_no_signature() -> None:
-    with pytest.raises(NoSignatureError, match="no signature"):
+    with pytest.raises(NoSignatureInPictureError, match="no signature"):
         find_signature(np.full((700, 500), 255, np.uint8))
 
 
@@ -96,7 +96,7 @@ def test_a_photo_of_a_desk_has_no_signature() -> None:
     rng = np.random.default_rng(8)
     streaks = cv2.resize(rng.normal(0, 1, (90, 4)).astype(np.float32), (1280, 720))
     desk = np.clip(100 + 25 * streaks + rng.normal(0, 6, (720, 1280)), 0, 255).astype(np.uint8)
-    with pytest.raises(NoSignatureError, match="no sheet of paper in view"):
+    with pytest.raises(NoSignatureInPictureError, match="no sheet of paper in view"):
         find_signature(desk)
 
 
