@@ -355,9 +355,13 @@ class DigitizerService:
     signature only; the next call waits for the device to return.
     """
 
+    #: ``firmware_host.pen_source.PenService``: which kind of pen (a replay sets "replay").
+    source = "evdev"
+
     def __init__(self, selector: DeviceSelector | None = None, config: SegmenterConfig | None = None,
                  input_dir: Path = DEFAULT_INPUT_DIR, rediscover_interval: float = 1.0,
                  opener: Callable[[DeviceCaps], LiveDigitizer] | None = None) -> None:
+        self.label = f"evdev pen{(selector or DeviceSelector()).describe()} in {input_dir}"
         self.selector = selector or DeviceSelector()
         self.config = config
         self.input_dir = input_dir
@@ -365,6 +369,21 @@ class DigitizerService:
         self._opener = opener or (lambda caps: LiveDigitizer.open(caps.path, self.config))
         self._finder: Callable[[], DeviceCaps] = lambda: find_pen(self.selector, self.input_dir)
         self.digitizer: LiveDigitizer | None = None
+
+    def present(self) -> bool:
+        """A matching pen is connected now: the open one still has its node, or discovery finds one."""
+        dig = self.digitizer
+        if dig is not None:
+            path = dig.caps.path
+            return not path.startswith("/") or os.path.exists(path)
+        try:
+            self._finder()
+            return True
+        except (NoPenDeviceError, DevicePermissionError, DeviceGoneError):
+            return False
+
+    def describe(self) -> str:
+        return self.label
 
     def use_finder(self, finder: Callable[[], DeviceCaps]) -> None:
         """Replace discovery (the simulator plugs its device in here)."""

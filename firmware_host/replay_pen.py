@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -40,8 +41,12 @@ RESOLUTION = 100
 class ReplayPen:
     """One simulated tablet; ``sign()`` queues what the next customer writes on it."""
 
-    def __init__(self, *, speed: float = 1.0, replug_after_s: float = 0.5, hover_frames: int = 3) -> None:
+    def __init__(self, *, speed: float = 1.0, replug_after_s: float = 0.5, hover_frames: int = 3,
+                 feed: Callable[[], Trajectory | None] | None = None) -> None:
         self.speed = speed
+        #: Unattended: when the kiosk grabs the pen and nothing is queued, the next signature
+        #: comes from here (``firmware_host.pen_source.replay_service``: recordings in a loop).
+        self.feed = feed
         self.replug_after_s = replug_after_s
         self.opts = GeneratorOptions(resolution=RESOLUTION, hover_frames=hover_frames)
         probe = trajectory_to_events(_dot(), self.opts).caps
@@ -60,13 +65,16 @@ class ReplayPen:
     # -- the script's side -----------------------------------------------------------------
     def sign(self, traj: Trajectory, *, unplug_after: int | None = None) -> SimulatedDigitizer:
         """Queue one signature; it plays when the kiosk next listens (or now, if it listens)."""
-        items = trajectory_to_events(self._place(traj), self.opts).items
-        sim = SimulatedDigitizer(self.caps, items, speed=self.speed, unplug_after=unplug_after)
+        sim = self._simulated(traj, unplug_after)
         with self._lock:
             self._queue.append(sim)
             if self.grabbed and self._is_idle(self._current):
                 self._advance()
         return sim
+
+    def _simulated(self, traj: Trajectory, unplug_after: int | None = None) -> SimulatedDigitizer:
+        items = trajectory_to_events(self._place(traj), self.opts).items
+        return SimulatedDigitizer(self.caps, items, speed=self.speed, unplug_after=unplug_after)
 
     def pending(self) -> int:
         with self._lock:
@@ -103,6 +111,11 @@ class ReplayPen:
     def grab(self) -> None:
         with self._lock:
             self.grabbed = True
+            if self.feed is not None and not self._queue and (self._current.finished.is_set()
+                                                               or self._is_idle(self._current)):
+                traj = self.feed()
+                if traj is not None:
+                    self._queue.append(self._simulated(traj))
             if self._current.finished.is_set() or self._is_idle(self._current):
                 self._advance()
 
@@ -156,6 +169,8 @@ class ReplayPen:
             return self.caps
 
         svc.use_finder(finder)
+        svc.source = "replay"
+        svc.label = "replay pen"
         return svc
 
     def close_all(self) -> None:

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import serial
@@ -178,8 +179,11 @@ class SerialPad:
 
     # --- capture -----------------------------------------------------------------------------
     def capture(self, *, done: threading.Event | None = None, cancel: threading.Event | None = None,
-                start_timeout: float | None = None) -> CapturedSignature:
-        """Block until one signature is complete (pen-up timeout, OK button, done, max duration)."""
+                start_timeout: float | None = None,
+                on_frame: Callable[[PenFrame], None] | None = None) -> CapturedSignature:
+        """Block until one signature is complete (pen-up timeout, OK button, done, max duration).
+
+        ``on_frame`` sees every pen frame as it arrives (live ink: ``firmware_host.ink``)."""
         if self.hello is None:
             self.handshake()
         assert self.hello is not None and self._clock is not None
@@ -227,6 +231,8 @@ class SerialPad:
                         frame = PenFrame(t, m.x, m.y, m.pressure, m.touching, m.in_range, pending_gap)
                         pending_gap = False
                         touching = m.touching
+                        if on_frame is not None:
+                            on_frame(frame)
                         sig = seg.feed(frame)
                         if sig is not None:
                             return sig

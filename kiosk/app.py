@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from firmware_host.evdev_reader import DigitizerService
+from firmware_host.pen_source import PenService
 from kiosk.config import DaemonConfig
 from models.pen import make_verifier
 from models.verification import PenVerifier
@@ -30,9 +31,22 @@ if TYPE_CHECKING:
     from models.paper import PaperVerifier
 
 
-def digitizer(config: DaemonConfig) -> DigitizerService:
-    """The pen: the configured device, rediscovered when it is plugged back."""
-    dev = config.device
+def digitizer(config: DaemonConfig) -> PenService:
+    """The pen (``[pen] source``): the evdev tablet, the serial pad or the replay, each rediscovered
+    when it is plugged back. ``[device]``'s timing ends a signature the same way on all three."""
+    pen, dev = config.pen, config.device
+    if pen.source == "serial":
+        from firmware_host.pen_source import SerialPadService
+        from firmware_host.serial_pad import PadConfig
+
+        assert pen.port is not None
+        return SerialPadService(pen.port, PadConfig(baudrate=pen.baudrate, segmenter=dev.segmenter()),
+                                rediscover_interval=dev.rediscover_interval_s)
+    if pen.source == "replay":
+        from firmware_host.pen_source import replay_service
+
+        assert pen.recordings is not None
+        return replay_service(pen.recordings, dev.segmenter(), speed=pen.speed)
     return DigitizerService(dev.selector(), dev.segmenter(), input_dir=dev.input_dir,
                             rediscover_interval=dev.rediscover_interval_s)
 

@@ -115,10 +115,17 @@ class CommandVerifier:
             raise CommandError("bad_signature", "command signature does not verify with the central key") from None
         try:
             b: dict[str, Any] = loads_bounded(body, max_bytes=MAX_COMMAND, max_depth=2)
+            if b.get("type") == "enroll":
+                # Enrollment decides whom the kiosk approves: it needs an operator's login at the
+                # kiosk (kiosk.staff), audited; a central signature is not an operator.
+                raise CommandError("not_remote", "enrollment cannot be requested by the central server: an "
+                                                 "operator enrolls at the kiosk's staff view")
             cmd = VerifyCommand(str(b["request_id"]), validate_customer(str(b["customer"])),
                                 int(b["issued_ms"]), int(b["expires_ms"]))
             if b.get("v") != 1 or b.get("type") != "verify":
                 raise ValueError("unknown command version or type")
+        except CommandError:
+            raise
         except (ValueError, KeyError, TypeError) as exc:
             raise CommandError("malformed", f"command body invalid: {exc}") from None
         if b.get("kiosk") != self.kiosk_id:

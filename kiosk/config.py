@@ -1,8 +1,8 @@
 """The daemon's configuration: one TOML file, parsed into typed dataclasses.
 
-Tables: ``[kiosk]`` (identity, state directory), ``[device]`` (which digitizer, when a signature
-ends), ``[verifier]`` (threshold, model paths), ``[policy]`` (enrollment), ``[storage]`` (template
-store and its key, kept apart), ``[ui]`` (the local screen), ``[link]`` (the secure link to the
+Tables: ``[kiosk]`` (identity, state directory), ``[pen]`` (evdev tablet, serial pad or replay),
+``[device]`` (which evdev digitizer, when a signature ends), ``[verifier]`` (threshold, model
+paths), ``[policy]`` (enrollment), ``[storage]`` (template store and its key, kept apart), ``[ui]`` (the local screen), ``[link]`` (the secure link to the
 central server, ``kiosk.link.LinkConfig``; omit it to run without a server) and ``[commands]``
 (signed verification requests from the central server), ``[update]`` (the model-update agent,
 ``kiosk.update_agent.UpdateConfig``; needs ``[link]``; omit it to serve the configured model
@@ -54,8 +54,16 @@ id = "kiosk-0001"
 site = "branch-01"
 state_dir = "/var/lib/sigkiosk"          # the only directory the service may write
 
+[pen]
+source = "evdev"                         # evdev: a USB tablet ([device] says which); serial: a signature pad
+#                                        # on port; replay: recordings played at real speed (no hardware)
+# port = "/dev/ttyACM0"                  # serial: the pad's port (a /dev/serial/by-id/ link survives re-plugging)
+# baudrate = 115200                      # serial
+# recordings = "/var/lib/sigkiosk/replay" # replay: a recording, or a folder of them (sigkiosk capture synth)
+# speed = 1.0                            # replay: 1.0 plays them as fast as they were written
+
 [device]
-# Which pen digitizer (evdev). Unset keys match anything; name is a shell pattern.
+# The pen's timing (every source), and which evdev digitizer. Unset keys match anything; name is a shell pattern.
 # name = "*wacom*pen*"
 # vendor = 0x056a
 # path = "/dev/input/by-id/usb-Wacom_..."
@@ -189,6 +197,38 @@ class DeviceConfig:
         return SegmenterConfig(pen_up_timeout=self.pen_up_timeout_s, max_duration=self.max_duration_s)
 
 
+#: ``[pen] source``: firmware_host.pen_source.SOURCES.
+PEN_SOURCES: tuple[str, ...] = ("evdev", "serial", "replay")
+
+
+@dataclass(frozen=True)
+class PenConfig:
+    """``[pen]``: which kind of pen; its timing and the evdev device's selector stay in ``[device]``."""
+
+    source: str = "evdev"
+    port: str | None = None               # serial: the pad's serial port
+    baudrate: int = 115200                # serial
+    recordings: Path | None = None        # replay: a recording, or a folder of them
+    speed: float = 1.0                    # replay: 1.0 = real speed
+
+    def __post_init__(self) -> None:
+        if self.source not in PEN_SOURCES:
+            raise ConfigError(f"[pen] source must be one of {', '.join(PEN_SOURCES)}, got {self.source!r}")
+        if self.source == "serial" and not self.port:
+            raise ConfigError("[pen] source = \"serial\" needs port (the pad's serial port, e.g. \"/dev/ttyACM0\")")
+        if self.source == "replay":
+            if self.recordings is None:
+                raise ConfigError("[pen] source = \"replay\" needs recordings (a recording or a folder of them; "
+                                  "make some with: sigkiosk capture synth --out DIR)")
+            if not Path(self.recordings).exists():
+                raise ConfigError(f"[pen] recordings {str(self.recordings)!r}: no such file or folder "
+                                  "(make some with: sigkiosk capture synth --out DIR)")
+        if not 0.05 <= self.speed <= 100:
+            raise ConfigError(f"[pen] speed must be 0.05..100, got {self.speed}")
+        if self.baudrate <= 0:
+            raise ConfigError(f"[pen] baudrate must be positive, got {self.baudrate}")
+
+
 #: classic: DTW only; fused: learned + classic (model files); match-score: classic + global
 #: features, one calibrated probability (models/match_score.py, a small JSON model).
 VERIFIER_KINDS: tuple[str, ...] = ("classic", "fused", "match-score")
@@ -311,6 +351,7 @@ class DaemonConfig:
     paper: PaperConfig = field(default_factory=PaperConfig)
     staff: StaffConfig = field(default_factory=StaffConfig)
     source: Path | None = None   # the file it was read from
+    pen: PenConfig = field(default_factory=PenConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)   # site self-calibration
 
 
@@ -335,7 +376,7 @@ def _section(cls: type, data: Mapping[str, Any], table: str, base: Path, path_ke
 
 
 def parse_config(data: Mapping[str, Any], base_dir: Path, source: Path | None = None) -> DaemonConfig:
-    allowed = {"kiosk", "device", "verifier", "policy", "storage", "ui", "commands", "link", "update", "paper", "staff",
+    allowed = {"kiosk", "pen", "device", "verifier", "policy", "storage", "ui", "commands", "link", "update", "paper", "staff",
                "calibration"}
     unknown = sorted(set(data) - allowed)
     if unknown:
@@ -407,6 +448,7 @@ def parse_config(data: Mapping[str, Any], base_dir: Path, source: Path | None = 
         raise ConfigError("[commands] enabled needs central_sign_pub (to check the requests' signatures)")
     return DaemonConfig(
         kiosk_id=kiosk_id, site=site, state_dir=state_dir,
+        pen=_section(PenConfig, data.get("pen", {}), "pen", base_dir, ("recordings",)),
         device=_section(DeviceConfig, data.get("device", {}), "device", base_dir, ("input_dir",)),
         verifier=_section(VerifierConfig, data.get("verifier", {}), "verifier", base_dir, ("model_dir",)),
         policy=_section(PolicyConfig, data.get("policy", {}), "policy", base_dir),

@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from firmware_host.evdev_reader import DigitizerService
+from firmware_host.pen_source import PenService
 from kiosk import app
 from kiosk.config import DaemonConfig
 from kiosk.errors import (
@@ -111,7 +111,7 @@ class _Heartbeat:
 class Daemon:
     """The appliance. ``start()`` brings it up (ready), ``stop()`` takes it down."""
 
-    def __init__(self, config: DaemonConfig, *, digitizer: DigitizerService | None = None,
+    def __init__(self, config: DaemonConfig, *, digitizer: PenService | None = None,
                  verifier: PenVerifier | None = None, notifier: Notifier | None = None,
                  link: KioskLink | None = None, start_ui: bool | None = None) -> None:
         self.config = config
@@ -476,9 +476,13 @@ class Daemon:
 
     def status(self) -> dict[str, object]:
         link: LinkStats | None = self._link.stats() if self._link is not None else None
+        pen_present = self.digitizer.present()
         return {"state": self.state.value, "kiosk": self.config.kiosk_id, "decisions": self.decisions,
                 "templates": self.store.count() if self.store else 0,
-                "digitizer": self.digitizer.digitizer is not None,
+                "digitizer": pen_present,
+                # "No pen connected" on the staff view: which pen, and whether it is there now.
+                "pen": {"source": self.digitizer.source, "connected": pen_present,
+                        "device": self.digitizer.describe()},
                 "link_connected": bool(link and link.connected),
                 # For the staff view's status line: "not connected since ..., why".
                 "link_configured": link is not None,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,8 @@ class AdminClient:
         self._retained: dict[str, bytes] = {}
         self._cond = threading.Condition()
         self._subacks = 0
+        #: Called (on the MQTT thread) with each verified kiosk report: progress output.
+        self.on_report: Callable[[str, dict[str, Any]], None] | None = None
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"admin-{id(self)}", protocol=mqtt.MQTTv5)
         c.tls_set_context(client_tls_context(conn.ca_file, conn.cert_file, conn.key_file))
         c.max_inflight_messages_set(32)
@@ -146,6 +148,8 @@ class AdminClient:
                 self._arrival[kiosk] = len(self.history) + 1
             self.history.append(body)
             self._cond.notify_all()
+        if self.on_report is not None:
+            self.on_report(kiosk, body)
 
     # -- pushing ---------------------------------------------------------------------------------------
 
@@ -154,6 +158,14 @@ class AdminClient:
         info.wait_for_publish(timeout)
         if not info.is_published():
             raise RolloutError(f"broker did not acknowledge {topic}")
+
+    def send(self, topic: str, payload: bytes, timeout: float = 15.0) -> None:
+        """Publish a command, not retained (a kiosk must not find it again at its next connection),
+        and wait for the broker's acknowledgement."""
+        info = self.client.publish(topic, payload, qos=1, retain=False)
+        info.wait_for_publish(timeout)
+        if not info.is_published():
+            raise RolloutError(f"the broker did not acknowledge {topic} (is this admin allowed to publish there?)")
 
     def current_offer(self, base: str, grace_s: float = 0.3) -> Offer | None:
         """The offer retained on ``base`` now, if any (to clear its chunks after a new push)."""
@@ -209,6 +221,19 @@ class AdminClient:
         with self._cond:
             return len(self.history)
 
+    def answered(self, kiosks: Sequence[str], since: int, timeout: float) -> set[str]:
+        """The kiosks of ``kiosks`` that sent any report after ``since`` (``mark()``), waiting up to
+        ``timeout`` for the first one: a kiosk online when an offer arrives answers it at once."""
+        wanted = set(kiosks)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                got = {str(r.get("kiosk")) for r in self.history[since:]} & wanted
+                left = deadline - time.monotonic()
+                if got or left <= 0:
+                    return got
+                self._cond.wait(min(left, 0.5))
+
     def outcome(self, kiosk: str, digest: str, since: int = 0, pushed_ms: int | None = None) -> str | None:
         """``active``, a failure state, or None (still working / nothing yet) for this bundle.
 
@@ -254,12 +279,19 @@ class StageResult:
         return bool(self.kiosks) and all(v == "active" for v in self.outcomes.values())
 
 
+#: Seconds a push waits for the first kiosk of a group to answer its offer before it says that
+#: none is online (instead of waiting the whole ``timeout_s`` for kiosks that are not there).
+ONLINE_WAIT_S = 15.0
+
+
 @dataclass
 class RolloutResult:
     bundle: str
     stages: list[StageResult]
     halted: bool
     reports: dict[str, dict[str, Any]]
+    #: The group none of whose kiosks answered the offer (the push stopped there), if any.
+    offline_group: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -267,6 +299,10 @@ class RolloutResult:
 
     def summary(self) -> str:
         lines = [f"bundle {self.bundle}: {'done' if self.ok else 'HALTED' if self.halted else 'incomplete'}"]
+        if self.offline_group is not None:
+            lines.append(f"  no kiosk of group {self.offline_group} answered the offer: none is online (or their "
+                         "[link] group is not this one). The offer stays on the broker: a kiosk of the group "
+                         "installs it when it connects; `sigkiosk admin status` shows what each reports.")
         for s in self.stages:
             lines.append(f"  group {s.group}: {sum(v == 'active' for v in s.outcomes.values())}/{len(s.kiosks)} active "
                          f"in {s.seconds:.1f} s")
@@ -282,11 +318,16 @@ def group_members(registry: Registry, group: str) -> list[str]:
 
 
 def rollout(conn: AdminConnection, registry: Registry, bundle: BundleFile, groups: Sequence[str], *,
-            timeout_s: float = 600.0, wait_last: bool = True, chunk_size: int = DEFAULT_CHUNK) -> RolloutResult:
-    """Push to each group in turn; stop at the first group where a kiosk does not report success."""
+            timeout_s: float = 600.0, wait_last: bool = True, chunk_size: int = DEFAULT_CHUNK,
+            online_wait_s: float = ONLINE_WAIT_S, progress: Callable[[str], None] | None = None) -> RolloutResult:
+    """Push to each group in turn; stop at the first group where a kiosk does not report success,
+    or where no kiosk answers the offer within ``online_wait_s`` (none online). ``progress`` is
+    told each step each kiosk reports ("canary-1: downloading")."""
     digest = manifest_digest(bundle.envelope)
     stages: list[StageResult] = []
     with AdminClient(conn, registry) as admin:
+        if progress is not None:
+            admin.on_report = progress_printer(progress)
         for n, group in enumerate(groups):
             members = group_members(registry, group)
             stage = StageResult(group, members)
@@ -297,14 +338,36 @@ def rollout(conn: AdminConnection, registry: Registry, bundle: BundleFile, group
             t0 = time.monotonic()
             since = admin.mark()
             offer = admin.push(bundle, target_base(conn.prefix, group=group), chunk_size)
+            if progress is not None:
+                progress(f"group {group}: offer {offer.short_id} pushed to {len(members)} kiosk(s): "
+                         f"{', '.join(members)}")
             if n == len(groups) - 1 and not wait_last:
                 stage.outcomes = {k: "pushed" for k in members}
                 break
+            if not admin.answered(members, since, min(online_wait_s, timeout_s)):
+                stage.outcomes = {k: "offline" for k in members}
+                stage.seconds = time.monotonic() - t0
+                return RolloutResult(digest[:16], stages, True, dict(admin.reports), offline_group=group)
             stage.outcomes = admin.wait(members, digest, timeout_s, since, offer.created_ms)
             stage.seconds = time.monotonic() - t0
             if not stage.ok:
                 return RolloutResult(digest[:16], stages, True, dict(admin.reports))
         return RolloutResult(digest[:16], stages, False, dict(admin.reports))
+
+
+def progress_printer(say: Callable[[str], None]) -> Callable[[str, dict[str, Any]], None]:
+    """Each kiosk's reported step, once per change (a kiosk repeats its state after reconnects)."""
+    last: dict[str, tuple[Any, ...]] = {}
+
+    def on_report(kiosk: str, body: dict[str, Any]) -> None:
+        key = (body.get("state"), body.get("reason"))
+        if last.get(kiosk) == key:
+            return
+        last[kiosk] = key
+        why = f" ({body['reason']})" if body.get("reason") else ""
+        say(f"  {kiosk}: {body.get('state')}{why}")
+
+    return on_report
 
 
 def fleet_status(conn: AdminConnection, registry: Registry, settle_s: float = 1.0) -> list[dict[str, Any]]:
@@ -316,10 +379,16 @@ def fleet_status(conn: AdminConnection, registry: Registry, settle_s: float = 1.
     for kid in sorted(set(registry.kiosks) | set(reports)):
         r = reports.get(kid, {})
         act, prev = r.get("active") or {}, r.get("previous") or {}
+        state, reason = r.get("state", "no report"), r.get("reason") or ""
+        active = f"{act.get('name')} v{act.get('version')}" if act else "-"
+        if state == "no_model" and not act:
+            # No bundle was ever installed: the kiosk serves the models shipped with its software
+            # ([verifier], kiosk/UPDATES.md), which is not "no model" to an admin reading this.
+            state, active, reason = "shipped", "shipped models", "no bundle installed"
         rows.append({
             "kiosk": kid, "group": registry.kiosks[kid].group if kid in registry.kiosks else r.get("group"),
-            "state": r.get("state", "no report"), "active": f"{act.get('name')} v{act.get('version')}" if act else "-",
-            "previous": f"v{prev.get('version')}" if prev else "-", "reason": r.get("reason") or "",
+            "state": state, "active": active,
+            "previous": f"v{prev.get('version')}" if prev else "-", "reason": reason,
             "age_s": round(time.time() - r["time_ms"] / 1000, 1) if "time_ms" in r else None,
         })
     return rows

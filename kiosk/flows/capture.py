@@ -23,7 +23,7 @@ from firmware_host.errors import (
     NoPenDeviceError,
     NoSignatureError,
 )
-from firmware_host.evdev_reader import DigitizerService
+from firmware_host.pen_source import PenService
 from firmware_host.events import DeviceCaps
 from firmware_host.ink import InkPoint, InkTracker, pad_aspect
 from kiosk.config import DeviceConfig, PaperConfig
@@ -71,7 +71,7 @@ class Heartbeat(Protocol):
 class LivePenCapture:
     """``PenCapture`` on the digitizer service: ``cancel`` and ``done`` are the screen's buttons."""
 
-    def __init__(self, digitizer: DigitizerService, screen: Screen, device: DeviceConfig, heartbeat: Heartbeat,
+    def __init__(self, digitizer: PenService, screen: Screen, device: DeviceConfig, heartbeat: Heartbeat,
                  *, cancel: threading.Event, done: threading.Event) -> None:
         self.digitizer = digitizer
         self.screen = screen
@@ -91,11 +91,31 @@ class LivePenCapture:
         self.screen.publish(InkStart(aspect))
         return self._tracker
 
+    def _wait_for_pen(self, session_id: str, state: State) -> None:
+        """No pen now: say so on the screen (not "Sign now" over a pen that is not there) and
+        wait for one as long as for a customer; the request ends if none comes."""
+        if self.digitizer.present():
+            return
+        log.warning("no pen connected", extra={"event": "no_pen", "session": session_id})
+        self.screen.enter(state, Message("no_pen", title="No pen connected",
+                                         message="Please ask staff to connect the signature pen."))
+        self.heartbeat.busy(self.device.customer_timeout_s + 10.0)
+        try:
+            self.digitizer.wait_for_device(self.device.customer_timeout_s, self.cancel)
+        except NoSignatureError:
+            raise RequestEnded("cancelled", Message("idle", message="Cancelled.")) from None
+        except (NoPenDeviceError, DevicePermissionError) as exc:
+            log.error("no pen: %s", exc, extra={"event": "no_device", "session": session_id})
+            raise RequestEnded("no_device", Message("error", title="No pen connected",
+                                                    message="The signature pen is not connected. "
+                                                            "Please ask staff.")) from None
+
     def signature(self, session_id: str, state: State, prompt: View) -> CapturedSignature:
         dev = self.device
         bound = dev.customer_timeout_s + dev.max_duration_s + dev.pen_up_timeout_s + 10.0
         for _ in range(MAX_UNPLUG_RETRIES + 1):
             self.done.clear()
+            self._wait_for_pen(session_id, state)
             self.screen.enter(state, prompt)
             self.heartbeat.busy(bound + dev.customer_timeout_s)
             self._tracker: InkTracker | None = None

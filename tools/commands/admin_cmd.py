@@ -108,11 +108,23 @@ def _revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def _bind_address(args: argparse.Namespace) -> str:
+    """``--bind``, else: every interface when ``--host`` names the broker for other machines (the
+    kiosks must reach it there), loopback when it names only this machine."""
+    if args.bind:
+        return str(args.bind)
+    hosts = [h for h in args.host or () if h not in _LOOPBACK]
+    return "0.0.0.0" if hosts else "127.0.0.1"
+
+
 def _broker_settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from tools.broker import BrokerSettings
 
     return BrokerSettings(
-        directory=Path(args.out), ca_dir=Path(args.ca_dir), port=args.port, bind=args.bind, prefix=args.prefix,
+        directory=Path(args.out), ca_dir=Path(args.ca_dir), port=args.port, bind=_bind_address(args), prefix=args.prefix,
         collectors=tuple(args.collector or ()), admins=tuple(args.admin or ()),
         server_hosts=tuple(args.host or ("localhost", "127.0.0.1")), run_as_user=args.user,
     )
@@ -122,8 +134,10 @@ def _broker_config(args: argparse.Namespace) -> int:
     from tools.broker import write_broker_config
     from tools.registry import Registry
 
-    path = write_broker_config(_broker_settings(args), Registry.load(Path(args.registry)) if args.registry else None)
-    print(f"broker configuration: {path}\nrun: mosquitto -c {path}   (reload the ACL with SIGHUP)")
+    settings = _broker_settings(args)
+    path = write_broker_config(settings, Registry.load(Path(args.registry)) if args.registry else None)
+    print(f"broker configuration: {path}\nlistens on {settings.bind}:{settings.port} (TLS; --bind ADDRESS to change), "
+          f"certificate for {', '.join(settings.server_hosts)}\nrun: mosquitto -c {path}   (reload the ACL with SIGHUP)")
     return 0
 
 
@@ -141,7 +155,7 @@ def _broker_run(args: argparse.Namespace) -> int:
     # SIGTERM (systemd, a test harness) stops the broker as cleanly as Ctrl-C: it saves its state.
     signal.signal(signal.SIGTERM, _interrupt)
     broker.start()
-    print(f"mosquitto listening on {args.bind}:{args.port} (TLS); Ctrl-C stops it", flush=True)
+    print(f"mosquitto listening on {broker.host}:{args.port} (TLS); Ctrl-C stops it", flush=True)
     try:
         while broker.proc is not None and broker.proc.poll() is None:
             time.sleep(0.5)
@@ -157,7 +171,8 @@ def _add_broker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ca-dir", required=True, help="the device CA directory (init-ca)")
     p.add_argument("--out", required=True, help="directory for mosquitto.conf, acl, server certificate, data")
     p.add_argument("--port", type=int, default=8883)
-    p.add_argument("--bind", default="127.0.0.1")
+    p.add_argument("--bind", help="address the broker listens on (default: all interfaces when --host names "
+                                  "another machine's name for it, else 127.0.0.1)")
     p.add_argument("--prefix", default="sig", help="topic prefix")
     p.add_argument("--registry", help="kiosk registry (JSON): grants group command topics")
     p.add_argument("--collector", action="append", help="collector name allowed to read (repeatable)")
@@ -277,7 +292,7 @@ def _admin_connection(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def _push(args: argparse.Namespace) -> int:
     from kiosk.bundle import BundleFile
     from tools.registry import Registry
-    from tools.rollout import AdminClient, rollout, target_base
+    from tools.rollout import AdminClient, progress_printer, rollout, target_base
 
     conn = _admin_connection(args)
     registry = Registry.load(Path(args.registry))
@@ -301,13 +316,20 @@ def _push(args: argparse.Namespace) -> int:
         with AdminClient(conn, registry) as admin:
             since = admin.mark()
             offer = admin.push(bundle, target_base(args.prefix, site=entry.site, kiosk=args.kiosk), args.chunk_size)
+            print(f"{args.kiosk}: offer {offer.short_id} pushed", flush=True)
+            admin.on_report = progress_printer(lambda m: print(m, flush=True))
+            if not admin.answered([args.kiosk], since, min(args.online_wait, args.timeout)):
+                print(f"{args.kiosk}: no answer within {min(args.online_wait, args.timeout):g} s: the kiosk is not "
+                      "online. The offer stays on the broker; it installs it when it connects.")
+                return 1
             outcome = admin.wait([args.kiosk], manifest_digest(bundle.envelope), args.timeout, since, offer.created_ms)
         print(f"{args.kiosk}: {outcome[args.kiosk]}")
         return 0 if outcome[args.kiosk] == "active" else 1
     if not args.group:
         raise ValueError("give --group (repeat it: canary first, then the fleet) or --kiosk")
     result = rollout(conn, registry, bundle, args.group, timeout_s=args.timeout, wait_last=not args.no_wait,
-                     chunk_size=args.chunk_size)
+                     chunk_size=args.chunk_size, online_wait_s=args.online_wait,
+                     progress=lambda m: print(m, flush=True))
     print(result.summary())
     return 0 if result.ok or (args.no_wait and not result.halted) else 1
 
@@ -326,6 +348,47 @@ def _status(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"{r['kiosk']:<20} {r['group'] or '-':<10} {r['state']:<12} {r['active']:<28} {r['previous']:<9} {r['reason']}")
     return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    """Ask one running kiosk to verify a customer: a command signed with the central key."""
+    import secrets
+
+    from kiosk import keys
+    from kiosk.commands import make_verify_command, verify_topic
+    from kiosk.templates import validate_customer
+    from kiosk.topics import KioskTopics
+    from tools.registry import Registry
+    from tools.rollout import AdminClient
+
+    registry = Registry.load(Path(args.registry))
+    entry = registry.active().get(args.kiosk)
+    if entry is None:
+        raise ValueError(f"kiosk {args.kiosk} is not an active kiosk of the registry {args.registry}")
+    customer = validate_customer(args.customer)
+    topic = verify_topic(KioskTopics(args.prefix, entry.site, args.kiosk))
+    request_id = args.request_id or f"req-{secrets.token_hex(8)}"
+    payload = make_verify_command(keys.load_signing_key(Path(args.sign_key)), topic, args.kiosk, customer,
+                                  request_id, ttl_s=args.ttl)
+    with AdminClient(_admin_connection(args), registry) as admin:
+        admin.send(topic, payload)
+    print(f"{args.kiosk}: verification of customer {customer} requested (request {request_id}, "
+          f"valid {args.ttl:g} s). The kiosk asks the customer to sign now; its decision reaches the "
+          f"collector under session id {request_id} (sigkiosk central query --kiosk {args.kiosk}).")
+    return 0
+
+
+def _reg_verify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify", help="ask a running kiosk to verify a customer (a signed central command)",
+                       description="Enrollment cannot be requested remotely: it needs an operator logged in at "
+                                   "the kiosk's staff view (/staff), who is audited. Only verification is.")
+    p.add_argument("--kiosk", required=True, help="kiosk id (its site comes from the registry)")
+    p.add_argument("--customer", required=True, help="the customer reference the kiosk has references for")
+    p.add_argument("--sign-key", required=True, help="the central server's central-sign.key (gen-keys --central)")
+    p.add_argument("--request-id", help="becomes the decision's session id (default: a random one)")
+    p.add_argument("--ttl", type=float, default=120.0, help="seconds the kiosk may still act on it")
+    _add_admin_conn_args(p)
+    p.set_defaults(func=_verify)
 
 
 def _add_admin_conn_args(p: argparse.ArgumentParser) -> None:
@@ -370,6 +433,9 @@ def _reg_bundles(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--group", action="append", help="target group, in rollout order (repeatable)")
     p.add_argument("--kiosk", help="push to this one kiosk instead of a group")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for each group's reports")
+    p.add_argument("--online-wait", type=float, default=15.0,
+                   help="seconds for the first kiosk of a group to answer the offer; none: the push stops "
+                        "there (no kiosk online) instead of waiting --timeout")
     p.add_argument("--no-wait", action="store_true", help="do not wait for the last group's reports")
     p.add_argument("--chunk-size", type=int, default=256 << 10)
     p.add_argument("--clear", action="store_true", help="remove the retained offer and chunks from the targets")
@@ -456,6 +522,7 @@ ADMIN_SUBCOMMANDS: list[tuple[str, Callable[[argparse._SubParsersAction], None]]
     ("broker-config", _reg_broker_config),
     ("bundle", _reg_bundles),   # bundle-key, bundle, sign, push, status
     ("operator", _reg_operator),
+    ("verify", _reg_verify),
 ]
 
 

@@ -209,6 +209,31 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_synth(args: argparse.Namespace) -> int:
+    """Recordings of one synthetic writer, for a kiosk with ``[pen] source = "replay"``."""
+    from firmware_host.generator import GeneratorOptions, trajectory_to_events
+    from firmware_host.recording import write_recording
+    from tools.synth import make_population
+
+    if args.genuine < 1 or args.forgeries < 0:
+        print("error: --genuine must be at least 1 and --forgeries at least 0", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (gen, forg), = make_population(1, args.genuine, args.forgeries, args.seed).values()
+    opts = GeneratorOptions(resolution=100, hover_frames=3)
+    # Named in the order a replay kiosk plays them: the genuine ones first (enrollment, then
+    # verifications), the skilled forgeries last.
+    for i, (kind, traj) in enumerate([("genuine", t) for t in gen] + [("forgery", t) for t in forg], start=1):
+        stream = trajectory_to_events(traj, opts)
+        path = out / f"{i:02d}-{kind}.evrec"
+        write_recording(path, stream.caps, stream.items, source=f"synth:seed={args.seed}:{kind}")
+        print(f"{path}: {kind}, {len(traj)} points, {traj.duration:.1f} s")
+    print(f"{len(gen) + len(forg)} recording(s) in {out}: [pen] source = \"replay\", recordings = \"{out}\" "
+          "plays them in this order, then again")
+    return 0
+
+
 def _in_mm(traj: Any, units_per_mm: float) -> Any:
     """The same signature stated in millimetres, as a tablet with a resolution would give it."""
     from dataclasses import replace
@@ -383,6 +408,15 @@ def register(sub: Any) -> None:
     p.add_argument("-o", "--output", required=True)
     gen_opts(p)
     p.set_defaults(func=_cmd_generate)
+
+    p = csub.add_parser("synth", help="recordings of one synthetic writer (genuine, then forgeries) for a replay pen")
+    p.add_argument("--out", required=True, help="folder for NN-genuine.evrec / NN-forgery.evrec")
+    p.add_argument("--genuine", type=int, default=7, help="genuine signatures (enrollment takes the first ones)")
+    p.add_argument("--forgeries", type=int, default=1, help="skilled forgeries, played after the genuine ones")
+    p.add_argument("--seed", type=int, default=2026,
+                   help="which synthetic writer (default: the daemon tests' writer, whose 6th and 7th signatures "
+                        "the classic verifier approves and whose forgery it flags; seed 0's 6th is a false rejection)")
+    p.set_defaults(func=_cmd_synth)
 
     p = csub.add_parser("roundtrip", help="trajectory -> events -> reader for every signature of a split")
     _dataset_args(p)

@@ -168,6 +168,11 @@ function onScreen(ev) {
       decisionTimer = setTimeout(() => showIdle(""), (ev.show_s || 8) * 1000);
       break;
     }
+    case "no_pen":   // the kiosk waits for the pen: stays up until it is plugged or the request ends
+      $("message-title").textContent = ev.title || "No pen connected";
+      $("message-text").textContent = ev.message || "";
+      show("message");
+      break;
     case "enrolled":
     case "error":
       $("message-title").textContent = ev.title || (ev.screen === "error" ? "Sorry" : "Done");

@@ -135,5 +135,16 @@ $("btn-logout").addEventListener("click", logout);
 $("btn-back").addEventListener("click", toCustomerScreen);
 for (const ev of ["keydown", "pointerdown"]) document.addEventListener(ev, touch);
 
+// The pen, as the daemon sees it now: "No pen connected" before anyone starts an enrollment.
+function penStatus() {
+  call("GET", "/api/status").then((j) => {
+    const pen = j.pen || {};
+    $("pen-status").textContent = pen.connected ? "Pen: " + (pen.device || pen.source) : "No pen connected (" + (pen.device || pen.source || "pen") + ")";
+    $("pen-status").dataset.connected = pen.connected ? "yes" : "no";
+  }).catch(() => {});
+}
+penStatus();
+setInterval(penStatus, 5000);
+
 show("login");
 call("GET", "/api/staff/session").then(loggedIn).catch(() => { show("login"); $("operator").focus(); });
