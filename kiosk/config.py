@@ -26,8 +26,8 @@ from typing import Any
 
 from firmware_host.assembler import SegmenterConfig
 from firmware_host.evdev_reader import DeviceSelector
-from kiosk.errors import ApplianceError
 from kiosk.calibration import CalibrationConfig
+from kiosk.errors import ApplianceError
 from kiosk.link import LinkConfig
 from kiosk.staff import StaffConfig
 from kiosk.topics import validate_id

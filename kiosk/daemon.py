@@ -452,8 +452,8 @@ class Daemon:
             if (kind == "delete" or mode == "replace") and confirm != customer:
                 raise RequestRefused(f"{'delete' if kind == 'delete' else 'replace'} needs confirming: "
                                      "type the customer reference again")
-        req = Request(kind, customer, source, mode, image=Path(image) if image is not None else None,
-                      **({"request_id": request_id} if request_id else {}))
+        given_id: dict[str, Any] = {"request_id": request_id} if request_id else {}
+        req = Request(kind, customer, source, mode, image=Path(image) if image is not None else None, **given_id)
         if staff_action:
             assert staff is not None
             req.operator, req.staff_session = staff.operator, staff.session_id

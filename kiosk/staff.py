@@ -203,8 +203,10 @@ class StaffSession:
 
 
 class AuditFn(Protocol):
+    """Records a staff action (the daemon's ``audit``; what it returns is not used here)."""
+
     def __call__(self, action: str, outcome: str, operator: str, *, staff_session: str | None = None,
-                 required: bool = False) -> None: ...
+                 required: bool = False) -> object: ...
 
 
 @dataclass

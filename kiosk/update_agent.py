@@ -24,7 +24,6 @@ Usage (the daemon)::
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import queue
 import re
@@ -53,7 +52,7 @@ from kiosk.bundle import (
 )
 from kiosk.golden import check_golden
 from kiosk.keys import load_public_raw, load_signing_key
-from kiosk.slots import MANIFEST_FILE, SlotError, SlotInfo, SlotStore, atomic_write
+from kiosk.slots import SlotError, SlotInfo, SlotStore, atomic_write
 from kiosk.topics import GROUP_NAMESPACE, TOPIC_VERSION, KioskTopics
 
 log = logging.getLogger(__name__)

@@ -75,7 +75,12 @@ def resampled(traj: Trajectory, rate_hz: float) -> Trajectory:
     rate = float(rate_hz)
     if not (np.isfinite(rate) and rate > 0):
         raise ValueError(f"rate_hz must be positive, got {rate_hz!r}")
-    xs, ys, ps, ts, downs, breaks = [], [], [], [], [], []
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    ps: list[np.ndarray] = []
+    ts: list[np.ndarray] = []
+    downs: list[np.ndarray] = []
+    breaks: list[int] = []
     n_out = 0
     prev_down = False
     for a, b in _segments(traj):

@@ -72,7 +72,7 @@ def _dtw_kernel(a: np.ndarray, b: np.ndarray, w: int, bound: float) -> tuple[flo
             return inf, cells
         prev, curr = curr, prev
         plo, phi = lo, hi
-    return prev[m], cells
+    return float(prev[m]), cells
 
 
 def band_width(n: int, m: int, band: float) -> int:

@@ -48,4 +48,4 @@ class SignatureImage:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.pixels.shape  # type: ignore[return-value]
+        return self.pixels.shape

@@ -263,8 +263,8 @@ def _warp(grey: np.ndarray, quad: np.ndarray, trim: float, centre: tuple[float, 
     camera's ``centre``, the rectangle's shape is the paper's own (:func:`true_aspect`) rather than
     the foreshortened one."""
     tl, tr, br, bl = quad.astype(np.float32)
-    w = max(np.linalg.norm(tr - tl), np.linalg.norm(br - bl))
-    h = max(np.linalg.norm(bl - tl), np.linalg.norm(br - tr))
+    w = float(max(np.linalg.norm(tr - tl), np.linalg.norm(br - bl)))
+    h = float(max(np.linalg.norm(bl - tl), np.linalg.norm(br - tr)))
     aspect = true_aspect(quad, centre) if centre is not None else None
     if aspect is not None and 0.5 < aspect / (w / h) < 2.0:
         # Keep the longer measured side, set the other from the true aspect.

@@ -65,7 +65,7 @@ class DeviceInfo:
 
 
 def _column(name: str, values: object, dtype: type) -> np.ndarray:
-    arr = np.asarray(values, dtype=dtype)
+    arr: np.ndarray = np.asarray(values, dtype=dtype)
     if arr.ndim != 1:
         raise TrajectoryError(f"{name} must be one-dimensional, got shape {arr.shape}")
     return arr

@@ -189,7 +189,7 @@ def device_variant(dataset: Dataset[OnlineSample], variant: Variant) -> Dataset[
 def _eer_entry(scores: Scores) -> dict[str, dict[str, float] | None]:
     out: dict[str, dict[str, float] | None] = {}
     for kind in ("skilled", "random"):
-        s = summarise(scores, kind)  # type: ignore[arg-type]
+        s = summarise(scores, kind)
         out[kind] = None if s is None else {k: s[k] for k in ("eer_global", "eer_user_mean", "frr_at_far_1", "writers")}
     return out
 

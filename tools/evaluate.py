@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 from typing import Protocol as Interface
 
 import numpy as np
@@ -37,7 +37,7 @@ from models._assets import DEFAULT_LEARNED_MODEL, shipped_assets
 from models.classic import ClassicConfig, score_from_distances, signature_features
 from models.dtw import dtw_distance
 from models.scoring import NormalisationPrior, pairwise
-from tools.datasets.types import Dataset, ImageSample, Label, OnlineSample
+from tools.datasets.types import Dataset, ImageSample, Label, OnlineSample, S
 from tools.metrics import equal_error_rate, error_curve, frr_at_far, user_mean_eer
 
 log = logging.getLogger(__name__)
@@ -49,15 +49,16 @@ RANDOM_FORGERS = 20
 
 
 @dataclass
-class WriterPlan:
-    """What one writer is tested with: candidate references, draws, and questioned samples."""
+class WriterPlan(Generic[S]):
+    """What one writer is tested with: candidate references, draws, and questioned samples (pen
+    or image samples, ``S``: the protocol is the same)."""
 
     writer: str
-    candidates: list[OnlineSample]
+    candidates: list[S]
     draws: list[tuple[int, ...]]
-    later_genuine: list[OnlineSample]
-    skilled: list[OnlineSample]
-    random: list[OnlineSample]
+    later_genuine: list[S]
+    skilled: list[S]
+    random: list[S]
     #: With sessions, undrawn first-session candidates are not questioned (cross-session figure).
     question_undrawn: bool = True
 
@@ -92,12 +93,12 @@ def _has_sessions(dataset: Dataset[OnlineSample] | Dataset[ImageSample]) -> bool
 
 
 def plan(
-    dataset: Dataset[OnlineSample] | Dataset[ImageSample],
+    dataset: Dataset[S],
     protocol: str = "random-refs",
     references: int = 5,
     trials: int = 10,
     seed: int = 0,
-) -> tuple[list[WriterPlan], list[str]]:
+) -> tuple[list[WriterPlan[S]], list[str]]:
     """Writer plans, plus the writers left out and why (too few signatures for the protocol).
     Pen and image datasets alike (the offline evaluator uses the same protocol)."""
     if protocol not in PROTOCOLS:
@@ -106,11 +107,11 @@ def plan(
         raise ValueError("references must be at least 1")
     rng = np.random.default_rng(seed)
     sessions = _has_sessions(dataset)
-    plans: list[WriterPlan] = []
+    plans: list[WriterPlan[S]] = []
     excluded: list[str] = []
     writers = sorted(dataset.writers)
     # One genuine signature per writer that may serve as a random forgery for others.
-    donors: dict[str, OnlineSample] = {}
+    donors: dict[str, S] = {}
     for w in writers:
         g = [s for s in dataset.genuine(w) if _enrolled(s)] if protocol == "fixed-enrollment" else []
         g = g or dataset.genuine(w)
@@ -182,15 +183,23 @@ class FeatureCache:
         return f
 
 
-class DistanceProvider(Interface):
+#: The kind of sample a provider reads (OnlineSample for the pen's, ImageSample for the paper's).
+SampleT_contra = TypeVar("SampleT_contra", contravariant=True)
+
+
+class DistanceProvider(Interface[SampleT_contra]):
     """What the protocol needs from a verifier: a sequence (or vector) per sample, a distance between
     two of them, and the population prior for user normalisation. The protocol (draws, questioned
-    samples, normalisation, EER) is the same for every verifier, pen or image."""
+    samples, normalisation, EER) is the same for every verifier, pen or image: a provider of one
+    kind of sample is a ``DistanceProvider[OnlineSample]`` or ``DistanceProvider[ImageSample]``;
+    the protocol's functions take either (``DistanceProvider`` alone)."""
 
     name: str
-    prior: NormalisationPrior
 
-    def features(self, sample: OnlineSample | ImageSample) -> np.ndarray: ...
+    @property
+    def prior(self) -> NormalisationPrior: ...
+
+    def features(self, sample: SampleT_contra) -> np.ndarray: ...
 
     def distance(self, a: np.ndarray, b: np.ndarray) -> float: ...
 
@@ -385,9 +394,12 @@ def evaluate(
     plans, excluded = evaluable_plans(dataset, protocol, references, trials, seed)
     providers = list(providers) if providers else [ClassicProvider(config)]
     parts = score_plans_multi(plans, providers, progress)
-    if len(parts) > 1 and combine is None:
-        raise ValueError("several verifiers need a combine function (fusion)")
-    scores = combine_scores(parts, combine) if len(parts) > 1 else parts[0]
+    if len(parts) > 1:
+        if combine is None:
+            raise ValueError("several verifiers need a combine function (fusion)")
+        scores = combine_scores(parts, combine)
+    else:
+        scores = parts[0]
     report = make_report(dataset, protocol, references, trials, seed, verifier,
                          dict(zip((pv.name for pv in providers), parts)), plans, excluded, scores, t0)
     return EvalResult(report=report, scores=scores, parts=parts)
@@ -538,7 +550,7 @@ def write_plots(scores: Scores, out_dir: Path, title: str) -> list[Path]:
     for kind in ("genuine", "skilled", "random"):
         v = Scores.pooled(getattr(scores, kind))
         if v.size:
-            ax.hist(v, bins=bins, alpha=0.5, density=True, label=kind)
+            ax.hist(v, bins=bins.tolist(), alpha=0.5, density=True, label=kind)
     for kind, ls in (("skilled", "--"), ("random", ":")):
         if kind in marks:
             m = marks[kind]

@@ -189,7 +189,8 @@ def score_offline(
         if hand is not None:
             h_cand = np.array([hand(s) for s in p.candidates])
             h_q = {
-                kind: np.array([hand(q) for q in questioned[kind]]).reshape(-1, len(FEATURE_NAMES)) for kind in _KINDS
+                kind: np.array([hand(q) for q in questioned[kind]]).reshape(-1, len(FEATURE_NAMES))
+                for kind in _KINDS
             }
         for draw in p.draws:
             idx = np.array(draw)

@@ -322,7 +322,7 @@ def render(model: WriterModel, rng: np.random.Generator | None = None, device: D
     style = model.style
     ph = rng.uniform(0, 2 * np.pi, size=3) if (rng is not None and style.tremor_mm > 0) else np.zeros(3)
     ends = []
-    for k, (stroke, (a, b), g0) in enumerate(zip(model.strokes, windows, starts)):
+    for stroke, (a, b), g0 in zip(model.strokes, windows, starts):
         i0 = int(np.searchsorted(t, g0 - 1e-12, side="left"))
         i1 = int(np.searchsorted(t, g0 + (b - a) + 1e-12, side="right"))
         ts = t[i0:i1] - g0 + a  # stroke clock

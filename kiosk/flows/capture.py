@@ -23,9 +23,9 @@ from firmware_host.errors import (
     NoPenDeviceError,
     NoSignatureError,
 )
-from firmware_host.pen_source import PenService
 from firmware_host.events import DeviceCaps
 from firmware_host.ink import InkPoint, InkTracker, pad_aspect
+from firmware_host.pen_source import PenService
 from kiosk.config import DeviceConfig, PaperConfig
 from kiosk.flows.base import RequestEnded, Screen
 from kiosk.screen_events import Ink, InkStart, Message, Notice, PaperPreview, PaperPrompt, State, View
@@ -79,6 +79,7 @@ class LivePenCapture:
         self.heartbeat = heartbeat
         self.cancel = cancel
         self.done = done
+        self._tracker: InkTracker | None = None   # the live ink of the capture in progress
 
     def _ink(self, caps: DeviceCaps) -> Callable[[PenFrame], None]:
         """A capture starts on ``caps``: clear the page's pad; its frames become live ink."""
@@ -87,9 +88,9 @@ class LivePenCapture:
         def emit(points: tuple[InkPoint, ...]) -> None:
             self.screen.publish(Ink(points, aspect))
 
-        self._tracker = InkTracker(caps, emit)
+        tracker = self._tracker = InkTracker(caps, emit)
         self.screen.publish(InkStart(aspect))
-        return self._tracker
+        return tracker
 
     def _wait_for_pen(self, session_id: str, state: State) -> None:
         """No pen now: say so on the screen (not "Sign now" over a pen that is not there) and
@@ -118,7 +119,7 @@ class LivePenCapture:
             self._wait_for_pen(session_id, state)
             self.screen.enter(state, prompt)
             self.heartbeat.busy(bound + dev.customer_timeout_s)
-            self._tracker: InkTracker | None = None
+            self._tracker = None
             try:
                 sig = self.digitizer.capture_one(done=self.done, cancel=self.cancel, watch_frames=self._ink,
                                                  device_timeout=dev.customer_timeout_s,

@@ -22,13 +22,15 @@ from models.verification import ReferenceSet, Verifier
 log = logging.getLogger(__name__)
 
 V = TypeVar("V", bound=Verifier[Any])
+#: Enrolled is read-only (frozen): an Enrolled[PenVerifier] is an Enrolled[Verifier[Trajectory]].
+V_co = TypeVar("V_co", bound=Verifier[Any], covariant=True)
 
 
 @dataclass(frozen=True)
-class Enrolled(Generic[V]):
+class Enrolled(Generic[V_co]):
     """A customer's references as ``verifier`` compares them."""
 
-    verifier: V
+    verifier: V_co
     reference_set: ReferenceSet[Any]   # the verifier's own features: opaque here
 
 

@@ -41,11 +41,11 @@ import re
 import secrets
 import socket
 import threading
-from http.cookies import CookieError, SimpleCookie
-from pathlib import Path
 from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
+from pathlib import Path
 from typing import Any, Protocol
 
 from kiosk.errors import ActionNotAuditable, AuditNotRecorded, RequestRefused, StaffLoginRequired

@@ -26,7 +26,8 @@ def _init_ca(args: argparse.Namespace) -> int:
 def _issue_cert(args: argparse.Namespace) -> int:
     from tools import pki
 
-    role, name = next((r, getattr(args, r)) for r in ("kiosk", "collector", "admin", "server") if getattr(args, r))
+    roles: tuple[pki.Role, ...] = ("kiosk", "collector", "admin", "server")
+    role, name = next((r, getattr(args, r)) for r in roles if getattr(args, r))
     csr = Path(args.csr).read_bytes() if args.csr else None
     hosts = tuple(args.host or ("localhost", "127.0.0.1"))
     issued = pki.issue(Path(args.ca_dir), role, name, Path(args.out), days=args.days, hosts=hosts, csr_pem=csr)

@@ -6,8 +6,8 @@ same seed, data and budget, and reports its best validation skilled EER (K = 5, 
 from __future__ import annotations
 
 import json
-import re
 import logging
+import re
 from dataclasses import replace
 from pathlib import Path
 

@@ -80,6 +80,7 @@ def write_golden(model_path: Path, config: LearnedConfig, n: int = 3) -> Path:
     path = model_path.with_name(model_path.stem + ".golden.npz")
     np.savez_compressed(
         path,
+        allow_pickle=False,
         lengths=np.array([mi.length for mi in ins]),
         outputs=outs.astype(np.float32),
         **{n_: np.stack([mi.arrays()[n_] for mi in ins]) for n_ in INPUT_NAMES},

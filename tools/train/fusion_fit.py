@@ -78,7 +78,9 @@ def trial_distances(dataset: Dataset[OnlineSample], references: int, trials: int
     """The evaluator's trials of ``dataset`` (already split) as aligned distance rows."""
     plans, _ = plan(dataset, "random-refs", references, trials, seed)
     parts = score_plans_multi(plans, providers)
-    rows, kinds, writers = [], [], []
+    rows: list[tuple[float, ...]] = []
+    kinds: list[str] = []
+    writers: list[str] = []
     for kind in KINDS:
         first: dict[str, list[float]] = getattr(parts[0], kind)
         for w, vals in first.items():
@@ -151,7 +153,7 @@ class MixingFit:
     scales: tuple[float, float]  # σ of log distance over validation genuine trials, per verifier
     criterion: tuple[float, ...]  # writer-weighted mean skilled EER (%) per MIX_GRID point
     criterion_se: float  # bootstrap standard error of the criterion at best_mix
-    groups: dict[str, dict[str, float]]  # per (set, K): writers and skilled EERs of classic/learned/fused
+    groups: dict[str, dict[str, float | None]]  # per (set, K): writers and skilled EERs of classic/learned/fused
 
     def record(self) -> dict:
         return {
@@ -243,7 +245,7 @@ def fit_mixing(parts: dict[str, TrialDistances], names: tuple[str, str] = ("clas
     fusion = Fusion(names=tuple(names), weights=tuple(float(w) for w in weights), bias=bias,
                     threshold=1.0 / (1.0 + math.exp(dist_thr)))
 
-    report: dict[str, dict[str, float]] = {}
+    report: dict[str, dict[str, float | None]] = {}
     for (name, td), g in zip(parts.items(), groups):
         kd = td.kinds
         fused = np.array([fusion.distance(r) for r in td.distances])

@@ -85,16 +85,14 @@ def run(pc: PipelineConfig, tcfg: Any, data_root: Path, out: Path, work: Path, t
         skip_fusion: bool = False) -> dict:
     import tensorflow as tf
 
+    from models.tsgatr import build_tsgatr
     from tools.train.convert import device_model, to_tflite, write_golden
     from tools.train.loop import set_seeds
     from tools.train.trainer import (
-        Embedder,
-        TrainConfig,
         fit_prior,
         train_metric_model,
         validation_eer,
     )
-    from models.tsgatr import build_tsgatr
 
     t_start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,7 @@ import numpy as np
 from models.learned import LearnedConfig, ModelInput
 from models.scoring import NormalisationPrior, reference_stats
 from models.tsgatr import TSGATRConfig, build_tsgatr
+from tools.datasets.types import OnlineSample
 from tools.train.data import VALIDATION_SETS, Corpus, InputCache, batch_inputs
 from tools.train.dtwpath import dtw_path
 from tools.train.loop import History, progress, set_seeds
@@ -197,9 +198,11 @@ def validation_eer(
         need = sorted({index[sample_key(fmt, root, s)] for p in plans
                        for s in p.candidates + p.later_genuine + p.skilled + p.random})
         emb = dict(zip(need, embed(need)))
-        provider = EmbeddingProvider(
-            embed=lambda s, fmt=fmt, root=root: emb[index[sample_key(fmt, root, s)]], prior=prior, band=lcfg.band
-        )
+
+        def embedding(s: OnlineSample, fmt: str = fmt, root: Path = root, emb: dict[int, np.ndarray] = emb) -> np.ndarray:
+            return emb[index[sample_key(fmt, root, s)]]
+
+        provider = EmbeddingProvider(embed=embedding, prior=prior, band=lcfg.band)
         r = summarise(score_plans_multi(plans, [provider])[0], "skilled")
         if r is not None:
             out[fmt] = r["eer_global"]
@@ -268,7 +271,7 @@ def train_metric_model(
             pairs = list(zip(a_idx.tolist(), b_idx.tolist()))
             emb_now = fwd(x).numpy()
             paths = pair_paths(emb_now, lens, pairs, lcfg.band, S)
-            if teacher is not None:
+            if t_fwd is not None:  # there is a teacher
                 t_emb = t_fwd(x)
                 t_paths = pair_paths(t_emb.numpy(), lens, pairs, lcfg.band, S)
             else:

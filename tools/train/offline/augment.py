@@ -22,7 +22,8 @@ def augment(x: np.ndarray, rng: np.random.Generator, p_blur: float = 0.0) -> np.
     """One prepared image (S×S float, ink = 1), slightly rotated, scaled, shifted, thickened or thinned
     (and with probability ``p_blur`` blurred and re-thresholded)."""
     s = x.shape[0]
-    m = cv2.getRotationMatrix2D((s / 2, s / 2), float(rng.uniform(-5, 5)), float(rng.uniform(0.9, 1.08)))
+    m = np.asarray(cv2.getRotationMatrix2D((s / 2, s / 2), float(rng.uniform(-5, 5)), float(rng.uniform(0.9, 1.08))),
+                   np.float64)
     m[:, 2] += rng.uniform(-5, 5, size=2)
     y = cv2.warpAffine(x, m, (s, s), flags=cv2.INTER_LINEAR, borderValue=0.0)
     r = rng.random()

@@ -13,6 +13,7 @@ never read here.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections.abc import Callable
@@ -149,7 +150,7 @@ def load_scans(data_root: Path, cache: Path, splits: tuple[str, ...], max_writer
     samples = [s for w in writers for s in ds.writers[w]]
     bar = progress(len(samples), f"prepare {fmt}")
     for s in samples:
-        acc.add(f"{fmt}:{s.path.relative_to(root)}", lambda s=s: s.image, f"{fmt}:{s.writer}",
+        acc.add(f"{fmt}:{s.path.relative_to(root)}", functools.partial(getattr, s, "image"), f"{fmt}:{s.writer}",
                 s.label is Label.GENUINE, writer_split(s.writer))
         bar.update(1)
     bar.close()
@@ -179,7 +180,7 @@ def load_rendered(data_root: Path, cache: Path, max_writers: int | None, seed: i
         bar = progress(len(samples), f"render {fmt}")
         for n, s in enumerate(samples):
             rng = np.random.default_rng([seed, n])
-            acc.add(f"{fmt}:{s.path.relative_to(root)}", lambda s=s, rng=rng: _ink(s.trajectory, rng),
+            acc.add(f"{fmt}:{s.path.relative_to(root)}", functools.partial(_ink, s.trajectory, rng),
                     f"{fmt}:{s.writer}", s.label is Label.GENUINE, split)
             bar.update(1)
         bar.close()
@@ -212,7 +213,7 @@ def load_synthetic(cache: Path, n_writers: int, seed: int, n_genuine: int = 8, n
     for w, (g, f) in pop.items():
         for n, (tr, genuine) in enumerate([(t, True) for t in g] + [(t, False) for t in f]):
             rng = np.random.default_rng([seed, int(w), n])
-            acc.add(f"{SYNTH}:{w}/{n}", lambda tr=tr, rng=rng: _ink(tr, rng), f"{SYNTH}:{w}", genuine, "train")
+            acc.add(f"{SYNTH}:{w}/{n}", functools.partial(_ink, tr, rng), f"{SYNTH}:{w}", genuine, "train")
         bar.update(1)
     bar.close()
     c = acc.corpus({})

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from models.cnn_lstm import CnnLstmConfig
 from models.offline_embed import ImageEmbedder
+from tools.provenance import git_commit, invoked_command
 from tools.train.offline.convert import convert
 from tools.train.offline.data import DUTCH, SYNTH, load_corpus
 from tools.train.offline.selection import RENDERED, TFLiteEmbedder, in_pool, selection
 from tools.train.offline.trainer import OfflineTrainConfig, train
-from tools.provenance import git_commit, invoked_command
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
