@@ -18,8 +18,8 @@ $(TEST_STAMP): pyproject.toml tools/setup.sh
 demo: $(DEMO_STAMP)
 	$(VENV)/bin/sigkiosk demo
 
-# The whole suite.
-test: $(TEST_STAMP)
+# Lint and type check first (seconds; zero findings is the rule), then the whole suite.
+test: lint
 	$(VENV)/bin/python -m pytest -q
 
 lint: $(TEST_STAMP)

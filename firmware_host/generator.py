@@ -186,7 +186,7 @@ def trajectory_to_events(traj: Trajectory, opts: GeneratorOptions | None = None)
     items.append(DeviceState(abs=dict(cur) if p_max is not None else
                              {ecodes.ABS_X: 0, ecodes.ABS_Y: 0}, keys=frozenset(),
                              time=base_us * 1e-6 + float(t[0]) - 1.0))
-    for fi, (ft, fx, fy, fp, ftouch, frange, idx) in enumerate(frames):
+    for fi, (_ft, fx, fy, fp, ftouch, frange, idx) in enumerate(frames):
         tu = times_us[fi]
         evs: list[InputEvent] = []
         if opts.with_tool_key and cur_keys[ecodes.BTN_TOOL_PEN] != frange:

@@ -25,8 +25,8 @@ import numpy as np
 
 from firmware_host.assembler import SegmenterConfig
 from firmware_host.errors import NoPenDeviceError
-from firmware_host.events import AxisInfo, DeviceCaps
 from firmware_host.evdev_reader import DigitizerService, LiveDigitizer
+from firmware_host.events import AxisInfo, DeviceCaps
 from firmware_host.generator import GeneratorOptions, trajectory_to_events
 from firmware_host.simulator import SimulatedDigitizer
 from models.trajectory import Trajectory

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from evdev import InputEvent, ecodes as e
+from evdev import InputEvent
+from evdev import ecodes as e
 
 from firmware_host.events import AxisInfo, DeviceCaps
 from models.trajectory import DeviceInfo, Trajectory
@@ -64,7 +65,7 @@ def synthetic_signature(seed: int = 0, n_strokes: int = 3, *, units: str = "mm",
             ds.append(True)
             t += dt
         if not stroke_breaks and s < n_strokes - 1:
-            for i in range(hover_between):
+            for _ in range(hover_between):
                 xs.append(xs[-1] + 0.5 * scale)
                 ys.append(ys[-1])
                 ps.append(0.0)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from capture_helpers import T0, synthetic_signature, tablet_caps
-from evdev import InputEvent, ecodes as e
+from evdev import InputEvent
+from evdev import ecodes as e
 
 from firmware_host.assembler import SegmenterConfig, assemble
 from firmware_host.errors import CaptureError, PadProtocolError, RecordingFormatError

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from capture_helpers import synthetic_signature
-from evdev import InputEvent, ecodes as e
+from evdev import InputEvent
+from evdev import ecodes as e
+from shared_data import shared_data
 
 from firmware_host.assembler import assemble
 from firmware_host.errors import CaptureError
 from firmware_host.events import DeviceState
 from firmware_host.generator import GeneratorOptions, trajectory_to_events
 from firmware_host.roundtrip import roundtrip
-
-from shared_data import shared_data
 
 OPTION_SETS = {
     "default": GeneratorOptions(),

@@ -12,8 +12,8 @@ from capture_helpers import synthetic_signature, tablet_caps
 
 from firmware_host.assembler import EndReason, SegmenterConfig, assemble
 from firmware_host.errors import DeviceGoneError, NoPenDeviceError, NoSignatureError
-from firmware_host.events import DeviceState
 from firmware_host.evdev_reader import DeviceSelector, DigitizerService, LiveDigitizer, find_pen
+from firmware_host.events import DeviceState
 from firmware_host.generator import GeneratorOptions, trajectory_to_events
 from firmware_host.simulator import SimulatedDigitizer
 

@@ -17,14 +17,15 @@ from typing import Any
 import pytest
 
 from kiosk import config as kc
+from kiosk.calibration import CalibrationConfig
 from kiosk.link import LinkConfig
 from kiosk.staff import StaffConfig
 from kiosk.update_agent import UpdateConfig
 
 TABLES: dict[str, type] = {
-    "device": kc.DeviceConfig, "verifier": kc.VerifierConfig, "policy": kc.PolicyConfig,
+    "pen": kc.PenConfig, "device": kc.DeviceConfig, "verifier": kc.VerifierConfig, "policy": kc.PolicyConfig,
     "storage": kc.StorageConfig, "ui": kc.UiConfig, "staff": StaffConfig, "commands": kc.CommandsConfig,
-    "link": LinkConfig, "paper": kc.PaperConfig, "update": UpdateConfig,
+    "link": LinkConfig, "paper": kc.PaperConfig, "update": UpdateConfig, "calibration": CalibrationConfig,
 }
 # Where the example sets a value on purpose, not the default: the installed kiosk's choices.
 SET_BY_THE_EXAMPLE: dict[tuple[str, str], str] = {
@@ -34,6 +35,7 @@ SET_BY_THE_EXAMPLE: dict[tuple[str, str], str] = {
     ("commands", "central_sign_pub"): "...checked with the central server's key",
     ("link", "group"): "the rollout group an installed kiosk is registered in",
     ("paper", "enabled"): "the commented [paper] table shows how to turn the camera on",
+    ("calibration", "enabled"): "the commented [calibration] table shows how to turn it on",
 }
 _TABLE = re.compile(r"^#?\s*\[(\w+)\]\s*(#.*)?$")
 _KEY = re.compile(r"^#?\s*(\w+)\s*=\s*(.+)$")
@@ -68,7 +70,7 @@ def _default(cls: type, name: str) -> Any:
 
 def test_the_example_is_what_the_daemon_parses() -> None:
     data = kc.default_config_data()
-    assert set(data) == {"kiosk", *TABLES} - {"paper"}, \
+    assert set(data) == {"kiosk", *TABLES} - {"paper", "calibration"}, \
         "a table of the example is not parsed, or a commented-out one is on"
     cfg = kc.parse_config(data, Path("/etc/sigkiosk"))
     assert cfg.kiosk_id == "kiosk-0001" and cfg.link is not None and cfg.update is not None

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from daemon_helpers import write_config, writers
 
-from models.classic import ClassicConfig
 from kiosk.config import ConfigError, default_config_data, load_config, parse_config
 from kiosk.sdnotify import Notifier, Watchdog, watchdog_interval
 from kiosk.templates import TemplateError, TemplateStore, atomic_write
+from models.classic import ClassicConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 

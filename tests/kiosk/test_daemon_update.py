@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 from daemon_helpers import as_replayed, sign_when_asked, wait_idle, writers
-from fixtures_update import BUNDLE_NAME, U_SITE, UpdatePki, provision
 from fixtures_link import wait_for
+from fixtures_update import BUNDLE_NAME, U_SITE, UpdatePki, provision
 
 from firmware_host.replay_pen import ReplayPen
 from kiosk.bundle import BundleFile

@@ -96,7 +96,7 @@ def test_kiosk_killed_mid_stream_loses_and_duplicates_nothing(link_pki: LinkPki,
                 proc.send_signal(signal.SIGKILL)
                 break
         proc.wait(10)
-        committed += [int(l.split()[1]) for l in proc.stdout.read().splitlines() if l.startswith("committed")]
+        committed += [int(line.split()[1]) for line in proc.stdout.read().splitlines() if line.startswith("committed")]
         assert proc.returncode == -signal.SIGKILL
         assert 150 <= len(committed) < 600, "the kill should land mid-stream"
         # Restart: the leftover outbox is sent first, then 50 new decisions.

@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 from fixtures_update import BUNDLE_NAME, MODELS, UpdatePki, make_bundle, provision
 
-from kiosk.bundle import BundleError, BundleFile, Manifest, Offer, TrustPolicy, check_manifest, split_payload, verify_envelope
+from kiosk.bundle import (
+    BundleError,
+    BundleFile,
+    Manifest,
+    Offer,
+    TrustPolicy,
+    check_manifest,
+    split_payload,
+    verify_envelope,
+)
 from kiosk.golden import check_golden
 from kiosk.keys import load_public_raw
 from kiosk.slots import SlotStore

@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 from models.classic import ClassicConfig, score_query, signature_features

@@ -32,7 +32,7 @@ def test_same_seed_same_forest_other_seed_other_forest() -> None:
 
 
 def test_ranks_points_like_scikit_learn() -> None:
-    from sklearn import ensemble as sklearn   # off the device only (the eval extra, installed for tests)
+    from sklearn import ensemble as sklearn  # off the device only (the eval extra, installed for tests)
 
     rng = np.random.default_rng(4)
     x = rng.normal(size=(300, 6))

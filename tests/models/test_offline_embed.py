@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import shared_data
 
 from models import shipped_assets
 from models.image_preprocess import prepare
 from models.offline_embed import DEFAULT_MODEL, ImageEmbedder, embedding_distance, load_config
 from models.runtime import ModelError
 from models.scoring import NormalisationPrior
-from shared_data import shared_data
 
 ASSETS = shipped_assets()
 INT8 = ASSETS / "cnn_lstm_int8.tflite"

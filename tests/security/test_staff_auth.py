@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from disk_helpers import fill_disk
 from daemon_helpers import (
     as_replayed,
     link_table,
@@ -35,6 +34,7 @@ from daemon_helpers import (
     write_config,
     writers,
 )
+from disk_helpers import fill_disk
 from fixtures_link import LinkPki, wait_for
 
 from kiosk.daemon import Daemon

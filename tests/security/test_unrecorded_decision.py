@@ -9,11 +9,10 @@ When space is back, the next decision is recorded and shown as usual.
 from __future__ import annotations
 
 import queue
-
 from pathlib import Path
 
-from disk_helpers import fill_disk
 from daemon_helpers import as_replayed, link_table, sign_when_asked, start_daemon, write_config, writers
+from disk_helpers import fill_disk
 from fixtures_link import LinkPki
 
 from kiosk.templates import TemplateStore

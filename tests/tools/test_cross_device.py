@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from shared_data import shared_data
+
 from tools.cli import main
 from tools.cross_device import SHIPPED_THRESHOLD, VARIANTS, Options, run
 

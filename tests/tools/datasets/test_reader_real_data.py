@@ -11,16 +11,14 @@ summary, and every assertion compares plain numbers computed by a helper, never 
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pytest
-
 from shared_data import shared_data
+
 from tools.datasets import Dataset, Label, MalformedFileError, load_images, load_online, read_susig_file
 
 DATA = shared_data()
