@@ -131,6 +131,56 @@ def test_serial_source_waits_for_the_pad_then_captures_through_it(tmp_path: Path
         pty.close()
 
 
+def test_serial_pad_pulled_mid_signature_is_reopened_and_the_customer_signs_again(tmp_path: Path) -> None:
+    genuine, _ = writers()["001"]
+    port = tmp_path / "ttyPAD"
+    cfg = write_config(tmp_path, extra=_pen_table(source="serial", port=str(port)))
+    config = load_config(cfg)
+    TemplateStore(config.storage.templates_dir, config.storage.template_key, create_key=True).put(
+        "cust-9", list(genuine[:5]))
+    opts = EmulatorOptions(realtime=True)
+    hello, samples = trajectory_to_samples(genuine[6], opts)
+    first, second = PtyPair.open(), None
+    # The first pad is pulled out mid-signature: it never gets to press OK.
+    emus = [PadEmulator(first.master, hello, EmulatorOptions(realtime=True, send_ok=False))]
+    emus[0].serve_commands()
+    os.symlink(first.path, port)
+    daemon = Daemon(config)
+    daemon.start()
+    try:
+        events = daemon.bus.subscribe()
+        seen: list[dict] = []
+        req = daemon.submit("verify", "cust-9")
+        wait_for(lambda: (_screens(events, seen, time.monotonic() + 0.2) or True)
+                 and any(e.get("screen") == "sign" for e in seen), what="the sign prompt")
+        emus[0].play(samples[: len(samples) // 3], hello_first=False)   # a third of the signature...
+        emus[0].stop()
+        first.close()                                                   # ...and the cable is pulled
+        port.unlink()
+        wait_for(lambda: (_screens(events, seen, time.monotonic() + 0.2) or True)
+                 and any(e.get("screen") == "no_pen" for e in seen), what="no pen after the unplug")
+        assert any(e.get("type") == "notice" and "disconnected" in e.get("message", "") for e in seen)
+        assert not req.done.is_set() and daemon.status()["pen"]["connected"] is False
+        second = PtyPair.open()                                          # plugged back (another tty)
+        emus.append(PadEmulator(second.master, hello, opts))
+        emus[1].serve_commands()
+        n_sign = sum(e.get("screen") == "sign" for e in seen)
+        os.symlink(second.path, port)
+        wait_for(lambda: (_screens(events, seen, time.monotonic() + 0.2) or True)
+                 and sum(e.get("screen") == "sign" for e in seen) > n_sign, what="the sign prompt again")
+        threading.Thread(target=emus[1].play, args=(samples,), kwargs={"hello_first": False}, daemon=True).start()
+        assert req.done.wait(30), "no decision after the pad came back"
+        res = req.wait(1)
+        assert res["decision"] == "APPROVED"   # the whole second signature, not the lost third
+    finally:
+        for emu in emus:
+            emu.stop()
+        daemon.stop()
+        first.close()
+        if second is not None:
+            second.close()
+
+
 def test_no_tablet_is_said_on_screen_and_in_status_and_ends_the_request(tmp_path: Path) -> None:
     empty = tmp_path / "input"
     empty.mkdir()
