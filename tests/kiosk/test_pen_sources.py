@@ -269,3 +269,34 @@ def test_admin_verify_command_reaches_a_replay_kiosk_and_the_central_database(
     finally:
         daemon.stop()
         collector.stop()
+
+
+def test_no_pen_on_the_customer_screen_and_the_staff_view_in_chromium(tmp_path: Path) -> None:
+    """The same, as the kiosk's browser shows it (Debian's Chromium, headless)."""
+    from playwright.sync_api import sync_playwright
+    from test_ui_screen import CHROMIUM_ARGS, _chromium
+
+    empty = tmp_path / "input"
+    empty.mkdir()
+    cfg = write_config(tmp_path, ui=True)
+    cfg.write_text(cfg.read_text().replace("customer_timeout_s = 20.0", "customer_timeout_s = 4.0")
+                   .replace("[device]\n", f'[device]\ninput_dir = "{empty}"\n'))
+    daemon = Daemon(load_config(cfg))
+    daemon.start()
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS, headless=True)
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(daemon.ui.start_url)
+            page.wait_for_selector("#screen-idle:not([hidden])")
+            req = daemon.submit("enroll", "cust-1", staff=staff_login(daemon))
+            page.wait_for_selector("#screen-message:not([hidden])", timeout=5000)
+            assert page.inner_text("#message-title") == "No pen connected"
+            assert "connect the signature pen" in page.inner_text("#message-text")
+            assert req.done.wait(10) and req.wait(1)["error"] == "no_device"
+            page.goto(daemon.ui.url + "staff")
+            page.wait_for_selector("#pen-status[data-connected='no']")   # no eval: the page's CSP forbids it
+            assert page.inner_text("#pen-status").startswith("No pen connected (evdev pen")
+            browser.close()
+    finally:
+        daemon.stop()

@@ -70,7 +70,7 @@ function showLink(s) {
 
 function refreshStatus() {
   clearTimeout(statusTimer);
-  call("GET", "/api/status").then(showLink).catch((e) => {
+  call("GET", "/api/status").then((s) => { showLink(s); showPen(s); }).catch((e) => {
     $("link-status").className = "link-status down";
     $("link-status").textContent = "Central server: status not available (" + e.message + ")";
   }).finally(() => {
@@ -136,15 +136,14 @@ $("btn-back").addEventListener("click", toCustomerScreen);
 for (const ev of ["keydown", "pointerdown"]) document.addEventListener(ev, touch);
 
 // The pen, as the daemon sees it now: "No pen connected" before anyone starts an enrollment.
-function penStatus() {
-  call("GET", "/api/status").then((j) => {
-    const pen = j.pen || {};
-    $("pen-status").textContent = pen.connected ? "Pen: " + (pen.device || pen.source) : "No pen connected (" + (pen.device || pen.source || "pen") + ")";
-    $("pen-status").dataset.connected = pen.connected ? "yes" : "no";
-  }).catch(() => {});
+// Refreshed with the link's line while the actions are shown; the login screen shows it once.
+function showPen(s) {
+  const pen = s.pen || {};
+  const what = pen.device || pen.source || "pen";
+  $("pen-status").textContent = pen.connected ? "Pen: " + what : "No pen connected (" + what + ")";
+  $("pen-status").dataset.connected = pen.connected ? "yes" : "no";
 }
-penStatus();
-setInterval(penStatus, 5000);
+call("GET", "/api/status").then(showPen).catch(() => {});
 
 show("login");
 call("GET", "/api/staff/session").then(loggedIn).catch(() => { show("login"); $("operator").focus(); });
