@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from firmware_host.errors import RecordingFormatError
 from firmware_host.evdev_reader import DigitizerService
 from firmware_host.pen_source import PenService
-from kiosk.config import DaemonConfig
+from kiosk.config import ConfigError, DaemonConfig
 from models.pen import make_verifier
 from models.verification import PenVerifier
 
@@ -46,7 +47,10 @@ def digitizer(config: DaemonConfig) -> PenService:
         from firmware_host.pen_source import replay_service
 
         assert pen.recordings is not None
-        return replay_service(pen.recordings, dev.segmenter(), speed=pen.speed)
+        try:
+            return replay_service(pen.recordings, dev.segmenter(), speed=pen.speed)
+        except RecordingFormatError as exc:   # one line at start (`sigkiosk run`), not a traceback
+            raise ConfigError(f"[pen] recordings: {exc}") from None
     return DigitizerService(dev.selector(), dev.segmenter(), input_dir=dev.input_dir,
                             rediscover_interval=dev.rediscover_interval_s)
 

@@ -220,9 +220,13 @@ class PenConfig:
             if self.recordings is None:
                 raise ConfigError("[pen] source = \"replay\" needs recordings (a recording or a folder of them; "
                                   "make some with: sigkiosk capture synth --out DIR)")
-            if not Path(self.recordings).exists():
-                raise ConfigError(f"[pen] recordings {str(self.recordings)!r}: no such file or folder "
-                                  "(make some with: sigkiosk capture synth --out DIR)")
+            from firmware_host.errors import RecordingFormatError
+            from firmware_host.pen_source import recording_files
+
+            try:   # a folder without recordings is found by `run --check`, not by the first customer
+                recording_files(Path(self.recordings))
+            except RecordingFormatError as exc:
+                raise ConfigError(f"[pen] recordings: {exc}") from None
         if not 0.05 <= self.speed <= 100:
             raise ConfigError(f"[pen] speed must be 0.05..100, got {self.speed}")
         if self.baudrate <= 0:

@@ -300,3 +300,18 @@ def test_no_pen_on_the_customer_screen_and_the_staff_view_in_chromium(tmp_path: 
             browser.close()
     finally:
         daemon.stop()
+
+
+def test_replay_recordings_that_cannot_play_are_one_config_error(tmp_path: Path) -> None:
+    import pytest
+
+    from kiosk.config import ConfigError
+
+    rec = tmp_path / "replay"
+    rec.mkdir()
+    cfg = write_config(tmp_path, extra=_pen_table(source="replay", recordings=str(rec)))
+    with pytest.raises(ConfigError, match=r"\[pen\] recordings: .*no recordings .*capture synth"):
+        load_config(cfg)   # what `run --check` reports, before any customer
+    (rec / "01-sig.evrec").write_text("not a recording\n")
+    with pytest.raises(ConfigError, match=r"\[pen\] recordings: .*01-sig.evrec:1: header is not JSON"):
+        Daemon(load_config(cfg))   # `sigkiosk run` prints it as one line, not a traceback
