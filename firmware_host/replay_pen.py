@@ -29,7 +29,7 @@ from firmware_host.evdev_reader import DigitizerService, LiveDigitizer
 from firmware_host.events import AxisInfo, DeviceCaps
 from firmware_host.generator import GeneratorOptions, trajectory_to_events
 from firmware_host.simulator import SimulatedDigitizer
-from models.trajectory import Trajectory
+from models.trajectory import DeviceInfo, Trajectory
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +196,6 @@ def _dot() -> Trajectory:
 
 
 def _mm_device() -> Any:
-    from models.trajectory import DeviceInfo
-
     return DeviceInfo(units="mm", resolution=RESOLUTION, pressure_levels=1023)
 
 

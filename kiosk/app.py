@@ -17,18 +17,20 @@ from typing import TYPE_CHECKING
 
 from firmware_host.errors import RecordingFormatError
 from firmware_host.evdev_reader import DigitizerService
-from firmware_host.pen_source import PenService
+from firmware_host.pen_source import PenService, SerialPadService, replay_service
+from firmware_host.serial_pad import PadConfig
+from kiosk.commands import CommandVerifier, load_central_sign_pub
 from kiosk.config import ConfigError, DaemonConfig
+from kiosk.link import KioskLink
+from kiosk.logging_mqtt import MqttLogHandler
+from kiosk.ui.server import UiServer
+from kiosk.update_agent import UpdateAgent
 from models.pen import make_verifier
 from models.verification import PenVerifier
 
 if TYPE_CHECKING:
     from firmware_host.camera import Camera
-    from kiosk.commands import CommandVerifier
-    from kiosk.link import KioskLink
-    from kiosk.logging_mqtt import MqttLogHandler
-    from kiosk.ui.server import ScreenBackend, UiServer
-    from kiosk.update_agent import UpdateAgent
+    from kiosk.ui.server import ScreenBackend
     from models.paper import PaperVerifier
 
 
@@ -37,15 +39,10 @@ def digitizer(config: DaemonConfig) -> PenService:
     when it is plugged back. ``[device]``'s timing ends a signature the same way on all three."""
     pen, dev = config.pen, config.device
     if pen.source == "serial":
-        from firmware_host.pen_source import SerialPadService
-        from firmware_host.serial_pad import PadConfig
-
         assert pen.port is not None
         return SerialPadService(pen.port, PadConfig(baudrate=pen.baudrate, segmenter=dev.segmenter()),
                                 rediscover_interval=dev.rediscover_interval_s)
     if pen.source == "replay":
-        from firmware_host.pen_source import replay_service
-
         assert pen.recordings is not None
         try:
             return replay_service(pen.recordings, dev.segmenter(), speed=pen.speed)
@@ -73,8 +70,6 @@ class Link:
 
 def link(config: DaemonConfig, model_versions: Mapping[str, str]) -> Link:
     """``[link]``: the MQTT link to the central server (not started), its logs forwarded."""
-    from kiosk.link import KioskLink
-    from kiosk.logging_mqtt import MqttLogHandler
 
     assert config.link is not None
     kl = KioskLink(config.link, model_versions=dict(model_versions))
@@ -86,7 +81,6 @@ def command_verifier(config: DaemonConfig, link: KioskLink) -> CommandVerifier |
     cc = config.commands
     if not cc.enabled or cc.central_sign_pub is None:
         return None
-    from kiosk.commands import CommandVerifier, load_central_sign_pub
 
     return CommandVerifier(load_central_sign_pub(cc.central_sign_pub), config.kiosk_id, link.topics,
                            config.state_dir / "commands-seen.json", cc.max_age_s)
@@ -94,7 +88,6 @@ def command_verifier(config: DaemonConfig, link: KioskLink) -> CommandVerifier |
 
 def update_agent(config: DaemonConfig, link: KioskLink) -> UpdateAgent:
     """``[update]``: the model-update agent on the link (not started)."""
-    from kiosk.update_agent import UpdateAgent
 
     assert config.update is not None
     return UpdateAgent.for_link(config.update, link)
@@ -114,7 +107,6 @@ def paper(config: DaemonConfig) -> tuple[PaperVerifier, Camera]:
 
 def screen(config: DaemonConfig, backend: ScreenBackend) -> UiServer:
     """``[ui]``: the screen's web server for ``backend`` (not started)."""
-    from kiosk.ui.server import UiServer
 
     ui = config.ui
     return UiServer(backend, ui.host, ui.port, token_file=ui.token_file, token_group=ui.token_group)

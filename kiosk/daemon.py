@@ -33,8 +33,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from firmware_host.pen_source import PenService
 from kiosk import app
+from kiosk.calibration import SiteCalibration
+from kiosk.commands import VERIFY_SUFFIX, CommandError
 from kiosk.config import DaemonConfig
 from kiosk.errors import (
     ActionNotAuditable,
@@ -48,17 +52,19 @@ from kiosk.flows.capture import CameraPaperCapture, LivePenCapture
 from kiosk.flows.enroll import Delete, Enroll
 from kiosk.flows.references import Caches, ReferenceCache
 from kiosk.flows.verify import VerifyPaper, VerifyPen
+from kiosk.link import LinkError
+from kiosk.records import AuditRecord
 from kiosk.screen_events import Event, EventBus, Message, ScreenChange, State, View
 from kiosk.sdnotify import Notifier, Watchdog, watchdog_interval
 from kiosk.staff import StaffAuth, StaffSession
 from kiosk.templates import TemplateStore, validate_customer
+from models.calibration import SiteThreshold
 from models.classic import ClassicConfig
-from models.trajectory import Trajectory
+from models.trajectory import DeviceInfo, Trajectory
 from models.verification import PenVerifier, ReferenceSet
 
 if TYPE_CHECKING:
     from firmware_host.camera import Camera
-    from kiosk.calibration import SiteCalibration
     from kiosk.commands import CommandVerifier
     from kiosk.link import KioskLink, LinkStats
     from kiosk.ui.server import UiServer
@@ -177,8 +183,6 @@ class Daemon:
         self.store = TemplateStore(cfg.storage.templates_dir, cfg.storage.template_key,
                                    create_key=cfg.storage.create_key)
         if cfg.calibration.enabled:
-            from kiosk.calibration import SiteCalibration
-
             self.calibration = SiteCalibration(cfg.calibration, cfg.state_dir, self.store, self._calibration_audit)
         self.pen_references = ReferenceCache(self.store, self.verifier, _enroll_pen,
                                              self.calibration.built if self.calibration is not None else None)
@@ -301,7 +305,6 @@ class Daemon:
     def _calibrated(self, verifier: PenVerifier) -> PenVerifier:
         if not self.config.calibration.enabled:
             return verifier
-        from models.calibration import SiteThreshold
 
         return verifier if isinstance(verifier, SiteThreshold) else SiteThreshold(verifier)
 
@@ -371,14 +374,11 @@ class Daemon:
         """Record one staff action: sealed into the outbox for the central server (with a link),
         and logged without the customer. ``required``: raise ``AuditNotRecorded`` if it cannot be
         stored, so the action is refused instead of done unaudited. Returns the record's sequence number."""
-        from kiosk.records import AuditRecord
 
         rec = AuditRecord(operator=operator, action=action, outcome=outcome, subject=subject, mode=mode,
                           session_id=session_id, staff_session=staff_session)
         seq = None
         if self._link is not None:
-            from kiosk.link import LinkError
-
             try:
                 seq = self._link.publish_audit(rec)
             except LinkError as exc:
@@ -408,7 +408,6 @@ class Daemon:
     def record_decision(self, record: Mapping[str, object]) -> int | None:
         if self._link is None:
             return None
-        from kiosk.link import LinkError
 
         try:
             return self._link.publish_decision(record)
@@ -494,8 +493,6 @@ class Daemon:
                 "calibration": self.calibration.status() if self.calibration is not None else None}
 
     def _on_command(self, topic: str, payload: bytes) -> None:
-        from kiosk.commands import VERIFY_SUFFIX, CommandError
-
         if not topic.endswith("/" + VERIFY_SUFFIX) or self._commands is None:
             return   # other command topics (model updates) belong to the update agent
         try:
@@ -557,9 +554,7 @@ def _enroll_paper(verifier: PaperVerifier, references: Sequence[Trajectory]) -> 
 
 def _warm_sample() -> Trajectory:
     """A small synthetic scribble, long enough for every feature (the warm-up only compiles)."""
-    import numpy as np
 
-    from models.trajectory import DeviceInfo
 
     n = 60
     t = np.linspace(0, 0.6, n)

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any, Generic, Literal, TypeVar
 from typing import Protocol as Interface
 
@@ -36,9 +37,12 @@ import numpy as np
 from models._assets import DEFAULT_LEARNED_MODEL, shipped_assets
 from models.classic import ClassicConfig, score_from_distances, signature_features
 from models.dtw import dtw_distance
+from models.fusion import Fusion
+from models.learned import LearnedVerifier, config_path
 from models.scoring import NormalisationPrior, pairwise
 from tools.datasets.types import Dataset, ImageSample, Label, OnlineSample, S
 from tools.metrics import equal_error_rate, error_curve, frr_at_far, user_mean_eer
+from tools.provenance import provenance
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +250,6 @@ DEFAULT_MODEL = shipped_assets() / DEFAULT_LEARNED_MODEL
 
 def learned_provider(model_path: Path = DEFAULT_MODEL, threads: int = 1) -> EmbeddingProvider:
     """The learned verifier through the device runtime (any converted TS-GATR model)."""
-    from models.learned import LearnedVerifier
 
     ver = LearnedVerifier(model_path, threads=threads)
     return EmbeddingProvider(
@@ -263,8 +266,6 @@ def verifier_providers(
     if verifier == "learned":
         return [learned_provider(model_path)], None
     if verifier == "fused":
-        from models.fusion import Fusion
-
         fusion = Fusion.load(fusion_path or Path(model_path).with_name("fusion.json"))
         providers: list[DistanceProvider] = [ClassicProvider(), learned_provider(model_path)]
         if fusion.names != tuple(pv.name for pv in providers):
@@ -461,7 +462,6 @@ def format_table(report: dict) -> str:
 def write_json(report: dict, path: Path, models: Sequence[Path] = ()) -> None:
     """The report as JSON, with what made it: the command, the code's commit and the SHA-256 of
     every model file used (``models``: a model, its config, the fusion), so a figure can be traced."""
-    from tools.provenance import provenance
 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**report, **provenance(models)}, indent=2) + "\n")
@@ -469,7 +469,6 @@ def write_json(report: dict, path: Path, models: Sequence[Path] = ()) -> None:
 
 def model_files(verifier: str, model_path: Path = DEFAULT_MODEL, fusion_path: Path | None = None) -> list[Path]:
     """The model files ``--verifier`` reads (classic: none; its settings are in the code)."""
-    from models.learned import config_path
 
     if verifier == "classic":
         return []
@@ -507,7 +506,6 @@ def write_plots(scores: Scores, out_dir: Path, title: str) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
-    from statistics import NormalDist
 
     import matplotlib.pyplot as plt
 

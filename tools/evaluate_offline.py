@@ -46,7 +46,8 @@ from models.classic import score_from_distances
 from models.fusion import Fusion, fit_fusion, load_offline_fusion
 from models.hand_features import FEATURE_NAMES, HAND_PRIOR, hand_distance, hand_features
 from models.image_preprocess import NoInkError, prepare
-from models.scoring import NormalisationPrior, pairwise
+from models.offline_embed import DEFAULT_MODEL, ImageEmbedder, embedding_distance
+from models.scoring import NormalisationPrior, pairwise, reference_stats
 from tools.datasets.types import Dataset, ImageSample, MalformedFileError
 from tools.evaluate import (
     DistanceProvider,
@@ -112,7 +113,6 @@ class CnnProvider:
 def cnn_provider(model_path: Path | None = None, threads: int = 1) -> CnnProvider:
     """The CNN-LSTM verifier through the device runtime (``models.offline_embed``; any converted
     model with its config beside it). ``ModelError`` if the model is missing or unusable."""
-    from models.offline_embed import DEFAULT_MODEL, ImageEmbedder, embedding_distance
 
     embedder = ImageEmbedder(Path(model_path) if model_path else DEFAULT_MODEL, threads=threads)
     return CnnProvider(embedder=embedder, compare=embedding_distance)
@@ -132,7 +132,6 @@ def make_providers(verifier: str, model_path: Path | None = None) -> list[Offlin
 def model_files(verifier: str, model_path: Path | None = None, fusion_path: Path | None = None) -> list[Path]:
     """The model files ``--verifier`` reads (hand: none; its prior is in the code), with the fusion
     file when the scores are fused by a stored fusion."""
-    from models.offline_embed import DEFAULT_MODEL
 
     files: list[Path] = []
     if "cnn" in verifier:
@@ -331,7 +330,6 @@ def fit_hand_prior(dataset: Dataset[ImageSample], references: int = 5, trials: i
     training writers): ``python -c "from tools.datasets import load_images; from
     tools.evaluate_offline import fit_hand_prior as f; print(f(load_images(PATH,
     'sigcomp-dutch').subset('train')))"``."""
-    from models.scoring import reference_stats
 
     plans, _ = plan(dataset, "random-refs", references, trials, seed=0)
     mins, means = [], []

@@ -19,7 +19,10 @@ from typing import Any
 import numpy as np
 
 from models.learned import INPUT_NAMES, LearnedConfig, ModelInput, featurize
+from models.runtime import TFLiteModel
 from models.tsgatr import TSGATRConfig, build_tsgatr
+from tools.synth import make_population
+from tools.train.runs import tf_noise_filtered
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 log = logging.getLogger(__name__)
@@ -56,7 +59,6 @@ def to_tflite(model: Any, representative: Iterable[ModelInput | dict[str, np.nda
         conv.inference_input_type = tf.int8
         conv.inference_output_type = tf.int8
     # The quantiser prints a line to stderr from C++ whatever the log level (off unless -v).
-    from tools.train.runs import tf_noise_filtered
 
     with tf_noise_filtered():
         return conv.convert()
@@ -64,7 +66,6 @@ def to_tflite(model: Any, representative: Iterable[ModelInput | dict[str, np.nda
 
 def golden_inputs(config: LearnedConfig, n: int = 3, seed: int = 11) -> list[ModelInput]:
     """Model inputs of synthesised signatures (no research data in the repository)."""
-    from tools.synth import make_population
 
     pop = make_population(n_writers=n, n_genuine=1, n_forgeries=0, seed=seed)
     return [featurize(g[0], config) for g, _ in pop.values()][:n]
@@ -72,7 +73,6 @@ def golden_inputs(config: LearnedConfig, n: int = 3, seed: int = 11) -> list[Mod
 
 def write_golden(model_path: Path, config: LearnedConfig, n: int = 3) -> Path:
     """Run the golden inputs through the real runtime and store inputs and outputs beside it."""
-    from models.runtime import TFLiteModel
 
     rt = TFLiteModel(model_path)
     ins = golden_inputs(config, n)

@@ -22,10 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from models.learned import LearnedConfig, config_path
-from models.tsgatr import TSGATRConfig
+from models.learned import LearnedConfig, config_path, load_config
+from models.runtime import TFLiteModel
+from models.tsgatr import TSGATRConfig, build_tsgatr
 from tools.provenance import git_commit, invoked_command
+from tools.train.convert import device_model, to_tflite, write_golden
 from tools.train.data import InputCache, load_corpus
+from tools.train.fusion_fit import refit
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 log = logging.getLogger(__name__)
@@ -62,8 +65,6 @@ class TFLiteEmbedder:
     """Embeds corpus signatures with a converted model through the device runtime."""
 
     def __init__(self, path: Path, inputs: InputCache) -> None:
-        from models.runtime import TFLiteModel
-
         self.rt, self.inputs = TFLiteModel(path), inputs
 
     def __call__(self, idx: list[int]) -> list[np.ndarray]:
@@ -85,8 +86,6 @@ def run(pc: PipelineConfig, tcfg: Any, data_root: Path, out: Path, work: Path, t
         skip_fusion: bool = False) -> dict:
     import tensorflow as tf
 
-    from models.tsgatr import build_tsgatr
-    from tools.train.convert import device_model, to_tflite, write_golden
     from tools.train.loop import set_seeds
     from tools.train.trainer import (
         fit_prior,
@@ -154,14 +153,10 @@ def run(pc: PipelineConfig, tcfg: Any, data_root: Path, out: Path, work: Path, t
     # Validation figures of every converted model through the device runtime.
     record["validation_skilled_eer_k5"] = {}
     for name, path in shipped.items():
-        from models.learned import load_config
-
         v = validation_eer(TFLiteEmbedder(path, inputs), corpus, lc, load_config(path).prior, trials=tcfg.val_trials)
         record["validation_skilled_eer_k5"][name] = v
         print(f"validation {name}: " + "  ".join(f"{k} {x:.2f}" for k, x in v.items()), flush=True)
     if not skip_fusion:
-        from tools.train.fusion_fit import refit
-
         # Validation writers only (every set, K = 1 and 5): see tools/train/fusion_fit.py.
         fit = refit(data_root, shipped[STUDENT_INT8], out, cache=work / "fusion", trials=1 if pc.quick else 10)
         record["fusion"] = {k: fit[k] for k in ("method", "mix_learned", "weights", "bias", "threshold")}

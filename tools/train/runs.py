@@ -29,6 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from models import shipped_assets
+from models.runtime import TFLiteModel
+
 log = logging.getLogger(__name__)
 
 #: Where runs go by default, relative to the working directory (ignored by git: ``/runs/``).
@@ -163,8 +166,6 @@ def quiet_tensorflow(verbose: int) -> None:
 
         # The TFLite runtime prints "Created TensorFlow Lite XNNPACK delegate" once per process, at
         # its first model: load one here, filtered, rather than wrap every later load.
-        from models import shipped_assets
-        from models.runtime import TFLiteModel
 
         first = next(iter(sorted(shipped_assets().glob("*.tflite"))), None)
         if first is not None:

@@ -17,19 +17,25 @@ pooled skilled-EER threshold (on the probability, K = 5), averaged over the sets
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
+import shlex
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize
 
-from models.classic import score_from_distances
+from models.classic import ClassicConfig, score_from_distances
 from models.global_features import FEATURE_NAMES, Spread, deviations, population_spread
-from models.match_score import ScoreModel
+from models.match_score import SHIPPED, ScoreModel
 from models.scoring import NormalisationPrior
 from tools.metrics import equal_error_rate
+from tools.train.runs import RunError, new_run_dir, ship
 
 KINDS = ("genuine", "skilled", "random")
 
@@ -199,14 +205,7 @@ def fit(trials_by_set: Mapping[str, Trials], spread: Spread, options: FitOptions
 def main(argv: Sequence[str] | None = None) -> int:
     """Fit the shipped match score on the train + validate writers of all four shared pen sets,
     the classic distances normalised with the kiosk's prior, and write it with its record."""
-    import argparse
-    import json
-    import shlex
-    import sys
-    from pathlib import Path
 
-    from models.classic import ClassicConfig
-    from models.match_score import SHIPPED
     from tools.cross_device import FIT_K, SETS, fit_match_score, globals_cache, measure_distances, pick_writers
     from tools.datasets import load_online
 
@@ -220,7 +219,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     # Training that cannot hurt (tools/train/runs.py): a run folder by default, the shipped file
     # replaced only with --ship.
-    from tools.train.runs import RunError, new_run_dir, ship
 
     if args.out is not None and args.out.resolve() == SHIPPED.resolve():
         raise SystemExit(str(RunError(f"--out {args.out} is the shipped match score: use --ship to replace it")))

@@ -30,11 +30,13 @@ from typing import Any
 
 import numpy as np
 
+from models.dtw import dtw_distance
 from models.learned import LearnedConfig, ModelInput
 from models.scoring import NormalisationPrior, reference_stats
 from models.tsgatr import TSGATRConfig, build_tsgatr
 from tools.datasets.types import OnlineSample
-from tools.train.data import VALIDATION_SETS, Corpus, InputCache, batch_inputs
+from tools.evaluate import EmbeddingProvider, plan, score_plans_multi, summarise
+from tools.train.data import VALIDATION_SETS, Corpus, InputCache, batch_inputs, sample_key
 from tools.train.dtwpath import dtw_path
 from tools.train.loop import History, progress, set_seeds
 
@@ -150,7 +152,6 @@ class Embedder:
 def fit_prior(embed: Callable[[list[int]], list[np.ndarray]], corpus: Corpus, band: float, n_writers: int = 40,
               k: int = 5, seed: int = 0) -> NormalisationPrior:
     """Population reference statistics on training writers (for one-reference templates)."""
-    from models.dtw import dtw_distance
 
     rng = np.random.default_rng(seed)
     ws = [gf[0] for gf in corpus.writers("train").values() if len(gf[0]) >= k]
@@ -179,8 +180,6 @@ def validation_eer(
     sets: tuple[str, ...] = VALIDATION_SETS,
 ) -> dict[str, float]:
     """Skilled-forgery global EER per set on ``split`` writers, with the evaluator's protocol."""
-    from tools.evaluate import EmbeddingProvider, plan, score_plans_multi, summarise
-    from tools.train.data import sample_key
 
     keys = corpus.by_key()
     index = {s.key: i for i, s in enumerate(corpus.signatures)}
