@@ -26,7 +26,16 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from kiosk.bundle import DEFAULT_CHUNK, BundleError, BundleFile, Offer, TrustPolicy, chunk_subtopic, manifest_digest, verify_envelope
+from kiosk.bundle import (
+    DEFAULT_CHUNK,
+    BundleError,
+    BundleFile,
+    Offer,
+    TrustPolicy,
+    chunk_subtopic,
+    manifest_digest,
+    verify_envelope,
+)
 from kiosk.jsonbound import loads_bounded
 from kiosk.tls import client_tls_context
 from kiosk.topics import GROUP_NAMESPACE, TOPIC_VERSION, validate_id
