@@ -174,7 +174,9 @@ class StatusRecord:
 
 
 #: What a staff member did at the kiosk (``kiosk.staff``; the daemon's template management).
-AUDIT_ACTIONS = frozenset({"login", "logout", "enroll", "delete"})
+#: ``calibration``: the site threshold moved (``kiosk.calibration``; operator ``kiosk`` when the
+#: kiosk moved it, the operator's for a revert or resume; ``mode`` auto/revert/resume).
+AUDIT_ACTIONS = frozenset({"login", "logout", "enroll", "delete", "calibration"})
 
 
 @dataclass(frozen=True)

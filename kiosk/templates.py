@@ -194,6 +194,11 @@ class TemplateStore:
     def _aad(customer: str) -> bytes:
         return b"sigkiosk-template-v1\0" + customer.encode()
 
+    def file_id(self, customer: str) -> str:
+        """The keyed name of the customer's file: an id for derived state (``kiosk.calibration``)
+        that, like the directory listing, reveals no customer reference."""
+        return self._path(customer).stem
+
     def exists(self, customer: str) -> bool:
         return self._path(customer).exists()
 
