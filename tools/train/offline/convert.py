@@ -38,12 +38,16 @@ def golden_images(n: int = 3, seed: int = 11, size: int = SIZE) -> np.ndarray:
 
 
 def write_golden(model_path: Path, n: int = 3) -> Path:
-    """Golden inputs and the runtime's unit embeddings of them, beside the model."""
+    """Golden vectors beside the model, in the by-name layout the update agent checks
+    (``kiosk/golden.py``): the model's input ``image`` and its raw output ``outputs``, as the device
+    runtime computes them. The embedding the verifier uses is that output's unit vector."""
     emb = ImageEmbedder(model_path)
     ins = golden_images(n, size=emb.config.input_size)
-    outs = np.stack([emb.embed(x) for x in ins])
+    outs = np.stack([emb.model.run({INPUT_NAME: x}) for x in ins])
     path = model_path.with_name(model_path.stem + ".golden.npz")
-    np.savez_compressed(path, images=ins, outputs=outs.astype(np.float32))
+    arrays: dict[str, np.ndarray] = {INPUT_NAME: ins, "outputs": outs.astype(np.float32)}
+    # numpy's stub reads the keyword arrays as its allow_pickle flag
+    np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
     return path
 
 
