@@ -298,10 +298,7 @@ class _SqlStore:
                + (" WHERE " + " AND ".join(where) if where else "")
                + " ORDER BY created_ms, kiosk_id, seq LIMIT %s")
         args.append(int(limit))
-        cur = self._conn().cursor()
-        cur.execute(self._sql(sql), args)
-        rows = cur.fetchall()
-        self._conn().commit()
+        rows = self._read(sql, args)
         return [StoredDecision(r[0], int(r[1]), r[2], int(r[3]), int(r[4]), r[5], r[6], json.loads(r[7])) for r in rows]
 
     def query_audit(self, *, kiosk_id: str | None = None, operator: str | None = None,
@@ -316,17 +313,19 @@ class _SqlStore:
         sql = ("SELECT kiosk_id, site, seq, payload FROM audit" + (" WHERE " + " AND ".join(where) if where else "")
                + " ORDER BY created_ms, kiosk_id, seq LIMIT %s")
         args.append(int(limit))
+        rows = self._read(sql, args)
+        return [{**json.loads(r[3]), "kiosk_id": r[0], "site": r[1], "seq": int(r[2])} for r in rows]
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """Rows of one query; the read transaction is ended at once (PostgreSQL would hold it open)."""
         cur = self._conn().cursor()
         cur.execute(self._sql(sql), args)
         rows = cur.fetchall()
         self._conn().commit()
-        return [{**json.loads(r[3]), "kiosk_id": r[0], "site": r[1], "seq": int(r[2])} for r in rows]
+        return list(rows)
 
     def refusal_counts(self) -> dict[str, int]:
-        cur = self._conn().cursor()
-        cur.execute("SELECT reason, count FROM refusals ORDER BY reason")
-        rows = cur.fetchall()
-        self._conn().commit()
+        rows = self._read("SELECT reason, count FROM refusals ORDER BY reason")
         return {r[0]: int(r[1]) for r in rows}
 
     def count(self, table: str) -> int:
@@ -339,10 +338,7 @@ class _SqlStore:
         return n
 
     def status(self) -> dict[str, dict[str, Any]]:
-        cur = self._conn().cursor()
-        cur.execute("SELECT kiosk_id, seq, state, received_ms, payload FROM kiosk_status ORDER BY kiosk_id")
-        rows = cur.fetchall()
-        self._conn().commit()
+        rows = self._read("SELECT kiosk_id, seq, state, received_ms, payload FROM kiosk_status ORDER BY kiosk_id")
         return {r[0]: {"seq": int(r[1]), "state": r[2], "received_ms": int(r[3]), **json.loads(r[4])} for r in rows}
 
 
