@@ -13,8 +13,10 @@ import os
 import pwd
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -242,3 +244,26 @@ def mqtt_client(link_pki: LinkPki, port: int, cn: str, *, cert: tuple[Path, Path
     c.loop_start()
     wait_for(c.is_connected, timeout=10, what=f"{cn} connected")
     return c
+
+
+def broker_accepts(port: int, ctx: ssl.SSLContext, client_id: str = "") -> bool:
+    """True if the broker accepts an MQTT session over this TLS context; waits for a verdict."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    verdict: list[bool] = []
+    done = threading.Event()
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    c.tls_set_context(ctx)
+    c.on_connect = lambda cl, u, f, rc, props=None: (verdict.append(not rc.is_failure), done.set())
+    c.on_disconnect = lambda cl, u, f, rc, props=None: (verdict.append(False), done.set())
+    try:
+        c.connect("localhost", port)
+        c.loop_start()
+        done.wait(10)
+        return bool(verdict) and verdict[0]
+    except (ssl.SSLError, OSError):
+        return False
+    finally:
+        c.disconnect()
+        c.loop_stop()

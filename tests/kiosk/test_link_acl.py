@@ -8,8 +8,7 @@ import warnings
 
 import paho.mqtt.client as mqtt
 import pytest
-from fixtures_link import SITE, LinkPki, mqtt_client, wait_for
-from paho.mqtt.enums import CallbackAPIVersion
+from fixtures_link import SITE, LinkPki, broker_accepts, mqtt_client, wait_for
 
 from tools.broker import Mosquitto
 
@@ -83,42 +82,20 @@ def test_collector_cannot_publish_commands(link_pki: LinkPki, mqtt_broker: Mosqu
         _close(col)
 
 
-def _try_connect(port: int, ctx: ssl.SSLContext) -> bool:
-    """True if the broker accepts an MQTT session over this TLS context; waits for a verdict."""
-    import threading
-
-    verdict: list[bool] = []
-    done = threading.Event()
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    c.tls_set_context(ctx)
-    c.on_connect = lambda cl, u, f, rc, p=None: (verdict.append(not rc.is_failure), done.set())
-    c.on_disconnect = lambda cl, u, f, rc, p=None: (verdict.append(False), done.set())
-    try:
-        c.connect("localhost", port)
-        c.loop_start()
-        done.wait(10)
-        return bool(verdict) and verdict[0]
-    except (ssl.SSLError, OSError):
-        return False
-    finally:
-        c.disconnect()
-        c.loop_stop()
-
-
 def test_clients_without_a_certificate_of_our_ca_cannot_connect(link_pki: LinkPki, mqtt_broker: Mosquitto) -> None:
     no_cert = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     no_cert.load_verify_locations(link_pki.ca_dir / "ca.crt")
-    assert not _try_connect(mqtt_broker.port, no_cert)
+    assert not broker_accepts(mqtt_broker.port, no_cert)
     other_ca = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     other_ca.load_verify_locations(link_pki.ca_dir / "ca.crt")
     other = link_pki.root / "other-certs"
     other_ca.load_cert_chain(other / "kiosk-a.crt", other / "kiosk-a.key")   # right CN, wrong CA
-    assert not _try_connect(mqtt_broker.port, other_ca)
+    assert not broker_accepts(mqtt_broker.port, other_ca)
     # The control: the same code connects with a certificate of the device CA.
     good = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     good.load_verify_locations(link_pki.ca_dir / "ca.crt")
     good.load_cert_chain(*link_pki.cert("kiosk-a"))
-    assert _try_connect(mqtt_broker.port, good)
+    assert broker_accepts(mqtt_broker.port, good)
 
 
 def test_old_tls_versions_are_refused(link_pki: LinkPki, mqtt_broker: Mosquitto) -> None:
@@ -127,7 +104,7 @@ def test_old_tls_versions_are_refused(link_pki: LinkPki, mqtt_broker: Mosquitto)
     ctx.load_cert_chain(*link_pki.cert("kiosk-a"))
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    assert _try_connect(mqtt_broker.port, ctx), "TLS 1.2 is accepted"
+    assert broker_accepts(mqtt_broker.port, ctx), "TLS 1.2 is accepted"
     import socket
 
     with socket.create_connection(("127.0.0.1", mqtt_broker.port)) as raw:
@@ -147,4 +124,4 @@ def test_old_tls_versions_are_refused(link_pki: LinkPki, mqtt_broker: Mosquitto)
             old.maximum_version = ssl.TLSVersion.TLSv1_1
         except (ValueError, ssl.SSLError):
             pytest.fail("this Python cannot even offer TLS 1.1")
-    assert not _try_connect(mqtt_broker.port, old)
+    assert not broker_accepts(mqtt_broker.port, old)

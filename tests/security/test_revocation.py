@@ -16,15 +16,12 @@ import contextlib
 import io
 import json
 import ssl
-import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 from cryptography import x509
-from fixtures_link import SITE, LinkPki, make_pki, start_broker, wait_for
-from paho.mqtt.enums import CallbackAPIVersion
+from fixtures_link import SITE, LinkPki, broker_accepts, make_pki, start_broker, wait_for
 
 from kiosk import envelope
 from kiosk.keys import load_encryption_key, load_public_raw, load_signing_key
@@ -46,22 +43,7 @@ def _connects(p: LinkPki, port: int, cn: str) -> bool:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.load_verify_locations(p.ca_dir / pki.CA_CERT)
     ctx.load_cert_chain(*p.cert(cn))
-    verdict: list[bool] = []
-    done = threading.Event()
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{cn}", protocol=mqtt.MQTTv5)
-    c.tls_set_context(ctx)
-    c.on_connect = lambda cl, u, f, rc, props=None: (verdict.append(not rc.is_failure), done.set())
-    c.on_disconnect = lambda cl, u, f, rc, props=None: (verdict.append(False), done.set())
-    try:
-        c.connect("localhost", port)
-        c.loop_start()
-        done.wait(10)
-        return bool(verdict) and verdict[0]
-    except (ssl.SSLError, OSError):
-        return False
-    finally:
-        c.disconnect()
-        c.loop_stop()
+    return broker_accepts(port, ctx, client_id=f"probe-{cn}")
 
 
 def _sealed(p: LinkPki, kiosk: str, seq: int) -> _Incoming:
