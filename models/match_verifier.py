@@ -21,11 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from models._assets import digest
-from models.classic import ClassicConfig
 from models.global_features import global_features
 from models.match_score import SHIPPED, ScoreModel
-from models.pen import ClassicFeatures, ClassicVerifier
-from models.policy import DecisionPolicy, Verdict
+from models.pen import ClassicFeatures, ClassicVerifier, OnClassic
+from models.policy import Verdict
 from models.runtime import ModelError
 from models.trajectory import Trajectory
 from models.verification import ReferenceSet
@@ -40,7 +39,7 @@ class MatchFeatures:
     globals: np.ndarray                             # K x global features, one row per reference
 
 
-class MatchScoreVerifier:
+class MatchScoreVerifier(OnClassic):
     """``[verifier] kind = "match-score"``: see the module docstring."""
 
     name = "match-score"
@@ -54,22 +53,9 @@ class MatchScoreVerifier:
             raise ModelError(f"match-score verifier: cannot load {path}: {exc}") from None
         self.model_path = path
         self.classic = classic or ClassicVerifier()
-        cp = self.classic.policy
-        self.policy = DecisionPolicy.on_probability(
-            self.model.threshold, too_similar_ratio=cp.too_similar_ratio,
-            rhythm_tolerance=cp.rhythm_tolerance, rhythm_decides=cp.rhythm_decides)
+        self.policy = self._policy_at(self.model.threshold)
         self._versions = {"match_score": digest(path), "match_threshold": f"{self.model.threshold:.4g}",
                           **{k: str(v) for k, v in (versions or {}).items()}}
-
-    @property
-    def config(self) -> ClassicConfig:
-        """The classic config (enrollment's consistency checks use it)."""
-        return self.classic.config
-
-    def model_versions(self) -> dict[str, str]:
-        cv = self.classic.model_versions()
-        # The classic distance is an input: its prior and features are part of the model.
-        return {**self._versions, "classic": cv["classic"], "rhythm": cv["rhythm"]}
 
     def enroll(self, references: Sequence[Trajectory]) -> ReferenceSet[MatchFeatures]:
         return ReferenceSet(self.name, self.model_versions(), len(references),

@@ -116,7 +116,32 @@ class ClassicVerifier:
         self.verify(self.enroll([sample, sample]), sample)
 
 
-class FusedVerifier:
+class OnClassic:
+    """A pen verifier whose score takes the classic verifier's distance as an input (fused,
+    match-score): it enrolls with the classic config, keeps the classic copy check and rhythm rule
+    on its own operating point, and names the classic part in its versions."""
+
+    classic: ClassicVerifier
+    _versions: dict[str, str]
+
+    def _policy_at(self, threshold: float) -> DecisionPolicy:
+        """The classic part's copy check and rhythm rule, on this verifier's probability threshold."""
+        cp = self.classic.policy
+        return DecisionPolicy.on_probability(threshold, too_similar_ratio=cp.too_similar_ratio,
+                                             rhythm_tolerance=cp.rhythm_tolerance, rhythm_decides=cp.rhythm_decides)
+
+    @property
+    def config(self) -> ClassicConfig:
+        """The classic config (enrollment's consistency checks use it)."""
+        return self.classic.config
+
+    def model_versions(self) -> dict[str, str]:
+        # The classic distance is an input: its prior and features are part of the model.
+        cv = self.classic.model_versions()
+        return {**self._versions, "classic": cv["classic"], "rhythm": cv["rhythm"]}
+
+
+class FusedVerifier(OnClassic):
     """Learned (TFLite embeddings + DTW) and classic verifiers fused by ``models.fusion``.
 
     Both parts give a user-normalised distance (~1 for a typical genuine signature); the fusion
@@ -157,26 +182,13 @@ class FusedVerifier:
             raise ModelError(f"fused verifier: cannot load {model_path}: {exc}") from None
         self.model_path = model_path
         self.classic = classic or ClassicVerifier()
-        cp = self.classic.policy
         try:
-            # The classic part's copy check and rhythm rule, on the fusion's operating point.
-            self.policy = DecisionPolicy.on_probability(
-                self.fusion.threshold, too_similar_ratio=cp.too_similar_ratio,
-                rhythm_tolerance=cp.rhythm_tolerance, rhythm_decides=cp.rhythm_decides)
+            self.policy = self._policy_at(self.fusion.threshold)
         except ValueError as exc:
             raise ModelError(f"fused verifier: fusion {exc}") from None
         self._versions = {"fused": "1", "learned": f"{model_path.name}@{digest(model_path)}",
                           "fusion": digest(fusion_path), "fused_threshold": f"{self.fusion.threshold:.4g}",
                           **{k: str(v) for k, v in (versions or {}).items()}}
-
-    @property
-    def config(self) -> ClassicConfig:
-        """The classic config (enrollment's consistency checks use it)."""
-        return self.classic.config
-
-    def model_versions(self) -> dict[str, str]:
-        cv = self.classic.model_versions()
-        return {**self._versions, "classic": cv["classic"], "rhythm": cv["rhythm"]}
 
     def enroll(self, references: Sequence[Trajectory]) -> ReferenceSet[FusedFeatures]:
         embs = [self.learned.embed(r) for r in references]
