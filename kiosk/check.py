@@ -125,16 +125,11 @@ def _check_storage(config: DaemonConfig, out: list[Finding]) -> None:
 # -- keys and certificates ----------------------------------------------------------------------
 
 def _check_public_key(path: Path, where: str, fix: str, out: list[Finding]) -> None:
-    if not Path(path).exists():
-        out.append(Finding("error", where, _missing(path, fix)))
-        return
-    try:
-        load_public_raw(path)
-    except KeyFileError as exc:
-        out.append(Finding("error", where, str(exc)))
+    _check_key_file(path, where, fix, load_public_raw, out)
 
 
-def _check_private_key(path: Path, where: str, fix: str, load: Callable[[Path], Any], out: list[Finding]) -> None:
+def _check_key_file(path: Path, where: str, fix: str, load: Callable[[Path], Any], out: list[Finding]) -> None:
+    """The key file exists and ``load`` accepts it."""
     if not Path(path).exists():
         out.append(Finding("error", where, _missing(path, fix)))
         return
@@ -204,7 +199,7 @@ def _check_link(config: DaemonConfig, out: list[Finding]) -> None:
                                "the broker would refuse it (unknown ca)"))
     if cas and not any(_is_ca(ca, x509) for ca in cas):
         out.append(Finding("error", "[link] ca_file", f"{link.ca_file} holds no CA certificate"))
-    _check_private_key(link.sign_key_file, "[link] sign_key_file",
+    _check_key_file(link.sign_key_file, "[link] sign_key_file",
                        "the kiosk's Ed25519 signing key: sigkiosk admin gen-keys --kiosk ID --out DIR",
                        load_signing_key, out)
     _check_public_key(link.central_pub_file, "[link] central_pub_file",
