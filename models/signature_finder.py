@@ -89,10 +89,13 @@ PICTURE_MEMORY = 32 << 20
 #: JPEG (baseline and progressive 4:4:4), TIFF and BMP scans of 1.5 to 8.7 MP: 17-20. Decoding alone
 #: peaks at 4.5-8 (the BGR picture, 3, plus the decoder's buffers: a progressive JPEG keeps every
 #: DCT coefficient, 2 bytes per sample); then the grey copy (1), the flattened page (1) and
-#: flatten_light's float32 temporaries (3 x 4) are alive together. 22 leaves a margin.
-PEAK_BYTES_PER_PIXEL = 22
-#: At most this many pixels in a picture file (1.53 MP, e.g. 1500 x 1016: a 300 dpi scan of a
-#: 5 x 3.4 inch signature area): 32 MiB at 22 bytes a pixel. The systemd unit gives OpenCV the
+#: flatten_light's float32 temporaries (3 x 4) are alive together. The same code and wheels
+#: measured 19.4 bytes a pixel in one virtualenv and 21.6 in a freshly installed one (a 1500 x 1016
+#: PNG scan: 29.6 vs 32.9 MB, the allocator's doing; at 1.40 MP still 31.2 MB there, the fixed part
+#: does not shrink with the picture); 26 leaves a margin over the worse.
+PEAK_BYTES_PER_PIXEL = 26
+#: At most this many pixels in a picture file (1.29 MP, e.g. 1340 x 963: a 300 dpi scan of a
+#: 4.5 x 3.2 inch signature area): 32 MiB at 26 bytes a pixel. The systemd unit gives OpenCV the
 #: same cap (OPENCV_IO_MAX_IMAGE_PIXELS), behind this module's header check.
 MAX_PICTURE_PIXELS = PICTURE_MEMORY // PEAK_BYTES_PER_PIXEL
 #: At most this many bytes in a picture file (it is in memory while it is decoded): an

@@ -157,13 +157,13 @@ def test_headers_are_read_where_the_decoder_reads_them() -> None:
 @pytest.mark.parametrize("ext,params", [(".png", []), (".jpg", []), (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]),
                                         (".tiff", []), (".bmp", [])], ids=["png", "jpeg", "jpeg-progressive", "tiff", "bmp"])
 def test_ordinary_pictures_still_decode(ext: str, params: list[int]) -> None:
-    pixels = np.full((1016, 1500, 3), 200, np.uint8)   # a 300 dpi scan of a signature area: at the limit
-    assert 1016 * 1500 <= MAX_PICTURE_PIXELS
+    pixels = np.full((963, 1340, 3), 200, np.uint8)   # a 300 dpi scan of a signature area: at the limit
+    assert 963 * 1340 <= MAX_PICTURE_PIXELS
     ok, buf = cv2.imencode(ext, pixels, params)
     assert ok
     head = read_header(buf.tobytes())
-    assert (head.width, head.height) == (1500, 1016)
-    assert decode_picture(buf.tobytes()).shape == (1016, 1500, 3)
+    assert (head.width, head.height) == (1340, 963)
+    assert decode_picture(buf.tobytes()).shape == (963, 1340, 3)
 
 
 def test_one_row_over_the_pixel_budget_is_refused() -> None:
@@ -212,7 +212,7 @@ for name, data in hostile.items():
     except UnreadablePictureError:
         refused = True
     out[name] = [refused, round(peak_mb() - base, 1)]
-data = scan(1500, 1016)
+data = scan(1340, 963)
 base = reset()
 found = find_signature(decode_picture(data))
 out["legit-at-limit"] = round(peak_mb() - base, 1)
