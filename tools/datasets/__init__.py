@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tools.datasets.cedar import load_cedar
+from tools.datasets.cross_media import identities, load_cross_media
 from tools.datasets.dutch import load_sigcomp_dutch
 from tools.datasets.images import read_signature_image
 from tools.datasets.mcyt import load_mcyt_exercise, read_mcyt_file
@@ -25,6 +26,7 @@ from tools.datasets.types import (
     ImageSample,
     Label,
     MalformedFileError,
+    Medium,
     OnlineSample,
     SkipLog,
     writer_split,
@@ -42,6 +44,7 @@ ONLINE_FORMATS: dict[str, Callable[..., Dataset[OnlineSample]]] = {
 IMAGE_FORMATS: dict[str, Callable[..., Dataset[ImageSample]]] = {
     "sigcomp-dutch": load_sigcomp_dutch,
     "cedar": load_cedar,
+    "cross-media": load_cross_media,
 }
 
 
@@ -68,10 +71,13 @@ __all__ = [
     "ImageSample",
     "Label",
     "MalformedFileError",
+    "Medium",
     "ONLINE_FORMATS",
     "OnlineSample",
     "SkipLog",
+    "identities",
     "load_cedar",
+    "load_cross_media",
     "load_images",
     "load_mcyt_exercise",
     "load_online",

@@ -21,6 +21,18 @@ class Label(str, Enum):
     SKILLED = "skilled"
 
 
+class Medium(str, Enum):
+    """What a signature image was written on: scanned paper, or electronic ink saved as a picture."""
+
+    PAPER = "paper"
+    IPAD = "ipad"
+    PHONE = "phone"
+
+    @property
+    def is_ink(self) -> bool:
+        return self is not Medium.PAPER
+
+
 class MalformedFileError(ValueError):
     """A dataset file does not follow its format. Names the file and, where known, the line."""
 
@@ -66,11 +78,20 @@ class OnlineSample:
 
 @dataclass(frozen=True)
 class ImageSample:
+    """One signature picture of a dataset.
+
+    ``medium`` is paper for scans (every set but the cross-media one also has electronic ink).
+    ``text`` is which of the set's shared texts was written, where all writers write the same ones
+    (cross-media: the ten names, 1-10); None where each writer signs their own name.
+    """
+
     writer: str
     label: Label
     image: SignatureImage
     path: Path
     index: int
+    medium: Medium = Medium.PAPER
+    text: int | None = None
 
 
 S = TypeVar("S", OnlineSample, ImageSample)

@@ -8,7 +8,17 @@ import cv2
 import numpy as np
 import pytest
 
-from tools.datasets import Label, MalformedFileError, load_cedar, load_images, load_sigcomp_dutch, read_signature_image
+from tools.datasets import (
+    Label,
+    MalformedFileError,
+    Medium,
+    identities,
+    load_cedar,
+    load_cross_media,
+    load_images,
+    load_sigcomp_dutch,
+    read_signature_image,
+)
 
 
 def write_png(path: Path, shade: int = 30) -> Path:
@@ -77,3 +87,32 @@ def test_cedar_subfolders(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="original_"):
         load_cedar(tmp_path / "empty")
+
+
+def test_cross_media_layout_and_hostile_names(tmp_path: Path) -> None:
+    root = tmp_path / "cm"
+    for n in (1, 11, 21, 40):
+        write_png(root / "experiment" / "7" / f"{n}.png")
+    write_png(root / "control" / "7" / "3.png")
+    write_png(root / "control" / "7" / "13.png")
+    ds = load_cross_media(root)
+    assert list(ds.writers) == ["c07", "e007"]  # same number, different people
+    assert [(s.index, s.medium, s.text) for s in ds.writers["e007"]] == [
+        (1, Medium.PAPER, 1), (11, Medium.IPAD, 1), (21, Medium.PHONE, 1), (40, Medium.PHONE, 10)]
+    assert all(s.label is Label.GENUINE for s in ds.writers["e007"])
+    assert [(s.medium, s.text) for s in ds.writers["c07"]] == [(Medium.PAPER, 3), (Medium.PAPER, 3)]
+    assert sorted(identities(ds)) == [("c07", 3), ("e007", 1), ("e007", 10)]
+    assert list(ds.subset("validate").writers) == ["c07", "e007"] and not ds.subset("test").writers
+    bad = [root / "experiment" / "7" / "41.png", root / "control" / "7" / "21.png", root / "experiment" / "7" / "0.png",
+           root / "experiment" / "x" / "1.png", root / "elsewhere" / "7" / "1.png", root / "experiment" / "7" / "01.png"]
+    for path in bad:
+        write_png(path)
+        with pytest.raises(MalformedFileError) as err:
+            load_cross_media(root)
+        assert err.value.path == path
+        path.unlink()
+    write_png(bad[0])
+    assert [e.path for e in load_cross_media(root, skip_malformed=True).skipped] == [bad[0]]
+    write_png(tmp_path / "cedar" / "original_1_1.png")
+    with pytest.raises(ValueError, match="no name number"):
+        identities(load_cedar(tmp_path / "cedar"))

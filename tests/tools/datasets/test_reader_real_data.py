@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from shared_data import shared_data
 
-from tools.datasets import Dataset, Label, MalformedFileError, load_images, load_online, read_susig_file
+from tools.datasets import Dataset, Label, MalformedFileError, identities, load_images, load_online, read_susig_file
 
 DATA = shared_data()
 
@@ -153,3 +153,23 @@ def test_sigcomp_dutch() -> None:
     # Ten writers use the second naming (WWW_NN.png, FFFFWWW_NN.png) and have 23 or 24 genuine.
     many = sum(1 for w in dutch.ds.writers if len(dutch.ds.genuine(w)) > 12)
     assert many == 10
+
+
+def test_cross_media() -> None:
+    cm = Quiet(load_images, DATA / "offline/cross-media-chinese", "cross-media")
+    ds = cm.ds
+    assert cm.totals() == (111, 4218, 0) and not ds.skipped
+    media = Counter(s.medium.value for s in cm.samples())
+    assert media == {"paper": 100 * 10 + 11 * 20, "ipad": 1000, "phone": 2000 - 2}
+    ids = identities(ds)
+    # 1000 experiment identities (paper + iPad + 2 phone), 110 control ones (paper twice); writers
+    # 94 and 100 each miss one phone image.
+    assert Counter(len(v) for v in ids.values()) == {4: 998, 3: 2, 2: 110}
+    assert sorted(w for (w, _), v in ids.items() if len(v) == 3) == ["e094", "e100"]
+    assert all(Counter(s.medium.value for s in ids[("e001", n)]) == {"paper": 1, "ipad": 1, "phone": 2} for n in range(1, 11))
+    assert [s.index for s in ids[("c03", 4)]] == [4, 14]
+    splits = {sp: sorted(ds.subset(sp).writers) for sp in ("train", "validate", "test")}
+    assert [len(v) for v in splits.values()] == [78, 11, 22]
+    assert [w for w in splits["validate"] if w[0] == "c"] == ["c07"] and [w for w in splits["test"] if w[0] == "c"] == ["c08", "c09"]
+    assert set(splits["train"]).isdisjoint(splits["validate"] + splits["test"])
+    assert max(max(s.image.shape) for s in cm.samples()) == 480

@@ -13,13 +13,13 @@ def test_format_names() -> None:
     assert set(ONLINE_FORMATS) == {
         "susig-visual", "susig-blind", "sigcomp2009-nfi", "sigwicomp2013-jp", "svc2004", "mcyt-exercise"
     }
-    assert set(IMAGE_FORMATS) == {"sigcomp-dutch", "cedar"}
+    assert set(IMAGE_FORMATS) == {"sigcomp-dutch", "cedar", "cross-media"}
 
 
 def test_unknown_format_lists_the_known_ones(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="susig-visual.*mcyt-exercise"):
         load_online(tmp_path, "susig")
-    with pytest.raises(ValueError, match="sigcomp-dutch, cedar"):
+    with pytest.raises(ValueError, match="sigcomp-dutch, cedar, cross-media"):
         load_images(tmp_path, "dutch")
 
 
