@@ -9,7 +9,9 @@ Payloads are strict, on both sides (``encode_payload`` on the kiosk, ``decode_pa
 collector): numbers finite and integers within 64 bits, no control characters in any string or key
 (tab and newline only in a log's free text), bounded nesting, no duplicate keys, a known ``schema``
 version, and exactly the fields of the record's dataclass (``RECORD_TYPES``) with the declared
-types. A kiosk's valid key vouches for who sent a payload, not for what it holds.
+types - for that schema version: a field a later schema added (``FIELDS_SINCE``) is refused in an
+older payload and required in a newer one. A kiosk's valid key vouches for who sent a payload, not
+for what it holds.
 """
 
 from __future__ import annotations
@@ -28,9 +30,16 @@ from typing import Any
 
 from kiosk.errors import ApplianceError
 
-PAYLOAD_SCHEMA = 1
-#: Payload schema versions this code reads; any other is refused, never guessed at.
-KNOWN_SCHEMAS = frozenset({PAYLOAD_SCHEMA})
+#: The schema this code writes. 2 added a decision's ``profile`` and ``operator``.
+PAYLOAD_SCHEMA = 2
+#: Payload schema versions this code reads; any other is refused, never guessed at. A fleet updates
+#: gradually (the collector first), so decisions of schema 1 from kiosks not yet updated are read.
+KNOWN_SCHEMAS = frozenset({1, PAYLOAD_SCHEMA})
+#: The schema version that added a field, per payload type (fields not named here are schema 1's).
+#: A payload of an older schema must not carry the field (that kiosk did not know it); one of its
+#: schema or later must (``null`` where it does not apply): a kiosk of that schema always writes
+#: it, so its absence is a malformed payload, not an old kiosk. Read back as the field's default.
+FIELDS_SINCE: dict[str, dict[str, int]] = {"decision": {"profile": 2, "operator": 2}}
 #: Deepest nesting a payload may have (a decision is 2 deep; evidence and log fields a little more).
 MAX_DEPTH = 12
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -46,6 +55,12 @@ POLICY_FIELDS = frozenset({"evidence"})
 
 #: Keys that hold raw biometric data. Refused in a decision unless the policy asks for evidence.
 RAW_EVIDENCE_KEYS = frozenset({"trajectory", "points", "pen_data", "raw", "image", "image_png", "samples", "evidence"})
+
+#: An application profile's name, as the kiosk config names it and a decision records it.
+PROFILE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+# A decision's operator: a staff operator's login name (kiosk.staff.validate_operator's rule), or
+# the central command, with the admin identity it was sent under (tools.pki's name rule).
+_OPERATOR = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}|central(:[a-z0-9][a-z0-9-]{0,62})?")
 
 
 class RecordError(ApplianceError, ValueError):
@@ -65,6 +80,13 @@ class DecisionRecord:
     model name to its version; ``timings_ms`` maps a stage to its duration. ``subject`` is a
     pseudonymous customer reference (never a name), ``session_id`` the kiosk's session id.
     ``evidence`` holds raw pen data or an image, only when the policy allows it.
+
+    ``profile`` is the application profile whose thresholds decided (``[profiles.NAME]`` of the
+    kiosk config). ``operator`` says who asked for the verification: the staff operator logged in
+    at the kiosk's staff view (their login name), ``"central:ADMIN"`` for a signed request of the
+    central command (``sigkiosk admin verify``; ADMIN the name of the admin certificate it was sent
+    with, ``"central"`` alone when the request did not name one), or None for the customer's own
+    request at the kiosk. Both are None in a decision of schema 1 (a kiosk that predates them).
     """
 
     decision: str
@@ -77,8 +99,16 @@ class DecisionRecord:
     mode: str | None = None   # "online" (pen) or "offline" (image)
     created_ms: int = field(default_factory=_now_ms)
     evidence: Mapping[str, Any] | None = None
+    profile: str | None = None
+    operator: str | None = None
 
     def __post_init__(self) -> None:
+        if self.profile is not None and not (isinstance(self.profile, str) and PROFILE_NAME.fullmatch(self.profile)):
+            raise RecordError(f"profile {self.profile!r:.50} is not a profile name (1-32 lower-case letters, digits, "
+                              "'-' or '_', starting with a letter or digit)")
+        if self.operator is not None and not (isinstance(self.operator, str) and _OPERATOR.fullmatch(self.operator)):
+            raise RecordError(f"operator {self.operator!r:.80} is neither a staff operator's name nor "
+                              "'central' or 'central:ADMIN'")
         if not isinstance(self.decision, str) or not self.decision or len(self.decision) > 64:
             raise RecordError("decision must be a non-empty string of at most 64 characters")
         if isinstance(self.score, bool) or not isinstance(self.score, (int, float)) or not math.isfinite(self.score):
@@ -264,11 +294,17 @@ def _check_value(value: Any, where: str, depth: int, free_text: bool) -> None:
         raise RecordError(f"{where[:100]}: {type(value).__name__} is not a JSON value")
 
 
+def _schema(payload: Mapping[str, Any]) -> int:
+    schema = payload.get("schema")
+    # An integer, not merely equal to one: 1.0 == 1 in Python, but a kiosk writes 1.
+    if type(schema) is not int or schema not in KNOWN_SCHEMAS:
+        raise RecordError(f"payload schema {schema!r:.40} is not one this version reads {sorted(KNOWN_SCHEMAS)}")
+    return schema
+
+
 def check_payload(payload: Mapping[str, Any]) -> None:
     """The checks every payload passes whatever its type, on the kiosk and at the collector."""
-    schema = payload.get("schema")
-    if isinstance(schema, bool) or schema not in KNOWN_SCHEMAS:
-        raise RecordError(f"payload schema {schema!r:.40} is not one this version reads {sorted(KNOWN_SCHEMAS)}")
+    _schema(payload)
     kind = payload.get("type")
     free = _FREE_TEXT.get(kind, frozenset()) if isinstance(kind, str) else frozenset()
     for k, v in payload.items():
@@ -319,17 +355,24 @@ def check_record(payload: Mapping[str, Any], *, allow_raw_evidence: bool = False
     """The payload has exactly its record's fields, of the declared types, and builds the record."""
     kind = payload.get("type")
     cls = RECORD_TYPES.get(kind) if isinstance(kind, str) else None
-    if cls is None:
+    if cls is None or not isinstance(kind, str):
         raise RecordError(f"unknown payload type {kind!r:.40}")
+    schema = _schema(payload)
     body = {k: v for k, v in payload.items() if k not in ("type", "schema")}
-    declared = _field_types(cls)
+    since = FIELDS_SINCE.get(kind, {})
+    declared = {name: tp for name, tp in _field_types(cls).items() if since.get(name, 1) <= schema}
     unknown = sorted(set(body) - set(declared))
     if unknown:
+        newer = [u for u in unknown if u in since]
+        if newer and len(newer) == len(unknown):
+            raise RecordError(f"{kind} fields {', '.join(newer)} came with schema {max(since[u] for u in newer)}, "
+                              f"the payload says schema {schema}")
         raise RecordError(f"unknown {kind} fields: {', '.join(u[:40] for u in unknown[:10])}")
-    missing = [f.name for f in dataclasses.fields(cls) if f.name not in body
-               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [f.name for f in dataclasses.fields(cls) if f.name in declared and f.name not in body
+               and (since.get(f.name, 1) > 1
+                    or f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)]
     if missing:
-        raise RecordError(f"{kind} payload lacks {', '.join(missing)}")
+        raise RecordError(f"{kind} payload of schema {schema} lacks {', '.join(missing)}")
     for name, value in body.items():
         if not _conforms(value, declared[name]):
             raise RecordError(f"{kind} field {name!r} is not of type {declared[name]}")

@@ -26,7 +26,7 @@ from fixtures_link import SITE, LinkPki, mqtt_client, wait_for
 
 from kiosk import envelope
 from kiosk.keys import key_id, load_encryption_key, load_signing_key, raw_public
-from kiosk.records import DecisionRecord, LogEntry, RecordError, encode_payload
+from kiosk.records import DecisionRecord, LogEntry, RecordError, decode_payload, encode_payload
 from tools.broker import Mosquitto
 from tools.central.collector import Collector, Processor, _Incoming
 from tools.registry import Registry
@@ -46,6 +46,12 @@ def _json(obj: dict) -> bytes:  # type: ignore[type-arg]
 def _decision(**kw: object) -> dict:  # type: ignore[type-arg]
     return {**DecisionRecord("APPROVED", 0.91, ("shape",), {"cnn": "3"}, {"match": 12.5}, "cust-7", "s-1",
                              "online", NOW).to_payload(), **kw}
+
+
+def _decision_v1(**kw: object) -> dict:  # type: ignore[type-arg]
+    """A decision as a kiosk of schema 1 (before profiles) sealed it: no profile, no operator."""
+    d = {k: v for k, v in _decision().items() if k not in ("profile", "operator")}
+    return {**d, "schema": 1, **kw}
 
 
 def _log(**kw: object) -> dict:  # type: ignore[type-arg]
@@ -102,8 +108,22 @@ BAD_PAYLOADS: list[tuple[str, str, bytes]] = [
     ("carriage return in a reason", "decision", _json(_decision(reasons=["shape\rspeed"]))),
     ("lone surrogate", "decision", _json(_decision(decision="APPROVED\ud800"))),
     ("control character in a key", "decision", _json(_decision(model_versions={"cnn\x00": "3"}))),
-    ("unknown schema version", "decision", _json(_decision(schema=2))),
+    ("unknown schema version", "decision", _json(_decision(schema=3))),
     ("schema as a string", "decision", _json(_decision(schema="1"))),
+    ("schema as a float", "decision", _json(_decision(schema=2.0))),
+    ("schema 2 without the profile", "decision", _json({k: v for k, v in _decision().items() if k != "profile"})),
+    ("schema 2 without the operator", "decision", _json({k: v for k, v in _decision().items() if k != "operator"})),
+    ("schema 1 with a profile", "decision", _json(_decision_v1(profile="standard"))),
+    ("schema 1 with an operator", "decision", _json(_decision_v1(operator=None))),
+    ("unknown profile name form", "decision", _json(_decision(profile="High Value"))),
+    ("profile with a quote", "decision", _json(_decision(profile="standard'; DROP TABLE decisions;--"))),
+    ("overlong profile", "decision", _json(_decision(profile="p" * 33))),
+    ("profile not a string", "decision", _json(_decision(profile=7))),
+    ("profile with an escape", "decision", _json(_decision(profile="std\x1b[2J"))),
+    ("operator with a space", "decision", _json(_decision(operator="jane doe"))),
+    ("operator overlong", "decision", _json(_decision(operator="o" * 33))),
+    ("operator central with a bad admin", "decision", _json(_decision(operator="central:ADMIN;rm"))),
+    ("operator not a string", "decision", _json(_decision(operator=["alice"]))),
     ("no schema", "decision", _json({k: v for k, v in _decision().items() if k != "schema"})),
     ("unknown field", "decision", _json(_decision(customer_name="Jane Doe"))),
     ("raw evidence the policy forbids", "decision", _json(_decision(evidence={"trajectory": [[1, 2, 0.5]]}))),
@@ -142,7 +162,11 @@ def test_good_payloads_of_every_kind_are_still_accepted(processor: Processor, li
               "dropped_logs": 0, "errors": 0, "model_versions": {"cnn": "3"}, "software_version": "1.0",
               "will_seq": 2**51, "created_ms": NOW}
     multiline = _log(message="line one\n\tline two", fields={"exception": "ValueError: a\nb", "n": [1, 2.5, None]})
-    for kind, obj in (("decision", _decision()), ("log", multiline), ("status", status)):
+    staff = _decision(profile="high-value", operator="alice")
+    central = _decision(profile="standard", operator="central:admin-1")
+    cases = (("decision", _decision()), ("decision", staff), ("decision", central), ("decision", _decision_v1()),
+             ("log", multiline), ("status", status), ("status", {**status, "schema": 2}))
+    for kind, obj in cases:
         r = _process(processor, _seal(link_pki, encode_payload(obj), kind), kind)
         assert getattr(r, "kind", None) == kind, f"{kind}: {r}"
         assert r.payload == obj   # type: ignore[union-attr]
@@ -154,7 +178,11 @@ def test_good_payloads_of_every_kind_are_still_accepted(processor: Processor, li
 
 def test_the_kiosk_refuses_to_seal_what_the_collector_would_refuse() -> None:
     for bad in ({"decision": "APP\x00ROVED", "score": 0.5}, {"decision": "APPROVED", "score": 0.5, "subject": "\x1b[2J"},
-                {"decision": "APPROVED", "score": 0.5, "created_ms": 2**70}):
+                {"decision": "APPROVED", "score": 0.5, "created_ms": 2**70},
+                {"decision": "APPROVED", "score": 0.5, "profile": "../etc"},
+                {"decision": "APPROVED", "score": 0.5, "profile": ""},
+                {"decision": "APPROVED", "score": 0.5, "operator": "central:"},
+                {"decision": "APPROVED", "score": 0.5, "operator": "x" * 200}):
         with pytest.raises(RecordError):
             encode_payload(DecisionRecord.from_dict(bad).to_payload())
     # A log line is best effort: its control characters are neutralised, never a reason to drop it.
@@ -197,3 +225,21 @@ def test_bad_payloads_end_to_end_are_refused_archived_and_do_not_stop_the_good_o
             client.disconnect()
             client.loop_stop()
         collector.stop()
+
+
+def test_schema_versions_of_a_decision() -> None:
+    """The kiosk writes schema 2 with both new fields (null when they do not apply); the collector
+    reads schema 1 decisions of kiosks not yet updated, with profile and operator None."""
+    rec = DecisionRecord.from_dict({"decision": "APPROVED", "score": 0.8})
+    payload = json.loads(encode_payload(rec.to_payload()))
+    assert payload["schema"] == 2 and payload["profile"] is None and payload["operator"] is None
+    both = DecisionRecord("SUSPICIOUS", 0.6, profile="high-value", operator="central:ops")
+    assert decode_payload(encode_payload(both.to_payload()), "decision") == both.to_payload()
+    old = decode_payload(_json(_decision_v1()), "decision")
+    assert old["schema"] == 1 and "profile" not in old
+    read_back = DecisionRecord(**{k: v for k, v in old.items() if k not in ("type", "schema")})
+    assert (read_back.profile, read_back.operator) == (None, None)
+    with pytest.raises(RecordError, match="came with schema 2"):
+        decode_payload(_json(_decision_v1(profile="standard")), "decision")
+    with pytest.raises(RecordError, match="schema 2 lacks operator"):
+        decode_payload(_json({k: v for k, v in _decision().items() if k != "operator"}), "decision")
