@@ -94,6 +94,12 @@ def test_private_keys_with_loose_permissions_are_refused(tmp_path: Path) -> None
 
 
 def test_command_modules_run_standalone(tmp_path: Path) -> None:
+    from tools.central.store import open_store
+
+    missing = subprocess.run([sys.executable, "-m", "tools.commands.central_cmd", "stats", "--db", str(tmp_path / "c.sqlite")],
+                             capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+    assert missing.returncode == 2 and "no database at" in missing.stderr   # only `central run` creates one
+    open_store(tmp_path / "c.sqlite", create=True).close()
     out = subprocess.run([sys.executable, "-m", "tools.commands.central_cmd", "stats", "--db", str(tmp_path / "c.sqlite")],
                          capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -232,7 +232,7 @@ class Collector:
             max_envelope=config.max_envelope, max_age_s=config.max_age_s, max_future_s=config.max_future_s,
             allow_raw_evidence=config.allow_raw_evidence,
         )
-        self.store: Store = open_store(config.db)
+        self.store: Store = open_store(config.db, create=True)
         self.stats = CollectorStats()
         self._queue: queue.Queue[_Incoming] = queue.Queue()
         self._stop = threading.Event()

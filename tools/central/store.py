@@ -15,11 +15,12 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from tools.central.errors import CentralError
+from tools.central.query import DecisionFilter, QueryError, mode_name, search_key
 
 StoreResult = Literal["stored", "duplicate", "replay", "ignored"]
 
@@ -35,6 +36,11 @@ _SCHEMA = [
         PRIMARY KEY (kiosk_id, seq))""",
     "CREATE INDEX IF NOT EXISTS decisions_time ON decisions (created_ms)",
     "CREATE INDEX IF NOT EXISTS decisions_kiosk_time ON decisions (kiosk_id, created_ms)",
+    # A decision names several models (model_versions): one row each, so "which decisions did
+    # model version X make" is an indexed lookup, not a scan of the payloads.
+    """CREATE TABLE IF NOT EXISTS decision_models (
+        kiosk_id TEXT NOT NULL, seq BIGINT NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL,
+        PRIMARY KEY (kiosk_id, seq, model))""",
     """CREATE TABLE IF NOT EXISTS logs (
         kiosk_id TEXT NOT NULL, seq BIGINT NOT NULL, site TEXT NOT NULL,
         created_ms BIGINT NOT NULL, received_ms BIGINT NOT NULL,
@@ -58,10 +64,30 @@ _SCHEMA = [
 ]
 
 
+#: The searchable columns of ``decisions`` beyond the first schema's, filled from the payload at
+#: insert, lower-cased (``tools.central.query.search_key``: case-insensitive alike on both
+#: databases). ``outcome`` is ``decision`` lower-cased; ``mode`` is pen/paper. A database made
+#: before them gets them added and back-filled from the stored payloads when it is opened.
+DECISION_COLUMNS = ("subject", "mode", "operator", "profile", "outcome")
+
+_INDEXES = [
+    *(f"CREATE INDEX IF NOT EXISTS decisions_{c}_time ON decisions ({c}, created_ms)"
+      for c in ("site", *DECISION_COLUMNS)),
+    "CREATE INDEX IF NOT EXISTS decision_models_version ON decision_models (version, model)",
+]
+
+#: Rows back-filled per transaction when an old database is migrated.
+MIGRATE_BATCH = 1000
+
+
 class StoreError(CentralError, RuntimeError):
     """Storing failed for a reason that is not the message's content: the disk is full, the
     database is down or refuses us. Nothing of the batch is stored; the caller must not
     acknowledge it, and may retry the same batch later."""
+
+
+class StoreMissing(StoreError):
+    """There is no central database where one was to be read (a mistyped path, a wrong schema)."""
 
 
 class StoreContentError(StoreError):
@@ -82,6 +108,22 @@ def _content_error_types() -> tuple[type[BaseException], ...]:
 
 
 _CONTENT_ERRORS = _content_error_types()
+
+
+def _search_columns(p: dict[str, Any]) -> tuple[str | None, ...]:
+    """subject, mode, operator, profile, outcome of a decision payload, as DECISION_COLUMNS hold them."""
+    return (search_key(p.get("subject")), mode_name(p.get("mode")), search_key(p.get("operator"), 64),
+            search_key(p.get("profile"), 64), search_key(p.get("decision"), 64) or "")
+
+
+def _payload(text: str) -> dict[str, Any]:
+    """A stored payload; one damaged by hand (the collector stores only JSON objects) reads as
+    empty instead of failing a whole query or migration."""
+    try:
+        p = json.loads(text)
+    except ValueError:
+        return {}
+    return p if isinstance(p, dict) else {}
 
 
 def _text(value: object, limit: int) -> str:
@@ -133,15 +175,56 @@ class StoredDecision:
     score: float | None
     payload: dict[str, Any]
 
+    # What the payload says, as sent (case kept); the searchable columns hold it lower-cased.
+    def _text(self, key: str) -> str | None:
+        v = self.payload.get(key)
+        return v if isinstance(v, str) else None
+
+    @property
+    def subject(self) -> str | None:
+        return self._text("subject")
+
+    @property
+    def operator(self) -> str | None:
+        return self._text("operator")
+
+    @property
+    def profile(self) -> str | None:
+        return self._text("profile")
+
+    @property
+    def mode(self) -> str | None:
+        """pen or paper (the payload's online/offline)."""
+        return mode_name(self.payload.get("mode"))
+
+    @property
+    def model_versions(self) -> dict[str, str]:
+        mv = self.payload.get("model_versions")
+        return {str(k): str(v) for k, v in mv.items()} if isinstance(mv, dict) else {}
+
+    @property
+    def reasons(self) -> list[str]:
+        r = self.payload.get("reasons")
+        return [str(x) for x in r] if isinstance(r, list) else []
+
+
+@dataclass(frozen=True)
+class RejectedSummary:
+    """Refused messages of one reason from one claimed kiosk: how many, the last one's time and detail."""
+
+    reason: str
+    kiosk_claim: str | None
+    count: int
+    last_ms: int
+    detail: str
+
 
 class Store(Protocol):
     def store(self, items: Sequence[Accepted], refusals: Sequence[Refusal] = ()) -> list[StoreResult]: ...
     def record_refusals(self, refusals: Sequence[Refusal]) -> None: ...
-    def query_decisions(self, *, kiosk_id: str | None = None, since_ms: int | None = None,
-                        until_ms: int | None = None, outcome: str | None = None,
-                        limit: int = 100) -> list[StoredDecision]: ...
-    def query_audit(self, *, kiosk_id: str | None = None, operator: str | None = None,
-                    subject: str | None = None, limit: int = 1000) -> list[dict[str, Any]]: ...
+    def query_decisions(self, where: DecisionFilter | None = None, /, **fields: Any) -> list[StoredDecision]: ...
+    def rejected_summary(self, limit: int = 100) -> list[RejectedSummary]: ...
+    def query_audit(self, where: DecisionFilter | None = None, /, **fields: Any) -> list[dict[str, Any]]: ...
     def refusal_counts(self) -> dict[str, int]: ...
     def count(self, table: str) -> int: ...
     def status(self) -> dict[str, dict[str, Any]]: ...
@@ -177,11 +260,57 @@ class _SqlStore:
         return sql.replace("%s", self.ph)
 
     def _init_schema(self) -> None:
-        conn = self._conn()
+        self._create(self._conn())
+
+    def _create(self, conn: Any) -> None:
+        """Tables and indexes; an older database's new columns added and back-filled."""
         cur = conn.cursor()
         for stmt in _SCHEMA:
             cur.execute(stmt if self.ph == "%s" else stmt.replace("BYTEA", "BLOB"))
+        have = self._columns(cur, "decisions")
+        for col in DECISION_COLUMNS:
+            if col not in have:
+                cur.execute(f"ALTER TABLE decisions ADD COLUMN {col} TEXT")
         conn.commit()
+        # Every row this code stores has an outcome: a NULL one is a row from before the columns.
+        # Batches, each committed: a large archive never sits in memory, and an interrupted
+        # migration resumes where it stopped.
+        while True:
+            cur.execute(self._sql("SELECT kiosk_id, seq, decision, payload FROM decisions WHERE outcome IS NULL "
+                                  "LIMIT %s"), (MIGRATE_BATCH,))
+            rows = cur.fetchall()
+            if not rows:
+                break
+            for kiosk_id, seq, decision, payload in rows:
+                p = _payload(payload)
+                cur.execute(self._sql("DELETE FROM decision_models WHERE kiosk_id=%s AND seq=%s"), (kiosk_id, seq))
+                self._index_decision(cur, kiosk_id, int(seq), {**p, "decision": decision}, update=True)
+            conn.commit()
+        for stmt in _INDEXES:
+            cur.execute(stmt)
+        conn.commit()
+
+    def _columns(self, cur: Any, table: str) -> set[str]:
+        cur.execute(f"PRAGMA table_info({table})")
+        return {r[1] for r in cur.fetchall()}
+
+    def _tables(self) -> set[str]:
+        rows = self._read("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {r[0] for r in rows}
+
+    def _index_decision(self, cur: Any, kiosk_id: str, seq: int, p: dict[str, Any], *, update: bool) -> None:
+        """The searchable columns of a decision row (``update``: of a row stored before they
+        existed) and its model versions."""
+        if update:
+            cur.execute(self._sql("UPDATE decisions SET subject=%s, mode=%s, operator=%s, profile=%s, outcome=%s "
+                                  "WHERE kiosk_id=%s AND seq=%s"), (*_search_columns(p), kiosk_id, seq))
+        mv = p.get("model_versions")
+        for model, version in (mv.items() if isinstance(mv, dict) else ()):
+            name, ver = search_key(model, 64), search_key(version, 128)
+            if name is not None and ver is not None:
+                # Two names differing only in case are one model here: the first one counts.
+                cur.execute(self._sql("INSERT INTO decision_models (kiosk_id, seq, model, version) "
+                                      "VALUES (%s,%s,%s,%s) ON CONFLICT DO NOTHING"), (kiosk_id, seq, name, ver))
 
     def store(self, items: Sequence[Accepted], refusals: Sequence[Refusal] = ()) -> list[StoreResult]:
         """Store a batch in one transaction; return one result per item, in order."""
@@ -235,10 +364,14 @@ class _SqlStore:
         if it.kind == "decision":
             score = p.get("score")
             cur.execute(self._sql(
-                "INSERT INTO decisions (kiosk_id, seq, site, created_ms, received_ms, decision, score, digest, payload) "
-                "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (kiosk_id, seq) DO NOTHING"),
+                "INSERT INTO decisions (kiosk_id, seq, site, created_ms, received_ms, decision, score, digest, payload, "
+                "subject, mode, operator, profile, outcome) "
+                "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (kiosk_id, seq) DO NOTHING"),
                 (it.kiosk_id, it.seq, it.site, it.created_ms, it.received_ms, _text(p.get("decision"), 64),
-                 float(score) if isinstance(score, (int, float)) else None, it.digest, payload))
+                 float(score) if isinstance(score, (int, float)) else None, it.digest, payload, *_search_columns(p)))
+            if cur.rowcount == 1:
+                self._index_decision(cur, it.kiosk_id, it.seq, p, update=False)
+                return "stored"
             table = "decisions"
         elif it.kind == "log":
             cur.execute(self._sql(
@@ -284,35 +417,67 @@ class _SqlStore:
         if refusals:
             self.store([], refusals)
 
-    def query_decisions(self, *, kiosk_id: str | None = None, since_ms: int | None = None,
-                        until_ms: int | None = None, outcome: str | None = None,
-                        limit: int = 100) -> list[StoredDecision]:
-        where: list[str] = []
+    def query_decisions(self, where: DecisionFilter | None = None, /, **fields: Any) -> list[StoredDecision]:
+        """Decisions matching ``where`` (with ``fields`` of DecisionFilter replacing its values:
+        ``query_decisions(kiosk_id="kiosk-a", limit=10)``), oldest first."""
+        f = replace(where or DecisionFilter(), **fields)
+        clauses: list[str] = []
         args: list[str | int] = []
-        for clause, value in (("kiosk_id = %s", kiosk_id), ("created_ms >= %s", since_ms),
-                              ("created_ms < %s", until_ms), ("decision = %s", outcome)):
+        for clause, value in (("kiosk_id = %s", f.kiosk_id), ("site = %s", f.site), ("subject = %s", f.subject),
+                              ("mode = %s", f.mode), ("operator = %s", f.operator), ("profile = %s", f.profile),
+                              ("outcome = %s", f.outcome), ("created_ms >= %s", f.since_ms),
+                              ("created_ms < %s", f.until_ms)):
             if value is not None:
-                where.append(clause)
+                clauses.append(clause)
                 args.append(value)
+        if f.model is not None:
+            name, version = f.model
+            clauses.append("EXISTS (SELECT 1 FROM decision_models m WHERE m.kiosk_id = decisions.kiosk_id "
+                           "AND m.seq = decisions.seq AND m.version = %s" + ("" if name is None else " AND m.model = %s")
+                           + ")")
+            args.extend([version] if name is None else [version, name])
         sql = ("SELECT kiosk_id, seq, site, created_ms, received_ms, decision, score, payload FROM decisions"
-               + (" WHERE " + " AND ".join(where) if where else "")
+               + (" WHERE " + " AND ".join(clauses) if clauses else "")
                + " ORDER BY created_ms, kiosk_id, seq LIMIT %s")
-        args.append(int(limit))
+        args.append(f.limit)
         rows = self._read(sql, args)
-        return [StoredDecision(r[0], int(r[1]), r[2], int(r[3]), int(r[4]), r[5], r[6], json.loads(r[7])) for r in rows]
+        return [StoredDecision(r[0], int(r[1]), r[2], int(r[3]), int(r[4]), r[5], r[6], _payload(r[7])) for r in rows]
 
-    def query_audit(self, *, kiosk_id: str | None = None, operator: str | None = None,
-                    subject: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        """Staff actions, oldest first: the decrypted payload plus kiosk_id, site, seq."""
-        where: list[str] = []
+    def rejected_summary(self, limit: int = 100) -> list[RejectedSummary]:
+        """Refused messages grouped by reason and claimed kiosk: how many, the last time, the last
+        detail; most recent group first."""
+        rows = self._read(
+            "SELECT reason, kiosk_claim, COUNT(*), MAX(received_ms) FROM rejected GROUP BY reason, kiosk_claim "
+            "ORDER BY MAX(received_ms) DESC, reason LIMIT %s", (int(limit),))
+        out = []
+        for reason, claim, n, last in rows:
+            detail = self._read("SELECT detail FROM rejected WHERE reason = %s AND received_ms = %s AND "
+                                + ("kiosk_claim IS NULL" if claim is None else "kiosk_claim = %s") + " LIMIT 1",
+                                (reason, last) if claim is None else (reason, last, claim))
+            out.append(RejectedSummary(reason, claim, int(n), int(last), detail[0][0] if detail else ""))
+        return out
+
+    def query_audit(self, where: DecisionFilter | None = None, /, **fields: Any) -> list[dict[str, Any]]:
+        """Staff actions, oldest first: the decrypted payload plus kiosk_id, site, seq. The filter is
+        a decision filter's: kiosk, site, operator, subject (the customer), outcome (the action's)
+        and time; a mode, profile or model version is refused. Values compare case-insensitively:
+        the kiosk's names are ASCII (operator and customer patterns), so SQL lower() is the same on
+        both databases (the audit table is small; no index on it)."""
+        f = replace(where or DecisionFilter(limit=1000), **fields)
+        unusable = [n for n in ("mode", "profile", "model_version") if getattr(f, n) is not None]
+        if unusable:
+            raise QueryError(f"staff actions have no {unusable[0].replace('_', ' ')}")
+        clauses: list[str] = []
         args: list[str | int] = []
-        for col, val in (("kiosk_id", kiosk_id), ("operator", operator), ("subject", subject)):
-            if val is not None:
-                where.append(f"{col} = %s")
-                args.append(val)
-        sql = ("SELECT kiosk_id, site, seq, payload FROM audit" + (" WHERE " + " AND ".join(where) if where else "")
+        for clause, value in (("kiosk_id = %s", f.kiosk_id), ("site = %s", f.site), ("lower(operator) = %s", f.operator),
+                              ("lower(subject) = %s", f.subject), ("lower(outcome) = %s", f.outcome),
+                              ("created_ms >= %s", f.since_ms), ("created_ms < %s", f.until_ms)):
+            if value is not None:
+                clauses.append(clause)
+                args.append(value)
+        sql = ("SELECT kiosk_id, site, seq, payload FROM audit" + (" WHERE " + " AND ".join(clauses) if clauses else "")
                + " ORDER BY created_ms, kiosk_id, seq LIMIT %s")
-        args.append(int(limit))
+        args.append(f.limit)
         rows = self._read(sql, args)
         return [{**json.loads(r[3]), "kiosk_id": r[0], "site": r[1], "seq": int(r[2])} for r in rows]
 
@@ -347,14 +512,25 @@ class SqliteStore(_SqlStore):
 
     ph = "?"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, create: bool = False) -> None:
         self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise StoreMissing(f"no database at {self.path} (check --db; only 'sigkiosk central run' creates one)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._all: list[Any] = []
         self._all_lock = threading.Lock()
-        conn = self._conn()
-        conn.execute("PRAGMA journal_mode=WAL")
+        try:
+            conn = self._conn()
+            conn.execute("PRAGMA journal_mode=WAL")
+            if not create and "decisions" not in self._tables():
+                raise StoreMissing(f"{self.path} is not a sigkiosk central database (no decisions table)")
+        except sqlite3.DatabaseError as exc:   # not SQLite at all: a mistyped path to another file
+            self.close()
+            raise StoreMissing(f"{self.path} is not a sigkiosk central database ({exc})") from None
+        except StoreMissing:
+            self.close()
+            raise
         self._init_schema()
 
     def _conn(self) -> sqlite3.Connection:
@@ -374,7 +550,7 @@ class PostgresStore(_SqlStore):
 
     ph = "%s"
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, *, create: bool = False) -> None:
         try:
             import psycopg
         except ImportError as exc:   # pragma: no cover - the central extra installs it
@@ -386,12 +562,14 @@ class PostgresStore(_SqlStore):
         self._all_lock = threading.Lock()
         # Two collectors starting together would race on CREATE TABLE IF NOT EXISTS: serialise them.
         conn = self._conn()
+        if not create and "decisions" not in self._tables():
+            self.close()
+            raise StoreMissing("this PostgreSQL database (and search_path) has no sigkiosk tables "
+                               "(check --db; only 'sigkiosk central run' creates them)")
         with conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_lock(724311)")
             try:
-                for stmt in _SCHEMA:
-                    cur.execute(stmt)
-                conn.commit()
+                self._create(conn)
             finally:
                 cur.execute("SELECT pg_advisory_unlock(724311)")
                 conn.commit()
@@ -411,12 +589,25 @@ class PostgresStore(_SqlStore):
     def _init_schema(self) -> None:   # done under an advisory lock in __init__
         pass
 
+    def _columns(self, cur: Any, table: str) -> set[str]:
+        cur.execute("SELECT column_name FROM information_schema.columns "
+                    "WHERE table_schema = current_schema() AND table_name = %s", (table,))
+        return {r[0] for r in cur.fetchall()}
 
-def open_store(db: str | Path) -> Store:
-    """``postgresql://...`` or ``postgres://...`` opens PostgreSQL; ``sqlite:///path`` or a path, SQLite."""
+    def _tables(self) -> set[str]:
+        rows = self._read("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")
+        return {r[0] for r in rows}
+
+
+def open_store(db: str | Path, *, create: bool = False) -> Store:
+    """``postgresql://...`` or ``postgres://...`` opens PostgreSQL; ``sqlite:///path`` or a path, SQLite.
+
+    Only ``create=True`` (the collector) makes a new database or its tables; otherwise a path with
+    no database, or a database without the tables, is refused (StoreMissing) instead of being
+    answered from a new empty one. A database made by an older version is migrated on opening."""
     s = str(db)
     if s.startswith(("postgresql://", "postgres://")):
-        return PostgresStore(s)
+        return PostgresStore(s, create=create)
     if s.startswith("sqlite:///"):
         s = s[len("sqlite:///") - 1:] if s.startswith("sqlite:////") else s[len("sqlite:///"):]
-    return SqliteStore(Path(s))
+    return SqliteStore(Path(s), create=create)

@@ -14,16 +14,6 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-def _parse_time(text: str) -> int:
-    """ISO 8601 (``2026-11-22``, ``2026-11-22T10:00:00Z``) or epoch milliseconds -> epoch ms."""
-    if text.isdigit():
-        return int(text)
-    t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.timezone.utc)
-    return int(t.timestamp() * 1000)
-
-
 def _run(args: argparse.Namespace) -> int:
     from tools.central.collector import Collector, CollectorConfig
 
@@ -47,30 +37,60 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The filter options of ``central query`` (and the web page's form fields): option -> filter name.
+FILTERS = {"customer": "subject", "mode": "mode", "model_version": "model_version", "operator": "operator",
+           "kiosk": "kiosk", "site": "site", "outcome": "outcome", "profile": "profile", "since": "since",
+           "until": "until"}
+
+
 def _query(args: argparse.Namespace) -> int:
+    from tools.central.export import write_csv, write_json, write_table
+    from tools.central.query import DecisionFilter
     from tools.central.store import open_store
 
+    where = DecisionFilter.from_text({name: getattr(args, opt) for opt, name in FILTERS.items()}
+                                     | {"limit": str(args.limit)})
+    fmt = "json" if args.json else args.format
     store = open_store(args.db)
     try:
-        rows = store.query_decisions(
-            kiosk_id=args.kiosk, since_ms=_parse_time(args.since) if args.since else None,
-            until_ms=_parse_time(args.until) if args.until else None, outcome=args.outcome, limit=args.limit,
-        )
+        if args.audit:
+            audit = store.query_audit(where)
+        else:
+            rows = store.query_decisions(where)
     finally:
         store.close()
-    if args.json:
-        for r in rows:
-            print(json.dumps({"kiosk_id": r.kiosk_id, "seq": r.seq, "site": r.site, "created_ms": r.created_ms,
-                              "received_ms": r.received_ms, "decision": r.decision, "score": r.score,
-                              "reasons": r.payload.get("reasons", [])}))
-        return 0
-    print(f"{'time (UTC)':<24} {'kiosk':<16} {'seq':>18} {'decision':<12} {'score':>6}  reasons")
-    for r in rows:
-        t = dt.datetime.fromtimestamp(r.created_ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-        score = f"{r.score:.3f}" if r.score is not None else "-"
-        print(f"{t:<24} {r.kiosk_id:<16} {r.seq:>18} {r.decision:<12} {score:>6}  {','.join(r.payload.get('reasons', []))}")
-    print(f"{len(rows)} decision(s)")
+    out = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout
+    try:
+        if args.audit:
+            _write_audit(audit, fmt, out)
+        else:
+            {"csv": write_csv, "json": write_json, "table": write_table}[fmt](rows, out)
+    finally:
+        if args.output:
+            out.close()
     return 0
+
+
+def _write_audit(rows: list[dict[str, Any]], fmt: str, out: Any) -> None:
+    import csv
+
+    from tools.central.export import safe_cell
+    from tools.central.query import iso_time
+
+    fields = ("time", "kiosk_id", "site", "seq", "operator", "action", "mode", "subject", "outcome", "staff_session")
+    recs = [{**{f: r.get(f) for f in fields}, "time": iso_time(int(r.get("created_ms") or 0))} for r in rows]
+    if fmt == "json":
+        for rec in recs:
+            out.write(json.dumps(rec) + "\n")
+    elif fmt == "csv":
+        w = csv.writer(out, lineterminator="\r\n")
+        w.writerow(fields)
+        for rec in recs:
+            w.writerow([safe_cell(rec[f]) for f in fields])
+    else:
+        for rec in recs:
+            out.write(" ".join(str(rec[f] if rec[f] is not None else "-") for f in fields) + "\n")
+        out.write(f"{len(recs)} staff action(s)\n")
 
 
 def _stats(args: argparse.Namespace) -> int:
@@ -101,7 +121,7 @@ def _guarded(func):  # type: ignore[no-untyped-def]
 
         try:
             return func(args)
-        except (StoreError, ValueError, FileNotFoundError, PermissionError) as exc:
+        except (StoreError, ValueError, OSError) as exc:
             print(f"sigkiosk central: error: {exc}", file=sys.stderr)
             return 2
 
@@ -131,14 +151,27 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="accept decisions carrying raw pen data / images (the kiosks' policy must say the same)")
     r.set_defaults(func=_guarded(_run))
 
-    q = csub.add_parser("query", help="list stored decisions")
-    q.add_argument("--db", default="central.sqlite")
+    q = csub.add_parser("query", help="list or export stored decisions (or staff actions: --audit)",
+                        description="Every filter given must match; values compare case-insensitively.")
+    q.add_argument("--db", default="central.sqlite", help="an existing database (never created here)")
+    q.add_argument("--customer", help="the customer's pseudonymous reference (the decision's subject)")
+    q.add_argument("--mode", help="pen or paper (online / offline accepted)")
+    q.add_argument("--model-version", dest="model_version",
+                   help="VERSION (any of the decision's models) or MODEL=VERSION")
+    q.add_argument("--operator", help="the staff operator of the request")
     q.add_argument("--kiosk", help="only this kiosk")
+    q.add_argument("--site", help="only this site")
+    q.add_argument("--outcome", help="only this decision (e.g. suspicious)")
+    q.add_argument("--profile", help="only this decision profile")
     q.add_argument("--since", help="from this time (ISO 8601 UTC or epoch ms), inclusive")
     q.add_argument("--until", help="until this time, exclusive")
-    q.add_argument("--outcome", help="only this decision (e.g. SUSPICIOUS)")
     q.add_argument("--limit", type=int, default=100)
-    q.add_argument("--json", action="store_true", help="one JSON object per line")
+    q.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                   help="json: one object per line; csv: cells safe to open in a spreadsheet")
+    q.add_argument("--output", help="write to this file instead of the terminal")
+    q.add_argument("--json", action="store_true", help="same as --format json")
+    q.add_argument("--audit", action="store_true",
+                   help="staff actions instead of decisions (filters: customer, operator, kiosk, site, outcome, time)")
     q.set_defaults(func=_guarded(_query))
 
     s = csub.add_parser("stats", help="counts of stored rows and of refusals by reason")

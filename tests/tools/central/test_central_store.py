@@ -29,7 +29,7 @@ def _status(seq: int, state: str, will_seq: int | None) -> Accepted:
 
 
 def test_store_is_idempotent_and_tells_duplicates_from_replays(db_url: str) -> None:
-    store = open_store(db_url)
+    store = open_store(db_url, create=True)
     try:
         assert store.store([_dec(1), _dec(2)]) == ["stored", "stored"]
         assert store.store([_dec(1), _dec(2, "SUSPICIOUS", digest="other"), _dec(3)]) == ["duplicate", "replay", "stored"]
@@ -42,7 +42,7 @@ def test_store_is_idempotent_and_tells_duplicates_from_replays(db_url: str) -> N
 
 
 def test_status_keeps_the_newest_and_honours_the_current_will(db_url: str) -> None:
-    store = open_store(db_url)
+    store = open_store(db_url, create=True)
     try:
         store.store([_status(10, "offline", 10)])          # will of connection 1 (retained, seen first)
         store.store([_status(11, "online", 10)])           # online over connection 1
@@ -60,7 +60,7 @@ def test_status_keeps_the_newest_and_honours_the_current_will(db_url: str) -> No
 
 
 def test_query_filters_by_kiosk_time_and_outcome(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    store = open_store(db_url)
+    store = open_store(db_url, create=True)
     store.store([_dec(i, "SUSPICIOUS" if i % 4 == 0 else "APPROVED", "kiosk-a" if i % 2 else "kiosk-b") for i in range(1, 21)])
     assert len(store.query_decisions(kiosk_id="kiosk-a")) == 10
     assert [d.seq for d in store.query_decisions(outcome="SUSPICIOUS")] == [4, 8, 12, 16, 20]

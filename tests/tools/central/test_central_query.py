@@ -1,0 +1,240 @@
+"""Queries people use (issue 17): every filter, case-insensitive, on SQLite and the real PostgreSQL;
+a missing database refused; CSV/JSON export without raw evidence and safe in a spreadsheet; an old
+database migrated; the staff actions queried the same way."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tools.central.export import safe_cell
+from tools.central.query import DecisionFilter, QueryError
+from tools.central.store import Accepted, StoreMissing, open_store
+from tools.commands import central_cmd
+
+T0 = 1_790_000_000_000   # 2026-09-21T14:13:20Z
+
+
+def _dec(seq: int, *, kiosk: str = "kiosk-a", site: str = "site1", decision: str = "APPROVED", **fields: Any) -> Accepted:
+    payload = {"type": "decision", "schema": 1, "decision": decision, "score": 0.5 + seq / 100, "reasons": ["shape"],
+               "created_ms": T0 + seq, **fields}
+    return Accepted("decision", kiosk, site, seq, T0 + seq, T0 + seq + 5, f"d{seq}", payload)
+
+
+FLEET = [
+    _dec(1, subject="Cust-001", mode="online", operator="alice", profile="standard",
+         model_versions={"classic": "1", "threshold": "0.42"}),
+    _dec(2, subject="cust-002", mode="offline", operator="bob", profile="High-Value", decision="SUSPICIOUS",
+         model_versions={"embedder": "paper-2026.11", "threshold": "0.5"}),
+    _dec(3, kiosk="kiosk-b", site="site2", subject="CUST-001", mode="online", decision="SUSPICIOUS",
+         model_versions={"classic": "2", "threshold": "0.42"}),
+    _dec(4, kiosk="kiosk-b", site="site2", subject="cust-003", mode="offline", operator="alice",
+         model_versions={"embedder": "paper-2026.12"}),
+]
+
+
+def _run_cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    central_cmd.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["central", *argv])
+    return int(args.func(args))
+
+
+@pytest.fixture
+def fleet_db(db_url: str) -> str:
+    store = open_store(db_url, create=True)
+    try:
+        assert store.store(FLEET) == ["stored"] * len(FLEET)
+    finally:
+        store.close()
+    return db_url
+
+
+def _seqs(db: str, **text: str) -> list[int]:
+    store = open_store(db)
+    try:
+        return [d.seq for d in store.query_decisions(DecisionFilter.from_text(text))]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ({"customer": "cust-001"}, [1, 3]),                      # case-insensitive both ways
+    ({"subject": "CUST-002"}, [2]),
+    ({"mode": "pen"}, [1, 3]), ({"mode": "ONLINE"}, [1, 3]), ({"mode": "paper"}, [2, 4]), ({"mode": "offline"}, [2, 4]),
+    ({"operator": "Alice"}, [1, 4]),
+    ({"profile": "high-value"}, [2]),
+    ({"outcome": "suspicious"}, [2, 3]),
+    ({"kiosk": "KIOSK-B"}, [3, 4]),
+    ({"site": "site1"}, [1, 2]),
+    ({"model_version": "0.42"}, [1, 3]),                     # any model with that version
+    ({"model_version": "classic=2"}, [3]),                   # that model's version
+    ({"model_version": "Embedder=PAPER-2026.11"}, [2]),
+    ({"model_version": "threshold=1"}, []),                  # "1" is classic's version, not threshold's
+    ({"since": str(T0 + 2), "until": "2026-09-21T14:13:20.004Z"}, [2, 3]),
+    ({"customer": "cust-001", "mode": "pen", "kiosk": "kiosk-b", "outcome": "SUSPICIOUS"}, [3]),
+    ({"customer": "cust-001' OR '1'='1"}, []),               # bound parameters: metacharacters are data
+    ({"model_version": "x=y' OR 1=1 --"}, []),
+    ({"operator": "%"}, []), ({"subject": "_"}, []),
+])
+def test_every_filter_case_insensitive(fleet_db: str, text: dict[str, str], want: list[int]) -> None:
+    assert _seqs(fleet_db, **text) == want
+
+
+def test_bad_filter_values_are_refused_with_a_reason() -> None:
+    with pytest.raises(QueryError, match="pen or paper"):
+        DecisionFilter.from_text({"mode": "ink"})
+    with pytest.raises(QueryError, match="ISO 8601"):
+        DecisionFilter.from_text({"since": "last tuesday"})
+    with pytest.raises(QueryError, match="unknown filter"):
+        DecisionFilter.from_text({"payload": "x"})
+    with pytest.raises(QueryError, match="at most"):
+        DecisionFilter.from_text({"customer": "x" * 300})
+    with pytest.raises(QueryError, match="limit"):
+        DecisionFilter.from_text({"limit": "-1"})
+
+
+def test_a_missing_database_is_refused_and_not_created(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "typo" / "central.sqlite"
+    assert _run_cli(["query", "--db", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert "no database at" in err and str(missing) in err
+    assert not missing.exists() and not missing.parent.exists()
+    assert _run_cli(["stats", "--db", str(missing)]) == 2
+    assert not missing.exists()
+    other = tmp_path / "notes.txt"                         # a file, but no database
+    other.write_text("not a database, just notes\n" * 100)
+    assert _run_cli(["query", "--db", str(other)]) == 2
+    assert "not a sigkiosk central database" in capsys.readouterr().err
+    assert other.read_text().startswith("not a database")
+    empty = tmp_path / "empty.sqlite"                      # SQLite, but not ours
+    sqlite3.connect(empty).execute("CREATE TABLE t (x)").connection.close()
+    with pytest.raises(StoreMissing, match="no decisions table"):
+        open_store(empty)
+
+
+def test_a_postgresql_schema_without_tables_is_refused(pg_server) -> None:  # type: ignore[no-untyped-def]
+    from fixtures_link import fresh_pg_schema
+
+    dsn = fresh_pg_schema(pg_server)
+    with pytest.raises(StoreMissing, match="no sigkiosk tables"):
+        open_store(dsn)
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        n = conn.execute("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema()").fetchone()
+    assert n is not None and n[0] == 0                     # nothing was created
+
+
+def test_csv_and_json_export_hold_no_raw_evidence_and_no_formula(db_url: str, tmp_path: Path) -> None:
+    store = open_store(db_url, create=True)
+    hostile = [
+        _dec(1, subject="=HYPERLINK(\"http://evil.example\",\"x\")", operator="+cmd", profile="@SUM(A1)",
+             mode="online", model_versions={"classic": "-1+1"},
+             evidence={"samples": [[1, 2, 3, 4]] * 5, "image_png": "iVBORw0KGgo"}),
+        _dec(2, subject="-2+3", decision="SUSPICIOUS", reasons=["=1+1"]),
+    ]
+    store.store(hostile)
+    store.close()
+    out = tmp_path / "export.csv"
+    assert _run_cli(["query", "--db", db_url, "--format", "csv", "--output", str(out)]) == 0
+    text = out.read_text()
+    assert "iVBORw0KGgo" not in text and "samples" not in text and "evidence" not in text
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [r["seq"] for r in rows] == ["1", "2"]
+    assert rows[0]["subject"] == "'=HYPERLINK(\"http://evil.example\",\"x\")"
+    assert rows[0]["operator"] == "'+cmd" and rows[0]["profile"] == "'@SUM(A1)"
+    assert rows[0]["mode"] == "pen" and rows[0]["model_versions"] == "classic=-1+1"
+    assert rows[1]["subject"] == "'-2+3" and rows[1]["reasons"] == "'=1+1"
+    for r in rows:   # no cell a spreadsheet would run
+        assert not any(v.startswith(("=", "+", "-", "@")) for v in r.values()), r
+    jout = tmp_path / "export.jsonl"
+    assert _run_cli(["query", "--db", db_url, "--format", "json", "--output", str(jout), "--outcome", "approved"]) == 0
+    recs = [json.loads(line) for line in jout.read_text().splitlines()]
+    assert len(recs) == 1 and "evidence" not in json.dumps(recs)
+    assert recs[0]["subject"].startswith("=HYPERLINK")      # JSON keeps the value as sent: no spreadsheet here
+    assert recs[0]["model_versions"] == {"classic": "-1+1"} and recs[0]["time"] == "2026-09-21T14:13:20.001Z"
+
+
+def test_safe_cell() -> None:
+    assert [safe_cell(v) for v in ("=1", "+1", "-1", "@a", "\tx", "\rx", "a=1", "", None, -0.5, 3)] == \
+        ["'=1", "'+1", "'-1", "'@a", "'\tx", "'\rx", "a=1", "", "", "-0.5", "3"]
+
+
+def test_table_output_and_filters_from_the_command_line(fleet_db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run_cli(["query", "--db", fleet_db, "--customer", "CUST-001", "--mode", "pen",
+                     "--model-version", "classic=1", "--operator", "ALICE", "--profile", "Standard"]) == 0
+    out = capsys.readouterr().out
+    assert "1 decision(s)" in out and "Cust-001" in out and "pen" in out and "standard" in out
+    assert _run_cli(["query", "--db", fleet_db, "--mode", "ink"]) == 2
+    assert "pen or paper" in capsys.readouterr().err
+
+
+def _old_schema(cur: Any) -> None:
+    # The decisions table as the first collector made it, before the searchable columns.
+    cur.execute("""CREATE TABLE decisions (
+        kiosk_id TEXT NOT NULL, seq BIGINT NOT NULL, site TEXT NOT NULL,
+        created_ms BIGINT NOT NULL, received_ms BIGINT NOT NULL,
+        decision TEXT NOT NULL, score DOUBLE PRECISION, digest TEXT NOT NULL, payload TEXT NOT NULL,
+        PRIMARY KEY (kiosk_id, seq))""")
+
+
+def test_an_old_database_is_migrated_and_backfilled(db_url: str) -> None:
+    rows = [(a.kiosk_id, a.seq, a.site, a.created_ms, a.received_ms, a.payload["decision"], a.payload["score"],
+             a.digest, json.dumps(a.payload)) for a in FLEET]
+    rows.append(("kiosk-c", 9, "site3", T0 + 9, T0 + 9, "APPROVED", None, "d9", "not json"))   # damaged: kept
+    if db_url.startswith("postgres"):
+        import psycopg
+
+        with psycopg.connect(db_url) as conn:
+            _old_schema(conn.cursor())
+            conn.cursor().executemany("INSERT INTO decisions VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)", rows)
+    else:
+        conn = sqlite3.connect(db_url)
+        _old_schema(conn.cursor())
+        conn.executemany("INSERT INTO decisions VALUES (?,?,?,?,?,?,?,?,?)", rows)
+        conn.commit()
+        conn.close()
+    store = open_store(db_url)   # not create: the old database exists, so it is migrated
+    try:
+        assert store.count("decisions") == 5
+        assert [d.seq for d in store.query_decisions(subject="cust-001")] == [1, 3]
+        assert [d.seq for d in store.query_decisions(mode="paper")] == [2, 4]
+        assert [d.seq for d in store.query_decisions(model_version="classic=2")] == [3]
+        assert [d.seq for d in store.query_decisions(outcome="approved")] == [1, 4, 9]
+        store.store([_dec(5, subject="cust-001", operator="carol")])        # new rows go in as usual
+        assert [d.seq for d in store.query_decisions(subject="CUST-001")] == [1, 3, 5]
+    finally:
+        store.close()
+    store = open_store(db_url)   # opening again: nothing left to migrate, same answers
+    try:
+        assert [d.seq for d in store.query_decisions(operator="alice")] == [1, 4]
+    finally:
+        store.close()
+
+
+def test_staff_actions_with_the_same_filters(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    def act(seq: int, operator: str, action: str, outcome: str, subject: str | None = None) -> Accepted:
+        return Accepted("audit", "kiosk-a", "site1", seq, T0 + seq, T0 + seq, f"a{seq}",
+                        {"type": "audit", "operator": operator, "action": action, "outcome": outcome,
+                         "subject": subject, "created_ms": T0 + seq})
+
+    store = open_store(db_url, create=True)
+    store.store([act(1, "alice", "login", "ok"), act(2, "alice", "enroll", "ok", "Cust-001"),
+                 act(3, "bob", "login", "bad_credentials"), act(4, "bob", "delete", "=cmd", "cust-001")])
+    assert [r["seq"] for r in store.query_audit(subject="CUST-001")] == [2, 4]
+    assert [r["seq"] for r in store.query_audit(operator="BOB", outcome="Bad_Credentials")] == [3]
+    with pytest.raises(QueryError, match="no mode"):
+        store.query_audit(mode="pen")
+    store.close()
+    assert _run_cli(["query", "--audit", "--db", db_url, "--operator", "bob", "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["seq"], r["action"], r["outcome"]) for r in rows] == [("3", "login", "bad_credentials"),
+                                                                     ("4", "delete", "'=cmd")]
