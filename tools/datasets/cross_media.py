@@ -5,7 +5,8 @@ Layout (8-bit grey PNG, see the shared data's README):
 - ``experiment/WWW/N.png``, writers 1-100: N = 1-10 name N on **paper** (scanned), 11-20 the same
   names on an **iPad** with a stylus, 21-30 and 31-40 on a **phone** (two groups of ten, hand-held
   and lying on a table; which is which is not certain, so both are just "phone"). Writers 94 and
-  100 miss one phone image each.
+  100 miss one phone image each. The phone pictures of writers 92, 94 and 99 are light ink on a
+  dark screen: the reader turns them to dark ink on white like every other picture.
 - ``control/WWW/N.png``, writers 1-11: all on paper, N and N + 10 the same name.
 
 Writer ids: experiment writer 7 is ``e007``, control writer 7 is ``c07``; the two groups are
@@ -22,13 +23,19 @@ digit 0-6 train, 7 validate, 8-9 test), so both media of a writer stay on one si
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from pathlib import Path
 
+import numpy as np
+
+from models.image import SignatureImage
 from tools.datasets._common import assemble, files_with_suffix, no_files_error, read_all, require_folder
 from tools.datasets.images import read_signature_image
 from tools.datasets.types import Dataset, ImageSample, Label, MalformedFileError, Medium, SkipLog
+
+log = logging.getLogger(__name__)
 
 FMT = "cross-media"
 LAYOUT = "experiment/WWW/N.png (N 1-10 paper, 11-20 iPad, 21-40 phone) and control/WWW/N.png (N 1-20, paper)"
@@ -48,6 +55,16 @@ def _medium(group: str, n: int) -> Medium:
     return Medium.IPAD if n <= 2 * NAMES else Medium.PHONE
 
 
+def _on_white(image: SignatureImage) -> SignatureImage:
+    # 59 phone pictures (writers 92, 94 and 99, numbers 21-40) are light ink on a dark screen
+    # (background grey 31): turned to dark ink on white as every other picture of every set is, or
+    # no signature is found in them.
+    if float(np.median(image.pixels)) >= 128:
+        return image
+    log.debug("%s: light ink on a dark background, inverted", image.source)
+    return SignatureImage(255 - image.pixels, source=image.source)
+
+
 def _sample(path: Path) -> ImageSample:
     group, folder = path.parent.parent.name, path.parent.name
     if group not in _GROUPS or not _NUMBER.fullmatch(folder) or not _NUMBER.fullmatch(path.stem):
@@ -59,7 +76,7 @@ def _sample(path: Path) -> ImageSample:
     return ImageSample(
         writer=f"{prefix}{int(folder):0{width}d}",
         label=Label.GENUINE,
-        image=read_signature_image(path),
+        image=_on_white(read_signature_image(path)),
         path=path,
         index=n,
         medium=_medium(group, n),

@@ -103,6 +103,11 @@ def test_cross_media_layout_and_hostile_names(tmp_path: Path) -> None:
     assert [(s.medium, s.text) for s in ds.writers["c07"]] == [(Medium.PAPER, 3), (Medium.PAPER, 3)]
     assert sorted(identities(ds)) == [("c07", 3), ("e007", 1), ("e007", 10)]
     assert list(ds.subset("validate").writers) == ["c07", "e007"] and not ds.subset("test").writers
+    dark = write_png(root / "experiment" / "8" / "22.png", shade=200)  # light ink on a dark screen
+    cv2.imwrite(str(dark), 255 - cv2.imread(str(dark), cv2.IMREAD_GRAYSCALE))
+    phone = load_cross_media(root).writers["e008"][0].image.pixels
+    assert phone[0, 0] == 255 and phone[20, 40] == 200  # dark ink on white, as every other picture
+    dark.unlink()
     bad = [root / "experiment" / "7" / "41.png", root / "control" / "7" / "21.png", root / "experiment" / "7" / "0.png",
            root / "experiment" / "x" / "1.png", root / "elsewhere" / "7" / "1.png", root / "experiment" / "7" / "01.png"]
     for path in bad:

@@ -19,7 +19,16 @@ import numpy as np
 import pytest
 from shared_data import shared_data
 
-from tools.datasets import Dataset, Label, MalformedFileError, identities, load_images, load_online, read_susig_file
+from tools.datasets import (
+    Dataset,
+    Label,
+    MalformedFileError,
+    identities,
+    load_images,
+    load_online,
+    read_signature_image,
+    read_susig_file,
+)
 
 DATA = shared_data()
 
@@ -173,3 +182,8 @@ def test_cross_media() -> None:
     assert [w for w in splits["validate"] if w[0] == "c"] == ["c07"] and [w for w in splits["test"] if w[0] == "c"] == ["c08", "c09"]
     assert set(splits["train"]).isdisjoint(splits["validate"] + splits["test"])
     assert max(max(s.image.shape) for s in cm.samples()) == 480
+    # 59 phone pictures (writers 92, 94, 99) are light ink on a dark screen; read as dark on white.
+    # (Plain values only in the assertions: a failing one must not print pictures.)
+    dark = [(s.writer, s.medium.value) for s in cm.samples() if np.median(read_signature_image(s.path).pixels) < 128]
+    assert len(dark) == 59 and set(dark) == {("e092", "phone"), ("e094", "phone"), ("e099", "phone")}  # 94 misses one
+    assert min(float(np.median(s.image.pixels)) for s in cm.samples()) >= 128
