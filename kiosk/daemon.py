@@ -47,6 +47,8 @@ from kiosk.errors import (
     RequestRefused,
     StaffLoginRequired,
 )
+from kiosk.evidence import EvidenceError
+from kiosk.evidence import build as build_evidence
 from kiosk.flows.base import Finished, Request, RequestEnded
 from kiosk.flows.capture import CameraPaperCapture, LivePenCapture
 from kiosk.flows.enroll import Delete, Enroll
@@ -60,6 +62,7 @@ from kiosk.staff import StaffAuth, StaffSession
 from kiosk.templates import TemplateStore, validate_customer
 from models.calibration import SiteThreshold
 from models.classic import ClassicConfig
+from models.image import SignatureImage
 from models.trajectory import DeviceInfo, Trajectory
 from models.verification import PenVerifier, ReferenceSet
 
@@ -160,6 +163,9 @@ class Daemon:
         self.decisions = 0
         #: Session ids of decisions that could not be recorded (never shown as final; for staff).
         self.unrecorded: list[str] = []
+        #: Evidence: ms to build, seal and commit each (after its decision), and failures.
+        self.evidence_ms: list[float] = []
+        self.evidence_failures = 0
         self.ready_at: float | None = None
         self.started_at = time.monotonic()
 
@@ -421,6 +427,29 @@ class Daemon:
     def decision_unrecorded(self, session_id: str) -> None:
         with self._lock:
             self.unrecorded.append(session_id)
+
+    def record_evidence(self, session_id: str, decision_seq: int, captured: Trajectory | SignatureImage) -> int | None:
+        """Seal the decision's questioned signature into the outbox (``[link] evidence``).
+
+        Runs after the decision is recorded and shown. A failure (too large, disk nearly full) is
+        logged with its reason - never a sample - and counted in ``evidence_failures``."""
+        link = self._link
+        if link is None or not link.config.evidence:
+            return None
+        t0 = time.perf_counter()
+        try:
+            digest = link.decision_digest(decision_seq)
+            if digest is None:
+                raise EvidenceError(f"decision {decision_seq} is not one this link queued")
+            rec = build_evidence(captured, decision_seq=decision_seq, decision_digest=digest, session_id=session_id)
+            seq = link.publish_evidence(rec)
+        except Exception as exc:   # evidence never costs the decision, whatever went wrong
+            self.evidence_failures += 1
+            log.error("evidence of a decision could not be recorded: %s", exc,
+                      extra={"event": "evidence_failed", "session": session_id, "decision_seq": decision_seq})
+            return None
+        self.evidence_ms.append((time.perf_counter() - t0) * 1e3)
+        return seq
 
     # -- requests -----------------------------------------------------------------------------
     def submit(self, kind: str, customer: str, *, source: str = "screen", mode: str = "new",

@@ -31,11 +31,13 @@ Usage (the daemon)::
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import socket
 import ssl
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -52,6 +54,7 @@ from kiosk.outbox import Outbox, OutboxError
 from kiosk.records import (
     AuditRecord,
     DecisionRecord,
+    EvidenceRecord,
     LogEntry,
     RecordError,
     StatusRecord,
@@ -96,6 +99,10 @@ class LinkConfig:
     reconnect_max_s: float = 60.0
     resend_after_s: float = 60.0         # re-publish a row unacknowledged this long while connected
     allow_raw_evidence: bool = False     # policy: may decisions carry raw pen data / images?
+    # Seal each decision's questioned signature (kiosk.evidence) after it, for disputes. On by
+    # default: a bank must be able to show a disputed signature to an examiner, and it travels
+    # encrypted to the central key only; the central side keeps it for its retention period.
+    evidence: bool = True
     connect_warn_s: float = 5.0          # still not connected this long after start(): an ERROR says why
 
     def __post_init__(self) -> None:
@@ -260,6 +267,9 @@ class KioskLink:
         self._reported_problem: str | None = None
         #: Set once the broker has granted the command-topic subscriptions of the current connection.
         self.commands_ready = threading.Event()
+        # The envelope digests of the latest decisions (seq -> SHA-256 of the signed part): their
+        # evidence names the exact decision it belongs to (``decision_digest``).
+        self._decision_digests: OrderedDict[int, str] = OrderedDict()
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -278,6 +288,24 @@ class KioskLink:
         except (RecordError, TypeError) as exc:
             raise LinkError(f"decision refused: {exc}") from exc
         return self._enqueue("decision", record.to_payload(), record.created_ms)
+
+    def decision_digest(self, seq: int) -> str | None:
+        """The envelope digest of a decision this link queued recently (its last 64), else None."""
+        with self._cond:
+            return self._decision_digests.get(seq)
+
+    def publish_evidence(self, record: EvidenceRecord) -> int:
+        """Seal and durably queue a decision's evidence (``kiosk.evidence``); its sequence number.
+
+        Called after the decision is queued, never before: the decision never waits on it. A
+        record whose sealed envelope exceeds the envelope limit is refused whole (``LinkError``,
+        nothing queued), as is evidence while ``[link] evidence = false`` or on a nearly full disk.
+        """
+        if not self.config.evidence:
+            raise LinkError("evidence refused: [link] evidence = false")
+        if not isinstance(record, EvidenceRecord):
+            raise LinkError("evidence refused: not an EvidenceRecord")
+        return self._enqueue("evidence", record.to_payload(), record.created_ms)
 
     def publish_audit(self, record: AuditRecord) -> int:
         """Seal and durably queue one staff action (``kiosk.staff``); return its sequence number.
@@ -406,14 +434,29 @@ class KioskLink:
 
     def _enqueue(self, kind: str, payload: Mapping[str, Any], created_ms: int) -> int:
         topic = self.topics.topic(kind)  # type: ignore[arg-type]
+        sealed: list[bytes] = []
+
+        def build(seq: int) -> bytes:
+            data = self._seal(seq, topic, payload, created_ms)
+            if len(data) > envelope.DEFAULT_MAX_ENVELOPE:
+                # The collector would refuse it unread: say so here, and store nothing.
+                raise RecordError(f"{kind} envelope of {len(data)} bytes exceeds the limit of "
+                                  f"{envelope.DEFAULT_MAX_ENVELOPE} bytes")
+            sealed.append(data)
+            return data
+
         try:
-            seq = self.outbox.add(kind, topic, lambda s: self._seal(s, topic, payload, created_ms))
+            seq = self.outbox.add(kind, topic, build)
         except OutboxError as exc:
             self.note_error(str(exc))
             raise LinkError(str(exc)) from exc
-        except ValueError as exc:   # e.g. a value json cannot encode
+        except ValueError as exc:   # e.g. a value json cannot encode; an oversized envelope
             raise LinkError(f"{kind} refused: {exc}") from exc
         with self._cond:
+            if kind == "decision" and sealed:
+                self._decision_digests[seq] = hashlib.sha256(sealed[-1][:-envelope.SIGNATURE_LEN]).hexdigest()
+                while len(self._decision_digests) > 64:
+                    self._decision_digests.popitem(last=False)
             self._cond.notify_all()
         return seq
 

@@ -12,6 +12,8 @@ the collector never mistakes its new messages for replays.
 
 Decisions are never dropped (a full disk raises ``OutboxError`` to the caller). Logs have a byte
 quota: when it is exceeded the oldest log rows are dropped, counted, and a warning is logged.
+Evidence (a decision's questioned signature) is kept like a decision once stored, but is refused
+when the disk is nearly full (the log reserve), so it never takes a decision's last bytes.
 """
 
 from __future__ import annotations
@@ -122,6 +124,9 @@ class Outbox:
         """
         dropped = 0
         with self._lock:
+            if kind == "evidence" and self._disk_free() < self.log_reserve_bytes:
+                # Evidence is large and comes after its decision: the last bytes are for decisions.
+                raise OutboxError("the disk is nearly full: evidence is not stored (the space left is for decisions)")
             if kind == "log" and self._disk_free() < self.log_reserve_bytes:
                 # The disk is nearly full: the space left is for decisions. Not even the drop
                 # counter is written (every write grows the WAL); it is saved with the next log.

@@ -16,6 +16,8 @@ for what it holds.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import functools
 import json
@@ -26,9 +28,12 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kiosk.errors import ApplianceError
+
+if TYPE_CHECKING:
+    from models.trajectory import Trajectory
 
 #: The schema this code writes. 2 added a decision's ``profile`` and ``operator``.
 PAYLOAD_SCHEMA = 2
@@ -242,6 +247,144 @@ class AuditRecord:
         return {"type": "audit", "schema": PAYLOAD_SCHEMA, **asdict(self)}
 
 
+#: The most pen samples one evidence record carries: 100 s at 200 Hz, far beyond any signature.
+#: Such a record is about 1 MB of JSON, about 0.4 MB sealed (zlib): inside the envelope limit. A
+#: longer capture is refused whole, never cut (a cut signature is no evidence).
+MAX_EVIDENCE_POINTS = 20_000
+#: The largest paper-evidence PNG (bytes, before base64): a found signature crop is 20-150 KB; a
+#: larger one is re-encoded smaller by ``kiosk.evidence`` (its ``image_scale`` says by how much).
+MAX_EVIDENCE_PNG = 512 * 1024
+EVIDENCE_MODES = frozenset({"online", "offline"})
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_HEX64 = re.compile("[0-9a-f]{64}")
+_PEN_COLUMNS = ("x", "y", "t", "pressure", "pen_down")
+_PEN_ONLY = (*_PEN_COLUMNS, "device_name", "units", "resolution", "pressure_levels", "nominal_rate_hz",
+             "time_measured")
+_PAPER_ONLY = ("image_png", "image_dpi", "image_scale")
+
+
+@dataclass(frozen=True)
+class EvidenceRecord:
+    """The questioned signature of one decision, for disputes (``type: "evidence"``).
+
+    Sent after its decision, on its own topic, sealed to the central key like every record. It is
+    bound to the decision by ``decision_seq`` (the decision envelope's sequence number: same kiosk,
+    the kiosk id comes from the signed header) and ``decision_digest`` (SHA-256 of that envelope's
+    signed part): the collector stores it only beside that exact decision.
+
+    ``mode`` "online": the pen samples as the capture produced them (``x``, ``y`` in ``units``,
+    ``t`` seconds from the first sample, ``pressure`` 0..1, ``pen_down``, ``gaps``,
+    ``stroke_breaks``) and the device's description. ``mode`` "offline": ``image_png``, base64 of
+    the PNG of the signature crop the verifier checked (``image_scale`` < 1 when it was re-encoded
+    smaller to fit). Each mode's fields and only those; every check's message names the field,
+    never a value (this is raw biometric data and refusals are logged).
+    """
+
+    decision_seq: int
+    decision_digest: str
+    session_id: str
+    mode: str
+    created_ms: int = field(default_factory=_now_ms)
+    x: tuple[float, ...] | None = None
+    y: tuple[float, ...] | None = None
+    t: tuple[float, ...] | None = None
+    pressure: tuple[float, ...] | None = None
+    pen_down: tuple[bool, ...] | None = None
+    gaps: tuple[int, ...] = ()
+    stroke_breaks: tuple[int, ...] = ()
+    device_name: str | None = None
+    units: str | None = None
+    resolution: float | None = None
+    pressure_levels: int | None = None
+    nominal_rate_hz: float | None = None
+    time_measured: bool | None = None
+    image_png: str | None = None
+    image_dpi: float | None = None
+    image_scale: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.decision_seq, bool) or not isinstance(self.decision_seq, int) or not 0 <= self.decision_seq < 2**63:
+            raise RecordError("evidence decision_seq must be a sequence number (0 <= n < 2**63)")
+        if not isinstance(self.decision_digest, str) or not _HEX64.fullmatch(self.decision_digest):
+            raise RecordError("evidence decision_digest must be 64 lower-case hex digits (SHA-256)")
+        if not isinstance(self.session_id, str) or not 0 < len(self.session_id) <= 128:
+            raise RecordError("evidence session_id must be a string of 1-128 characters")
+        if self.mode not in EVIDENCE_MODES:
+            raise RecordError("evidence mode must be 'online' (pen) or 'offline' (paper)")
+        for name in ("x", "y", "t", "pressure", "pen_down", "gaps", "stroke_breaks"):
+            v = getattr(self, name)
+            if v is not None:
+                object.__setattr__(self, name, tuple(v))
+        if self.mode == "online":
+            self._check_pen()
+        else:
+            self._check_paper()
+
+    def _check_pen(self) -> None:
+        stray = [n for n in _PAPER_ONLY if getattr(self, n) is not None]
+        if stray:
+            raise RecordError(f"pen evidence carries paper fields: {', '.join(stray)}")
+        missing = [n for n in (*_PEN_COLUMNS, "units", "time_measured") if getattr(self, n) is None]
+        if missing:
+            raise RecordError(f"pen evidence lacks {', '.join(missing)}")
+        n = len(self.x or ())
+        if not 0 < n <= MAX_EVIDENCE_POINTS:
+            raise RecordError(f"pen evidence must have 1-{MAX_EVIDENCE_POINTS} samples, has {n}")
+        if any(len(getattr(self, c)) != n for c in _PEN_COLUMNS):
+            raise RecordError("pen evidence columns x, y, t, pressure, pen_down differ in length")
+        try:
+            self.trajectory()
+        except ValueError as exc:   # TrajectoryError: its message holds sample values, never logged
+            raise RecordError(f"pen evidence is not a valid trajectory ({type(exc).__name__})") from None
+
+    def _check_paper(self) -> None:
+        stray = [n for n in _PEN_ONLY if getattr(self, n) is not None] + [n for n in ("gaps", "stroke_breaks")
+                                                                          if getattr(self, n)]
+        if stray:
+            raise RecordError(f"paper evidence carries pen fields: {', '.join(stray)}")
+        if not isinstance(self.image_png, str):
+            raise RecordError("paper evidence lacks image_png")
+        png = self.png()
+        if len(png) > MAX_EVIDENCE_PNG:
+            raise RecordError(f"paper evidence image of {len(png)} bytes exceeds {MAX_EVIDENCE_PNG}")
+        if not png.startswith(_PNG_MAGIC):
+            raise RecordError("paper evidence image_png is not a PNG")
+        for name in ("image_dpi", "image_scale"):
+            v = getattr(self, name)
+            if v is not None and not (math.isfinite(v) and v > 0):
+                raise RecordError(f"paper evidence {name} must be a positive number")
+        if self.image_scale is not None and self.image_scale > 1:
+            raise RecordError("paper evidence image_scale must be at most 1 (an image is only ever made smaller)")
+
+    def trajectory(self) -> Trajectory:
+        """The pen samples as a ``models.Trajectory`` (pen evidence only)."""
+        from models.trajectory import DeviceInfo, Trajectory
+
+        if self.mode != "online":
+            raise RecordError("paper evidence has no pen samples")
+        device = DeviceInfo(name=self.device_name or "unknown", units=self.units,  # type: ignore[arg-type]
+                            resolution=self.resolution, pressure_levels=self.pressure_levels,
+                            nominal_rate_hz=self.nominal_rate_hz, time_measured=bool(self.time_measured))
+        return Trajectory(x=self.x, y=self.y, pressure=self.pressure, t=self.t, pen_down=self.pen_down,  # type: ignore[arg-type]
+                          device=device, gaps=self.gaps, stroke_breaks=self.stroke_breaks)
+
+    def png(self) -> bytes:
+        """The paper evidence's PNG bytes."""
+        if self.image_png is None:
+            raise RecordError("pen evidence has no image")
+        try:
+            return base64.b64decode(self.image_png, validate=True)
+        except (binascii.Error, ValueError):
+            raise RecordError("paper evidence image_png is not base64") from None
+
+    def to_payload(self) -> dict[str, Any]:
+        d = asdict(self)
+        for name in ("x", "y", "t", "pressure", "pen_down", "gaps", "stroke_breaks"):
+            if d[name] is not None:
+                d[name] = list(d[name])
+        return {"type": "evidence", "schema": PAYLOAD_SCHEMA, **{k: v for k, v in d.items() if v is not None}}
+
+
 def _clean_log_value(value: Any, free_text: bool, depth: int) -> Any:
     if isinstance(value, str):
         return (_BAD_CHARS_TEXT if free_text else _BAD_CHARS).sub("\ufffd", value)
@@ -263,7 +406,7 @@ def _clean_log_value(value: Any, free_text: bool, depth: int) -> Any:
 #: The record class of each payload type: its dataclass fields are the payload's fields, with the
 #: declared types (a new record type only needs an entry here to get every check).
 RECORD_TYPES: dict[str, type] = {"decision": DecisionRecord, "log": LogEntry, "status": StatusRecord,
-                                 "audit": AuditRecord}
+                                 "audit": AuditRecord, "evidence": EvidenceRecord}
 
 
 def _check_value(value: Any, where: str, depth: int, free_text: bool) -> None:
@@ -427,6 +570,8 @@ def decode_payload(data: bytes, expected_type: str, *, allow_raw_evidence: bool 
     if expected_type == "audit" and not (isinstance(obj.get("operator"), str) and isinstance(obj.get("outcome"), str)
                                          and obj.get("action") in AUDIT_ACTIONS):
         raise RecordError("audit payload lacks an operator, a known action or an outcome")
+    if expected_type == "evidence" and not (obj.get("mode") in EVIDENCE_MODES and isinstance(obj.get("decision_seq"), int)):
+        raise RecordError("evidence payload lacks a mode or a decision_seq")
     check_payload(obj)
     check_record(obj, allow_raw_evidence=allow_raw_evidence)
     return obj

@@ -5,6 +5,7 @@ Layout (version 1)::
     <prefix>/v1/<site>/<kiosk>/decision     kiosk -> central (encrypted, signed, via the outbox)
     <prefix>/v1/<site>/<kiosk>/log          kiosk -> central (encrypted, signed, via the outbox)
     <prefix>/v1/<site>/<kiosk>/audit        kiosk -> central (staff actions; encrypted, signed, via the outbox)
+    <prefix>/v1/<site>/<kiosk>/evidence     kiosk -> central (a decision's questioned signature; same envelope)
     <prefix>/v1/<site>/<kiosk>/status       kiosk -> central (retained; last will "offline")
     <prefix>/v1/<site>/<kiosk>/model/...    admin -> one kiosk (command topics)
     <prefix>/v1/_group/<group>/model/...    admin -> a group of kiosks (command topics)
@@ -28,8 +29,11 @@ GROUP_NAMESPACE = "_group"
 DEFAULT_PREFIX = "sig"
 
 #: Message kinds a kiosk publishes.
-Kind = Literal["decision", "log", "status", "audit"]
-KINDS: tuple[Kind, ...] = ("decision", "log", "status", "audit")
+#: ``evidence`` has a topic of its own (not the decision topic with another record type): the
+#: ACL grants raw biometric data by name, a payload's type always equals its topic's kind, and a
+#: broker's queue for evidence can be sized apart from the small decisions'.
+Kind = Literal["decision", "log", "status", "audit", "evidence"]
+KINDS: tuple[Kind, ...] = ("decision", "log", "status", "audit", "evidence")
 
 #: Matched whole (``fullmatch``): with ``match`` and ``$``, "kiosk-1\n" passed, since ``$`` also matches
 #: before a final newline.
@@ -90,6 +94,10 @@ class KioskTopics:
     @property
     def audit(self) -> str:
         return self.topic("audit")
+
+    @property
+    def evidence(self) -> str:
+        return self.topic("evidence")
 
     @property
     def model_commands(self) -> str:

@@ -6,7 +6,7 @@
   verified against the device CA, the certificate's CN is the MQTT user name
   (``use_identity_as_username``) and the client id (``use_username_as_clientid``, so nobody can
   kick another client off by reusing its client id);
-* an ACL: a kiosk may publish only ``<prefix>/v1/<site>/<its id>/{decision,log,status,update,audit}``
+* an ACL: a kiosk may publish only ``<prefix>/v1/<site>/<its id>/{decision,log,status,update,audit,evidence}``
   (``update``: its signed model-update status, kiosk/UPDATES.md; ``audit``: staff action records) and read
   only its own ``.../model/#`` and its group's ``<prefix>/v1/_group/<group>/model/#``; collectors
   read the kiosk topics; only admins write command topics; a revoked kiosk is denied everything;
@@ -96,9 +96,10 @@ SETTINGS_FILE = "broker-settings.json"   # what write_broker_config was given, f
 PLUGIN_SOURCE = Path(__file__).with_name("mosquitto") / "sigkiosk_acl.c"
 PLUGIN_NAME = "sigkiosk_acl.so"
 #: Every kind a kiosk publishes (kiosk/topics.py; ``update``: model update reports, ``audit``: staff
-#: action records). Collectors read all but ``update``, which the admins' rollout reads.
-KIOSK_PUBLISHES = ("decision", "log", "status", "update", "audit")
-COLLECTOR_READS = ("decision", "log", "status", "audit")
+#: action records, ``evidence``: a decision's questioned signature, sealed). Collectors read all but
+#: ``update``, which the admins' rollout reads.
+KIOSK_PUBLISHES = ("decision", "log", "status", "update", "audit", "evidence")
+COLLECTOR_READS = ("decision", "log", "status", "audit", "evidence")
 
 
 def acl_text(settings: BrokerSettings, registry: Registry | None = None) -> str:

@@ -24,6 +24,7 @@ from kiosk.screen_events import Event, Message, State, View
 from kiosk.sessions import new_session_id
 from kiosk.templates import TemplateError
 from models.image import SignatureImage
+from models.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,10 @@ class DecisionReporter(Protocol):
 
     def decision_unrecorded(self, session_id: str) -> None:
         """The decision could not be recorded (staff see the count in the status)."""
+
+    def record_evidence(self, session_id: str, decision_seq: int, captured: Trajectory | SignatureImage) -> int | None:
+        """After the decision is recorded and shown: queue its questioned signature (pen samples or
+        the paper crop) for the central server. Never raises: evidence never costs a decision."""
 
 
 class References(Protocol[T_co]):

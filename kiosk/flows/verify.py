@@ -47,8 +47,10 @@ def decision_view(verdict: Verdict, ui: UiConfig, explanations: tuple[str, ...] 
 
 def report(req: Request, outcome: VerificationOutcome, t_pen_up: float, *, screen: Screen,
            reporter: DecisionReporter, ui: UiConfig, versions: dict[str, str], mode: str = "online",
-           explanations: tuple[str, ...] = ()) -> Finished:
-    """Record the decision durably (sealed into the outbox), then show it.
+           explanations: tuple[str, ...] = (), evidence: Trajectory | SignatureImage | None = None) -> Finished:
+    """Record the decision durably (sealed into the outbox), then show it, then queue its
+    ``evidence`` (the signature it questioned) for disputes: decision first, so the decision
+    never waits on the evidence nor is lost because of it.
 
     ``t_pen_up``: when the signature was complete (the pen lifted, or the photo's signature
     found). The order matters: a decision the outbox could not store (full disk, broken
@@ -80,6 +82,8 @@ def report(req: Request, outcome: VerificationOutcome, t_pen_up: float, *, scree
         "event": "decision", "session": req.request_id, "source": req.source, "decision": v.decision,
         "match_rate": round(v.match_rate, 3), "reasons": ",".join(v.reasons), "seq": seq,
         "latency_ms": round(latency, 2)})
+    if evidence is not None and seq is not None:
+        reporter.record_evidence(req.request_id, seq, evidence)
     return Finished({"ok": True, "decision": v.decision, "match_rate": v.match_rate, "distance": v.distance,
                      "reasons": v.reasons, "seq": seq, "latency_ms": latency, "recorded": seq is not None})
 
@@ -102,7 +106,7 @@ class VerifyPen:
         self.screen.enter(State.VERIFY, Message("verify"))
         outcome = verify(refs.verifier, refs.reference_set, req.customer, sig.trajectory, req.request_id, req.source)
         return report(req, outcome, t_pen_up, screen=self.screen, reporter=self.reporter, ui=self.ui,
-                      versions=refs.verifier.model_versions())
+                      versions=refs.verifier.model_versions(), evidence=sig.trajectory)
 
 
 class VerifyPaper:
@@ -131,4 +135,5 @@ class VerifyPaper:
         outcome = VerificationOutcome(req.customer, req.request_id, verdict,
                                       (time.perf_counter() - t_found) * 1e3, req.source)
         return report(req, outcome, t_found, screen=self.screen, reporter=self.reporter, ui=self.ui,
-                      versions=refs.verifier.model_versions(), mode="offline", explanations=verdict.explanations)
+                      versions=refs.verifier.model_versions(), mode="offline", explanations=verdict.explanations,
+                      evidence=picture)

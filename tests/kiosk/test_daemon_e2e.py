@@ -99,6 +99,13 @@ def test_enroll_then_verify_from_screen_and_central(link_pki: LinkPki, mqtt_brok
         assert set(central.payload["timings_ms"]) == {"verify", "pen_up_to_report"}
         assert central.payload["model_versions"]["classic"] == "1"
         assert daemon.decisions == 2 and max(daemon.latencies_ms) < 1000
+        # Each decision's questioned signature followed it, sealed, and is stored beside it.
+        for r in rows:
+            case = wait_for(lambda r=r: (c := collector.store.evidence_case("kiosk-a", r.seq))[1] is not None and c,
+                            what="the decision's evidence")
+            ev = case[1].payload
+            assert ev["session_id"] == r.payload["session_id"] and ev["mode"] == "online" and len(ev["x"]) > 50
+        assert daemon.evidence_failures == 0 and len(daemon.evidence_ms) == 2
     finally:
         admin.disconnect()
         admin.loop_stop()

@@ -64,6 +64,7 @@ REFUSAL_REASONS = (
     "oversized", "malformed", "unsupported_version", "bad_topic", "topic_mismatch", "unknown_kiosk", "revoked_kiosk",
     "site_mismatch", "unknown_signing_key", "bad_signature", "future_time", "stale",
     "unknown_encryption_key", "decrypt_failed", "bad_payload", "duplicate", "replay", "unstorable",
+    "unknown_decision", "evidence_exists",
 )
 
 
@@ -98,6 +99,10 @@ class CollectorConfig:
     # While the storage fails, the held batch is retried after min, doubling up to max, seconds.
     storage_retry_min_s: float = 0.25
     storage_retry_max_s: float = 15.0
+    # Evidence (raw biometric data) is kept this long after its capture, then deleted by the
+    # running collector (checked every evidence_purge_interval_s) or ``sigkiosk central purge``.
+    evidence_retention_days: float = 365.0
+    evidence_purge_interval_s: float = 3600.0
 
 
 @dataclass
@@ -241,6 +246,10 @@ class Collector:
         self._epoch = 0
         self._client = self._make_client(client_name)
         self._last_registry_check = time.monotonic()
+        if not config.evidence_retention_days > 0:
+            raise ValueError("evidence_retention_days must be positive")
+        self._next_purge = 0.0   # purge once at start, then every evidence_purge_interval_s
+        self.purged_evidence = 0
 
     @staticmethod
     def _registry_stamp(p: Path) -> tuple[int, int]:
@@ -381,9 +390,29 @@ class Collector:
         except Exception as exc:   # keep the old registry: a half-written edit must not stop us
             log.error("collector: registry reload failed, keeping the previous one: %s", exc)
 
+    def purge_evidence(self, now_ms: int | None = None) -> int:
+        """Delete the evidence past its retention period now; the number of rows deleted."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        n = self.store.purge_evidence(now_ms - int(self.config.evidence_retention_days * 86_400_000))
+        self.purged_evidence += n
+        if n:
+            log.info("collector: purged %d evidence row(s) older than %g days", n, self.config.evidence_retention_days)
+        return n
+
+    def _maybe_purge_evidence(self) -> None:
+        now = time.monotonic()
+        if now < self._next_purge:
+            return
+        self._next_purge = now + self.config.evidence_purge_interval_s
+        try:
+            self.purge_evidence()
+        except StoreError as exc:   # retried at the next interval; storing goes on meanwhile
+            log.error("collector: purging expired evidence failed: %s", exc)
+
     def _work(self) -> None:
         # On stop, whatever is still queued is simply not acknowledged: the broker redelivers it.
         while not self._stop.is_set():
+            self._maybe_purge_evidence()
             try:
                 first = self._queue.get(timeout=0.2)
             except queue.Empty:

@@ -11,6 +11,7 @@ Times are integer milliseconds since the Unix epoch (UTC): exact, portable betwe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import threading
@@ -22,7 +23,9 @@ from typing import Any, Literal, Protocol
 from tools.central.errors import CentralError
 from tools.central.query import DecisionFilter, QueryError, mode_name, search_key
 
-StoreResult = Literal["stored", "duplicate", "replay", "ignored"]
+StoreResult = Literal["stored", "duplicate", "replay", "ignored", "unknown_decision", "evidence_exists"]
+#: Results that refuse an item: archived in ``rejected`` and counted (a duplicate is counted only).
+REFUSED_RESULTS = ("duplicate", "replay", "unknown_decision", "evidence_exists")
 
 #: Bytes of a refused message kept for audit (they are encrypted anyway; the bound stops a flood
 #: of oversized garbage from filling the database).
@@ -78,6 +81,21 @@ _INDEXES = [
 
 #: Rows back-filled per transaction when an old database is migrated.
 MIGRATE_BATCH = 1000
+
+
+# Evidence (kiosk.records.EvidenceRecord): a decision's questioned signature, raw biometric data.
+# Kept beside its decision (kiosk_id, decision_seq) for the retention period, then purged
+# (``purge_evidence``); ``envelope`` is the sealed message as received, so an export can check the
+# kiosk's signature again. Never read by the decision queries.
+_EVIDENCE_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS evidence (
+        kiosk_id TEXT NOT NULL, seq BIGINT NOT NULL, site TEXT NOT NULL, decision_seq BIGINT NOT NULL,
+        session_id TEXT NOT NULL, mode TEXT NOT NULL, created_ms BIGINT NOT NULL, received_ms BIGINT NOT NULL,
+        digest TEXT NOT NULL, payload TEXT NOT NULL, envelope BYTEA NOT NULL,
+        PRIMARY KEY (kiosk_id, seq))""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS evidence_decision ON evidence (kiosk_id, decision_seq)",
+    "CREATE INDEX IF NOT EXISTS evidence_time ON evidence (created_ms)",
+]
 
 
 class StoreError(CentralError, RuntimeError):
@@ -174,6 +192,7 @@ class StoredDecision:
     decision: str
     score: float | None
     payload: dict[str, Any]
+    digest: str | None = None   # the envelope digest; filled by the case export's lookup
 
     # What the payload says, as sent (case kept); the searchable columns hold it lower-cased.
     def _text(self, key: str) -> str | None:
@@ -208,6 +227,29 @@ class StoredDecision:
         return [str(x) for x in r] if isinstance(r, list) else []
 
 
+_REFUSED_DETAIL = {
+    "duplicate": "sequence {seq} already stored",
+    "replay": "sequence {seq} already stored with different content",
+    "unknown_decision": "evidence {seq} names decision {ref}, which this kiosk has not stored with that digest, "
+                        "session and mode",
+    "evidence_exists": "decision {ref} already has its evidence",
+}
+
+
+@dataclass(frozen=True)
+class StoredEvidence:
+    """A stored evidence record: raw biometric data, read only by the case export."""
+
+    kiosk_id: str
+    seq: int
+    site: str
+    created_ms: int
+    received_ms: int
+    digest: str
+    payload: dict[str, Any]
+    envelope: bytes
+
+
 @dataclass(frozen=True)
 class RejectedSummary:
     """Refused messages of one reason from one claimed kiosk: how many, the last one's time and detail."""
@@ -228,6 +270,9 @@ class Store(Protocol):
     def refusal_counts(self) -> dict[str, int]: ...
     def count(self, table: str) -> int: ...
     def status(self) -> dict[str, dict[str, Any]]: ...
+    def purge_evidence(self, older_than_ms: int) -> int: ...
+    def evidence_case(self, kiosk_id: str, decision_seq: int) -> tuple[StoredDecision | None, StoredEvidence | None]: ...
+    def find_decision_seq(self, session_id: str) -> list[tuple[str, int]]: ...
     def close(self) -> None: ...
 
 
@@ -265,7 +310,7 @@ class _SqlStore:
     def _create(self, conn: Any) -> None:
         """Tables and indexes; an older database's new columns added and back-filled."""
         cur = conn.cursor()
-        for stmt in _SCHEMA:
+        for stmt in (*_SCHEMA, *_EVIDENCE_SCHEMA):
             cur.execute(stmt if self.ph == "%s" else stmt.replace("BYTEA", "BLOB"))
         have = self._columns(cur, "decisions")
         for col in DECISION_COLUMNS:
@@ -322,12 +367,11 @@ class _SqlStore:
             for it in items:
                 res = self._store_one(cur, it)
                 results.append(res)
-                if res in ("duplicate", "replay"):
+                if res in REFUSED_RESULTS:
                     extra_refusals.append(Refusal(
                         reason=res, topic=f"{it.site}/{it.kiosk_id}/{it.kind}", received_ms=it.received_ms,
-                        size=len(it.raw), detail=f"sequence {it.seq} already stored"
-                        + (" with different content" if res == "replay" else ""),
-                        kiosk_claim=it.kiosk_id, seq=it.seq, sample=it.raw if res == "replay" else b"", whole=True,
+                        size=len(it.raw), detail=_REFUSED_DETAIL[res].format(seq=it.seq, ref=it.payload.get("decision_seq")),
+                        kiosk_claim=it.kiosk_id, seq=it.seq, sample=b"" if res == "duplicate" else it.raw, whole=True,
                     ))
             self._record_refusals(cur, [*refusals, *extra_refusals], keep_duplicates=False)
             conn.commit()
@@ -380,6 +424,8 @@ class _SqlStore:
                 (it.kiosk_id, it.seq, it.site, it.created_ms, it.received_ms, _text(p.get("level", ""), 16),
                  _text(p.get("message", ""), 4000), it.digest, payload))
             table = "logs"
+        elif it.kind == "evidence":
+            return self._store_evidence(cur, it, payload)
         elif it.kind == "audit":
             subject = p.get("subject")
             cur.execute(self._sql(
@@ -396,6 +442,81 @@ class _SqlStore:
         cur.execute(self._sql(f"SELECT digest FROM {table} WHERE kiosk_id=%s AND seq=%s"), (it.kiosk_id, it.seq))
         row = cur.fetchone()
         return "duplicate" if row is not None and row[0] == it.digest else "replay"
+
+    # -- evidence ---------------------------------------------------------------------------------
+
+    def _store_evidence(self, cur: Any, it: Accepted, payload: str) -> StoreResult:
+        """Evidence is stored only beside its decision: the same kiosk's decision ``decision_seq``,
+        with the envelope digest, session and mode the evidence names; once per decision."""
+        p = it.payload
+        cur.execute(self._sql("SELECT digest FROM evidence WHERE kiosk_id=%s AND seq=%s"), (it.kiosk_id, it.seq))
+        row = cur.fetchone()
+        if row is not None:
+            return "duplicate" if row[0] == it.digest else "replay"
+        cur.execute(self._sql("SELECT digest, payload FROM decisions WHERE kiosk_id=%s AND seq=%s"),
+                    (it.kiosk_id, p["decision_seq"]))
+        row = cur.fetchone()
+        if row is None or row[0] != p["decision_digest"]:
+            return "unknown_decision"
+        decision = json.loads(row[1])
+        if decision.get("session_id") != p["session_id"] or decision.get("mode", "online") != p["mode"]:
+            return "unknown_decision"
+        cur.execute(self._sql("SELECT seq FROM evidence WHERE kiosk_id=%s AND decision_seq=%s"),
+                    (it.kiosk_id, p["decision_seq"]))
+        if cur.fetchone() is not None:
+            return "evidence_exists"
+        cur.execute(self._sql(
+            "INSERT INTO evidence (kiosk_id, seq, site, decision_seq, session_id, mode, created_ms, received_ms, digest, "
+            "payload, envelope) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"),
+            (it.kiosk_id, it.seq, it.site, p["decision_seq"], _text(p["session_id"], 128), p["mode"], it.created_ms,
+             it.received_ms, it.digest, payload, it.raw))
+        return "stored"
+
+    def purge_evidence(self, older_than_ms: int) -> int:
+        """Delete evidence created before ``older_than_ms`` (the retention period's start), and
+        refused evidence envelopes received before it; decisions stay. Returns the rows deleted."""
+        conn = self._conn()
+        cur = conn.cursor()
+        try:
+            cur.execute(self._sql("DELETE FROM evidence WHERE created_ms < %s"), (int(older_than_ms),))
+            n = max(cur.rowcount, 0)
+            # A refused evidence message is archived whole: it decrypts to the same raw data.
+            cur.execute(self._sql("DELETE FROM rejected WHERE topic LIKE %s AND received_ms < %s"),
+                        ("%/evidence", int(older_than_ms)))
+            n += max(cur.rowcount, 0)
+            conn.commit()
+        except Exception as exc:
+            try:
+                conn.rollback()
+            except Exception:
+                self._local.conn = None
+            raise StoreError(f"purging evidence failed: {exc}") from exc
+        return n
+
+    def evidence_case(self, kiosk_id: str, decision_seq: int) -> tuple[StoredDecision | None, StoredEvidence | None]:
+        """One decision and its evidence (either may be missing), for ``sigkiosk central export-case``."""
+        rows = self._read("SELECT kiosk_id, seq, site, created_ms, received_ms, decision, score, payload, digest "
+                          "FROM decisions WHERE kiosk_id=%s AND seq=%s", (kiosk_id, int(decision_seq)))
+        decision = None
+        if rows:
+            r = rows[0]
+            decision = StoredDecision(r[0], int(r[1]), r[2], int(r[3]), int(r[4]), r[5], r[6], json.loads(r[7]))
+            decision_digest: str | None = r[8]
+        rows = self._read("SELECT kiosk_id, seq, site, created_ms, received_ms, digest, payload, envelope FROM evidence "
+                          "WHERE kiosk_id=%s AND decision_seq=%s", (kiosk_id, int(decision_seq)))
+        evidence = None
+        if rows:
+            r = rows[0]
+            evidence = StoredEvidence(r[0], int(r[1]), r[2], int(r[3]), int(r[4]), r[5], json.loads(r[6]), bytes(r[7]))
+        if decision is not None and decision_digest is not None:
+            decision = dataclasses.replace(decision, digest=decision_digest)
+        return decision, evidence
+
+    def find_decision_seq(self, session_id: str) -> list[tuple[str, int]]:
+        """(kiosk, seq) of the decisions of a kiosk session id (a case is often known by it)."""
+        rows = self._read("SELECT kiosk_id, seq, payload FROM decisions WHERE payload LIKE %s ORDER BY kiosk_id, seq",
+                          (f'%"session_id":{json.dumps(session_id)}%',))
+        return [(r[0], int(r[1])) for r in rows if json.loads(r[2]).get("session_id") == session_id]
 
     def _record_refusals(self, cur: Any, refusals: Iterable[Refusal], keep_duplicates: bool = False) -> None:
         counts: dict[str, int] = {}
@@ -494,7 +615,7 @@ class _SqlStore:
         return {r[0]: int(r[1]) for r in rows}
 
     def count(self, table: str) -> int:
-        if table not in ("decisions", "logs", "kiosk_status", "rejected", "audit"):
+        if table not in ("decisions", "logs", "kiosk_status", "rejected", "audit", "evidence"):
             raise ValueError(table)
         cur = self._conn().cursor()
         cur.execute(f"SELECT COUNT(*) FROM {table}")

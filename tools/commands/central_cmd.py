@@ -1,4 +1,5 @@
-"""``sigkiosk central``: run the collector, query stored decisions, show refusal counts."""
+"""``sigkiosk central``: run the collector, query stored decisions, show refusal counts; purge
+expired evidence and export one disputed case."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ def _run(args: argparse.Namespace) -> int:
         key_file=Path(args.key), enc_key_files=tuple(Path(p) for p in args.enc_key), registry_file=Path(args.registry),
         db=args.db, prefix=args.prefix, share_group=args.share_group, max_age_s=args.max_age_days * 86400,
         max_future_s=args.max_future_s, fresh_session=args.fresh_session, allow_raw_evidence=args.allow_raw_evidence,
+        evidence_retention_days=args.evidence_retention_days,
     )
     collector = Collector(cfg)
     # SIGTERM (systemd, docker) stops as cleanly as Ctrl-C; unacked messages are redelivered anyway.
@@ -115,6 +117,62 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- evidence: retention and case export ----------------------------------------------------------
+
+def _retention_days(text: str) -> float:
+    days = float(text)
+    if not days > 0:
+        raise argparse.ArgumentTypeError("the retention period must be a positive number of days")
+    return days
+
+
+def _purge(args: argparse.Namespace) -> int:
+    import time
+
+    from tools.central.store import open_store
+
+    store = open_store(args.db)
+    try:
+        cutoff = int(time.time() * 1000) - int(args.evidence_retention_days * 86_400_000)
+        n = store.purge_evidence(cutoff)
+    finally:
+        store.close()
+    print(f"purged {n} evidence row(s) older than {args.evidence_retention_days:g} days")
+    return 0
+
+
+def _export_case(args: argparse.Namespace) -> int:
+    from tools.central.case import CaseError, export_case
+    from tools.central.store import open_store
+
+    store = open_store(args.db)
+    try:
+        if args.session is not None:
+            found = [(k, q) for k, q in store.find_decision_seq(args.session) if args.kiosk in (None, k)]
+            if len(found) != 1:
+                raise CaseError(f"{len(found)} decisions have session id {args.session!r}; give --kiosk and --seq")
+            kiosk, seq = found[0]
+        elif args.kiosk is None or args.seq is None:
+            raise CaseError("give --kiosk and --seq, or --session")
+        else:
+            kiosk, seq = args.kiosk, args.seq
+        registry = None
+        if args.registry:
+            from tools.registry import Registry
+
+            registry = Registry.load(Path(args.registry))
+        files = export_case(store, kiosk, seq, Path(args.out), registry=registry)
+    finally:
+        store.close()
+    for f in (files.signature, files.decision, files.verification):
+        if f is not None:
+            print(f)
+    if files.signature is None:
+        print("no evidence stored for this decision: only the decision and its verification were written")
+    return 0
+
+
+
 def _guarded(func):  # type: ignore[no-untyped-def]
     def run(args: argparse.Namespace) -> int:
         from tools.central.store import StoreError
@@ -149,6 +207,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="discard this identity's session at the broker (queued messages, old subscriptions)")
     r.add_argument("--allow-raw-evidence", action="store_true",
                    help="accept decisions carrying raw pen data / images (the kiosks' policy must say the same)")
+    r.add_argument("--evidence-retention-days", type=_retention_days, default=365.0,
+                   help="delete evidence (raw signatures) this long after capture (default 365)")
     r.set_defaults(func=_guarded(_run))
 
     q = csub.add_parser("query", help="list or export stored decisions (or staff actions: --audit)",
@@ -178,6 +238,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--db", default="central.sqlite")
     s.add_argument("--registry", help="kiosk registry (JSON): show revoked kiosks as revoked")
     s.set_defaults(func=_guarded(_stats))
+
+    pg = csub.add_parser("purge", help="delete evidence older than the retention period (decisions stay)")
+    pg.add_argument("--db", required=True, help="SQLite path, or postgresql://user@host/db")
+    pg.add_argument("--evidence-retention-days", type=_retention_days, default=365.0,
+                    help="keep evidence this many days after capture (default 365)")
+    pg.set_defaults(func=_guarded(_purge))
+
+    ec = csub.add_parser("export-case", help="one decision with its evidence for an examiner "
+                                             "(ISO/IEC 19794-7 or PNG, decision and verification JSON)")
+    ec.add_argument("--db", required=True, help="SQLite path, or postgresql://user@host/db")
+    ec.add_argument("--kiosk", help="the kiosk id")
+    ec.add_argument("--seq", type=int, help="the decision's sequence number")
+    ec.add_argument("--session", help="or: the decision's session id")
+    ec.add_argument("--out", required=True, help="a new (or empty) directory to write the case into")
+    ec.add_argument("--registry", help="kiosk registry (JSON): check the kiosk's signature of the evidence again")
+    ec.set_defaults(func=_guarded(_export_case))
 
 
 def main(argv: list[str] | None = None) -> int:

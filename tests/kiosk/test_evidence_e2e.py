@@ -1,0 +1,152 @@
+"""The sealed evidence path end to end: kiosk link -> real mosquitto (TLS, generated ACL, the
+sigkiosk_acl plugin) -> real collector -> SQLite and PostgreSQL, then the case export read back.
+Hostile evidence through the same broker: another kiosk's decision claimed, a tampered envelope,
+a replayed sequence number, an oversized message, a publish on another kiosk's topic. And the
+running collector deleting evidence past its retention period while keeping the decisions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from fixtures_link import LinkPki, mqtt_client, wait_for
+from iso19794_7_reader import read as read_iso
+
+from kiosk import envelope
+from kiosk.evidence import build
+from kiosk.keys import key_id, load_public_raw, load_signing_key, raw_public
+from kiosk.link import KioskLink
+from kiosk.records import DecisionRecord, encode_payload
+from models.image import SignatureImage
+from tools.broker import Mosquitto
+from tools.central.collector import Collector
+from tools.commands import central_cmd
+from tools.synth import make_population
+
+NOT_AUTHORIZED = 0x87
+DAY_MS = 86_400_000
+
+
+def _decision(session: str, mode: str = "online") -> dict:
+    return {"decision": "SUSPICIOUS", "score": 0.41, "reasons": ["rhythm"], "model_versions": {"pen": "3"},
+            "subject": "cust-0042", "session_id": session, "mode": mode}
+
+
+def _seal(link_pki: LinkPki, kiosk: str, kind: str, payload: dict, seq: int, time_ms: int) -> bytes:
+    """What kiosk ``kiosk`` would seal itself (its own signing key), for messages sent by hand."""
+    sk = load_signing_key(link_pki.sign_key(kiosk))
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
+    central = X25519PublicKey.from_public_bytes(load_public_raw(link_pki.central_pub))
+    return envelope.seal(encode_payload(payload), kiosk_id=kiosk, seq=seq, time_ms=time_ms,
+                         topic=f"sig/v1/site1/{kiosk}/{kind}", signing_key=sk, recipient=central,
+                         sign_key_id=key_id(raw_public(sk)))
+
+
+def test_evidence_travels_sealed_is_refused_when_hostile_and_expires(link_pki: LinkPki, mqtt_broker: Mosquitto,
+                                                                     tmp_path: Path, db_url: str) -> None:
+    collector = Collector(link_pki.collector_config(mqtt_broker.port, db_url, fresh_session=True,
+                                                    evidence_retention_days=5.0, evidence_purge_interval_s=0.3))
+    collector.start()
+    link_a = KioskLink(link_pki.link_config("kiosk-a", mqtt_broker.port, tmp_path / "a.sqlite"))
+    link_b = KioskLink(link_pki.link_config("kiosk-b", mqtt_broker.port, tmp_path / "b.sqlite"))
+    raw_a = None
+    traj = make_population(n_writers=1, n_genuine=1, n_forgeries=0, seed=6)["001"][0][0]
+    crop = np.random.default_rng(4).integers(120, 256, (90, 300), dtype=np.uint8)
+    try:
+        assert collector.wait_ready(), "collector did not subscribe"
+        link_a.start()
+        link_b.start()
+        # Decision first, then its evidence: the link names the decision's envelope digest.
+        pen_seq = link_a.publish_decision(_decision("s-pen"))
+        digest = link_a.decision_digest(pen_seq)
+        assert digest is not None
+        pen_ev = link_a.publish_evidence(build(traj, decision_seq=pen_seq, decision_digest=digest, session_id="s-pen"))
+        paper_seq = link_a.publish_decision(_decision("s-paper", "offline"))
+        link_a.publish_evidence(build(SignatureImage(crop), decision_seq=paper_seq,
+                                      decision_digest=link_a.decision_digest(paper_seq) or "", session_id="s-paper"))
+        # Kiosk B sends evidence naming kiosk A's decision (its own key, its own topic).
+        b_seq = link_b.publish_decision(_decision("s-b"))
+        link_b.publish_evidence(build(traj, decision_seq=pen_seq, decision_digest=digest, session_id="s-pen"))
+        assert link_a.flush(20) and link_b.flush(20), "outboxes did not drain"
+        wait_for(lambda: collector.store.count("evidence") == 2, what="two evidence rows")
+        wait_for(lambda: collector.stats.refused.get("unknown_decision") == 1, what="B's claim refused")
+        assert collector.store.count("decisions") == 3 and b_seq > 0
+
+        now = int(time.time() * 1000)
+        extra = link_a.publish_decision(_decision("s-extra"))
+        extra_digest = link_a.decision_digest(extra) or ""
+        assert link_a.flush(20)
+        # From here kiosk A's messages are sent by hand, with its certificate (the broker takes the
+        # certificate's name as client id: the link gives way to this raw client).
+        link_a.close()
+        raw_a = mqtt_client(link_pki, mqtt_broker.port, "kiosk-a", cert=link_pki.cert("kiosk-a"))
+        # Tampered: one ciphertext byte of a good envelope flipped.
+        good = _seal(link_pki, "kiosk-a", "evidence", build(traj, decision_seq=extra, session_id="s-extra",
+                                                             decision_digest=extra_digest).to_payload(),
+                     seq=extra + 100, time_ms=now)
+        bad = bytearray(good)
+        bad[len(bad) // 2] ^= 0x01
+        topic = "sig/v1/site1/kiosk-a/evidence"
+        raw_a.publish(topic, bytes(bad), qos=1).wait_for_publish(10)
+        wait_for(lambda: collector.stats.refused.get("bad_signature") == 1, what="tampered evidence refused")
+        # The good one, delivered twice (a redelivery), then its sequence number reused (a replay).
+        for data in (good, good):
+            raw_a.publish(topic, data, qos=1).wait_for_publish(10)
+        wait_for(lambda: collector.store.count("evidence") == 3, what="the hand-sealed evidence")
+        wait_for(lambda: collector.stats.refused.get("duplicate") == 1, what="the redelivery counted")
+        other = _seal(link_pki, "kiosk-a", "evidence", build(traj, decision_seq=extra, session_id="s-extra",
+                                                              decision_digest=extra_digest).to_payload(),
+                      seq=extra + 100, time_ms=now)
+        raw_a.publish(topic, other, qos=1).wait_for_publish(10)
+        wait_for(lambda: collector.stats.refused.get("replay") == 1, what="the replay refused")
+        # Oversized: refused unread. On kiosk B's topic: the broker's ACL refuses kiosk A.
+        raw_a.publish(topic, bytes(envelope.DEFAULT_MAX_ENVELOPE + 1), qos=1).wait_for_publish(10)
+        wait_for(lambda: collector.stats.refused.get("oversized") == 1, what="oversized evidence refused")
+        info = raw_a.publish("sig/v1/site1/kiosk-b/evidence", good, qos=1)
+        info.wait_for_publish(10)
+        wait_for(lambda: info.mid in raw_a.pubacks, what="the broker's answer")
+        assert raw_a.pubacks[info.mid] == NOT_AUTHORIZED
+
+        # Retention, in the running collector: a decision and its evidence captured 10 days ago.
+        old_seq = int(time.time() * 1e6)
+        old_t = now - 10 * DAY_MS
+        old_digest = envelope.parse(old_dec := _seal(link_pki, "kiosk-a", "decision",
+                                                     DecisionRecord.from_dict(_decision("s-old")).to_payload(),
+                                                     seq=old_seq, time_ms=old_t)).digest
+        raw_a.publish("sig/v1/site1/kiosk-a/decision", old_dec, qos=1).wait_for_publish(10)
+        raw_a.publish(topic, _seal(link_pki, "kiosk-a", "evidence", build(traj, decision_seq=old_seq,
+                      decision_digest=old_digest, session_id="s-old").to_payload(), seq=old_seq + 1, time_ms=old_t),
+                      qos=1).wait_for_publish(10)
+        wait_for(lambda: collector.stats.stored["evidence"] == 4, what="the old evidence stored")
+        wait_for(lambda: collector.purged_evidence >= 1, what="the old evidence purged")
+        assert collector.store.evidence_case("kiosk-a", old_seq)[1] is None
+        assert collector.store.evidence_case("kiosk-a", old_seq)[0] is not None      # its decision stays
+        assert collector.store.count("evidence") == 3                                 # the fresh ones stay
+    finally:
+        if raw_a is not None:
+            raw_a.disconnect()
+            raw_a.loop_stop()
+        link_a.close()
+        link_b.close()
+        collector.stop()
+
+    # The case, from the database the collector wrote.
+    parser = argparse.ArgumentParser()
+    central_cmd.register(parser.add_subparsers(dest="command"))
+    out = tmp_path / "case"
+    args = parser.parse_args(["central", "export-case", "--db", db_url, "--kiosk", "kiosk-a", "--seq", str(pen_seq),
+                              "--out", str(out), "--registry", str(link_pki.registry_file)])
+    assert args.func(args) == 0
+    rec = read_iso((out / "signature.iso19794-7").read_bytes())
+    assert rec.count == len(traj) and rec.samples["s"] == traj.pen_down.astype(int).tolist()
+    xy = traj.xy_mm()
+    assert xy is not None
+    x_scale = rec.channels[0].scaling
+    assert x_scale is not None and np.max(np.abs(np.array(rec.samples["x"]) / x_scale - xy[:, 0])) <= 0.5 / x_scale
+    v = json.loads((out / "verification.json").read_text())
+    assert v["evidence_seq"] == pen_ev and v["evidence_bound_to_decision"] is True
+    assert v["evidence_envelope"]["signature"] == "verified"

@@ -1,0 +1,120 @@
+"""One disputed case, exported for a document examiner: ``sigkiosk central export-case``.
+
+Writes into a new directory (mode 0700: it holds raw biometric data):
+
+* ``signature.iso19794-7`` (pen: the questioned signature as an ISO/IEC 19794-7:2007 full-format
+  record, ``tools.central.iso19794_7``) or ``signature.png`` (paper: the crop the verifier checked);
+* ``decision.json``: the stored decision record (kiosk, site, sequence number, times, envelope
+  digest and the decrypted payload: decision, score, reasons, model versions...);
+* ``verification.json``: how the evidence is tied to the decision and to the kiosk: the
+  decision's envelope digest, the evidence's, the digest the evidence names (the kiosk sealed
+  them together), the kiosk's Ed25519 signature of the stored evidence envelope checked again
+  against the registry (``--registry``), the model versions, and what the signature file holds.
+
+This is the only place evidence leaves the database; nothing here is logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kiosk import envelope
+from kiosk.envelope import EnvelopeError
+from kiosk.records import EvidenceRecord
+from tools.central.errors import CentralError
+from tools.central.iso19794_7 import from_trajectory
+from tools.central.store import Store, StoredDecision, StoredEvidence
+from tools.registry import Registry
+
+
+class CaseError(CentralError, ValueError):
+    """A case cannot be exported (no such decision, no evidence, the directory is in use)."""
+
+
+@dataclass(frozen=True)
+class CaseFiles:
+    directory: Path
+    signature: Path | None
+    decision: Path
+    verification: Path
+
+
+def _signature_check(ev: StoredEvidence, registry: Registry | None) -> dict[str, Any]:
+    try:
+        env = envelope.parse(ev.envelope)
+    except EnvelopeError as exc:
+        return {"envelope": f"unreadable: {exc}"}
+    out: dict[str, Any] = {"envelope_digest_matches": env.digest == ev.digest,
+                           "signed_kiosk_id": env.header.kiosk_id, "signed_seq": env.header.seq,
+                           "signed_time_ms": env.header.time_ms, "sign_key_id": env.header.sign_key_id.hex()}
+    if registry is None:
+        out["signature"] = "not checked (give --registry)"
+        return out
+    entry = registry.kiosks.get(ev.kiosk_id)
+    raw = entry.key_ids().get(env.header.sign_key_id) if entry is not None else None
+    if raw is None:
+        out["signature"] = "not checked: the key is not registered for this kiosk (any more)"
+        return out
+    try:
+        envelope.verify(env, envelope.verify_public_key(raw))
+        out["signature"] = "verified"
+    except EnvelopeError as exc:
+        out["signature"] = f"FAILED: {exc}"
+    return out
+
+
+def _decision_json(d: StoredDecision) -> dict[str, Any]:
+    return {"kiosk_id": d.kiosk_id, "site": d.site, "seq": d.seq, "created_ms": d.created_ms,
+            "received_ms": d.received_ms, "envelope_digest": d.digest, "record": d.payload}
+
+
+def export_case(store: Store, kiosk_id: str, decision_seq: int, out_dir: Path, *,
+                registry: Registry | None = None) -> CaseFiles:
+    decision, evidence = store.evidence_case(kiosk_id, decision_seq)
+    if decision is None:
+        raise CaseError(f"no decision {decision_seq} of kiosk {kiosk_id!r} is stored")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise CaseError(f"{out_dir} exists and is not empty: give a new directory")
+    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(out_dir, 0o700)
+    verification: dict[str, Any] = {
+        "kiosk_id": kiosk_id, "decision_seq": decision_seq, "decision_envelope_digest": decision.digest,
+        "decision_verified_at_collector": True,   # stored only after its signature and payload checks
+        "model_versions": decision.payload.get("model_versions", {}), "mode": decision.payload.get("mode"),
+    }
+    signature: Path | None = None
+    if evidence is None:
+        verification["evidence"] = "none stored (evidence off at the kiosk, refused, or past its retention period)"
+    else:
+        rec = EvidenceRecord(**{k: v for k, v in evidence.payload.items() if k not in ("type", "schema")})
+        verification.update({
+            "evidence_seq": evidence.seq, "evidence_envelope_digest": evidence.digest,
+            "evidence_created_ms": evidence.created_ms, "evidence_received_ms": evidence.received_ms,
+            "evidence_names_decision_digest": rec.decision_digest,
+            "evidence_bound_to_decision": rec.decision_digest == decision.digest,
+            "evidence_envelope": _signature_check(evidence, registry),
+        })
+        if rec.mode == "online":
+            iso = from_trajectory(rec.trajectory())
+            signature = out_dir / "signature.iso19794-7"
+            signature.write_bytes(iso.data)
+            verification["signature_file"] = {"name": signature.name, "sha256": hashlib.sha256(iso.data).hexdigest(),
+                                              **iso.summary()}
+        else:
+            png = rec.png()
+            signature = out_dir / "signature.png"
+            signature.write_bytes(png)
+            verification["signature_file"] = {"name": signature.name, "sha256": hashlib.sha256(png).hexdigest(),
+                                              "bytes": len(png), "dpi": rec.image_dpi, "scale": rec.image_scale}
+    decision_path = out_dir / "decision.json"
+    decision_path.write_text(json.dumps(_decision_json(decision), indent=2, sort_keys=True) + "\n")
+    verification_path = out_dir / "verification.json"
+    verification_path.write_text(json.dumps(verification, indent=2, sort_keys=True) + "\n")
+    return CaseFiles(out_dir, signature, decision_path, verification_path)
+
