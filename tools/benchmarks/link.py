@@ -108,7 +108,7 @@ def run(quick: bool = False) -> dict[str, float]:
     verify_decrypt_s = time.perf_counter() - t0
     assert all(hasattr(a, "payload") for a in accepted), "benchmark envelopes were refused"
     with tempfile.TemporaryDirectory() as d:
-        store = SqliteStore(Path(d) / "central.sqlite")
+        store = SqliteStore(Path(d) / "central.sqlite", create=True)
         proc2 = Processor(registry, [central])
         t0 = time.perf_counter()
         for b in range(0, n_collect, 200):
