@@ -52,6 +52,7 @@ from kiosk.evidence import build as build_evidence
 from kiosk.flows.base import Finished, Request, RequestEnded
 from kiosk.flows.capture import CameraPaperCapture, LivePenCapture
 from kiosk.flows.enroll import Delete, Enroll
+from kiosk.flows.enroll_paper import MAX_PAPER_FILES, EnrollPaper
 from kiosk.flows.references import Caches, ReferenceCache
 from kiosk.flows.verify import VerifyPaper, VerifyPen
 from kiosk.link import LinkError
@@ -59,7 +60,7 @@ from kiosk.records import AuditRecord
 from kiosk.screen_events import Event, EventBus, Message, ScreenChange, State, View
 from kiosk.sdnotify import Notifier, Watchdog, watchdog_interval
 from kiosk.staff import StaffAuth, StaffSession
-from kiosk.templates import TemplateStore, validate_customer
+from kiosk.templates import StoredTemplate, TemplateError, TemplateStore, validate_customer
 from models.calibration import SiteThreshold
 from models.classic import ClassicConfig
 from models.image import SignatureImage
@@ -222,10 +223,13 @@ class Daemon:
             self.paper, self.camera = app.paper(cfg)
             self.paper_references = ReferenceCache(self.store, self.paper, _enroll_paper)
             self._caches.add(self.paper_references)
-            self._flows["verify_paper"] = VerifyPaper(
-                self._screen, CameraPaperCapture(self.camera, self._screen, cfg.paper, self._heartbeat,
-                                                 cancel=self._cancel),
-                self.paper_references, self, cfg.ui)
+            paper_capture = CameraPaperCapture(self.camera, self._screen, cfg.paper, self._heartbeat,
+                                               cancel=self._cancel)
+            self._flows["verify_paper"] = VerifyPaper(self._screen, paper_capture, self.paper_references, self, cfg.ui)
+            paper_refs = self.paper_references
+            self._flows["enroll_paper"] = EnrollPaper(self._screen, paper_capture, self.store, self._caches,
+                                                      lambda: paper_refs.verifier, photos=0,
+                                                      max_attempts=cfg.policy.max_enroll_attempts)
         interval = watchdog_interval()
         if interval is not None:
             self._heartbeat.watchdog = Watchdog(self.notifier, interval)
@@ -402,7 +406,7 @@ class Daemon:
         r = req.result
         outcome = "ok" if r.get("ok") else str(r.get("error") or "failed")[:64]
         self.audit(req.kind, outcome, req.operator or "?", subject=req.customer,
-                   mode=req.mode if req.kind == "enroll" else None, session_id=req.request_id,
+                   mode=None if req.kind == "delete" else req.mode, session_id=req.request_id,
                    staff_session=req.staff_session)
         if self.calibration is not None and r.get("ok"):
             try:   # the customer's new references join the site's scores (or leave them)
@@ -453,18 +457,25 @@ class Daemon:
 
     # -- requests -----------------------------------------------------------------------------
     def submit(self, kind: str, customer: str, *, source: str = "screen", mode: str = "new",
-               request_id: str | None = None, image: Path | None = None, staff: StaffSession | None = None,
-               confirm: str | None = None) -> Request:
-        """Queue a request. ``enroll`` and ``delete`` change whom the kiosk approves: they need
-        ``staff``, a live session of ``self.staff`` (an operator's login), and ``replace`` and
-        ``delete`` need ``confirm`` equal to ``customer`` (typed again). Their start is audited
-        durably before they are queued; their end when they finish."""
-        if kind not in ("verify", "verify_paper", "enroll", "delete"):
+               request_id: str | None = None, image: Path | None = None, images: Sequence[Path] = (),
+               staff: StaffSession | None = None, confirm: str | None = None) -> Request:
+        """Queue a request. ``enroll``, ``enroll_paper`` and ``delete`` change whom the kiosk
+        approves: they need ``staff``, a live session of ``self.staff`` (an operator's login), and
+        ``replace`` and ``delete`` need ``confirm`` equal to ``customer`` (typed again). Their start
+        is audited durably before they are queued; their end when they finish. ``enroll_paper``
+        takes the reference pictures from ``images`` (scanned files), or from the camera."""
+        if kind not in ("verify", "verify_paper", "enroll", "enroll_paper", "delete"):
             raise RequestRefused(f"unknown request {kind!r}")
-        if kind == "verify_paper" and self.paper is None:
+        if kind in ("verify_paper", "enroll_paper") and self.paper is None:
             raise RequestRefused("paper verification is not configured on this kiosk ([paper] enabled = true)")
         if image is not None and kind != "verify_paper":
             raise RequestRefused("an image goes with verify_paper only")
+        if isinstance(images, (str, bytes)) or not all(isinstance(p, (str, Path)) for p in images):
+            raise RequestRefused("images: a list of file paths")
+        if images and kind != "enroll_paper":
+            raise RequestRefused("images go with enroll_paper only")
+        if len(images) > MAX_PAPER_FILES:
+            raise RequestRefused(f"at most {MAX_PAPER_FILES} files for one enrollment, got {len(images)}")
         if mode not in ("new", "replace", "add"):
             raise RequestRefused(f"unknown enrollment mode {mode!r}")
         try:
@@ -473,7 +484,7 @@ class Daemon:
             raise RequestRefused(str(exc)) from None
         if self._stop.is_set():
             raise RequestRefused("the kiosk is stopping")
-        staff_action = kind in ("enroll", "delete")
+        staff_action = kind in ("enroll", "enroll_paper", "delete")
         if staff_action:
             if staff is None or not self.staff.check(staff):
                 raise StaffLoginRequired(f"{kind} needs a logged-in operator (the staff view)")
@@ -481,12 +492,13 @@ class Daemon:
                 raise RequestRefused(f"{'delete' if kind == 'delete' else 'replace'} needs confirming: "
                                      "type the customer reference again")
         given_id: dict[str, Any] = {"request_id": request_id} if request_id else {}
-        req = Request(kind, customer, source, mode, image=Path(image) if image is not None else None, **given_id)
+        req = Request(kind, customer, source, mode, image=Path(image) if image is not None else None,
+                      images=tuple(Path(p) for p in images), **given_id)
         if staff_action:
             assert staff is not None
             req.operator, req.staff_session = staff.operator, staff.session_id
             try:
-                self.audit(kind, "started", staff.operator, subject=customer, mode=mode if kind == "enroll" else None,
+                self.audit(kind, "started", staff.operator, subject=customer, mode=None if kind == "delete" else mode,
                            session_id=req.request_id, staff_session=staff.session_id, required=True)
             except AuditNotRecorded as exc:
                 raise ActionNotAuditable(str(exc)) from None
@@ -518,6 +530,8 @@ class Daemon:
                 "link_problem": getattr(link, "problem", None),
                 "queue_depth": dict(link.queue_depth) if link else {},
                 "model_versions": self.verifier.model_versions(),
+                # The staff view offers enrollment from paper only where there is a paper verifier.
+                "paper": self.paper is not None,
                 "unrecorded_decisions": len(self.unrecorded),
                 "calibration": self.calibration.status() if self.calibration is not None else None}
 
@@ -573,12 +587,24 @@ class Daemon:
             self._screen.enter(State.IDLE, finished.view)
 
 
-def _enroll_pen(verifier: PenVerifier, references: Sequence[Trajectory]) -> ReferenceSet[Any]:
-    return verifier.enroll(references)
+def _enroll_pen(verifier: PenVerifier, stored: StoredTemplate) -> ReferenceSet[Any] | None:
+    return verifier.enroll(stored.references) if stored.references else None
 
 
-def _enroll_paper(verifier: PaperVerifier, references: Sequence[Trajectory]) -> ReferenceSet[Any]:
-    return verifier.enroll_pad(references)
+def _enroll_paper(verifier: PaperVerifier, stored: StoredTemplate) -> ReferenceSet[Any] | None:
+    """Paper questions: the customer's paper references when there are any, else the pad
+    references drawn as ink (``Verdict.references`` says which)."""
+    from models.paper import StaleReferences
+
+    if stored.paper:
+        try:
+            return verifier.enroll_prepared(stored.paper)
+        except StaleReferences as exc:
+            if not stored.references:
+                raise TemplateError(str(exc)) from None
+            log.warning("paper references unusable, using the pad references: %s", exc,
+                        extra={"event": "paper_references_stale"})
+    return verifier.enroll_pad(stored.references) if stored.references else None
 
 
 def _warm_sample() -> Trajectory:

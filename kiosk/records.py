@@ -35,7 +35,7 @@ from kiosk.errors import ApplianceError
 if TYPE_CHECKING:
     from models.trajectory import Trajectory
 
-#: The schema this code writes. 2 added a decision's ``profile`` and ``operator``.
+#: The schema this code writes. 2 added a decision's ``profile``, ``operator`` and ``paper_references``.
 PAYLOAD_SCHEMA = 2
 #: Payload schema versions this code reads; any other is refused, never guessed at. A fleet updates
 #: gradually (the collector first), so decisions of schema 1 from kiosks not yet updated are read.
@@ -44,7 +44,10 @@ KNOWN_SCHEMAS = frozenset({1, PAYLOAD_SCHEMA})
 #: A payload of an older schema must not carry the field (that kiosk did not know it); one of its
 #: schema or later must (``null`` where it does not apply): a kiosk of that schema always writes
 #: it, so its absence is a malformed payload, not an old kiosk. Read back as the field's default.
-FIELDS_SINCE: dict[str, dict[str, int]] = {"decision": {"profile": 2, "operator": 2}}
+FIELDS_SINCE: dict[str, dict[str, int]] = {"decision": {"profile": 2, "operator": 2, "paper_references": 2}}
+#: What a paper decision compared the picture with (``models.paper_reference``): the customer's
+#: paper references, or their pad references drawn as ink.
+PAPER_REFERENCE_KINDS = frozenset({"paper", "pad-ink"})
 #: Deepest nesting a payload may have (a decision is 2 deep; evidence and log fields a little more).
 MAX_DEPTH = 12
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -91,7 +94,10 @@ class DecisionRecord:
     at the kiosk's staff view (their login name), ``"central:ADMIN"`` for a signed request of the
     central command (``sigkiosk admin verify``; ADMIN the name of the admin certificate it was sent
     with, ``"central"`` alone when the request did not name one), or None for the customer's own
-    request at the kiosk. Both are None in a decision of schema 1 (a kiosk that predates them).
+    request at the kiosk. ``paper_references`` (paper decisions, ``mode`` ``"offline"``): what the
+    picture was compared with, ``"paper"`` (the customer's references enrolled from paper) or
+    ``"pad-ink"`` (their pad references drawn as ink); None for a pen decision. All three are None
+    in a decision of schema 1 (a kiosk that predates them).
     """
 
     decision: str
@@ -106,8 +112,12 @@ class DecisionRecord:
     evidence: Mapping[str, Any] | None = None
     profile: str | None = None
     operator: str | None = None
+    paper_references: str | None = None
 
     def __post_init__(self) -> None:
+        if self.paper_references is not None and self.paper_references not in PAPER_REFERENCE_KINDS:
+            raise RecordError(f"paper_references {self.paper_references!r:.40} is not one of "
+                              f"{sorted(PAPER_REFERENCE_KINDS)}")
         if self.profile is not None and not (isinstance(self.profile, str) and PROFILE_NAME.fullmatch(self.profile)):
             raise RecordError(f"profile {self.profile!r:.50} is not a profile name (1-32 lower-case letters, digits, "
                               "'-' or '_', starting with a letter or digit)")
@@ -208,10 +218,11 @@ class StatusRecord:
         return {"type": "status", "schema": PAYLOAD_SCHEMA, **d}
 
 
-#: What a staff member did at the kiosk (``kiosk.staff``; the daemon's template management).
+#: What a staff member did at the kiosk (``kiosk.staff``; the daemon's template management;
+#: ``enroll_paper``: references from scans or camera photos).
 #: ``calibration``: the site threshold moved (``kiosk.calibration``; operator ``kiosk`` when the
 #: kiosk moved it, the operator's for a revert or resume; ``mode`` auto/revert/resume).
-AUDIT_ACTIONS = frozenset({"login", "logout", "enroll", "delete", "calibration"})
+AUDIT_ACTIONS = frozenset({"login", "logout", "enroll", "enroll_paper", "delete", "calibration"})
 
 
 @dataclass(frozen=True)

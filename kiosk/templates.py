@@ -6,7 +6,10 @@ it to its customer, so a file copied over another customer's is refused, not sil
 
 What is stored is the reference *trajectories*, not a model's features: when a new model becomes
 active (model-update agent), every template is rebuilt from them, and a feature computed by an
-old model can never be compared with one from a new model.
+old model can never be compared with one from a new model. Paper references (a customer enrolled
+from scans or camera photos) are kept the same way, as what any CNN-LSTM embeds: the prepared ink
+image and the hand-made features of each picture (``models.paper_reference.PaperReference``, with
+the version of the preparation that made it), never the photo and never an embedding.
 
 The key (32 random bytes, file mode 0600) lives apart from the data - by default in the service's
 credentials directory, not under the state directory - so a copy of the state directory alone
@@ -34,6 +37,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kiosk.errors import ApplianceError
+from models.paper_reference import PaperReference
 from models.trajectory import DeviceInfo, Trajectory
 
 log = logging.getLogger(__name__)
@@ -114,6 +118,8 @@ class StoredTemplate:
     created_ms: int
     updated_ms: int
     version: int = 1
+    #: Paper references (enrolled from pictures); empty when the customer has none.
+    paper: tuple[PaperReference, ...] = ()
 
 
 def _traj_arrays(prefix: str, t: Trajectory) -> dict[str, np.ndarray]:
@@ -128,8 +134,10 @@ def encode_template(tpl: StoredTemplate) -> bytes:
     for i, t in enumerate(tpl.references):
         arrays.update(_traj_arrays(f"r{i}_", t))
         devices.append(asdict(t.device))
+    for i, ref in enumerate(tpl.paper):
+        arrays[f"q{i}_m"], arrays[f"q{i}_h"] = ref.prepared, ref.hand
     meta = {"customer": tpl.customer, "created_ms": tpl.created_ms, "updated_ms": tpl.updated_ms,
-            "version": tpl.version, "devices": devices}
+            "version": tpl.version, "devices": devices, "paper": [ref.version for ref in tpl.paper]}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     buf = io.BytesIO()
     np.savez(buf, allow_pickle=False, **arrays)  # plain arrays only, never a pickled object
@@ -146,8 +154,9 @@ def decode_template(data: bytes) -> StoredTemplate:
                                    pen_down=z[p + "d"], device=DeviceInfo(**dev),
                                    gaps=tuple(int(v) for v in z[p + "g"]),
                                    stroke_breaks=tuple(int(v) for v in z[p + "b"])))
+        paper = tuple(PaperReference(z[f"q{i}_m"], z[f"q{i}_h"], str(v)) for i, v in enumerate(meta.get("paper", [])))
     return StoredTemplate(meta["customer"], tuple(refs), int(meta["created_ms"]), int(meta["updated_ms"]),
-                          int(meta.get("version", 1)))
+                          int(meta.get("version", 1)), paper)
 
 
 class TemplateStore:
@@ -222,13 +231,24 @@ class TemplateStore:
         return tpl
 
     def put(self, customer: str, references: list[Trajectory] | tuple[Trajectory, ...]) -> StoredTemplate:
-        """Create or replace a customer's references."""
+        """Create or replace a customer's pen references (their paper references stay)."""
         if not references:
             raise ValueError("a template needs at least one reference")
-        now = int(time.time() * 1000)
         old = self.get(customer)
-        tpl = StoredTemplate(customer, tuple(references), old.created_ms if old else now, now,
-                             (old.version + 1) if old else 1)
+        return self._replace(customer, old, tuple(references), old.paper if old else ())
+
+    def put_paper(self, customer: str, references: list[PaperReference] | tuple[PaperReference, ...]) -> StoredTemplate:
+        """Create or replace a customer's paper references (their pen references stay)."""
+        if not references:
+            raise ValueError("a template needs at least one reference")
+        old = self.get(customer)
+        return self._replace(customer, old, old.references if old else (), tuple(references))
+
+    def _replace(self, customer: str, old: StoredTemplate | None, references: tuple[Trajectory, ...],
+                 paper: tuple[PaperReference, ...]) -> StoredTemplate:
+        now = int(time.time() * 1000)
+        tpl = StoredTemplate(customer, references, old.created_ms if old else now, now,
+                             (old.version + 1) if old else 1, paper)
         self._write(tpl)
         return tpl
 

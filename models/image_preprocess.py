@@ -31,6 +31,9 @@ MIN_INK_PIXELS = 40
 SPECK_FRACTION = 0.0015
 #: Blank border kept around the ink before the resize, as a fraction of the longer side.
 MARGIN = 0.04
+#: Blur (pixels) before two prepared images are compared: a one-pixel shift of a thin stroke is
+#: not a difference.
+SIMILARITY_BLUR = 2.0
 
 
 class NoInkError(VerificationError, ValueError):
@@ -124,3 +127,14 @@ def prepare(image: SignatureImage | np.ndarray, size: int = SIZE) -> np.ndarray:
     """The model input for one signature picture: ``size``×``size`` float32, ink = 1, paper = 0."""
     pixels = image.pixels if isinstance(image, SignatureImage) else image
     return fit_square(ink_mask(to_grey(pixels)), size)
+
+
+def prepared_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """How alike two prepared images are: their correlation after a ``SIMILARITY_BLUR`` blur
+    (1 = the same picture). Two genuine signatures of one writer reach 0.885 at the 95th
+    percentile; a photo and a scan of the same sheet about 0.99 (``sigkiosk bench camera``)."""
+    x = cv2.GaussianBlur(np.asarray(a, np.float32), (0, 0), SIMILARITY_BLUR).ravel()
+    y = cv2.GaussianBlur(np.asarray(b, np.float32), (0, 0), SIMILARITY_BLUR).ravel()
+    if x.std() == 0 or y.std() == 0:
+        return 0.0
+    return float(np.corrcoef(x, y)[0, 1])

@@ -13,6 +13,14 @@ score was fitted into that fusion too and came out with weight 0 on the validati
 adds nothing to the two distances there), so it does not move the decision; it explains it: its
 reasons name the features that are off, in words, on the screen and in the record.
 
+A customer's paper references are kept as :class:`PaperReference` (the prepared 128×128 ink image
+and the hand-made features), not as photos: that is all the verifier needs, and enough to embed them
+again when a new CNN-LSTM is installed (the embeddings are never stored, so none goes stale). Only
+a change of what ``prepare`` or ``hand_features`` produce (:data:`PREPARATION_VERSION`) needs the
+pictures again: such references are refused (:class:`StaleReferences`), never compared. The
+verdict says which references it compared against (``Verdict.references``: ``"paper"`` or
+``"pad-ink"``).
+
 The verdict is the pen verifiers' (``models.policy.Verdict``, decided by the same
 ``DecisionPolicy`` rules): the decision, a match rate that is 0.5 exactly at the operating point,
 and aspects that explain it: "shape" (the embedding), "layout" (the hand-made features' distance)
@@ -25,6 +33,7 @@ Isolation Forest is fitted at enrollment by ``models.iforest`` (numpy), not scik
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,11 +43,13 @@ import numpy as np
 
 from models._assets import OFFLINE_FUSION_FILE, PAPER_MODEL, digest, shipped_assets
 from models.anomaly import MIN_REFERENCES, AnomalyModel
+from models.errors import VerificationError
 from models.fusion import Fusion, load_offline_fusion
 from models.hand_features import HAND_PRIOR, hand_distance, hand_features
 from models.image import SignatureImage
-from models.image_preprocess import prepare
+from models.image_preprocess import prepare, prepared_similarity
 from models.offline_embed import ImageEmbedder, embedding_distance
+from models.paper_reference import PAD_INK, PAPER, PREPARATION_VERSION, PaperReference, ReferenceKind
 from models.policy import AspectCheck, DecisionPolicy, Verdict, match_rate
 from models.render import render_ink
 from models.runtime import ModelError
@@ -52,6 +63,26 @@ FUSION_ENTRY = "cnn+hand"
 #: distance is a copy of it (a photocopy, the same sheet shown again, a tracing).
 TOO_SIMILAR_RATIO = 0.15
 
+#: Fewest usable pictures a customer is enrolled from on paper (the anomaly check needs as many).
+MIN_PAPER_REFERENCES = MIN_REFERENCES
+#: Two reference pictures at least this alike (``prepared_similarity``) are one sheet shown or
+#: scanned twice. Of the 5 896 pairs of two genuine signatures of one Dutch writer none reaches it
+#: (highest 0.972, 99.9th percentile 0.948); a photo and a scan of one sheet are about 0.99.
+DUPLICATE_SIMILARITY = 0.975
+
+
+class StaleReferences(VerificationError, ValueError):
+    """Paper references prepared by another version of ``prepare``/``hand_features``: the
+    customer's pictures are needed again (the message says so)."""
+
+
+def duplicate_of(candidate: PaperReference, accepted: Sequence[PaperReference]) -> int | None:
+    """The index of the accepted reference ``candidate`` is the same sheet as, if any."""
+    for i, ref in enumerate(accepted):
+        if prepared_similarity(candidate.prepared, ref.prepared) >= DUPLICATE_SIMILARITY:
+            return i
+    return None
+
 
 @dataclass(frozen=True, eq=False)
 class PaperFeatures:
@@ -61,6 +92,7 @@ class PaperFeatures:
     hand: tuple[np.ndarray, ...]          # the references' hand-made feature vectors
     hand_stats: ReferenceStats
     anomaly: AnomalyModel | None          # None with fewer than models.anomaly.MIN_REFERENCES
+    kind: ReferenceKind = PAPER           # what the references were: pictures, or pad ink drawn
 
 
 class PaperVerifier:
@@ -93,22 +125,46 @@ class PaperVerifier:
         return dict(self._versions)
 
     # -- enrollment --------------------------------------------------------------------------
+    def prepare_reference(self, picture: SignatureImage) -> PaperReference:
+        """What is kept of one reference picture (``NoInkError`` when it holds no usable ink)."""
+        prepared = prepare(picture, self.embedder.config.input_size)
+        # Rounded as the runtime quantises the int8 model's input (x / float32 step, to nearest):
+        # the shipped model sees exactly what it would from prepare's floats.
+        levels = np.rint(prepared / np.float32(1.0 / 255.0))
+        return PaperReference(np.clip(levels, 0, 255).astype(np.uint8), hand_features(picture))
+
     def enroll(self, references: Sequence[SignatureImage]) -> ReferenceSet[PaperFeatures]:
         """A reference set from pictures of reference signatures (scans, photos found by the finder)."""
-        if not references:
-            raise ValueError("no reference signatures")
-        embs = [self.embedder.embed(prepare(r)) for r in references]
-        hand = tuple(hand_features(r) for r in references)
-        fit_forest = self.anomaly and len(references) >= MIN_REFERENCES
-        features = PaperFeatures(self.embedder.build_template(embs), hand,
-                                 reference_stats(pairwise(list(hand), hand_distance)),
-                                 AnomalyModel.fit(np.stack(hand)) if fit_forest else None)
-        return ReferenceSet(self.name, self.model_versions(), len(references), features)
+        return self.enroll_prepared([self.prepare_reference(r) for r in references], PAPER)
 
     def enroll_pad(self, references: Sequence[Trajectory]) -> ReferenceSet[PaperFeatures]:
         """A reference set from pad references, drawn as the ink a pen would leave (no randomness:
         the same references always give the same set)."""
-        return self.enroll([render_ink(t) for t in references])
+        return self.enroll_prepared([self.prepare_reference(render_ink(t)) for t in references], PAD_INK)
+
+    def enroll_prepared(self, references: Sequence[PaperReference], kind: ReferenceKind = PAPER
+                        ) -> ReferenceSet[PaperFeatures]:
+        """A reference set from kept references (:meth:`prepare_reference`; the template store's),
+        embedded by this verifier's model. ``StaleReferences`` when they were prepared by another
+        :data:`PREPARATION_VERSION`."""
+        if not references:
+            raise ValueError("no reference signatures")
+        stale = sorted({r.version for r in references} - {PREPARATION_VERSION})
+        if stale:
+            raise StaleReferences(f"the paper references were prepared by version {', '.join(stale)} of the "
+                                  f"picture preparation, this kiosk runs {PREPARATION_VERSION}: enroll the customer "
+                                  "from paper again")
+        side = self.embedder.config.input_size
+        if any(r.prepared.shape != (side, side) for r in references):
+            raise StaleReferences(f"the paper references were prepared for another model's input size (this model "
+                                  f"reads {side}x{side}): enroll the customer from paper again")
+        embs = [self.embedder.embed(r.prepared.astype(np.float32) / 255.0) for r in references]
+        hand = tuple(r.hand for r in references)
+        fit_forest = self.anomaly and len(references) >= MIN_REFERENCES
+        features = PaperFeatures(self.embedder.build_template(embs), hand,
+                                 reference_stats(pairwise(list(hand), hand_distance)),
+                                 AnomalyModel.fit(np.stack(hand)) if fit_forest else None, kind)
+        return ReferenceSet(self.name, self.model_versions(), len(references), features)
 
     # -- verification ------------------------------------------------------------------------
     def verify(self, reference_set: ReferenceSet[PaperFeatures], query: SignatureImage) -> Verdict:
@@ -135,7 +191,8 @@ class PaperVerifier:
             explanations = tuple(r.text for r in reasons)
             aspects.append(AspectCheck("proportions", "Proportions", 1.0 - anomaly, not reasons))
         z = self.fusion.logit(np.array([d_emb, d_hand]))
-        return self.policy.decide(-z, aspects, too_similar=too_similar, explanations=explanations, anomaly=anomaly)
+        verdict = self.policy.decide(-z, aspects, too_similar=too_similar, explanations=explanations, anomaly=anomaly)
+        return dataclasses.replace(verdict, references=refs.kind)
 
     def _layout(self, d_hand: float) -> AspectCheck:
         # The hand distance at which the fused score sits on its threshold when the CNN's distance

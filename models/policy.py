@@ -51,6 +51,9 @@ class Verdict:
     explanations: tuple[str, ...] = ()
     #: The paper verifier's anomaly score (0..1) when the customer has enough references for it.
     anomaly: float | None = None
+    #: What the paper verifier compared against: ``"paper"`` (pictures) or ``"pad-ink"`` (pad
+    #: references drawn as ink); None for a pen verdict.
+    references: str | None = None
 
     @property
     def approved(self) -> bool:

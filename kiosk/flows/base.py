@@ -36,11 +36,12 @@ T_co = TypeVar("T_co", covariant=True)
 
 @dataclass
 class Request:
-    kind: str                   # "verify", "verify_paper", "enroll", "delete"
+    kind: str                   # "verify", "verify_paper", "enroll", "enroll_paper", "delete"
     customer: str
     source: str = "screen"      # "screen", "central", "api"
     mode: str = "new"           # enrollment: "new", "replace", "add"
     image: Path | None = None   # verify_paper: a scanned file instead of the camera
+    images: tuple[Path, ...] = ()   # enroll_paper: scanned files instead of the camera
     request_id: str = field(default_factory=new_session_id)
     done: threading.Event = field(default_factory=threading.Event)
     result: Result = field(default_factory=dict)
@@ -106,8 +107,10 @@ class PenCapture(Protocol):
 class PaperCapture(Protocol):
     """The signature on a signed paper: from the camera, or a scanned file."""
 
-    def picture(self, session_id: str, scan: Path | None) -> SignatureImage:
-        """Raises :class:`RequestEnded` when no usable picture comes (each refusal is told)."""
+    def picture(self, session_id: str, scan: Path | None,
+                title: str = "Hold the signed paper under the camera") -> SignatureImage:
+        """Raises :class:`RequestEnded` when no usable picture comes (each refusal is told);
+        ``title``: what the screen asks for."""
 
 
 class DecisionReporter(Protocol):

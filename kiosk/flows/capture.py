@@ -48,6 +48,14 @@ PREVIEW_WIDTH = 480
 PREVIEW_JPEG_QUALITY = 70
 
 
+def read_scan(path: Path) -> SignatureImage:
+    """The signature on a scanned file: ``models.signature_finder.PictureError``,
+    ``models.image_preprocess.NoInkError`` or ``OSError`` say why there is none."""
+    from models.signature_finder import find_signature, read_picture
+
+    return find_signature(read_picture(path))
+
+
 def preview_of(frame: np.ndarray) -> PaperPreview:
     """A camera frame as the small JPEG the screen's live preview shows (never logged: biometric)."""
     import cv2
@@ -158,14 +166,15 @@ class CameraPaperCapture:
         self.heartbeat = heartbeat
         self.cancel = cancel
 
-    def picture(self, session_id: str, scan: Path | None) -> SignatureImage:
+    def picture(self, session_id: str, scan: Path | None,
+                title: str = "Hold the signed paper under the camera") -> SignatureImage:
         from firmware_host.camera import CameraError, FrameRejected
         from models.image_preprocess import NoInkError
-        from models.signature_finder import PictureError, find_signature, read_picture
+        from models.signature_finder import PictureError, find_signature
 
         if scan is not None:
             try:
-                return find_signature(read_picture(scan))
+                return read_scan(scan)
             except (PictureError, NoInkError, OSError) as exc:
                 log.info("scan refused: %s", exc, extra={"event": "paper_refused", "session": session_id})
                 raise RequestEnded("no_signature_on_scan", Message("error", message=f"The scan cannot be used: {exc}"),
@@ -175,8 +184,7 @@ class CameraPaperCapture:
         for attempt in range(1, attempts + 1):
             if self.cancel.is_set():
                 raise RequestEnded("cancelled", Message("idle", message="Cancelled."))
-            self.screen.enter(State.CAPTURE, PaperPrompt("Hold the signed paper under the camera", attempt, attempts,
-                                                         hint, self.paper.countdown_s))
+            self.screen.enter(State.CAPTURE, PaperPrompt(title, attempt, attempts, hint, self.paper.countdown_s))
             self._count_down(session_id)
             self.heartbeat.beat()
             try:

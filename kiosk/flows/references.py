@@ -1,7 +1,7 @@
 """The template cache: each customer's reference set as the current verifier built it.
 
-Reference sets are built from the stored reference *trajectories* (``kiosk.templates``) on first
-use and kept in memory. A lookup returns the set together with the verifier that built it, so a
+Reference sets are built from the stored references (``kiosk.templates``: pen trajectories, and
+paper references for the paper verifier) on first use and kept in memory. A lookup returns the set together with the verifier that built it, so a
 verification never pairs one model's features with another model's verifier; a model switch
 (:meth:`ReferenceCache.use`) drops every set, and a set built while the model switched is not
 kept.
@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from kiosk.templates import StoredTemplate, TemplateStore
-from models.trajectory import Trajectory
 from models.verification import ReferenceSet, Verifier
 
 log = logging.getLogger(__name__)
@@ -37,11 +36,12 @@ class Enrolled(Generic[V_co]):
 class ReferenceCache(Generic[V]):
     """Reference sets built by one verifier (``References`` of ``kiosk.flows.base``). Thread-safe.
 
-    ``enroll(verifier, trajectories)``: how this verifier builds a set from pad references (the
-    pen verifier enrolls them as they are; the paper verifier draws them as ink first)."""
+    ``enroll(verifier, stored)``: how this verifier builds a set from a stored template (the pen
+    verifier enrolls the pad references as they are; the paper verifier its paper references, or
+    the pad references drawn as ink), None when the template holds none it can use."""
 
     def __init__(self, store: TemplateStore, verifier: V,
-                 enroll: Callable[[V, Sequence[Trajectory]], ReferenceSet[Any]],
+                 enroll: Callable[[V, StoredTemplate], ReferenceSet[Any] | None],
                  on_built: Callable[[str, StoredTemplate, V], None] | None = None) -> None:
         self.store = store
         #: Told after a set is built from the stored references (the site calibration scores them).
@@ -69,7 +69,7 @@ class ReferenceCache(Generic[V]):
 
     def lookup(self, customer: str) -> Enrolled[V] | None:
         """The customer's set (built now from the stored references if not cached); None if the
-        customer is not enrolled. ``kiosk.templates.TemplateError`` if the template is unusable."""
+        customer is not enrolled (or has no references this verifier can use). ``kiosk.templates.TemplateError`` if the template is unusable."""
         with self._lock:
             verifier = self._verifier
             cached = self._sets.get(customer)
@@ -78,7 +78,9 @@ class ReferenceCache(Generic[V]):
         stored = self.store.get(customer)
         if stored is None:
             return None
-        built = self._enroll(verifier, list(stored.references))
+        built = self._enroll(verifier, stored)
+        if built is None:
+            return None
         with self._lock:
             if self._verifier is verifier:   # not switched meanwhile: keep it
                 self._sets[customer] = built

@@ -1,8 +1,9 @@
 """The verification flows: ``identify`` -> ``capture`` -> ``verify`` -> ``report`` -> decision.
 
 :class:`VerifyPen` checks a signature written on the pad against the customer's pen references;
-:class:`VerifyPaper` a signature on paper (a photo, or a scanned file) against the same
-references drawn as ink (``models.paper``). Both end in :func:`report`: the decision is sealed into
+:class:`VerifyPaper` a signature on paper (a photo, or a scanned file) against the customer's
+paper references when they have any, else the pen references drawn as ink (``models.paper``; the
+record's ``paper_references`` says which). Both end in :func:`report`: the decision is sealed into
 the outbox *before* it is shown, and one that cannot be stored is never shown as final.
 """
 
@@ -64,6 +65,7 @@ def report(req: Request, outcome: VerificationOutcome, t_pen_up: float, *, scree
         "timings_ms": {"verify": round(outcome.verify_ms, 2),
                        "pen_up_to_report": round((time.perf_counter() - t_pen_up) * 1e3, 2)},
         "subject": req.customer, "session_id": req.request_id, "mode": mode,
+        "paper_references": v.references,
     }
     try:
         seq = reporter.record_decision(record)
@@ -85,7 +87,8 @@ def report(req: Request, outcome: VerificationOutcome, t_pen_up: float, *, scree
     if evidence is not None and seq is not None:
         reporter.record_evidence(req.request_id, seq, evidence)
     return Finished({"ok": True, "decision": v.decision, "match_rate": v.match_rate, "distance": v.distance,
-                     "reasons": v.reasons, "seq": seq, "latency_ms": latency, "recorded": seq is not None})
+                     "reasons": v.reasons, "seq": seq, "latency_ms": latency, "recorded": seq is not None,
+                     "references": v.references})
 
 
 class VerifyPen:
@@ -110,7 +113,8 @@ class VerifyPen:
 
 
 class VerifyPaper:
-    """A signature on paper (camera or scan) against the customer's pen references drawn as ink."""
+    """A signature on paper (camera or scan) against the customer's paper references, or their pen
+    references drawn as ink."""
 
     def __init__(self, screen: Screen, capture: PaperCapture, references: References[Enrolled[Verifier[SignatureImage]]],
                  reporter: DecisionReporter, ui: UiConfig) -> None:

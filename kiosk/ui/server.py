@@ -15,6 +15,7 @@ The staff view (``/staff``) logs an operator in (``kiosk.staff``) and manages te
     POST /api/staff/login  {"operator": "...", "pin": "..."}     POST /api/staff/logout
     GET  /api/staff/session
     POST /api/staff/enroll {"customer": "...", "mode": "new"|"replace"|"add", "confirm": "..."}
+    POST /api/staff/enroll_paper  (the same, reference pictures from the camera; needs [paper])
     POST /api/staff/delete {"customer": "...", "confirm": "..."}  (confirm: the customer retyped)
 
 Only the kiosk's own browser may use the stream and the API: the daemon holds a per-boot secret
@@ -422,7 +423,8 @@ class UiServer:
                 if path == "/api/staff/logout":
                     d.staff.logout(token)
                     return self._json(HTTPStatus.OK, {"ok": True}, clear)
-                kind = {"/api/staff/enroll": "enroll", "/api/staff/delete": "delete"}.get(path)
+                kind = {"/api/staff/enroll": "enroll", "/api/staff/enroll_paper": "enroll_paper",
+                        "/api/staff/delete": "delete"}.get(path)
                 if kind is None:
                     return self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
                 session = d.staff.session(token)
@@ -442,7 +444,7 @@ class UiServer:
                                       {"error": "This action cannot be recorded now, so it is not done. See the kiosk's log."})
                 except RequestRefused as exc:
                     return self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
-                if kind == "enroll":
+                if kind in ("enroll", "enroll_paper"):
                     # The customer gets the screen (and the pen) now: the staff session ends, so
                     # nobody at the screen can open the staff view on the operator's login.
                     d.staff.logout(session, "handed_to_customer")

@@ -3,6 +3,8 @@ datagram socket, and ``sigkiosk run`` as systemd starts it (READY=1, watchdog pi
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import signal
 import socket
@@ -18,8 +20,9 @@ from daemon_helpers import write_config, writers
 
 from kiosk.config import ConfigError, default_config_data, load_config, parse_config
 from kiosk.sdnotify import Notifier, Watchdog, watchdog_interval
-from kiosk.templates import TemplateError, TemplateStore, atomic_write
+from kiosk.templates import StoredTemplate, TemplateError, TemplateStore, atomic_write, decode_template, encode_template
 from models.classic import ClassicConfig
+from models.paper_reference import PREPARATION_VERSION, PaperReference
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,6 +91,43 @@ def test_template_store_encrypts_binds_and_survives_a_torn_write(tmp_path: Path)
     assert stat.S_IMODE((tmp_path / "templates").stat().st_mode) == 0o700
     for f in (tmp_path / "templates").iterdir():
         assert stat.S_IMODE(f.stat().st_mode) == 0o600
+
+
+def test_template_store_keeps_paper_references_beside_pen_references(tmp_path: Path) -> None:
+    """Paper references (prepared ink image + hand features, never the photo) in the same
+    encrypted file; pen and paper enrollments each leave the other's references as they were."""
+    genuine, _ = writers()["001"]
+    rng = np.random.default_rng(3)
+    paper = [PaperReference(rng.integers(0, 256, (128, 128), dtype=np.uint8), rng.normal(size=16)) for _ in range(3)]
+    store = TemplateStore(tmp_path / "templates", tmp_path / "template.key", create_key=True)
+    only_paper = store.put_paper("carol", paper)
+    assert only_paper.references == () and len(only_paper.paper) == 3
+    got = store.get("carol")
+    assert got is not None and got.references == () and [r.version for r in got.paper] == [PREPARATION_VERSION] * 3
+    for a, b in zip(got.paper, paper):
+        np.testing.assert_array_equal(a.prepared, b.prepared)
+        np.testing.assert_array_equal(a.hand, b.hand)
+    store.put("carol", genuine[:3])            # enrolled on the pad too: the paper references stay
+    got = store.get("carol")
+    assert got is not None and len(got.references) == 3 and len(got.paper) == 3 and got.version == 2
+    store.put_paper("carol", paper[:1])        # paper replaced: the pen references stay
+    got = store.get("carol")
+    assert got is not None and len(got.references) == 3 and len(got.paper) == 1 and got.version == 3
+    # Encrypted: neither the ink image's bytes nor the array names are in the file.
+    blob = store._path("carol").read_bytes()
+    assert paper[0].prepared.tobytes()[:64] not in blob and b"q0_m" not in blob
+    # A template written before paper references existed (no "paper" in it) reads with none.
+    with np.load(io.BytesIO(encode_template(StoredTemplate("dave", tuple(genuine[:2]), 1, 1)))) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(bytes(arrays["meta"]).decode())
+    del meta["paper"]
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    old = io.BytesIO()
+    np.savez(old, **arrays)
+    read = decode_template(old.getvalue())
+    assert read.paper == () and len(read.references) == 2
+    with pytest.raises(ValueError, match="at least one"):
+        store.put_paper("erin", [])
 
 
 def test_atomic_write_replaces_whole_files(tmp_path: Path) -> None:

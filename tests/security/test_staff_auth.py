@@ -281,6 +281,9 @@ def test_staff_view_in_chromium_login_confirm_delete_and_idle_logout(kiosk: tupl
             page.click("#btn-login")
             page.wait_for_selector("#staff-actions:not([hidden])")
             assert page.inner_text("#who") == "alice"
+            # No [paper] on this kiosk: no enrollment from paper offered.
+            page.wait_for_function("document.getElementById('link-status').textContent.length > 0")
+            assert not page.is_visible("#btn-paper-enroll")
             token = next(c["value"] for c in page.context.cookies() if c["name"] == STAFF_COOKIE)
             # The staff cookie is HttpOnly: the page's scripts cannot read or leak it.
             assert STAFF_COOKIE not in page.evaluate("document.cookie")
@@ -305,6 +308,65 @@ def test_staff_view_in_chromium_login_confirm_delete_and_idle_logout(kiosk: tupl
             assert not any(c["name"] == STAFF_COOKIE for c in page.context.cookies())
         finally:
             browser.close()
+
+
+def test_staff_view_in_chromium_enrolls_a_customer_from_paper_at_the_camera(tmp_path: Path) -> None:
+    """The operator logs in at /staff, types the customer and asks for an enrollment from paper:
+    the screen goes to the customer's side, which shows each photo's prompt (the camera here: a
+    folder of generated photos of one Dutch writer's scans, read by OpenCV) and the result."""
+    import cv2
+    import numpy as np
+    from playwright.sync_api import sync_playwright
+
+    from models.image import SignatureImage
+    from tests.shared_data import shared_data
+    from tools.photos import make_photo
+
+    scans = sorted((shared_data("offline/sigcomp-dutch-kaggle") / "039").glob("*.png"))[:3]
+    camera = tmp_path / "camera"
+    camera.mkdir()
+    rng = np.random.default_rng(39)
+    for i, scan in enumerate(scans):
+        photo = make_photo(SignatureImage(cv2.imread(str(scan), cv2.IMREAD_GRAYSCALE)), rng, difficulty="clean")
+        cv2.imwrite(str(camera / f"frame_{i:04d}.png"), photo.frame)
+    paper = (f'\n[paper]\nenabled = true\ncamera = "{camera}"\nwarmup_s = 0.0\nframes = 1\ncountdown_s = 1.0\n'
+             'preview = false\n')
+    daemon, pen, config = start_daemon(write_config(tmp_path, ui=True, extra=paper))
+    _operators(daemon, "alice")
+    events = daemon.bus.subscribe()
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS, headless=True)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1000}, bypass_csp=True)
+                page.goto(daemon.ui.start_url)
+                page.wait_for_function("document.body.dataset.connected === 'yes'")
+                page.click("#link-staff")
+                page.wait_for_selector("#staff-login:not([hidden])")
+                page.fill("#operator", "alice")
+                page.fill("#pin", PINS["alice"])
+                page.click("#btn-login")
+                page.wait_for_selector("#btn-paper-enroll:visible")
+                page.fill("#s-customer", "cust-paper-9")
+                page.click("#btn-paper-enroll")
+                # Handed to the customer's screen (the staff login ends): the camera's prompt, then the result.
+                page.wait_for_function("document.getElementById('paper-title').textContent.startsWith('Reference signature')",
+                                       timeout=30000)
+                page.wait_for_function("document.getElementById('message-text').textContent.includes('3 paper signatures saved')",
+                                       timeout=60000)
+                assert not any(c["name"] == STAFF_COOKIE for c in page.context.cookies())
+            finally:
+                browser.close()
+        stored = TemplateStore(config.storage.templates_dir, config.storage.template_key).get("cust-paper-9")
+        assert stored is not None and len(stored.paper) == 3 and stored.references == ()
+        seen = []
+        while not events.empty():
+            seen.append(events.get_nowait())
+        titles = [e.get("title") for e in seen if e.get("screen") == "paper"]
+        assert titles == [f"Reference signature {k} of 3: hold it under the camera" for k in (1, 2, 3)]
+    finally:
+        daemon.stop()
+        pen.close_all()
 
 
 def test_every_staff_action_reaches_the_central_audit_table(link_pki: LinkPki, mqtt_broker, tmp_path: Path) -> None:

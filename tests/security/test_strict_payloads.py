@@ -49,8 +49,8 @@ def _decision(**kw: object) -> dict:  # type: ignore[type-arg]
 
 
 def _decision_v1(**kw: object) -> dict:  # type: ignore[type-arg]
-    """A decision as a kiosk of schema 1 (before profiles) sealed it: no profile, no operator."""
-    d = {k: v for k, v in _decision().items() if k not in ("profile", "operator")}
+    """A decision as a kiosk of schema 1 (before profiles) sealed it: no profile, operator, paper_references."""
+    d = {k: v for k, v in _decision().items() if k not in ("profile", "operator", "paper_references")}
     return {**d, "schema": 1, **kw}
 
 

@@ -32,13 +32,13 @@ import numpy as np
 
 from firmware_host.camera import Reason, judge, measure
 from models.image_preprocess import prepare
+from models.image_preprocess import prepared_similarity as similarity
 from models.signature_finder import PictureError, find_signature
 from tools.datasets import load_images
 from tools.photos import REFUSED, USABLE, make_photo
 
 NAME = "camera"
 DUTCH = "offline/sigcomp-dutch-kaggle"
-BLUR_SIGMA = 2.0
 
 
 def _data_root() -> Path:
@@ -46,13 +46,6 @@ def _data_root() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
-def similarity(a: np.ndarray, b: np.ndarray) -> float:
-    """Correlation of two prepared images after a sigma-2 blur (1 = the same picture)."""
-    x = cv2.GaussianBlur(a, (0, 0), BLUR_SIGMA).ravel()
-    y = cv2.GaussianBlur(b, (0, 0), BLUR_SIGMA).ravel()
-    if x.std() == 0 or y.std() == 0:
-        return 0.0
-    return float(np.corrcoef(x, y)[0, 1])
 
 
 def run(quick: bool = False, data: Path | None = None) -> dict[str, float]:

@@ -70,7 +70,7 @@ function showLink(s) {
 
 function refreshStatus() {
   clearTimeout(statusTimer);
-  call("GET", "/api/status").then((s) => { showLink(s); showPen(s); }).catch((e) => {
+  call("GET", "/api/status").then((s) => { showLink(s); showPen(s); $("paper-actions").hidden = !s.paper; }).catch((e) => {
     $("link-status").className = "link-status down";
     $("link-status").textContent = "Central server: status not available (" + e.message + ")";
   }).finally(() => {
@@ -97,9 +97,10 @@ function act(kind, mode) {
   if (!customer) { say("Please enter the customer number first."); return; }
   if (kind === "delete" || mode === "replace") {
     pending = { kind, mode, customer };
-    $("confirm-title").textContent = kind === "delete" ? "Delete all signatures?" : "Replace all signatures?";
+    const which = kind === "enroll_paper" ? "paper signatures" : "signatures";
+    $("confirm-title").textContent = kind === "delete" ? "Delete all signatures?" : "Replace all " + which + "?";
     $("confirm-text").textContent = (kind === "delete" ? "The signatures on file for " + customer + " will be deleted."
-      : "The signatures on file for " + customer + " will be replaced by new ones.") + " This cannot be undone.";
+      : "The " + which + " on file for " + customer + " will be replaced by new ones.") + " This cannot be undone.";
     $("confirm").value = "";
     show("confirm");
     $("confirm").focus();
@@ -112,7 +113,7 @@ function send(kind, mode, customer, confirm) {
   const body = { customer, mode };
   if (confirm !== null) body.confirm = confirm;
   call("POST", "/api/staff/" + kind, body).then((j) => {
-    if (kind === "enroll") { toCustomerScreen(); return; }   // the customer signs now; logged out
+    if (kind === "enroll" || kind === "enroll_paper") { toCustomerScreen(); return; }   // the customer's turn; logged out
     show("actions");
     say("Delete requested for " + customer + ".");
   }).catch(failed);
@@ -125,6 +126,9 @@ $("login-form").addEventListener("submit", (e) => {
     .then(loggedIn).catch((err) => { $("pin").value = ""; say(err.message); });
 });
 for (const id of ["btn-enroll", "btn-add", "btn-replace"]) $(id).addEventListener("click", (e) => act("enroll", e.target.dataset.mode));
+for (const id of ["btn-paper-enroll", "btn-paper-add", "btn-paper-replace"]) {
+  $(id).addEventListener("click", (e) => act("enroll_paper", e.target.dataset.mode));
+}
 $("btn-delete").addEventListener("click", () => act("delete", null));
 $("confirm-form").addEventListener("submit", (e) => {
   e.preventDefault();

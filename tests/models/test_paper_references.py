@@ -1,0 +1,152 @@
+"""Paper references: a customer enrolled from scans or photos (``models.paper``).
+
+Real parts: the Dutch scans of the shared data, OpenCV's decoding, finder and preparation, the
+shipped int8 CNN-LSTM through the TFLite runtime; photos of the scans made by ``tools.photos``
+(paper, perspective, light, noise, JPEG) and found again by the signature finder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from models import PaperVerifier, SignatureImage
+from models.hand_features import hand_features
+from models.image_preprocess import NoInkError, prepare
+from models.offline_embed import embedding_distance
+from models.paper import DUPLICATE_SIMILARITY, StaleReferences, duplicate_of
+from models.paper_reference import PAD_INK, PAPER, PREPARATION_VERSION, PaperReference
+from models.render import render_ink
+from models.signature_finder import find_signature, read_picture
+from tests.shared_data import shared_data
+from tools.photos import make_photo
+from tools.synth import make_population
+
+DUTCH = "offline/sigcomp-dutch-kaggle"
+
+
+@pytest.fixture(scope="module")
+def verifier() -> PaperVerifier:
+    return PaperVerifier()
+
+
+def _scan(writer: str, number: int) -> SignatureImage:
+    """The writer's genuine scan ``number`` (1-12)."""
+    return find_signature(read_picture(sorted((shared_data(DUTCH) / writer).glob("*.png"))[number - 1]))
+
+
+def _genuine(writer: str, numbers: range) -> list[SignatureImage]:
+    return [_scan(writer, n) for n in numbers]
+
+
+def _forgeries(writer: str, k: int) -> list[SignatureImage]:
+    files = sorted((shared_data(DUTCH) / f"{writer}_forg").glob("*.png"))[:k]
+    return [find_signature(read_picture(f)) for f in files]
+
+
+def test_enrolled_from_scans_genuine_pass_and_forgeries_fail(verifier: PaperVerifier) -> None:
+    # Dutch test writers (ids ending 8-9 are not training writers; see tools.datasets).
+    approved_genuine = approved_forged = n_genuine = n_forged = 0
+    for writer in ("019", "029", "039"):
+        reference_set = verifier.enroll(_genuine(writer, range(1, 6)))
+        assert reference_set.size == 5
+        for query in _genuine(writer, range(8, 12)):
+            verdict = verifier.verify(reference_set, query)
+            assert verdict.references == PAPER
+            approved_genuine += verdict.approved
+            n_genuine += 1
+        for query in _forgeries(writer, 4):
+            verdict = verifier.verify(reference_set, query)
+            assert verdict.references == PAPER
+            approved_forged += verdict.approved
+            n_forged += 1
+    assert approved_genuine >= 0.75 * n_genuine, (approved_genuine, n_genuine)
+    assert approved_forged <= 0.25 * n_forged, (approved_forged, n_forged)
+
+
+def test_pad_references_drawn_as_ink_say_so(verifier: PaperVerifier) -> None:
+    genuine, _ = make_population(n_writers=1, n_genuine=7, n_forgeries=1, seed=4)["001"]
+    reference_set = verifier.enroll_pad(genuine[:5])
+    assert reference_set.features.kind == PAD_INK
+    assert verifier.verify(reference_set, render_ink(genuine[6])).references == PAD_INK
+
+
+def test_what_is_kept_embeds_exactly_as_the_picture(verifier: PaperVerifier) -> None:
+    """The stored uint8 ink image gives the int8 model the very input prepare's floats give it,
+    and a set built from kept references is the set built from the pictures."""
+    pictures = _genuine("039", range(1, 7))
+    kept = [verifier.prepare_reference(p) for p in pictures]
+    for picture, ref in zip(pictures, kept):
+        assert ref.prepared.dtype == np.uint8 and ref.prepared.shape == (128, 128)
+        assert ref.version == PREPARATION_VERSION
+        np.testing.assert_array_equal(ref.hand, hand_features(picture))
+        direct = verifier.embedder.embed(prepare(picture))
+        from_kept = verifier.embedder.embed(ref.prepared.astype(np.float32) / 255.0)
+        assert embedding_distance(direct, from_kept) == 0.0
+    a = verifier.enroll(pictures)
+    b = verifier.enroll_prepared(kept)
+    for x, y in zip(a.features.embeddings.references, b.features.embeddings.references):
+        np.testing.assert_array_equal(x, y)
+    query = _scan("039", 10)
+    assert verifier.verify(a, query) == verifier.verify(b, query)
+
+
+def test_the_same_sheet_twice_is_a_duplicate_and_two_signatures_are_not(verifier: PaperVerifier) -> None:
+    scan = _scan("019", 1)
+    ref = verifier.prepare_reference(scan)
+    other = [verifier.prepare_reference(p) for p in _genuine("019", range(2, 8))]
+    assert duplicate_of(ref, other) is None   # six other genuine signatures of the same writer
+    assert duplicate_of(ref, [*other, verifier.prepare_reference(scan)]) == len(other)
+    # The same sheet photographed (paper, perspective, light, noise, JPEG), found again in the photo.
+    rng = np.random.default_rng(11)
+    photo = find_signature(make_photo(scan, rng, difficulty="clean").frame)
+    assert duplicate_of(verifier.prepare_reference(photo), [*other, ref]) == len(other)
+
+
+def test_every_pair_of_one_writers_genuine_scans_is_below_the_duplicate_bound(verifier: PaperVerifier) -> None:
+    from models.image_preprocess import prepared_similarity
+
+    refs = [verifier.prepare_reference(p) for p in _genuine("029", range(1, 13))]
+    sims = [prepared_similarity(a.prepared, b.prepared) for i, a in enumerate(refs) for b in refs[i + 1:]]
+    assert max(sims) < DUPLICATE_SIMILARITY
+    assert min(sims) > 0.0
+
+
+def test_references_of_another_preparation_are_refused_not_compared(verifier: PaperVerifier) -> None:
+    kept = [verifier.prepare_reference(p) for p in _genuine("039", range(1, 4))]
+    old = [PaperReference(r.prepared, r.hand, "0") for r in kept]
+    with pytest.raises(StaleReferences, match="enroll the customer from paper again"):
+        verifier.enroll_prepared(old)
+    small = [PaperReference(np.zeros((96, 96), np.uint8), r.hand) for r in kept]
+    with pytest.raises(StaleReferences, match="input size"):
+        verifier.enroll_prepared(small)
+
+
+def test_a_blank_page_gives_no_reference(verifier: PaperVerifier) -> None:
+    with pytest.raises(NoInkError):
+        verifier.prepare_reference(SignatureImage(np.full((200, 500), 235, np.uint8)))
+
+
+def test_a_kept_reference_refuses_what_is_not_one() -> None:
+    with pytest.raises(ValueError, match="square uint8"):
+        PaperReference(np.zeros((128, 128), np.float32), np.zeros(16))
+    with pytest.raises(ValueError, match="finite"):
+        PaperReference(np.zeros((128, 128), np.uint8), np.full(16, np.nan))
+
+
+def test_preparation_output_is_pinned_to_its_version(verifier: PaperVerifier) -> None:
+    """What a stored reference holds for one Dutch scan. If this changes, prepare() or the hand
+    features changed what they produce: bump models.paper_reference.PREPARATION_VERSION (stored
+    references of the old version are then refused and customers enrolled from paper again), and
+    pin the new values here."""
+    ref = verifier.prepare_reference(_scan("039", 1))
+    assert PREPARATION_VERSION == "1"
+    assert hashlib.sha256(ref.prepared.tobytes()).hexdigest()[:16] == PINNED_PREPARED
+    np.testing.assert_allclose(ref.hand, PINNED_HAND, rtol=1e-6, atol=1e-9)
+
+
+PINNED_PREPARED = "bff440cfbced4a18"
+PINNED_HAND = [-0.0855785067, 4.14646112, 0.132828168, 0.456638714, 0.50338242, 0.38934808, -0.901518354, 16.9818177,
+               5.34049857, 0.682371161, 1.0, 3.0, 4.43268885, 2.0, 0.481072555, 3.26804124]
