@@ -1,8 +1,9 @@
 """``sigkiosk train offline --quick``: the CNN-LSTM image pipeline end to end on the shared data.
 
-Dutch scans of a few writers, ink rendered from a few online writers (training and validate)
-and from three synthetic writers, prepared and cached in a temporary folder; two tiny epochs with
-the blur + re-threshold augmentation, selected on Dutch and rendered validate writers; float and
+Dutch scans of a few writers, a few cross-media writers' (writer, name) identities (training and
+validate), ink rendered from a few online writers (training and validate) and from three synthetic
+writers, prepared and cached in a temporary folder; two tiny epochs with the blur + re-threshold
+augmentation, selected on Dutch, cross-media and rendered validate writers; float and
 full-int8 conversion, prior and threshold, golden vectors and the run record (about a minute on
 two cores). The run is made to fail its degenerate-model gate (``--max-eer 0``) while asked to
 ``--ship``: it keeps its artefacts, exits 3 and ships nothing. Runs in a subprocess so that
@@ -46,7 +47,7 @@ def quick_proc(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subproce
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.run(
         [sys.executable, "-m", "tools.cli", "train", "offline", "--quick", "--synthetic", "3", "--blur", "0.5",
-         "--select-on", "dutch+rendered", "--data", str(data),
+         "--select-on", "dutch+cross-media+rendered", "--data", str(data),
          "--out", str(out / "assets"), "--cache", str(out / "cache"),
          "--max-eer", "0", "--ship", "--assets", str(out / "assets-copy")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
@@ -86,18 +87,22 @@ def test_artefacts_and_run_record(quick_run: Path) -> None:
         assert cfg["prior"]["min_dist"] > 0 and cfg["prior"]["mean_dist"] >= cfg["prior"]["min_dist"]
     rec = json.loads((assets / "cnn_lstm.run.json").read_text())
     assert "train offline --quick" in rec["command"]
-    # Scans and the four online sets that were rendered, each named by its files' hash.
-    assert set(rec["data_sha256"]) == {"sigcomp-dutch", "susig-visual", "susig-blind", "sigcomp2009-nfi",
-                                       "sigwicomp2013-jp"}
+    # Scans, the cross-media set and the four online sets that were rendered, each named by its files' hash.
+    assert set(rec["data_sha256"]) == {"sigcomp-dutch", "cross-media", "susig-visual", "susig-blind",
+                                       "sigcomp2009-nfi", "sigwicomp2013-jp"}
     assert all(len(h) == 64 for h in rec["data_sha256"].values())
     assert len(rec["history"]) == 2 and rec["best_epoch"] in (1, 2)
     assert rec["images"]["train_writers"] > rec["images"]["validate_writers"] > 0
     assert rec["images"]["synthetic_train_writers"] == 3 and rec["images"]["validate_writers_rendered"] > 0
-    assert "blur" in rec["augmentation"] and rec["train_config"]["select_on"] == "dutch+rendered"
-    # The selection figure is the mean of the Dutch and the rendered validate writers' skilled EERs,
-    # and the best epoch is the one with the lowest.
+    # Three writers of each split who wrote on paper and on devices: ten identities each.
+    assert rec["images"]["cross_media_train_identities"] == 30 and rec["cross_media_training"] is True
+    assert rec["images"]["cross_media_validate_identities"] == 30
+    assert "blur" in rec["augmentation"] and rec["train_config"]["select_on"] == "dutch+cross-media+rendered"
+    # The selection figure is the mean of the Dutch, the cross-media and the rendered validate
+    # writers' skilled EERs, and the best epoch is the one with the lowest.
     for h in rec["history"]:
-        want = 0.5 * (h["val"]["skilled_eer_global"] + h["val_rendered"]["skilled_eer_global"])
+        want = (h["val"]["skilled_eer_global"] + h["val_cross_media"]["skilled_eer_global"]
+                + h["val_rendered"]["skilled_eer_global"]) / 3
         assert h["criterion"] == pytest.approx(want, abs=1e-3)
     assert rec["best_criterion"] == min(h["criterion"] for h in rec["history"])
     for m in rec["models"].values():
@@ -110,6 +115,7 @@ def test_prepared_images_cached_outside_the_assets(quick_run: Path) -> None:
     assert any(p.name.startswith("sigcomp-dutch-") for p in cached)
     assert any(p.name.startswith("rendered-") for p in cached)
     assert any(p.name.startswith("rendered-validate-") for p in cached)
+    assert any(p.name.startswith("cross-media-") for p in cached)
     assert any(p.name.startswith("synthetic-") for p in cached)
     with np.load(cached[0]) as z:
         assert z["images"].dtype == np.uint8 and z["images"].shape[1:] == (128, 128)

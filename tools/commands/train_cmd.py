@@ -30,6 +30,8 @@ def _run_options(p: argparse.ArgumentParser, kind: str) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from tools.train.offline import SELECT_CHOICES
+
     p = sub.add_parser("train", help="train the learned verifier (needs the 'train' extra: tensorflow)")
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
     o = kinds.add_parser("online", help="TS-GATR teacher, distilled int8 student, fusion with the classic DTW")
@@ -69,9 +71,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="probability of a blur + re-threshold augmentation (another scanner or pen)")
     f.add_argument("--filters", type=int, nargs="+", default=None, help="convolution widths, e.g. 32 48 64 96")
     f.add_argument("--width", type=int, default=None, help="column projection and LSTM units")
-    f.add_argument("--select-on", choices=("dutch", "dutch+rendered"), default=None,
-                   help="model selection: Dutch validate writers' skilled EER (default), or its mean with that "
-                        "of ink rendered from the online sets' validate writers")
+    f.add_argument("--no-cross-media", action="store_true",
+                   help="no cross-media training identities (its validate writers are read only to select on)")
+    f.add_argument("--same-name", type=int, default=None, metavar="N",
+                   help="cross-media identities of one same name in each batch (default 6; 0: none together)")
+    f.add_argument("--select-on", choices=SELECT_CHOICES, default=None,
+                   help="model selection: Dutch validate writers' skilled EER (default), or its mean with the "
+                        "cross-media validate writers' pad-to-paper skilled EER and/or that of ink rendered from "
+                        "the online sets' validate writers")
     f.add_argument("--score", type=Path, nargs="+", default=None, metavar="MODEL",
                    help="no training: print the selection figures of these converted models (e.g. the shipped ones)")
     f.add_argument("--seed", type=int, default=0)
@@ -234,10 +241,13 @@ def run_offline(args: argparse.Namespace) -> int:
         cfg = replace(cfg, p_blur=args.blur)
     if args.select_on is not None:
         cfg = replace(cfg, select_on=args.select_on)
+    if args.same_name is not None:
+        cfg = replace(cfg, same_name_per_batch=args.same_name)
     print(f"run folder: {out}", flush=True)
     record = run(args.data or default_data_root(), out, args.cache or DEFAULT_CACHE, net, cfg,
                  rendered=not args.no_rendered, max_writers=3 if args.quick else None,
-                 representative=8 if args.quick else 200, synthetic=args.synthetic)
+                 representative=8 if args.quick else 200, synthetic=args.synthetic,
+                 cross_media=not args.no_cross_media)
     print(f"done in {record['seconds']} s; record: {out / RECORD_NAME}")
     names = list(record["models"])
     eers = {n: m["validation"]["skilled_eer_global"] for n, m in record["models"].items()}

@@ -17,8 +17,8 @@ from models.cnn_lstm import CnnLstmConfig
 from models.offline_embed import ImageEmbedder
 from tools.provenance import git_commit, invoked_command
 from tools.train.offline.convert import convert
-from tools.train.offline.data import DUTCH, SYNTH, load_corpus
-from tools.train.offline.selection import RENDERED, TFLiteEmbedder, in_pool, selection
+from tools.train.offline.data import CROSS_MEDIA, DUTCH, RENDERED, SYNTH, load_corpus
+from tools.train.offline.selection import TFLiteEmbedder, in_pool, selection
 from tools.train.offline.trainer import OfflineTrainConfig, train
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -42,16 +42,17 @@ def score_models(paths: list[Path], data_root: Path, cache: Path, trials: int = 
 
 def run(data_root: Path, out: Path, cache: Path, net: CnnLstmConfig, cfg: OfflineTrainConfig,
         rendered: bool = True, max_writers: int | None = None, representative: int = 200,
-        synthetic: int = 0) -> dict:
+        synthetic: int = 0, cross_media: bool = True) -> dict:
     import tensorflow as tf
 
     t_start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    corpus = load_corpus(data_root, cache, rendered, max_writers, cfg.seed, cfg.select_on, synthetic)
+    corpus = load_corpus(data_root, cache, rendered, max_writers, cfg.seed, cfg.select_on, synthetic, cross_media)
     n_train = len(corpus.by_writer("train"))
-    print(f"data: {len(corpus)} prepared images; train writers {n_train} "
-          f"(scans {len(corpus.by_writer('train', DUTCH[1]))}), validate writers {len(corpus.by_writer('validate'))}",
-          flush=True)
+    cross = {s: corpus.by_writer(s, CROSS_MEDIA[1]) for s in ("train", "validate")}
+    print(f"data: {len(corpus)} prepared images; train writers and identities {n_train} "
+          f"(scans {len(corpus.by_writer('train', DUTCH[1]))}, cross-media identities {len(cross['train'])}), "
+          f"validate {len(corpus.by_writer('validate'))}", flush=True)
     record: dict = {
         "command": invoked_command(),
         "git_commit": git_commit(),
@@ -60,9 +61,12 @@ def run(data_root: Path, out: Path, cache: Path, net: CnnLstmConfig, cfg: Offlin
                    "synthetic_train_writers": len([w for w in corpus.by_writer("train") if w.startswith(SYNTH + ":")]),
                    "validate_writers": len(corpus.by_writer("validate", DUTCH[1])),
                    "validate_writers_rendered": len([w for w in corpus.by_writer("validate")
-                                                     if in_pool(w, RENDERED)])},
+                                                     if in_pool(w, RENDERED)]),
+                   "cross_media_train_identities": len(cross["train"]),
+                   "cross_media_validate_identities": len(cross["validate"])},
         "network": net.to_json(),
         "train_config": cfg.to_json(),
+        "cross_media_training": cross_media,
         "augmentation": "on the prepared 128x128 image: rotation ±5°, scale 0.9-1.08, shift ±5 px, "
                         "2x2 dilate/erode p=0.3" + (f", Gaussian blur (sigma 0.6-1.4) + binary re-threshold "
                                                     f"(0.25-0.6) p={cfg.p_blur}" if cfg.p_blur else ""),

@@ -1,12 +1,19 @@
 """Validation figures, the normalisation prior and model selection, for any embedder of corpus images.
 
-Early stopping and model selection (:func:`selection`) on the Dutch validate writers' skilled-forgery
-global EER (K = 5 references, the evaluator's protocol and user normalisation:
-:func:`tools.evaluate.plan`/``score_plans_multi``), the shipped model's criterion. It rests on 6
-writers and moves by several points from one epoch to the next; ``--select-on dutch+rendered``
-takes the mean with the ~28 rendered online validate writers' figure, which is steadier but did not
-predict the Dutch test writers (README: a model it preferred by 5 points was worse on test scans;
-rendered ink shares the training ink's tablets, not a new scanner or pen).
+Early stopping and model selection (:func:`selection`) on skilled-forgery global EERs with the
+evaluator's protocol and user normalisation (:func:`tools.evaluate.plan`/``score_plans_multi``):
+
+* "dutch": the Dutch validate writers' scans, K = 5 random references (the shipped model's
+  criterion). It rests on 6 writers and moves by several points from one epoch to the next.
+* "cross-media": the cross-media set's validate writers in the kiosk's pad-to-paper case: an
+  identity's (writer, name) electronic-ink pictures are its references (all of them, K = 3), its
+  paper picture is questioned, and the same name on paper by the other validate writers is the
+  skilled impostor (100 identities, about 10 impostors each).
+* "rendered": ink rendered from the online sets' ~28 validate writers; steadier than "dutch" but it
+  did not predict the Dutch test writers (README: a model it preferred by 5 points was worse on
+  test scans; rendered ink shares the training ink's tablets, not a new scanner or pen).
+
+``--select-on`` joins them with "+"; the criterion is the mean of the chosen pools' figures.
 The same figures are measured on a Keras model during training (:class:`KerasEmbedder`) and on
 converted models through the device runtime (:class:`TFLiteEmbedder`), so candidates and the
 shipped model are compared on one criterion.
@@ -26,11 +33,22 @@ from models.offline_embed import ImageEmbedder, embedding_distance
 from models.scoring import NormalisationPrior, reference_stats
 from tools.datasets.types import Dataset, Label
 from tools.evaluate import plan, score_plans_multi, summarise
-from tools.train.offline.data import DUTCH, SYNTH, ImageCorpus
+from tools.train.offline.data import (
+    CROSS_MEDIA,
+    DUTCH,
+    INK,
+    PAPER,
+    RENDERED,
+    SYNTH,
+    ImageCorpus,
+    identity_text,
+    select_pools,
+)
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-RENDERED = "rendered"
+__all__ = ["RENDERED", "KerasEmbedder", "TFLiteEmbedder", "fit_prior", "in_pool", "selection", "split_scores",
+           "validation_eer"]
 
 
 @dataclass(frozen=True)
@@ -81,27 +99,52 @@ def fit_prior(embed: Callable[[list[int]], np.ndarray], corpus: ImageCorpus, k: 
 
 
 def in_pool(writer: str, pool: str) -> bool:
-    """``pool``: "sigcomp-dutch" (the scans) or "rendered" (ink rendered from any online set)."""
-    scans = writer.startswith(DUTCH[1] + ":")
+    """``pool``: "sigcomp-dutch" (the scans), "cross-media" (its identities) or "rendered" (ink
+    rendered from any online set)."""
     if pool == RENDERED:
-        return not scans and not writer.startswith(SYNTH + ":")
+        return not any(writer.startswith(p + ":") for p in (DUTCH[1], CROSS_MEDIA[1], SYNTH))
     return writer.startswith(pool + ":")
+
+
+def _items(corpus: ImageCorpus, split: str, pool: str) -> dict[str, list[_Item]]:
+    """The questioned and reference items of ``split``'s writers of ``pool``, by writer: their
+    genuine and skilled images, or for the cross-media pool the pad-to-paper protocol (module
+    docstring): ink references marked as enrollment, paper questioned, other writers' paper of
+    the same name as skilled."""
+    items: dict[str, list[_Item]] = {}
+    chosen = [i for i, (w, s) in enumerate(zip(corpus.writers, corpus.split)) if s == split and in_pool(w, pool)]
+    if pool != CROSS_MEDIA[1]:
+        for i in chosen:
+            lab = Label.GENUINE if corpus.genuine[i] else Label.SKILLED
+            items.setdefault(corpus.writers[i], []).append(_Item(corpus.writers[i], lab, Path(corpus.keys[i]), i))
+        return items
+    paper_by_text: dict[int | None, list[int]] = {}
+    for i in chosen:
+        if corpus.medium[i] == PAPER:
+            paper_by_text.setdefault(identity_text(corpus.writers[i]), []).append(i)
+    for i in chosen:
+        w = corpus.writers[i]
+        items.setdefault(w, []).append(_Item(w, Label.GENUINE, Path(corpus.keys[i]), i, enrollment=corpus.medium[i] == INK))
+    for w in items:
+        owner = w.rsplit("/", 1)[0]
+        items[w] += [_Item(w, Label.SKILLED, Path(corpus.keys[j]), j) for j in paper_by_text.get(identity_text(w), [])
+                     if corpus.writers[j].rsplit("/", 1)[0] != owner]
+    return items
 
 
 def split_scores(embed: Callable[[list[int]], np.ndarray], corpus: ImageCorpus, prior: NormalisationPrior,
                  split: str = "validate", references: int = 5, trials: int = 5, pool: str = DUTCH[1]) -> Any:
-    """User-normalised scores of ``split``'s writers of ``pool`` (:func:`in_pool`) with the evaluator's protocol."""
-    items: dict[str, list[_Item]] = {}
-    for i, (w, s) in enumerate(zip(corpus.writers, corpus.split)):
-        if s == split and in_pool(w, pool):
-            lab = Label.GENUINE if corpus.genuine[i] else Label.SKILLED
-            items.setdefault(w, []).append(_Item(w, lab, Path(corpus.keys[i]), i))
+    """User-normalised scores of ``split``'s writers of ``pool`` (:func:`in_pool`) with the evaluator's
+    protocol: K = ``references`` random references, or for the cross-media pool every ink picture of
+    the identity (the evaluator's fixed-enrollment protocol)."""
+    items = _items(corpus, split, pool)
     # _Item stands in for an image sample (the plan reads only what it has): Dataset and plan are
     # typed for the two real sample kinds.
     ds = Dataset(f"{pool}[{split}]", items)  # type: ignore[type-var]
-    plans, _ = plan(ds, "random-refs", references, trials, seed=0)  # type: ignore[type-var]
+    protocol = "fixed-enrollment" if pool == CROSS_MEDIA[1] else "random-refs"
+    plans, _ = plan(ds, protocol, references, trials, seed=0)  # type: ignore[type-var]
     if not plans:
-        raise ValueError(f"no {split} writer has enough genuine scans for K={references}")
+        raise ValueError(f"no {split} writer of {pool} has enough genuine images for its protocol")
     need = sorted({s.index for p in plans for s in p.candidates + p.later_genuine + p.skilled + p.random})
     emb = dict(zip((Path(corpus.keys[i]) for i in need), embed(need)))
     return score_plans_multi(plans, [_EmbeddingProvider(emb, prior)])[0]
@@ -122,19 +165,15 @@ def validation_eer(embed: Callable[[list[int]], np.ndarray], corpus: ImageCorpus
 
 def selection(embed: Callable[[list[int]], np.ndarray], corpus: ImageCorpus, prior: NormalisationPrior,
               trials: int, select_on: str) -> dict:
-    """The model-selection figure (lower is better) and the validation figures it comes from.
-
-    "dutch": the Dutch validate writers' skilled-forgery global EER (K = 5). "dutch+rendered": the
-    mean of that and the same EER on ink rendered from the online sets' validate writers (about
-    28 writers more, a different pen and "scanner"), so that one lucky epoch on 6 writers does not
-    choose the model. Both use the prior fitted on Dutch training writers, as the device does."""
-    if select_on not in ("dutch", "dutch+rendered"):
-        raise ValueError(f"select_on must be 'dutch' or 'dutch+rendered', not {select_on!r}")
+    """The model-selection figure (lower is better) and the validation figures it comes from: the
+    mean of the skilled-forgery global EERs of the pools ``select_on`` names (module docstring),
+    each figure under the pool's name ("dutch", "cross-media", "rendered"). Every pool uses the
+    prior fitted on Dutch training writers, as the device does."""
+    pools = select_pools(select_on)
     out: dict = {"dutch": validation_eer(embed, corpus, prior, trials)}
-    out["criterion"] = out["dutch"]["skilled_eer_global"]
-    if select_on == "dutch+rendered":
-        out[RENDERED] = validation_eer(embed, corpus, prior, trials, pool=RENDERED)
-        out["criterion"] = round(0.5 * (out["dutch"]["skilled_eer_global"] + out[RENDERED]["skilled_eer_global"]), 3)
+    for pool in pools[1:]:
+        out[pool] = validation_eer(embed, corpus, prior, trials, pool=pool)
+    out["criterion"] = round(float(np.mean([out[p]["skilled_eer_global"] for p in pools])), 3)
     return out
 
 

@@ -5,7 +5,12 @@ skilled forgeries, which are only ever negatives):
 
 * writer classification by a cosine-softmax head (scale 16), dropped after training;
 * batch-hard triplet loss (hardest positive, hardest negative per anchor, margin ``margin``);
-  a writer's own skilled forgeries are in its batch, so they are often the hardest negatives.
+  a writer's own skilled forgeries are in its batch, so they are often the hardest negatives, and
+  so are the other writers' versions of a cross-media name (:class:`BatchSampler`), while an
+  identity's paper picture against its ink pictures is often the hardest positive.
+
+A "writer" is a class: a writer of the Dutch or the online sets, or a cross-media (writer, name)
+identity.
 
 Each batch image is augmented (:mod:`tools.train.offline.augment`). After every epoch the model is
 judged by :func:`tools.train.offline.selection.selection`; the best epoch's weights are kept, with
@@ -24,8 +29,8 @@ import numpy as np
 from models.cnn_lstm import CnnLstmConfig, build_cnn_lstm
 from tools.train.loop import History, progress, set_seeds
 from tools.train.offline.augment import augment
-from tools.train.offline.data import ImageCorpus
-from tools.train.offline.selection import RENDERED, KerasEmbedder, fit_prior, selection
+from tools.train.offline.data import ImageCorpus, identity_text
+from tools.train.offline.selection import KerasEmbedder, fit_prior, selection
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -50,8 +55,12 @@ class OfflineTrainConfig:
     time_budget_min: float | None = None
     #: Probability of :func:`tools.train.offline.augment.blur_rethreshold` in the augmentation.
     p_blur: float = 0.0
-    #: Model selection: "dutch" (the Dutch validate writers' skilled EER) or "dutch+rendered" (the
-    #: mean of that and the skilled EER of ink rendered from the online sets' validate writers).
+    #: Cross-media identities of one same name in each batch (besides ``writers_per_batch``), when
+    #: the corpus has them: each other's hard negatives.
+    same_name_per_batch: int = 6
+    #: Model selection (:func:`tools.train.offline.selection.selection`): "dutch" (the Dutch validate
+    #: writers' skilled EER) or its mean with the cross-media validate writers' pad-to-paper figure
+    #: and/or that of ink rendered from the online sets' validate writers, e.g. "dutch+cross-media".
     select_on: str = "dutch"
 
     def to_json(self) -> dict:
@@ -59,32 +68,48 @@ class OfflineTrainConfig:
 
 
 class BatchSampler:
-    """P writers × K genuine images, plus up to F of each writer's skilled forgeries."""
+    """P writers × K genuine images, plus up to F of each writer's skilled forgeries; and, where the
+    corpus has cross-media identities, ``same_name_per_batch`` identities who wrote one same name
+    (each with its paper and ink pictures: the hard positives), so that the other writers' versions
+    of that name are in the batch as the hard negatives."""
 
     def __init__(self, corpus: ImageCorpus, cfg: OfflineTrainConfig, rng: np.random.Generator) -> None:
         self.groups = {w: gf for w, gf in corpus.by_writer("train").items() if len(gf[0]) >= 2}
         self.names = sorted(self.groups)
         self.cls = {w: i for i, w in enumerate(self.names)}
+        self.writers = [w for w in self.names if identity_text(w) is None]
+        self.same_text: dict[int, list[str]] = {}
+        for w in self.names:
+            if (t := identity_text(w)) is not None:
+                self.same_text.setdefault(t, []).append(w)
+        self.texts = sorted(t for t, ws in self.same_text.items() if len(ws) >= 2)
         self.cfg, self.rng = cfg, rng
+
+    def _pick(self, pool: list[str], n: int) -> list[str]:
+        return [pool[int(i)] for i in self.rng.choice(len(pool), size=min(n, len(pool)), replace=False)]
 
     def batch(self) -> tuple[list[int], np.ndarray, np.ndarray]:
         """(indices, writer class (−1 for a forgery), triplet label (forgeries get their own))."""
         c = self.cfg
-        ws = self.rng.choice(len(self.names), size=min(c.writers_per_batch, len(self.names)), replace=False)
+        chosen = self._pick(self.writers, c.writers_per_batch)
+        if self.texts and c.same_name_per_batch:
+            text = self.texts[int(self.rng.integers(len(self.texts)))]
+            chosen += self._pick(self.same_text[text], c.same_name_per_batch)
         idx, cls, lab = [], [], []
-        for wi in ws:
-            w = self.names[int(wi)]
+        for w in chosen:
+            wi = self.cls[w]
             g, f = self.groups[w]
             k = min(c.genuine_per_writer, len(g))
             idx += [g[int(j)] for j in self.rng.choice(len(g), size=k, replace=False)]
-            cls += [self.cls[w]] * k
-            lab += [int(wi)] * k
+            cls += [wi] * k
+            lab += [wi] * k
             if f and c.forgeries_per_writer:
                 nf = min(c.forgeries_per_writer, len(f))
                 idx += [f[int(j)] for j in self.rng.choice(len(f), size=nf, replace=False)]
                 cls += [-1] * nf
-                lab += [-1 - int(wi)] * nf
+                lab += [-1 - wi] * nf
         return idx, np.array(cls, np.int32), np.array(lab, np.int32)
+
 
 def batch_hard_triplet(tf: Any, u: Any, labels: Any, margin: float) -> Any:
     """Mean over genuine anchors of relu(hardest positive − hardest negative + margin)."""
@@ -114,8 +139,8 @@ def train(corpus: ImageCorpus, net: CnnLstmConfig, cfg: OfflineTrainConfig) -> t
         lr = keras.optimizers.schedules.CosineDecay(cfg.lr, cfg.epochs * cfg.steps_per_epoch, alpha=0.05)
     opt = keras.optimizers.Adam(lr)
     variables = model.trainable_variables + [w_cls]
-    print(f"training on {n_cls} writers ({sum(len(g) for g, _ in sampler.groups.values())} genuine images)",
-          flush=True)
+    print(f"training on {len(sampler.writers)} writers and {n_cls - len(sampler.writers)} cross-media identities "
+          f"({sum(len(g) for g, _ in sampler.groups.values())} genuine images)", flush=True)
 
     @tf.function
     def step(x: Any, cls: Any, lab: Any) -> tuple[Any, Any]:
@@ -157,13 +182,14 @@ def train(corpus: ImageCorpus, net: CnnLstmConfig, cfg: OfflineTrainConfig) -> t
         val = sel["dutch"]
         rec = {"epoch": epoch + 1, "triplet": round(float(np.mean(trips)), 4), "ce": round(float(np.mean(ces)), 4),
                "val": val, "seconds": round(time.perf_counter() - t0, 1)}
-        if RENDERED in sel:
-            rec["val_rendered"] = sel[RENDERED]
+        others = [p for p in sel if p not in ("dutch", "criterion")]
+        for pool in others:
+            rec["val_" + pool.replace("-", "_")] = sel[pool]
         rec["criterion"] = sel["criterion"]
         hist.epochs.append(rec)
-        rendered_txt = f", rendered {sel[RENDERED]['skilled_eer_global']:.2f} %" if RENDERED in sel else ""
+        others_txt = "".join(f", {p} {sel[p]['skilled_eer_global']:.2f} %" for p in others)
         print(f"epoch {epoch + 1}: triplet {rec['triplet']:.3f} ce {rec['ce']:.3f}  validation skilled EER "
-              f"Dutch {val['skilled_eer_global']:.2f} %{rendered_txt} -> criterion {sel['criterion']:.2f}"
+              f"Dutch {val['skilled_eer_global']:.2f} %{others_txt} -> criterion {sel['criterion']:.2f}"
               f"  ({rec['seconds']} s)", flush=True)
         if sel["criterion"] < hist.best_val_eer:
             hist.best_val_eer, hist.best_epoch = sel["criterion"], epoch + 1
