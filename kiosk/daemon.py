@@ -4,11 +4,11 @@ States (``State``): ``idle`` -> ``identify`` (which customer; from the screen or
 from the central server) -> ``capture`` (the live pen; ink streamed to the screen) -> ``verify`` ->
 ``report`` (sealed into the outbox, sent to the central server) -> ``decision`` (shown on the
 screen) -> ``idle``. What each request does is a flow (``kiosk.flows``: verify with the pen,
-verify a signed paper with ``[paper]``, enroll ``new``/``replace``/``add``, delete), given the
-screen, the capture and the reporter as small protocols; the parts are built from the
-configuration by ``kiosk.app``.
+verify a signed paper with ``[paper]``, enroll ``new``/``replace``/``add`` on the pad or from
+paper, delete), given the screen, the capture and the reporter as small protocols; the parts are
+built from the configuration by ``kiosk.app``.
 
-Template management (enroll, delete) needs a logged-in operator (``kiosk.staff``,
+Template management (enroll, enroll_paper, delete) needs a logged-in operator (``kiosk.staff``,
 ``submit(staff=...)``), ``replace`` and ``delete`` the customer typed again (``confirm``), and each
 is audited (``audit``: an ``AuditRecord`` sealed into the outbox when it starts, before anything
 changes, and when it ends).

@@ -1,5 +1,6 @@
 """The kiosk's flows: what one customer does at the kiosk, given small protocols instead of the
-daemon (``kiosk.flows.base``): verify with the pen, verify a signed paper, enroll, delete."""
+daemon (``kiosk.flows.base``): verify with the pen, verify a signed paper, enroll (on the pad, or from
+paper: ``kiosk.flows.enroll_paper``), delete."""
 
 from kiosk.flows.base import Finished, Request, RequestEnded
 from kiosk.flows.enroll import Delete, Enroll

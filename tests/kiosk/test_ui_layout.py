@@ -197,8 +197,10 @@ def _primary_on_screenshot(shot: Path, rect: list[float]) -> float:
 
 
 def test_every_screen_fits_the_kiosk_displays(tmp_path: Path, browser: Any, link_pki: LinkPki) -> None:
-    # A link to a port nothing listens on: the staff view's status line has its longest form.
-    cfg = write_config(tmp_path, ui=True, link=link_table(link_pki, _closed_port(), tmp_path))
+    # A link to a port nothing listens on: the staff view's status line has its longest form. With
+    # [paper] (a camera that is never opened here) the staff view has its enroll-from-paper row too.
+    cfg = write_config(tmp_path, ui=True, link=link_table(link_pki, _closed_port(), tmp_path),
+                       extra=f'\n[paper]\nenabled = true\ncamera = "{tmp_path / "no-camera.png"}"\n')
     daemon, pen, config = start_daemon(cfg)
     ui = daemon.ui
     assert ui is not None
@@ -280,8 +282,10 @@ def test_every_screen_fits_the_kiosk_displays(tmp_path: Path, browser: Any, link
             _until(page, "document.body.dataset.link === 'disconnected'")
             status = page.inner_text("#link-status")
             assert status.startswith("Central server: not connected since ") and status.endswith("no decisions waiting")
+            page.wait_for_selector("#btn-paper-enroll:visible")
             _check(page, tmp_path / f"{w}x{h}-staff-actions.png",
-                   ["#link-status", "#btn-enroll", "#btn-add", "#btn-replace", "#btn-delete", "#btn-logout"])
+                   ["#link-status", "#btn-enroll", "#btn-add", "#btn-replace", "#btn-delete", "#btn-logout",
+                    "#btn-paper-enroll", "#btn-paper-add", "#btn-paper-replace"])
             page.fill("#s-customer", "cust-123456789")
             page.click("#btn-delete")
             page.wait_for_selector("#staff-confirm:not([hidden])")
