@@ -19,7 +19,7 @@ from tools.central.store import StoredDecision
 
 #: The columns of an export, in order.
 FIELDS = ("time", "kiosk_id", "site", "seq", "decision", "score", "mode", "subject", "operator", "profile",
-          "model_versions", "reasons", "received")
+          "paper_references", "model_versions", "reasons", "received")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -27,7 +27,8 @@ def export_row(d: StoredDecision) -> dict[str, Any]:
     """The exported fields of one decision (no raw evidence, whatever the payload holds)."""
     return {"time": iso_time(d.created_ms), "kiosk_id": d.kiosk_id, "site": d.site, "seq": d.seq,
             "decision": d.decision, "score": d.score, "mode": d.mode, "subject": d.subject, "operator": d.operator,
-            "profile": d.profile, "model_versions": d.model_versions, "reasons": d.reasons,
+            "profile": d.profile, "paper_references": d.paper_references, "model_versions": d.model_versions,
+            "reasons": d.reasons,
             "received": iso_time(d.received_ms)}
 
 

@@ -212,6 +212,11 @@ class StoredDecision:
         return self._text("profile")
 
     @property
+    def paper_references(self) -> str | None:
+        """A paper decision's references: "paper" or "pad-ink" (None for pen, or schema 1)."""
+        return self._text("paper_references")
+
+    @property
     def mode(self) -> str | None:
         """pen or paper (the payload's online/offline)."""
         return mode_name(self.payload.get("mode"))

@@ -139,7 +139,7 @@ def test_csv_and_json_export_hold_no_raw_evidence_and_no_formula(db_url: str, tm
         _dec(1, subject="=HYPERLINK(\"http://evil.example\",\"x\")", operator="+cmd", profile="@SUM(A1)",
              mode="online", model_versions={"classic": "-1+1"},
              evidence={"samples": [[1, 2, 3, 4]] * 5, "image_png": "iVBORw0KGgo"}),
-        _dec(2, subject="-2+3", decision="SUSPICIOUS", reasons=["=1+1"]),
+        _dec(2, subject="-2+3", decision="SUSPICIOUS", reasons=["=1+1"], mode="offline", paper_references="paper"),
     ]
     store.store(hostile)
     store.close()
@@ -153,6 +153,7 @@ def test_csv_and_json_export_hold_no_raw_evidence_and_no_formula(db_url: str, tm
     assert rows[0]["operator"] == "'+cmd" and rows[0]["profile"] == "'@SUM(A1)"
     assert rows[0]["mode"] == "pen" and rows[0]["model_versions"] == "classic=-1+1"
     assert rows[1]["subject"] == "'-2+3" and rows[1]["reasons"] == "'=1+1"
+    assert rows[0]["paper_references"] == "" and rows[1]["paper_references"] == "paper"   # which references decided
     for r in rows:   # no cell a spreadsheet would run
         assert not any(v.startswith(("=", "+", "-", "@")) for v in r.values()), r
     jout = tmp_path / "export.jsonl"
