@@ -218,8 +218,12 @@ class _Failures:
 class StaffAuth:
     """Logins, lockouts and sessions of the kiosk's operators. Thread-safe."""
 
-    def __init__(self, config: StaffConfig, audit: AuditFn, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, config: StaffConfig, audit: AuditFn, *, clock: Callable[[], float] = time.monotonic,
+                 exclusive: bool = True) -> None:
         self.config = config
+        #: One session at a time (a kiosk: one screen, one operator); False lets several users
+        #: be logged in at once (the central web page).
+        self.exclusive = exclusive
         self.operators = OperatorStore(config.operators_file)
         self._audit = audit
         self._clock = clock
@@ -276,7 +280,7 @@ class StaffAuth:
                 # The login counts only once its audit record is durable (required=True raises,
                 # and the session already open stays as it was).
                 self._audit("login", "ok", name, staff_session=s.session_id, required=True)
-                for old in list(self._sessions.values()):
+                for old in list(self._sessions.values()) if self.exclusive else []:
                     self._end(old, "superseded")   # one screen, one operator
                 self._sessions[s.token_digest] = s
                 log.info("staff login", extra={"event": "staff_login", "operator": name, "staff_session": s.session_id})

@@ -40,11 +40,10 @@ import os
 import queue
 import re
 import secrets
-import socket
 import threading
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
@@ -53,6 +52,7 @@ from kiosk.errors import ActionNotAuditable, AuditNotRecorded, RequestRefused, S
 from kiosk.jsonbound import loads_bounded
 from kiosk.screen_events import EventBus, State
 from kiosk.staff import LoginRefused, OperatorEntryInvalid, StaffAuth, StaffSession
+from kiosk.ui.bounded_http import BoundedServer, DeadlineHandler
 
 log = logging.getLogger(__name__)
 
@@ -74,47 +74,6 @@ READ_TIMEOUT_S = 10.0
 REQUEST_DEADLINE_S = 15.0
 #: Connections served at once (the kiosk's browser needs a handful; each holds one thread).
 MAX_CONNECTIONS = 32
-
-_BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-
-
-class _Server(ThreadingHTTPServer):
-    """A thread per connection, but never more than ``max_connections`` of them: beyond that a
-    connection is answered 503 and closed at once instead of taking a thread."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-    # A burst of connections beyond the listen backlog has its SYNs dropped and retried by the
-    # kernel seconds later: keep room for a burst so the refusal below is immediate.
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
-                 max_connections: int = MAX_CONNECTIONS) -> None:
-        self.max_connections = max_connections
-        self._slots = threading.BoundedSemaphore(max_connections)
-        super().__init__(address, handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            try:
-                request.settimeout(1.0)
-                request.sendall(_BUSY)
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
 
 def screen_token(path: Path | None, group: str | None = None) -> str:
     """The per-boot secret of the kiosk's browser.
@@ -195,7 +154,7 @@ class UiServer:
         self._static = {path: (resources.files("kiosk.ui").joinpath("static", name).read_bytes(), ctype)
                         for path, (name, ctype) in STATIC.items()}
         self._stop = threading.Event()
-        self.httpd = _Server((host, port), self._handler_class(), max_connections)
+        self.httpd = BoundedServer((host, port), self._handler_class(), max_connections)
         bound_host, self.port = self.httpd.server_address[:2]
         # An AF_INET server's address is (str, int); socketserver types the host as str | bytes.
         self.host = bound_host.decode() if isinstance(bound_host, bytes) else bound_host
@@ -228,35 +187,11 @@ class UiServer:
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         ui = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(DeadlineHandler):
             server_version = "sigkiosk-ui"
             protocol_version = "HTTP/1.1"
             timeout = ui.read_timeout_s   # socket timeout: a silent client is dropped
-            _deadline: threading.Timer | None = None
-
-            def handle_one_request(self) -> None:
-                # The per-receive timeout alone lets a client trickle one byte every few seconds
-                # for ever; the deadline shuts the socket if the request is not complete in time.
-                self._deadline = threading.Timer(ui.request_deadline_s, self._expire)
-                self._deadline.daemon = True
-                self._deadline.start()
-                try:
-                    super().handle_one_request()
-                finally:
-                    self._request_complete()
-
-            def _expire(self) -> None:
-                log.info("ui: request not complete within %.0f s; connection closed", ui.request_deadline_s)
-                self.close_connection = True
-                try:
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-            def _request_complete(self) -> None:
-                if self._deadline is not None:
-                    self._deadline.cancel()
-                    self._deadline = None
+            request_deadline_s = ui.request_deadline_s
 
             def log_message(self, fmt: str, *args: Any) -> None:
                 log.debug("ui: " + fmt, *args)

@@ -163,7 +163,7 @@ def _postgres_store_rate(msgs: list, registry, central) -> float | None:  # type
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
     try:
-        store = PostgresStore(dsn + ("&" if "?" in dsn else "?") + f"options=-csearch_path%3D{schema}")
+        store = PostgresStore(dsn + ("&" if "?" in dsn else "?") + f"options=-csearch_path%3D{schema}", create=True)
         proc = Processor(registry, [central])
         t0 = time.perf_counter()
         for b in range(0, len(msgs), 200):

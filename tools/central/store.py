@@ -278,6 +278,7 @@ class Store(Protocol):
     def purge_evidence(self, older_than_ms: int) -> int: ...
     def evidence_case(self, kiosk_id: str, decision_seq: int) -> tuple[StoredDecision | None, StoredEvidence | None]: ...
     def find_decision_seq(self, session_id: str) -> list[tuple[str, int]]: ...
+    def release(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -302,6 +303,20 @@ class _SqlStore:
             except Exception:
                 pass
         self._local = threading.local()
+
+    def release(self) -> None:
+        """Close the calling thread's connection (a server's thread per client ends with it; the
+        next call from this thread opens a new one)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            return
+        self._local.conn = None
+        with self._all_lock:
+            self._all = [c for c in self._all if c is not conn]
+        try:
+            conn.close()
+        except Exception:
+            pass
 
     def _conn(self) -> Any:
         raise NotImplementedError
@@ -629,8 +644,9 @@ class _SqlStore:
         return n
 
     def status(self) -> dict[str, dict[str, Any]]:
-        rows = self._read("SELECT kiosk_id, seq, state, received_ms, payload FROM kiosk_status ORDER BY kiosk_id")
-        return {r[0]: {"seq": int(r[1]), "state": r[2], "received_ms": int(r[3]), **json.loads(r[4])} for r in rows}
+        rows = self._read("SELECT kiosk_id, seq, state, received_ms, payload, site FROM kiosk_status ORDER BY kiosk_id")
+        return {r[0]: {"seq": int(r[1]), "state": r[2], "received_ms": int(r[3]), **json.loads(r[4]), "site": r[5]}
+                for r in rows}
 
 
 class SqliteStore(_SqlStore):

@@ -9,6 +9,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -172,14 +173,64 @@ def _export_case(args: argparse.Namespace) -> int:
     return 0
 
 
+def _web(args: argparse.Namespace) -> int:
+    from tools.central.web import CentralWeb, WebConfig
+
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.tls_cert:
+        log.warning("central web on %s without TLS: passwords and session cookies cross the network in clear; "
+                    "give --tls-cert/--tls-key or put TLS in front", args.host)
+    web = CentralWeb(WebConfig(
+        db=args.db, users_file=Path(args.users), registry_file=Path(args.registry) if args.registry else None,
+        host=args.host, port=args.port, tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+        tls_key=Path(args.tls_key) if args.tls_key else None, idle_timeout_s=args.idle_timeout_s))
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=web.stop, daemon=True).start())
+    print(f"central web page on {web.url} (read-only; Ctrl-C stops)", flush=True)
+    try:
+        web.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        web.stop()
+    return 0
+
+
+def _user(args: argparse.Namespace) -> int:
+    import getpass
+
+    from kiosk.staff import OperatorStore
+
+    users = OperatorStore(Path(args.users))
+    if args.user_command == "list":
+        for name in users.names():
+            print(name)
+        return 0
+    if args.user_command == "remove":
+        if not users.remove(args.name):
+            print(f"sigkiosk central: error: no user {args.name!r} in {args.users}", file=sys.stderr)
+            return 2
+        print(f"user {args.name} removed")
+        return 0
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"password for {args.name}: ")
+        if getpass.getpass("again: ") != password:
+            print("sigkiosk central: error: the passwords differ", file=sys.stderr)
+            return 2
+    users.set(args.name, password)
+    print(f"user {args.name} set in {args.users} (scrypt; the file is mode 0600)")
+    return 0
+
 
 def _guarded(func):  # type: ignore[no-untyped-def]
     def run(args: argparse.Namespace) -> int:
+        from kiosk.errors import ApplianceError
+        from tools.central.errors import CentralError
         from tools.central.store import StoreError
 
         try:
             return func(args)
-        except (StoreError, ValueError, OSError) as exc:
+        except (StoreError, CentralError, ApplianceError, ValueError, OSError) as exc:
             print(f"sigkiosk central: error: {exc}", file=sys.stderr)
             return 2
 
@@ -233,6 +284,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--audit", action="store_true",
                    help="staff actions instead of decisions (filters: customer, operator, kiosk, site, outcome, time)")
     q.set_defaults(func=_guarded(_query))
+
+    w = csub.add_parser("web", help="a read-only web page of the database, behind a login")
+    w.add_argument("--db", default="central.sqlite", help="an existing database (never created here)")
+    w.add_argument("--users", required=True, help="central users file ('central user add')")
+    w.add_argument("--registry", help="kiosk registry (JSON): kiosks, groups, revocations")
+    w.add_argument("--host", default="127.0.0.1")
+    w.add_argument("--port", type=int, default=8480)
+    w.add_argument("--tls-cert", help="serve HTTPS with this certificate (chain) ...")
+    w.add_argument("--tls-key", help="... and its key")
+    w.add_argument("--idle-timeout-s", type=float, default=900.0, help="a session ends after this long unused")
+    w.set_defaults(func=_guarded(_web))
+
+    u = csub.add_parser("user", help="central users of the web page (scrypt-hashed passwords)")
+    usub = u.add_subparsers(dest="user_command", metavar="ACTION", required=True)
+    ua = usub.add_parser("add", help="add a user or change a password (asked twice, or --password-stdin)")
+    ua.add_argument("name")
+    ua.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    ur = usub.add_parser("remove", help="remove a user")
+    ur.add_argument("name")
+    ul = usub.add_parser("list", help="list the users")
+    for sp in (ua, ur, ul):
+        sp.add_argument("--users", required=True, help="the users file (JSON, mode 0600)")
+        sp.set_defaults(func=_guarded(_user))
 
     s = csub.add_parser("stats", help="counts of stored rows and of refusals by reason")
     s.add_argument("--db", default="central.sqlite")

@@ -1,0 +1,95 @@
+"""The standard library's HTTP server, bounded: a connection pool and a per-request deadline.
+
+Shared by the kiosk's screen server (``kiosk.ui.server``) and the central web page
+(``tools.central.web``): both face clients that may be hostile or just slow.
+
+* :class:`BoundedServer`: a thread per connection, but never more than ``max_connections``; beyond
+  that a connection is answered 503 and closed at once instead of taking a thread.
+* :class:`DeadlineHandler`: the socket timeout (``timeout``) drops a silent client, but alone it
+  lets a client trickle one byte every few seconds for ever; the deadline shuts the socket if the
+  request (line, headers, body - and a TLS handshake, which happens at the first read) is not
+  complete within ``request_deadline_s``. A handler calls ``_request_complete()`` once it has read
+  the whole request, so a long answer (an event stream) is not cut.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+class BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most ``max_connections`` of them (503 beyond)."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    # A burst of connections beyond the listen backlog has its SYNs dropped and retried by the
+    # kernel seconds later: keep room for a burst so the refusal below is immediate.
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
+                 max_connections: int) -> None:
+        self.max_connections = max_connections
+        self._slots = threading.BoundedSemaphore(max_connections)
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.settimeout(1.0)
+                request.sendall(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+class DeadlineHandler(BaseHTTPRequestHandler):
+    """A request handler whose request must be complete within ``request_deadline_s``."""
+
+    request_deadline_s: float = 15.0
+    _deadline: threading.Timer | None = None
+
+    def handle_one_request(self) -> None:
+        self._deadline = threading.Timer(self.request_deadline_s, self._expire)
+        self._deadline.daemon = True
+        self._deadline.start()
+        try:
+            super().handle_one_request()
+        finally:
+            self._request_complete()
+
+    def _expire(self) -> None:
+        log.info("%s: request not complete within %.0f s; connection closed", self.server_version,
+                 self.request_deadline_s)
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _request_complete(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+
+__all__ = ["BoundedServer", "DeadlineHandler"]
