@@ -23,6 +23,7 @@ INTEGRATION_NAMES = frozenset({"start_broker", "Mosquitto", "start_daemon", "Dae
 # - or its module is one of these, with why.
 INTEGRATION_MODULES = {
     "tests/tools/central/test_central_bench.py": "the link benchmark: brokers and kiosks",
+    "tests/tools/central/test_evidence_bench.py": "the evidence benchmark: the whole demo environment",
     "tests/tools/test_eval_cli.py": "evaluation CLI runs over generated data sets",
     "tests/tools/test_fusion_fit.py": "fitting the fusion over generated data sets",
     "tests/tools/test_train_quick.py": "pen training (TensorFlow)",

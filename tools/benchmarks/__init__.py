@@ -12,5 +12,6 @@ BENCHMARK_MODULES: tuple[str, ...] = (
     "tools.benchmarks.camera",
     "tools.benchmarks.link",
     "tools.benchmarks.daemon",
+    "tools.benchmarks.evidence",
     "tools.benchmarks.update",
 )

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,45 @@ def _ready_and_memory(root: Path, config_path: Path, runs: int) -> tuple[list[fl
             proc.wait(20)
             sock.close()
     return ready, rss, hwm
+
+
+def enrolled_queries(env: Any, n: int, seed: int = 11) -> list[tuple[str, Any]]:
+    """``n`` genuine queries of three synthetic customers enrolled (5 references) on the daemon."""
+    writers = synthetic_writers(3, seed=seed, n_genuine=5 + n // 3 + 1, n_forgeries=0)
+    queries = []
+    for w, (g, _) in writers.items():
+        refs = [dataclasses.replace(t, t=(t.t - t.t[0]) / env.pen.speed) for t in g[:5]]
+        env.daemon.store.put(f"bench-{w}", refs)
+        queries += [(f"bench-{w}", q) for q in g[5:]]
+    return queries[:n]
+
+
+def pen_up_latencies(env: Any, queries: list[tuple[str, Any]],
+                     before_each: Callable[[int], None] | None = None) -> list[float]:
+    """Each query signed on the live capture path; the daemon's pen-up -> decision published, ms.
+    ``before_each(i)`` runs while the kiosk is idle before query ``i``."""
+    d = env.daemon
+    events = d.bus.subscribe()
+    d.latencies_ms.clear()
+    for i, (customer, traj) in enumerate(queries):
+        while d.current is not None or d.state.value != "idle":
+            time.sleep(0.005)
+        if before_each is not None:
+            before_each(i)
+        before = d.decisions
+        d.submit("verify", customer)
+        signed = False
+        while d.decisions == before:
+            try:
+                ev = events.get(timeout=0.05)
+            except Exception:
+                continue
+            if not signed and ev.get("type") == "screen" and ev.get("screen") == "sign":
+                env.pen.sign(traj)
+                signed = True
+    while d.current is not None or d.state.value != "idle":   # the last request's end (its evidence)
+        time.sleep(0.005)
+    return list(d.latencies_ms)
 
 
 BENCH_KIOSK = "kiosk-bench"
@@ -118,31 +158,7 @@ def run(quick: bool = False) -> dict[str, float]:
             ready, rss, hwm = _ready_and_memory(root, _second_kiosk_config(root, env.config_path, env.collector), 2 if quick else 5)
 
             os.sched_setaffinity(0, {cpu})   # the latency on one core, as the budget says
-            d = env.daemon
-            writers = synthetic_writers(3, seed=11, n_genuine=5 + n_queries // 3 + 1, n_forgeries=0)
-            queries = []
-            for w, (g, _) in writers.items():
-                refs = [dataclasses.replace(t, t=(t.t - t.t[0]) / env.pen.speed) for t in g[:5]]
-                d.store.put(f"bench-{w}", refs)
-                queries += [(f"bench-{w}", q) for q in g[5:]]
-            queries = queries[:n_queries]
-            events = d.bus.subscribe()
-            d.latencies_ms.clear()
-            for customer, traj in queries:
-                while d.current is not None or d.state.value != "idle":
-                    time.sleep(0.005)
-                before = d.decisions
-                d.submit("verify", customer)
-                signed = False
-                while d.decisions == before:
-                    try:
-                        ev = events.get(timeout=0.05)
-                    except Exception:
-                        continue
-                    if not signed and ev.get("type") == "screen" and ev.get("screen") == "sign":
-                        env.pen.sign(traj)
-                        signed = True
-            lat = np.array(d.latencies_ms)
+            lat = np.array(pen_up_latencies(env, enrolled_queries(env, n_queries)))
             env.daemon.link.flush(30)
             self_rss, self_hwm = _rss_mb(os.getpid())
         finally:

@@ -17,8 +17,10 @@ storage is back. If even archiving a refusal fails, that too is a storage failur
 For each message, cheapest checks first: size; structure; topic versus signed header; registry
 (kiosk known, signing key id registered); Ed25519 signature; time window; decryption (AES-GCM
 authenticates the header too); payload (strict: ``kiosk.records.decode_payload``); then the store
-decides stored/duplicate/replay.
+decides stored/duplicate/replay (and, for evidence, whether its decision is stored).
 Every refusal is counted by reason and logged; the collector keeps running whatever arrives.
+Evidence past ``evidence_retention_days`` is deleted by the running collector (at start, then
+every ``evidence_purge_interval_s``).
 """
 
 from __future__ import annotations
