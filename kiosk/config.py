@@ -135,6 +135,8 @@ key_file = "/etc/sigkiosk/keys/kiosk.key"
 sign_key_file = "/etc/sigkiosk/keys/sign.key"
 central_pub_file = "/etc/sigkiosk/keys/central-enc.pub"
 outbox_path = "/var/lib/sigkiosk/outbox.sqlite"
+evidence = true                          # seal each decision's signature (pen samples / paper crop) after
+#                                        # it, for disputes; the central side keeps it its retention period
 
 # Paper signatures (a cheque or form shown to the camera, or a scan): verified against the
 # customer's references (pad references are drawn as ink). Omit the table to run without a camera.

@@ -103,6 +103,15 @@ def test_evidence_travels_sealed_is_refused_when_hostile_and_expires(link_pki: L
                       seq=extra + 100, time_ms=now)
         raw_a.publish(topic, other, qos=1).wait_for_publish(10)
         wait_for(lambda: collector.stats.refused.get("replay") == 1, what="the replay refused")
+        # Raw data in the wrong fields, under kiosk A's valid key: refused by the strict decoding.
+        stray = {**build(traj, decision_seq=extra, session_id="s-extra", decision_digest=extra_digest).to_payload(),
+                 "trajectory": [[1.0, 2.0, 0.5]]}
+        raw_a.publish(topic, _seal(link_pki, "kiosk-a", "evidence", stray, seq=extra + 101, time_ms=now),
+                      qos=1).wait_for_publish(10)
+        in_decision = {**DecisionRecord.from_dict(_decision("s-raw")).to_payload(), "samples": [[1.0, 2.0]]}
+        raw_a.publish("sig/v1/site1/kiosk-a/decision", _seal(link_pki, "kiosk-a", "decision", in_decision,
+                                                              seq=extra + 102, time_ms=now), qos=1).wait_for_publish(10)
+        wait_for(lambda: collector.stats.refused.get("bad_payload") == 2, what="raw data in wrong fields refused")
         # Oversized: refused unread. On kiosk B's topic: the broker's ACL refuses kiosk A.
         raw_a.publish(topic, bytes(envelope.DEFAULT_MAX_ENVELOPE + 1), qos=1).wait_for_publish(10)
         wait_for(lambda: collector.stats.refused.get("oversized") == 1, what="oversized evidence refused")
