@@ -159,3 +159,58 @@ def test_evidence_travels_sealed_is_refused_when_hostile_and_expires(link_pki: L
     v = json.loads((out / "verification.json").read_text())
     assert v["evidence_seq"] == pen_ev and v["evidence_bound_to_decision"] is True
     assert v["evidence_envelope"]["signature"] == "verified"
+
+
+def test_a_paper_decision_is_followed_by_its_checked_crop(link_pki: LinkPki, mqtt_broker: Mosquitto, tmp_path: Path,
+                                                          caplog) -> None:  # type: ignore[no-untyped-def]
+    """The daemon's paper flow: the decision, then the crop the verifier checked, as PNG, beside it."""
+    import logging
+
+    import cv2
+
+    from kiosk.config import load_config
+    from kiosk.daemon import Daemon
+    from models.render import render_ink
+    from tests.kiosk.daemon_helpers import link_table, write_config, writers
+    from tools.photos import make_photo
+
+    caplog.set_level(logging.DEBUG)
+    collector = Collector(link_pki.collector_config(mqtt_broker.port, str(tmp_path / "central.sqlite"),
+                                                    fresh_session=True))
+    collector.start()
+    camera = tmp_path / "camera" / "frame.png"
+    camera.parent.mkdir()
+    cfg = write_config(tmp_path, link=link_table(link_pki, mqtt_broker.port, tmp_path),
+                       extra=f'\n[paper]\nenabled = true\ncamera = "{camera}"\nwarmup_s = 0.0\nattempts = 2\n'
+                             'countdown_s = 0.0\n')
+    daemon = Daemon(load_config(cfg))
+    genuine, _ = next(iter(writers().values()))
+    rng = np.random.default_rng(1)
+    cv2.imwrite(str(camera), make_photo(render_ink(genuine[6], rng=rng), rng, difficulty="clean").frame)
+    try:
+        assert collector.wait_ready()
+        daemon.start()
+        assert daemon.store is not None and daemon.link is not None
+        daemon.store.put("cust-paper", list(genuine[:5]))
+        result = daemon.submit("verify_paper", "cust-paper").wait(120)
+        assert result["ok"] is True and result["recorded"] is True
+        assert daemon.link.flush(30)
+        case = wait_for(lambda: (c := collector.store.evidence_case("kiosk-a", result["seq"]))[1] is not None and c,
+                        what="the paper evidence beside its decision")
+        decision, evidence = case
+        assert decision.payload["mode"] == "offline" and evidence.payload["mode"] == "offline"
+        png = _png_of(evidence.payload)
+        crop = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+        assert crop.ndim == 2 and crop.dtype == np.uint8 and min(crop.shape) >= 8
+        assert evidence.payload["image_scale"] == 1.0 and daemon.evidence_failures == 0
+    finally:
+        daemon.stop()
+        collector.stop()
+    # Neither the image nor its base64 is ever logged.
+    assert evidence.payload["image_png"][:40] not in caplog.text
+
+
+def _png_of(payload: dict) -> bytes:
+    from kiosk.records import EvidenceRecord
+
+    return EvidenceRecord(**{k: v for k, v in payload.items() if k not in ("type", "schema")}).png()
