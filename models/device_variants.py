@@ -6,7 +6,8 @@ no pressure, some no timestamps (the software then assumes the nominal rate), an
 delivered, so that the cross-device yardstick (``tools/cross_device.py``) can measure the verifier
 on "the same writers, another pad", and training can use them as augmentation.
 
-All are pure: the input is not changed, positions are never moved (only dropped or interpolated),
+All are pure: the input is not changed; positions are moved only by :func:`transformed` (another
+pad orientation, slant, aspect or resolution), otherwise only dropped or interpolated,
 and the result is a valid ``Trajectory`` whose ``DeviceInfo`` says what the new pad knows.
 """
 
@@ -16,7 +17,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from models.trajectory import Trajectory
+from models.trajectory import DeviceInfo, Trajectory
 
 
 def without_pressure(traj: Trajectory) -> Trajectory:
@@ -110,3 +111,80 @@ def resampled(traj: Trajectory, rate_hz: float) -> Trajectory:
         device=replace(traj.device, nominal_rate_hz=rate, name=f"{traj.device.name} [{rate:g} Hz]"),
         stroke_breaks=tuple(breaks),
     )
+
+
+def _with(traj: Trajectory, name: str, **changes: object) -> Trajectory:
+    """``traj`` with some columns or device fields replaced (the rest kept), renamed ``name``."""
+    cols: dict[str, object] = {"x": traj.x, "y": traj.y, "pressure": traj.pressure, "t": traj.t,
+                               "pen_down": traj.pen_down, "gaps": traj.gaps, "stroke_breaks": traj.stroke_breaks}
+    device = changes.pop("device", traj.device)
+    assert isinstance(device, DeviceInfo)
+    cols.update(changes)
+    return Trajectory(device=replace(device, name=f"{traj.device.name} [{name}]"), **cols)  # type: ignore[arg-type]
+
+
+def quantised_pressure(traj: Trajectory, levels: int, gamma: float = 1.0) -> Trajectory:
+    """A pad with ``levels`` pressure steps and another response curve: pressure ``p ** gamma``
+    (gamma < 1: a soft pen that reaches high values early), rounded to the pad's steps; a touching
+    pen reports at least one step. Unchanged for a trajectory without pressure."""
+    if levels < 1:
+        raise ValueError(f"levels must be >= 1, got {levels!r}")
+    if not (np.isfinite(gamma) and gamma > 0):
+        raise ValueError(f"gamma must be positive, got {gamma!r}")
+    if not traj.device.has_pressure:
+        return traj
+    p = np.rint(np.power(traj.pressure, gamma) * levels)
+    p = np.where(traj.pen_down, np.clip(p, 1, levels), 0.0) / levels
+    return _with(traj, f"{levels} levels, gamma {gamma:.2g}", pressure=p,
+                 device=replace(traj.device, pressure_levels=int(levels)))
+
+
+def transformed(traj: Trajectory, *, rotation_deg: float = 0.0, slant_deg: float = 0.0, aspect: float = 1.0,
+                grid: float | None = None) -> Trajectory:
+    """The pad held or calibrated differently: rotated by ``rotation_deg``, slanted (x shifted in
+    proportion to height by ``slant_deg``), x stretched by ``aspect`` relative to y, and positions
+    rounded to a coarser ``grid`` (in the trajectory's units: a lower resolution)."""
+    if not (np.isfinite(aspect) and aspect > 0):
+        raise ValueError(f"aspect must be positive, got {aspect!r}")
+    if grid is not None and not (np.isfinite(grid) and grid > 0):
+        raise ValueError(f"grid must be positive, got {grid!r}")
+    r, k = np.radians(rotation_deg), np.tan(np.radians(slant_deg))
+    cx, cy = float(np.mean(traj.x)), float(np.mean(traj.y))
+    x0, y0 = traj.x - cx, traj.y - cy
+    x1 = (x0 - k * y0) * aspect  # y grows downwards: a positive slant leans the tops to the right
+    x = cx + np.cos(r) * x1 - np.sin(r) * y0
+    y = cy + np.sin(r) * x1 + np.cos(r) * y0
+    if grid is not None:
+        x, y = np.rint(x / grid) * grid, np.rint(y / grid) * grid
+    return _with(traj, f"rot {rotation_deg:.2g}, slant {slant_deg:.2g}, aspect {aspect:.3g}", x=x, y=y)
+
+
+def jittered_time(traj: Trajectory, offsets: np.ndarray) -> Trajectory:
+    """Timestamps each moved by ``offsets`` (s, one per point; a pad's clock or a USB stack's
+    latency), kept non-decreasing and starting at 0."""
+    off = np.asarray(offsets, dtype=np.float64)
+    if off.shape != traj.t.shape or not np.all(np.isfinite(off)):
+        raise ValueError(f"need one finite offset per point ({len(traj.t)}), got shape {off.shape}")
+    t = np.maximum.accumulate(traj.t + off)
+    return _with(traj, "time jitter", t=t - t[0])
+
+
+def dropped(traj: Trajectory, keep: np.ndarray) -> Trajectory:
+    """The points where ``keep`` is True (a pad losing samples); the first and last point of
+    every segment (stroke or hover run) are always kept, so no stroke vanishes or merges, and
+    stroke breaks and gap marks are re-indexed."""
+    k = np.asarray(keep, dtype=bool).copy()
+    if k.shape != traj.t.shape:
+        raise ValueError(f"need one flag per point ({len(traj.t)}), got shape {k.shape}")
+    for a, b in _segments(traj):
+        k[a] = k[b - 1] = True
+    new_index = np.cumsum(k) - 1
+
+    def moved(idx: tuple[int, ...]) -> tuple[int, ...]:
+        # A mark on a dropped point moves to the next kept one.
+        out = {int(new_index[i]) + (0 if k[i] else 1) for i in idx}
+        return tuple(sorted(i for i in out if 0 < i < int(k.sum())))
+
+    return _with(traj, f"{int((~k).sum())} dropped", x=traj.x[k], y=traj.y[k], pressure=traj.pressure[k],
+                 t=traj.t[k], pen_down=traj.pen_down[k], gaps=moved(traj.gaps),
+                 stroke_breaks=moved(traj.stroke_breaks))

@@ -58,7 +58,7 @@ score ~4.9 (EER 0 %). On 50 writers (seed 7): EER 19 % at skill 1.0, 4 % at 0.7,
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -72,11 +72,16 @@ __all__ = [
     "WriterModel",
     "forgery",
     "genuine",
+    "lognormal_fraction",
+    "lognormal_speed",
+    "lognormal_velocity",
     "make_population",
     "random_writer",
     "render",
     "vary_forgery",
     "vary_genuine",
+    "writer_from_json",
+    "writer_to_json",
 ]
 
 #: The virtual tablet: 200 Hz with measured (slightly jittered) timestamps, like a Wacom pad;
@@ -106,6 +111,47 @@ def _erf(x: np.ndarray) -> np.ndarray:
     t = 1.0 / (1.0 + 0.3275911 * a)
     poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
     return s * (1.0 - poly * np.exp(-a * a))
+
+
+# The impulse formulas, written once for any broadcastable arguments: :class:`Lognormal` calls them
+# with its scalars; the fitting (``tools/lognormal_fit.py``) with a column of impulses at once.
+
+
+def _lognormal_z(t: np.ndarray, t0: np.ndarray | float, mu: np.ndarray | float,
+                 sigma: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    dt = np.asarray(t, dtype=np.float64) - t0
+    pos = dt > 0
+    z = np.where(pos, (np.log(np.where(pos, dt, 1.0)) - mu) / sigma, -np.inf)
+    return z, np.where(pos, dt, np.inf)
+
+
+def lognormal_fraction(t: np.ndarray, t0: np.ndarray | float, mu: np.ndarray | float,
+                       sigma: np.ndarray | float) -> np.ndarray:
+    """``Lambda(t)``: the lognormal CDF, the fraction of ``D`` covered by ``t`` (0 before onset)."""
+    z, _ = _lognormal_z(t, t0, mu, sigma)
+    return 0.5 * (1.0 + _erf(np.where(np.isfinite(z), z, -40.0) / _SQRT2))
+
+
+def lognormal_speed(t: np.ndarray, D: np.ndarray | float, t0: np.ndarray | float, mu: np.ndarray | float,
+                    sigma: np.ndarray | float) -> np.ndarray:
+    """The lognormal speed profile ``D / (sigma sqrt(2 pi) (t - t0)) exp(-z^2 / 2)`` (0 before onset)."""
+    z, dt = _lognormal_z(t, t0, mu, sigma)
+    live = np.isfinite(z)
+    zz = np.where(live, z, 0.0)
+    return np.where(live, D / (sigma * _SQRT2PI * dt) * np.exp(-0.5 * zz * zz), 0.0)
+
+
+def lognormal_velocity(t: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """Summed velocity ``(len(t), 2)`` of impulses given as rows ``(D, t0, mu, sigma, theta_start,
+    theta_end)``: the direction turns in proportion to the distance covered (an arc)."""
+    p = np.asarray(params, dtype=np.float64).reshape(-1, 6)
+    if not len(p):
+        return np.zeros((len(t), 2))
+    D, t0, mu, sg, ts, te = (p[:, k : k + 1] for k in range(6))
+    tt = np.asarray(t, dtype=np.float64)[None, :]
+    s = lognormal_speed(tt, D, t0, mu, sg)
+    phi = ts + (te - ts) * lognormal_fraction(tt, t0, mu, sg)
+    return np.column_stack(((s * np.cos(phi)).sum(axis=0), (s * np.sin(phi)).sum(axis=0)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,23 +194,13 @@ class Lognormal:
         """The times at which the impulse starts and ends for practical purposes."""
         return self.t0 + math.exp(self.mu - k * self.sigma), self.t0 + math.exp(self.mu + k * self.sigma)
 
-    def _z(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        dt = np.asarray(t, dtype=np.float64) - self.t0
-        pos = dt > 0
-        z = np.where(pos, (np.log(np.where(pos, dt, 1.0)) - self.mu) / self.sigma, -np.inf)
-        return z, np.where(pos, dt, np.inf)
-
     def fraction(self, t: np.ndarray) -> np.ndarray:
         """``Lambda(t)``: the fraction of ``D`` covered by time ``t`` (0 before onset)."""
-        z, _ = self._z(t)
-        return 0.5 * (1.0 + _erf(np.where(np.isfinite(z), z, -40.0) / _SQRT2))
+        return lognormal_fraction(t, self.t0, self.mu, self.sigma)
 
     def speed(self, t: np.ndarray) -> np.ndarray:
         """The analytic lognormal speed profile (mm/s)."""
-        z, dt = self._z(t)
-        live = np.isfinite(z)
-        zz = np.where(live, z, 0.0)
-        return np.where(live, self.D / (self.sigma * _SQRT2PI * dt) * np.exp(-0.5 * zz * zz), 0.0)
+        return lognormal_speed(t, self.D, self.t0, self.mu, self.sigma)
 
     def direction(self, t: np.ndarray) -> np.ndarray:
         return self.theta_start + (self.theta_end - self.theta_start) * self.fraction(t)
@@ -214,14 +250,17 @@ class Stroke:
             xy += imp.displacement(t)
         return xy
 
+    def params(self) -> np.ndarray:
+        """The impulses as rows ``(D, t0, mu, sigma, theta_start, theta_end)``."""
+        return np.array([[i.D, i.t0, i.mu, i.sigma, i.theta_start, i.theta_end] for i in self.impulses])
+
+    def velocity(self, t: np.ndarray) -> np.ndarray:
+        """The summed velocity vectors (mm/s), shape ``(len(t), 2)``."""
+        return lognormal_velocity(np.asarray(t, dtype=np.float64), self.params())
+
     def speed(self, t: np.ndarray) -> np.ndarray:
         """Magnitude of the summed velocity vectors."""
-        t = np.asarray(t, dtype=np.float64)
-        v = np.zeros((len(t), 2))
-        for imp in self.impulses:
-            s, phi = imp.speed(t), imp.direction(t)
-            v[:, 0] += s * np.cos(phi)
-            v[:, 1] += s * np.sin(phi)
+        v = self.velocity(t)
         return np.hypot(v[:, 0], v[:, 1])
 
 
@@ -272,6 +311,30 @@ class WriterModel:
     def duration(self) -> float:
         """Total time from the first touch-down to the last lift (s)."""
         return sum(b - a for a, b in (s.window() for s in self.strokes)) + sum(self.pen_up_s)
+
+
+def writer_to_json(model: WriterModel) -> dict:
+    """A writer model as plain JSON (impulses as ``[D, t0, mu, sigma, theta_start, theta_end]``)."""
+    return {
+        "strokes": [{"start": list(st.start), "pressure_scale": st.pressure_scale,
+                     "impulses": st.params().tolist()} for st in model.strokes],
+        "pen_up_s": list(model.pen_up_s),
+        "style": asdict(model.style),
+        "variability": model.variability,
+    }
+
+
+def writer_from_json(d: dict) -> WriterModel:
+    """The inverse of :func:`writer_to_json`; the dataclasses validate every value."""
+    strokes = tuple(
+        Stroke(start=(float(s["start"][0]), float(s["start"][1])),
+               impulses=tuple(Lognormal(*(float(v) for v in row)) for row in s["impulses"]),
+               pressure_scale=float(s["pressure_scale"]))
+        for s in d["strokes"]
+    )
+    return WriterModel(strokes=strokes, pen_up_s=tuple(float(g) for g in d["pen_up_s"]),
+                       style=PenStyle(**{k: float(v) for k, v in d["style"].items()}),
+                       variability=float(d["variability"]))
 
 
 # --------------------------------------------------------------------------------------------

@@ -98,3 +98,80 @@ def test_resampled_pad_without_timestamps_gets_times_at_the_new_rate() -> None:
     assert len(v) == int(np.floor(99 / 200 * 75 + 1e-9)) + 1
     with pytest.raises(ValueError):
         resampled(tr, 0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The pad properties device augmentation draws (tools/train/augment.py)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_quantised_pressure_has_the_pads_steps_and_curve() -> None:
+    from models.device_variants import quantised_pressure
+
+    tr = contact_only()
+    v = quantised_pressure(tr, 256)
+    assert v.device.pressure_levels == 256
+    np.testing.assert_allclose(v.pressure * 256, np.rint(v.pressure * 256), atol=1e-9)
+    assert np.abs(v.pressure - tr.pressure).max() <= 0.5 / 256 + 1e-12
+    soft = quantised_pressure(tr, 8192, gamma=0.5)
+    assert (soft.pressure >= tr.pressure - 1e-4).all() and soft.pressure.mean() > tr.pressure.mean()
+    hover = with_hover()
+    hv = quantised_pressure(hover, 512, 2.0)
+    assert (hv.pressure[~hover.pen_down] == 0).all() and (hv.pressure[hover.pen_down] >= 1 / 512).all()
+    assert quantised_pressure(without_pressure(tr), 256) .device.pressure_levels is None
+    for bad in ((0, 1.0), (256, 0.0), (256, float("nan"))):
+        with pytest.raises(ValueError):
+            quantised_pressure(tr, *bad)
+
+
+def test_transformed_rotates_slants_and_stretches_about_the_centre() -> None:
+    from models.device_variants import transformed
+
+    tr = contact_only()
+    same = transformed(tr)
+    np.testing.assert_allclose(same.x, tr.x, atol=1e-12)
+    rot = transformed(tr, rotation_deg=90.0)
+    cx, cy = tr.x.mean(), tr.y.mean()
+    np.testing.assert_allclose(rot.x - cx, -(tr.y - cy), atol=1e-9)
+    np.testing.assert_allclose(rot.y - cy, tr.x - cx, atol=1e-9)
+    wide = transformed(tr, aspect=1.2)
+    assert np.ptp(wide.x) == pytest.approx(1.2 * np.ptp(tr.x))
+    np.testing.assert_allclose(wide.y, tr.y, atol=1e-12)
+    coarse = transformed(tr, grid=0.5)
+    np.testing.assert_allclose(coarse.x / 0.5, np.rint(coarse.x / 0.5), atol=1e-9)
+    for name in ("t", "pen_down", "pressure"):
+        np.testing.assert_array_equal(getattr(rot, name), getattr(tr, name))
+    assert rot.stroke_breaks == tr.stroke_breaks
+    with pytest.raises(ValueError):
+        transformed(tr, aspect=0.0)
+
+
+def test_jittered_time_stays_monotone() -> None:
+    from models.device_variants import jittered_time
+
+    tr = contact_only()
+    rng = np.random.default_rng(0)
+    v = jittered_time(tr, rng.uniform(-0.02, 0.02, len(tr)))  # larger than a period: must still be valid
+    assert v.t[0] == 0 and (np.diff(v.t) >= 0).all()
+    assert not np.array_equal(v.t, tr.t)
+    with pytest.raises(ValueError):
+        jittered_time(tr, np.zeros(3))
+
+
+def test_dropped_keeps_every_stroke_and_reindexes_breaks() -> None:
+    from models.device_variants import dropped
+
+    tr = contact_only()
+    keep = np.random.default_rng(1).uniform(size=len(tr)) > 0.5
+    v = dropped(tr, keep)
+    assert len(v) < len(tr)
+    assert len(v.strokes()) == len(tr.strokes()) == 2
+    assert v.stroke_breaks == (int(keep[:40].sum() + (0 if keep[0] else 1) + (0 if keep[39] else 1)),)
+    # The first and last point of each stroke survive: the path's ends do not move.
+    for a, b in zip(tr.strokes(), v.strokes()):
+        assert (tr.x[a.start], tr.x[a.stop - 1]) == (v.x[b.start], v.x[b.stop - 1])
+    hover = with_hover()
+    hv = dropped(hover, np.zeros(len(hover), bool))
+    assert len(hv.strokes()) == 2 and len(hv) == 6  # two points per run: stroke, hover, stroke
+    with pytest.raises(ValueError):
+        dropped(tr, np.ones(3, bool))

@@ -65,6 +65,8 @@ class Corpus:
     hashes: dict[str, str] = field(default_factory=dict)
     datasets: dict[str, Dataset[OnlineSample]] = field(default_factory=dict)
     roots: dict[str, Path] = field(default_factory=dict)
+    #: signature index -> indices of its device-augmented copies (``tools/train/augment.py``)
+    variants: dict[int, list[int]] = field(default_factory=dict)
 
     def by_key(self) -> dict[str, Signature]:
         return {s.key: s for s in self.signatures}
