@@ -7,6 +7,9 @@ Over generated photos (:mod:`tools.photos`) of the Dutch TEST writers' genuine s
   :func:`models.image_preprocess.prepare` prepares it, and the result *matches* ``prepare`` of the
   original scan;
 * **refusals**: too dark, too bright and too blurred frames refused with the right reason;
+* **the enrollment's duplicate check** (``models.paper.duplicate_of``): how many pairs of two
+  genuine scans of one writer reach its bound (they must not), and how many photos of a sheet
+  would be refused as the same sheet as its scan (they should);
 * **time** from frame to prepared 128x128 (quality check + finder + prepare), one core, median and
   p95 over the frames that were found (each frame's best of 5 runs: the machine is shared) (the lead adds the model's embedding time for frame to score).
 
@@ -33,6 +36,7 @@ import numpy as np
 from firmware_host.camera import Reason, judge, measure
 from models.image_preprocess import prepare
 from models.image_preprocess import prepared_similarity as similarity
+from models.paper import DUPLICATE_SIMILARITY
 from models.signature_finder import PictureError, find_signature
 from tools.datasets import load_images
 from tools.photos import REFUSED, USABLE, make_photo
@@ -65,13 +69,21 @@ def run(quick: bool = False, data: Path | None = None) -> dict[str, float]:
         preps = [prepare(s.image) for s in g[:6]]
         same_writer += [similarity(preps[i], preps[i + 1]) for i in range(len(preps) - 1)]
     threshold = float(np.percentile(same_writer, 95))
+    # The enrollment's duplicate check (models.paper.duplicate_of): every pair of two genuine
+    # signatures of one writer must stay below its bound, the same sheet photographed above it.
+    all_pairs = []
+    for w in writers:
+        preps = [prepare(s.image) for s in ds.genuine(w)]
+        all_pairs += [similarity(a, b) for i, a in enumerate(preps) for b in preps[i + 1:]]
+    pairs = np.array(all_pairs)
 
     rng = np.random.default_rng(2026)
     out: dict[str, float] = {"match_threshold": threshold}
     timed: list[np.ndarray] = []
     lines = []
+    dup_lines: list[str] = []
     for kind in USABLE:
-        ok = n = refused = unfound = 0
+        ok = n = refused = unfound = same_sheet = 0
         sims = []
         for w in writers:
             g = ds.genuine(w)
@@ -93,9 +105,13 @@ def run(quick: bool = False, data: Path | None = None) -> dict[str, float]:
                 sim = similarity(prepared, prepare(sample.image))
                 sims.append(sim)
                 ok += sim >= threshold
+                same_sheet += sim >= DUPLICATE_SIMILARITY
         out[f"success_{kind}"] = ok / n
         out[f"similarity_median_{kind}"] = float(np.median(sims))
         out[f"wrongly_refused_{kind}"] = refused / n
+        out[f"duplicate_caught_{kind}"] = same_sheet / max(1, n - refused - unfound)
+        dup_lines.append(f"  {kind:12s} {same_sheet:3d}/{n - refused - unfound:3d} photos found would be refused as "
+                         "the same sheet as their scan")
         lines.append(f"  {kind:12s} {ok:3d}/{n:3d} = {100 * ok / n:5.1f} %   median similarity {np.median(sims):.3f}"
                      f"   (refused by the camera {refused}, not found {unfound}, found but no match {n - ok - refused - unfound})")
     out["success_all"] = float(np.mean([out[f"success_{k}"] for k in USABLE]))
@@ -132,6 +148,13 @@ def run(quick: bool = False, data: Path | None = None) -> dict[str, float]:
           f"(95th pct of same-writer genuine pairs, median {np.median(same_writer):.3f})")
     print("\n".join(lines))
     print(f"  all usable   {100 * out['success_all']:5.1f} %")
+    out["duplicate_pairs"] = float(len(pairs))
+    out["duplicate_false"] = float(np.sum(pairs >= DUPLICATE_SIMILARITY))
+    out["duplicate_pair_max"] = float(pairs.max())
+    print(f"enrollment's duplicate check (prepared similarity >= {DUPLICATE_SIMILARITY}):")
+    print(f"  two genuine signatures of one writer: {int(out['duplicate_false'])} of {len(pairs)} pairs at or above it "
+          f"(highest {pairs.max():.3f}, 99th pct {np.percentile(pairs, 99):.3f})")
+    print("\n".join(dup_lines))
     print("refusals (right reason):")
     print("\n".join(refused_lines))
     print(f"frame to prepared 128x128, one core: median {out['frame_to_prepared_ms_median']:.1f} ms, "
