@@ -2,7 +2,7 @@
 
 The daemon and its flows publish these dataclasses; :meth:`EventBus.publish` turns each into the
 JSON object the page reads (``kiosk/ui/static/app.js``: ``type`` ``screen``, ``ink_start``,
-``ink``, ``notice``, ``enroll_sample``, ``preview``), once, and every subscriber (the screen server's
+``ink``, ``notice``, ``enroll_sample``, ``preview``, ``checked_picture``), once, and every subscriber (the screen server's
 ``/events`` stream, tests) gets that object. The wire form is the contract with the page; the
 classes are the contract with the code that decides what to show.
 
@@ -233,7 +233,25 @@ class PaperPreview:
                 "width": self.width, "height": self.height}
 
 
-Event = Union[ScreenChange, InkStart, Ink, Notice, EnrollSample, PaperPreview]
+@dataclass(frozen=True)
+class CheckedPicture:
+    """The signature a paper decision was made on (as found on the photo or scan), shown with the
+    decision so the customer sees what was checked: a small JPEG.
+
+    Biometric, like :class:`PaperPreview`: only to the kiosk's own screen, not kept by the bus for a
+    page that connects later (it is not a screen change), never logged. Sent only when the
+    decision itself is shown to the customer."""
+
+    jpeg: bytes = field(repr=False)
+    width: int
+    height: int
+
+    def to_json(self) -> JsonObject:
+        return {"type": "checked_picture", "jpeg": base64.b64encode(self.jpeg).decode("ascii"),
+                "width": self.width, "height": self.height}
+
+
+Event = Union[ScreenChange, InkStart, Ink, Notice, EnrollSample, PaperPreview, CheckedPicture]
 
 
 class _Refusal(Protocol):
@@ -283,6 +301,6 @@ class EventBus:
                     pass   # a stuck page loses ink, never the daemon's time
 
 
-__all__ = ["AspectView", "DecisionShown", "DecisionWithheld", "EnrollPrompt", "EnrollSample", "Event", "EventBus",
+__all__ = ["AspectView", "CheckedPicture", "DecisionShown", "DecisionWithheld", "EnrollPrompt", "EnrollSample", "Event", "EventBus",
            "Ink", "InkStart", "JsonObject", "Message", "Notice", "PaperPreview", "PaperPrompt", "RefusalView",
            "ScreenChange", "SignPrompt", "State", "View", "refusal_views"]

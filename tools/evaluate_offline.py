@@ -61,10 +61,14 @@ from tools.evaluate import (
     plan,
     plan_distances,
 )
+from tools.evaluate_cross_media import PROTOCOLS as CROSS_MEDIA_PROTOCOLS
+from tools.evaluate_cross_media import check_references, cross_media_plans, protocol_samples
 
 log = logging.getLogger(__name__)
 
 VERIFIERS: tuple[str, ...] = ("hand", "cnn", "cnn+hand")
+#: random-refs (every set with forgeries) and the cross-media set's own (tools.evaluate_cross_media).
+OFFLINE_PROTOCOLS: tuple[str, ...] = ("random-refs", *CROSS_MEDIA_PROTOCOLS)
 ANOMALY = "anomaly"
 ASSETS = shipped_assets()
 DEFAULT_FUSION = ASSETS / OFFLINE_FUSION_FILE
@@ -228,6 +232,7 @@ def evaluate_offline(
     dataset: Dataset[ImageSample],
     *,
     providers: Sequence[OfflineProvider],
+    protocol: str = "random-refs",
     references: int = 5,
     trials: int = 10,
     seed: int = 0,
@@ -237,7 +242,8 @@ def evaluate_offline(
     skip_malformed: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> OfflineEvaluation:
-    """EERs of one image verifier; of several (and/or the anomaly check, ``anomaly``) fused by
+    """EERs of one image verifier under ``protocol`` (``random-refs``, or one of the cross-media
+    set's, :mod:`tools.evaluate_cross_media`); of several (and/or the anomaly check, ``anomaly``) fused by
     ``fusion``, or with ``fit`` by a fusion fitted on these very trials (only ever on
     validation writers: the figures of such a run are not a measurement)."""
     providers = list(providers)
@@ -249,6 +255,9 @@ def evaluate_offline(
     if fusion is not None and fusion.names != names:
         raise ValueError(f"fusion is fitted for {' + '.join(fusion.names)}, not {' + '.join(names)}")
     t0 = time.perf_counter()
+    if protocol in CROSS_MEDIA_PROTOCOLS:
+        check_references(protocol, references)
+        dataset = protocol_samples(dataset, protocol)
     caches = [FeatureCache(pv.features) for pv in providers]
     hand: FeatureCache | None = None
     if anomaly:
@@ -256,8 +265,7 @@ def evaluate_offline(
         same = [c for pv, c in zip(providers, caches) if isinstance(pv, HandProvider)]
         hand = same[0] if same else FeatureCache(lambda s: hand_features(s.image))
     dataset = precompute(dataset, [*caches, *([hand] if hand is not None else [])], skip_malformed)
-    protocol = "random-refs"
-    plans, excluded = evaluable_plans(dataset, protocol, references, trials, seed)
+    plans, excluded = offline_plans(dataset, protocol, references, trials, seed)
     parts: dict[str, Scores] = {}
     anom: Scores | None = None
     for i, (pv, cache) in enumerate(zip(providers, caches)):
@@ -273,7 +281,23 @@ def evaluate_offline(
         assert fusion is not None
         scores = combine_scores(list(parts.values()), fusion.distance)
     report = make_report(dataset, protocol, references, trials, seed, verifier, parts, plans, excluded, scores, t0)
+    if protocol in CROSS_MEDIA_PROTOCOLS:
+        # A plan is an identity (writer, name) there: say how many of each.
+        report["identities"] = len(plans)
+        report["writers"] = len({p.writer.split("/")[0] for p in plans})
     return OfflineEvaluation(EvalResult(report=report, scores=scores, parts=list(parts.values())), parts, fusion)
+
+
+def offline_plans(
+    dataset: Dataset[ImageSample], protocol: str, references: int, trials: int, seed: int
+) -> tuple[list[WriterPlan], list[str]]:
+    """The trials of ``protocol``: per writer (``random-refs``) or per cross-media identity."""
+    if protocol not in CROSS_MEDIA_PROTOCOLS:
+        return evaluable_plans(dataset, protocol, references, trials, seed)
+    plans, excluded = cross_media_plans(dataset, protocol, references, trials, seed)
+    if not plans:
+        raise ValueError(f"no identity of {dataset.name} can be evaluated with {protocol} at K = {references}")
+    return plans, excluded
 
 
 def fit_offline_fusion(parts: dict[str, Scores]) -> Fusion:

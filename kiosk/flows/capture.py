@@ -28,7 +28,7 @@ from firmware_host.ink import InkPoint, InkTracker, pad_aspect
 from firmware_host.pen_source import PenService
 from kiosk.config import DeviceConfig, PaperConfig
 from kiosk.flows.base import RequestEnded, Screen
-from kiosk.screen_events import Ink, InkStart, Message, Notice, PaperPreview, PaperPrompt, State, View
+from kiosk.screen_events import CheckedPicture, Ink, InkStart, Message, Notice, PaperPreview, PaperPrompt, State, View
 from models.image import SignatureImage
 
 if TYPE_CHECKING:
@@ -56,8 +56,8 @@ def read_scan(path: Path) -> SignatureImage:
     return find_signature(read_picture(path))
 
 
-def preview_of(frame: np.ndarray) -> PaperPreview:
-    """A camera frame as the small JPEG the screen's live preview shows (never logged: biometric)."""
+def _small_jpeg(frame: np.ndarray) -> tuple[bytes, int, int]:
+    """``frame`` at most :data:`PREVIEW_WIDTH` wide, as JPEG bytes, width and height."""
     import cv2
 
     h, w = frame.shape[:2]
@@ -65,8 +65,18 @@ def preview_of(frame: np.ndarray) -> PaperPreview:
         frame = cv2.resize(frame, (PREVIEW_WIDTH, max(1, round(h * PREVIEW_WIDTH / w))), interpolation=cv2.INTER_AREA)
     ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, PREVIEW_JPEG_QUALITY])
     if not ok:
-        raise ValueError("OpenCV could not encode the preview frame")
-    return PaperPreview(buf.tobytes(), int(frame.shape[1]), int(frame.shape[0]))
+        raise ValueError("OpenCV could not encode the picture for the screen")
+    return buf.tobytes(), int(frame.shape[1]), int(frame.shape[0])
+
+
+def preview_of(frame: np.ndarray) -> PaperPreview:
+    """A camera frame as the small JPEG the screen's live preview shows (never logged: biometric)."""
+    return PaperPreview(*_small_jpeg(frame))
+
+
+def checked_picture_of(picture: SignatureImage) -> CheckedPicture:
+    """The signature a paper decision was made on, as the small JPEG the decision screen shows."""
+    return CheckedPicture(*_small_jpeg(picture.pixels))
 
 
 class Heartbeat(Protocol):

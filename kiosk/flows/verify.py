@@ -25,8 +25,9 @@ from kiosk.flows.base import (
     Screen,
     identify,
 )
+from kiosk.flows.capture import checked_picture_of
 from kiosk.flows.references import Enrolled
-from kiosk.screen_events import AspectView, DecisionShown, DecisionWithheld, Message, SignPrompt, State
+from kiosk.screen_events import AspectView, CheckedPicture, DecisionShown, DecisionWithheld, Message, SignPrompt, State
 from kiosk.sessions import VerificationOutcome, verify
 from models.image import SignatureImage
 from models.policy import Verdict
@@ -48,7 +49,8 @@ def decision_view(verdict: Verdict, ui: UiConfig, explanations: tuple[str, ...] 
 
 def report(req: Request, outcome: VerificationOutcome, t_pen_up: float, *, screen: Screen,
            reporter: DecisionReporter, ui: UiConfig, versions: dict[str, str], mode: str = "online",
-           explanations: tuple[str, ...] = (), evidence: Trajectory | SignatureImage | None = None) -> Finished:
+           explanations: tuple[str, ...] = (), evidence: Trajectory | SignatureImage | None = None,
+           picture: CheckedPicture | None = None) -> Finished:
     """Record the decision durably (sealed into the outbox), then show it, then queue its
     ``evidence`` (the signature it questioned) for disputes: decision first, so the decision
     never waits on the evidence nor is lost because of it.
@@ -56,7 +58,8 @@ def report(req: Request, outcome: VerificationOutcome, t_pen_up: float, *, scree
     ``t_pen_up``: when the signature was complete (the pen lifted, or the photo's signature
     found). The order matters: a decision the outbox could not store (full disk, broken
     database) is never shown as final; the customer is asked to wait for staff, the request
-    ends with ``error="not_recorded"`` and the kiosk's status counts it for staff."""
+    ends with ``error="not_recorded"`` and the kiosk's status counts it for staff. ``picture``: what
+    a paper decision was made on, shown with the decision (never when the decision is withheld)."""
     v = outcome.verdict
     screen.enter(State.REPORT, Message("verify"))
     record = {
@@ -78,7 +81,10 @@ def report(req: Request, outcome: VerificationOutcome, t_pen_up: float, *, scree
                                                            "Please ask staff."),
                            decision=v.decision, recorded=False) from None
     latency = (time.perf_counter() - t_pen_up) * 1e3
-    screen.enter(State.DECISION, decision_view(v, ui, explanations))
+    view = decision_view(v, ui, explanations)
+    screen.enter(State.DECISION, view)
+    if picture is not None and isinstance(view, DecisionShown):
+        screen.publish(picture)
     reporter.decision_shown(req.request_id, latency)
     log.info("decision %s", v.decision, extra={
         "event": "decision", "session": req.request_id, "source": req.source, "decision": v.decision,
@@ -140,4 +146,4 @@ class VerifyPaper:
                                       (time.perf_counter() - t_found) * 1e3, req.source)
         return report(req, outcome, t_found, screen=self.screen, reporter=self.reporter, ui=self.ui,
                       versions=refs.verifier.model_versions(), mode="offline", explanations=verdict.explanations,
-                      evidence=picture)
+                      evidence=picture, picture=checked_picture_of(picture))

@@ -416,3 +416,86 @@ def test_camera_attempts_are_paced_with_a_live_preview(tmp_path: Path, browser: 
     finally:
         page.close()
         daemon.stop()
+
+
+def _ink_in(png: bytes) -> int:
+    """Dark (ink) pixels in a screenshot of an element."""
+    img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
+    assert img is not None
+    return int((img < 110).sum())
+
+
+def test_paper_decision_shows_the_picture_that_was_checked(tmp_path: Path, browser: Any,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """A paper decision's box shows the signature found on the photo (it was blank: the pen's ink
+    box, cleared for the camera step); the picture goes only to the screen, is not kept for a page
+    that connects later, is never logged, leaves with the decision screen, and is not sent at all
+    when the decision is withheld from the customer."""
+    caplog.set_level(logging.DEBUG)
+    genuine, _ = writers()["001"]
+    rng = np.random.default_rng(11)
+    camera = tmp_path / "camera" / "frame.png"
+    camera.parent.mkdir()
+    cv2.imwrite(str(camera), make_photo(render_ink(genuine[6], rng=rng), rng, difficulty="clean").frame)
+    paper = f'\n[paper]\nenabled = true\ncamera = "{camera}"\nwarmup_s = 0.0\ncountdown_s = 0.0\n'
+    daemon = Daemon(load_config(write_config(tmp_path, ui=True, extra=paper)))
+    daemon.start()
+    assert daemon.store is not None and daemon.ui is not None
+    daemon.store.put("cust-paper", list(genuine[:5]))
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    try:
+        page.goto(daemon.ui.start_url)
+        _until(page, "document.body.dataset.connected === 'yes'")
+        events = daemon.bus.subscribe()
+        out = daemon.submit("verify_paper", "cust-paper", source="screen").wait(60)
+        assert out["ok"] is True, out
+        page.wait_for_selector("#screen-decision:not([hidden])")
+        _until(page, "document.body.dataset.checkedPicture === '1'")
+        shot = page.locator("#decision-ink").screenshot(path=str(tmp_path / "paper-decision.png"))
+        page.screenshot(path=str(tmp_path / "paper-decision-page.png"))
+        assert _ink_in(shot) > 300, "the decision's box is blank"
+        seen = []
+        while not events.empty():
+            seen.append(events.get_nowait())
+        pictures = [ev for ev in seen if ev.get("type") == "checked_picture"]
+        assert len(pictures) == 1
+        found = cv2.imdecode(np.frombuffer(base64.b64decode(pictures[0]["jpeg"]), np.uint8), cv2.IMREAD_GRAYSCALE)
+        assert found is not None and (found.shape[1], found.shape[0]) == (pictures[0]["width"], pictures[0]["height"])
+        ink = int((found < 110).sum())
+        assert ink > 200, f"the picture holds {ink} ink pixels"
+        # Not kept for a page that connects later, and never logged.
+        assert daemon.bus.screen.get("screen") == "decision" and "jpeg" not in daemon.bus.screen
+        assert pictures[0]["jpeg"][100:140] not in caplog.text
+        page.click("#btn-finish")
+        _until(page, "document.body.dataset.checkedPicture === '0'")
+        painted = page.evaluate("""() => { const c = document.getElementById("decision-ink");
+            return c.getContext("2d").getImageData(0, 0, c.width, c.height).data.filter((v, i) => i % 4 === 3 && v).length; }""")
+        assert painted == 0, "the picture lingers after the decision"
+    finally:
+        page.close()
+        daemon.stop()
+
+    # [ui] customer_decision = "wait_for_staff": a refused check shows nothing of it, picture included.
+    root = tmp_path / "withheld"
+    root.mkdir()
+    cfg = write_config(root, ui=True, extra=paper)
+    cfg.write_text(cfg.read_text().replace("show_decision_s = 30.0", 'show_decision_s = 30.0\ncustomer_decision = "wait_for_staff"'))
+    scribble = np.full((300, 700), 255, np.uint8)
+    cv2.rectangle(scribble, (60, 60), (640, 240), 0, 9)
+    cv2.line(scribble, (60, 240), (640, 60), 0, 9)
+    cv2.imwrite(str(root / "scan.png"), scribble)
+    daemon = Daemon(load_config(cfg))
+    daemon.start()
+    assert daemon.store is not None
+    daemon.store.put("cust-paper", list(genuine[:5]))
+    try:
+        events = daemon.bus.subscribe()
+        out = daemon.submit("verify_paper", "cust-paper", image=root / "scan.png").wait(60)
+        assert out["ok"] is True and out["decision"] == "SUSPICIOUS", out
+        seen = []
+        while not events.empty():
+            seen.append(events.get_nowait())
+        assert [ev.get("decision") for ev in seen if ev.get("screen") == "decision"] == ["WAIT"]
+        assert not [ev for ev in seen if ev.get("type") == "checked_picture"]
+    finally:
+        daemon.stop()

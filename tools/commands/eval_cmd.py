@@ -105,7 +105,14 @@ def _register_offline(kinds: argparse._SubParsersAction) -> None:
     f.add_argument("path", type=Path, help="the dataset's folder")
     f.add_argument("--format", required=True, choices=_Choices("tools.datasets", "IMAGE_FORMATS", sorted),
                    metavar="FORMAT", help="dataset layout: %(choices)s")
-    f.add_argument("--references", "-k", type=int, default=5, help="references per writer (K)")
+    f.add_argument("--protocol", default=None, choices=_Choices("tools.evaluate_offline", "OFFLINE_PROTOCOLS"),
+                   metavar="PROTOCOL",
+                   help="random-refs (default; K of each writer's first 10 genuine as references), or for "
+                        "--format cross-media (one identity = a writer's name): ink-to-paper (default there; "
+                        "iPad/phone ink references, paper questioned; K <= 3), paper-to-paper (control writers' "
+                        "two paper scans; K = 1), ink-to-ink (K <= 2)")
+    f.add_argument("--references", "-k", type=int, default=None,
+                   help="references per writer (K; default 5, cross-media: the most the protocol allows)")
     f.add_argument("--trials", "-t", type=int, default=10, help="random draws of K references per writer")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--split", choices=("all", "train", "validate", "test"), default="all",
@@ -227,6 +234,8 @@ def run_offline(args: argparse.Namespace) -> int:
     from models.runtime import ModelError
     from tools.datasets import MalformedFileError, load_images
     from tools.evaluate import format_table, plot_title, write_json, write_plots
+    from tools.evaluate_cross_media import PROTOCOLS as CROSS_MEDIA_PROTOCOLS
+    from tools.evaluate_cross_media import max_references
     from tools.evaluate_offline import (
         DEFAULT_FUSION,
         evaluate_offline,
@@ -238,6 +247,15 @@ def run_offline(args: argparse.Namespace) -> int:
     )
 
     args.fusion = args.fusion or DEFAULT_FUSION
+    cross_media = args.format == "cross-media"
+    protocol = args.protocol or ("ink-to-paper" if cross_media else "random-refs")
+    if cross_media != (protocol in CROSS_MEDIA_PROTOCOLS):
+        print(f"sigkiosk eval: --protocol {protocol} is for "
+              f"{'--format cross-media' if not cross_media else 'sets with forgeries'}; --format cross-media takes "
+              f"{', '.join(CROSS_MEDIA_PROTOCOLS)}", file=sys.stderr)
+        return 2
+    if args.references is None:
+        args.references = max_references(protocol) if cross_media else 5
     if args.fit_fusion is not None and args.split != "validate":
         print("sigkiosk eval: --fit-fusion fits on validation writers only: add --split validate", file=sys.stderr)
         return 2
@@ -263,6 +281,7 @@ def run_offline(args: argparse.Namespace) -> int:
         run = evaluate_offline(
             dataset,
             providers=providers,
+            protocol=protocol,
             references=args.references,
             trials=args.trials,
             seed=args.seed,
@@ -286,9 +305,11 @@ def run_offline(args: argparse.Namespace) -> int:
                 print(f"  component {name:<8} skilled EER global {part['eer_global']:.2f} %  "
                       f"user-mean {part['eer_user_mean']:.2f} %")
     if report["excluded_writers"]:
-        print(f"({len(report['excluded_writers'])} writer(s) left out; see the JSON report)")
+        what = "identities" if cross_media else "writer(s)"
+        print(f"({len(report['excluded_writers'])} {what} left out; see the JSON report)")
     if args.fit_fusion is not None and run.fusion is not None:
         command = (f"sigkiosk eval offline PATH --format {args.format} --split validate --verifier {args.verifier} "
+                   f"{'--protocol ' + protocol + ' ' if args.protocol else ''}"
                    f"-k {args.references} -t {args.trials} --seed {args.seed}"
                    f"{' --anomaly' if args.anomaly else ''} --fit-fusion {args.fit_fusion}")
         save_fusion(entry, run.fusion, args.fit_fusion,

@@ -5,6 +5,7 @@ const screens = ["idle", "sign", "paper", "verify", "decision", "message"];
 let decisionTimer = null;
 let countdownTimer = null;
 let previewSeq = 0;   // the latest preview wins; a slow decode of an older one is dropped
+let pictureSeq = 0;   // the same for the picture a paper decision was made on
 let last = null;      // last ink point, to join segments
 let aspect = 160 / 60;
 
@@ -15,6 +16,33 @@ function show(name) {
     clearInterval(countdownTimer);
     clearPreview();   // a photo of a signature does not linger once the camera step is over
   }
+  if (name !== "decision") clearChecked();   // nor the picture a paper decision was made on
+}
+
+function clearChecked() {
+  pictureSeq += 1;
+  const c = $("decision-ink");
+  c.getContext("2d").clearRect(0, 0, c.width, c.height);
+  document.body.dataset.checkedPicture = "0";
+}
+
+// The signature a paper decision was made on, drawn where the pen's ink is for a pen decision
+// (from bytes, like the preview: no image URL).
+function showChecked(ev) {
+  if (document.body.dataset.screen !== "decision") return;
+  const seq = ++pictureSeq;
+  const bytes = Uint8Array.from(atob(ev.jpeg), (ch) => ch.charCodeAt(0));
+  createImageBitmap(new Blob([bytes], { type: "image/jpeg" })).then((bmp) => {
+    if (seq === pictureSeq && document.body.dataset.screen === "decision") {
+      const c = $("decision-ink"), g = c.getContext("2d");
+      const scale = Math.min(c.width / bmp.width, c.height / bmp.height);
+      const w = bmp.width * scale, h = bmp.height * scale;
+      g.fillStyle = "#fff"; g.fillRect(0, 0, c.width, c.height);
+      g.drawImage(bmp, (c.width - w) / 2, (c.height - h) / 2, w, h);
+      document.body.dataset.checkedPicture = "1";
+    }
+    bmp.close();
+  }).catch(() => {});
 }
 
 // Aspect labels are nouns, one plural ("Proportions"): "Shape matches", "Proportions differ".
@@ -203,6 +231,7 @@ function connect() {
     else if (ev.type === "ink_start") { aspect = ev.aspect || aspect; clearPad(); }
     else if (ev.type === "ink") drawInk(ev.points);
     else if (ev.type === "preview") showPreview(ev);
+    else if (ev.type === "checked_picture") showChecked(ev);
     else if (ev.type === "notice") {
       $("notice").textContent = ev.message;
       $("paper-notice").textContent = ev.message;
