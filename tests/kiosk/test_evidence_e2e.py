@@ -214,3 +214,33 @@ def _png_of(payload: dict) -> bytes:
     from kiosk.records import EvidenceRecord
 
     return EvidenceRecord(**{k: v for k, v in payload.items() if k not in ("type", "schema")}).png()
+
+
+def test_the_link_seals_evidence_and_honours_the_switch(link_pki: LinkPki, tmp_path: Path) -> None:
+    import pytest
+
+    from kiosk.link import LinkError
+
+    traj = make_population(n_writers=1, n_genuine=1, n_forgeries=0, seed=9)["001"][0][0]
+    link = KioskLink(link_pki.link_config("kiosk-a", 1, tmp_path / "on.sqlite"))   # never started: rows stay
+    try:
+        seq = link.publish_decision(_decision("session-in-the-clear-1"))
+        digest = link.decision_digest(seq)
+        assert digest is not None and link.decision_digest(seq + 12345) is None
+        link.publish_evidence(build(traj, decision_seq=seq, decision_digest=digest, session_id="session-in-the-clear-1"))
+        rows = link.outbox.pending(10)
+        assert [r.kind for r in rows] == ["decision", "evidence"] and rows[1].topic.endswith("/kiosk-a/evidence")
+        # Only the sealed envelope is on disk: no sample, no session id in the clear.
+        assert b"session-in-the-clear-1" not in rows[1].payload and repr(float(traj.x[5])).encode() not in rows[1].payload
+        assert envelope.parse(rows[0].payload).digest == digest
+    finally:
+        link.outbox.close()
+    off = KioskLink(link_pki.link_config("kiosk-a", 1, tmp_path / "off.sqlite", evidence=False))
+    try:
+        seq = off.publish_decision(_decision("s-2"))
+        with pytest.raises(LinkError, match="evidence = false"):
+            off.publish_evidence(build(traj, decision_seq=seq, decision_digest=off.decision_digest(seq) or "",
+                                       session_id="s-2"))
+        assert off.outbox.depth() == {"decision": 1}
+    finally:
+        off.outbox.close()

@@ -144,3 +144,16 @@ def test_evidence_is_never_taken_for_another_record_type() -> None:
     decision["evidence"] = {"x": [1.0]}
     with pytest.raises(RecordError, match="raw biometric data"):
         decode_payload(json.dumps(decision).encode(), "decision")
+
+
+def test_evidence_gives_way_to_decisions_on_a_nearly_full_disk(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from kiosk.outbox import Outbox, OutboxError
+
+    outbox = Outbox(tmp_path / "outbox.sqlite", log_reserve_bytes=1 << 62)   # every disk is "nearly full"
+    try:
+        outbox.add("decision", "sig/v1/s/k/decision", lambda seq: b"sealed decision")
+        with pytest.raises(OutboxError, match="evidence is not stored"):
+            outbox.add("evidence", "sig/v1/s/k/evidence", lambda seq: b"sealed evidence")
+        assert outbox.depth() == {"decision": 1}
+    finally:
+        outbox.close()
