@@ -15,6 +15,7 @@ import dataclasses
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ NAME = "evidence"
 def run(quick: bool = False) -> dict[str, float]:
     cpu = sorted(os.sched_getaffinity(0))[-1]
     root = Path(tempfile.mkdtemp(prefix="sigkiosk-bench-evidence-"))
-    n_queries = 16 if quick else 80
+    n_queries = 16 if quick else 160
     try:
         env = start_environment(root, speed=10.0, pen_up_timeout_s=0.3)
         try:
@@ -43,7 +44,9 @@ def run(quick: bool = False) -> dict[str, float]:
             lat = pen_up_latencies(env, enrolled_queries(env, n_queries), switch)
             evidence_ms = list(env.daemon.evidence_ms)
             link.flush(30)
-            stored = env.collector.store.count("evidence")
+            deadline = time.monotonic() + 20   # acknowledged by the broker; the collector commits next
+            while (stored := env.collector.store.count("evidence")) < len(evidence_ms) and time.monotonic() < deadline:
+                time.sleep(0.05)
         finally:
             os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
             env.close()
