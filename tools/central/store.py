@@ -40,10 +40,11 @@ _SCHEMA = [
     "CREATE INDEX IF NOT EXISTS decisions_time ON decisions (created_ms)",
     "CREATE INDEX IF NOT EXISTS decisions_kiosk_time ON decisions (kiosk_id, created_ms)",
     # A decision names several models (model_versions): one row each, so "which decisions did
-    # model version X make" is an indexed lookup, not a scan of the payloads.
+    # model version X make" is an indexed lookup, not a scan of the payloads. The key leads with
+    # the version: it is that lookup's index, and the only one (each index costs every insert).
     """CREATE TABLE IF NOT EXISTS decision_models (
         kiosk_id TEXT NOT NULL, seq BIGINT NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL,
-        PRIMARY KEY (kiosk_id, seq, model))""",
+        PRIMARY KEY (version, model, kiosk_id, seq))""",
     """CREATE TABLE IF NOT EXISTS logs (
         kiosk_id TEXT NOT NULL, seq BIGINT NOT NULL, site TEXT NOT NULL,
         created_ms BIGINT NOT NULL, received_ms BIGINT NOT NULL,
@@ -76,7 +77,6 @@ DECISION_COLUMNS = ("subject", "mode", "operator", "profile", "outcome")
 _INDEXES = [
     *(f"CREATE INDEX IF NOT EXISTS decisions_{c}_time ON decisions ({c}, created_ms)"
       for c in ("site", *DECISION_COLUMNS)),
-    "CREATE INDEX IF NOT EXISTS decision_models_version ON decision_models (version, model)",
 ]
 
 #: Rows back-filled per transaction when an old database is migrated.
@@ -132,6 +132,17 @@ def _search_columns(p: dict[str, Any]) -> tuple[str | None, ...]:
     """subject, mode, operator, profile, outcome of a decision payload, as DECISION_COLUMNS hold them."""
     return (search_key(p.get("subject")), mode_name(p.get("mode")), search_key(p.get("operator"), 64),
             search_key(p.get("profile"), 64), search_key(p.get("decision"), 64) or "")
+
+
+def _model_rows(kiosk_id: str, seq: int, p: dict[str, Any]) -> list[tuple[str, int, str, str]]:
+    """decision_models rows of a decision payload: (kiosk_id, seq, model, version), lower-cased."""
+    mv = p.get("model_versions")
+    rows = []
+    for model, version in (mv.items() if isinstance(mv, dict) else ()):
+        name, ver = search_key(model, 64), search_key(version, 128)
+        if name is not None and ver is not None:
+            rows.append((kiosk_id, seq, name, ver))
+    return rows
 
 
 def _payload(text: str) -> dict[str, Any]:
@@ -346,10 +357,14 @@ class _SqlStore:
             rows = cur.fetchall()
             if not rows:
                 break
+            # (A batch is one transaction: its rows get their columns and their model rows together.)
+            models: list[tuple[str, int, str, str]] = []
             for kiosk_id, seq, decision, payload in rows:
-                p = _payload(payload)
-                cur.execute(self._sql("DELETE FROM decision_models WHERE kiosk_id=%s AND seq=%s"), (kiosk_id, seq))
-                self._index_decision(cur, kiosk_id, int(seq), {**p, "decision": decision}, update=True)
+                p = {**_payload(payload), "decision": decision}
+                cur.execute(self._sql("UPDATE decisions SET subject=%s, mode=%s, operator=%s, profile=%s, outcome=%s "
+                                      "WHERE kiosk_id=%s AND seq=%s"), (*_search_columns(p), kiosk_id, seq))
+                models += _model_rows(kiosk_id, int(seq), p)
+            self._insert_models(cur, models)
             conn.commit()
         for stmt in _INDEXES:
             cur.execute(stmt)
@@ -363,19 +378,12 @@ class _SqlStore:
         rows = self._read("SELECT name FROM sqlite_master WHERE type = 'table'")
         return {r[0] for r in rows}
 
-    def _index_decision(self, cur: Any, kiosk_id: str, seq: int, p: dict[str, Any], *, update: bool) -> None:
-        """The searchable columns of a decision row (``update``: of a row stored before they
-        existed) and its model versions."""
-        if update:
-            cur.execute(self._sql("UPDATE decisions SET subject=%s, mode=%s, operator=%s, profile=%s, outcome=%s "
-                                  "WHERE kiosk_id=%s AND seq=%s"), (*_search_columns(p), kiosk_id, seq))
-        mv = p.get("model_versions")
-        for model, version in (mv.items() if isinstance(mv, dict) else ()):
-            name, ver = search_key(model, 64), search_key(version, 128)
-            if name is not None and ver is not None:
-                # Two names differing only in case are one model here: the first one counts.
-                cur.execute(self._sql("INSERT INTO decision_models (kiosk_id, seq, model, version) "
-                                      "VALUES (%s,%s,%s,%s) ON CONFLICT DO NOTHING"), (kiosk_id, seq, name, ver))
+    def _insert_models(self, cur: Any, rows: list[tuple[str, int, str, str]]) -> None:
+        if rows:
+            # One statement for a whole batch's model rows: per-row statements cost a quarter of
+            # the store's time. Two names equal but for case are one model: the first counts.
+            cur.executemany(self._sql("INSERT INTO decision_models (kiosk_id, seq, model, version) "
+                                      "VALUES (%s,%s,%s,%s) ON CONFLICT DO NOTHING"), rows)
 
     def store(self, items: Sequence[Accepted], refusals: Sequence[Refusal] = ()) -> list[StoreResult]:
         """Store a batch in one transaction; return one result per item, in order."""
@@ -383,9 +391,10 @@ class _SqlStore:
         cur = conn.cursor()
         results: list[StoreResult] = []
         extra_refusals: list[Refusal] = []
+        models: list[tuple[str, int, str, str]] = []
         try:
             for it in items:
-                res = self._store_one(cur, it)
+                res = self._store_one(cur, it, models)
                 results.append(res)
                 if res in REFUSED_RESULTS:
                     extra_refusals.append(Refusal(
@@ -393,6 +402,7 @@ class _SqlStore:
                         size=len(it.raw), detail=_REFUSED_DETAIL[res].format(seq=it.seq, ref=it.payload.get("decision_seq")),
                         kiosk_claim=it.kiosk_id, seq=it.seq, sample=b"" if res == "duplicate" else it.raw, whole=True,
                     ))
+            self._insert_models(cur, models)
             self._record_refusals(cur, [*refusals, *extra_refusals], keep_duplicates=False)
             conn.commit()
         except Exception as exc:
@@ -405,7 +415,9 @@ class _SqlStore:
             raise StoreError(f"storing a batch of {len(items)} failed: {exc}") from exc
         return results
 
-    def _store_one(self, cur: Any, it: Accepted) -> StoreResult:
+    def _store_one(self, cur: Any, it: Accepted, models: list[tuple[str, int, str, str]]) -> StoreResult:
+        """Store one item; a stored decision's model rows are added to ``models`` (the caller
+        inserts them with the batch)."""
         # json.dumps escapes control characters, so the payload text never holds a NUL (which
         # PostgreSQL text refuses); the extracted columns go through _text for the same reason.
         payload = json.dumps(it.payload, separators=(",", ":"), sort_keys=True)
@@ -434,7 +446,7 @@ class _SqlStore:
                 (it.kiosk_id, it.seq, it.site, it.created_ms, it.received_ms, _text(p.get("decision"), 64),
                  float(score) if isinstance(score, (int, float)) else None, it.digest, payload, *_search_columns(p)))
             if cur.rowcount == 1:
-                self._index_decision(cur, it.kiosk_id, it.seq, p, update=False)
+                models += _model_rows(it.kiosk_id, it.seq, p)
                 return "stored"
             table = "decisions"
         elif it.kind == "log":
