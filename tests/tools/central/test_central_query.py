@@ -239,3 +239,25 @@ def test_staff_actions_with_the_same_filters(db_url: str, capsys: pytest.Capture
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [(r["seq"], r["action"], r["outcome"]) for r in rows] == [("3", "login", "bad_credentials"),
                                                                      ("4", "delete", "'=cmd")]
+
+
+def test_the_kiosks_own_records_are_found_by_profile_operator_and_mode(db_url: str) -> None:
+    # Payloads as the kiosk writes them (kiosk.records.DecisionRecord, schema 2), not hand-made.
+    from kiosk.records import DecisionRecord
+
+    recs = [DecisionRecord("APPROVED", 0.9, subject="Cust-042", mode="online", profile="high-value",
+                           operator="central:ops", model_versions={"classic": "1", "threshold": "0.3"}, created_ms=T0 + 1),
+            DecisionRecord("SUSPICIOUS", 0.2, subject="cust-042", mode="offline", profile="standard", operator="alice",
+                           paper_references="paper", created_ms=T0 + 2)]
+    store = open_store(db_url, create=True)
+    try:
+        store.store([Accepted("decision", "kiosk-a", "site1", i, r.created_ms, r.created_ms, f"r{i}", r.to_payload())
+                     for i, r in enumerate(recs, 1)])
+        assert [d.seq for d in store.query_decisions(profile="HIGH-VALUE")] == [1]
+        assert [d.seq for d in store.query_decisions(operator="Central:Ops")] == [1]
+        assert [d.seq for d in store.query_decisions(subject="CUST-042", mode="paper")] == [2]
+        assert [d.seq for d in store.query_decisions(model_version="threshold=0.3")] == [1]
+        d = store.query_decisions(DecisionFilter(outcome="suspicious"))[0]
+        assert (d.profile, d.operator, d.mode, d.subject) == ("standard", "alice", "paper", "cust-042")
+    finally:
+        store.close()
