@@ -533,6 +533,9 @@ class Daemon:
                 # The staff view offers enrollment from paper only where there is a paper verifier.
                 "paper": self.paper is not None,
                 "unrecorded_decisions": len(self.unrecorded),
+                # Decisions whose evidence could not be queued (too large, disk nearly full): a
+                # dispute about them has no signature to show.
+                "evidence_failures": self.evidence_failures,
                 "calibration": self.calibration.status() if self.calibration is not None else None}
 
     def _on_command(self, topic: str, payload: bytes) -> None:

@@ -103,7 +103,7 @@ def test_command_modules_run_standalone(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "tools.commands.central_cmd", "stats", "--db", str(tmp_path / "c.sqlite")],
                          capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout) == {"decisions": 0, "logs": 0, "refusals": {}, "kiosks": {}}
+    assert json.loads(out.stdout) == {"decisions": 0, "logs": 0, "evidence": 0, "refusals": {}, "kiosks": {}}
     bad = subprocess.run([sys.executable, "-m", "tools.commands.central_cmd", "query", "--since", "yesterday-ish"],
                          capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
     assert bad.returncode == 2 and "error:" in bad.stderr

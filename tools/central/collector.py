@@ -365,7 +365,7 @@ class Collector:
         storage = self.stats.storage.as_dict()
         connected = self._connected.is_set() and self._subscribed.is_set()
         return {"healthy": connected and storage["ok"], "connected": connected, "storage": storage,
-                "queued": self._queue.qsize()}
+                "queued": self._queue.qsize(), "purged_evidence": self.purged_evidence}
 
     def stop(self) -> None:
         if self._stop.is_set() and not getattr(self, "_worker", None):

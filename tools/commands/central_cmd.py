@@ -102,7 +102,7 @@ def _stats(args: argparse.Namespace) -> int:
     store = open_store(args.db)
     try:
         out: dict[str, Any] = {"decisions": store.count("decisions"), "logs": store.count("logs"),
-               "refusals": store.refusal_counts(), "kiosks": {k: v["state"] for k, v in store.status().items()}}
+               "evidence": store.count("evidence"), "refusals": store.refusal_counts(), "kiosks": {k: v["state"] for k, v in store.status().items()}}
     finally:
         store.close()
     if args.registry:
