@@ -8,7 +8,11 @@ trust the broker: every command is signed with the central server's Ed25519 key
     {"body": base64(json), "sig": base64(Ed25519(DOMAIN || topic || 0x00 || body))}
 
 and the body is ``{"v": 1, "type": "verify", "kiosk": ..., "request_id": ..., "customer": ...,
-"issued_ms": ..., "expires_ms": ...}``. The signature covers the topic, so a command cannot be
+"issued_ms": ..., "expires_ms": ...}``, with optionally ``"admin"`` (the name of the admin
+certificate it was sent with; the decision's operator is then ``central:ADMIN``). A request for an
+application profile (``"profile"``, ``kiosk.profiles``) is ``"v": 2``: a kiosk that predates
+profiles refuses a version it does not know rather than verify under its one threshold what was
+asked at a stricter one; an unknown profile name is refused by the kiosk, by name. The signature covers the topic, so a command cannot be
 moved to another kiosk; the kiosk id inside must be its own; a command is refused once expired or
 issued too long ago, and each request id is accepted once (remembered on disk for ``max_age_s``,
 so a replay after a restart is refused too).
@@ -32,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from kiosk.errors import ApplianceError
 from kiosk.jsonbound import loads_bounded
+from kiosk.records import PROFILE_NAME
 from kiosk.templates import atomic_write, validate_customer
 from kiosk.topics import KioskTopics
 
@@ -42,6 +47,8 @@ VERIFY_SUFFIX = "model/request/verify"
 MAX_COMMAND = 4096
 #: A request id becomes the session id of the decision record: matched whole, like every identifier.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+#: An admin certificate's name (tools.pki): the operator ``central:ADMIN`` of the decision.
+_ADMIN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 
 class CommandError(ApplianceError, ValueError):
@@ -62,15 +69,22 @@ class VerifyCommand:
     customer: str
     issued_ms: int
     expires_ms: int
+    profile: str | None = None    # None: the kiosk's default profile
+    admin: str | None = None      # the admin certificate's name it was sent with
 
 
 def make_verify_command(signing_key: Ed25519PrivateKey, topic: str, kiosk_id: str, customer: str,
-                        request_id: str, *, ttl_s: float = 120.0, now_ms: int | None = None) -> bytes:
+                        request_id: str, *, ttl_s: float = 120.0, now_ms: int | None = None,
+                        profile: str | None = None, admin: str | None = None) -> bytes:
     """The central side (admin CLI, demo): a signed verification request."""
     now = int(time.time() * 1000) if now_ms is None else now_ms
-    body = json.dumps({"v": 1, "type": "verify", "kiosk": kiosk_id, "request_id": request_id,
-                       "customer": customer, "issued_ms": now, "expires_ms": now + int(ttl_s * 1000)},
-                      separators=(",", ":"), sort_keys=True).encode()
+    fields: dict[str, Any] = {"v": 1, "type": "verify", "kiosk": kiosk_id, "request_id": request_id,
+                              "customer": customer, "issued_ms": now, "expires_ms": now + int(ttl_s * 1000)}
+    if admin is not None:
+        fields["admin"] = admin
+    if profile is not None:
+        fields.update(v=2, profile=profile)
+    body = json.dumps(fields, separators=(",", ":"), sort_keys=True).encode()
     sig = signing_key.sign(DOMAIN + topic.encode() + b"\0" + body)
     return json.dumps({"body": base64.b64encode(body).decode(), "sig": base64.b64encode(sig).decode()}).encode()
 
@@ -120,10 +134,19 @@ class CommandVerifier:
                 # kiosk (kiosk.staff), audited; a central signature is not an operator.
                 raise CommandError("not_remote", "enrollment cannot be requested by the central server: an "
                                                  "operator enrolls at the kiosk's staff view")
-            cmd = VerifyCommand(str(b["request_id"]), validate_customer(str(b["customer"])),
-                                int(b["issued_ms"]), int(b["expires_ms"]))
-            if b.get("v") != 1 or b.get("type") != "verify":
+            version = b.get("v")
+            if version not in (1, 2) or isinstance(version, bool) or b.get("type") != "verify":
                 raise ValueError("unknown command version or type")
+            profile, admin = b.get("profile"), b.get("admin")
+            if (version == 2) != (profile is not None):
+                raise ValueError("a profile comes with command version 2, and version 2 with a profile")
+            if profile is not None and not (isinstance(profile, str) and PROFILE_NAME.fullmatch(profile)):
+                raise ValueError(f"profile {str(profile)[:40]!r} is not a profile name (1-32 lower-case letters, "
+                                 "digits, '-' or '_')")
+            if admin is not None and not (isinstance(admin, str) and _ADMIN.fullmatch(admin)):
+                raise ValueError("admin is not an admin certificate's name")
+            cmd = VerifyCommand(str(b["request_id"]), validate_customer(str(b["customer"])),
+                                int(b["issued_ms"]), int(b["expires_ms"]), profile, admin)
         except CommandError:
             raise
         except (ValueError, KeyError, TypeError) as exc:

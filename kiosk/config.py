@@ -6,7 +6,8 @@ paths), ``[policy]`` (enrollment), ``[storage]`` (template store and its key, ke
 central server, ``kiosk.link.LinkConfig``; omit it to run without a server) and ``[commands]``
 (signed verification requests from the central server), ``[update]`` (the model-update agent,
 ``kiosk.update_agent.UpdateConfig``; needs ``[link]``; omit it to serve the configured model
-only), ``[staff]`` (operator logins for template management, ``kiosk.staff.StaffConfig``) and ``[paper]`` (photos and scans of paper signatures: the camera and the image model). Relative paths are resolved against the
+only), ``[staff]`` (operator logins for template management, ``kiosk.staff.StaffConfig``), ``[paper]`` (photos and scans of paper signatures: the camera and the image model) and ``[profiles]`` (application profiles:
+named thresholds chosen per request, ``kiosk.profiles``). Relative paths are resolved against the
 configuration file's directory. The kiosk's id and site are written once, in ``[kiosk]``; the link
 takes them from there (``[link] kiosk_id``/``site`` of older files: equal ones are accepted with a
 warning, different ones are an error). Unknown keys are an error: a typo must not silently fall back to
@@ -29,6 +30,7 @@ from firmware_host.evdev_reader import DeviceSelector
 from kiosk.calibration import CalibrationConfig
 from kiosk.errors import ApplianceError
 from kiosk.link import LinkConfig
+from kiosk.profiles import Profiles
 from kiosk.staff import StaffConfig
 from kiosk.topics import validate_id
 from kiosk.update_agent import UpdateConfig
@@ -81,6 +83,24 @@ rhythm_tolerance = 3.0                   # writing time this many spreads off th
 rhythm_decides = false                   # true: ...and the decision is SUSPICIOUS (README: measured trade-off)
 # model_dir = "/opt/sigkiosk/models"     # fused: the learned model + fusion.json (default: the shipped ones);
 #                                        # with [update], an installed bundle's slot replaces it
+
+# Application profiles: named acceptance levels chosen per request - by the staff view's picker or
+# `sigkiosk admin verify --profile NAME`; the customer's own request gets the default. A threshold
+# left out follows [verifier] (and the site calibration); one written here stays where it is, and
+# no profile is looser than the default unless it says allow_looser = true. Scales: threshold as
+# [verifier] threshold (classic: the distance, lower is stricter; fused / match-score: the genuine
+# probability, higher is stricter); paper_threshold: the paper model's probability (higher is stricter).
+[profiles]
+default = "standard"
+
+[profiles.standard]
+label = "Standard"
+
+[profiles.high-value]
+label = "High value"
+threshold = @HIGH_VALUE@                          # stricter than [verifier] threshold
+paper_threshold = 0.7                    # stricter than the paper model's own (offline_fusion.json)
+rhythm_decides = true                    # a pace far off the references is SUSPICIOUS on its own
 
 [policy]
 references = 5                           # signatures asked for at enrollment: "Save (n/N)"
@@ -175,7 +195,7 @@ admin_keys = ["/etc/sigkiosk/keys/admin1.pub", "/etc/sigkiosk/keys/admin2.pub"] 
 threshold = 1                            # distinct admin signatures required
 max_bundle_bytes = 67108864
 transfer_timeout_s = 120.0
-""".replace("@THRESHOLD@", f"{DEFAULT_THRESHOLD:g}").replace(
+""".replace("@THRESHOLD@", f"{DEFAULT_THRESHOLD:g}").replace("@HIGH_VALUE@", f"{DEFAULT_THRESHOLD - 0.1:.4g}").replace(
     "@MAX_INCONSISTENCY@", repr(EnrollmentPolicy().max_inconsistency))
 
 
@@ -359,6 +379,7 @@ class DaemonConfig:
     source: Path | None = None   # the file it was read from
     pen: PenConfig = field(default_factory=PenConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)   # site self-calibration
+    profiles: Profiles = field(default_factory=Profiles)   # application profiles (kiosk.profiles)
 
 
 def _section(cls: type, data: Mapping[str, Any], table: str, base: Path, path_keys: tuple[str, ...] = ()) -> Any:
@@ -383,7 +404,7 @@ def _section(cls: type, data: Mapping[str, Any], table: str, base: Path, path_ke
 
 def parse_config(data: Mapping[str, Any], base_dir: Path, source: Path | None = None) -> DaemonConfig:
     allowed = {"kiosk", "pen", "device", "verifier", "policy", "storage", "ui", "commands", "link", "update", "paper", "staff",
-               "calibration"}
+               "calibration", "profiles"}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ConfigError(f"unknown table(s): {', '.join(unknown)}")
@@ -452,11 +473,18 @@ def parse_config(data: Mapping[str, Any], base_dir: Path, source: Path | None = 
         staff = replace(staff, operators_file=state_dir / staff.operators_file)
     if commands.enabled and link is not None and commands.central_sign_pub is None:
         raise ConfigError("[commands] enabled needs central_sign_pub (to check the requests' signatures)")
+    verifier = _section(VerifierConfig, data.get("verifier", {}), "verifier", base_dir, ("model_dir",))
+    try:
+        # The classic verifier's threshold is the config's own; a fused model's is in its files.
+        profiles = Profiles.from_mapping(data.get("profiles", {}), verifier.kind,
+                                         verifier.threshold if verifier.kind == "classic" else None)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc) if str(exc).startswith("[profiles") else f"[profiles] {exc}") from None
     return DaemonConfig(
-        kiosk_id=kiosk_id, site=site, state_dir=state_dir,
+        kiosk_id=kiosk_id, site=site, state_dir=state_dir, profiles=profiles,
         pen=_section(PenConfig, data.get("pen", {}), "pen", base_dir, ("recordings",)),
         device=_section(DeviceConfig, data.get("device", {}), "device", base_dir, ("input_dir",)),
-        verifier=_section(VerifierConfig, data.get("verifier", {}), "verifier", base_dir, ("model_dir",)),
+        verifier=verifier,
         policy=_section(PolicyConfig, data.get("policy", {}), "policy", base_dir),
         storage=st, ui=_section(UiConfig, data.get("ui", {}), "ui", base_dir, ("token_file",)),
         commands=commands, link=link, update=update, source=source, staff=staff,

@@ -11,7 +11,9 @@ built from the configuration by ``kiosk.app``.
 Template management (enroll, enroll_paper, delete) needs a logged-in operator (``kiosk.staff``,
 ``submit(staff=...)``), ``replace`` and ``delete`` the customer typed again (``confirm``), and each
 is audited (``audit``: an ``AuditRecord`` sealed into the outbox when it starts, before anything
-changes, and when it ends).
+changes, and when it ends). A verification is decided under an application profile
+(``kiosk.profiles``): the one the staff view or the central command chose, else the default; the
+decision records it and who asked (``operator``).
 
 One thread runs the state machine and the flows, so there is never more than one customer at
 the pen; requests come in through :meth:`Daemon.submit` (the screen's HTTP API, the command
@@ -56,7 +58,8 @@ from kiosk.flows.enroll_paper import MAX_PAPER_FILES, EnrollPaper
 from kiosk.flows.references import Caches, ReferenceCache
 from kiosk.flows.verify import VerifyPaper, VerifyPen
 from kiosk.link import LinkError
-from kiosk.records import AuditRecord
+from kiosk.profiles import UnknownProfile
+from kiosk.records import OPERATOR_NAME, AuditRecord
 from kiosk.screen_events import Event, EventBus, Message, ScreenChange, State, View
 from kiosk.sdnotify import Notifier, Watchdog, watchdog_interval
 from kiosk.staff import StaffAuth, StaffSession
@@ -167,6 +170,8 @@ class Daemon:
         #: Evidence: ms to build, seal and commit each (after its decision), and failures.
         self.evidence_ms: list[float] = []
         self.evidence_failures = 0
+        #: The last decision recorded (for the staff view: decision, profile, who asked).
+        self.last_decision: dict[str, object] | None = None
         self.ready_at: float | None = None
         self.started_at = time.monotonic()
 
@@ -215,7 +220,7 @@ class Daemon:
         pen = LivePenCapture(self.digitizer, self._screen, cfg.device, self._heartbeat,
                              cancel=self._cancel, done=self._done)
         self._flows = {
-            "verify": VerifyPen(self._screen, pen, self.pen_references, self, cfg.ui),
+            "verify": VerifyPen(self._screen, pen, self.pen_references, self, cfg.ui, cfg.profiles),
             "enroll": Enroll(self._screen, pen, self.store, self._caches, cfg.policy, self._features),
             "delete": Delete(self.store, self._caches),
         }
@@ -225,7 +230,8 @@ class Daemon:
             self._caches.add(self.paper_references)
             paper_capture = CameraPaperCapture(self.camera, self._screen, cfg.paper, self._heartbeat,
                                                cancel=self._cancel)
-            self._flows["verify_paper"] = VerifyPaper(self._screen, paper_capture, self.paper_references, self, cfg.ui)
+            self._flows["verify_paper"] = VerifyPaper(self._screen, paper_capture, self.paper_references, self, cfg.ui,
+                                                      cfg.profiles)
             paper_refs = self.paper_references
             self._flows["enroll_paper"] = EnrollPaper(self._screen, paper_capture, self.store, self._caches,
                                                       lambda: paper_refs.verifier, photos=0,
@@ -416,13 +422,16 @@ class Daemon:
 
     # -- decisions (``kiosk.flows.base.DecisionReporter``) ------------------------------------
     def record_decision(self, record: Mapping[str, object]) -> int | None:
-        if self._link is None:
-            return None
-
-        try:
-            return self._link.publish_decision(record)
-        except LinkError as exc:
-            raise DecisionNotRecorded(str(exc)) from exc
+        seq = None
+        if self._link is not None:
+            try:
+                seq = self._link.publish_decision(record)
+            except LinkError as exc:
+                raise DecisionNotRecorded(str(exc)) from exc
+        # Not the customer reference: the staff view shows what was decided, and how, not for whom.
+        self.last_decision = {k: record.get(k) for k in ("decision", "score", "profile", "operator", "session_id",
+                                                          "mode")} | {"at": time.time()}
+        return seq
 
     def decision_shown(self, session_id: str, latency_ms: float) -> None:
         self.latencies_ms.append(latency_ms)
@@ -458,14 +467,29 @@ class Daemon:
     # -- requests -----------------------------------------------------------------------------
     def submit(self, kind: str, customer: str, *, source: str = "screen", mode: str = "new",
                request_id: str | None = None, image: Path | None = None, images: Sequence[Path] = (),
-               staff: StaffSession | None = None, confirm: str | None = None) -> Request:
+               staff: StaffSession | None = None, confirm: str | None = None, profile: str | None = None,
+               operator: str | None = None) -> Request:
         """Queue a request. ``enroll``, ``enroll_paper`` and ``delete`` change whom the kiosk
         approves: they need ``staff``, a live session of ``self.staff`` (an operator's login), and
         ``replace`` and ``delete`` need ``confirm`` equal to ``customer`` (typed again). Their start
         is audited durably before they are queued; their end when they finish. ``enroll_paper``
-        takes the reference pictures from ``images`` (scanned files), or from the camera."""
+        takes the reference pictures from ``images`` (scanned files), or from the camera.
+
+        A verification runs under ``profile`` (None: the default; an unknown one is refused with
+        :class:`UnknownProfile`). Who asked goes into its decision: the operator of ``staff`` (a
+        verification started at the staff view, which needs a live session too), or ``operator``
+        for a request without one (the central command: ``"central:ADMIN"``)."""
         if kind not in ("verify", "verify_paper", "enroll", "enroll_paper", "delete"):
             raise RequestRefused(f"unknown request {kind!r}")
+        verification = kind in ("verify", "verify_paper")
+        if not verification and profile is not None:
+            raise RequestRefused(f"a profile goes with a verification, not {kind}")
+        resolved = self.config.profiles.resolve(profile).name if verification else None
+        if operator is not None and (staff is not None or not OPERATOR_NAME.fullmatch(operator)
+                                     or operator.partition(":")[0] != "central"):
+            raise RequestRefused("operator: 'central' or 'central:ADMIN' for a request without a staff login")
+        if verification and staff is not None and not self.staff.check(staff):
+            raise StaffLoginRequired("the staff login has ended: log in again to start a verification")
         if kind in ("verify_paper", "enroll_paper") and self.paper is None:
             raise RequestRefused("paper verification is not configured on this kiosk ([paper] enabled = true)")
         if image is not None and kind != "verify_paper":
@@ -494,6 +518,8 @@ class Daemon:
         given_id: dict[str, Any] = {"request_id": request_id} if request_id else {}
         req = Request(kind, customer, source, mode, image=Path(image) if image is not None else None,
                       images=tuple(Path(p) for p in images), **given_id)
+        req.profile = resolved
+        req.operator = staff.operator if staff is not None else operator
         if staff_action:
             assert staff is not None
             req.operator, req.staff_session = staff.operator, staff.session_id
@@ -538,15 +564,27 @@ class Daemon:
                 "evidence_failures": self.evidence_failures,
                 "calibration": self.calibration.status() if self.calibration is not None else None}
 
+    def staff_overview(self) -> dict[str, object]:
+        """What the staff view shows a logged-in operator: the profiles to pick from and the last
+        decision (its profile and who asked)."""
+        return {"profiles": self.config.profiles.staff_view(), "last_decision": self.last_decision}
+
     def _on_command(self, topic: str, payload: bytes) -> None:
         if not topic.endswith("/" + VERIFY_SUFFIX) or self._commands is None:
             return   # other command topics (model updates) belong to the update agent
         try:
             cmd = self._commands.check(topic, payload)
-            self.submit("verify", cmd.customer, source="central", request_id=cmd.request_id)
-            log.info("verification requested by the central server", extra={"event": "command", "request": cmd.request_id})
+            self.submit("verify", cmd.customer, source="central", request_id=cmd.request_id, profile=cmd.profile,
+                        operator=f"central:{cmd.admin}" if cmd.admin else "central")
+            log.info("verification requested by the central server", extra={
+                "event": "command", "request": cmd.request_id, "profile": cmd.profile})
         except CommandError as exc:
             log.warning("command refused: %s", exc, extra={"event": "command_refused", "reason": exc.reason})
+        except UnknownProfile as exc:
+            # Said centrally too (the log reaches the collector): the request is not run at all
+            # rather than run under another profile than the one asked for.
+            log.warning("command refused: %s", exc, extra={"event": "command_refused", "reason": "unknown_profile",
+                                                           "request": cmd.request_id})
         except RequestRefused as exc:
             log.warning("command refused: %s", exc, extra={"event": "command_refused", "reason": "invalid"})
 

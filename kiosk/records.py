@@ -66,9 +66,9 @@ RAW_EVIDENCE_KEYS = frozenset({"trajectory", "points", "pen_data", "raw", "image
 
 #: An application profile's name, as the kiosk config names it and a decision records it.
 PROFILE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
-# A decision's operator: a staff operator's login name (kiosk.staff.validate_operator's rule), or
-# the central command, with the admin identity it was sent under (tools.pki's name rule).
-_OPERATOR = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}|central(:[a-z0-9][a-z0-9-]{0,62})?")
+#: A decision's operator: a staff operator's login name (kiosk.staff.validate_operator's rule), or
+#: the central command, with the admin identity it was sent under (tools.pki's name rule).
+OPERATOR_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}|central(:[a-z0-9][a-z0-9-]{0,62})?")
 
 
 class RecordError(ApplianceError, ValueError):
@@ -121,7 +121,7 @@ class DecisionRecord:
         if self.profile is not None and not (isinstance(self.profile, str) and PROFILE_NAME.fullmatch(self.profile)):
             raise RecordError(f"profile {self.profile!r:.50} is not a profile name (1-32 lower-case letters, digits, "
                               "'-' or '_', starting with a letter or digit)")
-        if self.operator is not None and not (isinstance(self.operator, str) and _OPERATOR.fullmatch(self.operator)):
+        if self.operator is not None and not (isinstance(self.operator, str) and OPERATOR_NAME.fullmatch(self.operator)):
             raise RecordError(f"operator {self.operator!r:.80} is neither a staff operator's name nor "
                               "'central' or 'central:ADMIN'")
         if not isinstance(self.decision, str) or not self.decision or len(self.decision) > 64:

@@ -175,8 +175,7 @@ class SiteThreshold:
         policy = self._policy
         if policy.threshold == self.shipped:
             return v
-        return policy.decide(v.distance, v.aspects, too_similar=v.too_similar, explanations=v.explanations,
-                             anomaly=v.anomaly)
+        return policy.redecide(v)
 
     def warm_up(self, sample: Trajectory) -> None:
         self.inner.warm_up(sample)

@@ -77,6 +77,14 @@ def _rate(x: float, clamp: float) -> float:
     return 1.0 / (1.0 + math.exp(x))
 
 
+def probability_score(probability: float) -> float:
+    """The threshold on the score scale of a policy on a calibrated probability (minus its logit)
+    that accepts a genuine-probability of at least ``probability``."""
+    if not 0.0 < probability < 1.0:
+        raise ValueError(f"threshold {probability} is not in (0, 1)")
+    return -math.log(probability / (1.0 - probability))
+
+
 def match_rate(distance: float, threshold: float, scale: float = 0.25) -> float:
     """A person-facing 0..1 rate on a distance scale: 0.5 at ``threshold``, ~0.86 a quarter below.
 
@@ -110,9 +118,7 @@ class DecisionPolicy:
         """A policy on a calibrated probability of a genuine signature, accepted at or above
         ``probability``: the score is minus the logit, the match rate the probability with its
         logit shifted so that it is 0.5 at the operating point."""
-        if not 0.0 < probability < 1.0:
-            raise ValueError(f"threshold {probability} is not in (0, 1)")
-        return cls(threshold=-math.log(probability / (1.0 - probability)), rate_scale=1.0, rate_clamp=700.0,
+        return cls(threshold=probability_score(probability), rate_scale=1.0, rate_clamp=700.0,
                    too_similar_ratio=too_similar_ratio, rhythm_tolerance=rhythm_tolerance,
                    rhythm_decides=rhythm_decides)
 
@@ -133,6 +139,13 @@ class DecisionPolicy:
         z = abs(math.log(max(ink_time, 1e-3)) - float(refs.mean())) / spread
         d = 1.0 + (self.threshold - 1.0) * max(0.0, z - 1.0) / max(self.rhythm_tolerance - 1.0, 1e-6)
         return AspectCheck("rhythm", ASPECT_LABELS["rhythm"], match_rate(d, self.threshold), z <= self.rhythm_tolerance)
+
+    def redecide(self, verdict: Verdict) -> Verdict:
+        """``verdict`` decided again under this policy: the same score, aspects, copy check and
+        explanations, another threshold or rhythm rule (the site calibration, an application
+        profile). The aspects stay as the verifier judged them."""
+        return self.decide(verdict.distance, verdict.aspects, too_similar=verdict.too_similar,
+                           explanations=verdict.explanations, anomaly=verdict.anomaly)
 
     def decide(self, score: float, aspects: Sequence[AspectCheck], *, too_similar: bool,
                explanations: tuple[str, ...] = (), anomaly: float | None = None) -> Verdict:

@@ -217,6 +217,12 @@ def revoked(ca_dir: Path) -> list[RevokedCert]:
         raise PkiError(f"{path} is invalid: {exc}") from None
 
 
+def cert_common_name(cert_file: Path) -> str:
+    """The subject common name of a PEM certificate (``admin.NAME``, ``kiosk-0001``...)."""
+    cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
+    return str(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+
+
 def revoke(ca_dir: Path, common_name: str, *, cert_files: tuple[Path, ...] = ()) -> list[RevokedCert]:
     """Revoke every certificate issued to ``common_name`` (and the given certificate files), then
     re-sign the CRL. Returns the newly revoked certificates; raises if there is nothing to revoke."""
@@ -224,7 +230,7 @@ def revoke(ca_dir: Path, common_name: str, *, cert_files: tuple[Path, ...] = ())
     serials = set(issued_serials(ca_dir, common_name))
     for f in cert_files:   # certificates issued before the index existed, or by hand
         cert = x509.load_pem_x509_certificate(Path(f).read_bytes())
-        cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        cn = cert_common_name(Path(f))
         if cn != common_name:
             raise PkiError(f"{f} belongs to {cn!r}, not {common_name!r}")
         serials.add(cert.serial_number)

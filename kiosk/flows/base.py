@@ -45,7 +45,10 @@ class Request:
     request_id: str = field(default_factory=new_session_id)
     done: threading.Event = field(default_factory=threading.Event)
     result: Result = field(default_factory=dict)
-    operator: str | None = None          # enroll/delete: the logged-in operator who asked
+    #: Who asked: the logged-in operator (enroll, delete, a verification started at the staff
+    #: view), "central:ADMIN" for the central command, None for the customer's own request.
+    operator: str | None = None
+    profile: str | None = None           # verify: the application profile (kiosk.profiles), resolved
     staff_session: str | None = None     # ...and their login session's public id
     #: Runs before the request is reported done (the staff action's audit record).
     on_finish: Callable[[Request], None] | None = field(default=None, repr=False)

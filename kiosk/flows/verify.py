@@ -1,5 +1,8 @@
 """The verification flows: ``identify`` -> ``capture`` -> ``verify`` -> ``report`` -> decision.
 
+The verifier's verdict is decided under the request's application profile (``kiosk.profiles``):
+the profile's policy re-decides it, and the record says which profile and who asked.
+
 :class:`VerifyPen` checks a signature written on the pad against the customer's pen references;
 :class:`VerifyPaper` a signature on paper (a photo, or a scanned file) against the customer's
 paper references when they have any, else the pen references drawn as ink (``models.paper``; the
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 from kiosk.config import UiConfig
 from kiosk.errors import DecisionNotRecorded
@@ -27,6 +31,7 @@ from kiosk.flows.base import (
 )
 from kiosk.flows.capture import checked_picture_of
 from kiosk.flows.references import Enrolled
+from kiosk.profiles import Profiles, decide_under
 from kiosk.screen_events import AspectView, CheckedPicture, DecisionShown, DecisionWithheld, Message, SignPrompt, State
 from kiosk.sessions import VerificationOutcome, verify
 from models.image import SignatureImage
@@ -69,6 +74,7 @@ def report(req: Request, outcome: VerificationOutcome, t_pen_up: float, *, scree
                        "pen_up_to_report": round((time.perf_counter() - t_pen_up) * 1e3, 2)},
         "subject": req.customer, "session_id": req.request_id, "mode": mode,
         "paper_references": v.references,
+        "profile": req.profile, "operator": req.operator,
     }
     try:
         seq = reporter.record_decision(record)
@@ -94,28 +100,33 @@ def report(req: Request, outcome: VerificationOutcome, t_pen_up: float, *, scree
         reporter.record_evidence(req.request_id, seq, evidence)
     return Finished({"ok": True, "decision": v.decision, "match_rate": v.match_rate, "distance": v.distance,
                      "reasons": v.reasons, "seq": seq, "latency_ms": latency, "recorded": seq is not None,
-                     "references": v.references})
+                     "references": v.references, "profile": req.profile,
+                     "threshold": versions.get("profile_threshold")})
 
 
 class VerifyPen:
     """A signature on the pad against the customer's pen references."""
 
     def __init__(self, screen: Screen, capture: PenCapture, references: References[Enrolled[Verifier[Trajectory]]],
-                 reporter: DecisionReporter, ui: UiConfig) -> None:
+                 reporter: DecisionReporter, ui: UiConfig, profiles: Profiles) -> None:
         self.screen = screen
         self.capture = capture
         self.references = references
         self.reporter = reporter
         self.ui = ui
+        self.profiles = profiles
 
     def __call__(self, req: Request) -> Finished:
         refs = identify(self.screen, self.references, req.customer, req.request_id)
         sig = self.capture.signature(req.request_id, State.CAPTURE, SignPrompt("Please sign", req.source))
         t_pen_up = time.perf_counter()   # the signature is complete: the clock of the budget starts
         self.screen.enter(State.VERIFY, Message("verify"))
+        base = refs.verifier.policy   # the one its verdict is decided under (the site's threshold, if any)
         outcome = verify(refs.verifier, refs.reference_set, req.customer, sig.trajectory, req.request_id, req.source)
-        return report(req, outcome, t_pen_up, screen=self.screen, reporter=self.reporter, ui=self.ui,
-                      versions=refs.verifier.model_versions(), evidence=sig.trajectory)
+        verdict, versions = decide_under(self.profiles.pen_policy(req.profile, base), base, outcome.verdict,
+                                         refs.verifier.model_versions())
+        return report(req, replace(outcome, verdict=verdict), t_pen_up, screen=self.screen, reporter=self.reporter,
+                      ui=self.ui, versions=versions, evidence=sig.trajectory)
 
 
 class VerifyPaper:
@@ -123,12 +134,13 @@ class VerifyPaper:
     references drawn as ink."""
 
     def __init__(self, screen: Screen, capture: PaperCapture, references: References[Enrolled[Verifier[SignatureImage]]],
-                 reporter: DecisionReporter, ui: UiConfig) -> None:
+                 reporter: DecisionReporter, ui: UiConfig, profiles: Profiles) -> None:
         self.screen = screen
         self.capture = capture
         self.references = references
         self.reporter = reporter
         self.ui = ui
+        self.profiles = profiles
 
     def __call__(self, req: Request) -> Finished:
         from models.image_preprocess import NoInkError
@@ -142,8 +154,11 @@ class VerifyPaper:
         except NoInkError as exc:
             raise RequestEnded("no_signature", Message("error", message=f"No signature found: {exc}"),
                                message=str(exc)) from None
+        base = refs.verifier.policy
+        verdict, versions = decide_under(self.profiles.paper_policy(req.profile, base), base, verdict,
+                                         refs.verifier.model_versions())
         outcome = VerificationOutcome(req.customer, req.request_id, verdict,
                                       (time.perf_counter() - t_found) * 1e3, req.source)
         return report(req, outcome, t_found, screen=self.screen, reporter=self.reporter, ui=self.ui,
-                      versions=refs.verifier.model_versions(), mode="offline", explanations=verdict.explanations,
+                      versions=versions, mode="offline", explanations=verdict.explanations,
                       evidence=picture, picture=checked_picture_of(picture))

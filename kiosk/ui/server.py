@@ -17,6 +17,12 @@ The staff view (``/staff``) logs an operator in (``kiosk.staff``) and manages te
     POST /api/staff/enroll {"customer": "...", "mode": "new"|"replace"|"add", "confirm": "..."}
     POST /api/staff/enroll_paper  (the same, reference pictures from the camera; needs [paper])
     POST /api/staff/delete {"customer": "...", "confirm": "..."}  (confirm: the customer retyped)
+    POST /api/staff/verify {"customer": "...", "profile": "...", "paper": false}
+         (a verification under an application profile, ``kiosk.profiles``; the decision records the
+         profile and the operator. The session ends: the customer gets the screen.)
+
+The session's answers (login, ``GET /api/staff/session``) carry what the staff view shows: the
+profiles to pick from and the last decision (its profile and who asked).
 
 Only the kiosk's own browser may use the stream and the API: the daemon holds a per-boot secret
 (``[ui] token_file``, readable by the browser's user only); the browser opens ``/?k=<secret>``
@@ -129,9 +135,10 @@ class ScreenBackend(Protocol):
     def staff(self) -> StaffAuth: ...
 
     def status(self) -> dict[str, object]: ...
+    def staff_overview(self) -> dict[str, object]: ...
     def submit(self, kind: str, customer: str, *, source: str = "screen", mode: str = "new",
                request_id: str | None = None, image: Path | None = None, staff: StaffSession | None = None,
-               confirm: str | None = None) -> _Submitted: ...
+               confirm: str | None = None, profile: str | None = None) -> _Submitted: ...
     def cancel(self) -> None: ...
     def done_signing(self) -> None: ...
 
@@ -253,7 +260,8 @@ class UiServer:
                     if s is None:
                         return self._json(HTTPStatus.UNAUTHORIZED, {"error": "not logged in"})
                     return self._json(HTTPStatus.OK, {"operator": s.operator,
-                                                      "idle_timeout_s": ui.daemon.staff.config.idle_timeout_s})
+                                                      "idle_timeout_s": ui.daemon.staff.config.idle_timeout_s,
+                                                      **ui.daemon.staff_overview()})
                 return self._events()
 
             def _enter(self, path: str, secret: str) -> None:
@@ -291,22 +299,28 @@ class UiServer:
                 finally:
                     ui.daemon.bus.unsubscribe(q)
 
+            def _refuse_unread(self, status: HTTPStatus, error: str) -> None:
+                # The body stays unread: the connection ends with the answer, or the browser's next
+                # request on it would be read from the middle of this body.
+                self.close_connection = True
+                self._json(status, {"error": error}, (("Connection", "close"),))
+
             def do_POST(self) -> None:
                 if not self._local_host():
-                    return self._json(HTTPStatus.FORBIDDEN, {"error": "wrong host"})
+                    return self._refuse_unread(HTTPStatus.FORBIDDEN, "wrong host")
                 origin = self.headers.get("Origin")
                 if origin is not None and origin not in (f"http://{self.headers.get('Host')}",):
-                    return self._json(HTTPStatus.FORBIDDEN, {"error": "cross-origin request refused"})
+                    return self._refuse_unread(HTTPStatus.FORBIDDEN, "cross-origin request refused")
                 if not self._screen_ok():
-                    return self._json(HTTPStatus.FORBIDDEN, {"error": "only the kiosk's own screen may connect"})
+                    return self._refuse_unread(HTTPStatus.FORBIDDEN, "only the kiosk's own screen may connect")
                 if not (self.headers.get("Content-Type") or "").startswith("application/json"):
-                    return self._json(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, {"error": "send JSON"})
+                    return self._refuse_unread(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send JSON")
                 try:
                     n = int(self.headers.get("Content-Length") or 0)
                 except ValueError:
                     n = -1
                 if not 0 <= n <= MAX_BODY:
-                    return self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "body too large"})
+                    return self._refuse_unread(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "body too large")
                 raw = self.rfile.read(n)
                 self._request_complete()
                 try:
@@ -353,15 +367,21 @@ class UiServer:
                         return self._json(HTTPStatus.SERVICE_UNAVAILABLE,
                                           {"error": "Logins are not possible now; the kiosk's log says why."}, clear)
                     cookie = f"{STAFF_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
-                    return self._json(HTTPStatus.OK, {"operator": s.operator, "idle_timeout_s": d.staff.config.idle_timeout_s},
-                                      (("Set-Cookie", cookie),))
+                    return self._json(HTTPStatus.OK, {"operator": s.operator, "idle_timeout_s": d.staff.config.idle_timeout_s,
+                                                      **d.staff_overview()}, (("Set-Cookie", cookie),))
                 if path == "/api/staff/logout":
                     d.staff.logout(token)
                     return self._json(HTTPStatus.OK, {"ok": True}, clear)
                 kind = {"/api/staff/enroll": "enroll", "/api/staff/enroll_paper": "enroll_paper",
-                        "/api/staff/delete": "delete"}.get(path)
+                        "/api/staff/delete": "delete", "/api/staff/verify": "verify"}.get(path)
                 if kind is None:
                     return self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
+                profile = body.get("profile")
+                if kind == "verify":
+                    if body.get("paper") is True:
+                        kind = "verify_paper"
+                    if profile is not None and not isinstance(profile, str):
+                        return self._json(HTTPStatus.BAD_REQUEST, {"error": "profile must be a profile's name"})
                 session = d.staff.session(token)
                 if session is None:
                     return self._json(HTTPStatus.UNAUTHORIZED, {"error": "Please log in (staff only)."}, clear)
@@ -369,8 +389,9 @@ class UiServer:
                     return self._json(HTTPStatus.CONFLICT, {"error": "the kiosk is busy"})
                 confirm = body.get("confirm")
                 try:
+                    extra = {"profile": profile} if kind.startswith("verify") else {}
                     req = d.submit(kind, str(body.get("customer", "")), source="screen", mode=str(body.get("mode", "new")),
-                                   staff=session, confirm=confirm if isinstance(confirm, str) else None)
+                                   staff=session, confirm=confirm if isinstance(confirm, str) else None, **extra)
                 except StaffLoginRequired as exc:
                     return self._json(HTTPStatus.UNAUTHORIZED, {"error": str(exc)}, clear)
                 except ActionNotAuditable as exc:
@@ -379,7 +400,7 @@ class UiServer:
                                       {"error": "This action cannot be recorded now, so it is not done. See the kiosk's log."})
                 except RequestRefused as exc:
                     return self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
-                if kind in ("enroll", "enroll_paper"):
+                if kind != "delete":
                     # The customer gets the screen (and the pen) now: the staff session ends, so
                     # nobody at the screen can open the staff view on the operator's login.
                     d.staff.logout(session, "handed_to_customer")

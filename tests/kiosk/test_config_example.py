@@ -19,6 +19,7 @@ import pytest
 from kiosk import config as kc
 from kiosk.calibration import CalibrationConfig
 from kiosk.link import LinkConfig
+from kiosk.profiles import DEFAULT_PROFILE, Profile
 from kiosk.staff import StaffConfig
 from kiosk.update_agent import UpdateConfig
 
@@ -37,7 +38,7 @@ SET_BY_THE_EXAMPLE: dict[tuple[str, str], str] = {
     ("paper", "enabled"): "the commented [paper] table shows how to turn the camera on",
     ("calibration", "enabled"): "the commented [calibration] table shows how to turn it on",
 }
-_TABLE = re.compile(r"^#?\s*\[(\w+)\]\s*(#.*)?$")
+_TABLE = re.compile(r"^#?\s*\[([\w.-]+)\]\s*(#.*)?$")
 _KEY = re.compile(r"^#?\s*(\w+)\s*=\s*(.+)$")
 
 
@@ -70,7 +71,7 @@ def _default(cls: type, name: str) -> Any:
 
 def test_the_example_is_what_the_daemon_parses() -> None:
     data = kc.default_config_data()
-    assert set(data) == {"kiosk", *TABLES} - {"paper", "calibration"}, \
+    assert set(data) == {"kiosk", "profiles", *TABLES} - {"paper", "calibration"}, \
         "a table of the example is not parsed, or a commented-out one is on"
     cfg = kc.parse_config(data, Path("/etc/sigkiosk"))
     assert cfg.kiosk_id == "kiosk-0001" and cfg.link is not None and cfg.update is not None
@@ -80,12 +81,33 @@ def test_every_key_of_the_example_is_a_field() -> None:
     keys = _example_keys()
     assert len(keys) > 60, "the example parser found too few keys"
     unknown = [(t, k) for t, k, _, _ in keys
-               if t != "kiosk" and k not in {f.name for f in dataclasses.fields(TABLES[t])}]
+               if t != "kiosk" and not t.startswith("profiles") and k not in {f.name for f in dataclasses.fields(TABLES[t])}]
     assert not unknown
+    # [profiles] holds the default's name and one [profiles.NAME] table per profile.
+    profile_keys = {f.name for f in dataclasses.fields(Profile)} - {"name"}
+    assert [k for t, k, _, _ in keys if t == "profiles"] == ["default"]
+    assert {k for t, k, _, _ in keys if t.startswith("profiles.")} <= profile_keys
+
+
+def test_the_example_profiles() -> None:
+    """Standard follows [verifier] (and the site calibration); high-value is stricter on both
+    the pen and paper scales, and decides on rhythm too."""
+    profiles = kc.parse_config(kc.default_config_data(), Path("/etc/sigkiosk")).profiles
+    assert profiles.default == DEFAULT_PROFILE and profiles.names() == ("standard", "high-value")
+    standard, high = profiles.by_name("standard"), profiles.by_name("high-value")
+    assert standard.threshold is None and standard.paper_threshold is None and standard.rhythm_decides is None
+    assert high.threshold is not None and high.threshold < kc.DEFAULT_THRESHOLD and high.rhythm_decides
+    from models._assets import OFFLINE_FUSION_FILE, shipped_assets
+    from models.fusion import load_offline_fusion
+    from models.paper import FUSION_ENTRY
+
+    shipped_paper = load_offline_fusion(shipped_assets() / OFFLINE_FUSION_FILE, FUSION_ENTRY).threshold
+    assert high.paper_threshold is not None and high.paper_threshold > shipped_paper
 
 
 @pytest.mark.parametrize(("table", "key", "value", "commented"),
-                         [k for k in _example_keys() if k[0] != "kiosk"], ids=lambda v: str(v))
+                         [k for k in _example_keys() if k[0] != "kiosk" and not k[0].startswith("profiles")],
+                         ids=lambda v: str(v))
 def test_each_default_of_the_example_is_the_dataclass_default(table: str, key: str, value: Any,
                                                                 commented: bool) -> None:
     default = _default(TABLES[table], key)

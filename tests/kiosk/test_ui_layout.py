@@ -197,11 +197,16 @@ def _primary_on_screenshot(shot: Path, rect: list[float]) -> float:
 
 
 def test_every_screen_fits_the_kiosk_displays(tmp_path: Path, browser: Any, link_pki: LinkPki) -> None:
-    # A link to a port nothing listens on: the staff view's status line has its longest form. With
-    # [paper] (a camera that is never opened here) the staff view has its enroll-from-paper row too.
+    # A link to a port nothing listens on: the staff view's status line has its longest form; so do
+    # the profiles' labels (40 characters) in the staff view's picker. With [paper] (a camera that is
+    # never opened here) the staff view has its enroll-from-paper row and its paper verification too.
+    profiles = ('\n[profiles.standard]\nlabel = "Standard - everyday withdrawals, forms"\n'
+                '[profiles.high-value]\nlabel = "High value - transfers over 10000, loans"\nthreshold = 1.0\n')
     cfg = write_config(tmp_path, ui=True, link=link_table(link_pki, _closed_port(), tmp_path),
-                       extra=f'\n[paper]\nenabled = true\ncamera = "{tmp_path / "no-camera.png"}"\n')
+                       extra=f'\n[paper]\nenabled = true\ncamera = "{tmp_path / "no-camera.png"}"\n' + profiles)
     daemon, pen, config = start_daemon(cfg)
+    # The last decision line in its longest form: a 32-character operator's, under the longest profile name.
+    daemon.last_decision = {"decision": "SUSPICIOUS", "profile": "p" * 32, "operator": "o" * 32, "at": time.time()}
     ui = daemon.ui
     assert ui is not None
     OperatorStore(config.staff.operators_file).set("alice", "246810")
@@ -284,8 +289,11 @@ def test_every_screen_fits_the_kiosk_displays(tmp_path: Path, browser: Any, link
             assert status.startswith("Central server: not connected since ") and status.endswith("no decisions waiting")
             page.wait_for_selector("#btn-paper-enroll:visible")
             _check(page, tmp_path / f"{w}x{h}-staff-actions.png",
-                   ["#link-status", "#btn-enroll", "#btn-add", "#btn-replace", "#btn-delete", "#btn-logout",
+                   ["#link-status", "#last-decision", "#s-customer", "#s-profile", "#btn-verify", "#btn-verify-paper",
+                    "#btn-enroll", "#btn-add", "#btn-replace", "#btn-delete", "#btn-logout",
                     "#btn-paper-enroll", "#btn-paper-add", "#btn-paper-replace"])
+            assert page.inner_text("#last-decision").startswith("Last decision: SUSPICIOUS under profile ppp")
+            assert page.eval_on_selector("#s-profile", "s => s.value") == "standard"
             page.fill("#s-customer", "cust-123456789")
             page.click("#btn-delete")
             page.wait_for_selector("#staff-confirm:not([hidden])")

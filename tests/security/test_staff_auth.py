@@ -210,7 +210,9 @@ def test_idle_staff_session_ends_and_an_enrollment_logs_the_operator_out(
     _operators(daemon, "alice")
     b = Browser(daemon)
     assert b.login("alice") == 200
-    assert b.call("GET", "/api/staff/session") == (200, {"operator": "alice", "idle_timeout_s": 1.0})
+    status, session = b.call("GET", "/api/staff/session")
+    assert status == 200 and (session["operator"], session["idle_timeout_s"]) == ("alice", 1.0)
+    assert session["profiles"] == [{"name": "standard", "label": "standard", "default": True}]
     time.sleep(1.4)   # the operator walked away from the counter
     assert b.call("GET", "/api/staff/session")[0] == 401
     assert b.call("POST", "/api/staff/delete", {"customer": "cust-1", "confirm": "cust-1"})[0] == 401

@@ -357,8 +357,10 @@ def _verify(args: argparse.Namespace) -> int:
 
     from kiosk import keys
     from kiosk.commands import make_verify_command, verify_topic
+    from kiosk.records import PROFILE_NAME
     from kiosk.templates import validate_customer
     from kiosk.topics import KioskTopics
+    from tools.pki import cert_common_name
     from tools.registry import Registry
     from tools.rollout import AdminClient
 
@@ -367,15 +369,23 @@ def _verify(args: argparse.Namespace) -> int:
     if entry is None:
         raise ValueError(f"kiosk {args.kiosk} is not an active kiosk of the registry {args.registry}")
     customer = validate_customer(args.customer)
+    if args.profile is not None and not PROFILE_NAME.fullmatch(args.profile):
+        raise ValueError(f"--profile {args.profile[:40]!r} is not a profile name (1-32 lower-case letters, digits, "
+                         "'-' or '_'; the kiosk's [profiles] tables name them)")
+    # The decision records who asked: central:NAME of the admin certificate this is sent with.
+    cn = cert_common_name(Path(args.cert))
+    admin_name = cn.removeprefix("admin.") if cn.startswith("admin.") else None
     topic = verify_topic(KioskTopics(args.prefix, entry.site, args.kiosk))
     request_id = args.request_id or f"req-{secrets.token_hex(8)}"
     payload = make_verify_command(keys.load_signing_key(Path(args.sign_key)), topic, args.kiosk, customer,
-                                  request_id, ttl_s=args.ttl)
+                                  request_id, ttl_s=args.ttl, profile=args.profile, admin=admin_name)
     with AdminClient(_admin_connection(args), registry) as admin:
         admin.send(topic, payload)
-    print(f"{args.kiosk}: verification of customer {customer} requested (request {request_id}, "
+    profile = f"profile {args.profile}" if args.profile else "the kiosk's default profile"
+    print(f"{args.kiosk}: verification of customer {customer} requested under {profile} (request {request_id}, "
           f"valid {args.ttl:g} s). The kiosk asks the customer to sign now; its decision reaches the "
-          f"collector under session id {request_id} (sigkiosk central query --kiosk {args.kiosk}).")
+          f"collector under session id {request_id} (sigkiosk central query --kiosk {args.kiosk}). "
+          "A profile the kiosk does not have is refused there, in its log.")
     return 0
 
 
@@ -388,6 +398,8 @@ def _reg_verify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sign-key", required=True, help="the central server's central-sign.key (gen-keys --central)")
     p.add_argument("--request-id", help="becomes the decision's session id (default: a random one)")
     p.add_argument("--ttl", type=float, default=120.0, help="seconds the kiosk may still act on it")
+    p.add_argument("--profile", help="the application profile to decide under ([profiles.NAME] of the kiosk's "
+                                     "config, e.g. high-value; default: the kiosk's default profile)")
     _add_admin_conn_args(p)
     p.set_defaults(func=_verify)
 

@@ -1,4 +1,5 @@
-// The staff view: operator login, then template management (enroll / add / replace / delete).
+// The staff view: operator login, then verification under an application profile and template
+// management (enroll / add / replace / delete).
 // The server holds the session (an HttpOnly cookie) and enforces everything; this page only asks.
 "use strict";
 const $ = (id) => document.getElementById(id);
@@ -70,7 +71,7 @@ function showLink(s) {
 
 function refreshStatus() {
   clearTimeout(statusTimer);
-  call("GET", "/api/status").then((s) => { showLink(s); showPen(s); $("paper-actions").hidden = !s.paper; }).catch((e) => {
+  call("GET", "/api/status").then((s) => { showLink(s); showPen(s); $("paper-actions").hidden = !s.paper; $("btn-verify-paper").hidden = !s.paper; }).catch((e) => {
     $("link-status").className = "link-status down";
     $("link-status").textContent = "Central server: status not available (" + e.message + ")";
   }).finally(() => {
@@ -78,9 +79,34 @@ function refreshStatus() {
   });
 }
 
+// The profile picker: the kiosk's [profiles], its default preselected.
+function showProfiles(profiles) {
+  const sel = $("s-profile");
+  sel.textContent = "";
+  for (const p of profiles || []) {
+    const o = document.createElement("option");
+    o.value = p.name;
+    o.textContent = p.label + (p.default ? " (default)" : "");
+    o.selected = !!p.default;
+    sel.appendChild(o);
+  }
+}
+
+function showLastDecision(d) {
+  const line = $("last-decision");
+  if (!d) { line.textContent = ""; delete line.dataset.decision; return; }
+  const by = d.operator ? (d.operator.startsWith("central") ? "the central server" : d.operator) : "the customer";
+  line.textContent = "Last decision: " + d.decision + " under profile " + (d.profile || "-") + ", asked by " + by
+    + (d.at ? " at " + clock(d.at) : "");
+  line.dataset.decision = d.decision;
+  line.dataset.profile = d.profile || "";
+}
+
 function loggedIn(j) {
   idleMs = (j.idle_timeout_s || 120) * 1000;
   $("who").textContent = j.operator;
+  showProfiles(j.profiles);
+  showLastDecision(j.last_decision);
   $("pin").value = "";
   show("actions");
   touch();
@@ -130,6 +156,15 @@ for (const id of ["btn-paper-enroll", "btn-paper-add", "btn-paper-replace"]) {
   $(id).addEventListener("click", (e) => act("enroll_paper", e.target.dataset.mode));
 }
 $("btn-delete").addEventListener("click", () => act("delete", null));
+function verify(paper) {
+  const customer = $("s-customer").value.trim();
+  if (!customer) { say("Please enter the customer number first."); return; }
+  // The customer signs now, on the customer screen; the staff session has ended.
+  call("POST", "/api/staff/verify", { customer, profile: $("s-profile").value, paper })
+    .then(toCustomerScreen).catch(failed);
+}
+$("btn-verify").addEventListener("click", () => verify(false));
+$("btn-verify-paper").addEventListener("click", () => verify(true));
 $("confirm-form").addEventListener("submit", (e) => {
   e.preventDefault();
   if (pending) send(pending.kind, pending.mode || "new", pending.customer, $("confirm").value.trim());
