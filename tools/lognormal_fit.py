@@ -113,7 +113,7 @@ def _half_roots(sigma: np.ndarray | float) -> tuple[np.ndarray | float, np.ndarr
 _SIGMA_CANDIDATES = (0.12, 0.18, 0.25, 0.33, 0.42, 0.55, 0.7)
 
 
-def _candidate(t: np.ndarray, s_peak: float, t1: float, t3: float, t5: float, sigma: float) -> tuple[float, float, float]:
+def _candidate(s_peak: float, t1: float, t3: float, t5: float, sigma: float) -> tuple[float, float, float]:
     """(D, t0, mu) of the impulse with this sigma peaking at ``t3`` with inflections ``t1``, ``t5``."""
     lo, hi = _half_roots(sigma)
     elo, ehi = math.exp(float(lo)), math.exp(float(hi))
@@ -139,7 +139,7 @@ def _estimate(t: np.ndarray, v: np.ndarray, a: int, p: int, b: int) -> np.ndarra
     err_best = math.inf
     window = slice(a, b + 1)
     for sigma in _SIGMA_CANDIDATES:
-        D, t0, mu = _candidate(t, float(s[p]), t1, t3, t5, sigma)
+        D, t0, mu = _candidate(float(s[p]), t1, t3, t5, sigma)
         err = float(np.sum(np.square(s[window] - lognormal_speed(t[window], D, t0, mu, sigma))))
         if err < err_best:
             best, err_best = (D, t0, mu, sigma), err

@@ -1,6 +1,6 @@
 """``sigkiosk train online --quick``: the whole learned pipeline end to end on the shared data.
 
-Teacher, distilled student, float and full-int8 conversion, golden vectors, fusion on validation
+Real + synthetic training (a few sigma-lognormal identities, device augmentation), teacher, distilled student, float and full-int8 conversion, golden vectors, fusion on validation
 writers and the run record, with tiny models (about two minutes on two cores). The run goes to a
 new folder, is shipped with ``--ship`` into a copy of the shipped models (the real ones untouched)
 and is quiet without ``-v``. Needs the ``train`` extra (tensorflow-cpu, tf_keras) and the shared
@@ -62,7 +62,10 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> QuickRun:
     assets_before = hashes(assets)
     proc = subprocess.run(
         [sys.executable, "-m", "tools.cli", "train", "online", "--quick", "--data", str(data.parent),
-         "--work", str(home / "work"), "--ship", "--assets", str(assets)],
+         "--work", str(home / "work"), "--ship", "--assets", str(assets),
+         # real + synthetic: a few fitted identities with duplicates and forgery-likes, device augmentation
+         "--synthetic-identities", "3", "--synthetic-duplicates", "3", "--forgery-like", "2",
+         "--device-augment", "0.5", "--augment-copies", "1"],
         cwd=home, env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -116,6 +119,23 @@ def test_artefacts_and_run_record(quick_run: Path) -> None:
     for v in rec["validation_skilled_eer_k5"].values():
         assert 0.0 <= v["mean"] <= 100.0
     assert rec["fusion"]["weights"][0] < 0
+
+
+def test_run_record_names_the_synthesis_and_the_cross_device_validation(quick_run: Path) -> None:
+    rec = json.loads((quick_run / "tsgatr.run.json").read_text())
+    syn = rec["synthetic"]
+    assert syn["config"]["identities"] == 3 and syn["config"]["seed"] == 0
+    assert syn["fits"]["fitted"] == 3 and syn["fits"]["snr_velocity_db"]["median"] > 15.0
+    assert syn["identities"] >= 2 and syn["signatures"] == 5 * syn["identities"]
+    assert len(syn["fitted_keys_sha256"]) == 64
+    aug = rec["device_augment"]
+    assert aug["copies"] == 1 and aug["signatures"] > 20 and aug["p_augment"] == 0.5
+    assert rec["train_config"]["p_synthetic"] == 0.5 and rec["train_config"]["p_augment"] == 0.5
+    cdv = rec["cross_device_validation"]
+    # The quick run keeps 2 validation writers per set: a set whose two have no forgeries has no cell.
+    assert {"susig-visual", "susig-blind"} <= set(cdv["cells"]) <= {"susig-visual", "susig-blind", "sigcomp2009-nfi"}
+    assert {"recorded", "no-pressure", "75hz"} <= set(cdv["cells"]["susig-visual"])
+    assert 0.0 <= cdv["mean"] <= 100.0
 
 
 def test_quick_models_pass_their_golden_vectors(quick_run: Path) -> None:

@@ -48,7 +48,42 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--seed", type=int, default=0)
     o.add_argument("--teacher-weights", type=Path, default=None, help="skip teacher training: load these weights")
     o.add_argument("--no-fusion", action="store_true", help="do not fit fusion.json")
+    syn = o.add_argument_group("real + synthetic (sigma-lognormal identities, device augmentation)")
+    syn.add_argument("--synthetic-identities", type=int, default=0, metavar="N",
+                     help="fit N real training signatures with the sigma-lognormal model; each becomes an identity")
+    syn.add_argument("--synthetic-duplicates", type=int, default=6, metavar="N",
+                     help="genuine-like duplicates drawn per synthetic identity")
+    syn.add_argument("--forgery-like", type=int, default=0, metavar="N",
+                     help="forgery-like samples drawn per synthetic identity (slower, hesitant, more pen-ups)")
+    syn.add_argument("--p-synthetic", type=float, default=0.5, metavar="P",
+                     help="share of training triplets taken from synthetic identities")
+    syn.add_argument("--synthesis-seed", type=int, default=0)
+    syn.add_argument("--device-augment", type=float, default=0.0, metavar="P",
+                     help="replace each training signature by a device-augmented copy with probability P")
+    syn.add_argument("--augment-copies", type=int, default=2, metavar="N",
+                     help="device-augmented copies prepared per training signature (with --device-augment)")
     o.set_defaults(func=run_online)
+
+    sh = kinds.add_parser("synth-sheet", help="fit real signatures with the sigma-lognormal model: a PNG sheet of "
+                                              "originals, fits, duplicates and forgery-likes, and the SNR summary")
+    sh.add_argument("--data", type=Path, default=None, help="the shared data folder (default ../shared/data)")
+    sh.add_argument("--out", type=Path, default=None, help="the run's folder (default: a new runs/synth-<UTC time>/)")
+    sh.add_argument("--per-set", type=int, default=3, help="training signatures fitted per pen set")
+    sh.add_argument("--duplicates", type=int, default=3)
+    sh.add_argument("--forgery-like", type=int, default=2)
+    sh.add_argument("--seed", type=int, default=0)
+    sh.add_argument("--sets", nargs="+", default=None, metavar="SET",
+                    help="only these pen sets (default all: susig-visual susig-blind sigcomp2009-nfi sigwicomp2013-jp)")
+    sh.set_defaults(func=run_synth_sheet)
+
+    dv = kinds.add_parser("validate-devices", help="converted pen models on the cross-device yardstick's validation "
+                                                   "writers: skilled EER K=5 per set and pad variant (the selection "
+                                                   "criterion of real + synthetic training)")
+    dv.add_argument("models", type=Path, nargs="+", metavar="MODEL", help="converted .tflite models")
+    dv.add_argument("--data", type=Path, default=None, help="the shared data folder (default ../shared/data)")
+    dv.add_argument("--trials", type=int, default=3)
+    dv.add_argument("--json", type=Path, default=None)
+    dv.set_defaults(func=run_validate_devices)
 
     f = kinds.add_parser("offline", help="CNN-LSTM image embedding (writer-independent), float and int8 TFLite")
     f.add_argument("--data", type=Path, default=None, help="the shared data folder (default ../shared/data)")
@@ -91,6 +126,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--steps", type=int, default=60)
     a.add_argument("--json", type=Path, default=None)
     a.add_argument("--only", nargs="*", default=None, help="names of the variants to run")
+    a.add_argument("--data-variants", action="store_true",
+                   help="issue 13's data ablation instead: real only / + duplicates / + forgery-like / + device "
+                        "augmentation, on the cross-device validation writers")
+    a.add_argument("--batch-writers", type=int, default=16, help="with --data-variants: writers per batch")
+    a.add_argument("--synthetic-identities", type=int, default=200, help="with --data-variants: fitted identities")
     a.set_defaults(func=run_ablation)
 
     fu = kinds.add_parser("fusion", help="refit fusion.json on the validation writers (no retraining)")
@@ -175,6 +215,7 @@ def run_online(args: argparse.Namespace) -> int:
         return _refused(e)
     from tools.train.data import default_data_root
     from tools.train.pipeline import STUDENT_FLOAT, STUDENT_INT8, TEACHER, default_pipeline, run
+    from tools.train.synthetic import SynthConfig
     from tools.train.trainer import TrainConfig
 
     pc = default_pipeline(args.quick, k_nn=args.k_nn, k_step=args.k_step)
@@ -186,9 +227,22 @@ def run_online(args: argparse.Namespace) -> int:
     for arg, key in (("steps", "steps_per_epoch"), ("patience", "patience"), ("batch_writers", "batch_writers")):
         if getattr(args, arg) is not None:
             t = TrainConfig(**{**t.to_json(), key: getattr(args, arg)})
+    for name in ("synthetic_identities", "synthetic_duplicates", "forgery_like", "augment_copies"):
+        if getattr(args, name) < 0:
+            return _refused(ValueError(f"--{name.replace('_', '-')} must be >= 0"))
+    for name in ("p_synthetic", "device_augment"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            return _refused(ValueError(f"--{name.replace('_', '-')} must be in 0..1"))
+    synth = SynthConfig(identities=args.synthetic_identities, duplicates=args.synthetic_duplicates,
+                        forgery_like=args.forgery_like, seed=args.synthesis_seed)
+    if synth.identities > 0:
+        t = TrainConfig(**{**t.to_json(), "p_synthetic": args.p_synthetic})
+    if args.device_augment > 0:
+        t = TrainConfig(**{**t.to_json(), "p_augment": args.device_augment})
     print(f"run folder: {out}", flush=True)
     record = run(pc, t, args.data or default_data_root(), out, args.work, args.teacher_weights,
-                 skip_fusion=args.no_fusion)
+                 skip_fusion=args.no_fusion, synth=synth,
+                 augment_copies=args.augment_copies if args.device_augment > 0 else 0)
     print(f"done in {record['seconds']} s; record: {out / 'tsgatr.run.json'}")
     names = (TEACHER, STUDENT_FLOAT, STUDENT_INT8)
     artefacts = [f"{n}{ext}" for n in names for ext in (".tflite", ".config.json", ".golden.npz")
@@ -198,6 +252,40 @@ def run_online(args: argparse.Namespace) -> int:
     eers = {n: v["mean"] for n, v in record["validation_skilled_eer_k5"].items()}
     return _finish(args, out, assets, "tsgatr.run.json", record, eers, [out / f"{n}.tflite" for n in names],
                    artefacts + ["tsgatr.run.json"])
+
+
+def run_synth_sheet(args: argparse.Namespace) -> int:
+    from models import shipped_assets
+    from tools.train.data import default_data_root
+    from tools.train.runs import RunError, output_dir
+    from tools.train.synth_sheet import make_sheet
+
+    try:
+        out = output_dir(args.out, "synth", shipped_assets())
+    except RunError as e:
+        return _refused(e)
+    try:
+        record = make_sheet(args.data or default_data_root(), out, per_set=args.per_set, duplicates=args.duplicates,
+                            forgery_like=args.forgery_like, seed=args.seed,
+                            sets=tuple(args.sets) if args.sets else None)
+    except ValueError as e:
+        return _refused(e)
+    s = record["snr"]
+    print(f"{record['fitted']} signatures fitted: velocity SNR median {s['velocity_db']['median']:.1f} dB "
+          f"(min {s['velocity_db']['min']:.1f}), trajectory SNR median {s['trajectory_db']['median']:.1f} dB; "
+          f"sheet {out / 'synth_sheet.png'}, record {out / 'synth.run.json'}")
+    return 0
+
+
+def run_validate_devices(args: argparse.Namespace) -> int:
+    from tools.train.data import default_data_root
+    from tools.train.device_validation import main
+
+    missing = [str(m) for m in args.models if not m.exists()]
+    if missing:
+        return _refused(FileNotFoundError(f"no such model: {', '.join(missing)}"))
+    main(args.models, args.data or default_data_root(), args.trials, args.json)
+    return 0
 
 
 def run_offline(args: argparse.Namespace) -> int:
@@ -257,8 +345,12 @@ def run_offline(args: argparse.Namespace) -> int:
 
 
 def run_ablation(args: argparse.Namespace) -> int:
-    from tools.train.ablation import run_ablations
+    from tools.train.ablation import run_ablations, run_data_ablations
 
+    if args.data_variants:
+        run_data_ablations(args.data, args.work, args.epochs, args.steps, args.batch_writers,
+                           args.synthetic_identities, args.json, args.only)
+        return 0
     run_ablations(args.data, args.work, args.epochs, args.steps, args.json, args.only)
     return 0
 

@@ -26,9 +26,12 @@ from models.learned import LearnedConfig, config_path, load_config
 from models.runtime import TFLiteModel
 from models.tsgatr import TSGATRConfig, build_tsgatr
 from tools.provenance import git_commit, invoked_command
+from tools.train.augment import DeviceAugment, add_augmented, real_training_items
 from tools.train.convert import device_model, to_tflite, write_golden
 from tools.train.data import InputCache, load_corpus
+from tools.train.device_validation import validate_model
 from tools.train.fusion_fit import refit
+from tools.train.synthetic import SynthConfig, add_synthetic
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 log = logging.getLogger(__name__)
@@ -83,7 +86,8 @@ def save_model(blob: bytes, out: Path, name: str, lc: LearnedConfig) -> Path:
 
 
 def run(pc: PipelineConfig, tcfg: Any, data_root: Path, out: Path, work: Path, teacher_weights: Path | None,
-        skip_fusion: bool = False) -> dict:
+        skip_fusion: bool = False, synth: SynthConfig | None = None, augment_copies: int = 0,
+        augment_cfg: DeviceAugment | None = None) -> dict:
     import tensorflow as tf
 
     from tools.train.loop import set_seeds
@@ -100,8 +104,21 @@ def run(pc: PipelineConfig, tcfg: Any, data_root: Path, out: Path, work: Path, t
     corpus = load_corpus(data_root, lc, cache_dir=work / "cache", max_writers=pc.max_writers)
     print(f"data: {len(corpus.signatures)} signatures; writers train {len(corpus.writers('train'))}, "
           f"validate {len(corpus.writers('validate'))}", flush=True)
+    record_extra: dict = {}
+    synth_items: list = []
+    if synth is not None and synth.identities > 0:
+        record_extra["synthetic"], synth_items = add_synthetic(corpus, synth, lc, work / "synth",
+                                                               keep_trajectories=augment_copies > 0)
+        print(f"synthetic: {record_extra['synthetic']}", flush=True)
+    if augment_copies > 0:
+        acfg = augment_cfg or DeviceAugment()
+        n = add_augmented(corpus, real_training_items(corpus) + synth_items, augment_copies, acfg, lc, tcfg.seed)
+        record_extra["device_augment"] = {"config": acfg.to_json(), "copies": augment_copies, "signatures": n,
+                                          "p_augment": tcfg.p_augment, "seed": tcfg.seed}
+        print(f"device augmentation: {n} augmented copies", flush=True)
     inputs = InputCache(corpus, lc)
     record: dict = {
+        **record_extra,
         "command": invoked_command(),
         "git_commit": git_commit(),
         "data_sha256": corpus.hashes,
@@ -156,6 +173,12 @@ def run(pc: PipelineConfig, tcfg: Any, data_root: Path, out: Path, work: Path, t
         v = validation_eer(TFLiteEmbedder(path, inputs), corpus, lc, load_config(path).prior, trials=tcfg.val_trials)
         record["validation_skilled_eer_k5"][name] = v
         print(f"validation {name}: " + "  ".join(f"{k} {x:.2f}" for k, x in v.items()), flush=True)
+    # The ablation's criterion: the yardstick's validation writers on every pad variant.
+    cdv = validate_model(shipped[STUDENT_INT8], data_root, trials=1 if pc.quick else tcfg.val_trials,
+                         max_writers=pc.max_writers)
+    record["cross_device_validation"] = cdv
+    print(f"cross-device validation {STUDENT_INT8}: mean {cdv['mean']:.2f} (as recorded {cdv['recorded_mean']:.2f})",
+          flush=True)
     if not skip_fusion:
         # Validation writers only (every set, K = 1 and 5): see tools/train/fusion_fit.py.
         fit = refit(data_root, shipped[STUDENT_INT8], out, cache=work / "fusion", trials=1 if pc.quick else 10)

@@ -58,6 +58,10 @@ class TrainConfig:
     patience: int = 4
     seed: int = 0
     val_trials: int = 3
+    # real + synthetic (issue 13): share of triplets from synthetic identities, share of signatures
+    # replaced by a device-augmented copy; both 0 is the real-only training
+    p_synthetic: float = 0.0
+    p_augment: float = 0.0
     # distillation
     w_emb: float = 1.0
     w_dist: float = 1.0
@@ -68,29 +72,69 @@ class TrainConfig:
 
 
 class TripletSampler:
-    def __init__(self, corpus: Corpus, split: str, rng: np.random.Generator, p_skilled: float) -> None:
+    """Triplets (anchor, positive, negative) of writers of one split.
+
+    With synthetic identities in the corpus (split ``synth``, :mod:`tools.train.synthetic`) and
+    ``p_synthetic`` > 0, each triplet comes from a synthetic identity with that probability (its
+    random negative from another synthetic one), else from a real writer. With device-augmented
+    copies (``corpus.variants``) and ``p_augment`` > 0, each chosen signature is replaced by one of
+    its copies with that probability. Without either, the draws are exactly the real-only ones.
+    """
+
+    def __init__(self, corpus: Corpus, split: str, rng: np.random.Generator, p_skilled: float,
+                 p_synthetic: float = 0.0, p_augment: float = 0.0) -> None:
+        from tools.train.synthetic import SYNTH_SPLIT
+
         self.writers = {w: gf for w, gf in corpus.writers(split).items() if len(gf[0]) >= 2}
         self.names = sorted(self.writers)
+        self.synth = ({w: gf for w, gf in corpus.writers(SYNTH_SPLIT).items() if len(gf[0]) >= 2}
+                      if p_synthetic > 0 else {})
+        self.synth_names = sorted(self.synth)
+        self.variants = corpus.variants if p_augment > 0 else {}
         self.rng, self.p_skilled = rng, p_skilled
+        self.p_synthetic, self.p_augment = p_synthetic, p_augment
+
+    def _triplet(self, writers: dict[str, tuple[list[int], list[int]]], names: list[str], wi: int,
+                 out: tuple[list[int], list[int], list[int], list[bool]]) -> None:
+        anc, pos, neg, skilled = out
+        g, f = writers[names[wi]]
+        a, p = self.rng.choice(len(g), size=2, replace=False)
+        anc.append(g[a])
+        pos.append(g[p])
+        if f and self.rng.random() < self.p_skilled:
+            neg.append(f[int(self.rng.integers(len(f)))])
+            skilled.append(True)
+        else:
+            other = names[int(self.rng.integers(len(names)))]
+            while other == names[wi]:
+                other = names[int(self.rng.integers(len(names)))]
+            og = writers[other][0]
+            neg.append(og[int(self.rng.integers(len(og)))])
+            skilled.append(False)
+
+    def _swap(self, idx: list[int]) -> list[int]:
+        out = []
+        for i in idx:
+            copies = self.variants.get(i)
+            out.append(copies[int(self.rng.integers(len(copies)))]
+                       if copies and self.rng.random() < self.p_augment else i)
+        return out
 
     def batch(self, b: int) -> tuple[list[int], list[int], list[int], list[bool]]:
-        ws = self.rng.choice(len(self.names), size=b, replace=len(self.names) < b)
-        anc, pos, neg, skilled = [], [], [], []
-        for wi in ws:
-            g, f = self.writers[self.names[int(wi)]]
-            a, p = self.rng.choice(len(g), size=2, replace=False)
-            anc.append(g[a])
-            pos.append(g[p])
-            if f and self.rng.random() < self.p_skilled:
-                neg.append(f[int(self.rng.integers(len(f)))])
-                skilled.append(True)
-            else:
-                other = self.names[int(self.rng.integers(len(self.names)))]
-                while other == self.names[int(wi)]:
-                    other = self.names[int(self.rng.integers(len(self.names)))]
-                og = self.writers[other][0]
-                neg.append(og[int(self.rng.integers(len(og)))])
-                skilled.append(False)
+        out: tuple[list[int], list[int], list[int], list[bool]] = ([], [], [], [])
+        if not self.synth_names:
+            ws = self.rng.choice(len(self.names), size=b, replace=len(self.names) < b)
+            for wi in ws:
+                self._triplet(self.writers, self.names, int(wi), out)
+        else:
+            for _ in range(b):
+                if self.rng.random() < self.p_synthetic:
+                    self._triplet(self.synth, self.synth_names, int(self.rng.integers(len(self.synth_names))), out)
+                else:
+                    self._triplet(self.writers, self.names, int(self.rng.integers(len(self.names))), out)
+        anc, pos, neg, skilled = out
+        if self.variants:
+            anc, pos, neg = self._swap(anc), self._swap(pos), self._swap(neg)
         return anc, pos, neg, skilled
 
 
@@ -224,7 +268,8 @@ def train_metric_model(
     model = build_tsgatr(mcfg, name=desc)
     opt = __import__("tf_keras").optimizers.Adam(tcfg.lr)
     inputs = InputCache(corpus, lcfg)
-    sampler = TripletSampler(corpus, "train", np.random.default_rng(tcfg.seed), tcfg.p_skilled)
+    sampler = TripletSampler(corpus, "train", np.random.default_rng(tcfg.seed), tcfg.p_skilled,
+                             p_synthetic=tcfg.p_synthetic, p_augment=tcfg.p_augment)
     B = tcfg.batch_writers
     S = mcfg.max_len  # a path of two sequences of ≤ L/2 steps has < L cells
     a_idx = np.concatenate([np.arange(B), np.arange(B)]).astype(np.int32)
