@@ -49,7 +49,8 @@ def _seal(link_pki: LinkPki, kiosk: str, kind: str, payload: dict, seq: int, tim
 def test_evidence_travels_sealed_is_refused_when_hostile_and_expires(link_pki: LinkPki, mqtt_broker: Mosquitto,
                                                                      tmp_path: Path, db_url: str) -> None:
     collector = Collector(link_pki.collector_config(mqtt_broker.port, db_url, fresh_session=True,
-                                                    evidence_retention_days=5.0, evidence_purge_interval_s=0.3))
+                                                    evidence_retention_days=5.0, evidence_purge_interval_s=0.3,
+                                                    evidence_orphan_wait_s=1.0))
     collector.start()
     link_a = KioskLink(link_pki.link_config("kiosk-a", mqtt_broker.port, tmp_path / "a.sqlite"))
     link_b = KioskLink(link_pki.link_config("kiosk-b", mqtt_broker.port, tmp_path / "b.sqlite"))
@@ -244,3 +245,41 @@ def test_the_link_seals_evidence_and_honours_the_switch(link_pki: LinkPki, tmp_p
         assert off.outbox.depth() == {"decision": 1}
     finally:
         off.outbox.close()
+
+
+def test_evidence_arriving_before_its_decision_waits_for_it(link_pki: LinkPki, mqtt_broker: Mosquitto,
+                                                            tmp_path: Path) -> None:
+    """With several collectors in a share group, a decision and its evidence can reach different
+    ones, the evidence first: it is held (unacknowledged) for its decision, then stored; evidence
+    whose decision never comes is refused once the wait is over."""
+    collector = Collector(link_pki.collector_config(mqtt_broker.port, str(tmp_path / "c.sqlite"), fresh_session=True,
+                                                    evidence_orphan_wait_s=3.0))
+    collector.start()
+    raw = mqtt_client(link_pki, mqtt_broker.port, "kiosk-b", cert=link_pki.cert("kiosk-b"))
+    traj = make_population(n_writers=1, n_genuine=1, n_forgeries=0, seed=10)["001"][0][0]
+    now = int(time.time() * 1000)
+    seq = int(time.time() * 1e6)
+    try:
+        assert collector.wait_ready()
+        decision = _seal(link_pki, "kiosk-b", "decision", DecisionRecord.from_dict(_decision("s-late")).to_payload(),
+                         seq=seq, time_ms=now)
+        digest = envelope.parse(decision).digest
+        topic = "sig/v1/site1/kiosk-b/evidence"
+        for ev_seq, ref, ref_digest, session in ((seq + 1, seq, digest, "s-late"),
+                                                 (seq + 2, seq + 99, "e" * 64, "s-never")):
+            raw.publish(topic, _seal(link_pki, "kiosk-b", "evidence", build(
+                traj, decision_seq=ref, decision_digest=ref_digest, session_id=session).to_payload(),
+                seq=ev_seq, time_ms=now), qos=1).wait_for_publish(10)
+        t0 = time.monotonic()
+        time.sleep(1.0)
+        assert collector.store.count("evidence") == 0 and collector.stats.refused == {}   # both held
+        raw.publish("sig/v1/site1/kiosk-b/decision", decision, qos=1).wait_for_publish(10)
+        wait_for(lambda: collector.store.count("evidence") == 1, what="the held evidence stored after its decision")
+        assert collector.store.evidence_case("kiosk-b", seq)[1] is not None
+        wait_for(lambda: collector.stats.refused.get("unknown_decision") == 1, what="the orphan refused")
+        assert time.monotonic() - t0 >= 2.5          # not before its wait was over
+        assert collector.store.count("rejected") == 1
+    finally:
+        raw.disconnect()
+        raw.loop_stop()
+        collector.stop()

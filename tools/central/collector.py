@@ -105,6 +105,11 @@ class CollectorConfig:
     # running collector (checked every evidence_purge_interval_s) or ``sigkiosk central purge``.
     evidence_retention_days: float = 365.0
     evidence_purge_interval_s: float = 3600.0
+    # Evidence whose decision is not stored yet may be racing it through another collector of the
+    # share group: held unacknowledged this long (at most evidence_orphans_max at once, well under
+    # the broker's 100 in flight) for its decision, then stored or refused as unknown_decision.
+    evidence_orphan_wait_s: float = 10.0
+    evidence_orphans_max: int = 8
 
 
 @dataclass
@@ -252,6 +257,9 @@ class Collector:
             raise ValueError("evidence_retention_days must be positive")
         self._next_purge = 0.0   # purge once at start, then every evidence_purge_interval_s
         self.purged_evidence = 0
+        # Evidence held for its decision: (message, give up at monotonic time).
+        self._orphans: list[tuple[_Incoming, float]] = []
+        self._next_orphan_check = 0.0
 
     @staticmethod
     def _registry_stamp(p: Path) -> tuple[int, int]:
@@ -411,10 +419,48 @@ class Collector:
         except StoreError as exc:   # retried at the next interval; storing goes on meanwhile
             log.error("collector: purging expired evidence failed: %s", exc)
 
+    def _is_orphan(self, a: Accepted, earlier: list[Accepted]) -> bool:
+        """Evidence whose decision is neither stored nor earlier in its batch."""
+        if a.kind != "evidence":
+            return False
+        ref, digest = a.payload.get("decision_seq"), a.payload.get("decision_digest")
+        if any(e.kind == "decision" and e.kiosk_id == a.kiosk_id and e.seq == ref for e in earlier):
+            return False
+        try:
+            return not self.store.has_decision(a.kiosk_id, int(ref), str(digest))   # type: ignore[arg-type]
+        except StoreError:   # the store decides (and holds the batch while it fails)
+            return False
+
+    def _retry_orphans(self) -> None:
+        """Held evidence whose decision has arrived, or whose wait is over, goes through (then it is
+        stored, or refused as unknown_decision); the rest waits on. A reconnect drops them all: the
+        broker redelivers what was not acknowledged."""
+        now = time.monotonic()
+        if not self._orphans or now < self._next_orphan_check:
+            return
+        self._next_orphan_check = now + 0.25
+        ready: list[_Incoming] = []
+        waiting: list[tuple[_Incoming, float]] = []
+        for m, give_up in self._orphans:
+            if m.epoch != self._epoch:
+                continue
+            try:
+                r = self.processor.process(m) if give_up > now else None
+            except Exception:   # handle_batch reports it
+                r = None
+            if r is None or not isinstance(r, Accepted) or not self._is_orphan(r, []):
+                ready.append(m)
+            else:
+                waiting.append((m, give_up))
+        self._orphans = waiting
+        if ready:
+            self.handle_batch(ready, hold=False)
+
     def _work(self) -> None:
         # On stop, whatever is still queued is simply not acknowledged: the broker redelivers it.
         while not self._stop.is_set():
             self._maybe_purge_evidence()
+            self._retry_orphans()
             try:
                 first = self._queue.get(timeout=0.2)
             except queue.Empty:
@@ -494,13 +540,16 @@ class Collector:
                 health.ok, health.down_since_ms, health.held = True, None, 0
             return out
 
-    def handle_batch(self, batch: list[_Incoming]) -> None:
+    def handle_batch(self, batch: list[_Incoming], *, hold: bool = True) -> None:
+        """Verify, store and acknowledge a batch. ``hold``: evidence whose decision is not stored
+        yet is kept back, unacknowledged, for its decision (``_retry_orphans``)."""
         epoch = self._epoch
         batch = [m for m in batch if m.epoch == epoch]
         if not batch:
             return
         accepted: list[Accepted] = []
         refusals: list[Refusal] = []
+        kept: list[_Incoming] = []
         for m in batch:
             try:
                 r = self.processor.process(m)
@@ -509,9 +558,16 @@ class Collector:
                 r = Refusal("malformed", m.topic, m.received_ms, len(m.payload), f"internal error: {type(exc).__name__}",
                             sample=m.payload[:self.processor.max_envelope], whole=True)
             if isinstance(r, Accepted):
+                if hold and len(self._orphans) < self.config.evidence_orphans_max and self._is_orphan(r, accepted):
+                    self._orphans.append((m, time.monotonic() + self.config.evidence_orphan_wait_s))
+                    continue
                 accepted.append(r)
             else:
                 refusals.append(r)
+            kept.append(m)
+        batch = kept
+        if not batch:
+            return
         committed = self._commit(accepted, refusals, len(batch), epoch)
         if committed is None:
             return
