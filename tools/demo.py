@@ -16,7 +16,14 @@ imitation, written with a ballpoint (``models.render``) and photographed on a de
 (``tools.photos``), replayed through the kiosk's camera code (``firmware_host.camera``) and
 verified against the pad references (``kiosk.paper``). The demo prints what the central server
 received and decrypted: one line per decision (pen or paper), a summary.
-Everything lives in a temporary directory that is removed at the end.
+
+The kiosk has two application profiles (``kiosk.profiles``): ``standard`` (the default) and a
+stricter ``high-value``. Each writer's first verification is the central server's, under
+``high-value`` (its decision names the operator ``central:ops``), their last one is started by the
+demo's operator at the staff view under ``high-value``, the others are the customer's own.
+Everything lives in a temporary directory that is removed at the end; ``keep`` keeps it (the
+central database with the decisions, staff actions and evidence, the registry, the keys) and the
+demo prints the commands an audit starts with (README, "Audit a decision").
 """
 
 from __future__ import annotations
@@ -54,6 +61,10 @@ log = logging.getLogger(__name__)
 
 KIOSK_ID = "kiosk-demo"
 SITE = "demo-branch"
+#: The admin certificate the demo's central requests are sent with (their operator: central:ops).
+ADMIN = "ops"
+#: The stricter application profile of the demo's kiosk (its first and last verification per writer).
+HIGH_VALUE = "high-value"
 
 Writers = dict[str, tuple[list[Trajectory], list[Trajectory]]]
 
@@ -112,7 +123,7 @@ def make_keys(root: Path) -> dict[str, Path]:
     pki.init_ca(ca)
     pki.issue(ca, "kiosk", KIOSK_ID, certs)
     pki.issue(ca, "collector", "c1", certs)
-    pki.issue(ca, "admin", "ops", certs)
+    pki.issue(ca, "admin", ADMIN, certs)
     kiosk_dir = root / "kiosk" / "keys"
     pub = keys.generate_signing_key(kiosk_dir / keys.KIOSK_SIGN_KEY)
     central = root / "central"
@@ -131,6 +142,8 @@ def kiosk_config_text(paths: dict[str, Path], port: int, *, pen_up_timeout_s: fl
                       camera: Path | None = None) -> str:
     """The daemon's TOML for the demo: the embedded default, pointed at the demo's files."""
 
+    from kiosk.config import DEFAULT_THRESHOLD
+
     k, c = paths["kiosk_keys"], paths["certs"]
     return f"""\
 [kiosk]
@@ -146,6 +159,17 @@ rediscover_interval_s = 0.1
 
 [verifier]
 kind = "classic"
+
+[profiles]
+default = "standard"
+
+[profiles.standard]
+label = "Standard"
+
+[profiles.{HIGH_VALUE}]
+label = "High value"
+threshold = {DEFAULT_THRESHOLD - 0.1:.4g}
+paper_threshold = 0.7
 
 [policy]
 references = 5
@@ -194,7 +218,7 @@ def start_environment(root: Path, *, speed: float = 3.0, pen_up_timeout_s: float
     paths = make_keys(root)
     port = free_port()
     broker = Mosquitto.create(BrokerSettings(directory=root / "broker", ca_dir=paths["ca_dir"], port=port,
-                                             collectors=("c1",), admins=("ops",)),
+                                             collectors=("c1",), admins=(ADMIN,)),
                               Registry.load(paths["registry"]))
     broker.start()
     collector = daemon = admin = None
@@ -217,9 +241,9 @@ def start_environment(root: Path, *, speed: float = 3.0, pen_up_timeout_s: float
         OperatorStore(config.staff.operators_file).set("demo-staff", operator_secret)
         daemon = Daemon(config, digitizer=pen.service(config.device.segmenter()))
         daemon.start()
-        admin = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="admin.ops", protocol=mqtt.MQTTv5)
-        admin.tls_set_context(client_tls_context(paths["ca"], paths["certs"] / "admin.ops.crt",
-                                                 paths["certs"] / "admin.ops.key"))
+        admin = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"admin.{ADMIN}", protocol=mqtt.MQTTv5)
+        admin.tls_set_context(client_tls_context(paths["ca"], paths["certs"] / f"admin.{ADMIN}.crt",
+                                                 paths["certs"] / f"admin.{ADMIN}.key"))
         admin.connect("localhost", port)
         admin.loop_start()
         if daemon.link is None:
@@ -355,12 +379,19 @@ def run_demo(env: DemoEnv, writers: Writers, say: Callable[[str], None] = print,
             cust.drain()
             before = d.decisions
             if i == 0:
-                # The central server asks this kiosk to verify the customer (signed command).
+                # The central server asks this kiosk to verify the customer (signed command), for
+                # a high-value transaction.
                 rid = f"req-{writer}-{i}"[:64]
                 payload = make_verify_command(env.central_sign_key, verify_topic(d.link.topics), d.config.kiosk_id,
-                                              customer, rid)
+                                              customer, rid, profile=HIGH_VALUE, admin=ADMIN)
                 env.admin.publish(verify_topic(d.link.topics), payload, qos=1)
                 session = rid
+            elif i == len(queries) - 1 and len(queries) > 2:
+                # A member of staff starts this one at the staff view, for a high-value
+                # transaction; the screen goes to the customer and the staff session ends.
+                staff = d.staff.login(env.operator, env.operator_secret)[1]
+                session = d.submit("verify", customer, staff=staff, profile=HIGH_VALUE).request_id
+                d.staff.logout(staff, "handed_to_customer")
             else:
                 session = _post(ui + "api/verify", {"customer": customer}, d.ui.cookie_header)["session"] if ui else \
                     d.submit("verify", customer).request_id
@@ -418,8 +449,9 @@ def print_report(res: DemoResult, say: Callable[[str], None] = print) -> None:
         when = time.strftime("%H:%M:%S", time.localtime(r.created_ms / 1000))
         reasons = ",".join(p.get("reasons", [])) or "-"
         what = "paper" if p.get("mode") == "offline" else "pen  "
+        asked = f"{p.get('profile') or '-'} {p.get('operator') or 'customer'}"
         say(f"  #{r.seq:<4} {when} {r.kiosk_id}/{r.site}  {p.get('subject', '?'):<12} {what} {r.decision:<10} "
-            f"match {100 * (r.score or 0):3.0f}%  reasons {reasons:<22} (truly {kind}) "
+            f"match {100 * (r.score or 0):3.0f}%  {asked:<22} reasons {reasons:<22} (truly {kind}) "
             f"signed->report {p.get('timings_ms', {}).get('pen_up_to_report', 0):.1f} ms")
     if res.audit:
         say(f"central server: {len(res.audit)} staff action(s) audited")
@@ -439,9 +471,45 @@ def print_report(res: DemoResult, say: Callable[[str], None] = print) -> None:
             f"forged: approved {cp['forged']['approved']}, suspicious {cp['forged']['suspicious']}")
 
 
+def check_keep(keep: Path) -> None:
+    """``--keep DIR`` takes a new or empty directory: the demo makes a fresh CA and keys there and
+    would mix them with an earlier run's."""
+    if keep.exists() and (not keep.is_dir() or any(keep.iterdir())):
+        raise FileExistsError(f"{keep} exists and is not an empty directory: give a new one for --keep "
+                              "(each demo makes its own CA, keys and central database)")
+
+
+def print_kept(shown: Path, res: DemoResult, say: Callable[[str], None] = print) -> None:
+    """Where the kept run's files are, and the commands an audit starts with (README, "Audit a
+    decision"), with a real decision of this run to export."""
+    db, registry = shown / "central" / "central.sqlite", shown / "central" / "registry.json"
+    say("")
+    say(f"demo: kept {shown} (demo keys only; the broker, collector and kiosk are stopped):")
+    say(f"  central database  {db}  (decisions, staff actions, evidence)")
+    say(f"  kiosk registry    {registry}  (the kiosk's public key: checks its signatures again)")
+    say(f"  kiosk config      {shown / 'kiosk' / 'sigkiosk.toml'}  (profiles standard, {HIGH_VALUE})")
+    say("  audit it:")
+    say(f"    sigkiosk central query --db {db} --outcome suspicious")
+    say(f"    sigkiosk central query --db {db} --audit")
+    # One case per mode: its first suspicious decision (a dispute), else its first.
+    by_mode: dict[str, Any] = {}
+    for r in sorted(res.rows, key=lambda r: (r.decision == "APPROVED", r.seq)):
+        by_mode.setdefault(r.payload.get("mode", "online"), r)
+    for mode in ("online", "offline"):
+        if mode not in by_mode:
+            continue
+        r, out = by_mode[mode], f"case-{'pen' if mode == 'online' else 'paper'}"
+        say(f"    sigkiosk central export-case --db {db} --kiosk {r.kiosk_id} --seq {r.seq} --out {out} "
+            f"--registry {registry}")
+
+
 def demo(writers: Writers, *, speed: float = 3.0, json_path: Path | None = None, keep: Path | None = None,
          say: Callable[[str], None] = print) -> DemoResult:
-    root = Path(tempfile.mkdtemp(prefix="sigkiosk-demo-")) if keep is None else keep
+    if keep is not None:
+        check_keep(keep)
+    # Absolute: the kiosk's config names files under it, and resolves relative ones against its
+    # own folder.
+    root = Path(tempfile.mkdtemp(prefix="sigkiosk-demo-")) if keep is None else keep.resolve()
     root.mkdir(parents=True, exist_ok=True)
     try:
         say(f"demo: starting mosquitto (TLS, ACL), the central collector (SQLite) and the kiosk daemon in {root}")
@@ -456,6 +524,8 @@ def demo(writers: Writers, *, speed: float = 3.0, json_path: Path | None = None,
             env.close()
         if json_path is not None:
             json_path.write_text(json.dumps(res.to_json(), indent=2) + "\n")
+        if keep is not None:
+            print_kept(keep, res, say)
         return res
     finally:
         if keep is None:

@@ -25,6 +25,7 @@ from typing import Any
 
 from kiosk import envelope
 from kiosk.envelope import EnvelopeError
+from kiosk.keys import write_private_file
 from kiosk.records import EvidenceRecord
 from tools.central.errors import CentralError
 from tools.central.iso19794_7 import from_trajectory
@@ -103,18 +104,20 @@ def export_case(store: Store, kiosk_id: str, decision_seq: int, out_dir: Path, *
         if rec.mode == "online":
             iso = from_trajectory(rec.trajectory())
             signature = out_dir / "signature.iso19794-7"
-            signature.write_bytes(iso.data)
+            write_private_file(signature, iso.data)
             verification["signature_file"] = {"name": signature.name, "sha256": hashlib.sha256(iso.data).hexdigest(),
                                               **iso.summary()}
         else:
             png = rec.png()
             signature = out_dir / "signature.png"
-            signature.write_bytes(png)
+            write_private_file(signature, png)
             verification["signature_file"] = {"name": signature.name, "sha256": hashlib.sha256(png).hexdigest(),
                                               "bytes": len(png), "dpi": rec.image_dpi, "scale": rec.image_scale}
     decision_path = out_dir / "decision.json"
-    decision_path.write_text(json.dumps(_decision_json(decision), indent=2, sort_keys=True) + "\n")
+    # Every file 0600 in the 0700 directory: the signature is raw biometric data, the decision
+    # names the customer.
+    write_private_file(decision_path, (json.dumps(_decision_json(decision), indent=2, sort_keys=True) + "\n").encode())
     verification_path = out_dir / "verification.json"
-    verification_path.write_text(json.dumps(verification, indent=2, sort_keys=True) + "\n")
+    write_private_file(verification_path, (json.dumps(verification, indent=2, sort_keys=True) + "\n").encode())
     return CaseFiles(out_dir, signature, decision_path, verification_path)
 

@@ -21,6 +21,12 @@ from tools.central.store import StoredDecision
 FIELDS = ("time", "kiosk_id", "site", "seq", "decision", "score", "mode", "subject", "operator", "profile",
           "paper_references", "model_versions", "reasons", "received")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+#: A kiosk's sequence numbers are 16 digits (time-based): the table's seq column fits them whole,
+#: since ``export-case --seq`` takes them from there.
+SEQ_WIDTH = 16
+#: The columns of a staff-action (``--audit``) export, in order.
+AUDIT_FIELDS = ("time", "kiosk_id", "site", "seq", "operator", "action", "mode", "subject", "outcome",
+                "staff_session")
 
 
 def export_row(d: StoredDecision) -> dict[str, Any]:
@@ -70,13 +76,13 @@ def write_json(decisions: Iterable[StoredDecision], out: TextIO) -> int:
 def write_table(decisions: Iterable[StoredDecision], out: TextIO) -> int:
     """A fixed-width table for a terminal; control characters never reach it (the payloads are
     strict: ``kiosk.records`` refuses them at the collector)."""
-    cols = (("time (UTC)", 24), ("kiosk", 16), ("seq", 8), ("decision", 11), ("score", 6), ("mode", 5),
-            ("customer", 16), ("operator", 12), ("profile", 10))
+    cols = (("time (UTC)", 23), ("kiosk", 12), ("seq", SEQ_WIDTH), ("decision", 10), ("score", 5), ("mode", 5),
+            ("customer", 12), ("operator", 12), ("profile", 10))
     out.write(" ".join(f"{name:<{w}}" for name, w in cols) + " reasons\n")
     n = 0
     for d in decisions:
         score = f"{d.score:.3f}" if d.score is not None else "-"
-        vals = (iso_time(d.created_ms)[:-1].replace("T", " "), d.kiosk_id, str(d.seq), d.decision, score,
+        vals = (_table_time(d.created_ms), d.kiosk_id, str(d.seq), d.decision, score,
                 d.mode or "-", d.subject or "-", d.operator or "-", d.profile or "-")
         out.write(" ".join(f"{v:<{w}}" for v, (_, w) in zip(vals, cols)) + " " + ",".join(d.reasons) + "\n")
         n += 1
@@ -84,4 +90,36 @@ def write_table(decisions: Iterable[StoredDecision], out: TextIO) -> int:
     return n
 
 
-__all__ = ["FIELDS", "export_row", "safe_cell", "write_csv", "write_json", "write_table"]
+def _table_time(ms: int) -> str:
+    return iso_time(ms)[:-1].replace("T", " ")
+
+
+def write_audit(rows: Iterable[Mapping[str, Any]], fmt: str, out: TextIO) -> int:
+    """Staff actions (the store's ``query_audit`` rows) as ``fmt``: ``table`` (with a header, like
+    the decisions'), ``csv`` (cells safe in a spreadsheet) or ``json`` (JSON Lines)."""
+    rows = list(rows)
+    recs = [{**{f: r.get(f) for f in AUDIT_FIELDS}, "time": iso_time(int(r.get("created_ms") or 0))} for r in rows]
+    if fmt == "json":
+        for rec in recs:
+            out.write(json.dumps(rec, ensure_ascii=True) + "\n")
+    elif fmt == "csv":
+        w = csv.writer(out, lineterminator="\r\n")
+        w.writerow(AUDIT_FIELDS)
+        for rec in recs:
+            w.writerow([safe_cell(rec[f]) for f in AUDIT_FIELDS])
+    else:
+        cols = (("time (UTC)", 23), ("kiosk", 12), ("seq", SEQ_WIDTH), ("operator", 12), ("action", 14),
+                ("customer", 12), ("outcome", 18))
+        out.write(" ".join(f"{name:<{w}}" for name, w in cols) + " staff session\n")
+        for r, rec in zip(rows, recs):
+            action = str(rec["action"]) + (f" ({rec['mode']})" if rec["mode"] else "")
+            vals = (_table_time(int(r.get("created_ms") or 0)), rec["kiosk_id"], str(rec["seq"]),
+                    rec["operator"], action, rec["subject"], rec["outcome"])
+            out.write(" ".join(f"{v or '-':<{w}}" for v, (_, w) in zip(vals, cols)) + " "
+                      + str(rec["staff_session"] or "-") + "\n")
+        out.write(f"{len(recs)} staff action(s)\n")
+    return len(recs)
+
+
+__all__ = ["AUDIT_FIELDS", "FIELDS", "export_row", "safe_cell", "write_audit", "write_csv", "write_json",
+           "write_table"]

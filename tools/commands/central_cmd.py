@@ -47,7 +47,7 @@ FILTERS = {"customer": "subject", "mode": "mode", "model_version": "model_versio
 
 
 def _query(args: argparse.Namespace) -> int:
-    from tools.central.export import write_csv, write_json, write_table
+    from tools.central.export import write_audit, write_csv, write_json, write_table
     from tools.central.query import DecisionFilter
     from tools.central.store import open_store
 
@@ -65,35 +65,13 @@ def _query(args: argparse.Namespace) -> int:
     out = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout
     try:
         if args.audit:
-            _write_audit(audit, fmt, out)
+            write_audit(audit, fmt, out)
         else:
             {"csv": write_csv, "json": write_json, "table": write_table}[fmt](rows, out)
     finally:
         if args.output:
             out.close()
     return 0
-
-
-def _write_audit(rows: list[dict[str, Any]], fmt: str, out: Any) -> None:
-    import csv
-
-    from tools.central.export import safe_cell
-    from tools.central.query import iso_time
-
-    fields = ("time", "kiosk_id", "site", "seq", "operator", "action", "mode", "subject", "outcome", "staff_session")
-    recs = [{**{f: r.get(f) for f in fields}, "time": iso_time(int(r.get("created_ms") or 0))} for r in rows]
-    if fmt == "json":
-        for rec in recs:
-            out.write(json.dumps(rec) + "\n")
-    elif fmt == "csv":
-        w = csv.writer(out, lineterminator="\r\n")
-        w.writerow(fields)
-        for rec in recs:
-            w.writerow([safe_cell(rec[f]) for f in fields])
-    else:
-        for rec in recs:
-            out.write(" ".join(str(rec[f] if rec[f] is not None else "-") for f in fields) + "\n")
-        out.write(f"{len(recs)} staff action(s)\n")
 
 
 def _stats(args: argparse.Namespace) -> int:

@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default="susig-visual", help="the dataset's layout (with --data)")
     p.add_argument("--speed", type=float, default=3.0, help="replay the pen at this many times real time")
     p.add_argument("--json", type=Path, default=None, help="write the summary as JSON here")
-    p.add_argument("--keep", type=Path, default=None, help="work in this directory and keep it (default: a temp dir, removed)")
+    p.add_argument("--keep", type=Path, default=None, help="work in this new directory and keep it: the central database, registry and "
+                        "keys an audit needs (default: a temp dir, removed)")
     p.set_defaults(func=run)
 
 
@@ -25,8 +26,14 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from kiosk.logsetup import setup_logging
-    from tools.demo import dataset_writers, demo, synthetic_writers
+    from tools.demo import check_keep, dataset_writers, demo, synthetic_writers
 
+    if args.keep is not None:
+        try:
+            check_keep(args.keep)
+        except FileExistsError as exc:
+            print(f"sigkiosk demo: {exc}", file=sys.stderr)
+            return 2
     setup_logging(logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING)
     if args.data is not None:
         writers = dataset_writers(args.data, args.format, args.writers)

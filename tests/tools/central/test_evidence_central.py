@@ -230,6 +230,9 @@ def test_export_case_pen_writes_iso_19794_7_decision_and_verification(db_url: st
                 "--registry", str(reg)) == 0
     assert sorted(p.name for p in out.iterdir()) == ["decision.json", "signature.iso19794-7", "verification.json"]
     assert out.stat().st_mode & 0o777 == 0o700
+    # Raw biometric data and the customer's reference: no file of the case is readable by others.
+    assert {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()} == {
+        "decision.json": 0o600, "signature.iso19794-7": 0o600, "verification.json": 0o600}
     _check_iso_against((out / "signature.iso19794-7").read_bytes(), traj)
     decision = json.loads((out / "decision.json").read_text())
     assert decision["record"]["session_id"] == "sess-pen" and decision["record"]["decision"] == "SUSPICIOUS"
