@@ -29,6 +29,7 @@ from kiosk.keys import write_private_file
 from kiosk.records import EvidenceRecord
 from tools.central.errors import CentralError
 from tools.central.iso19794_7 import from_trajectory
+from tools.central.query import iso_time
 from tools.central.store import Store, StoredDecision, StoredEvidence
 from tools.registry import Registry
 
@@ -87,6 +88,8 @@ def export_case(store: Store, kiosk_id: str, decision_seq: int, out_dir: Path, *
     verification: dict[str, Any] = {
         "kiosk_id": kiosk_id, "decision_seq": decision_seq, "decision_envelope_digest": decision.digest,
         "decision_verified_at_collector": True,   # stored only after its signature and payload checks
+        # For a reader who does not count epoch milliseconds (the examiner): the kiosk's clock, UTC.
+        "decision_time_utc": iso_time(decision.created_ms),
         "model_versions": decision.payload.get("model_versions", {}), "mode": decision.payload.get("mode"),
     }
     signature: Path | None = None
@@ -97,6 +100,7 @@ def export_case(store: Store, kiosk_id: str, decision_seq: int, out_dir: Path, *
         verification.update({
             "evidence_seq": evidence.seq, "evidence_envelope_digest": evidence.digest,
             "evidence_created_ms": evidence.created_ms, "evidence_received_ms": evidence.received_ms,
+            "evidence_time_utc": iso_time(evidence.created_ms),
             "evidence_names_decision_digest": rec.decision_digest,
             "evidence_bound_to_decision": rec.decision_digest == decision.digest,
             "evidence_envelope": _signature_check(evidence, registry),

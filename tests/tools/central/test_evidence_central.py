@@ -25,6 +25,7 @@ from kiosk.records import DecisionRecord, EvidenceRecord, encode_payload
 from models.image import SignatureImage
 from models.trajectory import DeviceInfo, Trajectory
 from tools.central.collector import Processor, _Incoming
+from tools.central.query import iso_time
 from tools.central.store import Accepted, Store, open_store
 from tools.commands import central_cmd
 from tools.registry import KioskEntry, Registry
@@ -238,6 +239,7 @@ def test_export_case_pen_writes_iso_19794_7_decision_and_verification(db_url: st
     assert decision["record"]["session_id"] == "sess-pen" and decision["record"]["decision"] == "SUSPICIOUS"
     v = json.loads((out / "verification.json").read_text())
     assert v["evidence_bound_to_decision"] is True and v["evidence_seq"] == eseq
+    assert v["decision_time_utc"] == iso_time(decision["created_ms"]) and v["evidence_time_utc"].endswith("Z")
     assert v["decision_envelope_digest"] == decision["envelope_digest"] == v["evidence_names_decision_digest"]
     assert v["evidence_envelope"]["signature"] == "verified" and v["evidence_envelope"]["envelope_digest_matches"]
     assert v["model_versions"] == {"pen-classic": "1.4.0"}
