@@ -331,7 +331,7 @@ def test_staff_view_in_chromium_enrolls_a_customer_from_paper_at_the_camera(tmp_
     for i, scan in enumerate(scans):
         photo = make_photo(SignatureImage(cv2.imread(str(scan), cv2.IMREAD_GRAYSCALE)), rng, difficulty="clean")
         cv2.imwrite(str(camera / f"frame_{i:04d}.png"), photo.frame)
-    paper = (f'\n[paper]\nenabled = true\ncamera = "{camera}"\nwarmup_s = 0.0\nframes = 1\ncountdown_s = 1.0\n'
+    paper = (f'\n[paper]\nenabled = true\ncamera = "{camera}"\nwarmup_s = 0.0\nframes = 1\ncountdown_s = 2.0\n'
              'preview = false\n')
     daemon, pen, config = start_daemon(write_config(tmp_path, ui=True, extra=paper))
     _operators(daemon, "alice")
@@ -352,10 +352,11 @@ def test_staff_view_in_chromium_enrolls_a_customer_from_paper_at_the_camera(tmp_
                 page.fill("#s-customer", "cust-paper-9")
                 page.click("#btn-paper-enroll")
                 # Handed to the customer's screen (the staff login ends): the camera's prompt, then the result.
-                page.wait_for_function("document.getElementById('paper-title').textContent.startsWith('Reference signature')",
-                                       timeout=30000)
-                page.wait_for_function("document.getElementById('message-text').textContent.includes('3 paper signatures saved')",
-                                       timeout=60000)
+                page.wait_for_url(daemon.ui.url, timeout=10000)
+                page.wait_for_function("(document.getElementById('paper-title')?.textContent || '')"
+                                       ".startsWith('Reference signature')", timeout=30000)
+                page.wait_for_function("(document.getElementById('message-text')?.textContent || '')"
+                                       ".includes('3 paper signatures saved')", timeout=60000)
                 assert not any(c["name"] == STAFF_COOKIE for c in page.context.cookies())
             finally:
                 browser.close()
