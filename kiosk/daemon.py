@@ -234,7 +234,7 @@ class Daemon:
                                                       cfg.profiles)
             paper_refs = self.paper_references
             self._flows["enroll_paper"] = EnrollPaper(self._screen, paper_capture, self.store, self._caches,
-                                                      lambda: paper_refs.verifier, photos=0,
+                                                      lambda: paper_refs.verifier,
                                                       max_attempts=cfg.policy.max_enroll_attempts)
         interval = watchdog_interval()
         if interval is not None:

@@ -43,7 +43,7 @@ class EnrollPaper:
     """Enroll (``new``/``replace``/``add``) a customer's paper references; see the module docstring."""
 
     def __init__(self, screen: Screen, capture: PaperCapture, store: TemplateStore, cache: TemplateCache,
-                 preparer: Callable[[], ReferencePreparer], *, photos: int, max_attempts: int) -> None:
+                 preparer: Callable[[], ReferencePreparer], *, max_attempts: int) -> None:
         from models.paper import MIN_PAPER_REFERENCES
 
         self.screen = screen
@@ -52,8 +52,8 @@ class EnrollPaper:
         self.cache = cache
         self.preparer = preparer
         self.minimum = MIN_PAPER_REFERENCES
-        #: Photos asked for from the camera, and the most pictures looked at before giving up.
-        self.photos = max(photos, MIN_PAPER_REFERENCES)
+        #: Photos asked for from the camera (the minimum), and the most looked at before giving up.
+        self.photos = MIN_PAPER_REFERENCES
         self.max_attempts = max(max_attempts, self.photos)
 
     def __call__(self, req: Request) -> Finished:
