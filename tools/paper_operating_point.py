@@ -15,7 +15,7 @@ Sets and cases (a case: one customer's references and what is questioned against
   scan, and every other writer's paper scan of the same name (same-text impostors).
 
 Not here: the cross-media paper-to-paper protocol. It has one reference per customer, and a kiosk
-enrolls 5 (``[enrollment] references``): with one reference the copy check has no pair of
+enrolls 5 pad references or at least 3 paper ones: with one reference the copy check has no pair of
 references to measure a copy against and calls every picture a copy. Its EERs are in
 ``sigkiosk eval offline --format cross-media --protocol paper-to-paper``.
 
