@@ -7,7 +7,7 @@ unacknowledged, raises its alarm and resumes by itself when the storage is back 
 restarted meanwhile, the broker redelivers. A message bad in itself is the opposite case: it is
 refused, archived with its bytes and acknowledged at once, without delaying anyone else.
 
-The storage is real and really full: a tmpfs of 2 MiB mounted by the test (we run as root, as
+The storage is real and really full: a tmpfs of 4 MiB mounted by the test (we run as root, as
 in CI), holding the SQLite file - or, for PostgreSQL, a tablespace the collector's tables live in
 (PostgreSQL's own WAL stays on the big disk, so the failure is the tables' ``DiskFull``).
 """
@@ -44,7 +44,9 @@ def tiny_fs() -> Iterator[Path]:
     mnt = Path(tempfile.mkdtemp(prefix="sigkiosk-tiny-"))
     pg = pwd.getpwnam("postgres")
     try:
-        with tiny_tmpfs(mnt, "2m", uid=pg.pw_uid, gid=pg.pw_gid):
+        # 4 MiB: the 19 big decisions below, each with 300 model rows and their index entries
+        # (about 85 KB stored), must fit once the filler is gone.
+        with tiny_tmpfs(mnt, "4m", uid=pg.pw_uid, gid=pg.pw_gid):
             yield mnt
     finally:
         mnt.rmdir()
