@@ -32,6 +32,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,9 @@ class CalibrationConfig:
 
 #: ``report(outcome, operator, mode)``: the daemon's audit (sealed for the central server, logged).
 Report = Callable[[str, str, str], object]
+#: ``listener(threshold, shipped, held)``: the active threshold now (after every decision on it,
+#: moved or not); the daemon hands it to the link's status report.
+Listener = Callable[[float, float, bool], None]
 
 
 def _model_key(verifier: PenVerifier) -> str:
@@ -97,8 +101,10 @@ def _model_key(verifier: PenVerifier) -> str:
 class SiteCalibration:
     """The kiosk's calibration state (see the module docstring). Thread-safe."""
 
-    def __init__(self, config: CalibrationConfig, state_dir: Path, store: TemplateStore, report: Report) -> None:
+    def __init__(self, config: CalibrationConfig, state_dir: Path, store: TemplateStore, report: Report,
+                 listener: Listener | None = None) -> None:
         self.config = config
+        self._listener = listener
         self.path = Path(state_dir) / STATE_FILE
         self.store = store
         self._report = report
@@ -109,6 +115,7 @@ class SiteCalibration:
         self._previous: float | None = None
         self._scores: dict[str, dict[str, Any]] = {}
         self._saved: float | None = None        # the threshold last saved and reported
+        self._moved_ms: int | None = None       # when the threshold last changed (wall clock)
         self.last: Calibration | None = None
         self._load()
 
@@ -120,6 +127,7 @@ class SiteCalibration:
             self._held = bool(data["held"])
             self._previous = None if data.get("previous") is None else float(data["previous"])
             self._saved = None if data.get("threshold") is None else float(data["threshold"])
+            self._moved_ms = None if data.get("moved_ms") is None else int(data["moved_ms"])
             self._scores = {str(k): {"v": int(v["v"]), "s": [float(x) for x in v["s"]]}
                             for k, v in dict(data["customers"]).items()}
         except FileNotFoundError:
@@ -132,7 +140,8 @@ class SiteCalibration:
 
     def _save(self) -> None:
         data = {"model": self._model, "held": self._held, "previous": self._previous,
-                "threshold": self._verifier.threshold if self._verifier else None, "customers": self._scores}
+                "threshold": self._verifier.threshold if self._verifier else None, "moved_ms": self._moved_ms,
+                "customers": self._scores}
         atomic_write(self.path, json.dumps(data, sort_keys=True).encode())
 
     # -- hooks --------------------------------------------------------------------------------
@@ -145,7 +154,7 @@ class SiteCalibration:
                 if self._scores:
                     log.info("calibration: another model; its %d customers' scores dropped", len(self._scores),
                              extra={"event": "calibration_model_changed"})
-                self._model, self._scores, self._previous, self._saved = key, {}, None, None
+                self._model, self._scores, self._previous, self._saved, self._moved_ms = key, {}, None, None, None
             self._apply(KIOSK_OPERATOR, "auto")
 
     def built(self, customer: str, stored: StoredTemplate, verifier: PenVerifier) -> None:
@@ -206,9 +215,12 @@ class SiteCalibration:
         after = v.shipped if self._held else cal.threshold
         if after != before:
             self._previous = before
+            self._moved_ms = int(time.time() * 1000)
         v.set_threshold(after)
         self._saved = after
         self._save()
+        if self._listener is not None:
+            self._listener(after, v.shipped, self._held)
         if after == before and not force_report:
             return
         why = "held at shipped" if self._held else cal.reason
@@ -219,13 +231,20 @@ class SiteCalibration:
         self._report(f"{before:.4f}->{after:.4f} n={cal.customers}{' held' if self._held else ''}", operator, mode)
 
     def status(self) -> dict[str, object]:
+        """What the staff view shows: thresholds, bounds (``lower``/``upper``, None before the
+        verifier is attached), the customers it rests on, held or moving, and ``moved_ms`` (when the
+        threshold last changed, epoch ms; None: never on this model)."""
         with self._lock:
             v, cal = self._verifier, self.last
+            settings = self.config.settings(v.shipped) if v else None
             return {"threshold": v.threshold if v else None, "shipped": v.shipped if v else None,
                     "previous": self._previous, "held": self._held,
                     "customers": cal.customers if cal else 0,
+                    "min_customers": self.config.min_customers,
                     "reason": "held" if self._held else (cal.reason if cal else None),
-                    "target_frr": self.config.target_frr}
+                    "target_frr": self.config.target_frr,
+                    "lower": settings.lower if settings else None, "upper": settings.upper if settings else None,
+                    "moved_ms": self._moved_ms}
 
 
 __all__ = ["CalibrationConfig", "SiteCalibration"]

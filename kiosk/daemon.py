@@ -195,7 +195,8 @@ class Daemon:
         self.store = TemplateStore(cfg.storage.templates_dir, cfg.storage.template_key,
                                    create_key=cfg.storage.create_key)
         if cfg.calibration.enabled:
-            self.calibration = SiteCalibration(cfg.calibration, cfg.state_dir, self.store, self._calibration_audit)
+            self.calibration = SiteCalibration(cfg.calibration, cfg.state_dir, self.store, self._calibration_audit,
+                                               self._calibration_changed)
         self.pen_references = ReferenceCache(self.store, self.verifier, _enroll_pen,
                                              self.calibration.built if self.calibration is not None else None)
         self._caches.add(self.pen_references)
@@ -327,17 +328,30 @@ class Daemon:
     def _calibration_audit(self, outcome: str, operator: str, mode: str) -> object:
         return self.audit("calibration", outcome, operator, mode=mode)
 
-    def revert_calibration(self, staff: StaffSession) -> None:
-        """Back to the shipped threshold and held there (a logged-in operator; audited)."""
-        self._calibration_staff(staff).revert(staff.operator)
+    def _calibration_changed(self, threshold: float, shipped: float, held: bool) -> None:
+        # The status report carries the site threshold (the central kiosks page shows it).
+        if self._link is not None:
+            self._link.set_site_threshold(threshold)
 
-    def resume_calibration(self, staff: StaffSession) -> None:
-        """Let the site calibration move the threshold again."""
-        self._calibration_staff(staff).resume(staff.operator)
+    def revert_calibration(self, staff: StaffSession | None, *, operator: str | None = None) -> None:
+        """Back to the shipped threshold and held there (audited). Who: a logged-in operator
+        (``staff``), or ``operator`` ``central:ADMIN`` for the signed central command."""
+        self._calibration_for(staff, operator, "revert").revert(self._calibration_operator(staff, operator))
 
-    def _calibration_staff(self, staff: StaffSession) -> SiteCalibration:
-        if not self.staff.check(staff):
-            raise StaffLoginRequired("the site calibration needs a logged-in operator (the staff view)")
+    def resume_calibration(self, staff: StaffSession | None, *, operator: str | None = None) -> None:
+        """Let the site calibration move the threshold again (the same callers as revert)."""
+        self._calibration_for(staff, operator, "resume").resume(self._calibration_operator(staff, operator))
+
+    @staticmethod
+    def _calibration_operator(staff: StaffSession | None, operator: str | None) -> str:
+        return staff.operator if staff is not None else str(operator)
+
+    def _calibration_for(self, staff: StaffSession | None, operator: str | None, action: str) -> SiteCalibration:
+        if staff is None and operator is not None:
+            if not OPERATOR_NAME.fullmatch(operator) or operator.partition(":")[0] != "central":
+                raise RequestRefused("operator: 'central' or 'central:ADMIN' for a request without a staff login")
+        elif staff is None or operator is not None or not self.staff.check(staff):
+            raise StaffLoginRequired(f"the site calibration's {action} needs a logged-in operator (the staff view)")
         if self.calibration is None:
             raise RequestRefused("site calibration is not enabled on this kiosk ([calibration] enabled = true)")
         return self.calibration

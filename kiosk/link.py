@@ -258,6 +258,7 @@ class KioskLink:
         self._will_seq: int | None = None
         self._last_will_seq: int | None = None
         self._command_handlers: list[Callable[[str, bytes], None]] = []
+        self._site_threshold: float | None = None
         self._problem: str | None = None           # why the last connection attempt failed
         self._problem_logged: dict[str, float] = {}   # reason -> when it was last logged at ERROR
         self._failed_attempts = 0
@@ -346,6 +347,10 @@ class KioskLink:
 
     def set_model_versions(self, versions: Mapping[str, str]) -> None:
         self._model_versions = dict(versions)
+
+    def set_site_threshold(self, threshold: float | None) -> None:
+        """The site calibration's active threshold, for the status report (None: not calibrating)."""
+        self._site_threshold = None if threshold is None else float(threshold)
 
     def note_error(self, message: str | None = None) -> None:
         """Count an error for the health report (the log handler calls this for ERROR records)."""
@@ -468,6 +473,7 @@ class KioskLink:
             model_versions=dict(self._model_versions), software_version=SOFTWARE_VERSION,
             link_failures=self._reported_failures,
             link_problem=self._reported_problem[:200] if self._reported_problem else None,
+            site_threshold=self._site_threshold,
         )
 
     def _seal_status(self, state: str, *, is_will: bool = False) -> bytes:

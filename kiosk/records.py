@@ -209,10 +209,15 @@ class StatusRecord:
     # (kiosk.link): a kiosk that could not connect says why centrally once it gets through.
     link_failures: int = 0
     link_problem: str | None = None
+    # The active threshold of [calibration] (kiosk.calibration); absent or null: not calibrating.
+    # Optional at every schema: a kiosk without calibration, or of before it, does not write it.
+    site_threshold: float | None = None
     created_ms: int = field(default_factory=_now_ms)
 
     def to_payload(self) -> dict[str, Any]:
         d = asdict(self)
+        if d["site_threshold"] is None:
+            del d["site_threshold"]   # a collector of before it reads this kiosk's status still
         d["queue_depth"] = dict(self.queue_depth)
         d["model_versions"] = dict(self.model_versions)
         return {"type": "status", "schema": PAYLOAD_SCHEMA, **d}

@@ -21,8 +21,14 @@ The staff view (``/staff``) logs an operator in (``kiosk.staff``) and manages te
          (a verification under an application profile, ``kiosk.profiles``; the decision records the
          profile and the operator. The session ends: the customer gets the screen.)
 
+    POST /api/staff/calibration {"action": "revert"|"resume", "confirm": "revert"|"resume"}
+         (``[calibration]``: back to the shipped threshold and held there, or moving again; the
+         page asks first and sends the action again as ``confirm``. Audited by the daemon; the
+         answer is the calibration's new state. The session stays: nobody else gets the screen.)
+
 The session's answers (login, ``GET /api/staff/session``) carry what the staff view shows: the
-profiles to pick from and the last decision (its profile and who asked).
+profiles to pick from and the last decision (its profile and who asked). ``GET /api/status``
+carries the site calibration's state (``calibration``, null when it is off).
 
 Only the kiosk's own browser may use the stream and the API: the daemon holds a per-boot secret
 (``[ui] token_file``, readable by the browser's user only); the browser opens ``/?k=<secret>``
@@ -141,6 +147,8 @@ class ScreenBackend(Protocol):
                confirm: str | None = None, profile: str | None = None) -> _Submitted: ...
     def cancel(self) -> None: ...
     def done_signing(self) -> None: ...
+    def revert_calibration(self, staff: StaffSession | None, *, operator: str | None = None) -> None: ...
+    def resume_calibration(self, staff: StaffSession | None, *, operator: str | None = None) -> None: ...
 
 
 class _Submitted(Protocol):
@@ -372,6 +380,8 @@ class UiServer:
                 if path == "/api/staff/logout":
                     d.staff.logout(token)
                     return self._json(HTTPStatus.OK, {"ok": True}, clear)
+                if path == "/api/staff/calibration":
+                    return self._calibration(body, token, clear)
                 kind = {"/api/staff/enroll": "enroll", "/api/staff/enroll_paper": "enroll_paper",
                         "/api/staff/delete": "delete", "/api/staff/verify": "verify"}.get(path)
                 if kind is None:
@@ -407,5 +417,25 @@ class UiServer:
                     return self._json(HTTPStatus.ACCEPTED, {"ok": True, "session": req.request_id, "logged_out": True},
                                       clear)
                 return self._json(HTTPStatus.ACCEPTED, {"ok": True, "session": req.request_id})
+
+            def _calibration(self, body: dict[str, Any], token: str | None,
+                             clear: tuple[tuple[str, str], ...]) -> None:
+                d = ui.daemon
+                action = body.get("action")
+                if action not in ("revert", "resume"):
+                    return self._json(HTTPStatus.BAD_REQUEST, {"error": "action must be revert or resume"})
+                if body.get("confirm") != action:
+                    return self._json(HTTPStatus.BAD_REQUEST,
+                                      {"error": f"{action} needs confirming: confirm must repeat the action"})
+                session = d.staff.session(token)
+                if session is None:
+                    return self._json(HTTPStatus.UNAUTHORIZED, {"error": "Please log in (staff only)."}, clear)
+                try:
+                    (d.revert_calibration if action == "revert" else d.resume_calibration)(session)
+                except StaffLoginRequired as exc:
+                    return self._json(HTTPStatus.UNAUTHORIZED, {"error": str(exc)}, clear)
+                except RequestRefused as exc:
+                    return self._json(HTTPStatus.CONFLICT, {"error": str(exc)})
+                return self._json(HTTPStatus.OK, {"ok": True, "calibration": d.status().get("calibration")})
 
         return Handler

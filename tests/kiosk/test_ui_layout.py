@@ -202,8 +202,10 @@ def test_every_screen_fits_the_kiosk_displays(tmp_path: Path, browser: Any, link
     # never opened here) the staff view has its enroll-from-paper row and its paper verification too.
     profiles = ('\n[profiles.standard]\nlabel = "Standard - everyday withdrawals, forms"\n'
                 '[profiles.high-value]\nlabel = "High value - transfers over 10000, loans"\nthreshold = 1.0\n')
+    # With [calibration] the staff view has its site threshold screen and its confirmation.
     cfg = write_config(tmp_path, ui=True, link=link_table(link_pki, _closed_port(), tmp_path),
-                       extra=f'\n[paper]\nenabled = true\ncamera = "{tmp_path / "no-camera.png"}"\n' + profiles)
+                       extra=f'\n[paper]\nenabled = true\ncamera = "{tmp_path / "no-camera.png"}"\n' + profiles
+                       + "\n[calibration]\nenabled = true\n")
     daemon, pen, config = start_daemon(cfg)
     # The last decision line in its longest form: a 32-character operator's, under the longest profile name.
     daemon.last_decision = {"decision": "SUSPICIOUS", "profile": "p" * 32, "operator": "o" * 32, "at": time.time()}
@@ -290,7 +292,7 @@ def test_every_screen_fits_the_kiosk_displays(tmp_path: Path, browser: Any, link
             page.wait_for_selector("#btn-paper-enroll:visible")
             _check(page, tmp_path / f"{w}x{h}-staff-actions.png",
                    ["#link-status", "#last-decision", "#s-customer", "#s-profile", "#btn-verify", "#btn-verify-paper",
-                    "#btn-enroll", "#btn-add", "#btn-replace", "#btn-delete", "#btn-logout",
+                    "#btn-enroll", "#btn-add", "#btn-replace", "#btn-delete", "#btn-logout", "#btn-calibration",
                     "#btn-paper-enroll", "#btn-paper-add", "#btn-paper-replace"])
             assert page.inner_text("#last-decision").startswith("Last decision: SUSPICIOUS under profile ppp")
             assert page.eval_on_selector("#s-profile", "s => s.value") == "standard"
@@ -300,6 +302,20 @@ def test_every_screen_fits_the_kiosk_displays(tmp_path: Path, browser: Any, link
             _check(page, tmp_path / f"{w}x{h}-staff-confirm.png",
                    ["#confirm-text", "#btn-confirm", "#btn-confirm-back"])
             page.click("#btn-confirm-back")
+            page.click("#btn-calibration")
+            page.wait_for_selector("#staff-calibration:not([hidden])")
+            _until(page, "document.body.dataset.calibration === 'moving'")
+            _check(page, tmp_path / f"{w}x{h}-staff-calibration.png",
+                   ["#cal-state", "#cal-facts", "#cal-threshold", "#cal-moved", "#btn-cal-revert", "#btn-cal-back"])
+            assert page.inner_text("#cal-state") == "Not moved: too few customers enrolled yet"
+            assert page.inner_text("#cal-bounds") == "1.2000 to 1.4500" and page.inner_text("#cal-moved") == "never"
+            page.click("#btn-cal-revert")
+            page.wait_for_selector("#staff-cal-confirm:not([hidden])")
+            _check(page, tmp_path / f"{w}x{h}-staff-cal-confirm.png",
+                   ["#cal-confirm-title", "#cal-confirm-text", "#btn-cal-confirm", "#btn-cal-confirm-back"])
+            page.click("#btn-cal-confirm-back")
+            page.click("#btn-cal-back")
+            page.wait_for_selector("#staff-actions:not([hidden])")
             page.click("#btn-logout")
             page.wait_for_url(ui.url)
         page.close()

@@ -30,7 +30,7 @@ NAV = (("/decisions", "Decisions"), ("/kiosks", "Kiosks"), ("/alarms", "Refusals
 #: Column widths of each table (fixed layout: long hostile values wrap, never widen the page).
 #: In the style sheet, not in style attributes: the Content-Security-Policy allows no inline style.
 WIDTHS = {"decisions": ("10.5%", "8%", "7.5%", "4%", "9.5%", "5%", "4.5%", "9%", "7.5%", "7%", "13%", "14.5%"),
-          "kiosks": ("12%", "10%", "9%", "8%", "13%", "22%", "10%", "16%"),
+          "kiosks": ("11%", "9%", "8%", "7%", "12%", "20%", "8%", "10%", "15%"),
           "alarms": ("20%", "15%", "65%"), "refusals": ("70%", "30%"),
           "rejected": ("14%", "14%", "9%", "15%", "48%")}
 
@@ -190,13 +190,16 @@ def kiosks_page(registry: Mapping[str, KioskEntry], status: Mapping[str, Mapping
         last = f"{esc(_when(seen))}<br>{esc(_ago(seen, now_ms))}" \
             if isinstance(seen, int) else "never"
         mv = st.get("model_versions")
+        # [calibration]'s active threshold (kiosk.calibration); "-": the kiosk does not calibrate.
+        site_t = st.get("site_threshold")
+        site_cell = f"{site_t:.4f}" if isinstance(site_t, (int, float)) and not isinstance(site_t, bool) else "-"
         cells.append([esc(kid), esc(entry.site if entry else st.get("site", "-")), esc(entry.group if entry else "-") or "-",
                       esc(st.get("state", "-")), last, _kv(mv) if isinstance(mv, dict) else "-",
-                      esc(st.get("software_version") or "-"), reg])
+                      esc(st.get("software_version") or "-"), esc(site_cell), reg])
     err = f'<p class="error">{esc(registry_error)}</p>' if registry_error else ""
     note = "" if registry else '<p class="note">No registry given (--registry): kiosks known from their status only.</p>'
-    table = _table(("Kiosk", "Site", "Group", "State", "Last seen (UTC)", "Model versions", "Software", "Registry"),
-                   cells, table_id="kiosks")
+    table = _table(("Kiosk", "Site", "Group", "State", "Last seen (UTC)", "Model versions", "Software",
+                    "Site threshold", "Registry"), cells, table_id="kiosks")
     return _page("Kiosks", f"<h2>Kiosks</h2>{err}{note}{table}", user=user, csrf=csrf, current="/kiosks")
 
 

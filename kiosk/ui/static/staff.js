@@ -1,5 +1,6 @@
-// The staff view: operator login, then verification under an application profile and template
-// management (enroll / add / replace / delete).
+// The staff view: operator login, then verification under an application profile, template
+// management (enroll / add / replace / delete) and, with [calibration], the site threshold
+// (revert to the shipped one and hold it; resume).
 // The server holds the session (an HttpOnly cookie) and enforces everything; this page only asks.
 "use strict";
 const $ = (id) => document.getElementById(id);
@@ -10,9 +11,9 @@ let statusTimer = null;
 const STATUS_EVERY_MS = 5000;
 
 function show(name) {
-  for (const s of ["login", "actions", "confirm"]) $("staff-" + s).hidden = s !== name;
+  for (const s of ["login", "actions", "confirm", "calibration", "cal-confirm"]) $("staff-" + s).hidden = s !== name;
   document.body.dataset.staff = name;
-  if (name === "actions") refreshStatus();   // ...and every few seconds while it is shown
+  if (name === "actions" || name === "calibration") refreshStatus();   // ...and every few seconds while it is shown
 }
 
 function say(text) { $("staff-message").textContent = text || ""; }
@@ -71,12 +72,64 @@ function showLink(s) {
 
 function refreshStatus() {
   clearTimeout(statusTimer);
-  call("GET", "/api/status").then((s) => { showLink(s); showPen(s); $("paper-actions").hidden = !s.paper; $("btn-verify-paper").hidden = !s.paper; }).catch((e) => {
+  call("GET", "/api/status").then((s) => {
+    showLink(s); showPen(s); showCalibration(s.calibration);
+    $("paper-actions").hidden = !s.paper; $("btn-verify-paper").hidden = !s.paper;
+  }).catch((e) => {
     $("link-status").className = "link-status down";
     $("link-status").textContent = "Central server: status not available (" + e.message + ")";
   }).finally(() => {
-    if (document.body.dataset.staff === "actions") statusTimer = setTimeout(refreshStatus, STATUS_EVERY_MS);
+    const on = document.body.dataset.staff;
+    if (on === "actions" || on === "calibration") statusTimer = setTimeout(refreshStatus, STATUS_EVERY_MS);
   });
+}
+
+// The site threshold ([calibration]; null: off, and the button stays hidden).
+const REASONS = {
+  calibrated: "Moving with this kiosk's customers",
+  clamped: "Moved as far as its bounds allow",
+  too_few_customers: "Not moved: too few customers enrolled yet",
+  held: "Held at the shipped threshold by staff",
+};
+function fmt(x) { return typeof x === "number" ? x.toFixed(4) : "-"; }
+function showCalibration(c) {
+  $("btn-calibration").hidden = !c;
+  if (!c) { delete document.body.dataset.calibration; return; }
+  document.body.dataset.calibration = c.held ? "held" : "moving";
+  $("cal-state").textContent = REASONS[c.reason] || "Starting";
+  $("cal-state").className = "cal-state" + (c.held ? " held" : "");
+  $("cal-threshold").textContent = fmt(c.threshold);
+  $("cal-shipped").textContent = fmt(c.shipped);
+  $("cal-bounds").textContent = fmt(c.lower) + " to " + fmt(c.upper);
+  $("cal-target").textContent = (c.target_frr * 100).toFixed(1).replace(/\.0$/, "") + " % of genuine refused";
+  $("cal-customers").textContent = plural(c.customers, "customer", "customers") + " (moves from " + c.min_customers + ")";
+  $("cal-moved").textContent = c.moved_ms ? clock(c.moved_ms / 1000) : "never";
+  $("btn-cal-revert").hidden = !!c.held;
+  $("btn-cal-resume").hidden = !c.held;
+}
+
+let calPending = null;   // "revert" | "resume", waiting for its confirmation
+function askCalibration(action) {
+  calPending = action;
+  $("cal-confirm-title").textContent = action === "revert" ? "Revert to the shipped threshold?" : "Resume the calibration?";
+  $("cal-confirm-text").textContent = action === "revert"
+    ? "The kiosk decides at the shipped threshold from the next signature on, and stays there until staff resume. Recorded under your name."
+    : "The kiosk moves its threshold to its customers' signatures again, within its bounds. Recorded under your name.";
+  $("btn-cal-confirm").textContent = action === "revert" ? "Revert" : "Resume";
+  $("btn-cal-confirm").className = action === "revert" ? "danger" : "primary";
+  say("");
+  show("cal-confirm");
+}
+
+function sendCalibration() {
+  const action = calPending;
+  if (!action) return;
+  calPending = null;
+  call("POST", "/api/staff/calibration", { action, confirm: action }).then((j) => {
+    showCalibration(j.calibration);
+    show("calibration");
+    say(action === "revert" ? "Reverted: the shipped threshold is held." : "Resumed: the threshold follows the customers again.");
+  }).catch((e) => { show("calibration"); failed(e); });
 }
 
 // The profile picker: the kiosk's [profiles], its default preselected.
@@ -171,6 +224,12 @@ $("confirm-form").addEventListener("submit", (e) => {
 });
 $("btn-confirm-back").addEventListener("click", () => { pending = null; show("actions"); });
 $("btn-logout").addEventListener("click", logout);
+$("btn-calibration").addEventListener("click", () => { say(""); show("calibration"); });
+$("btn-cal-back").addEventListener("click", () => { say(""); show("actions"); });
+$("btn-cal-revert").addEventListener("click", () => askCalibration("revert"));
+$("btn-cal-resume").addEventListener("click", () => askCalibration("resume"));
+$("btn-cal-confirm").addEventListener("click", sendCalibration);
+$("btn-cal-confirm-back").addEventListener("click", () => { calPending = null; show("calibration"); });
 $("btn-back").addEventListener("click", toCustomerScreen);
 for (const ev of ["keydown", "pointerdown"]) document.addEventListener(ev, touch);
 

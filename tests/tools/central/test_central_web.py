@@ -76,7 +76,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     decisions = _decisions()
     store.store(decisions)
     store.store([_status("kiosk-a", 1, errors=3, link_problem="broker refused the TLS handshake " + XSS),
-                 _status("kiosk-b", 1, state="offline"), _status("kiosk-c", 1, software_version=XSS_IMG)])
+                 _status("kiosk-b", 1, state="offline", site_threshold=1.2870),
+                 _status("kiosk-c", 1, software_version=XSS_IMG)])
     store.record_refusals([Refusal("bad_signature", "sig/v1/branch-01/kiosk-z/decision", T0, 300,
                                    "signature does not verify " + XSS_IMG, kiosk_claim="kiosk-z", sample=b"x" * 300)] * 3)
     store.close()
@@ -306,6 +307,10 @@ def test_kiosks_and_alarms_pages(site: Site) -> None:
     assert row_c is not None and "revoked 2026-09-21 14:13:25" in row_c.group(1) and "stolen" in row_c.group(1)
     assert "&quot;&gt;&lt;img src=x onerror=alert(1)&gt;" in row_c.group(1)          # software_version, escaped
     assert "classic=1" in kiosks and "in service" in kiosks
+    # The site calibration's threshold (status site_threshold), "-" for a kiosk that does not calibrate.
+    row_b = re.search(r"<tr><td>kiosk-b</td>(.*?)</tr>", kiosks, re.S)
+    assert row_b is not None and "<td>1.2870</td>" in row_b.group(1)
+    assert "<th>Site threshold</th>" in kiosks and "<td>1.2870</td>" not in row_c.group(1)
     _, _, alarms = c.get("/alarms")
     assert re.search(r"<td>kiosk-a</td>.*?3 errors<br>link: broker refused the TLS handshake &lt;script&gt;", alarms, re.S)
     assert re.search(r"<td>kiosk-b</td>.*?state offline", alarms, re.S)
