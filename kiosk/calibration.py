@@ -15,10 +15,12 @@ enrolled before, the first time their references are built after a start or a mo
 
 Every move is logged (``calibration_moved``) and reported centrally as an audit record (action
 ``calibration``; operator ``kiosk`` for a move the kiosk made, the operator for a revert or resume;
-``outcome`` says from which threshold to which). It is reversible: ``Daemon.revert_calibration``
-(a logged-in operator) restores the shipped threshold and holds it, keeping the threshold it had
-as ``previous`` (``resume_calibration`` lets it move again); ``enabled = false`` (the default)
-runs the shipped threshold with no wrapper at all.
+``outcome`` says from which threshold to which); the threshold in force goes into the kiosk's status
+report (``site_threshold``). It is reversible: ``Daemon.revert_calibration`` (a logged-in operator
+at the staff view, ``POST /api/staff/calibration``, or the signed central command ``sigkiosk admin
+calibration``, operator ``central:ADMIN``) restores the shipped threshold and holds it, keeping the
+threshold it had as ``previous`` (``resume_calibration`` lets it move again); ``enabled = false``
+(the default) runs the shipped threshold with no wrapper at all.
 
 Why off by default: genuine scores say nothing about forgeries, so the move trades FAR for FRR
 within bounds the bank must choose for its risk. Measured (README, "Site self-calibration"): from

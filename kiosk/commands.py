@@ -16,6 +16,12 @@ asked at a stricter one; an unknown profile name is refused by the kiosk, by nam
 moved to another kiosk; the kiosk id inside must be its own; a command is refused once expired or
 issued too long ago, and each request id is accepted once (remembered on disk for ``max_age_s``,
 so a replay after a restart is refused too).
+
+The site calibration (``kiosk.calibration``) takes one more command, on
+``.../model/request/calibration``: ``{"v": 1, "type": "calibration", "action": "revert"|"resume",
+"kiosk": ..., "request_id": ..., "issued_ms": ..., "expires_ms": ..., "admin": ...}``, signed and
+checked the same way (topic, kiosk, age, replay); an unknown action is refused by name. The kiosk
+audits it with the operator ``central:ADMIN``.
 """
 
 from __future__ import annotations
@@ -44,6 +50,9 @@ log = logging.getLogger(__name__)
 
 DOMAIN = b"sigkiosk command v1\0"
 VERIFY_SUFFIX = "model/request/verify"
+CALIBRATION_SUFFIX = "model/request/calibration"
+#: What the central server may ask of a kiosk's site calibration.
+CALIBRATION_ACTIONS = ("revert", "resume")
 MAX_COMMAND = 4096
 #: A request id becomes the session id of the decision record: matched whole, like every identifier.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
@@ -63,6 +72,10 @@ def verify_topic(topics: KioskTopics) -> str:
     return f"{topics.base}/{VERIFY_SUFFIX}"
 
 
+def calibration_topic(topics: KioskTopics) -> str:
+    return f"{topics.base}/{CALIBRATION_SUFFIX}"
+
+
 @dataclass(frozen=True)
 class VerifyCommand:
     request_id: str
@@ -71,6 +84,17 @@ class VerifyCommand:
     expires_ms: int
     profile: str | None = None    # None: the kiosk's default profile
     admin: str | None = None      # the admin certificate's name it was sent with
+
+
+@dataclass(frozen=True)
+class CalibrationCommand:
+    """Revert the site threshold to the shipped one (held), or let it move again."""
+
+    request_id: str
+    action: str                   # one of CALIBRATION_ACTIONS
+    issued_ms: int
+    expires_ms: int
+    admin: str | None = None
 
 
 def make_verify_command(signing_key: Ed25519PrivateKey, topic: str, kiosk_id: str, customer: str,
@@ -84,6 +108,22 @@ def make_verify_command(signing_key: Ed25519PrivateKey, topic: str, kiosk_id: st
         fields["admin"] = admin
     if profile is not None:
         fields.update(v=2, profile=profile)
+    return _signed(signing_key, topic, fields)
+
+
+def make_calibration_command(signing_key: Ed25519PrivateKey, topic: str, kiosk_id: str, action: str,
+                             request_id: str, *, ttl_s: float = 120.0, now_ms: int | None = None,
+                             admin: str | None = None) -> bytes:
+    """The central side (``sigkiosk admin calibration``): a signed revert or resume."""
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    fields: dict[str, Any] = {"v": 1, "type": "calibration", "action": action, "kiosk": kiosk_id,
+                              "request_id": request_id, "issued_ms": now, "expires_ms": now + int(ttl_s * 1000)}
+    if admin is not None:
+        fields["admin"] = admin
+    return _signed(signing_key, topic, fields)
+
+
+def _signed(signing_key: Ed25519PrivateKey, topic: str, fields: dict[str, Any]) -> bytes:
     body = json.dumps(fields, separators=(",", ":"), sort_keys=True).encode()
     sig = signing_key.sign(DOMAIN + topic.encode() + b"\0" + body)
     return json.dumps({"body": base64.b64encode(body).decode(), "sig": base64.b64encode(sig).decode()}).encode()
@@ -97,6 +137,7 @@ class CommandVerifier:
         self.pub = central_pub
         self.kiosk_id = kiosk_id
         self.topic = verify_topic(topics)
+        self.calibration_topic = calibration_topic(topics)
         self.seen_file = Path(seen_file)
         self.max_age_ms = int(max_age_s * 1000)
         self._lock = threading.Lock()
@@ -111,10 +152,11 @@ class CommandVerifier:
             # limit, which bounds what a replay could achieve to max_age_s.
             log.warning("command replay list %s unreadable (%s); starting empty", self.seen_file, exc)
 
-    def check(self, topic: str, payload: bytes, now_ms: int | None = None) -> VerifyCommand:
+    def check(self, topic: str, payload: bytes, now_ms: int | None = None) -> VerifyCommand | CalibrationCommand:
+        """The command on ``topic`` (a verification or a calibration request), or CommandError."""
         now = int(time.time() * 1000) if now_ms is None else now_ms
-        if topic != self.topic:
-            raise CommandError("bad_topic", f"not a verification request topic: {topic}")
+        if topic not in (self.topic, self.calibration_topic):
+            raise CommandError("bad_topic", f"not a command topic of this kiosk: {topic}")
         if len(payload) > MAX_COMMAND:
             raise CommandError("oversized", f"command of {len(payload)} bytes")
         try:
@@ -127,26 +169,13 @@ class CommandVerifier:
             self.pub.verify(sig, DOMAIN + topic.encode() + b"\0" + body)
         except InvalidSignature:
             raise CommandError("bad_signature", "command signature does not verify with the central key") from None
+        cmd: VerifyCommand | CalibrationCommand
         try:
             b: dict[str, Any] = loads_bounded(body, max_bytes=MAX_COMMAND, max_depth=2)
-            if b.get("type") == "enroll":
-                # Enrollment decides whom the kiosk approves: it needs an operator's login at the
-                # kiosk (kiosk.staff), audited; a central signature is not an operator.
-                raise CommandError("not_remote", "enrollment cannot be requested by the central server: an "
-                                                 "operator enrolls at the kiosk's staff view")
-            version = b.get("v")
-            if version not in (1, 2) or isinstance(version, bool) or b.get("type") != "verify":
-                raise ValueError("unknown command version or type")
-            profile, admin = b.get("profile"), b.get("admin")
-            if (version == 2) != (profile is not None):
-                raise ValueError("a profile comes with command version 2, and version 2 with a profile")
-            if profile is not None and not (isinstance(profile, str) and PROFILE_NAME.fullmatch(profile)):
-                raise ValueError(f"profile {str(profile)[:40]!r} is not a profile name (1-32 lower-case letters, "
-                                 "digits, '-' or '_')")
+            admin = b.get("admin")
             if admin is not None and not (isinstance(admin, str) and _ADMIN.fullmatch(admin)):
                 raise ValueError("admin is not an admin certificate's name")
-            cmd = VerifyCommand(str(b["request_id"]), validate_customer(str(b["customer"])),
-                                int(b["issued_ms"]), int(b["expires_ms"]), profile, admin)
+            cmd = self._verify_body(b, admin) if topic == self.topic else self._calibration_body(b, admin)
         except CommandError:
             raise
         except (ValueError, KeyError, TypeError) as exc:
@@ -171,6 +200,36 @@ class CommandVerifier:
                 log.warning("could not persist the command replay list: %s", exc.strerror or exc)
         return cmd
 
+    @staticmethod
+    def _verify_body(b: dict[str, Any], admin: str | None) -> VerifyCommand:
+        if b.get("type") == "enroll":
+            # Enrollment decides whom the kiosk approves: it needs an operator's login at the
+            # kiosk (kiosk.staff), audited; a central signature is not an operator.
+            raise CommandError("not_remote", "enrollment cannot be requested by the central server: an "
+                                             "operator enrolls at the kiosk's staff view")
+        version = b.get("v")
+        if version not in (1, 2) or isinstance(version, bool) or b.get("type") != "verify":
+            raise ValueError("unknown command version or type")
+        profile = b.get("profile")
+        if (version == 2) != (profile is not None):
+            raise ValueError("a profile comes with command version 2, and version 2 with a profile")
+        if profile is not None and not (isinstance(profile, str) and PROFILE_NAME.fullmatch(profile)):
+            raise ValueError(f"profile {str(profile)[:40]!r} is not a profile name (1-32 lower-case letters, "
+                             "digits, '-' or '_')")
+        return VerifyCommand(str(b["request_id"]), validate_customer(str(b["customer"])),
+                             int(b["issued_ms"]), int(b["expires_ms"]), profile, admin)
+
+    @staticmethod
+    def _calibration_body(b: dict[str, Any], admin: str | None) -> CalibrationCommand:
+        version = b.get("v")
+        if version != 1 or isinstance(version, bool) or b.get("type") != "calibration":
+            raise ValueError("unknown command version or type")
+        action = b.get("action")
+        if action not in CALIBRATION_ACTIONS:
+            raise CommandError("unknown_action", f"calibration action {str(action)[:40]!r} is not one of "
+                                                 f"{', '.join(CALIBRATION_ACTIONS)}")
+        return CalibrationCommand(str(b["request_id"]), str(action), int(b["issued_ms"]), int(b["expires_ms"]), admin)
+
 
 def load_central_sign_pub(path: Path) -> Ed25519PublicKey:
     from kiosk.keys import load_public_raw
@@ -178,5 +237,6 @@ def load_central_sign_pub(path: Path) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(load_public_raw(path))
 
 
-__all__ = ["CommandError", "CommandVerifier", "VerifyCommand", "make_verify_command", "verify_topic",
+__all__ = ["CALIBRATION_ACTIONS", "CalibrationCommand", "CommandError", "CommandVerifier", "VerifyCommand",
+           "calibration_topic", "make_calibration_command", "make_verify_command", "verify_topic",
            "load_central_sign_pub", "os"]

@@ -40,7 +40,7 @@ import numpy as np
 from firmware_host.pen_source import PenService
 from kiosk import app
 from kiosk.calibration import SiteCalibration
-from kiosk.commands import VERIFY_SUFFIX, CommandError
+from kiosk.commands import CALIBRATION_SUFFIX, VERIFY_SUFFIX, CalibrationCommand, CommandError
 from kiosk.config import DaemonConfig
 from kiosk.errors import (
     ActionNotAuditable,
@@ -584,12 +584,19 @@ class Daemon:
         return {"profiles": self.config.profiles.staff_view(), "last_decision": self.last_decision}
 
     def _on_command(self, topic: str, payload: bytes) -> None:
-        if not topic.endswith("/" + VERIFY_SUFFIX) or self._commands is None:
+        if not topic.endswith(("/" + VERIFY_SUFFIX, "/" + CALIBRATION_SUFFIX)) or self._commands is None:
             return   # other command topics (model updates) belong to the update agent
         try:
             cmd = self._commands.check(topic, payload)
+            operator = f"central:{cmd.admin}" if cmd.admin else "central"
+            if isinstance(cmd, CalibrationCommand):
+                # Off the network thread: the calibration's lock may be held while a customer's
+                # references are scored.
+                threading.Thread(target=self._calibration_command, args=(cmd, operator), name="calibration-command",
+                                 daemon=True).start()
+                return
             self.submit("verify", cmd.customer, source="central", request_id=cmd.request_id, profile=cmd.profile,
-                        operator=f"central:{cmd.admin}" if cmd.admin else "central")
+                        operator=operator)
             log.info("verification requested by the central server", extra={
                 "event": "command", "request": cmd.request_id, "profile": cmd.profile})
         except CommandError as exc:
@@ -601,6 +608,18 @@ class Daemon:
                                                            "request": cmd.request_id})
         except RequestRefused as exc:
             log.warning("command refused: %s", exc, extra={"event": "command_refused", "reason": "invalid"})
+
+    def _calibration_command(self, cmd: CalibrationCommand, operator: str) -> None:
+        """A signed revert/resume from the central server; audited by the calibration (action
+        ``calibration``, mode revert/resume, operator ``central:ADMIN``)."""
+        try:
+            (self.revert_calibration if cmd.action == "revert" else self.resume_calibration)(None, operator=operator)
+        except RequestRefused as exc:
+            log.warning("command refused: %s", exc, extra={"event": "command_refused", "reason": "calibration_off",
+                                                           "request": cmd.request_id})
+            return
+        log.info("site calibration %s requested by the central server", cmd.action, extra={
+            "event": "command", "request": cmd.request_id, "action": cmd.action})
 
     # -- the state machine --------------------------------------------------------------------
     def _main_loop(self) -> None:

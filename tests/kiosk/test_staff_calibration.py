@@ -5,25 +5,43 @@ each step decides the kiosk's next verification, reaches the collector's ``audit
 mosquitto, collector and SQLite) and ``sigkiosk central query --audit``; the status report
 carries the site threshold to the central kiosks page. The staff API refuses a revert without a
 login, without its confirmation, with an unknown action, and on a kiosk without calibration.
+The fleet: ``sigkiosk admin calibration revert|resume --kiosk K`` sends a signed command through
+mosquitto, audited as ``central:ADMIN``; replayed, addressed to another kiosk, signed with
+another key, with an unknown action or moved to the other command topic, it is refused.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import http.client
 import json
+import logging
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_helpers import as_replayed, link_table, start_daemon, write_config
-from fixtures_link import LinkPki, wait_for
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from daemon_helpers import as_replayed, central_sign_key, link_table, start_daemon, write_config
+from fixtures_link import LinkPki, mqtt_client, wait_for
 
+from kiosk.commands import (
+    DOMAIN,
+    CalibrationCommand,
+    CommandError,
+    CommandVerifier,
+    calibration_topic,
+    make_calibration_command,
+    make_verify_command,
+    verify_topic,
+)
 from kiosk.daemon import Daemon
 from kiosk.staff import OperatorStore
 from kiosk.templates import TemplateStore
+from kiosk.topics import KioskTopics
 from kiosk.ui.server import SCREEN_COOKIE, STAFF_COOKIE
 from tools.central.collector import Collector
 from tools.central.web_pages import kiosks_page
@@ -56,11 +74,12 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
-def _calibrated_kiosk(root: Path, population: Any, link: dict[str, Any] | None) -> tuple[Daemon, Any, Any, float]:
+def _calibrated_kiosk(root: Path, population: Any, link: dict[str, Any] | None, *,
+                      commands_pub: Path | None = None, ui: bool = True) -> tuple[Daemon, Any, Any, float]:
     """A kiosk whose three customers' references are built: its threshold has moved."""
     from kiosk.config import load_config
 
-    config_path = write_config(root, ui=True, link=link, extra=CALIBRATION)
+    config_path = write_config(root, ui=ui, link=link, extra=CALIBRATION, commands_pub=commands_pub)
     config = load_config(config_path)
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     store = TemplateStore(config.storage.templates_dir, config.storage.template_key, create_key=True)
@@ -227,3 +246,107 @@ def test_staff_api_refuses_calibration_changes_it_should_not_make(population, tm
     finally:
         daemon.stop()
         pen.close_all()
+
+
+def _signed(key: Ed25519PrivateKey, topic: str, body: dict[str, Any]) -> bytes:
+    raw = json.dumps(body).encode()
+    sig = key.sign(DOMAIN + topic.encode() + b"\0" + raw)
+    return json.dumps({"body": base64.b64encode(raw).decode(), "sig": base64.b64encode(sig).decode()}).encode()
+
+
+def test_calibration_commands_are_checked_like_every_command(tmp_path: Path) -> None:
+    key, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    topics = KioskTopics("sig", "site1", "kiosk-a")
+    topic, vtopic = calibration_topic(topics), verify_topic(topics)
+    v = CommandVerifier(key.public_key(), "kiosk-a", topics, tmp_path / "seen.json", max_age_s=60)
+    now = int(time.time() * 1000)
+    cmd = v.check(topic, make_calibration_command(key, topic, "kiosk-a", "revert", "c1", admin="ops"))
+    assert cmd == CalibrationCommand("c1", "revert", cmd.issued_ms, cmd.expires_ms, "ops")
+    base = {"v": 1, "type": "calibration", "kiosk": "kiosk-a", "issued_ms": now, "expires_ms": now + 60_000}
+    cases = {
+        "replay": make_calibration_command(key, topic, "kiosk-a", "resume", "c1"),
+        "bad_signature": make_calibration_command(other, topic, "kiosk-a", "revert", "c2"),
+        "wrong_kiosk": make_calibration_command(key, topic, "kiosk-b", "revert", "c3"),
+        "expired": make_calibration_command(key, topic, "kiosk-a", "revert", "c4", ttl_s=1, now_ms=now - 5000),
+        "stale": make_calibration_command(key, topic, "kiosk-a", "revert", "c5", ttl_s=3600, now_ms=now - 120_000),
+        "unknown_action": make_calibration_command(key, topic, "kiosk-a", "reset", "c6"),
+        # Signed for the other kiosk's topic: the signature covers the topic.
+        "bad_signature ": make_calibration_command(key, calibration_topic(KioskTopics("sig", "site1", "kiosk-b")),
+                                                   "kiosk-a", "revert", "c7"),
+        # A verification's body on the calibration topic, and the other way round.
+        "malformed": make_verify_command(key, topic, "kiosk-a", "c-1", "c8"),
+        "unknown_action ": _signed(key, topic, {**base, "action": ["revert"], "request_id": "c9"}),
+        "malformed  ": _signed(key, topic, {**base, "action": "revert", "request_id": "c10", "admin": "ops; rm -rf"}),
+        "malformed   ": _signed(key, topic, {**base, "v": 2, "action": "revert", "request_id": "c11"}),
+    }
+    for reason, payload in cases.items():
+        with pytest.raises(CommandError) as exc:
+            v.check(topic, payload)
+        assert exc.value.reason == reason.strip(), reason
+    with pytest.raises(CommandError) as exc:
+        v.check(vtopic, make_calibration_command(key, vtopic, "kiosk-a", "revert", "c12"))
+    assert exc.value.reason == "malformed"
+    with pytest.raises(CommandError) as exc:
+        v.check(topic + "x", make_calibration_command(key, topic + "x", "kiosk-a", "revert", "c13"))
+    assert exc.value.reason == "bad_topic"
+
+
+def test_fleet_reverts_and_resumes_a_kiosk_with_a_signed_command(  # type: ignore[no-untyped-def]
+        population, link_pki: LinkPki, mqtt_broker, tmp_path: Path, caplog, capsys) -> None:
+    from tools.commands import admin_cmd
+
+    caplog.set_level(logging.INFO)
+    sign_key, sign_pub = central_sign_key(tmp_path)
+    collector = Collector(link_pki.collector_config(mqtt_broker.port, str(tmp_path / "central.sqlite"),
+                                                    fresh_session=True))
+    collector.start()
+    daemon, pen, config, moved = _calibrated_kiosk(tmp_path, population, link_table(link_pki, mqtt_broker.port, tmp_path),
+                                                   commands_pub=sign_pub, ui=False)
+    crt, key = link_pki.cert("admin.ops")
+    cli = ["--kiosk", "kiosk-a", "--sign-key", str(tmp_path / "central" / "central-sign.key"),
+           "--broker-host", "localhost", "--broker-port", str(mqtt_broker.port), "--ca", str(link_pki.ca_dir / "ca.crt"),
+           "--cert", str(crt), "--key", str(key), "--registry", str(link_pki.registry_file)]
+
+    def refused(reason: str) -> int:
+        return sum(getattr(r, "event", None) == "command_refused" and getattr(r, "reason", "") == reason
+                   for r in caplog.records)
+
+    try:
+        assert collector.wait_ready()
+        assert daemon.link is not None and daemon.link.commands_ready.wait(10)
+        assert admin_cmd.main(["calibration", "revert", *cli, "--request-id", "cal-1"]) == 0
+        assert "revert to the shipped threshold (held) requested" in capsys.readouterr().out
+        wait_for(lambda: daemon.verifier.policy.threshold == SHIPPED, what="reverted by the central command")
+        assert daemon.status()["calibration"]["held"]   # type: ignore[index]
+        assert admin_cmd.main(["calibration", "resume", *cli, "--request-id", "cal-2"]) == 0
+        wait_for(lambda: daemon.verifier.policy.threshold == moved, what="resumed by the central command")
+
+        # The same request id again: a replay, refused; the threshold stays where it is.
+        assert admin_cmd.main(["calibration", "revert", *cli, "--request-id", "cal-1"]) == 0
+        wait_for(lambda: refused("replay") >= 1, what="the replay refused")
+        # For another kiosk (signed for kiosk-b's id, sent on kiosk-a's topic), and an unknown action.
+        topic = calibration_topic(daemon.link.topics)
+        admin = mqtt_client(link_pki, mqtt_broker.port, "admin.ops")
+        try:
+            admin.publish(topic, make_calibration_command(sign_key, topic, "kiosk-b", "revert", "cal-3"), qos=1)
+            admin.publish(topic, make_calibration_command(sign_key, topic, "kiosk-a", "reset", "cal-4"), qos=1)
+            wait_for(lambda: refused("wrong_kiosk") >= 1 and refused("unknown_action") >= 1,
+                     what="wrong kiosk and unknown action refused")
+        finally:
+            admin.disconnect()
+            admin.loop_stop()
+        # The CLI does not send an action it does not know.
+        with pytest.raises(SystemExit):
+            admin_cmd.main(["calibration", "reset", *cli])
+        assert daemon.verifier.policy.threshold == moved and not daemon.status()["calibration"]["held"]  # type: ignore[index]
+
+        assert daemon.link.flush(30)
+        want = [("kiosk", "auto", f"{SHIPPED:.4f}->{moved:.4f} n=3"),
+                ("central:ops", "revert", f"{moved:.4f}->{SHIPPED:.4f} n=3 held"),
+                ("central:ops", "resume", f"{SHIPPED:.4f}->{moved:.4f} n=3")]
+        wait_for(lambda: len(_audit_rows(collector)) >= 3, 20, what="three calibration audit rows")
+        assert _audit_rows(collector) == want
+    finally:
+        daemon.stop()
+        pen.close_all()
+        collector.stop()

@@ -351,6 +351,22 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_target(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """(registry, kiosk topics, admin name) of a signed command to ``--kiosk``: an active kiosk of the
+    registry; the kiosk records ``central:NAME`` of the admin certificate the command is sent with."""
+    from kiosk.topics import KioskTopics
+    from tools.pki import cert_common_name
+    from tools.registry import Registry
+
+    registry = Registry.load(Path(args.registry))
+    entry = registry.active().get(args.kiosk)
+    if entry is None:
+        raise ValueError(f"kiosk {args.kiosk} is not an active kiosk of the registry {args.registry}")
+    cn = cert_common_name(Path(args.cert))
+    admin_name = cn.removeprefix("admin.") if cn.startswith("admin.") else None
+    return registry, KioskTopics(args.prefix, entry.site, args.kiosk), admin_name
+
+
 def _verify(args: argparse.Namespace) -> int:
     """Ask one running kiosk to verify a customer: a command signed with the central key."""
     import secrets
@@ -359,23 +375,14 @@ def _verify(args: argparse.Namespace) -> int:
     from kiosk.commands import make_verify_command, verify_topic
     from kiosk.records import PROFILE_NAME
     from kiosk.templates import validate_customer
-    from kiosk.topics import KioskTopics
-    from tools.pki import cert_common_name
-    from tools.registry import Registry
     from tools.rollout import AdminClient
 
-    registry = Registry.load(Path(args.registry))
-    entry = registry.active().get(args.kiosk)
-    if entry is None:
-        raise ValueError(f"kiosk {args.kiosk} is not an active kiosk of the registry {args.registry}")
+    registry, topics, admin_name = _command_target(args)
     customer = validate_customer(args.customer)
     if args.profile is not None and not PROFILE_NAME.fullmatch(args.profile):
         raise ValueError(f"--profile {args.profile[:40]!r} is not a profile name (1-32 lower-case letters, digits, "
                          "'-' or '_'; the kiosk's [profiles] tables name them)")
-    # The decision records who asked: central:NAME of the admin certificate this is sent with.
-    cn = cert_common_name(Path(args.cert))
-    admin_name = cn.removeprefix("admin.") if cn.startswith("admin.") else None
-    topic = verify_topic(KioskTopics(args.prefix, entry.site, args.kiosk))
+    topic = verify_topic(topics)
     request_id = args.request_id or f"req-{secrets.token_hex(8)}"
     payload = make_verify_command(keys.load_signing_key(Path(args.sign_key)), topic, args.kiosk, customer,
                                   request_id, ttl_s=args.ttl, profile=args.profile, admin=admin_name)
@@ -402,6 +409,45 @@ def _reg_verify(sub: argparse._SubParsersAction) -> None:
                                      "config, e.g. high-value; default: the kiosk's default profile)")
     _add_admin_conn_args(p)
     p.set_defaults(func=_verify)
+
+
+def _calibration(args: argparse.Namespace) -> int:
+    """Revert a kiosk's site threshold to the shipped one (held), or resume it: a signed command."""
+    import secrets
+
+    from kiosk import keys
+    from kiosk.commands import calibration_topic, make_calibration_command
+    from tools.rollout import AdminClient
+
+    registry, topics, admin_name = _command_target(args)
+    topic = calibration_topic(topics)
+    request_id = args.request_id or f"cal-{secrets.token_hex(8)}"
+    payload = make_calibration_command(keys.load_signing_key(Path(args.sign_key)), topic, args.kiosk, args.action,
+                                       request_id, ttl_s=args.ttl, admin=admin_name)
+    with AdminClient(_admin_connection(args), registry) as admin:
+        admin.send(topic, payload)
+    what = "revert to the shipped threshold (held)" if args.action == "revert" else "resume the site calibration"
+    print(f"{args.kiosk}: {what} requested (request {request_id}, valid {args.ttl:g} s). The kiosk records it as an "
+          f"audit record, action calibration, operator central{':' + admin_name if admin_name else ''} "
+          f"(sigkiosk central query --audit --kiosk {args.kiosk}); a kiosk without [calibration] refuses it "
+          "in its log.")
+    return 0
+
+
+def _reg_calibration(sub: argparse._SubParsersAction) -> None:
+    from kiosk.commands import CALIBRATION_ACTIONS
+
+    p = sub.add_parser("calibration", help="revert or resume a kiosk's site threshold (a signed central command)",
+                       description="revert: the kiosk decides at its shipped threshold and holds it there (across "
+                                   "restarts) until resumed; resume: it moves towards its target FRR again. Both are "
+                                   "audited at the kiosk and reach the collector's audit table.")
+    p.add_argument("action", choices=CALIBRATION_ACTIONS)
+    p.add_argument("--kiosk", required=True, help="kiosk id (its site comes from the registry)")
+    p.add_argument("--sign-key", required=True, help="the central server's central-sign.key (gen-keys --central)")
+    p.add_argument("--request-id", help="the command's id (default: a random one); each is accepted once")
+    p.add_argument("--ttl", type=float, default=120.0, help="seconds the kiosk may still act on it")
+    _add_admin_conn_args(p)
+    p.set_defaults(func=_calibration)
 
 
 def _add_admin_conn_args(p: argparse.ArgumentParser) -> None:
@@ -536,6 +582,7 @@ ADMIN_SUBCOMMANDS: list[tuple[str, Callable[[argparse._SubParsersAction], None]]
     ("bundle", _reg_bundles),   # bundle-key, bundle, sign, push, status
     ("operator", _reg_operator),
     ("verify", _reg_verify),
+    ("calibration", _reg_calibration),
 ]
 
 
