@@ -27,6 +27,7 @@ import numpy as np
 from models import image_preprocess
 from models.image_preprocess import SIZE, NoInkError, prepare
 from models.render import render_ink
+from tools.datasets import cross_media as cross_media_reader
 from tools.datasets import identities, load_images, load_online
 from tools.datasets.types import Label, writer_split
 from tools.synth import make_population
@@ -268,7 +269,10 @@ def load_cross_media(data_root: Path, cache: Path, splits: tuple[str, ...], max_
     ds = load_images(root, fmt)
     with_ink = [w for w, ss in ds.writers.items() if any(s.medium.is_ink for s in ss)]
     writers = _pick_writers(with_ink if max_writers is not None else list(ds.writers), splits, max_writers)
-    tag = hashlib.sha256(f"{digest}{_prepare_source_hash()}{SIZE}{writers}".encode()).hexdigest()[:16]
+    # The reader decides what a picture is (it turns light-on-dark phone ink to dark on white), so
+    # its source is part of the key as the preprocessing's is.
+    reader = hashlib.sha256(Path(cross_media_reader.__file__).read_bytes()).hexdigest()[:12]
+    tag = hashlib.sha256(f"{digest}{_prepare_source_hash()}{reader}{SIZE}{writers}".encode()).hexdigest()[:16]
     path = cache / f"{fmt}-{tag}.npz"
     if path.exists():
         return _load(path, {fmt: digest})
