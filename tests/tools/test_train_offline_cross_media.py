@@ -12,7 +12,7 @@ import pytest
 
 from models.scoring import NormalisationPrior
 from tools.train.offline.data import INK, PAPER, ImageCorpus, identity_label, identity_text, select_pools
-from tools.train.offline.selection import _items, selection, validation_eer
+from tools.train.offline.selection import _plans, selection, validation_eer
 from tools.train.offline.trainer import BatchSampler, OfflineTrainConfig
 
 TEXTS = (1, 2, 3)
@@ -93,24 +93,23 @@ def test_without_same_name_identities_batches_are_writers_only() -> None:
 
 
 def test_cross_media_protocol_references_ink_and_questions_paper() -> None:
+    """Selection uses the evaluator's ink-to-paper plans (tools.evaluate_cross_media) on the corpus."""
     c = corpus()
-    items = _items(c, "validate", "cross-media")
-    assert len(items) == 12   # 3 experiment + 1 control writer, 3 names each
-    for w, its in items.items():
-        refs = [it for it in its if it.enrollment]
-        questioned = [it for it in its if not it.enrollment and it.label.value == "genuine"]
-        skilled = [it for it in its if it.label.value == "skilled"]
-        assert all(c.medium[it.index] == INK and c.writers[it.index] == w for it in refs)
-        assert all(c.medium[it.index] == PAPER and c.writers[it.index] == w for it in questioned)
-        # the same name on paper by every other validate writer (control's two included), never the own
-        assert all(c.medium[it.index] == PAPER and identity_text(c.writers[it.index]) == identity_text(w)
-                   and c.writers[it.index] != w for it in skilled)
-        # two other experiment writers' paper and the control writer's two, or for the control
-        # writer the three experiment writers'
-        assert len(skilled) == (3 if w.startswith("cross-media:c07") else 2 + 2)
-        assert all(c.split[it.index] == "validate" for it in its)
-        if w.startswith("cross-media:c07"):
-            assert not refs   # no ink: left out of the pad-to-paper figure, an impostor for the others
+    plans = _plans(c, "validate", "cross-media", references=5, trials=2)
+    # 3 experiment writers x 3 names; the control writer has no ink to be referenced with
+    assert sorted(p.writer for p in plans) == [f"e{w:03d}/{t}" for w in (7, 17, 27) for t in TEXTS]
+    for p in plans:
+        writer, text = p.writer.split("/")
+        label = identity_label(writer, int(text))
+        assert p.draws == [(0, 1, 2)]   # K = 3: every ink picture
+        assert all(c.medium[s.index] == INK and c.writers[s.index] == label for s in p.candidates)
+        assert [c.medium[s.index] for s in p.later_genuine] == [PAPER]
+        assert all(c.writers[s.index] == label for s in p.later_genuine)
+        # the same name on paper by every other validate writer (the control writer's two included)
+        assert len(p.skilled) == 2 + 2
+        assert all(c.medium[s.index] == PAPER and identity_text(c.writers[s.index]) == identity_text(label)
+                   and c.writers[s.index] != label for s in p.skilled)
+        assert all(c.split[s.index] == "validate" for s in p.candidates + p.later_genuine + p.skilled + p.random)
 
 
 def _code(c: ImageCorpus, key: str) -> dict[str, np.ndarray]:

@@ -8,7 +8,9 @@ evaluator's protocol and user normalisation (:func:`tools.evaluate.plan`/``score
 * "cross-media": the cross-media set's validate writers in the kiosk's pad-to-paper case: an
   identity's (writer, name) electronic-ink pictures are its references (all of them, K = 3), its
   paper picture is questioned, and the same name on paper by the other validate writers is the
-  skilled impostor (100 identities, about 10 impostors each).
+  skilled impostor (100 identities, about 10 impostors each): the evaluator's ``ink-to-paper``
+  plans (:mod:`tools.evaluate_cross_media`), so selection and ``sigkiosk eval offline --format
+  cross-media`` measure the same thing.
 * "rendered": ink rendered from the online sets' ~28 validate writers; steadier than "dutch" but it
   did not predict the Dutch test writers (README: a model it preferred by 5 points was worse on
   test scans; rendered ink shares the training ink's tablets, not a new scanner or pen).
@@ -25,18 +27,18 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from models.offline_embed import ImageEmbedder, embedding_distance
 from models.scoring import NormalisationPrior, reference_stats
-from tools.datasets.types import Dataset, Label
-from tools.evaluate import plan, score_plans_multi, summarise
+from tools.datasets.types import Dataset, ImageSample, Label, Medium
+from tools.evaluate import WriterPlan, plan, score_plans_multi, summarise
+from tools.evaluate_cross_media import cross_media_plans, max_references
 from tools.train.offline.data import (
     CROSS_MEDIA,
     DUTCH,
-    INK,
     PAPER,
     RENDERED,
     SYNTH,
@@ -47,13 +49,17 @@ from tools.train.offline.data import (
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+#: The cross-media protocol selection is judged on: the kiosk's pad enrollment and a paper question.
+CROSS_MEDIA_PROTOCOL = "ink-to-paper"
+
 __all__ = ["RENDERED", "KerasEmbedder", "TFLiteEmbedder", "fit_prior", "in_pool", "selection", "split_scores",
            "validation_eer"]
 
 
 @dataclass(frozen=True)
 class _Item:
-    """A questioned image for :func:`tools.evaluate.plan` (which reads labels, paths and sessions)."""
+    """A questioned image for :func:`tools.evaluate.plan` (which reads labels, paths and sessions)
+    or :func:`tools.evaluate_cross_media.cross_media_plans` (which reads the medium and the name)."""
 
     writer: str
     label: Label
@@ -61,6 +67,8 @@ class _Item:
     index: int
     session: int | None = None
     enrollment: bool = False
+    medium: Medium = Medium.PAPER
+    text: int | None = None
 
 
 @dataclass
@@ -106,45 +114,41 @@ def in_pool(writer: str, pool: str) -> bool:
     return writer.startswith(pool + ":")
 
 
-def _items(corpus: ImageCorpus, split: str, pool: str) -> dict[str, list[_Item]]:
-    """The questioned and reference items of ``split``'s writers of ``pool``, by writer: their
-    genuine and skilled images, or for the cross-media pool the pad-to-paper protocol (module
-    docstring): ink references marked as enrollment, paper questioned, other writers' paper of
-    the same name as skilled."""
+def _plans(corpus: ImageCorpus, split: str, pool: str, references: int, trials: int) -> list[WriterPlan]:
+    """The evaluator's trials for ``split``'s writers of ``pool``: K = ``references`` random
+    references per writer, or for the cross-media pool its ``ink-to-paper`` protocol
+    (:func:`tools.evaluate_cross_media.cross_media_plans`: every ink picture of an identity as the
+    references, K = 3, its paper questioned, the other writers' paper of the same name as skilled)."""
     items: dict[str, list[_Item]] = {}
-    chosen = [i for i, (w, s) in enumerate(zip(corpus.writers, corpus.split)) if s == split and in_pool(w, pool)]
-    if pool != CROSS_MEDIA[1]:
-        for i in chosen:
-            lab = Label.GENUINE if corpus.genuine[i] else Label.SKILLED
-            items.setdefault(corpus.writers[i], []).append(_Item(corpus.writers[i], lab, Path(corpus.keys[i]), i))
-        return items
-    paper_by_text: dict[int | None, list[int]] = {}
-    for i in chosen:
-        if corpus.medium[i] == PAPER:
-            paper_by_text.setdefault(identity_text(corpus.writers[i]), []).append(i)
-    for i in chosen:
-        w = corpus.writers[i]
-        items.setdefault(w, []).append(_Item(w, Label.GENUINE, Path(corpus.keys[i]), i, enrollment=corpus.medium[i] == INK))
-    for w in items:
-        owner = w.rsplit("/", 1)[0]
-        items[w] += [_Item(w, Label.SKILLED, Path(corpus.keys[j]), j) for j in paper_by_text.get(identity_text(w), [])
-                     if corpus.writers[j].rsplit("/", 1)[0] != owner]
-    return items
+    for i, (w, s) in enumerate(zip(corpus.writers, corpus.split)):
+        if s != split or not in_pool(w, pool):
+            continue
+        if pool == CROSS_MEDIA[1]:
+            # The set's own writer and name again; the corpus keeps only paper or ink, and the
+            # protocol asks only which (any device stands for ink).
+            writer = w.split(":", 1)[1].rsplit("/", 1)[0]
+            item = _Item(writer, Label.GENUINE, Path(corpus.keys[i]), i,
+                         medium=Medium.PAPER if corpus.medium[i] == PAPER else Medium.IPAD, text=identity_text(w))
+        else:
+            item = _Item(w, Label.GENUINE if corpus.genuine[i] else Label.SKILLED, Path(corpus.keys[i]), i)
+        items.setdefault(item.writer, []).append(item)
+    # _Item stands in for an image sample (the plans read only what it has): Dataset and the plans
+    # are typed for the two real sample kinds.
+    ds = cast("Dataset[ImageSample]", Dataset(f"{pool}[{split}]", items))
+    if pool == CROSS_MEDIA[1]:
+        plans, _ = cross_media_plans(ds, CROSS_MEDIA_PROTOCOL, max_references(CROSS_MEDIA_PROTOCOL), trials, seed=0)
+    else:
+        plans, _ = plan(ds, "random-refs", references, trials, seed=0)
+    if not plans:
+        raise ValueError(f"no {split} writer of {pool} has enough genuine images for its protocol")
+    return plans
 
 
 def split_scores(embed: Callable[[list[int]], np.ndarray], corpus: ImageCorpus, prior: NormalisationPrior,
                  split: str = "validate", references: int = 5, trials: int = 5, pool: str = DUTCH[1]) -> Any:
     """User-normalised scores of ``split``'s writers of ``pool`` (:func:`in_pool`) with the evaluator's
-    protocol: K = ``references`` random references, or for the cross-media pool every ink picture of
-    the identity (the evaluator's fixed-enrollment protocol)."""
-    items = _items(corpus, split, pool)
-    # _Item stands in for an image sample (the plan reads only what it has): Dataset and plan are
-    # typed for the two real sample kinds.
-    ds = Dataset(f"{pool}[{split}]", items)  # type: ignore[type-var]
-    protocol = "fixed-enrollment" if pool == CROSS_MEDIA[1] else "random-refs"
-    plans, _ = plan(ds, protocol, references, trials, seed=0)  # type: ignore[type-var]
-    if not plans:
-        raise ValueError(f"no {split} writer of {pool} has enough genuine images for its protocol")
+    protocol (:func:`_plans`)."""
+    plans = _plans(corpus, split, pool, references, trials)
     need = sorted({s.index for p in plans for s in p.candidates + p.later_genuine + p.skilled + p.random})
     emb = dict(zip((Path(corpus.keys[i]) for i in need), embed(need)))
     return score_plans_multi(plans, [_EmbeddingProvider(emb, prior)])[0]
