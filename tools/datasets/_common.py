@@ -242,6 +242,27 @@ def assemble(name: str, samples: list[S], skips: SkipLog, started: float) -> Dat
     return dataset
 
 
+def load_folder(
+    folder: Path,
+    fmt: str,
+    layout: str,
+    suffixes: Iterable[str],
+    parse: Callable[[Path], S | None],
+    *,
+    skip_malformed: bool = False,
+    keep: Callable[[Path], bool] | None = None,
+) -> Dataset[S]:
+    """A one-file-per-sample set: the files of ``suffixes`` under ``folder`` (those ``keep`` accepts),
+    each parsed by ``parse``, grouped by writer; a missing folder or no file at all is an error."""
+    started = time.perf_counter()
+    root = require_folder(Path(folder), fmt, layout)
+    paths = [p for p in files_with_suffix(root, suffixes) if keep is None or keep(p)]
+    if not paths:
+        raise no_files_error(fmt, root, layout)
+    skips = SkipLog(skip_malformed)
+    return assemble(fmt, read_all(paths, parse, skips), skips, started)
+
+
 def read_all(
     paths: Iterable[Path],
     parse: Callable[[Path], S | None],

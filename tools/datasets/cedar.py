@@ -7,12 +7,11 @@ shared data has no copy of CEDAR; this reader follows the published naming.
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
-from tools.datasets._common import assemble, files_with_suffix, no_files_error, read_all, require_folder
+from tools.datasets._common import load_folder
 from tools.datasets.images import read_signature_image
-from tools.datasets.types import Dataset, ImageSample, Label, MalformedFileError, SkipLog
+from tools.datasets.types import Dataset, ImageSample, Label, MalformedFileError
 
 FMT = "cedar"
 LAYOUT = "original_{w}_{n}.png and forgeries_{w}_{n}.png, e.g. in full_org/ and full_forg/"
@@ -35,10 +34,5 @@ def _sample(path: Path) -> ImageSample:
 
 def load_cedar(folder: Path, *, skip_malformed: bool = False) -> Dataset[ImageSample]:
     """Every ``original_*``/``forgeries_*`` image under ``folder``."""
-    started = time.perf_counter()
-    root = require_folder(Path(folder), FMT, LAYOUT)
-    paths = [p for p in files_with_suffix(root, SUFFIXES) if _CANDIDATE.match(p.name)]
-    if not paths:
-        raise no_files_error(FMT, root, LAYOUT)
-    skips = SkipLog(skip_malformed)
-    return assemble(FMT, read_all(paths, _sample, skips), skips, started)
+    return load_folder(folder, FMT, LAYOUT, SUFFIXES, _sample, skip_malformed=skip_malformed,
+                       keep=lambda p: _CANDIDATE.match(p.name) is not None)

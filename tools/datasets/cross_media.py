@@ -25,15 +25,14 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from pathlib import Path
 
 import numpy as np
 
 from models.image import SignatureImage
-from tools.datasets._common import assemble, files_with_suffix, no_files_error, read_all, require_folder
+from tools.datasets._common import load_folder
 from tools.datasets.images import read_signature_image
-from tools.datasets.types import Dataset, ImageSample, Label, MalformedFileError, Medium, SkipLog
+from tools.datasets.types import Dataset, ImageSample, Label, MalformedFileError, Medium
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +85,7 @@ def _sample(path: Path) -> ImageSample:
 
 def load_cross_media(folder: Path, *, skip_malformed: bool = False) -> Dataset[ImageSample]:
     """Every image under ``folder`` (the set's root, or its ``experiment/`` or ``control/``)."""
-    started = time.perf_counter()
-    root = require_folder(Path(folder), FMT, LAYOUT)
-    paths = files_with_suffix(root, SUFFIXES)
-    if not paths:
-        raise no_files_error(FMT, root, LAYOUT)
-    skips = SkipLog(skip_malformed)
-    return assemble(FMT, read_all(paths, _sample, skips), skips, started)
+    return load_folder(folder, FMT, LAYOUT, SUFFIXES, _sample, skip_malformed=skip_malformed)
 
 
 def identities(dataset: Dataset[ImageSample]) -> dict[Identity, list[ImageSample]]:

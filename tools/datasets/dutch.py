@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from pathlib import Path
 
-from tools.datasets._common import assemble, files_with_suffix, no_files_error, read_all, require_folder
+from tools.datasets._common import load_folder
 from tools.datasets.images import read_signature_image
-from tools.datasets.types import Dataset, ImageSample, Label, MalformedFileError, SkipLog
+from tools.datasets.types import Dataset, ImageSample, Label, MalformedFileError
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +50,4 @@ def _sample(path: Path) -> ImageSample:
 
 def load_sigcomp_dutch(folder: Path, *, skip_malformed: bool = False) -> Dataset[ImageSample]:
     """All images under ``folder``: genuine from ``WWW/``, skilled forgeries from ``WWW_forg/``."""
-    started = time.perf_counter()
-    root = require_folder(Path(folder), FMT, LAYOUT)
-    paths = files_with_suffix(root, SUFFIXES)
-    if not paths:
-        raise no_files_error(FMT, root, LAYOUT)
-    skips = SkipLog(skip_malformed)
-    return assemble(FMT, read_all(paths, _sample, skips), skips, started)
+    return load_folder(folder, FMT, LAYOUT, SUFFIXES, _sample, skip_malformed=skip_malformed)

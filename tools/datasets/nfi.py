@@ -19,25 +19,19 @@ from __future__ import annotations
 
 import logging
 import re
-import time
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from models.trajectory import DeviceInfo, Trajectory
 from tools.datasets._common import (
-    assemble,
     build_trajectory,
     check_range,
-    files_with_suffix,
-    no_files_error,
+    load_folder,
     parse_rows,
-    read_all,
     read_text,
-    require_folder,
 )
-from tools.datasets.types import Dataset, Label, MalformedFileError, OnlineSample, SkipLog
+from tools.datasets.types import Dataset, Label, MalformedFileError, OnlineSample
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +91,4 @@ def _sample(path: Path) -> OnlineSample:
 
 def load_sigcomp2009_nfi(folder: Path, *, skip_malformed: bool = False) -> Dataset[OnlineSample]:
     """All ``.hwr`` files under ``folder`` (both sub-folders), labelled from their names."""
-    started = time.perf_counter()
-    root = require_folder(Path(folder), FMT, LAYOUT)
-    paths = files_with_suffix(root, [".hwr"])
-    if not paths:
-        raise no_files_error(FMT, root, LAYOUT)
-    skips = SkipLog(skip_malformed)
-    return assemble(FMT, read_all(paths, partial(_sample), skips), skips, started)
+    return load_folder(folder, FMT, LAYOUT, [".hwr"], _sample, skip_malformed=skip_malformed)
