@@ -18,8 +18,9 @@ Fitting, per pen-down stroke (training tool, numpy + scipy):
    already estimated) the two inflection points around the maximum give ``sigma`` from the
    asymmetry of the peak, then ``t0`` and ``mu`` from the peak's time and width, ``D`` from its
    height, and the start and end directions from the direction of motion at the inflections.
-3. **Refinement**: bounded nonlinear least squares (``scipy.optimize.least_squares``, trust region)
-   of all the stroke's parameters at once on the velocity vector. While the fit is under the
+3. **Refinement**: bounded nonlinear least squares (``scipy.optimize.least_squares``, trust region,
+   closed-form Jacobian) of all the stroke's parameters at once on the velocity vector, with zero
+   velocity asked for 0.1 s before and after the stroke (so that no impulse draws on after the lift). While the fit is under the
    target SNR, an impulse is added where the residual speed peaks and the stroke refitted.
 4. The stroke's start is the translation that best matches the measured positions.
 
@@ -79,10 +80,13 @@ HEIGHT_MM = 15.0
 #: Fit until the stroke's velocity SNR reaches this (dB), adding impulses up to MAX_EXTRA.
 TARGET_SNR_DB = 22.0
 MAX_EXTRA = 2
+#: Zero-velocity targets before and after a stroke (s) and their weight (see ``_padded``).
+PAD_S = 0.1
+PAD_WEIGHT = 0.5
 #: Peaks lower than this fraction of the stroke's top speed are not impulses of their own.
 PEAK_PROMINENCE = 0.06
 
-_SIGMA_MIN, _SIGMA_MAX = 0.04, 1.4
+_SIGMA_MIN, _SIGMA_MAX = 0.04, 0.9
 _MU_MIN, _MU_MAX = math.log(0.004), math.log(3.0)
 
 
@@ -224,7 +228,23 @@ def _velocity_jacobian(t: np.ndarray, params: np.ndarray) -> np.ndarray:
     return J.reshape(2 * N, 6 * n)
 
 
+def _padded(t: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The fit's targets: the stroke's velocity, and zero velocity for PAD_S before and after it at
+    weight PAD_WEIGHT. Without them an impulse may end long after the pen lifted (a large sigma's
+    slow tail fits the last samples), and the rendered stroke, whose pen-down window covers every
+    impulse, would draw on past where the writer stopped."""
+    k = int(round(PAD_S * FIT_HZ))
+    before = t[0] - np.arange(k, 0, -1) / FIT_HZ
+    after = t[-1] + np.arange(1, k + 1) / FIT_HZ
+    tp = np.concatenate((before, t, after))
+    vp = np.concatenate((np.zeros((k, 2)), v, np.zeros((k, 2))))
+    w = np.concatenate((np.full(k, PAD_WEIGHT), np.ones(len(t)), np.full(k, PAD_WEIGHT)))
+    return tp, vp, w
+
+
 def _refine(t: np.ndarray, v: np.ndarray, x0: np.ndarray, max_nfev: int) -> np.ndarray:
+    t, v, w = _padded(t, v)
+    rw = np.repeat(w, 2)  # rows of the raveled (len(t), 2) velocity
     n = len(x0)
     lo, hi = _bounds(n, t)
     span = hi - lo
@@ -233,10 +253,10 @@ def _refine(t: np.ndarray, v: np.ndarray, x0: np.ndarray, max_nfev: int) -> np.n
     scale = max(float(np.sqrt(np.mean(np.sum(v * v, axis=1)))), 1e-9)
 
     def residual(p: np.ndarray) -> np.ndarray:
-        return ((lognormal_velocity(t, p) - v) / scale).ravel()
+        return ((lognormal_velocity(t, p) - v) / scale).ravel() * rw
 
     def jacobian(p: np.ndarray) -> np.ndarray:
-        return _velocity_jacobian(t, p) / scale
+        return _velocity_jacobian(t, p) * (rw / scale)[:, None]
 
     r = least_squares(residual, x, jac=jacobian, bounds=(lo, hi), method="trf", x_scale="jac", max_nfev=max_nfev,
                       tr_solver="exact")
@@ -286,7 +306,7 @@ def _dot(t: np.ndarray, xy: np.ndarray) -> StrokeFit:
     th = float(math.atan2(d[1], d[0]))
     T = max(float(t[-1] - t[0]), 0.02)
     imp = Lognormal(D=D, t0=-0.3 * T, mu=math.log(0.6 * T), sigma=0.3, theta_start=th, theta_end=th)
-    st = Stroke(start=(0.0, 0.0), impulses=(imp,))
+    st = Stroke(start=(0.0, 0.0), impulses=(imp,), span=(0.0, max(float(t[-1] - t[0]), 1.0 / FIT_HZ)))
     pos = st.position(t - t[0])
     start = np.mean(xy - pos, axis=0)
     st = replace(st, start=(float(start[0]), float(start[1])))
@@ -328,7 +348,7 @@ def fit_stroke(t: np.ndarray, xy: np.ndarray, *, target_snr_db: float = TARGET_S
         for D, t0, mu, sg, a, b in params
         if D > 1e-6
     ) or (Lognormal(D=1e-3, t0=0.0, mu=math.log(0.05), sigma=0.3, theta_start=0.0, theta_end=0.0),)
-    st = Stroke(start=(0.0, 0.0), impulses=imps)
+    st = Stroke(start=(0.0, 0.0), impulses=imps, span=(0.0, float(t[-1])))
     start = np.mean(xy - st.position(t), axis=0)
     st = replace(st, start=(float(start[0]), float(start[1])))
     err_v = v - st.velocity(tn)
@@ -461,10 +481,17 @@ def _lift(model: WriterModel, rng: np.random.Generator, p_lift: float) -> Writer
         imps = sorted(st.impulses, key=lambda i: i.t0)
         if len(imps) >= 2 and rng.random() < p_lift:
             j = int(rng.integers(1, len(imps)))
-            first = replace(st, impulses=tuple(imps[:j]))
+            a, b = st.window()
+            # The lift comes where the next impulse peaks (inside the stroke's pen-down interval).
+            cut = min(max(imps[j].peak_time, a + 0.25 * (b - a)), a + 0.75 * (b - a))
+            first = replace(st, impulses=tuple(imps[:j]), span=(a, cut) if st.span else None)
             _, end = first.window()
             pen = first.position(np.array([end]))[0]
-            strokes += [first, replace(st, start=(float(pen[0]), float(pen[1])), impulses=tuple(imps[j:]))]
+            second = replace(st, start=(0.0, 0.0), impulses=tuple(imps[j:]), span=(cut, b) if st.span else None)
+            # Where the first part ended: the later impulses' progress by then is not drawn twice.
+            s0 = pen - second.position(np.array([cut]))[0]
+            second = replace(second, start=(float(s0[0]), float(s0[1])))
+            strokes += [first, second]
             gaps.append(float(rng.uniform(0.08, 0.35)))
         else:
             strokes.append(st)

@@ -224,21 +224,33 @@ class Stroke:
     """One pen-down stroke: where the pen lands and the impulses that move it from there.
 
     ``pressure_scale`` multiplies the writer's pressure level for this stroke (writers press
-    differently on different parts of their signature, consistently).
+    differently on different parts of their signature, consistently). ``span``: the pen-down
+    interval when it is known rather than implied by the impulses (a stroke fitted to a recording,
+    :mod:`tools.lognormal_fit`, touches down and lifts when the recording did, while its first and
+    last impulses' slow tails reach further).
     """
 
     start: tuple[float, float]
     impulses: tuple[Lognormal, ...]
     pressure_scale: float = 1.0
+    span: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if not self.impulses:
             raise ValueError("a stroke needs at least one impulse")
         object.__setattr__(self, "start", (float(self.start[0]), float(self.start[1])))
         object.__setattr__(self, "impulses", tuple(self.impulses))
+        if self.span is not None:
+            a, b = float(self.span[0]), float(self.span[1])
+            if not (math.isfinite(a) and math.isfinite(b) and b > a):
+                raise ValueError(f"span must be a finite interval, got {self.span}")
+            object.__setattr__(self, "span", (a, b))
 
     def window(self, k: float = WINDOW_SIGMAS) -> tuple[float, float]:
-        """Pen-down interval in the stroke's clock: from the first impulse's start to the last's end."""
+        """Pen-down interval in the stroke's clock: ``span`` when given, else from the first
+        impulse's start to the last's end."""
+        if self.span is not None:
+            return self.span
         w = [imp.window(k) for imp in self.impulses]
         return min(a for a, _ in w), max(b for _, b in w)
 
@@ -317,7 +329,8 @@ def writer_to_json(model: WriterModel) -> dict:
     """A writer model as plain JSON (impulses as ``[D, t0, mu, sigma, theta_start, theta_end]``)."""
     return {
         "strokes": [{"start": list(st.start), "pressure_scale": st.pressure_scale,
-                     "impulses": st.params().tolist()} for st in model.strokes],
+                     "impulses": st.params().tolist(), "span": list(st.span) if st.span else None}
+                    for st in model.strokes],
         "pen_up_s": list(model.pen_up_s),
         "style": asdict(model.style),
         "variability": model.variability,
@@ -329,7 +342,8 @@ def writer_from_json(d: dict) -> WriterModel:
     strokes = tuple(
         Stroke(start=(float(s["start"][0]), float(s["start"][1])),
                impulses=tuple(Lognormal(*(float(v) for v in row)) for row in s["impulses"]),
-               pressure_scale=float(s["pressure_scale"]))
+               pressure_scale=float(s["pressure_scale"]),
+               span=(float(s["span"][0]), float(s["span"][1])) if s.get("span") else None)
         for s in d["strokes"]
     )
     return WriterModel(strokes=strokes, pen_up_s=tuple(float(g) for g in d["pen_up_s"]),
@@ -675,7 +689,8 @@ def _transform(
                     theta_start=i.theta_start + rotation, theta_end=i.theta_end + rotation)
             for i in st.impulses
         )
-        strokes.append(replace(st, start=start, impulses=imps))
+        span = (st.span[0] * time_scale, st.span[1] * time_scale) if st.span else None
+        strokes.append(replace(st, start=start, impulses=imps, span=span))
     return replace(model, strokes=tuple(strokes), pen_up_s=tuple(g * time_scale for g in model.pen_up_s))
 
 
@@ -829,7 +844,9 @@ def _forge(model: WriterModel, rng: np.random.Generator, f: _Forger) -> WriterMo
         # writer's as far as the ink trace lets them guess it.
         c = f.pressure_copy
         pscale = c * st.pressure_scale + (1 - c) * float(rng.uniform(0.8, 1.2))
-        strokes.append(replace(js, impulses=tuple(imps), pressure_scale=pscale))
+        # A known pen-down interval grows by the hesitations' delay.
+        span = (js.span[0], js.span[1] + shift) if js.span else None
+        strokes.append(replace(js, impulses=tuple(imps), pressure_scale=pscale, span=span))
     w = model.style
     c = f.pressure_copy
     style = PenStyle(

@@ -50,6 +50,10 @@ def test_a_generated_signature_is_fitted_back_with_high_snr(seed: int) -> None:
 
 def test_a_model_survives_json() -> None:
     model = synth.random_writer(np.random.default_rng(5))
+    fitted = lf.fit_signature(synth.render(model)).model  # strokes with a span
+    assert all(st.span is not None for st in fitted.strokes)
+    again = synth.writer_from_json(synth.writer_to_json(fitted))
+    assert [st.span for st in again.strokes] == [st.span for st in fitted.strokes]
     back = synth.writer_from_json(synth.writer_to_json(model))
     a, b = synth.render(model), synth.render(back)
     np.testing.assert_array_equal(a.x, b.x)
@@ -136,3 +140,11 @@ def test_real_signatures_are_fitted_above_the_floor(rel: str, fmt: str) -> None:
         assert fit.snr_velocity_db >= REAL_FLOOR_VELOCITY_DB
         assert fit.snr_trajectory_db >= REAL_FLOOR_TRAJECTORY_DB
         assert len(fit.model.strokes) == len(s.trajectory.strokes())
+        # Drawn again, it writes as long and as large as the recording: no impulse draws on past
+        # the lift (the fit asks for zero velocity around each stroke; strokes keep their span).
+        again = synth.render(fit.model)
+        assert again.ink_time == pytest.approx(s.trajectory.ink_time, abs=0.03)
+        tr = s.trajectory
+        size = np.ptp(tr.x[tr.pen_down]) * fit.mm_per_unit, np.ptp(tr.y[tr.pen_down]) * fit.mm_per_unit
+        assert np.ptp(again.x[again.pen_down]) == pytest.approx(size[0], rel=0.1)
+        assert np.ptp(again.y[again.pen_down]) == pytest.approx(size[1], rel=0.1)

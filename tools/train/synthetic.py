@@ -63,7 +63,7 @@ def _fit_constants() -> dict:
     # What a fit's result depends on (which signatures are drawn does not: records are per key).
     f = lognormal_fit
     return {"hz": f.FIT_HZ, "smooth": f.SMOOTH_S, "h": f.HEIGHT_MM, "snr": f.TARGET_SNR_DB, "extra": f.MAX_EXTRA,
-            "prom": f.PEAK_PROMINENCE, "v": 2}
+            "prom": f.PEAK_PROMINENCE, "pad": [f.PAD_S, f.PAD_WEIGHT], "v": 4}
 
 
 def training_genuine(corpus: Corpus) -> list[tuple[str, str, Trajectory]]:
