@@ -4,6 +4,11 @@ augmented copies swapped in."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 
 from models.learned import Points
@@ -12,6 +17,7 @@ from tools.train.data import Corpus, Signature
 from tools.train.synthetic import SYNTH_SPLIT
 from tools.train.trainer import TripletSampler
 
+ROOT = Path(__file__).resolve().parents[2]
 PTS = Points(feats=np.zeros((4, 2), np.float32), x=np.zeros(4), y=np.zeros(4), stroke=np.zeros(4, np.int32))
 
 
@@ -74,3 +80,14 @@ def test_augmented_copies_are_swapped_in() -> None:
     idx = [i for _ in range(50) for part in half.batch(8)[:3] for i in part]
     share = np.mean([c.signatures[i].split == AUGMENTED_SPLIT for i in idx])
     assert 0.4 < share < 0.6
+
+
+def test_bad_synthesis_options_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    for bad in (["--synthetic-identities", "-1"], ["--forgery-like", "-2"], ["--device-augment", "1.5"],
+                ["--p-synthetic", "nan"]):
+        proc = subprocess.run([sys.executable, "-m", "tools.cli", "train", "online", *bad], cwd=tmp_path,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 2, proc.stderr[-500:]
+        assert bad[0] in proc.stderr
+        assert not (tmp_path / "runs").exists()

@@ -209,6 +209,13 @@ def _refused(e: Exception) -> int:
 def run_online(args: argparse.Namespace) -> int:
     from tools.train.runs import RunError
 
+    # Refused before anything is written (no run folder for a command that will not run).
+    for name in ("synthetic_identities", "synthetic_duplicates", "forgery_like", "augment_copies"):
+        if getattr(args, name) < 0:
+            return _refused(ValueError(f"--{name.replace('_', '-')} must be >= 0"))
+    for name in ("p_synthetic", "device_augment"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            return _refused(ValueError(f"--{name.replace('_', '-')} must be in 0..1"))
     try:
         out, assets = _start(args, "online")
     except RunError as e:
@@ -227,12 +234,6 @@ def run_online(args: argparse.Namespace) -> int:
     for arg, key in (("steps", "steps_per_epoch"), ("patience", "patience"), ("batch_writers", "batch_writers")):
         if getattr(args, arg) is not None:
             t = TrainConfig(**{**t.to_json(), key: getattr(args, arg)})
-    for name in ("synthetic_identities", "synthetic_duplicates", "forgery_like", "augment_copies"):
-        if getattr(args, name) < 0:
-            return _refused(ValueError(f"--{name.replace('_', '-')} must be >= 0"))
-    for name in ("p_synthetic", "device_augment"):
-        if not 0.0 <= getattr(args, name) <= 1.0:
-            return _refused(ValueError(f"--{name.replace('_', '-')} must be in 0..1"))
     synth = SynthConfig(identities=args.synthetic_identities, duplicates=args.synthetic_duplicates,
                         forgery_like=args.forgery_like, seed=args.synthesis_seed)
     if synth.identities > 0:
