@@ -17,20 +17,24 @@ from __future__ import annotations
 import os
 import pwd
 import secrets
+import sqlite3
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from disk_helpers import fill_disk, tiny_tmpfs
 from fixtures_link import SITE, LinkPki, PgServer, mqtt_client, wait_for
 
 from kiosk import envelope
+from kiosk.evidence import build
 from kiosk.keys import load_encryption_key, load_signing_key
 from kiosk.link import KioskLink
 from kiosk.records import DecisionRecord, encode_payload
+from models.trajectory import DeviceInfo, Trajectory
 from tools.broker import Mosquitto
 from tools.central.collector import Collector
 
@@ -203,6 +207,80 @@ def test_one_poison_message_does_not_delay_the_others(link_pki: LinkPki, mqtt_br
                        qos=1).wait_for_publish(5)
         wait_for(lambda: collector.store.count("decisions") == 6, what="a decision after the restart")
         assert collector.store.refusal_counts() == {"bad_payload": 1}
+    finally:
+        if client is not None:
+            client.disconnect()
+            client.loop_stop()
+        collector.stop()
+
+
+def _rename_decisions(db: str, old: str, new: str) -> None:
+    """Take the decisions table away from (or give it back to) the collector, from a connection
+    of our own: every read and write of it then fails in the database driver itself."""
+    if db.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute(f"ALTER TABLE {old} RENAME TO {new}")
+        return
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"ALTER TABLE {old} RENAME TO {new}")
+
+
+def test_evidence_arriving_while_the_database_fails_is_held_and_stored_after(
+        link_pki: LinkPki, mqtt_broker: Mosquitto, db_url: str) -> None:
+    # The evidence's first step at the collector is a read (is its decision stored?): that read
+    # failing in the driver ended the storage thread, silently - nothing stored or acknowledged
+    # any more while health() still said healthy.
+    sk = load_signing_key(link_pki.sign_key("kiosk-a"))
+    central = load_encryption_key(link_pki.central_key).public_key()
+    base = 10_000 + int(uuid.uuid4().int % 1_000_000) * 10
+
+    def sealed(kind: str, seq: int, payload: dict) -> bytes:  # type: ignore[type-arg]
+        return envelope.seal(encode_payload(payload), kiosk_id="kiosk-a", seq=seq, time_ms=int(time.time() * 1000),
+                             topic=f"sig/v1/{SITE}/kiosk-a/{kind}", signing_key=sk, recipient=central)
+
+    rng = np.random.default_rng(3)
+    n = 300
+    traj = Trajectory.from_samples(np.cumsum(rng.integers(-60, 61, n)) + 30_000,
+                                   np.cumsum(rng.integers(-40, 41, n)) + 20_000,
+                                   np.where(np.arange(n) % 100 < 80, rng.integers(1, 8192, n), 0),
+                                   t=np.arange(n) * 0.005, device=DeviceInfo("tablet", "device", 200.0, 8191, 200.0))
+    collector = Collector(link_pki.collector_config(mqtt_broker.port, db_url, fresh_session=True,
+                                                    share_group=f"r{uuid.uuid4().hex[:8]}",
+                                                    storage_retry_min_s=0.1, storage_retry_max_s=0.5))
+    collector.start()
+    client = None
+    try:
+        assert collector.wait_ready()
+        client = mqtt_client(link_pki, mqtt_broker.port, "kiosk-a")
+        client.publish(TOPIC, sealed("decision", base, DecisionRecord("APPROVED", 0.7, session_id="s1", mode="online").to_payload()),
+                       qos=1).wait_for_publish(5)
+        wait_for(lambda: collector.store.count("decisions") == 1, what="the decision")
+        decision, _ = collector.store.evidence_case("kiosk-a", base)
+        assert decision is not None and decision.digest
+
+        _rename_decisions(db_url, "decisions", "decisions_away")
+        evidence = build(traj, decision_seq=base, decision_digest=decision.digest, session_id="s1")
+        client.publish(f"sig/v1/{SITE}/kiosk-a/evidence", sealed("evidence", base + 1, evidence.to_payload()),
+                       qos=1).wait_for_publish(5)
+        wait_for(lambda: not collector.health()["storage"]["ok"], timeout=10, what="the storage alarm")
+        assert not collector.health()["healthy"]
+        time.sleep(1.0)   # retries fail meanwhile: the evidence is held, neither stored nor refused
+        h = collector.health()["storage"]
+        assert h["failures"] >= 2 and h["held"] == 1, h
+        assert collector.store.count("evidence") == 0
+        assert collector.stats.refused == {}, collector.stats.refused
+
+        _rename_decisions(db_url, "decisions_away", "decisions")
+        wait_for(lambda: collector.store.count("evidence") == 1, timeout=10, what="the held evidence stored")
+        wait_for(lambda: collector.health()["healthy"], timeout=5, what="healthy again")
+        assert collector.store.evidence_case("kiosk-a", base)[1] is not None
+        # The storage thread lives on: a later decision is stored too.
+        client.publish(TOPIC, sealed("decision", base + 2, DecisionRecord("APPROVED", 0.7).to_payload()),
+                       qos=1).wait_for_publish(5)
+        wait_for(lambda: collector.store.count("decisions") == 2, what="a decision after the outage")
+        assert collector.stats.refused == {} and collector.stats.storage.outages == 1
     finally:
         if client is not None:
             client.disconnect()

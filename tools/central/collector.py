@@ -459,22 +459,31 @@ class Collector:
     def _work(self) -> None:
         # On stop, whatever is still queued is simply not acknowledged: the broker redelivers it.
         while not self._stop.is_set():
-            self._maybe_purge_evidence()
-            self._retry_orphans()
             try:
-                first = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                self._maybe_reload_registry()
-                continue
-            batch = [first]
-            deadline = time.monotonic() + self.config.batch_wait_s
-            while len(batch) < self.config.batch_size:
-                try:
-                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
-                except queue.Empty:
-                    break
-            self.handle_batch(batch)
+                self._work_once()
+            except Exception as exc:   # last resort: this thread ending would stop all storing, silently
+                log.exception("collector: unexpected error in the storage thread; its batch stays unacknowledged")
+                self._storage_failing(exc, None)
+                self._stop.wait(self.config.storage_retry_min_s)
+
+    def _work_once(self) -> None:
+        """One round of the storage thread: purge and retry when due, then one batch if any."""
+        self._maybe_purge_evidence()
+        self._retry_orphans()
+        try:
+            first = self._queue.get(timeout=0.2)
+        except queue.Empty:
             self._maybe_reload_registry()
+            return
+        batch = [first]
+        deadline = time.monotonic() + self.config.batch_wait_s
+        while len(batch) < self.config.batch_size:
+            try:
+                batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                break
+        self.handle_batch(batch)
+        self._maybe_reload_registry()
 
     def _store_isolating(self, accepted: list[Accepted], refusals: list[Refusal]) -> tuple[list[StoreResult], list[Refusal]]:
         """Store a batch; if the database refuses an item's *content*, store the others and archive
@@ -506,6 +515,18 @@ class Collector:
                                                       kiosk_claim=None, seq=None) for r in [*refusals, *unstorable]])
         return results, unstorable
 
+    def _storage_failing(self, exc: BaseException, held: int | None) -> None:
+        """Raise (or keep) the storage alarm in stats/health(); ``held``: the messages now held, if known."""
+        health = self.stats.storage
+        health.failures += 1
+        health.last_error = str(exc)[:500]
+        if held is not None:
+            health.held = held
+        if health.ok:
+            health.ok = False
+            health.outages += 1
+            health.down_since_ms = int(time.time() * 1000)
+
     def _commit(self, accepted: list[Accepted], refusals: list[Refusal], held: int,
                 epoch: int) -> tuple[list[StoreResult], list[Refusal]] | None:
         """Commit until it works; None if we are stopping or the connection changed meanwhile (then
@@ -516,13 +537,7 @@ class Collector:
             try:
                 out = self._store_isolating(accepted, refusals)
             except StoreError as exc:
-                health.failures += 1
-                health.last_error = str(exc)[:500]
-                health.held = held
-                if health.ok:
-                    health.ok = False
-                    health.outages += 1
-                    health.down_since_ms = int(time.time() * 1000)
+                self._storage_failing(exc, held)
                 # The alarm: an error every attempt (the backoff bounds how often), and the state
                 # in stats/health(). Nothing of this batch is acknowledged.
                 log.error("collector: STORAGE FAILING, %d message(s) held unacknowledged, retry in %.1f s: %s",

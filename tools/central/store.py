@@ -641,11 +641,21 @@ class _SqlStore:
         return [{**json.loads(r[3]), "kiosk_id": r[0], "site": r[1], "seq": int(r[2])} for r in rows]
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        """Rows of one query; the read transaction is ended at once (PostgreSQL would hold it open)."""
-        cur = self._conn().cursor()
-        cur.execute(self._sql(sql), args)
-        rows = cur.fetchall()
-        self._conn().commit()
+        """Rows of one query; the read transaction is ended at once (PostgreSQL would hold it open).
+        A driver error becomes a StoreError (the callers, the collector's included, handle only
+        that), and the connection is rolled back or, if lost, dropped, as ``store`` does."""
+        conn = self._conn()
+        try:
+            cur = conn.cursor()
+            cur.execute(self._sql(sql), args)
+            rows = cur.fetchall()
+            conn.commit()
+        except Exception as exc:
+            try:
+                conn.rollback()
+            except Exception:   # connection lost: drop it, the next call reconnects
+                self._local.conn = None
+            raise StoreError(f"reading the database failed: {exc}") from exc
         return list(rows)
 
     def refusal_counts(self) -> dict[str, int]:
@@ -655,11 +665,7 @@ class _SqlStore:
     def count(self, table: str) -> int:
         if table not in ("decisions", "logs", "kiosk_status", "rejected", "audit", "evidence"):
             raise ValueError(table)
-        cur = self._conn().cursor()
-        cur.execute(f"SELECT COUNT(*) FROM {table}")
-        n = int(cur.fetchone()[0])
-        self._conn().commit()
-        return n
+        return int(self._read(f"SELECT COUNT(*) FROM {table}")[0][0])
 
     def status(self) -> dict[str, dict[str, Any]]:
         rows = self._read("SELECT kiosk_id, seq, state, received_ms, payload, site FROM kiosk_status ORDER BY kiosk_id")
@@ -685,12 +691,12 @@ class SqliteStore(_SqlStore):
             conn.execute("PRAGMA journal_mode=WAL")
             if not create and "decisions" not in self._tables():
                 raise StoreMissing(f"{self.path} is not a sigkiosk central database (no decisions table)")
-        except sqlite3.DatabaseError as exc:   # not SQLite at all: a mistyped path to another file
-            self.close()
-            raise StoreMissing(f"{self.path} is not a sigkiosk central database ({exc})") from None
         except StoreMissing:
             self.close()
             raise
+        except (sqlite3.DatabaseError, StoreError) as exc:   # not SQLite at all: a mistyped path to another file
+            self.close()
+            raise StoreMissing(f"{self.path} is not a sigkiosk central database ({exc})") from None
         self._init_schema()
 
     def _conn(self) -> sqlite3.Connection:
