@@ -477,7 +477,8 @@ def parse_config(data: Mapping[str, Any], base_dir: Path, source: Path | None = 
     try:
         # The classic verifier's threshold is the config's own; a fused model's is in its files.
         profiles = Profiles.from_mapping(data.get("profiles", {}), verifier.kind,
-                                         verifier.threshold if verifier.kind == "classic" else None)
+                                         verifier.threshold if verifier.kind == "classic" else None,
+                                         verifier.rhythm_decides)
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc) if str(exc).startswith("[profiles") else f"[profiles] {exc}") from None
     return DaemonConfig(

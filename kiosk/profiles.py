@@ -22,6 +22,9 @@ a profile with its own threshold is the bank's fixed line for that risk. One rul
 a profile is never looser than the default profile, whatever the calibration did (its effective
 threshold is the stricter of its own and the default's), unless the bank says so with
 ``allow_looser = true``. A profile written looser than the default without it is a config error.
+The same holds for ``rhythm_decides``: a profile that leaves it out takes the default profile's
+(which itself follows ``[verifier] rhythm_decides``), and ``rhythm_decides = false`` where the
+default's is true is looser (a pace far off no longer refuses on its own).
 
 Each request's policy is the verifier's own ``DecisionPolicy`` with the profile's threshold (and
 rhythm rule) put in (``DecisionPolicy.redecide``): the copy check, the aspects and the match-rate
@@ -126,10 +129,12 @@ class Profiles:
             raise ValueError(f"[profiles.{self.default}] allow_looser means nothing on the default profile")
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], kind: str, base_threshold: float | None = None) -> Profiles:
+    def from_mapping(cls, data: Mapping[str, Any], kind: str, base_threshold: float | None = None,
+                     base_rhythm: bool | None = None) -> Profiles:
         """The ``[profiles]`` table: ``default = NAME`` and one sub-table per profile.
         ``base_threshold``: the pen threshold the verifier runs without a profile when the config
-        knows it (classic: ``[verifier] threshold``), for the looser-than-default check."""
+        knows it (classic: ``[verifier] threshold``), and ``base_rhythm`` its ``rhythm_decides``,
+        for the looser-than-default check."""
         data = dict(data)
         default = data.pop("default", DEFAULT_PROFILE)
         if not isinstance(default, str):
@@ -145,7 +150,7 @@ class Profiles:
                                  f"(known: {', '.join(sorted(known))})")
             profiles.append(Profile(name, **table))
         out = cls(tuple(profiles) or (Profile(DEFAULT_PROFILE),), default, kind)
-        out.check_order(base_threshold)
+        out.check_order(base_threshold, base_rhythm=base_rhythm)
         return out
 
     def names(self) -> tuple[str, ...]:
@@ -169,14 +174,23 @@ class Profiles:
         except KeyError:
             raise UnknownProfile(f"unknown profile {name!r} (this kiosk has: {', '.join(self.names())})") from None
 
-    def check_order(self, base_threshold: float | None, paper_base: float | None = None) -> None:
+    def check_order(self, base_threshold: float | None, paper_base: float | None = None,
+                    base_rhythm: bool | None = None) -> None:
         """A profile written looser than the default is refused unless it says ``allow_looser``
         (then logged). Compared where both thresholds are known: the config's own, ``base_threshold``
-        (pen, ``[verifier] threshold``) and ``paper_base`` (the paper model's) for one left out."""
+        (pen, ``[verifier] threshold``) and ``paper_base`` (the paper model's) for one left out;
+        likewise ``rhythm_decides`` against the default's own or ``base_rhythm`` (``[verifier]``)."""
         d = self.by_name(self.default)
+        default_rhythm = d.rhythm_decides if d.rhythm_decides is not None else base_rhythm
         for p in self.profiles:
             if p.name == d.name:
                 continue
+            if p.rhythm_decides is False and default_rhythm:
+                msg = (f"[profiles.{p.name}] rhythm_decides = false accepts more than the default profile "
+                       f"{d.name!r} (rhythm_decides = true)")
+                if not p.allow_looser:
+                    raise ValueError(msg + ": a profile looser than the default needs allow_looser = true")
+                log.warning("%s (allow_looser = true)", msg, extra={"event": "profile_looser"})
             for what, mine, theirs, to_score in (
                     ("threshold", p.threshold, d.threshold if d.threshold is not None else base_threshold,
                      lambda v: pen_score_threshold(v, self.kind)),
@@ -208,7 +222,10 @@ class Profiles:
         thr = default_thr if value is None else to_score(value)
         if p.name != d.name and not p.allow_looser:
             thr = min(thr, default_thr)   # never looser than the default, whatever the calibration did
-        rhythm = base.rhythm_decides if p.rhythm_decides is None else p.rhythm_decides
+        default_rhythm = base.rhythm_decides if d.rhythm_decides is None else d.rhythm_decides
+        rhythm = default_rhythm if p.rhythm_decides is None else p.rhythm_decides
+        if p.name != d.name and not p.allow_looser:
+            rhythm = rhythm or default_rhythm   # the rhythm rule is never dropped below the default's
         if thr == base.threshold and rhythm == base.rhythm_decides:
             return base
         return dataclasses.replace(base, threshold=thr, rhythm_decides=rhythm)

@@ -74,6 +74,11 @@ def test_without_a_profiles_table_there_is_one_standard_profile_following_the_ve
      "paper_threshold = 0.6 accepts more"),
     ("[profiles.standard]\nthreshold = 0.9\n[profiles.high-value]\nthreshold = 0.85\n", 'kind = "fused"',
      "accepts more"),
+    # Dropping the rhythm rule the default profile (or the verifier under it) applies is looser too.
+    ("[profiles.standard]\nrhythm_decides = true\n[profiles.low]\nrhythm_decides = false\n", "",
+     "[profiles.low] rhythm_decides = false accepts more"),
+    ("[profiles.standard]\n[profiles.low]\nrhythm_decides = false\n", "rhythm_decides = true",
+     "[profiles.low] rhythm_decides = false accepts more"),
 ])
 def test_profiles_table_refusals(toml: str, verifier: str, message: str) -> None:
     with pytest.raises(ConfigError) as exc:
@@ -157,3 +162,27 @@ def test_fused_profiles_are_probabilities() -> None:
     assert high.match_rate(high.threshold) == pytest.approx(0.5)
     paper = profiles.paper_policy("high-value", base)
     assert paper is base   # no paper_threshold: the paper model's own
+
+
+def test_rhythm_decides_is_never_looser_than_the_default_profile(caplog: pytest.LogCaptureFixture) -> None:
+    """A profile that leaves rhythm_decides out takes the default profile's, not the verifier's
+    own; dropping it needs allow_looser (then logged)."""
+    v, _, _ = _verifier_and_verdict()
+    assert not v.policy.rhythm_decides   # the verifier's own rule is off...
+    profiles = _config("[profiles.standard]\nrhythm_decides = true\n[profiles.high-value]\nthreshold = 0.8\n")
+    assert profiles.pen_policy("standard", v.policy).rhythm_decides   # ...the default profile turns it on
+    high = profiles.pen_policy("high-value", v.policy)
+    assert high.rhythm_decides and high.threshold == 0.8   # and high-value inherits it
+    # rhythm_decides = false where the verifier's own is on (the default profile leaving it out).
+    on = make_verifier("classic", 1.3, rhythm_decides=True)
+    assert _config("[profiles.standard]\n[profiles.high-value]\nthreshold = 0.8\n").pen_policy(
+        "high-value", on.policy).rhythm_decides
+    caplog.set_level(logging.WARNING)
+    low = _config("[profiles.standard]\nrhythm_decides = true\n[profiles.low]\nrhythm_decides = false\n"
+                  "allow_looser = true\n")
+    assert not low.pen_policy("low", v.policy).rhythm_decides   # the bank said so
+    assert any(getattr(r, "event", None) == "profile_looser" and "rhythm_decides" in r.getMessage()
+               for r in caplog.records)
+    # Built without the config's check (Profiles(...) directly): the policy still never drops the rule.
+    direct = Profiles((Profile("standard", rhythm_decides=True), Profile("low", rhythm_decides=False)))
+    assert direct.pen_policy("low", v.policy).rhythm_decides
