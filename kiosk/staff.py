@@ -12,6 +12,9 @@ replaced a customer's references with his own). This module holds:
   (``max_failures`` in a row lock that operator for ``lockout_s``) and globally (more than
   ``global_max_failures`` within ``global_window_s`` refuse every login for the rest of the
   window), so neither one operator's PIN nor the set of all PINs can be guessed at the screen.
+  A server facing a network (the central web page) passes each request's ``client`` (its
+  address): the window's count is then kept per client, so a stranger's failures refuse his own
+  logins, not everybody's (the kiosk has one screen: one client, one global count).
   A session ends on logout, after ``idle_timeout_s`` without a staff request, after
   ``max_session_s`` in all, or when another operator logs in (one screen, one operator).
   Attempts are serialised: a flood of logins costs one scrypt at a time, not the daemon's memory.
@@ -54,6 +57,8 @@ MAX_SECRET = 256
 FILE_VERSION = 1
 #: Failure counters kept for at most this many distinct (possibly made-up) operator names.
 MAX_TRACKED_NAMES = 1000
+#: Failure windows kept for at most this many distinct clients (``StaffAuth.login(client=...)``).
+MAX_TRACKED_CLIENTS = 4096
 
 _OPERATOR_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
 
@@ -230,26 +235,33 @@ class StaffAuth:
         self._lock = threading.Lock()          # state below
         self._login_lock = threading.Lock()    # one scrypt at a time
         self._failures: collections.OrderedDict[str, _Failures] = collections.OrderedDict()
-        self._recent: collections.deque[float] = collections.deque()   # times of failed logins
+        # Times of failed logins in the window, per client ("": the kiosk's one screen); most recent last.
+        self._recent: collections.OrderedDict[str, collections.deque[float]] = collections.OrderedDict()
         self._sessions: dict[bytes, StaffSession] = {}
 
     @staticmethod
     def _digest(token: str) -> bytes:
         return hashlib.sha256(token.encode("utf-8", "replace")).digest()
 
-    def login(self, operator: str, secret: str) -> tuple[str, StaffSession]:
-        """A new session for ``operator``: (token, session). Raises LoginRefused (audited)."""
+    def login(self, operator: str, secret: str, *, client: str = "") -> tuple[str, StaffSession]:
+        """A new session for ``operator``: (token, session). Raises LoginRefused (audited).
+        ``client``: who asks (a network server's client address), whose failures the rate limit
+        counts; left out, all failures count together (the kiosk's one screen)."""
         cfg = self.config
         name = operator if isinstance(operator, str) and _OPERATOR_RE.match(operator) else "?"
         with self._login_lock:
             now = self._clock()
             with self._lock:
-                while self._recent and self._recent[0] <= now - cfg.global_window_s:
-                    self._recent.popleft()
-                if len(self._recent) >= cfg.global_max_failures:
-                    retry = self._recent[0] + cfg.global_window_s - now
+                recent = self._recent.get(client)
+                while recent and recent[0] <= now - cfg.global_window_s:
+                    recent.popleft()
+                if recent is not None and not recent:
+                    del self._recent[client]
+                elif recent is not None and len(recent) >= cfg.global_max_failures:
+                    retry = recent[0] + cfg.global_window_s - now
                     self._audit("login", "rate_limited", name)
-                    raise LoginRefused("rate_limited", "Too many failed logins at this kiosk. Try again later.", retry)
+                    where = "from this address" if client else "at this kiosk"
+                    raise LoginRefused("rate_limited", f"Too many failed logins {where}. Try again later.", retry)
                 f = self._failures.get(name)
                 if f is not None and f.locked_until > now:
                     self._audit("login", "locked_out", name)
@@ -259,7 +271,11 @@ class StaffAuth:
             now = self._clock()
             with self._lock:
                 if not ok:
-                    self._recent.append(now)
+                    recent = self._recent.pop(client, None) or collections.deque()
+                    self._recent[client] = recent       # most recent last: the oldest is evicted
+                    while len(self._recent) > MAX_TRACKED_CLIENTS:
+                        self._recent.popitem(last=False)
+                    recent.append(now)
                     f = self._failures.pop(name, None) or _Failures()
                     self._failures[name] = f              # most recent last: the oldest is evicted
                     while len(self._failures) > MAX_TRACKED_NAMES:

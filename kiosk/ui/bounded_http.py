@@ -9,7 +9,11 @@ Shared by the kiosk's screen server (``kiosk.ui.server``) and the central web pa
   lets a client trickle one byte every few seconds for ever; the deadline shuts the socket if the
   request (line, headers, body - and a TLS handshake, which happens at the first read) is not
   complete within ``request_deadline_s``. A handler calls ``_request_complete()`` once it has read
-  the whole request, so a long answer (an event stream) is not cut.
+  the whole request, so a long answer (an event stream) is not cut. ``_body_length()`` is the
+  request body's length, or None for a body this server does not read (chunked, unbounded, too
+  large): a handler answering without reading a body must close the connection with its answer
+  (``close_connection`` and ``Connection: close``), or the body's bytes would be read as the
+  connection's next request.
 """
 
 from __future__ import annotations
@@ -85,6 +89,16 @@ class DeadlineHandler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+    def _body_length(self, max_body: int) -> int | None:
+        """The request body's length when it is a plain one of at most ``max_body`` bytes, else None."""
+        if self.headers.get("Transfer-Encoding") is not None:
+            return None   # chunked or other codings: never read, never guessed at
+        raw = (self.headers.get("Content-Length") or "0").strip()
+        if not raw.isascii() or not raw.isdigit() or len(raw) > 12:
+            return None
+        n = int(raw)
+        return n if n <= max_body else None
 
     def _request_complete(self) -> None:
         if self._deadline is not None:

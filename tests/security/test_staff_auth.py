@@ -39,7 +39,7 @@ from fixtures_link import LinkPki, wait_for
 
 from kiosk.daemon import Daemon
 from kiosk.errors import StaffLoginRequired
-from kiosk.staff import OperatorStore, StaffSession
+from kiosk.staff import LoginRefused, OperatorStore, StaffAuth, StaffConfig, StaffSession
 from kiosk.templates import TemplateStore
 from kiosk.ui.server import SCREEN_COOKIE, STAFF_COOKIE
 from tools.central.collector import Collector
@@ -499,3 +499,27 @@ def test_admin_operator_command_stores_only_a_private_scrypt_hash(tmp_path: Path
     ops.chmod(0o644)
     r = admin("list")
     assert r.returncode == 2 and "chmod 600" in r.stderr
+
+
+def test_the_failure_window_per_client_counts_each_clients_own_and_is_bounded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A network server's logins (``client=``) count failures per client, in a bounded table;
+    the kiosk's own (no client) keep one count for all, as the test above checks on the screen."""
+    import kiosk.staff
+
+    OperatorStore(tmp_path / "ops.json").set("alice", "123456")
+    auth = StaffAuth(StaffConfig(operators_file=tmp_path / "ops.json", global_max_failures=2),
+                     lambda *a, **k: None, exclusive=False)
+    for _ in range(2):
+        with pytest.raises(LoginRefused, match="wrong PIN"):
+            auth.login("mallory", "000000", client="10.0.0.9")
+    with pytest.raises(LoginRefused) as exc:
+        auth.login("alice", "123456", client="10.0.0.9")     # right PIN, limited address
+    assert exc.value.reason == "rate_limited" and "from this address" in str(exc.value)
+    assert auth.login("alice", "123456", client="10.0.0.1")[1].operator == "alice"
+    assert auth.login("alice", "123456")[1].operator == "alice"   # the kiosk's count is its own
+    monkeypatch.setattr(kiosk.staff, "MAX_TRACKED_CLIENTS", 3)
+    for i in range(6):
+        with pytest.raises(LoginRefused):
+            auth.login(f"guess{i}", "000000", client=f"10.1.0.{i}")
+    assert len(auth._recent) == 3   # the oldest clients' windows are dropped, not kept without bound

@@ -10,8 +10,9 @@
 Nothing else writes: no endpoint changes the database (the store is only queried) or the
 registry. Users are central users in their own file (``sigkiosk central user add NAME``), with
 the kiosk's staff machinery (``kiosk.staff``): scrypt-hashed passwords, per-user lockout after
-repeated failures, a global rate limit, sessions that end on logout, idle timeout or after a
-maximum time. The session cookie is HttpOnly, SameSite=Strict, and Secure when served over TLS
+repeated failures, a rate limit on failed logins per client address (an IPv6 client's /64: a
+stranger's failures refuse his own logins, not everybody's; behind a proxy every client has the
+proxy's address), sessions that end on logout, idle timeout or after a maximum time. The session cookie is HttpOnly, SameSite=Strict, and Secure when served over TLS
 (``--tls-cert/--tls-key``; without them bind to loopback or put TLS in front). The login form
 carries a CSRF token (double submit: a SameSite=Strict cookie and a form field must agree), and a
 POST whose Origin is another site is refused. Every answer says no-store, forbids framing and
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import hmac
 import io
+import ipaddress
 import logging
 import secrets
 import ssl
@@ -81,6 +83,20 @@ class WebConfig:
     read_timeout_s: float = 10.0
     request_deadline_s: float = 15.0
     max_connections: int = 32
+
+
+def client_key(address: str) -> str:
+    """Whose failed logins count together: the client's address (IPv6: its /64, which one client
+    usually holds whole)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 def _audit(action: str, outcome: str, operator: str, *, staff_session: str | None = None,
@@ -218,6 +234,8 @@ class CentralWeb:
                 # login form, which the cross-site check must refuse.
                 self.send_header("Referrer-Policy", "same-origin")
                 self.send_header("Content-Security-Policy", CSP)
+                if self.close_connection:
+                    self.send_header("Connection", "close")
                 if web.tls:
                     self.send_header("Strict-Transport-Security", "max-age=31536000")
                 self.end_headers()
@@ -250,8 +268,17 @@ class CentralWeb:
             def do_HEAD(self) -> None:
                 self.do_GET()
 
+            def _refuse_unread(self, status: int, body: bytes) -> None:
+                # The body stays unread: the connection ends with the answer, or its bytes would be
+                # read as this connection's next request.
+                self.close_connection = True
+                self._request_complete()
+                self._send(status, body)
+
             def do_GET(self) -> None:
                 self._request_complete()
+                if self._body_length(0) != 0:
+                    self.close_connection = True   # a GET's body is never read: see _refuse_unread
                 self._set_cookies = []
                 parts = urlsplit(self.path)
                 path = parts.path
@@ -319,24 +346,22 @@ class CentralWeb:
                 self._set_cookies = []
                 path = urlsplit(self.path).path
                 if path not in ("/login", "/logout"):
-                    self._request_complete()
-                    return self._send(HTTPStatus.NOT_FOUND, pages.message_page("Not found", "There is no such page."))
+                    return self._refuse_unread(HTTPStatus.NOT_FOUND,
+                                               pages.message_page("Not found", "There is no such page."))
                 scheme = "https" if web.tls else "http"
                 origin = self.headers.get("Origin")
                 if origin is not None and origin != f"{scheme}://{self.headers.get('Host')}":
-                    self._request_complete()
-                    return self._send(HTTPStatus.FORBIDDEN, pages.message_page("Refused", "Cross-site request refused."))
+                    return self._refuse_unread(HTTPStatus.FORBIDDEN,
+                                               pages.message_page("Refused", "Cross-site request refused."))
                 if not (self.headers.get("Content-Type") or "").startswith("application/x-www-form-urlencoded"):
-                    self._request_complete()
-                    return self._send(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, pages.message_page("Refused", "Send the form."))
-                try:
-                    n = int(self.headers.get("Content-Length") or 0)
-                except ValueError:
-                    n = -1
-                if not 0 <= n <= MAX_BODY:
-                    self.close_connection = True
-                    self._request_complete()
-                    return self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, pages.message_page("Refused", "Too large."))
+                    return self._refuse_unread(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                                               pages.message_page("Refused", "Send the form."))
+                if self.headers.get("Transfer-Encoding") is not None:
+                    return self._refuse_unread(HTTPStatus.LENGTH_REQUIRED,
+                                               pages.message_page("Refused", "Send the form with a Content-Length."))
+                n = self._body_length(MAX_BODY)
+                if n is None:
+                    return self._refuse_unread(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, pages.message_page("Refused", "Too large."))
                 raw = self.rfile.read(n)
                 self._request_complete()
                 try:
@@ -353,7 +378,8 @@ class CentralWeb:
                     self._set_cookies = [f"{SESSION_COOKIE}=; Max-Age=0{self._cookie_attrs()}"]
                     return self._redirect("/login")
                 try:
-                    token, session = web.auth.login(form.get("user", ""), form.get("password", ""))
+                    token, session = web.auth.login(form.get("user", ""), form.get("password", ""),
+                                                    client=client_key(str(self.client_address[0])))
                 except LoginRefused as exc:
                     status = {"locked": HTTPStatus.LOCKED, "rate_limited": HTTPStatus.TOO_MANY_REQUESTS}.get(
                         exc.reason, HTTPStatus.UNAUTHORIZED)

@@ -11,6 +11,7 @@ import http.client
 import io
 import re
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -105,6 +106,7 @@ class Client:
     web: CentralWeb
     cookies: dict[str, str] = field(default_factory=dict)
     https: ssl.SSLContext | None = None
+    source: str | None = None   # the client's own address (another loopback one: another client)
 
     def request(self, method: str, path: str, body: str | bytes | None = None,
                 headers: dict[str, str] | None = None) -> tuple[int, http.client.HTTPMessage, str]:
@@ -112,7 +114,8 @@ class Client:
         if self.https is not None:
             conn = http.client.HTTPSConnection("localhost", self.web.port, context=self.https, timeout=20)
         else:
-            conn = http.client.HTTPConnection(self.web.host, self.web.port, timeout=20)
+            conn = http.client.HTTPConnection(self.web.host, self.web.port, timeout=20,
+                                              source_address=(self.source, 0) if self.source else None)
         h = dict(headers or {})
         if self.cookies:
             h.setdefault("Cookie", "; ".join(f"{k}={v}" for k, v in self.cookies.items()))
@@ -206,6 +209,82 @@ def test_wrong_passwords_lock_the_user(site: Site) -> None:
     assert "sigkiosk_central" not in c.cookies
     assert c.get("/decisions")[0] == 401
     assert Client(site.web).login("auditor")[0] == 303       # one user's lockout is not everybody's
+
+
+def test_a_strangers_failed_logins_do_not_lock_out_other_clients(site: Site) -> None:
+    """The failed-login rate limit counts per client address: 25 failures from a stranger at
+    127.0.0.2 (made-up names: no one user's lockout) refuse his further logins, even with a right
+    password, while a user at 127.0.0.1 still logs in."""
+    web = CentralWeb(WebConfig(db=str(site.db), users_file=site.users, port=0))
+    web.start()
+    try:
+        stranger = Client(web, source="127.0.0.2")
+        codes = [stranger.login(f"guess{i}", "wrong password")[0] for i in range(25)]
+        assert codes == [401] * 20 + [429] * 5
+        status, body = stranger.login("auditor", PASSWORD)       # his address is limited, whatever he sends
+        assert status == 429 and "from this address" in body and "sigkiosk_central" not in stranger.cookies
+        user = Client(web)                                         # 127.0.0.1: another client
+        assert user.login("auditor")[0] == 303 and user.get("/decisions")[0] == 200
+        assert user.login("nobody", "wrong password")[0] == 401  # its own failures still count (not 429)
+    finally:
+        web.stop()
+
+
+def _pipelined(web: CentralWeb, first: bytes) -> bytes:
+    """``first`` then a second request on one keep-alive connection; everything the server sends
+    until it closes the connection (or is silent for 3 s)."""
+    follow = f"GET /style.css HTTP/1.1\r\nHost: {web.host}:{web.port}\r\n\r\n".encode()
+    with socket.create_connection((web.host, web.port), timeout=3) as s:
+        s.sendall(first + follow)
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+    return out
+
+
+SMUGGLED = b"GET /style.css HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize(("what", "head", "body"), [
+    ("unknown path", "POST /nowhere HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\n", SMUGGLED),
+    ("cross-site", "POST /login HTTP/1.1\r\nOrigin: https://evil.example\r\n"
+                   "Content-Type: application/x-www-form-urlencoded\r\n", SMUGGLED),
+    ("wrong type", "POST /login HTTP/1.1\r\nContent-Type: application/json\r\n", SMUGGLED),
+    ("too large", "POST /login HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\n",
+     b"x" * 3000 + SMUGGLED),
+    ("GET with a body", "GET /login HTTP/1.1\r\n", SMUGGLED),
+])
+def test_a_refused_body_is_never_read_as_the_next_request(site: Site, what: str, head: str, body: bytes) -> None:
+    """A request answered without reading its body ends the connection with its answer: the
+    body (here a whole request of its own) is never parsed as the next request."""
+    request = (head + f"Host: {site.web.host}:{site.web.port}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    out = _pipelined(site.web, request)
+    assert out.count(b"HTTP/1.1 ") == 1, (what, out[:300])
+    assert b"\r\nConnection: close\r\n" in out.split(b"\r\n\r\n", 1)[0] + b"\r\n", what
+    assert b"body {" not in out and b"text/css" not in out, what   # no style sheet: neither request ran
+
+
+def test_a_chunked_post_is_refused_and_its_body_never_read(site: Site) -> None:
+    chunk = SMUGGLED
+    request = (f"POST /login HTTP/1.1\r\nHost: {site.web.host}:{site.web.port}\r\n"
+               "Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n").encode() \
+        + f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n0\r\n\r\n"
+    out = _pipelined(site.web, request)
+    assert out.startswith(b"HTTP/1.1 411 ") and out.count(b"HTTP/1.1 ") == 1, out[:300]
+    assert b"text/css" not in out
+
+
+def test_a_read_body_keeps_the_connection(site: Site) -> None:
+    """The other side: a POST whose body was read (a login refused for its form token) leaves the
+    connection open, and the next request on it is answered as itself."""
+    body = b"user=auditor&password=x&csrf=none"
+    request = (f"POST /login HTTP/1.1\r\nHost: {site.web.host}:{site.web.port}\r\n"
+               f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    out = _pipelined(site.web, request)
+    assert out.startswith(b"HTTP/1.1 403 ") and out.count(b"HTTP/1.1 ") == 2 and b"text/css" in out, out[:300]
 
 
 INJECTED = [
