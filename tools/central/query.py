@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -26,6 +27,12 @@ MODE_NAMES = {"online": "pen", "offline": "paper", "pen": "pen", "paper": "paper
 #: Longest filter value accepted (the stored columns are shorter; a longer value matches nothing).
 MAX_VALUE = 256
 MAX_LIMIT = 1_000_000
+#: Times are kept within +-(10**15 - 1) ms (about the years -29700 to 33600): far beyond any real
+#: date, and an integer every database column and bound parameter holds.
+MAX_TIME_MS = 10**15 - 1
+#: A number typed as text: ASCII digits only (``str.isdigit`` also takes ``²`` and other digits
+#: ``int`` refuses), at most 15 of them.
+_NUMBER = re.compile(r"[0-9]{1,15}")
 
 
 class QueryError(CentralError, ValueError):
@@ -51,8 +58,10 @@ def parse_time(text: str) -> int:
     """ISO 8601 (``2026-11-22``, ``2026-11-22T10:00:00Z``; UTC unless it says otherwise) or epoch
     milliseconds -> epoch milliseconds."""
     text = text.strip()
-    if text.isdigit():
+    if _NUMBER.fullmatch(text):
         return int(text)
+    if text.isdigit():   # all digits, but too many or not ASCII: not a time a person means
+        raise QueryError(f"time {text[:40]!r}: epoch milliseconds are at most 15 digits 0-9")
     try:
         t = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
@@ -107,6 +116,8 @@ class DecisionFilter:
             v = getattr(self, f)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
                 raise QueryError(f"{f} must be an integer")
+            if f != "limit" and v is not None and not -MAX_TIME_MS <= v <= MAX_TIME_MS:
+                raise QueryError(f"{f} is out of range (at most {MAX_TIME_MS} ms from 1970)")
         if not 1 <= self.limit <= MAX_LIMIT:
             raise QueryError(f"limit must be 1 to {MAX_LIMIT}")
 
@@ -136,9 +147,9 @@ class DecisionFilter:
             if field in ("since_ms", "until_ms"):
                 kw[field] = parse_time(str(text))
             elif field == "limit":
-                if not str(text).strip().isdigit():
-                    raise QueryError("limit must be a whole number")
-                kw[field] = int(str(text).strip()[:9])
+                if not _NUMBER.fullmatch(str(text).strip()):
+                    raise QueryError("limit must be a whole number (digits 0-9, at most 15)")
+                kw[field] = int(str(text).strip())
             else:
                 kw[field] = str(text)
         if limit is not None and "limit" not in kw:

@@ -99,6 +99,29 @@ def test_bad_filter_values_are_refused_with_a_reason() -> None:
         DecisionFilter.from_text({"customer": "x" * 300})
     with pytest.raises(QueryError, match="limit"):
         DecisionFilter.from_text({"limit": "-1"})
+    # Digits that str.isdigit() takes but int() refuses, or too many of them: a QueryError each,
+    # never a ValueError or the database's OverflowError.
+    for text in ("\u00b2", "1\u00b2", "\u0663", "\uff11", "9" * 16, "9" * 25):
+        with pytest.raises(QueryError, match="limit"):
+            DecisionFilter.from_text({"limit": text})
+        with pytest.raises(QueryError, match="time"):
+            DecisionFilter.from_text({"since": text})
+        with pytest.raises(QueryError, match="time"):
+            DecisionFilter.from_text({"until": text})
+    with pytest.raises(QueryError, match="limit must be 1"):
+        DecisionFilter.from_text({"limit": "9" * 15})
+    for ms in (10**15, -(10**15), 2**63):
+        with pytest.raises(QueryError, match="out of range"):
+            DecisionFilter(since_ms=ms)
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ({"since": "9" * 15}, []), ({"until": "9" * 15}, [1, 2, 3, 4]), ({"since": "0"}, [1, 2, 3, 4]),
+    ({"since": "0001-01-01"}, [1, 2, 3, 4]), ({"until": "0001-01-01"}, []), ({"until": "9999-12-31T23:59:59Z"}, [1, 2, 3, 4]),
+])
+def test_the_widest_times_accepted_are_queried_on_both_databases(fleet_db: str, text: dict[str, str],
+                                                                   want: list[int]) -> None:
+    assert _seqs(fleet_db, **text) == want
 
 
 def test_a_missing_database_is_refused_and_not_created(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,6 +12,7 @@ import io
 import re
 import shutil
 import socket
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -311,7 +312,8 @@ def test_injected_filter_values_neither_break_nor_leak(site: Site, name: str, va
 
 @pytest.mark.parametrize("query", ["mode=pen%27%20OR%201%3D1", "since=%3Cscript%3E", "limit=999999999", "limit=-1",
                                    "customer=a&customer=b", "payload=1", "&".join(f"f{i}=1" for i in range(40)),
-                                   "customer=" + "x" * 300])
+                                   "customer=" + "x" * 300, "since=%C2%B2", "limit=%C2%B2", "until=%D9%A3",
+                                   "since=9999999999999999999999999", "limit=9999999999999999999999999"])
 def test_bad_filter_values_get_a_clear_escaped_error(site: Site, query: str) -> None:
     c = Client(site.web)
     assert c.login()[0] == 303
@@ -319,6 +321,35 @@ def test_bad_filter_values_get_a_clear_escaped_error(site: Site, query: str) -> 
     assert status == 400
     assert 'id="filter-error"' in body and "<script" not in body
     assert 'id="decisions"' not in body
+
+
+def test_a_failing_database_gets_database_unavailable_and_the_server_goes_on(tmp_path: Path) -> None:
+    db = tmp_path / "central.sqlite"
+    store = open_store(db, create=True)
+    store.store(_decisions()[:3])
+    store.close()
+    users = tmp_path / "users.json"
+    OperatorStore(users).set("auditor", PASSWORD)
+    web = CentralWeb(WebConfig(db=str(db), users_file=users, registry_file=tmp_path / "registry.json", port=0))
+    web.start()
+    try:
+        c = Client(web)
+        assert c.login()[0] == 303
+        assert c.get("/kiosks")[0] == 200   # the web's store is open
+        with sqlite3.connect(db) as conn:   # the database fails underneath: its tables are gone
+            for table in ("decisions", "kiosk_status"):
+                conn.execute(f"ALTER TABLE {table} RENAME TO {table}_away")
+        for path in ("/decisions", "/decisions.csv", "/kiosks", "/alarms"):
+            status, _, body = c.get(path)
+            assert status == 503, (path, status)
+            assert "Database unavailable" in body and "no such table" not in body
+        with sqlite3.connect(db) as conn:
+            for table in ("decisions", "kiosk_status"):
+                conn.execute(f"ALTER TABLE {table}_away RENAME TO {table}")
+        status, _, body = c.get("/decisions")
+        assert status == 200 and len(_rows(body)) == 3
+    finally:
+        web.stop()
 
 
 @pytest.mark.parametrize("path", ["/../../../../etc/passwd", "/style.css/../../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd",
