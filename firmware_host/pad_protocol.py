@@ -305,6 +305,7 @@ class PacketDecoder:
         self._buf = bytearray()
         self._overflow = False
         self._last_seq: int | None = None
+        self._session: int | None = None
         self.stats = DecoderStats()
         self.last_error: PadProtocolError | None = None
 
@@ -347,10 +348,16 @@ class PacketDecoder:
                 lost = (pkt.seq - self._last_seq - 1) & 0xFF
             self._last_seq = pkt.seq
             self.stats.packets += 1
-            if not isinstance(pkt.message, Hello):
-                # A HELLO out of sequence is a pad that restarted (its counter restarts at 0),
-                # not lost packets; the caller sees the jump and decides.
-                self.stats.lost_packets += lost
+            if isinstance(pkt.message, Hello):
+                # A HELLO of the session we know answers our GET_HELLO within the stream: a jump
+                # before it is packets lost like any other. A new (or the first) session is a pad
+                # that restarted, its counter from 0: not lost packets; the caller sees it and decides.
+                in_session = self._session is not None and pkt.message.session == self._session
+                self._session = pkt.message.session
+                if not in_session:
+                    out.append((pkt, lost))
+                    continue
+            self.stats.lost_packets += lost
             out.append((pkt, lost))
 
     def _count(self, exc: PadProtocolError) -> None:

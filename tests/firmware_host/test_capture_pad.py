@@ -215,3 +215,22 @@ def test_pad_unplugged_mid_signature_is_a_typed_error(rig_factory):
     rig.pty.master = -1  # closed here: the fixture must not close a reused fd number
     with pytest.raises(DeviceGoneError, match="serial port failed"):
         rig.pad.capture()
+
+
+def test_packets_lost_just_before_a_hello_count_only_within_the_session():
+    """A HELLO answering GET_HELLO mid-stream (same session) does not hide the packets lost before
+    it; a HELLO of a new session is a restart, whose sequence jump is not a loss."""
+    from firmware_host.pad_protocol import Hello, PacketDecoder, Sample, encode_message
+
+    hello = Hello(x_max=1000, y_max=1000, res_x=20, res_y=20, pressure_max=1023, tick_hz=1000, rate_hz=200,
+                  session=0x1234)
+    dec = PacketDecoder()
+    wire = [encode_message(hello, 0), encode_message(Sample(1, 1, 10, 1, 100), 1)]
+    # seq 2 and 3 never arrive (line noise); then our GET_HELLO is answered in the same session
+    wire += [encode_message(hello, 4), encode_message(Sample(2, 2, 10, 1, 105), 5)]
+    dec.feed(b"".join(wire))
+    assert dec.stats.lost_packets == 2
+    # the pad restarts: a new session, its counter from 0 - a jump, but nothing lost
+    restarted = Hello(**{**hello.__dict__, "session": 0x4321})
+    got = dec.feed(encode_message(restarted, 0) + encode_message(Sample(3, 3, 10, 1, 1), 1))
+    assert dec.stats.lost_packets == 2 and [lost for _, lost in got] == [(0 - 5 - 1) & 0xFF, 0]
