@@ -89,7 +89,8 @@ class CalibrationConfig:
 
 
 #: ``report(outcome, operator, mode)``: the daemon's audit (sealed for the central server, logged).
-Report = Callable[[str, str, str], object]
+#: (outcome, operator, mode, required): ``required`` raises if the record cannot be stored.
+Report = Callable[[str, str, str, bool], object]
 #: ``listener(threshold, shipped, held)``: the active threshold now (after every decision on it,
 #: moved or not); the daemon hands it to the link's status report.
 Listener = Callable[[float, float, bool], None]
@@ -194,18 +195,29 @@ class SiteCalibration:
 
     # -- staff ----------------------------------------------------------------------------------
     def revert(self, operator: str) -> None:
-        """Back to the shipped threshold, held there; the threshold it had is kept as ``previous``."""
-        with self._lock:
-            self._held = True
-            self._apply(operator, "revert", force_report=True)
+        """Back to the shipped threshold, held there; the threshold it had is kept as ``previous``.
+        Recorded before it counts: if the audit record cannot be stored, nothing changes."""
+        self._staff_move(operator, "revert", held=True)
 
     def resume(self, operator: str) -> None:
+        """Moving again (recorded before it counts, like ``revert``)."""
+        self._staff_move(operator, "resume", held=False)
+
+    def _staff_move(self, operator: str, mode: str, *, held: bool) -> None:
         with self._lock:
-            self._held = False
-            self._apply(operator, "resume", force_report=True)
+            was = self._held
+            self._held = held
+            try:
+                self._apply(operator, mode, force_report=True, required=True)
+            except BaseException:
+                self._held = was
+                raise
 
     # -- the move ---------------------------------------------------------------------------------
-    def _apply(self, operator: str, mode: str, *, force_report: bool = False) -> None:
+    def _apply(self, operator: str, mode: str, *, force_report: bool = False, required: bool = False) -> None:
+        """``required`` (a person's revert or resume): the audit record is stored first, and if it
+        cannot be, the error propagates before anything has changed. The kiosk's own moves are
+        reported after the fact; one that cannot be reported is still logged here."""
         v = self._verifier
         assert v is not None
         # Compared with what was last saved (and so reported), not with the fresh wrapper's shipped
@@ -213,8 +225,11 @@ class SiteCalibration:
         before = self._saved if self._saved is not None else v.threshold
         scores = {k: np.array(e["s"]) for k, e in self._scores.items()}
         cal = propose(scores, v.shipped, self.config.settings(v.shipped))
-        self.last = cal
         after = v.shipped if self._held else cal.threshold
+        outcome = f"{before:.4f}->{after:.4f} n={cal.customers}{' held' if self._held else ''}"
+        if required:
+            self._report(outcome, operator, mode, True)
+        self.last = cal
         if after != before:
             self._previous = before
             self._moved_ms = int(time.time() * 1000)
@@ -230,7 +245,8 @@ class SiteCalibration:
                  cal.customers, cal.scores,
                  extra={"event": "calibration_moved", "threshold": after, "previous": before, "shipped": v.shipped,
                         "reason": why, "customers": cal.customers, "operator": operator})
-        self._report(f"{before:.4f}->{after:.4f} n={cal.customers}{' held' if self._held else ''}", operator, mode)
+        if not required:
+            self._report(outcome, operator, mode, False)
 
     def status(self) -> dict[str, object]:
         """What the staff view shows: thresholds, bounds (``lower``/``upper``, None before the

@@ -325,8 +325,11 @@ class Daemon:
 
         return verifier if isinstance(verifier, SiteThreshold) else SiteThreshold(verifier)
 
-    def _calibration_audit(self, outcome: str, operator: str, mode: str) -> object:
-        return self.audit("calibration", outcome, operator, mode=mode)
+    def _calibration_audit(self, outcome: str, operator: str, mode: str, required: bool) -> object:
+        try:
+            return self.audit("calibration", outcome, operator, mode=mode, required=required)
+        except AuditNotRecorded as exc:
+            raise ActionNotAuditable(str(exc)) from None
 
     def _calibration_changed(self, threshold: float, shipped: float, held: bool) -> None:
         # The status report carries the site threshold (the central kiosks page shows it).
@@ -614,6 +617,10 @@ class Daemon:
         ``calibration``, mode revert/resume, operator ``central:ADMIN``)."""
         try:
             (self.revert_calibration if cmd.action == "revert" else self.resume_calibration)(None, operator=operator)
+        except ActionNotAuditable as exc:
+            log.error("command refused: %s", exc, extra={"event": "command_refused", "reason": "unaudited",
+                                                         "request": cmd.request_id})
+            return
         except RequestRefused as exc:
             log.warning("command refused: %s", exc, extra={"event": "command_refused", "reason": "calibration_off",
                                                            "request": cmd.request_id})

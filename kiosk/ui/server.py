@@ -434,6 +434,10 @@ class UiServer:
                     (d.revert_calibration if action == "revert" else d.resume_calibration)(session)
                 except StaffLoginRequired as exc:
                     return self._json(HTTPStatus.UNAUTHORIZED, {"error": str(exc)}, clear)
+                except ActionNotAuditable as exc:
+                    log.error("staff action refused: %s", exc, extra={"event": "staff_action_unaudited"})
+                    return self._json(HTTPStatus.SERVICE_UNAVAILABLE,
+                                      {"error": "This action cannot be recorded now, so it is not done. See the kiosk's log."})
                 except RequestRefused as exc:
                     return self._json(HTTPStatus.CONFLICT, {"error": str(exc)})
                 return self._json(HTTPStatus.OK, {"ok": True, "calibration": d.status().get("calibration")})

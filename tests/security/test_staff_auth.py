@@ -523,3 +523,36 @@ def test_the_failure_window_per_client_counts_each_clients_own_and_is_bounded(
         with pytest.raises(LoginRefused):
             auth.login(f"guess{i}", "000000", client=f"10.1.0.{i}")
     assert len(auth._recent) == 3   # the oldest clients' windows are dropped, not kept without bound
+
+
+def test_a_calibration_revert_that_cannot_be_audited_is_not_done(link_pki: LinkPki, mqtt_broker, tmp_path: Path,
+                                                                 tiny_fs: Path) -> None:
+    """Reverting or resuming the site threshold is a staff action like the others: recorded first,
+    and refused - nothing changed - when its audit record cannot be stored."""
+    from test_staff_calibration import SHIPPED, _calibrated_kiosk, _call
+
+    from tools.synth import make_population
+
+    population = make_population(n_writers=3, n_genuine=5, n_forgeries=1, seed=41)
+    link = link_table(link_pki, mqtt_broker.port, tmp_path)
+    link["outbox_path"] = str(tiny_fs / "outbox.sqlite")
+    daemon, pen, _, moved = _calibrated_kiosk(tmp_path, population, link)
+    assert daemon.ui is not None
+    cookies = {SCREEN_COOKIE: daemon.ui.token}
+    revert = {"action": "revert", "confirm": "revert"}
+    try:
+        assert _call(daemon, "/api/staff/login", {"operator": "alice", "pin": "864201"}, cookies)[0] == 200
+        filler = fill_disk(tiny_fs)   # the outbox's disk is full: no audit record can be stored
+        status, answer = _call(daemon, "/api/staff/calibration", revert, cookies)
+        assert status == 503 and "cannot be recorded" in answer["error"], (status, answer)
+        state = daemon.status()["calibration"]
+        assert daemon.verifier.policy.threshold == moved and not state["held"], state  # type: ignore[index]
+        with pytest.raises(Exception, match="cannot be recorded"):   # the central command's path
+            daemon.revert_calibration(None, operator="central:ops")
+        assert daemon.verifier.policy.threshold == moved
+        filler.unlink()
+        status, answer = _call(daemon, "/api/staff/calibration", revert, cookies)
+        assert status == 200 and answer["calibration"]["held"] and daemon.verifier.policy.threshold == SHIPPED
+    finally:
+        daemon.stop()
+        pen.close_all()
