@@ -65,6 +65,15 @@ class BoundedServer(ThreadingHTTPServer):
         finally:
             self._slots.release()
 
+    def serve_in_thread(self, name: str) -> None:
+        """Serve on a daemon thread of its own until ``stop``."""
+        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2}, name=name, daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop serving and close the listening socket."""
+        self.shutdown()
+        self.server_close()
+
 
 class DeadlineHandler(BaseHTTPRequestHandler):
     """A request handler whose request must be complete within ``request_deadline_s``."""

@@ -173,7 +173,6 @@ class UiServer:
         bound_host, self.port = self.httpd.server_address[:2]
         # An AF_INET server's address is (str, int); socketserver types the host as str | bytes.
         self.host = bound_host.decode() if isinstance(bound_host, bytes) else bound_host
-        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -190,14 +189,11 @@ class UiServer:
         return f"{SCREEN_COOKIE}={self.token}"
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="kiosk-ui", daemon=True)
-        self._thread.start()
+        self.httpd.serve_in_thread("kiosk-ui")
 
     def stop(self) -> None:
         self._stop.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.httpd.stop()
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         ui = self
@@ -405,9 +401,7 @@ class UiServer:
                 except StaffLoginRequired as exc:
                     return self._json(HTTPStatus.UNAUTHORIZED, {"error": str(exc)}, clear)
                 except ActionNotAuditable as exc:
-                    log.error("staff action refused: %s", exc, extra={"event": "staff_action_unaudited"})
-                    return self._json(HTTPStatus.SERVICE_UNAVAILABLE,
-                                      {"error": "This action cannot be recorded now, so it is not done. See the kiosk's log."})
+                    return self._unaudited(exc)
                 except RequestRefused as exc:
                     return self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
                 if kind != "delete":
@@ -417,6 +411,12 @@ class UiServer:
                     return self._json(HTTPStatus.ACCEPTED, {"ok": True, "session": req.request_id, "logged_out": True},
                                       clear)
                 return self._json(HTTPStatus.ACCEPTED, {"ok": True, "session": req.request_id})
+
+            def _unaudited(self, exc: ActionNotAuditable) -> None:
+                """A staff action whose audit record cannot be stored is not done: say so."""
+                log.error("staff action refused: %s", exc, extra={"event": "staff_action_unaudited"})
+                return self._json(HTTPStatus.SERVICE_UNAVAILABLE,
+                                  {"error": "This action cannot be recorded now, so it is not done. See the kiosk's log."})
 
             def _calibration(self, body: dict[str, Any], token: str | None,
                              clear: tuple[tuple[str, str], ...]) -> None:
@@ -435,9 +435,7 @@ class UiServer:
                 except StaffLoginRequired as exc:
                     return self._json(HTTPStatus.UNAUTHORIZED, {"error": str(exc)}, clear)
                 except ActionNotAuditable as exc:
-                    log.error("staff action refused: %s", exc, extra={"event": "staff_action_unaudited"})
-                    return self._json(HTTPStatus.SERVICE_UNAVAILABLE,
-                                      {"error": "This action cannot be recorded now, so it is not done. See the kiosk's log."})
+                    return self._unaudited(exc)
                 except RequestRefused as exc:
                     return self._json(HTTPStatus.CONFLICT, {"error": str(exc)})
                 return self._json(HTTPStatus.OK, {"ok": True, "calibration": d.status().get("calibration")})

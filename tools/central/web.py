@@ -144,7 +144,6 @@ class CentralWeb:
             # its request deadline: a client that never completes it holds no one else up.
             self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True, do_handshake_on_connect=False)
         self.host, self.port = str(self.httpd.server_address[0]), int(self.httpd.server_address[1])
-        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -158,16 +157,13 @@ class CentralWeb:
             return self._store
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="central-web", daemon=True)
-        self._thread.start()
+        self.httpd.serve_in_thread("central-web")
 
     def serve_forever(self) -> None:
         self.httpd.serve_forever(poll_interval=0.5)
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.httpd.stop()
         with self._store_lock:
             if self._store is not None:
                 self._store.close()
