@@ -38,11 +38,15 @@ from models._assets import DEFAULT_LEARNED_MODEL, shipped_assets
 from models.classic import ClassicConfig, score_from_distances, signature_features
 from models.dtw import dtw_distance
 from models.fusion import Fusion
+from models.global_features import global_features
 from models.learned import LearnedVerifier, config_path
+from models.match_score import SHIPPED as SHIPPED_MATCH_SCORE
+from models.match_score import ScoreModel
 from models.scoring import NormalisationPrior, pairwise
 from tools.datasets.types import Dataset, ImageSample, Label, OnlineSample, S
 from tools.metrics import equal_error_rate, error_curve, frr_at_far, user_mean_eer
 from tools.provenance import provenance
+from tools.train.score_fit import Trials, plan_trials
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +247,9 @@ class EmbeddingProvider:
         return dtw_distance(a, b, self.band)
 
 
-VERIFIERS: tuple[str, ...] = ("classic", "learned", "fused")
+#: ``match-score``: the classic verifier's distance and the global features, one calibrated
+#: probability (``models.match_score``, the shipped ``match_score.json`` unless ``--model``).
+VERIFIERS: tuple[str, ...] = ("classic", "learned", "fused", "match-score")
 #: The shipped learned model (int8 student) and the fusion fitted on validation writers.
 DEFAULT_MODEL = shipped_assets() / DEFAULT_LEARNED_MODEL
 
@@ -261,7 +267,8 @@ def verifier_providers(
     verifier: str, model_path: Path = DEFAULT_MODEL, fusion_path: Path | None = None
 ) -> tuple[list[DistanceProvider], Callable[[np.ndarray], float] | None]:
     """Providers (and the combination) for ``--verifier classic|learned|fused``."""
-    if verifier == "classic":
+    if verifier in ("classic", "match-score"):
+        # The match score's trials are the classic ones rescored (see ``evaluate``'s match_model).
         return [ClassicProvider()], None
     if verifier == "learned":
         return [learned_provider(model_path)], None
@@ -322,6 +329,33 @@ def score_plan(
         if p.question_undrawn:
             for u in sorted(set(range(k)) - set(draw)):
                 scores.add("genuine", p.writer, score_from_distances(d_cc[u, idx], refs_d, prior))
+
+
+def score_plans_match(
+    plans: Sequence[WriterPlan],
+    classic: ClassicProvider,
+    model: ScoreModel,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Scores, Scores]:
+    """The match score of every trial (as minus its logit: lower is more genuine, so that the EER
+    code treats it as a distance) and the classic verifier's score of the same trials, trial for
+    trial. The same arithmetic as the kiosk's ``MatchScoreVerifier``: the classic user-normalised
+    distance and the global features' deviations from the drawn references, through the model."""
+    feats, globals_of = FeatureCache(classic.features), FeatureCache(lambda s: global_features(s.trajectory))
+    match, plain = Scores(), Scores()
+    for n, p in enumerate(plans):
+        d_cc, dq = plan_distances(p, feats, classic.distance)
+        score_plan(p, d_cc, dq, classic.prior, plain)
+        tr = Trials()
+        plan_trials(p, d_cc, dq, classic.prior, globals_of, model.spread, tr)
+        for kind in ("genuine", "skilled", "random"):
+            d, z = tr.arrays(kind)
+            if len(d):
+                for w, v in zip(tr.writer[kind], model.logit(model.inputs(d, z))):
+                    match.add(kind, w, -float(v))
+        if progress:
+            progress(n + 1, len(plans))
+    return match, plain
 
 
 def score_plans(
@@ -388,11 +422,21 @@ def evaluate(
     providers: Sequence[DistanceProvider] | None = None,
     combine: Callable[[np.ndarray], float] | None = None,
     verifier: str = "classic",
+    match_model: ScoreModel | None = None,
 ) -> EvalResult:
     """EERs of one verifier. By default the classic one; otherwise ``providers`` (one, or several
-    whose normalised distances ``combine`` fuses into one value, lower is more genuine)."""
+    whose normalised distances ``combine`` fuses into one value, lower is more genuine), or with
+    ``match_model`` the match score on the classic verifier's trials (the classic figures are then
+    reported beside it as a component)."""
     t0 = time.perf_counter()
     plans, excluded = evaluable_plans(dataset, protocol, references, trials, seed)
+    if match_model is not None:
+        classic = ClassicProvider(config)
+        scores, classic_scores = score_plans_match(plans, classic, match_model, progress)
+        report = make_report(dataset, protocol, references, trials, seed, verifier,
+                             {"match-score": scores}, plans, excluded, scores, t0)
+        report["components"] = {"classic": summarise(classic_scores, "skilled")}
+        return EvalResult(report=report, scores=scores, parts=[scores, classic_scores])
     providers = list(providers) if providers else [ClassicProvider(config)]
     parts = score_plans_multi(plans, providers, progress)
     if len(parts) > 1:
@@ -456,6 +500,10 @@ def format_table(report: dict) -> str:
             lines.append(
                 f"{kind:<10} {r['eer_global']:>13.2f} {r['eer_user_mean']:>16.2f} {r['frr_at_far_1']:>12.2f}"
             )
+    for name, part in (report.get("components") or {}).items():
+        if part:
+            lines.append(f"  component {name:<11} skilled EER global {part['eer_global']:.2f} %  "
+                         f"user-mean {part['eer_user_mean']:.2f} %")
     return "\n".join(lines)
 
 
@@ -472,6 +520,8 @@ def model_files(verifier: str, model_path: Path = DEFAULT_MODEL, fusion_path: Pa
 
     if verifier == "classic":
         return []
+    if verifier == "match-score":
+        return [Path(model_path) if Path(model_path).suffix == ".json" else SHIPPED_MATCH_SCORE]
     files = [Path(model_path), config_path(Path(model_path))]
     if verifier == "fused":
         files.append(Path(fusion_path or Path(model_path).with_name("fusion.json")))

@@ -135,6 +135,28 @@ def test_fused_report_names_its_model_files_and_its_plots_differ(tmp_path, popul
     assert titles["classic"] != titles["fused"] and "fused verifier" in titles["fused"]
 
 
+def test_match_score_report_names_its_model_and_shows_classic_beside_it(tmp_path, population, capsys):
+    import hashlib
+
+    from models.match_score import SHIPPED
+
+    data = write_svc(tmp_path / "svc", population)
+    assert main(["eval", "online", str(data), "--format", "svc2004", "-t", "2", "--verifier", "match-score",
+                 "--json", str(tmp_path / "m.json")]) == 0
+    report = json.loads((tmp_path / "m.json").read_text())
+    check_report(report, writers=6)
+    assert report["verifier"] == "match-score"
+    assert report["models_sha256"] == {str(SHIPPED): hashlib.sha256(SHIPPED.read_bytes()).hexdigest()}
+    assert KEYS <= set(report["components"]["classic"])
+    assert "component classic" in capsys.readouterr().out
+    # A broken model file is a clear error, not a traceback.
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "sigkiosk-match-score/1", "weights": [1.0]}')
+    assert main(["eval", "online", str(data), "--format", "svc2004", "--verifier", "match-score",
+                 "--model", str(bad)]) == 2
+    assert "match-score model" in capsys.readouterr().err
+
+
 def test_mcyt_fixed_enrollment(tmp_path, population):
     data = write_mcyt(tmp_path / "mcyt", population)
     rc = main(["eval", "online", str(data), "--format", "mcyt-exercise", "--json", str(tmp_path / "m.json")])

@@ -57,3 +57,31 @@ def test_fused_scores_are_aligned_combinations() -> None:
     rep = evaluate(_dataset(), references=3, trials=2, providers=[ClassicProvider(cfg), second],
                    combine=lambda v: float(v.sum()), verifier="fused").report
     assert rep["verifier"] == "fused" and set(rep["components"]) == {"classic", "xyp"}
+
+
+def test_match_score_trials_are_the_kiosk_verifiers_scores() -> None:
+    """``--verifier match-score`` scores each trial exactly as the kiosk's MatchScoreVerifier does
+    (same classic distance, same global features against the drawn references, same model), so
+    its EERs are the device's; the classic figures of the same trials come with it."""
+    from models.match_score import SHIPPED, ScoreModel
+    from models.match_verifier import MatchScoreVerifier
+    from tools.evaluate import ClassicProvider, score_plans_match
+
+    ds = _dataset()
+    plans, _ = plan(ds, references=3, trials=2)
+    model = ScoreModel.load(SHIPPED)
+    match, classic = score_plans_match(plans, ClassicProvider(), model)
+    plain = score_plans(plans)
+    for kind in ("genuine", "skilled", "random"):
+        np.testing.assert_array_equal(Scores.pooled(getattr(classic, kind)), Scores.pooled(getattr(plain, kind)))
+    kiosk = MatchScoreVerifier()
+    p = plans[0]
+    refs = [p.candidates[i].trajectory for i in p.draws[0]]
+    template = kiosk.enroll(refs)
+    for kind, questioned in (("skilled", p.skilled), ("random", p.random)):
+        got = getattr(match, kind)[p.writer][: len(questioned)]
+        want = [kiosk.verify(template, q.trajectory).distance for q in questioned]
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+    rep = evaluate(ds, references=3, trials=2, match_model=model, verifier="match-score").report
+    assert rep["verifier"] == "match-score" and set(rep["components"]) == {"classic"}
+    assert rep["skilled"]["genuine_trials"] == rep["components"]["classic"]["genuine_trials"]

@@ -61,9 +61,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="writer-disjoint split by the writer id's last digit (0-6 train, 7 validate, 8-9 test)")
     o.add_argument("--verifier", choices=_Choices("tools.evaluate", "VERIFIERS"), default="classic",
                    metavar="VERIFIER",
-                   help="classic DTW (default), learned (TS-GATR embeddings + DTW), or fused (calibrated)")
+                   help="classic DTW (default), learned (TS-GATR embeddings + DTW), fused (calibrated), or "
+                        "match-score (classic + global features, one calibrated probability)")
     o.add_argument("--model", type=Path, default=None,
-                   help="TFLite model for learned/fused (its .config.json beside it; default: the shipped one)")
+                   help="TFLite model for learned/fused (its .config.json beside it), or the match-score JSON "
+                        "(default: the shipped one)")
     o.add_argument("--fusion", type=Path, default=None, help="fusion JSON (default: fusion.json beside the model)")
     o.add_argument("--skip-malformed", action="store_true", help="skip (and list) malformed files")
     o.add_argument("--json", type=Path, default=None, help="write the report as JSON here")
@@ -136,6 +138,8 @@ def _register_offline(kinds: argparse._SubParsersAction) -> None:
 
 
 def run_online(args: argparse.Namespace) -> int:
+    from models.match_score import SHIPPED as SHIPPED_MATCH_SCORE
+    from models.match_score import ScoreModel
     from models.runtime import ModelError
     from tools.datasets import MalformedFileError, load_online
     from tools.evaluate import (
@@ -149,7 +153,14 @@ def run_online(args: argparse.Namespace) -> int:
         write_plots,
     )
 
-    args.model = args.model or DEFAULT_MODEL
+    match_model = None
+    if args.verifier == "match-score":
+        try:
+            match_model = ScoreModel.load(args.model or SHIPPED_MATCH_SCORE)
+        except (OSError, ValueError) as e:
+            print(f"sigkiosk eval: match-score model {args.model or SHIPPED_MATCH_SCORE}: {e}", file=sys.stderr)
+            return 2
+    args.model = args.model or (SHIPPED_MATCH_SCORE if match_model is not None else DEFAULT_MODEL)
     protocol = args.protocol or ("fixed-enrollment" if args.format == "mcyt-exercise" else "random-refs")
     try:
         dataset = load_online(args.path, args.format, skip_malformed=args.skip_malformed)
@@ -186,6 +197,7 @@ def run_online(args: argparse.Namespace) -> int:
             providers=providers,
             combine=combine,
             verifier=args.verifier,
+            match_model=match_model,
         )
     except ValueError as e:
         print(f"sigkiosk eval: {e}", file=sys.stderr)
@@ -299,11 +311,6 @@ def run_offline(args: argparse.Namespace) -> int:
     for err in report["skipped_files"]:
         print(f"skipped: {err}", file=sys.stderr)
     print(format_table(report))
-    if report["components"]:
-        for name, part in report["components"].items():
-            if part:
-                print(f"  component {name:<8} skilled EER global {part['eer_global']:.2f} %  "
-                      f"user-mean {part['eer_user_mean']:.2f} %")
     if report["excluded_writers"]:
         what = "identities" if cross_media else "writer(s)"
         print(f"({len(report['excluded_writers'])} {what} left out; see the JSON report)")
