@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from kiosk.profiles import PROBABILITY_KINDS
 from kiosk.templates import StoredTemplate, TemplateStore, atomic_write
 from models.calibration import Calibration, CalibrationSettings, SiteThreshold, loo_scores, propose
 from models.verification import PenVerifier
@@ -56,20 +58,43 @@ KIOSK_OPERATOR = "kiosk"
 #: questioned genuine's quantile minus the LOO scores' at targets 2, 3 and 5 % was +0.036, +0.042
 #: and +0.040 on the train + validate writers of the four shared sets (``tools/site_calibration.py``).
 CLASSIC_LOO_OFFSET = 0.04
+#: The same for the match score (minus its logit), measured the same way at the default target
+#: (3 %): +0.34. On this scale it depends on the target (+0.15 at 2 %, +0.63 at 5 %): a bank that
+#: changes target_frr should set loo_offset with it (``tools/site_calibration.py --kind match-score``).
+MATCH_LOO_OFFSET = 0.34
+
+
+@dataclass(frozen=True)
+class ScaleDefaults:
+    """``[calibration]``'s defaults on one verifier's score scale."""
+
+    max_down: float
+    max_up: float
+    loo_offset: float
+
+
+#: Per ``[verifier] kind``. classic: the user-normalised distance. match-score: minus the logit of
+#: the genuine probability; its bounds are a policy choice (about 1 in log-odds either way: the
+#: shipped probability threshold 0.365 may move within 0.17 (looser) .. 0.59 (stricter)), its LOO
+#: bias measured like the classic one (README "Site self-calibration"). fused has none: write all three.
+SCALE_DEFAULTS: dict[str, ScaleDefaults] = {
+    "classic": ScaleDefaults(0.10, 0.15, CLASSIC_LOO_OFFSET),
+    "match-score": ScaleDefaults(0.9, 1.0, MATCH_LOO_OFFSET),
+}
 
 
 @dataclass(frozen=True)
 class CalibrationConfig:
     """``[calibration]``. Bounds are ``shipped - max_down .. shipped + max_up`` in the verifier's own
-    score units (classic: the user-normalised distance, ~1 for a genuine signature; the defaults
-    are for it); ``min_customers`` enrolled before it moves at all; ``strength``: how many
-    customers' worth of trust the shipped threshold keeps; ``loo_offset``: the LOO bias (default:
-    the classic verifier's measured one)."""
+    score units; ``min_customers`` enrolled before it moves at all; ``strength``: how many
+    customers' worth of trust the shipped threshold keeps; ``loo_offset``: the LOO bias. The three
+    scaled values are None until the config fills them from :data:`SCALE_DEFAULTS` for its
+    ``[verifier] kind`` (``kiosk.config``): one number cannot suit a distance and a logit."""
 
     enabled: bool = False
     target_frr: float = 0.03
-    max_down: float = 0.10
-    max_up: float = 0.15
+    max_down: float | None = None
+    max_up: float | None = None
     min_customers: int = 10
     strength: float = 10.0
     loo_offset: float | None = None
@@ -77,15 +102,16 @@ class CalibrationConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.target_frr < 0.5:
             raise ValueError(f"target_frr must be in (0, 0.5), got {self.target_frr}")
-        if self.max_down < 0 or self.max_up < 0:
+        if (self.max_down is not None and self.max_down < 0) or (self.max_up is not None and self.max_up < 0):
             raise ValueError("max_down and max_up must be >= 0")
         if self.min_customers < 1 or self.strength < 0:
             raise ValueError("min_customers must be >= 1 and strength >= 0")
 
     def settings(self, shipped: float) -> CalibrationSettings:
+        if self.max_down is None or self.max_up is None or self.loo_offset is None:
+            raise ValueError("[calibration] max_down, max_up and loo_offset are not set for this verifier")
         return CalibrationSettings(self.target_frr, shipped - self.max_down, shipped + self.max_up,
-                                   self.min_customers, self.strength,
-                                   CLASSIC_LOO_OFFSET if self.loo_offset is None else self.loo_offset)
+                                   self.min_customers, self.strength, self.loo_offset)
 
 
 #: ``report(outcome, operator, mode)``: the daemon's audit (sealed for the central server, logged).
@@ -255,13 +281,24 @@ class SiteCalibration:
         with self._lock:
             v, cal = self._verifier, self.last
             settings = self.config.settings(v.shipped) if v else None
-            return {"threshold": v.threshold if v else None, "shipped": v.shipped if v else None,
-                    "previous": self._previous, "held": self._held,
+            # A verifier that decides on a probability is shown in probabilities (the scale its
+            # profiles are written in), not in minus logits; its bounds then run the other way.
+            prob = v is not None and v.name in PROBABILITY_KINDS
+
+            def shown(x: float | None) -> float | None:
+                return None if x is None else (1.0 / (1.0 + math.exp(x)) if prob else x)
+
+            lower, upper = (settings.lower, settings.upper) if settings else (None, None)
+            if prob:
+                lower, upper = upper, lower
+            return {"scale": "probability" if prob else "distance",
+                    "threshold": shown(v.threshold if v else None), "shipped": shown(v.shipped if v else None),
+                    "previous": shown(self._previous), "held": self._held,
                     "customers": cal.customers if cal else 0,
                     "min_customers": self.config.min_customers,
                     "reason": "held" if self._held else (cal.reason if cal else None),
                     "target_frr": self.config.target_frr,
-                    "lower": settings.lower if settings else None, "upper": settings.upper if settings else None,
+                    "lower": shown(lower), "upper": shown(upper),
                     "moved_ms": self._moved_ms}
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from firmware_host.assembler import SegmenterConfig
 from firmware_host.evdev_reader import DeviceSelector
-from kiosk.calibration import CalibrationConfig
+from kiosk.calibration import SCALE_DEFAULTS, CalibrationConfig, ScaleDefaults
 from kiosk.errors import ApplianceError
 from kiosk.link import LinkConfig
 from kiosk.profiles import Profiles
@@ -41,6 +41,14 @@ log = logging.getLogger(__name__)
 
 #: The one global threshold, measured on training writers (models/classic.py, README).
 DEFAULT_THRESHOLD = ClassicConfig().threshold
+#: The shipped pen verifier: the match score (classic DTW + global features, one calibrated
+#: probability). Chosen on the cross-device protocol (README "A writer-independent score"): lower
+#: skilled EER and skilled FAR at its operating point than classic on the left-out sets.
+DEFAULT_KIND = "match-score"
+#: The example "high-value" profile's pen threshold on the default verifier's scale (a genuine
+#: probability; the model's own operating point is 0.365): on the training writers of the three
+#: larger sets it roughly halves skilled FAR for 2-4 points more FRR (README, Application profiles).
+HIGH_VALUE_THRESHOLD = 0.6
 
 
 class ConfigError(ApplianceError, ValueError):
@@ -76,9 +84,11 @@ customer_timeout_s = 120.0               # nobody signs: back to the start scree
 rediscover_interval_s = 1.0              # how often to look for a re-plugged digitizer
 
 [verifier]
-kind = "classic"                         # classic (default), fused (learned + classic, needs model files)
-#                                        # or match-score (classic + global features, models/match_score.py)
-threshold = @THRESHOLD@                         # global threshold on the user-normalised distance
+kind = "@KIND@"                     # match-score (default: classic DTW + global features, one
+#                                        # calibrated probability, models/match_score.py), classic (DTW
+#                                        # only) or fused (learned + classic, needs model files)
+threshold = @THRESHOLD@                         # classic's global threshold on the user-normalised distance
+#                                        # (match-score and fused decide at their model's operating point)
 rhythm_tolerance = 3.0                   # writing time this many spreads off the references: rhythm fails
 rhythm_decides = false                   # true: ...and the decision is SUSPICIOUS (README: measured trade-off)
 # model_dir = "/opt/sigkiosk/models"     # fused: the learned model + fusion.json (default: the shipped ones);
@@ -98,7 +108,7 @@ label = "Standard"
 
 [profiles.high-value]
 label = "High value"
-threshold = @HIGH_VALUE@                          # stricter than [verifier] threshold
+threshold = @HIGH_VALUE@                          # stricter than the verifier's (a genuine probability)
 paper_threshold = 0.7                    # stricter than the paper model's own (offline_fusion.json)
 rhythm_decides = true                    # a pace far off the references is SUSPICIOUS on its own
 
@@ -178,11 +188,12 @@ evidence = true                          # seal each decision's signature (pen s
 # [calibration]
 # enabled = true
 # target_frr = 0.03
-# max_down = 0.10                        # classic distance units (another verifier kind: set all three)
-# max_up = 0.15
+# The next three are on the verifier's score scale, with defaults per kind (kiosk/calibration.py
+# SCALE_DEFAULTS): match-score's, shown, on minus the logit of the genuine probability; classic's
+# on the distance (@CL_DEFAULTS@); fused has none: write all three.
+@MS_LINES@
 # min_customers = 10                     # enrolled customers before it moves at all
 # strength = 10.0                        # the shipped threshold weighs like this many customers
-# loo_offset = 0.04                      # LOO bias; default: the classic verifier's measured one
 
 # The model-update agent (kiosk/UPDATES.md): signed model bundles over the link, A/B slots,
 # golden-vector checks, rollback. Needs [link]. The daemon serves the active slot's model
@@ -195,8 +206,23 @@ admin_keys = ["/etc/sigkiosk/keys/admin1.pub", "/etc/sigkiosk/keys/admin2.pub"] 
 threshold = 1                            # distinct admin signatures required
 max_bundle_bytes = 67108864
 transfer_timeout_s = 120.0
-""".replace("@THRESHOLD@", f"{DEFAULT_THRESHOLD:g}").replace("@HIGH_VALUE@", f"{DEFAULT_THRESHOLD - 0.1:.4g}").replace(
-    "@MAX_INCONSISTENCY@", repr(EnrollmentPolicy().max_inconsistency))
+"""
+
+
+def _scale_text(d: ScaleDefaults) -> str:
+    return f"max_down {d.max_down:g}, max_up {d.max_up:g}, loo_offset {d.loo_offset:g}"
+
+
+# The template's measured and chosen values, from their one definition each.
+for _name, _value in {
+    "THRESHOLD": f"{DEFAULT_THRESHOLD:g}", "HIGH_VALUE": f"{HIGH_VALUE_THRESHOLD:g}", "KIND": DEFAULT_KIND,
+    "MAX_INCONSISTENCY": repr(EnrollmentPolicy().max_inconsistency),
+    "CL_DEFAULTS": _scale_text(SCALE_DEFAULTS["classic"]),
+    "MS_LINES": "\n".join(f"# {key} = {getattr(SCALE_DEFAULTS['match-score'], key):g}".ljust(41) + f"# {why}" for key, why in (
+        ("max_down", "stricter than shipped by at most this"), ("max_up", "looser by at most this"),
+        ("loo_offset", 'LOO bias (README "Site self-calibration")'))),
+}.items():
+    DEFAULT_CONFIG = DEFAULT_CONFIG.replace(f"@{_name}@", _value)
 
 
 @dataclass(frozen=True)
@@ -262,7 +288,7 @@ VERIFIER_KINDS: tuple[str, ...] = ("classic", "fused", "match-score")
 
 @dataclass(frozen=True)
 class VerifierConfig:
-    kind: str = "classic"
+    kind: str = DEFAULT_KIND
     threshold: float = DEFAULT_THRESHOLD
     rhythm_tolerance: float = 3.0
     rhythm_decides: bool = False
@@ -490,16 +516,21 @@ def parse_config(data: Mapping[str, Any], base_dir: Path, source: Path | None = 
         storage=st, ui=_section(UiConfig, data.get("ui", {}), "ui", base_dir, ("token_file",)),
         commands=commands, link=link, update=update, source=source, staff=staff,
         paper=_section(PaperConfig, data.get("paper", {}), "paper", base_dir, ("model_dir",)),
-        calibration=_calibration(data.get("calibration", {}), data.get("verifier", {}).get("kind", "classic")),
+        calibration=_calibration(data.get("calibration", {}), data.get("verifier", {}).get("kind", DEFAULT_KIND)),
     )
 
 
 def _calibration(data: Mapping[str, Any], kind: str) -> CalibrationConfig:
+    scaled = ("max_down", "max_up", "loo_offset")
+    defaults = SCALE_DEFAULTS.get(kind)
+    if defaults is not None:
+        # Bounds and LOO bias on this verifier's own score scale (classic: a distance; match-score:
+        # minus a logit), where the config leaves them out.
+        data = {**{k: getattr(defaults, k) for k in scaled}, **data}
     cal = _section(CalibrationConfig, data, "calibration", Path("."))
-    if cal.enabled and kind != "classic" and not {"max_down", "max_up", "loo_offset"} <= set(data):
-        # The defaults are on the classic distance's scale; another verifier's score is a logit.
+    if cal.enabled and defaults is None and not set(scaled) <= set(data):
         raise ConfigError(f"[calibration] with [verifier] kind = {kind!r} needs max_down, max_up and loo_offset "
-                          "on that verifier's score scale (the defaults are the classic verifier's)")
+                          "on that verifier's score scale (it has no measured defaults)")
     return cal
 
 

@@ -221,8 +221,8 @@ def make_verifier(kind: str, threshold: float, rhythm_tolerance: float = 3.0, rh
                   model_dir: Path | None = None, versions: Mapping[str, str] | None = None) -> PenVerifier:
     """The pen verifier of ``[verifier] kind``, as the daemon builds it (the evaluator's operating
     point builds it here too). ``fused`` loads its learned model and fusion from ``model_dir``
-    (default: the shipped assets), ``match-score`` its ``match_score.json``; a missing or broken
-    model raises ``models.runtime.ModelError``.
+    (default: the shipped assets), ``match-score`` its ``match_score.json`` (the shipped one if
+    ``model_dir`` has none); a missing or broken model raises ``models.runtime.ModelError``.
     ``versions`` (the installed bundle's) are added to its ``model_versions()``; the classic
     verifier has no model files and ignores both."""
     classic = ClassicVerifier(ClassicConfig(threshold=threshold), rhythm_tolerance=rhythm_tolerance,
@@ -235,8 +235,11 @@ def make_verifier(kind: str, threshold: float, rhythm_tolerance: float = 3.0, rh
         # The classic verifier plus the match score (models.match_verifier, which imports this module).
         from models.match_verifier import MATCH_SCORE_FILE, MatchScoreVerifier
 
-        return MatchScoreVerifier(classic, Path(model_dir) / MATCH_SCORE_FILE if model_dir is not None else None,
-                                  versions=versions)
+        # A model directory (an update bundle's slot) that carries no match_score.json leaves the
+        # shipped one in force: a bundle of the learned model does not concern the match score.
+        # The verifier's model_versions() name the file's digest either way.
+        own = Path(model_dir) / MATCH_SCORE_FILE if model_dir is not None else None
+        return MatchScoreVerifier(classic, own if own is not None and own.exists() else None, versions=versions)
     raise ValueError(f"unknown verifier kind {kind!r}")
 
 

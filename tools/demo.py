@@ -142,7 +142,7 @@ def kiosk_config_text(paths: dict[str, Path], port: int, *, pen_up_timeout_s: fl
                       camera: Path | None = None) -> str:
     """The daemon's TOML for the demo: the embedded default, pointed at the demo's files."""
 
-    from kiosk.config import DEFAULT_THRESHOLD
+    from kiosk.config import DEFAULT_KIND, HIGH_VALUE_THRESHOLD
 
     k, c = paths["kiosk_keys"], paths["certs"]
     return f"""\
@@ -158,7 +158,7 @@ customer_timeout_s = 30.0
 rediscover_interval_s = 0.1
 
 [verifier]
-kind = "classic"
+kind = "{DEFAULT_KIND}"
 
 [profiles]
 default = "standard"
@@ -168,7 +168,7 @@ label = "Standard"
 
 [profiles.{HIGH_VALUE}]
 label = "High value"
-threshold = {DEFAULT_THRESHOLD - 0.1:.4g}
+threshold = {HIGH_VALUE_THRESHOLD:g}
 paper_threshold = 0.7
 
 [policy]

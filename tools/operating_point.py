@@ -17,7 +17,7 @@ import argparse
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from kiosk.config import VerifierConfig
+from kiosk.config import VERIFIER_KINDS, VerifierConfig
 from models.pen import make_verifier
 from models.verification import PenVerifier
 from tools.datasets import Dataset, OnlineSample, load_online
@@ -80,12 +80,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("../shared/data/online"))
     ap.add_argument("--split", choices=("train", "validate", "test"), default="test")
-    ap.add_argument("--threshold", type=float, default=VerifierConfig().threshold)
+    ap.add_argument("--kind", choices=VERIFIER_KINDS, default=VerifierConfig().kind,
+                    help="the verifier ([verifier] kind; default: the kiosk's default)")
+    ap.add_argument("--threshold", type=float, default=VerifierConfig().threshold,
+                    help="[verifier] threshold (the classic distance; fused and match-score decide at their "
+                         "model's own operating point)")
     args = ap.parse_args()
     for folder, fmt in SETS:
         ds = load_online(args.data / folder, fmt).subset(args.split)
         for rhythm in (False, True):
-            settings = replace(VerifierConfig(), kind="classic", threshold=args.threshold, rhythm_decides=rhythm)
+            settings = replace(VerifierConfig(), kind=args.kind, threshold=args.threshold, rhythm_decides=rhythm)
             op = measure(ds, kiosk_verifier(settings))
             print(f"{fmt:<16} rhythm decides {'yes' if rhythm else 'no ':<3}  "
                   f"FRR {100 * op.frr:5.1f} % ({op.rejected}/{op.genuine})  "

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kiosk.calibration import SCALE_DEFAULTS
 from models.calibration import CalibrationSettings, SiteThreshold, loo_scores, propose, weighted_quantile
 from models.classic import ClassicConfig
 from models.pen import make_verifier
@@ -41,10 +42,14 @@ from tools.datasets import Dataset, OnlineSample, load_online
 REFERENCES = 5
 QUESTIONED = 10
 TARGETS = (0.02, 0.03, 0.05)
-#: Thresholds the site starts from, relative to the shipped one (see :func:`run`).
-STARTS = (0.0, -0.1, 0.1)
-#: The kiosk's defaults (``kiosk.calibration.CalibrationConfig``), on the classic distance scale.
-MAX_DOWN, MAX_UP, MIN_CUSTOMERS, STRENGTH = 0.10, 0.15, 10, 10.0
+#: The kiosk's defaults (``kiosk.calibration.CalibrationConfig``).
+MIN_CUSTOMERS, STRENGTH = 10, 10.0
+
+
+#: How far off the shipped threshold the site is also made to start, per verifier (see :func:`run`):
+#: classic on the user-normalised distance, match-score on minus the logit. The bounds are the
+#: kiosk's defaults (``kiosk.calibration.SCALE_DEFAULTS``).
+START_OFFSETS: dict[str, float] = {"classic": 0.1, "match-score": 0.5}
 
 
 @dataclass
@@ -112,21 +117,26 @@ def score_sets(data_dir: Path, verifier: PenVerifier,
     return fit, test
 
 
-def run(data_dir: Path, say: Callable[[str], None] = lambda m: None, cache: Path | None = None) -> dict:
-    """The report. ``STARTS``: the site calibrates from the shipped threshold, and, as if the
-    shipped one were off for this tablet by -0.1 or +0.1, from those (its bounds move with it)."""
+def run(data_dir: Path, say: Callable[[str], None] = lambda m: None, cache: Path | None = None,
+        kind: str = "classic") -> dict:
+    """The report. The site calibrates from the shipped threshold, and, as if the shipped one were
+    off for this tablet by -/+ ``START_OFFSETS[kind]``, from those (its bounds move
+    with it)."""
     t0 = time.perf_counter()
-    verifier = make_verifier("classic", ClassicConfig().threshold)   # the shipped [verifier]
+    scale, off = SCALE_DEFAULTS[kind], START_OFFSETS[kind]
+    verifier = make_verifier(kind, ClassicConfig().threshold)   # the shipped [verifier] of that kind
     shipped = verifier.policy.threshold
     if cache is not None and cache.is_file():
         with cache.open("rb") as fh:
-            fit, test = pickle.load(fh)   # our own file of scores, written below
+            cached_kind, fit, test = pickle.load(fh)   # our own file of scores, written below
+        if cached_kind != kind:
+            raise SystemExit(f"{cache} holds {cached_kind} scores, not {kind}'s: use another --cache")
     else:
         fit, test = score_sets(data_dir, verifier, say)
         if cache is not None:
             with cache.open("wb") as fh:
-                pickle.dump((fit, test), fh)
-    out: dict = {"shipped_threshold": shipped, "max_down": MAX_DOWN, "max_up": MAX_UP,
+                pickle.dump((kind, fit, test), fh)
+    out: dict = {"verifier": kind, "shipped_threshold": shipped, "max_down": scale.max_down, "max_up": scale.max_up,
                  "min_customers": MIN_CUSTOMERS, "strength": STRENGTH, "references": REFERENCES,
                  "offset_all_sets": {str(t): round(loo_offset(list(fit.values()), t), 4) for t in TARGETS},
                  "sets": []}
@@ -134,12 +144,12 @@ def run(data_dir: Path, say: Callable[[str], None] = lambda m: None, cache: Path
         site = test[name]
         loo = {w: x.loo for w, x in site.writers.items()}
         entry: dict = {"left_out": name, "writers": len(site.writers), "rows": []}
-        for start in (shipped + d for d in STARTS):
+        for start in (shipped + d for d in (0.0, -off, off)):
             at_start = SiteThreshold(verifier, start)
             for target in TARGETS:
                 offset = loo_offset([fit[o] for o, _, _ in SETS if o != name], target)
-                settings = CalibrationSettings(target, start - MAX_DOWN, start + MAX_UP, MIN_CUSTOMERS, STRENGTH,
-                                               offset)
+                settings = CalibrationSettings(target, start - scale.max_down, start + scale.max_up,
+                                               MIN_CUSTOMERS, STRENGTH, offset)
                 cal = propose(loo, start, settings)
                 no_offset = propose(loo, start, dataclasses.replace(settings, loo_offset=0.0))
                 entry["rows"].append({
@@ -173,8 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("data", type=Path, nargs="?", default=Path("../shared/data/online"))
     ap.add_argument("--json", type=Path)
     ap.add_argument("--cache", type=Path, help="keep the scores here (a pickle of our own) to re-run the analysis")
+    ap.add_argument("--kind", choices=sorted(START_OFFSETS), default="classic", help="the pen verifier ([verifier] kind)")
     args = ap.parse_args(argv)
-    report = run(args.data, lambda m: print(m, file=sys.stderr, flush=True), args.cache)
+    report = run(args.data, lambda m: print(m, file=sys.stderr, flush=True), args.cache, args.kind)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
     print(format_table(report))

@@ -96,7 +96,14 @@ def test_the_example_profiles() -> None:
     assert profiles.default == DEFAULT_PROFILE and profiles.names() == ("standard", "high-value")
     standard, high = profiles.by_name("standard"), profiles.by_name("high-value")
     assert standard.threshold is None and standard.paper_threshold is None and standard.rhythm_decides is None
-    assert high.threshold is not None and high.threshold < kc.DEFAULT_THRESHOLD and high.rhythm_decides
+    # The shipped verifier is the match score: its threshold is a genuine probability, and the
+    # high-value one is above the model's own operating point (stricter).
+    from models.match_score import SHIPPED, ScoreModel
+
+    config = kc.parse_config(kc.default_config_data(), Path("/etc/sigkiosk"))
+    assert config.verifier.kind == kc.DEFAULT_KIND == "match-score"
+    assert high.threshold is not None and ScoreModel.load(SHIPPED).threshold < high.threshold < 1.0
+    assert high.rhythm_decides
     from models._assets import OFFLINE_FUSION_FILE, shipped_assets
     from models.fusion import load_offline_fusion
     from models.paper import FUSION_ENTRY

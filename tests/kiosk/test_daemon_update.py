@@ -103,10 +103,10 @@ def test_fused_missing_or_incomplete_model_dir_is_clear(tmp_path: Path) -> None:
     cfg = _write_config(tmp_path, verifier={"kind": "fused", "model_dir": str(partial)})
     with pytest.raises(ModelError, match="fusion.json"):
         Daemon(load_config(cfg), digitizer=ReplayPen().service(load_config(cfg).device.segmenter()))
-    # Unknown kinds are still refused, and classic stays the default.
+    # Unknown kinds are still refused, and the match score is the default.
     with pytest.raises(ConfigError, match="kind"):
         load_config(_write_config(tmp_path, verifier={"kind": "learned"}))
-    assert load_config(_write_config(tmp_path)).verifier.kind == "classic"
+    assert load_config(_write_config(tmp_path)).verifier.kind == "match-score"
 
 
 def test_update_table_needs_link_and_known_keys(tmp_path: Path, update_pki: UpdatePki) -> None:

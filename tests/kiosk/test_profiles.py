@@ -23,8 +23,9 @@ def _config(profiles_toml: str, verifier: str = "") -> Profiles:
     data = default_config_data()
     data.pop("profiles")
     data.update(tomllib.loads(profiles_toml))
-    if verifier:
-        data["verifier"] = {**data["verifier"], **tomllib.loads(verifier)}
+    # The classic verifier unless the case names another (its distance scale is the one the
+    # cases below write; the shipped default decides on a probability like fused).
+    data["verifier"] = {**data["verifier"], "kind": "classic", **tomllib.loads(verifier)}
     return parse_config(data, Path("/etc/sigkiosk")).profiles
 
 

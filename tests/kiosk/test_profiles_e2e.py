@@ -37,6 +37,7 @@ from tools.central.collector import Collector
 STANDARD, HIGH = 1.3, 0.8
 PROFILES = f"""
 [verifier]
+kind = "classic"
 threshold = {STANDARD}
 
 [profiles]

@@ -20,6 +20,8 @@ from models.calibration import SiteThreshold
 from tools.central.collector import Collector
 
 SHIPPED = 1.30
+# The calibration's defaults are on the classic distance's scale (the shipped match score needs its own).
+CLASSIC = '\n[verifier]\nkind = "classic"\n'
 CALIBRATION = ("\n[calibration]\nenabled = true\nmin_customers = 3\nstrength = 0.0\ntarget_frr = 0.2\n"
                "max_down = 0.05\nmax_up = 0.04\n")
 
@@ -53,7 +55,7 @@ def test_moves_within_bounds_reports_centrally_and_reverts(  # type: ignore[no-u
     collector.start()
     writers = sorted(population)
     link = link_table(link_pki, mqtt_broker.port, tmp_path)
-    config_path = write_config(tmp_path, ui=False, link=link, extra=CALIBRATION)
+    config_path = write_config(tmp_path, ui=False, link=link, extra=CLASSIC + CALIBRATION)
     # Two customers enrolled before calibration existed: they count once their references are built.
     _enroll_directly(config_path, {f"cust-{w}": list(population[w][0][:5]) for w in writers[:2]})
     daemon, pen, config = start_daemon(config_path)
@@ -130,7 +132,7 @@ def test_moves_within_bounds_reports_centrally_and_reverts(  # type: ignore[no-u
 
 
 def test_off_by_default_the_verifier_is_untouched(population, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    daemon, pen, config = start_daemon(write_config(tmp_path))
+    daemon, pen, config = start_daemon(write_config(tmp_path, extra=CLASSIC))
     try:
         assert not config.calibration.enabled
         assert not isinstance(daemon.verifier, SiteThreshold) and daemon.verifier.policy.threshold == SHIPPED
@@ -152,3 +154,11 @@ def test_config_refuses_calibration_out_of_scale(tmp_path: Path) -> None:
         load_config(write_config(tmp_path, extra="\n[calibration]\ntarget_frr = 0.7\n"))
     with pytest.raises(ConfigError, match="needs max_down, max_up and loo_offset"):
         load_config(write_config(tmp_path, extra='\n[verifier]\nkind = "fused"\n' + CALIBRATION))
+    # The shipped match score and the classic verifier each get bounds and LOO bias on their own
+    # score scale where the config leaves them out; what the config writes wins.
+    from kiosk.calibration import SCALE_DEFAULTS
+
+    ms = load_config(write_config(tmp_path, extra="\n[calibration]\nenabled = true\n")).calibration
+    assert (ms.max_down, ms.max_up, ms.loo_offset) == (0.9, 1.0, SCALE_DEFAULTS["match-score"].loo_offset)
+    cl = load_config(write_config(tmp_path, extra=CLASSIC + "\n[calibration]\nenabled = true\nmax_up = 0.2\n")).calibration
+    assert (cl.max_down, cl.max_up, cl.loo_offset) == (0.10, 0.2, 0.04)

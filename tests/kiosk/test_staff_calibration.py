@@ -48,6 +48,8 @@ from tools.central.web_pages import kiosks_page
 from tools.commands import central_cmd
 
 SHIPPED = 1.30
+# The calibration's defaults are on the classic distance's scale (the shipped match score needs its own).
+CLASSIC = '\n[verifier]\nkind = "classic"\n'
 CALIBRATION = ("\n[calibration]\nenabled = true\nmin_customers = 3\nstrength = 0.0\ntarget_frr = 0.2\n"
                "max_down = 0.05\nmax_up = 0.04\n")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -79,7 +81,7 @@ def _calibrated_kiosk(root: Path, population: Any, link: dict[str, Any] | None, 
     """A kiosk whose three customers' references are built: its threshold has moved."""
     from kiosk.config import load_config
 
-    config_path = write_config(root, ui=ui, link=link, extra=CALIBRATION, commands_pub=commands_pub)
+    config_path = write_config(root, ui=ui, link=link, extra=CLASSIC + CALIBRATION, commands_pub=commands_pub)
     config = load_config(config_path)
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     store = TemplateStore(config.storage.templates_dir, config.storage.template_key, create_key=True)
@@ -129,7 +131,7 @@ def test_staff_revert_and_resume_in_the_browser_reach_the_centre(  # type: ignor
         assert page.inner_text("#cal-state") == {"calibrated": "Moving with this kiosk's customers",
                                                  "clamped": "Moved as far as its bounds allow"}[reason]
         assert page.inner_text("#cal-threshold") == f"{moved:.4f}"
-        assert page.inner_text("#cal-shipped") == "1.3000" and page.inner_text("#cal-bounds") == "1.2500 to 1.3400"
+        assert page.inner_text("#cal-shipped") == "1.3000" and page.inner_text("#cal-bounds") == "1.2500 to 1.3400 (distance)"
         assert page.inner_text("#cal-target") == "20 % of genuine refused"
         assert page.inner_text("#cal-customers") == "3 customers (moves from 3)"
         assert page.inner_text("#cal-moved") not in ("", "never")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import math
 import shutil
 import socket
 import time
@@ -44,6 +45,7 @@ from kiosk.screen_events import (
 )
 from kiosk.staff import OperatorStore
 from kiosk.templates import TemplateStore
+from models.match_score import SHIPPED, ScoreModel
 from models.render import render_ink
 from tools.photos import make_photo
 
@@ -201,7 +203,7 @@ def test_every_screen_fits_the_kiosk_displays(tmp_path: Path, browser: Any, link
     # the profiles' labels (40 characters) in the staff view's picker. With [paper] (a camera that is
     # never opened here) the staff view has its enroll-from-paper row and its paper verification too.
     profiles = ('\n[profiles.standard]\nlabel = "Standard - everyday withdrawals, forms"\n'
-                '[profiles.high-value]\nlabel = "High value - transfers over 10000, loans"\nthreshold = 1.0\n')
+                '[profiles.high-value]\nlabel = "High value - transfers over 10000, loans"\nthreshold = 0.6\n')
     # With [calibration] the staff view has its site threshold screen and its confirmation.
     cfg = write_config(tmp_path, ui=True, link=link_table(link_pki, _closed_port(), tmp_path),
                        extra=f'\n[paper]\nenabled = true\ncamera = "{tmp_path / "no-camera.png"}"\n' + profiles
@@ -308,7 +310,13 @@ def test_every_screen_fits_the_kiosk_displays(tmp_path: Path, browser: Any, link
             _check(page, tmp_path / f"{w}x{h}-staff-calibration.png",
                    ["#cal-state", "#cal-facts", "#cal-threshold", "#cal-moved", "#btn-cal-revert", "#btn-cal-back"])
             assert page.inner_text("#cal-state") == "Not moved: too few customers enrolled yet"
-            assert page.inner_text("#cal-bounds") == "1.2000 to 1.4500" and page.inner_text("#cal-moved") == "never"
+            # The shipped match score is shown in probabilities: its bounds (0.9 stricter, 1.0 looser
+            # in log-odds) around the model's operating point, looser first.
+            p = ScoreModel.load(SHIPPED).threshold
+            logit = math.log(p / (1 - p))
+            bounds = f"{1 / (1 + math.exp(1.0 - logit)):.4f} to {1 / (1 + math.exp(-0.9 - logit)):.4f} (match probability)"
+            assert page.inner_text("#cal-bounds") == bounds and page.inner_text("#cal-moved") == "never"
+            assert page.inner_text("#cal-shipped") == f"{p:.4f}"
             page.click("#btn-cal-revert")
             page.wait_for_selector("#staff-cal-confirm:not([hidden])")
             _check(page, tmp_path / f"{w}x{h}-staff-cal-confirm.png",

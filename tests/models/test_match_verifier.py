@@ -92,8 +92,13 @@ def test_the_kiosk_builds_it_from_its_config(tmp_path: Path) -> None:
     ver = make_verifier("match-score", 1.30, rhythm_decides=True)
     assert isinstance(ver, MatchScoreVerifier) and ver.policy.rhythm_decides
     assert ver.model_versions()["rhythm"] == "3"
-    # From a model directory (an update bundle's slot): its match_score.json, or a clear error.
+    # From a model directory (an update bundle's slot): its match_score.json; a slot without one
+    # (a bundle of the learned model only) keeps the shipped one; a broken one is a clear error.
     (tmp_path / "match_score.json").write_text(SHIPPED.read_text())
     assert make_verifier("match-score", 1.30, model_dir=tmp_path).model_path == tmp_path / "match_score.json"
+    (tmp_path / "learned-only").mkdir()
+    assert make_verifier("match-score", 1.30, model_dir=tmp_path / "learned-only").model_path == SHIPPED
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "match_score.json").write_text('{"format": "sigkiosk-match-score/1"}')
     with pytest.raises(ModelError, match="cannot load"):
-        make_verifier("match-score", 1.30, model_dir=tmp_path / "empty")
+        make_verifier("match-score", 1.30, model_dir=tmp_path / "broken")

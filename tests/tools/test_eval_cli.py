@@ -90,10 +90,14 @@ def test_svc2004_random_refs(tmp_path, population, capsys):
         assert img is not None and img.shape[0] > 100
     table = capsys.readouterr().out
     assert "skilled" in table and "random" in table
-    # What made the report: the command, the commit; the classic verifier reads no model file.
+    # What made the report: the command, the commit, and the one model file the default verifier
+    # (the kiosk's: the match score) reads.
+    from models.match_score import SHIPPED
+
+    assert report["verifier"] == "match-score"
     assert report["command"].startswith("sigkiosk eval online ") and "--format svc2004" in report["command"]
     assert report["git_commit"] and len(report["git_commit"].split("-")[0]) == 40
-    assert report["models_sha256"] == {}
+    assert list(report["models_sha256"]) == [str(SHIPPED)]
     # The plots mark what the report says: each EER, and the threshold that attains it.
     det, hist = (png_text(out / "plots" / n) for n in ("det.png", "histogram.png"))
     for text in (det, hist):
@@ -101,8 +105,8 @@ def test_svc2004_random_refs(tmp_path, population, capsys):
         for kind in ("skilled", "random"):
             assert marks[kind]["eer"] == pytest.approx(report[kind]["eer_global"], abs=1e-3)
             assert marks[kind]["threshold"] == pytest.approx(report[kind]["threshold_global"], abs=1e-5)
-    assert det["Title"] == "DET: svc2004 (all writers), classic verifier, K=5"
-    assert hist["Title"] == "Scores: svc2004 (all writers), classic verifier, K=5"
+    assert det["Title"] == "DET: svc2004 (all writers), match-score verifier, K=5"
+    assert hist["Title"] == "Scores: svc2004 (all writers), match-score verifier, K=5"
 
 
 def png_text(path: Path) -> dict[str, str]:

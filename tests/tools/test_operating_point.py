@@ -25,6 +25,7 @@ create_key = true
 enabled = false
 
 [verifier]
+kind = "classic"
 threshold = 1.25
 rhythm_decides = true
 rhythm_tolerance = 2.5
@@ -63,3 +64,18 @@ def test_operating_point_uses_the_daemons_policy(tmp_path: Path) -> None:
         accepted += sum(daemon.verifier.verify(refs, q).approved for q in forged)
     assert (op.genuine, op.forged) == (8, 6)
     assert (op.rejected, op.accepted) == (rejected, accepted)
+
+
+def test_by_default_it_measures_the_shipped_match_score(tmp_path: Path) -> None:
+    """Without ``[verifier]`` the kiosk runs the match score; the evaluator's default is the same
+    verifier with the same policy (the model's operating point, not the classic distance)."""
+    from kiosk.config import VerifierConfig
+    from models.match_verifier import MatchScoreVerifier
+
+    (tmp_path / "sigkiosk.toml").write_text(CONFIG.split("[verifier]")[0])
+    config = load_config(tmp_path / "sigkiosk.toml")
+    daemon = Daemon(config, digitizer=ReplayPen().service(config.device.segmenter()))
+    ours = operating_point.kiosk_verifier(VerifierConfig())
+    assert type(ours) is type(daemon.verifier) is MatchScoreVerifier
+    assert ours.policy == daemon.verifier.policy and ours.model_versions() == daemon.verifier.model_versions()
+    assert 0.0 < ours.model.threshold < 1.0

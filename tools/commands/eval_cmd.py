@@ -59,10 +59,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--seed", type=int, default=0)
     o.add_argument("--split", choices=("all", "train", "validate", "test"), default="all",
                    help="writer-disjoint split by the writer id's last digit (0-6 train, 7 validate, 8-9 test)")
-    o.add_argument("--verifier", choices=_Choices("tools.evaluate", "VERIFIERS"), default="classic",
+    o.add_argument("--verifier", choices=_Choices("tools.evaluate", "VERIFIERS"), default=None,
                    metavar="VERIFIER",
-                   help="classic DTW (default), learned (TS-GATR embeddings + DTW), fused (calibrated), or "
-                        "match-score (classic + global features, one calibrated probability)")
+                   help="match-score (the kiosk's default: classic + global features, one calibrated "
+                        "probability), classic (DTW), learned (TS-GATR embeddings + DTW) or fused (calibrated)")
     o.add_argument("--model", type=Path, default=None,
                    help="TFLite model for learned/fused (its .config.json beside it), or the match-score JSON "
                         "(default: the shipped one)")
@@ -153,6 +153,10 @@ def run_online(args: argparse.Namespace) -> int:
         write_plots,
     )
 
+    if args.verifier is None:
+        from kiosk.config import DEFAULT_KIND
+
+        args.verifier = DEFAULT_KIND    # what the kiosk ships is what is measured by default
     match_model = None
     if args.verifier == "match-score":
         try:

@@ -100,7 +100,8 @@ function showCalibration(c) {
   $("cal-state").className = "cal-state" + (c.held ? " held" : "");
   $("cal-threshold").textContent = fmt(c.threshold);
   $("cal-shipped").textContent = fmt(c.shipped);
-  $("cal-bounds").textContent = fmt(c.lower) + " to " + fmt(c.upper);
+  $("cal-bounds").textContent = fmt(c.lower) + " to " + fmt(c.upper) +
+    (c.scale === "probability" ? " (match probability)" : " (distance)");
   $("cal-target").textContent = (c.target_frr * 100).toFixed(1).replace(/\.0$/, "") + " % of genuine refused";
   $("cal-customers").textContent = plural(c.customers, "customer", "customers") + " (moves from " + c.min_customers + ")";
   $("cal-moved").textContent = c.moved_ms ? clock(c.moved_ms / 1000) : "never";
