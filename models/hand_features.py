@@ -120,9 +120,8 @@ def features_from_mask(ink: np.ndarray, edge: np.ndarray, gx: np.ndarray, gy: np
     h, w = ink.shape
     area = float(ink.sum())
     contours, hierarchy = cv2.findContours(ink.astype(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
-    perimeter = float(sum(cv2.arcLength(c, True) for c in contours))
-    # A long thin stroke of length L and width s has area L·s and perimeter about 2L.
-    stroke = max(2.0 * area / max(perimeter, 1.0), 1.0)
+    perimeter = _perimeter(contours)
+    stroke = _stroke(area, perimeter)
     pieces, loops = _pieces_and_loops(contours, hierarchy, stroke)
     m = cv2.moments(ink.astype(np.uint8), binaryImage=True)
     slant, vertical = _slant(edge, gx, gy)
@@ -148,6 +147,23 @@ def features_from_mask(ink: np.ndarray, edge: np.ndarray, gx: np.ndarray, gy: np
         "column_peaks": cols * h / w,
     }
     return np.array([values[n] for n in FEATURE_NAMES], dtype=np.float64)
+
+
+def stroke_width(ink: np.ndarray) -> float:
+    """The ink's mean stroke width in pixels (at least 1), as the ``size`` feature measures it:
+    twice the ink's area over its outline's length."""
+    ink = np.asarray(ink, dtype=bool)
+    contours, _ = cv2.findContours(ink.astype(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
+    return _stroke(float(ink.sum()), _perimeter(contours))
+
+
+def _perimeter(contours) -> float:  # type: ignore[no-untyped-def]
+    return float(sum(cv2.arcLength(c, True) for c in contours))
+
+
+def _stroke(area: float, perimeter: float) -> float:
+    # A long thin stroke of length L and width s has area L·s and perimeter about 2L.
+    return max(2.0 * area / max(perimeter, 1.0), 1.0)
 
 
 def describe(vector: np.ndarray) -> dict[str, float]:

@@ -2,7 +2,12 @@
 
 The references are whatever the kiosk holds for the customer: pen trajectories enrolled on the
 pad, drawn as ink by ``models.render`` (so a pad enrollment verifies a cheque), or pictures of
-paper signatures. Every picture, reference or questioned, goes through the same steps as in
+paper signatures. Pad references are drawn with the pen the question was written with, as far as
+the picture tells: at the pen width that gives them the question's stroke width relative to the
+signature (``models.pen_width``; each width drawn once per customer, when a question first needs
+it). A pad leaves no ink, so its references' stroke width says nothing about the writer; left at
+a fixed pen, it told a broad pen or a camera's thicker strokes from the references, and genuine
+cheques were refused for it. Every picture, reference or questioned, goes through the same steps as in
 training and evaluation: ``models.image_preprocess.prepare`` → the int8 CNN-LSTM embedding
 (``models.offline_embed``), user-normalised like the pen path; and the hand-made features
 (``models.hand_features``) checked by the customer's own Isolation Forest (``models.anomaly``).
@@ -35,8 +40,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +56,7 @@ from models.image import SignatureImage
 from models.image_preprocess import prepare, prepared_similarity
 from models.offline_embed import ImageEmbedder, embedding_distance
 from models.paper_reference import PAD_INK, PAPER, PREPARATION_VERSION, PaperReference, ReferenceKind
+from models.pen_width import DEFAULT_RUNG, PEN_WIDTHS_MM, matching_rung
 from models.policy import AspectCheck, DecisionPolicy, Verdict, match_rate
 from models.render import render_ink
 from models.runtime import ModelError
@@ -62,6 +69,10 @@ FUSION_ENTRY = "cnn+hand"
 #: A query closer to a reference than this fraction of the references' own nearest-neighbour
 #: distance is a copy of it (a photocopy, the same sheet shown again, a tracing).
 TOO_SIMILAR_RATIO = 0.15
+
+#: Most drawings of the pad references one question may cost (each corrects the pen width the
+#: last one predicted; ``models.pen_width.matching_rung``).
+MAX_DRAWINGS = 3
 
 #: Fewest usable pictures a customer is enrolled from on paper (the anomaly check needs as many).
 MIN_PAPER_REFERENCES = MIN_REFERENCES
@@ -94,6 +105,20 @@ class PaperFeatures:
     hand_stats: ReferenceStats
     anomaly: AnomalyModel | None          # None with fewer than models.anomaly.MIN_REFERENCES
     kind: ReferenceKind = PAPER           # what the references were: pictures, or pad ink drawn
+    #: Pad references: the trajectories, drawn again at each question's pen width (these features
+    #: are their drawing at the default width). None for pictures.
+    pad: PadInk | None = None
+
+
+@dataclass(eq=False)
+class PadInk:
+    """A customer's pad references and their drawings at the pen widths questions have needed
+    so far (``models.pen_width``), by rung. A width is drawn when a question first needs it
+    (rendering, preparing and embedding 5 references: about 0.2 s), then kept for the next."""
+
+    trajectories: tuple[Trajectory, ...]
+    drawn: dict[int, PaperFeatures]
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class PaperVerifier:
@@ -140,14 +165,36 @@ class PaperVerifier:
 
     def enroll_pad(self, references: Sequence[Trajectory]) -> ReferenceSet[PaperFeatures]:
         """A reference set from pad references, drawn as the ink a pen would leave (no randomness:
-        the same references always give the same set)."""
-        return self.enroll_prepared([self.prepare_reference(render_ink(t)) for t in references], PAD_INK)
+        the same references always give the same set): at the default pen width here, and at each
+        question's own when it is verified (:meth:`verify`)."""
+        trajectories = tuple(references)
+        first = self._draw(trajectories, DEFAULT_RUNG)
+        features = dataclasses.replace(first, pad=PadInk(trajectories, {DEFAULT_RUNG: first}))
+        return ReferenceSet(self.name, self.model_versions(), len(trajectories), features)
+
+    def _draw(self, trajectories: Sequence[Trajectory], rung: int) -> PaperFeatures:
+        pen = PEN_WIDTHS_MM[rung]
+        return self._features([self.prepare_reference(render_ink(t, pen_width_mm=pen)) for t in trajectories], PAD_INK)
+
+    def _drawn_like(self, pad: PadInk, question: np.ndarray) -> PaperFeatures:
+        """The pad references drawn at the pen width that gives them the question's relative
+        stroke width (``question``: its hand features)."""
+        with pad.lock:
+            for _ in range(MAX_DRAWINGS):
+                rung = matching_rung({k: np.stack(f.hand) for k, f in pad.drawn.items()}, question)
+                if rung in pad.drawn:
+                    break
+                pad.drawn[rung] = self._draw(pad.trajectories, rung)
+            return pad.drawn[rung]
 
     def enroll_prepared(self, references: Sequence[PaperReference], kind: ReferenceKind = PAPER
                         ) -> ReferenceSet[PaperFeatures]:
         """A reference set from kept references (:meth:`prepare_reference`; the template store's),
         embedded by this verifier's model. ``StaleReferences`` when they were prepared by another
         :data:`PREPARATION_VERSION`."""
+        return ReferenceSet(self.name, self.model_versions(), len(references), self._features(references, kind))
+
+    def _features(self, references: Sequence[PaperReference], kind: ReferenceKind) -> PaperFeatures:
         if not references:
             raise ValueError("no reference signatures")
         stale = sorted({r.version for r in references} - {PREPARATION_VERSION})
@@ -162,20 +209,20 @@ class PaperVerifier:
         embs = [self.embedder.embed(r.prepared.astype(np.float32) / 255.0) for r in references]
         hand = tuple(r.hand for r in references)
         fit_forest = self.anomaly and len(references) >= MIN_REFERENCES
-        features = PaperFeatures(self.embedder.build_template(embs), hand,
-                                 reference_stats(pairwise(list(hand), hand_distance)),
-                                 AnomalyModel.fit(np.stack(hand)) if fit_forest else None, kind)
-        return ReferenceSet(self.name, self.model_versions(), len(references), features)
+        return PaperFeatures(self.embedder.build_template(embs), hand, reference_stats(pairwise(list(hand), hand_distance)),
+                             AnomalyModel.fit(np.stack(hand)) if fit_forest else None, kind)
 
     # -- verification ------------------------------------------------------------------------
     def verify(self, reference_set: ReferenceSet[PaperFeatures], query: SignatureImage) -> Verdict:
         """``query``: the signature as found on the paper (``models.signature_finder``) or a scan.
         Raises ``models.image_preprocess.NoInkError`` when it holds no usable ink."""
         refs = reference_set.features_for(self.name, self.model_versions())
+        feats = hand_features(query)
+        if refs.pad is not None:
+            refs = self._drawn_like(refs.pad, feats)
         cfg = self.embedder.config
         emb = self.embedder.embed(prepare(query))
         d_emb = self.embedder.score(refs.embeddings, emb)
-        feats = hand_features(query)
         d_hand = normalised_distance(np.array([hand_distance(feats, r) for r in refs.hand]),
                                      refs.hand_stats, HAND_PRIOR)
         # Each part against the threshold it would have alone: the CNN's own validation threshold;

@@ -21,7 +21,7 @@ PAD_INK: Final = "pad-ink"
 #: What ``prepare`` and ``hand_features`` produce, as stored in a :class:`PaperReference`. Bump it
 #: when either changes its output (tests/models/test_paper_references.py pins both on a Dutch
 #: scan): stored references of another version are refused and the customer enrolled again.
-PREPARATION_VERSION = "1"
+PREPARATION_VERSION = "2"
 
 
 @dataclass(frozen=True, eq=False)

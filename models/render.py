@@ -25,6 +25,8 @@ from models.trajectory import Trajectory
 
 #: A signature's usual width on a form, for trajectories whose device size is unknown.
 DEFAULT_LONGEST_SIDE_MM = 50.0
+#: A ballpoint's line.
+DEFAULT_PEN_WIDTH_MM = 0.5
 _SUPERSAMPLE = 3
 PAPER = 245
 INK = 25
@@ -55,7 +57,7 @@ def render_ink(
     traj: Trajectory,
     *,
     dpi: float = 300.0,
-    pen_width_mm: float = 0.5,
+    pen_width_mm: float = DEFAULT_PEN_WIDTH_MM,
     longest_side_mm: float | None = None,
     margin_mm: float = 3.0,
     rng: np.random.Generator | None = None,
