@@ -34,7 +34,7 @@ SPECK_FRACTION = 0.0015
 #: An ink pixel is darker than its surroundings (the equalised picture's Gaussian-weighted mean
 #: over a block) by this many grey levels; a pixel darker by half as much is ink when it is part
 #: of a stroke that has such pixels (hysteresis).
-ADAPTIVE_OFFSET = 10.0
+ADAPTIVE_OFFSET = 10
 #: Blank border kept around the ink before the resize, as a fraction of the longer side.
 MARGIN = 0.04
 #: Blur (pixels) before two prepared images are compared: a one-pixel shift of a thin stroke is
@@ -80,41 +80,40 @@ def ink_mask(grey: np.ndarray) -> np.ndarray:
             f"(contrast {paper - darkest:.0f} grey levels, need {MIN_CONTRAST})"
         )
     block = max(15, (min(grey.shape) // 8) | 1)
-    levelled = equalise(clean)
+    below = darker_than_surroundings(equalise(clean), block)
     _, otsu = cv2.threshold(clean, 0, 255, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
-    sure = _adaptive(levelled, block, ADAPTIVE_OFFSET) & (otsu > 0)
-    weak = _adaptive(levelled, block, ADAPTIVE_OFFSET / 2) & (otsu > 0)
-    return _drop_specks(_grow_within(weak, sure))
+    sure = (below >= ADAPTIVE_OFFSET) & (otsu > 0)
+    weak = (below >= ADAPTIVE_OFFSET // 2) & (otsu > 0)
+    return _strokes(weak, sure)
 
 
-def _adaptive(levelled: np.ndarray, block: int, offset: float) -> np.ndarray:
-    """Darker than the Gaussian-weighted mean of the ``block`` around it by more than ``offset``."""
-    return cv2.adaptiveThreshold(levelled, 255, cv2.ADAPTIVE_THRESH_GAUSSIAN_C, cv2.THRESH_BINARY_INV, block,
-                                 offset) > 0
+def darker_than_surroundings(levelled: np.ndarray, block: int) -> np.ndarray:
+    """How many grey levels each pixel is darker than the Gaussian-weighted mean of the ``block``
+    around it (int16; negative where lighter). OpenCV's Gaussian adaptive threshold at offset C
+    (``THRESH_BINARY_INV``) keeps exactly the pixels where this is at least C (a test holds them
+    to it); computed once, it serves both offsets of the hysteresis."""
+    # In float and rounded, as OpenCV's adaptive threshold computes its mean (its 8-bit blur differs
+    # by one grey level here and there).
+    mean = cv2.GaussianBlur(levelled.astype(np.float32), (block, block), 0,
+                            borderType=cv2.BORDER_REPLICATE | cv2.BORDER_ISOLATED)
+    return np.rint(mean).astype(np.int16) - levelled.astype(np.int16)
 
 
-def _grow_within(candidate: np.ndarray, sure: np.ndarray) -> np.ndarray:
-    """Every connected piece of ``candidate`` that holds some ``sure`` pixel, whole (hysteresis, as
-    Canny keeps a weak edge joined to a strong one). A faint stroke (a ballpoint's fast stroke on
-    a camera photo, where the equalised paper grain around it is nearly as dark) passes the adaptive
-    threshold only in dashes, and the signature falls into many pieces with no loops; at half the
-    offset the whole stroke passes, and it is kept because it joins ink that is certain. Grain that
-    passes the lower offset on its own joins no certain ink and stays out."""
-    n, labels = cv2.connectedComponents(candidate.astype(np.uint8), connectivity=8)
-    keep = np.zeros(n, dtype=bool)
-    keep[labels[sure & candidate]] = True
-    keep[0] = False
-    return keep[labels]
-
-
-def _drop_specks(mask: np.ndarray) -> np.ndarray:
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    if n <= 1:
-        return mask
-    areas = stats[1:, cv2.CC_STAT_AREA]
-    keep_min = max(6.0, SPECK_FRACTION * float(areas.sum()))
-    keep = np.concatenate([[False], areas >= keep_min])
-    return keep[labels]
+def _strokes(weak: np.ndarray, sure: np.ndarray) -> np.ndarray:
+    """Every connected piece of ``weak`` that holds some ``sure`` pixel, whole (hysteresis, as
+    Canny keeps a weak edge joined to a strong one), less the specks. A faint stroke (a ballpoint's
+    fast stroke on a camera photo, where the equalised paper grain around it is nearly as dark)
+    passes the adaptive threshold only in dashes, and the signature falls into many pieces with no
+    loops; at half the offset the whole stroke passes, and it is kept because it joins ink that is
+    certain. Grain that passes the lower offset on its own joins no certain ink and stays out. A
+    speck is a piece smaller than :data:`SPECK_FRACTION` of all the ink kept and than 6 pixels."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(weak.astype(np.uint8), connectivity=8)
+    holds = np.zeros(n, dtype=bool)
+    holds[labels[sure & weak]] = True
+    holds[0] = False
+    areas = stats[:, cv2.CC_STAT_AREA]
+    keep_min = max(6.0, SPECK_FRACTION * float(areas[holds].sum()))
+    return (holds & (areas >= keep_min))[labels]
 
 
 def ink_box(mask: np.ndarray) -> tuple[int, int, int, int]:

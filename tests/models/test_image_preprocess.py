@@ -7,7 +7,16 @@ import numpy as np
 import pytest
 
 from models.image import SignatureImage
-from models.image_preprocess import SIZE, NoInkError, ink_mask, prepare, to_grey
+from models.image_preprocess import (
+    ADAPTIVE_OFFSET,
+    SIZE,
+    NoInkError,
+    darker_than_surroundings,
+    equalise,
+    ink_mask,
+    prepare,
+    to_grey,
+)
 from tests.shared_data import shared_data
 
 
@@ -118,3 +127,17 @@ def test_a_faint_photographed_stroke_stays_one_stroke() -> None:
     assert max(pieces) <= 2 and np.mean(pieces) <= 0.5
     assert np.mean(loops) <= 1.5
 
+
+
+@pytest.mark.parametrize("block", [15, 19, 41, 91])
+def test_the_hysteresis_offsets_are_opencvs_adaptive_threshold(block: int) -> None:
+    """One blur serves both offsets; each must keep exactly what cv2.adaptiveThreshold keeps, so
+    that the certain ink is the mask the CNN-LSTM was trained on."""
+    rng = np.random.default_rng(block)
+    page = np.clip(_scribble(_page(360, 640)).astype(np.float64) + rng.normal(0, 18, (360, 640)), 0, 255)
+    levelled = equalise(page.astype(np.uint8))
+    below = darker_than_surroundings(levelled, block)
+    for offset in (ADAPTIVE_OFFSET, ADAPTIVE_OFFSET // 2):
+        opencv = cv2.adaptiveThreshold(levelled, 255, cv2.ADAPTIVE_THRESH_GAUSSIAN_C, cv2.THRESH_BINARY_INV, block,
+                                       offset) > 0
+        np.testing.assert_array_equal(below >= offset, opencv)
