@@ -78,7 +78,7 @@ MAX_DRAWINGS = 3
 MIN_PAPER_REFERENCES = MIN_REFERENCES
 #: Two reference pictures at least this alike (``prepared_similarity``) are one sheet shown or
 #: scanned twice. ``sigkiosk bench camera``: no pair of two genuine scans of one Dutch test writer
-#: reaches it (highest 0.948 of 1 068); a generated photo of a sheet and its scan do in 74-90 % of
+#: reaches it (highest 0.950 of 1 068); a generated photo of a sheet and its scan do in 87-92 % of
 #: photos (median about 0.99). Lower, and a writer's steadiest genuine pairs would be refused.
 DUPLICATE_SIMILARITY = 0.975
 
