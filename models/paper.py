@@ -7,8 +7,8 @@ the picture tells: at the pen width that gives them the question's stroke width 
 signature (``models.pen_width``; each width drawn once per customer, when a question first needs
 it). A pad leaves no ink, so its references' stroke width says nothing about the writer; left at
 a fixed pen, it told a broad pen or a camera's thicker strokes from the references, and genuine
-cheques were refused for it. Every picture, reference or questioned, goes through the same steps as in
-training and evaluation: ``models.image_preprocess.prepare`` → the int8 CNN-LSTM embedding
+cheques were refused for it. Every picture, reference or questioned, goes through the same steps
+as in training and evaluation: ``models.image_preprocess.prepare`` → the int8 CNN-LSTM embedding
 (``models.offline_embed``), user-normalised like the pen path; and the hand-made features
 (``models.hand_features``) checked by the customer's own Isolation Forest (``models.anomaly``).
 The score is the CNN's and the hand features' user-normalised distances combined by the logistic
