@@ -159,3 +159,22 @@ def test_the_shipped_model_keeps_its_contract_and_its_record() -> None:
     for key in ("command", "data", "writers", "classic_prior", "options"):
         assert key in rec, key
     assert sum(rec["writers"].values()) > 100
+    # The shipped file is the fit of the options the code ships (a default changed without a
+    # refit would leave the README's figures describing another model).
+    opts = FitOptions()
+    assert m.features == opts.features and rec["features"] == list(opts.features)
+    assert rec["options"] == {"l2": opts.l2, "random_weight": opts.random_weight}
+    assert (m.spread.strength, m.spread.floor) == (opts.spread_strength, opts.spread_floor)
+
+
+def test_a_stronger_penalty_shrinks_every_weight_towards_zero_and_keeps_the_bound() -> None:
+    """The shipped penalty (``FitOptions.l2``) was raised so that the weight spreads over more
+    features; on constructed data it shrinks the standardised weights, never past the bound."""
+    rng = np.random.default_rng(11)
+    tr = _gaussian_trials(rng, 1500)
+    norms = []
+    for l2 in (1e-6, 3e-3, 3e-2, 3e-1):
+        m = fit({"a": tr}, SPREAD, FitOptions(features=("aspect", "mean_speed"), l2=l2, random_weight=0.0))
+        assert np.all(m.weights <= 0)
+        norms.append(float(np.linalg.norm(m.weights)))
+    assert all(a > b for a, b in zip(norms, norms[1:])), norms
