@@ -48,7 +48,7 @@ import numpy as np
 
 from models.classic import ClassicConfig, score_from_distances
 from models.device_variants import resampled, without_pressure, without_time
-from models.global_features import deviations, global_features
+from models.global_features import deviations
 from models.match_score import ScoreModel
 from models.pen import ClassicVerifier, make_verifier
 from models.scoring import NormalisationPrior, reference_stats
@@ -59,13 +59,15 @@ from tools.evaluate import (
     FeatureCache,
     Scores,
     WriterPlan,
+    add_match_scores,
+    globals_cache,
     plan,
     plan_distances,
     score_plan,
     summarise,
 )
 from tools.operating_point import OperatingPoint, measure
-from tools.train.score_fit import KINDS, FitOptions, Trials, fit, fold_spread, plan_trials
+from tools.train.score_fit import FitOptions, Trials, fit, fold_spread, plan_trials
 
 log = logging.getLogger(__name__)
 
@@ -213,11 +215,6 @@ def _op_entry(op: OperatingPoint, threshold: float) -> dict[str, float | int]:
 VERIFIERS: tuple[str, ...] = ("classic", "match-score")
 
 
-def globals_cache() -> FeatureCache:
-    """Global features per sample, computed once (keyed by file, like the DTW features)."""
-    return FeatureCache(lambda s: global_features(s.trajectory))
-
-
 def fit_match_score(fit_data: dict[str, Measured], prior: NormalisationPrior, globals_of: FeatureCache,
                     options: FitOptions | None = None, record: dict | None = None) -> ScoreModel:
     """The match score fitted on ``fit_data``'s sets (K = 5 trials), the classic distances
@@ -243,11 +240,7 @@ def match_scores(m: Measured, k: int, prior: NormalisationPrior, model: ScoreMod
     for p, d_cc, dq in m.by_k[k]:
         plan_trials(p, d_cc, dq, prior, globals_of, model.spread, tr)
     out = Scores()
-    for kind in KINDS:
-        d, z = tr.arrays(kind)
-        if len(d):
-            for w, v in zip(tr.writer[kind], model.logit(model.inputs(d, z))):
-                out.add(kind, w, -float(v))
+    add_match_scores(tr, model, out)
     return out
 
 

@@ -341,21 +341,32 @@ def score_plans_match(
     code treats it as a distance) and the classic verifier's score of the same trials, trial for
     trial. The same arithmetic as the kiosk's ``MatchScoreVerifier``: the classic user-normalised
     distance and the global features' deviations from the drawn references, through the model."""
-    feats, globals_of = FeatureCache(classic.features), FeatureCache(lambda s: global_features(s.trajectory))
+    feats, globals_of = FeatureCache(classic.features), globals_cache()
     match, plain = Scores(), Scores()
     for n, p in enumerate(plans):
         d_cc, dq = plan_distances(p, feats, classic.distance)
         score_plan(p, d_cc, dq, classic.prior, plain)
         tr = Trials()
         plan_trials(p, d_cc, dq, classic.prior, globals_of, model.spread, tr)
-        for kind in ("genuine", "skilled", "random"):
-            d, z = tr.arrays(kind)
-            if len(d):
-                for w, v in zip(tr.writer[kind], model.logit(model.inputs(d, z))):
-                    match.add(kind, w, -float(v))
+        add_match_scores(tr, model, match)
         if progress:
             progress(n + 1, len(plans))
     return match, plain
+
+
+def globals_cache() -> FeatureCache:
+    """Global features per sample, computed once (keyed by file, like the DTW features)."""
+    return FeatureCache(lambda s: global_features(s.trajectory))
+
+
+def add_match_scores(trials: Trials, model: ScoreModel, out: Scores) -> None:
+    """Each trial's match score added to ``out`` as minus its logit (lower is more genuine, so
+    that the EER code treats it as a distance), in the trials' order."""
+    for kind in ("genuine", "skilled", "random"):
+        d, z = trials.arrays(kind)
+        if len(d):
+            for w, v in zip(trials.writer[kind], model.logit(model.inputs(d, z))):
+                out.add(kind, w, -float(v))
 
 
 def score_plans(
