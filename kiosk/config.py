@@ -46,8 +46,9 @@ DEFAULT_THRESHOLD = ClassicConfig().threshold
 #: skilled EER and skilled FAR at its operating point than classic on the left-out sets.
 DEFAULT_KIND = "match-score"
 #: The example "high-value" profile's pen threshold on the default verifier's scale (a genuine
-#: probability; the model's own operating point is 0.365): on the training writers of the three
-#: larger sets it roughly halves skilled FAR for 2-4 points more FRR (README, Application profiles).
+#: probability; the model's own operating point is 0.401): on the training writers of the three
+#: larger sets it lowers skilled FAR by 0.8-2.3 points for 1.2-3.7 points more FRR (README,
+#: Application profiles).
 HIGH_VALUE_THRESHOLD = 0.6
 
 
