@@ -253,7 +253,10 @@ class SiteCalibration:
         scores = {k: np.array(e["s"]) for k, e in self._scores.items()}
         cal = propose(scores, v.shipped, self.config.settings(v.shipped))
         after = v.shipped if self._held else cal.threshold
-        outcome = f"{before:.4f}->{after:.4f} n={cal.customers}{' held' if self._held else ''}"
+        # In the scale the staff screen and the profiles use: "p" marks a probability threshold.
+        mark = "p " if self._probability() else ""
+        outcome = (f"{mark}{self._shown(before):.4f}->{self._shown(after):.4f} n={cal.customers}"
+                   f"{' held' if self._held else ''}")
         if required:
             self._report(outcome, operator, mode, True)
         self.last = cal
@@ -275,6 +278,14 @@ class SiteCalibration:
         if not required:
             self._report(outcome, operator, mode, False)
 
+    def _probability(self) -> bool:
+        # A verifier that decides on a probability is shown in probabilities (the scale its
+        # profiles are written in), not in minus logits; its bounds then run the other way.
+        return self._verifier is not None and self._verifier.name in PROBABILITY_KINDS
+
+    def _shown(self, x: float) -> float:
+        return 1.0 / (1.0 + math.exp(x)) if self._probability() else x
+
     def status(self) -> dict[str, object]:
         """What the staff view shows: thresholds, bounds (``lower``/``upper``, None before the
         verifier is attached), the customers it rests on, held or moving, and ``moved_ms`` (when the
@@ -282,12 +293,10 @@ class SiteCalibration:
         with self._lock:
             v, cal = self._verifier, self.last
             settings = self.config.settings(v.shipped) if v else None
-            # A verifier that decides on a probability is shown in probabilities (the scale its
-            # profiles are written in), not in minus logits; its bounds then run the other way.
-            prob = v is not None and v.name in PROBABILITY_KINDS
+            prob = self._probability()
 
             def shown(x: float | None) -> float | None:
-                return None if x is None else (1.0 / (1.0 + math.exp(x)) if prob else x)
+                return None if x is None else self._shown(x)
 
             lower, upper = (settings.lower, settings.upper) if settings else (None, None)
             if prob:

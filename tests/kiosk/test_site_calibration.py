@@ -162,3 +162,33 @@ def test_config_refuses_calibration_out_of_scale(tmp_path: Path) -> None:
     assert (ms.max_down, ms.max_up, ms.loo_offset) == (0.9, 1.0, SCALE_DEFAULTS["match-score"].loo_offset)
     cl = load_config(write_config(tmp_path, extra=CLASSIC + "\n[calibration]\nenabled = true\nmax_up = 0.2\n")).calibration
     assert (cl.max_down, cl.max_up, cl.loo_offset) == (0.10, 0.2, 0.04)
+
+
+def test_a_probability_verifiers_moves_are_audited_as_probabilities(population, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The match score decides on minus a logit; staff and auditors read its thresholds as the
+    probabilities the profiles are written in, so the audit outcome says "p" and gives those."""
+    import math
+
+    from kiosk.calibration import SCALE_DEFAULTS, CalibrationConfig, SiteCalibration
+    from models.pen import make_verifier
+
+    d = SCALE_DEFAULTS["match-score"]
+    config = CalibrationConfig(enabled=True, min_customers=3, strength=0.0, target_frr=0.2, max_down=d.max_down,
+                               max_up=d.max_up, loo_offset=d.loo_offset)
+    store = TemplateStore(tmp_path / "templates", tmp_path / "template.key", create_key=True)
+    outcomes: list[str] = []
+    cal = SiteCalibration(config, tmp_path, store, lambda outcome, *_: outcomes.append(outcome))
+    inner = make_verifier("match-score", 0.0)
+    site = SiteThreshold(inner)
+    cal.attach(site)
+    for w in sorted(population)[:3]:
+        store.put(f"cust-{w}", population[w][0][:5])
+        cal.customer_changed(f"cust-{w}")
+    st = cal.status()
+    assert st["scale"] == "probability" and st["customers"] == 3
+    moved = outcomes[-1]
+    assert moved.startswith("p ") and moved.endswith(" n=3"), moved
+    before, after = (float(x) for x in moved[2:].split(" ")[0].split("->"))
+    prob = 1.0 / (1.0 + math.exp(site.threshold))
+    assert 0.0 < after < 1.0 and after == pytest.approx(prob, abs=1e-4) == st["threshold"]
+    assert before == pytest.approx(1.0 / (1.0 + math.exp(site.shipped)), abs=1e-4)

@@ -79,7 +79,7 @@ def _register_cross_device(kinds: argparse._SubParsersAction) -> None:
     c = kinds.add_parser(
         "cross-device",
         help="leave each shared pen set out in turn: fit on the others, measure its writers as recorded "
-             "and as other pads would record them (classic verifier)",
+             "and as other pads would record them (the kiosk's default verifier, beside classic)",
     )
     c.add_argument("path", type=Path, help="the shared online folder (susig/, sigcomp2009-nfi/, sigwicomp2013-jp/)")
     c.add_argument("--split", choices=("validate", "test"), default="test",
@@ -92,10 +92,11 @@ def _register_cross_device(kinds: argparse._SubParsersAction) -> None:
                    choices=_Choices("tools.cross_device", "VARIANTS", lambda vs: [v.key for v in vs]),
                    help="device variants to measure (default: all): %(choices)s (tools/cross_device.py says what "
                         "each is)")
-    c.add_argument("--verifier", choices=_Choices("tools.cross_device", "VERIFIERS"), default="classic",
+    c.add_argument("--verifier", choices=_Choices("tools.cross_device", "VERIFIERS"), default=None,
                    metavar="VERIFIER",
-                   help="classic: the classic verifier; match-score: also the match score (models/match_score.py) "
-                        "fitted per fold on the other sets, measured beside classic on the same trials")
+                   help="match-score (the kiosk's default): the match score (models/match_score.py) fitted per "
+                        "fold on the other sets, measured beside classic on the same trials; classic: the "
+                        "classic verifier alone (faster)")
     c.add_argument("--quick", action="store_true",
                    help="few writers per set: checks the whole protocol runs, figures are not meaningful")
     c.add_argument("--json", type=Path, default=None, help="write the report as JSON here")
@@ -225,6 +226,10 @@ def run_cross_device(args: argparse.Namespace) -> int:
     from tools.datasets import MalformedFileError
     from tools.evaluate import write_json
 
+    if args.verifier is None:
+        from kiosk.config import DEFAULT_KIND
+
+        args.verifier = DEFAULT_KIND    # the kiosk's verifier is what the yardstick measures by default
     defaults = Options()
     options = Options(split=args.split, trials=args.trials, seed=args.seed, quick=args.quick,
                       sets=tuple(args.sets or defaults.sets), variants=tuple(args.variants or defaults.variants),
