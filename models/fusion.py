@@ -68,13 +68,29 @@ class Fusion:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-def load_offline_fusion(path: Path, verifier: str) -> Fusion:
+#: The suffix of an ``offline_fusion.json`` entry fitted for references of electronic ink (a pad
+#: enrollment drawn as ink) against a paper question, e.g. ``cnn+hand@pad-ink``: across media the
+#: hand-made features measure the pen more than the writer, and a fusion fitted on paper against
+#: paper leans on them.
+PAD_INK_SUFFIX = "@pad-ink"
+
+
+def offline_entry(verifier: str, pad_ink: bool = False) -> str:
+    """The entry name of ``verifier``'s fusion for paper references, or for pad-ink ones."""
+    return verifier + PAD_INK_SUFFIX if pad_ink else verifier
+
+
+def load_offline_fusion(path: Path, verifier: str, *, pad_ink: bool = False) -> Fusion:
     """The fusion of ``verifier`` + anomaly check from a file of one entry per image verifier
-    (``offline_fusion.json``, written by ``sigkiosk eval offline --fit-fusion``)."""
+    (``offline_fusion.json``, written by ``sigkiosk eval offline --fit-fusion``). ``pad_ink``: the
+    entry for references of electronic ink, or the verifier's own where the file has none (a file
+    of before the pad-ink entries)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"offline fusion file not found: {path} (fit one with --fit-fusion on validate writers)")
     entries = json.loads(path.read_text())
+    if pad_ink and offline_entry(verifier, True) in entries:
+        verifier = offline_entry(verifier, True)
     if verifier not in entries:
         raise ValueError(f"{path} has no fusion for {verifier!r} (it has: {', '.join(entries) or 'none'}); "
                          "fit one with --fit-fusion on validate writers")

@@ -11,12 +11,17 @@ cheques were refused for it. Every picture, reference or questioned, goes throug
 as in training and evaluation: ``models.image_preprocess.prepare`` → the int8 CNN-LSTM embedding
 (``models.offline_embed``), user-normalised like the pen path; and the hand-made features
 (``models.hand_features``) checked by the customer's own Isolation Forest (``models.anomaly``).
-The score is the CNN's and the hand features' user-normalised distances combined by the logistic
-fusion fitted on validation writers (entry ``cnn+hand`` of ``offline_fusion.json``: the
-evaluator's default verifier, so the README's figures are this score's). The Isolation Forest's
-score was fitted into that fusion too and came out with weight 0 on the validation writers (it
-adds nothing to the two distances there), so it does not move the decision; it explains it: its
-reasons name the features that are off, in words, on the screen and in the record.
+The score is the CNN's and the hand features' user-normalised distances combined by a logistic
+fusion fitted on validation writers, one per kind of reference: for paper references the entry
+``cnn+hand`` of ``offline_fusion.json`` (fitted on Dutch scans: paper against paper), for pad
+references ``cnn+hand@pad-ink`` (fitted on the cross-media set's electronic ink against its paper;
+across media the hand-made features measure the pen more than the writer, and the paper fusion
+leaned on them). Both decide at the one paper threshold: the pad-ink entry's bias is set so that
+the threshold is its own operating point. These are the evaluator's default verifier, so the
+README's figures are this score's. The Isolation Forest's score is not in it (fitted in as
+``cnn+hand+anomaly`` it came out with weight 0 for the CNN before this one, and moves the Dutch
+validation EER by under half a point with this one), so it does not move the decision; it explains
+it: its reasons name the features that are off, in words, on the screen and in the record.
 
 A customer's paper references are kept as :class:`PaperReference` (the prepared 128×128 ink image
 and the hand-made features), not as photos: that is all the verifier needs, and enough to embed them
@@ -134,12 +139,19 @@ class PaperVerifier:
         self.anomaly = anomaly
         fusion_path = self.model_dir / OFFLINE_FUSION_FILE
         try:
+            #: The fusion for paper references; its threshold is the paper operating point.
             self.fusion: Fusion = load_offline_fusion(fusion_path, FUSION_ENTRY)
+            #: Per kind of reference. The pad-ink entry's bias is set by the operating point's
+            #: choice (``tools.paper_operating_point --choose``) so that the one threshold is the
+            #: operating point of each kind: a profile's ``paper_threshold`` then means one thing.
+            self.fusions: dict[ReferenceKind, Fusion] = {
+                PAPER: self.fusion, PAD_INK: load_offline_fusion(fusion_path, FUSION_ENTRY, pad_ink=True)}
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"paper verifier: {exc}") from None
-        if self.fusion.names != ("cnn", "hand"):
-            raise ModelError(f"paper verifier: {fusion_path} entry {FUSION_ENTRY!r} fuses {self.fusion.names}, "
-                             "not cnn + hand")
+        for kind, fusion in self.fusions.items():
+            if fusion.names != ("cnn", "hand"):
+                raise ModelError(f"paper verifier: {fusion_path}'s fusion for {kind} references fuses "
+                                 f"{fusion.names}, not cnn + hand")
         try:
             self.policy = DecisionPolicy.on_probability(self.fusion.threshold, too_similar_ratio=TOO_SIMILAR_RATIO)
         except ValueError as exc:
@@ -227,8 +239,9 @@ class PaperVerifier:
                                      refs.hand_stats, HAND_PRIOR)
         # Each part against the threshold it would have alone: the CNN's own validation threshold;
         # the hand distance's is not fitted apart, so the fused operating point's share of it.
+        fusion = self.fusions[refs.kind]
         aspects = [AspectCheck("shape", "Shape", match_rate(d_emb, cfg.threshold), d_emb <= cfg.threshold),
-                   self._layout(d_hand)]
+                   self._layout(d_hand, fusion)]
         nearest = min(embedding_distance(emb, r) for r in refs.embeddings.references)
         too_similar = self.policy.is_copy(nearest, refs.embeddings.nearest_pair)
         explanations: tuple[str, ...] = ()
@@ -238,16 +251,16 @@ class PaperVerifier:
             reasons = refs.anomaly.reasons(feats)
             explanations = tuple(r.text for r in reasons)
             aspects.append(AspectCheck("proportions", "Proportions", 1.0 - anomaly, not reasons))
-        z = self.fusion.logit(np.array([d_emb, d_hand]))
+        z = fusion.logit(np.array([d_emb, d_hand]))
         verdict = self.policy.decide(-z, aspects, too_similar=too_similar, explanations=explanations, anomaly=anomaly)
         return dataclasses.replace(verdict, references=refs.kind)
 
-    def _layout(self, d_hand: float) -> AspectCheck:
+    def _layout(self, d_hand: float, fusion: Fusion) -> AspectCheck:
         # The hand distance at which the fused score sits on its threshold when the CNN's distance
         # is a typical genuine one (1): the layout aspect fails where it alone would tip the decision.
-        _, w_hand = self.fusion.weights
+        _, w_hand = fusion.weights
         threshold_logit = -self.policy.threshold
-        limit = math.exp((threshold_logit - self.fusion.bias) / w_hand) if w_hand < 0 else math.inf
+        limit = math.exp((threshold_logit - fusion.bias) / w_hand) if w_hand < 0 else math.inf
         return AspectCheck("layout", "Layout", match_rate(d_hand, limit), d_hand <= limit)
 
     def warm_up(self) -> None:

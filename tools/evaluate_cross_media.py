@@ -41,6 +41,10 @@ PROTOCOLS: dict[str, tuple[_Pick, _Pick, int]] = {
     "ink-to-ink": (lambda s: s.medium.is_ink, lambda s: s.medium.is_ink, 2),
 }
 
+#: The protocols whose references are electronic ink: the kiosk's pad references drawn as ink, so
+#: they are scored with the fusion fitted for pad-ink references (``models.fusion.PAD_INK_SUFFIX``).
+INK_REFERENCES = frozenset({"ink-to-paper", "ink-to-ink"})
+
 
 def max_references(protocol: str) -> int:
     """The largest K the protocol allows (what an identity has, less one questioned where the

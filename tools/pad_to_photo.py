@@ -79,9 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=DATA, help="the shared data folder (online/ under it)")
     ap.add_argument("--split", choices=("validate", "test"), default="validate")
     ap.add_argument("--max-writers", type=int, default=None, help="at most this many writers per set")
+    ap.add_argument("--model-dir", type=Path, default=None,
+                    help="the paper models and fusion to measure (default: the shipped ones)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    verifier = PaperVerifier()
+    verifier = PaperVerifier(args.model_dir)
     print(f"pad references -> photographed paper, {args.split} writers, K = {REFERENCES}, "
           f"threshold {verifier.fusion.threshold:.4f}")
     total: tuple[list[Verdict], list[Verdict]] = ([], [])

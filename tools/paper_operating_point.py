@@ -8,23 +8,27 @@ kiosk's ``models.policy.DecisionPolicy`` (threshold and copy check) that decides
 
 Sets and cases (a case: one customer's references and what is questioned against them):
 
-- ``dutch`` (SigComp 2011 Dutch scans): each writer's first 5 genuine as references; questioned:
-  the next 10 genuine and every skilled forgery of the writer.
-- ``cross-media`` (``ink-to-paper``): each (writer, name) identity's 3 pictures of electronic ink
-  (iPad, phone twice: the stand-in for a pad enrollment) as references; questioned: its paper
-  scan, and every other writer's paper scan of the same name (same-text impostors).
+- ``dutch`` (SigComp 2011 Dutch scans), **paper references**: each writer's first 5 genuine as
+  references; questioned: the next 10 genuine and every skilled forgery of the writer.
+- ``cross-media`` (``ink-to-paper``), **pad-ink references**: each (writer, name) identity's 3
+  pictures of electronic ink (iPad, phone twice: the stand-in for a pad enrollment drawn as ink) as
+  references, scored with the fusion entry for pad-ink references as the kiosk scores a pad
+  enrollment; questioned: its paper scan, and every other writer's paper scan of the same name
+  (same-text impostors).
 
 Not here: the cross-media paper-to-paper protocol. It has one reference per customer, and a kiosk
 enrolls 5 pad references or at least 3 paper ones: with one reference the copy check has no pair of
 references to measure a copy against and calls every picture a copy. Its EERs are in
 ``sigkiosk eval offline --format cross-media --protocol paper-to-paper``.
 
-The choice (``--choose FILE``): the score threshold at which the mean FRR of the two chosen-on sets
-equals their mean skilled FAR (each set weighs the same, whatever its number of trials: Dutch has
-6 validation writers, the cross-media set 100 identities), written as the probability threshold of
-the ``cnn+hand`` entry of ``offline_fusion.json`` (what ``PaperVerifier`` decides at), with the
-command and the validation figures under ``operating_point``. A refit of that fusion
-(``--fit-fusion``) drops the entry's operating point: choose again after it.
+The choice (``--choose FILE``), one kind of reference on each set: the score threshold at which
+the Dutch validation writers' FRR equals their skilled FAR (paper references, the ``cnn+hand``
+entry) is written as that entry's probability threshold (what ``PaperVerifier`` decides at); the
+``cnn+hand@pad-ink`` entry's bias is then shifted so that the same threshold falls on the
+cross-media validation identities' own FRR = FAR point (an entry copied from ``cnn+hand`` where
+the file has none). One threshold, so a profile's ``paper_threshold`` moves both kinds alike; the
+command and the validation figures go under each entry's ``operating_point``. A refit of either
+fusion (``--fit-fusion``) drops its operating point: choose again after it.
 
     python -m tools.paper_operating_point --split validate --choose models/assets/offline_fusion.json
     python -m tools.paper_operating_point --split test        # what the README reports
@@ -44,7 +48,9 @@ from pathlib import Path
 
 import numpy as np
 
+from models.fusion import offline_entry
 from models.paper import FUSION_ENTRY, PaperVerifier
+from models.paper_reference import PAD_INK, PAPER, ReferenceKind
 from models.policy import Verdict
 from tools.datasets import Dataset, ImageSample, load_images
 from tools.datasets.types import Split
@@ -58,6 +64,8 @@ SETS: dict[str, tuple[str, str, str | None]] = {
     "dutch": ("sigcomp-dutch-kaggle", "sigcomp-dutch", None),
     "cross-media": ("cross-media-chinese", "cross-media", "ink-to-paper"),
 }
+#: The kind of each set's references: the fusion entry its cases are scored with.
+KINDS: dict[str, ReferenceKind] = {"dutch": PAPER, "cross-media": PAD_INK}
 
 
 @dataclass(frozen=True)
@@ -113,12 +121,13 @@ def cross_media_cases(dataset: Dataset[ImageSample], protocol: str) -> list[Case
     return cases
 
 
-def decide(verifier: PaperVerifier, cases: Sequence[Case]) -> Outcome:
-    """Every questioned picture of every case through the kiosk's verifier."""
+def decide(verifier: PaperVerifier, cases: Sequence[Case], kind: ReferenceKind = PAPER) -> Outcome:
+    """Every questioned picture of every case through the kiosk's verifier, the references taken
+    as ``kind`` (pad-ink: scored with the fusion for a pad enrollment drawn as ink)."""
     genuine: list[Verdict] = []
     forged: list[Verdict] = []
     for c in cases:
-        refs = verifier.enroll([s.image for s in c.references])
+        refs = verifier.enroll_prepared([verifier.prepare_reference(s.image) for s in c.references], kind)
         genuine += [verifier.verify(refs, s.image) for s in c.genuine]
         forged += [verifier.verify(refs, s.image) for s in c.forged]
     return Outcome(tuple(genuine), tuple(forged))
@@ -147,12 +156,21 @@ def probability(score_threshold: float) -> float:
     return 1.0 / (1.0 + math.exp(score_threshold))
 
 
-def write_operating_point(path: Path, threshold: float, provenance: dict[str, object]) -> None:
-    """Set the ``cnn+hand`` entry's threshold and say how it was chosen; other entries are kept."""
+def write_operating_point(path: Path, threshold: float, provenance: dict[str, object], pad_shift: float) -> None:
+    """Set the ``cnn+hand`` entry's threshold (a probability) and say how it was chosen; raise the
+    ``cnn+hand@pad-ink`` entry's bias by ``pad_shift`` (score units) so that the same threshold is
+    its own operating point (an entry copied from ``cnn+hand`` where the file has none). Other
+    entries are kept."""
     entries = json.loads(path.read_text())
     entry = entries[FUSION_ENTRY]
     entry["threshold"] = threshold
     entry["operating_point"] = provenance
+    pad_name = offline_entry(FUSION_ENTRY, pad_ink=True)
+    pad = entries.setdefault(pad_name, {**{k: v for k, v in entry.items() if k != "operating_point"},
+                                        "fitted_on": f"copied from {FUSION_ENTRY}: {entry.get('fitted_on', '')}"})
+    pad["bias"] = float(pad["bias"]) + pad_shift
+    pad["threshold"] = threshold
+    pad["operating_point"] = {**provenance, "bias_shift": pad_shift}
     path.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
 
 
@@ -184,24 +202,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     verifier = PaperVerifier(args.model_dir)
     cases = load_cases(args.data, args.split)
-    outcomes = {name: decide(verifier, cs) for name, cs in cases.items()}
+    outcomes = {name: decide(verifier, cs, KINDS[name]) for name, cs in cases.items()}
     threshold = verifier.policy.threshold
+    # The score threshold each set is decided at: the one threshold, or, when choosing, each kind
+    # of reference at its own set's FRR = FAR point (the pad-ink entry is then shifted onto it).
+    at: dict[str, float | None] = {name: None for name in outcomes}
     if args.choose is not None:
-        threshold = choose_threshold(list(outcomes.values()))
-        figures = {n: dict(zip(("frr", "skilled_far"), (round(100 * r, 2) for r in o.rates(threshold))))
+        chosen = {name: choose_threshold([o]) for name, o in outcomes.items()}
+        at = dict(chosen)
+        threshold = chosen["dutch"]
+        pad_shift = chosen["cross-media"] - threshold
+        figures = {n: dict(zip(("frr", "skilled_far"), (round(100 * r, 2) for r in o.rates(at[n]))))
                    for n, o in outcomes.items()}
         command = "python -m tools.paper_operating_point " + " ".join(
             shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
         write_operating_point(args.choose, probability(threshold), {
             "command": command,
-            "chosen_on": "validate writers: " + ", ".join(f"{n} ({len(cases[n])} cases)" for n in SETS),
-            "criterion": "mean FRR of the sets = mean skilled FAR of the sets",
+            "chosen_on": "validate writers: " + ", ".join(f"{n} ({len(cases[n])} cases, {KINDS[n]} references)"
+                                                          for n in SETS),
+            "criterion": "each kind of reference at its set's FRR = skilled FAR: paper references on dutch, "
+                         "pad-ink references on cross-media (the pad-ink entry's bias shifted onto the one threshold)",
             "validate_percent": figures,
-        })
-        print(f"threshold: probability {probability(threshold):.4f} (score {threshold:.4f}) -> {args.choose}")
+        }, pad_shift)
+        print(f"threshold: probability {probability(threshold):.4f} (score {threshold:.4f}); pad-ink entry's "
+              f"bias shifted by {pad_shift:+.4f} -> {args.choose}")
     print(f"paper operating point on the {args.split} writers: probability >= {probability(threshold):.4f}")
     for name, o in outcomes.items():
-        frr, far = o.rates(None if args.choose is None else threshold)
+        frr, far = o.rates(at[name])
         print(f"  {name:<18} {len(cases[name]):>4} cases  FRR {100 * frr:5.1f} % "
               f"({round(frr * len(o.genuine))}/{len(o.genuine)})  skilled FAR {100 * far:5.1f} % "
               f"({round(far * len(o.forged))}/{len(o.forged)})")

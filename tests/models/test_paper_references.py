@@ -73,6 +73,42 @@ def test_pad_references_drawn_as_ink_say_so(verifier: PaperVerifier) -> None:
     assert verifier.verify(reference_set, render_ink(genuine[6])).references == PAD_INK
 
 
+def test_pad_references_are_scored_with_their_own_fusion(verifier: PaperVerifier, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Pad-ink references go through the ``cnn+hand@pad-ink`` entry, paper references through
+    ``cnn+hand``; a file without the pad-ink entry scores both with the paper one; a pad-ink entry
+    of other parts is refused."""
+    import json
+    import shutil
+
+    from models._assets import OFFLINE_FUSION_FILE, PAPER_MODEL
+    from models.runtime import ModelError
+
+    def model_dir(name: str, entries: dict) -> PaperVerifier:
+        d = tmp_path / name
+        d.mkdir()
+        for f in verifier.model_dir.glob(PAPER_MODEL.replace(".tflite", ".*")):
+            shutil.copy(f, d / f.name)
+        (d / OFFLINE_FUSION_FILE).write_text(json.dumps(entries))
+        return PaperVerifier(d)
+
+    shipped = json.loads((verifier.model_dir / OFFLINE_FUSION_FILE).read_text())
+    paper_entry = shipped["cnn+hand"]
+    raised = model_dir("raised", {"cnn+hand": paper_entry,
+                                  "cnn+hand@pad-ink": {**paper_entry, "bias": paper_entry["bias"] + 1.0}})
+    without = model_dir("without", {"cnn+hand": paper_entry})
+    genuine, _ = make_population(n_writers=1, n_genuine=7, n_forgeries=1, seed=4)["001"]
+    question = render_ink(genuine[6])
+    pad = {v: v.verify(v.enroll_pad(genuine[:5]), question) for v in (raised, without)}
+    drawn = [render_ink(t) for t in genuine[:5]]
+    paper = {v: v.verify(v.enroll(drawn), question) for v in (raised, without)}
+    assert pad[raised].references == PAD_INK and paper[raised].references == PAPER
+    # The score is minus the fused logit: one more unit of bias is one unit less of score.
+    assert pad[raised].distance == pytest.approx(pad[without].distance - 1.0)
+    assert paper[raised].distance == pytest.approx(paper[without].distance)
+    with pytest.raises(ModelError, match="pad-ink references fuses"):
+        model_dir("bad", {"cnn+hand": paper_entry, "cnn+hand@pad-ink": {**paper_entry, "names": ["cnn", "anomaly"]}})
+
+
 def test_what_is_kept_embeds_exactly_as_the_picture(verifier: PaperVerifier) -> None:
     """The stored uint8 ink image gives the int8 model the very input prepare's floats give it,
     and a set built from kept references is the set built from the pictures."""

@@ -255,8 +255,8 @@ def run_offline(args: argparse.Namespace) -> int:
     from models.runtime import ModelError
     from tools.datasets import MalformedFileError, load_images
     from tools.evaluate import format_table, plot_title, write_json, write_plots
+    from tools.evaluate_cross_media import INK_REFERENCES, max_references
     from tools.evaluate_cross_media import PROTOCOLS as CROSS_MEDIA_PROTOCOLS
-    from tools.evaluate_cross_media import max_references
     from tools.evaluate_offline import (
         DEFAULT_FUSION,
         evaluate_offline,
@@ -297,7 +297,7 @@ def run_offline(args: argparse.Namespace) -> int:
     try:
         providers = make_providers(args.verifier, args.model)
         fused = anomaly or len(providers) > 1
-        entry = fusion_entry(args.verifier, anomaly)
+        entry = fusion_entry(args.verifier, anomaly, pad_ink=cross_media and protocol in INK_REFERENCES)
         fusion = load_fusion(entry, args.fusion) if fused and args.fit_fusion is None else None
         run = evaluate_offline(
             dataset,
