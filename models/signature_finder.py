@@ -33,7 +33,7 @@ import numpy as np
 
 from models.errors import VerificationError
 from models.image import MAX_SIDE, MIN_SIDE, SignatureImage
-from models.image_preprocess import NoInkError, ink_box, ink_mask, to_grey
+from models.image_preprocess import NoInkError, grey_counts, ink_box, ink_mask, percentile_of_counts, to_grey
 from models.picture_header import PNG_MAGIC, PictureHeaderError, read_header
 
 #: Sheet and box search run on a copy this long (px): 4-10x fewer pixels than a 720p-1080p frame,
@@ -233,10 +233,16 @@ def _brighter_inside(grey: np.ndarray, quad: np.ndarray) -> bool:
     """Paper is the bright thing: the quad's inside is brighter than the frame around it."""
     mask = np.zeros(grey.shape, np.uint8)
     cv2.fillConvexPoly(mask, quad.astype(np.int32), 1)
-    inside, outside = grey[mask > 0], grey[mask == 0]
-    if outside.size < 0.02 * grey.size:
+    inside = grey_counts(grey, mask)
+    outside = grey_counts(grey) - inside
+    if outside.sum() < 0.02 * grey.size:
         return True
-    return float(np.median(inside)) > float(np.median(outside)) + 10
+    m_in, m_out = percentile_of_counts(inside, 50.0), percentile_of_counts(outside, 50.0)
+    if m_in is None:
+        m_in = float(np.median(grey[mask > 0]))
+    if m_out is None:
+        m_out = float(np.median(grey[mask == 0]))
+    return m_in > m_out + 10
 
 
 def true_aspect(quad: np.ndarray, centre: tuple[float, float]) -> float | None:

@@ -141,3 +141,32 @@ def test_the_hysteresis_offsets_are_opencvs_adaptive_threshold(block: int) -> No
         opencv = cv2.adaptiveThreshold(levelled, 255, cv2.ADAPTIVE_THRESH_GAUSSIAN_C, cv2.THRESH_BINARY_INV, block,
                                        offset) > 0
         np.testing.assert_array_equal(below >= offset, opencv)
+
+
+def test_percentiles_from_grey_counts_are_numpys_or_none() -> None:
+    """The ink mask's paper level and darkest level, and the finder's paper test, read their
+    percentiles off a picture's grey-level counts: the same float as numpy's (or None, and the
+    caller asks numpy), on pictures of many pixels and of few, flat and varied."""
+    from models.image_preprocess import grey_counts, median_of, percentile_of_counts
+
+    rng = np.random.default_rng(0)
+    answered = 0
+    for trial in range(600):
+        n = int(rng.integers(1, 3000))
+        levels = int(rng.integers(1, 256))
+        a = (rng.integers(0, levels, size=(2, n)) if trial % 2 else
+             np.minimum(255, rng.poisson(rng.uniform(1, 200), size=(2, n)))).astype(np.uint8)
+        for q in (0.1, 0.2, 50.0, 90.0, float(rng.uniform(0, 100))):
+            got = percentile_of_counts(grey_counts(a), q)
+            if got is not None:
+                answered += 1
+                assert got == float(np.percentile(a, q)), (q, n, levels)
+        assert median_of(a) == float(np.median(a))
+    assert answered > 1000
+    # A photo: the levels around each percentile settle it, and the counts answer.
+    photo = cv2.GaussianBlur(rng.integers(150, 230, size=(360, 640)).astype(np.uint8), (5, 5), 0)
+    assert percentile_of_counts(grey_counts(photo), 0.1) == float(np.percentile(photo, 0.1))
+    assert percentile_of_counts(grey_counts(photo), 50.0) == float(np.median(photo))
+    mask = np.zeros(photo.shape, np.uint8)
+    mask[100:200, 100:400] = 1
+    assert percentile_of_counts(grey_counts(photo, mask), 50.0) == float(np.median(photo[mask > 0]))
