@@ -92,6 +92,28 @@ def test_without_same_name_identities_batches_are_writers_only() -> None:
     assert all(identity_text(c.writers[i]) is None for i in idx)
 
 
+def test_scans_per_batch_puts_that_many_scan_writers_in_every_batch() -> None:
+    """--scans-per-batch: of the batch's writers, at least N have real scans, the rest drawn from
+    all writers (no writer twice); 0 draws them all alike, as before the option."""
+    base = corpus()
+    extra = [f"susig-visual:{n}" for n in range(1, 7) for _ in range(5)]   # rendered ink writers
+    n = len(base) + len(extra)
+    c = ImageCorpus(np.zeros((n, 4, 4), np.uint8), [f"k/{i}.png" for i in range(n)], base.writers + extra,
+                    np.concatenate([base.genuine, np.ones(len(extra), bool)]), base.split + ["train"] * len(extra),
+                    base.medium + [INK] * len(extra))
+    scans = {"sigcomp-dutch:001", "sigcomp-dutch:002", "sigcomp-dutch:003"}
+
+    def batch_writers(scans_per_batch: int, seed: int) -> list[set[str]]:
+        cfg = OfflineTrainConfig(writers_per_batch=4, same_name_per_batch=0, scans_per_batch=scans_per_batch)
+        sampler = BatchSampler(c, cfg, np.random.default_rng(seed))
+        assert set(sampler.scan_writers) == scans
+        return [{c.writers[i] for i in sampler.batch()[0]} for _ in range(50)]
+
+    for ws in batch_writers(2, 0):
+        assert len(ws) == 4 and len(ws & scans) >= 2
+    assert min(len(ws & scans) for ws in batch_writers(0, 0)) == 0   # uniform: some batches have none
+
+
 def test_cross_media_protocol_references_ink_and_questions_paper() -> None:
     """Selection uses the evaluator's ink-to-paper plans (tools.evaluate_cross_media) on the corpus."""
     c = corpus()

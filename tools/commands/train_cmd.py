@@ -110,6 +110,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="no cross-media training identities (its validate writers are read only to select on)")
     f.add_argument("--same-name", type=int, default=None, metavar="N",
                    help="cross-media identities of one same name in each batch (default 6; 0: none together)")
+    f.add_argument("--scans-per-batch", type=int, default=None, metavar="N",
+                   help="of the writers in each batch, at least N with real scans (the Dutch training "
+                        "writers; default 0: drawn like the rest, about 2 of 12)")
     f.add_argument("--select-on", choices=SELECT_CHOICES, default=None,
                    help="model selection: Dutch validate writers' skilled EER (default), or its mean with the "
                         "cross-media validate writers' pad-to-paper skilled EER and/or that of ink rendered from "
@@ -332,6 +335,8 @@ def run_offline(args: argparse.Namespace) -> int:
         cfg = replace(cfg, select_on=args.select_on)
     if args.same_name is not None:
         cfg = replace(cfg, same_name_per_batch=args.same_name)
+    if args.scans_per_batch is not None:
+        cfg = replace(cfg, scans_per_batch=args.scans_per_batch)
     print(f"run folder: {out}", flush=True)
     record = run(args.data or default_data_root(), out, args.cache or DEFAULT_CACHE, net, cfg,
                  rendered=not args.no_rendered, max_writers=3 if args.quick else None,
