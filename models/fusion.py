@@ -80,17 +80,17 @@ def offline_entry(verifier: str, pad_ink: bool = False) -> str:
     return verifier + PAD_INK_SUFFIX if pad_ink else verifier
 
 
-def load_offline_fusion(path: Path, verifier: str, *, pad_ink: bool = False) -> Fusion:
+def load_offline_fusion(path: Path, verifier: str) -> Fusion:
     """The fusion of ``verifier`` + anomaly check from a file of one entry per image verifier
-    (``offline_fusion.json``, written by ``sigkiosk eval offline --fit-fusion``). ``pad_ink``: the
-    entry for references of electronic ink, or the verifier's own where the file has none (a file
-    of before the pad-ink entries)."""
+    (``offline_fusion.json``, written by ``sigkiosk eval offline --fit-fusion``). A pad-ink entry
+    (``cnn+hand@pad-ink``) the file does not have is the verifier's own (a file of before the
+    pad-ink entries)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"offline fusion file not found: {path} (fit one with --fit-fusion on validate writers)")
     entries = json.loads(path.read_text())
-    if pad_ink and offline_entry(verifier, True) in entries:
-        verifier = offline_entry(verifier, True)
+    if verifier not in entries and verifier.endswith(PAD_INK_SUFFIX):
+        verifier = verifier.removesuffix(PAD_INK_SUFFIX)
     if verifier not in entries:
         raise ValueError(f"{path} has no fusion for {verifier!r} (it has: {', '.join(entries) or 'none'}); "
                          "fit one with --fit-fusion on validate writers")

@@ -92,20 +92,21 @@ def percentile_of_counts(counts: np.ndarray, q: float) -> float | None:
     return float(levels[0]) if (levels == levels[0]).all() else None
 
 
-def median_of(grey: np.ndarray, counts: np.ndarray | None = None) -> float:
-    """``np.median(grey)`` of a uint8 picture, from its grey-level counts where they settle it."""
-    m = percentile_of_counts(grey_counts(grey) if counts is None else counts, 50.0)
-    return float(np.median(grey)) if m is None else m
+def grey_percentile(grey: np.ndarray, q: float, counts: np.ndarray | None = None,
+                    where: np.ndarray | None = None) -> float:
+    """``np.percentile(grey[where], q)`` (all of ``grey`` without ``where``) of a uint8 picture: from
+    its grey-level ``counts`` (``grey_counts(grey)`` if not given) where they settle it, else
+    numpy's. At q = 50 it is ``np.median``."""
+    got = percentile_of_counts(grey_counts(grey) if counts is None else counts, q)
+    return float(np.percentile(grey if where is None else grey[where], q)) if got is None else got
 
 
 def ink_mask(grey: np.ndarray) -> np.ndarray:
     """Boolean ink mask of a grey picture (dark ink on light paper); ``NoInkError`` if it has none."""
     clean = denoise(grey)
     counts = grey_counts(clean)
-    paper = median_of(clean, counts)
-    darkest = percentile_of_counts(counts, 0.1)
-    if darkest is None:
-        darkest = float(np.percentile(clean, 0.1))
+    paper = grey_percentile(clean, 50.0, counts)
+    darkest = grey_percentile(clean, 0.1, counts)
     if paper - darkest < MIN_CONTRAST:
         raise NoInkError(
             "no ink found: the page is blank, or the signature is too faint to read "

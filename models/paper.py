@@ -55,7 +55,7 @@ import numpy as np
 from models._assets import OFFLINE_FUSION_FILE, PAPER_MODEL, digest, shipped_assets
 from models.anomaly import MIN_REFERENCES, AnomalyModel
 from models.errors import VerificationError
-from models.fusion import Fusion, load_offline_fusion
+from models.fusion import Fusion, load_offline_fusion, offline_entry
 from models.hand_features import HAND_PRIOR, hand_distance, hand_features
 from models.image import SignatureImage
 from models.image_preprocess import prepare, prepared_similarity
@@ -145,7 +145,7 @@ class PaperVerifier:
             #: choice (``tools.paper_operating_point --choose``) so that the one threshold is the
             #: operating point of each kind: a profile's ``paper_threshold`` then means one thing.
             self.fusions: dict[ReferenceKind, Fusion] = {
-                PAPER: self.fusion, PAD_INK: load_offline_fusion(fusion_path, FUSION_ENTRY, pad_ink=True)}
+                PAPER: self.fusion, PAD_INK: load_offline_fusion(fusion_path, offline_entry(FUSION_ENTRY, pad_ink=True))}
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"paper verifier: {exc}") from None
         for kind, fusion in self.fusions.items():

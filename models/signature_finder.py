@@ -33,7 +33,7 @@ import numpy as np
 
 from models.errors import VerificationError
 from models.image import MAX_SIDE, MIN_SIDE, SignatureImage
-from models.image_preprocess import NoInkError, grey_counts, ink_box, ink_mask, percentile_of_counts, to_grey
+from models.image_preprocess import NoInkError, grey_counts, grey_percentile, ink_box, ink_mask, to_grey
 from models.picture_header import PNG_MAGIC, PictureHeaderError, read_header
 
 #: Sheet and box search run on a copy this long (px): 4-10x fewer pixels than a 720p-1080p frame,
@@ -237,12 +237,7 @@ def _brighter_inside(grey: np.ndarray, quad: np.ndarray) -> bool:
     outside = grey_counts(grey) - inside
     if outside.sum() < 0.02 * grey.size:
         return True
-    m_in, m_out = percentile_of_counts(inside, 50.0), percentile_of_counts(outside, 50.0)
-    if m_in is None:
-        m_in = float(np.median(grey[mask > 0]))
-    if m_out is None:
-        m_out = float(np.median(grey[mask == 0]))
-    return m_in > m_out + 10
+    return grey_percentile(grey, 50.0, inside, mask > 0) > grey_percentile(grey, 50.0, outside, mask == 0) + 10
 
 
 def true_aspect(quad: np.ndarray, centre: tuple[float, float]) -> float | None:

@@ -46,7 +46,7 @@ from models.scoring import NormalisationPrior, pairwise
 from tools.datasets.types import Dataset, ImageSample, Label, OnlineSample, S
 from tools.metrics import equal_error_rate, error_curve, frr_at_far, user_mean_eer
 from tools.provenance import provenance
-from tools.train.score_fit import Trials, plan_trials
+from tools.train.score_fit import KINDS, Trials, plan_trials
 
 log = logging.getLogger(__name__)
 
@@ -362,7 +362,7 @@ def globals_cache() -> FeatureCache:
 def add_match_scores(trials: Trials, model: ScoreModel, out: Scores) -> None:
     """Each trial's match score added to ``out`` as minus its logit (lower is more genuine, so
     that the EER code treats it as a distance), in the trials' order."""
-    for kind in ("genuine", "skilled", "random"):
+    for kind in KINDS:
         d, z = trials.arrays(kind)
         if len(d):
             for w, v in zip(trials.writer[kind], model.logit(model.inputs(d, z))):

@@ -43,7 +43,7 @@ import numpy as np
 from models._assets import OFFLINE_FUSION_FILE, shipped_assets
 from models.anomaly import AnomalyModel
 from models.classic import score_from_distances
-from models.fusion import PAD_INK_SUFFIX, Fusion, fit_fusion, load_offline_fusion, offline_entry
+from models.fusion import Fusion, fit_fusion, load_offline_fusion, offline_entry
 from models.hand_features import FEATURE_NAMES, HAND_PRIOR, hand_distance, hand_features
 from models.image_preprocess import NoInkError, prepare
 from models.offline_embed import DEFAULT_MODEL, ImageEmbedder, embedding_distance
@@ -321,11 +321,9 @@ def fusion_entry(verifier: str, anomaly: bool, pad_ink: bool = False) -> str:
 
 
 def load_fusion(verifier: str, path: Path = DEFAULT_FUSION) -> Fusion:
-    """The fusion stored for ``verifier`` in ``path`` (the kiosk's own loader); for a pad-ink
-    entry, the paper one where the file has none, as the kiosk does."""
-    base, pad_ink = (verifier.removesuffix(PAD_INK_SUFFIX), True) if verifier.endswith(PAD_INK_SUFFIX) \
-        else (verifier, False)
-    return load_offline_fusion(path, base, pad_ink=pad_ink)
+    """The fusion stored for ``verifier`` in ``path`` (the kiosk's own loader; a pad-ink entry the
+    file lacks is the paper one, as on the kiosk)."""
+    return load_offline_fusion(path, verifier)
 
 
 def save_fusion(verifier: str, fusion: Fusion, path: Path, provenance: dict[str, Any]) -> None:

@@ -209,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     at: dict[str, float | None] = {name: None for name in outcomes}
     if args.choose is not None:
         chosen = {name: choose_threshold([o]) for name, o in outcomes.items()}
-        at = dict(chosen)
+        at.update(chosen)
         threshold = chosen["dutch"]
         pad_shift = chosen["cross-media"] - threshold
         figures = {n: dict(zip(("frr", "skilled_far"), (round(100 * r, 2) for r in o.rates(at[n]))))

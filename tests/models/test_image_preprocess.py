@@ -147,7 +147,7 @@ def test_percentiles_from_grey_counts_are_numpys_or_none() -> None:
     """The ink mask's paper level and darkest level, and the finder's paper test, read their
     percentiles off a picture's grey-level counts: the same float as numpy's (or None, and the
     caller asks numpy), on pictures of many pixels and of few, flat and varied."""
-    from models.image_preprocess import grey_counts, median_of, percentile_of_counts
+    from models.image_preprocess import grey_counts, grey_percentile, percentile_of_counts
 
     rng = np.random.default_rng(0)
     answered = 0
@@ -161,7 +161,7 @@ def test_percentiles_from_grey_counts_are_numpys_or_none() -> None:
             if got is not None:
                 answered += 1
                 assert got == float(np.percentile(a, q)), (q, n, levels)
-        assert median_of(a) == float(np.median(a))
+        assert grey_percentile(a, 50.0) == float(np.median(a))
     assert answered > 1000
     # A photo: the levels around each percentile settle it, and the counts answer.
     photo = cv2.GaussianBlur(rng.integers(150, 230, size=(360, 640)).astype(np.uint8), (5, 5), 0)

@@ -136,7 +136,7 @@ def test_choosing_shifts_the_pad_ink_entry_onto_the_one_threshold(tmp_path: Path
     assert pad["threshold"] == entries["cnn+hand"]["threshold"] == pytest.approx(probability(-0.2))
     assert pad["operating_point"] == {"command": "c", "bias_shift": 0.7}
     d = np.array([1.3, 0.8])
-    own = load_offline_fusion(f, "cnn+hand", pad_ink=True)
+    own = load_offline_fusion(f, "cnn+hand@pad-ink")
     assert own.logit(d) == pytest.approx(load_offline_fusion(f, "cnn+hand").logit(d) + 0.7)
     write_operating_point(f, probability(-0.2), {"command": "c"}, pad_shift=0.0)
     assert json.loads(f.read_text())["cnn+hand@pad-ink"]["bias"] == pytest.approx(2.7)
