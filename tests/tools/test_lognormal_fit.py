@@ -148,3 +148,31 @@ def test_real_signatures_are_fitted_above_the_floor(rel: str, fmt: str) -> None:
         size = np.ptp(tr.x[tr.pen_down]) * fit.mm_per_unit, np.ptp(tr.y[tr.pen_down]) * fit.mm_per_unit
         assert np.ptp(again.x[again.pen_down]) == pytest.approx(size[0], rel=0.1)
         assert np.ptp(again.y[again.pen_down]) == pytest.approx(size[1], rel=0.1)
+
+
+def test_an_export_is_fitted_in_another_process_and_resumes(tmp_path) -> None:
+    """The fits a many-core machine makes from an export (`python -m tools.train.synthetic`):
+    the cache file of the export's name, one record per signature, each a model that renders; a
+    second run finds them done and fits nothing again."""
+    import pickle
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tools.train.synthetic import read_fit_cache
+
+    root = Path(__file__).resolve().parents[2]
+    items = [(f"fmt:s{k}", "fmt:w", synth.render(synth.random_writer(np.random.default_rng(k)))) for k in (0, 1)]
+    export = tmp_path / "pool.pkl"
+    export.write_bytes(pickle.dumps({"cache_name": "lognormal-fits-test.jsonl", "items": items}))
+    cmd = [sys.executable, "-m", "tools.train.synthetic", str(export), str(tmp_path / "out"), "--workers", "2"]
+    for _ in range(2):
+        done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    cache = tmp_path / "out" / "lognormal-fits-test.jsonl"
+    assert len(cache.read_text().splitlines()) == 2  # the second run added nothing
+    recs = read_fit_cache(cache)
+    assert set(recs) == {"fmt:s0", "fmt:s1"}
+    for rec in recs.values():
+        assert rec is not None and rec["snr_velocity_db"] >= 20.0
+        assert len(synth.render(synth.writer_from_json(rec["model"])).x) > 50

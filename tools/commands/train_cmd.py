@@ -8,6 +8,7 @@ model is reported loudly and the command exits with status 3 (``tools/train/runs
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Iterable, Mapping
@@ -75,6 +76,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     sh.add_argument("--sets", nargs="+", default=None, metavar="SET",
                     help="only these pen sets (default all: susig-visual susig-blind sigcomp2009-nfi sigwicomp2013-jp)")
     sh.set_defaults(func=run_synth_sheet)
+
+    fi = kinds.add_parser("fit-identities", help="sigma-lognormal fits of N training signatures into the work "
+                                                 "folder's cache (what --synthetic-identities N reads), or an export "
+                                                 "of them to fit on a machine with more cores")
+    fi.add_argument("identities", type=int, metavar="N")
+    fi.add_argument("--data", type=Path, default=None, help="the shared data folder (default ../shared/data)")
+    fi.add_argument("--work", type=Path, default=Path(".cache/learned"), help="as `train online --work`")
+    fi.add_argument("--synthesis-seed", type=int, default=0)
+    fi.add_argument("--workers", type=int, default=2)
+    fi.add_argument("--export", type=Path, default=None, metavar="FILE",
+                    help="do not fit: write the signatures still to fit to FILE, for "
+                         "`python -m tools.train.synthetic FILE OUT_DIR` elsewhere; append OUT_DIR's .jsonl to "
+                         "WORK/synth/ of the same name to use the fits")
+    fi.set_defaults(func=run_fit_identities)
 
     dv = kinds.add_parser("validate-devices", help="converted pen models on the cross-device yardstick's validation "
                                                    "writers: skilled EER K=5 per set and pad variant (the selection "
@@ -278,6 +293,21 @@ def run_synth_sheet(args: argparse.Namespace) -> int:
     print(f"{record['fitted']} signatures fitted: velocity SNR median {s['velocity_db']['median']:.1f} dB "
           f"(min {s['velocity_db']['min']:.1f}), trajectory SNR median {s['trajectory_db']['median']:.1f} dB; "
           f"sheet {out / 'synth_sheet.png'}, record {out / 'synth.run.json'}")
+    return 0
+
+
+def run_fit_identities(args: argparse.Namespace) -> int:
+    from models.learned import LearnedConfig
+    from tools.train.data import default_data_root, load_corpus
+    from tools.train.synthetic import export_fits, fitted_identities, snr_summary
+
+    corpus = load_corpus(args.data or default_data_root(), LearnedConfig(), cache_dir=args.work / "cache")
+    if args.export is not None:
+        n = export_fits(corpus, args.identities, args.synthesis_seed, args.work / "synth", args.export)
+        print(f"{n} signatures to fit written to {args.export}")
+        return 0
+    fits = fitted_identities(corpus, args.identities, args.synthesis_seed, args.work / "synth", args.workers)
+    print(json.dumps(snr_summary(fits, 15.0), indent=1))
     return 0
 
 
