@@ -121,3 +121,26 @@ def test_cli_missing_model_is_a_clear_error(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "nope.tflite" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "run" / "fusion.json").exists()
+
+
+def test_each_fold_is_fitted_without_its_left_out_set() -> None:
+    """tools/train/fusion_transfer.py: where the learned verifier is clearly better on two sets and
+    useless on a third, the third's fold (fitted on the other two) leans on it and the other folds
+    do not see the third set's quirk; the operating point is measured at the fold's threshold."""
+    from tools.train.fusion_transfer import format_table, transfer_rows
+
+    rng = np.random.default_rng(5)
+    good = {f"s{i}": {f"s{i} K=5": group(rng, 10, classic_gap=0.1, learned_gap=0.8, prefix=f"s{i}-")}
+            for i in range(2)}
+    odd = {"odd": {"odd K=5": group(rng, 10, classic_gap=0.8, learned_gap=0.0, prefix="o-")}}
+    val = {**good, **odd}
+    test = {name: {5: next(iter(parts.values()))} for name, parts in val.items()}
+    shipped = Fusion(("classic", "learned"), (-1.0, -1.0), 0.0, threshold=0.5)
+    rows = {r["left_out"]: r for r in transfer_rows(val, test, shipped)}
+    assert rows["odd"]["mix_learned"] >= 0.5  # fitted on s0 and s1 only
+    assert rows["s0"]["mix_learned"] < rows["odd"]["mix_learned"]
+    odd5 = rows["odd"]["k"][5]
+    # On the odd set the fold's fusion, leaning on the useless verifier, is worse than classic.
+    assert odd5["eer"]["fused"] > odd5["eer"]["classic"]
+    assert 0.0 <= odd5["fitted_threshold"]["frr"] <= 100.0
+    assert "| odd (" in format_table({"sets": list(rows.values())})

@@ -161,6 +161,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     fu.add_argument("--cache", type=Path, default=Path(".cache/fusion"), help="per-trial distance cache")
     fu.set_defaults(func=run_fusion)
 
+    ft = kinds.add_parser("fusion-transfer", help="each pen set left out in turn: the fusion fitted on the other "
+                                                  "sets' validation writers, measured on its test writers (EERs; "
+                                                  "FRR / skilled FAR at the fold's and at the shipped threshold)")
+    ft.add_argument("--data", type=Path, default=None)
+    ft.add_argument("--model", type=Path, default=None, help="the learned model (default: the shipped int8 student)")
+    ft.add_argument("--fusion", type=Path, default=None, help="the shipped fusion to compare (default: "
+                                                              "fusion.json beside the model)")
+    ft.add_argument("--trials", type=int, default=10, help="random draws of K references per writer")
+    ft.add_argument("--cache", type=Path, default=Path(".cache/fusion"), help="per-trial distance cache")
+    ft.add_argument("--json", type=Path, default=None)
+    ft.set_defaults(func=run_fusion_transfer)
+
     r = kinds.add_parser("report", help="the README's EER table: every verifier on the test writers, K=1 and 5")
     r.add_argument("--data", type=Path, default=None)
     r.add_argument("--assets", type=Path, default=Path("models/assets"))
@@ -424,6 +436,21 @@ def run_fusion(args: argparse.Namespace) -> int:
     print(f"wrote {out / 'fusion.json'} and {out / 'fusion.fit.json'}")
     eers = {"fusion": sum(fused) / len(fused) if fused else float("nan")}
     return _finish(args, out, assets, "fusion.fit.json", rec, eers, [], ["fusion.json", "fusion.fit.json"])
+
+
+def run_fusion_transfer(args: argparse.Namespace) -> int:
+    from models._assets import DEFAULT_LEARNED_MODEL, FUSION_FILE, shipped_assets
+    from models.fusion import Fusion
+    from tools.train.data import default_data_root
+    from tools.train.fusion_transfer import format_table, leave_one_set_out
+
+    model = args.model or shipped_assets() / DEFAULT_LEARNED_MODEL
+    shipped = Fusion.load(args.fusion or model.parent / FUSION_FILE)
+    report = leave_one_set_out(args.data or default_data_root(), model, shipped, args.cache, args.trials)
+    print(format_table(report))
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    return 0
 
 
 def run_report(args: argparse.Namespace) -> int:
