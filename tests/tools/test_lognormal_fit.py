@@ -176,3 +176,20 @@ def test_an_export_is_fitted_in_another_process_and_resumes(tmp_path) -> None:
     for rec in recs.values():
         assert rec is not None and rec["snr_velocity_db"] >= 20.0
         assert len(synth.render(synth.writer_from_json(rec["model"])).x) > 50
+
+
+def test_fit_workers_start_with_one_blas_thread_each(monkeypatch) -> None:
+    """16 workers of 16 BLAS threads each fitted 8 signatures in 7 minutes where one thread each
+    fitted 2180 in 2: the workers are started with one, and the caller's setting is left as it was."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tools.train.synthetic import _one_thread_each
+
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "8")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    with _one_thread_each(), ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as ex:
+        seen = tuple(ex.map(os.getenv, ["OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"]))
+    assert seen == ("1", "1")
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "8" and "OMP_NUM_THREADS" not in os.environ
