@@ -111,6 +111,8 @@ def test_artefacts_and_run_record(quick_run: Path) -> None:
     for name in ("tsgatr_student_int8", "tsgatr_student_float", "tsgatr_teacher_float"):
         assert (quick_run / f"{name}.tflite").stat().st_size > 1000
         assert json.loads((quick_run / f"{name}.config.json").read_text())["max_len"] == 32
+    # The teacher's Keras weights stay with the run (for --teacher-weights), beside what ships.
+    assert (quick_run / "weights" / "teacher.weights.h5").stat().st_size > 1000
     rec = json.loads((quick_run / "tsgatr.run.json").read_text())
     assert "train online --quick" in rec["command"]
     assert set(rec["data_sha256"]) == {"susig-visual", "susig-blind", "sigcomp2009-nfi", "sigwicomp2013-jp"}

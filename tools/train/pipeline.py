@@ -138,7 +138,11 @@ def run(pc: PipelineConfig, tcfg: Any, data_root: Path, out: Path, work: Path, t
         print(f"teacher: loaded {teacher_weights}", flush=True)
     else:
         teacher, hist = train_metric_model(corpus, lc, pc.teacher, tcfg, desc="teacher")
-        teacher.save_weights(str(work / "teacher.weights.h5"))
+        # Kept with the run too (never shipped): runs sharing a --work folder overwrite its copy,
+        # and a student is distilled again from a chosen teacher with --teacher-weights.
+        (out / "weights").mkdir(parents=True, exist_ok=True)
+        for folder in (work, out / "weights"):
+            teacher.save_weights(str(folder / "teacher.weights.h5"))
         record["teacher_history"] = hist.epochs
         record["teacher_best_epoch"] = hist.best_epoch
 
