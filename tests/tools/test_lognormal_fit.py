@@ -176,6 +176,12 @@ def test_an_export_is_fitted_in_another_process_and_resumes(tmp_path) -> None:
     for rec in recs.values():
         assert rec is not None and rec["snr_velocity_db"] >= 20.0
         assert len(synth.render(synth.writer_from_json(rec["model"])).x) > 50
+    # Not an export: a clear error, nothing written.
+    (tmp_path / "junk.pkl").write_bytes(b"not a pickle")
+    bad = subprocess.run(cmd[:3] + [str(tmp_path / "junk.pkl"), str(tmp_path / "junk-out")], cwd=root,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "is not an export" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "junk-out").exists()
 
 
 def test_fit_workers_start_with_one_blas_thread_each(monkeypatch) -> None:

@@ -21,6 +21,7 @@ import math
 import multiprocessing
 import os
 import pickle
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -264,7 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out_dir", type=Path)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args(argv)
-    out = fit_export(args.export, args.out_dir, args.workers)
+    try:
+        out = fit_export(args.export, args.out_dir, args.workers)
+    except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError) as e:
+        print(f"python -m tools.train.synthetic: {args.export} is not an export of `sigkiosk train fit-identities "
+              f"--export` ({type(e).__name__}: {e})", file=sys.stderr)
+        return 2
     print(f"fits: {out} ({sum(1 for _ in out.open())} records)")
     return 0
 
