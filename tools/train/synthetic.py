@@ -193,12 +193,26 @@ def export_fits(corpus: Corpus, n: int, seed: int, cache_dir: Path, path: Path) 
     return len(todo)
 
 
+def load_export(path: Path) -> dict:
+    """An :func:`export_fits` file; ``ValueError`` naming the file for anything else."""
+    try:
+        with path.open("rb") as fh:
+            job = pickle.load(fh)  # noqa: S301
+        if not isinstance(job, dict) or not isinstance(job.get("cache_name"), str) \
+                or not isinstance(job.get("items"), list):
+            raise TypeError("not a dict with 'cache_name' and 'items'")
+    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError, IndexError, TypeError,
+            ValueError) as e:
+        raise ValueError(f"{path} is not an export of `sigkiosk train fit-identities --export` "
+                         f"({type(e).__name__}: {e})") from e
+    return job
+
+
 def fit_export(path: Path, out_dir: Path, workers: int) -> Path:
     """Fit an :func:`export_fits` file into ``out_dir/<cache name>``; append that file's lines to
     the cache of the same name under the work folder's ``synth/`` to use them. The file is our own
     (training only, never an input a stranger can reach): pickle is fine."""
-    with path.open("rb") as fh:
-        job = pickle.load(fh)  # noqa: S301
+    job = load_export(path)
     out = out_dir / job["cache_name"]
     done = read_fit_cache(out)
     fit_into([item for item in job["items"] if item[0] not in done], out, workers)
@@ -267,11 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         out = fit_export(args.export, args.out_dir, args.workers)
-    except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError) as e:
-        print(f"python -m tools.train.synthetic: {args.export} is not an export of `sigkiosk train fit-identities "
-              f"--export` ({type(e).__name__}: {e})", file=sys.stderr)
+    except ValueError as e:
+        print(f"python -m tools.train.synthetic: {e}", file=sys.stderr)
         return 2
-    print(f"fits: {out} ({sum(1 for _ in out.open())} records)")
+    print(f"fits: {out} ({len(read_fit_cache(out))} records)")
     return 0
 
 
