@@ -311,7 +311,7 @@ def run_synth_sheet(args: argparse.Namespace) -> int:
 def run_fit_identities(args: argparse.Namespace) -> int:
     from models.learned import LearnedConfig
     from tools.train.data import default_data_root, load_corpus
-    from tools.train.synthetic import export_fits, fitted_identities, snr_summary
+    from tools.train.synthetic import SynthConfig, export_fits, fitted_identities, snr_summary
 
     corpus = load_corpus(args.data or default_data_root(), LearnedConfig(), cache_dir=args.work / "cache")
     if args.export is not None:
@@ -319,7 +319,7 @@ def run_fit_identities(args: argparse.Namespace) -> int:
         print(f"{n} signatures to fit written to {args.export}")
         return 0
     fits = fitted_identities(corpus, args.identities, args.synthesis_seed, args.work / "synth", args.workers)
-    print(json.dumps(snr_summary(fits, 15.0), indent=1))
+    print(json.dumps(snr_summary(fits, SynthConfig().min_snr_db), indent=1))
     return 0
 
 

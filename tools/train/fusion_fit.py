@@ -126,20 +126,20 @@ def cached_trial_distances(data_root: Path, rel: str, fmt: str, split: str, refe
     return td
 
 
-def validation_trials(data_root: Path, model_path: Path, cache: Path, trials: int = 10,
-                      ks: tuple[int, ...] = FIT_KS) -> dict[str, TrialDistances]:
-    """Every validation writer's trials, per ``"<format> K=<k>"``."""
+def set_trials(data_root: Path, model_path: Path, cache: Path, trials: int = 10,
+                      ks: tuple[int, ...] = FIT_KS, split: str = "validate") -> dict[str, TrialDistances]:
+    """Every ``split`` writer's trials (validation writers unless told), per ``"<format> K=<k>"``."""
     from tools.train.loop import progress
 
     out = {}
-    with progress(len(FIT_SETS) * len(ks), "fusion: validation trials", leave=True) as bar:
+    with progress(len(FIT_SETS) * len(ks), f"fusion: {split} trials", leave=True) as bar:
         for rel, fmt in FIT_SETS:
             for k in ks:
                 bar.set_postfix_str(f"{fmt} K={k}")
-                td = cached_trial_distances(data_root, rel, fmt, "validate", k, trials, model_path, cache)
+                td = cached_trial_distances(data_root, rel, fmt, split, k, trials, model_path, cache)
                 if td is not None:
                     out[f"{fmt} K={k}"] = td
-                    log.info("%s K=%d validation: %d trials", fmt, k, len(td.kinds))
+                    log.info("%s K=%d %s: %d trials", fmt, k, split, len(td.kinds))
                 bar.update(1)
     return out
 
@@ -279,7 +279,7 @@ def refit(data_root: Path, model_path: Path, out: Path, cache: Path, trials: int
     for f in (model_path, config_path(model_path)):
         if not f.is_file():
             raise FileNotFoundError(f"learned model file {f} not found (train it with `sigkiosk train online`)")
-    parts = validation_trials(data_root, model_path, cache, trials)
+    parts = set_trials(data_root, model_path, cache, trials)
     if not parts:
         raise ValueError(f"no validation writer under {data_root} can be evaluated")
     fit = fit_mixing(parts)

@@ -21,8 +21,7 @@ import numpy as np
 
 from models.fusion import Fusion
 from tools.metrics import equal_error_rate
-from tools.train.fusion_fit import FIT_KS, FIT_SETS, TrialDistances, cached_trial_distances, fit_mixing
-from tools.train.loop import progress
+from tools.train.fusion_fit import FIT_KS, FIT_SETS, TrialDistances, fit_mixing, set_trials
 
 
 def _eer(td: TrialDistances, col: np.ndarray) -> float:
@@ -41,21 +40,11 @@ def operating_point(td: TrialDistances, fusion: Fusion, threshold: float) -> dic
 def leave_one_set_out(data_root: Path, model_path: Path, shipped: Fusion, cache: Path, trials: int = 10,
                       ks: tuple[int, ...] = (1, 5)) -> dict:
     """The report: one entry per left-out set with forgeries in its test writers (module doc)."""
-    val: dict[str, dict[str, TrialDistances]] = {}
-    test: dict[str, dict[int, TrialDistances]] = {}
-    with progress(len(FIT_SETS) * (len(FIT_KS) + len(ks)), "fusion transfer: trials", leave=True) as bar:
-        for rel, fmt in FIT_SETS:
-            val[fmt], test[fmt] = {}, {}
-            for k in FIT_KS:
-                td = cached_trial_distances(data_root, rel, fmt, "validate", k, trials, model_path, cache)
-                if td is not None:
-                    val[fmt][f"{fmt} K={k}"] = td
-                bar.update(1)
-            for k in ks:
-                td = cached_trial_distances(data_root, rel, fmt, "test", k, trials, model_path, cache)
-                if td is not None:
-                    test[fmt][k] = td
-                bar.update(1)
+    val_trials = set_trials(data_root, model_path, cache, trials, FIT_KS)
+    test_trials = set_trials(data_root, model_path, cache, trials, ks, split="test")
+    val = {fmt: {n: td for n, td in val_trials.items() if n.startswith(f"{fmt} K=")} for _, fmt in FIT_SETS}
+    test = {fmt: {k: test_trials[f"{fmt} K={k}"] for k in ks if f"{fmt} K={k}" in test_trials}
+            for _, fmt in FIT_SETS}
     return {"model": model_path.name, "shipped_fusion": {"weights": list(shipped.weights), "bias": shipped.bias,
                                                          "threshold": shipped.threshold},
             "trials_per_writer": trials, "split": "test", "sets": transfer_rows(val, test, shipped)}
