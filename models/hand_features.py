@@ -86,7 +86,7 @@ WITHIN_SPREAD: tuple[float, ...] = (
 )
 
 #: Population values of :func:`hand_distance` among one writer's references (the mean over K = 5
-#: draws on the Dutch TRAINING writers, ``tools.evaluate_offline.fit_hand_prior``): they stand in
+#: draws on the Dutch TRAINING writers, ``tools.evaluate_offline.fit_prior``): they stand in
 #: for a customer's own when the references are few (user normalisation, ``models.scoring``).
 HAND_PRIOR = NormalisationPrior(min_dist=5.0, mean_dist=6.6)
 

@@ -10,13 +10,14 @@ a fixed pen, it told a broad pen or a camera's thicker strokes from the referenc
 cheques were refused for it. Every picture, reference or questioned, goes through the same steps
 as in training and evaluation: ``models.image_preprocess.prepare`` → the int8 CNN-LSTM embedding
 (``models.offline_embed``), user-normalised like the pen path; and the hand-made features
-(``models.hand_features``) checked by the customer's own Isolation Forest (``models.anomaly``).
-The score is the CNN's and the hand features' user-normalised distances combined by a logistic
-fusion fitted on validation writers, one per kind of reference: for paper references the entry
-``cnn+hand`` of ``offline_fusion.json`` (fitted on Dutch scans: paper against paper), for pad
-references ``cnn+hand@pad-ink`` (fitted on the cross-media set's electronic ink against its paper;
-across media the hand-made features measure the pen more than the writer, and the paper fusion
-leaned on them). Both decide at the one paper threshold: the pad-ink entry's bias is set so that
+(``models.hand_features``) checked by the customer's own Isolation Forest (``models.anomaly``);
+and the histograms of oriented gradients of the prepared ink (``models.hog``, where the strokes run
+and which way). The score is the three user-normalised distances combined by a logistic fusion
+fitted on validation writers, one per kind of reference: for paper references the entry
+``cnn+hand+hog`` of ``offline_fusion.json`` (fitted on Dutch scans: paper against paper), for pad
+references ``cnn+hand+hog@pad-ink`` (fitted on the cross-media set's electronic ink against its
+paper; across media the hand-made features measure the pen more than the writer, and the paper
+fusion leaned on them). Both decide at the one paper threshold: the pad-ink entry's bias is set so that
 the threshold is its own operating point. These are the evaluator's default verifier, so the
 README's figures are this score's. The Isolation Forest's score is not in it (fitted in as
 ``cnn+hand+anomaly`` it came out with weight 0 for the CNN before this one, and moves the Dutch
@@ -33,8 +34,9 @@ verdict says which references it compared against (``Verdict.references``: ``"pa
 
 The verdict is the pen verifiers' (``models.policy.Verdict``, decided by the same
 ``DecisionPolicy`` rules): the decision, a match rate that is 0.5 exactly at the operating point,
-and aspects that explain it: "shape" (the embedding), "layout" (the hand-made features' distance)
-and "proportions" (the anomaly check), with the anomaly check's reasons in words.
+and aspects that explain it: "shape" (the embedding), "layout" (the hand-made features' distance),
+"strokes" (the oriented-gradient histograms' distance) and "proportions" (the anomaly check), with
+the anomaly check's reasons in words.
 
 This module imports numpy, OpenCV and :mod:`models.runtime`: no TensorFlow on the device. The
 Isolation Forest is fitted at enrollment by ``models.iforest`` (numpy), not scikit-learn.
@@ -57,6 +59,7 @@ from models.anomaly import MIN_REFERENCES, AnomalyModel
 from models.errors import VerificationError
 from models.fusion import Fusion, load_offline_fusion, offline_entry
 from models.hand_features import HAND_PRIOR, hand_distance, hand_features
+from models.hog import HOG_PRIOR, hog_descriptor, hog_distance
 from models.image import SignatureImage
 from models.image_preprocess import prepare, prepared_similarity
 from models.offline_embed import ImageEmbedder, embedding_distance
@@ -69,8 +72,10 @@ from models.scoring import ReferenceStats, ScoredReferences, normalised_distance
 from models.trajectory import Trajectory
 from models.verification import ReferenceSet
 
-#: The fusion entry the kiosk uses (the CNN-LSTM's and the hand features' distances).
-FUSION_ENTRY = "cnn+hand"
+#: The fusion entry the kiosk uses (the CNN-LSTM's, the hand features' and the oriented-gradient
+#: histograms' distances), and the parts it must fuse, in order.
+FUSION_ENTRY = "cnn+hand+hog"
+FUSED_PARTS: tuple[str, ...] = ("cnn", "hand", "hog")
 #: A query closer to a reference than this fraction of the references' own nearest-neighbour
 #: distance is a copy of it (a photocopy, the same sheet shown again, a tracing).
 TOO_SIMILAR_RATIO = 0.15
@@ -108,6 +113,8 @@ class PaperFeatures:
     embeddings: ScoredReferences          # the CNN-LSTM's unit embeddings
     hand: tuple[np.ndarray, ...]          # the references' hand-made feature vectors
     hand_stats: ReferenceStats
+    hog: tuple[np.ndarray, ...]           # the references' oriented-gradient histograms
+    hog_stats: ReferenceStats
     anomaly: AnomalyModel | None          # None with fewer than models.anomaly.MIN_REFERENCES
     kind: ReferenceKind = PAPER           # what the references were: pictures, or pad ink drawn
     #: Pad references: the trajectories, drawn again at each question's pen width (these features
@@ -149,9 +156,9 @@ class PaperVerifier:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"paper verifier: {exc}") from None
         for kind, fusion in self.fusions.items():
-            if fusion.names != ("cnn", "hand"):
+            if fusion.names != FUSED_PARTS:
                 raise ModelError(f"paper verifier: {fusion_path}'s fusion for {kind} references fuses "
-                                 f"{fusion.names}, not cnn + hand")
+                                 f"{' + '.join(fusion.names)}, not {' + '.join(FUSED_PARTS)}")
         try:
             self.policy = DecisionPolicy.on_probability(self.fusion.threshold, too_similar_ratio=TOO_SIMILAR_RATIO)
         except ValueError as exc:
@@ -220,8 +227,10 @@ class PaperVerifier:
                                   f"reads {side}x{side}): enroll the customer from paper again")
         embs = [self.embedder.embed(r.prepared.astype(np.float32) / 255.0) for r in references]
         hand = tuple(r.hand for r in references)
+        hog = tuple(hog_descriptor(r.prepared) for r in references)
         fit_forest = self.anomaly and len(references) >= MIN_REFERENCES
         return PaperFeatures(self.embedder.build_template(embs), hand, reference_stats(pairwise(list(hand), hand_distance)),
+                             hog, reference_stats(pairwise(list(hog), hog_distance)),
                              AnomalyModel.fit(np.stack(hand)) if fit_forest else None, kind)
 
     # -- verification ------------------------------------------------------------------------
@@ -233,15 +242,19 @@ class PaperVerifier:
         if refs.pad is not None:
             refs = self._drawn_like(refs.pad, feats)
         cfg = self.embedder.config
-        emb = self.embedder.embed(prepare(query))
+        prepared = prepare(query)
+        emb = self.embedder.embed(prepared)
         d_emb = self.embedder.score(refs.embeddings, emb)
         d_hand = normalised_distance(np.array([hand_distance(feats, r) for r in refs.hand]),
                                      refs.hand_stats, HAND_PRIOR)
+        q_hog = hog_descriptor(prepared)
+        d_hog = normalised_distance(np.array([hog_distance(q_hog, r) for r in refs.hog]), refs.hog_stats, HOG_PRIOR)
         # Each part against the threshold it would have alone: the CNN's own validation threshold;
-        # the hand distance's is not fitted apart, so the fused operating point's share of it.
+        # the others' are not fitted apart, so the fused operating point's share of them.
         fusion = self.fusions[refs.kind]
         aspects = [AspectCheck("shape", "Shape", match_rate(d_emb, cfg.threshold), d_emb <= cfg.threshold),
-                   self._layout(d_hand, fusion)]
+                   self._part_check("layout", "Layout", fusion, "hand", d_hand),
+                   self._part_check("strokes", "Stroke directions", fusion, "hog", d_hog)]
         nearest = min(embedding_distance(emb, r) for r in refs.embeddings.references)
         too_similar = self.policy.is_copy(nearest, refs.embeddings.nearest_pair)
         explanations: tuple[str, ...] = ()
@@ -251,17 +264,18 @@ class PaperVerifier:
             reasons = refs.anomaly.reasons(feats)
             explanations = tuple(r.text for r in reasons)
             aspects.append(AspectCheck("proportions", "Proportions", 1.0 - anomaly, not reasons))
-        z = fusion.logit(np.array([d_emb, d_hand]))
+        z = fusion.logit(np.array([d_emb, d_hand, d_hog]))
         verdict = self.policy.decide(-z, aspects, too_similar=too_similar, explanations=explanations, anomaly=anomaly)
         return dataclasses.replace(verdict, references=refs.kind)
 
-    def _layout(self, d_hand: float, fusion: Fusion) -> AspectCheck:
-        # The hand distance at which the fused score sits on its threshold when the CNN's distance
-        # is a typical genuine one (1): the layout aspect fails where it alone would tip the decision.
-        _, w_hand = fusion.weights
+    def _part_check(self, code: str, label: str, fusion: Fusion, part: str, distance: float) -> AspectCheck:
+        # The part's distance at which the fused score sits on its threshold when the other parts'
+        # distances are typical genuine ones (1, log 0): the aspect fails where it alone would tip
+        # the decision.
+        weight = fusion.weights[fusion.names.index(part)]
         threshold_logit = -self.policy.threshold
-        limit = math.exp((threshold_logit - fusion.bias) / w_hand) if w_hand < 0 else math.inf
-        return AspectCheck("layout", "Layout", match_rate(d_hand, limit), d_hand <= limit)
+        limit = math.exp((threshold_logit - fusion.bias) / weight) if weight < 0 else math.inf
+        return AspectCheck(code, label, match_rate(distance, limit), distance <= limit)
 
     def warm_up(self) -> None:
         """Load the interpreter's kernels and the forest code before the first customer."""

@@ -34,7 +34,7 @@ ASPECT_LABELS = {"shape": "Shape", "speed": "Speed", "pressure": "Pressure", "rh
 
 @dataclass(frozen=True)
 class AspectCheck:
-    code: str          # "shape", "speed", "pressure", "rhythm"; paper: "shape", "layout", "proportions"
+    code: str          # "shape", "speed", "pressure", "rhythm"; paper: "shape", "layout", "strokes", "proportions"
     label: str         # for people
     similarity: float  # 0..1, like the match rate
     ok: bool

@@ -12,8 +12,11 @@ Verifiers
 feature divided by its typical within-writer spread. Learning-free: a baseline for the CNN.
 ``cnn``: distance between CNN-LSTM embeddings (:mod:`models.offline_embed`, the device's TFLite
 runtime) of the one prepared 128×128 ink image (:func:`models.image_preprocess.prepare`).
+``hog``: distance between histograms of oriented gradients of the prepared ink image
+(:mod:`models.hog`). Learning-free.
 ``cnn+hand``: both user-normalised distances, fused (the CNN and the hand-made features see
 different things: the fusion beats either alone on validation and test writers).
+``cnn+hand+hog``: the three, fused: the kiosk's paper score (:mod:`models.paper`), the default.
 
 Anomaly check (``anomaly=True``): for each draw, an Isolation Forest fitted on the draw's reference
 hand features scores every questioned sample (:mod:`models.anomaly`); the verifier's normalised
@@ -45,8 +48,10 @@ from models.anomaly import AnomalyModel
 from models.classic import score_from_distances
 from models.fusion import Fusion, fit_fusion, load_offline_fusion, offline_entry
 from models.hand_features import FEATURE_NAMES, HAND_PRIOR, hand_distance, hand_features
+from models.hog import HOG_PRIOR, hog_descriptor, hog_distance
 from models.image_preprocess import NoInkError, prepare
 from models.offline_embed import DEFAULT_MODEL, ImageEmbedder, embedding_distance
+from models.paper import FUSION_ENTRY
 from models.scoring import NormalisationPrior, pairwise, reference_stats
 from tools.datasets.types import Dataset, ImageSample, MalformedFileError
 from tools.evaluate import (
@@ -66,7 +71,9 @@ from tools.evaluate_cross_media import check_references, cross_media_plans, prot
 
 log = logging.getLogger(__name__)
 
-VERIFIERS: tuple[str, ...] = ("hand", "cnn", "cnn+hand")
+VERIFIERS: tuple[str, ...] = ("hand", "cnn", "hog", "cnn+hand", "cnn+hand+hog")
+#: The kiosk's paper score: the evaluator's default.
+DEFAULT_VERIFIER = FUSION_ENTRY
 #: random-refs (every set with forgeries) and the cross-media set's own (tools.evaluate_cross_media).
 OFFLINE_PROTOCOLS: tuple[str, ...] = ("random-refs", *CROSS_MEDIA_PROTOCOLS)
 ANOMALY = "anomaly"
@@ -92,6 +99,20 @@ class HandProvider:
 
     def distance(self, a: np.ndarray, b: np.ndarray) -> float:
         return hand_distance(a, b)
+
+
+@dataclass
+class HogProvider:
+    """Histograms of oriented gradients of the prepared ink image, as the kiosk computes them."""
+
+    prior: NormalisationPrior = HOG_PRIOR
+    name: str = "hog"
+
+    def features(self, sample: ImageSample) -> np.ndarray:
+        return hog_descriptor(prepare(sample.image))
+
+    def distance(self, a: np.ndarray, b: np.ndarray) -> float:
+        return hog_distance(a, b)
 
 
 @dataclass
@@ -123,14 +144,13 @@ def cnn_provider(model_path: Path | None = None, threads: int = 1) -> CnnProvide
 
 
 def make_providers(verifier: str, model_path: Path | None = None) -> list[OfflineProvider]:
-    """The providers of ``--verifier``: one, or (``cnn+hand``) both, fused by a stored fusion."""
-    if verifier == "hand":
-        return [HandProvider()]
-    if verifier == "cnn":
-        return [cnn_provider(model_path)]
-    if verifier == "cnn+hand":
-        return [cnn_provider(model_path), HandProvider()]
-    raise ValueError(f"unknown offline verifier {verifier!r}; known: {', '.join(VERIFIERS)}")
+    """The providers of ``--verifier``: one, or several (``cnn+hand``, ``cnn+hand+hog``) fused by
+    a stored fusion, in the order of the name."""
+    if verifier not in VERIFIERS:
+        raise ValueError(f"unknown offline verifier {verifier!r}; known: {', '.join(VERIFIERS)}")
+    makers: dict[str, Callable[[], OfflineProvider]] = {
+        "hand": HandProvider, "hog": HogProvider, "cnn": lambda: cnn_provider(model_path)}
+    return [makers[part]() for part in verifier.split("+")]
 
 
 def model_files(verifier: str, model_path: Path | None = None, fusion_path: Path | None = None) -> list[Path]:
@@ -351,16 +371,18 @@ def within_writer_spread(dataset: Dataset[ImageSample]) -> np.ndarray:
     return np.median(np.array(stds), axis=0)
 
 
-def fit_hand_prior(dataset: Dataset[ImageSample], references: int = 5, trials: int = 10) -> NormalisationPrior:
-    """Mean within-reference min and mean hand distances over the protocol's draws (give it
-    training writers): ``python -c "from tools.datasets import load_images; from
-    tools.evaluate_offline import fit_hand_prior as f; print(f(load_images(PATH,
-    'sigcomp-dutch').subset('train')))"``."""
+def fit_prior(dataset: Dataset[ImageSample], provider: OfflineProvider, references: int = 5,
+              trials: int = 10) -> NormalisationPrior:
+    """Mean within-reference min and mean distances of ``provider`` over the protocol's draws
+    (give it training writers). ``HAND_PRIOR`` and ``HOG_PRIOR`` were fitted so on the Dutch
+    training writers: ``python -c "from tools.datasets import load_images; from
+    tools.evaluate_offline import fit_prior, HandProvider, HogProvider; print(fit_prior(load_images(PATH,
+    'sigcomp-dutch').subset('train'), HogProvider()))"``."""
 
     plans, _ = plan(dataset, "random-refs", references, trials, seed=0)
     mins, means = [], []
     for p in plans:
-        d = pairwise([hand_features(s.image) for s in p.candidates], hand_distance)
+        d = pairwise([provider.features(s) for s in p.candidates], provider.distance)
         for draw in p.draws:
             st = reference_stats(d[np.ix_(draw, draw)])
             mins.append(st.min_dist)

@@ -22,10 +22,10 @@ references to measure a copy against and calls every picture a copy. Its EERs ar
 ``sigkiosk eval offline --format cross-media --protocol paper-to-paper``.
 
 The choice (``--choose FILE``), one kind of reference on each set: the score threshold at which
-the Dutch validation writers' FRR equals their skilled FAR (paper references, the ``cnn+hand``
+the Dutch validation writers' FRR equals their skilled FAR (paper references, the ``cnn+hand+hog``
 entry) is written as that entry's probability threshold (what ``PaperVerifier`` decides at); the
-``cnn+hand@pad-ink`` entry's bias is then shifted so that the same threshold falls on the
-cross-media validation identities' own FRR = FAR point (an entry copied from ``cnn+hand`` where
+``cnn+hand+hog@pad-ink`` entry's bias is then shifted so that the same threshold falls on the
+cross-media validation identities' own FRR = FAR point (an entry copied from ``cnn+hand+hog`` where
 the file has none). One threshold, so a profile's ``paper_threshold`` moves both kinds alike; the
 command and the validation figures go under each entry's ``operating_point``. A refit of either
 fusion (``--fit-fusion``) drops its operating point: choose again after it.
@@ -157,9 +157,9 @@ def probability(score_threshold: float) -> float:
 
 
 def write_operating_point(path: Path, threshold: float, provenance: dict[str, object], pad_shift: float) -> None:
-    """Set the ``cnn+hand`` entry's threshold (a probability) and say how it was chosen; raise the
-    ``cnn+hand@pad-ink`` entry's bias by ``pad_shift`` (score units) so that the same threshold is
-    its own operating point (an entry copied from ``cnn+hand`` where the file has none). Other
+    """Set the ``cnn+hand+hog`` entry's threshold (a probability) and say how it was chosen; raise the
+    ``cnn+hand+hog@pad-ink`` entry's bias by ``pad_shift`` (score units) so that the same threshold is
+    its own operating point (an entry copied from ``cnn+hand+hog`` where the file has none). Other
     entries are kept."""
     entries = json.loads(path.read_text())
     entry = entries[FUSION_ENTRY]

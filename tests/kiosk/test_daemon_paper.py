@@ -69,7 +69,7 @@ def test_a_photo_of_a_paper_signature_is_verified_against_pad_references(paper_k
         if ev.get("screen") == "decision":
             shown.append(ev)
     assert len(shown) == 2
-    assert {a["code"] for a in shown[0]["aspects"]} == {"shape", "layout", "proportions"}
+    assert {a["code"] for a in shown[0]["aspects"]} == {"shape", "layout", "strokes", "proportions"}
     assert isinstance(shown[1]["explanations"], list)
     assert daemon.decisions == 2
 

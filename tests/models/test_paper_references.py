@@ -91,11 +91,15 @@ def test_pad_references_are_scored_with_their_own_fusion(verifier: PaperVerifier
         (d / OFFLINE_FUSION_FILE).write_text(json.dumps(entries))
         return PaperVerifier(d)
 
+    from models.fusion import offline_entry
+    from models.paper import FUSION_ENTRY
+
+    pad_entry = offline_entry(FUSION_ENTRY, pad_ink=True)
     shipped = json.loads((verifier.model_dir / OFFLINE_FUSION_FILE).read_text())
-    paper_entry = shipped["cnn+hand"]
-    raised = model_dir("raised", {"cnn+hand": paper_entry,
-                                  "cnn+hand@pad-ink": {**paper_entry, "bias": paper_entry["bias"] + 1.0}})
-    without = model_dir("without", {"cnn+hand": paper_entry})
+    paper_entry = shipped[FUSION_ENTRY]
+    raised = model_dir("raised", {FUSION_ENTRY: paper_entry,
+                                  pad_entry: {**paper_entry, "bias": paper_entry["bias"] + 1.0}})
+    without = model_dir("without", {FUSION_ENTRY: paper_entry})
     genuine, _ = make_population(n_writers=1, n_genuine=7, n_forgeries=1, seed=4)["001"]
     question = render_ink(genuine[6])
     pad = {v: v.verify(v.enroll_pad(genuine[:5]), question) for v in (raised, without)}
@@ -106,7 +110,9 @@ def test_pad_references_are_scored_with_their_own_fusion(verifier: PaperVerifier
     assert pad[raised].distance == pytest.approx(pad[without].distance - 1.0)
     assert paper[raised].distance == pytest.approx(paper[without].distance)
     with pytest.raises(ModelError, match="pad-ink references fuses"):
-        model_dir("bad", {"cnn+hand": paper_entry, "cnn+hand@pad-ink": {**paper_entry, "names": ["cnn", "anomaly"]}})
+        model_dir("bad", {FUSION_ENTRY: paper_entry, pad_entry: {**paper_entry, "names": ["cnn", "hand", "anomaly"]}})
+    with pytest.raises(ModelError, match="paper references fuses cnn \\+ hand, not cnn \\+ hand \\+ hog"):
+        model_dir("old", {FUSION_ENTRY: {**paper_entry, "names": ["cnn", "hand"], "weights": paper_entry["weights"][:2]}})
 
 
 def test_what_is_kept_embeds_exactly_as_the_picture(verifier: PaperVerifier) -> None:

@@ -108,13 +108,15 @@ def test_shipped_paper_threshold_says_how_it_was_chosen() -> None:
     """The paper decision's threshold is the operating point chosen on validation writers of both
     sets, with its command; a refit of either fusion (which drops it) must be followed by a choice.
     The pad-ink entry decides at the same threshold, its bias shifted onto its own point."""
+    from models.paper import FUSED_PARTS, FUSION_ENTRY
+
     entries = json.loads((Path(__file__).resolve().parents[2] / "models/assets/offline_fusion.json").read_text())
-    op = entries["cnn+hand"]["operating_point"]
+    op = entries[FUSION_ENTRY]["operating_point"]
     assert "--split validate" in op["command"] and "tools.paper_operating_point" in op["command"]
     assert set(op["validate_percent"]) == {"dutch", "cross-media"}
-    assert 0.0 < entries["cnn+hand"]["threshold"] < 1.0
-    pad = entries["cnn+hand@pad-ink"]
-    assert pad["threshold"] == entries["cnn+hand"]["threshold"] and pad["names"] == ["cnn", "hand"]
+    assert 0.0 < entries[FUSION_ENTRY]["threshold"] < 1.0
+    pad = entries[FUSION_ENTRY + "@pad-ink"]
+    assert pad["threshold"] == entries[FUSION_ENTRY]["threshold"] and pad["names"] == list(FUSED_PARTS)
     assert pad["operating_point"]["command"] == op["command"] and "bias_shift" in pad["operating_point"]
     assert "cross-media" in pad["fitted_on"]
 
@@ -124,22 +126,25 @@ def test_choosing_shifts_the_pad_ink_entry_onto_the_one_threshold(tmp_path: Path
     set's point; an entry is copied from the paper one where the file has none; choosing again on
     the shifted file shifts by nothing more."""
     from models.fusion import load_offline_fusion
+    from models.paper import FUSED_PARTS, FUSION_ENTRY
     from tools.paper_operating_point import write_operating_point
 
     f = tmp_path / "offline_fusion.json"
-    paper = {"names": ["cnn", "hand"], "weights": [-5.0, -4.0], "bias": 2.0, "threshold": 0.5, "fitted_on": "dutch"}
-    f.write_text(json.dumps({"cnn+hand": paper}))
+    pad_entry = FUSION_ENTRY + "@pad-ink"
+    paper = {"names": list(FUSED_PARTS), "weights": [-5.0, -4.0, -3.0], "bias": 2.0, "threshold": 0.5,
+             "fitted_on": "dutch"}
+    f.write_text(json.dumps({FUSION_ENTRY: paper}))
     write_operating_point(f, probability(-0.2), {"command": "c"}, pad_shift=0.7)
     entries = json.loads(f.read_text())
-    pad = entries["cnn+hand@pad-ink"]
-    assert pad["bias"] == pytest.approx(2.7) and pad["weights"] == [-5.0, -4.0] and "copied" in pad["fitted_on"]
-    assert pad["threshold"] == entries["cnn+hand"]["threshold"] == pytest.approx(probability(-0.2))
+    pad = entries[pad_entry]
+    assert pad["bias"] == pytest.approx(2.7) and pad["weights"] == [-5.0, -4.0, -3.0] and "copied" in pad["fitted_on"]
+    assert pad["threshold"] == entries[FUSION_ENTRY]["threshold"] == pytest.approx(probability(-0.2))
     assert pad["operating_point"] == {"command": "c", "bias_shift": 0.7}
-    d = np.array([1.3, 0.8])
-    own = load_offline_fusion(f, "cnn+hand@pad-ink")
-    assert own.logit(d) == pytest.approx(load_offline_fusion(f, "cnn+hand").logit(d) + 0.7)
+    d = np.array([1.3, 0.8, 1.1])
+    own = load_offline_fusion(f, pad_entry)
+    assert own.logit(d) == pytest.approx(load_offline_fusion(f, FUSION_ENTRY).logit(d) + 0.7)
     write_operating_point(f, probability(-0.2), {"command": "c"}, pad_shift=0.0)
-    assert json.loads(f.read_text())["cnn+hand@pad-ink"]["bias"] == pytest.approx(2.7)
+    assert json.loads(f.read_text())[pad_entry]["bias"] == pytest.approx(2.7)
 
 
 def test_eval_scores_ink_references_with_the_pad_ink_entry(tmp_path: Path) -> None:

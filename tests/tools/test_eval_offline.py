@@ -63,8 +63,8 @@ def test_dutch_validation_end_to_end(tmp_path, online_keys, capsys):
     assert rc == 0, capsys.readouterr().err
     report = json.loads(out.read_text())
     assert set(report) == online_keys
-    # The default is the kiosk's paper verifier: CNN-LSTM and hand features fused.
-    assert report["verifier"] == "cnn+hand" and set(report["components"]) == {"cnn", "hand"}
+    # The default is the kiosk's paper verifier: CNN-LSTM, hand features and gradient histograms fused.
+    assert report["verifier"] == "cnn+hand+hog" and set(report["components"]) == {"cnn", "hand", "hog"}
     # Its model, the model's config and the fusion, each by its SHA-256.
     from models.offline_embed import DEFAULT_MODEL
     from tools.evaluate_offline import DEFAULT_FUSION

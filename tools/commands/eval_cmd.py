@@ -120,17 +120,19 @@ def _register_offline(kinds: argparse._SubParsersAction) -> None:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--split", choices=("all", "train", "validate", "test"), default="all",
                    help="writer-disjoint split by the writer id's last digit (0-6 train, 7 validate, 8-9 test)")
-    f.add_argument("--verifier", choices=_Choices("tools.evaluate_offline", "VERIFIERS"), default="cnn+hand",
+    f.add_argument("--verifier", choices=_Choices("tools.evaluate_offline", "VERIFIERS"), default=None,
                    metavar="VERIFIER",
-                   help="cnn+hand (default: the kiosk's paper verifier, the int8 CNN-LSTM and hand-feature "
-                        "distances fused), cnn (CNN-LSTM embeddings alone) or hand (hand-made features alone)")
+                   help="cnn+hand+hog (default: the kiosk's paper verifier, the int8 CNN-LSTM's, the hand "
+                        "features' and the oriented-gradient histograms' distances fused), cnn+hand (the two "
+                        "fused), cnn (CNN-LSTM embeddings alone), hand (hand-made features alone) or hog "
+                        "(histograms of oriented gradients alone)")
     f.add_argument("--model", type=Path, default=None, help="TFLite model for cnn (default: the shipped one)")
     f.add_argument("--anomaly", action=argparse.BooleanOptionalAction, default=False,
                    help="fuse the per-customer Isolation Forest anomaly check with the verifier (default: off)")
     f.add_argument("--fusion", type=Path, default=None,
                    help="fusion JSON for --anomaly (default: the shipped offline_fusion.json)")
     f.add_argument("--fit-fusion", type=Path, default=None, metavar="JSON",
-                   help="fit the verifier's fusion (with the anomaly check for hand and cnn; for cnn+hand "
+                   help="fit the verifier's fusion (with the anomaly check for one verifier; for fused ones "
                         "with it only under --anomaly) on these writers, store it here (validate split only)")
     f.add_argument("--skip-malformed", action="store_true", help="skip (and list) malformed or blank images")
     f.add_argument("--json", type=Path, default=None, help="write the report as JSON here")
@@ -259,6 +261,7 @@ def run_offline(args: argparse.Namespace) -> int:
     from tools.evaluate_cross_media import PROTOCOLS as CROSS_MEDIA_PROTOCOLS
     from tools.evaluate_offline import (
         DEFAULT_FUSION,
+        DEFAULT_VERIFIER,
         evaluate_offline,
         fusion_entry,
         load_fusion,
@@ -268,6 +271,7 @@ def run_offline(args: argparse.Namespace) -> int:
     )
 
     args.fusion = args.fusion or DEFAULT_FUSION
+    args.verifier = args.verifier or DEFAULT_VERIFIER
     cross_media = args.format == "cross-media"
     protocol = args.protocol or ("ink-to-paper" if cross_media else "random-refs")
     if cross_media != (protocol in CROSS_MEDIA_PROTOCOLS):

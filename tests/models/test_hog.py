@@ -1,0 +1,66 @@
+"""The oriented-gradient histograms of the prepared ink: the same ink gives the same vector wherever
+it sits and however it was kept; strokes that run another way give a far one; a faint rim or a
+blank picture is not ink."""
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from models.hog import HOG_PRIOR, SCALES, hog_descriptor, hog_distance
+from models.image import SignatureImage
+from models.image_preprocess import NoInkError, prepare
+from tests.models.test_hand_features import draw, signature_strokes, transform
+
+
+def _length() -> int:
+    return sum((h // c - 1) * (w // c - 1) * 4 * 9 for h, w, c in SCALES)
+
+
+def test_a_unit_vector_of_fixed_length() -> None:
+    v = hog_descriptor(prepare(SignatureImage(draw(signature_strokes()))))
+    assert v.shape == (_length(),) and v.dtype == np.float64
+    assert np.linalg.norm(v) == pytest.approx(1.0)
+    assert np.all(v >= 0.0)
+
+
+def test_where_the_ink_sits_and_how_it_was_kept_do_not_matter() -> None:
+    """A picture shifted on the paper, scanned larger, or kept as the template store's uint8 levels
+    gives (nearly) the vector of the original: closer than a writer's two nearest genuine signatures
+    typically are (the prior's ``min_dist``)."""
+    base = prepare(SignatureImage(draw(signature_strokes())))
+    v = hog_descriptor(base)
+    shifted = hog_descriptor(prepare(SignatureImage(draw(transform(signature_strokes(), np.eye(2), (40.0, 30.0)),
+                                                          canvas=(360, 600)))))
+    larger = hog_descriptor(prepare(SignatureImage(draw(signature_strokes(), scale=1.6))))
+    kept = hog_descriptor(np.clip(np.rint(base * 255.0), 0, 255).astype(np.uint8))
+    assert hog_distance(v, kept) == 0.0
+    assert hog_distance(v, shifted) < 0.05
+    assert hog_distance(v, larger) < 0.6 * HOG_PRIOR.min_dist
+
+
+def test_strokes_that_run_another_way_are_far() -> None:
+    """Slanted 25 degrees, the same strokes move the vector far more than a thicker pen does (the
+    slant beyond a writer's typical variation, the pen within it), and a different signature is
+    farther still."""
+    strokes = signature_strokes()
+    v = hog_descriptor(prepare(SignatureImage(draw(strokes))))
+    shear = math.tan(math.radians(25))
+    slanted = hog_descriptor(prepare(SignatureImage(draw(transform(strokes, [[1.0, -shear], [0.0, 1.0]])))))
+    thicker = hog_descriptor(prepare(SignatureImage(cv2.erode(draw(strokes), np.ones((3, 3), np.uint8)))))
+    t = np.linspace(0, 1, 200)
+    other = [np.column_stack([40 + 380 * t, 80 + 90 * t]), np.column_stack([40 + 380 * t, 170 - 90 * t])]
+    crossed = hog_descriptor(prepare(SignatureImage(draw(other))))
+    assert hog_distance(v, thicker) < HOG_PRIOR.min_dist < HOG_PRIOR.mean_dist < hog_distance(v, slanted)
+    assert hog_distance(v, slanted) < hog_distance(v, crossed)
+    assert hog_distance(v, v) == 0.0 and hog_distance(v, crossed) <= 2.0
+
+
+def test_no_ink_is_an_error() -> None:
+    with pytest.raises(NoInkError):
+        hog_descriptor(np.zeros((128, 128), np.float32))
+    with pytest.raises(NoInkError):
+        hog_descriptor(np.full((128, 128), 0.05, np.float32))  # only an anti-aliased rim's level
+    with pytest.raises(ValueError):
+        hog_descriptor(np.ones((4, 4, 3), np.float32))
