@@ -131,6 +131,6 @@ def _frame_to_score(pop: dict, reps: int) -> dict[str, float]:
     print(f"offline: 1280x720 camera frame to score, one core ({len(total)} frames): median "
           f"{out['frame_to_score_median_ms']:.1f} ms (p95 {out['frame_to_score_p95_ms']:.1f}); of which judge + "
           f"find {out['frame_find_median_ms']:.1f} ms, verify against 5 references (prepare, int8 embed, hand "
-          f"features, anomaly, fusion) {out['paper_verify_median_ms']:.1f} ms; the first time, {len(new_width)} frame(s) "
+          f"features, gradient histograms, anomaly, fusion) {out['paper_verify_median_ms']:.1f} ms; the first time, {len(new_width)} frame(s) "
           f"needed the references drawn at a new pen width: median {out['frame_to_score_new_width_median_ms']:.1f} ms")
     return out
