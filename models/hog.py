@@ -80,7 +80,8 @@ def hog_descriptor(prepared: np.ndarray) -> np.ndarray:
     """The unit descriptor of one prepared ink image (``prepare``'s output, float in [0, 1] or
     the template store's uint8 levels). Both are read at the int8 model's 1/255 steps, so a kept
     reference and a fresh picture of the same ink give the same vector. ``NoInkError`` if it holds
-    no ink."""
+    no ink. Ink that fills its own box (a dot, a straight bar: no edge inside the frame) gives the
+    zero vector, at distance 1 from every signature's unit vector."""
     image = np.asarray(prepared)
     levels = image.astype(np.float32) if image.dtype == np.uint8 else np.rint(np.clip(image, 0.0, 1.0) * 255.0)
     x = (levels / 255.0).astype(np.float32)

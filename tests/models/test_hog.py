@@ -64,3 +64,16 @@ def test_no_ink_is_an_error() -> None:
         hog_descriptor(np.full((128, 128), 0.05, np.float32))  # only an anti-aliased rim's level
     with pytest.raises(ValueError):
         hog_descriptor(np.ones((4, 4, 3), np.float32))
+
+
+def test_ink_without_edges_is_far_from_every_signature() -> None:
+    """A hostile or degenerate picture whose ink fills its own box (a dot, a straight bar) has no
+    edge inside the frame: its vector is zero, finite, and 1 from every real signature's (unit)
+    vector, farther than a writer's references typically are from each other; never NaN."""
+    v = hog_descriptor(prepare(SignatureImage(draw(signature_strokes()))))
+    for shape in ((slice(60, 61), slice(60, 61)), (slice(60, 62), slice(10, 120)), (slice(5, 120), slice(60, 63))):
+        picture = np.zeros((128, 128), np.float32)
+        picture[shape] = 1.0
+        blank = hog_descriptor(picture)
+        assert np.all(np.isfinite(blank)) and np.linalg.norm(blank) == 0.0
+        assert hog_distance(v, blank) == pytest.approx(1.0) and hog_distance(v, blank) > HOG_PRIOR.mean_dist
