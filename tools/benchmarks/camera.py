@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from firmware_host.camera import Reason, judge, measure
+from models.hog import hog_descriptor, hog_distance
 from models.image_preprocess import prepare
 from models.image_preprocess import prepared_similarity as similarity
 from models.paper import DUPLICATE_SIMILARITY
@@ -64,10 +65,13 @@ def run(quick: bool = False, data: Path | None = None) -> dict[str, float]:
 
     # The match threshold: how alike two genuine signatures of one writer are (95th percentile).
     same_writer = []
+    hog_same_writer = []
     for w in writers:
         g = ds.genuine(w)
         preps = [prepare(s.image) for s in g[:6]]
         same_writer += [similarity(preps[i], preps[i + 1]) for i in range(len(preps) - 1)]
+        hogs = [hog_descriptor(p) for p in preps]
+        hog_same_writer += [hog_distance(hogs[i], hogs[i + 1]) for i in range(len(hogs) - 1)]
     threshold = float(np.percentile(same_writer, 95))
     # The enrollment's duplicate check (models.paper.duplicate_of): every pair of two genuine
     # signatures of one writer must stay below its bound, the same sheet photographed above it.
@@ -85,6 +89,7 @@ def run(quick: bool = False, data: Path | None = None) -> dict[str, float]:
     for kind in USABLE:
         ok = n = refused = unfound = same_sheet = 0
         sims = []
+        hog_moves = []
         for w in writers:
             g = ds.genuine(w)
             for _ in range(per_writer):
@@ -102,18 +107,22 @@ def run(quick: bool = False, data: Path | None = None) -> dict[str, float]:
                     sims.append(0.0)
                     continue
                 timed.append(photo.frame)
-                sim = similarity(prepared, prepare(sample.image))
+                scan = prepare(sample.image)
+                sim = similarity(prepared, scan)
                 sims.append(sim)
+                hog_moves.append(hog_distance(hog_descriptor(prepared), hog_descriptor(scan)))
                 ok += sim >= threshold
                 same_sheet += sim >= DUPLICATE_SIMILARITY
         out[f"success_{kind}"] = ok / n
         out[f"similarity_median_{kind}"] = float(np.median(sims))
+        out[f"hog_distance_median_{kind}"] = float(np.median(hog_moves)) if hog_moves else float("nan")
         out[f"wrongly_refused_{kind}"] = refused / n
         out[f"duplicate_caught_{kind}"] = same_sheet / max(1, n - refused - unfound)
         dup_lines.append(f"  {kind:12s} {same_sheet:3d}/{n - refused - unfound:3d} photos found would be refused as "
                          "the same sheet as their scan")
         lines.append(f"  {kind:12s} {ok:3d}/{n:3d} = {100 * ok / n:5.1f} %   median similarity {np.median(sims):.3f}"
-                     f"   (refused by the camera {refused}, not found {unfound}, found but no match {n - ok - refused - unfound})")
+                     f"   (refused by the camera {refused}, not found {unfound}, found but no match {n - ok - refused - unfound})"
+                     f"   gradient histograms moved by {out[f'hog_distance_median_{kind}']:.3f} (median)")
     out["success_all"] = float(np.mean([out[f"success_{k}"] for k in USABLE]))
 
     expected = {"too_dark": Reason.TOO_DARK, "too_bright": Reason.TOO_BRIGHT, "too_blurred": Reason.BLURRED}
@@ -146,6 +155,9 @@ def run(quick: bool = False, data: Path | None = None) -> dict[str, float]:
     print(f"camera path over generated 1280x720 photos of {len(writers)} Dutch test writers' genuine scans")
     print(f"  match: blurred correlation with prepare(scan) >= {threshold:.3f} "
           f"(95th pct of same-writer genuine pairs, median {np.median(same_writer):.3f})")
+    out["hog_distance_same_writer_median"] = float(np.median(hog_same_writer))
+    print(f"  gradient histograms (models.hog): two genuine signatures of one writer are "
+          f"{out['hog_distance_same_writer_median']:.3f} apart (median); a photo from its scan, per difficulty below")
     print("\n".join(lines))
     print(f"  all usable   {100 * out['success_all']:5.1f} %")
     out["duplicate_pairs"] = float(len(pairs))
