@@ -10,8 +10,8 @@ at two scales: 64×128 (8×16 cells) and 32×64 (4×8 cells). Two signatures are
 Euclidean distance of their unit descriptors.
 
 Why it is here: on the Dutch scans (paper against paper) it alone equals the kiosk's fused
-score before it (15.05 % skilled EER on the test writers, K = 5, against 15.53), and it sees what
-the other two miss: fused in, the test EER went 15.53 → 12.90 % (Dutch), 11.48 → 10.00 % (the
+score before it (15.00 % skilled EER on the test writers, K = 5, against 15.53), and it sees what
+the other two miss: fused in, the test EER went 15.53 → 12.84 % (Dutch), 11.48 → 10.00 % (the
 cross-media set's paper against paper) and 22.89 → 18.50 % (pad ink against paper); see the README,
 "The paper path". It reads the stroke *directions* of the stretched picture, blurred, so it depends
 little on the pen's width, where the hand features' stroke-width features measure the pen.

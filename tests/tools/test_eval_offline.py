@@ -226,3 +226,26 @@ def test_cnn_and_hand_fused(tmp_path, capsys):
     rc = run([DUTCH, "--format", "sigcomp-dutch", "--split", "validate", "-t", "1", "--verifier", "cnn+hand",
               "--anomaly", "--fusion", only_two])
     assert rc == 2 and "no fusion for 'cnn+hand+anomaly'" in capsys.readouterr().err
+
+
+def test_the_hog_prior_is_what_its_command_fits() -> None:
+    """HOG_PRIOR is the mean within-reference statistics of the gradient histograms over the
+    protocol's draws on the Dutch training writers, as ``fit_prior`` (its docstring's command)
+    computes them from the shipped code: a change to ``models.hog`` that moves them fails here."""
+    from models.hog import HOG_PRIOR
+    from tools.evaluate_offline import HogProvider, fit_prior
+
+    fitted = fit_prior(load_images(DUTCH, "sigcomp-dutch").subset("train"), HogProvider())
+    assert fitted == HOG_PRIOR
+
+
+def test_hog_alone_and_in_the_kiosks_fusion(tmp_path, capsys):
+    """The gradient histograms alone tell the Dutch validation writers' forgeries from their genuine
+    signatures better than chance, and the default fuses them with the CNN and the hand features."""
+    out = tmp_path / "hog.json"
+    rc = run([DUTCH, "--format", "sigcomp-dutch", "--split", "validate", "-t", "1", "--verifier", "hog", "--json", out])
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads(out.read_text())
+    assert report["verifier"] == "hog" and report["random"]["eer_global"] < report["skilled"]["eer_global"] < 30.0
+    # No model file: the histograms are learning-free (their prior is in the code).
+    assert report["models_sha256"] == {}
