@@ -124,7 +124,7 @@ def _screens(dark: np.ndarray) -> list[tuple[str, list[Any], str, list[str]]]:
     pen_ok = tuple(AspectView(c, label, True, 91 - 3 * i) for i, (c, label) in enumerate(PEN_ASPECTS))
     pen_off = tuple(AspectView(c, label, i % 2 == 0, 40 + 9 * i) for i, (c, label) in enumerate(PEN_ASPECTS))
     paper_off = (AspectView("shape", "Shape", True, 71), AspectView("layout", "Layout", False, 38),
-                 AspectView("proportions", "Proportions", False, 12))
+                 AspectView("strokes", "Stroke directions", False, 27), AspectView("proportions", "Proportions", False, 12))
     refused = (RefusalView("too_fast", "signed much faster than a signature is written: "
                                        "please sign at your usual pace"),
                RefusalView("inconsistent", "this signature differs from your earlier ones: "
@@ -268,6 +268,7 @@ def test_every_screen_fits_the_kiosk_displays(tmp_path: Path, browser: Any, link
                     aspects = page.inner_text("#aspects")
                     assert "Proportions differ (12%)" in aspects and "differs (12%)" not in aspects
                     assert "Layout differs (38%)" in aspects and "Shape matches (71%)" in aspects
+                    assert "Stroke directions differ (27%)" in aspects
                     assert page.inner_text("#explanations").count("\n") >= 2
                 if name == "wait":
                     assert page.inner_text("#verdict") == "Please wait"

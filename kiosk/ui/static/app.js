@@ -45,8 +45,9 @@ function showChecked(ev) {
   }).catch(() => {});
 }
 
-// Aspect labels are nouns, one plural ("Proportions"): "Shape matches", "Proportions differ".
-const PLURAL_ASPECTS = new Set(["proportions"]);
+// Aspect labels are nouns, two plural ("Proportions", "Stroke directions"): "Shape matches",
+// "Proportions differ".
+const PLURAL_ASPECTS = new Set(["proportions", "strokes"]);
 
 function aspectText(a) {
   const plural = PLURAL_ASPECTS.has(a.code);
