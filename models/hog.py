@@ -25,7 +25,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from models.image_preprocess import NoInkError
+from models.image_preprocess import NoInkError, to_levels
 from models.scoring import NormalisationPrior
 
 #: Orientation bins over 0-180 degrees (an edge and its reverse are one direction).
@@ -47,15 +47,22 @@ HOG_PRIOR = NormalisationPrior(min_dist=0.74, mean_dist=0.82)
 
 
 def _ink_frame(prepared: np.ndarray, height: int, width: int) -> np.ndarray:
-    ys, xs = np.nonzero(prepared >= INK_LEVEL)
-    if ys.size == 0:
+    """The ink's box, stretched to ``height`` × ``width`` and blurred (a binary mask's edges are
+    steps). The box holds the pixels at least :data:`INK_LEVEL` dark, or, where a picture's
+    strokes are all thinner than a pixel of the prepared square (a very wide signature drawn with
+    a fine pen: ``prepare`` accepts it, its darkest level under 0.1), at least half its darkest."""
+    darkest = float(prepared.max())
+    if darkest <= 0.0:
         raise NoInkError("no ink in the prepared picture")
+    ys, xs = np.nonzero(prepared >= min(INK_LEVEL, 0.5 * darkest))
     crop = prepared[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
     frame = cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA)
     return cv2.GaussianBlur(frame, (0, 0), BLUR_SIGMA)
 
 
 def _hog(frame: np.ndarray, cell: int) -> np.ndarray:
+    """Edge directions per ``cell``-pixel cell, counted by gradient strength, in 2×2 blocks of
+    cells each normalised (L2-Hys): one flat vector."""
     gx = cv2.Sobel(frame, cv2.CV_32F, 1, 0, ksize=1)
     gy = cv2.Sobel(frame, cv2.CV_32F, 0, 1, ksize=1)
     magnitude = np.hypot(gx, gy)
@@ -78,15 +85,18 @@ def _hog(frame: np.ndarray, cell: int) -> np.ndarray:
 
 def hog_descriptor(prepared: np.ndarray) -> np.ndarray:
     """The unit descriptor of one prepared ink image (``prepare``'s output, float in [0, 1] or
-    the template store's uint8 levels). Both are read at the int8 model's 1/255 steps, so a kept
-    reference and a fresh picture of the same ink give the same vector. ``NoInkError`` if it holds
+    the template store's uint8 levels). Floats are read as those levels
+    (``models.image_preprocess.to_levels``, the store's own rounding), so a kept reference and a
+    fresh picture of the same ink give the same vector. ``NoInkError`` if it holds
     no ink. Ink that fills its own box (a dot, a straight bar: no edge inside the frame) gives the
     zero vector, at distance 1 from every signature's unit vector."""
     image = np.asarray(prepared)
-    levels = image.astype(np.float32) if image.dtype == np.uint8 else np.rint(np.clip(image, 0.0, 1.0) * 255.0)
-    x = (levels / 255.0).astype(np.float32)
-    if x.ndim != 2:
-        raise ValueError(f"a prepared picture is 2-D, got shape {x.shape}")
+    if image.ndim != 2:
+        raise ValueError(f"a prepared picture is 2-D, got shape {image.shape}")
+    if image.dtype != np.uint8 and not np.issubdtype(image.dtype, np.floating):
+        raise ValueError(f"a prepared picture is prepare's floats or uint8 levels, got {image.dtype}")
+    levels = image if image.dtype == np.uint8 else to_levels(image)
+    x = levels.astype(np.float32) / np.float32(255.0)
     parts = [_hog(_ink_frame(x, h, w), cell) for h, w, cell in SCALES]
     parts = [p / (np.linalg.norm(p) + 1e-12) for p in parts]
     v = np.concatenate(parts) / np.sqrt(len(parts))

@@ -186,6 +186,15 @@ def prepare(image: SignatureImage | np.ndarray, size: int = SIZE) -> np.ndarray:
     return fit_square(ink_mask(to_grey(pixels)), size)
 
 
+def to_levels(prepared: np.ndarray) -> np.ndarray:
+    """``prepare``'s floats as uint8 levels (255 = ink), rounded as the runtime quantises the int8
+    CNN-LSTM's input (x / float32 step of 1/255, to nearest): what the template store keeps of a
+    paper reference, and what every other reader of a prepared picture (``models.hog``) reads, so
+    a kept reference and a fresh picture of the same ink give the same numbers."""
+    levels = np.rint(np.asarray(prepared, dtype=np.float32) / np.float32(1.0 / 255.0))
+    return np.clip(levels, 0, 255).astype(np.uint8)
+
+
 def prepared_similarity(a: np.ndarray, b: np.ndarray) -> float:
     """How alike two prepared images are: their correlation after a ``SIMILARITY_BLUR`` blur
     (1 = the same picture). Two genuine signatures of one writer reach 0.884 at the 95th

@@ -61,7 +61,7 @@ from models.fusion import Fusion, load_offline_fusion, offline_entry
 from models.hand_features import HAND_PRIOR, hand_distance, hand_features
 from models.hog import HOG_PRIOR, hog_descriptor, hog_distance
 from models.image import SignatureImage
-from models.image_preprocess import prepare, prepared_similarity
+from models.image_preprocess import prepare, prepared_similarity, to_levels
 from models.offline_embed import ImageEmbedder, embedding_distance
 from models.paper_reference import PAD_INK, PAPER, PREPARATION_VERSION, PaperReference, ReferenceKind
 from models.pen_width import DEFAULT_RUNG, PEN_WIDTHS_MM, matching_rung
@@ -74,8 +74,8 @@ from models.verification import ReferenceSet
 
 #: The fusion entry the kiosk uses (the CNN-LSTM's, the hand features' and the oriented-gradient
 #: histograms' distances), and the parts it must fuse, in order.
-FUSION_ENTRY = "cnn+hand+hog"
 FUSED_PARTS: tuple[str, ...] = ("cnn", "hand", "hog")
+FUSION_ENTRY = "+".join(FUSED_PARTS)
 #: A query closer to a reference than this fraction of the references' own nearest-neighbour
 #: distance is a copy of it (a photocopy, the same sheet shown again, a tracing).
 TOO_SIMILAR_RATIO = 0.15
@@ -172,11 +172,9 @@ class PaperVerifier:
     # -- enrollment --------------------------------------------------------------------------
     def prepare_reference(self, picture: SignatureImage) -> PaperReference:
         """What is kept of one reference picture (``NoInkError`` when it holds no usable ink)."""
-        prepared = prepare(picture, self.embedder.config.input_size)
-        # Rounded as the runtime quantises the int8 model's input (x / float32 step, to nearest):
-        # the shipped model sees exactly what it would from prepare's floats.
-        levels = np.rint(prepared / np.float32(1.0 / 255.0))
-        return PaperReference(np.clip(levels, 0, 255).astype(np.uint8), hand_features(picture))
+        # Kept as the int8 model's input levels: the shipped model sees exactly what it would from
+        # prepare's floats, and so do the gradient histograms.
+        return PaperReference(to_levels(prepare(picture, self.embedder.config.input_size)), hand_features(picture))
 
     def enroll(self, references: Sequence[SignatureImage]) -> ReferenceSet[PaperFeatures]:
         """A reference set from pictures of reference signatures (scans, photos found by the finder)."""
@@ -264,7 +262,8 @@ class PaperVerifier:
             reasons = refs.anomaly.reasons(feats)
             explanations = tuple(r.text for r in reasons)
             aspects.append(AspectCheck("proportions", "Proportions", 1.0 - anomaly, not reasons))
-        z = fusion.logit(np.array([d_emb, d_hand, d_hog]))
+        distances = {"cnn": d_emb, "hand": d_hand, "hog": d_hog}
+        z = fusion.logit(np.array([distances[part] for part in fusion.names]))
         verdict = self.policy.decide(-z, aspects, too_similar=too_similar, explanations=explanations, anomaly=anomaly)
         return dataclasses.replace(verdict, references=refs.kind)
 

@@ -23,8 +23,8 @@ hand features scores every questioned sample (:mod:`models.anomaly`); the verifi
 distance and the anomaly score are combined by a logistic fusion (:class:`models.fusion.Fusion`)
 fitted on the VALIDATION writers only and stored in ``models/assets/offline_fusion.json``, one
 entry per ``--verifier``, with the command that fitted it (the entries ``hand`` and ``cnn`` fuse
-the verifier with the anomaly check, the kiosk reads ``cnn``; the entry's names say which parts
-it fuses). The report's ``components`` give each part.
+the verifier with the anomaly check; the kiosk reads ``cnn+hand+hog`` and its ``@pad-ink`` twin,
+``models.paper.FUSION_ENTRY``; the entry's names say which parts it fuses). The report's ``components`` give each part.
 
 Everything expensive (reading, features, embeddings) is computed once per sample, up front: a
 picture with no usable ink is then an error naming the file, or, with ``skip_malformed``, a

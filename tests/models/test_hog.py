@@ -10,7 +10,7 @@ import pytest
 
 from models.hog import HOG_PRIOR, SCALES, hog_descriptor, hog_distance
 from models.image import SignatureImage
-from models.image_preprocess import NoInkError, prepare
+from models.image_preprocess import NoInkError, prepare, to_levels
 from tests.models.test_hand_features import draw, signature_strokes, transform
 
 
@@ -34,7 +34,7 @@ def test_where_the_ink_sits_and_how_it_was_kept_do_not_matter() -> None:
     shifted = hog_descriptor(prepare(SignatureImage(draw(transform(signature_strokes(), np.eye(2), (40.0, 30.0)),
                                                           canvas=(360, 600)))))
     larger = hog_descriptor(prepare(SignatureImage(draw(signature_strokes(), scale=1.6))))
-    kept = hog_descriptor(np.clip(np.rint(base * 255.0), 0, 255).astype(np.uint8))
+    kept = hog_descriptor(to_levels(base))  # as PaperVerifier.prepare_reference keeps it
     assert hog_distance(v, kept) == 0.0
     assert hog_distance(v, shifted) < 0.05
     assert hog_distance(v, larger) < 0.6 * HOG_PRIOR.min_dist
@@ -57,13 +57,34 @@ def test_strokes_that_run_another_way_are_far() -> None:
     assert hog_distance(v, v) == 0.0 and hog_distance(v, crossed) <= 2.0
 
 
-def test_no_ink_is_an_error() -> None:
+def test_no_ink_is_an_error_and_other_arrays_are_refused() -> None:
     with pytest.raises(NoInkError):
         hog_descriptor(np.zeros((128, 128), np.float32))
-    with pytest.raises(NoInkError):
-        hog_descriptor(np.full((128, 128), 0.05, np.float32))  # only an anti-aliased rim's level
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="2-D"):
         hog_descriptor(np.ones((4, 4, 3), np.float32))
+    # Levels of another integer type would be misread as floats (all ink): refused.
+    with pytest.raises(ValueError, match="uint8"):
+        hog_descriptor(np.full((128, 128), 200, np.int64))
+
+
+def test_floats_are_read_as_the_store_keeps_them() -> None:
+    """Every float picture gives the vector of its kept levels, also where rounding x * 255 and
+    the store's x / (1/255) differ (0.5: 127 or 128; 0.1 at the ink level itself)."""
+    base = prepare(SignatureImage(draw(signature_strokes())))
+    tricky = base.copy()
+    tricky[base > 0.5] = 0.5
+    tricky[(base > 0) & (base < 0.2)] = 0.1
+    for picture in (base, tricky):
+        assert hog_distance(hog_descriptor(picture), hog_descriptor(to_levels(picture))) == 0.0
+
+
+def test_strokes_finer_than_a_pixel_still_give_their_directions() -> None:
+    """A very wide signature of fine strokes: ``prepare`` accepts it with every prepared pixel
+    under the ink level (0.1). Its box is then what is at least half its darkest, not refused."""
+    faint = prepare(SignatureImage(draw(signature_strokes()))) * 0.08
+    v = hog_descriptor(faint)
+    assert np.all(np.isfinite(v)) and np.linalg.norm(v) == pytest.approx(1.0)
+    assert hog_distance(v, hog_descriptor(prepare(SignatureImage(draw(signature_strokes()))))) < HOG_PRIOR.min_dist
 
 
 def test_ink_without_edges_is_far_from_every_signature() -> None:

@@ -74,9 +74,9 @@ def test_pad_references_drawn_as_ink_say_so(verifier: PaperVerifier) -> None:
 
 
 def test_pad_references_are_scored_with_their_own_fusion(verifier: PaperVerifier, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """Pad-ink references go through the ``cnn+hand@pad-ink`` entry, paper references through
-    ``cnn+hand``; a file without the pad-ink entry scores both with the paper one; a pad-ink entry
-    of other parts is refused."""
+    """Pad-ink references go through the ``cnn+hand+hog@pad-ink`` entry, paper references through
+    ``cnn+hand+hog``; a file without the pad-ink entry scores both with the paper one; an entry of
+    other parts (an older two-part fusion among them) is refused."""
     import json
     import shutil
 

@@ -108,6 +108,7 @@ def test_shipped_paper_threshold_says_how_it_was_chosen() -> None:
     """The paper decision's threshold is the operating point chosen on validation writers of both
     sets, with its command; a refit of either fusion (which drops it) must be followed by a choice.
     The pad-ink entry decides at the same threshold, its bias shifted onto its own point."""
+    from models.fusion import offline_entry
     from models.paper import FUSED_PARTS, FUSION_ENTRY
 
     entries = json.loads((Path(__file__).resolve().parents[2] / "models/assets/offline_fusion.json").read_text())
@@ -115,7 +116,7 @@ def test_shipped_paper_threshold_says_how_it_was_chosen() -> None:
     assert "--split validate" in op["command"] and "tools.paper_operating_point" in op["command"]
     assert set(op["validate_percent"]) == {"dutch", "cross-media"}
     assert 0.0 < entries[FUSION_ENTRY]["threshold"] < 1.0
-    pad = entries[FUSION_ENTRY + "@pad-ink"]
+    pad = entries[offline_entry(FUSION_ENTRY, pad_ink=True)]
     assert pad["threshold"] == entries[FUSION_ENTRY]["threshold"] and pad["names"] == list(FUSED_PARTS)
     assert pad["operating_point"]["command"] == op["command"] and "bias_shift" in pad["operating_point"]
     assert "cross-media" in pad["fitted_on"]
@@ -125,12 +126,12 @@ def test_choosing_shifts_the_pad_ink_entry_onto_the_one_threshold(tmp_path: Path
     """A pad-ink verdict's score falls on the paper threshold exactly where it fell on its own
     set's point; an entry is copied from the paper one where the file has none; choosing again on
     the shifted file shifts by nothing more."""
-    from models.fusion import load_offline_fusion
+    from models.fusion import load_offline_fusion, offline_entry
     from models.paper import FUSED_PARTS, FUSION_ENTRY
     from tools.paper_operating_point import write_operating_point
 
     f = tmp_path / "offline_fusion.json"
-    pad_entry = FUSION_ENTRY + "@pad-ink"
+    pad_entry = offline_entry(FUSION_ENTRY, pad_ink=True)
     paper = {"names": list(FUSED_PARTS), "weights": [-5.0, -4.0, -3.0], "bias": 2.0, "threshold": 0.5,
              "fitted_on": "dutch"}
     f.write_text(json.dumps({FUSION_ENTRY: paper}))
