@@ -240,7 +240,7 @@ class PaperVerifier:
         if refs.pad is not None:
             refs = self._drawn_like(refs.pad, feats)
         cfg = self.embedder.config
-        prepared = prepare(query)
+        prepared = prepare(query, cfg.input_size)
         emb = self.embedder.embed(prepared)
         d_emb = self.embedder.score(refs.embeddings, emb)
         d_hand = normalised_distance(np.array([hand_distance(feats, r) for r in refs.hand]),
