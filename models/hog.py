@@ -25,7 +25,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from models.image_preprocess import NoInkError, to_levels
+from models.image_preprocess import NoInkError, from_levels, to_levels
 from models.scoring import NormalisationPrior
 
 #: Orientation bins over 0-180 degrees (an edge and its reverse are one direction).
@@ -95,8 +95,7 @@ def hog_descriptor(prepared: np.ndarray) -> np.ndarray:
         raise ValueError(f"a prepared picture is 2-D, got shape {image.shape}")
     if image.dtype != np.uint8 and not np.issubdtype(image.dtype, np.floating):
         raise ValueError(f"a prepared picture is prepare's floats or uint8 levels, got {image.dtype}")
-    levels = image if image.dtype == np.uint8 else to_levels(image)
-    x = levels.astype(np.float32) / np.float32(255.0)
+    x = from_levels(image if image.dtype == np.uint8 else to_levels(image))
     parts = [_hog(_ink_frame(x, h, w), cell) for h, w, cell in SCALES]
     parts = [p / (np.linalg.norm(p) + 1e-12) for p in parts]
     v = np.concatenate(parts) / np.sqrt(len(parts))

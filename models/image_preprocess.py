@@ -195,6 +195,12 @@ def to_levels(prepared: np.ndarray) -> np.ndarray:
     return np.clip(levels, 0, 255).astype(np.uint8)
 
 
+def from_levels(levels: np.ndarray) -> np.ndarray:
+    """Kept uint8 levels back as ``prepare``'s float32 scale (the inverse of :func:`to_levels` up
+    to its rounding): what the CNN-LSTM and the gradient histograms read of a kept reference."""
+    return np.asarray(levels).astype(np.float32) / np.float32(255.0)
+
+
 def prepared_similarity(a: np.ndarray, b: np.ndarray) -> float:
     """How alike two prepared images are: their correlation after a ``SIMILARITY_BLUR`` blur
     (1 = the same picture). Two genuine signatures of one writer reach 0.884 at the 95th

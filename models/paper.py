@@ -61,7 +61,7 @@ from models.fusion import Fusion, load_offline_fusion, offline_entry
 from models.hand_features import HAND_PRIOR, hand_distance, hand_features
 from models.hog import HOG_PRIOR, hog_descriptor, hog_distance
 from models.image import SignatureImage
-from models.image_preprocess import prepare, prepared_similarity, to_levels
+from models.image_preprocess import from_levels, prepare, prepared_similarity, to_levels
 from models.offline_embed import ImageEmbedder, embedding_distance
 from models.paper_reference import PAD_INK, PAPER, PREPARATION_VERSION, PaperReference, ReferenceKind
 from models.pen_width import DEFAULT_RUNG, PEN_WIDTHS_MM, matching_rung
@@ -223,7 +223,7 @@ class PaperVerifier:
         if any(r.prepared.shape != (side, side) for r in references):
             raise StaleReferences(f"the paper references were prepared for another model's input size (this model "
                                   f"reads {side}x{side}): enroll the customer from paper again")
-        embs = [self.embedder.embed(r.prepared.astype(np.float32) / 255.0) for r in references]
+        embs = [self.embedder.embed(from_levels(r.prepared)) for r in references]
         hand = tuple(r.hand for r in references)
         hog = tuple(hog_descriptor(r.prepared) for r in references)
         fit_forest = self.anomaly and len(references) >= MIN_REFERENCES

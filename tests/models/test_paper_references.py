@@ -14,7 +14,7 @@ import pytest
 
 from models import PaperVerifier, SignatureImage
 from models.hand_features import hand_features
-from models.image_preprocess import NoInkError, prepare
+from models.image_preprocess import NoInkError, from_levels, prepare
 from models.offline_embed import embedding_distance
 from models.paper import DUPLICATE_SIMILARITY, StaleReferences, duplicate_of
 from models.paper_reference import PAD_INK, PAPER, PREPARATION_VERSION, PaperReference
@@ -125,7 +125,7 @@ def test_what_is_kept_embeds_exactly_as_the_picture(verifier: PaperVerifier) -> 
         assert ref.version == PREPARATION_VERSION
         np.testing.assert_array_equal(ref.hand, hand_features(picture))
         direct = verifier.embedder.embed(prepare(picture))
-        from_kept = verifier.embedder.embed(ref.prepared.astype(np.float32) / 255.0)
+        from_kept = verifier.embedder.embed(from_levels(ref.prepared))
         assert embedding_distance(direct, from_kept) == 0.0
     a = verifier.enroll(pictures)
     b = verifier.enroll_prepared(kept)
