@@ -1,8 +1,13 @@
 """The template cache: each customer's reference set as the current verifier built it.
 
 Reference sets are built from the stored references (``kiosk.templates``: pen trajectories, and
-paper references for the paper verifier) on first use and kept in memory. A lookup returns the set together with the verifier that built it, so a
-verification never pairs one model's features with another model's verifier; a model switch
+paper references for the paper verifier) on first use and kept in memory, the most recently used
+:data:`MAX_SETS` of them: a kiosk open for months meets thousands of customers, and a paper set
+(histograms of five references, more when pad references are drawn at several pen widths) takes
+about a megabyte, where the daemon's whole budget is 250 MB. A set dropped is rebuilt from the
+store when next needed (milliseconds for pen and paper references, about 0.2 s a pen width for
+pad references drawn as ink). A lookup returns the set together with the verifier that built it,
+so a verification never pairs one model's features with another model's verifier; a model switch
 (:meth:`ReferenceCache.use`) drops every set, and a set built while the model switched is not
 kept.
 """
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -23,6 +29,10 @@ log = logging.getLogger(__name__)
 V = TypeVar("V", bound=Verifier[Any])
 #: Enrolled is read-only (frozen): an Enrolled[PenVerifier] is an Enrolled[Verifier[Trajectory]].
 V_co = TypeVar("V_co", bound=Verifier[Any], covariant=True)
+#: Reference sets one cache keeps: the customers at the counter now and in the last minutes
+#: (a retry, a second document) find theirs built. 16 paper sets drawn at two pen widths each are
+#: about 18 MB, within the daemon's headroom (220 MB idle, budget 250).
+MAX_SETS = 16
 
 
 @dataclass(frozen=True)
@@ -42,13 +52,17 @@ class ReferenceCache(Generic[V]):
 
     def __init__(self, store: TemplateStore, verifier: V,
                  enroll: Callable[[V, StoredTemplate], ReferenceSet[Any] | None],
-                 on_built: Callable[[str, StoredTemplate, V], None] | None = None) -> None:
+                 on_built: Callable[[str, StoredTemplate, V], None] | None = None,
+                 max_sets: int = MAX_SETS) -> None:
+        if max_sets < 1:
+            raise ValueError("a reference cache keeps at least one set")
         self.store = store
+        self._max_sets = max_sets
         #: Told after a set is built from the stored references (the site calibration scores them).
         self._on_built = on_built
         self._verifier = verifier
         self._enroll = enroll
-        self._sets: dict[str, ReferenceSet[Any]] = {}
+        self._sets: OrderedDict[str, ReferenceSet[Any]] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
 
     @property
@@ -73,6 +87,8 @@ class ReferenceCache(Generic[V]):
         with self._lock:
             verifier = self._verifier
             cached = self._sets.get(customer)
+            if cached is not None:
+                self._sets.move_to_end(customer)
         if cached is not None:
             return Enrolled(verifier, cached)
         stored = self.store.get(customer)
@@ -84,6 +100,9 @@ class ReferenceCache(Generic[V]):
         with self._lock:
             if self._verifier is verifier:   # not switched meanwhile: keep it
                 self._sets[customer] = built
+                self._sets.move_to_end(customer)
+                while len(self._sets) > self._max_sets:
+                    self._sets.popitem(last=False)
         if self._on_built is not None:
             try:
                 self._on_built(customer, stored, verifier)

@@ -8,19 +8,19 @@ import cv2
 import numpy as np
 import pytest
 
-from models.hog import HOG_PRIOR, SCALES, hog_descriptor, hog_distance
+from models.hog import BINS, FRAMINGS, HOG_PRIOR, SCALES, hog_descriptor, hog_distance
 from models.image import SignatureImage
 from models.image_preprocess import NoInkError, prepare, to_levels
 from tests.models.test_hand_features import draw, signature_strokes, transform
 
 
 def _length() -> int:
-    return sum((h // c - 1) * (w // c - 1) * 4 * 9 for h, w, c in SCALES)
+    return len(FRAMINGS) * sum((h // c - 1) * (w // c - 1) * 4 * BINS for h, w, c in SCALES)
 
 
 def test_a_unit_vector_of_fixed_length() -> None:
     v = hog_descriptor(prepare(SignatureImage(draw(signature_strokes()))))
-    assert v.shape == (_length(),) and v.dtype == np.float64
+    assert v.shape == (_length(),) and v.dtype == np.float32
     assert np.linalg.norm(v) == pytest.approx(1.0)
     assert np.all(v >= 0.0)
 
@@ -36,14 +36,16 @@ def test_where_the_ink_sits_and_how_it_was_kept_do_not_matter() -> None:
     larger = hog_descriptor(prepare(SignatureImage(draw(signature_strokes(), scale=1.6))))
     kept = hog_descriptor(to_levels(base))  # as PaperVerifier.prepare_reference keeps it
     assert hog_distance(v, kept) == 0.0
-    assert hog_distance(v, shifted) < 0.05
+    # Not 0: prepare resamples a shifted scan's ink a little differently, and the moment frames
+    # sit at the ink's (sub-pixel) centroid.
+    assert hog_distance(v, shifted) < 0.15 * HOG_PRIOR.min_dist
     assert hog_distance(v, larger) < 0.6 * HOG_PRIOR.min_dist
 
 
 def test_strokes_that_run_another_way_are_far() -> None:
-    """Slanted 25 degrees, the same strokes move the vector far more than a thicker pen does (the
-    slant beyond a writer's typical variation, the pen within it), and a different signature is
-    farther still."""
+    """Slanted 25 degrees, the same strokes move the vector more than twice as far as a thicker
+    pen does (the slant beyond a writer's references' typical nearest distance, the pen within
+    it), and a different signature is farther still."""
     strokes = signature_strokes()
     v = hog_descriptor(prepare(SignatureImage(draw(strokes))))
     shear = math.tan(math.radians(25))
@@ -52,7 +54,8 @@ def test_strokes_that_run_another_way_are_far() -> None:
     t = np.linspace(0, 1, 200)
     other = [np.column_stack([40 + 380 * t, 80 + 90 * t]), np.column_stack([40 + 380 * t, 170 - 90 * t])]
     crossed = hog_descriptor(prepare(SignatureImage(draw(other))))
-    assert hog_distance(v, thicker) < HOG_PRIOR.min_dist < HOG_PRIOR.mean_dist < hog_distance(v, slanted)
+    assert hog_distance(v, thicker) < HOG_PRIOR.min_dist < hog_distance(v, slanted)
+    assert hog_distance(v, slanted) > 2.0 * hog_distance(v, thicker)
     assert hog_distance(v, slanted) < hog_distance(v, crossed)
     assert hog_distance(v, v) == 0.0 and hog_distance(v, crossed) <= 2.0
 
@@ -89,12 +92,13 @@ def test_strokes_finer_than_a_pixel_still_give_their_directions() -> None:
 
 def test_ink_without_edges_is_far_from_every_signature() -> None:
     """A hostile or degenerate picture whose ink fills its own box (a dot, a straight bar) has no
-    edge inside the frame: its vector is zero, finite, and 1 from every real signature's (unit)
-    vector, farther than a writer's references typically are from each other; never NaN."""
+    edge inside the box frame, whose histograms are then zero; the moment frames see its outline.
+    Its vector is finite, never NaN, no longer than a signature's, and farther from a real
+    signature than a writer's references typically are from each other."""
     v = hog_descriptor(prepare(SignatureImage(draw(signature_strokes()))))
     for shape in ((slice(60, 61), slice(60, 61)), (slice(60, 62), slice(10, 120)), (slice(5, 120), slice(60, 63))):
         picture = np.zeros((128, 128), np.float32)
         picture[shape] = 1.0
         blank = hog_descriptor(picture)
-        assert np.all(np.isfinite(blank)) and np.linalg.norm(blank) == 0.0
-        assert hog_distance(v, blank) == pytest.approx(1.0) and hog_distance(v, blank) > HOG_PRIOR.mean_dist
+        assert np.all(np.isfinite(blank)) and 0.0 < np.linalg.norm(blank) <= 1.0
+        assert hog_distance(v, blank) > HOG_PRIOR.mean_dist

@@ -1,6 +1,6 @@
 """Benchmark: the offline (image) learned verifier on one core. Per signature image: ``prepare``
 (the one offline preprocessing), the CNN-LSTM embedding alone (float and int8 models, one thread),
-and the kiosk's whole paper path from a camera frame to the score (judge the frame, find the
+the gradient histograms of a prepared picture (``models.hog``), and the kiosk's whole paper path from a camera frame to the score (judge the frame, find the
 signature, verify it against 5 references with ``models.PaperVerifier``) pinned to one core;
 median and p95, plus the model files' sizes.
 
@@ -61,6 +61,18 @@ def run(quick: bool = False) -> dict[str, float]:
         out[f"{tag}_model_kib"] = path.stat().st_size / 1024
         print(f"offline: {tag} CNN-LSTM ({out[f'{tag}_model_kib']:.0f} KiB), one image, one thread: embed median "
               f"{out[f'{tag}_embed_median_ms']:.2f} ms (p95 {out[f'{tag}_embed_p95_ms']:.2f})")
+
+    from models.hog import hog_descriptor
+
+    hog = []
+    for _ in range(reps):
+        for x in images:
+            t0 = time.perf_counter()
+            hog_descriptor(x)
+            hog.append(time.perf_counter() - t0)
+    out["hog_median_ms"], out["hog_p95_ms"] = _ms(hog)
+    print(f"offline: gradient histograms of one prepared picture: median {out['hog_median_ms']:.2f} ms "
+          f"(p95 {out['hog_p95_ms']:.2f})")
 
     out.update(_frame_to_score(pop, reps=1 if quick else 3))
     return out
