@@ -12,12 +12,13 @@ distance of their unit descriptors.
 
 Why it is here: fused in beside the CNN and the hand features it takes the Dutch test writers'
 skilled EER from 15.53 to 11.55 % (see the README, "The paper path"). The box framing came first
-(12.84 %); the moment framings and signed directions were chosen on the train and validate
-writers of both image sets, the histograms alone: skilled EER 19.87 → 16.29 % on the Dutch scans
-(K = 5), 22.18 → 18.84 % pad ink against paper and 17.15 → 14.44 % paper against paper on the
-cross-media set. A stray tail or a far dot moves the box more than it moves the moments. It reads
-the stroke *directions* of the framed picture, blurred, so it depends little on the pen's width,
-where the hand features' stroke-width features measure the pen. About 2 ms a picture.
+(12.84 %); the moment framings and signed directions were chosen among 26 settings
+(:class:`HogConfig`) on the train and validate writers of both image sets, the histograms alone
+(``python -m tools.hog_variants``): skilled EER 19.87 → 16.17 % on the Dutch scans (K = 5),
+22.18 → 18.53 % pad ink against paper and 17.15 → 14.44 % paper against paper on the cross-media
+set. A stray tail or a far dot moves the box more than it moves the moments. It reads the
+stroke *directions* of the framed picture, blurred, so it depends little on the pen's width,
+where the hand features' stroke-width features measure the pen. About 1.6 ms a picture.
 
 Pure numpy and OpenCV; no learning, no state. The population prior is fitted on the Dutch
 training writers (:data:`HOG_PRIOR`, with its command).
@@ -25,31 +26,66 @@ training writers (:data:`HOG_PRIOR`, with its command).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
 from models.image_preprocess import NoInkError, from_levels, to_levels
 from models.scoring import NormalisationPrior
 
-#: Orientation bins over 0-360 degrees: signed, so a stroke's two edges (paper to ink, ink to
-#: paper) count apart and the histograms say which side of a line the ink lies on.
-BINS = 18
-#: (frame height, frame width, cell side) of each scale; blocks are 2×2 cells, one cell apart.
-SCALES: tuple[tuple[int, int, int], ...] = ((64, 128, 8), (32, 64, 8))
-#: How the ink is laid on the frame, each giving its own histograms: its box stretched to the
-#: frame; its ink moments (centroid ± :data:`SPREAD` standard deviations per axis), which a
-#: stray tail or a far dot moves much less than it moves the box; and the same with one scale for
-#: both axes (the larger), which keeps the signature's proportions.
-FRAMINGS: tuple[str, ...] = ("box", "moments", "moments-isotropic")
-#: Half the moment frames' extent, in standard deviations of the ink.
-SPREAD = 2.2
+#: How the ink can be laid on a frame: its box stretched to the frame; its ink moments (the
+#: ink-weighted centroid at the centre, ± ``spread`` standard deviations per axis to the edges),
+#: which a stray tail or a far dot moves less than it moves the box; and the same with one scale
+#: for both axes (the larger), which keeps the signature's proportions.
+FRAMING_KINDS: tuple[str, ...] = ("box", "moments", "moments-isotropic")
+#: How each 2×2 block of cells is normalised: L2-Hys (Dalal & Triggs), or the square root of its
+#: L1-normalised histogram (Hellinger; compared but not shipped).
+BLOCK_NORMS: tuple[str, ...] = ("l2-hys", "hellinger")
+
+
+@dataclass(frozen=True)
+class HogConfig:
+    """The settings of one descriptor. :data:`SHIPPED` is the kiosk's; the others are what
+    ``tools.hog_variants`` compared it with, through this same code."""
+
+    #: (kind, spread) per framing, in order; the spread (standard deviations) is read by moment
+    #: framings only.
+    framings: tuple[tuple[str, float], ...] = (("box", 0.0), ("moments", 2.2), ("moments-isotropic", 2.2))
+    #: Orientation bins over 0-360 degrees (``signed``: a stroke's two edges, paper to ink and ink
+    #: to paper, count apart, so the histograms say which side of a line the ink lies on) or
+    #: over 0-180 degrees.
+    bins: int = 18
+    signed: bool = True
+    #: (frame height, frame width, cell side) of each scale; blocks are 2×2 cells, one cell apart.
+    scales: tuple[tuple[int, int, int], ...] = ((64, 128, 8), (32, 64, 8))
+    #: The blur (pixels of the frame) before the gradients: a binary mask's edges are steps.
+    blur: float = 0.8
+    block_norm: str = "l2-hys"
+
+    def __post_init__(self) -> None:
+        if not self.framings or any(k not in FRAMING_KINDS for k, _ in self.framings):
+            raise ValueError(f"framings are ({', '.join(FRAMING_KINDS)}, spread) pairs, got {self.framings!r}")
+        if any(k != "box" and not spread > 0 for k, spread in self.framings):
+            raise ValueError("a moment framing needs a positive spread")
+        if self.bins < 2 or self.blur <= 0 or self.block_norm not in BLOCK_NORMS:
+            raise ValueError(f"need bins >= 2, blur > 0 and a block norm of {', '.join(BLOCK_NORMS)}")
+        if not self.scales or any(c < 1 or h < 2 * c or w < 2 * c for h, w, c in self.scales):
+            raise ValueError(f"each scale's frame holds at least 2×2 cells, got {self.scales!r}")
+
+    @property
+    def length(self) -> int:
+        """The descriptor's number of values."""
+        return len(self.framings) * sum((h // c - 1) * (w // c - 1) * 4 * self.bins for h, w, c in self.scales)
+
+
+#: The kiosk's descriptor.
+SHIPPED = HogConfig()
 #: A prepared pixel at least this dark (of 1) is ink for the crop; lighter ones are the
 #: anti-aliased rim of a stroke.
 INK_LEVEL = 0.1
 #: L2-Hys clip: no one edge dominates a block.
 CLIP = 0.2
-#: The blur (pixels of the frame) before the gradients: a binary mask's edges are steps.
-BLUR_SIGMA = 0.8
 
 #: Population values of :func:`hog_distance` among one writer's references: the mean over the
 #: protocol's K = 5 draws on the Dutch TRAINING writers (``tools.evaluate_offline.fit_prior``, its
@@ -57,7 +93,7 @@ BLUR_SIGMA = 0.8
 HOG_PRIOR = NormalisationPrior(min_dist=0.82, mean_dist=0.89)
 
 
-def _ink_frame(prepared: np.ndarray, height: int, width: int) -> np.ndarray:
+def _ink_frame(prepared: np.ndarray, height: int, width: int, blur: float) -> np.ndarray:
     """The ink's box, stretched to ``height`` × ``width`` and blurred (a binary mask's edges are
     steps). The box holds the pixels at least :data:`INK_LEVEL` dark, or, where a picture's
     strokes are all thinner than a pixel of the prepared square (a very wide signature drawn with
@@ -68,13 +104,14 @@ def _ink_frame(prepared: np.ndarray, height: int, width: int) -> np.ndarray:
     ys, xs = np.nonzero(prepared >= min(INK_LEVEL, 0.5 * darkest))
     crop = prepared[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
     frame = cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA)
-    return cv2.GaussianBlur(frame, (0, 0), BLUR_SIGMA)
+    return cv2.GaussianBlur(frame, (0, 0), blur)
 
 
-def _moment_frame(prepared: np.ndarray, height: int, width: int, isotropic: bool) -> np.ndarray:
+def _moment_frame(prepared: np.ndarray, height: int, width: int, spread: float, isotropic: bool,
+                  blur: float) -> np.ndarray:
     """The ink laid on a ``height`` × ``width`` frame by its moments: the ink-weighted centroid at
-    the centre, ± :data:`SPREAD` standard deviations of the ink to the edges (with ``isotropic``,
-    one scale for both axes, the one that keeps the larger extent in), then blurred."""
+    the centre, ± ``spread`` standard deviations of the ink to the edges (with ``isotropic``, one
+    scale for both axes, the one that keeps the larger extent in), then blurred."""
     weight = prepared.astype(np.float64)
     mass = float(weight.sum())
     if mass <= 0.0:
@@ -88,43 +125,48 @@ def _moment_frame(prepared: np.ndarray, height: int, width: int, isotropic: bool
         sy = max(sx * height / width, sy)
         sx = sy * width / height
     # prepared pixels per frame pixel, along each axis
-    px, py = 2.0 * SPREAD * sx / width, 2.0 * SPREAD * sy / height
+    px, py = 2.0 * spread * sx / width, 2.0 * spread * sy / height
     to_frame = np.array([[1.0 / px, 0.0, width / 2.0 - cx / px], [0.0, 1.0 / py, height / 2.0 - cy / py]], np.float32)
     frame = cv2.warpAffine(prepared.astype(np.float32), to_frame, (width, height), flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-    return cv2.GaussianBlur(frame, (0, 0), BLUR_SIGMA)
+    return cv2.GaussianBlur(frame, (0, 0), blur)
 
 
-def _frame(prepared: np.ndarray, framing: str, height: int, width: int) -> np.ndarray:
-    if framing == "box":
-        return _ink_frame(prepared, height, width)
-    return _moment_frame(prepared, height, width, isotropic=framing == "moments-isotropic")
+def _frame(prepared: np.ndarray, framing: tuple[str, float], height: int, width: int, blur: float) -> np.ndarray:
+    kind, spread = framing
+    if kind == "box":
+        return _ink_frame(prepared, height, width, blur)
+    return _moment_frame(prepared, height, width, spread, kind == "moments-isotropic", blur)
 
 
-def _hog(frame: np.ndarray, cell: int) -> np.ndarray:
+def _hog(frame: np.ndarray, cell: int, config: HogConfig) -> np.ndarray:
     """Edge directions per ``cell``-pixel cell, counted by gradient strength, in 2×2 blocks of
-    cells each normalised (L2-Hys): one flat vector."""
+    cells each normalised (``config.block_norm``): one flat vector."""
     gx = cv2.Sobel(frame, cv2.CV_32F, 1, 0, ksize=1)
     gy = cv2.Sobel(frame, cv2.CV_32F, 0, 1, ksize=1)
     magnitude = np.hypot(gx, gy)
-    angle = np.mod(np.arctan2(gy, gx), 2.0 * np.pi)
-    bins = np.minimum((angle * (BINS / (2.0 * np.pi))).astype(np.int64), BINS - 1)
+    period = 2.0 * np.pi if config.signed else np.pi
+    angle = np.mod(np.arctan2(gy, gx), period)
+    nbins = config.bins
+    bins = np.minimum((angle * (nbins / period)).astype(np.int64), nbins - 1)
     h, w = frame.shape
     ch, cw = h // cell, w // cell
     rows = np.arange(h)[:, None] // cell
     cols = np.arange(w)[None, :] // cell
-    index = (rows * cw + cols) * BINS + bins
+    index = (rows * cw + cols) * nbins + bins
     cells = np.bincount(index.ravel(), weights=magnitude.ravel().astype(np.float64),
-                        minlength=ch * cw * BINS).reshape(ch, cw, BINS)
-    # 2×2 blocks of cells, one cell apart: (ch-1, cw-1, 4*BINS)
+                        minlength=ch * cw * nbins).reshape(ch, cw, nbins)
+    # 2×2 blocks of cells, one cell apart: (ch-1, cw-1, 4*bins)
     blocks = np.concatenate([cells[:-1, :-1], cells[:-1, 1:], cells[1:, :-1], cells[1:, 1:]], axis=2)
+    if config.block_norm == "hellinger":
+        return np.sqrt(blocks / (blocks.sum(axis=2, keepdims=True) + 1e-6)).ravel()
     norm = np.linalg.norm(blocks, axis=2, keepdims=True) + 1e-6
     blocks = np.minimum(blocks / norm, CLIP)
     blocks /= np.linalg.norm(blocks, axis=2, keepdims=True) + 1e-6
     return blocks.ravel()
 
 
-def hog_descriptor(prepared: np.ndarray) -> np.ndarray:
+def hog_descriptor(prepared: np.ndarray, config: HogConfig = SHIPPED) -> np.ndarray:
     """The unit descriptor of one prepared ink image (``prepare``'s output, float in [0, 1] or
     the template store's uint8 levels). Floats are read as those levels
     (``models.image_preprocess.to_levels``, the store's own rounding), so a kept reference and a
@@ -137,10 +179,12 @@ def hog_descriptor(prepared: np.ndarray) -> np.ndarray:
     if image.dtype != np.uint8 and not np.issubdtype(image.dtype, np.floating):
         raise ValueError(f"a prepared picture is prepare's floats or uint8 levels, got {image.dtype}")
     x = from_levels(image if image.dtype == np.uint8 else to_levels(image))
-    parts = [_hog(_frame(x, framing, h, w), cell) for framing in FRAMINGS for h, w, cell in SCALES]
+    parts = [_hog(_frame(x, framing, h, w, config.blur), cell, config)
+             for framing in config.framings for h, w, cell in config.scales]
     parts = [p / (np.linalg.norm(p) + 1e-12) for p in parts]
     v = np.concatenate(parts) / np.sqrt(len(parts))
-    # float32: 27 216 values, kept for every reference of every cached customer (109 KB each).
+    # float32: the shipped 27 216 values are kept for every reference of every cached customer
+    # (109 KB each).
     return v.astype(np.float32)
 
 

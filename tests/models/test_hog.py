@@ -8,21 +8,34 @@ import cv2
 import numpy as np
 import pytest
 
-from models.hog import BINS, FRAMINGS, HOG_PRIOR, SCALES, hog_descriptor, hog_distance
+from models.hog import HOG_PRIOR, SHIPPED, HogConfig, hog_descriptor, hog_distance
 from models.image import SignatureImage
 from models.image_preprocess import NoInkError, prepare, to_levels
 from tests.models.test_hand_features import draw, signature_strokes, transform
 
 
-def _length() -> int:
-    return len(FRAMINGS) * sum((h // c - 1) * (w // c - 1) * 4 * BINS for h, w, c in SCALES)
-
-
 def test_a_unit_vector_of_fixed_length() -> None:
+    """Three framings × (7×15 + 3×7 blocks) × 4 cells × 18 directions, float32."""
     v = hog_descriptor(prepare(SignatureImage(draw(signature_strokes()))))
-    assert v.shape == (_length(),) and v.dtype == np.float32
+    assert v.shape == (27216,) == (SHIPPED.length,) and v.dtype == np.float32
     assert np.linalg.norm(v) == pytest.approx(1.0)
     assert np.all(v >= 0.0)
+
+
+def test_other_settings_go_through_the_same_code_and_bad_ones_are_refused() -> None:
+    """The variants ``tools.hog_variants`` compares: the box framing alone with 9 unsigned bins
+    (the descriptor shipped before) is a unit vector of its own length; settings that cannot
+    make a descriptor are refused."""
+    picture = prepare(SignatureImage(draw(signature_strokes())))
+    box = HogConfig(framings=(("box", 0.0),), bins=9, signed=False)
+    v = hog_descriptor(picture, box)
+    assert v.shape == (4536,) == (box.length,) and np.linalg.norm(v) == pytest.approx(1.0)
+    root = hog_descriptor(picture, HogConfig(block_norm="hellinger"))
+    assert root.shape == (SHIPPED.length,) and np.all(np.isfinite(root))
+    for bad in ({"framings": (("ring", 1.0),)}, {"framings": (("moments", 0.0),)}, {"framings": ()},
+                {"bins": 1}, {"blur": 0.0}, {"block_norm": "l1"}, {"scales": ((8, 64, 8),)}):
+        with pytest.raises(ValueError):
+            HogConfig(**bad)  # type: ignore[arg-type]
 
 
 def test_where_the_ink_sits_and_how_it_was_kept_do_not_matter() -> None:
