@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +29,17 @@ def _ms(samples: list[float]) -> tuple[float, float]:
     return float(np.median(a)), float(np.percentile(a, 95))
 
 
+def _timed(step: Callable[[Any], object], items: Sequence[Any], reps: int) -> tuple[float, float]:
+    """Median and p95 (ms) of ``step`` on each item, ``reps`` times over."""
+    took = []
+    for _ in range(reps):
+        for item in items:
+            t0 = time.perf_counter()
+            step(item)
+            took.append(time.perf_counter() - t0)
+    return _ms(took)
+
+
 def run(quick: bool = False) -> dict[str, float]:
     from models.image_preprocess import prepare
     from models.render import render_ink
@@ -36,13 +49,7 @@ def run(quick: bool = False) -> dict[str, float]:
     reps = 2 if quick else 10
     out: dict[str, float] = {"cores": float(os.cpu_count() or 1)}
 
-    prep = []
-    for _ in range(reps):
-        for p in pictures:
-            t0 = time.perf_counter()
-            prepare(p)
-            prep.append(time.perf_counter() - t0)
-    out["prepare_median_ms"], out["prepare_p95_ms"] = _ms(prep)
+    out["prepare_median_ms"], out["prepare_p95_ms"] = _timed(prepare, pictures, reps)
     print(f"offline: prepare one {pictures[0].shape[1]}x{pictures[0].shape[0]} picture: median "
           f"{out['prepare_median_ms']:.2f} ms (p95 {out['prepare_p95_ms']:.2f})")
 
@@ -51,26 +58,14 @@ def run(quick: bool = False) -> dict[str, float]:
         path = ASSETS / f"cnn_lstm_{tag}.tflite"
         emb = ImageEmbedder(path, threads=1)
         emb.embed(images[0])  # warm-up (allocation, XNNPACK packing)
-        inv = []
-        for _ in range(reps):
-            for x in images:
-                t0 = time.perf_counter()
-                emb.embed(x)
-                inv.append(time.perf_counter() - t0)
-        out[f"{tag}_embed_median_ms"], out[f"{tag}_embed_p95_ms"] = _ms(inv)
+        out[f"{tag}_embed_median_ms"], out[f"{tag}_embed_p95_ms"] = _timed(emb.embed, images, reps)
         out[f"{tag}_model_kib"] = path.stat().st_size / 1024
         print(f"offline: {tag} CNN-LSTM ({out[f'{tag}_model_kib']:.0f} KiB), one image, one thread: embed median "
               f"{out[f'{tag}_embed_median_ms']:.2f} ms (p95 {out[f'{tag}_embed_p95_ms']:.2f})")
 
     from models.hog import hog_descriptor
 
-    hog = []
-    for _ in range(reps):
-        for x in images:
-            t0 = time.perf_counter()
-            hog_descriptor(x)
-            hog.append(time.perf_counter() - t0)
-    out["hog_median_ms"], out["hog_p95_ms"] = _ms(hog)
+    out["hog_median_ms"], out["hog_p95_ms"] = _timed(hog_descriptor, images, reps)
     print(f"offline: gradient histograms of one prepared picture: median {out['hog_median_ms']:.2f} ms "
           f"(p95 {out['hog_p95_ms']:.2f})")
 
