@@ -81,6 +81,7 @@ class HogConfig:
 
 #: The kiosk's descriptor.
 SHIPPED = HogConfig()
+
 #: A prepared pixel at least this dark (of 1) is ink for the crop; lighter ones are the
 #: anti-aliased rim of a stroke.
 INK_LEVEL = 0.1
