@@ -113,6 +113,7 @@ class _Provider:
 
     config: HogConfig
     levels: dict[str, np.ndarray]
+    #: The variant's own, fitted in :func:`measure` (``fit_prior`` reads only features and distances).
     prior: NormalisationPrior = NormalisationPrior(min_dist=1.0, mean_dist=1.0)
     name: str = "hog"
 
