@@ -109,7 +109,8 @@ def test_ink_without_edges_is_far_from_every_signature() -> None:
     Its vector is finite, never NaN, no longer than a signature's, and farther from a real
     signature than a writer's references typically are from each other."""
     v = hog_descriptor(prepare(SignatureImage(draw(signature_strokes()))))
-    for shape in ((slice(60, 61), slice(60, 61)), (slice(60, 62), slice(10, 120)), (slice(5, 120), slice(60, 63))):
+    for shape in ((slice(60, 61), slice(60, 61)), (slice(60, 62), slice(10, 120)), (slice(5, 120), slice(60, 63)),
+                  (slice(0, 128), slice(0, 128))):   # a dot, two bars, a picture that is all ink
         picture = np.zeros((128, 128), np.float32)
         picture[shape] = 1.0
         blank = hog_descriptor(picture)
