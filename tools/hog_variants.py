@@ -203,6 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"command": "python -m tools.hog_variants " + " ".join(argv or sys.argv[1:]),
+                                         "writers": {name: sorted(ds.writers) for name, (ds, _) in sets.items()},
                                          "cases": [list(c) for c in CASES], "variants": rows}, indent=1) + "\n")
     return 0
 
