@@ -101,15 +101,31 @@ class HandProvider:
         return hand_distance(a, b)
 
 
+class Prepared:
+    """``prepare(sample.image)``, remembered for the last sample asked: the CNN and the gradient
+    histograms read the same prepared picture, and the evaluator computes every part's features
+    of one sample before the next (:func:`precompute`), so one picture is kept, not one per sample."""
+
+    def __init__(self) -> None:
+        self._path: Path | None = None
+        self._picture: np.ndarray | None = None
+
+    def __call__(self, sample: ImageSample) -> np.ndarray:
+        if self._picture is None or sample.path != self._path:
+            self._picture, self._path = prepare(sample.image), sample.path
+        return self._picture
+
+
 @dataclass
 class HogProvider:
     """Histograms of oriented gradients of the prepared ink image, as the kiosk computes them."""
 
     prior: NormalisationPrior = HOG_PRIOR
     name: str = "hog"
+    prepared: Callable[[ImageSample], np.ndarray] = field(default_factory=Prepared)
 
     def features(self, sample: ImageSample) -> np.ndarray:
-        return hog_descriptor(prepare(sample.image))
+        return hog_descriptor(self.prepared(sample))
 
     def distance(self, a: np.ndarray, b: np.ndarray) -> float:
         return hog_distance(a, b)
@@ -123,24 +139,26 @@ class CnnProvider:
     embedder: Any
     compare: Callable[[np.ndarray, np.ndarray], float]
     name: str = "cnn"
+    prepared: Callable[[ImageSample], np.ndarray] = field(default_factory=Prepared)
 
     @property
     def prior(self) -> NormalisationPrior:
         return self.embedder.config.prior
 
     def features(self, sample: ImageSample) -> np.ndarray:
-        return self.embedder.embed(prepare(sample.image))
+        return self.embedder.embed(self.prepared(sample))
 
     def distance(self, a: np.ndarray, b: np.ndarray) -> float:
         return self.compare(a, b)
 
 
-def cnn_provider(model_path: Path | None = None, threads: int = 1) -> CnnProvider:
+def cnn_provider(model_path: Path | None = None, threads: int = 1,
+                 prepared: Callable[[ImageSample], np.ndarray] | None = None) -> CnnProvider:
     """The CNN-LSTM verifier through the device runtime (``models.offline_embed``; any converted
     model with its config beside it). ``ModelError`` if the model is missing or unusable."""
 
     embedder = ImageEmbedder(Path(model_path) if model_path else DEFAULT_MODEL, threads=threads)
-    return CnnProvider(embedder=embedder, compare=embedding_distance)
+    return CnnProvider(embedder=embedder, compare=embedding_distance, prepared=prepared or Prepared())
 
 
 def make_providers(verifier: str, model_path: Path | None = None) -> list[OfflineProvider]:
@@ -148,8 +166,10 @@ def make_providers(verifier: str, model_path: Path | None = None) -> list[Offlin
     a stored fusion, in the order of the name."""
     if verifier not in VERIFIERS:
         raise ValueError(f"unknown offline verifier {verifier!r}; known: {', '.join(VERIFIERS)}")
+    prepared = Prepared()   # one prepared picture for the CNN and the histograms
     makers: dict[str, Callable[[], OfflineProvider]] = {
-        "hand": HandProvider, "hog": HogProvider, "cnn": lambda: cnn_provider(model_path)}
+        "hand": HandProvider, "hog": lambda: HogProvider(prepared=prepared),
+        "cnn": lambda: cnn_provider(model_path, prepared=prepared)}
     return [makers[part]() for part in verifier.split("+")]
 
 

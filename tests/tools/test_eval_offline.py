@@ -249,3 +249,18 @@ def test_hog_alone_and_in_the_kiosks_fusion(tmp_path, capsys):
     assert report["verifier"] == "hog" and report["random"]["eer_global"] < report["skilled"]["eer_global"] < 30.0
     # No model file: the histograms are learning-free (their prior is in the code).
     assert report["models_sha256"] == {}
+
+
+def test_the_cnn_and_the_histograms_share_one_prepared_picture() -> None:
+    """``prepare`` is the costly step of a picture's features: the kiosk's parts that read the
+    prepared picture get it once per sample, and only the last one is kept."""
+    from tools.evaluate_offline import Prepared, make_providers
+
+    cnn, _, hog = make_providers("cnn+hand+hog")
+    assert isinstance(cnn.prepared, Prepared) and cnn.prepared is hog.prepared  # type: ignore[attr-defined]
+    a, b = next(iter(load_images(DUTCH, "sigcomp-dutch").subset("validate").writers.values()))[:2]
+    first = cnn.prepared(a)  # type: ignore[attr-defined]
+    assert hog.prepared(a) is first  # type: ignore[attr-defined]
+    other = hog.prepared(b)  # type: ignore[attr-defined]
+    assert other is not first and not np.array_equal(other, first)
+    assert np.array_equal(hog.prepared(a), first)  # type: ignore[attr-defined]
