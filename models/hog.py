@@ -99,29 +99,39 @@ def _ink_frame(prepared: np.ndarray, height: int, width: int, blur: float) -> np
     steps). The box holds the pixels at least :data:`INK_LEVEL` dark, or, where a picture's
     strokes are all thinner than a pixel of the prepared square (a very wide signature drawn with
     a fine pen: ``prepare`` accepts it, its darkest level under 0.1), at least half its darkest."""
-    darkest = float(prepared.max())
-    if darkest <= 0.0:
-        raise NoInkError("no ink in the prepared picture")
-    ys, xs = np.nonzero(prepared >= min(INK_LEVEL, 0.5 * darkest))
+    ys, xs = np.nonzero(prepared >= min(INK_LEVEL, 0.5 * float(prepared.max())))
     crop = prepared[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
     frame = cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA)
     return cv2.GaussianBlur(frame, (0, 0), blur)
 
 
-def _moment_frame(prepared: np.ndarray, height: int, width: int, spread: float, isotropic: bool,
-                  blur: float) -> np.ndarray:
-    """The ink laid on a ``height`` × ``width`` frame by its moments: the ink-weighted centroid at
-    the centre, ± ``spread`` standard deviations of the ink to the edges (with ``isotropic``, one
-    scale for both axes, the one that keeps the larger extent in), then blurred."""
+@dataclass(frozen=True)
+class _Moments:
+    """The ink-weighted centroid and standard deviations (prepared pixels) of one picture."""
+
+    cy: float
+    cx: float
+    sy: float
+    sx: float
+
+
+def _ink_moments(prepared: np.ndarray) -> _Moments:
     weight = prepared.astype(np.float64)
     mass = float(weight.sum())
-    if mass <= 0.0:
-        raise NoInkError("no ink in the prepared picture")
     ys, xs = np.indices(prepared.shape, dtype=np.float64)
     cy, cx = float((weight * ys).sum()) / mass, float((weight * xs).sum()) / mass
     # At least a pixel: one dot of ink has no spread to scale by.
     sy = max(float(np.sqrt((weight * (ys - cy) ** 2).sum() / mass)), 1.0)
     sx = max(float(np.sqrt((weight * (xs - cx) ** 2).sum() / mass)), 1.0)
+    return _Moments(cy, cx, sy, sx)
+
+
+def _moment_frame(prepared: np.ndarray, moments: _Moments, height: int, width: int, spread: float,
+                  isotropic: bool, blur: float) -> np.ndarray:
+    """The ink laid on a ``height`` × ``width`` frame by its moments: the ink-weighted centroid at
+    the centre, ± ``spread`` standard deviations of the ink to the edges (with ``isotropic``, one
+    scale for both axes, the one that keeps the larger extent in), then blurred."""
+    cy, cx, sy, sx = moments.cy, moments.cx, moments.sy, moments.sx
     if isotropic:
         sy = max(sx * height / width, sy)
         sx = sy * width / height
@@ -133,11 +143,12 @@ def _moment_frame(prepared: np.ndarray, height: int, width: int, spread: float, 
     return cv2.GaussianBlur(frame, (0, 0), blur)
 
 
-def _frame(prepared: np.ndarray, framing: tuple[str, float], height: int, width: int, blur: float) -> np.ndarray:
+def _frame(prepared: np.ndarray, moments: _Moments, framing: tuple[str, float], height: int, width: int,
+           blur: float) -> np.ndarray:
     kind, spread = framing
     if kind == "box":
         return _ink_frame(prepared, height, width, blur)
-    return _moment_frame(prepared, height, width, spread, kind == "moments-isotropic", blur)
+    return _moment_frame(prepared, moments, height, width, spread, kind == "moments-isotropic", blur)
 
 
 def _hog(frame: np.ndarray, cell: int, config: HogConfig) -> np.ndarray:
@@ -180,7 +191,11 @@ def hog_descriptor(prepared: np.ndarray, config: HogConfig = SHIPPED) -> np.ndar
     if image.dtype != np.uint8 and not np.issubdtype(image.dtype, np.floating):
         raise ValueError(f"a prepared picture is prepare's floats or uint8 levels, got {image.dtype}")
     x = from_levels(image if image.dtype == np.uint8 else to_levels(image))
-    parts = [_hog(_frame(x, framing, h, w, config.blur), cell, config)
+    if float(x.max()) <= 0.0:
+        raise NoInkError("no ink in the prepared picture")
+    # Once per picture: every moment framing at every scale reads the same centroid and spread.
+    moments = _ink_moments(x)
+    parts = [_hog(_frame(x, moments, framing, h, w, config.blur), cell, config)
              for framing in config.framings for h, w, cell in config.scales]
     parts = [p / (np.linalg.norm(p) + 1e-12) for p in parts]
     v = np.concatenate(parts) / np.sqrt(len(parts))
