@@ -48,7 +48,7 @@ from models.anomaly import AnomalyModel
 from models.classic import score_from_distances
 from models.fusion import Fusion, fit_fusion, load_offline_fusion, offline_entry
 from models.hand_features import FEATURE_NAMES, HAND_PRIOR, hand_distance, hand_features
-from models.hog import HOG_PRIOR, hog_descriptor, hog_distance
+from models.hog import HOG_PRIOR, SHIPPED, HogConfig, hog_descriptor, hog_distance
 from models.image_preprocess import NoInkError, prepare
 from models.offline_embed import DEFAULT_MODEL, ImageEmbedder, embedding_distance
 from models.paper import FUSION_ENTRY
@@ -123,9 +123,11 @@ class HogProvider:
     prior: NormalisationPrior = HOG_PRIOR
     name: str = "hog"
     prepared: Callable[[ImageSample], np.ndarray] = field(default_factory=Prepared)
+    #: The descriptor's settings: the kiosk's, or a variant ``tools.hog_variants`` compares.
+    config: HogConfig = SHIPPED
 
     def features(self, sample: ImageSample) -> np.ndarray:
-        return hog_descriptor(self.prepared(sample))
+        return hog_descriptor(self.prepared(sample), self.config)
 
     def distance(self, a: np.ndarray, b: np.ndarray) -> float:
         return hog_distance(a, b)

@@ -27,12 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from models.hog import SHIPPED, HogConfig, hog_descriptor, hog_distance
+from models.hog import HOG_PRIOR, SHIPPED, HogConfig
 from models.image_preprocess import NoInkError, prepare, to_levels
 from models.scoring import NormalisationPrior
 from tools.datasets import Dataset, ImageSample, load_images
 from tools.datasets.types import writer_split
-from tools.evaluate_offline import evaluate_offline, fit_prior
+from tools.evaluate_offline import HogProvider, evaluate_offline, fit_prior
 
 log = logging.getLogger(__name__)
 
@@ -107,23 +107,6 @@ VARIANTS: dict[str, HogConfig] = {
 }
 
 
-@dataclass
-class _Provider:
-    """The histograms of one variant, from the prepared pictures computed once for all variants."""
-
-    config: HogConfig
-    levels: dict[str, np.ndarray]
-    #: The variant's own, fitted in :func:`measure` (``fit_prior`` reads only features and distances).
-    prior: NormalisationPrior = NormalisationPrior(min_dist=1.0, mean_dist=1.0)
-    name: str = "hog"
-
-    def features(self, sample: ImageSample) -> np.ndarray:
-        return hog_descriptor(self.levels[str(sample.path)], self.config)
-
-    def distance(self, a: np.ndarray, b: np.ndarray) -> float:
-        return hog_distance(a, b)
-
-
 def load_sets(data: Path, max_writers: int | None = None) -> dict[str, tuple[Dataset[ImageSample], dict[str, np.ndarray]]]:
     """Each set's train + validate writers (at most ``max_writers`` of each prefix, for a quick
     run) and every picture prepared once, as the template store keeps it."""
@@ -164,14 +147,17 @@ class Measured:
 
 def measure(config: HogConfig, sets: dict[str, tuple[Dataset[ImageSample], dict[str, np.ndarray]]]) -> Measured:
     """One variant: its prior (Dutch training writers) and each case's skilled EERs."""
+    def provider(levels: dict[str, np.ndarray], prior: NormalisationPrior = HOG_PRIOR) -> HogProvider:
+        # fit_prior reads only the features and distances, so the shipped prior stands in there
+        return HogProvider(prior=prior, prepared=lambda s: levels[str(s.path)], config=config)
+
     dutch, dutch_levels = sets["dutch"]
     train = Dataset(dutch.name, {w: s for w, s in dutch.writers.items() if writer_split(w) == "train"})
-    prior = fit_prior(train, _Provider(config, dutch_levels))
+    prior = fit_prior(train, provider(dutch_levels))
     cases: dict[str, dict[str, float]] = {}
     for column, set_name, protocol, k, draws in CASES:
         ds, levels = sets[set_name]
-        ev = evaluate_offline(ds, providers=[_Provider(config, levels, prior)], protocol=protocol, references=k,
-                              trials=draws)
+        ev = evaluate_offline(ds, providers=[provider(levels, prior)], protocol=protocol, references=k, trials=draws)
         skilled = ev.result.report["skilled"]
         cases[column] = {key: skilled[key] for key in ("eer_global", "eer_user_mean", "genuine_trials")}
     return Measured(prior, cases)
