@@ -18,7 +18,7 @@ skilled EER from 15.53 to 11.55 % (see the README, "The paper path"). The box fr
 22.18 → 18.53 % pad ink against paper and 17.15 → 14.44 % paper against paper on the cross-media
 set. A stray tail or a far dot moves the box more than it moves the moments. It reads the
 stroke *directions* of the framed picture, blurred, so it depends little on the pen's width,
-where the hand features' stroke-width features measure the pen. About 1.6 ms a picture.
+where the hand features' stroke-width features measure the pen. About 1.4 ms a picture.
 
 Pure numpy and OpenCV; no learning, no state. The population prior is fitted on the Dutch
 training writers (:data:`HOG_PRIOR`, with its command).
