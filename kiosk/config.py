@@ -87,12 +87,14 @@ rediscover_interval_s = 1.0              # how often to look for a re-plugged di
 [verifier]
 kind = "@KIND@"                     # match-score (default: classic DTW + global features, one
 #                                        # calibrated probability, models/match_score.py), classic (DTW
-#                                        # only) or fused (learned + classic, needs model files)
+#                                        # only) or fused (the match score + the learned model, needs
+#                                        # model files)
 threshold = @THRESHOLD@                         # classic's global threshold on the user-normalised distance
 #                                        # (match-score and fused decide at their model's operating point)
 rhythm_tolerance = 3.0                   # writing time this many spreads off the references: rhythm fails
 rhythm_decides = false                   # true: ...and the decision is SUSPICIOUS (README: measured trade-off)
-# model_dir = "/opt/sigkiosk/models"     # fused: the learned model + fusion.json (default: the shipped ones);
+# model_dir = "/opt/sigkiosk/models"     # fused: the learned model + fused_score.json (or fusion.json)
+#                                        # (default: the shipped ones);
 #                                        # with [update], an installed bundle's slot replaces it
 
 # Application profiles: named acceptance levels chosen per request - by the staff view's picker or

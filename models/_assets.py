@@ -20,6 +20,8 @@ DEFAULT_LEARNED_MODEL = "tsgatr_student_int8.tflite"
 PAPER_MODEL = "cnn_lstm_int8.tflite"
 #: The pen fusion (classic + learned) and the paper fusions.
 FUSION_FILE = "fusion.json"
+#: The fused verifier's score: the match score with the learned distance as an input.
+FUSED_SCORE_FILE = "fused_score.json"
 OFFLINE_FUSION_FILE = "offline_fusion.json"
 
 

@@ -13,10 +13,11 @@ rises when any of them grows: the weights are constrained to be <= 0 when fitted
 :meth:`ScoreModel.from_dict` refuses a model that breaks this. Evaluated in numpy (a dot product
 and a logistic), no scikit-learn on the device.
 
-Inputs, in order: ``classic`` (the log of the user-normalised DTW distance), then one per global
-feature named in the model (``log1p`` of its ``|z|``). A feature the pad cannot measure (pressure
-on a pad without a sensor) counts as the mean of the measured global inputs of the same trial:
-missing evidence neither accuses nor excuses.
+Inputs, in order: ``classic`` (the log of the user-normalised DTW distance), optionally
+``learned`` (the log of the learned verifier's user-normalised distance: the fused verifier's
+model, ``fused_score.json``), then one per global feature named in the model (``log1p`` of its
+``|z|``). A feature the pad cannot measure (pressure on a pad without a sensor) counts as the mean
+of the measured global inputs of the same trial: missing evidence neither accuses nor excuses.
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ from typing import Any
 
 import numpy as np
 
+from models._assets import FUSED_SCORE_FILE
 from models.global_features import FEATURE_NAMES, INDEX, Spread, deviations
 
 FORMAT = "sigkiosk-match-score/1"
 CLASSIC = "classic"
+LEARNED = "learned"
 _MIN_DISTANCE = 1e-3
 
 
@@ -51,16 +54,23 @@ class ScoreModel:
     threshold: float = 0.5
     #: How it was fitted (data, writers, command, figures): kept with the weights, not used.
     record: Mapping[str, Any] = field(default_factory=dict)
+    #: The distance inputs before the features: the classic one, and the learned one in the fused
+    #: verifier's model.
+    distances: tuple[str, ...] = (CLASSIC,)
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.features if f not in INDEX]
         if unknown:
             raise ValueError(f"unknown global feature(s) {unknown}; known: {', '.join(FEATURE_NAMES)}")
-        n = 1 + len(self.features)
+        if self.distances not in ((CLASSIC,), (CLASSIC, LEARNED)):
+            raise ValueError(f"distance inputs must be ({CLASSIC!r},) or ({CLASSIC!r}, {LEARNED!r}), "
+                             f"not {self.distances}")
+        n = len(self.distances) + len(self.features)
         for name in ("centre", "scale", "weights"):
             arr = np.asarray(getattr(self, name), dtype=np.float64)
             if arr.shape != (n,) or not np.all(np.isfinite(arr)):
-                raise ValueError(f"{name} must be {n} finite numbers (classic + {len(self.features)} features)")
+                raise ValueError(f"{name} must be {n} finite numbers ({' + '.join(self.distances)} + "
+                                 f"{len(self.features)} features)")
             object.__setattr__(self, name, arr)
         if np.any(self.scale <= 0):
             raise ValueError("scale must be positive")
@@ -74,19 +84,34 @@ class ScoreModel:
 
     @property
     def input_names(self) -> tuple[str, ...]:
-        return (CLASSIC, *self.features)
+        return (*self.distances, *self.features)
+
+    @property
+    def uses_learned(self) -> bool:
+        return LEARNED in self.distances
 
     # -- inputs -------------------------------------------------------------------------------
 
-    def inputs(self, classic_distance: float | np.ndarray, deviation: np.ndarray) -> np.ndarray:
-        """The model's input row(s) from the classic distance(s) and the |z| vector(s) of all
-        :data:`FEATURE_NAMES` (:func:`models.global_features.deviations`)."""
+    def inputs(self, classic_distance: float | np.ndarray, deviation: np.ndarray,
+               learned_distance: float | np.ndarray | None = None) -> np.ndarray:
+        """The model's input row(s) from the classic distance(s), the learned one(s) if the model
+        takes them (and only then), and the |z| vector(s) of all :data:`FEATURE_NAMES`
+        (:func:`models.global_features.deviations`)."""
         d = np.atleast_1d(np.asarray(classic_distance, dtype=np.float64))
         z = np.atleast_2d(np.asarray(deviation, dtype=np.float64))
         if z.shape != (len(d), len(FEATURE_NAMES)):
             raise ValueError(f"need {len(d)} deviation rows of {len(FEATURE_NAMES)}, got shape {z.shape}")
-        if np.any(~np.isfinite(d)) or np.any(d < 0):
-            raise ValueError("classic distances must be finite and >= 0")
+        if (learned_distance is not None) != self.uses_learned:
+            raise ValueError("this model takes a learned distance" if self.uses_learned
+                             else "this model takes no learned distance")
+        cols = [d]
+        if learned_distance is not None:
+            cols.append(np.atleast_1d(np.asarray(learned_distance, dtype=np.float64)))
+            if cols[1].shape != d.shape:
+                raise ValueError(f"need {len(d)} learned distances, got {cols[1].shape}")
+        for name, c in zip(self.distances, cols):
+            if np.any(~np.isfinite(c)) or np.any(c < 0):
+                raise ValueError(f"{name} distances must be finite and >= 0")
         g = np.log1p(z[:, [INDEX[f] for f in self.features]])
         missing = ~np.isfinite(g)
         if missing.any():
@@ -94,7 +119,7 @@ class ScoreModel:
             n = (~missing).sum(axis=1, keepdims=True)
             fill = np.where(n > 0, present.sum(axis=1, keepdims=True) / np.maximum(n, 1), 0.0)
             g = np.where(missing, fill, g)
-        return np.column_stack((np.log(np.maximum(d, _MIN_DISTANCE)), g))
+        return np.column_stack([np.log(np.maximum(c, _MIN_DISTANCE)) for c in cols] + [g])
 
     # -- scores -------------------------------------------------------------------------------
 
@@ -106,11 +131,13 @@ class ScoreModel:
     def probability(self, x: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-np.clip(self.logit(x), -50.0, 50.0)))
 
-    def score(self, classic_distance: float, query: np.ndarray, references: np.ndarray) -> float:
-        """The match probability of one questioned signature: its classic distance to the
-        template and its global features against the references' (K x features)."""
+    def score(self, classic_distance: float, query: np.ndarray, references: np.ndarray,
+              learned_distance: float | None = None) -> float:
+        """The match probability of one questioned signature: its classic (and, for a fused
+        model, learned) distance to the template and its global features against the
+        references' (K x features)."""
         z = deviations(query, references, self.spread)
-        return float(self.probability(self.inputs(classic_distance, z))[0])
+        return float(self.probability(self.inputs(classic_distance, z, learned_distance))[0])
 
     # -- files --------------------------------------------------------------------------------
 
@@ -118,7 +145,7 @@ class ScoreModel:
         return {
             "format": FORMAT,
             "inputs": list(self.input_names),
-            "input_transform": {"classic": "log(distance)", "features": "log1p(|z|)"},
+            "input_transform": {**{d: "log(distance)" for d in self.distances}, "features": "log1p(|z|)"},
             "spread": {"sd": dict(zip(FEATURE_NAMES, (round(float(v), 6) for v in self.spread.sd))),
                        "strength": self.spread.strength, "floor": self.spread.floor},
             "centre": [round(float(v), 6) for v in self.centre],
@@ -136,15 +163,17 @@ class ScoreModel:
         inputs = list(d["inputs"])
         if not inputs or inputs[0] != CLASSIC:
             raise ValueError("a match-score model's first input must be the classic distance")
+        distances = (CLASSIC, LEARNED) if inputs[1:2] == [LEARNED] else (CLASSIC,)
         sp = d["spread"]
         missing = [f for f in FEATURE_NAMES if f not in sp["sd"]]
         if missing:
             raise ValueError(f"spread lacks feature(s) {missing}")
         spread = Spread(np.array([float(sp["sd"][f]) for f in FEATURE_NAMES]),
                         strength=float(sp["strength"]), floor=float(sp["floor"]))
-        return cls(features=tuple(inputs[1:]), spread=spread, centre=np.array(d["centre"], dtype=float),
+        return cls(features=tuple(inputs[len(distances):]), spread=spread, centre=np.array(d["centre"], dtype=float),
                    scale=np.array(d["scale"], dtype=float), weights=np.array(d["weights"], dtype=float),
-                   bias=float(d["bias"]), threshold=float(d.get("threshold", 0.5)), record=d.get("record", {}))
+                   bias=float(d["bias"]), threshold=float(d.get("threshold", 0.5)), record=d.get("record", {}),
+                   distances=distances)
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
@@ -163,3 +192,6 @@ class ScoreModel:
 
 #: The shipped model, fitted on the train + validate writers of all four shared pen sets.
 SHIPPED = Path(__file__).resolve().parent / "assets" / "match_score.json"
+#: The fused verifier's model: the shipped one with the learned distance mixed into its distance
+#: input (``tools/train/fusion_fit.py``), its threshold chosen on validation writers.
+SHIPPED_FUSED = SHIPPED.with_name(FUSED_SCORE_FILE)

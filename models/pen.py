@@ -1,7 +1,8 @@
 """The pen verifiers: a signature written on the pad against the customer's reference set.
 
-The default is the classic verifier (``models.classic``); :class:`FusedVerifier` (learned TFLite
-model + classic, ``models.fusion``; ``[verifier] kind = "fused"``) is the same
+The classic verifier (``models.classic``) is the base of the others; :class:`FusedVerifier`
+(learned TFLite model + classic + the signature's global features, ``models.match_score``'s
+fused model; ``[verifier] kind = "fused"``) is the same
 :class:`models.verification.PenVerifier` and is swapped in when the model-update agent installs a
 bundle; the daemon then enrolls every cached customer again from the stored reference
 trajectories, and a reference set built by another model is refused, so features of two
@@ -24,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from models._assets import DEFAULT_LEARNED_MODEL, FUSION_FILE, digest, shipped_assets
+from models._assets import DEFAULT_LEARNED_MODEL, FUSED_SCORE_FILE, FUSION_FILE, digest, shipped_assets
 from models.classic import ClassicConfig, build_template, pairwise_distances, score_query, signature_features
 from models.dtw import dtw_distance
+from models.global_features import deviations, global_features
 from models.policy import ASPECT_LABELS, AspectCheck, DecisionPolicy, Verdict, match_rate
 from models.runtime import ModelError
 from models.scoring import ReferenceStats, ScoredReferences, normalised_distance, reference_stats
@@ -55,6 +57,7 @@ class ClassicFeatures:
 class FusedFeatures:
     classic: ClassicFeatures
     learned: ScoredReferences                       # the learned model's embedding sequences
+    globals: np.ndarray | None = None               # K x global features (a fused score model only)
 
 
 class ClassicVerifier:
@@ -142,13 +145,16 @@ class OnClassic:
 
 
 class FusedVerifier(OnClassic):
-    """Learned (TFLite embeddings + DTW) and classic verifiers fused by ``models.fusion``.
+    """Learned (TFLite embeddings + DTW) and classic verifiers, and the signature's global
+    features, fused into one calibrated probability.
 
-    Both parts give a user-normalised distance (~1 for a typical genuine signature); the fusion
-    turns them into a calibrated probability of a genuine signature and approves at or above its
-    operating point (``Fusion.threshold``, the validation EER point). The classic part is the
-    :class:`ClassicVerifier` itself: its features, its distance, its aspect checks (which explain,
-    as before), its copy check (``too_similar``) and optional rhythm rule.
+    The model is ``fused_score.json`` (``models.match_score.ScoreModel`` with the learned distance
+    as an input beside the classic one: the match score with the learned verifier mixed in,
+    ``tools/train/fusion_fit.py``). A model directory without one (an update bundle built before
+    it) fuses the two distances alone with its ``fusion.json`` (``models.fusion``), as it did.
+    The classic part is the :class:`ClassicVerifier` itself: its features, its distance, its
+    aspect checks (which explain, as before), its copy check (``too_similar``) and optional
+    rhythm rule.
 
     ``Verdict.match_rate`` keeps its meaning (0.5 exactly at the operating point): it is the
     calibrated probability with its logit shifted by the operating point's; ``Verdict.distance``
@@ -161,20 +167,31 @@ class FusedVerifier(OnClassic):
                  model_file: str | None = None, versions: Mapping[str, str] | None = None) -> None:
         from models.fusion import Fusion
         from models.learned import LearnedVerifier, config_path
+        from models.match_score import ScoreModel
 
         self.model_dir = Path(model_dir)
         if not self.model_dir.is_dir():
             raise ModelError(f"fused verifier: model directory not found: {self.model_dir}")
         model_path = self.model_dir / model_file if model_file else _pick_model(self.model_dir)
-        fusion_path = self.model_dir / FUSION_FILE
+        score_path = self.model_dir / FUSED_SCORE_FILE
+        fusion_path = score_path if score_path.is_file() else self.model_dir / FUSION_FILE
         for p in (model_path, config_path(model_path), fusion_path):
             if not p.is_file():
                 raise ModelError(f"fused verifier: {p.name} missing in {self.model_dir}")
+        self.fusion: Fusion | None = None
+        self.score_model: ScoreModel | None = None
         try:
-            self.fusion = Fusion.load(fusion_path)
+            if fusion_path == score_path:
+                self.score_model = ScoreModel.load(score_path)
+                threshold = self.score_model.threshold
+            else:
+                self.fusion = Fusion.load(fusion_path)
+                threshold = self.fusion.threshold
         except (ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"fused verifier: {fusion_path} is not a valid fusion: {exc}") from None
-        if set(self.fusion.names) != {"classic", "learned"}:
+        if self.score_model is not None and not self.score_model.uses_learned:
+            raise ModelError(f"fused verifier: {score_path} takes no learned distance")
+        if self.fusion is not None and set(self.fusion.names) != {"classic", "learned"}:
             raise ModelError(f"fused verifier: {fusion_path} fuses {self.fusion.names}, not classic + learned")
         try:
             self.learned = LearnedVerifier(model_path, threads=threads)
@@ -182,25 +199,37 @@ class FusedVerifier(OnClassic):
             raise ModelError(f"fused verifier: cannot load {model_path}: {exc}") from None
         self.model_path = model_path
         self.classic = classic or ClassicVerifier()
+        #: The operating point: the probability at or above which a signature is approved.
+        self.threshold = threshold
         try:
-            self.policy = self._policy_at(self.fusion.threshold)
+            self.policy = self._policy_at(threshold)
         except ValueError as exc:
             raise ModelError(f"fused verifier: fusion {exc}") from None
-        self._versions = {"fused": "1", "learned": f"{model_path.name}@{digest(model_path)}",
-                          "fusion": digest(fusion_path), "fused_threshold": f"{self.fusion.threshold:.4g}",
+        self._versions = {"fused": "2" if self.score_model is not None else "1",
+                          "learned": f"{model_path.name}@{digest(model_path)}",
+                          "fusion": digest(fusion_path), "fused_threshold": f"{threshold:.4g}",
                           **{k: str(v) for k, v in (versions or {}).items()}}
 
     def enroll(self, references: Sequence[Trajectory]) -> ReferenceSet[FusedFeatures]:
         embs = [self.learned.embed(r) for r in references]
+        globs = np.array([global_features(r) for r in references]) if self.score_model is not None else None
         return ReferenceSet(self.name, self.model_versions(), len(references),
-                            FusedFeatures(self.classic.features(references), self.learned.build_template(embs)))
+                            FusedFeatures(self.classic.features(references), self.learned.build_template(embs),
+                                          globs))
 
     def verify(self, reference_set: ReferenceSet[FusedFeatures], query: Trajectory) -> Verdict:
         refs = reference_set.features_for(self.name, self.model_versions())
         cv = self.classic.verify_features(refs.classic, query)
         d_learned = self.learned.score(refs.learned, self.learned.embed(query))
-        by_name = {"classic": cv.distance, "learned": d_learned}
-        z = self.fusion.logit(np.array([by_name[n] for n in self.fusion.names]))
+        if self.score_model is not None and refs.globals is not None:
+            x = self.score_model.inputs(cv.distance, deviations(global_features(query), refs.globals,
+                                                                self.score_model.spread), d_learned)
+            z = float(self.score_model.logit(x)[0])
+        elif self.fusion is not None:
+            by_name = {"classic": cv.distance, "learned": d_learned}
+            z = self.fusion.logit(np.array([by_name[n] for n in self.fusion.names]))
+        else:   # a reference set built without global features cannot pass features_for; kept for mypy
+            raise ModelError("fused verifier: reference set lacks the global features its model needs")
         return self.policy.decide(-z, cv.aspects, too_similar=cv.too_similar)
 
     def warm_up(self, sample: Trajectory) -> None:

@@ -34,19 +34,20 @@ from typing import Protocol as Interface
 
 import numpy as np
 
-from models._assets import DEFAULT_LEARNED_MODEL, shipped_assets
+from models._assets import DEFAULT_LEARNED_MODEL, FUSED_SCORE_FILE, FUSION_FILE, shipped_assets
 from models.classic import ClassicConfig, score_from_distances, signature_features
 from models.dtw import dtw_distance
 from models.fusion import Fusion
 from models.global_features import global_features
 from models.learned import LearnedVerifier, config_path
+from models.match_score import FORMAT as MATCH_SCORE_FORMAT
 from models.match_score import SHIPPED as SHIPPED_MATCH_SCORE
 from models.match_score import ScoreModel
 from models.scoring import NormalisationPrior, pairwise
 from tools.datasets.types import Dataset, ImageSample, Label, OnlineSample, S
 from tools.metrics import equal_error_rate, error_curve, frr_at_far, user_mean_eer
 from tools.provenance import provenance
-from tools.train.score_fit import KINDS, Trials, plan_trials
+from tools.train.score_fit import KINDS, LearnedDistances, Trials, plan_trials
 
 log = logging.getLogger(__name__)
 
@@ -263,22 +264,65 @@ def learned_provider(model_path: Path = DEFAULT_MODEL, threads: int = 1) -> Embe
     )
 
 
-def verifier_providers(
-    verifier: str, model_path: Path = DEFAULT_MODEL, fusion_path: Path | None = None
-) -> tuple[list[DistanceProvider], Callable[[np.ndarray], float] | None]:
-    """Providers (and the combination) for ``--verifier classic|learned|fused``."""
-    if verifier in ("classic", "match-score"):
-        # The match score's trials are the classic ones rescored (see ``evaluate``'s match_model).
-        return [ClassicProvider()], None
+@dataclass(frozen=True)
+class VerifierSetup:
+    """What :func:`evaluate` needs for one ``--verifier``: the distance providers and either the
+    combination of their distances (a two-distance fusion) or a score model that rescores the
+    trials (the match score; the fused score, which also takes the learned distance)."""
+
+    providers: list[DistanceProvider]
+    combine: Callable[[np.ndarray], float] | None = None
+    match_model: ScoreModel | None = None
+
+    def evaluate(self, dataset: Dataset[OnlineSample], verifier: str, **kwargs: Any) -> EvalResult:
+        return evaluate(dataset, providers=self.providers, combine=self.combine, match_model=self.match_model,
+                        verifier=verifier, **kwargs)
+
+
+def verifier_setup(verifier: str, model_path: Path | None = None, fusion_path: Path | None = None) -> VerifierSetup:
+    """The setup of ``--verifier classic|learned|fused|match-score``, from the model files the
+    kiosk would load: ``model_path`` is the TFLite model (learned, fused; default the shipped
+    int8 student) or the match-score JSON (match-score; default the shipped one)."""
+    if verifier == "classic":
+        return VerifierSetup([ClassicProvider()])
+    if verifier == "match-score":
+        # The match score's trials are the classic ones rescored.
+        return VerifierSetup([ClassicProvider()], match_model=ScoreModel.load(model_path or SHIPPED_MATCH_SCORE))
+    model_path = model_path or DEFAULT_MODEL
     if verifier == "learned":
-        return [learned_provider(model_path)], None
+        return VerifierSetup([learned_provider(model_path)])
     if verifier == "fused":
-        fusion = Fusion.load(fusion_path or Path(model_path).with_name("fusion.json"))
         providers: list[DistanceProvider] = [ClassicProvider(), learned_provider(model_path)]
+        fusion = load_fused(fused_file(model_path, fusion_path))
+        if isinstance(fusion, ScoreModel):
+            # The fused score's trials are the classic and learned ones rescored.
+            return VerifierSetup(providers, match_model=fusion)
         if fusion.names != tuple(pv.name for pv in providers):
             raise ValueError(f"fusion is fitted for {fusion.names}, not classic + learned")
-        return providers, fusion.distance
+        return VerifierSetup(providers, combine=fusion.distance)
     raise ValueError(f"unknown verifier {verifier!r}; known: {', '.join(VERIFIERS)}")
+
+
+def fused_file(model_path: Path = DEFAULT_MODEL, fusion_path: Path | None = None) -> Path:
+    """The fused verifier's fusion as the kiosk finds it beside ``model_path``: ``fused_score.json``
+    (the match score with the learned distance), else ``fusion.json`` (the two distances alone);
+    ``fusion_path`` if given."""
+    if fusion_path is not None:
+        return Path(fusion_path)
+    score = Path(model_path).with_name(FUSED_SCORE_FILE)
+    return score if score.is_file() else Path(model_path).with_name(FUSION_FILE)
+
+
+def load_fused(path: Path) -> Fusion | ScoreModel:
+    """A fused verifier's fusion file: a fused score model (``models.match_score`` format) or a
+    two-distance ``Fusion``."""
+    d = json.loads(Path(path).read_text())
+    if isinstance(d, dict) and d.get("format") == MATCH_SCORE_FORMAT:
+        model = ScoreModel.from_dict(d)
+        if not model.uses_learned:
+            raise ValueError(f"{path}: a fused score model must take the learned distance")
+        return model
+    return Fusion.from_dict(d)
 
 
 def plan_distances(
@@ -336,22 +380,33 @@ def score_plans_match(
     classic: ClassicProvider,
     model: ScoreModel,
     progress: Callable[[int, int], None] | None = None,
-) -> tuple[Scores, Scores]:
+    learned: DistanceProvider | None = None,
+) -> list[Scores]:
     """The match score of every trial (as minus its logit: lower is more genuine, so that the EER
-    code treats it as a distance) and the classic verifier's score of the same trials, trial for
-    trial. The same arithmetic as the kiosk's ``MatchScoreVerifier``: the classic user-normalised
-    distance and the global features' deviations from the drawn references, through the model."""
+    code treats it as a distance), the classic verifier's score of the same trials and, with
+    ``learned`` (which a fused score model needs), the learned verifier's, trial for trial. The
+    same arithmetic as the kiosk's ``MatchScoreVerifier`` and ``FusedVerifier``: the
+    user-normalised distances and the global features' deviations from the drawn references,
+    through the model."""
+    if model.uses_learned and learned is None:
+        raise ValueError("a fused score model needs the learned verifier's distances")
     feats, globals_of = FeatureCache(classic.features), globals_cache()
-    match, plain = Scores(), Scores()
+    learned_feats = FeatureCache(learned.features) if learned is not None else None
+    match, plain, own = Scores(), Scores(), Scores()
     for n, p in enumerate(plans):
         d_cc, dq = plan_distances(p, feats, classic.distance)
         score_plan(p, d_cc, dq, classic.prior, plain)
+        ld = None
+        if learned is not None and learned_feats is not None:
+            l_cc, lq = plan_distances(p, learned_feats, learned.distance)
+            score_plan(p, l_cc, lq, learned.prior, own)
+            ld = LearnedDistances(l_cc, lq, learned.prior) if model.uses_learned else None
         tr = Trials()
-        plan_trials(p, d_cc, dq, classic.prior, globals_of, model.spread, tr)
+        plan_trials(p, d_cc, dq, classic.prior, globals_of, model.spread, tr, ld)
         add_match_scores(tr, model, match)
         if progress:
             progress(n + 1, len(plans))
-    return match, plain
+    return [match, plain] + ([own] if learned is not None else [])
 
 
 def globals_cache() -> FeatureCache:
@@ -363,9 +418,8 @@ def add_match_scores(trials: Trials, model: ScoreModel, out: Scores) -> None:
     """Each trial's match score added to ``out`` as minus its logit (lower is more genuine, so
     that the EER code treats it as a distance), in the trials' order."""
     for kind in KINDS:
-        d, z = trials.arrays(kind)
-        if len(d):
-            for w, v in zip(trials.writer[kind], model.logit(model.inputs(d, z))):
+        if trials.classic[kind]:
+            for w, v in zip(trials.writer[kind], model.logit(trials.model_inputs(model, kind))):
                 out.add(kind, w, -float(v))
 
 
@@ -438,16 +492,18 @@ def evaluate(
     """EERs of one verifier. By default the classic one; otherwise ``providers`` (one, or several
     whose normalised distances ``combine`` fuses into one value, lower is more genuine), or with
     ``match_model`` the match score on the classic verifier's trials (the classic figures are then
-    reported beside it as a component)."""
+    reported beside it as a component; a fused score model also takes the learned distances of
+    ``providers``' learned one)."""
     t0 = time.perf_counter()
     plans, excluded = evaluable_plans(dataset, protocol, references, trials, seed)
     if match_model is not None:
-        classic = ClassicProvider(config)
-        scores, classic_scores = score_plans_match(plans, classic, match_model, progress)
+        learned = next((pv for pv in providers or () if pv.name == "learned"), None)
+        parts = score_plans_match(plans, ClassicProvider(config), match_model, progress, learned)
+        scores = parts[0]
         report = make_report(dataset, protocol, references, trials, seed, verifier,
-                             {"match-score": scores}, plans, excluded, scores, t0)
-        report["components"] = {"classic": summarise(classic_scores, "skilled")}
-        return EvalResult(report=report, scores=scores, parts=[scores, classic_scores])
+                             {verifier: scores}, plans, excluded, scores, t0)
+        report["components"] = {name: summarise(pt, "skilled") for name, pt in zip(("classic", "learned"), parts[1:])}
+        return EvalResult(report=report, scores=scores, parts=parts)
     providers = list(providers) if providers else [ClassicProvider(config)]
     parts = score_plans_multi(plans, providers, progress)
     if len(parts) > 1:
@@ -535,7 +591,7 @@ def model_files(verifier: str, model_path: Path = DEFAULT_MODEL, fusion_path: Pa
         return [Path(model_path) if Path(model_path).suffix == ".json" else SHIPPED_MATCH_SCORE]
     files = [Path(model_path), config_path(Path(model_path))]
     if verifier == "fused":
-        files.append(Path(fusion_path or Path(model_path).with_name("fusion.json")))
+        files.append(fused_file(model_path, fusion_path))
     return files
 
 

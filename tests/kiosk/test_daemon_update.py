@@ -52,9 +52,10 @@ def fused_bundle(pki: UpdatePki, version: int, tmp: Path, *, fusion: dict[str, A
 
 def test_fused_verifier_genuine_approved_forgeries_lower() -> None:
     ver = make_verifier("fused", THRESHOLD)
-    assert isinstance(ver, FusedVerifier) and ver.fusion.names == ("classic", "learned")
+    # The shipped fused verifier is the match score with the learned distance (fused_score.json).
+    assert isinstance(ver, FusedVerifier) and ver.score_model is not None and ver.score_model.uses_learned
     mv = ver.model_versions()
-    assert mv["fused"] == "1" and mv["learned"].startswith("tsgatr_student_int8.tflite@") and "fusion" in mv
+    assert mv["fused"] == "2" and mv["learned"].startswith("tsgatr_student_int8.tflite@") and "fusion" in mv
     pop = writers(2026, 3)
     g_rates, f_rates = [], []
     for genuine, forged in pop.values():
@@ -82,8 +83,8 @@ def test_fused_verifier_rate_is_half_at_the_operating_point() -> None:
         v = ver.verify(tpl, q)
         # decision <=> calibrated probability at or above the fusion's operating point
         p = 1.0 / (1.0 + np.exp(v.distance))
-        assert (v.decision == APPROVED) == (p >= ver.fusion.threshold and not v.too_similar)
-        assert (v.match_rate >= 0.5) == (p >= ver.fusion.threshold)
+        assert (v.decision == APPROVED) == (p >= ver.threshold and not v.too_similar)
+        assert (v.match_rate >= 0.5) == (p >= ver.threshold)
 
 
 def test_fused_missing_or_incomplete_model_dir_is_clear(tmp_path: Path) -> None:
@@ -103,6 +104,17 @@ def test_fused_missing_or_incomplete_model_dir_is_clear(tmp_path: Path) -> None:
     cfg = _write_config(tmp_path, verifier={"kind": "fused", "model_dir": str(partial)})
     with pytest.raises(ModelError, match="fusion.json"):
         Daemon(load_config(cfg), digitizer=ReplayPen().service(load_config(cfg).device.segmenter()))
+    # A fused score that does not take the learned distance (the match score's file under the fused
+    # score's name, in a bundle) is refused, not run as if it were the fused verifier's.
+    from models.match_score import SHIPPED as MATCH_SCORE
+
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    for f in (STUDENT, ASSETS / "tsgatr_student_int8.config.json"):
+        (wrong / f.name).write_bytes(f.read_bytes())
+    (wrong / "fused_score.json").write_bytes(MATCH_SCORE.read_bytes())
+    with pytest.raises(ModelError, match="takes no learned distance"):
+        make_verifier("fused", THRESHOLD, model_dir=wrong)
     # Unknown kinds are still refused, and the match score is the default.
     with pytest.raises(ConfigError, match="kind"):
         load_config(_write_config(tmp_path, verifier={"kind": "learned"}))

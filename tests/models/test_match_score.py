@@ -178,3 +178,41 @@ def test_a_stronger_penalty_shrinks_every_weight_towards_zero_and_keeps_the_boun
         assert np.all(m.weights <= 0)
         norms.append(float(np.linalg.norm(m.weights)))
     assert all(a > b for a, b in zip(norms, norms[1:])), norms
+
+
+# -- the fused verifier's model: the learned distance as an input ----------------------------------
+
+def _fused(weights: list[float], bias: float = 1.0) -> ScoreModel:
+    n = 2 + len(FEATS)
+    return ScoreModel(FEATS, SPREAD, np.zeros(n), np.ones(n), np.array(weights), bias, threshold=0.4,
+                      distances=("classic", "learned"))
+
+
+def test_a_fused_model_takes_the_learned_distance_and_never_rises_with_it(tmp_path: Path) -> None:
+    m = _fused([-2.0, -1.0, -0.5, 0.0, -0.2])
+    assert m.uses_learned and m.input_names[:2] == ("classic", "learned")
+    z = np.ones(len(FEATURE_NAMES))
+    rng = np.random.default_rng(3)
+    for _ in range(100):
+        d_c, d_l = rng.uniform(0.3, 3.0, 2)
+        p0 = m.probability(m.inputs(d_c, z, d_l))[0]
+        assert m.probability(m.inputs(d_c, z, d_l * 1.5))[0] < p0
+        assert m.probability(m.inputs(d_c * 1.5, z, d_l))[0] < p0
+    # Each model takes exactly the distances it was fitted on: nothing silently dropped or invented.
+    with pytest.raises(ValueError, match="takes a learned distance"):
+        m.inputs(1.0, z)
+    with pytest.raises(ValueError, match="takes no learned distance"):
+        _model([-1.0, 0.0, 0.0, 0.0]).inputs(1.0, z, 1.0)
+    with pytest.raises(ValueError, match="learned distances must be finite"):
+        m.inputs(1.0, z, float("nan"))
+    with pytest.raises(ValueError, match="must be <= 0.*learned"):
+        _fused([-1.0, 0.1, 0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="distance inputs"):
+        ScoreModel(FEATS, SPREAD, np.zeros(5), np.ones(5), np.zeros(5), 0.0, distances=("learned", "classic"))
+    # The file keeps the input: a device reading it scores it the same.
+    path = tmp_path / "fused_score.json"
+    m.save(path)
+    back = ScoreModel.load(path)
+    assert back.uses_learned and back.input_names == m.input_names
+    x = m.inputs(np.array([0.8, 1.4]), np.ones((2, len(FEATURE_NAMES))), np.array([1.1, 0.7]))
+    assert np.allclose(back.probability(x), m.probability(x))

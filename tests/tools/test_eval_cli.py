@@ -133,7 +133,7 @@ def test_fused_report_names_its_model_files_and_its_plots_differ(tmp_path, popul
                      "--json", str(out / "r.json"), "--plots", str(out / "plots")]) == 0
         titles[verifier] = png_text(out / "plots" / "histogram.png")["Title"]
     report = json.loads((tmp_path / "fused" / "r.json").read_text())
-    files = (DEFAULT_MODEL, config_path(DEFAULT_MODEL), DEFAULT_MODEL.with_name("fusion.json"))
+    files = (DEFAULT_MODEL, config_path(DEFAULT_MODEL), DEFAULT_MODEL.with_name("fused_score.json"))
     assert report["models_sha256"] == {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
     assert "--verifier fused" in report["command"]
     assert titles["classic"] != titles["fused"] and "fused verifier" in titles["fused"]

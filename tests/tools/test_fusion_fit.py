@@ -144,3 +144,33 @@ def test_each_fold_is_fitted_without_its_left_out_set() -> None:
     assert odd5["eer"]["fused"] > odd5["eer"]["classic"]
     assert 0.0 <= odd5["fitted_threshold"]["frr"] <= 100.0
     assert "| odd (" in format_table({"sets": list(rows.values())})
+
+
+def test_the_fused_score_is_the_match_score_on_the_mixed_distance() -> None:
+    from models.global_features import FEATURE_NAMES
+    from models.match_score import SHIPPED as MATCH
+    from models.match_score import SHIPPED_FUSED, ScoreModel
+    from tools.train.fusion_fit import compose_fused
+
+    match = ScoreModel.load(MATCH)
+    scales = (0.22, 0.20)
+    rng = np.random.default_rng(0)
+    d_c, d_l = np.exp(rng.normal(0.2, 0.3, (2, 50)))
+    z = rng.uniform(0, 3, (50, len(FEATURE_NAMES)))
+    for mix in (0.0, 0.3, 1.0):
+        fused = compose_fused(match, mix, scales)
+        mixed = np.exp((1 - mix) * np.log(d_c) + mix * scales[0] / scales[1] * np.log(d_l))
+        np.testing.assert_allclose(fused.logit(fused.inputs(d_c, z, d_l)), match.logit(match.inputs(mixed, z)),
+                                   rtol=1e-10, atol=1e-10)
+        assert np.all(fused.weights <= 0)
+    with pytest.raises(ValueError, match="mix"):
+        compose_fused(match, 1.5, scales)
+    # The shipped fused score is exactly this composition of the shipped match score, at the mix and
+    # scales its record names, and at the match score's operating point.
+    shipped = ScoreModel.load(SHIPPED_FUSED)
+    rec = shipped.record
+    again = compose_fused(match, rec["mix_learned"], tuple(rec["scales"]))
+    x = shipped.inputs(d_c, z, d_l)
+    np.testing.assert_allclose(shipped.logit(x), again.logit(x), atol=1e-4)
+    assert shipped.threshold == pytest.approx(match.threshold, abs=1e-6)
+    assert rec["mix_learned"] == json.loads((ASSETS / "fusion.fit.json").read_text())["mix_learned"]

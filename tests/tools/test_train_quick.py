@@ -155,12 +155,14 @@ def test_quick_models_pass_their_golden_vectors(quick_run: Path) -> None:
 
 def test_fused_evaluation_with_the_quick_model(quick_run: Path) -> None:
     from tools.datasets import load_online
-    from tools.evaluate import evaluate, verifier_providers
+    from tools.evaluate import verifier_setup
 
     ds = load_online(shared_data("online/susig/BlindSubCorpus"), "susig-blind").subset("validate")
     ds.writers = dict(list(ds.writers.items())[:3])
-    providers, combine = verifier_providers("fused", quick_run / "tsgatr_student_int8.tflite")
-    rep = evaluate(ds, references=5, trials=1, providers=providers, combine=combine, verifier="fused").report
+    setup = verifier_setup("fused", quick_run / "tsgatr_student_int8.tflite")
+    # The quick run writes its fused score beside its model, and the evaluator takes it.
+    assert setup.match_model is not None and setup.match_model.uses_learned
+    rep = setup.evaluate(ds, "fused", references=5, trials=1).report
     assert rep["verifier"] == "fused"
     assert set(rep["components"]) == {"classic", "learned"}
     assert 0.0 <= rep["skilled"]["eer_global"] <= 100.0

@@ -1,6 +1,7 @@
 """Benchmark: the learned verifier on one core. Per signature: the int8 student's invoke alone,
 and featurisation + invoke; then the whole fused verification of one signature against 5
-references (classic features and 5 DTWs, learned embedding and 5 DTWs, fusion), median and p95.
+references by the kiosk's ``FusedVerifier`` (classic features, distance and aspect checks, learned
+embedding and 5 DTWs, global features, fused score), median and p95.
 The float student is timed beside the int8 one for comparison.
 
 Signatures come from the sigma-lognormal synthesizer (no dataset needed); ``SIGKIOSK_BENCH_DATA``
@@ -15,7 +16,6 @@ import time
 import numpy as np
 
 from models import shipped_assets
-from models.fusion import Fusion
 from tools.benchmarks.verify import _signatures, _traj
 
 NAME = "learned"
@@ -28,7 +28,7 @@ def _ms(samples: list[float]) -> tuple[float, float]:
 
 
 def run(quick: bool = False) -> dict[str, float]:
-    from models.classic import ClassicConfig, build_template, score_query, signature_features
+    from models.classic import ClassicConfig
     from models.learned import LearnedVerifier, featurize
 
     writers = _signatures(3 if quick else 10)
@@ -55,28 +55,27 @@ def run(quick: bool = False) -> dict[str, float]:
               f"(p95 {out[f'{tag}_invoke_p95_ms']:.2f}); featurise + invoke median "
               f"{out[f'{tag}_embed_median_ms']:.2f} ms (p95 {out[f'{tag}_embed_p95_ms']:.2f})")
 
-    # The whole fused verification against 5 references (templates built beforehand, as enrolled).
-    ccfg = ClassicConfig()
-    ver = LearnedVerifier(int8, threads=1)
-    fusion = Fusion.load(ASSETS / "fusion.json")
-    templates = []
-    for refs, _ in writers:
-        c = build_template([signature_features(_traj(r), ccfg) for r in refs], ccfg)
-        lt = ver.build_template([ver.embed(_traj(r)) for r in refs])
-        templates.append((c, lt))
+    # The whole fused verification against 5 references, by the kiosk's own verifier (classic
+    # features, distance and aspect checks, learned embedding, global features, fused score), the
+    # references enrolled beforehand as the kiosk does.
+    from models.pen import FusedVerifier, make_verifier
+
+    fused = make_verifier("fused", ClassicConfig().threshold)
+    assert isinstance(fused, FusedVerifier)
+    templates = [fused.enroll([_traj(r) for r in refs]) for refs, _ in writers]
     pairs = [(ti, _traj(q)) for ti, (_, qs) in enumerate(writers) for q in qs]
-    score_query(templates[0][0], signature_features(pairs[0][1], ccfg), ccfg)  # numba compile
+    fused.verify(templates[0], pairs[0][1])  # numba compile, interpreter warm-up
     lat = []
     for _ in range(reps):
         for ti, q in pairs:
             t0 = time.perf_counter()
-            dc = score_query(templates[ti][0], signature_features(q, ccfg), ccfg).distance
-            dl = ver.score(templates[ti][1], ver.embed(q))
-            fusion.match_rate(np.array([dc, dl]))
+            fused.verify(templates[ti], q)
             lat.append(time.perf_counter() - t0)
     out["fused_5refs_median_ms"], out["fused_5refs_p95_ms"] = _ms(lat)
     out["runs"] = float(len(lat))
-    print(f"learned: fused verification vs 5 references (classic + int8 learned + fusion): median "
+    form = "fused score" if fused.score_model is not None else "two-distance fusion"
+    print(f"learned: fused verification vs 5 references (FusedVerifier.verify: classic + aspects + int8 "
+          f"learned, {form}): median "
           f"{out['fused_5refs_median_ms']:.2f} ms, p95 {out['fused_5refs_p95_ms']:.2f} ms over {len(lat)} runs, "
           f"one thread on a {os.cpu_count()}-core machine")
     return out

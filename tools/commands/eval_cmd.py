@@ -62,11 +62,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--verifier", choices=_Choices("tools.evaluate", "VERIFIERS"), default=None,
                    metavar="VERIFIER",
                    help="match-score (the kiosk's default: classic + global features, one calibrated "
-                        "probability), classic (DTW), learned (TS-GATR embeddings + DTW) or fused (calibrated)")
+                        "probability), classic (DTW), learned (TS-GATR embeddings + DTW) or fused (the match score "
+                        "with the learned distance)")
     o.add_argument("--model", type=Path, default=None,
                    help="TFLite model for learned/fused (its .config.json beside it), or the match-score JSON "
                         "(default: the shipped one)")
-    o.add_argument("--fusion", type=Path, default=None, help="fusion JSON (default: fusion.json beside the model)")
+    o.add_argument("--fusion", type=Path, default=None, help="fusion JSON (default: fused_score.json beside the model, "
+                                                            "else fusion.json)")
     o.add_argument("--skip-malformed", action="store_true", help="skip (and list) malformed files")
     o.add_argument("--json", type=Path, default=None, help="write the report as JSON here")
     o.add_argument("--plots", type=Path, default=None, help="write det.png and histogram.png here")
@@ -142,16 +144,14 @@ def _register_offline(kinds: argparse._SubParsersAction) -> None:
 
 def run_online(args: argparse.Namespace) -> int:
     from models.match_score import SHIPPED as SHIPPED_MATCH_SCORE
-    from models.match_score import ScoreModel
     from models.runtime import ModelError
     from tools.datasets import MalformedFileError, load_online
     from tools.evaluate import (
         DEFAULT_MODEL,
-        evaluate,
         format_table,
         model_files,
         plot_title,
-        verifier_providers,
+        verifier_setup,
         write_json,
         write_plots,
     )
@@ -160,14 +160,12 @@ def run_online(args: argparse.Namespace) -> int:
         from kiosk.config import DEFAULT_KIND
 
         args.verifier = DEFAULT_KIND    # what the kiosk ships is what is measured by default
-    match_model = None
-    if args.verifier == "match-score":
-        try:
-            match_model = ScoreModel.load(args.model or SHIPPED_MATCH_SCORE)
-        except (OSError, ValueError) as e:
-            print(f"sigkiosk eval: match-score model {args.model or SHIPPED_MATCH_SCORE}: {e}", file=sys.stderr)
-            return 2
-    args.model = args.model or (SHIPPED_MATCH_SCORE if match_model is not None else DEFAULT_MODEL)
+    try:
+        setup = verifier_setup(args.verifier, args.model, args.fusion)
+    except (ModelError, OSError, ValueError, KeyError, TypeError) as e:
+        print(f"sigkiosk eval: {args.verifier} model {args.model or '(shipped)'}: {e}", file=sys.stderr)
+        return 2
+    args.model = args.model or (SHIPPED_MATCH_SCORE if args.verifier == "match-score" else DEFAULT_MODEL)
     protocol = args.protocol or ("fixed-enrollment" if args.format == "mcyt-exercise" else "random-refs")
     try:
         dataset = load_online(args.path, args.format, skip_malformed=args.skip_malformed)
@@ -189,23 +187,8 @@ def run_online(args: argparse.Namespace) -> int:
             print(f"\r  writers {done}/{total}", end="" if done < total else "\n", file=sys.stderr)
 
     try:
-        providers, combine = verifier_providers(args.verifier, args.model, args.fusion)
-    except (ModelError, FileNotFoundError, ValueError) as e:
-        print(f"sigkiosk eval: {e}", file=sys.stderr)
-        return 2
-    try:
-        result = evaluate(
-            dataset,
-            protocol=protocol,
-            references=args.references,
-            trials=args.trials,
-            seed=args.seed,
-            progress=progress,
-            providers=providers,
-            combine=combine,
-            verifier=args.verifier,
-            match_model=match_model,
-        )
+        result = setup.evaluate(dataset, args.verifier, protocol=protocol, references=args.references,
+                                trials=args.trials, seed=args.seed, progress=progress)
     except ValueError as e:
         print(f"sigkiosk eval: {e}", file=sys.stderr)
         return 2

@@ -151,7 +151,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--synthetic-identities", type=int, default=200, help="with --data-variants: fitted identities")
     a.set_defaults(func=run_ablation)
 
-    fu = kinds.add_parser("fusion", help="refit fusion.json on the validation writers (no retraining)")
+    fu = kinds.add_parser("fusion", help="refit fusion.json and fused_score.json on the validation writers (no "
+                                          "retraining)")
     fu.add_argument("--data", type=Path, default=None)
     fu.add_argument("--model", type=Path, default=None,
                     help="the learned model the fusion serves, its .config.json beside it (default: the shipped "
@@ -171,6 +172,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ft.add_argument("--trials", type=int, default=10, help="random draws of K references per writer")
     ft.add_argument("--cache", type=Path, default=Path(".cache/fusion"), help="per-trial distance cache")
     ft.add_argument("--json", type=Path, default=None)
+    ft.add_argument("--fused-score", action="store_true",
+                    help="also the fused score (the match score with the learned distance) per fold: the match "
+                         "score refitted without the set, the fold's mix, the left-out set's test writers")
     ft.set_defaults(func=run_fusion_transfer)
 
     r = kinds.add_parser("report", help="the README's EER table: every verifier on the test writers, K=1 and 5")
@@ -279,7 +283,7 @@ def run_online(args: argparse.Namespace) -> int:
     artefacts = [f"{n}{ext}" for n in names for ext in (".tflite", ".config.json", ".golden.npz")
                  if (out / f"{n}{ext}").exists()]
     if not args.no_fusion:
-        artefacts += ["fusion.json", "fusion.fit.json"]
+        artefacts += ["fusion.json", "fused_score.json", "fusion.fit.json"]
     eers = {n: v["mean"] for n, v in record["validation_skilled_eer_k5"].items()}
     return _finish(args, out, assets, "tsgatr.run.json", record, eers, [out / f"{n}.tflite" for n in names],
                    artefacts + ["tsgatr.run.json"])
@@ -433,9 +437,16 @@ def run_fusion(args: argparse.Namespace) -> int:
             fused.append(g["fused"])
             print(f"validation {name:22s} skilled EER: classic {g['classic']:.2f}  learned {g['learned']:.2f}  "
                   f"fused {g['fused']:.2f}  ({g['writers_with_forgeries']} writer(s) with forgeries)")
-    print(f"wrote {out / 'fusion.json'} and {out / 'fusion.fit.json'}")
+    fs = rec["fused_score"]
+    for name, g in fs["validation_skilled_eer"].items():
+        if g["fused_score"] is not None:
+            print(f"validation {name + ' K=5':22s} skilled EER: match score {g['match_score']:.2f}  "
+                  f"fused score (match score + learned) {g['fused_score']:.2f}")
+    print(f"fused score: learned mixed in at {fs['mix_learned']}, threshold {fs['threshold']:.4f}")
+    print(f"wrote {out / 'fusion.json'}, {out / 'fused_score.json'} and {out / 'fusion.fit.json'}")
     eers = {"fusion": sum(fused) / len(fused) if fused else float("nan")}
-    return _finish(args, out, assets, "fusion.fit.json", rec, eers, [], ["fusion.json", "fusion.fit.json"])
+    return _finish(args, out, assets, "fusion.fit.json", rec, eers, [],
+                   ["fusion.json", "fused_score.json", "fusion.fit.json"])
 
 
 def run_fusion_transfer(args: argparse.Namespace) -> int:
@@ -448,6 +459,12 @@ def run_fusion_transfer(args: argparse.Namespace) -> int:
     shipped = Fusion.load(args.fusion or model.parent / FUSION_FILE)
     report = leave_one_set_out(args.data or default_data_root(), model, shipped, args.cache, args.trials)
     print(format_table(report))
+    if args.fused_score:
+        from tools.train.fusion_transfer import format_fused_table, fused_score_rows
+
+        report["fused_score"] = fused_score_rows(args.data or default_data_root(), model, args.cache, args.trials,
+                                                 say=lambda msg: print(msg, file=sys.stderr, flush=True))
+        print(format_fused_table(report["fused_score"]))
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
     return 0

@@ -15,13 +15,25 @@ not how the student would do on a fifth tablet.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from models.fusion import Fusion
+from models.match_score import ScoreModel
 from tools.metrics import equal_error_rate
-from tools.train.fusion_fit import FIT_KS, FIT_SETS, TrialDistances, fit_mixing, set_trials
+from tools.train.fusion_fit import (
+    FIT_KS,
+    FIT_SETS,
+    TrialDistances,
+    compose_fused,
+    fit_mixing,
+    fused_trials,
+    set_trials,
+)
+from tools.train.score_fit import Trials, design
 
 
 def _eer(td: TrialDistances, col: np.ndarray) -> float:
@@ -87,5 +99,89 @@ def format_table(report: dict) -> str:
             label = f"{row['left_out']} ({row['mix_learned']:.2f}, {row['threshold']:.3f})" if i == 0 else ""
             lines.append(f"| {label} | {k} | {c['writers']} | {e['classic']:.2f} / {e['learned']:.2f} / "
                          f"{e['fused']:.2f} / {e['shipped_fusion']:.2f} | {a['frr']:.1f} / {a['far_skilled']:.1f} | "
+                         f"{b['frr']:.1f} / {b['far_skilled']:.1f} |")
+    return "\n".join(lines)
+
+
+# -- the fused score (the match score with the learned distance), each set left out ----------------
+
+
+def _at(model: ScoreModel, tr: Trials, threshold: float) -> dict[str, float]:
+    """FRR and skilled FAR (%) of ``model``'s probability at ``threshold`` over ``tr``'s trials."""
+    g = model.probability(design(model, tr, ("genuine",))[0])
+    f = model.probability(design(model, tr, ("skilled",))[0])
+    return {"frr": round(100.0 * float(np.mean(g < threshold)), 1) if g.size else float("nan"),
+            "far_skilled": round(100.0 * float(np.mean(f >= threshold)), 1) if f.size else float("nan")}
+
+
+def _score_eer(model: ScoreModel, tr: Trials, kind: str = "skilled") -> float:
+    g, f = design(model, tr, ("genuine",))[0], design(model, tr, (kind,))[0]
+    if not len(g) or not len(f):
+        return float("nan")
+    return round(100.0 * equal_error_rate(-model.logit(g), -model.logit(f))[0], 2)
+
+
+def fused_score_rows(data_root: Path, model_path: Path, cache: Path, trials: int = 10, ks: tuple[int, ...] = (1, 5),
+                     seed: int = 0, say: Callable[[str], None] = lambda msg: None) -> list[dict]:
+    """Per left-out pen set, the fused score as a fold would ship it: the match score fitted on the
+    other sets' train + validate writers (``tools.cross_device.fit_match_score``, the shipped
+    options and the kiosk's classic prior), the learned distance mixed in at the mix fitted on the
+    other sets' validation writers (:func:`fit_mixing`), at the fold's match-score threshold; and
+    the left-out set's test writers measured: skilled EER (and random) of the fold's match score and
+    fused score on the same trials, FRR / skilled FAR of each at the fold's threshold. Not left out:
+    the student (trained on every set's training writers) and the classic prior."""
+    from models.classic import ClassicConfig
+    from tools.cross_device import FIT_K, SETS, fit_match_score, measure_distances, pick_writers
+    from tools.datasets import load_online
+    from tools.evaluate import globals_cache
+
+    prior = ClassicConfig().prior
+    val_trials = set_trials(data_root, model_path, cache, trials, FIT_KS)
+    val = {fmt: {n: td for n, td in val_trials.items() if n.startswith(f"{fmt} K=")} for _, fmt in FIT_SETS}
+    fit_data = {}
+    for name, folder, fmt in SETS:
+        ds = pick_writers(load_online(data_root / "online" / folder, fmt), {"train", "validate"}, None)
+        say(f"{name}: classic distances of {len(ds.writers)} train+validate writers (the fold match scores)")
+        fit_data[name] = measure_distances(ds, [FIT_K], trials, seed)
+    globals_of = globals_cache()
+    rows = []
+    for name, _, fmt in SETS:
+        others = [o for o in fit_data if o != name]
+        match = fit_match_score({o: fit_data[o] for o in others}, prior, globals_of,
+                                record={"left_out": name, "fitted_on": others})
+        mixing = fit_mixing({n: td for o, parts in val.items() if o != fmt for n, td in parts.items()})
+        fused = replace(compose_fused(match, mixing.mix, mixing.scales), threshold=match.threshold)
+        row: dict = {"left_out": name, "mix_learned": mixing.mix, "threshold": round(match.threshold, 4), "k": {}}
+        for k in ks:
+            say(f"{name} left out: test trials, K = {k} (classic, learned, global features)")
+            tr = fused_trials(data_root, model_path, match.spread, split="test", references=k, trials=trials,
+                              seed=seed, sets=(fmt,)).get(fmt)
+            if tr is None or not tr.classic["skilled"]:
+                continue
+            row["k"][k] = {
+                "writers": len(set(tr.writer["genuine"])),
+                "eer": {"match_score": _score_eer(match, tr), "fused_score": _score_eer(fused, tr)},
+                "random_eer": {"match_score": _score_eer(match, tr, "random"),
+                               "fused_score": _score_eer(fused, tr, "random")},
+                "match_score_at_threshold": _at(match, tr, match.threshold),
+                "fused_score_at_threshold": _at(fused, tr, fused.threshold),
+            }
+        if row["k"]:
+            rows.append(row)
+    return rows
+
+
+def format_fused_table(rows: list[dict]) -> str:
+    """One row per (left-out set, K): the fold's match score and fused score on the same trials."""
+    lines = ["| left-out set (fold's w, threshold) | K | writers | skilled EER match score / fused score "
+             "| random EER match score / fused score | fold's threshold, match score: FRR / skilled FAR "
+             "| fold's threshold, fused score: FRR / skilled FAR |",
+             "|---|---:|---:|---|---|---|---|"]
+    for row in rows:
+        for i, (k, c) in enumerate(sorted(row["k"].items())):
+            e, r, a, b = c["eer"], c["random_eer"], c["match_score_at_threshold"], c["fused_score_at_threshold"]
+            label = f"{row['left_out']} ({row['mix_learned']:.2f}, {row['threshold']:.3f})" if i == 0 else ""
+            lines.append(f"| {label} | {k} | {c['writers']} | {e['match_score']:.2f} / {e['fused_score']:.2f} | "
+                         f"{r['match_score']:.2f} / {r['fused_score']:.2f} | {a['frr']:.1f} / {a['far_skilled']:.1f} | "
                          f"{b['frr']:.1f} / {b['far_skilled']:.1f} |")
     return "\n".join(lines)

@@ -1,6 +1,7 @@
 """The README's EER table: every verifier on the shared *test* writers, K = 1 and 5.
 
-Rows: classic, float teacher, float student, int8 student, fused (classic + int8 student). Columns:
+Rows: classic, float teacher, float student, int8 student, fused (the match score with the int8
+student's distance). Columns:
 SUSIG-Visual (cross-session: enrol on session 1, question session 2), SUSIG-Blind, NFI; skilled
 forgeries, global threshold, the evaluator's ``random-refs`` protocol. Nothing here is tuned: the
 models, priors and fusion were fitted on training/validation writers only.
@@ -12,7 +13,7 @@ import json
 from pathlib import Path
 
 from tools.datasets import load_online
-from tools.evaluate import evaluate, verifier_providers
+from tools.evaluate import verifier_setup
 
 SETS: tuple[tuple[str, str, str], ...] = (
     ("SUSIG-Visual (cross-session)", "online/susig/VisualSubCorpus", "susig-visual"),
@@ -27,7 +28,7 @@ def rows(assets: Path) -> list[tuple[str, str, Path]]:
         ("TS-GATR teacher (float)", "learned", assets / "tsgatr_teacher_float.tflite"),
         ("student (float)", "learned", assets / "tsgatr_student_float.tflite"),
         ("student (int8)", "learned", assets / "tsgatr_student_int8.tflite"),
-        ("fused: classic + int8 student", "fused", assets / "tsgatr_student_int8.tflite"),
+        ("fused: match score + int8 student", "fused", assets / "tsgatr_student_int8.tflite"),
     ]
 
 
@@ -36,11 +37,10 @@ def make_table(data_root: Path, assets: Path, split: str = "test", trials: int =
     datasets = {fmt: load_online(data_root / rel, fmt).subset(split) for _, rel, fmt in SETS}  # type: ignore[arg-type]
     figures: dict = {}
     for label, verifier, model in rows(assets):
-        providers, combine = verifier_providers(verifier, model)
+        setup = verifier_setup(verifier, model)
         for k in ks:
             for name, _, fmt in SETS:
-                rep = evaluate(datasets[fmt], references=k, trials=trials, providers=providers, combine=combine,
-                               verifier=verifier).report
+                rep = setup.evaluate(datasets[fmt], verifier, references=k, trials=trials).report
                 figures.setdefault(label, {})[f"{name} K={k}"] = rep["skilled"]["eer_global"]
                 print(f"{label:32s} {name:30s} K={k}: skilled EER {rep['skilled']['eer_global']:.2f} %", flush=True)
     cols = [f"{name} K={k}" for k in ks for name, _, _ in SETS]

@@ -23,7 +23,7 @@ import math
 import shlex
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,38 +48,78 @@ class Trials:
     writer: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in KINDS})
     classic: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in KINDS})
     z: dict[str, list[np.ndarray]] = field(default_factory=lambda: {k: [] for k in KINDS})
+    #: The learned verifier's user-normalised distance of each trial, when measured (the fused
+    #: verifier's model takes it).
+    learned: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in KINDS})
 
-    def add(self, kind: str, writer: str, classic: float, z: np.ndarray) -> None:
+    def add(self, kind: str, writer: str, classic: float, z: np.ndarray, learned: float | None = None) -> None:
         self.writer[kind].append(writer)
         self.classic[kind].append(classic)
         self.z[kind].append(z)
+        if learned is not None:
+            self.learned[kind].append(learned)
 
     def arrays(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
         d = np.array(self.classic[kind], dtype=np.float64)
         z = np.array(self.z[kind], dtype=np.float64).reshape(len(d), len(FEATURE_NAMES))
         return d, z
 
+    def learned_array(self, kind: str) -> np.ndarray | None:
+        """The learned distances of ``kind``'s trials, or ``None`` if they were not measured."""
+        if len(self.learned[kind]) != len(self.classic[kind]):
+            if self.learned[kind]:
+                raise ValueError(f"learned distances of only some {kind} trials")
+            return None
+        return np.array(self.learned[kind], dtype=np.float64)
+
+    def model_inputs(self, model: ScoreModel, kind: str) -> np.ndarray:
+        """``model``'s input rows of ``kind``'s trials (the learned distances if it takes them)."""
+        d, z = self.arrays(kind)
+        learned = self.learned_array(kind) if model.uses_learned else None
+        if model.uses_learned and learned is None:
+            raise ValueError(f"{kind} trials lack the learned distances the model takes")
+        return model.inputs(d, z, learned)
+
+
+@dataclass(frozen=True)
+class LearnedDistances:
+    """One writer plan's learned-verifier distances (``plan_distances`` with the learned
+    provider) and the learned model's normalisation prior."""
+
+    d_cc: np.ndarray
+    dq: Mapping[str, np.ndarray]
+    prior: NormalisationPrior
+
 
 def plan_trials(p: Any, d_cc: np.ndarray, dq: Mapping[str, np.ndarray], prior: NormalisationPrior,
-                globals_of: Callable[[Any], np.ndarray], spread: Spread, out: Trials) -> None:
+                globals_of: Callable[[Any], np.ndarray], spread: Spread, out: Trials,
+                learned: LearnedDistances | None = None) -> None:
     """One writer plan's trials (``tools.evaluate.WriterPlan`` and its distances from
     ``plan_distances``), in exactly ``score_plan``'s order so that scores can be compared trial
-    for trial with the classic verifier's."""
+    for trial with the classic verifier's; with ``learned``, each trial's learned distance too."""
     questioned = {"genuine": p.later_genuine, "skilled": p.skilled, "random": p.random}
     g_cand = np.array([globals_of(s) for s in p.candidates])
     g_q = {k: [globals_of(s) for s in qs] for k, qs in questioned.items()}
     k_all = len(d_cc)
+
+    def learned_at(kind: str, i: int, idx: np.ndarray) -> float | None:
+        if learned is None:
+            return None
+        row = learned.d_cc[i] if kind == "undrawn" else learned.dq[kind][i]
+        return score_from_distances(row[idx], learned.d_cc[np.ix_(idx, idx)], learned.prior)
+
     for draw in p.draws:
         idx = np.array(draw)
         refs_d = d_cc[np.ix_(idx, idx)]
         refs_g = g_cand[idx]
         for kind in KINDS:
-            for row, g in zip(dq[kind], g_q[kind]):
-                out.add(kind, p.writer, score_from_distances(row[idx], refs_d, prior), deviations(g, refs_g, spread))
+            for i, (row, g) in enumerate(zip(dq[kind], g_q[kind])):
+                out.add(kind, p.writer, score_from_distances(row[idx], refs_d, prior), deviations(g, refs_g, spread),
+                        learned_at(kind, i, idx))
         if p.question_undrawn:
             for u in sorted(set(range(k_all)) - set(draw)):
                 out.add("genuine", p.writer, score_from_distances(d_cc[u, idx], refs_d, prior),
-                        deviations(g_cand[u], refs_g, spread))
+                        deviations(g_cand[u], refs_g, spread), learned_at("undrawn", u, idx))
 
 
 def fold_spread(genuine_by_set: Iterable[Sequence[np.ndarray]], strength: float, floor: float) -> Spread:
@@ -129,12 +169,11 @@ def design(model_like: ScoreModel, trials: Trials, kinds: Sequence[str]) -> tupl
     """Input rows and labels (1 genuine) of ``trials`` for ``kinds``."""
     xs, ys = [], []
     for kind in kinds:
-        d, z = trials.arrays(kind)
-        if len(d):
-            xs.append(model_like.inputs(d, z))
-            ys.append(np.full(len(d), 1.0 if kind == "genuine" else 0.0))
+        if trials.classic[kind]:
+            xs.append(trials.model_inputs(model_like, kind))
+            ys.append(np.full(len(xs[-1]), 1.0 if kind == "genuine" else 0.0))
     if not xs:
-        return np.zeros((0, 1 + len(model_like.features))), np.zeros(0)
+        return np.zeros((0, len(model_like.input_names))), np.zeros(0)
     return np.vstack(xs), np.concatenate(ys)
 
 
@@ -195,6 +234,15 @@ def fit(trials_by_set: Mapping[str, Trials], spread: Spread, options: FitOptions
     scale = np.where(scale > 1e-9, scale, 1.0)
     beta, bias = _logistic((x - centre) / scale, y, w, options.l2)
     model = ScoreModel(options.features, spread, centre, scale, beta, bias)
+    threshold, thresholds = operating_threshold(model, trials_by_set)
+    rec = {**(record or {}), "options": {"l2": options.l2, "random_weight": options.random_weight},
+           "per_set_threshold_logit": {k: round(v, 4) for k, v in thresholds.items()}}
+    return replace(model, threshold=threshold, record=rec)
+
+
+def operating_threshold(model: ScoreModel, trials_by_set: Mapping[str, Trials]) -> tuple[float, dict[str, float]]:
+    """The operating point of ``model``: the mean over the sets, in logit space, of each set's
+    pooled skilled-EER point (each set weighted equally), as a probability; and each set's logit."""
     thresholds = {}
     for name, tr in trials_by_set.items():
         xg, _ = design(model, tr, ("genuine",))
@@ -204,10 +252,7 @@ def fit(trials_by_set: Mapping[str, Trials], spread: Spread, options: FitOptions
             _, thr = equal_error_rate(-model.logit(xg), -model.logit(xs_))
             thresholds[name] = -float(thr)
     logit_thr = float(np.mean(list(thresholds.values()))) if thresholds else 0.0
-    rec = {**(record or {}), "options": {"l2": options.l2, "random_weight": options.random_weight},
-           "per_set_threshold_logit": {k: round(v, 4) for k, v in thresholds.items()}}
-    return ScoreModel(options.features, spread, centre, scale, beta, bias,
-                      threshold=1.0 / (1.0 + math.exp(-logit_thr)), record=rec)
+    return 1.0 / (1.0 + math.exp(-logit_thr)), thresholds
 
 
 def main(argv: Sequence[str] | None = None) -> int:
