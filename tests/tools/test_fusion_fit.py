@@ -174,3 +174,31 @@ def test_the_fused_score_is_the_match_score_on_the_mixed_distance() -> None:
     np.testing.assert_allclose(shipped.logit(x), again.logit(x), atol=1e-4)
     assert shipped.threshold == pytest.approx(match.threshold, abs=1e-6)
     assert rec["mix_learned"] == json.loads((ASSETS / "fusion.fit.json").read_text())["mix_learned"]
+
+
+def test_a_fold_of_the_fused_score_is_measured_at_its_match_scores_threshold() -> None:
+    """tools/train/fusion_transfer.py ``fused_fold``: constructed trials where the learned distance
+    separates skilled forgeries and the classic one barely does; the fold's fused score (mixed at
+    the fold's weight) beats its match score on the same trials, at the same threshold, and the
+    row says what it was fitted with."""
+    from models.global_features import FEATURE_NAMES
+    from models.match_score import SHIPPED as MATCH
+    from models.match_score import ScoreModel
+    from tools.train.fusion_transfer import format_fused_table, fused_fold
+    from tools.train.score_fit import Trials
+
+    match = ScoreModel.load(MATCH)
+    rng = np.random.default_rng(2)
+    tr = Trials()
+    for w in range(8):
+        for kind, (gap_c, gap_l) in (("genuine", (0.0, 0.0)), ("skilled", (0.1, 0.9)), ("random", (1.0, 1.0))):
+            for _ in range(15):
+                z = np.abs(rng.normal(0.0, 1.0, len(FEATURE_NAMES)))
+                tr.add(kind, f"w{w}", float(np.exp(rng.normal(gap_c, 0.2))), z, float(np.exp(rng.normal(gap_l, 0.2))))
+    row = fused_fold("x", match, 0.5, (0.2, 0.2), {5: tr, 1: Trials()})
+    assert list(row["k"]) == [5] and row["mix_learned"] == 0.5           # K = 1 had no forgeries: left out
+    c = row["k"][5]
+    assert row["threshold"] == pytest.approx(match.threshold, abs=1e-4) and c["writers"] == 8
+    assert c["eer"]["fused_score"] < c["eer"]["match_score"] - 5.0
+    assert c["fused_score_at_threshold"]["far_skilled"] < c["match_score_at_threshold"]["far_skilled"]
+    assert "| x (0.50, " in format_fused_table([row])

@@ -150,25 +150,38 @@ def fused_score_rows(data_root: Path, model_path: Path, cache: Path, trials: int
         match = fit_match_score({o: fit_data[o] for o in others}, prior, globals_of,
                                 record={"left_out": name, "fitted_on": others})
         mixing = fit_mixing({n: td for o, parts in val.items() if o != fmt for n, td in parts.items()})
-        fused = replace(compose_fused(match, mixing.mix, mixing.scales), threshold=match.threshold)
-        row: dict = {"left_out": name, "mix_learned": mixing.mix, "threshold": round(match.threshold, 4), "k": {}}
+        test: dict[int, Trials] = {}
         for k in ks:
             say(f"{name} left out: test trials, K = {k} (classic, learned, global features)")
             tr = fused_trials(data_root, model_path, match.spread, split="test", references=k, trials=trials,
                               seed=seed, sets=(fmt,)).get(fmt)
-            if tr is None or not tr.classic["skilled"]:
-                continue
-            row["k"][k] = {
-                "writers": len(set(tr.writer["genuine"])),
-                "eer": {"match_score": _score_eer(match, tr), "fused_score": _score_eer(fused, tr)},
-                "random_eer": {"match_score": _score_eer(match, tr, "random"),
-                               "fused_score": _score_eer(fused, tr, "random")},
-                "match_score_at_threshold": _at(match, tr, match.threshold),
-                "fused_score_at_threshold": _at(fused, tr, fused.threshold),
-            }
+            if tr is not None:
+                test[k] = tr
+        row = fused_fold(name, match, mixing.mix, mixing.scales, test)
         if row["k"]:
             rows.append(row)
     return rows
+
+
+def fused_fold(name: str, match: ScoreModel, mix: float, scales: tuple[float, float],
+               test: dict[int, Trials]) -> dict:
+    """One fold's row: the fused score composed from the fold's match score and mix, at the fold's
+    match-score threshold, and both measured on the left-out set's trials per K (those with skilled
+    forgeries)."""
+    fused = replace(compose_fused(match, mix, scales), threshold=match.threshold)
+    row: dict = {"left_out": name, "mix_learned": mix, "threshold": round(match.threshold, 4), "k": {}}
+    for k, tr in sorted(test.items()):
+        if not tr.classic["skilled"]:
+            continue
+        row["k"][k] = {
+            "writers": len(set(tr.writer["genuine"])),
+            "eer": {"match_score": _score_eer(match, tr), "fused_score": _score_eer(fused, tr)},
+            "random_eer": {"match_score": _score_eer(match, tr, "random"),
+                           "fused_score": _score_eer(fused, tr, "random")},
+            "match_score_at_threshold": _at(match, tr, match.threshold),
+            "fused_score_at_threshold": _at(fused, tr, fused.threshold),
+        }
+    return row
 
 
 def format_fused_table(rows: list[dict]) -> str:
