@@ -13,7 +13,7 @@ import numpy as np
 
 from models.dtw import DEFAULT_BAND, dtw_distance
 from models.features import FEATURE_NAMES, feature_indices, time_functions, zscore
-from models.preprocess import PreprocessConfig, prepare
+from models.preprocess import PreparedSignature, PreprocessConfig, prepare
 from models.scoring import NormalisationPrior, ScoredReferences, normalised_distance, pairwise, reference_stats
 from models.trajectory import Trajectory
 
@@ -45,9 +45,14 @@ class ClassicScore:
     ref_distances: tuple[float, ...]
 
 
-def signature_features(traj: Trajectory, config: ClassicConfig = ClassicConfig()) -> np.ndarray:
-    """The (points, features) matrix DTW compares: selected time functions, z-scored."""
-    all_tf = time_functions(prepare(traj, config.preprocess))
+def signature_features(traj: Trajectory, config: ClassicConfig = ClassicConfig(),
+                       shared: PreparedSignature | None = None) -> np.ndarray:
+    """The (points, features) matrix DTW compares: selected time functions, z-scored (from
+    ``shared`` when it was prepared the same way)."""
+    if shared is not None and shared.usable_for(config.preprocess):
+        all_tf = shared.time_functions
+    else:
+        all_tf = time_functions(prepare(traj, config.preprocess))
     return np.ascontiguousarray(zscore(all_tf[:, feature_indices(config.features)]))
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from models.dtw import dtw_distance
 from models.features import FEATURE_NAMES, feature_indices, time_functions, zscore
 from models.graphs import additive_mask, knn_adjacency, step_adjacency
-from models.preprocess import PreprocessConfig, prepare
+from models.preprocess import PreparedSignature, PreprocessConfig, prepare
 from models.scoring import NormalisationPrior, ScoredReferences, normalised_distance
 from models.trajectory import Trajectory
 
@@ -103,9 +103,13 @@ class Points:
     stroke: np.ndarray
 
 
-def resampled_points(traj: Trajectory, config: LearnedConfig = LearnedConfig()) -> Points:
-    prep = prepare(traj, config.preprocess)
-    tf_all = time_functions(prep)[:, feature_indices(config.features)]
+def resampled_points(traj: Trajectory, config: LearnedConfig = LearnedConfig(),
+                     shared: PreparedSignature | None = None) -> Points:
+    if shared is not None and shared.usable_for(config.preprocess):
+        prep, tf_all = shared.prepared, shared.time_functions[:, feature_indices(config.features)]
+    else:
+        prep = prepare(traj, config.preprocess)
+        tf_all = time_functions(prep)[:, feature_indices(config.features)]
     x, y, stroke = prep.x, prep.y, prep.stroke
     pos = _resample_index(len(prep), config.max_len)
     if pos is not None:
@@ -132,9 +136,10 @@ def model_input(pts: Points, config: LearnedConfig = LearnedConfig()) -> ModelIn
     )
 
 
-def featurize(traj: Trajectory, config: LearnedConfig = LearnedConfig()) -> ModelInput:
+def featurize(traj: Trajectory, config: LearnedConfig = LearnedConfig(),
+              shared: PreparedSignature | None = None) -> ModelInput:
     """The model input of a trajectory: time functions, resampled, z-scored, with its graphs."""
-    return model_input(resampled_points(traj, config), config)
+    return model_input(resampled_points(traj, config, shared), config)
 
 
 class LearnedVerifier:
@@ -150,8 +155,8 @@ class LearnedVerifier:
         out = self.model.run(inp.arrays())
         return np.ascontiguousarray(out[: inp.out_length], dtype=np.float64)
 
-    def embed(self, traj: Trajectory) -> np.ndarray:
-        return self.embed_input(featurize(traj, self.config))
+    def embed(self, traj: Trajectory, shared: PreparedSignature | None = None) -> np.ndarray:
+        return self.embed_input(featurize(traj, self.config, shared))
 
     def distance(self, a: np.ndarray, b: np.ndarray) -> float:
         return dtw_distance(a, b, self.config.band)

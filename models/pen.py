@@ -30,6 +30,7 @@ from models.classic import ClassicConfig, build_template, pairwise_distances, sc
 from models.dtw import dtw_distance
 from models.global_features import deviations, global_features
 from models.policy import ASPECT_LABELS, AspectCheck, DecisionPolicy, Verdict, match_rate
+from models.preprocess import PreparedSignature, prepared_time_functions
 from models.runtime import ModelError
 from models.scoring import ReferenceStats, ScoredReferences, normalised_distance, reference_stats
 from models.trajectory import Trajectory
@@ -101,9 +102,10 @@ class ClassicVerifier:
     def verify(self, reference_set: ReferenceSet[ClassicFeatures], query: Trajectory) -> Verdict:
         return self.verify_features(reference_set.features_for(self.name, self.model_versions()), query)
 
-    def verify_features(self, refs: ClassicFeatures, query: Trajectory) -> Verdict:
+    def verify_features(self, refs: ClassicFeatures, query: Trajectory,
+                        shared: PreparedSignature | None = None) -> Verdict:
         cfg = self.config
-        feats = signature_features(query, cfg)
+        feats = signature_features(query, cfg, shared)
         score = score_query(refs.references, feats, cfg)
         checks = []
         for aspect, cols in self._aspect_cols(feats).items():
@@ -219,8 +221,12 @@ class FusedVerifier(OnClassic):
 
     def verify(self, reference_set: ReferenceSet[FusedFeatures], query: Trajectory) -> Verdict:
         refs = reference_set.features_for(self.name, self.model_versions())
-        cv = self.classic.verify_features(refs.classic, query)
-        d_learned = self.learned.score(refs.learned, self.learned.embed(query))
+        # Both parts start from the same prepared points and time functions (about 1 ms) when the
+        # learned model was trained with the classic preprocessing, as the shipped one was.
+        pre = self.classic.config.preprocess
+        shared = prepared_time_functions(query, pre) if self.learned.config.preprocess == pre else None
+        cv = self.classic.verify_features(refs.classic, query, shared)
+        d_learned = self.learned.score(refs.learned, self.learned.embed(query, shared))
         if self.score_model is not None and refs.globals is not None:
             x = self.score_model.inputs(cv.distance, deviations(global_features(query), refs.globals,
                                                                 self.score_model.spread), d_learned)

@@ -135,3 +135,23 @@ def prepare(traj: Trajectory, config: PreprocessConfig = PreprocessConfig()) -> 
     if scale <= 0:
         raise TrajectoryError("signature has no extent: all points at one position")
     return Prepared(x=x / scale, y=y / scale, p=np.clip(p, 0.0, 1.0), t=t - t[0], stroke=stroke_all)
+
+
+def prepared_time_functions(traj: Trajectory, config: PreprocessConfig = PreprocessConfig()) -> PreparedSignature:
+    """A trajectory prepared with ``config`` and all its time functions (``models.features``):
+    what the classic and the learned verifier both start from, computed once when a verifier
+    runs both on one signature with the same preprocessing (``models.pen.FusedVerifier``)."""
+    from models.features import time_functions
+
+    prep = prepare(traj, config)
+    return PreparedSignature(config, prep, time_functions(prep))
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedSignature:
+    config: PreprocessConfig
+    prepared: Prepared
+    time_functions: np.ndarray                      # (points, all of models.features.FEATURE_NAMES)
+
+    def usable_for(self, config: PreprocessConfig) -> bool:
+        return self.config == config
