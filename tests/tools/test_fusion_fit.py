@@ -174,6 +174,9 @@ def test_the_fused_score_is_the_match_score_on_the_mixed_distance() -> None:
     np.testing.assert_allclose(shipped.logit(x), again.logit(x), atol=1e-4)
     assert shipped.threshold == pytest.approx(match.threshold, abs=1e-6)
     assert rec["mix_learned"] == json.loads((ASSETS / "fusion.fit.json").read_text())["mix_learned"]
+    import hashlib
+
+    assert rec["match_score"]["sha256"] == hashlib.sha256(MATCH.read_bytes()).hexdigest()
 
 
 def test_a_fold_of_the_fused_score_is_measured_at_its_match_scores_threshold() -> None:

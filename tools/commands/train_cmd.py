@@ -175,6 +175,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ft.add_argument("--fused-score", action="store_true",
                     help="also the fused score (the match score with the learned distance) per fold: the match "
                          "score refitted without the set, the fold's mix, the left-out set's test writers")
+    ft.add_argument("--variants", nargs="+", default=["recorded"], metavar="PAD",
+                    help="with --fused-score: the pads the left-out set is measured as (tools.cross_device "
+                         "VARIANTS: recorded no-pressure no-time 75hz 200hz; default: recorded)")
     ft.set_defaults(func=run_fusion_transfer)
 
     r = kinds.add_parser("report", help="the README's EER table: every verifier on the test writers, K=1 and 5")
@@ -463,7 +466,8 @@ def run_fusion_transfer(args: argparse.Namespace) -> int:
         from tools.train.fusion_transfer import format_fused_table, fused_score_rows
 
         report["fused_score"] = fused_score_rows(args.data or default_data_root(), model, args.cache, args.trials,
-                                                 say=lambda msg: print(msg, file=sys.stderr, flush=True))
+                                                 say=lambda msg: print(msg, file=sys.stderr, flush=True),
+                                                 variants=tuple(args.variants))
         print(format_fused_table(report["fused_score"]))
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=1) + "\n")

@@ -38,6 +38,7 @@ import hashlib
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -314,9 +315,11 @@ def compose_fused(match: ScoreModel, mix: float, scales: tuple[float, float]) ->
 
 def fused_trials(data_root: Path, model_path: Path, spread: Spread, split: str = "validate",
                  references: int = OPERATING_K, trials: int = 10, seed: int = 0,
-                 sets: tuple[str, ...] | None = None) -> dict[str, Trials]:
+                 sets: tuple[str, ...] | None = None,
+                 variant: Callable[[Dataset[OnlineSample]], Dataset[OnlineSample]] | None = None) -> dict[str, Trials]:
     """Per pen set (``sets``: their formats; default all), the evaluator's trials of ``split``'s
-    writers with ``references`` references: classic and learned user-normalised distances and the
+    writers with ``references`` references (each signature as ``variant`` makes it: another pad,
+    ``tools.cross_device.device_variant``): classic and learned user-normalised distances and the
     global features' deviations."""
     classic, learned = ClassicProvider(), learned_provider(model_path)
     out: dict[str, Trials] = {}
@@ -324,6 +327,8 @@ def fused_trials(data_root: Path, model_path: Path, spread: Spread, split: str =
         if sets is not None and fmt not in sets:
             continue
         ds = load_online(data_root / rel, fmt).subset(split)  # type: ignore[arg-type]
+        if variant is not None:
+            ds = variant(ds)
         plans, _ = plan(ds, "random-refs", references, trials, seed)
         if not plans:
             continue
@@ -336,7 +341,8 @@ def fused_trials(data_root: Path, model_path: Path, spread: Spread, split: str =
     return out
 
 
-def fit_fused_score(match: ScoreModel, fit: MixingFit, trials_by_set: dict[str, Trials]) -> ScoreModel:
+def fit_fused_score(match: ScoreModel, fit: MixingFit, trials_by_set: dict[str, Trials],
+                    match_sha256: str | None = None) -> ScoreModel:
     """The fused verifier's model: ``match`` with the learned distance mixed in at the mixing
     fusion's weight (:func:`fit_mixing`: chosen on validation writers by the one-standard-error
     rule), at ``match``'s operating point.
@@ -361,7 +367,7 @@ def fit_fused_score(match: ScoreModel, fit: MixingFit, trials_by_set: dict[str, 
                   "at the match score's threshold",
         "validation_eer_point_logit_not_used": "the validation writers' own skilled-EER points (K = 5), lenient: "
                                                "the student was chosen on these writers",
-        "match_score": dict(match.record).get("command", "match_score.json"),
+        "match_score": {"command": dict(match.record).get("command"), "sha256": match_sha256},
         "mix_learned": fit.mix, "scales": list(fit.scales),
         "per_set_threshold_logit": {k: round(v, 4) for k, v in per_set.items()},
         "validation_skilled_eer": {name: {"match_score": eer(match, tr), "fused_score": eer(fused, tr)}
@@ -382,8 +388,10 @@ def refit(data_root: Path, model_path: Path, out: Path, cache: Path, trials: int
     if not parts:
         raise ValueError(f"no validation writer under {data_root} can be evaluated")
     fit = fit_mixing(parts)
-    match = ScoreModel.load(match_path or SHIPPED_MATCH_SCORE)
-    fused = fit_fused_score(match, fit, fused_trials(data_root, model_path, match.spread, trials=trials))
+    match_path = match_path or SHIPPED_MATCH_SCORE
+    match = ScoreModel.load(match_path)
+    fused = fit_fused_score(match, fit, fused_trials(data_root, model_path, match.spread, trials=trials),
+                            _sha(match_path))
     out.mkdir(parents=True, exist_ok=True)
     fit.fusion.save(out / FUSION_FILE)
     fused.save(out / FUSED_SCORE_FILE)

@@ -121,17 +121,36 @@ def _score_eer(model: ScoreModel, tr: Trials, kind: str = "skilled") -> float:
     return round(100.0 * equal_error_rate(-model.logit(g), -model.logit(f))[0], 2)
 
 
+def _distance_eer(tr: Trials, column: dict[str, list[float]]) -> float:
+    """Skilled EER (%) of one user-normalised distance of ``tr`` (``Trials.classic`` or ``.learned``)."""
+    g, f = np.asarray(column["genuine"]), np.asarray(column["skilled"])
+    return round(100.0 * equal_error_rate(g, f)[0], 2) if g.size and f.size else float("nan")
+
+
 def fused_score_rows(data_root: Path, model_path: Path, cache: Path, trials: int = 10, ks: tuple[int, ...] = (1, 5),
-                     seed: int = 0, say: Callable[[str], None] = lambda msg: None) -> list[dict]:
+                     seed: int = 0, say: Callable[[str], None] = lambda msg: None,
+                     variants: tuple[str, ...] = ("recorded",)) -> list[dict]:
     """Per left-out pen set, the fused score as a fold would ship it: the match score fitted on the
     other sets' train + validate writers (``tools.cross_device.fit_match_score``, the shipped
     options and the kiosk's classic prior), the learned distance mixed in at the mix fitted on the
     other sets' validation writers (:func:`fit_mixing`), at the fold's match-score threshold; and
-    the left-out set's test writers measured: skilled EER (and random) of the fold's match score and
-    fused score on the same trials, FRR / skilled FAR of each at the fold's threshold. Not left out:
-    the student (trained on every set's training writers) and the classic prior."""
+    the left-out set's test writers measured, as recorded and as the pads of ``variants`` would
+    have delivered them (``tools.cross_device.VARIANTS`` keys; those that change the set): skilled
+    EER (and random) of classic, learned, the fold's match score and fused score on the same
+    trials, FRR / skilled FAR of the two scores at the fold's threshold. Not left out: the student
+    (trained on every set's training writers) and the classic prior."""
+    from functools import partial
+
     from models.classic import ClassicConfig
-    from tools.cross_device import FIT_K, SETS, fit_match_score, measure_distances, pick_writers
+    from tools.cross_device import (
+        FIT_K,
+        SETS,
+        VARIANTS,
+        device_variant,
+        fit_match_score,
+        measure_distances,
+        pick_writers,
+    )
     from tools.datasets import load_online
     from tools.evaluate import globals_cache
 
@@ -145,21 +164,26 @@ def fused_score_rows(data_root: Path, model_path: Path, cache: Path, trials: int
         fit_data[name] = measure_distances(ds, [FIT_K], trials, seed)
     globals_of = globals_cache()
     rows = []
-    for name, _, fmt in SETS:
+    for name, folder, fmt in SETS:
         others = [o for o in fit_data if o != name]
         match = fit_match_score({o: fit_data[o] for o in others}, prior, globals_of,
                                 record={"left_out": name, "fitted_on": others})
         mixing = fit_mixing({n: td for o, parts in val.items() if o != fmt for n, td in parts.items()})
-        test: dict[int, Trials] = {}
-        for k in ks:
-            say(f"{name} left out: test trials, K = {k} (classic, learned, global features)")
-            tr = fused_trials(data_root, model_path, match.spread, split="test", references=k, trials=trials,
-                              seed=seed, sets=(fmt,)).get(fmt)
-            if tr is not None:
-                test[k] = tr
-        row = fused_fold(name, match, mixing.mix, mixing.scales, test)
-        if row["k"]:
-            rows.append(row)
+        device = next(s.trajectory.device for ss in load_online(data_root / "online" / folder, fmt).writers.values()
+                      for s in ss)
+        for v in VARIANTS:
+            if v.key not in variants or not v.applies(device):
+                continue
+            test: dict[int, Trials] = {}
+            for k in ks:
+                say(f"{name} left out [{v.name}]: test trials, K = {k} (classic, learned, global features)")
+                tr = fused_trials(data_root, model_path, match.spread, split="test", references=k, trials=trials,
+                                  seed=seed, sets=(fmt,), variant=partial(device_variant, variant=v)).get(fmt)
+                if tr is not None:
+                    test[k] = tr
+            row = fused_fold(name, match, mixing.mix, mixing.scales, test)
+            if row["k"]:
+                rows.append({**row, "pad": v.name})
     return rows
 
 
@@ -175,7 +199,8 @@ def fused_fold(name: str, match: ScoreModel, mix: float, scales: tuple[float, fl
             continue
         row["k"][k] = {
             "writers": len(set(tr.writer["genuine"])),
-            "eer": {"match_score": _score_eer(match, tr), "fused_score": _score_eer(fused, tr)},
+            "eer": {"classic": _distance_eer(tr, tr.classic), "learned": _distance_eer(tr, tr.learned),
+                    "match_score": _score_eer(match, tr), "fused_score": _score_eer(fused, tr)},
             "random_eer": {"match_score": _score_eer(match, tr, "random"),
                            "fused_score": _score_eer(fused, tr, "random")},
             "match_score_at_threshold": _at(match, tr, match.threshold),
@@ -186,15 +211,19 @@ def fused_fold(name: str, match: ScoreModel, mix: float, scales: tuple[float, fl
 
 def format_fused_table(rows: list[dict]) -> str:
     """One row per (left-out set, K): the fold's match score and fused score on the same trials."""
-    lines = ["| left-out set (fold's w, threshold) | K | writers | skilled EER match score / fused score "
-             "| random EER match score / fused score | fold's threshold, match score: FRR / skilled FAR "
-             "| fold's threshold, fused score: FRR / skilled FAR |",
-             "|---|---:|---:|---|---|---|---|"]
+    lines = ["| left-out set (fold's w, threshold) | pad | K | writers | skilled EER classic / learned / match "
+             "score / fused score | random EER match score / fused score | fold's threshold, match score: FRR / "
+             "skilled FAR | fold's threshold, fused score: FRR / skilled FAR |",
+             "|---|---|---:|---:|---|---|---|---|"]
+    last = None
     for row in rows:
         for i, (k, c) in enumerate(sorted(row["k"].items())):
             e, r, a, b = c["eer"], c["random_eer"], c["match_score_at_threshold"], c["fused_score_at_threshold"]
-            label = f"{row['left_out']} ({row['mix_learned']:.2f}, {row['threshold']:.3f})" if i == 0 else ""
-            lines.append(f"| {label} | {k} | {c['writers']} | {e['match_score']:.2f} / {e['fused_score']:.2f} | "
+            label = f"{row['left_out']} ({row['mix_learned']:.2f}, {row['threshold']:.3f})"
+            label, last = ("" if label == last else label), label
+            pad = row.get("pad", "as recorded") if i == 0 else ""
+            lines.append(f"| {label} | {pad} | {k} | {c['writers']} | {e['classic']:.2f} / {e['learned']:.2f} / "
+                         f"{e['match_score']:.2f} / {e['fused_score']:.2f} | "
                          f"{r['match_score']:.2f} / {r['fused_score']:.2f} | {a['frr']:.1f} / {a['far_skilled']:.1f} | "
                          f"{b['frr']:.1f} / {b['far_skilled']:.1f} |")
     return "\n".join(lines)
