@@ -193,7 +193,7 @@ evidence = true                          # seal each decision's signature (pen s
 # target_frr = 0.03
 # The next three are on the verifier's score scale, with defaults per kind (kiosk/calibration.py
 # SCALE_DEFAULTS): match-score's, shown, on minus the logit of the genuine probability; classic's
-# on the distance (@CL_DEFAULTS@); fused has none: write all three.
+# on the distance (@CL_DEFAULTS@); fused's on match-score's scale (@FU_DEFAULTS@).
 @MS_LINES@
 # min_customers = 10                     # enrolled customers before it moves at all
 # strength = 10.0                        # the shipped threshold weighs like this many customers
@@ -221,6 +221,7 @@ for _name, _value in {
     "THRESHOLD": f"{DEFAULT_THRESHOLD:g}", "HIGH_VALUE": f"{HIGH_VALUE_THRESHOLD:g}", "KIND": DEFAULT_KIND,
     "MAX_INCONSISTENCY": repr(EnrollmentPolicy().max_inconsistency),
     "CL_DEFAULTS": _scale_text(SCALE_DEFAULTS["classic"]),
+    "FU_DEFAULTS": _scale_text(SCALE_DEFAULTS["fused"]),
     "MS_LINES": "\n".join(f"# {key} = {getattr(SCALE_DEFAULTS['match-score'], key):g}".ljust(41) + f"# {why}" for key, why in (
         ("max_down", "stricter than shipped by at most this"), ("max_up", "looser by at most this"),
         ("loo_offset", 'LOO bias (README "Site self-calibration")'))),

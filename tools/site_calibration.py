@@ -49,7 +49,7 @@ MIN_CUSTOMERS, STRENGTH = 10, 10.0
 #: How far off the shipped threshold the site is also made to start, per verifier (see :func:`run`):
 #: classic on the user-normalised distance, match-score on minus the logit. The bounds are the
 #: kiosk's defaults (``kiosk.calibration.SCALE_DEFAULTS``).
-START_OFFSETS: dict[str, float] = {"classic": 0.1, "match-score": 0.5}
+START_OFFSETS: dict[str, float] = {"classic": 0.1, "match-score": 0.5, "fused": 0.5}
 
 
 @dataclass

@@ -152,11 +152,16 @@ def test_config_refuses_calibration_out_of_scale(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match=r"\[calibration\] target_frr"):
         load_config(write_config(tmp_path, extra="\n[calibration]\ntarget_frr = 0.7\n"))
-    with pytest.raises(ConfigError, match="needs max_down, max_up and loo_offset"):
-        load_config(write_config(tmp_path, extra='\n[verifier]\nkind = "fused"\n' + CALIBRATION))
-    # The shipped match score and the classic verifier each get bounds and LOO bias on their own
-    # score scale where the config leaves them out; what the config writes wins.
+    # Every verifier kind gets bounds and LOO bias on its own score scale where the config leaves
+    # them out (the fused score's since its model became the match score's); what the config
+    # writes wins; a kind without measured defaults would have to write all three.
     from kiosk.calibration import SCALE_DEFAULTS
+
+    fu = load_config(write_config(tmp_path, extra='\n[verifier]\nkind = "fused"\n' + CALIBRATION)).calibration
+    assert (fu.max_down, fu.max_up, fu.loo_offset) == (0.05, 0.04, SCALE_DEFAULTS["fused"].loo_offset)
+    from kiosk.config import VERIFIER_KINDS
+
+    assert set(SCALE_DEFAULTS) == set(VERIFIER_KINDS)
 
     ms = load_config(write_config(tmp_path, extra="\n[calibration]\nenabled = true\n")).calibration
     assert (ms.max_down, ms.max_up, ms.loo_offset) == (0.9, 1.0, SCALE_DEFAULTS["match-score"].loo_offset)
