@@ -85,3 +85,33 @@ def test_match_score_trials_are_the_kiosk_verifiers_scores() -> None:
     rep = evaluate(ds, references=3, trials=2, match_model=model, verifier="match-score").report
     assert rep["verifier"] == "match-score" and set(rep["components"]) == {"classic"}
     assert rep["skilled"]["genuine_trials"] == rep["components"]["classic"]["genuine_trials"]
+
+
+def test_fused_trials_are_the_kiosk_fused_verifiers_scores(tmp_path: Path) -> None:
+    """``--verifier fused`` scores each trial as the kiosk's FusedVerifier does: the shipped fused
+    score (classic and learned distances, global features) trial for trial; and a model folder
+    with a two-distance fusion.json only (an older bundle) is evaluated as that fusion."""
+    import shutil
+
+    from models import shipped_assets
+    from models.pen import make_verifier
+    from tools.evaluate import verifier_setup
+
+    ds = _dataset()
+    plans, _ = plan(ds, references=3, trials=2)
+    setup = verifier_setup("fused")
+    assert setup.match_model is not None and setup.match_model.uses_learned and setup.combine is None
+    result = setup.evaluate(ds, "fused", references=3, trials=2)
+    assert set(result.report["components"]) == {"classic", "learned"}
+    kiosk = make_verifier("fused", ClassicConfig().threshold)
+    p = plans[0]
+    template = kiosk.enroll([p.candidates[i].trajectory for i in p.draws[0]])
+    got = result.scores.skilled[p.writer][: len(p.skilled)]
+    want = [kiosk.verify(template, q.trajectory).distance for q in p.skilled]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    old = tmp_path / "bundle"
+    old.mkdir()
+    for name in ("tsgatr_student_int8.tflite", "tsgatr_student_int8.config.json", "fusion.json"):
+        shutil.copy(shipped_assets() / name, old / name)
+    legacy = verifier_setup("fused", old / "tsgatr_student_int8.tflite")
+    assert legacy.match_model is None and legacy.combine is not None
