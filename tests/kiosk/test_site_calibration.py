@@ -197,3 +197,17 @@ def test_a_probability_verifiers_moves_are_audited_as_probabilities(population, 
     prob = 1.0 / (1.0 + math.exp(site.threshold))
     assert 0.0 < after < 1.0 and after == pytest.approx(prob, abs=1e-4) == st["threshold"]
     assert before == pytest.approx(1.0 / (1.0 + math.exp(site.shipped)), abs=1e-4)
+
+
+def test_a_kind_without_measured_defaults_must_write_its_scale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bounds and LOO bias are on each verifier's own score scale: a kind with no measured defaults
+    (a future verifier; until 2026-11-27 the fused one) is refused unless the config writes all three."""
+    import kiosk.calibration
+    from kiosk.config import ConfigError, load_config
+
+    monkeypatch.delitem(kiosk.calibration.SCALE_DEFAULTS, "fused")
+    fused = '\n[verifier]\nkind = "fused"\n'
+    with pytest.raises(ConfigError, match="needs max_down, max_up and loo_offset"):
+        load_config(write_config(tmp_path, extra=fused + CALIBRATION))
+    cal = load_config(write_config(tmp_path, extra=fused + CALIBRATION + "loo_offset = 0.3\n")).calibration
+    assert (cal.max_down, cal.max_up, cal.loo_offset) == (0.05, 0.04, 0.3)
