@@ -172,6 +172,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ft.add_argument("--trials", type=int, default=10, help="random draws of K references per writer")
     ft.add_argument("--cache", type=Path, default=Path(".cache/fusion"), help="per-trial distance cache")
     ft.add_argument("--json", type=Path, default=None)
+    ft.add_argument("--split", choices=("test", "validate"), default="test",
+                    help="the left-out set's writers measured (validate: where verifier choices are made)")
     ft.add_argument("--fused-score", action="store_true",
                     help="also the fused score (the match score with the learned distance) per fold: the match "
                          "score refitted without the set, the fold's mix, the left-out set's test writers")
@@ -460,14 +462,15 @@ def run_fusion_transfer(args: argparse.Namespace) -> int:
 
     model = args.model or shipped_assets() / DEFAULT_LEARNED_MODEL
     shipped = Fusion.load(args.fusion or model.parent / FUSION_FILE)
-    report = leave_one_set_out(args.data or default_data_root(), model, shipped, args.cache, args.trials)
+    report = leave_one_set_out(args.data or default_data_root(), model, shipped, args.cache, args.trials,
+                               split=args.split)
     print(format_table(report))
     if args.fused_score:
         from tools.train.fusion_transfer import format_fused_table, fused_score_rows
 
         report["fused_score"] = fused_score_rows(args.data or default_data_root(), model, args.cache, args.trials,
                                                  say=lambda msg: print(msg, file=sys.stderr, flush=True),
-                                                 variants=tuple(args.variants))
+                                                 variants=tuple(args.variants), split=args.split)
         print(format_fused_table(report["fused_score"]))
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=1) + "\n")

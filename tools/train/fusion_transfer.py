@@ -50,16 +50,19 @@ def operating_point(td: TrialDistances, fusion: Fusion, threshold: float) -> dic
 
 
 def leave_one_set_out(data_root: Path, model_path: Path, shipped: Fusion, cache: Path, trials: int = 10,
-                      ks: tuple[int, ...] = (1, 5)) -> dict:
-    """The report: one entry per left-out set with forgeries in its test writers (module doc)."""
+                      ks: tuple[int, ...] = (1, 5), split: str = "test") -> dict:
+    """The report: one entry per left-out set with forgeries in its ``split`` writers (module doc;
+    ``validate``: where choices are made; the shipped fusion's column is then in-sample)."""
+    if split not in ("test", "validate"):
+        raise ValueError(f"split must be test or validate, not {split!r}")
     val_trials = set_trials(data_root, model_path, cache, trials, FIT_KS)
-    test_trials = set_trials(data_root, model_path, cache, trials, ks, split="test")
+    test_trials = set_trials(data_root, model_path, cache, trials, ks, split=split)
     val = {fmt: {n: td for n, td in val_trials.items() if n.startswith(f"{fmt} K=")} for _, fmt in FIT_SETS}
     test = {fmt: {k: test_trials[f"{fmt} K={k}"] for k in ks if f"{fmt} K={k}" in test_trials}
             for _, fmt in FIT_SETS}
     return {"model": model_path.name, "shipped_fusion": {"weights": list(shipped.weights), "bias": shipped.bias,
                                                          "threshold": shipped.threshold},
-            "trials_per_writer": trials, "split": "test", "sets": transfer_rows(val, test, shipped)}
+            "trials_per_writer": trials, "split": split, "sets": transfer_rows(val, test, shipped)}
 
 
 def transfer_rows(val: dict[str, dict[str, TrialDistances]], test: dict[str, dict[int, TrialDistances]],
@@ -129,12 +132,13 @@ def _distance_eer(tr: Trials, column: dict[str, list[float]]) -> float:
 
 def fused_score_rows(data_root: Path, model_path: Path, cache: Path, trials: int = 10, ks: tuple[int, ...] = (1, 5),
                      seed: int = 0, say: Callable[[str], None] = lambda msg: None,
-                     variants: tuple[str, ...] = ("recorded",)) -> list[dict]:
+                     variants: tuple[str, ...] = ("recorded",), split: str = "test") -> list[dict]:
     """Per left-out pen set, the fused score as a fold would ship it: the match score fitted on the
     other sets' train + validate writers (``tools.cross_device.fit_match_score``, the shipped
     options and the kiosk's classic prior), the learned distance mixed in at the mix fitted on the
     other sets' validation writers (:func:`fit_mixing`), at the fold's match-score threshold; and
-    the left-out set's test writers measured, as recorded and as the pads of ``variants`` would
+    the left-out set's ``split`` writers (test; validate where choices are made) measured, as
+    recorded and as the pads of ``variants`` would
     have delivered them (``tools.cross_device.VARIANTS`` keys; those that change the set): skilled
     EER (and random) of classic, learned, the fold's match score and fused score on the same
     trials, FRR / skilled FAR of the two scores at the fold's threshold. Not left out: the student
@@ -176,8 +180,8 @@ def fused_score_rows(data_root: Path, model_path: Path, cache: Path, trials: int
                 continue
             test: dict[int, Trials] = {}
             for k in ks:
-                say(f"{name} left out [{v.name}]: test trials, K = {k} (classic, learned, global features)")
-                tr = fused_trials(data_root, model_path, match.spread, split="test", references=k, trials=trials,
+                say(f"{name} left out [{v.name}]: {split} trials, K = {k} (classic, learned, global features)")
+                tr = fused_trials(data_root, model_path, match.spread, split=split, references=k, trials=trials,
                                   seed=seed, sets=(fmt,), variant=partial(device_variant, variant=v)).get(fmt)
                 if tr is not None:
                     test[k] = tr
