@@ -91,3 +91,15 @@ def test_bad_synthesis_options_are_refused_before_anything_is_written(tmp_path: 
         assert proc.returncode == 2, proc.stderr[-500:]
         assert bad[0] in proc.stderr
         assert not (tmp_path / "runs").exists()
+
+
+def test_a_fold_run_names_known_sets_and_never_ships(tmp_path: Path) -> None:
+    """``train online --leave-out SET`` trains a fold of the leave-one-set-out protocol: an unknown
+    set, or asking to ship the fold's model, is refused before anything is written."""
+    for bad, said in ((["--leave-out", "no-such-set"], "unknown set"),
+                      (["--leave-out", "susig-visual", "--ship"], "never shipped")):
+        proc = subprocess.run([sys.executable, "-m", "tools.cli", "train", "online", *bad], cwd=tmp_path,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 2 and said in proc.stderr, proc.stderr[-500:]
+        assert not (tmp_path / "runs").exists()

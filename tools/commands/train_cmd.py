@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--seed", type=int, default=0)
     o.add_argument("--teacher-weights", type=Path, default=None, help="skip teacher training: load these weights")
     o.add_argument("--no-fusion", action="store_true", help="do not fit fusion.json")
+    o.add_argument("--leave-out", nargs="+", default=[], metavar="SET",
+                   help="pen sets the run does not see (a fold of the leave-one-set-out protocol: implies "
+                        "--no-fusion, never shipped): susig-visual susig-blind sigcomp2009-nfi sigwicomp2013-jp")
     syn = o.add_argument_group("real + synthetic (sigma-lognormal identities, device augmentation)")
     syn.add_argument("--synthetic-identities", type=int, default=0, metavar="N",
                      help="fit N real training signatures with the sigma-lognormal model; each becomes an identity")
@@ -177,6 +181,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ft.add_argument("--fused-score", action="store_true",
                     help="also the fused score (the match score with the learned distance) per fold: the match "
                          "score refitted without the set, the fold's mix, the left-out set's test writers")
+    ft.add_argument("--fold-model", action="append", default=[], metavar="SET=MODEL",
+                    help="with --fused-score: the student of the fold that leaves SET out (`train online "
+                         "--leave-out SET`); only those sets are measured, each with its own student")
     ft.add_argument("--variants", nargs="+", default=["recorded"], metavar="PAD",
                     help="with --fused-score: the pads the left-out set is measured as (tools.cross_device "
                          "VARIANTS: recorded no-pressure no-time 75hz 200hz; default: recorded)")
@@ -255,6 +262,13 @@ def run_online(args: argparse.Namespace) -> int:
     for name in ("p_synthetic", "device_augment"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             return _refused(ValueError(f"--{name.replace('_', '-')} must be in 0..1"))
+    from tools.train.data import DEFAULT_SETS
+
+    unknown = set(args.leave_out) - {fmt for _, fmt in DEFAULT_SETS}
+    if unknown:
+        return _refused(ValueError(f"--leave-out: unknown set(s) {sorted(unknown)}"))
+    if args.leave_out and args.ship:
+        return _refused(ValueError("--leave-out: a fold's model is measured, never shipped (no --ship)"))
     try:
         out, assets = _start(args, "online")
     except RunError as e:
@@ -264,7 +278,7 @@ def run_online(args: argparse.Namespace) -> int:
     from tools.train.synthetic import SynthConfig
     from tools.train.trainer import TrainConfig
 
-    pc = default_pipeline(args.quick, k_nn=args.k_nn, k_step=args.k_step)
+    pc = replace(default_pipeline(args.quick, k_nn=args.k_nn, k_step=args.k_step), leave_out=tuple(args.leave_out))
     t = TrainConfig(seed=args.seed)
     if args.quick:
         t = TrainConfig(seed=args.seed, epochs=1, steps_per_epoch=3, batch_writers=4, val_trials=1)
@@ -281,13 +295,13 @@ def run_online(args: argparse.Namespace) -> int:
         t = TrainConfig(**{**t.to_json(), "p_augment": args.device_augment})
     print(f"run folder: {out}", flush=True)
     record = run(pc, t, args.data or default_data_root(), out, args.work, args.teacher_weights,
-                 skip_fusion=args.no_fusion, synth=synth,
+                 skip_fusion=args.no_fusion or bool(args.leave_out), synth=synth,
                  augment_copies=args.augment_copies if args.device_augment > 0 else 0)
     print(f"done in {record['seconds']} s; record: {out / 'tsgatr.run.json'}")
     names = (TEACHER, STUDENT_FLOAT, STUDENT_INT8)
     artefacts = [f"{n}{ext}" for n in names for ext in (".tflite", ".config.json", ".golden.npz")
                  if (out / f"{n}{ext}").exists()]
-    if not args.no_fusion:
+    if not (args.no_fusion or args.leave_out):
         artefacts += ["fusion.json", "fused_score.json", "fusion.fit.json"]
     eers = {n: v["mean"] for n, v in record["validation_skilled_eer_k5"].items()}
     return _finish(args, out, assets, "tsgatr.run.json", record, eers, [out / f"{n}.tflite" for n in names],
@@ -470,11 +484,19 @@ def run_fusion_transfer(args: argparse.Namespace) -> int:
 
         report["fused_score"] = fused_score_rows(args.data or default_data_root(), model, args.cache, args.trials,
                                                  say=lambda msg: print(msg, file=sys.stderr, flush=True),
-                                                 variants=tuple(args.variants), split=args.split)
+                                                 variants=tuple(args.variants), split=args.split,
+                                                 fold_models=dict(_fold_model(a) for a in args.fold_model) or None)
         print(format_fused_table(report["fused_score"]))
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
     return 0
+
+
+def _fold_model(arg: str) -> tuple[str, Path]:
+    name, sep, path = arg.partition("=")
+    if not sep or not name or not path:
+        raise SystemExit(f"sigkiosk train: --fold-model {arg!r}: expected SET=MODEL")
+    return name, Path(path)
 
 
 def run_report(args: argparse.Namespace) -> int:

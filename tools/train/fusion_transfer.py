@@ -132,7 +132,8 @@ def _distance_eer(tr: Trials, column: dict[str, list[float]]) -> float:
 
 def fused_score_rows(data_root: Path, model_path: Path, cache: Path, trials: int = 10, ks: tuple[int, ...] = (1, 5),
                      seed: int = 0, say: Callable[[str], None] = lambda msg: None,
-                     variants: tuple[str, ...] = ("recorded",), split: str = "test") -> list[dict]:
+                     variants: tuple[str, ...] = ("recorded",), split: str = "test",
+                     fold_models: dict[str, Path] | None = None) -> list[dict]:
     """Per left-out pen set, the fused score as a fold would ship it: the match score fitted on the
     other sets' train + validate writers (``tools.cross_device.fit_match_score``, the shipped
     options and the kiosk's classic prior), the learned distance mixed in at the mix fitted on the
@@ -142,7 +143,9 @@ def fused_score_rows(data_root: Path, model_path: Path, cache: Path, trials: int
     have delivered them (``tools.cross_device.VARIANTS`` keys; those that change the set): skilled
     EER (and random) of classic, learned, the fold's match score and fused score on the same
     trials, FRR / skilled FAR of the two scores at the fold's threshold. Not left out: the student
-    (trained on every set's training writers) and the classic prior."""
+    (trained on every set's training writers) and the classic prior; unless ``fold_models`` names
+    a student per left-out set (``sigkiosk train online --leave-out SET``, which never saw it), in
+    which case only those sets are measured, each with its own student (mix and trials)."""
     from functools import partial
 
     from models.classic import ClassicConfig
@@ -159,8 +162,15 @@ def fused_score_rows(data_root: Path, model_path: Path, cache: Path, trials: int
     from tools.evaluate import globals_cache
 
     prior = ClassicConfig().prior
-    val_trials = set_trials(data_root, model_path, cache, trials, FIT_KS)
-    val = {fmt: {n: td for n, td in val_trials.items() if n.startswith(f"{fmt} K=")} for _, fmt in FIT_SETS}
+
+    def validation_groups(model: Path) -> dict[str, dict[str, TrialDistances]]:
+        val_trials = set_trials(data_root, model, cache, trials, FIT_KS)
+        return {fmt: {n: td for n, td in val_trials.items() if n.startswith(f"{fmt} K=")} for _, fmt in FIT_SETS}
+
+    unknown = set(fold_models or {}) - {name for name, _, _ in SETS}
+    if unknown:
+        raise ValueError(f"fold models for unknown set(s) {sorted(unknown)}")
+    shared_val = validation_groups(model_path) if not fold_models else None
     fit_data = {}
     for name, folder, fmt in SETS:
         ds = pick_writers(load_online(data_root / "online" / folder, fmt), {"train", "validate"}, None)
@@ -169,6 +179,10 @@ def fused_score_rows(data_root: Path, model_path: Path, cache: Path, trials: int
     globals_of = globals_cache()
     rows = []
     for name, folder, fmt in SETS:
+        if fold_models and name not in fold_models:
+            continue
+        student = fold_models[name] if fold_models else model_path
+        val = shared_val if shared_val is not None else validation_groups(student)
         others = [o for o in fit_data if o != name]
         match = fit_match_score({o: fit_data[o] for o in others}, prior, globals_of,
                                 record={"left_out": name, "fitted_on": others})
@@ -181,13 +195,13 @@ def fused_score_rows(data_root: Path, model_path: Path, cache: Path, trials: int
             test: dict[int, Trials] = {}
             for k in ks:
                 say(f"{name} left out [{v.name}]: {split} trials, K = {k} (classic, learned, global features)")
-                tr = fused_trials(data_root, model_path, match.spread, split=split, references=k, trials=trials,
+                tr = fused_trials(data_root, student, match.spread, split=split, references=k, trials=trials,
                                   seed=seed, sets=(fmt,), variant=partial(device_variant, variant=v)).get(fmt)
                 if tr is not None:
                     test[k] = tr
             row = fused_fold(name, match, mixing.mix, mixing.scales, test)
             if row["k"]:
-                rows.append({**row, "pad": v.name})
+                rows.append({**row, "pad": v.name, "student": str(student)})
     return rows
 
 

@@ -28,7 +28,7 @@ from models.tsgatr import TSGATRConfig, build_tsgatr
 from tools.provenance import git_commit, invoked_command
 from tools.train.augment import DeviceAugment, add_augmented, real_training_items
 from tools.train.convert import device_model, to_tflite, write_golden
-from tools.train.data import InputCache, load_corpus
+from tools.train.data import DEFAULT_SETS, InputCache, load_corpus
 from tools.train.device_validation import validate_model
 from tools.train.fusion_fit import refit
 from tools.train.synthetic import SynthConfig, add_synthetic
@@ -49,6 +49,9 @@ class PipelineConfig:
     quick: bool = False
     max_writers: int | None = None
     representative: int = 200
+    #: Pen sets (formats) the run does not see at all: a fold of the leave-one-set-out protocol,
+    #: whose student is measured on the set it never saw (never shipped).
+    leave_out: tuple[str, ...] = ()
 
 
 def default_pipeline(quick: bool, k_nn: int = 16, k_step: int = 2) -> PipelineConfig:
@@ -101,7 +104,8 @@ def run(pc: PipelineConfig, tcfg: Any, data_root: Path, out: Path, work: Path, t
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
     lc = pc.learned
-    corpus = load_corpus(data_root, lc, cache_dir=work / "cache", max_writers=pc.max_writers)
+    sets = tuple((rel, fmt) for rel, fmt in DEFAULT_SETS if fmt not in pc.leave_out)
+    corpus = load_corpus(data_root, lc, sets=sets, cache_dir=work / "cache", max_writers=pc.max_writers)
     print(f"data: {len(corpus.signatures)} signatures; writers train {len(corpus.writers('train'))}, "
           f"validate {len(corpus.writers('validate'))}", flush=True)
     record_extra: dict = {}
@@ -127,6 +131,7 @@ def run(pc: PipelineConfig, tcfg: Any, data_root: Path, out: Path, work: Path, t
         "student_config": pc.student.to_json(),
         "train_config": tcfg.to_json(),
         "tensorflow": tf.__version__,
+        "left_out_sets": list(pc.leave_out),
     }
 
     # Teacher.
