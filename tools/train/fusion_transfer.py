@@ -11,6 +11,10 @@ What is not left out: the learned model itself (trained on every set's training 
 retraining per fold is not practical here) and the classic prior. The left-out set's *test*
 writers are unseen by both, so the figures say how the fusion's weights and threshold transfer,
 not how the student would do on a fifth tablet.
+
+The fused score (the match score with the learned distance, the fused verifier's model) is measured
+the same way by :func:`fused_score_rows`, with the match score refitted per fold and, with
+``fold_models``, a student trained without the left-out set (``sigkiosk train online --leave-out``).
 """
 
 from __future__ import annotations
@@ -139,8 +143,8 @@ def fused_score_rows(data_root: Path, model_path: Path, cache: Path, trials: int
     options and the kiosk's classic prior), the learned distance mixed in at the mix fitted on the
     other sets' validation writers (:func:`fit_mixing`), at the fold's match-score threshold; and
     the left-out set's ``split`` writers (test; validate where choices are made) measured, as
-    recorded and as the pads of ``variants`` would
-    have delivered them (``tools.cross_device.VARIANTS`` keys; those that change the set): skilled
+    recorded and as the pads of ``variants`` would have delivered them
+    (``tools.cross_device.VARIANTS`` keys; those that change the set): skilled
     EER (and random) of classic, learned, the fold's match score and fused score on the same
     trials, FRR / skilled FAR of the two scores at the fold's threshold. Not left out: the student
     (trained on every set's training writers) and the classic prior; unless ``fold_models`` names
