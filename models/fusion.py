@@ -18,8 +18,14 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from models._assets import FUSED_SCORE_FILE, FUSION_FILE
+
+if TYPE_CHECKING:
+    from models.match_score import ScoreModel
 
 _FLOOR = 1e-6
 
@@ -66,6 +72,32 @@ class Fusion:
     @classmethod
     def load(cls, path: Path) -> "Fusion":
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def fused_model_file(model_dir: Path) -> Path:
+    """The fused pen verifier's fusion in a model folder: ``fused_score.json`` (the match score
+    with the learned distance) where there is one, else ``fusion.json`` (the two distances alone:
+    an update bundle built before the fused score)."""
+    score = Path(model_dir) / FUSED_SCORE_FILE
+    return score if score.is_file() else Path(model_dir) / FUSION_FILE
+
+
+def load_fused(path: Path) -> Fusion | ScoreModel:
+    """A fused pen verifier's fusion file, by its content: a fused score model (the match-score
+    format, which must take the learned distance) or a two-distance :class:`Fusion`. ``ValueError``
+    (or ``KeyError`` / ``TypeError`` for a file missing fields) for anything else."""
+    from models.match_score import FORMAT, ScoreModel
+
+    try:
+        d = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON: {exc}") from None
+    if isinstance(d, dict) and d.get("format") == FORMAT:
+        model = ScoreModel.from_dict(d)
+        if not model.uses_learned:
+            raise ValueError(f"{path} takes no learned distance")
+        return model
+    return Fusion.from_dict(d)
 
 
 #: The suffix of an ``offline_fusion.json`` entry fitted for references of electronic ink (a pad

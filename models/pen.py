@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models._assets import DEFAULT_LEARNED_MODEL, FUSED_SCORE_FILE, FUSION_FILE, digest, shipped_assets
+from models._assets import DEFAULT_LEARNED_MODEL, FUSED_SCORE_FILE, digest, shipped_assets
 from models.classic import ClassicConfig, build_template, pairwise_distances, score_query, signature_features
 from models.dtw import dtw_distance
 from models.global_features import deviations, global_features
@@ -167,7 +167,7 @@ class FusedVerifier(OnClassic):
 
     def __init__(self, model_dir: Path, classic: ClassicVerifier | None = None, *, threads: int = 1,
                  model_file: str | None = None, versions: Mapping[str, str] | None = None) -> None:
-        from models.fusion import Fusion
+        from models.fusion import Fusion, fused_model_file, load_fused
         from models.learned import LearnedVerifier, config_path
         from models.match_score import ScoreModel
 
@@ -175,24 +175,20 @@ class FusedVerifier(OnClassic):
         if not self.model_dir.is_dir():
             raise ModelError(f"fused verifier: model directory not found: {self.model_dir}")
         model_path = self.model_dir / model_file if model_file else _pick_model(self.model_dir)
-        score_path = self.model_dir / FUSED_SCORE_FILE
-        fusion_path = score_path if score_path.is_file() else self.model_dir / FUSION_FILE
+        fusion_path = fused_model_file(self.model_dir)
         for p in (model_path, config_path(model_path), fusion_path):
             if not p.is_file():
                 raise ModelError(f"fused verifier: {p.name} missing in {self.model_dir}")
-        self.fusion: Fusion | None = None
-        self.score_model: ScoreModel | None = None
         try:
-            if fusion_path == score_path:
-                self.score_model = ScoreModel.load(score_path)
-                threshold = self.score_model.threshold
-            else:
-                self.fusion = Fusion.load(fusion_path)
-                threshold = self.fusion.threshold
+            loaded = load_fused(fusion_path)
+            # Each file holds its own form: a fused score is never read as a two-distance fusion.
+            if (fusion_path.name == FUSED_SCORE_FILE) != isinstance(loaded, ScoreModel):
+                raise ValueError(f"{fusion_path.name} does not hold the form its name says")
         except (ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"fused verifier: {fusion_path} is not a valid fusion: {exc}") from None
-        if self.score_model is not None and not self.score_model.uses_learned:
-            raise ModelError(f"fused verifier: {score_path} takes no learned distance")
+        self.score_model: ScoreModel | None = loaded if isinstance(loaded, ScoreModel) else None
+        self.fusion: Fusion | None = loaded if isinstance(loaded, Fusion) else None
+        threshold = loaded.threshold
         if self.fusion is not None and set(self.fusion.names) != {"classic", "learned"}:
             raise ModelError(f"fused verifier: {fusion_path} fuses {self.fusion.names}, not classic + learned")
         try:

@@ -34,13 +34,12 @@ from typing import Protocol as Interface
 
 import numpy as np
 
-from models._assets import DEFAULT_LEARNED_MODEL, FUSED_SCORE_FILE, FUSION_FILE, shipped_assets
+from models._assets import DEFAULT_LEARNED_MODEL, shipped_assets
 from models.classic import ClassicConfig, score_from_distances, signature_features
 from models.dtw import dtw_distance
-from models.fusion import Fusion
+from models.fusion import fused_model_file, load_fused
 from models.global_features import global_features
 from models.learned import LearnedVerifier, config_path
-from models.match_score import FORMAT as MATCH_SCORE_FORMAT
 from models.match_score import SHIPPED as SHIPPED_MATCH_SCORE
 from models.match_score import ScoreModel
 from models.scoring import NormalisationPrior, pairwise
@@ -304,25 +303,9 @@ def verifier_setup(verifier: str, model_path: Path | None = None, fusion_path: P
 
 
 def fused_file(model_path: Path = DEFAULT_MODEL, fusion_path: Path | None = None) -> Path:
-    """The fused verifier's fusion as the kiosk finds it beside ``model_path``: ``fused_score.json``
-    (the match score with the learned distance), else ``fusion.json`` (the two distances alone);
-    ``fusion_path`` if given."""
-    if fusion_path is not None:
-        return Path(fusion_path)
-    score = Path(model_path).with_name(FUSED_SCORE_FILE)
-    return score if score.is_file() else Path(model_path).with_name(FUSION_FILE)
-
-
-def load_fused(path: Path) -> Fusion | ScoreModel:
-    """A fused verifier's fusion file: a fused score model (``models.match_score`` format) or a
-    two-distance ``Fusion``."""
-    d = json.loads(Path(path).read_text())
-    if isinstance(d, dict) and d.get("format") == MATCH_SCORE_FORMAT:
-        model = ScoreModel.from_dict(d)
-        if not model.uses_learned:
-            raise ValueError(f"{path}: a fused score model must take the learned distance")
-        return model
-    return Fusion.from_dict(d)
+    """The fused verifier's fusion as the kiosk finds it beside ``model_path``
+    (``models.fusion.fused_model_file``), or ``fusion_path`` if given."""
+    return Path(fusion_path) if fusion_path is not None else fused_model_file(Path(model_path).parent)
 
 
 def plan_distances(

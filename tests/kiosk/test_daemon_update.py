@@ -115,6 +115,10 @@ def test_fused_missing_or_incomplete_model_dir_is_clear(tmp_path: Path) -> None:
     (wrong / "fused_score.json").write_bytes(MATCH_SCORE.read_bytes())
     with pytest.raises(ModelError, match="takes no learned distance"):
         make_verifier("fused", THRESHOLD, model_dir=wrong)
+    # Nor is a two-distance fusion under the fused score's name.
+    (wrong / "fused_score.json").write_bytes((ASSETS / "fusion.json").read_bytes())
+    with pytest.raises(ModelError, match="does not hold the form its name says"):
+        make_verifier("fused", THRESHOLD, model_dir=wrong)
     # Unknown kinds are still refused, and the match score is the default.
     with pytest.raises(ConfigError, match="kind"):
         load_config(_write_config(tmp_path, verifier={"kind": "learned"}))
