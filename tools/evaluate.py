@@ -38,7 +38,7 @@ from models._assets import DEFAULT_LEARNED_MODEL, shipped_assets
 from models.classic import ClassicConfig, score_from_distances, signature_features
 from models.dtw import dtw_distance
 from models.fusion import fused_model_file, load_fused
-from models.global_features import global_features
+from models.global_features import Spread, global_features
 from models.learned import LearnedVerifier, config_path
 from models.match_score import SHIPPED as SHIPPED_MATCH_SCORE
 from models.match_score import ScoreModel
@@ -358,6 +358,34 @@ def score_plan(
                 scores.add("genuine", p.writer, score_from_distances(d_cc[u, idx], refs_d, prior))
 
 
+def measure_trials(
+    plans: Sequence[WriterPlan],
+    classic: ClassicProvider,
+    spread: Spread,
+    learned: DistanceProvider | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Trials, list[Scores]]:
+    """Every trial of ``plans`` as a score model's input material (``Trials``: the classic
+    user-normalised distance, the global features' deviations against ``spread`` and, with
+    ``learned``, the learned distance), and beside them the classic and learned verifiers' own
+    scores of the same trials, trial for trial."""
+    feats, globals_of = FeatureCache(classic.features), globals_cache()
+    learned_feats = FeatureCache(learned.features) if learned is not None else None
+    trials, plain, own = Trials(), Scores(), Scores()
+    for n, p in enumerate(plans):
+        d_cc, dq = plan_distances(p, feats, classic.distance)
+        score_plan(p, d_cc, dq, classic.prior, plain)
+        ld = None
+        if learned is not None and learned_feats is not None:
+            l_cc, lq = plan_distances(p, learned_feats, learned.distance)
+            score_plan(p, l_cc, lq, learned.prior, own)
+            ld = LearnedDistances(l_cc, lq, learned.prior)
+        plan_trials(p, d_cc, dq, classic.prior, globals_of, spread, trials, ld)
+        if progress:
+            progress(n + 1, len(plans))
+    return trials, [plain] + ([own] if learned is not None else [])
+
+
 def score_plans_match(
     plans: Sequence[WriterPlan],
     classic: ClassicProvider,
@@ -373,23 +401,10 @@ def score_plans_match(
     through the model."""
     if model.uses_learned and learned is None:
         raise ValueError("a fused score model needs the learned verifier's distances")
-    feats, globals_of = FeatureCache(classic.features), globals_cache()
-    learned_feats = FeatureCache(learned.features) if learned is not None else None
-    match, plain, own = Scores(), Scores(), Scores()
-    for n, p in enumerate(plans):
-        d_cc, dq = plan_distances(p, feats, classic.distance)
-        score_plan(p, d_cc, dq, classic.prior, plain)
-        ld = None
-        if learned is not None and learned_feats is not None:
-            l_cc, lq = plan_distances(p, learned_feats, learned.distance)
-            score_plan(p, l_cc, lq, learned.prior, own)
-            ld = LearnedDistances(l_cc, lq, learned.prior) if model.uses_learned else None
-        tr = Trials()
-        plan_trials(p, d_cc, dq, classic.prior, globals_of, model.spread, tr, ld)
-        add_match_scores(tr, model, match)
-        if progress:
-            progress(n + 1, len(plans))
-    return [match, plain] + ([own] if learned is not None else [])
+    trials, parts = measure_trials(plans, classic, model.spread, learned, progress)
+    match = Scores()
+    add_match_scores(trials, model, match)
+    return [match, *parts]
 
 
 def globals_cache() -> FeatureCache:

@@ -38,7 +38,6 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -56,15 +55,13 @@ from tools.datasets.types import Dataset, OnlineSample
 from tools.evaluate import (
     ClassicProvider,
     DistanceProvider,
-    FeatureCache,
-    globals_cache,
     learned_provider,
+    measure_trials,
     plan,
-    plan_distances,
     score_plans_multi,
 )
 from tools.metrics import equal_error_rate
-from tools.train.score_fit import LearnedDistances, Trials, design, operating_threshold, plan_trials
+from tools.train.score_fit import Trials, design, operating_threshold
 
 log = logging.getLogger(__name__)
 
@@ -313,31 +310,33 @@ def compose_fused(match: ScoreModel, mix: float, scales: tuple[float, float]) ->
                       match.bias, threshold=match.threshold, distances=(CLASSIC, LEARNED))
 
 
+def score_eer(model: ScoreModel, tr: Trials, kind: str = "skilled") -> float:
+    """The EER (%) of ``model``'s score between ``tr``'s genuine trials and its ``kind`` ones
+    (NaN without both)."""
+    g, f = design(model, tr, ("genuine",))[0], design(model, tr, (kind,))[0]
+    return _eer(-model.logit(g), -model.logit(f)) if len(g) and len(f) else float("nan")
+
+
+def dataset_trials(ds: Dataset[OnlineSample], learned: DistanceProvider, spread: Spread,
+                   references: int = OPERATING_K, trials: int = 10, seed: int = 0) -> Trials | None:
+    """The evaluator's trials of ``ds`` with ``references`` references (``random-refs``): classic
+    and learned user-normalised distances and the global features' deviations
+    (``tools.evaluate.measure_trials``); ``None`` if no writer can be evaluated."""
+    plans, _ = plan(ds, "random-refs", references, trials, seed)
+    return measure_trials(plans, ClassicProvider(), spread, learned)[0] if plans else None
+
+
 def fused_trials(data_root: Path, model_path: Path, spread: Spread, split: str = "validate",
-                 references: int = OPERATING_K, trials: int = 10, seed: int = 0,
-                 sets: tuple[str, ...] | None = None,
-                 variant: Callable[[Dataset[OnlineSample]], Dataset[OnlineSample]] | None = None) -> dict[str, Trials]:
-    """Per pen set (``sets``: their formats; default all), the evaluator's trials of ``split``'s
-    writers with ``references`` references (each signature as ``variant`` makes it: another pad,
-    ``tools.cross_device.device_variant``): classic and learned user-normalised distances and the
-    global features' deviations."""
-    classic, learned = ClassicProvider(), learned_provider(model_path)
+                 references: int = OPERATING_K, trials: int = 10, seed: int = 0) -> dict[str, Trials]:
+    """Per pen set, :func:`dataset_trials` of its ``split`` writers with the learned model
+    ``model_path``."""
+    learned = learned_provider(model_path)
     out: dict[str, Trials] = {}
     for rel, fmt in FIT_SETS:
-        if sets is not None and fmt not in sets:
-            continue
         ds = load_online(data_root / rel, fmt).subset(split)  # type: ignore[arg-type]
-        if variant is not None:
-            ds = variant(ds)
-        plans, _ = plan(ds, "random-refs", references, trials, seed)
-        if not plans:
-            continue
-        cf, lf, globals_of = FeatureCache(classic.features), FeatureCache(learned.features), globals_cache()
-        tr = out[fmt] = Trials()
-        for p in plans:
-            d_cc, dq = plan_distances(p, cf, classic.distance)
-            l_cc, lq = plan_distances(p, lf, learned.distance)
-            plan_trials(p, d_cc, dq, classic.prior, globals_of, spread, tr, LearnedDistances(l_cc, lq, learned.prior))
+        tr = dataset_trials(ds, learned, spread, references, trials, seed)
+        if tr is not None:
+            out[fmt] = tr
     return out
 
 
@@ -359,8 +358,8 @@ def fit_fused_score(match: ScoreModel, fit: MixingFit, trials_by_set: dict[str, 
     _, per_set = operating_threshold(fused, trials_by_set)
 
     def eer(model: ScoreModel, tr: Trials) -> float | None:
-        g, f = design(model, tr, ("genuine",))[0], design(model, tr, ("skilled",))[0]
-        return round(_eer(-model.logit(g), -model.logit(f)), 3) if len(g) and len(f) else None
+        e = score_eer(model, tr)
+        return None if math.isnan(e) else round(e, 3)
 
     record = {
         "method": "the match score's distance input mixed with the learned distance at the mixing fusion's weight, "

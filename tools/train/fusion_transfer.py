@@ -33,8 +33,9 @@ from tools.train.fusion_fit import (
     FIT_SETS,
     TrialDistances,
     compose_fused,
+    dataset_trials,
     fit_mixing,
-    fused_trials,
+    score_eer,
     set_trials,
 )
 from tools.train.score_fit import Trials, design
@@ -122,10 +123,7 @@ def _at(model: ScoreModel, tr: Trials, threshold: float) -> dict[str, float]:
 
 
 def _score_eer(model: ScoreModel, tr: Trials, kind: str = "skilled") -> float:
-    g, f = design(model, tr, ("genuine",))[0], design(model, tr, (kind,))[0]
-    if not len(g) or not len(f):
-        return float("nan")
-    return round(100.0 * equal_error_rate(-model.logit(g), -model.logit(f))[0], 2)
+    return round(score_eer(model, tr, kind), 2)
 
 
 def _distance_eer(tr: Trials, column: dict[str, list[float]]) -> float:
@@ -150,8 +148,6 @@ def fused_score_rows(data_root: Path, model_path: Path, cache: Path, trials: int
     (trained on every set's training writers) and the classic prior; unless ``fold_models`` names
     a student per left-out set (``sigkiosk train online --leave-out SET``, which never saw it), in
     which case only those sets are measured, each with its own student (mix and trials)."""
-    from functools import partial
-
     from models.classic import ClassicConfig
     from tools.cross_device import (
         FIT_K,
@@ -163,7 +159,7 @@ def fused_score_rows(data_root: Path, model_path: Path, cache: Path, trials: int
         pick_writers,
     )
     from tools.datasets import load_online
-    from tools.evaluate import globals_cache
+    from tools.evaluate import globals_cache, learned_provider
 
     prior = ClassicConfig().prior
 
@@ -175,32 +171,34 @@ def fused_score_rows(data_root: Path, model_path: Path, cache: Path, trials: int
     if unknown:
         raise ValueError(f"fold models for unknown set(s) {sorted(unknown)}")
     shared_val = validation_groups(model_path) if not fold_models else None
-    fit_data = {}
+    fit_data, loaded = {}, {}
     for name, folder, fmt in SETS:
-        ds = pick_writers(load_online(data_root / "online" / folder, fmt), {"train", "validate"}, None)
+        loaded[name] = load_online(data_root / "online" / folder, fmt)
+        ds = pick_writers(loaded[name], {"train", "validate"}, None)
         say(f"{name}: classic distances of {len(ds.writers)} train+validate writers (the fold match scores)")
         fit_data[name] = measure_distances(ds, [FIT_K], trials, seed)
     globals_of = globals_cache()
     rows = []
-    for name, folder, fmt in SETS:
+    for name, _, fmt in SETS:
         if fold_models and name not in fold_models:
             continue
         student = fold_models[name] if fold_models else model_path
+        learned = learned_provider(student)
         val = shared_val if shared_val is not None else validation_groups(student)
         others = [o for o in fit_data if o != name]
         match = fit_match_score({o: fit_data[o] for o in others}, prior, globals_of,
                                 record={"left_out": name, "fitted_on": others})
         mixing = fit_mixing({n: td for o, parts in val.items() if o != fmt for n, td in parts.items()})
-        device = next(s.trajectory.device for ss in load_online(data_root / "online" / folder, fmt).writers.values()
-                      for s in ss)
+        measured = loaded[name].subset(split)  # type: ignore[arg-type]
+        device = next(s.trajectory.device for ss in loaded[name].writers.values() for s in ss)
         for v in VARIANTS:
             if v.key not in variants or not v.applies(device):
                 continue
+            ds = device_variant(measured, v)
             test: dict[int, Trials] = {}
             for k in ks:
                 say(f"{name} left out [{v.name}]: {split} trials, K = {k} (classic, learned, global features)")
-                tr = fused_trials(data_root, student, match.spread, split=split, references=k, trials=trials,
-                                  seed=seed, sets=(fmt,), variant=partial(device_variant, variant=v)).get(fmt)
+                tr = dataset_trials(ds, learned, match.spread, references=k, trials=trials, seed=seed)
                 if tr is not None:
                     test[k] = tr
             row = fused_fold(name, match, mixing.mix, mixing.scales, test)
