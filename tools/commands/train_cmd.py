@@ -294,14 +294,16 @@ def run_online(args: argparse.Namespace) -> int:
     if args.device_augment > 0:
         t = TrainConfig(**{**t.to_json(), "p_augment": args.device_augment})
     print(f"run folder: {out}", flush=True)
+    # A fold's run sees some sets only; the fusion is fitted on every set's validation writers.
+    skip_fusion = args.no_fusion or bool(args.leave_out)
     record = run(pc, t, args.data or default_data_root(), out, args.work, args.teacher_weights,
-                 skip_fusion=args.no_fusion or bool(args.leave_out), synth=synth,
+                 skip_fusion=skip_fusion, synth=synth,
                  augment_copies=args.augment_copies if args.device_augment > 0 else 0)
     print(f"done in {record['seconds']} s; record: {out / 'tsgatr.run.json'}")
     names = (TEACHER, STUDENT_FLOAT, STUDENT_INT8)
     artefacts = [f"{n}{ext}" for n in names for ext in (".tflite", ".config.json", ".golden.npz")
                  if (out / f"{n}{ext}").exists()]
-    if not (args.no_fusion or args.leave_out):
+    if not skip_fusion:
         artefacts += ["fusion.json", "fused_score.json", "fusion.fit.json"]
     eers = {n: v["mean"] for n, v in record["validation_skilled_eer_k5"].items()}
     return _finish(args, out, assets, "tsgatr.run.json", record, eers, [out / f"{n}.tflite" for n in names],
