@@ -17,8 +17,10 @@ fitted on validation writers, one per kind of reference: for paper references th
 ``cnn+hand+hog`` of ``offline_fusion.json`` (fitted on Dutch scans: paper against paper), for pad
 references ``cnn+hand+hog@pad-ink`` (fitted on the cross-media set's electronic ink against its
 paper; across media the hand-made features measure the pen more than the writer, and the paper
-fusion leaned on them). Both decide at the one paper threshold: the pad-ink entry's bias is set so that
-the threshold is its own operating point. These are the evaluator's default verifier, so the
+fusion leaned on them). Which parts a fusion weighs is chosen by holding each validation writer
+out in turn (``tools.fusion_cv``): the shipped two weigh the hand features 0 (on held-out writers
+they added nothing, on scans or across media). Both decide at the one paper threshold: the pad-ink
+entry's bias is set so that the threshold is its own operating point. These are the evaluator's default verifier, so the
 README's figures are this score's. The Isolation Forest's score is not in it (fitted in as
 ``cnn+hand+anomaly`` it came out with weight 0 for the CNN before this one, and moves the Dutch
 validation EER by under half a point with this one), so it does not move the decision; it explains
@@ -34,9 +36,9 @@ verdict says which references it compared against (``Verdict.references``: ``"pa
 
 The verdict is the pen verifiers' (``models.policy.Verdict``, decided by the same
 ``DecisionPolicy`` rules): the decision, a match rate that is 0.5 exactly at the operating point,
-and aspects that explain it: "shape" (the embedding), "layout" (the hand-made features' distance),
-"strokes" (the oriented-gradient histograms' distance) and "proportions" (the anomaly check), with
-the anomaly check's reasons in words.
+and aspects that explain it: "shape" (the embedding), "layout" (the hand-made features' distance,
+shown only when the fusion weighs it), "strokes" (the oriented-gradient histograms' distance) and
+"proportions" (the anomaly check), with the anomaly check's reasons in words.
 
 This module imports numpy, OpenCV and :mod:`models.runtime`: no TensorFlow on the device. The
 Isolation Forest is fitted at enrollment by ``models.iforest`` (numpy), not scikit-learn.
@@ -250,9 +252,11 @@ class PaperVerifier:
         # Each part against the threshold it would have alone: the CNN's own validation threshold;
         # the others' are not fitted apart, so the fused operating point's share of them.
         fusion = self.fusions[refs.kind]
+        # A part the fusion weights 0 does not move the decision: it is not shown as a check.
         aspects = [AspectCheck("shape", "Shape", match_rate(d_emb, cfg.threshold), d_emb <= cfg.threshold),
-                   self._part_check("layout", "Layout", fusion, "hand", d_hand),
-                   self._part_check("strokes", "Stroke directions", fusion, "hog", d_hog)]
+                   *(check for check in (self._part_check("layout", "Layout", fusion, "hand", d_hand),
+                                         self._part_check("strokes", "Stroke directions", fusion, "hog", d_hog))
+                     if check is not None)]
         nearest = min(embedding_distance(emb, r) for r in refs.embeddings.references)
         too_similar = self.policy.is_copy(nearest, refs.embeddings.nearest_pair)
         explanations: tuple[str, ...] = ()
@@ -267,13 +271,14 @@ class PaperVerifier:
         verdict = self.policy.decide(-z, aspects, too_similar=too_similar, explanations=explanations, anomaly=anomaly)
         return dataclasses.replace(verdict, references=refs.kind)
 
-    def _part_check(self, code: str, label: str, fusion: Fusion, part: str, distance: float) -> AspectCheck:
+    def _part_check(self, code: str, label: str, fusion: Fusion, part: str, distance: float) -> AspectCheck | None:
         # The part's distance at which the fused score sits on its threshold when the other parts'
         # distances are typical genuine ones (1, log 0): the aspect fails where it alone would tip
-        # the decision.
+        # the decision. None for a part the fusion leaves out (weight 0).
         weight = fusion.weights[fusion.names.index(part)]
-        threshold_logit = -self.policy.threshold
-        limit = math.exp((threshold_logit - fusion.bias) / weight) if weight < 0 else math.inf
+        if weight >= 0:
+            return None
+        limit = math.exp((-self.policy.threshold - fusion.bias) / weight)
         return AspectCheck(code, label, match_rate(distance, limit), distance <= limit)
 
     def warm_up(self) -> None:

@@ -46,7 +46,7 @@ import numpy as np
 from models._assets import OFFLINE_FUSION_FILE, shipped_assets
 from models.anomaly import AnomalyModel
 from models.classic import score_from_distances
-from models.fusion import Fusion, fit_fusion, load_offline_fusion, offline_entry
+from models.fusion import Fusion, load_offline_fusion, offline_entry
 from models.hand_features import FEATURE_NAMES, HAND_PRIOR, hand_distance, hand_features
 from models.hog import HOG_PRIOR, SHIPPED, HogConfig, hog_descriptor, hog_distance
 from models.image_preprocess import NoInkError, prepare
@@ -68,6 +68,7 @@ from tools.evaluate import (
 )
 from tools.evaluate_cross_media import PROTOCOLS as CROSS_MEDIA_PROTOCOLS
 from tools.evaluate_cross_media import check_references, cross_media_plans, protocol_samples
+from tools.fusion_cv import FusionChoice, choose_fusion
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +269,8 @@ class OfflineEvaluation:
     parts: dict[str, Scores] = field(default_factory=dict)
     #: The fusion applied (fitted here with ``fit``), if any.
     fusion: Fusion | None = None
+    #: With ``fit``: how the parts it fuses were chosen (writers held out in turn).
+    choice: FusionChoice | None = None
 
 
 def evaluate_offline(
@@ -287,7 +290,8 @@ def evaluate_offline(
     """EERs of one image verifier under ``protocol`` (``random-refs``, or one of the cross-media
     set's, :mod:`tools.evaluate_cross_media`); of several (and/or the anomaly check, ``anomaly``) fused by
     ``fusion``, or with ``fit`` by a fusion fitted on these very trials (only ever on
-    validation writers: the figures of such a run are not a measurement)."""
+    validation writers: the figures of such a run are not a measurement), its parts chosen by
+    holding each writer out in turn (:func:`tools.fusion_cv.choose_fusion`)."""
     providers = list(providers)
     if not providers:
         raise ValueError("no verifier to evaluate")
@@ -317,9 +321,11 @@ def evaluate_offline(
         parts[ANOMALY] = anom
     verifier = "+".join(names)
     scores = next(iter(parts.values()))
+    choice = None
     if len(parts) > 1:
         if fit:
-            fusion = fit_offline_fusion(parts)
+            choice = choose_fusion(parts)
+            fusion = choice.fusion
         assert fusion is not None
         scores = combine_scores(list(parts.values()), fusion.distance)
     report = make_report(dataset, protocol, references, trials, seed, verifier, parts, plans, excluded, scores, t0)
@@ -327,7 +333,7 @@ def evaluate_offline(
         # A plan is an identity (writer, name) there: say how many of each.
         report["identities"] = len(plans)
         report["writers"] = len({p.writer.split("/")[0] for p in plans})
-    return OfflineEvaluation(EvalResult(report=report, scores=scores, parts=list(parts.values())), parts, fusion)
+    return OfflineEvaluation(EvalResult(report=report, scores=scores, parts=list(parts.values())), parts, fusion, choice)
 
 
 def offline_plans(
@@ -340,18 +346,6 @@ def offline_plans(
     if not plans:
         raise ValueError(f"no identity of {dataset.name} can be evaluated with {protocol} at K = {references}")
     return plans, excluded
-
-
-def fit_offline_fusion(parts: dict[str, Scores]) -> Fusion:
-    """Logistic fusion of (distance, anomaly) on the given trials: genuine against skilled and
-    random forgeries pooled, as the pen path's fusion is fitted. Give it validation writers."""
-    names = tuple(parts)
-    cols = list(parts.values())
-    gen = np.column_stack([Scores.pooled(p.genuine) for p in cols])
-    imp = np.vstack(
-        [np.column_stack([Scores.pooled(getattr(p, kind)) for p in cols]) for kind in ("skilled", "random")]
-    )
-    return fit_fusion(names, gen, imp)
 
 
 def fusion_entry(verifier: str, anomaly: bool, pad_ink: bool = False) -> str:

@@ -69,7 +69,9 @@ def test_a_photo_of_a_paper_signature_is_verified_against_pad_references(paper_k
         if ev.get("screen") == "decision":
             shown.append(ev)
     assert len(shown) == 2
-    assert {a["code"] for a in shown[0]["aspects"]} == {"shape", "layout", "strokes", "proportions"}
+    # The shipped pad-ink fusion weights the hand features 0 (held-out writers: they add nothing
+    # across media), so their "layout" is not shown as a check; the anomaly check still explains.
+    assert {a["code"] for a in shown[0]["aspects"]} == {"shape", "strokes", "proportions"}
     assert isinstance(shown[1]["explanations"], list)
     assert daemon.decisions == 2
 

@@ -8,17 +8,23 @@ shipped int8 CNN-LSTM through the TFLite runtime; photos of the scans made by ``
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from models import PaperVerifier, SignatureImage
+from models._assets import OFFLINE_FUSION_FILE, PAPER_MODEL
+from models.fusion import offline_entry
 from models.hand_features import hand_features
 from models.image_preprocess import NoInkError, from_levels, prepare
 from models.offline_embed import embedding_distance
-from models.paper import DUPLICATE_SIMILARITY, StaleReferences, duplicate_of
+from models.paper import DUPLICATE_SIMILARITY, FUSION_ENTRY, StaleReferences, duplicate_of
 from models.paper_reference import PAD_INK, PAPER, PREPARATION_VERSION, PaperReference
 from models.render import render_ink
+from models.runtime import ModelError
 from models.signature_finder import find_signature, read_picture
 from tests.shared_data import shared_data
 from tools.photos import make_photo
@@ -73,26 +79,22 @@ def test_pad_references_drawn_as_ink_say_so(verifier: PaperVerifier) -> None:
     assert verifier.verify(reference_set, render_ink(genuine[6])).references == PAD_INK
 
 
-def test_pad_references_are_scored_with_their_own_fusion(verifier: PaperVerifier, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def _model_dir(verifier: PaperVerifier, d: Path, entries: dict) -> PaperVerifier:
+    """A paper model folder with the shipped CNN-LSTM and these fusion entries."""
+    d.mkdir()
+    for f in verifier.model_dir.glob(PAPER_MODEL.replace(".tflite", ".*")):
+        shutil.copy(f, d / f.name)
+    (d / OFFLINE_FUSION_FILE).write_text(json.dumps(entries))
+    return PaperVerifier(d)
+
+
+def test_pad_references_are_scored_with_their_own_fusion(verifier: PaperVerifier, tmp_path: Path) -> None:
     """Pad-ink references go through the ``cnn+hand+hog@pad-ink`` entry, paper references through
     ``cnn+hand+hog``; a file without the pad-ink entry scores both with the paper one; an entry of
     other parts (an older two-part fusion among them) is refused."""
-    import json
-    import shutil
-
-    from models._assets import OFFLINE_FUSION_FILE, PAPER_MODEL
-    from models.runtime import ModelError
 
     def model_dir(name: str, entries: dict) -> PaperVerifier:
-        d = tmp_path / name
-        d.mkdir()
-        for f in verifier.model_dir.glob(PAPER_MODEL.replace(".tflite", ".*")):
-            shutil.copy(f, d / f.name)
-        (d / OFFLINE_FUSION_FILE).write_text(json.dumps(entries))
-        return PaperVerifier(d)
-
-    from models.fusion import offline_entry
-    from models.paper import FUSION_ENTRY
+        return _model_dir(verifier, tmp_path / name, entries)
 
     pad_entry = offline_entry(FUSION_ENTRY, pad_ink=True)
     shipped = json.loads((verifier.model_dir / OFFLINE_FUSION_FILE).read_text())
@@ -113,6 +115,28 @@ def test_pad_references_are_scored_with_their_own_fusion(verifier: PaperVerifier
         model_dir("bad", {FUSION_ENTRY: paper_entry, pad_entry: {**paper_entry, "names": ["cnn", "hand", "anomaly"]}})
     with pytest.raises(ModelError, match="paper references fuses cnn \\+ hand, not cnn \\+ hand \\+ hog"):
         model_dir("old", {FUSION_ENTRY: {**paper_entry, "names": ["cnn", "hand"], "weights": paper_entry["weights"][:2]}})
+
+
+def test_a_part_the_fusion_leaves_out_is_not_shown_as_a_check(verifier: PaperVerifier, tmp_path: Path) -> None:
+    """The aspects on screen are the parts that move the decision: a part weighted 0 by the fusion
+    (``sigkiosk eval offline --fit-fusion`` leaves out what held-out writers show adds nothing)
+    is not shown as a check it passed, and the score is the same as without it."""
+    shipped = json.loads((verifier.model_dir / OFFLINE_FUSION_FILE).read_text())[FUSION_ENTRY]
+    pad_entry = offline_entry(FUSION_ENTRY, pad_ink=True)
+
+    def entries(hand_weight: float) -> dict:
+        entry = {**shipped, "weights": [-3.0, hand_weight, -15.0], "bias": 2.0}
+        return {FUSION_ENTRY: entry, pad_entry: entry}
+
+    with_hand = _model_dir(verifier, tmp_path / "with", entries(-4.0))
+    without = _model_dir(verifier, tmp_path / "without", entries(0.0))
+    genuine, _ = make_population(n_writers=1, n_genuine=7, n_forgeries=1, seed=4)["001"]
+    question = render_ink(genuine[6])
+    shown = {v: v.verify(v.enroll([render_ink(t) for t in genuine[:5]]), question) for v in (with_hand, without)}
+    assert {a.code for a in shown[with_hand].aspects} == {"shape", "layout", "strokes", "proportions"}
+    assert {a.code for a in shown[without].aspects} == {"shape", "strokes", "proportions"}
+    # Weighted, the hand features' distance counts in the score; weighted 0, it does not.
+    assert shown[with_hand].distance != shown[without].distance
 
 
 def test_what_is_kept_embeds_exactly_as_the_picture(verifier: PaperVerifier) -> None:

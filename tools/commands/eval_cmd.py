@@ -315,8 +315,15 @@ def run_offline(args: argparse.Namespace) -> int:
                    f"{'--protocol ' + protocol + ' ' if args.protocol else ''}"
                    f"-k {args.references} -t {args.trials} --seed {args.seed}"
                    f"{' --anomaly' if args.anomaly else ''} --fit-fusion {args.fit_fusion}")
-        save_fusion(entry, run.fusion, args.fit_fusion,
-                    {"fitted_on": f"{report['dataset']} validate writers ({report['writers']})", "command": command})
+        provenance: dict[str, object] = {"fitted_on": f"{report['dataset']} validate writers ({report['writers']})",
+                                         "command": command}
+        if run.choice is not None:
+            provenance["parts_chosen"] = run.choice.record()
+            print(f"parts, each writer held out in turn ({run.choice.writers} writers), skilled global EER %:")
+            for h in run.choice.candidates:
+                mark = "  <- chosen" if h == run.choice.chosen else ""
+                print(f"  {'+'.join(h.names):<20} held out {h.eer:6.2f} (se {h.se:.2f})  in-sample {h.in_sample:6.2f}{mark}")
+        save_fusion(entry, run.fusion, args.fit_fusion, provenance)
         print(f"fusion ({', '.join(run.fusion.names)}): weights {run.fusion.weights} bias {run.fusion.bias:.3f} "
               f"-> {args.fit_fusion}")
     if args.json:
