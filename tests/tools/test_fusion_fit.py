@@ -205,3 +205,45 @@ def test_a_fold_of_the_fused_score_is_measured_at_its_match_scores_threshold() -
     assert c["eer"]["fused_score"] < c["eer"]["match_score"] - 5.0
     assert c["fused_score_at_threshold"]["far_skilled"] < c["match_score_at_threshold"]["far_skilled"]
     assert "| x (0.50, " in format_fused_table([row])
+
+
+def test_the_cross_device_choice_needs_a_student_per_left_out_set(tmp_path: Path) -> None:
+    """``sigkiosk train fusion --fold-model SET=MODEL``: every pen set measured by the student that
+    never saw it, or a clear refusal naming what is missing, before anything is measured."""
+    from tools.train.fusion_fit import FIT_SETS, fold_models_of
+
+    sets = [fmt for _, fmt in FIT_SETS]
+    models = {}
+    for fmt in sets:
+        m = tmp_path / fmt / "student.tflite"
+        m.parent.mkdir()
+        m.write_bytes(b"x")
+        m.with_name("student.config.json").write_text("{}")
+        models[fmt] = m
+    assert fold_models_of(models) == models
+    with pytest.raises(ValueError, match=f"missing: {sets[-1]}"):
+        fold_models_of({fmt: models[fmt] for fmt in sets[:-1]})
+    with pytest.raises(ValueError, match="unknown: mcyt"):
+        fold_models_of({**models, "mcyt": models[sets[0]]})
+    models[sets[1]].with_name("student.config.json").unlink()
+    with pytest.raises(FileNotFoundError, match=f"fold model of {sets[1]}"):
+        fold_models_of(models)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.cli", "train", "fusion", "--fold-model", f"{sets[0]}={models[sets[0]]}",
+         "--data", str(tmp_path), "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "run")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2 and "a student per left-out pen set" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_shipped_mix_was_chosen_on_the_cross_device_protocol() -> None:
+    """The shipped fusion's mixing weight was chosen with each set's validation writers measured
+    by a student trained without that set; the record names each student by hash and command."""
+    from tools.train.fusion_fit import FIT_SETS
+
+    rec = json.loads((ASSETS / "fusion.fit.json").read_text())
+    assert rec["chosen_on"].startswith("cross-device")
+    folds = rec["fold_models"]
+    assert set(folds) == {fmt for _, fmt in FIT_SETS}
+    for fmt, fold in folds.items():
+        assert len(fold["sha256"]) == 64 and f"--leave-out {fmt}" in fold["command"]

@@ -164,6 +164,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _run_options(fu, "fusion")
     fu.add_argument("--trials", type=int, default=10, help="random draws of K references per writer")
     fu.add_argument("--cache", type=Path, default=Path(".cache/fusion"), help="per-trial distance cache")
+    fu.add_argument("--fold-model", action="append", default=[], metavar="SET=MODEL",
+                    help="choose on the cross-device protocol: for every pen set, the student trained without it "
+                         "(`train online --leave-out SET`) measures that set's validation writers (all four sets)")
     fu.set_defaults(func=run_fusion)
 
     ft = kinds.add_parser("fusion-transfer", help="each pen set left out in turn: the fusion fitted on the other "
@@ -445,7 +448,8 @@ def run_fusion(args: argparse.Namespace) -> int:
     if args.ship and model.resolve().parent != assets.resolve():
         return _refused(RunError(f"--ship: the fusion would serve {model}, not the shipped model in {assets}"))
     try:
-        rec = refit(args.data or default_data_root(), model, out, args.cache, args.trials)
+        rec = refit(args.data or default_data_root(), model, out, args.cache, args.trials,
+                    fold_models=dict(_fold_model(a) for a in args.fold_model) or None)
     except (ModelError, FileNotFoundError, ValueError) as e:
         if args.out is None and not any(out.iterdir()):
             out.rmdir()  # the run folder it made for nothing
@@ -463,6 +467,7 @@ def run_fusion(args: argparse.Namespace) -> int:
         if g["fused_score"] is not None:
             print(f"validation {name + ' K=5':22s} skilled EER: match score {g['match_score']:.2f}  "
                   f"fused score (match score + learned) {g['fused_score']:.2f}")
+    print(f"chosen on {rec['chosen_on']}")
     print(f"fused score: learned mixed in at {fs['mix_learned']}, threshold {fs['threshold']:.4f}")
     print(f"wrote {out / 'fusion.json'}, {out / 'fused_score.json'} and {out / 'fusion.fit.json'}")
     eers = {"fusion": sum(fused) / len(fused) if fused else float("nan")}

@@ -38,6 +38,7 @@ import hashlib
 import json
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -138,21 +139,50 @@ def cached_trial_distances(data_root: Path, rel: str, fmt: str, split: str, refe
     return td
 
 
-def set_trials(data_root: Path, model_path: Path, cache: Path, trials: int = 10,
-                      ks: tuple[int, ...] = FIT_KS, split: str = "validate") -> dict[str, TrialDistances]:
-    """Every ``split`` writer's trials (validation writers unless told), per ``"<format> K=<k>"``."""
+def set_trials(data_root: Path, model_path: Path | Mapping[str, Path], cache: Path, trials: int = 10,
+               ks: tuple[int, ...] = FIT_KS, split: str = "validate") -> dict[str, TrialDistances]:
+    """Every ``split`` writer's trials (validation writers unless told), per ``"<format> K=<k>"``.
+    ``model_path`` a mapping (set → learned model): each set measured with its own model, the sets
+    it does not name left out (the cross-device protocol: :func:`fold_models_of`)."""
     from tools.train.loop import progress
 
+    models = model_path if isinstance(model_path, Mapping) else {fmt: model_path for _, fmt in FIT_SETS}
+    sets = [(rel, fmt) for rel, fmt in FIT_SETS if fmt in models]
     out = {}
-    with progress(len(FIT_SETS) * len(ks), f"fusion: {split} trials", leave=True) as bar:
-        for rel, fmt in FIT_SETS:
+    with progress(len(sets) * len(ks), f"fusion: {split} trials", leave=True) as bar:
+        for rel, fmt in sets:
             for k in ks:
                 bar.set_postfix_str(f"{fmt} K={k}")
-                td = cached_trial_distances(data_root, rel, fmt, split, k, trials, model_path, cache)
+                td = cached_trial_distances(data_root, rel, fmt, split, k, trials, models[fmt], cache)
                 if td is not None:
                     out[f"{fmt} K={k}"] = td
                     log.info("%s K=%d %s: %d trials", fmt, k, split, len(td.kinds))
                 bar.update(1)
+    return out
+
+
+def fold_models_of(fold_models: Mapping[str, Path]) -> dict[str, Path]:
+    """The cross-device protocol's learned models: for every pen set, the student trained without
+    it (``sigkiosk train online --leave-out SET``), checked to exist and to name every set once."""
+    names = {fmt for _, fmt in FIT_SETS}
+    if set(fold_models) != names:
+        missing, unknown = sorted(names - set(fold_models)), sorted(set(fold_models) - names)
+        raise ValueError("the cross-device choice needs a student per left-out pen set"
+                         + (f"; missing: {', '.join(missing)}" if missing else "")
+                         + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
+    for fmt, path in fold_models.items():
+        for f in (Path(path), config_path(Path(path))):
+            if not f.is_file():
+                raise FileNotFoundError(f"fold model of {fmt}: {f} not found (`sigkiosk train online --leave-out {fmt}`)")
+    return {fmt: Path(path) for fmt, path in fold_models.items()}
+
+
+def _fold_record(fold_models: Mapping[str, Path]) -> dict[str, dict[str, str | None]]:
+    out: dict[str, dict[str, str | None]] = {}
+    for fmt, path in fold_models.items():
+        run = path.parent / "tsgatr.run.json"
+        command = json.loads(run.read_text()).get("command") if run.is_file() else None
+        out[fmt] = {"model": str(path), "sha256": _sha(path), "command": command}
     return out
 
 
@@ -376,14 +406,21 @@ def fit_fused_score(match: ScoreModel, fit: MixingFit, trials_by_set: dict[str, 
 
 
 def refit(data_root: Path, model_path: Path, out: Path, cache: Path, trials: int = 10,
-          match_path: Path | None = None) -> dict:
+          match_path: Path | None = None, fold_models: Mapping[str, Path] | None = None) -> dict:
     """Fit the fusion on the pooled validation trials; write ``fusion.json``, the fused score
     (``fused_score.json``: the match score ``match_path``, default the shipped one, with the learned
-    distance mixed in) and ``fusion.fit.json``."""
+    distance mixed in) and ``fusion.fit.json``.
+
+    ``fold_models`` (one per pen set, :func:`fold_models_of`): the fusion is chosen on the
+    cross-device protocol instead: each set's validation writers measured with the student that
+    never saw the set, as the shipped student meets a new tablet's customers. Without them each
+    set's validation writers are measured with ``model_path``, which trained on the same tablets:
+    in-distribution, and the learned distance looks better there than on a new pad."""
     for f in (model_path, config_path(model_path)):
         if not f.is_file():
             raise FileNotFoundError(f"learned model file {f} not found (train it with `sigkiosk train online`)")
-    parts = set_trials(data_root, model_path, cache, trials)
+    folds = fold_models_of(fold_models) if fold_models is not None else None
+    parts = set_trials(data_root, folds if folds is not None else model_path, cache, trials)
     if not parts:
         raise ValueError(f"no validation writer under {data_root} can be evaluated")
     fit = fit_mixing(parts)
@@ -398,6 +435,11 @@ def refit(data_root: Path, model_path: Path, out: Path, cache: Path, trials: int
     record.update(model=model_path.name, trials_per_writer=trials, split="validate", ks=list(FIT_KS),
                   operating_k=OPERATING_K,
                   sets=[fmt for _, fmt in FIT_SETS],
+                  chosen_on=("cross-device: each set's validation writers measured with the student trained "
+                             "without the set (fold_models)" if folds is not None else
+                             f"every set's validation writers measured with {model_path.name} (in-distribution: "
+                             "it trained on the same tablets)"),
+                  fold_models=_fold_record(folds) if folds is not None else None,
                   fused_score={**fused.record, "threshold": fused.threshold})
     (out / "fusion.fit.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
