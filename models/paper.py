@@ -61,7 +61,7 @@ from models.anomaly import MIN_REFERENCES, AnomalyModel
 from models.errors import VerificationError
 from models.fusion import Fusion, load_offline_fusion, offline_entry
 from models.hand_features import HAND_PRIOR, hand_distance, hand_features
-from models.hog import HOG_PRIOR, hog_descriptor, hog_distance
+from models.hog import HOG_PRIOR, hog_distance, hog_turned
 from models.image import SignatureImage
 from models.image_preprocess import from_levels, prepare, prepared_similarity, to_levels
 from models.offline_embed import ImageEmbedder, embedding_distance
@@ -115,7 +115,7 @@ class PaperFeatures:
     embeddings: ScoredReferences          # the CNN-LSTM's unit embeddings
     hand: tuple[np.ndarray, ...]          # the references' hand-made feature vectors
     hand_stats: ReferenceStats
-    hog: tuple[np.ndarray, ...]           # the references' oriented-gradient histograms
+    hog: tuple[np.ndarray, ...]           # the references' oriented-gradient histograms, as they are
     hog_stats: ReferenceStats
     anomaly: AnomalyModel | None          # None with fewer than models.anomaly.MIN_REFERENCES
     kind: ReferenceKind = PAPER           # what the references were: pictures, or pad ink drawn
@@ -227,10 +227,13 @@ class PaperVerifier:
                                   f"reads {side}x{side}): enroll the customer from paper again")
         embs = [self.embedder.embed(from_levels(r.prepared)) for r in references]
         hand = tuple(r.hand for r in references)
-        hog = tuple(hog_descriptor(r.prepared) for r in references)
+        # Each reference turned, against the others as they are (as a question is compared): the
+        # references' own spread, on the question's scale. Only the upright rows are kept.
+        turned = [hog_turned(r.prepared) for r in references]
+        hog = tuple(t[0] for t in turned)
         fit_forest = self.anomaly and len(references) >= MIN_REFERENCES
         return PaperFeatures(self.embedder.build_template(embs), hand, reference_stats(pairwise(list(hand), hand_distance)),
-                             hog, reference_stats(pairwise(list(hog), hog_distance)),
+                             hog, reference_stats(pairwise(turned, hog_distance)),
                              AnomalyModel.fit(np.stack(hand)) if fit_forest else None, kind)
 
     # -- verification ------------------------------------------------------------------------
@@ -247,7 +250,7 @@ class PaperVerifier:
         d_emb = self.embedder.score(refs.embeddings, emb)
         d_hand = normalised_distance(np.array([hand_distance(feats, r) for r in refs.hand]),
                                      refs.hand_stats, HAND_PRIOR)
-        q_hog = hog_descriptor(prepared)
+        q_hog = hog_turned(prepared)
         d_hog = normalised_distance(np.array([hog_distance(q_hog, r) for r in refs.hog]), refs.hog_stats, HOG_PRIOR)
         # Each part against the threshold it would have alone: the CNN's own validation threshold;
         # the others' are not fitted apart, so the fused operating point's share of them.

@@ -48,7 +48,7 @@ from models.anomaly import AnomalyModel
 from models.classic import score_from_distances
 from models.fusion import Fusion, load_offline_fusion, offline_entry
 from models.hand_features import FEATURE_NAMES, HAND_PRIOR, hand_distance, hand_features
-from models.hog import HOG_PRIOR, SHIPPED, HogConfig, hog_descriptor, hog_distance
+from models.hog import HOG_PRIOR, SHIPPED, HogConfig, hog_distance, hog_turned
 from models.image_preprocess import NoInkError, prepare
 from models.offline_embed import DEFAULT_MODEL, ImageEmbedder, embedding_distance
 from models.paper import FUSION_ENTRY
@@ -128,7 +128,9 @@ class HogProvider:
     config: HogConfig = SHIPPED
 
     def features(self, sample: ImageSample) -> np.ndarray:
-        return hog_descriptor(self.prepared(sample), self.config)
+        # Every turn, for references and questions alike: ``hog_distance`` reads the turns of the
+        # first picture against the second as it is, as the kiosk's ``PaperVerifier`` compares.
+        return hog_turned(self.prepared(sample), self.config)
 
     def distance(self, a: np.ndarray, b: np.ndarray) -> float:
         return hog_distance(a, b)

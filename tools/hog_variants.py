@@ -4,7 +4,7 @@ validate writers of both image sets; never the test writers.
 The histograms are learning-free, so every writer who is not a test writer can measure them: the
 Dutch scans' train + validate writers (random-refs, K = 5, 10 draws) and the cross-media set's
 (pad ink against paper, K = 3; paper against paper, K = 1, control writers only). Each variant is
-a :class:`models.hog.HogConfig` run through the kiosk's own code (``models.hog.hog_descriptor``)
+a :class:`models.hog.HogConfig` run through the kiosk's own code (``models.hog.hog_turned``)
 and the evaluator's own protocol (``tools.evaluate_offline.evaluate_offline``), user-normalised
 with a population prior fitted for it on the Dutch training writers, as the shipped prior is
 (``tools.evaluate_offline.fit_prior``). The shipped descriptor (``models.hog.SHIPPED``) is the
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from models.hog import HOG_PRIOR, SHIPPED, HogConfig
+from models.hog import HOG_PRIOR, HogConfig
 from models.image_preprocess import NoInkError, prepare, to_levels
 from models.scoring import NormalisationPrior
 from tools.datasets import Dataset, ImageSample, load_images
@@ -61,6 +61,8 @@ def _isotropic(spread: float) -> tuple[str, float]:
 
 
 _U9 = HogConfig(framings=(_BOX,), bins=9, signed=False)
+#: The three framings with signed bins, the question as it is: shipped until the turns were compared.
+_THREE = HogConfig(framings=(_BOX, _moments(2.2), _isotropic(2.2)), bins=18, signed=True)
 
 
 def _u9(*framings: tuple[str, float], **changes: Any) -> HogConfig:
@@ -72,7 +74,11 @@ def _u12(*framings: tuple[str, float]) -> HogConfig:
 
 
 def _s18(*framings: tuple[str, float]) -> HogConfig:
-    return replace(SHIPPED, framings=framings)
+    return replace(_THREE, framings=framings)
+
+
+def _turned(*turns: float) -> HogConfig:
+    return replace(_THREE, turns=(0.0, *turns))
 
 
 #: Every variant compared, in the order they were tried (2026-11-27). "u9": 9 unsigned bins;
@@ -100,10 +106,17 @@ VARIANTS: dict[str, HogConfig] = {
     "moments 2.2 + box, s18": _s18(_moments(2.2), _BOX),
     "moments 1.8 + box, u9": _u9(_moments(1.8), _BOX),
     "box + moments 2.2 + one-scale 2.2, u9": _u9(_BOX, _moments(2.2), _isotropic(2.2)),
-    "box + moments 2.2 + one-scale 2.2, s18 (shipped)": SHIPPED,
+    "box + moments 2.2 + one-scale 2.2, s18 (shipped before the turns)": _THREE,
     "box + moments 2.2 + one-scale 2.2, u12": _u12(_BOX, _moments(2.2), _isotropic(2.2)),
     "box + one-scale 2.2, s18": _s18(_BOX, _isotropic(2.2)),
     "box + moments 2.2 + one-scale 2.6, s18": _s18(_BOX, _moments(2.2), _isotropic(2.6)),
+    # The question also turned (degrees; its closest turn to each reference counts), second round:
+    "the three framings, s18, turns ±2 (shipped)": _turned(-2.0, 2.0),
+    "the three framings, s18, turns ±3": _turned(-3.0, 3.0),
+    "the three framings, s18, turns ±4": _turned(-4.0, 4.0),
+    "the three framings, s18, turns ±5": _turned(-5.0, 5.0),
+    "the three framings, s18, turns ±2 ±4": _turned(-2.0, 2.0, -4.0, 4.0),
+    "the three framings, s18, turns ±3 ±6": _turned(-3.0, 3.0, -6.0, 6.0),
 }
 
 

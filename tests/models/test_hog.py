@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from models.hog import HOG_PRIOR, SHIPPED, HogConfig, hog_descriptor, hog_distance
+from models.hog import HOG_PRIOR, SHIPPED, HogConfig, hog_descriptor, hog_distance, hog_turned
 from models.image import SignatureImage
 from models.image_preprocess import NoInkError, prepare, to_levels
 from tests.models.test_hand_features import draw, signature_strokes, transform
@@ -116,3 +116,43 @@ def test_ink_without_edges_is_far_from_every_signature() -> None:
         blank = hog_descriptor(picture)
         assert np.all(np.isfinite(blank)) and 0.0 < np.linalg.norm(blank) <= 1.0
         assert hog_distance(v, blank) > HOG_PRIOR.mean_dist
+
+
+def test_a_turned_picture_is_compared_by_its_closest_turn() -> None:
+    """``hog_turned``: row 0 is the picture as it is; the same strokes written 4 degrees turned
+    are far from the original as they are, and close by the turn that undoes it (closer than
+    the original is to a turn the wrong way); a picture is at distance 0 from its own turns."""
+    config = HogConfig(framings=SHIPPED.framings, turns=(0.0, -4.0, 4.0))
+    base = prepare(SignatureImage(draw(signature_strokes())))
+    a = math.radians(4.0)
+    # image coordinates, y down: this matrix turns the strokes clockwise on the page
+    turned_page = prepare(SignatureImage(draw(transform(signature_strokes(), [[math.cos(a), -math.sin(a)],
+                                                                               [math.sin(a), math.cos(a)]]))))
+    rows = hog_turned(turned_page, config)
+    assert rows.shape == (3, SHIPPED.length) and rows.dtype == np.float32
+    np.testing.assert_array_equal(rows[0], hog_descriptor(turned_page, config))
+    upright = hog_descriptor(base, config)
+    as_is = hog_distance(rows[0], upright)
+    each = [hog_distance(r, upright) for r in rows]
+    assert hog_distance(rows, upright) == min(each)
+    # the strokes were turned clockwise on the page: the counter-clockwise turn (+4) undoes it
+    assert each[2] < 0.6 * as_is and each[1] > as_is
+    # the second argument is read as it is, whether given as rows or as one descriptor
+    assert hog_distance(rows, hog_turned(base, config)) == hog_distance(rows, upright)
+    assert hog_distance(hog_turned(base, config), upright) == 0.0
+    for bad in ((), (3.0, 0.0), (0.0, 60.0)):
+        with pytest.raises(ValueError, match="turns"):
+            HogConfig(turns=bad)
+
+
+def test_a_turn_loses_no_ink() -> None:
+    """Turned about its centroid on a grown canvas, ink in the prepared square's corners stays in."""
+    from models.hog import _turn
+
+    corners = np.zeros((128, 128), np.float32)
+    for y, x in ((2, 2), (2, 125), (125, 2), (125, 125), (64, 64)):
+        corners[y - 2 : y + 3, x - 2 : x + 3] = 1.0
+    for degrees in (-30.0, -5.0, 5.0, 30.0):
+        out = _turn(corners, degrees)
+        assert out.sum() == pytest.approx(corners.sum(), rel=0.02)
+        assert out[0].max() == out[-1].max() == out[:, 0].max() == out[:, -1].max() == 0.0

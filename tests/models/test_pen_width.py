@@ -106,8 +106,10 @@ def test_references_drawn_for_a_thick_stroked_photo_match_it_better(verifier: Pa
     assert isinstance(pad, PadInk) and max(pad.drawn) > DEFAULT_RUNG + 2
     assert v_matched.distance < v_default.distance - 1.0
     # Before the gradient histograms (which read stroke directions, little the pen) the default
-    # drawing was refused; now it is only at the edge (match about 51 %), the matched one clear.
-    assert v_matched.approved and v_matched.match_rate > v_default.match_rate + 0.3
+    # drawing was refused; with the hand features' stroke widths in the fusion it was at the edge
+    # (match about 51 %); with them weighed 0 (chosen by held-out writers) it is approved too, and
+    # the pen width still brings the CNN's share of the score closer.
+    assert v_matched.approved and v_matched.match_rate > v_default.match_rate + 0.1
     q = hand_features(photo)
     wide = pad.drawn[max(pad.drawn)]
     size = 1  # "size": the ink's diagonal in stroke widths

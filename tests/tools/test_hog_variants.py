@@ -20,12 +20,12 @@ OFFLINE = shared_data("offline")
 def test_every_variant_is_its_own_setting_and_the_shipped_one_is_there() -> None:
     configs = list(VARIANTS.values())
     assert len(set(configs)) == len(configs)
-    assert [name for name, c in VARIANTS.items() if c == SHIPPED] == ["box + moments 2.2 + one-scale 2.2, s18 (shipped)"]
+    assert [name for name, c in VARIANTS.items() if c == SHIPPED] == ["the three framings, s18, turns ±2 (shipped)"]
 
 
 def test_a_short_run_on_real_scans(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "variants.json"
-    before, shipped = "box, u9 (shipped before)", "box + moments 2.2 + one-scale 2.2, s18 (shipped)"
+    before, shipped = "box, u9 (shipped before)", "the three framings, s18, turns ±2 (shipped)"
     assert main(["--data", str(OFFLINE), "--max-writers", "3", "--only", before, shipped, "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert list(report["variants"]) == [before, shipped]
