@@ -38,13 +38,14 @@ _IMPOSTORS = ("skilled", "random")
 @dataclass(frozen=True)
 class HeldOut:
     """One subset of parts: its skilled global EER (%) with each writer scored by a fusion fitted
-    without them, the writer-bootstrap standard error of that figure, and the EER of the fusion
-    fitted on every writer scored on the same writers (in-sample, for comparison only)."""
+    without them, the writer-bootstrap standard error of that figure, the fusion fitted on every
+    writer and its EER on the same writers (in-sample, for comparison only)."""
 
     names: tuple[str, ...]
     eer: float
     se: float
     in_sample: float
+    fitted: Fusion
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,10 @@ class FusionChoice:
 def person(key: str) -> str:
     """The writer a plan's key belongs to (a cross-media identity is ``writer/name``)."""
     return key.split("/")[0]
+
+
+def _writers(scores: Scores) -> list[str]:
+    return sorted({person(k) for k in scores.genuine})
 
 
 def _select(scores: Scores, keep: set[str], keys: bool = True) -> Scores:
@@ -102,7 +107,7 @@ def _by_writer(scores: Scores) -> dict[str, tuple[list[float], list[float]]]:
 
 def held_out(parts: Mapping[str, Scores], names: Sequence[str], seed: int = 0) -> HeldOut:
     """``names`` fused, each writer scored by the fusion fitted on the others."""
-    writers = sorted({person(k) for k in parts[names[0]].genuine})
+    writers = _writers(parts[names[0]])
     if len(writers) < 2:
         raise ValueError("need at least two writers to hold one out")
     fused = Scores()
@@ -123,7 +128,7 @@ def held_out(parts: Mapping[str, Scores], names: Sequence[str], seed: int = 0) -
             boots.append(_skilled_eer(per_writer, draw))
     full = _fit(parts, names)
     in_sample = _skilled_eer(_by_writer(combine_scores([parts[n] for n in names], full.distance)), pooled)
-    return HeldOut(tuple(names), round(eer, 2), round(float(np.std(boots, ddof=1)), 2), round(in_sample, 2))
+    return HeldOut(tuple(names), round(eer, 2), round(float(np.std(boots, ddof=1)), 2), round(in_sample, 2), full)
 
 
 def choose_fusion(parts: Mapping[str, Scores], seed: int = 0) -> FusionChoice:
@@ -134,8 +139,7 @@ def choose_fusion(parts: Mapping[str, Scores], seed: int = 0) -> FusionChoice:
                        for r in range(1, len(names) + 1) for subset in combinations(names, r))
     best = min(h.eer for h in candidates)
     chosen = min((h for h in candidates if h.eer <= best + TIE), key=lambda h: (len(h.names), h.eer))
-    fit = _fit(parts, chosen.names)
+    fit = chosen.fitted
     weights = tuple(fit.weights[fit.names.index(n)] if n in fit.names else 0.0 for n in names)
     fusion = Fusion(names, weights, fit.bias, fit.threshold)
-    writers = len({person(k) for k in parts[names[0]].genuine})
-    return FusionChoice(fusion, chosen, candidates, writers)
+    return FusionChoice(fusion, chosen, candidates, len(_writers(parts[names[0]])))

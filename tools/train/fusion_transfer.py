@@ -54,15 +54,21 @@ def operating_point(td: TrialDistances, fusion: Fusion, threshold: float) -> dic
             "far_skilled": round(100.0 * float(np.mean(s >= threshold)), 1) if s.size else float("nan")}
 
 
+def validation_groups(data_root: Path, model_path: Path, cache: Path, trials: int) -> dict[str, dict[str, TrialDistances]]:
+    """Every set's validation trials (K = 1 and 5, measured with ``model_path``), grouped by set:
+    what a fold's mix is fitted on, the left-out set's groups dropped."""
+    val_trials = set_trials(data_root, model_path, cache, trials, FIT_KS)
+    return {fmt: {n: td for n, td in val_trials.items() if n.startswith(f"{fmt} K=")} for _, fmt in FIT_SETS}
+
+
 def leave_one_set_out(data_root: Path, model_path: Path, shipped: Fusion, cache: Path, trials: int = 10,
                       ks: tuple[int, ...] = (1, 5), split: str = "test") -> dict:
     """The report: one entry per left-out set with forgeries in its ``split`` writers (module doc;
     ``validate``: where choices are made; the shipped fusion's column is then in-sample)."""
     if split not in ("test", "validate"):
         raise ValueError(f"split must be test or validate, not {split!r}")
-    val_trials = set_trials(data_root, model_path, cache, trials, FIT_KS)
+    val = validation_groups(data_root, model_path, cache, trials)
     test_trials = set_trials(data_root, model_path, cache, trials, ks, split=split)
-    val = {fmt: {n: td for n, td in val_trials.items() if n.startswith(f"{fmt} K=")} for _, fmt in FIT_SETS}
     test = {fmt: {k: test_trials[f"{fmt} K={k}"] for k in ks if f"{fmt} K={k}" in test_trials}
             for _, fmt in FIT_SETS}
     return {"model": model_path.name, "shipped_fusion": {"weights": list(shipped.weights), "bias": shipped.bias,
@@ -162,15 +168,10 @@ def fused_score_rows(data_root: Path, model_path: Path, cache: Path, trials: int
     from tools.evaluate import globals_cache, learned_provider
 
     prior = ClassicConfig().prior
-
-    def validation_groups(model: Path) -> dict[str, dict[str, TrialDistances]]:
-        val_trials = set_trials(data_root, model, cache, trials, FIT_KS)
-        return {fmt: {n: td for n, td in val_trials.items() if n.startswith(f"{fmt} K=")} for _, fmt in FIT_SETS}
-
     unknown = set(fold_models or {}) - {name for name, _, _ in SETS}
     if unknown:
         raise ValueError(f"fold models for unknown set(s) {sorted(unknown)}")
-    shared_val = validation_groups(model_path) if not fold_models else None
+    shared_val = validation_groups(data_root, model_path, cache, trials) if not fold_models else None
     fit_data, loaded = {}, {}
     for name, folder, fmt in SETS:
         loaded[name] = load_online(data_root / "online" / folder, fmt)
@@ -184,7 +185,7 @@ def fused_score_rows(data_root: Path, model_path: Path, cache: Path, trials: int
             continue
         student = fold_models[name] if fold_models else model_path
         learned = learned_provider(student)
-        val = shared_val if shared_val is not None else validation_groups(student)
+        val = shared_val if shared_val is not None else validation_groups(data_root, student, cache, trials)
         others = [o for o in fit_data if o != name]
         match = fit_match_score({o: fit_data[o] for o in others}, prior, globals_of,
                                 record={"left_out": name, "fitted_on": others})
