@@ -62,17 +62,13 @@ from tools.evaluate import (
     score_plans_multi,
 )
 from tools.metrics import equal_error_rate
+from tools.train.data import DEFAULT_SETS
 from tools.train.score_fit import Trials, design, operating_threshold
 
 log = logging.getLogger(__name__)
 
-#: The pen sets whose validation writers the fusion is fitted on (every set the student trained on).
-FIT_SETS: tuple[tuple[str, str], ...] = (
-    ("online/susig/VisualSubCorpus", "susig-visual"),
-    ("online/susig/BlindSubCorpus", "susig-blind"),
-    ("online/sigcomp2009-nfi", "sigcomp2009-nfi"),
-    ("online/sigwicomp2013-jp", "sigwicomp2013-jp"),
-)
+#: The pen sets whose validation writers the fusion is fitted on: every set the student trains on.
+FIT_SETS: tuple[tuple[str, str], ...] = DEFAULT_SETS
 FIT_KS: tuple[int, ...] = (1, 5)
 #: References a kiosk enrolls: the fusion is calibrated and thresholded at it.
 OPERATING_K = EnrollmentPolicy().references
