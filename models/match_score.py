@@ -13,6 +13,11 @@ rises when any of them grows: the weights are constrained to be <= 0 when fitted
 :meth:`ScoreModel.from_dict` refuses a model that breaks this. Evaluated in numpy (a dot product
 and a logistic), no scikit-learn on the device.
 
+The shipped model (``match_score.json``) names no global feature: on the writers of each pen set
+that a leave-one-set-out fold never saw, none carried over to another tablet
+(``tools/score_settings.py``, README "A writer-independent score"), so the shipped probability is
+the classic distance calibrated. A model fitted on a bank's own pad may name some.
+
 Inputs, in order: ``classic`` (the log of the user-normalised DTW distance), optionally
 ``learned`` (the log of the learned verifier's user-normalised distance: the fused verifier's
 model, ``fused_score.json``), then one per global feature named in the model (``log1p`` of its

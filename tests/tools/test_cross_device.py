@@ -17,6 +17,7 @@ from shared_data import shared_data
 
 from tools.cli import main
 from tools.cross_device import SHIPPED_THRESHOLD, VARIANTS, Options, run
+from tools.datasets import writer_split
 
 DATA = shared_data("online")
 SETS = ["susig-visual", "susig-blind", "sigcomp2009-nfi"]
@@ -25,8 +26,10 @@ SETS = ["susig-visual", "susig-blind", "sigcomp2009-nfi"]
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("xdev") / "xdev.json"
+    # The writers choices are made on (the left-out set's train + validate writers): the protocol
+    # is the same for every split, and this one also shows that no test writer is measured.
     rc = main(["eval", "cross-device", str(DATA), "--quick", "--trials", "3", "--sets", *SETS,
-               "--verifier", "match-score", "--json", str(out)])
+               "--split", "train+validate", "--verifier", "match-score", "--json", str(out)])
     assert rc == 0
     return json.loads(out.read_text())
 
@@ -89,7 +92,10 @@ def test_the_markdown_table_has_a_row_per_variant(report: dict, capsys: pytest.C
 
 
 def test_the_match_score_is_fitted_without_the_left_out_set_and_measured_alike(report: dict) -> None:
-    assert report["protocol"]["match_score"]["features"]
+    from tools.train.score_fit import FitOptions
+
+    # The shipped options' features (none since the train+validate choice: README).
+    assert report["protocol"]["match_score"]["features"] == list(FitOptions().features)
     for s in report["sets"]:
         ms = s["fitted"]["match_score"]
         assert 0.0 < ms["threshold"] < 1.0
@@ -130,4 +136,22 @@ def test_bad_options_are_refused(tmp_path: Path) -> None:
         run(DATA, Options(variants=("as recorded",)))
     with pytest.raises(ValueError, match="unknown verifier"):
         run(DATA, Options(verifier="fused"))
+    with pytest.raises(ValueError, match="split must be one of"):
+        run(DATA, Options(split="train"))
     assert main(["eval", "cross-device", str(tmp_path), "--quick", "--sets", *SETS[:2]]) == 2
+
+
+def test_train_and_validate_writers_of_the_left_out_set_are_measured_never_its_test_writers(report: dict) -> None:
+    """``--split train+validate``: every writer of the left-out set the fold never fitted on, and
+    none of the test writers the README reports; ``--split test`` those alone."""
+    from tools.cross_device import pick_writers
+    from tools.datasets import Dataset
+
+    assert report["protocol"]["measured_on"] == "train+validate writers of the left-out set"
+    for s in report["sets"]:
+        assert s["writers"] == len(s["measured_writers"]) == 2
+        assert {writer_split(w) for w in s["measured_writers"]} <= {"train", "validate"}
+        assert s["left_out"] not in s["fitted"]["on"]
+    ds: Dataset = Dataset(name="ids", writers={w: [] for w in ("10", "17", "18", "29", "3")}, skipped=[])
+    assert sorted(pick_writers(ds, {"test"}, None).writers) == ["18", "29"]
+    assert sorted(pick_writers(ds, set("train+validate".split("+")), None).writers) == ["10", "17", "3"]

@@ -84,8 +84,9 @@ def _register_cross_device(kinds: argparse._SubParsersAction) -> None:
              "and as other pads would record them (the kiosk's default verifier, beside classic)",
     )
     c.add_argument("path", type=Path, help="the shared online folder (susig/, sigcomp2009-nfi/, sigwicomp2013-jp/)")
-    c.add_argument("--split", choices=("validate", "test"), default="test",
-                   help="which writers of the left-out set are measured (choices are made on validate)")
+    c.add_argument("--split", choices=_Choices("tools.cross_device", "SPLITS"), default="test", metavar="SPLIT",
+                   help="which writers of the left-out set are measured: %(choices)s (choices are made on "
+                        "validate or train+validate, which the fold never fits on)")
     c.add_argument("--trials", "-t", type=int, default=10, help="random draws of K references per writer")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--sets", nargs="+", choices=_Choices("tools.cross_device", "SETS", lambda s: [n for n, _, _ in s]),

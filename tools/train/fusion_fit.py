@@ -34,13 +34,15 @@ the data's content, because the learned provider is slow on a shared CPU.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -110,21 +112,36 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+#: How a pen set is read (``tools.datasets.load_online``; :func:`refit` reads each set once).
+Loader = Callable[[Path, str], Dataset[OnlineSample]]
+
+
+def _first_forged(ds: Dataset[OnlineSample], max_writers: int | None) -> Dataset[OnlineSample]:
+    """``ds`` with, given ``max_writers``, only its first writers that have skilled forgeries (a
+    quick run's smoke test: few writers, but each with every kind of trial)."""
+    if max_writers is None:
+        return ds
+    ws = [w for w in sorted(ds.writers) if ds.skilled(w)][:max_writers]
+    return Dataset(name=ds.name, writers={w: ds.writers[w] for w in ws}, skipped=list(ds.skipped))
+
+
 def cached_trial_distances(data_root: Path, rel: str, fmt: str, split: str, references: int, trials: int,
-                           model_path: Path, cache: Path, seed: int = 0) -> TrialDistances | None:
-    """:func:`trial_distances` of one set and split, cached; ``None`` if no writer can be evaluated."""
+                           model_path: Path, cache: Path, seed: int = 0,
+                           max_writers: int | None = None, load: Loader = load_online) -> TrialDistances | None:
+    """:func:`trial_distances` of one set and split (its first ``max_writers`` writers with
+    forgeries, if given), cached; ``None`` if no writer can be evaluated."""
     ds_path = data_root / rel
     # The model and its config (prior) decide the learned distances; file names and sizes the data.
     listing = sorted((str(p.relative_to(ds_path)), p.stat().st_size) for p in ds_path.rglob("*") if p.is_file())
     key = hashlib.sha256(json.dumps([_sha(model_path), _sha(config_path(model_path)), listing,
-                                     fmt, split, references, trials, seed]).encode()).hexdigest()[:16]
+                                     fmt, split, references, trials, seed, max_writers]).encode()).hexdigest()[:16]
     f = cache / f"{fmt}-{split}-k{references}-t{trials}-{key}.npz"
     if f.exists():
         z = np.load(f)
         if z["distances"].size == 0:
             return None
         return TrialDistances(z["distances"], z["kinds"], z["writers"])
-    ds = load_online(ds_path, fmt).subset(split)  # type: ignore[arg-type]
+    ds = _first_forged(load(ds_path, fmt).subset(split), max_writers)  # type: ignore[arg-type]
     providers: list[DistanceProvider] = [ClassicProvider(), learned_provider(model_path)]
     plans, _ = plan(ds, "random-refs", references, trials, seed)
     td = trial_distances(ds, references, trials, providers, seed) if plans else None
@@ -136,7 +153,8 @@ def cached_trial_distances(data_root: Path, rel: str, fmt: str, split: str, refe
 
 
 def set_trials(data_root: Path, model_path: Path | Mapping[str, Path], cache: Path, trials: int = 10,
-               ks: tuple[int, ...] = FIT_KS, split: str = "validate") -> dict[str, TrialDistances]:
+               ks: tuple[int, ...] = FIT_KS, split: str = "validate",
+               max_writers: int | None = None, load: Loader = load_online) -> dict[str, TrialDistances]:
     """Every ``split`` writer's trials (validation writers unless told), per ``"<format> K=<k>"``.
     ``model_path`` a mapping (set → learned model): each set measured with its own model, the sets
     it does not name left out (the cross-device protocol: :func:`fold_models_of`)."""
@@ -149,7 +167,8 @@ def set_trials(data_root: Path, model_path: Path | Mapping[str, Path], cache: Pa
         for rel, fmt in sets:
             for k in ks:
                 bar.set_postfix_str(f"{fmt} K={k}")
-                td = cached_trial_distances(data_root, rel, fmt, split, k, trials, models[fmt], cache)
+                td = cached_trial_distances(data_root, rel, fmt, split, k, trials, models[fmt], cache,
+                                            max_writers=max_writers, load=load)
                 if td is not None:
                     out[f"{fmt} K={k}"] = td
                     log.info("%s K=%d %s: %d trials", fmt, k, split, len(td.kinds))
@@ -353,13 +372,14 @@ def dataset_trials(ds: Dataset[OnlineSample], learned: DistanceProvider, spread:
 
 
 def fused_trials(data_root: Path, model_path: Path, spread: Spread, split: str = "validate",
-                 references: int = OPERATING_K, trials: int = 10, seed: int = 0) -> dict[str, Trials]:
-    """Per pen set, :func:`dataset_trials` of its ``split`` writers with the learned model
-    ``model_path``."""
+                 references: int = OPERATING_K, trials: int = 10, seed: int = 0,
+                 max_writers: int | None = None, load: Loader = load_online) -> dict[str, Trials]:
+    """Per pen set, :func:`dataset_trials` of its ``split`` writers (the first ``max_writers``
+    with forgeries, if given) with the learned model ``model_path``."""
     learned = learned_provider(model_path)
     out: dict[str, Trials] = {}
     for rel, fmt in FIT_SETS:
-        ds = load_online(data_root / rel, fmt).subset(split)  # type: ignore[arg-type]
+        ds = _first_forged(load(data_root / rel, fmt).subset(split), max_writers)  # type: ignore[arg-type]
         tr = dataset_trials(ds, learned, spread, references, trials, seed)
         if tr is not None:
             out[fmt] = tr
@@ -402,7 +422,8 @@ def fit_fused_score(match: ScoreModel, fit: MixingFit, trials_by_set: dict[str, 
 
 
 def refit(data_root: Path, model_path: Path, out: Path, cache: Path, trials: int = 10,
-          match_path: Path | None = None, fold_models: Mapping[str, Path] | None = None) -> dict:
+          match_path: Path | None = None, fold_models: Mapping[str, Path] | None = None,
+          max_writers: int | None = None) -> dict:
     """Fit the fusion on the pooled validation trials; write ``fusion.json``, the fused score
     (``fused_score.json``: the match score ``match_path``, default the shipped one, with the learned
     distance mixed in) and ``fusion.fit.json``.
@@ -416,19 +437,24 @@ def refit(data_root: Path, model_path: Path, out: Path, cache: Path, trials: int
         if not f.is_file():
             raise FileNotFoundError(f"learned model file {f} not found (train it with `sigkiosk train online`)")
     folds = fold_models_of(fold_models) if fold_models is not None else None
-    parts = set_trials(data_root, folds if folds is not None else model_path, cache, trials)
+    # Each set is read once (reading is a third of a quick run's fusion), not once per K and use.
+    load = cast(Loader, functools.cache(load_online))
+    parts = set_trials(data_root, folds if folds is not None else model_path, cache, trials, max_writers=max_writers,
+                       load=load)
     if not parts:
         raise ValueError(f"no validation writer under {data_root} can be evaluated")
     fit = fit_mixing(parts)
     match_path = match_path or SHIPPED_MATCH_SCORE
     match = ScoreModel.load(match_path)
-    fused = fit_fused_score(match, fit, fused_trials(data_root, model_path, match.spread, trials=trials),
+    fused = fit_fused_score(match, fit, fused_trials(data_root, model_path, match.spread, trials=trials,
+                                                     max_writers=max_writers, load=load),
                             _sha(match_path))
     out.mkdir(parents=True, exist_ok=True)
     fit.fusion.save(out / FUSION_FILE)
     fused.save(out / FUSED_SCORE_FILE)
     record = fit.record()
     record.update(model=model_path.name, trials_per_writer=trials, split="validate", ks=list(FIT_KS),
+                  max_writers_per_set=max_writers,
                   operating_k=OPERATING_K,
                   sets=[fmt for _, fmt in FIT_SETS],
                   chosen_on=("cross-device: each set's validation writers measured with the student trained "

@@ -190,7 +190,8 @@ def run(pc: PipelineConfig, tcfg: Any, data_root: Path, out: Path, work: Path, t
           flush=True)
     if not skip_fusion:
         # Validation writers only (every set, K = 1 and 5): see tools/train/fusion_fit.py.
-        fit = refit(data_root, shipped[STUDENT_INT8], out, cache=work / "fusion", trials=1 if pc.quick else 10)
+        fit = refit(data_root, shipped[STUDENT_INT8], out, cache=work / "fusion", trials=1 if pc.quick else 10,
+                    max_writers=3 if pc.quick else None)
         record["fusion"] = {k: fit[k] for k in ("method", "mix_learned", "weights", "bias", "threshold")}
         print(f"fusion: {record['fusion']}", flush=True)
     record["seconds"] = round(time.perf_counter() - t_start, 1)

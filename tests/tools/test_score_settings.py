@@ -1,0 +1,63 @@
+"""``tools.score_settings``: how the match score's global features are chosen on the cross-device
+protocol's train + validate writers. The protocol itself is ``tools.cross_device``'s (tested
+there on real data); here the difference to classic, its standard error and the choosing rule,
+on constructed scores and rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tools.evaluate import Scores
+from tools.score_settings import TIE, choose, difference, row, settings
+
+
+def _scores(rng: np.random.Generator, writers: int, skilled_shift: float) -> Scores:
+    sc = Scores()
+    for w in range(writers):
+        for g in rng.normal(1.0, 0.1, 10):
+            sc.add("genuine", f"w{w}", float(g))
+        for f in rng.normal(1.0 + skilled_shift, 0.1, 10):
+            sc.add("skilled", f"w{w}", float(f))
+        for r in rng.normal(2.0, 0.1, 5):
+            sc.add("random", f"w{w}", float(r))
+    return sc
+
+
+def test_a_worse_setting_shows_a_positive_difference_beyond_its_error() -> None:
+    rng = np.random.default_rng(0)
+    good, bad = _scores(rng, 40, 0.4), _scores(rng, 40, 0.15)
+    d, se = difference(good, bad, np.random.default_rng(1))
+    assert d > 3 * se > 0
+    same, se0 = difference(good, good, np.random.default_rng(1))
+    assert same == 0.0 and se0 == 0.0
+    r = row("bad", {"a": bad}, {"a": good})
+    assert r["worse_than_classic"] == ["a"] and r["sets"]["a"]["vs_classic"] == pytest.approx(d, abs=1e-3)
+    assert row("same", {"a": good}, {"a": good})["worse_than_classic"] == []
+
+
+def _row(name: str, total: float, worse: list[str] | None = None) -> dict:
+    return {"setting": name, "skilled_sum": total, "worse_than_classic": worse or []}
+
+
+def test_the_rule_skips_a_setting_worse_anywhere_and_prefers_fewer_features_within_the_tie() -> None:
+    rows = [_row("ten", 18.0, ["jp"]), _row("none", 20.3), _row("one", 20.0), _row("three", 19.0)]
+    counts = {"ten": 10, "none": 0, "one": 1, "three": 3}
+    # "ten" has the lowest sum but is worse than classic on one set; "three" is the lowest left,
+    # and "one" and "none" are not within the tie of it.
+    assert choose(rows, counts) == "three"
+    assert 20.0 - 19.0 > TIE
+    rows[3] = _row("three", 19.9)
+    assert choose(rows, counts) == "none"          # all three within 0.5 of 19.9: fewest features
+    with pytest.raises(ValueError):
+        choose([_row("ten", 18.0, ["jp"])], {"ten": 10})
+
+
+def test_the_compared_settings_hold_the_shipped_one_and_the_one_before() -> None:
+    from tools.train.score_fit import VALIDATION_CHOSEN_FEATURES, FitOptions
+
+    labels = {s.label: s for s in settings()}
+    assert labels["classic"].options is None
+    shipped = [s for s in labels.values() if s.options == FitOptions()]
+    assert len(shipped) == 1 and shipped[0].options is not None and shipped[0].options.features == ()
+    assert any(s.options is not None and s.options.features == VALIDATION_CHOSEN_FEATURES for s in labels.values())

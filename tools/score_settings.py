@@ -1,0 +1,213 @@
+"""Which global features the match score takes: its settings compared on the cross-device protocol,
+measured on every writer of the left-out set that the fold never fitted on; never a test writer.
+
+Each pen set is left out in turn (``tools.cross_device``): the classic prior, the match score
+(``tools.train.score_fit``) and its threshold are fitted on the other three sets' train + validate
+writers, and the left-out set's train + validate writers are measured (random-refs, K = 5, 10
+draws): 85, 71, 62 and 9 writers, where ``--split validate`` has 9, 10, 8 and 1 and one trial
+moves an EER by 0.14-0.28 points. Every DTW distance and global feature is computed once; each
+setting is then fitted per fold from them in seconds.
+
+For each setting: skilled EER (and random, after the slash) per left-out set, their sums, and the
+difference to classic on the same trials with its standard error over writers (bootstrap:
+writers drawn with replacement, 200 times). The rule that chose the shipped setting
+(``tools.train.score_fit.CHOSEN_FEATURES``): no left-out set worse than classic by more than one
+standard error; the lowest skilled sum; within 0.5 points of it, the fewest features.
+
+    python -m tools.score_settings ../shared/data/online [--json FILE]     # about 12 min here
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from models.global_features import Spread, population_spread
+from models.match_score import ScoreModel
+from models.scoring import NormalisationPrior
+from tools.cross_device import (
+    FIT_K,
+    SETS,
+    Measured,
+    fit_match_score,
+    fit_prior,
+    match_scores,
+    measure_distances,
+    pick_writers,
+)
+from tools.datasets import load_online
+from tools.evaluate import FeatureCache, Scores, globals_cache, summarise
+from tools.metrics import equal_error_rate
+from tools.train.score_fit import VALIDATION_CHOSEN_FEATURES, FitOptions, Trials, fit, plan_trials
+
+TIMING: tuple[str, ...] = ("duration", "ink_time", "pen_up_ratio", "speed_peak", "speed_cv")
+BOOTSTRAP = 200
+
+
+@dataclass(frozen=True)
+class Setting:
+    label: str
+    #: None: the classic distance itself (the reference every row is compared with).
+    options: FitOptions | None
+    #: Each set's |z| against its own writers' within-writer spread (what a kiosk could measure
+    #: on its own enrolled customers) instead of the pooled population spread.
+    site_spread: bool = False
+
+
+def settings() -> list[Setting]:
+    ten = VALIDATION_CHOSEN_FEATURES
+    out = [Setting("classic", None),
+           Setting("the ten features (shipped until 2026-11-27)", FitOptions(features=ten)),
+           Setting("no global feature (shipped)", FitOptions(features=()))]
+    out += [Setting(f"the ten - {f}", FitOptions(features=tuple(x for x in ten if x != f))) for f in ten]
+    out += [Setting(f"only {f}", FitOptions(features=(f,))) for f in ten + TIMING]
+    out += [Setting("the ten + timing", FitOptions(features=ten + TIMING))]
+    out += [Setting(f"the ten, l2 {v:g}", FitOptions(features=ten, l2=v)) for v in (1e-2, 3e-2)]
+    out += [Setting(f"the ten, spread strength {v:g}", FitOptions(features=ten, spread_strength=v)) for v in (2.0, 12.0)]
+    out += [Setting("the ten, random forgeries weight 0", FitOptions(features=ten, random_weight=0.0))]
+    out += [Setting("the ten, site spread", FitOptions(features=ten), site_spread=True),
+            Setting("the ten + timing, site spread", FitOptions(features=ten + TIMING), site_spread=True),
+            Setting("only aspect, site spread", FitOptions(features=("aspect",)), site_spread=True)]
+    return out
+
+
+@dataclass
+class Protocol:
+    """Stored distances of every set's train + validate writers and each fold's classic prior."""
+
+    measured: dict[str, Measured]
+    priors: dict[str, NormalisationPrior]
+    globals_of: FeatureCache
+
+    @classmethod
+    def measure(cls, data_dir: Path, trials: int = 10, seed: int = 0) -> Protocol:
+        measured = {}
+        for name, folder, fmt in SETS:
+            ds = pick_writers(load_online(data_dir / folder, fmt), {"train", "validate"}, None)
+            print(f"{name}: distances of {len(ds.writers)} train+validate writers", file=sys.stderr, flush=True)
+            measured[name] = measure_distances(ds, [FIT_K], trials, seed)
+        names = list(measured)
+        priors = {n: fit_prior([measured[o] for o in names if o != n]) for n in names}
+        return cls(measured, priors, globals_cache())
+
+    def _spread_of(self, name: str, options: FitOptions) -> Spread:
+        # The writers' first five genuine signatures: what a kiosk holds of its customers.
+        writers = [np.array([self.globals_of(s) for s in p.candidates[:FIT_K]])
+                   for p, _, _ in self.measured[name].by_k[FIT_K]]
+        return Spread(population_spread(writers), strength=options.spread_strength, floor=options.spread_floor)
+
+    def _model(self, left_out: str, s: Setting) -> ScoreModel:
+        assert s.options is not None
+        others = {o: m for o, m in self.measured.items() if o != left_out}
+        prior = self.priors[left_out]
+        if not s.site_spread:
+            return fit_match_score(others, prior, self.globals_of, s.options)
+        trials: dict[str, Trials] = {}
+        for o, m in others.items():
+            spread, tr = self._spread_of(o, s.options), trials.setdefault(o, Trials())
+            for p, d_cc, dq in m.by_k[FIT_K]:
+                plan_trials(p, d_cc, dq, prior, self.globals_of, spread, tr)
+        model = fit(trials, spread, s.options)
+        return replace(model, spread=self._spread_of(left_out, s.options))
+
+    def scores(self, s: Setting) -> dict[str, Scores]:
+        out = {}
+        for name, m in self.measured.items():
+            prior = self.priors[name]
+            out[name] = m.scores(FIT_K, prior) if s.options is None else \
+                match_scores(m, FIT_K, prior, self._model(name, s), self.globals_of)
+        return out
+
+
+def _skilled_eer(sc: Scores, writers: list[str]) -> float:
+    g = np.concatenate([sc.genuine[w] for w in writers])
+    f = np.concatenate([sc.skilled[w] for w in writers])
+    return 100.0 * equal_error_rate(g, f)[0]
+
+
+def difference(base: Scores, other: Scores, rng: np.random.Generator) -> tuple[float, float]:
+    """Skilled EER of ``other`` minus ``base`` over the writers with forgeries, and its bootstrap
+    standard error over those writers."""
+    ws = sorted(w for w in base.genuine if base.skilled.get(w))
+    d0 = _skilled_eer(other, ws) - _skilled_eer(base, ws)
+    draws = [list(rng.choice(ws, len(ws))) for _ in range(BOOTSTRAP)]
+    return d0, float(np.std([_skilled_eer(other, d) - _skilled_eer(base, d) for d in draws]))
+
+
+def row(label: str, scores: Mapping[str, Scores], base: Mapping[str, Scores], seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    cells: dict[str, dict[str, float | None]] = {}
+    worse = []
+    for name, sc in scores.items():
+        sk, rd = summarise(sc, "skilled"), summarise(sc, "random")
+        d, se = difference(base[name], sc, rng)
+        cells[name] = {"skilled": sk["eer_global"] if sk else None, "random": rd["eer_global"] if rd else None,
+                       "vs_classic": round(d, 3), "se": round(se, 3)}
+        if d > max(se, 1e-9):
+            worse.append(name)
+    return {"setting": label, "sets": cells,
+            "skilled_sum": round(sum(c["skilled"] or 0.0 for c in cells.values()), 2),
+            "random_sum": round(sum(c["random"] or 0.0 for c in cells.values()), 2),
+            "worse_than_classic": worse}
+
+
+#: Within this many points of the lowest skilled sum, fewer features win.
+TIE = 0.5
+
+
+def choose(rows: list[dict], features: Mapping[str, int]) -> str:
+    """The rule: among the settings worse than classic on no left-out set (by more than one
+    standard error), the lowest skilled sum; within :data:`TIE` points of it, the fewest features
+    (``features``: each setting's count), then the lower sum."""
+    eligible = [r for r in rows if not r["worse_than_classic"] and r["setting"] in features]
+    if not eligible:
+        raise ValueError("no setting is worse than classic nowhere")
+    best = min(r["skilled_sum"] for r in eligible)
+    near = [r for r in eligible if r["skilled_sum"] <= best + TIE]
+    return min(near, key=lambda r: (features[r["setting"]], r["skilled_sum"]))["setting"]
+
+
+def format_row(r: dict) -> str:
+    def num(v: float | None) -> str:
+        return "–" if v is None else f"{v:.2f}"
+
+    cells = " | ".join(f"{num(c['skilled'])} / {num(c['random'])} ({c['vs_classic']:+.2f} ± {c['se']:.2f})"
+                       for c in r["sets"].values())
+    worse = ", ".join(r["worse_than_classic"]) or "none"
+    return f"| {r['setting']} | {cells} | {r['skilled_sum']:.2f} / {r['random_sum']:.2f} | {worse} |"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tools.score_settings", description=__doc__.splitlines()[0])
+    ap.add_argument("data", type=Path, help="the shared online folder")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    started = time.perf_counter()
+    proto = Protocol.measure(args.data)
+    base = proto.scores(Setting("classic", None))
+    names = list(proto.measured)
+    print("| setting | " + " | ".join(f"{n} ({len(proto.measured[n].by_k[FIT_K])})" for n in names)
+          + " | sum skilled / random | worse than classic by > 1 SE |")
+    print("|---|" + "---|" * len(names) + "---|---|")
+    rows = []
+    for s in settings():
+        rows.append(row(s.label, proto.scores(s), base))
+        print(format_row(rows[-1]), flush=True)
+    print(f"(skilled / random EER %, K = 5; in brackets skilled minus classic's ± its standard error over "
+          f"writers; {time.perf_counter() - started:.0f} s)")
+    counts = {s.label: len(s.options.features) for s in settings() if s.options is not None}
+    print(f"chosen by the rule: {choose(rows, counts)}")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
