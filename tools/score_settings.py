@@ -15,6 +15,9 @@ writers drawn with replacement, 200 times). The rule that chose the shipped sett
 standard error; the lowest skilled sum; within 0.5 points of it, the fewest features.
 
     python -m tools.score_settings ../shared/data/online [--json FILE]     # about 12 min here
+
+``--classic-prior`` compares instead the classic distance's own normalisation (how strongly each
+customer's reference statistics are pulled towards the population's), on the same writers.
 """
 
 from __future__ import annotations
@@ -59,6 +62,19 @@ class Setting:
     #: Each set's |z| against its own writers' within-writer spread (what a kiosk could measure
     #: on its own enrolled customers) instead of the pooled population spread.
     site_spread: bool = False
+    #: The classic distance with the user-normalisation prior counting like this many reference
+    #: pairs (``models.scoring.NormalisationPrior.strength``; None: the shipped one).
+    prior_strength: float | None = None
+
+
+#: ``--classic-prior``: how strongly a customer's reference statistics are pulled towards the
+#: population's (K = 5 references give 10 pairs; the shipped strength is 2).
+PRIOR_STRENGTHS: tuple[float, ...] = (0.5, 1.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0)
+
+
+def prior_settings() -> list[Setting]:
+    return [Setting("classic", None)] + [Setting(f"classic, prior strength {v:g}", None, prior_strength=v)
+                                         for v in PRIOR_STRENGTHS]
 
 
 def settings() -> list[Setting]:
@@ -121,6 +137,8 @@ class Protocol:
         out = {}
         for name, m in self.measured.items():
             prior = self.priors[name]
+            if s.prior_strength is not None:
+                prior = replace(prior, strength=s.prior_strength)
             out[name] = m.scores(FIT_K, prior) if s.options is None else \
                 match_scores(m, FIT_K, prior, self._model(name, s), self.globals_of)
         return out
@@ -188,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.score_settings", description=__doc__.splitlines()[0])
     ap.add_argument("data", type=Path, help="the shared online folder")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--classic-prior", action="store_true",
+                    help="compare the classic distance's normalisation prior strengths instead (not shipped: "
+                         "a new strength changes the distance's scale and every threshold fitted on it)")
     args = ap.parse_args(argv)
     started = time.perf_counter()
     proto = Protocol.measure(args.data)
@@ -197,13 +218,15 @@ def main(argv: list[str] | None = None) -> int:
           + " | sum skilled / random | worse than classic by > 1 SE |")
     print("|---|" + "---|" * len(names) + "---|---|")
     rows = []
-    for s in settings():
+    compared = prior_settings() if args.classic_prior else settings()
+    for s in compared:
         rows.append(row(s.label, proto.scores(s), base))
         print(format_row(rows[-1]), flush=True)
     print(f"(skilled / random EER %, K = 5; in brackets skilled minus classic's ± its standard error over "
           f"writers; {time.perf_counter() - started:.0f} s)")
-    counts = {s.label: len(s.options.features) for s in settings() if s.options is not None}
-    print(f"chosen by the rule: {choose(rows, counts)}")
+    if not args.classic_prior:
+        counts = {s.label: len(s.options.features) for s in compared if s.options is not None}
+        print(f"chosen by the rule: {choose(rows, counts)}")
     if args.json:
         args.json.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
     return 0

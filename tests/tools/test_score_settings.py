@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tools.evaluate import Scores
-from tools.score_settings import TIE, choose, difference, row, settings
+from tools.score_settings import TIE, choose, difference, prior_settings, row, settings
 
 
 def _scores(rng: np.random.Generator, writers: int, skilled_shift: float) -> Scores:
@@ -61,3 +61,12 @@ def test_the_compared_settings_hold_the_shipped_one_and_the_one_before() -> None
     shipped = [s for s in labels.values() if s.options == FitOptions()]
     assert len(shipped) == 1 and shipped[0].options is not None and shipped[0].options.features == ()
     assert any(s.options is not None and s.options.features == VALIDATION_CHOSEN_FEATURES for s in labels.values())
+
+
+def test_the_prior_sweep_is_classic_at_other_strengths_and_holds_the_shipped_reference() -> None:
+    from models.classic import ClassicConfig
+
+    compared = prior_settings()
+    assert compared[0].label == "classic" and compared[0].prior_strength is None
+    strengths = [s.prior_strength for s in compared[1:]]
+    assert all(s.options is None for s in compared) and ClassicConfig().prior.strength not in strengths
