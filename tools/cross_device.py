@@ -164,7 +164,8 @@ def fit_prior(measured: Sequence[Measured], k: int = FIT_K) -> NormalisationPrio
     if not per_set:
         raise ValueError("no writer to fit the normalisation prior on")
     a = np.mean(np.array(per_set), axis=0)
-    return NormalisationPrior(round(float(a[0]), 4), round(float(a[1]), 4))
+    # The statistics are fitted; how strongly they count is the kiosk's (ClassicConfig).
+    return NormalisationPrior(round(float(a[0]), 4), round(float(a[1]), 4), strength=ClassicConfig().prior.strength)
 
 
 def pick_writers(dataset: Dataset[OnlineSample], splits: set[str], limit: int | None) -> Dataset[OnlineSample]:

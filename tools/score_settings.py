@@ -68,8 +68,9 @@ class Setting:
 
 
 #: ``--classic-prior``: how strongly a customer's reference statistics are pulled towards the
-#: population's (K = 5 references give 10 pairs; the shipped strength is 2).
-PRIOR_STRENGTHS: tuple[float, ...] = (0.5, 1.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0)
+#: population's (K = 5 references give 10 pairs), beside the shipped strength
+#: (``models.classic.PRIOR_STRENGTH``, 4 since 2026-11-27; 2 before).
+PRIOR_STRENGTHS: tuple[float, ...] = (0.5, 1.0, 2.0, 6.0, 8.0, 12.0, 16.0, 32.0)
 
 
 def prior_settings() -> list[Setting]:

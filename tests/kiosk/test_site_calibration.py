@@ -166,7 +166,7 @@ def test_config_refuses_calibration_out_of_scale(tmp_path: Path) -> None:
     ms = load_config(write_config(tmp_path, extra="\n[calibration]\nenabled = true\n")).calibration
     assert (ms.max_down, ms.max_up, ms.loo_offset) == (0.9, 1.0, SCALE_DEFAULTS["match-score"].loo_offset)
     cl = load_config(write_config(tmp_path, extra=CLASSIC + "\n[calibration]\nenabled = true\nmax_up = 0.2\n")).calibration
-    assert (cl.max_down, cl.max_up, cl.loo_offset) == (0.10, 0.2, 0.04)
+    assert (cl.max_down, cl.max_up, cl.loo_offset) == (0.10, 0.2, SCALE_DEFAULTS["classic"].loo_offset)
 
 
 def test_a_probability_verifiers_moves_are_audited_as_probabilities(population, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

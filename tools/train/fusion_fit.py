@@ -47,6 +47,7 @@ from typing import cast
 import numpy as np
 
 from models._assets import FUSED_SCORE_FILE, FUSION_FILE
+from models.classic import ClassicConfig
 from models.enrollment import EnrollmentPolicy
 from models.fusion import Fusion
 from models.global_features import Spread
@@ -131,9 +132,11 @@ def cached_trial_distances(data_root: Path, rel: str, fmt: str, split: str, refe
     """:func:`trial_distances` of one set and split (its first ``max_writers`` writers with
     forgeries, if given), cached; ``None`` if no writer can be evaluated."""
     ds_path = data_root / rel
-    # The model and its config (prior) decide the learned distances; file names and sizes the data.
+    # The model and its config (prior) decide the learned distances, the classic config (its prior
+    # normalises the classic ones: a changed prior must not reuse old scores); file names and sizes
+    # the data.
     listing = sorted((str(p.relative_to(ds_path)), p.stat().st_size) for p in ds_path.rglob("*") if p.is_file())
-    key = hashlib.sha256(json.dumps([_sha(model_path), _sha(config_path(model_path)), listing,
+    key = hashlib.sha256(json.dumps([_sha(model_path), _sha(config_path(model_path)), repr(ClassicConfig()), listing,
                                      fmt, split, references, trials, seed, max_writers]).encode()).hexdigest()[:16]
     f = cache / f"{fmt}-{split}-k{references}-t{trials}-{key}.npz"
     if f.exists():
