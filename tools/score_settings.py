@@ -131,8 +131,8 @@ class Protocol:
             spread, tr = self._spread_of(o, s.options), trials.setdefault(o, Trials())
             for p, d_cc, dq in m.by_k[FIT_K]:
                 plan_trials(p, d_cc, dq, prior, self.globals_of, spread, tr)
-        model = fit(trials, spread, s.options)
-        return replace(model, spread=self._spread_of(left_out, s.options))
+        # The trials carry their own set's |z|; the model keeps the spread it meets: the left-out set's.
+        return fit(trials, self._spread_of(left_out, s.options), s.options)
 
     def scores(self, s: Setting) -> dict[str, Scores]:
         out = {}
