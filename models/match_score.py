@@ -95,6 +95,25 @@ class ScoreModel:
     def uses_learned(self) -> bool:
         return LEARNED in self.distances
 
+    @property
+    def takes_globals(self) -> bool:
+        """Whether any global feature is an input: without one a verifier need not measure them
+        (the shipped model takes none)."""
+        return bool(self.features)
+
+    @property
+    def weighs_learned(self) -> bool:
+        """Whether the learned distance can move the score (a fused model fitted to weigh it 0,
+        as the shipped one is, needs no embedding: any distance gives the same score)."""
+        return self.uses_learned and bool(self.weights[self.distances.index(LEARNED)] != 0.0)
+
+    def no_globals(self, rows: int = 1) -> np.ndarray:
+        """Deviation rows for a model that takes no global feature (:attr:`takes_globals` false):
+        :meth:`inputs` reads none of them."""
+        if self.takes_globals:
+            raise ValueError(f"this model takes global features {self.features}")
+        return np.zeros((rows, len(FEATURE_NAMES)))
+
     # -- inputs -------------------------------------------------------------------------------
 
     def inputs(self, classic_distance: float | np.ndarray, deviation: np.ndarray,
@@ -136,12 +155,15 @@ class ScoreModel:
     def probability(self, x: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-np.clip(self.logit(x), -50.0, 50.0)))
 
-    def score(self, classic_distance: float, query: np.ndarray, references: np.ndarray,
+    def score(self, classic_distance: float, query: np.ndarray | None, references: np.ndarray | None,
               learned_distance: float | None = None) -> float:
         """The match probability of one questioned signature: its classic (and, for a fused
         model, learned) distance to the template and its global features against the
-        references' (K x features)."""
-        z = deviations(query, references, self.spread)
+        references' (K x features; both ``None`` for a model that takes none)."""
+        if query is None or references is None:
+            z = self.no_globals()
+        else:
+            z = deviations(query, references, self.spread)
         return float(self.probability(self.inputs(classic_distance, z, learned_distance))[0])
 
     # -- files --------------------------------------------------------------------------------

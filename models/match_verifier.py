@@ -36,7 +36,8 @@ MATCH_SCORE_FILE = SHIPPED.name
 @dataclass(frozen=True, eq=False)
 class MatchFeatures:
     classic: ClassicFeatures
-    globals: np.ndarray                             # K x global features, one row per reference
+    #: K x global features, one row per reference; None when the model takes none.
+    globals: np.ndarray | None
 
 
 class MatchScoreVerifier(OnClassic):
@@ -58,11 +59,15 @@ class MatchScoreVerifier(OnClassic):
                           **{k: str(v) for k, v in (versions or {}).items()}}
 
     def enroll(self, references: Sequence[Trajectory]) -> ReferenceSet[MatchFeatures]:
+        globs = np.array([global_features(r) for r in references]) if self.model.takes_globals else None
         return ReferenceSet(self.name, self.model_versions(), len(references),
-                            MatchFeatures(self.classic.features(references),
-                                          np.array([global_features(r) for r in references])))
+                            MatchFeatures(self.classic.features(references), globs))
 
     def probability(self, features: MatchFeatures, query: Trajectory, classic_distance: float) -> float:
+        if not self.model.takes_globals:
+            return self.model.score(classic_distance, None, None)
+        if features.globals is None:   # cannot pass features_for (the model's digest is a version)
+            raise ModelError("match-score verifier: reference set lacks the global features its model needs")
         return self.model.score(classic_distance, global_features(query), features.globals)
 
     def verify(self, reference_set: ReferenceSet[MatchFeatures], query: Trajectory) -> Verdict:

@@ -57,8 +57,10 @@ class ClassicFeatures:
 @dataclass(frozen=True, eq=False)
 class FusedFeatures:
     classic: ClassicFeatures
-    learned: ScoredReferences                       # the learned model's embedding sequences
-    globals: np.ndarray | None = None               # K x global features (a fused score model only)
+    #: The learned model's embeddings; None when the model weighs the learned distance 0.
+    learned: ScoredReferences | None
+    #: K x global features; None unless the fused score model takes some.
+    globals: np.ndarray | None = None
 
 
 class ClassicVerifier:
@@ -208,30 +210,44 @@ class FusedVerifier(OnClassic):
                           "fusion": digest(fusion_path), "fused_threshold": f"{threshold:.4g}",
                           **{k: str(v) for k, v in (versions or {}).items()}}
 
+    @property
+    def _needs_learned(self) -> bool:
+        return self.score_model is None or self.score_model.weighs_learned
+
+    @property
+    def _needs_globals(self) -> bool:
+        return self.score_model is not None and self.score_model.takes_globals
+
     def enroll(self, references: Sequence[Trajectory]) -> ReferenceSet[FusedFeatures]:
-        embs = [self.learned.embed(r) for r in references]
-        globs = np.array([global_features(r) for r in references]) if self.score_model is not None else None
+        # What the model weighs 0 is not computed (the shipped fused model weighs the learned
+        # distance 0 and takes no global feature: it decides as the match score does).
+        learned = self.learned.build_template([self.learned.embed(r) for r in references]) \
+            if self._needs_learned else None
+        globs = np.array([global_features(r) for r in references]) if self._needs_globals else None
         return ReferenceSet(self.name, self.model_versions(), len(references),
-                            FusedFeatures(self.classic.features(references), self.learned.build_template(embs),
-                                          globs))
+                            FusedFeatures(self.classic.features(references), learned, globs))
 
     def verify(self, reference_set: ReferenceSet[FusedFeatures], query: Trajectory) -> Verdict:
         refs = reference_set.features_for(self.name, self.model_versions())
         # Both parts start from the same prepared points and time functions (about 1 ms) when the
         # learned model was trained with the classic preprocessing, as the shipped one was.
         pre = self.classic.config.preprocess
-        shared = prepared_time_functions(query, pre) if self.learned.config.preprocess == pre else None
+        shared = prepared_time_functions(query, pre) \
+            if self._needs_learned and self.learned.config.preprocess == pre else None
         cv = self.classic.verify_features(refs.classic, query, shared)
-        d_learned = self.learned.score(refs.learned, self.learned.embed(query, shared))
-        if self.score_model is not None and refs.globals is not None:
-            x = self.score_model.inputs(cv.distance, deviations(global_features(query), refs.globals,
-                                                                self.score_model.spread), d_learned)
-            z = float(self.score_model.logit(x)[0])
-        elif self.fusion is not None:
+        if self._needs_learned != (refs.learned is not None) or self._needs_globals != (refs.globals is not None):
+            # Cannot pass features_for (the fusion's digest is a version); kept for mypy.
+            raise ModelError("fused verifier: reference set does not hold what its model needs")
+        # A distance weighed 0 moves nothing: any value stands in for it.
+        d_learned = 1.0 if refs.learned is None else self.learned.score(refs.learned, self.learned.embed(query, shared))
+        if self.score_model is not None:
+            z_globals = self.score_model.no_globals() if refs.globals is None else \
+                deviations(global_features(query), refs.globals, self.score_model.spread)
+            z = float(self.score_model.logit(self.score_model.inputs(cv.distance, z_globals, d_learned))[0])
+        else:
+            assert self.fusion is not None
             by_name = {"classic": cv.distance, "learned": d_learned}
             z = self.fusion.logit(np.array([by_name[n] for n in self.fusion.names]))
-        else:   # a reference set built without global features cannot pass features_for; kept for mypy
-            raise ModelError("fused verifier: reference set lacks the global features its model needs")
         return self.policy.decide(-z, cv.aspects, too_similar=cv.too_similar)
 
     def warm_up(self, sample: Trajectory) -> None:

@@ -1,23 +1,51 @@
 """The fused verifier prepares a questioned signature once for its classic and learned parts: the
-shared points and time functions give the very numbers each part computes on its own."""
+shared points and time functions give the very numbers each part computes on its own. And what its
+model weighs 0 (the shipped model: the learned distance, every global feature) is not computed."""
 
 from __future__ import annotations
 
-import numpy as np
+import json
+import shutil
+from pathlib import Path
 
+import numpy as np
+import pytest
+
+from models._assets import DEFAULT_LEARNED_MODEL, FUSED_SCORE_FILE
 from models.classic import signature_features
 from models.global_features import deviations, global_features
+from models.learned import config_path
+from models.match_score import SHIPPED_FUSED
 from models.pen import FusedVerifier, make_verifier
 from models.preprocess import PreprocessConfig, prepared_time_functions
 from tools.synth import make_population
 
 
-def test_shared_preparation_changes_no_number() -> None:
-    ver = make_verifier("fused", 1.3)
+def _model_dir(tmp_path: Path, learned_weight: float, duration_weight: float | None) -> Path:
+    """The shipped model directory with its fused score's learned weight (and, optionally, a
+    ``duration`` input) set."""
+    shipped = SHIPPED_FUSED.parent / DEFAULT_LEARNED_MODEL
+    for p in (shipped, config_path(shipped)):
+        shutil.copy(p, tmp_path / p.name)
+    d = json.loads(SHIPPED_FUSED.read_text())
+    d["weights"][1] = learned_weight
+    if duration_weight is not None:
+        d["inputs"].append("duration")
+        d["centre"].append(0.2)
+        d["scale"].append(0.3)
+        d["weights"].append(duration_weight)
+    (tmp_path / FUSED_SCORE_FILE).write_text(json.dumps(d))
+    return tmp_path
+
+
+def test_shared_preparation_changes_no_number(tmp_path: Path) -> None:
+    ver = make_verifier("fused", 1.3, model_dir=_model_dir(tmp_path, -0.5, -0.4))
     assert isinstance(ver, FusedVerifier) and ver.score_model is not None
+    assert ver.score_model.weighs_learned and ver.score_model.takes_globals
     genuine, forged = make_population(n_writers=1, n_genuine=7, n_forgeries=2, seed=4)["001"]
     refset = ver.enroll(genuine[:5])
     refs = refset.features_for(ver.name, ver.model_versions())
+    assert refs.learned is not None and refs.globals is not None
     for q in (genuine[5], forged[0]):
         shared = prepared_time_functions(q, ver.classic.config.preprocess)
         assert np.array_equal(signature_features(q, ver.classic.config, shared),
@@ -33,3 +61,41 @@ def test_shared_preparation_changes_no_number() -> None:
     other = prepared_time_functions(genuine[5], PreprocessConfig(resample_hz=None))
     assert np.array_equal(signature_features(genuine[5], ver.classic.config, other),
                           signature_features(genuine[5], ver.classic.config))
+
+
+def test_what_the_model_weighs_zero_is_not_computed(monkeypatch: pytest.MonkeyPatch) -> None:
+    ver = make_verifier("fused", 1.3)
+    assert isinstance(ver, FusedVerifier) and ver.score_model is not None
+    # The shipped fused model: the learned distance weighed 0 (README, "Does the fused operating
+    # point transfer?"), no global feature.
+    assert not ver.score_model.weighs_learned and not ver.score_model.takes_globals
+    genuine, forged = make_population(n_writers=1, n_genuine=7, n_forgeries=2, seed=4)["001"]
+
+    def no_embedding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the learned model ran")
+
+    monkeypatch.setattr(ver.learned, "embed", no_embedding)
+    monkeypatch.setattr("models.pen.global_features", no_embedding)
+    refset = ver.enroll(genuine[:5])
+    refs = refset.features_for(ver.name, ver.model_versions())
+    assert refs.learned is None and refs.globals is None
+    for q in (genuine[5], forged[0]):
+        # The score is the classic distance's alone: any learned distance gives the same.
+        cv = ver.classic.verify_features(refs.classic, q)
+        z = ver.score_model.no_globals()
+        expected = [-float(ver.score_model.logit(ver.score_model.inputs(cv.distance, z, d))[0]) for d in (0.5, 3.0)]
+        assert expected[0] == expected[1] == ver.verify(refset, q).distance
+
+
+def test_a_model_that_weighs_the_learned_distance_refuses_a_set_without_it(tmp_path: Path) -> None:
+    from models.runtime import ModelError
+    from models.verification import ReferenceSet
+
+    shipped = make_verifier("fused", 1.3)
+    ver = make_verifier("fused", 1.3, model_dir=_model_dir(tmp_path, -0.5, None))
+    genuine = make_population(n_writers=1, n_genuine=6, n_forgeries=0, seed=5)["001"][0]
+    # Enrolled by the shipped model (no embeddings), relabelled with this model's versions: the
+    # verifier says what is missing rather than scoring without it.
+    forged_set = ReferenceSet(ver.name, ver.model_versions(), 5, shipped.enroll(genuine[:5]).features)
+    with pytest.raises(ModelError, match="does not hold what its model needs"):
+        ver.verify(forged_set, genuine[5])
