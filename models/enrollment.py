@@ -12,11 +12,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from models.classic import ClassicConfig, build_template, pairwise_distances, signature_features
-from models.dtw import dtw_distance
+from models.classic import ClassicConfig, build_template, classic_distance, signature_features
 from models.errors import VerificationError
 from models.preprocess import Prepared, prepare
-from models.scoring import ScoredReferences, normalised_distance, reference_stats
+from models.scoring import ScoredReferences, normalised_distance, pairwise, reference_stats
 from models.trajectory import Trajectory, TrajectoryError
 
 
@@ -87,16 +86,23 @@ def _ink_length(prep: Prepared) -> float:
     return float(steps[same].sum())
 
 
+def consistency_score(new: np.ndarray, accepted: list[np.ndarray], config: ClassicConfig = ClassicConfig()) -> float:
+    """A new sample's user-normalised classic distance to the samples accepted before it (about 1
+    for a typical genuine signature): what :func:`check_consistency` compares with the policy."""
+    if not accepted:
+        raise ValueError("no accepted sample to compare with")
+    d_new = np.array([classic_distance(new, a, config) for a in accepted])
+    stats = reference_stats(pairwise(accepted, lambda a, b: classic_distance(a, b, config)))
+    return normalised_distance(d_new, stats, config.prior)
+
+
 def check_consistency(new: np.ndarray, accepted: list[np.ndarray],
                       policy: EnrollmentPolicy = EnrollmentPolicy(),
                       config: ClassicConfig = ClassicConfig()) -> Refusal | None:
     """Is a new sample's shape and rhythm like the samples accepted so far? ``None`` when it is."""
     if not accepted:
         return None
-    d_new = np.array([dtw_distance(new, a, config.band) for a in accepted])
-    stats = reference_stats(pairwise_distances(accepted, config.band))
-    score = normalised_distance(d_new, stats, config.prior)
-    if score > policy.max_inconsistency:
+    if consistency_score(new, accepted, config) > policy.max_inconsistency:
         return Refusal(
             "inconsistent",
             "this signature differs from your earlier ones: please sign again as you usually do",

@@ -8,7 +8,7 @@ writers, which is where verifier choices are to be made from now on) are measure
 * skilled and random EER, global and user-mean, with K = 1 and K = 5 references (the evaluator's
   ``random-refs`` protocol: ``tools.evaluate``; its distances, draws and metrics);
 * FRR and skilled FAR of the kiosk's own verifier (``kiosk.verifier``) at the threshold that would
-  ship, i.e. the one fitted without the set, and beside it at the shipped 1.30
+  ship, i.e. the one fitted without the set, and beside it at the shipped one
   (``tools.operating_point.measure``: 5 references, the next 10 genuine and all forgeries);
 
 on the set as recorded and on **device variants** of its test writers (``models.device_variants``):
@@ -22,12 +22,12 @@ What is fitted, for the classic verifier (the kiosk's default):
 * the user-normalisation prior: the mean within-reference statistics over K = 5 draws of the
   other sets' writers (each set weighted equally);
 * the global threshold: the mean over the other sets of each set's pooled skilled-EER threshold
-  at K = 5 (each set weighted equally; the shipped 1.30 was chosen the same way, by hand, from
-  three sets' training writers).
+  at K = 5 (each set weighted equally; the shipped one, ``ClassicConfig.threshold``, is the same
+  rule applied to all four sets).
 
-Not refitted per fold: the feature set, band and preprocessing (chosen on the train and validate
-writers of all four sets), and the learned model and fusion (trained on all four sets' train
-writers; retraining per fold is not practical here). Their figures are therefore not part of
+Not refitted per fold: the feature set, the second warping path, band and preprocessing (chosen
+on the train and validate writers of all four sets), and the learned model and fusion (trained on
+all four sets' train writers; retraining per fold is not practical here). Their figures are therefore not part of
 this yardstick yet: ``verifier: classic`` in the report.
 
 Distances are computed once per (set, variant) and reused by every draw and both K (a memo on
@@ -469,7 +469,7 @@ def format_table(report: dict) -> str:
     """One Markdown table: a row per (left-out set, device variant)."""
     head = ("| left-out set (writers) | pad | skilled K=1 global / user-mean | skilled K=5 global / user-mean "
             "| random K=1 global / user-mean | random K=5 global / user-mean "
-            "| fitted threshold: FRR / skilled FAR | shipped 1.30: FRR / skilled FAR |")
+            f"| fitted threshold: FRR / skilled FAR | shipped {SHIPPED_THRESHOLD:.2f}: FRR / skilled FAR |")
     lines = [head, "|" + "---|" * 8]
     for s in report["sets"]:
         for i, row in enumerate(s["variants"]):

@@ -35,7 +35,7 @@ from typing import Protocol as Interface
 import numpy as np
 
 from models._assets import DEFAULT_LEARNED_MODEL, shipped_assets
-from models.classic import ClassicConfig, score_from_distances, signature_features
+from models.classic import ClassicConfig, classic_distance, score_from_distances, signature_features
 from models.dtw import dtw_distance
 from models.fusion import fused_model_file, load_fused
 from models.global_features import Spread, global_features
@@ -214,7 +214,7 @@ class DistanceProvider(Interface[SampleT_contra]):
 
 @dataclass
 class ClassicProvider:
-    """The classic verifier: DTW on z-scored time functions."""
+    """The classic verifier: DTW on z-scored time functions (``models.classic.classic_distance``)."""
 
     config: ClassicConfig = field(default_factory=ClassicConfig)
     name: str = "classic"
@@ -227,7 +227,7 @@ class ClassicProvider:
         return signature_features(sample.trajectory, self.config)
 
     def distance(self, a: np.ndarray, b: np.ndarray) -> float:
-        return dtw_distance(a, b, self.config.band)
+        return classic_distance(a, b, self.config)
 
 
 @dataclass

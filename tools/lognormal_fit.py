@@ -42,7 +42,6 @@ from scipy.optimize import least_squares
 from scipy.signal import find_peaks
 from scipy.special import ndtr
 
-from models.dtw import dtw_distance
 from models.preprocess import drop_duplicates, moving_average
 from models.trajectory import DeviceInfo, Trajectory, TrajectoryError
 from tools.synth import (
@@ -525,9 +524,9 @@ def synthetic_identity(
 
 
 def classic_distances(original: Trajectory, others: Sequence[Trajectory]) -> np.ndarray:
-    """The classic verifier's DTW distance (its features, its band) from ``original`` to each."""
-    from models.classic import ClassicConfig, signature_features
+    """The classic verifier's distance (its features, its two warping paths) from ``original`` to each."""
+    from models.classic import ClassicConfig, classic_distance, signature_features
 
     cfg = ClassicConfig()
     ref = signature_features(original, cfg)
-    return np.array([dtw_distance(ref, signature_features(o, cfg), cfg.band) for o in others])
+    return np.array([classic_distance(ref, signature_features(o, cfg), cfg) for o in others])

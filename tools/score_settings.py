@@ -18,6 +18,13 @@ standard error; the lowest skilled sum; within 0.5 points of it, the fewest feat
 
 ``--classic-prior`` compares instead the classic distance's own normalisation (how strongly each
 customer's reference statistics are pulled towards the population's), on the same writers.
+
+``--classic-parts`` compares the classic distance's second warping path (``models.classic``
+``DYNAMICS``): one path alone, then each candidate group of time functions aligned again on its
+own and added with each weight; each fold fits its own prior for each. The same rule chooses, the
+group's size standing for the number of features.
+
+    python -m tools.score_settings ../shared/data/online --classic-parts     # about 9 min here
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.classic import ClassicConfig
 from models.global_features import Spread, population_spread
 from models.match_score import ScoreModel
 from models.scoring import NormalisationPrior
@@ -39,6 +47,7 @@ from tools.cross_device import (
     FIT_K,
     SETS,
     Measured,
+    MemoClassic,
     fit_match_score,
     fit_prior,
     match_scores,
@@ -76,6 +85,54 @@ PRIOR_STRENGTHS: tuple[float, ...] = (0.5, 1.0, 2.0, 6.0, 8.0, 12.0, 16.0, 32.0)
 def prior_settings() -> list[Setting]:
     return [Setting("classic", None)] + [Setting(f"classic, prior strength {v:g}", None, prior_strength=v)
                                          for v in PRIOR_STRENGTHS]
+
+
+#: ``--classic-parts``: the groups of time functions tried on a second warping path, and the weights.
+DYNAMICS_CANDIDATES: dict[str, tuple[str, ...]] = {
+    "velocity": ("dx", "dy", "speed", "acceleration", "centripetal"),
+    "speed and accelerations": ("speed", "acceleration", "centripetal"),
+    "velocity and pressure change": ("dx", "dy", "speed", "acceleration", "centripetal", "dpressure"),
+}
+DYNAMICS_WEIGHTS: tuple[float, ...] = (0.5, 0.75, 1.0, 1.5, 2.0)
+
+
+def added(base: Measured, part: Measured, weight: float) -> Measured:
+    """``base``'s distances plus ``weight`` times ``part``'s, trial for trial (the same plans)."""
+    out = Measured()
+    for k, items in base.by_k.items():
+        out.by_k[k] = [(p, d_cc + weight * e_cc, {kind: dq[kind] + weight * eq[kind] for kind in dq})
+                       for (p, d_cc, dq), (_, e_cc, eq) in zip(items, part.by_k[k], strict=True)]
+    return out
+
+
+def classic_scores(measured: Mapping[str, Measured]) -> dict[str, Scores]:
+    """Each left-out set's classic scores with the prior its fold fits on the other sets."""
+    return {n: m.scores(FIT_K, fit_prior([o for name, o in measured.items() if name != n]))
+            for n, m in measured.items()}
+
+
+def parts_rows(data_dir: Path, trials: int = 10, seed: int = 0) -> tuple[list[dict], dict[str, int]]:
+    """``--classic-parts``: one row per (group, weight) after one warping path alone, and each
+    row's group size."""
+    one_path = ClassicConfig(dynamics=())
+    groups = {"one path": one_path, **{g: replace(one_path, features=f) for g, f in DYNAMICS_CANDIDATES.items()}}
+    measured: dict[str, dict[str, Measured]] = {g: {} for g in groups}
+    for name, folder, fmt in SETS:
+        ds = pick_writers(load_online(data_dir / folder, fmt), {"train", "validate"}, None)
+        print(f"{name}: distances of {len(ds.writers)} train+validate writers", file=sys.stderr, flush=True)
+        for g, cfg in groups.items():
+            measured[g][name] = measure_distances(ds, [FIT_K], trials, seed, MemoClassic(cfg))
+    base = classic_scores(measured["one path"])
+    rows, sizes = [row("one warping path (shipped until 2026-11-27)", base, base)], {}
+    sizes[rows[0]["setting"]] = 0
+    for g, feats in DYNAMICS_CANDIDATES.items():
+        for w in DYNAMICS_WEIGHTS:
+            label = f"+ {w:g} x {g} ({', '.join(feats)}) on its own path"
+            both = {n: added(measured["one path"][n], measured[g][n], w) for n in measured[g]}
+            rows.append(row(label, classic_scores(both), base))
+            sizes[label] = len(feats)
+            print(format_row(rows[-1]), flush=True)
+    return rows, sizes
 
 
 def settings() -> list[Setting]:
@@ -210,8 +267,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--classic-prior", action="store_true",
                     help="compare the classic distance's normalisation prior strengths instead (not shipped: "
                          "a new strength changes the distance's scale and every threshold fitted on it)")
+    ap.add_argument("--classic-parts", action="store_true",
+                    help="compare the classic distance's second warping path (groups and weights) instead")
     args = ap.parse_args(argv)
     started = time.perf_counter()
+    if args.classic_parts:
+        rows, sizes = parts_rows(args.data)
+        print(format_row(rows[0]))
+        print(f"(skilled / random EER %, K = 5; in brackets skilled minus one path's ± its standard error over "
+              f"writers; {time.perf_counter() - started:.0f} s)")
+        print(f"chosen by the rule: {choose(rows, sizes)}")
+        if args.json:
+            args.json.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
+        return 0
     proto = Protocol.measure(args.data)
     base = proto.scores(Setting("classic", None))
     names = list(proto.measured)

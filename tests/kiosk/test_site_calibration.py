@@ -17,9 +17,10 @@ from kiosk.errors import RequestRefused
 from kiosk.staff import OperatorStore
 from kiosk.templates import TemplateStore
 from models.calibration import SiteThreshold
+from models.classic import ClassicConfig
 from tools.central.collector import Collector
 
-SHIPPED = 1.30
+SHIPPED = ClassicConfig().threshold
 # The calibration's defaults are on the classic distance's scale (the shipped match score needs its own).
 CLASSIC = '\n[verifier]\nkind = "classic"\n'
 CALIBRATION = ("\n[calibration]\nenabled = true\nmin_customers = 3\nstrength = 0.0\ntarget_frr = 0.2\n"

@@ -43,11 +43,12 @@ from kiosk.staff import OperatorStore
 from kiosk.templates import TemplateStore
 from kiosk.topics import KioskTopics
 from kiosk.ui.server import SCREEN_COOKIE, STAFF_COOKIE
+from models.classic import ClassicConfig
 from tools.central.collector import Collector
 from tools.central.web_pages import kiosks_page
 from tools.commands import central_cmd
 
-SHIPPED = 1.30
+SHIPPED = ClassicConfig().threshold
 # The calibration's defaults are on the classic distance's scale (the shipped match score needs its own).
 CLASSIC = '\n[verifier]\nkind = "classic"\n'
 CALIBRATION = ("\n[calibration]\nenabled = true\nmin_customers = 3\nstrength = 0.0\ntarget_frr = 0.2\n"
@@ -131,7 +132,8 @@ def test_staff_revert_and_resume_in_the_browser_reach_the_centre(  # type: ignor
         assert page.inner_text("#cal-state") == {"calibrated": "Moving with this kiosk's customers",
                                                  "clamped": "Moved as far as its bounds allow"}[reason]
         assert page.inner_text("#cal-threshold") == f"{moved:.4f}"
-        assert page.inner_text("#cal-shipped") == "1.3000" and page.inner_text("#cal-bounds") == "1.2500 to 1.3400 (distance)"
+        assert page.inner_text("#cal-shipped") == f"{SHIPPED:.4f}" \
+            and page.inner_text("#cal-bounds") == f"{SHIPPED - 0.05:.4f} to {SHIPPED + 0.04:.4f} (distance)"
         assert page.inner_text("#cal-target") == "20 % of genuine refused"
         assert page.inner_text("#cal-customers") == "3 customers (moves from 3)"
         assert page.inner_text("#cal-moved") not in ("", "never")
@@ -147,7 +149,7 @@ def test_staff_revert_and_resume_in_the_browser_reach_the_centre(  # type: ignor
         page.click("#btn-cal-confirm")
         _until(page, "document.body.dataset.calibration === 'held'")
         assert page.inner_text("#cal-state") == "Held at the shipped threshold by staff"
-        assert page.inner_text("#cal-threshold") == "1.3000"
+        assert page.inner_text("#cal-threshold") == f"{SHIPPED:.4f}"
         assert daemon.verifier.policy.threshold == SHIPPED and daemon.status()["calibration"]["held"]  # type: ignore[index]
         page.screenshot(path=str(tmp_path / "staff-calibration-held.png"))
 

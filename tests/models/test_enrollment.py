@@ -70,3 +70,23 @@ def test_enroll_all_at_once_lists_every_refusal(pop):
     assert [(i, r.code) for i, r in e.value.refusals] == [(1, "too_short"), (3, "inconsistent")]
     assert "sample 2" in str(e.value)
     assert len(enroll(genuine[:4]).references) == 4
+
+
+def test_the_consistency_score_is_the_classic_distance_normalised_and_decides_the_refusal(pop):
+    """What ``tools.enrollment_consistency`` measures on real writers is what enrollment refuses on."""
+    from models.classic import build_template
+    from models.enrollment import check_consistency, consistency_score
+
+    cfg = ClassicConfig()
+    own = [signature_features(t, cfg) for t in pop["001"][0][:4]]
+    stranger = signature_features(pop["002"][0][0], cfg)
+    # The same number the verifier gives the sample against the accepted ones as a template.
+    assert consistency_score(own[3], own[:3], cfg) == pytest.approx(
+        score_query(build_template(own[:3], cfg), own[3], cfg).distance, rel=1e-12)
+    genuine, other = consistency_score(own[3], own[:3], cfg), consistency_score(stranger, own[:3], cfg)
+    assert genuine < other
+    policy = EnrollmentPolicy(max_inconsistency=(genuine + other) / 2)
+    assert check_consistency(own[3], own[:3], policy, cfg) is None
+    assert check_consistency(stranger, own[:3], policy, cfg).code == "inconsistent"
+    with pytest.raises(ValueError, match="no accepted sample"):
+        consistency_score(stranger, [], cfg)

@@ -70,3 +70,40 @@ def test_the_prior_sweep_is_classic_at_other_strengths_and_holds_the_shipped_ref
     assert compared[0].label == "classic" and compared[0].prior_strength is None
     strengths = [s.prior_strength for s in compared[1:]]
     assert all(s.options is None for s in compared) and ClassicConfig().prior.strength not in strengths
+
+
+def test_the_parts_sweep_adds_what_the_shipped_distance_adds() -> None:
+    """``--classic-parts`` adds a group's one-path distances to the one-path distances, trial for
+    trial; with the shipped group and weight that is the shipped classic distance."""
+    from dataclasses import replace
+
+    from models.classic import ClassicConfig, classic_distance, signature_features
+    from models.dtw import dtw_distance
+    from tools.cross_device import Measured
+    from tools.score_settings import DYNAMICS_CANDIDATES, DYNAMICS_WEIGHTS, added
+    from tools.synth import make_population
+
+    shipped = ClassicConfig()
+    assert shipped.dynamics in DYNAMICS_CANDIDATES.values() and shipped.dynamics_weight in DYNAMICS_WEIGHTS
+    genuine, forged = make_population(n_writers=1, n_genuine=3, n_forgeries=2, seed=2)["001"]
+    feats = [signature_features(t, shipped) for t in genuine]
+    qs = [signature_features(t, shipped) for t in forged]
+    part = replace(shipped, features=shipped.dynamics, dynamics=())
+
+    def matrices(dist):  # type: ignore[no-untyped-def]
+        cc = np.array([[dist(a, b) for b in feats] for a in feats])
+        return cc, {"skilled": np.array([[dist(q, b) for b in feats] for q in qs])}
+
+    def cols(x: np.ndarray) -> np.ndarray:
+        return x[:, shipped.dynamics_columns]
+
+    # The tool measures the group as its own feature set: the same columns, z-scored alike.
+    for t, f in zip(genuine, feats):
+        np.testing.assert_array_equal(signature_features(t, part), cols(f))
+    base, extra = Measured(), Measured()
+    base.by_k[5] = [(None, *matrices(lambda a, b: dtw_distance(a, b, shipped.band)))]
+    extra.by_k[5] = [(None, *matrices(lambda a, b: dtw_distance(cols(a), cols(b), part.band)))]
+    (_, d_cc, dq), = added(base, extra, shipped.dynamics_weight).by_k[5]
+    want_cc, want_q = matrices(lambda a, b: classic_distance(a, b, shipped))
+    np.testing.assert_allclose(d_cc, want_cc, rtol=1e-12)
+    np.testing.assert_allclose(dq["skilled"], want_q["skilled"], rtol=1e-12)

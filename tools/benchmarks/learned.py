@@ -1,7 +1,9 @@
 """Benchmark: the learned verifier on one core. Per signature: the int8 student's invoke alone,
 and featurisation + invoke; then the whole fused verification of one signature against 5
 references by the kiosk's ``FusedVerifier`` (classic features, distance and aspect checks, learned
-embedding and 5 DTWs, global features, fused score), median and p95.
+embedding and 5 DTWs, global features, fused score), median and p95: with the shipped fused score,
+which weighs the learned distance 0 and so never runs the student, and with the same score weighing
+it (what an update that gives the student weight would cost).
 The float student is timed beside the int8 one for comparison.
 
 Signatures come from the sigma-lognormal synthesizer (no dataset needed); ``SIGKIOSK_BENCH_DATA``
@@ -55,27 +57,43 @@ def run(quick: bool = False) -> dict[str, float]:
               f"(p95 {out[f'{tag}_invoke_p95_ms']:.2f}); featurise + invoke median "
               f"{out[f'{tag}_embed_median_ms']:.2f} ms (p95 {out[f'{tag}_embed_p95_ms']:.2f})")
 
-    # The whole fused verification against 5 references, by the kiosk's own verifier (classic
-    # features, distance and aspect checks, learned embedding, global features, fused score), the
-    # references enrolled beforehand as the kiosk does.
+    # The whole fused verification against 5 references, by the kiosk's own verifier, the references
+    # enrolled beforehand as the kiosk does: as shipped, and with the learned distance weighed.
+    import json
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from models._assets import DEFAULT_LEARNED_MODEL, FUSED_SCORE_FILE
+    from models.learned import config_path
     from models.pen import FusedVerifier, make_verifier
 
-    fused = make_verifier("fused", ClassicConfig().threshold)
-    assert isinstance(fused, FusedVerifier)
-    templates = [fused.enroll([_traj(r) for r in refs]) for refs, _ in writers]
-    pairs = [(ti, _traj(q)) for ti, (_, qs) in enumerate(writers) for q in qs]
-    fused.verify(templates[0], pairs[0][1])  # numba compile, interpreter warm-up
-    lat = []
-    for _ in range(reps):
-        for ti, q in pairs:
-            t0 = time.perf_counter()
-            fused.verify(templates[ti], q)
-            lat.append(time.perf_counter() - t0)
-    out["fused_5refs_median_ms"], out["fused_5refs_p95_ms"] = _ms(lat)
-    out["runs"] = float(len(lat))
-    form = "fused score" if fused.score_model is not None else "two-distance fusion"
-    print(f"learned: fused verification vs 5 references (FusedVerifier.verify: classic + aspects + int8 "
-          f"learned, {form}): median "
-          f"{out['fused_5refs_median_ms']:.2f} ms, p95 {out['fused_5refs_p95_ms']:.2f} ms over {len(lat)} runs, "
-          f"one thread on a {os.cpu_count()}-core machine")
+    with tempfile.TemporaryDirectory() as tmp:
+        weighed = Path(tmp)
+        for f in (int8, config_path(int8)):
+            shutil.copy(f, weighed / f.name)
+        model = json.loads((ASSETS / FUSED_SCORE_FILE).read_text())
+        model["weights"][1] = -1.0
+        (weighed / FUSED_SCORE_FILE).write_text(json.dumps(model))
+        assert (weighed / DEFAULT_LEARNED_MODEL).is_file()
+        for key, model_dir in (("fused", None), ("fused_weighed", weighed)):
+            fused = make_verifier("fused", ClassicConfig().threshold, model_dir=model_dir)
+            assert isinstance(fused, FusedVerifier) and fused.score_model is not None
+            templates = [fused.enroll([_traj(r) for r in refs]) for refs, _ in writers]
+            pairs = [(ti, _traj(q)) for ti, (_, qs) in enumerate(writers) for q in qs]
+            fused.verify(templates[0], pairs[0][1])  # numba compile, interpreter warm-up
+            lat = []
+            for _ in range(reps):
+                for ti, q in pairs:
+                    t0 = time.perf_counter()
+                    fused.verify(templates[ti], q)
+                    lat.append(time.perf_counter() - t0)
+            out[f"{key}_5refs_median_ms"], out[f"{key}_5refs_p95_ms"] = _ms(lat)
+            out["runs"] = float(len(lat))
+            what = ("the int8 student weighed" if fused.score_model.weighs_learned
+                    else "as shipped: the learned distance weighed 0, the student not run")
+            print(f"learned: fused verification vs 5 references (FusedVerifier.verify: classic + aspects + fused "
+                  f"score, {what}): median {out[f'{key}_5refs_median_ms']:.2f} ms, "
+                  f"p95 {out[f'{key}_5refs_p95_ms']:.2f} ms over {len(lat)} runs, "
+                  f"one thread on a {os.cpu_count()}-core machine")
     return out
