@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from models import shipped_assets
-from tools.benchmarks.verify import _signatures, _traj
+from tools.benchmarks.verify import _signatures, _traj, time_verify
 
 NAME = "learned"
 ASSETS = shipped_assets()
@@ -79,15 +79,8 @@ def run(quick: bool = False) -> dict[str, float]:
         for key, model_dir in (("fused", None), ("fused_weighed", weighed)):
             fused = make_verifier("fused", ClassicConfig().threshold, model_dir=model_dir)
             assert isinstance(fused, FusedVerifier) and fused.score_model is not None
-            templates = [fused.enroll([_traj(r) for r in refs]) for refs, _ in writers]
             pairs = [(ti, _traj(q)) for ti, (_, qs) in enumerate(writers) for q in qs]
-            fused.verify(templates[0], pairs[0][1])  # numba compile, interpreter warm-up
-            lat = []
-            for _ in range(reps):
-                for ti, q in pairs:
-                    t0 = time.perf_counter()
-                    fused.verify(templates[ti], q)
-                    lat.append(time.perf_counter() - t0)
+            lat = time_verify(fused, writers, pairs, reps)
             out[f"{key}_5refs_median_ms"], out[f"{key}_5refs_p95_ms"] = _ms(lat)
             out["runs"] = float(len(lat))
             what = ("the int8 student weighed" if fused.score_model.weighs_learned

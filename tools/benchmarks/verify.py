@@ -94,24 +94,30 @@ def run(quick: bool = False) -> dict[str, float]:
     return out
 
 
-def _kiosk_verifier(writers: list[tuple[list, list]], queries: list[tuple[int, Trajectory]],
-                    reps: int) -> dict[str, float]:
-    """The kiosk's default pen verifier as the daemon calls it (``verify``: preprocessing, classic
-    features, 5 DTW, aspects, global features and the match score's dot product)."""
-    from kiosk.config import VerifierConfig
-    from tools.operating_point import kiosk_verifier
-
-    settings = VerifierConfig()
-    verifier = kiosk_verifier(settings)
+def time_verify(verifier: Any, writers: list[tuple[list, list]], queries: list[tuple[int, Trajectory]],
+                reps: int) -> list[float]:
+    """Seconds per ``verifier.verify`` of each (writer index, query), ``reps`` times over, each
+    writer's references enrolled first as the kiosk does (after one warm-up call)."""
     templates = [verifier.enroll([_traj(r) for r in refs]) for refs, _ in writers]
-    verifier.verify(templates[0], queries[0][1])
+    verifier.verify(templates[0], queries[0][1])  # numba compile, interpreter warm-up
     lat = []
     for _ in range(reps):
         for ti, q in queries:
             t0 = time.perf_counter()
             verifier.verify(templates[ti], q)
             lat.append(time.perf_counter() - t0)
-    lat_ms = np.array(lat) * 1e3
+    return lat
+
+
+def _kiosk_verifier(writers: list[tuple[list, list]], queries: list[tuple[int, Trajectory]],
+                    reps: int) -> dict[str, float]:
+    """The kiosk's default pen verifier as the daemon calls it (``verify``: preprocessing, classic
+    features, 5 classic distances, aspects, the global features its model takes, and the match score)."""
+    from kiosk.config import VerifierConfig
+    from tools.operating_point import kiosk_verifier
+
+    settings = VerifierConfig()
+    lat_ms = np.array(time_verify(kiosk_verifier(settings), writers, queries, reps)) * 1e3
     out = {"kiosk_verify_median_ms": float(np.median(lat_ms)), "kiosk_verify_p95_ms": float(np.percentile(lat_ms, 95))}
     print(f"verify: the kiosk's verifier ({settings.kind}) verify(): median {out['kiosk_verify_median_ms']:.2f} ms, "
           f"p95 {out['kiosk_verify_p95_ms']:.2f} ms over {len(lat_ms)} runs")
