@@ -77,7 +77,10 @@ class ClassicVerifier:
 
     def model_versions(self) -> dict[str, str]:
         p = self.policy
-        return {"classic": "1", "threshold": f"{p.threshold:g}",
+        # "2": the distance has two warping paths (2026-11-27); a reference set or a site's LOO
+        # scores built with one path ("1") hold distances on another scale and are built again.
+        return {"classic": "2" if len(self.config.dynamics) and self.config.dynamics_weight > 0 else "1",
+                "threshold": f"{p.threshold:g}",
                 "rhythm": f"{p.rhythm_tolerance:g}" if p.rhythm_decides else "off"}
 
     def _aspect_cols(self, feats: np.ndarray) -> dict[str, np.ndarray]:

@@ -54,3 +54,15 @@ def test_bad_dynamics_are_refused() -> None:
     with pytest.raises(ValueError, match="dynamics_weight"):
         ClassicConfig(dynamics_weight=float("nan"))
     assert ClassicConfig(features=("x", "y"), dynamics=()).dynamics_columns.size == 0
+
+
+def test_a_reference_set_built_with_one_path_is_not_compared_with_two() -> None:
+    from models.pen import ClassicVerifier
+    from models.verification import ReferenceSetMismatch
+
+    genuine, _ = make_population(n_writers=1, n_genuine=6, n_forgeries=0, seed=9)["001"]
+    one = ClassicVerifier(ClassicConfig(dynamics=()))
+    two = ClassicVerifier()
+    assert one.model_versions()["classic"] != two.model_versions()["classic"]
+    with pytest.raises(ReferenceSetMismatch):
+        two.verify(one.enroll(genuine[:5]), genuine[5])
