@@ -73,6 +73,10 @@ class HogConfig:
     #: references' angle, and :func:`hog_distance` compares the closest turn of one picture with
     #: the other as it is.
     turns: tuple[float, ...] = (0.0,)
+    #: Slants (degrees; positive leans the strokes to the right) at which a picture is also
+    #: described, after its turns: how far a signature leans changes from one signing to the next
+    #: more than its angle on the page does.
+    shears: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.framings or any(k not in FRAMING_KINDS for k, _ in self.framings):
@@ -85,6 +89,8 @@ class HogConfig:
             raise ValueError(f"each scale's frame holds at least 2×2 cells, got {self.scales!r}")
         if not self.turns or self.turns[0] != 0.0 or any(not -45.0 <= t <= 45.0 for t in self.turns):
             raise ValueError(f"turns start with 0 and stay within ±45 degrees, got {self.turns!r}")
+        if any(not -30.0 <= t <= 30.0 or t == 0.0 for t in self.shears):
+            raise ValueError(f"shears are non-zero and within ±30 degrees, got {self.shears!r}")
 
     @property
     def length(self) -> int:
@@ -236,6 +242,19 @@ def _turn(x: np.ndarray, degrees: float) -> np.ndarray:
                           borderValue=0.0)
 
 
+def _shear(x: np.ndarray, degrees: float) -> np.ndarray:
+    """The ink slanted about its ink-weighted centroid (each row moved sideways in proportion to
+    its height above the centroid), on a canvas wide enough that no stroke leaves it."""
+    m = _ink_moments(x)
+    h, w = x.shape
+    k = float(np.tan(np.radians(degrees)))
+    pad = int(np.ceil(abs(k) * max(m.cy, h - m.cy))) + 1
+    # x' = x - k (y - cy) + pad: rows above the centroid (smaller y) move right for k > 0.
+    shear = np.array([[1.0, -k, k * m.cy + pad], [0.0, 1.0, 0.0]])
+    return cv2.warpAffine(x, shear, (w + 2 * pad, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=0.0)
+
+
 def hog_descriptor(prepared: np.ndarray, config: HogConfig = SHIPPED) -> np.ndarray:
     """The unit descriptor of one prepared ink image as it is (``prepare``'s output, float in
     [0, 1] or the template store's uint8 levels, read alike). ``NoInkError`` if it holds no ink.
@@ -245,10 +264,11 @@ def hog_descriptor(prepared: np.ndarray, config: HogConfig = SHIPPED) -> np.ndar
 
 
 def hog_turned(prepared: np.ndarray, config: HogConfig = SHIPPED) -> np.ndarray:
-    """The descriptors of the picture at each of ``config.turns`` (rows; row 0 is
-    :func:`hog_descriptor`, the picture as it is): what a question is compared by."""
+    """The descriptors of the picture at each of ``config.turns``, then each of its ``shears``
+    (rows; row 0 is :func:`hog_descriptor`, the picture as it is): what a question is compared by."""
     x = _ink(prepared)
-    return np.stack([_describe(x if t == 0.0 else _turn(x, t), config) for t in config.turns])
+    poses = [x if t == 0.0 else _turn(x, t) for t in config.turns] + [_shear(x, s) for s in config.shears]
+    return np.stack([_describe(pose, config) for pose in poses])
 
 
 def hog_distance(a: np.ndarray, b: np.ndarray) -> float:

@@ -117,6 +117,9 @@ VARIANTS: dict[str, HogConfig] = {
     "the three framings, s18, turns ±5": _turned(-5.0, 5.0),
     "the three framings, s18, turns ±2 ±4": _turned(-2.0, 2.0, -4.0, 4.0),
     "the three framings, s18, turns ±3 ±6": _turned(-3.0, 3.0, -6.0, 6.0),
+    # The question also slanted (degrees), beside the shipped turns, third round (worse on all three:
+    # not shipped):
+    "turns ±2, slants ±5": replace(_turned(-2.0, 2.0), shears=(-5.0, 5.0)),
 }
 
 

@@ -156,3 +156,27 @@ def test_a_turn_loses_no_ink() -> None:
         out = _turn(corners, degrees)
         assert out.sum() == pytest.approx(corners.sum(), rel=0.02)
         assert out[0].max() == out[-1].max() == out[:, 0].max() == out[:, -1].max() == 0.0
+
+
+def test_a_slant_leans_the_strokes_right_loses_no_ink_and_adds_rows() -> None:
+    """``HogConfig.shears``: the picture is also described slanted about its centroid, after its
+    turns; a positive slant moves the top of an upright bar right and its foot left."""
+    from models.hog import _shear
+
+    bar = np.zeros((128, 128), np.float32)
+    bar[20:108, 62:66] = 1.0
+    for degrees in (-12.0, 5.0, 12.0):
+        out = _shear(bar, degrees)
+        assert out.sum() == pytest.approx(bar.sum(), rel=0.02)
+        assert out[:, 0].max() == out[:, -1].max() == 0.0
+        top, foot = (float(np.average(np.arange(out.shape[1]), weights=out[r])) for r in (22, 105))
+        assert (top > foot) == (degrees > 0) and abs(top - foot) == pytest.approx(
+            83 * math.tan(math.radians(abs(degrees))), abs=1.5)
+    config = HogConfig(framings=SHIPPED.framings, turns=(0.0, 2.0), shears=(-5.0, 5.0))
+    picture = prepare(SignatureImage(draw(signature_strokes())))
+    rows = hog_turned(picture, config)
+    assert rows.shape == (4, SHIPPED.length)
+    np.testing.assert_array_equal(rows[:2], hog_turned(picture, HogConfig(framings=SHIPPED.framings, turns=(0.0, 2.0))))
+    for bad in ((0.0,), (45.0,)):
+        with pytest.raises(ValueError, match="shears"):
+            HogConfig(shears=bad)
