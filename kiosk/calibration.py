@@ -55,23 +55,25 @@ STATE_FILE = "calibration.json"
 KIOSK_OPERATOR = "kiosk"
 
 #: Measured LOO bias of the classic verifier at K = 5 (README, "Site self-calibration"): the
-#: questioned genuine's quantile minus the LOO scores' at targets 2, 3 and 5 % was +0.044, +0.052
-#: and +0.035 on the train + validate writers of the four shared sets with two warping paths
-#: (``tools/site_calibration.py``; one path: +0.036, +0.029, +0.014 with the prior at strength 4,
-#: shipped 0.03; +0.036, +0.042, +0.040 at strength 2, shipped 0.04).
-CLASSIC_LOO_OFFSET = 0.05
+#: questioned genuine's quantile minus the LOO scores' at targets 2, 3 and 5 % was +0.056, +0.032
+#: and +0.015 on the train + validate writers of the four shared sets with two warping paths and
+#: the prior at strength 6 (``tools/site_calibration.py``; at strength 4 +0.044, +0.052, +0.035;
+#: one path: +0.036, +0.029, +0.014 at strength 4, shipped 0.03, and +0.036, +0.042, +0.040 at
+#: strength 2, shipped 0.04).
+CLASSIC_LOO_OFFSET = 0.03
 #: The same for the match score (minus its logit), measured the same way at the default target
-#: (3 %) with the shipped match_score.json: +0.555 (``tools/site_calibration.py --kind
-#: match-score``; with one warping path +0.291, with the classic prior at strength 2 +0.408, the
-#: ten-feature model shipped before 2026-11-27 +0.377). On this scale it depends on the target
-#: (+0.46 at 2 %, +0.39 at 5 %): a bank that changes target_frr should set loo_offset with it.
-MATCH_LOO_OFFSET = 0.56
+#: (3 %) with the shipped match_score.json: +0.342 (``tools/site_calibration.py --kind
+#: match-score``; two warping paths at prior strength 4 +0.555; one path +0.291, and +0.408 at
+#: strength 2; the ten-feature model shipped before 2026-11-27 +0.377). On this scale it depends
+#: on the target (+0.59 at 2 %, +0.17 at 5 %): a bank that changes target_frr should set
+#: loo_offset with it.
+MATCH_LOO_OFFSET = 0.34
 #: The same for the fused score (the match score with the learned distance; minus its logit): its
 #: learned weight, chosen on the cross-device protocol, is 0, so it is the match score's own
-#: (``tools/site_calibration.py --kind fused``: +0.555). (With the weight of 0.30 shipped before it
-#: was +0.255, with one warping path.) A fused score that weighs the student again needs this
+#: (``tools/site_calibration.py --kind fused``). (With the weight of 0.30 shipped before it was
+#: +0.255, with one warping path.) A fused score that weighs the student again needs this
 #: measured again.
-FUSED_LOO_OFFSET = 0.56
+FUSED_LOO_OFFSET = 0.34
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ class ScaleDefaults:
 
 #: Per ``[verifier] kind``. classic: the user-normalised distance. match-score: minus the logit of
 #: the genuine probability; its bounds are a policy choice (about 1 in log-odds either way: the
-#: shipped probability threshold 0.390 may move within 0.19 (looser) .. 0.61 (stricter)), its LOO
+#: shipped probability threshold 0.399 may move within 0.20 (looser) .. 0.62 (stricter)), its LOO
 #: bias measured like the classic one (README "Site self-calibration"). fused: on the same scale (its
 #: model is the match score with the learned distance mixed in), the same bounds, its own LOO bias.
 SCALE_DEFAULTS: dict[str, ScaleDefaults] = {

@@ -47,9 +47,9 @@ DEFAULT_THRESHOLD = ClassicConfig().threshold
 #: writer-independent score") no global feature transferred, so it decides as classic does.
 DEFAULT_KIND = "match-score"
 #: The example "high-value" profile's pen threshold on the default verifier's scale (a genuine
-#: probability; the model's own operating point is 0.390, the classic distance 1.27, and 0.6 is
-#: 1.19): on the training writers of the three larger sets it lowers skilled FAR by 0.3-1.7
-#: points for 2.7-3.9 points more FRR (README, Application profiles).
+#: probability; the model's own operating point is 0.399, the classic distance 1.2755, and 0.6 is
+#: 1.2007): on the training writers of the three larger sets it lowers skilled FAR by 0.5-2.1
+#: points for 1.2-3.9 points more FRR (README, Application profiles).
 HIGH_VALUE_THRESHOLD = 0.6
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.classic import ClassicConfig
+from models.classic import PRIOR_STRENGTH, ClassicConfig
 from models.global_features import Spread, population_spread
 from models.match_score import ScoreModel
 from models.scoring import NormalisationPrior
@@ -78,8 +78,9 @@ class Setting:
 
 #: ``--classic-prior``: how strongly a customer's reference statistics are pulled towards the
 #: population's (K = 5 references give 10 pairs), beside the shipped strength
-#: (``models.classic.PRIOR_STRENGTH``, 4 since 2026-11-27; 2 before).
-PRIOR_STRENGTHS: tuple[float, ...] = (0.5, 1.0, 2.0, 6.0, 8.0, 12.0, 16.0, 32.0)
+#: (``models.classic.PRIOR_STRENGTH``: 6 with two warping paths; 4 with one, from 2026-11-27; 2 before).
+PRIOR_STRENGTHS: tuple[float, ...] = tuple(
+    v for v in (0.5, 1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0) if v != PRIOR_STRENGTH)
 
 
 def prior_settings() -> list[Setting]:
