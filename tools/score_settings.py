@@ -24,7 +24,7 @@ customer's reference statistics are pulled towards the population's), on the sam
 own and added with each weight; each fold fits its own prior for each. The same rule chooses, the
 group's size standing for the number of features.
 
-    python -m tools.score_settings ../shared/data/online --classic-parts     # about 9 min here
+    python -m tools.score_settings ../shared/data/online --classic-parts     # about 6.5 min here
 """
 
 from __future__ import annotations
