@@ -34,7 +34,7 @@ TWO = """
 default = "standard"
 [profiles.standard]
 [profiles.high-value]
-threshold = 0.8
+threshold = 0.7
 paper_threshold = 0.8
 """
 
@@ -115,17 +115,17 @@ def test_one_score_two_profiles_two_decisions() -> None:
     v, refs, query = _verifier_and_verdict()
     profiles = _config(TWO)
     verdict = v.verify(refs, query)
-    assert 0.8 < verdict.distance < 1.3, verdict.distance   # between the two thresholds
+    assert 0.7 < verdict.distance < 1.3, verdict.distance   # between the two thresholds
     standard = profiles.pen_policy("standard", v.policy)
     assert standard is v.policy   # the default profile follows the verifier: nothing re-decided
     same, versions = decide_under(standard, v.policy, verdict, v.model_versions())
     assert same is verdict and same.decision == "APPROVED" and "profile_threshold" not in versions
     high = profiles.pen_policy("high-value", v.policy)
-    assert high.threshold == 0.8 and high.too_similar_ratio == v.policy.too_similar_ratio
+    assert high.threshold == 0.7 and high.too_similar_ratio == v.policy.too_similar_ratio
     strict, versions = decide_under(high, v.policy, verdict, v.model_versions())
     assert strict.decision == "SUSPICIOUS" and strict.match_rate < 0.5 < verdict.match_rate
     assert strict.aspects == verdict.aspects and strict.reasons == ["overall"]
-    assert versions["profile_threshold"] == "0.8" and versions["classic"] == v.model_versions()["classic"]
+    assert versions["profile_threshold"] == "0.7" and versions["classic"] == v.model_versions()["classic"]
 
 
 def test_profiles_compose_with_the_site_calibration() -> None:
@@ -136,10 +136,10 @@ def test_profiles_compose_with_the_site_calibration() -> None:
     site = SiteThreshold(v)
     site.set_threshold(1.4)   # the calibration moved the site's threshold up
     assert profiles.pen_policy("standard", site.policy).threshold == 1.4
-    assert profiles.pen_policy("high-value", site.policy).threshold == 0.8
-    site.set_threshold(0.7)   # ...or down, below high-value's: high-value follows it down
-    assert profiles.pen_policy("standard", site.policy).threshold == 0.7
     assert profiles.pen_policy("high-value", site.policy).threshold == 0.7
+    site.set_threshold(0.6)   # ...or down, below high-value's: high-value follows it down
+    assert profiles.pen_policy("standard", site.policy).threshold == 0.6
+    assert profiles.pen_policy("high-value", site.policy).threshold == 0.6
     # A written-down default threshold is the bank's: the calibration does not move it.
     fixed = _config("[profiles.standard]\nthreshold = 1.1\n[profiles.high-value]\nthreshold = 0.9\n")
     assert fixed.pen_policy("standard", site.policy).threshold == 1.1

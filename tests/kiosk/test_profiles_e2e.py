@@ -34,7 +34,7 @@ from kiosk.profiles import UnknownProfile
 from kiosk.templates import TemplateStore
 from tools.central.collector import Collector
 
-STANDARD, HIGH = 1.3, 0.8
+STANDARD, HIGH = 1.3, 0.7
 PROFILES = f"""
 [verifier]
 kind = "classic"

@@ -66,8 +66,10 @@ def test_incomplete_enrollment_cannot_build_a_template(pop):
 def test_enroll_all_at_once_lists_every_refusal(pop):
     genuine = pop["001"][0]
     with pytest.raises(EnrollmentError) as e:
-        enroll([genuine[0], first_points(genuine[1], 10), genuine[2], pop["002"][0][0]])
-    assert [(i, r.code) for i, r in e.value.refusals] == [(1, "too_short"), (3, "inconsistent")]
+        enroll([genuine[0], first_points(genuine[1], 10), genuine[2], genuine[3], pop["002"][0][0]])
+    # Against three accepted samples: with fewer, the population prior (6 pairs' weight) speaks
+    # for most of a synthetic writer's spread, which is tighter than real writers'.
+    assert [(i, r.code) for i, r in e.value.refusals] == [(1, "too_short"), (4, "inconsistent")]
     assert "sample 2" in str(e.value)
     assert len(enroll(genuine[:4]).references) == 4
 
