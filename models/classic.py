@@ -75,6 +75,11 @@ class ClassicConfig:
                            np.array([self.features.index(f) for f in self.dynamics], dtype=np.intp))
 
     @property
+    def two_paths(self) -> bool:
+        """Whether :func:`classic_distance` adds the dynamics' own warping path."""
+        return bool(self.dynamics) and self.dynamics_weight > 0
+
+    @property
     def dynamics_columns(self) -> np.ndarray:
         """Where the dynamics are among the columns of :func:`signature_features`."""
         return self._dynamics_columns
@@ -103,7 +108,7 @@ def classic_distance(a: np.ndarray, b: np.ndarray, config: ClassicConfig = Class
     """The classic distance of two :func:`signature_features` matrices: DTW on every column, plus
     ``dynamics_weight`` times DTW on the dynamics columns alone (their own warping path)."""
     d = dtw_distance(a, b, config.band)
-    if len(config.dynamics) and config.dynamics_weight > 0:
+    if config.two_paths:
         cols = config.dynamics_columns
         d += config.dynamics_weight * dtw_distance(a[:, cols], b[:, cols], config.band)
     return d

@@ -79,7 +79,7 @@ class ClassicVerifier:
         p = self.policy
         # "2": the distance has two warping paths (2026-11-27); a reference set or a site's LOO
         # scores built with one path ("1") hold distances on another scale and are built again.
-        return {"classic": "2" if len(self.config.dynamics) and self.config.dynamics_weight > 0 else "1",
+        return {"classic": "2" if self.config.two_paths else "1",
                 "threshold": f"{p.threshold:g}",
                 "rhythm": f"{p.rhythm_tolerance:g}" if p.rhythm_decides else "off"}
 
