@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -175,6 +175,19 @@ def pick_writers(dataset: Dataset[OnlineSample], splits: set[str], limit: int | 
         ws = [w for w in ws if dataset.skilled(w)][:limit]
     return Dataset(name=f"{dataset.name}[{'+'.join(sorted(splits))}]", writers={w: dataset.writers[w] for w in ws},
                    skipped=list(dataset.skipped))
+
+
+def fit_sets(data_dir: Path, names: Collection[str] | None = None, limit: int | None = None,
+             reading: Callable[[str], None] = lambda name: None
+             ) -> Iterator[tuple[str, Dataset[OnlineSample], Dataset[OnlineSample]]]:
+    """Each shared pen set (those in ``names``, if given; ``reading`` told each name before it is
+    read) as read, and its train + validate writers (``limit``: :func:`pick_writers`'): what a fold
+    fits on, and the rest of what it measures."""
+    for name, folder, fmt in SETS:
+        if names is None or name in names:
+            reading(name)
+            loaded = load_online(Path(data_dir) / folder, fmt)
+            yield name, loaded, pick_writers(loaded, {"train", "validate"}, limit)
 
 
 def device_variant(dataset: Dataset[OnlineSample], variant: Variant) -> Dataset[OnlineSample]:
@@ -356,10 +369,8 @@ def run(data_dir: Path, options: Options = Options(), progress: Callable[[str], 
     loaded: dict[str, Dataset[OnlineSample]] = {}
     fit_data: dict[str, Measured] = {}
     fit_globals = globals_cache()
-    for name, folder, fmt in sets:
-        say(f"{elapsed()} {name}: reading")
-        loaded[name] = load_online(Path(data_dir) / folder, fmt)
-        fit_ds = pick_writers(loaded[name], {"train", "validate"}, options.fit_limit)
+    for name, loaded[name], fit_ds in fit_sets(data_dir, options.sets, options.fit_limit,
+                                               reading=lambda n: say(f"{elapsed()} {n}: reading")):
         say(f"{elapsed()} {name}: distances of {len(fit_ds.writers)} train+validate writers (for the fit)")
         fit_data[name] = measure_distances(fit_ds, [FIT_K], options.trials, options.seed)
 

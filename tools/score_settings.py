@@ -45,16 +45,14 @@ from models.match_score import ScoreModel
 from models.scoring import NormalisationPrior
 from tools.cross_device import (
     FIT_K,
-    SETS,
     Measured,
     MemoClassic,
     fit_match_score,
     fit_prior,
+    fit_sets,
     match_scores,
     measure_distances,
-    pick_writers,
 )
-from tools.datasets import load_online
 from tools.evaluate import FeatureCache, Scores, globals_cache, summarise
 from tools.metrics import equal_error_rate
 from tools.train.score_fit import VALIDATION_CHOSEN_FEATURES, FitOptions, Trials, fit, plan_trials
@@ -106,10 +104,15 @@ def added(base: Measured, part: Measured, weight: float) -> Measured:
     return out
 
 
+def fold_priors(measured: Mapping[str, Measured]) -> dict[str, NormalisationPrior]:
+    """Each left-out set's classic prior, as its fold fits it on the other sets."""
+    return {n: fit_prior([o for name, o in measured.items() if name != n]) for n in measured}
+
+
 def classic_scores(measured: Mapping[str, Measured]) -> dict[str, Scores]:
     """Each left-out set's classic scores with the prior its fold fits on the other sets."""
-    return {n: m.scores(FIT_K, fit_prior([o for name, o in measured.items() if name != n]))
-            for n, m in measured.items()}
+    priors = fold_priors(measured)
+    return {n: m.scores(FIT_K, priors[n]) for n, m in measured.items()}
 
 
 def parts_rows(data_dir: Path, trials: int = 10, seed: int = 0) -> tuple[list[dict], dict[str, int]]:
@@ -118,8 +121,7 @@ def parts_rows(data_dir: Path, trials: int = 10, seed: int = 0) -> tuple[list[di
     one_path = ClassicConfig(dynamics=())
     groups = {"one path": one_path, **{g: replace(one_path, features=f) for g, f in DYNAMICS_CANDIDATES.items()}}
     measured: dict[str, dict[str, Measured]] = {g: {} for g in groups}
-    for name, folder, fmt in SETS:
-        ds = pick_writers(load_online(data_dir / folder, fmt), {"train", "validate"}, None)
+    for name, _, ds in fit_sets(data_dir):
         print(f"{name}: distances of {len(ds.writers)} train+validate writers", file=sys.stderr, flush=True)
         for g, cfg in groups.items():
             measured[g][name] = measure_distances(ds, [FIT_K], trials, seed, MemoClassic(cfg))
@@ -164,13 +166,10 @@ class Protocol:
     @classmethod
     def measure(cls, data_dir: Path, trials: int = 10, seed: int = 0) -> Protocol:
         measured = {}
-        for name, folder, fmt in SETS:
-            ds = pick_writers(load_online(data_dir / folder, fmt), {"train", "validate"}, None)
+        for name, _, ds in fit_sets(data_dir):
             print(f"{name}: distances of {len(ds.writers)} train+validate writers", file=sys.stderr, flush=True)
             measured[name] = measure_distances(ds, [FIT_K], trials, seed)
-        names = list(measured)
-        priors = {n: fit_prior([measured[o] for o in names if o != n]) for n in names}
-        return cls(measured, priors, globals_cache())
+        return cls(measured, fold_priors(measured), globals_cache())
 
     def _spread_of(self, name: str, options: FitOptions) -> Spread:
         # The writers' first five genuine signatures: what a kiosk holds of its customers.

@@ -161,10 +161,9 @@ def fused_score_rows(data_root: Path, model_path: Path, cache: Path, trials: int
         VARIANTS,
         device_variant,
         fit_match_score,
+        fit_sets,
         measure_distances,
-        pick_writers,
     )
-    from tools.datasets import load_online
     from tools.evaluate import globals_cache, learned_provider
 
     prior = ClassicConfig().prior
@@ -173,9 +172,7 @@ def fused_score_rows(data_root: Path, model_path: Path, cache: Path, trials: int
         raise ValueError(f"fold models for unknown set(s) {sorted(unknown)}")
     shared_val = validation_groups(data_root, model_path, cache, trials) if not fold_models else None
     fit_data, loaded = {}, {}
-    for name, folder, fmt in SETS:
-        loaded[name] = load_online(data_root / "online" / folder, fmt)
-        ds = pick_writers(loaded[name], {"train", "validate"}, None)
+    for name, loaded[name], ds in fit_sets(data_root / "online"):
         say(f"{name}: classic distances of {len(ds.writers)} train+validate writers (the fold match scores)")
         fit_data[name] = measure_distances(ds, [FIT_K], trials, seed)
     globals_of = globals_cache()

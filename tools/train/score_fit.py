@@ -263,8 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Fit the shipped match score on the train + validate writers of all four shared pen sets,
     the classic distances normalised with the kiosk's prior, and write it with its record."""
 
-    from tools.cross_device import FIT_K, SETS, fit_match_score, globals_cache, measure_distances, pick_writers
-    from tools.datasets import load_online
+    from tools.cross_device import FIT_K, SETS, fit_match_score, fit_sets, globals_cache, measure_distances
 
     ap = argparse.ArgumentParser(prog="python -m tools.train.score_fit", description=main.__doc__)
     ap.add_argument("data", type=Path, help="the shared online folder")
@@ -282,8 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or new_run_dir("score") / SHIPPED.name
     prior = ClassicConfig().prior
     fit_data, writers = {}, {}
-    for name, folder, fmt in SETS:
-        ds = pick_writers(load_online(args.data / folder, fmt), {"train", "validate"}, None)
+    for name, _, ds in fit_sets(args.data):
         writers[name] = len(ds.writers)
         print(f"{name}: distances of {len(ds.writers)} train+validate writers", file=sys.stderr, flush=True)
         fit_data[name] = measure_distances(ds, [FIT_K], args.trials, args.seed)
