@@ -25,12 +25,16 @@ class PreprocessConfig:
     (``None`` keeps the device's own samples). Devices with irregular sampling (SUSIG's ePad) give
     per-sample derivatives that jitter; a uniform rate removes that.
     ``lowpass_hz``: optional low-pass cut-off (a centred moving average of matching width),
-    applied after resampling; ``None`` disables it.
+    applied after resampling, stroke by stroke; ``None`` disables it.
+    ``resample_untimed``: resample a pad that sends no timestamps too, at the times its nominal
+    rate implies. Not shipped: it helped the Japanese pad (which repeats its position in a third
+    of its samples) and cost NFI's (``python -m tools.score_settings DATA --classic-preprocess``).
     """
 
     keep_pen_up: bool = False
     resample_hz: float | None = 100.0
     lowpass_hz: float | None = None
+    resample_untimed: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,23 +113,27 @@ def prepare(traj: Trajectory, config: PreprocessConfig = PreprocessConfig()) -> 
     if len(x) < 2:
         raise TrajectoryError(f"too few usable points after preprocessing ({len(x)})")
 
-    if config.resample_hz is not None and traj.device.time_measured:
+    # The rate the points are resampled to (None: they stay the device's own samples).
+    hz = config.resample_hz if traj.device.time_measured or config.resample_untimed else None
+    if hz is not None:
         # Each stroke (and each pen-up run) is resampled on its own so that the jump between
         # strokes is never smeared into fake ink.
         segs = np.flatnonzero(np.diff(stroke_all) != 0) + 1
         bounds = np.concatenate(([0], segs, [len(x)]))
         parts: list[tuple[np.ndarray, list[np.ndarray]]] = []
         for a, b in zip(bounds[:-1], bounds[1:]):
-            tn, cols = _resample_segment(t[a:b], [x[a:b], y[a:b], p[a:b]], config.resample_hz)
+            tn, cols = _resample_segment(t[a:b], [x[a:b], y[a:b], p[a:b]], hz)
             parts.append((tn, cols + [np.full(len(tn), stroke_all[a])]))
         t = np.concatenate([pt[0] for pt in parts])
         x, y, p, stroke_all = (np.concatenate([pt[1][i] for pt in parts]) for i in range(4))
         stroke_all = stroke_all.astype(np.int32)
 
     if config.lowpass_hz is not None:
-        rate = config.resample_hz or traj.device.nominal_rate_hz or 100.0
+        rate = hz or traj.device.nominal_rate_hz or 100.0
         width = int(round(rate / config.lowpass_hz)) | 1
-        x, y, p = (moving_average(v, width) for v in (x, y, p))
+        # Stroke by stroke, as the resampling: a jump between strokes is not smoothed into ink.
+        cuts = np.flatnonzero(np.diff(stroke_all) != 0) + 1
+        x, y, p = (np.concatenate([moving_average(part, width) for part in np.split(v, cuts)]) for v in (x, y, p))
 
     x = x - x.mean()
     y = y - y.mean()

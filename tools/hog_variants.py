@@ -120,6 +120,11 @@ VARIANTS: dict[str, HogConfig] = {
     # The question also slanted (degrees), beside the shipped turns, third round (worse on all three:
     # not shipped):
     "turns ±2, slants ±5": replace(_turned(-2.0, 2.0), shears=(-5.0, 5.0)),
+    # Local binary patterns beside the gradients (``HogConfig.texture``), fourth round:
+    "turns ±2, patterns 0.5 (16-px cells)": replace(_turned(-2.0, 2.0), texture=0.5),
+    "turns ±2, patterns 1 (16-px cells)": replace(_turned(-2.0, 2.0), texture=1.0),
+    "turns ±2, patterns 0.25 (16-px cells)": replace(_turned(-2.0, 2.0), texture=0.25),
+    "turns ±2, patterns 0.5 (8-px cells)": replace(_turned(-2.0, 2.0), texture=0.5, texture_cell=8),
 }
 
 

@@ -25,6 +25,16 @@ own and added with each weight; each fold fits its own prior for each. The same 
 group's size standing for the number of features.
 
     python -m tools.score_settings ../shared/data/online --classic-parts     # about 6.5 min here
+
+``--classic-third`` does the same beside the shipped two paths: each group of
+:data:`THIRD_CANDIDATES` aligned on a third path of its own, at each of :data:`THIRD_WEIGHTS`.
+
+    python -m tools.score_settings ../shared/data/online --classic-third     # about 8 min here
+
+``--classic-preprocess`` compares how the points are prepared (:data:`PREPROCESS_CANDIDATES`:
+resampling pads that send no timestamps, other rates, a low-pass), the distance otherwise shipped.
+
+    python -m tools.score_settings ../shared/data/online --classic-preprocess     # about 12 min here
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ import numpy as np
 from models.classic import PRIOR_STRENGTH, ClassicConfig
 from models.global_features import Spread, population_spread
 from models.match_score import ScoreModel
+from models.preprocess import PreprocessConfig
 from models.scoring import NormalisationPrior
 from tools.cross_device import (
     FIT_K,
@@ -115,27 +126,68 @@ def classic_scores(measured: Mapping[str, Measured]) -> dict[str, Scores]:
     return {n: m.scores(FIT_K, priors[n]) for n, m in measured.items()}
 
 
-def parts_rows(data_dir: Path, trials: int = 10, seed: int = 0) -> tuple[list[dict], dict[str, int]]:
-    """``--classic-parts``: one row per (group, weight) after one warping path alone, and each
-    row's group size."""
-    one_path = ClassicConfig(dynamics=())
-    groups = {"one path": one_path, **{g: replace(one_path, features=f) for g, f in DYNAMICS_CANDIDATES.items()}}
+#: ``--classic-third``: groups of time functions tried on a third warping path, beside the shipped two.
+THIRD_CANDIDATES: dict[str, tuple[str, ...]] = {
+    "position": ("x", "y"),
+    "pressure": ("pressure", "dpressure"),
+    "direction": ("cos", "sin", "dangle"),
+    "position and direction": ("x", "y", "cos", "sin"),
+}
+THIRD_WEIGHTS: tuple[float, ...] = (0.25, 0.5, 1.0)
+
+
+def parts_rows(data_dir: Path, trials: int = 10, seed: int = 0, base: ClassicConfig = ClassicConfig(dynamics=()),
+               base_label: str = "one warping path (shipped until 2026-11-27)",
+               candidates: Mapping[str, tuple[str, ...]] = DYNAMICS_CANDIDATES,
+               weights: tuple[float, ...] = DYNAMICS_WEIGHTS) -> tuple[list[dict], dict[str, int]]:
+    """``--classic-parts`` (and ``--classic-third``): one row per (group, weight) after ``base``
+    alone, each group aligned on its own path and added; and each row's group size."""
+    groups = {"base": base, **{g: replace(base, features=f, dynamics=()) for g, f in candidates.items()}}
     measured: dict[str, dict[str, Measured]] = {g: {} for g in groups}
     for name, _, ds in fit_sets(data_dir):
         print(f"{name}: distances of {len(ds.writers)} train+validate writers", file=sys.stderr, flush=True)
         for g, cfg in groups.items():
             measured[g][name] = measure_distances(ds, [FIT_K], trials, seed, MemoClassic(cfg))
-    base = classic_scores(measured["one path"])
-    rows, sizes = [row("one warping path (shipped until 2026-11-27)", base, base)], {}
+    first = classic_scores(measured["base"])
+    rows, sizes = [row(base_label, first, first)], {}
     sizes[rows[0]["setting"]] = 0
-    for g, feats in DYNAMICS_CANDIDATES.items():
-        for w in DYNAMICS_WEIGHTS:
+    for g, feats in candidates.items():
+        for w in weights:
             label = f"+ {w:g} x {g} ({', '.join(feats)}) on its own path"
-            both = {n: added(measured["one path"][n], measured[g][n], w) for n in measured[g]}
-            rows.append(row(label, classic_scores(both), base))
+            both = {n: added(measured["base"][n], measured[g][n], w) for n in measured[g]}
+            rows.append(row(label, classic_scores(both), first))
             sizes[label] = len(feats)
             print(format_row(rows[-1]), flush=True)
     return rows, sizes
+
+
+#: ``--classic-preprocess``: how the points are prepared before the time functions
+#: (``models.preprocess.PreprocessConfig``), beside the shipped preparation.
+PREPROCESS_CANDIDATES: dict[str, PreprocessConfig] = {
+    "untimed pads resampled to 100 Hz at their nominal rate": PreprocessConfig(resample_untimed=True),
+    "every pad resampled to 75 Hz": PreprocessConfig(resample_hz=75.0, resample_untimed=True),
+    "every pad resampled to 50 Hz": PreprocessConfig(resample_hz=50.0, resample_untimed=True),
+    "low-pass 20 Hz": PreprocessConfig(lowpass_hz=20.0),
+    "low-pass 35 Hz": PreprocessConfig(lowpass_hz=35.0),
+}
+
+
+def preprocess_rows(data_dir: Path, trials: int = 10, seed: int = 0) -> list[dict]:
+    """``--classic-preprocess``: the shipped classic distance, then each preparation of
+    :data:`PREPROCESS_CANDIDATES` (the same distance on other points), each fold its own prior."""
+    configs = {"shipped": ClassicConfig(),
+               **{label: replace(ClassicConfig(), preprocess=p) for label, p in PREPROCESS_CANDIDATES.items()}}
+    measured: dict[str, dict[str, Measured]] = {label: {} for label in configs}
+    for name, _, ds in fit_sets(data_dir):
+        print(f"{name}: distances of {len(ds.writers)} train+validate writers", file=sys.stderr, flush=True)
+        for label, cfg in configs.items():
+            measured[label][name] = measure_distances(ds, [FIT_K], trials, seed, MemoClassic(cfg))
+    base = classic_scores(measured["shipped"])
+    rows = [row("the shipped preparation", base, base)]
+    for label in PREPROCESS_CANDIDATES:
+        rows.append(row(label, classic_scores(measured[label]), base))
+        print(format_row(rows[-1]), flush=True)
+    return rows
 
 
 def settings() -> list[Setting]:
@@ -269,13 +321,27 @@ def main(argv: list[str] | None = None) -> int:
                          "a new strength changes the distance's scale and every threshold fitted on it)")
     ap.add_argument("--classic-parts", action="store_true",
                     help="compare the classic distance's second warping path (groups and weights) instead")
+    ap.add_argument("--classic-preprocess", action="store_true",
+                    help="compare how the points are prepared (resampling, low-pass) instead")
+    ap.add_argument("--classic-third", action="store_true",
+                    help="compare a third warping path beside the shipped two (groups and weights) instead")
     args = ap.parse_args(argv)
     started = time.perf_counter()
-    if args.classic_parts:
-        rows, sizes = parts_rows(args.data)
+    if args.classic_preprocess:
+        rows = preprocess_rows(args.data)
         print(format_row(rows[0]))
-        print(f"(skilled / random EER %, K = 5; in brackets skilled minus one path's ± its standard error over "
-              f"writers; {time.perf_counter() - started:.0f} s)")
+        print(f"(skilled / random EER %, K = 5; in brackets skilled minus the shipped preparation's ± its "
+              f"standard error over writers; {time.perf_counter() - started:.0f} s)")
+        if args.json:
+            args.json.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
+        return 0
+    if args.classic_parts or args.classic_third:
+        rows, sizes = parts_rows(args.data) if args.classic_parts else parts_rows(
+            args.data, base=ClassicConfig(), base_label="the shipped two paths", candidates=THIRD_CANDIDATES,
+            weights=THIRD_WEIGHTS)
+        print(format_row(rows[0]))
+        print(f"(skilled / random EER %, K = 5; in brackets skilled minus {rows[0]['setting']}'s ± its standard "
+              f"error over writers; {time.perf_counter() - started:.0f} s)")
         print(f"chosen by the rule: {choose(rows, sizes)}")
         if args.json:
             args.json.write_text(json.dumps({"rows": rows}, indent=1) + "\n")

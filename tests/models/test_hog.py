@@ -180,3 +180,35 @@ def test_a_slant_leans_the_strokes_right_loses_no_ink_and_adds_rows() -> None:
     for bad in ((0.0,), (45.0,)):
         with pytest.raises(ValueError, match="shears"):
             HogConfig(shears=bad)
+
+
+def test_local_binary_patterns_beside_the_gradients_add_their_squared_distance() -> None:
+    """``HogConfig.texture``: each frame's uniform local binary patterns near ink, per cell, are
+    appended so that squared distances add, (gradients' + texture × patterns') / (1 + texture);
+    0 leaves the descriptor as it was."""
+    from models.hog import _lbp
+
+    config = HogConfig(framings=SHIPPED.framings, texture=0.5)
+    plain = HogConfig(framings=SHIPPED.framings)
+    a, b = (prepare(SignatureImage(draw(s))) for s in (signature_strokes(), transform(
+        signature_strokes(), [[1.0, -0.3], [0.0, 1.0]])))
+    va, vb = hog_descriptor(a, config), hog_descriptor(b, config)
+    assert va.shape == (config.length,) == (plain.length + 3 * (32 + 8) * 59,)
+    assert np.linalg.norm(va) == pytest.approx(1.0, abs=1e-5)
+    ga, gb = hog_descriptor(a, plain), hog_descriptor(b, plain)
+    np.testing.assert_allclose(va[: plain.length] * np.sqrt(1.5), ga, atol=1e-6)
+    patterns = float(np.linalg.norm(va[plain.length:] - vb[plain.length:])) ** 2 * 1.5 / 0.5
+    assert hog_distance(va, vb) ** 2 == pytest.approx((hog_distance(ga, gb) ** 2 + 0.5 * patterns) / 1.5, rel=1e-4)
+    assert patterns > 0.01
+    # A straight bar's patterns: edges and ends only, none of the codes a crossing makes.
+    bar = np.zeros((64, 128), np.float32)
+    bar[30:34, 20:108] = 1.0
+    cross = bar.copy()
+    cross[8:56, 62:66] = 1.0
+    blur = cv2.GaussianBlur
+    assert np.linalg.norm(_lbp(blur(bar, (0, 0), 0.8), 16) - _lbp(blur(cross, (0, 0), 0.8), 16)) > 0.5
+    assert np.all(_lbp(np.zeros((64, 128), np.float32), 16) == 0.0)
+    for bad in ({"texture": -1.0}, {"texture": float("nan")}, {"texture": 1.0, "texture_cell": 12},
+                {"texture": 1.0, "texture_cell": 1}):
+        with pytest.raises(ValueError, match="texture"):
+            HogConfig(**bad)  # type: ignore[arg-type]

@@ -66,3 +66,38 @@ def test_degenerate_signatures_are_refused():
         prepare(tr([3, 3, 3], [4, 4, 4], t=[0, 0.01, 0.02]))
     with pytest.raises(TrajectoryError, match="too few usable points"):
         prepare(tr([1, 2, 3], [1, 2, 3], down=np.array([0, 0, 1], bool)))
+
+
+def test_an_untimed_pad_is_resampled_at_its_nominal_rate_only_when_asked():
+    """``resample_untimed``: a 200 Hz pad that sends no timestamps is resampled like a timed one,
+    at the times its nominal rate implies (every other point at 100 Hz); by default its own
+    samples stay."""
+    fast = DeviceInfo(name="u200", pressure_levels=100, nominal_rate_hz=200.0, time_measured=False)
+    down = np.array([1] * 21 + [0] * 3 + [1] * 11, bool)
+    traj = Trajectory.from_samples(np.arange(35.0), np.cos(np.arange(35.0) / 5), pressure=np.full(35, 0.5),
+                                   pen_down=down, device=fast)
+    assert len(prepare(traj)) == 32
+    halved = prepare(traj, PreprocessConfig(resample_untimed=True))
+    assert halved.stroke.tolist() == [0] * 11 + [1] * 6
+    assert np.allclose(np.diff(halved.t[halved.stroke == 0]), 0.01)
+    # x was the sample index: at 100 Hz every other one, before normalisation
+    np.testing.assert_allclose(np.diff(halved.x[halved.stroke == 0]), np.diff(halved.x)[0])
+
+
+def test_the_lowpass_smooths_each_stroke_on_its_own_at_the_rate_the_points_are_at():
+    """A jump between two strokes is not averaged into either; an untimed 200 Hz pad's window
+    (11 points at 20 Hz) spans as much time as a 100 Hz pad's (5), so it smooths the same
+    points harder."""
+    rng = np.random.default_rng(0)
+    x = np.r_[np.zeros(30), np.full(30, 100.0)]
+    y = np.r_[np.sin(np.arange(30) / 4), np.cos(np.arange(30) / 4)] + rng.normal(0, 0.1, 60)
+    down = np.ones(60, bool)
+    down[30] = False
+    roughness = {}
+    for rate in (100.0, 200.0):
+        device = DeviceInfo(name=f"u{rate:g}", pressure_levels=100, nominal_rate_hz=rate, time_measured=False)
+        prep = prepare(tr(x, y, down=down, device=device), PreprocessConfig(resample_hz=None, lowpass_hz=20.0))
+        assert np.ptp(prep.x[prep.stroke == 0]) == 0.0 and np.ptp(prep.x[prep.stroke == 1]) == 0.0
+        roughness[rate] = float(np.abs(np.diff(prep.y[prep.stroke == 0], 2)).mean())
+    raw = prepare(tr(x, y, down=down, device=UNTIMED), PreprocessConfig(resample_hz=None))
+    assert roughness[200.0] < roughness[100.0] < float(np.abs(np.diff(raw.y[raw.stroke == 0], 2)).mean())

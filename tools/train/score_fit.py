@@ -279,6 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out is not None and args.out.resolve() == SHIPPED.resolve():
         raise SystemExit(str(RunError(f"--out {args.out} is the shipped match score: use --ship to replace it")))
     out = args.out or new_run_dir("score") / SHIPPED.name
+    out.parent.mkdir(parents=True, exist_ok=True)
     prior = ClassicConfig().prior
     fit_data, writers = {}, {}
     for name, _, ds in fit_sets(args.data):
