@@ -32,7 +32,8 @@ group's size standing for the number of features.
     python -m tools.score_settings ../shared/data/online --classic-third     # about 8 min here
 
 ``--classic-preprocess`` compares how the points are prepared (:data:`PREPROCESS_CANDIDATES`:
-resampling pads that send no timestamps, other rates, a low-pass), the distance otherwise shipped.
+resampling pads that send no timestamps, other rates, a low-pass), the distance otherwise shipped;
+then the shipped distance with a low-passed one added (:data:`ENSEMBLES`).
 
     python -m tools.score_settings ../shared/data/online --classic-preprocess     # about 12 min here
 """
@@ -172,6 +173,10 @@ PREPROCESS_CANDIDATES: dict[str, PreprocessConfig] = {
 }
 
 
+#: Preparations whose distance is also tried added to the shipped one, and with which weights.
+ENSEMBLES: dict[str, tuple[float, ...]] = {"low-pass 20 Hz": (0.5, 1.0), "low-pass 35 Hz": (0.5, 1.0)}
+
+
 def preprocess_rows(data_dir: Path, trials: int = 10, seed: int = 0) -> list[dict]:
     """``--classic-preprocess``: the shipped classic distance, then each preparation of
     :data:`PREPROCESS_CANDIDATES` (the same distance on other points), each fold its own prior."""
@@ -187,6 +192,12 @@ def preprocess_rows(data_dir: Path, trials: int = 10, seed: int = 0) -> list[dic
     for label in PREPROCESS_CANDIDATES:
         rows.append(row(label, classic_scores(measured[label]), base))
         print(format_row(rows[-1]), flush=True)
+    # Both: the shipped distance plus the same distance on the low-passed points (twice the DTW).
+    for label, weights in ENSEMBLES.items():
+        for w in weights:
+            both = {n: added(measured["shipped"][n], measured[label][n], w) for n in measured["shipped"]}
+            rows.append(row(f"the shipped distance + {w:g} x the same on the {label} points", classic_scores(both), base))
+            print(format_row(rows[-1]), flush=True)
     return rows
 
 

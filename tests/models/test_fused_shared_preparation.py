@@ -5,36 +5,31 @@ model weighs 0 (the shipped model: the learned distance, every global feature) i
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from models._assets import DEFAULT_LEARNED_MODEL, FUSED_SCORE_FILE
+from models._assets import FUSED_SCORE_FILE
 from models.classic import signature_features
 from models.global_features import deviations, global_features
-from models.learned import config_path
-from models.match_score import SHIPPED_FUSED
 from models.pen import FusedVerifier, make_verifier
 from models.preprocess import PreprocessConfig, prepared_time_functions
+from tools.benchmarks.learned import fused_model_dir
 from tools.synth import make_population
 
 
 def _model_dir(tmp_path: Path, learned_weight: float, duration_weight: float | None) -> Path:
     """The shipped model directory with its fused score's learned weight (and, optionally, a
     ``duration`` input) set."""
-    shipped = SHIPPED_FUSED.parent / DEFAULT_LEARNED_MODEL
-    for p in (shipped, config_path(shipped)):
-        shutil.copy(p, tmp_path / p.name)
-    d = json.loads(SHIPPED_FUSED.read_text())
-    d["weights"][1] = learned_weight
+    fused_model_dir(tmp_path, learned_weight)
     if duration_weight is not None:
+        d = json.loads((tmp_path / FUSED_SCORE_FILE).read_text())
         d["inputs"].append("duration")
         d["centre"].append(0.2)
         d["scale"].append(0.3)
         d["weights"].append(duration_weight)
-    (tmp_path / FUSED_SCORE_FILE).write_text(json.dumps(d))
+        (tmp_path / FUSED_SCORE_FILE).write_text(json.dumps(d))
     return tmp_path
 
 

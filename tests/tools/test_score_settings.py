@@ -107,3 +107,11 @@ def test_the_parts_sweep_adds_what_the_shipped_distance_adds() -> None:
     want_cc, want_q = matrices(lambda a, b: classic_distance(a, b, shipped))
     np.testing.assert_allclose(d_cc, want_cc, rtol=1e-12)
     np.testing.assert_allclose(dq["skilled"], want_q["skilled"], rtol=1e-12)
+
+
+def test_the_preprocess_sweep_tries_only_unshipped_preparations_and_adds_only_measured_ones() -> None:
+    from models.preprocess import PreprocessConfig
+    from tools.score_settings import ENSEMBLES, PREPROCESS_CANDIDATES
+
+    assert PreprocessConfig() not in PREPROCESS_CANDIDATES.values()
+    assert set(ENSEMBLES) <= set(PREPROCESS_CANDIDATES) and all(w > 0 for ws in ENSEMBLES.values() for w in ws)

@@ -12,8 +12,11 @@ may name a SUSIG-Visual folder to time real signatures instead (as in the ``veri
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -22,6 +25,22 @@ from tools.benchmarks.verify import _signatures, _traj, time_verify
 
 NAME = "learned"
 ASSETS = shipped_assets()
+
+
+def fused_model_dir(dest: Path, learned_weight: float) -> Path:
+    """``dest`` made a model directory holding the shipped student and fused score, the score
+    weighing the learned distance ``learned_weight`` (the shipped one weighs it 0, so the kiosk never
+    runs the student): what this benchmark times and the tests check the student's part by."""
+    from models._assets import DEFAULT_LEARNED_MODEL, FUSED_SCORE_FILE
+    from models.learned import config_path
+
+    student = ASSETS / DEFAULT_LEARNED_MODEL
+    for f in (student, config_path(student)):
+        shutil.copy(f, dest / f.name)
+    model = json.loads((ASSETS / FUSED_SCORE_FILE).read_text())
+    model["weights"][model["inputs"].index("learned")] = learned_weight
+    (dest / FUSED_SCORE_FILE).write_text(json.dumps(model))
+    return dest
 
 
 def _ms(samples: list[float]) -> tuple[float, float]:
@@ -59,23 +78,12 @@ def run(quick: bool = False) -> dict[str, float]:
 
     # The whole fused verification against 5 references, by the kiosk's own verifier, the references
     # enrolled beforehand as the kiosk does: as shipped, and with the learned distance weighed.
-    import json
-    import shutil
     import tempfile
-    from pathlib import Path
 
-    from models._assets import DEFAULT_LEARNED_MODEL, FUSED_SCORE_FILE
-    from models.learned import config_path
     from models.pen import FusedVerifier, make_verifier
 
     with tempfile.TemporaryDirectory() as tmp:
-        weighed = Path(tmp)
-        for f in (int8, config_path(int8)):
-            shutil.copy(f, weighed / f.name)
-        model = json.loads((ASSETS / FUSED_SCORE_FILE).read_text())
-        model["weights"][1] = -1.0
-        (weighed / FUSED_SCORE_FILE).write_text(json.dumps(model))
-        assert (weighed / DEFAULT_LEARNED_MODEL).is_file()
+        weighed = fused_model_dir(Path(tmp), learned_weight=-1.0)
         for key, model_dir in (("fused", None), ("fused_weighed", weighed)):
             fused = make_verifier("fused", ClassicConfig().threshold, model_dir=model_dir)
             assert isinstance(fused, FusedVerifier) and fused.score_model is not None
