@@ -137,6 +137,18 @@ THIRD_CANDIDATES: dict[str, tuple[str, ...]] = {
 THIRD_WEIGHTS: tuple[float, ...] = (0.25, 0.5, 1.0)
 
 
+def measure_configs(data_dir: Path, configs: Mapping[str, ClassicConfig], trials: int, seed: int
+                    ) -> dict[str, dict[str, Measured]]:
+    """Each classic configuration's distances on every set's train + validate writers (the same
+    draws for all), by configuration, then set."""
+    measured: dict[str, dict[str, Measured]] = {label: {} for label in configs}
+    for name, _, ds in fit_sets(data_dir):
+        print(f"{name}: distances of {len(ds.writers)} train+validate writers", file=sys.stderr, flush=True)
+        for label, cfg in configs.items():
+            measured[label][name] = measure_distances(ds, [FIT_K], trials, seed, MemoClassic(cfg))
+    return measured
+
+
 def parts_rows(data_dir: Path, trials: int = 10, seed: int = 0, base: ClassicConfig = ClassicConfig(dynamics=()),
                base_label: str = "one warping path (shipped until 2026-11-27)",
                candidates: Mapping[str, tuple[str, ...]] = DYNAMICS_CANDIDATES,
@@ -144,11 +156,7 @@ def parts_rows(data_dir: Path, trials: int = 10, seed: int = 0, base: ClassicCon
     """``--classic-parts`` (and ``--classic-third``): one row per (group, weight) after ``base``
     alone, each group aligned on its own path and added; and each row's group size."""
     groups = {"base": base, **{g: replace(base, features=f, dynamics=()) for g, f in candidates.items()}}
-    measured: dict[str, dict[str, Measured]] = {g: {} for g in groups}
-    for name, _, ds in fit_sets(data_dir):
-        print(f"{name}: distances of {len(ds.writers)} train+validate writers", file=sys.stderr, flush=True)
-        for g, cfg in groups.items():
-            measured[g][name] = measure_distances(ds, [FIT_K], trials, seed, MemoClassic(cfg))
+    measured = measure_configs(data_dir, groups, trials, seed)
     first = classic_scores(measured["base"])
     rows, sizes = [row(base_label, first, first)], {}
     sizes[rows[0]["setting"]] = 0
@@ -182,11 +190,7 @@ def preprocess_rows(data_dir: Path, trials: int = 10, seed: int = 0) -> list[dic
     :data:`PREPROCESS_CANDIDATES` (the same distance on other points), each fold its own prior."""
     configs = {"shipped": ClassicConfig(),
                **{label: replace(ClassicConfig(), preprocess=p) for label, p in PREPROCESS_CANDIDATES.items()}}
-    measured: dict[str, dict[str, Measured]] = {label: {} for label in configs}
-    for name, _, ds in fit_sets(data_dir):
-        print(f"{name}: distances of {len(ds.writers)} train+validate writers", file=sys.stderr, flush=True)
-        for label, cfg in configs.items():
-            measured[label][name] = measure_distances(ds, [FIT_K], trials, seed, MemoClassic(cfg))
+    measured = measure_configs(data_dir, configs, trials, seed)
     base = classic_scores(measured["shipped"])
     rows = [row("the shipped preparation", base, base)]
     for label in PREPROCESS_CANDIDATES:
