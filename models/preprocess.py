@@ -29,12 +29,23 @@ class PreprocessConfig:
     ``resample_untimed``: resample a pad that sends no timestamps too, at the times its nominal
     rate implies. Not shipped: it helped the Japanese pad (which repeats its position in a third
     of its samples) and cost NFI's (``python -m tools.score_settings DATA --classic-preprocess``).
+    ``smooth_jagged``: a signature whose strokes are more jagged than this (:func:`jaggedness`)
+    is smoothed stroke by stroke with the narrowest moving average that brings it to this, at most
+    :data:`WIDEST_SMOOTHING` points: a pad that reports jagged positions is smoothed, one that does
+    not is left alone. Not shipped (``python -m tools.score_settings DATA --classic-preprocess``).
     """
 
     keep_pen_up: bool = False
     resample_hz: float | None = 100.0
     lowpass_hz: float | None = None
     resample_untimed: bool = False
+    smooth_jagged: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("resample_hz", "lowpass_hz", "smooth_jagged"):
+            value = getattr(self, name)
+            if value is not None and not (np.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be positive (or None), got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -102,8 +113,46 @@ def moving_average(v: np.ndarray, width: int) -> np.ndarray:
     return (c[width:] - c[:-width]) / width
 
 
+#: The widest moving average :func:`smoothed_to` uses (points).
+WIDEST_SMOOTHING = 11
+
+
+def _by_stroke(stroke: np.ndarray) -> np.ndarray:
+    return np.flatnonzero(np.diff(stroke) != 0) + 1
+
+
+def jaggedness(x: np.ndarray, y: np.ndarray, stroke: np.ndarray) -> float:
+    """How jagged a signature's strokes are: per stroke of at least 5 points, the mean length of
+    the second difference of the positions over that of the first (0 on a straight line at an
+    even pace, larger as each step turns), the median over strokes; 0 with no such stroke."""
+    values = []
+    for part in np.split(np.arange(len(x)), _by_stroke(stroke)):
+        if len(part) < 5:
+            continue
+        step = float(np.hypot(np.diff(x[part]), np.diff(y[part])).mean())
+        if step > 0:
+            values.append(float(np.hypot(np.diff(x[part], 2), np.diff(y[part], 2)).mean()) / step)
+    return float(np.median(values)) if values else 0.0
+
+
+def smoothed_to(x: np.ndarray, y: np.ndarray, p: np.ndarray, stroke: np.ndarray, limit: float
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions and pressure averaged stroke by stroke with the narrowest odd window (from 3 to
+    :data:`WIDEST_SMOOTHING` points) that makes :func:`jaggedness` at most ``limit``; unchanged if
+    they already are, the widest window if none does."""
+    if jaggedness(x, y, stroke) <= limit:
+        return x, y, p
+    cuts = _by_stroke(stroke)
+    for width in range(3, WIDEST_SMOOTHING + 1, 2):
+        sx, sy, sp = (np.concatenate([moving_average(part, width) for part in np.split(v, cuts)]) for v in (x, y, p))
+        if jaggedness(sx, sy, stroke) <= limit:
+            break
+    return sx, sy, sp
+
+
 def prepare(traj: Trajectory, config: PreprocessConfig = PreprocessConfig()) -> Prepared:
-    """Duplicates, pen-up handling, resampling, low-pass and normalisation, in that order."""
+    """Duplicates, pen-up handling, resampling, low-pass, smoothing of jagged strokes and
+    normalisation, in that order."""
     keep = drop_duplicates(traj)
     stroke_all = traj.stroke_ids()[keep]
     x, y, p, t = traj.x[keep], traj.y[keep], traj.pressure[keep], traj.t[keep]
@@ -118,8 +167,7 @@ def prepare(traj: Trajectory, config: PreprocessConfig = PreprocessConfig()) -> 
     if hz is not None:
         # Each stroke (and each pen-up run) is resampled on its own so that the jump between
         # strokes is never smeared into fake ink.
-        segs = np.flatnonzero(np.diff(stroke_all) != 0) + 1
-        bounds = np.concatenate(([0], segs, [len(x)]))
+        bounds = np.concatenate(([0], _by_stroke(stroke_all), [len(x)]))
         parts: list[tuple[np.ndarray, list[np.ndarray]]] = []
         for a, b in zip(bounds[:-1], bounds[1:]):
             tn, cols = _resample_segment(t[a:b], [x[a:b], y[a:b], p[a:b]], hz)
@@ -132,8 +180,11 @@ def prepare(traj: Trajectory, config: PreprocessConfig = PreprocessConfig()) -> 
         rate = hz or traj.device.nominal_rate_hz or 100.0
         width = int(round(rate / config.lowpass_hz)) | 1
         # Stroke by stroke, as the resampling: a jump between strokes is not smoothed into ink.
-        cuts = np.flatnonzero(np.diff(stroke_all) != 0) + 1
+        cuts = _by_stroke(stroke_all)
         x, y, p = (np.concatenate([moving_average(part, width) for part in np.split(v, cuts)]) for v in (x, y, p))
+
+    if config.smooth_jagged is not None:
+        x, y, p = smoothed_to(x, y, p, stroke_all, config.smooth_jagged)
 
     x = x - x.mean()
     y = y - y.mean()

@@ -32,7 +32,8 @@ group's size standing for the number of features.
     python -m tools.score_settings ../shared/data/online --classic-third     # about 8 min here
 
 ``--classic-preprocess`` compares how the points are prepared (:data:`PREPROCESS_CANDIDATES`:
-resampling pads that send no timestamps, other rates, a low-pass), the distance otherwise shipped;
+resampling pads that send no timestamps, other rates, a low-pass, smoothing only jagged signatures),
+the distance otherwise shipped;
 then the shipped distance with a low-passed one added (:data:`ENSEMBLES`).
 
     python -m tools.score_settings ../shared/data/online --classic-preprocess     # about 12 min here
@@ -178,6 +179,8 @@ PREPROCESS_CANDIDATES: dict[str, PreprocessConfig] = {
     "every pad resampled to 50 Hz": PreprocessConfig(resample_hz=50.0, resample_untimed=True),
     "low-pass 20 Hz": PreprocessConfig(lowpass_hz=20.0),
     "low-pass 35 Hz": PreprocessConfig(lowpass_hz=35.0),
+    "jagged signatures smoothed to jaggedness 0.5": PreprocessConfig(smooth_jagged=0.5),
+    "jagged signatures smoothed to jaggedness 0.6": PreprocessConfig(smooth_jagged=0.6),
 }
 
 

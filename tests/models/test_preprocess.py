@@ -101,3 +101,43 @@ def test_the_lowpass_smooths_each_stroke_on_its_own_at_the_rate_the_points_are_a
         roughness[rate] = float(np.abs(np.diff(prep.y[prep.stroke == 0], 2)).mean())
     raw = prepare(tr(x, y, down=down, device=UNTIMED), PreprocessConfig(resample_hz=None))
     assert roughness[200.0] < roughness[100.0] < float(np.abs(np.diff(raw.y[raw.stroke == 0], 2)).mean())
+
+
+def test_a_jagged_pad_is_smoothed_to_the_limit_and_a_smooth_one_is_left_alone():
+    """``smooth_jagged``: jaggedness is the second difference over the first, per stroke; a circle
+    drawn evenly is smooth (about the angle per step), the same circle with every other point
+    pushed out is jagged, and the narrowest window that brings it under the limit is used."""
+    from models.preprocess import jaggedness, smoothed_to
+
+    a = np.linspace(0, 2 * np.pi, 200)
+    x, y, s = np.cos(a), np.sin(a), np.zeros(200, np.int32)
+    assert jaggedness(x, y, s) == pytest.approx(a[1], rel=0.01)
+    assert jaggedness(np.arange(10.0), np.zeros(10), np.zeros(10, np.int32)) == 0.0
+    bumpy = 1.0 + 0.02 * (np.arange(200) % 2)
+    jx, jy = x * bumpy, y * bumpy
+    assert jaggedness(jx, jy, s) > 1.0
+    p = np.full(200, 0.5)
+    same = smoothed_to(x, y, p, s, 0.5)
+    assert all(u is v for u, v in zip(same, (x, y, p)))
+    sx, sy, sp = smoothed_to(jx, jy, p, s, 0.5)
+    assert jaggedness(sx, sy, s) <= 0.5 and np.allclose(sp, 0.5)
+    widths = [w for w in range(3, 12, 2) if jaggedness(moving_average(jx, w), moving_average(jy, w), s) <= 0.5]
+    assert widths and np.array_equal(sx, moving_average(jx, widths[0]))
+    # A stroke is never averaged with the next: two strokes far apart keep their own places.
+    two = np.r_[np.zeros(100, np.int32), np.ones(100, np.int32)]
+    tx = np.r_[jx[:100], jx[100:] + 50.0]
+    sx2, _, _ = smoothed_to(tx, jy, p, two, 0.5)
+    assert sx2[:100].max() < 2.0 and sx2[100:].min() > 47.0
+    # Through prepare: the option changes a jagged pad's points and not an even one's.
+    even = tr(x * 100, y * 100)
+    jagged = tr(jx * 100, jy * 100)
+    cfg = PreprocessConfig(resample_hz=None, smooth_jagged=0.5)
+    assert np.array_equal(prepare(even, cfg).x, prepare(even, PreprocessConfig(resample_hz=None)).x)
+    assert not np.allclose(prepare(jagged, cfg).x, prepare(jagged, PreprocessConfig(resample_hz=None)).x)
+
+
+def test_settings_that_cannot_prepare_are_refused():
+    for bad in ({"resample_hz": 0.0}, {"lowpass_hz": -5.0}, {"smooth_jagged": float("nan")}, {"smooth_jagged": 0.0}):
+        with pytest.raises(ValueError):
+            PreprocessConfig(**bad)
+    assert PreprocessConfig(resample_hz=None).resample_hz is None
