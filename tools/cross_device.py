@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -166,6 +166,22 @@ def fit_prior(measured: Sequence[Measured], k: int = FIT_K) -> NormalisationPrio
     a = np.mean(np.array(per_set), axis=0)
     # The statistics are fitted; how strongly they count is the kiosk's (ClassicConfig).
     return NormalisationPrior(round(float(a[0]), 4), round(float(a[1]), 4), strength=ClassicConfig().prior.strength)
+
+
+def fit_classic(measured: Mapping[str, Measured]) -> tuple[NormalisationPrior, float, dict[str, float]]:
+    """What a fold fits of the classic verifier on ``measured`` (its training sets): the prior
+    (:func:`fit_prior`) and the global threshold, the mean of each set's pooled skilled-EER
+    threshold at K = 5 with that prior; and those per-set thresholds. On all four sets it is what
+    ``ClassicConfig`` ships (``python -m tools.train.score_fit`` prints it)."""
+    prior = fit_prior(list(measured.values()))
+    per_set = {}
+    for name, m in measured.items():
+        s = summarise(m.scores(FIT_K, prior), "skilled")
+        if s is not None:
+            per_set[name] = float(s["threshold_global"])
+    if not per_set:
+        raise ValueError(f"no skilled forgeries among the writers of {', '.join(measured)}")
+    return prior, float(np.mean(list(per_set.values()))), per_set
 
 
 def pick_writers(dataset: Dataset[OnlineSample], splits: set[str], limit: int | None) -> Dataset[OnlineSample]:
@@ -379,15 +395,7 @@ def run(data_dir: Path, options: Options = Options(), progress: Callable[[str], 
     results = []
     for name, _, _ in sets:
         others = [o for o, _, _ in sets if o != name]
-        prior = fit_prior([fit_data[o] for o in others])
-        per_set_thr = {}
-        for o in others:
-            s = summarise(fit_data[o].scores(FIT_K, prior), "skilled")
-            if s is not None:
-                per_set_thr[o] = s["threshold_global"]
-        if not per_set_thr:
-            raise ValueError(f"no skilled forgeries among the writers fitted for {name}")
-        threshold = float(np.mean(list(per_set_thr.values())))
+        prior, threshold, per_set_thr = fit_classic({o: fit_data[o] for o in others})
         say(f"{elapsed()} {name} left out: threshold {threshold:.4f} and prior "
             f"({prior.min_dist:.3f}, {prior.mean_dist:.3f}) fitted on {', '.join(others)}")
         model = None

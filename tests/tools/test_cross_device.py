@@ -155,3 +155,21 @@ def test_train_and_validate_writers_of_the_left_out_set_are_measured_never_its_t
     ds: Dataset = Dataset(name="ids", writers={w: [] for w in ("10", "17", "18", "29", "3")}, skipped=[])
     assert sorted(pick_writers(ds, {"test"}, None).writers) == ["18", "29"]
     assert sorted(pick_writers(ds, set("train+validate".split("+")), None).writers) == ["10", "17", "3"]
+
+
+def test_the_classic_fit_is_the_prior_and_the_mean_of_each_sets_eer_threshold() -> None:
+    """``fit_classic``: what a fold fits (and, on all four sets, what ``ClassicConfig`` ships)."""
+    import numpy as np
+
+    from tests.tools.test_score_norms import _measured
+    from tools.cross_device import FIT_K, fit_classic, fit_prior
+    from tools.evaluate import summarise
+
+    rng = np.random.default_rng(3)
+    sets = {"a": _measured(rng)[0], "b": _measured(rng, writers=6)[0]}
+    prior, threshold, per_set = fit_classic(sets)
+    assert prior == fit_prior(list(sets.values()))
+    for name, m in sets.items():
+        s = summarise(m.scores(FIT_K, prior), "skilled")
+        assert s is not None and per_set[name] == pytest.approx(s["threshold_global"])
+    assert threshold == pytest.approx((per_set["a"] + per_set["b"]) / 2)

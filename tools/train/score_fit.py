@@ -263,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Fit the shipped match score on the train + validate writers of all four shared pen sets,
     the classic distances normalised with the kiosk's prior, and write it with its record."""
 
-    from tools.cross_device import FIT_K, SETS, fit_match_score, fit_sets, globals_cache, measure_distances
+    from tools.cross_device import FIT_K, SETS, fit_classic, fit_match_score, fit_sets, globals_cache, measure_distances
 
     ap = argparse.ArgumentParser(prog="python -m tools.train.score_fit", description=main.__doc__)
     ap.add_argument("data", type=Path, help="the shared online folder")
@@ -300,6 +300,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "chosen_on": "sigkiosk eval cross-device --split train+validate --verifier match-score (README): "
                      "no global feature transferred to a left-out set",
     }
+    # The fold rule on all four sets: what ClassicConfig ships. A distance that changes moves it,
+    # and the match score is then fitted again with the new prior.
+    fitted, threshold, per_set = fit_classic(fit_data)
+    record["classic_fit"] = {"prior": [fitted.min_dist, fitted.mean_dist], "threshold": round(threshold, 4),
+                             "per_set_thresholds": {n: round(t, 4) for n, t in per_set.items()}}
+    print(f"the classic prior and threshold by the fold rule on all four sets: ({fitted.min_dist}, "
+          f"{fitted.mean_dist}) and {threshold:.4f} (shipped: ({prior.min_dist}, {prior.mean_dist}) and "
+          f"{ClassicConfig().threshold})", file=sys.stderr)
     model = fit_match_score(fit_data, prior, globals_cache(), options, record)
     model.save(out)
     print(json.dumps({"threshold": model.threshold,
