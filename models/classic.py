@@ -60,6 +60,9 @@ class ClassicConfig:
     #: fits it, the mean of the four sets' skilled-EER thresholds on their train + validate writers
     #: (K = 5; 1.311, 1.326, 1.262 and 1.206).
     threshold: float = 1.28
+    #: The direction where the pen does not move: the last one it moved in, rather than 0
+    #: (``models.features.time_functions``). Not shipped yet.
+    hold_still_direction: bool = False
     _dynamics_columns: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -97,10 +100,10 @@ def signature_features(traj: Trajectory, config: ClassicConfig = ClassicConfig()
                        shared: PreparedSignature | None = None) -> np.ndarray:
     """The (points, features) matrix DTW compares: selected time functions, z-scored (from
     ``shared`` when it was prepared the same way)."""
-    if shared is not None and shared.usable_for(config.preprocess):
+    if shared is not None and shared.usable_for(config.preprocess) and not config.hold_still_direction:
         all_tf = shared.time_functions
     else:
-        all_tf = time_functions(prepare(traj, config.preprocess))
+        all_tf = time_functions(prepare(traj, config.preprocess), hold_still=config.hold_still_direction)
     return np.ascontiguousarray(zscore(all_tf[:, feature_indices(config.features)]))
 
 

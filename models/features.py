@@ -67,13 +67,33 @@ def _segmented_unwrap(theta: np.ndarray, stroke: np.ndarray) -> np.ndarray:
     return out
 
 
-def time_functions(prep: Prepared) -> np.ndarray:
-    """All time functions, one row per point, columns in ``FEATURE_NAMES`` order."""
+def held_direction(angle: np.ndarray, moving: np.ndarray, stroke: np.ndarray) -> np.ndarray:
+    """``angle`` where ``moving``; elsewhere the last moving point's of the same stroke (a stroke
+    that starts still takes its first moving direction; one that never moves keeps its own)."""
+    out = np.asarray(angle, dtype=np.float64).copy()
+    for sl in _segments(stroke):
+        m = moving[sl]
+        if not m.any() or m.all():
+            continue
+        last = np.maximum.accumulate(np.where(m, np.arange(len(m)), -1))
+        last[last < 0] = int(np.argmax(m))
+        out[sl] = out[sl][last]
+    return out
+
+
+def time_functions(prep: Prepared, hold_still: bool = False) -> np.ndarray:
+    """All time functions, one row per point, columns in ``FEATURE_NAMES`` order.
+
+    Where the pen does not move the direction is undefined (``arctan2(0, 0)`` is 0, rightwards);
+    with ``hold_still`` it is the last direction the pen moved in (:func:`held_direction`). Not
+    shipped yet (``python -m tools.score_settings DATA --classic-direction``)."""
     s = prep.stroke
     dx = segmented_derivative(prep.x, s)
     dy = segmented_derivative(prep.y, s)
     speed = np.hypot(dx, dy)
     angle = np.arctan2(dy, dx)
+    if hold_still:
+        angle = held_direction(angle, speed > 0, s)
     dangle = segmented_derivative(_segmented_unwrap(angle, s), s)
     log_radius = np.log((speed + _EPS) / (np.abs(dangle) + _EPS))
     centripetal = speed * dangle

@@ -37,6 +37,11 @@ the distance otherwise shipped;
 then the shipped distance with a low-passed one added (:data:`ENSEMBLES`).
 
     python -m tools.score_settings ../shared/data/online --classic-preprocess     # about 12 min here
+
+``--classic-direction`` compares the direction where the pen does not move: the shipped 0
+(``arctan2(0, 0)``) against the last direction it moved in (``ClassicConfig.hold_still_direction``).
+
+    python -m tools.score_settings ../shared/data/online --classic-direction     # about 7 min here
 """
 
 from __future__ import annotations
@@ -341,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="compare the classic distance's second warping path (groups and weights) instead")
     ap.add_argument("--classic-preprocess", action="store_true",
                     help="compare how the points are prepared (resampling, low-pass) instead")
+    ap.add_argument("--classic-direction", action="store_true",
+                    help="compare the direction held where the pen does not move with the shipped 0 instead")
     ap.add_argument("--classic-third", action="store_true",
                     help="compare a third warping path beside the shipped two (groups and weights) instead")
     args = ap.parse_args(argv)
@@ -350,6 +357,18 @@ def main(argv: list[str] | None = None) -> int:
         print(format_row(rows[0]))
         print(f"(skilled / random EER %, K = 5; in brackets skilled minus the shipped preparation's ± its "
               f"standard error over writers; {time.perf_counter() - started:.0f} s)")
+        if args.json:
+            args.json.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
+        return 0
+    if args.classic_direction:
+        measured = measure_configs(args.data, {"shipped": ClassicConfig(),
+                                               "held": ClassicConfig(hold_still_direction=True)}, 10, 0)
+        base = classic_scores(measured["shipped"])
+        rows = [row("the shipped direction (0 where the pen does not move)", base, base),
+                row("the last direction held where the pen does not move", classic_scores(measured["held"]), base)]
+        for r in rows:
+            print(format_row(r))
+        print(f"(skilled / random EER %, K = 5; {time.perf_counter() - started:.0f} s)")
         if args.json:
             args.json.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
         return 0

@@ -71,3 +71,30 @@ def test_zscore_and_feature_selection():
     assert feature_indices(("x", "speed")).tolist() == [0, 5]
     with pytest.raises(ValueError, match="unknown feature"):
         feature_indices(("nope",))
+
+
+def test_where_the_pen_does_not_move_the_direction_can_be_held() -> None:
+    """``hold_still``: a pen that moves up, rests, then moves right keeps "up" while it rests
+    (by default the resting points say 0, rightwards); a stroke that starts at rest takes its
+    first direction; every other column is the same either way."""
+    from models.features import FEATURE_NAMES, held_direction, time_functions
+    from models.preprocess import Prepared
+
+    y = np.r_[np.arange(10.0), np.full(8, 9.0), np.full(10, 9.0)]
+    x = np.r_[np.zeros(10), np.zeros(8), np.arange(1.0, 11.0)]
+    n = len(x)
+    prep = Prepared(x=x, y=y, p=np.full(n, 0.5), t=np.arange(n) / 100.0, stroke=np.zeros(n, np.int32))
+    plain, held = time_functions(prep), time_functions(prep, hold_still=True)
+    a = FEATURE_NAMES.index("angle")
+    still = plain[:, FEATURE_NAMES.index("speed")] == 0
+    assert still.sum() >= 4
+    assert np.allclose(plain[still, a], 0.0) and np.allclose(held[still, a], np.pi / 2)
+    for name in ("x", "y", "pressure", "dx", "dy", "speed", "dpressure"):
+        i = FEATURE_NAMES.index(name)
+        np.testing.assert_array_equal(plain[:, i], held[:, i])
+    up = np.pi / 2
+    ang = np.array([0.0, 0.0, up, 0.0, 0.0, up])
+    moving = np.array([False, False, True, False, False, True])
+    np.testing.assert_allclose(held_direction(ang, moving, np.zeros(6, np.int32)), [up, up, up, up, up, up])
+    np.testing.assert_allclose(held_direction(ang, moving, np.array([0, 0, 0, 1, 1, 1])), [up, up, up, up, up, up])
+    np.testing.assert_allclose(held_direction(ang, np.zeros(6, bool), np.zeros(6, np.int32)), ang)
