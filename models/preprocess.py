@@ -121,6 +121,11 @@ def _by_stroke(stroke: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.diff(stroke) != 0) + 1
 
 
+def _averaged_by_stroke(v: np.ndarray, stroke: np.ndarray, width: int) -> np.ndarray:
+    """:func:`moving_average` of each stroke's run of ``v`` on its own."""
+    return np.concatenate([moving_average(part, width) for part in np.split(v, _by_stroke(stroke))])
+
+
 def jaggedness(x: np.ndarray, y: np.ndarray, stroke: np.ndarray) -> float:
     """How jagged a signature's strokes are: per stroke of at least 5 points, the mean length of
     the second difference of the positions over that of the first (0 on a straight line at an
@@ -142,9 +147,8 @@ def smoothed_to(x: np.ndarray, y: np.ndarray, p: np.ndarray, stroke: np.ndarray,
     they already are, the widest window if none does."""
     if jaggedness(x, y, stroke) <= limit:
         return x, y, p
-    cuts = _by_stroke(stroke)
     for width in range(3, WIDEST_SMOOTHING + 1, 2):
-        sx, sy, sp = (np.concatenate([moving_average(part, width) for part in np.split(v, cuts)]) for v in (x, y, p))
+        sx, sy, sp = (_averaged_by_stroke(v, stroke, width) for v in (x, y, p))
         if jaggedness(sx, sy, stroke) <= limit:
             break
     return sx, sy, sp
@@ -180,8 +184,7 @@ def prepare(traj: Trajectory, config: PreprocessConfig = PreprocessConfig()) -> 
         rate = hz or traj.device.nominal_rate_hz or 100.0
         width = int(round(rate / config.lowpass_hz)) | 1
         # Stroke by stroke, as the resampling: a jump between strokes is not smoothed into ink.
-        cuts = _by_stroke(stroke_all)
-        x, y, p = (np.concatenate([moving_average(part, width) for part in np.split(v, cuts)]) for v in (x, y, p))
+        x, y, p = (_averaged_by_stroke(v, stroke_all, width) for v in (x, y, p))
 
     if config.smooth_jagged is not None:
         x, y, p = smoothed_to(x, y, p, stroke_all, config.smooth_jagged)

@@ -193,24 +193,42 @@ PREPROCESS_CANDIDATES: dict[str, PreprocessConfig] = {
 ENSEMBLES: dict[str, tuple[float, ...]] = {"low-pass 20 Hz": (0.5, 1.0), "low-pass 35 Hz": (0.5, 1.0)}
 
 
-def preprocess_rows(data_dir: Path, trials: int = 10, seed: int = 0) -> list[dict]:
-    """``--classic-preprocess``: the shipped classic distance, then each preparation of
-    :data:`PREPROCESS_CANDIDATES` (the same distance on other points), each fold its own prior."""
-    configs = {"shipped": ClassicConfig(),
-               **{label: replace(ClassicConfig(), preprocess=p) for label, p in PREPROCESS_CANDIDATES.items()}}
-    measured = measure_configs(data_dir, configs, trials, seed)
+def config_rows(data_dir: Path, base_label: str, variants: Mapping[str, ClassicConfig],
+                ensembles: Mapping[str, tuple[float, ...]] | None = None, trials: int = 10, seed: int = 0
+                ) -> list[dict]:
+    """The shipped classic distance (the first row, ``base_label``), then each of ``variants``
+    (the same protocol on another configuration), each fold its own prior; then each variant of
+    ``ensembles`` added to the shipped distance with each of its weights."""
+    measured = measure_configs(data_dir, {"shipped": ClassicConfig(), **variants}, trials, seed)
     base = classic_scores(measured["shipped"])
-    rows = [row("the shipped preparation", base, base)]
-    for label in PREPROCESS_CANDIDATES:
+    rows = [row(base_label, base, base)]
+    for label in variants:
         rows.append(row(label, classic_scores(measured[label]), base))
         print(format_row(rows[-1]), flush=True)
-    # Both: the shipped distance plus the same distance on the low-passed points (twice the DTW).
-    for label, weights in ENSEMBLES.items():
+    # Both: the shipped distance plus the variant's (twice the DTW).
+    for label, weights in (ensembles or {}).items():
         for w in weights:
             both = {n: added(measured["shipped"][n], measured[label][n], w) for n in measured["shipped"]}
             rows.append(row(f"the shipped distance + {w:g} x the same on the {label} points", classic_scores(both), base))
             print(format_row(rows[-1]), flush=True)
     return rows
+
+
+def preprocess_rows(data_dir: Path, trials: int = 10, seed: int = 0) -> list[dict]:
+    """``--classic-preprocess``: the shipped classic distance, then each preparation of
+    :data:`PREPROCESS_CANDIDATES` (the same distance on other points), each fold its own prior;
+    then :data:`ENSEMBLES`."""
+    variants = {label: replace(ClassicConfig(), preprocess=p) for label, p in PREPROCESS_CANDIDATES.items()}
+    return config_rows(data_dir, "the shipped preparation", variants, ENSEMBLES, trials, seed)
+
+
+def _report(rows: list[dict], against: str, started: float, json_path: Path | None) -> None:
+    """A sweep's first row (its reference), the legend, and the JSON when asked for."""
+    print(format_row(rows[0]))
+    print(f"(skilled / random EER %, K = 5; in brackets skilled minus {against}'s ± its standard error over "
+          f"writers; {time.perf_counter() - started:.0f} s)")
+    if json_path:
+        json_path.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
 
 
 def settings() -> list[Setting]:
@@ -353,35 +371,20 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     started = time.perf_counter()
     if args.classic_preprocess:
-        rows = preprocess_rows(args.data)
-        print(format_row(rows[0]))
-        print(f"(skilled / random EER %, K = 5; in brackets skilled minus the shipped preparation's ± its "
-              f"standard error over writers; {time.perf_counter() - started:.0f} s)")
-        if args.json:
-            args.json.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
+        _report(preprocess_rows(args.data), "the shipped preparation", started, args.json)
         return 0
     if args.classic_direction:
-        measured = measure_configs(args.data, {"shipped": ClassicConfig(),
-                                               "held": ClassicConfig(hold_still_direction=True)}, 10, 0)
-        base = classic_scores(measured["shipped"])
-        rows = [row("the shipped direction (0 where the pen does not move)", base, base),
-                row("the last direction held where the pen does not move", classic_scores(measured["held"]), base)]
-        for r in rows:
-            print(format_row(r))
-        print(f"(skilled / random EER %, K = 5; {time.perf_counter() - started:.0f} s)")
-        if args.json:
-            args.json.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
+        rows = config_rows(args.data, "the shipped direction (0 where the pen does not move)",
+                           {"the last direction held where the pen does not move":
+                            ClassicConfig(hold_still_direction=True)})
+        _report(rows, "the shipped direction", started, args.json)
         return 0
     if args.classic_parts or args.classic_third:
         rows, sizes = parts_rows(args.data) if args.classic_parts else parts_rows(
             args.data, base=ClassicConfig(), base_label="the shipped two paths", candidates=THIRD_CANDIDATES,
             weights=THIRD_WEIGHTS)
-        print(format_row(rows[0]))
-        print(f"(skilled / random EER %, K = 5; in brackets skilled minus {rows[0]['setting']}'s ± its standard "
-              f"error over writers; {time.perf_counter() - started:.0f} s)")
+        _report(rows, rows[0]["setting"], started, args.json)
         print(f"chosen by the rule: {choose(rows, sizes)}")
-        if args.json:
-            args.json.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
         return 0
     proto = Protocol.measure(args.data)
     base = proto.scores(Setting("classic", None))
