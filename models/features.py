@@ -67,12 +67,23 @@ def _segmented_unwrap(theta: np.ndarray, stroke: np.ndarray) -> np.ndarray:
     return out
 
 
-def held_direction(angle: np.ndarray, moving: np.ndarray, stroke: np.ndarray) -> np.ndarray:
+def held_direction(angle: np.ndarray, moving: np.ndarray, stroke: np.ndarray, min_run: int = 1) -> np.ndarray:
     """``angle`` where ``moving``; elsewhere the last moving point's of the same stroke (a stroke
-    that starts still takes its first moving direction; one that never moves keeps its own)."""
+    that starts still takes its first moving direction; one that never moves keeps its own).
+
+    Only runs of at least ``min_run`` still points of one stroke are held: a pen at rest. A
+    shorter run keeps its own angle; a single still point mid-stroke is mostly a reversal, where
+    the regression derivatives on either side cancel, not a rest."""
+    if min_run < 1:
+        raise ValueError(f"min_run must be >= 1, got {min_run}")
     out = np.asarray(angle, dtype=np.float64).copy()
     for sl in _segments(stroke):
-        m = moving[sl]
+        m = np.array(moving[sl], dtype=bool)
+        if min_run > 1:
+            edges = np.diff(np.r_[0, (~m).astype(np.int8), 0])
+            for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+                if b - a < min_run:
+                    m[a:b] = True
         if not m.any() or m.all():
             continue
         last = np.maximum.accumulate(np.where(m, np.arange(len(m)), -1))
@@ -81,19 +92,21 @@ def held_direction(angle: np.ndarray, moving: np.ndarray, stroke: np.ndarray) ->
     return out
 
 
-def time_functions(prep: Prepared, hold_still: bool = False) -> np.ndarray:
+def time_functions(prep: Prepared, hold_still: int = 0) -> np.ndarray:
     """All time functions, one row per point, columns in ``FEATURE_NAMES`` order.
 
     Where the pen does not move the direction is undefined (``arctan2(0, 0)`` is 0, rightwards);
-    with ``hold_still`` it is the last direction the pen moved in (:func:`held_direction`). Not
-    shipped yet (``python -m tools.score_settings DATA --classic-direction``)."""
+    with ``hold_still`` (a run length, 0 for none) it is the last direction the pen moved in
+    wherever it rests that many points or more (:func:`held_direction`). The classic verifier
+    holds from 2 (``ClassicConfig.hold_still_direction``); the learned model was trained with 0,
+    the default here."""
     s = prep.stroke
     dx = segmented_derivative(prep.x, s)
     dy = segmented_derivative(prep.y, s)
     speed = np.hypot(dx, dy)
     angle = np.arctan2(dy, dx)
     if hold_still:
-        angle = held_direction(angle, speed > 0, s)
+        angle = held_direction(angle, speed > 0, s, hold_still)
     dangle = segmented_derivative(_segmented_unwrap(angle, s), s)
     log_radius = np.log((speed + _EPS) / (np.abs(dangle) + _EPS))
     centripetal = speed * dangle

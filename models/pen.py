@@ -77,9 +77,13 @@ class ClassicVerifier:
 
     def model_versions(self) -> dict[str, str]:
         p = self.policy
-        # "2": the distance has two warping paths (2026-11-27); a reference set or a site's LOO
-        # scores built with one path ("1") hold distances on another scale and are built again.
-        return {"classic": "2" if self.config.two_paths else "1",
+        # "2": the distance has two warping paths (2026-11-27); "-rest2": the direction is held
+        # where the pen rests two points or more (2026-11-27). A reference set or a site's LOO
+        # scores built otherwise hold distances on another scale and are built again.
+        classic = "2" if self.config.two_paths else "1"
+        if self.config.hold_still_direction:
+            classic += f"-rest{self.config.hold_still_direction}"
+        return {"classic": classic,
                 "threshold": f"{p.threshold:g}",
                 "rhythm": f"{p.rhythm_tolerance:g}" if p.rhythm_decides else "off"}
 

@@ -84,7 +84,7 @@ def test_where_the_pen_does_not_move_the_direction_can_be_held() -> None:
     x = np.r_[np.zeros(10), np.zeros(8), np.arange(1.0, 11.0)]
     n = len(x)
     prep = Prepared(x=x, y=y, p=np.full(n, 0.5), t=np.arange(n) / 100.0, stroke=np.zeros(n, np.int32))
-    plain, held = time_functions(prep), time_functions(prep, hold_still=True)
+    plain, held = time_functions(prep), time_functions(prep, hold_still=1)
     a = FEATURE_NAMES.index("angle")
     still = plain[:, FEATURE_NAMES.index("speed")] == 0
     assert still.sum() >= 4
@@ -98,3 +98,25 @@ def test_where_the_pen_does_not_move_the_direction_can_be_held() -> None:
     np.testing.assert_allclose(held_direction(ang, moving, np.zeros(6, np.int32)), [up, up, up, up, up, up])
     np.testing.assert_allclose(held_direction(ang, moving, np.array([0, 0, 0, 1, 1, 1])), [up, up, up, up, up, up])
     np.testing.assert_allclose(held_direction(ang, np.zeros(6, bool), np.zeros(6, np.int32)), ang)
+
+
+def test_only_rests_of_the_given_length_hold_the_direction() -> None:
+    """``min_run``: a single still point (a reversal, where the derivatives cancel) keeps its own
+    angle when only rests of two points or more are held; a rest of two is held; zero is refused."""
+    from models.features import held_direction
+
+    up = np.pi / 2
+    ang = np.array([up, 0.0, up, up, 0.0, 0.0, up])
+    moving = np.array([True, False, True, True, False, False, True])
+    stroke = np.zeros(7, np.int32)
+    np.testing.assert_allclose(held_direction(ang, moving, stroke), np.full(7, up))
+    np.testing.assert_allclose(held_direction(ang, moving, stroke, 2), [up, 0.0, up, up, up, up, up])
+    np.testing.assert_allclose(held_direction(ang, moving, stroke, 3), ang)
+    # A run is counted within its stroke: one still point at a stroke's end and one at the next
+    # stroke's start are two runs of one, not a rest of two.
+    ends = np.array([up, up, 0.0, 0.0, up, up])
+    still = np.array([True, True, False, False, True, True])
+    np.testing.assert_allclose(held_direction(ends, still, np.array([0, 0, 0, 1, 1, 1]), 2), ends)
+    np.testing.assert_allclose(held_direction(ends, still, np.array([0, 0, 0, 1, 1, 1])), np.full(6, up))
+    with pytest.raises(ValueError, match="min_run"):
+        held_direction(ang, moving, stroke, 0)

@@ -5,6 +5,7 @@ model weighs 0 (the shipped model: the learned distance, every global feature) i
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,17 @@ def test_shared_preparation_changes_no_number(tmp_path: Path) -> None:
         x = ver.score_model.inputs(cv.distance, deviations(global_features(q), refs.globals, ver.score_model.spread),
                                    d_l)
         assert ver.verify(refset, q).distance == -float(ver.score_model.logit(x)[0])
+    # The shipped classic part holds the direction where the pen rests: it takes the shared
+    # points, not the shared time functions (they hold none: the learned model was trained so).
+    x, y = genuine[5].x.copy(), genuine[5].y.copy()
+    x[40:60], y[40:60] = x[40], y[40]
+    resting = replace(genuine[5], x=x, y=y)
+    held, unheld = ver.classic.config, replace(ver.classic.config, hold_still_direction=0)
+    assert held.hold_still_direction == 2
+    shared = prepared_time_functions(resting, held.preprocess)
+    assert not np.array_equal(signature_features(resting, held), signature_features(resting, unheld))
+    assert np.array_equal(signature_features(resting, held, shared), signature_features(resting, held))
+    assert np.array_equal(signature_features(resting, unheld, shared), signature_features(resting, unheld))
     # Prepared another way, it is not used: each part prepares the signature itself.
     other = prepared_time_functions(genuine[5], PreprocessConfig(resample_hz=None))
     assert np.array_equal(signature_features(genuine[5], ver.classic.config, other),

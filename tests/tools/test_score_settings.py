@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tools.evaluate import Scores
-from tools.score_settings import TIE, choose, difference, prior_settings, row, settings
+from tools.score_settings import TIE, choose, difference, is_worse, prior_settings, row, settings
 
 
 def _scores(rng: np.random.Generator, writers: int, skilled_shift: float) -> Scores:
@@ -27,13 +27,24 @@ def _scores(rng: np.random.Generator, writers: int, skilled_shift: float) -> Sco
 def test_a_worse_setting_shows_a_positive_difference_beyond_its_error() -> None:
     rng = np.random.default_rng(0)
     good, bad = _scores(rng, 40, 0.4), _scores(rng, 40, 0.15)
-    d, se = difference(good, bad, np.random.default_rng(1))
-    assert d > 3 * se > 0
-    same, se0 = difference(good, good, np.random.default_rng(1))
+    d, se, one_trial = difference(good, bad, np.random.default_rng(1))
+    assert d > 3 * se > 0 and d > one_trial
+    # 400 genuine and 400 skilled trials: one moves the EER by about 50 / 400 points.
+    assert one_trial == pytest.approx(0.125)
+    same, se0, _ = difference(good, good, np.random.default_rng(1))
     assert same == 0.0 and se0 == 0.0
     r = row("bad", {"a": bad}, {"a": good})
     assert r["worse_than_classic"] == ["a"] and r["sets"]["a"]["vs_classic"] == pytest.approx(d, abs=1e-3)
     assert row("same", {"a": good}, {"a": good})["worse_than_classic"] == []
+
+
+def test_a_change_smaller_than_one_trial_is_not_worse() -> None:
+    """NFI under the held direction from rests of two points: +0.022 with a standard error of
+    0.018, where one trial is 0.045 points."""
+    assert not is_worse(0.022, 0.018, 0.045)
+    assert is_worse(0.091, 0.027, 0.045)
+    assert not is_worse(0.2, 0.3, 0.045)
+    assert not is_worse(0.0, 0.0, 0.045)
 
 
 def _row(name: str, total: float, worse: list[str] | None = None) -> dict:
