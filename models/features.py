@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.preprocess import Prepared
+from models.preprocess import Prepared, stroke_runs
 
 FEATURE_NAMES: tuple[str, ...] = (
     "x",
@@ -47,22 +47,16 @@ def regression_derivative(f: np.ndarray) -> np.ndarray:
     return ((fp[3:-1] - fp[1:-3]) + 2.0 * (fp[4:] - fp[:-4])) / 10.0
 
 
-def _segments(stroke: np.ndarray) -> list[slice]:
-    cuts = np.flatnonzero(np.diff(stroke) != 0) + 1
-    bounds = np.concatenate(([0], cuts, [len(stroke)]))
-    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
-
-
 def segmented_derivative(f: np.ndarray, stroke: np.ndarray) -> np.ndarray:
     out = np.empty(len(f), dtype=np.float64)
-    for sl in _segments(stroke):
+    for sl in stroke_runs(stroke):
         out[sl] = regression_derivative(f[sl])
     return out
 
 
 def _segmented_unwrap(theta: np.ndarray, stroke: np.ndarray) -> np.ndarray:
     out = np.empty_like(theta)
-    for sl in _segments(stroke):
+    for sl in stroke_runs(stroke):
         out[sl] = np.unwrap(theta[sl])
     return out
 
@@ -77,7 +71,7 @@ def held_direction(angle: np.ndarray, moving: np.ndarray, stroke: np.ndarray, mi
     if min_run < 1:
         raise ValueError(f"min_run must be >= 1, got {min_run}")
     out = np.asarray(angle, dtype=np.float64).copy()
-    for sl in _segments(stroke):
+    for sl in stroke_runs(stroke):
         m = np.array(moving[sl], dtype=bool)
         if min_run > 1:
             edges = np.diff(np.r_[0, (~m).astype(np.int8), 0])

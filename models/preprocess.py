@@ -117,13 +117,17 @@ def moving_average(v: np.ndarray, width: int) -> np.ndarray:
 WIDEST_SMOOTHING = 11
 
 
-def _by_stroke(stroke: np.ndarray) -> np.ndarray:
-    return np.flatnonzero(np.diff(stroke) != 0) + 1
+def stroke_runs(stroke: np.ndarray) -> list[slice]:
+    """The maximal runs of equal stroke ids, in order (pen-up runs included): what every
+    stroke-by-stroke computation of preprocessing and of the time functions walks."""
+    cuts = np.flatnonzero(np.diff(stroke) != 0) + 1
+    bounds = np.concatenate(([0], cuts, [len(stroke)]))
+    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def _averaged_by_stroke(v: np.ndarray, stroke: np.ndarray, width: int) -> np.ndarray:
     """:func:`moving_average` of each stroke's run of ``v`` on its own."""
-    return np.concatenate([moving_average(part, width) for part in np.split(v, _by_stroke(stroke))])
+    return np.concatenate([moving_average(v[sl], width) for sl in stroke_runs(stroke)])
 
 
 def jaggedness(x: np.ndarray, y: np.ndarray, stroke: np.ndarray) -> float:
@@ -131,8 +135,8 @@ def jaggedness(x: np.ndarray, y: np.ndarray, stroke: np.ndarray) -> float:
     the second difference of the positions over that of the first (0 on a straight line at an
     even pace, larger as each step turns), the median over strokes; 0 with no such stroke."""
     values = []
-    for part in np.split(np.arange(len(x)), _by_stroke(stroke)):
-        if len(part) < 5:
+    for part in stroke_runs(stroke):
+        if part.stop - part.start < 5:
             continue
         step = float(np.hypot(np.diff(x[part]), np.diff(y[part])).mean())
         if step > 0:
@@ -171,11 +175,10 @@ def prepare(traj: Trajectory, config: PreprocessConfig = PreprocessConfig()) -> 
     if hz is not None:
         # Each stroke (and each pen-up run) is resampled on its own so that the jump between
         # strokes is never smeared into fake ink.
-        bounds = np.concatenate(([0], _by_stroke(stroke_all), [len(x)]))
         parts: list[tuple[np.ndarray, list[np.ndarray]]] = []
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            tn, cols = _resample_segment(t[a:b], [x[a:b], y[a:b], p[a:b]], hz)
-            parts.append((tn, cols + [np.full(len(tn), stroke_all[a])]))
+        for sl in stroke_runs(stroke_all):
+            tn, cols = _resample_segment(t[sl], [x[sl], y[sl], p[sl]], hz)
+            parts.append((tn, cols + [np.full(len(tn), stroke_all[sl.start])]))
         t = np.concatenate([pt[0] for pt in parts])
         x, y, p, stroke_all = (np.concatenate([pt[1][i] for pt in parts]) for i in range(4))
         stroke_all = stroke_all.astype(np.int32)
