@@ -115,8 +115,9 @@ def test_only_rests_of_the_given_length_hold_the_direction() -> None:
     # A run is counted within its stroke: one still point at a stroke's end and one at the next
     # stroke's start are two runs of one, not a rest of two.
     ends = np.array([up, up, 0.0, 0.0, up, up])
-    still = np.array([True, True, False, False, True, True])
-    np.testing.assert_allclose(held_direction(ends, still, np.array([0, 0, 0, 1, 1, 1]), 2), ends)
-    np.testing.assert_allclose(held_direction(ends, still, np.array([0, 0, 0, 1, 1, 1])), np.full(6, up))
+    moving_but_the_ends = np.array([True, True, False, False, True, True])
+    two_strokes = np.array([0, 0, 0, 1, 1, 1])
+    np.testing.assert_allclose(held_direction(ends, moving_but_the_ends, two_strokes, 2), ends)
+    np.testing.assert_allclose(held_direction(ends, moving_but_the_ends, two_strokes), np.full(6, up))
     with pytest.raises(ValueError, match="min_run"):
         held_direction(ang, moving, stroke, 0)
