@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.preprocess import Prepared, stroke_runs
+from models.preprocess import Prepared, equal_runs
 
 FEATURE_NAMES: tuple[str, ...] = (
     "x",
@@ -49,14 +49,14 @@ def regression_derivative(f: np.ndarray) -> np.ndarray:
 
 def segmented_derivative(f: np.ndarray, stroke: np.ndarray) -> np.ndarray:
     out = np.empty(len(f), dtype=np.float64)
-    for sl in stroke_runs(stroke):
+    for sl in equal_runs(stroke):
         out[sl] = regression_derivative(f[sl])
     return out
 
 
 def _segmented_unwrap(theta: np.ndarray, stroke: np.ndarray) -> np.ndarray:
     out = np.empty_like(theta)
-    for sl in stroke_runs(stroke):
+    for sl in equal_runs(stroke):
         out[sl] = np.unwrap(theta[sl])
     return out
 
@@ -71,13 +71,12 @@ def held_direction(angle: np.ndarray, moving: np.ndarray, stroke: np.ndarray, mi
     if min_run < 1:
         raise ValueError(f"min_run must be >= 1, got {min_run}")
     out = np.asarray(angle, dtype=np.float64).copy()
-    for sl in stroke_runs(stroke):
+    for sl in equal_runs(stroke):
         m = np.array(moving[sl], dtype=bool)
         if min_run > 1:
-            edges = np.diff(np.r_[0, (~m).astype(np.int8), 0])
-            for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
-                if b - a < min_run:
-                    m[a:b] = True
+            for run in equal_runs(m):
+                if not m[run.start] and run.stop - run.start < min_run:
+                    m[run] = True
         if not m.any() or m.all():
             continue
         last = np.maximum.accumulate(np.where(m, np.arange(len(m)), -1))

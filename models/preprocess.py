@@ -117,17 +117,18 @@ def moving_average(v: np.ndarray, width: int) -> np.ndarray:
 WIDEST_SMOOTHING = 11
 
 
-def stroke_runs(stroke: np.ndarray) -> list[slice]:
-    """The maximal runs of equal stroke ids, in order (pen-up runs included): what every
-    stroke-by-stroke computation of preprocessing and of the time functions walks."""
-    cuts = np.flatnonzero(np.diff(stroke) != 0) + 1
-    bounds = np.concatenate(([0], cuts, [len(stroke)]))
+def equal_runs(values: np.ndarray) -> list[slice]:
+    """The maximal runs of equal values, in order. On stroke ids: each stroke and each pen-up
+    run, what every stroke-by-stroke computation of preprocessing and of the time functions
+    walks; on a mask, its runs of True and of False."""
+    cuts = np.flatnonzero(values[1:] != values[:-1]) + 1
+    bounds = np.concatenate(([0], cuts, [len(values)]))
     return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def _averaged_by_stroke(v: np.ndarray, stroke: np.ndarray, width: int) -> np.ndarray:
     """:func:`moving_average` of each stroke's run of ``v`` on its own."""
-    return np.concatenate([moving_average(v[sl], width) for sl in stroke_runs(stroke)])
+    return np.concatenate([moving_average(v[sl], width) for sl in equal_runs(stroke)])
 
 
 def jaggedness(x: np.ndarray, y: np.ndarray, stroke: np.ndarray) -> float:
@@ -135,7 +136,7 @@ def jaggedness(x: np.ndarray, y: np.ndarray, stroke: np.ndarray) -> float:
     the second difference of the positions over that of the first (0 on a straight line at an
     even pace, larger as each step turns), the median over strokes; 0 with no such stroke."""
     values = []
-    for part in stroke_runs(stroke):
+    for part in equal_runs(stroke):
         if part.stop - part.start < 5:
             continue
         step = float(np.hypot(np.diff(x[part]), np.diff(y[part])).mean())
@@ -176,7 +177,7 @@ def prepare(traj: Trajectory, config: PreprocessConfig = PreprocessConfig()) -> 
         # Each stroke (and each pen-up run) is resampled on its own so that the jump between
         # strokes is never smeared into fake ink.
         parts: list[tuple[np.ndarray, list[np.ndarray]]] = []
-        for sl in stroke_runs(stroke_all):
+        for sl in equal_runs(stroke_all):
             tn, cols = _resample_segment(t[sl], [x[sl], y[sl], p[sl]], hz)
             parts.append((tn, cols + [np.full(len(tn), stroke_all[sl.start])]))
         t = np.concatenate([pt[0] for pt in parts])
