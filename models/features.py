@@ -61,6 +61,12 @@ def _segmented_unwrap(theta: np.ndarray, stroke: np.ndarray) -> np.ndarray:
     return out
 
 
+#: Slower than this (signature heights per sample) the pen rests: a smoothed rest (a moving average
+#: of identical positions, ``models.preprocess.smoothed_to``) is still only up to rounding, and the
+#: direction of a 1e-13 step is noise. A pad's smallest real step is thousands of times larger.
+STILL_SPEED = 1e-9
+
+
 def held_direction(angle: np.ndarray, moving: np.ndarray, stroke: np.ndarray, min_run: int = 1) -> np.ndarray:
     """``angle`` where ``moving``; elsewhere the last moving point's of the same stroke (a stroke
     that starts still takes its first moving direction; one that never moves keeps its own).
@@ -99,7 +105,7 @@ def time_functions(prep: Prepared, hold_still: int = 0) -> np.ndarray:
     speed = np.hypot(dx, dy)
     angle = np.arctan2(dy, dx)
     if hold_still:
-        angle = held_direction(angle, speed > 0, s, hold_still)
+        angle = held_direction(angle, speed > STILL_SPEED, s, hold_still)
     dangle = segmented_derivative(_segmented_unwrap(angle, s), s)
     log_radius = np.log((speed + _EPS) / (np.abs(dangle) + _EPS))
     centripetal = speed * dangle

@@ -78,11 +78,14 @@ class ClassicVerifier:
     def model_versions(self) -> dict[str, str]:
         p = self.policy
         # "2": the distance has two warping paths (2026-11-27); "-rest2": the direction is held
-        # where the pen rests two points or more (2026-11-27). A reference set or a site's LOO
-        # scores built otherwise hold distances on another scale and are built again.
+        # where the pen rests two points or more (2026-11-27); "-jag0.6": jagged signatures are
+        # smoothed to 0.6 (2026-11-28). A reference set or a site's LOO scores built otherwise hold
+        # distances on another scale and are built again.
         classic = "2" if self.config.two_paths else "1"
         if self.config.hold_still_direction:
             classic += f"-rest{self.config.hold_still_direction}"
+        if self.config.preprocess.smooth_jagged is not None:
+            classic += f"-jag{self.config.preprocess.smooth_jagged:g}"
         return {"classic": classic,
                 "threshold": f"{p.threshold:g}",
                 "rhythm": f"{p.rhythm_tolerance:g}" if p.rhythm_decides else "off"}
@@ -236,11 +239,10 @@ class FusedVerifier(OnClassic):
 
     def verify(self, reference_set: ReferenceSet[FusedFeatures], query: Trajectory) -> Verdict:
         refs = reference_set.features_for(self.name, self.model_versions())
-        # Both parts start from the same prepared points and time functions (about 1 ms) when the
-        # learned model was trained with the classic preprocessing, as the shipped one was.
-        pre = self.classic.config.preprocess
-        shared = prepared_time_functions(query, pre) \
-            if self._needs_learned and self.learned.config.preprocess == pre else None
+        # The learned model's preparation, prepared once: the classic part takes its points too when
+        # it prepares the same way (since 2026-11-28 it smooths jagged pads, which the shipped
+        # student was not trained on, and prepares its own).
+        shared = prepared_time_functions(query, self.learned.config.preprocess) if self._needs_learned else None
         cv = self.classic.verify_features(refs.classic, query, shared)
         if self._needs_learned != (refs.learned is not None) or self._needs_globals != (refs.globals is not None):
             # Cannot pass features_for (the fusion's digest is a version); kept for mypy.

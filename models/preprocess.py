@@ -32,7 +32,9 @@ class PreprocessConfig:
     ``smooth_jagged``: a signature whose strokes are more jagged than this (:func:`jaggedness`)
     is smoothed stroke by stroke with the narrowest moving average that brings it to this, at most
     :data:`WIDEST_SMOOTHING` points: a pad that reports jagged positions is smoothed, one that does
-    not is left alone. Not shipped (``python -m tools.score_settings DATA --classic-preprocess``).
+    not is left alone. The classic verifier smooths to 0.6 since 2026-11-28
+    (``models.classic.SMOOTH_JAGGED``, chosen by ``python -m tools.score_settings DATA
+    --classic-preprocess``); the default here is none, which the learned model was trained on.
     """
 
     keep_pen_up: bool = False
@@ -126,23 +128,58 @@ def equal_runs(values: np.ndarray) -> list[slice]:
     return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+def _runs(stroke: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per point: the index of its run of equal stroke ids (:func:`equal_runs`), and where that
+    run starts and stops (exclusive)."""
+    cuts = np.flatnonzero(stroke[1:] != stroke[:-1]) + 1
+    starts = np.concatenate(([0], cuts))
+    lengths = np.diff(np.concatenate((starts, [len(stroke)])))
+    run = np.repeat(np.arange(len(starts)), lengths)
+    return run, starts[run], starts[run] + lengths[run]
+
+
 def _averaged_by_stroke(v: np.ndarray, stroke: np.ndarray, width: int) -> np.ndarray:
-    """:func:`moving_average` of each stroke's run of ``v`` on its own."""
-    return np.concatenate([moving_average(v[sl], width) for sl in equal_runs(stroke)])
+    """:func:`moving_average` of each stroke's run of ``v`` on its own (the same window, narrowed
+    on short strokes and edge-padded, up to rounding), all strokes at once: a kanji signature has
+    dozens of strokes, and a loop over them cost more than the averages."""
+    v = np.asarray(v, dtype=np.float64)
+    if width <= 1 or len(v) == 0:
+        return v.copy()
+    _, start, stop = _runs(stroke)
+    length = stop - start
+    pad = (width | 1) // 2
+    # moving_average's own narrowing: at most the stroke's half length, none under 3 points
+    half = np.where(length < 3, 0, np.minimum(pad, length // 2))
+    index = np.arange(len(v))
+    total = np.zeros(len(v))
+    for offset in range(-pad, pad + 1):
+        neighbour = v[np.clip(index + offset, start, stop - 1)]
+        total += np.where(abs(offset) <= half, neighbour, 0.0)
+    return total / (2 * half + 1)
 
 
 def jaggedness(x: np.ndarray, y: np.ndarray, stroke: np.ndarray) -> float:
     """How jagged a signature's strokes are: per stroke of at least 5 points, the mean length of
     the second difference of the positions over that of the first (0 on a straight line at an
     even pace, larger as each step turns), the median over strokes; 0 with no such stroke."""
-    values = []
-    for part in equal_runs(stroke):
-        if part.stop - part.start < 5:
-            continue
-        step = float(np.hypot(np.diff(x[part]), np.diff(y[part])).mean())
-        if step > 0:
-            values.append(float(np.hypot(np.diff(x[part], 2), np.diff(y[part], 2)).mean()) / step)
-    return float(np.median(values)) if values else 0.0
+    if len(x) < 5:
+        return 0.0
+    run = _runs(stroke)[0]
+    nruns = int(run[-1]) + 1
+    dx, dy = np.diff(x), np.diff(y)
+    first = np.hypot(dx, dy)
+    second = np.hypot(np.diff(dx), np.diff(dy))
+    within1 = run[1:] == run[:-1]
+    within2 = run[2:] == run[:-2]
+    step = np.bincount(run[:-1][within1], weights=first[within1], minlength=nruns)
+    turn = np.bincount(run[:-2][within2], weights=second[within2], minlength=nruns)
+    length = np.bincount(run, minlength=nruns)
+    # means over each run's n - 1 steps and n - 2 turns; a run that never moves has no pace
+    keep = (length >= 5) & (step > 0)
+    if not keep.any():
+        return 0.0
+    ratio = (turn[keep] / (length[keep] - 2)) / (step[keep] / (length[keep] - 1))
+    return float(np.median(ratio))
 
 
 def smoothed_to(x: np.ndarray, y: np.ndarray, p: np.ndarray, stroke: np.ndarray, limit: float

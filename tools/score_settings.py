@@ -32,12 +32,15 @@ group's size standing for the number of features.
 
     python -m tools.score_settings ../shared/data/online --classic-third     # about 8 min here
 
-``--classic-preprocess`` compares how the points are prepared (:data:`PREPROCESS_CANDIDATES`:
-resampling pads that send no timestamps, other rates, a low-pass, smoothing only jagged signatures),
-the distance otherwise shipped;
+``--classic-preprocess`` compares how the points are prepared (:data:`PREPROCESS_CANDIDATES`, each
+a change to the shipped preparation: no smoothing of jagged signatures or another limit, resampling
+pads that send no timestamps, other rates, a low-pass), the distance otherwise shipped;
 then the shipped distance with a low-passed one added (:data:`ENSEMBLES`).
 
     python -m tools.score_settings ../shared/data/online --classic-preprocess     # about 12 min here
+
+``--jaggedness`` prints how jagged each set's signatures are (:func:`jaggedness_shares`) and the
+share the shipped preparation smooths (a few seconds a set).
 
 ``--classic-direction`` compares the direction where the pen does not move: 0 (``arctan2(0, 0)``,
 shipped until 2026-11-27) against the last direction it moved in, held where the pen rests at least
@@ -61,10 +64,11 @@ import numpy as np
 from models.classic import PRIOR_STRENGTH, ClassicConfig
 from models.global_features import Spread, population_spread
 from models.match_score import ScoreModel
-from models.preprocess import PreprocessConfig
+from models.preprocess import PreprocessConfig, jaggedness, prepare
 from models.scoring import NormalisationPrior
 from tools.cross_device import (
     FIT_K,
+    SETS,
     Measured,
     MemoClassic,
     fit_match_score,
@@ -73,6 +77,7 @@ from tools.cross_device import (
     match_scores,
     measure_distances,
 )
+from tools.datasets import load_online
 from tools.evaluate import FeatureCache, Scores, globals_cache, summarise
 from tools.metrics import equal_error_rate
 from tools.train.score_fit import VALIDATION_CHOSEN_FEATURES, FitOptions, Trials, fit, plan_trials
@@ -180,17 +185,22 @@ def parts_rows(data_dir: Path, trials: int = 10, seed: int = 0, base: ClassicCon
     return rows, sizes
 
 
-#: ``--classic-preprocess``: how the points are prepared before the time functions
-#: (``models.preprocess.PreprocessConfig``), beside the shipped preparation.
-PREPROCESS_CANDIDATES: dict[str, PreprocessConfig] = {
-    "untimed pads resampled to 100 Hz at their nominal rate": PreprocessConfig(resample_untimed=True),
-    "every pad resampled to 75 Hz": PreprocessConfig(resample_hz=75.0, resample_untimed=True),
-    "every pad resampled to 50 Hz": PreprocessConfig(resample_hz=50.0, resample_untimed=True),
-    "low-pass 20 Hz": PreprocessConfig(lowpass_hz=20.0),
-    "low-pass 35 Hz": PreprocessConfig(lowpass_hz=35.0),
-    "jagged signatures smoothed to jaggedness 0.5": PreprocessConfig(smooth_jagged=0.5),
-    "jagged signatures smoothed to jaggedness 0.6": PreprocessConfig(smooth_jagged=0.6),
+#: ``--classic-preprocess``: how the points are prepared before the time functions, each a change
+#: to the shipped preparation (``ClassicConfig().preprocess``, a ``models.preprocess.PreprocessConfig``).
+PREPROCESS_CANDIDATES: dict[str, dict[str, object]] = {
+    "no smoothing of jagged signatures (shipped until 2026-11-28)": {"smooth_jagged": None},
+    "jagged signatures smoothed to jaggedness 0.5": {"smooth_jagged": 0.5},
+    "untimed pads resampled to 100 Hz at their nominal rate": {"resample_untimed": True},
+    "every pad resampled to 75 Hz": {"resample_hz": 75.0, "resample_untimed": True},
+    "every pad resampled to 50 Hz": {"resample_hz": 50.0, "resample_untimed": True},
+    "low-pass 20 Hz": {"lowpass_hz": 20.0},
+    "low-pass 35 Hz": {"lowpass_hz": 35.0},
 }
+
+
+def preprocess_candidates(base: PreprocessConfig) -> dict[str, PreprocessConfig]:
+    """:data:`PREPROCESS_CANDIDATES` applied to ``base``."""
+    return {label: replace(base, **change) for label, change in PREPROCESS_CANDIDATES.items()}  # type: ignore[arg-type]
 
 
 #: Preparations whose distance is also tried added to the shipped one, and with which weights.
@@ -222,8 +232,30 @@ def preprocess_rows(data_dir: Path, trials: int = 10, seed: int = 0) -> list[dic
     """``--classic-preprocess``: the shipped classic distance, then each preparation of
     :data:`PREPROCESS_CANDIDATES` (the same distance on other points), each fold its own prior;
     then :data:`ENSEMBLES`."""
-    variants = {label: replace(ClassicConfig(), preprocess=p) for label, p in PREPROCESS_CANDIDATES.items()}
+    shipped = ClassicConfig()
+    variants = {label: replace(shipped, preprocess=p) for label, p in preprocess_candidates(shipped.preprocess).items()}
     return config_rows(data_dir, "the shipped preparation", variants, ENSEMBLES, trials, seed)
+
+
+def jaggedness_shares(data_dir: Path, limit: float | None = None) -> dict[str, tuple[int, float, float]]:
+    """``--jaggedness``: per shared pen set (every writer), how many signatures, the median
+    :func:`models.preprocess.jaggedness` of their points prepared without smoothing, and the share
+    (%) more jagged than ``limit`` (by default the shipped ``smooth_jagged``), which the shipped
+    classic preparation smooths."""
+    limit = ClassicConfig().preprocess.smooth_jagged if limit is None else limit
+    if limit is None:
+        raise ValueError("the shipped preparation smooths nothing: give a limit")
+    unsmoothed = replace(ClassicConfig().preprocess, smooth_jagged=None)
+    out = {}
+    for name, folder, fmt in SETS:
+        values = []
+        for samples in load_online(data_dir / folder, fmt).writers.values():
+            for sample in samples:
+                prep = prepare(sample.trajectory, unsmoothed)
+                values.append(jaggedness(prep.x, prep.y, prep.stroke))
+        v = np.array(values)
+        out[name] = (len(v), float(np.median(v)), 100.0 * float(np.mean(v > limit)))
+    return out
 
 
 def _report(rows: list[dict], against: str, started: float, json_path: Path | None) -> None:
@@ -377,12 +409,19 @@ def main(argv: list[str] | None = None) -> int:
                     help="compare the classic distance's second warping path (groups and weights) instead")
     ap.add_argument("--classic-preprocess", action="store_true",
                     help="compare how the points are prepared (resampling, low-pass) instead")
+    ap.add_argument("--jaggedness", action="store_true",
+                    help="how jagged each set's signatures are, and the share the shipped preparation smooths, instead")
     ap.add_argument("--classic-direction", action="store_true",
                     help="compare the direction held where the pen does not move with the shipped 0 instead")
     ap.add_argument("--classic-third", action="store_true",
                     help="compare a third warping path beside the shipped two (groups and weights) instead")
     args = ap.parse_args(argv)
     started = time.perf_counter()
+    if args.jaggedness:
+        limit = ClassicConfig().preprocess.smooth_jagged
+        for name, (n, median, share) in jaggedness_shares(args.data).items():
+            print(f"{name}: {n} signatures, median jaggedness {median:.2f}, {share:.1f} % above {limit:g} (smoothed)")
+        return 0
     if args.classic_preprocess:
         _report(preprocess_rows(args.data), "the shipped preparation", started, args.json)
         return 0

@@ -121,3 +121,25 @@ def test_only_rests_of_the_given_length_hold_the_direction() -> None:
     np.testing.assert_allclose(held_direction(ends, moving_but_the_ends, two_strokes), np.full(6, up))
     with pytest.raises(ValueError, match="min_run"):
         held_direction(ang, moving, stroke, 0)
+
+
+def test_a_rest_still_only_up_to_rounding_is_held() -> None:
+    """A smoothed rest (the moving average of identical positions) is still only up to rounding:
+    steps of 1e-13 whose directions are noise. Slower than ``STILL_SPEED`` the pen rests, and its
+    direction is held as at an exact rest; a real step, however small on a pad, moves."""
+    from models.features import STILL_SPEED
+
+    y = np.r_[np.arange(10.0), np.full(8, 9.0), np.full(10, 9.0)] / 10.0
+    x = np.r_[np.zeros(10), np.zeros(8), np.arange(1.0, 11.0)] / 10.0
+    exact = prepared(x, y)
+    rng = np.random.default_rng(0)
+    rounded = prepared(x + rng.uniform(-1e-13, 1e-13, len(x)), y + rng.uniform(-1e-13, 1e-13, len(y)))
+    a = COL["angle"]
+    held_exact, held_rounded = time_functions(exact, hold_still=2), time_functions(rounded, hold_still=2)
+    resting = time_functions(exact)[:, COL["speed"]] == 0
+    assert resting.sum() >= 4 and np.allclose(held_exact[resting, a], np.pi / 2)
+    np.testing.assert_allclose(held_rounded[:, a], held_exact[:, a], atol=1e-6)
+    # Without the tolerance the rounded rest would point anywhere: its steps are not zero.
+    assert np.all(time_functions(rounded)[resting, COL["speed"]] > 0)
+    # The smallest step a pad reports, 0.01 mm on a 20 mm high signature, is far above it.
+    assert 0.01 / 20 > 1e5 * STILL_SPEED

@@ -1,6 +1,8 @@
-"""The fused verifier prepares a questioned signature once for its classic and learned parts: the
-shared points and time functions give the very numbers each part computes on its own. And what its
-model weighs 0 (the shipped model: the learned distance, every global feature) is not computed."""
+"""The fused verifier prepares a questioned signature once, the learned model's way, for its classic
+and learned parts: the shared points and time functions give the very numbers each part computes on
+its own, and a classic part that prepares otherwise (the shipped one smooths jagged pads) prepares
+its own. And what its model weighs 0 (the shipped model: the learned distance, every global
+feature) is not computed."""
 
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ from models._assets import FUSED_SCORE_FILE
 from models.classic import signature_features
 from models.global_features import deviations, global_features
 from models.pen import FusedVerifier, make_verifier
-from models.preprocess import PreprocessConfig, prepared_time_functions
+from models.preprocess import PreprocessConfig, jaggedness, prepared_time_functions
+from models.trajectory import Trajectory
 from tools.benchmarks.learned import fused_model_dir
 from tools.synth import make_population
 
@@ -34,6 +37,13 @@ def _model_dir(tmp_path: Path, learned_weight: float, duration_weight: float | N
     return tmp_path
 
 
+def _jagged(t: Trajectory) -> Trajectory:
+    """The signature as a pad that reports jagged positions would: nudged one way, then the other,
+    every 10 ms (each point the preparation's 100 Hz keeps)."""
+    zigzag = np.where(np.floor(t.t / 0.01) % 2 == 0, 1.0, -1.0) * 0.01 * float(np.ptp(t.y))
+    return replace(t, x=t.x + zigzag, y=t.y - zigzag)
+
+
 def test_shared_preparation_changes_no_number(tmp_path: Path) -> None:
     ver = make_verifier("fused", 1.3, model_dir=_model_dir(tmp_path, -0.5, -0.4))
     assert isinstance(ver, FusedVerifier) and ver.score_model is not None
@@ -42,8 +52,18 @@ def test_shared_preparation_changes_no_number(tmp_path: Path) -> None:
     refset = ver.enroll(genuine[:5])
     refs = refset.features_for(ver.name, ver.model_versions())
     assert refs.learned is not None and refs.globals is not None
-    for q in (genuine[5], forged[0]):
-        shared = prepared_time_functions(q, ver.classic.config.preprocess)
+    jagged = _jagged(genuine[6])
+    # The shipped classic part smooths a jagged pad's points; the shipped student was trained on
+    # them as they are, so the two parts prepare apart, and the classic features do change.
+    unsmoothed = replace(ver.classic.config, preprocess=ver.learned.config.preprocess)
+    assert ver.classic.config.preprocess != ver.learned.config.preprocess
+    prep = prepared_time_functions(jagged, unsmoothed.preprocess).prepared
+    assert jaggedness(prep.x, prep.y, prep.stroke) > ver.classic.config.preprocess.smooth_jagged
+    assert not np.array_equal(signature_features(jagged, ver.classic.config),
+                              signature_features(jagged, unsmoothed))
+    for q in (genuine[5], forged[0], jagged):
+        shared = prepared_time_functions(q, ver.learned.config.preprocess)
+        assert np.array_equal(signature_features(q, unsmoothed, shared), signature_features(q, unsmoothed))
         assert np.array_equal(signature_features(q, ver.classic.config, shared),
                               signature_features(q, ver.classic.config))
         assert np.array_equal(ver.learned.embed(q, shared), ver.learned.embed(q))
@@ -58,7 +78,7 @@ def test_shared_preparation_changes_no_number(tmp_path: Path) -> None:
     x, y = genuine[5].x.copy(), genuine[5].y.copy()
     x[40:60], y[40:60] = x[40], y[40]
     resting = replace(genuine[5], x=x, y=y)
-    held, unheld = ver.classic.config, replace(ver.classic.config, hold_still_direction=0)
+    held, unheld = unsmoothed, replace(unsmoothed, hold_still_direction=0)
     assert held.hold_still_direction == 2
     shared = prepared_time_functions(resting, held.preprocess)
     assert not np.array_equal(signature_features(resting, held), signature_features(resting, unheld))

@@ -122,7 +122,7 @@ def test_a_jagged_pad_is_smoothed_to_the_limit_and_a_smooth_one_is_left_alone():
     sx, sy, sp = smoothed_to(jx, jy, p, s, 0.5)
     assert jaggedness(sx, sy, s) <= 0.5 and np.allclose(sp, 0.5)
     widths = [w for w in range(3, 12, 2) if jaggedness(moving_average(jx, w), moving_average(jy, w), s) <= 0.5]
-    assert widths and np.array_equal(sx, moving_average(jx, widths[0]))
+    assert widths and np.allclose(sx, moving_average(jx, widths[0]), rtol=0, atol=1e-12)
     # A stroke is never averaged with the next: two strokes far apart keep their own places.
     two = np.r_[np.zeros(100, np.int32), np.ones(100, np.int32)]
     tx = np.r_[jx[:100], jx[100:] + 50.0]
@@ -134,6 +134,30 @@ def test_a_jagged_pad_is_smoothed_to_the_limit_and_a_smooth_one_is_left_alone():
     cfg = PreprocessConfig(resample_hz=None, smooth_jagged=0.5)
     assert np.array_equal(prepare(even, cfg).x, prepare(even, PreprocessConfig(resample_hz=None)).x)
     assert not np.allclose(prepare(jagged, cfg).x, prepare(jagged, PreprocessConfig(resample_hz=None)).x)
+
+
+def test_strokes_are_averaged_and_measured_at_once_as_one_by_one():
+    """The smoothing averages every stroke at once (a kanji signature has dozens): the same as
+    :func:`moving_average` stroke by stroke, its window narrowed on short strokes, for strokes of
+    every length from 1 point; and jaggedness is the per-stroke definition's."""
+    from models.preprocess import _averaged_by_stroke, equal_runs, jaggedness
+
+    rng = np.random.default_rng(5)
+    lengths = list(range(1, 16)) + [40, 2, 1, 7]
+    stroke = np.repeat(np.arange(len(lengths)), lengths).astype(np.int32)
+    v = rng.normal(size=len(stroke)).cumsum()
+    for width in range(1, 14):
+        one_by_one = np.concatenate([moving_average(v[sl], width) for sl in equal_runs(stroke)])
+        np.testing.assert_allclose(_averaged_by_stroke(v, stroke, width), one_by_one, rtol=0, atol=1e-12)
+    x, y = rng.normal(size=(2, len(stroke))).cumsum(axis=1)
+    x[stroke == 16], y[stroke == 16] = 3.0, 1.0  # 40 points that never move have no pace: not counted
+    by_stroke = []
+    for sl in equal_runs(stroke):
+        step = np.hypot(np.diff(x[sl]), np.diff(y[sl])).mean() if sl.stop - sl.start >= 5 else 0.0
+        if step > 0:
+            by_stroke.append(np.hypot(np.diff(x[sl], 2), np.diff(y[sl], 2)).mean() / step)
+    assert jaggedness(x, y, stroke) == pytest.approx(float(np.median(by_stroke)), rel=1e-12)
+    assert jaggedness(x[:4], y[:4], stroke[:4]) == 0.0
 
 
 def test_settings_that_cannot_prepare_are_refused():

@@ -26,6 +26,7 @@ from models import (
 )
 from models.classic import ClassicConfig
 from models.image_preprocess import NoInkError
+from models.preprocess import PreprocessConfig
 from tools.synth import make_population
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,14 +74,19 @@ def test_reference_set_is_frozen_and_bound_to_its_model() -> None:
     assert pen.verify(refs, genuine[5]).approved
 
 
-def test_a_set_built_before_the_direction_was_held_is_enrolled_again() -> None:
-    """Reference sets enrolled before 2026-11-27 (the direction 0 where the pen rests) hold
-    features on another scale: the shipped verifier refuses them rather than compare them."""
+def test_a_set_built_before_the_direction_was_held_or_jagged_pads_smoothed_is_enrolled_again() -> None:
+    """Reference sets enrolled before 2026-11-27 (the direction 0 where the pen rests) or before
+    2026-11-28 (jagged signatures not smoothed) hold features on another scale: the shipped
+    verifier refuses them rather than compare them."""
     genuine, _ = make_population(n_writers=1, n_genuine=6, n_forgeries=1, seed=3)["001"]
-    before = ClassicVerifier(dataclasses.replace(ClassicConfig(), hold_still_direction=0))
-    assert before.model_versions()["classic"] == "2" and ClassicVerifier().model_versions()["classic"] == "2-rest2"
-    with pytest.raises(ReferenceSetMismatch, match="enroll the references again"):
-        ClassicVerifier().verify(before.enroll(genuine[:5]), genuine[5])
+    unsmoothed = dataclasses.replace(ClassicConfig(), preprocess=PreprocessConfig())
+    before_rest = ClassicVerifier(dataclasses.replace(unsmoothed, hold_still_direction=0))
+    before_jagged = ClassicVerifier(unsmoothed)
+    assert before_rest.model_versions()["classic"] == "2" and before_jagged.model_versions()["classic"] == "2-rest2"
+    assert ClassicVerifier().model_versions()["classic"] == "2-rest2-jag0.6"
+    for before in (before_rest, before_jagged):
+        with pytest.raises(ReferenceSetMismatch, match="enroll the references again"):
+            ClassicVerifier().verify(before.enroll(genuine[:5]), genuine[5])
 
 
 def test_one_error_base_for_the_verification_layer() -> None:

@@ -121,8 +121,13 @@ def test_the_parts_sweep_adds_what_the_shipped_distance_adds() -> None:
 
 
 def test_the_preprocess_sweep_tries_only_unshipped_preparations_and_adds_only_measured_ones() -> None:
-    from models.preprocess import PreprocessConfig
-    from tools.score_settings import ENSEMBLES, PREPROCESS_CANDIDATES
+    from models.classic import ClassicConfig
+    from tools.score_settings import ENSEMBLES, preprocess_candidates
 
-    assert PreprocessConfig() not in PREPROCESS_CANDIDATES.values()
-    assert set(ENSEMBLES) <= set(PREPROCESS_CANDIDATES) and all(w > 0 for ws in ENSEMBLES.values() for w in ws)
+    shipped = ClassicConfig().preprocess
+    candidates = preprocess_candidates(shipped)
+    assert shipped not in candidates.values() and len(set(candidates.values())) == len(candidates)
+    # Each is a change to the shipped preparation: what it does not name stays shipped.
+    assert candidates["low-pass 20 Hz"].smooth_jagged == shipped.smooth_jagged is not None
+    assert candidates["no smoothing of jagged signatures (shipped until 2026-11-28)"].smooth_jagged is None
+    assert set(ENSEMBLES) <= set(candidates) and all(w > 0 for ws in ENSEMBLES.values() for w in ws)
