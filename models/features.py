@@ -61,9 +61,11 @@ def _segmented_unwrap(theta: np.ndarray, stroke: np.ndarray) -> np.ndarray:
     return out
 
 
-#: Slower than this (signature heights per sample) the pen rests: a smoothed rest (a moving average
-#: of identical positions, ``models.preprocess.smoothed_to``) is still only up to rounding, and the
-#: direction of a 1e-13 step is noise. A pad's smallest real step is thousands of times larger.
+#: Slower than this (signature heights per sample) the pen rests, and a smaller component of its
+#: velocity is none, where the direction is held (``time_functions(hold_still=...)``): a smoothed
+#: rest (a moving average of identical positions, ``models.preprocess.smoothed_to``) is still, and a
+#: smoothed horizontal stroke level, only up to rounding, and the direction of a 1e-13 step is
+#: noise. A pad's smallest real step is thousands of times larger.
 STILL_SPEED = 1e-9
 
 
@@ -105,6 +107,10 @@ def time_functions(prep: Prepared, hold_still: int = 0) -> np.ndarray:
     speed = np.hypot(dx, dy)
     angle = np.arctan2(dy, dx)
     if hold_still:
+        # The direction from the components above rounding: a pen moving left along a smoothed
+        # line has dy = +-1e-17 as the additions fall, and arctan2 turns that into +-pi, a jump of
+        # a whole turn between two neighbours (and between two machines' numpy builds).
+        angle = np.arctan2(np.where(np.abs(dy) > STILL_SPEED, dy, 0.0), np.where(np.abs(dx) > STILL_SPEED, dx, 0.0))
         angle = held_direction(angle, speed > STILL_SPEED, s, hold_still)
     dangle = segmented_derivative(_segmented_unwrap(angle, s), s)
     log_radius = np.log((speed + _EPS) / (np.abs(dangle) + _EPS))

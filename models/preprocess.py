@@ -123,19 +123,22 @@ def equal_runs(values: np.ndarray) -> list[slice]:
     """The maximal runs of equal values, in order. On stroke ids: each stroke and each pen-up
     run, what every stroke-by-stroke computation of preprocessing and of the time functions
     walks; on a mask, its runs of True and of False."""
-    cuts = np.flatnonzero(values[1:] != values[:-1]) + 1
-    bounds = np.concatenate(([0], cuts, [len(values)]))
+    bounds = _run_bounds(values)
     return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _run_bounds(values: np.ndarray) -> np.ndarray:
+    """Where each run of equal values starts, then the end: one more bound than runs."""
+    cuts = np.flatnonzero(values[1:] != values[:-1]) + 1
+    return np.concatenate(([0], cuts, [len(values)]))
 
 
 def _runs(stroke: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per point: the index of its run of equal stroke ids (:func:`equal_runs`), and where that
     run starts and stops (exclusive)."""
-    cuts = np.flatnonzero(stroke[1:] != stroke[:-1]) + 1
-    starts = np.concatenate(([0], cuts))
-    lengths = np.diff(np.concatenate((starts, [len(stroke)])))
-    run = np.repeat(np.arange(len(starts)), lengths)
-    return run, starts[run], starts[run] + lengths[run]
+    bounds = _run_bounds(stroke)
+    run = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))
+    return run, bounds[run], bounds[run + 1]
 
 
 def _averaged_by_stroke(v: np.ndarray, stroke: np.ndarray, width: int) -> np.ndarray:

@@ -143,3 +143,16 @@ def test_a_rest_still_only_up_to_rounding_is_held() -> None:
     assert np.all(time_functions(rounded)[resting, COL["speed"]] > 0)
     # The smallest step a pad reports, 0.01 mm on a 20 mm high signature, is far above it.
     assert 0.01 / 20 > 1e5 * STILL_SPEED
+
+
+def test_a_level_stroke_level_only_up_to_rounding_points_one_way() -> None:
+    """A pen moving left along a line that is level only up to rounding (a smoothed stroke: dy is
+    +-1e-17 as the additions fall) points left, pi, at every point where the direction is held,
+    not pi at one and -pi at the next, a whole turn apart."""
+    n = 30
+    x = -np.arange(n, dtype=float) / 10.0
+    y = np.random.default_rng(1).choice([-1e-16, 0.0, 1e-16], n)
+    held = time_functions(prepared(x, y), hold_still=2)[:, COL["angle"]]
+    np.testing.assert_allclose(held, np.pi)
+    # Where the direction is not held (the learned model's inputs) the angle is arctan2's own.
+    assert np.ptp(time_functions(prepared(x, y))[:, COL["angle"]]) > np.pi
