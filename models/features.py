@@ -105,13 +105,14 @@ def time_functions(prep: Prepared, hold_still: int = 0) -> np.ndarray:
     dx = segmented_derivative(prep.x, s)
     dy = segmented_derivative(prep.y, s)
     speed = np.hypot(dx, dy)
-    angle = np.arctan2(dy, dx)
     if hold_still:
         # The direction from the components above rounding: a pen moving left along a smoothed
         # line has dy = +-1e-17 as the additions fall, and arctan2 turns that into +-pi, a jump of
         # a whole turn between two neighbours (and between two machines' numpy builds).
         angle = np.arctan2(np.where(np.abs(dy) > STILL_SPEED, dy, 0.0), np.where(np.abs(dx) > STILL_SPEED, dx, 0.0))
         angle = held_direction(angle, speed > STILL_SPEED, s, hold_still)
+    else:
+        angle = np.arctan2(dy, dx)
     dangle = segmented_derivative(_segmented_unwrap(angle, s), s)
     log_radius = np.log((speed + _EPS) / (np.abs(dangle) + _EPS))
     centripetal = speed * dangle

@@ -133,30 +133,31 @@ def _run_bounds(values: np.ndarray) -> np.ndarray:
     return np.concatenate(([0], cuts, [len(values)]))
 
 
-def _runs(stroke: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per point: the index of its run of equal stroke ids (:func:`equal_runs`), and where that
-    run starts and stops (exclusive)."""
+def _runs(stroke: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per point, the index of its run of equal stroke ids (:func:`equal_runs`); and the runs'
+    bounds (:func:`_run_bounds`): run ``r`` is ``bounds[r]:bounds[r + 1]``."""
     bounds = _run_bounds(stroke)
-    run = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))
-    return run, bounds[run], bounds[run + 1]
+    return np.repeat(np.arange(len(bounds) - 1), np.diff(bounds)), bounds
 
 
 def _averaged_by_stroke(v: np.ndarray, stroke: np.ndarray, width: int) -> np.ndarray:
     """:func:`moving_average` of each stroke's run of ``v`` on its own (the same window, narrowed
     on short strokes and edge-padded, up to rounding), all strokes at once: a kanji signature has
-    dozens of strokes, and a loop over them cost more than the averages."""
+    dozens of strokes, and a loop over them cost more than the averages. ``v`` is one series or
+    several stacked (``(k, points)``: positions and pressure share the windows)."""
     v = np.asarray(v, dtype=np.float64)
-    if width <= 1 or len(v) == 0:
+    if width <= 1 or v.shape[-1] == 0:
         return v.copy()
-    _, start, stop = _runs(stroke)
+    run, bounds = _runs(stroke)
+    start, stop = bounds[run], bounds[run + 1]
     length = stop - start
     pad = (width | 1) // 2
     # moving_average's own narrowing: at most the stroke's half length, none under 3 points
     half = np.where(length < 3, 0, np.minimum(pad, length // 2))
-    index = np.arange(len(v))
-    total = np.zeros(len(v))
+    index = np.arange(v.shape[-1])
+    total = np.zeros(v.shape)
     for offset in range(-pad, pad + 1):
-        neighbour = v[np.clip(index + offset, start, stop - 1)]
+        neighbour = v[..., np.clip(index + offset, start, stop - 1)]
         total += np.where(abs(offset) <= half, neighbour, 0.0)
     return total / (2 * half + 1)
 
@@ -167,16 +168,15 @@ def jaggedness(x: np.ndarray, y: np.ndarray, stroke: np.ndarray) -> float:
     even pace, larger as each step turns), the median over strokes; 0 with no such stroke."""
     if len(x) < 5:
         return 0.0
-    run = _runs(stroke)[0]
-    nruns = int(run[-1]) + 1
+    run, bounds = _runs(stroke)
+    length = np.diff(bounds)
     dx, dy = np.diff(x), np.diff(y)
     first = np.hypot(dx, dy)
     second = np.hypot(np.diff(dx), np.diff(dy))
     within1 = run[1:] == run[:-1]
     within2 = run[2:] == run[:-2]
-    step = np.bincount(run[:-1][within1], weights=first[within1], minlength=nruns)
-    turn = np.bincount(run[:-2][within2], weights=second[within2], minlength=nruns)
-    length = np.bincount(run, minlength=nruns)
+    step = np.bincount(run[:-1][within1], weights=first[within1], minlength=len(length))
+    turn = np.bincount(run[:-2][within2], weights=second[within2], minlength=len(length))
     # means over each run's n - 1 steps and n - 2 turns; a run that never moves has no pace
     keep = (length >= 5) & (step > 0)
     if not keep.any():
@@ -192,8 +192,9 @@ def smoothed_to(x: np.ndarray, y: np.ndarray, p: np.ndarray, stroke: np.ndarray,
     they already are, the widest window if none does."""
     if jaggedness(x, y, stroke) <= limit:
         return x, y, p
+    points = np.stack([x, y, p])
     for width in range(3, WIDEST_SMOOTHING + 1, 2):
-        sx, sy, sp = (_averaged_by_stroke(v, stroke, width) for v in (x, y, p))
+        sx, sy, sp = _averaged_by_stroke(points, stroke, width)
         if jaggedness(sx, sy, stroke) <= limit:
             break
     return sx, sy, sp
@@ -228,7 +229,7 @@ def prepare(traj: Trajectory, config: PreprocessConfig = PreprocessConfig()) -> 
         rate = hz or traj.device.nominal_rate_hz or 100.0
         width = int(round(rate / config.lowpass_hz)) | 1
         # Stroke by stroke, as the resampling: a jump between strokes is not smoothed into ink.
-        x, y, p = (_averaged_by_stroke(v, stroke_all, width) for v in (x, y, p))
+        x, y, p = _averaged_by_stroke(np.stack([x, y, p]), stroke_all, width)
 
     if config.smooth_jagged is not None:
         x, y, p = smoothed_to(x, y, p, stroke_all, config.smooth_jagged)

@@ -237,14 +237,10 @@ def preprocess_rows(data_dir: Path, trials: int = 10, seed: int = 0) -> list[dic
     return config_rows(data_dir, "the shipped preparation", variants, ENSEMBLES, trials, seed)
 
 
-def jaggedness_shares(data_dir: Path, limit: float | None = None) -> dict[str, tuple[int, float, float]]:
+def jaggedness_shares(data_dir: Path, limit: float) -> dict[str, tuple[int, float, float]]:
     """``--jaggedness``: per shared pen set (every writer), how many signatures, the median
     :func:`models.preprocess.jaggedness` of their points prepared without smoothing, and the share
-    (%) more jagged than ``limit`` (by default the shipped ``smooth_jagged``), which the shipped
-    classic preparation smooths."""
-    limit = ClassicConfig().preprocess.smooth_jagged if limit is None else limit
-    if limit is None:
-        raise ValueError("the shipped preparation smooths nothing: give a limit")
+    (%) more jagged than ``limit``, which a preparation smoothing to ``limit`` smooths."""
     unsmoothed = replace(ClassicConfig().preprocess, smooth_jagged=None)
     out = {}
     for name, folder, fmt in SETS:
@@ -419,7 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     if args.jaggedness:
         limit = ClassicConfig().preprocess.smooth_jagged
-        for name, (n, median, share) in jaggedness_shares(args.data).items():
+        if limit is None:
+            raise SystemExit("--jaggedness: the shipped preparation smooths nothing")
+        for name, (n, median, share) in jaggedness_shares(args.data, limit).items():
             print(f"{name}: {n} signatures, median jaggedness {median:.2f}, {share:.1f} % above {limit:g} (smoothed)")
         return 0
     if args.classic_preprocess:
