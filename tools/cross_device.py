@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -149,23 +149,30 @@ def measure_distances(dataset: Dataset[OnlineSample], ks: Sequence[int], trials:
     return out
 
 
-def fit_prior(measured: Sequence[Measured], k: int = FIT_K) -> NormalisationPrior:
-    """Mean within-reference statistics over every draw, per set, then the sets' mean."""
+def population_statistics(measured: Iterable[Measured], statistics: Callable[[np.ndarray], np.ndarray],
+                          k: int = FIT_K) -> np.ndarray:
+    """``statistics`` of each draw's K x K reference distances, averaged over every draw of a set,
+    then over the sets (a set without draws counts for nothing), rounded to 4 places."""
     per_set = []
     for m in measured:
-        mins, means = [], []
-        for p, d_cc, _ in m.by_k[k]:
-            for draw in p.draws:
-                st = reference_stats(d_cc[np.ix_(draw, draw)])
-                mins.append(st.min_dist)
-                means.append(st.mean_dist)
-        if mins:
-            per_set.append((float(np.mean(mins)), float(np.mean(means))))
+        stats = [statistics(d_cc[np.ix_(draw, draw)]) for p, d_cc, _ in m.by_k[k] for draw in p.draws]
+        if stats:
+            per_set.append(np.mean(np.asarray(stats, dtype=np.float64), axis=0))
     if not per_set:
         raise ValueError("no writer to fit the normalisation prior on")
-    a = np.mean(np.array(per_set), axis=0)
+    return np.asarray(np.round(np.mean(np.array(per_set), axis=0), 4), dtype=np.float64)
+
+
+def _min_and_mean(ref_distances: np.ndarray) -> np.ndarray:
+    st = reference_stats(ref_distances)
+    return np.array([st.min_dist, st.mean_dist])
+
+
+def fit_prior(measured: Sequence[Measured], k: int = FIT_K) -> NormalisationPrior:
+    """Mean within-reference statistics over every draw, per set, then the sets' mean."""
+    a = population_statistics(measured, _min_and_mean, k)
     # The statistics are fitted; how strongly they count is the kiosk's (ClassicConfig).
-    return NormalisationPrior(round(float(a[0]), 4), round(float(a[1]), 4), strength=ClassicConfig().prior.strength)
+    return NormalisationPrior(float(a[0]), float(a[1]), strength=ClassicConfig().prior.strength)
 
 
 def fit_classic(measured: Mapping[str, Measured]) -> tuple[NormalisationPrior, float, dict[str, float]]:

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from models.classic import ClassicConfig
-from tools.cross_device import FIT_K, Measured, MemoClassic, fit_sets, measure_distances
+from tools.cross_device import FIT_K, Measured, MemoClassic, fit_sets, measure_distances, population_statistics
 from tools.datasets import OnlineSample
 from tools.evaluate import Scores, WriterPlan
 from tools.score_settings import format_row, row
@@ -161,11 +161,8 @@ def _to_cohort(provider: MemoClassic, sample: OnlineSample, cohort: Mapping[str,
 
 
 def population(measured: Mapping[str, Measured]) -> np.ndarray:
-    """The population's statistics: the mean over every K = 5 draw, per set, then the sets' mean
-    (``tools.cross_device.fit_prior``'s rule and rounding, for every statistic)."""
-    per_set = [np.mean([reference_statistics(d_cc[np.ix_(draw, draw)])
-                        for p, d_cc, _ in m.by_k[FIT_K] for draw in p.draws], axis=0) for m in measured.values()]
-    return np.round(np.asarray(np.mean(per_set, axis=0), dtype=np.float64), 4)
+    """The population's statistics: ``tools.cross_device.fit_prior``'s rule for every statistic."""
+    return population_statistics(measured.values(), reference_statistics)
 
 
 def rule_scores(measured: Measured, cohort: list[Cohort], prior: np.ndarray, rule: Callable[[Question], float],

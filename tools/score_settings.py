@@ -47,6 +47,13 @@ shipped until 2026-11-27) against the last direction it moved in, held where the
 1, 2 (shipped) or 3 points (:data:`HOLD_RUNS`, ``ClassicConfig.hold_still_direction``).
 
     python -m tools.score_settings ../shared/data/online --classic-direction     # about 12.5 min here
+
+``--classic-drop NAME`` (repeatable) compares the shipped distance with the same distance without
+those time functions (:func:`dropped_config`), e.g. the raw path-tangent ``angle``, whose cut at
++-pi puts a whole turn between two neighbouring leftward steps although ``cos`` and ``sin`` carry
+the same direction without one.
+
+    python -m tools.score_settings ../shared/data/online --classic-drop angle     # about 13 min here
 """
 
 from __future__ import annotations
@@ -55,7 +62,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -205,6 +212,18 @@ def preprocess_candidates(base: PreprocessConfig) -> dict[str, PreprocessConfig]
 
 #: Preparations whose distance is also tried added to the shipped one, and with which weights.
 ENSEMBLES: dict[str, tuple[float, ...]] = {"low-pass 20 Hz": (0.5, 1.0), "low-pass 35 Hz": (0.5, 1.0)}
+
+
+def dropped_config(base: ClassicConfig, names: Sequence[str]) -> ClassicConfig:
+    """``base`` without the time functions ``names``; refused where one is not compared or is one
+    of the dynamics (their own warping path needs them)."""
+    missing = [n for n in names if n not in base.features]
+    if missing:
+        raise ValueError(f"{missing} are not among the compared time functions {base.features}")
+    needed = [n for n in names if n in base.dynamics]
+    if needed:
+        raise ValueError(f"{needed} are aligned on the dynamics' own path and cannot be dropped")
+    return replace(base, features=tuple(f for f in base.features if f not in names))
 
 
 def config_rows(data_dir: Path, base_label: str, variants: Mapping[str, ClassicConfig],
@@ -409,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="how jagged each set's signatures are, and the share the shipped preparation smooths, instead")
     ap.add_argument("--classic-direction", action="store_true",
                     help="compare the direction held where the pen does not move with the shipped 0 instead")
+    ap.add_argument("--classic-drop", action="append", metavar="NAME", default=None,
+                    help="compare the shipped distance without this time function instead (repeatable)")
     ap.add_argument("--classic-third", action="store_true",
                     help="compare a third warping path beside the shipped two (groups and weights) instead")
     args = ap.parse_args(argv)
@@ -430,6 +451,15 @@ def main(argv: list[str] | None = None) -> int:
                             ClassicConfig(hold_still_direction=n) for n in HOLD_RUNS},
                            base=ClassicConfig(hold_still_direction=0))
         _report(rows, "0", started, args.json)
+        return 0
+    if args.classic_drop:
+        try:
+            variant = dropped_config(ClassicConfig(), args.classic_drop)
+        except ValueError as e:
+            raise SystemExit(f"--classic-drop: {e}") from None
+        rows = config_rows(args.data, "the shipped time functions",
+                           {f"without {', '.join(args.classic_drop)}": variant})
+        _report(rows, "the shipped time functions", started, args.json)
         return 0
     if args.classic_parts or args.classic_third:
         rows, sizes = parts_rows(args.data) if args.classic_parts else parts_rows(

@@ -173,3 +173,25 @@ def test_the_classic_fit_is_the_prior_and_the_mean_of_each_sets_eer_threshold() 
         s = summarise(m.scores(FIT_K, prior), "skilled")
         assert s is not None and per_set[name] == pytest.approx(s["threshold_global"])
     assert threshold == pytest.approx((per_set["a"] + per_set["b"]) / 2)
+
+
+def test_the_prior_is_each_sets_mean_over_its_draws_then_the_sets_mean_and_an_empty_set_counts_for_nothing() -> None:
+    import numpy as np
+
+    from models.scoring import reference_stats
+    from tests.tools.test_score_norms import _measured
+    from tools.cross_device import FIT_K, Measured, fit_prior
+
+    rng = np.random.default_rng(5)
+    sets = [_measured(rng)[0], _measured(rng, writers=6)[0]]
+    per_set = []
+    for m in sets:
+        stats = [reference_stats(d_cc[np.ix_(draw, draw)]) for p, d_cc, _ in m.by_k[FIT_K] for draw in p.draws]
+        per_set.append((np.mean([s.min_dist for s in stats]), np.mean([s.mean_dist for s in stats])))
+    want = np.round(np.mean(per_set, axis=0), 4)
+    empty = Measured()
+    empty.by_k[FIT_K] = []
+    prior = fit_prior([sets[0], empty, sets[1]])
+    assert (prior.min_dist, prior.mean_dist) == (float(want[0]), float(want[1]))
+    with pytest.raises(ValueError, match="no writer"):
+        fit_prior([empty])

@@ -5,6 +5,8 @@ on constructed scores and rows."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -131,3 +133,26 @@ def test_the_preprocess_sweep_tries_only_unshipped_preparations_and_adds_only_me
     assert candidates["low-pass 20 Hz"].smooth_jagged == shipped.smooth_jagged is not None
     assert candidates["no smoothing of jagged signatures (shipped until 2026-11-28)"].smooth_jagged is None
     assert set(ENSEMBLES) <= set(candidates) and all(w > 0 for ws in ENSEMBLES.values() for w in ws)
+
+
+def test_a_dropped_time_function_is_left_out_of_the_shipped_distance_and_only_one_that_can_be() -> None:
+    from models.classic import ClassicConfig
+    from tools.score_settings import dropped_config
+
+    shipped = ClassicConfig()
+    without = dropped_config(shipped, ["angle"])
+    assert "angle" in shipped.features and "angle" not in without.features
+    assert len(without.features) == len(shipped.features) - 1
+    # Everything else is the shipped distance's.
+    assert (without.dynamics, without.preprocess, without.prior) == (shipped.dynamics, shipped.preprocess, shipped.prior)
+    with pytest.raises(ValueError, match="dynamics"):
+        dropped_config(shipped, ["speed"])
+    with pytest.raises(ValueError, match="not among"):
+        dropped_config(without, ["angle"])
+
+
+def test_the_drop_flag_refuses_an_unknown_time_function_before_reading_any_data(tmp_path: Path) -> None:
+    from tools.score_settings import main
+
+    with pytest.raises(SystemExit, match="not among"):
+        main([str(tmp_path / "nowhere"), "--classic-drop", "wobble"])
