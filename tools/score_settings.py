@@ -49,9 +49,9 @@ shipped until 2026-11-27) against the last direction it moved in, held where the
     python -m tools.score_settings ../shared/data/online --classic-direction     # about 12.5 min here
 
 ``--classic-drop NAME`` (repeatable) compares the shipped distance with the same distance without
-those time functions (:func:`dropped_config`), e.g. the raw path-tangent ``angle``, whose cut at
+those time functions (:func:`changed_config`), e.g. the raw path-tangent ``angle``, whose cut at
 +-pi puts a whole turn between two neighbouring leftward steps although ``cos`` and ``sin`` carry
-the same direction without one.
+the same direction without one; ``--classic-again NAME`` with those compared twice on the one path.
 
     python -m tools.score_settings ../shared/data/online --classic-drop angle     # about 13 min here
 """
@@ -214,16 +214,18 @@ def preprocess_candidates(base: PreprocessConfig) -> dict[str, PreprocessConfig]
 ENSEMBLES: dict[str, tuple[float, ...]] = {"low-pass 20 Hz": (0.5, 1.0), "low-pass 35 Hz": (0.5, 1.0)}
 
 
-def dropped_config(base: ClassicConfig, names: Sequence[str]) -> ClassicConfig:
-    """``base`` without the time functions ``names``; refused where one is not compared or is one
-    of the dynamics (their own warping path needs them)."""
-    missing = [n for n in names if n not in base.features]
+def changed_config(base: ClassicConfig, drop: Sequence[str] = (), again: Sequence[str] = ()) -> ClassicConfig:
+    """``base`` without the time functions ``drop`` and with ``again`` compared a second time on
+    the same path (each then weighs twice in the local distance). Refused where a dropped one is
+    not compared or is one of the dynamics (their own warping path needs them), or where one
+    added again is not compared."""
+    missing = [n for n in (*drop, *again) if n not in base.features]
     if missing:
         raise ValueError(f"{missing} are not among the compared time functions {base.features}")
-    needed = [n for n in names if n in base.dynamics]
+    needed = [n for n in drop if n in base.dynamics]
     if needed:
         raise ValueError(f"{needed} are aligned on the dynamics' own path and cannot be dropped")
-    return replace(base, features=tuple(f for f in base.features if f not in names))
+    return replace(base, features=tuple(f for f in base.features if f not in drop) + tuple(again))
 
 
 def config_rows(data_dir: Path, base_label: str, variants: Mapping[str, ClassicConfig],
@@ -430,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="compare the direction held where the pen does not move with the shipped 0 instead")
     ap.add_argument("--classic-drop", action="append", metavar="NAME", default=None,
                     help="compare the shipped distance without this time function instead (repeatable)")
+    ap.add_argument("--classic-again", action="append", metavar="NAME", default=None,
+                    help="compare the shipped distance with this time function compared twice instead (repeatable)")
     ap.add_argument("--classic-third", action="store_true",
                     help="compare a third warping path beside the shipped two (groups and weights) instead")
     args = ap.parse_args(argv)
@@ -452,13 +456,14 @@ def main(argv: list[str] | None = None) -> int:
                            base=ClassicConfig(hold_still_direction=0))
         _report(rows, "0", started, args.json)
         return 0
-    if args.classic_drop:
+    if args.classic_drop or args.classic_again:
+        drop, again = args.classic_drop or [], args.classic_again or []
         try:
-            variant = dropped_config(ClassicConfig(), args.classic_drop)
+            variant = changed_config(ClassicConfig(), drop, again)
         except ValueError as e:
-            raise SystemExit(f"--classic-drop: {e}") from None
-        rows = config_rows(args.data, "the shipped time functions",
-                           {f"without {', '.join(args.classic_drop)}": variant})
+            raise SystemExit(f"--classic-drop/--classic-again: {e}") from None
+        label = "; ".join(([f"without {', '.join(drop)}"] if drop else []) + ([f"+ {', '.join(again)} again"] if again else []))
+        rows = config_rows(args.data, "the shipped time functions", {label: variant})
         _report(rows, "the shipped time functions", started, args.json)
         return 0
     if args.classic_parts or args.classic_third:

@@ -137,18 +137,41 @@ def test_the_preprocess_sweep_tries_only_unshipped_preparations_and_adds_only_me
 
 def test_a_dropped_time_function_is_left_out_of_the_shipped_distance_and_only_one_that_can_be() -> None:
     from models.classic import ClassicConfig
-    from tools.score_settings import dropped_config
+    from tools.score_settings import changed_config
 
     shipped = ClassicConfig()
-    without = dropped_config(shipped, ["angle"])
+    without = changed_config(shipped, drop=["angle"])
     assert "angle" in shipped.features and "angle" not in without.features
     assert len(without.features) == len(shipped.features) - 1
     # Everything else is the shipped distance's.
     assert (without.dynamics, without.preprocess, without.prior) == (shipped.dynamics, shipped.preprocess, shipped.prior)
     with pytest.raises(ValueError, match="dynamics"):
-        dropped_config(shipped, ["speed"])
+        changed_config(shipped, drop=["speed"])
     with pytest.raises(ValueError, match="not among"):
-        dropped_config(without, ["angle"])
+        changed_config(without, drop=["angle"])
+    with pytest.raises(ValueError, match="not among"):
+        changed_config(without, again=["angle"])
+
+
+def test_a_time_function_compared_again_weighs_twice_in_the_local_distance() -> None:
+    import numpy as np
+
+    from models.classic import ClassicConfig, classic_distance
+    from tools.score_settings import changed_config
+
+    shipped = ClassicConfig(dynamics=())
+    twice = changed_config(shipped, again=["cos"])
+    assert twice.features == (*shipped.features, "cos")
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(30, len(shipped.features))), rng.normal(size=(34, len(shipped.features)))
+    col = shipped.features.index("cos")
+    # The same as the shipped columns with cos scaled by sqrt(2) (Euclidean local distance).
+    scaled_a, scaled_b = a.copy(), b.copy()
+    scaled_a[:, col] *= np.sqrt(2)
+    scaled_b[:, col] *= np.sqrt(2)
+    got = classic_distance(np.column_stack([a, a[:, col]]), np.column_stack([b, b[:, col]]), twice)
+    assert got == pytest.approx(classic_distance(scaled_a, scaled_b, shipped), rel=1e-9)
+    assert got != pytest.approx(classic_distance(a, b, shipped), rel=1e-3)
 
 
 def test_the_drop_flag_refuses_an_unknown_time_function_before_reading_any_data(tmp_path: Path) -> None:
@@ -156,3 +179,5 @@ def test_the_drop_flag_refuses_an_unknown_time_function_before_reading_any_data(
 
     with pytest.raises(SystemExit, match="not among"):
         main([str(tmp_path / "nowhere"), "--classic-drop", "wobble"])
+    with pytest.raises(SystemExit, match="not among"):
+        main([str(tmp_path / "nowhere"), "--classic-again", "wobble"])
