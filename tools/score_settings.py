@@ -216,15 +216,12 @@ ENSEMBLES: dict[str, tuple[float, ...]] = {"low-pass 20 Hz": (0.5, 1.0), "low-pa
 
 def changed_config(base: ClassicConfig, drop: Sequence[str] = (), again: Sequence[str] = ()) -> ClassicConfig:
     """``base`` without the time functions ``drop`` and with ``again`` compared a second time on
-    the same path (each then weighs twice in the local distance). Refused where a dropped one is
-    not compared or is one of the dynamics (their own warping path needs them), or where one
-    added again is not compared."""
+    the same path (each then weighs twice in the local distance). Refused where one is not
+    compared; dropping one of the dynamics is refused by ``ClassicConfig`` itself (their own
+    warping path needs them)."""
     missing = [n for n in (*drop, *again) if n not in base.features]
     if missing:
         raise ValueError(f"{missing} are not among the compared time functions {base.features}")
-    needed = [n for n in drop if n in base.dynamics]
-    if needed:
-        raise ValueError(f"{needed} are aligned on the dynamics' own path and cannot be dropped")
     return replace(base, features=tuple(f for f in base.features if f not in drop) + tuple(again))
 
 
