@@ -144,6 +144,8 @@ class Daemon:
         self.store: TemplateStore | None = None
         self.ui: UiServer | None = None
         self._requests: queue.Queue[Request] = queue.Queue()
+        self._unfinished = 0   # submitted and not yet ended: queued, or running (``pending``)
+        self._unfinished_lock = threading.Lock()
         self._stop = threading.Event()
         self._cancel = threading.Event()
         self._done = threading.Event()
@@ -546,8 +548,18 @@ class Daemon:
             except AuditNotRecorded as exc:
                 raise ActionNotAuditable(str(exc)) from None
             req.on_finish = self._audit_result
+        with self._unfinished_lock:
+            self._unfinished += 1
         self._requests.put(req)
         return req
+
+    @property
+    def pending(self) -> int:
+        """Requests submitted and not yet ended, queued or running. ``current`` alone is None
+        between a request's submission and the loop taking it, and an idle screen says nothing
+        of what is queued."""
+        with self._unfinished_lock:
+            return self._unfinished
 
     def cancel(self) -> None:
         """The screen's Cancel: abandon the current capture."""
@@ -647,6 +659,8 @@ class Daemon:
                 req.finish(ok=False, error=f"internal error: {type(exc).__name__}")
             finally:
                 self.current = None
+                with self._unfinished_lock:
+                    self._unfinished -= 1
                 if req.done.is_set() and self.state is not State.IDLE and not self._stop.is_set():
                     self._screen.quietly(State.IDLE)
 

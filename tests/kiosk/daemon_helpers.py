@@ -104,7 +104,7 @@ def sign_when_asked(daemon: Daemon, pen: ReplayPen, events: "queue.Queue[dict]",
 
 def wait_idle(daemon: Daemon, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
-    while daemon.current is not None or daemon.state.value != "idle":
+    while daemon.pending or daemon.current is not None or daemon.state.value != "idle":
         assert time.monotonic() < deadline, "daemon stayed busy"
         time.sleep(0.02)
 

@@ -131,6 +131,8 @@ def test_pen_unplugged_mid_signature_then_signed_again(tmp_path: Path) -> None:
         events = daemon.bus.subscribe()
         seen: list[dict] = []
         req = daemon.submit("verify", "cust-7")
+        # Pending from submission (queued or waiting for the pen) until it has ended.
+        assert daemon.pending == 1
         # The first attempt is cut after 60 frames (the cable is pulled); the pen comes back.
         sign_when_asked(daemon, pen, events, [genuine[5], genuine[5]], req.done.is_set, seen=seen, unplug_first=60)
         res = req.wait(1)
@@ -139,6 +141,8 @@ def test_pen_unplugged_mid_signature_then_signed_again(tmp_path: Path) -> None:
         assert notices and "disconnected" in notices[0]["message"]
         assert sum(1 for e in seen if e.get("type") == "screen" and e.get("screen") == "sign") == 2
         assert pen.played == 2 and daemon.decisions == 1
+        wait_idle(daemon)
+        assert daemon.pending == 0
     finally:
         daemon.stop()
         pen.close_all()
