@@ -18,9 +18,11 @@ $(TEST_STAMP): pyproject.toml tools/setup.sh
 demo: $(DEMO_STAMP)
 	$(VENV)/bin/sigkiosk demo
 
-# Lint and type check first (seconds; zero findings is the rule), then the whole suite.
+# Lint and type check first (seconds; zero findings is the rule), then the whole suite on every core
+# (pytest-xdist; each test module stays on one worker, so its module fixtures run once; the modules
+# with minutes-long fixtures go first: tests/conftest.py).
 test: lint
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
 lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .

@@ -73,7 +73,25 @@ def _is_integration(item: pytest.Function) -> bool:
     return any(_uses_integration_names(f, module_globals) for f in funcs)
 
 
+# The modules whose module fixtures take minutes (a training run, the cross-device protocol, the demo),
+# longest first. `make test` runs the suite on every core, one module per worker at a time in
+# collection order (pytest-xdist --dist loadfile --no-loadscope-reorder): started last, one of these
+# would run alone at the end while the other workers idle.
+LONG_MODULES_FIRST = (
+    "tests/tools/test_train_quick.py",
+    "tests/tools/test_train_offline_quick.py",
+    "tests/tools/test_cross_device.py",
+    "tests/tools/test_demo.py",
+)
+
+
+def _module(item: pytest.Item) -> str:
+    return item.nodeid.split("::", 1)[0]
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if isinstance(item, pytest.Function) and _is_integration(item):
             item.add_marker(pytest.mark.integration)
+    rank = {m: i for i, m in enumerate(LONG_MODULES_FIRST)}
+    items.sort(key=lambda item: rank.get(_module(item), len(rank)))  # stable: the rest keep their order
