@@ -20,9 +20,10 @@ demo: $(DEMO_STAMP)
 
 # Lint and type check first (seconds; zero findings is the rule), then the whole suite on every core
 # (pytest-xdist; each test module stays on one worker, so its module fixtures run once; the modules
-# with minutes-long fixtures go first: tests/conftest.py).
+# with minutes-long fixtures go first: tests/conftest.py). At most 4 workers: a training test's
+# subprocess takes about 1.7 GB.
 test: lint
-	$(VENV)/bin/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
+	$(VENV)/bin/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
 lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
