@@ -54,6 +54,13 @@ those time functions (:func:`changed_config`), e.g. the raw path-tangent ``angle
 the same direction without one; ``--classic-again NAME`` with those compared twice on the one path.
 
     python -m tools.score_settings ../shared/data/online --classic-drop angle     # about 13 min here
+
+``--classic-band FRACTION`` (repeatable) compares the shipped Sakoe-Chiba band (15 % of the longer
+signature, on both warping paths) with other widths: 25 % was a little better on the first tuning
+table (one set at a time, 3 draws) but costs about 1.7 times the DTW cells, and was not measured on
+this protocol.
+
+    python -m tools.score_settings ../shared/data/online --classic-band 0.25     # about 14 min here
 """
 
 from __future__ import annotations
@@ -431,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="compare the shipped distance without this time function instead (repeatable)")
     ap.add_argument("--classic-again", action="append", metavar="NAME", default=None,
                     help="compare the shipped distance with this time function compared twice instead (repeatable)")
+    ap.add_argument("--classic-band", action="append", type=float, metavar="FRACTION", default=None,
+                    help="compare the shipped DTW band with this one (a fraction of the longer signature; repeatable)")
     ap.add_argument("--classic-third", action="store_true",
                     help="compare a third warping path beside the shipped two (groups and weights) instead")
     args = ap.parse_args(argv)
@@ -462,6 +471,15 @@ def main(argv: list[str] | None = None) -> int:
         label = "; ".join(([f"without {', '.join(drop)}"] if drop else []) + ([f"+ {', '.join(again)} again"] if again else []))
         rows = config_rows(args.data, "the shipped time functions", {label: variant})
         _report(rows, "the shipped time functions", started, args.json)
+        return 0
+    if args.classic_band:
+        shipped = ClassicConfig()
+        try:
+            bands = {f"band {b:g}": replace(shipped, band=b) for b in args.classic_band}
+        except ValueError as e:
+            raise SystemExit(f"--classic-band: {e}") from None
+        rows = config_rows(args.data, f"the shipped band {shipped.band:g}", bands)
+        _report(rows, f"the shipped band {shipped.band:g}", started, args.json)
         return 0
     if args.classic_parts or args.classic_third:
         rows, sizes = parts_rows(args.data) if args.classic_parts else parts_rows(

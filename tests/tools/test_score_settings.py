@@ -181,3 +181,5 @@ def test_the_drop_flag_refuses_an_unknown_time_function_before_reading_any_data(
         main([str(tmp_path / "nowhere"), "--classic-drop", "wobble"])
     with pytest.raises(SystemExit, match="not among"):
         main([str(tmp_path / "nowhere"), "--classic-again", "wobble"])
+    with pytest.raises(SystemExit, match=r"--classic-band: band must be in \(0, 1\]"):
+        main([str(tmp_path / "nowhere"), "--classic-band", "1.5"])
