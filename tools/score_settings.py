@@ -55,12 +55,12 @@ the same direction without one; ``--classic-again NAME`` with those compared twi
 
     python -m tools.score_settings ../shared/data/online --classic-drop angle     # about 13 min here
 
-``--classic-band FRACTION`` (repeatable) compares the shipped Sakoe-Chiba band (15 % of the longer
-signature, on both warping paths) with other widths: 25 % was a little better on the first tuning
-table (one set at a time, 3 draws) but costs about 1.7 times the DTW cells, and was not measured on
-this protocol.
+``--classic-band FRACTION`` (repeatable) compares the shipped Sakoe-Chiba band (a fraction of the
+longer signature, on both warping paths) with other widths. It chose 0.2 over 0.15 on 2026-11-28
+(``models.classic.BAND``; README, "The DTW band"): 0.25-0.35 gave the same skilled EERs as each
+other, 0.07 lower in sum than 0.2, for more DTW cells.
 
-    python -m tools.score_settings ../shared/data/online --classic-band 0.25     # about 14 min here
+    python -m tools.score_settings ../shared/data/online --classic-band 0.25 --classic-band 0.15   # about 25 min here
 """
 
 from __future__ import annotations
