@@ -27,7 +27,7 @@ import numpy as np
 
 from models._assets import DEFAULT_LEARNED_MODEL, FUSED_SCORE_FILE, digest, shipped_assets
 from models.classic import ClassicConfig, build_template, pairwise_distances, score_query, signature_features
-from models.dtw import DEFAULT_BAND, dtw_distance
+from models.dtw import dtw_distance
 from models.global_features import deviations, global_features
 from models.policy import ASPECT_LABELS, AspectCheck, DecisionPolicy, Verdict, match_rate
 from models.preprocess import PreparedSignature, prepared_time_functions
@@ -35,6 +35,11 @@ from models.runtime import ModelError
 from models.scoring import ReferenceStats, ScoredReferences, normalised_distance, reference_stats
 from models.trajectory import Trajectory
 from models.verification import PenVerifier, ReferenceSet
+
+#: The band every classic model version was built with before versions named it: a config with
+#: another band says "-band" in its version. A literal, not ``models.dtw.DEFAULT_BAND``, so that
+#: changing DTW's default can never give a new distance an old version's name.
+UNNAMED_BAND = 0.15
 
 #: Which time functions speak for which aspect (names from ``models.features.FEATURE_NAMES``).
 ASPECT_FEATURES: dict[str, tuple[str, ...]] = {
@@ -79,15 +84,15 @@ class ClassicVerifier:
         p = self.policy
         # "2": the distance has two warping paths (2026-11-27); "-rest2": the direction is held
         # where the pen rests two points or more (2026-11-27); "-jag0.6": jagged signatures are
-        # smoothed to 0.6 (2026-11-28); "-band0.2": the warping paths' band is not DTW's default
-        # 0.15 (0.2 since 2026-11-28). A reference set or a site's LOO scores built otherwise hold
+        # smoothed to 0.6 (2026-11-28); "-band0.2": the warping paths' band is not UNNAMED_BAND
+        # (0.2 since 2026-11-28). A reference set or a site's LOO scores built otherwise hold
         # distances on another scale and are built again.
         classic = "2" if self.config.two_paths else "1"
         if self.config.hold_still_direction:
             classic += f"-rest{self.config.hold_still_direction}"
         if self.config.preprocess.smooth_jagged is not None:
             classic += f"-jag{self.config.preprocess.smooth_jagged:g}"
-        if self.config.band != DEFAULT_BAND:
+        if self.config.band != UNNAMED_BAND:
             classic += f"-band{self.config.band:g}"
         return {"classic": classic,
                 "threshold": f"{p.threshold:g}",

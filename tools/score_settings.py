@@ -478,8 +478,9 @@ def main(argv: list[str] | None = None) -> int:
             bands = {f"band {b:g}": replace(shipped, band=b) for b in args.classic_band}
         except ValueError as e:
             raise SystemExit(f"--classic-band: {e}") from None
-        rows = config_rows(args.data, f"the shipped band {shipped.band:g}", bands)
-        _report(rows, f"the shipped band {shipped.band:g}", started, args.json)
+        base_label = f"the shipped band {shipped.band:g}"
+        rows = config_rows(args.data, base_label, bands)
+        _report(rows, base_label, started, args.json)
         return 0
     if args.classic_parts or args.classic_third:
         rows, sizes = parts_rows(args.data) if args.classic_parts else parts_rows(
