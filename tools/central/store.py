@@ -145,6 +145,13 @@ def _model_rows(kiosk_id: str, seq: int, p: dict[str, Any]) -> list[tuple[str, i
     return rows
 
 
+def _order(f: DecisionFilter) -> str:
+    """Oldest first. One kiosk's records in the order it made them, its sequence: its clock may
+    have been stepped back (a lost RTC set by NTP) and created_ms then disagrees with the order of
+    events. A fleet's records have no common sequence, so by the kiosks' clocks."""
+    return " ORDER BY seq" if f.kiosk_id is not None else " ORDER BY created_ms, kiosk_id, seq"
+
+
 def _payload(text: str) -> dict[str, Any]:
     """A stored payload; one damaged by hand (the collector stores only JSON objects) reads as
     empty instead of failing a whole query or migration."""
@@ -578,7 +585,7 @@ class _SqlStore:
 
     def query_decisions(self, where: DecisionFilter | None = None, /, **fields: Any) -> list[StoredDecision]:
         """Decisions matching ``where`` (with ``fields`` of DecisionFilter replacing its values:
-        ``query_decisions(kiosk_id="kiosk-a", limit=10)``), oldest first."""
+        ``query_decisions(kiosk_id="kiosk-a", limit=10)``), oldest first (``_order``)."""
         f = replace(where or DecisionFilter(), **fields)
         clauses: list[str] = []
         args: list[str | int] = []
@@ -597,7 +604,7 @@ class _SqlStore:
             args.extend([version] if name is None else [version, name])
         sql = ("SELECT kiosk_id, seq, site, created_ms, received_ms, decision, score, payload FROM decisions"
                + (" WHERE " + " AND ".join(clauses) if clauses else "")
-               + " ORDER BY created_ms, kiosk_id, seq LIMIT %s")
+               + _order(f) + " LIMIT %s")
         args.append(f.limit)
         rows = self._read(sql, args)
         return [StoredDecision(r[0], int(r[1]), r[2], int(r[3]), int(r[4]), r[5], r[6], _payload(r[7])) for r in rows]
@@ -617,7 +624,7 @@ class _SqlStore:
         return out
 
     def query_audit(self, where: DecisionFilter | None = None, /, **fields: Any) -> list[dict[str, Any]]:
-        """Staff actions, oldest first: the decrypted payload plus kiosk_id, site, seq. The filter is
+        """Staff actions, oldest first (``_order``): the decrypted payload plus kiosk_id, site, seq. The filter is
         a decision filter's: kiosk, site, operator, subject (the customer), outcome (the action's)
         and time; a mode, profile or model version is refused. Values compare case-insensitively:
         the kiosk's names are ASCII (operator and customer patterns), so SQL lower() is the same on
@@ -635,7 +642,7 @@ class _SqlStore:
                 clauses.append(clause)
                 args.append(value)
         sql = ("SELECT kiosk_id, site, seq, payload FROM audit" + (" WHERE " + " AND ".join(clauses) if clauses else "")
-               + " ORDER BY created_ms, kiosk_id, seq LIMIT %s")
+               + _order(f) + " LIMIT %s")
         args.append(f.limit)
         rows = self._read(sql, args)
         return [{**json.loads(r[3]), "kiosk_id": r[0], "site": r[1], "seq": int(r[2])} for r in rows]

@@ -264,6 +264,31 @@ def test_staff_actions_with_the_same_filters(db_url: str, capsys: pytest.Capture
                                                                      ("4", "delete", "'=cmd")]
 
 
+def test_one_kiosk_in_its_own_order_when_its_clock_was_stepped_back(db_url: str) -> None:
+    # kiosk-a's clock was set back 10 s between its records 2 and 3 (an RTC corrected by NTP):
+    # its own sequence, not its clock, is the order things happened at that kiosk.
+    def at(kind: str, seq: int, created: int, kiosk: str = "kiosk-a") -> Accepted:
+        payload = {"type": kind, "decision": "APPROVED", "score": 0.5, "operator": "alice", "action": "login",
+                   "outcome": "ok", "created_ms": created}
+        return Accepted(kind, kiosk, "site1", seq, created, T0 + 50_000 + seq, f"{kind}{kiosk}{seq}", payload)
+
+    stamps = {1: T0 + 20_000, 2: T0 + 21_000, 3: T0 + 11_000, 4: T0 + 12_000}
+    store = open_store(db_url, create=True)
+    try:
+        store.store([at(kind, seq, ms) for kind in ("decision", "audit") for seq, ms in stamps.items()]
+                    + [at(kind, 1, T0 + 15_000, "kiosk-b") for kind in ("decision", "audit")])
+        assert [d.seq for d in store.query_decisions(kiosk_id="kiosk-a")] == [1, 2, 3, 4]
+        assert [d.seq for d in store.query_decisions(kiosk_id="kiosk-a", limit=2)] == [1, 2]
+        assert [r["seq"] for r in store.query_audit(kiosk_id="kiosk-a")] == [1, 2, 3, 4]
+        # the fleet has no common sequence: by the kiosks' clocks
+        assert [(d.kiosk_id, d.seq) for d in store.query_decisions()] == [
+            ("kiosk-a", 3), ("kiosk-a", 4), ("kiosk-b", 1), ("kiosk-a", 1), ("kiosk-a", 2)]
+        assert [(r["kiosk_id"], r["seq"]) for r in store.query_audit()] == [
+            ("kiosk-a", 3), ("kiosk-a", 4), ("kiosk-b", 1), ("kiosk-a", 1), ("kiosk-a", 2)]
+    finally:
+        store.close()
+
+
 def test_the_kiosks_own_records_are_found_by_profile_operator_and_mode(db_url: str) -> None:
     # Payloads as the kiosk writes them (kiosk.records.DecisionRecord, schema 2), not hand-made.
     from kiosk.records import DecisionRecord
