@@ -5,11 +5,22 @@ diagonal, and abandons early once every cell of a row exceeds a bound: when a qu
 with several references only the best few distances matter. numba compiles it once per process
 (and caches the machine code on disk beside the module, or in ``NUMBA_CACHE_DIR`` on a read-only
 system).
+
+:func:`dtw_distances` aligns the same two sequences on several groups of their columns at once,
+each group on its own warping path (the classic verifier's distance takes two, its aspect checks
+three more): one pass over the band, each column's squared difference computed once for every
+group, the groups' recurrences side by side. Its kernel is written out for the groups it is given
+(straight-line sums the compiler keeps in registers; a loop over index arrays was no faster than
+separate calls) and compiled once per process for each set of groups.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -111,6 +122,90 @@ def dtw_cells(a: np.ndarray, b: np.ndarray, band: float = DEFAULT_BAND) -> int:
     b = np.ascontiguousarray(b, dtype=np.float64)
     _, cells = _dtw_kernel(a, b, band_width(len(a), len(b), band), math.inf)
     return int(cells)
+
+
+def dtw_distances(
+    a: np.ndarray,
+    b: np.ndarray,
+    groups: Sequence[Sequence[int]],
+    band: float = DEFAULT_BAND,
+) -> np.ndarray:
+    """DTW distances of ``a`` and ``b`` on each group of their columns, each on its own warping
+    path, in one pass: ``out[g]`` is, bit for bit, ``dtw_distance(a[:, groups[g]], b[:, groups[g]],
+    band)`` (the same sums in the same order), at about half the time of the separate calls for
+    the classic verifier's five groups. No early abandoning: every group runs to the end."""
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    b = np.ascontiguousarray(b, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"sequences must be (n, d) and (m, d), got {a.shape} and {b.shape}")
+    if len(a) == 0 or len(b) == 0:
+        raise ValueError("cannot align an empty sequence")
+    key = _group_key(groups, a.shape[1])
+    raw = _group_kernel(key)(a, b, band_width(len(a), len(b), band))
+    return np.asarray(raw / (len(a) + len(b)), dtype=np.float64)
+
+
+def _group_key(groups: Sequence[Sequence[int]], d: int) -> tuple[tuple[int, ...], ...]:
+    """The groups as plain ints, checked: the generated kernel indexes columns unchecked."""
+    key = []
+    for g in groups:
+        try:
+            cols = tuple(operator.index(c) for c in g)
+        except TypeError:
+            raise ValueError(f"column group {g!r} is not a list of column numbers") from None
+        if not cols:
+            raise ValueError("a column group is empty")
+        if not all(0 <= c < d for c in cols):
+            raise ValueError(f"column group {list(cols)} is not a list of columns of a {d}-column sequence")
+        key.append(cols)
+    if not key:
+        raise ValueError("no column groups")
+    return tuple(key)
+
+
+_GROUP_KERNEL = """
+def kernel(a, b, w):
+    n = a.shape[0]
+    m = b.shape[0]
+    inf = np.inf
+    prev = np.full((m + 1, {G}), inf)
+    curr = np.full((m + 1, {G}), inf)
+    prev[0, :] = 0.0
+    plo, phi = 0, 0
+    for i in range(1, n + 1):
+        lo, hi = _row_range(i, n, m, w)
+        for j in range(min(lo, plo) - 1 if i > 1 else 0, max(hi, phi) + 1):
+            for g in range({G}):
+                curr[j, g] = inf
+        for j in range(lo, hi + 1):
+{squares}
+{groups}
+        prev, curr = curr, prev
+        plo, phi = lo, hi
+    return prev[m].copy()
+"""
+
+_GROUP_STEP = """            best = prev[j - 1, {g}]
+            if prev[j, {g}] < best:
+                best = prev[j, {g}]
+            if curr[j - 1, {g}] < best:
+                best = curr[j - 1, {g}]
+            curr[j, {g}] = math.sqrt({total}) + best"""
+
+
+@functools.lru_cache(maxsize=16)
+def _group_kernel(groups: tuple[tuple[int, ...], ...]) -> Callable[[np.ndarray, np.ndarray, int], np.ndarray]:
+    # The source holds nothing but the integers of ``groups`` (checked by _group_key). Each sum
+    # starts at 0.0 and adds its columns in the group's order, as _dtw_kernel's loop does, so the
+    # distances are the same floating-point numbers.
+    used = sorted({c for g in groups for c in g})
+    squares = "\n".join(f"            e{c} = a[i - 1, {c}] - b[j - 1, {c}]\n            s{c} = e{c} * e{c}" for c in used)
+    steps = "\n".join(_GROUP_STEP.format(g=gi, total=" + ".join(["0.0", *(f"s{c}" for c in g)]))
+                      for gi, g in enumerate(groups))
+    namespace: dict[str, Any] = {"np": np, "math": math, "_row_range": _row_range}
+    exec(_GROUP_KERNEL.format(G=len(groups), squares=squares, groups=steps), namespace)  # noqa: S102
+    kernel: Callable[[np.ndarray, np.ndarray, int], np.ndarray] = njit(nogil=True)(namespace["kernel"])
+    return kernel
 
 
 def dtw_matrix(queries: list[np.ndarray], refs: list[np.ndarray], band: float = DEFAULT_BAND) -> np.ndarray:

@@ -79,4 +79,5 @@ class MatchScoreVerifier(OnClassic):
         return self.policy.decide(-math.log(p / (1.0 - p)), cv.aspects, too_similar=cv.too_similar)
 
     def warm_up(self, sample: Trajectory) -> None:
+        self.classic.warm_up(sample)
         self.verify(self.enroll([sample, sample]), sample)

@@ -26,8 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from models._assets import DEFAULT_LEARNED_MODEL, FUSED_SCORE_FILE, digest, shipped_assets
-from models.classic import ClassicConfig, build_template, pairwise_distances, score_query, signature_features
-from models.dtw import dtw_distance
+from models.classic import (
+    ClassicConfig,
+    build_template_with_groups,
+    classic_distance,
+    score_query_with_groups,
+    signature_features,
+)
 from models.global_features import deviations, global_features
 from models.policy import ASPECT_LABELS, AspectCheck, DecisionPolicy, Verdict, match_rate
 from models.preprocess import PreparedSignature, prepared_time_functions
@@ -54,8 +59,7 @@ class ClassicFeatures:
     """What the classic verifier keeps of a customer's references."""
 
     references: ScoredReferences                    # all time functions, DTW-compared
-    aspect_refs: dict[str, tuple[np.ndarray, ...]]  # per aspect, each reference's columns
-    aspect_stats: dict[str, ReferenceStats]
+    aspect_stats: dict[str, ReferenceStats]         # per aspect, DTW on its columns alone
     durations: np.ndarray                           # reference pen-down times (rhythm)
 
 
@@ -98,14 +102,12 @@ class ClassicVerifier:
                 "threshold": f"{p.threshold:g}",
                 "rhythm": f"{p.rhythm_tolerance:g}" if p.rhythm_decides else "off"}
 
-    def _aspect_cols(self, feats: np.ndarray) -> dict[str, np.ndarray]:
+    def _aspect_groups(self) -> dict[str, tuple[int, ...]]:
+        """Each aspect's columns among the compared features (aspects with none are left out)."""
         names = self.config.features
-        out = {}
-        for aspect, wanted in ASPECT_FEATURES.items():
-            cols = [i for i, n in enumerate(names) if n in wanted]
-            if cols:
-                out[aspect] = np.ascontiguousarray(feats[:, cols])
-        return out
+        groups = {aspect: tuple(i for i, n in enumerate(names) if n in wanted)
+                  for aspect, wanted in ASPECT_FEATURES.items()}
+        return {aspect: cols for aspect, cols in groups.items() if cols}
 
     def enroll(self, references: Sequence[Trajectory]) -> ReferenceSet[ClassicFeatures]:
         return ReferenceSet(self.name, self.model_versions(), len(references), self.features(references))
@@ -113,11 +115,10 @@ class ClassicVerifier:
     def features(self, references: Sequence[Trajectory]) -> ClassicFeatures:
         """The classic features of ``references`` (the fused verifier keeps them inside its own)."""
         feats = [signature_features(r, self.config) for r in references]
-        tpl = build_template(feats, self.config)
-        per = [self._aspect_cols(f) for f in feats]
-        aspect_refs = {a: tuple(p[a] for p in per) for a in per[0]}
-        aspect_stats = {a: reference_stats(pairwise_distances(list(rs), self.config.band)) for a, rs in aspect_refs.items()}
-        return ClassicFeatures(tpl, aspect_refs, aspect_stats, np.array([r.ink_time for r in references]))
+        aspects = self._aspect_groups()
+        tpl, parts = build_template_with_groups(feats, self.config, list(aspects.values()))
+        aspect_stats = {a: reference_stats(d) for a, d in zip(aspects, parts)}
+        return ClassicFeatures(tpl, aspect_stats, np.array([r.ink_time for r in references]))
 
     def verify(self, reference_set: ReferenceSet[ClassicFeatures], query: Trajectory) -> Verdict:
         return self.verify_features(reference_set.features_for(self.name, self.model_versions()), query)
@@ -126,10 +127,10 @@ class ClassicVerifier:
                         shared: PreparedSignature | None = None) -> Verdict:
         cfg = self.config
         feats = signature_features(query, cfg, shared)
-        score = score_query(refs.references, feats, cfg)
+        aspects = self._aspect_groups()
+        score, parts = score_query_with_groups(refs.references, feats, cfg, list(aspects.values()))
         checks = []
-        for aspect, cols in self._aspect_cols(feats).items():
-            dists = np.array([dtw_distance(cols, r, cfg.band) for r in refs.aspect_refs[aspect]])
+        for aspect, dists in zip(aspects, parts):
             d = normalised_distance(dists, refs.aspect_stats[aspect], cfg.prior)
             checks.append(AspectCheck(aspect, ASPECT_LABELS[aspect], match_rate(d, cfg.threshold), d <= cfg.threshold))
         checks.append(self.policy.rhythm(refs.durations, query.ink_time))
@@ -137,8 +138,12 @@ class ClassicVerifier:
         return self.policy.decide(score.distance, checks, too_similar=too_similar)
 
     def warm_up(self, sample: Trajectory) -> None:
-        """Compile the JIT kernels before the first customer (numba compiles on first call)."""
+        """Compile the JIT kernels before the first customer (numba compiles on first call; the
+        kernel of each set of column groups once per process, about a second or two here): the
+        verifier's, and the classic distance's alone, which the enrollment check takes."""
         self.verify(self.enroll([sample, sample]), sample)
+        feats = signature_features(sample, self.config)
+        classic_distance(feats, feats, self.config)
 
 
 class OnClassic:
@@ -268,6 +273,7 @@ class FusedVerifier(OnClassic):
         return self.policy.decide(-z, cv.aspects, too_similar=cv.too_similar)
 
     def warm_up(self, sample: Trajectory) -> None:
+        self.classic.warm_up(sample)
         self.verify(self.enroll([sample, sample]), sample)
 
 

@@ -106,7 +106,17 @@ class ScoredReferences:
                 ) -> "ScoredReferences":
         if not references:
             raise ValueError("a template needs at least one reference")
-        d = pairwise(references, distance)
+        return cls.from_distances(references, pairwise(references, distance))
+
+    @classmethod
+    def from_distances(cls, references: Sequence[np.ndarray], ref_distances: np.ndarray) -> "ScoredReferences":
+        """From the K x K distances among ``references``, already measured."""
+        if not references:
+            raise ValueError("a template needs at least one reference")
+        d = np.asarray(ref_distances, dtype=np.float64)
+        if d.shape != (len(references), len(references)):
+            raise ValueError(f"{len(references)} references need a {len(references)} x {len(references)} "
+                             f"distance matrix, got shape {d.shape}")
         return cls(tuple(references), reference_stats(d), d)
 
     @property

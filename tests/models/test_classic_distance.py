@@ -46,6 +46,31 @@ def test_the_template_and_query_use_it() -> None:
     assert score_query(tpl, q, cfg).ref_distances == tuple(classic_distance(q, r, cfg) for r in refs)
 
 
+def test_the_aspect_groups_come_from_the_same_passes() -> None:
+    from models.classic import build_template_with_groups, classic_distance_with_groups, score_query_with_groups
+
+    genuine, forged = make_population(n_writers=1, n_genuine=4, n_forgeries=1, seed=5)["001"]
+    cfg = ClassicConfig()
+    refs = [signature_features(t, cfg) for t in genuine[:3]]
+    q = signature_features(forged[0], cfg)
+    groups = [(0, 1, 7), (2,)]
+
+    def plain(x: np.ndarray, y: np.ndarray, g: tuple[int, ...]) -> float:
+        return dtw_distance(x[:, list(g)], y[:, list(g)], cfg.band)
+
+    dist, parts = classic_distance_with_groups(q, refs[0], cfg, groups)
+    assert dist == classic_distance(q, refs[0], cfg)
+    assert parts.tolist() == [plain(q, refs[0], g) for g in groups]
+    tpl, ref_parts = build_template_with_groups(refs, cfg, groups)
+    assert tpl.ref_distances.tolist() == build_template(refs, cfg).ref_distances.tolist()
+    assert ref_parts.shape == (2, 3, 3) and ref_parts[1, 2, 0] == ref_parts[1, 0, 2] == plain(refs[0], refs[2], (2,))
+    assert np.all(np.diagonal(ref_parts, axis1=1, axis2=2) == 0.0)
+    score, q_parts = score_query_with_groups(tpl, q, cfg, groups)
+    assert score == score_query(tpl, q, cfg)
+    assert q_parts.tolist() == [[plain(q, r, g) for r in refs] for g in groups]
+    assert score_query_with_groups(tpl, q, cfg)[1].shape == (0, 3)
+
+
 def test_bad_dynamics_are_refused() -> None:
     with pytest.raises(ValueError, match="not among the compared features"):
         ClassicConfig(features=("x", "y"))

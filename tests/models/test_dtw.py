@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from models.dtw import band_width, dtw_cells, dtw_distance
+from models.dtw import band_width, dtw_cells, dtw_distance, dtw_distances
 
 
 def plain_dtw(a, b, w=None):
@@ -65,3 +65,29 @@ def test_bad_shapes_are_refused():
         dtw_distance(np.zeros((5, 2)), np.zeros((5, 3)))
     with pytest.raises(ValueError, match="empty"):
         dtw_distance(np.zeros((0, 2)), np.zeros((5, 2)))
+
+
+@pytest.mark.parametrize("n, m, band", [(40, 40, 0.2), (33, 57, 0.15), (60, 21, 0.1), (1, 9, 0.2), (12, 1, 1.0)])
+def test_column_groups_in_one_pass_are_the_separate_distances_bit_for_bit(n, m, band):
+    # The classic verifier's five groups (overlapping, one out of column order) and a repeated column.
+    rng = np.random.default_rng(n * 7 + m)
+    a, b = rng.normal(size=(n, 14)), rng.normal(size=(m, 14)) * 1.3
+    groups = [tuple(range(14)), (5, 12, 11), (0, 1, 7, 8, 9, 10), (3, 4, 5, 11, 12), (2, 13), (6, 6)]
+    got = dtw_distances(a, b, groups, band)
+    want = [dtw_distance(a[:, list(g)], b[:, list(g)], band) for g in groups]
+    assert got.tolist() == want  # equal floats, not approximately
+    assert got[0] == pytest.approx(plain_dtw(a, b, band_width(n, m, band)))
+
+
+def test_column_groups_are_checked_before_the_unchecked_kernel_runs():
+    a, b = np.zeros((5, 3)), np.zeros((6, 3))
+    for groups, message in [([(0, 3)], "not a list of columns of a 3-column"), ([(-1,)], "3-column"),
+                            ([()], "empty"), ([], "no column groups"), ([(0.5,)], "not a list of column numbers"),
+                            ([("1",)], "not a list of column numbers")]:
+        with pytest.raises(ValueError, match=message):
+            dtw_distances(a, b, groups)
+    with pytest.raises(ValueError, match="sequences must be"):
+        dtw_distances(np.zeros((5, 2)), np.zeros((5, 3)), [(0,)])
+    with pytest.raises(ValueError, match="empty"):
+        dtw_distances(np.zeros((0, 2)), np.zeros((5, 2)), [(0,)])
+    assert dtw_distances(a, b, [np.array([2, 0])]).tolist() == [0.0]  # numpy integers are columns too

@@ -118,7 +118,14 @@ def _kiosk_verifier(writers: list[tuple[list, list]], queries: list[tuple[int, T
 
     settings = VerifierConfig()
     lat_ms = np.array(time_verify(kiosk_verifier(settings), writers, queries, reps)) * 1e3
-    out = {"kiosk_verify_median_ms": float(np.median(lat_ms)), "kiosk_verify_p95_ms": float(np.percentile(lat_ms, 95))}
+    # Each signature's fastest run: what the code costs with the machine's noise taken out (on a
+    # shared virtual machine the same code's median has moved by a factor of two between runs).
+    best_ms = lat_ms.reshape(reps, len(queries)).min(axis=0)
+    out = {"kiosk_verify_median_ms": float(np.median(lat_ms)), "kiosk_verify_p95_ms": float(np.percentile(lat_ms, 95)),
+           "kiosk_verify_best_median_ms": float(np.median(best_ms)),
+           "kiosk_verify_best_p95_ms": float(np.percentile(best_ms, 95))}
     print(f"verify: the kiosk's verifier ({settings.kind}) verify(): median {out['kiosk_verify_median_ms']:.2f} ms, "
-          f"p95 {out['kiosk_verify_p95_ms']:.2f} ms over {len(lat_ms)} runs")
+          f"p95 {out['kiosk_verify_p95_ms']:.2f} ms over {len(lat_ms)} runs; each signature's fastest of {reps}: "
+          f"median {out['kiosk_verify_best_median_ms']:.2f} ms, p95 {out['kiosk_verify_best_p95_ms']:.2f} ms "
+          f"over {len(queries)} signatures")
     return out
