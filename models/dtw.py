@@ -11,19 +11,28 @@ each group on its own warping path (the classic verifier's distance takes two, i
 three more): one pass over the band, each column's squared difference computed once for every
 group, the groups' recurrences side by side. Its kernel is written out for the groups it is given
 (straight-line sums the compiler keeps in registers; a loop over index arrays was no faster than
-separate calls) and compiled once per process for each set of groups.
+separate calls) as a small module in numba's cache folder, so that its machine code is cached on
+disk like the kernel above.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib.util
+import logging
 import math
 import operator
+import os
+import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numba import njit
+
+log = logging.getLogger(__name__)
 
 #: Default half-width of the band, as a fraction of the longer sequence.
 DEFAULT_BAND = 0.15
@@ -93,6 +102,17 @@ def band_width(n: int, m: int, band: float) -> int:
     return max(1, int(math.ceil(band * longer)), -(-longer // shorter))
 
 
+def _sequences(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two (n, d) and (m, d) float64 C-contiguous arrays, or a ValueError saying what is wrong."""
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    b = np.ascontiguousarray(b, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"sequences must be (n, d) and (m, d), got {a.shape} and {b.shape}")
+    if len(a) == 0 or len(b) == 0:
+        raise ValueError("cannot align an empty sequence")
+    return a, b
+
+
 def dtw_distance(
     a: np.ndarray,
     b: np.ndarray,
@@ -104,12 +124,7 @@ def dtw_distance(
     ``bound`` is in the same normalised units: when the distance is sure to exceed it the
     computation stops and returns ``inf``.
     """
-    a = np.ascontiguousarray(a, dtype=np.float64)
-    b = np.ascontiguousarray(b, dtype=np.float64)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(f"sequences must be (n, d) and (m, d), got {a.shape} and {b.shape}")
-    if len(a) == 0 or len(b) == 0:
-        raise ValueError("cannot align an empty sequence")
+    a, b = _sequences(a, b)
     norm = len(a) + len(b)
     raw_bound = bound * norm if math.isfinite(bound) else math.inf
     dist, _ = _dtw_kernel(a, b, band_width(len(a), len(b), band), raw_bound)
@@ -134,12 +149,7 @@ def dtw_distances(
     path, in one pass: ``out[g]`` is, bit for bit, ``dtw_distance(a[:, groups[g]], b[:, groups[g]],
     band)`` (the same sums in the same order), at about half the time of the separate calls for
     the classic verifier's five groups. No early abandoning: every group runs to the end."""
-    a = np.ascontiguousarray(a, dtype=np.float64)
-    b = np.ascontiguousarray(b, dtype=np.float64)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(f"sequences must be (n, d) and (m, d), got {a.shape} and {b.shape}")
-    if len(a) == 0 or len(b) == 0:
-        raise ValueError("cannot align an empty sequence")
+    a, b = _sequences(a, b)
     key = _group_key(groups, a.shape[1])
     raw = _group_kernel(key)(a, b, band_width(len(a), len(b), band))
     return np.asarray(raw / (len(a) + len(b)), dtype=np.float64)
@@ -163,7 +173,18 @@ def _group_key(groups: Sequence[Sequence[int]], d: int) -> tuple[tuple[int, ...]
     return tuple(key)
 
 
-_GROUP_KERNEL = """
+_GROUP_MODULE = '''"""Written by models.dtw for the column groups {groups}: rewritten whenever it differs from what
+models.dtw writes, never edited."""
+
+import math
+
+import numpy as np
+from numba import njit
+
+from models.dtw import _row_range
+
+
+@njit(cache=True, nogil=True)
 def kernel(a, b, w):
     n = a.shape[0]
     m = b.shape[0]
@@ -179,11 +200,11 @@ def kernel(a, b, w):
                 curr[j, g] = inf
         for j in range(lo, hi + 1):
 {squares}
-{groups}
+{steps}
         prev, curr = curr, prev
         plo, phi = lo, hi
     return prev[m].copy()
-"""
+'''
 
 _GROUP_STEP = """            best = prev[j - 1, {g}]
             if prev[j, {g}] < best:
@@ -192,19 +213,61 @@ _GROUP_STEP = """            best = prev[j - 1, {g}]
                 best = curr[j - 1, {g}]
             curr[j, {g}] = math.sqrt({total}) + best"""
 
+_Kernel = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
 
-@functools.lru_cache(maxsize=16)
-def _group_kernel(groups: tuple[tuple[int, ...], ...]) -> Callable[[np.ndarray, np.ndarray, int], np.ndarray]:
-    # The source holds nothing but the integers of ``groups`` (checked by _group_key). Each sum
-    # starts at 0.0 and adds its columns in the group's order, as _dtw_kernel's loop does, so the
-    # distances are the same floating-point numbers.
+
+def group_kernel_source(groups: tuple[tuple[int, ...], ...]) -> str:
+    """The module :func:`dtw_distances` compiles for ``groups`` (checked ints: nothing else
+    reaches the source). Each sum starts at 0.0 and adds its columns in the group's order, as
+    _dtw_kernel's loop does, so the distances are the same floating-point numbers."""
     used = sorted({c for g in groups for c in g})
     squares = "\n".join(f"            e{c} = a[i - 1, {c}] - b[j - 1, {c}]\n            s{c} = e{c} * e{c}" for c in used)
     steps = "\n".join(_GROUP_STEP.format(g=gi, total=" + ".join(["0.0", *(f"s{c}" for c in g)]))
                       for gi, g in enumerate(groups))
-    namespace: dict[str, Any] = {"np": np, "math": math, "_row_range": _row_range}
-    exec(_GROUP_KERNEL.format(G=len(groups), squares=squares, groups=steps), namespace)  # noqa: S102
-    kernel: Callable[[np.ndarray, np.ndarray, int], np.ndarray] = njit(nogil=True)(namespace["kernel"])
+    return _GROUP_MODULE.format(groups=groups, G=len(groups), squares=squares, steps=steps)
+
+
+def group_kernel_dir() -> Path:
+    """Where the generated modules (and, beside them, numba's cache of their machine code) live:
+    under ``NUMBA_CACHE_DIR`` when it is set (the systemd unit sets it), else beside this module
+    as numba's own cache is."""
+    root = os.environ.get("NUMBA_CACHE_DIR")
+    return Path(root) / "sigkiosk-dtw-groups" if root else Path(__file__).resolve().parent / "__pycache__" / "dtw-groups"
+
+
+@functools.lru_cache(maxsize=16)
+def _group_kernel(groups: tuple[tuple[int, ...], ...]) -> _Kernel:
+    # Written to a file so that numba can cache the machine code on disk, as it does
+    # _dtw_kernel's: compiling takes a second or two here, paid once per machine, not per start.
+    # A file that differs from the source (stale, damaged or tampered with) is replaced before it
+    # is imported, so only what this function wrote runs; the file is not rewritten when it is
+    # already right, because numba's cache is keyed on its modification time.
+    source = group_kernel_source(groups)
+    name = "groups_" + hashlib.sha256(source.encode()).hexdigest()[:20]
+    folder = group_kernel_dir()
+    path = folder / f"{name}.py"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not path.is_file() or path.read_bytes() != source.encode():
+            tmp = folder / f".{name}.{os.getpid()}.tmp"
+            tmp.write_text(source)
+            os.replace(tmp, path)
+        spec = importlib.util.spec_from_file_location(f"models._dtw_{name}", path)
+        if spec is None or spec.loader is None:
+            raise OSError(f"cannot import {path}")
+        module = importlib.util.module_from_spec(spec)
+        # Registered before it runs: numba's cache finds the kernel's module again by this name.
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    except OSError as exc:
+        # Nowhere to write (a read-only system without NUMBA_CACHE_DIR): compiled for this process.
+        log.warning("DTW column-group kernel not cached on disk (%s); compiling it in memory", exc)
+        namespace: dict[str, Any] = {}
+        exec(compile(source.replace("@njit(cache=True, nogil=True)", "@njit(nogil=True)"), "<dtw groups>", "exec"),
+             namespace)  # noqa: S102 - the source is group_kernel_source's: integers only
+        kernel: _Kernel = namespace["kernel"]
+        return kernel
+    kernel = module.kernel
     return kernel
 
 

@@ -91,3 +91,56 @@ def test_column_groups_are_checked_before_the_unchecked_kernel_runs():
     with pytest.raises(ValueError, match="empty"):
         dtw_distances(np.zeros((0, 2)), np.zeros((5, 2)), [(0,)])
     assert dtw_distances(a, b, [np.array([2, 0])]).tolist() == [0.0]  # numpy integers are columns too
+
+
+_CACHE_PROBE = """
+import json, sys
+import numpy as np
+from models.dtw import _group_kernel, dtw_distances, group_kernel_dir
+groups = ((0, 1, 2), (2, 0))
+a = np.arange(24.0).reshape(8, 3) % 5
+got = dtw_distances(a, a[::-1] * 0.5, groups, 0.2)
+stats = _group_kernel(groups).stats
+print(json.dumps({"d": got.tolist(), "hits": sum(stats.cache_hits.values()), "dir": str(group_kernel_dir())}))
+"""
+
+
+def _probe(env: dict[str, str]) -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _CACHE_PROBE], env={**os.environ, **env}, capture_output=True,
+                         text=True, timeout=300, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_a_column_group_kernel_is_cached_on_disk_and_only_its_own_source_runs(tmp_path):
+    from pathlib import Path
+
+    from models.dtw import group_kernel_source
+
+    env = {"NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    first = _probe(env)
+    folder = Path(first["dir"])
+    assert folder == tmp_path / "numba" / "sigkiosk-dtw-groups"
+    (source,) = folder.glob("groups_*.py")
+    assert source.read_text() == group_kernel_source(((0, 1, 2), (2, 0)))
+    second = _probe(env)
+    assert first["hits"] == 0 and second["hits"] == 1          # the next process loads the machine code
+    assert second["d"] == first["d"]
+    # A module in the folder that is not what models.dtw writes is replaced before it is imported.
+    source.write_text(source.read_text() + "\nraise SystemExit('tampered module ran')\n")
+    third = _probe(env)
+    assert third["d"] == first["d"]
+    assert source.read_text() == group_kernel_source(((0, 1, 2), (2, 0)))
+
+
+def test_a_column_group_kernel_without_a_writable_cache_is_compiled_in_memory(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    result = _probe({"NUMBA_CACHE_DIR": str(blocker)})
+    assert result["hits"] == 0 and len(result["d"]) == 2 and all(math.isfinite(x) for x in result["d"])
+    a = np.arange(24.0).reshape(8, 3) % 5
+    assert result["d"] == [dtw_distance(a[:, list(g)], (a[::-1] * 0.5)[:, list(g)], 0.2) for g in ((0, 1, 2), (2, 0))]
