@@ -184,7 +184,7 @@ from numba import njit
 from models.dtw import _row_range
 
 
-@njit(cache=True, nogil=True)
+@njit(cache={cache}, nogil=True)
 def kernel(a, b, w):
     n = a.shape[0]
     m = b.shape[0]
@@ -216,15 +216,16 @@ _GROUP_STEP = """            best = prev[j - 1, {g}]
 _Kernel = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
 
 
-def group_kernel_source(groups: tuple[tuple[int, ...], ...]) -> str:
+def group_kernel_source(groups: tuple[tuple[int, ...], ...], *, cache: bool = True) -> str:
     """The module :func:`dtw_distances` compiles for ``groups`` (checked ints: nothing else
-    reaches the source). Each sum starts at 0.0 and adds its columns in the group's order, as
-    _dtw_kernel's loop does, so the distances are the same floating-point numbers."""
+    reaches the source), its machine code cached on disk by numba or not. Each sum starts at 0.0
+    and adds its columns in the group's order, as _dtw_kernel's loop does, so the distances are
+    the same floating-point numbers."""
     used = sorted({c for g in groups for c in g})
     squares = "\n".join(f"            e{c} = a[i - 1, {c}] - b[j - 1, {c}]\n            s{c} = e{c} * e{c}" for c in used)
     steps = "\n".join(_GROUP_STEP.format(g=gi, total=" + ".join(["0.0", *(f"s{c}" for c in g)]))
                       for gi, g in enumerate(groups))
-    return _GROUP_MODULE.format(groups=groups, G=len(groups), squares=squares, steps=steps)
+    return _GROUP_MODULE.format(groups=groups, cache=cache, G=len(groups), squares=squares, steps=steps)
 
 
 def group_kernel_dir() -> Path:
@@ -263,7 +264,7 @@ def _group_kernel(groups: tuple[tuple[int, ...], ...]) -> _Kernel:
         # Nowhere to write (a read-only system without NUMBA_CACHE_DIR): compiled for this process.
         log.warning("DTW column-group kernel not cached on disk (%s); compiling it in memory", exc)
         namespace: dict[str, Any] = {}
-        exec(compile(source.replace("@njit(cache=True, nogil=True)", "@njit(nogil=True)"), "<dtw groups>", "exec"),
+        exec(compile(group_kernel_source(groups, cache=False), "<dtw groups>", "exec"),
              namespace)  # noqa: S102 - the source is group_kernel_source's: integers only
         kernel: _Kernel = namespace["kernel"]
         return kernel
