@@ -14,6 +14,13 @@ Decisions are never dropped (a full disk raises ``OutboxError`` to the caller). 
 quota: when it is exceeded the oldest log rows are dropped, counted, and a warning is logged.
 Evidence (a decision's questioned signature) is kept like a decision once stored, but is refused
 when the disk is nearly full (the log reserve), so it never takes a decision's last bytes.
+
+An outbox belongs to the kiosk that first opened it (``owner``): its rows are sealed with that
+kiosk's key for that kiosk's topics, which the broker lets no other identity publish. A second
+kiosk pointed at the same file (two configurations sharing a relative ``outbox_path``, a device
+re-provisioned under a new id with messages still queued) would take the first one's rows, be
+refused them by the broker over and over, and its own would wait on the other; so opening another
+kiosk's outbox is refused, with both ids named.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     next_attempt REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS outbox_kind ON outbox(kind, id);
+CREATE TABLE IF NOT EXISTS owner (one INTEGER PRIMARY KEY CHECK (one = 1), kiosk_id TEXT NOT NULL);
 """
 
 
@@ -65,7 +73,8 @@ class OutboxRow:
 class Outbox:
     """A durable FIFO of sealed messages. Thread-safe (one connection behind a lock)."""
 
-    def __init__(self, path: Path, *, log_quota_bytes: int = 8 << 20, log_reserve_bytes: int = 16 << 20) -> None:
+    def __init__(self, path: Path, *, owner: str | None = None, log_quota_bytes: int = 8 << 20,
+                 log_reserve_bytes: int = 16 << 20) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.log_quota_bytes = log_quota_bytes
@@ -90,11 +99,24 @@ class Outbox:
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('next_seq', ?)", (int(time.time() * 1_000_000),)
             )
             self._db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('dropped_logs', 0)")
+            if owner is not None:
+                self._claim(owner)
             # Bytes of queued logs, kept in memory so the quota check is O(1) per record.
             self._log_bytes = self._db.execute(
                 "SELECT COALESCE(SUM(size), 0) FROM outbox WHERE kind='log'").fetchone()[0]
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot open outbox {self.path}: {exc}") from exc
+
+    def _claim(self, owner: str) -> None:
+        self._db.execute("INSERT OR IGNORE INTO owner(one, kiosk_id) VALUES (1, ?)", (owner,))
+        held = self._db.execute("SELECT kiosk_id FROM owner").fetchone()[0]
+        if held != owner:
+            queued = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+            self._db.close()
+            raise OutboxError(
+                f"outbox {self.path} belongs to kiosk {held!r}, not {owner!r} ({queued} message(s) queued, sealed "
+                f"for {held!r}, which only {held!r} can send): give this kiosk its own outbox_path, or, if "
+                f"{held!r} is retired and nothing is queued, remove the file")
 
     def close(self) -> None:
         with self._lock:

@@ -93,3 +93,18 @@ def test_unusable_outbox_is_a_clear_error(tmp_path: Path) -> None:
     bad.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(OutboxError, match="cannot open outbox"):
         Outbox(bad)
+
+
+def test_an_outbox_belongs_to_the_kiosk_that_opened_it_first(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite"
+    Outbox(path).close()          # an outbox from before owners were recorded: the first kiosk claims it
+    ob = Outbox(path, owner="kiosk-a")
+    seq = ob.add("decision", "sig/v1/s1/kiosk-a/decision", lambda s: b"sealed for kiosk-a")
+    ob.close()
+    # A second kiosk pointed at the same file would send kiosk-a's rows under its own identity
+    # (the broker refuses them, again and again) while its own waited behind them.
+    with pytest.raises(OutboxError, match=r"belongs to kiosk 'kiosk-a', not 'kiosk-b' \(1 message"):
+        Outbox(path, owner="kiosk-b")
+    ob = Outbox(path, owner="kiosk-a")   # the refusal changed nothing
+    assert [(r.seq, r.payload) for r in ob.pending(10)] == [(seq, b"sealed for kiosk-a")]
+    ob.close()

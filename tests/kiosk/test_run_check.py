@@ -114,6 +114,26 @@ def test_missing_keys_at_start_are_one_line_each_with_the_fix(link_pki: LinkPki,
     assert len(lines) == 3   # two problems and the hint to --check
 
 
+def test_another_kiosks_outbox_is_refused_at_start_and_left_as_it_was(link_pki: LinkPki, tmp_path: Path) -> None:
+    """Two configurations sharing one outbox_path (a relative path resolves against the configuration's
+    folder, not the state_dir): the second kiosk would publish the first one's sealed rows under its
+    own identity, refused by the broker again and again. It does not start."""
+    from kiosk.outbox import Outbox
+
+    path = _good_config(link_pki, tmp_path, free_port())
+    outbox = load_config(path).link.outbox_path
+    other = Outbox(outbox, owner="kiosk-b")
+    other.add("decision", "sig/v1/site1/kiosk-b/decision", lambda s: b"sealed for kiosk-b")
+    other.close()
+    res = _run("--config", path, timeout=120)
+    assert res.returncode == 1 and "Traceback" not in res.stderr + res.stdout
+    assert f"cannot start: outbox {outbox} belongs to kiosk 'kiosk-b', not 'kiosk-a' (1 message(s) queued" \
+           in res.stderr, res.stderr
+    other = Outbox(outbox, owner="kiosk-b")
+    assert [r.payload for r in other.pending(10)] == [b"sealed for kiosk-b"]
+    other.close()
+
+
 def test_example_has_one_identity_and_every_fleet_table(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     data = default_config_data()
     # The identity is written once, in [kiosk]; the link, the rollout group and the update agent are there.
