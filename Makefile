@@ -7,11 +7,11 @@ TEST_STAMP := $(VENV)/.setup-test-stamp
 .PHONY: setup demo test lint quick bench
 setup: $(TEST_STAMP)
 
-$(DEMO_STAMP): pyproject.toml tools/setup.sh
+$(DEMO_STAMP): pyproject.toml tools/setup.sh tools/device-constraints.txt
 	VENV=$(VENV) bash tools/setup.sh demo
 	touch $(DEMO_STAMP)
 
-$(TEST_STAMP): pyproject.toml tools/setup.sh
+$(TEST_STAMP): pyproject.toml tools/setup.sh tools/device-constraints.txt
 	VENV=$(VENV) bash tools/setup.sh test
 	touch $(TEST_STAMP) $(DEMO_STAMP)
 

@@ -40,13 +40,16 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
+# The device's versions (tools/device-constraints.txt) in every profile: what is tested and measured
+# is what a kiosk runs. The development extras stay unpinned.
+PIN=(-c tools/device-constraints.txt)
 if [ "$PROFILE" = demo ]; then
-  "$VENV/bin/python" -m pip install -q -e .
+  "$VENV/bin/python" -m pip install -q "${PIN[@]}" -e .
 else
-  "$VENV/bin/python" -m pip install -q -e ".[test]"
+  "$VENV/bin/python" -m pip install -q "${PIN[@]}" -e ".[test]"
   # The training tests (off-device: train --quick, conversion) need the train extra. tf-keras pins
   # the full `tensorflow` package, which would clash with tensorflow-cpu: install it without deps.
-  "$VENV/bin/python" -m pip install -q "tensorflow-cpu==2.21.*" "tqdm>=4.60"
+  "$VENV/bin/python" -m pip install -q "${PIN[@]}" "tensorflow-cpu==2.21.*" "tqdm>=4.60"
   "$VENV/bin/python" -m pip install -q --no-deps "tf-keras==2.21.*"
 fi
 echo "setup: done ($PROFILE, $VENV)"
