@@ -115,8 +115,16 @@ def ink_mask(grey: np.ndarray) -> np.ndarray:
     block = max(15, (min(grey.shape) // 8) | 1)
     below = darker_than_surroundings(equalise(clean), block)
     _, otsu = cv2.threshold(clean, 0, 255, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
-    sure = (below >= ADAPTIVE_OFFSET) & (otsu > 0)
-    weak = (below >= ADAPTIVE_OFFSET // 2) & (otsu > 0)
+    # Each temporary let go as soon as it is used: a whole scanned page passes through here, and
+    # what is alive together sets a picture's peak memory (models.signature_finder.MAX_PICTURE_PIXELS).
+    del clean
+    dark = otsu > 0
+    del otsu
+    sure = below >= ADAPTIVE_OFFSET
+    sure &= dark
+    weak = below >= ADAPTIVE_OFFSET // 2
+    weak &= dark
+    del below, dark
     return _strokes(weak, sure)
 
 
@@ -129,7 +137,13 @@ def darker_than_surroundings(levelled: np.ndarray, block: int) -> np.ndarray:
     # by one grey level here and there).
     mean = cv2.GaussianBlur(levelled.astype(np.float32), (block, block), 0,
                             borderType=cv2.BORDER_REPLICATE | cv2.BORDER_ISOLATED)
-    return np.rint(mean).astype(np.int16) - levelled.astype(np.int16)
+    # In place, each temporary let go when used: on a whole scanned page they count towards a
+    # picture's peak memory (models.signature_finder.MAX_PICTURE_PIXELS). The same values.
+    np.rint(mean, out=mean)
+    below = mean.astype(np.int16)
+    del mean
+    below -= levelled
+    return below
 
 
 def _strokes(weak: np.ndarray, sure: np.ndarray) -> np.ndarray:
@@ -140,7 +154,7 @@ def _strokes(weak: np.ndarray, sure: np.ndarray) -> np.ndarray:
     loops; at half the offset the whole stroke passes, and it is kept because it joins ink that is
     certain. Grain that passes the lower offset on its own joins no certain ink and stays out. A
     speck is a piece smaller than :data:`SPECK_FRACTION` of all the ink kept and than 6 pixels."""
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(weak.astype(np.uint8), connectivity=8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(weak.view(np.uint8), connectivity=8)
     holds = np.zeros(n, dtype=bool)
     holds[labels[sure & weak]] = True
     holds[0] = False

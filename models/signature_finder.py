@@ -83,19 +83,21 @@ class _Found:
 _PNG_END = b"IEND\xaeB`\x82"
 
 #: Working memory one picture may take: the daemon's budget is 250 MB with every path loaded
-#: (DESIGN.md, "Performance budgets") and it idles at 217 MB with the paper path loaded (README).
-PICTURE_MEMORY = 32 << 20
-#: Bytes per pixel at the peak of decoding a file and finding its signature, measured on PNG,
-#: JPEG (baseline and progressive 4:4:4), TIFF and BMP scans of 1.5 to 8.7 MP: 17-20. Decoding alone
-#: peaks at 4.5-8 (the BGR picture, 3, plus the decoder's buffers: a progressive JPEG keeps every
-#: DCT coefficient, 2 bytes per sample); then the grey copy (1), the flattened page (1) and
-#: flatten_light's float32 temporaries (3 x 4) are alive together. The same code and wheels
-#: measured 19.4 bytes a pixel in one virtualenv and 21.6 in a freshly installed one (a 1500 x 1016
-#: PNG scan: 29.6 vs 32.9 MB, the allocator's doing; at 1.40 MP still 31.2 MB there, the fixed part
-#: does not shrink with the picture); 26 leaves a margin over the worse.
-PEAK_BYTES_PER_PIXEL = 26
-#: At most this many pixels in a picture file (1.29 MP, e.g. 1340 x 963: a 300 dpi scan of a
-#: 4.5 x 3.2 inch signature area): 32 MiB at 26 bytes a pixel. The systemd unit gives OpenCV the
+#: (DESIGN.md, "Performance budgets") and it idles at 225-228 MB with the paper path loaded, on the
+#: runtime dependencies alone (README, "The appliance": `sigkiosk bench daemon`).
+PICTURE_MEMORY = 22 << 20
+#: Bytes per pixel at the peak of decoding a file and finding its signature. Measured (2026-11-29,
+#: a 1.28 MP PNG and progressive JPEG, each in a fresh process, in the development and in the
+#: runtime-only environment alike): a page whose signature box is found 7.8, a page without a box
+#: (the whole picture is searched for ink) 16.6: the BGR picture (3), its grey copy (1), the
+#: flattened page (1), then ink_mask over the whole page (the denoised and equalised copies, the
+#: int16 differences and OpenCV's float blur with its own copy, then the connected components'
+#: int32 labels). Before flatten_light worked in strips and ink_mask let its temporaries go, 17.7
+#: and 17.9; before that, other wheels and allocators measured up to 21.6 here. 18 leaves a margin
+#: over the worse of today's.
+PEAK_BYTES_PER_PIXEL = 18
+#: At most this many pixels in a picture file (1.28 MP, e.g. 1340 x 956: a 300 dpi scan of a
+#: 4.5 x 3.2 inch signature area): 22 MiB at 18 bytes a pixel. The systemd unit gives OpenCV the
 #: same cap (OPENCV_IO_MAX_IMAGE_PIXELS), behind this module's header check.
 MAX_PICTURE_PIXELS = PICTURE_MEMORY // PEAK_BYTES_PER_PIXEL
 #: At most this many bytes in a picture file (it is in memory while it is decoded): an
@@ -283,6 +285,10 @@ def _warp(grey: np.ndarray, quad: np.ndarray, trim: float, centre: tuple[float, 
     return cv2.warpPerspective(grey, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
+#: Pixels per strip of :func:`flatten_light`'s arithmetic (float32 temporaries of 256 KiB).
+_FLATTEN_STRIP_PIXELS = 1 << 16
+
+
 def flatten_light(grey: np.ndarray, paper: int = PAPER_LEVEL) -> np.ndarray:
     """Divide out uneven lighting: the paper level at each pixel (a grey closing wider than any
     stroke, so the ink is gone, then smoothed) is mapped to ``paper``."""
@@ -292,8 +298,17 @@ def flatten_light(grey: np.ndarray, paper: int = PAPER_LEVEL) -> np.ndarray:
     level = cv2.GaussianBlur(level, (0, 0), k / 2)
     if f < 1.0:
         level = cv2.resize(level, (grey.shape[1], grey.shape[0]), interpolation=cv2.INTER_LINEAR)
-    out = grey.astype(np.float32) * (paper / np.maximum(level.astype(np.float32), 1.0))
-    return np.clip(out, 0, 255).astype(np.uint8)
+    # In strips of rows: the float32 temporaries of a whole page were the largest part of a
+    # picture's peak memory (MAX_PICTURE_PIXELS); each pixel is its own sum, so strips change no value.
+    out = np.empty(grey.shape, np.uint8)
+    rows = max(1, _FLATTEN_STRIP_PIXELS // max(grey.shape[1], 1))
+    for y in range(0, grey.shape[0], rows):
+        gain = np.maximum(level[y : y + rows].astype(np.float32), 1.0)
+        np.divide(paper, gain, out=gain)
+        gain *= grey[y : y + rows]
+        np.clip(gain, 0, 255, out=gain)
+        out[y : y + rows] = gain
+    return out
 
 
 def _straight_runs(mask: np.ndarray, thicken: int, min_width: int, min_height: int) -> tuple[np.ndarray, np.ndarray]:
