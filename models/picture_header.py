@@ -193,9 +193,16 @@ def _tiff(data: bytes) -> PictureHeader:
     if ifd + 2 + 12 * count > len(data):
         raise PictureHeaderError("TIFF image directory runs past the end of the file")
     tags: dict[int, list[int]] = {}
+    seen: set[int] = set()
     for k in range(count):
         e = ifd + 2 + 12 * k
         tag, typ, n = struct.unpack(end + "HHI", data[e:e + 8])
+        # libtiff keeps the first of a repeated tag (with a warning) and ignores the rest: a file
+        # that gives its tile size twice, a legal one last, had OpenCV decode a tile of the first
+        # (8192 x 8192 from 65 KB) behind a check that read the last. No writer repeats a tag.
+        if tag in seen:
+            raise PictureHeaderError(f"TIFF gives tag {tag} more than once")
+        seen.add(tag)
         if tag not in (256, 257, 258, 277, 278, 322, 323):
             continue
         if typ not in _TIFF_TYPES or not 1 <= n <= 16:

@@ -118,7 +118,7 @@ def decode_picture(data: bytes, name: str = "picture") -> np.ndarray:
         raise UnreadablePictureError(f"{name}: empty file (0 bytes): take the photo or scan again")
     if len(data) > MAX_PICTURE_BYTES:
         raise UnreadablePictureError(
-            f"{name}: file too large ({len(data) / 1e6:.1f} MB, at most {MAX_PICTURE_BYTES / 1e6:.1f} MB): "
+            f"{name}: file too large (more than {MAX_PICTURE_BYTES / 1e6:.1f} MB): "
             "save the scan as PNG or JPEG"
         )
     body = data.rstrip(b"\0")
@@ -153,7 +153,10 @@ def read_picture(path: Path) -> np.ndarray:
     """:func:`decode_picture` of a file's bytes."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        # At most one byte over the limit, so that decode_picture refuses a file too large without
+        # the whole of it (or an endless FIFO) first read into memory.
+        with path.open("rb") as f:
+            data = f.read(MAX_PICTURE_BYTES + 1)
     except OSError as exc:
         raise UnreadablePictureError(f"{path}: cannot read file: {exc.strerror or exc}") from None
     return decode_picture(data, str(path))

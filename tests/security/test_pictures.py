@@ -102,6 +102,22 @@ def tiff_claiming(w: int, h: int) -> bytes:
     return b"II*\0" + struct.pack("<I", 8) + ifd + b"\x80" * 4096
 
 
+def tiff_with_repeated_tags(first_tile: int, second_tile: int, size: int = 1000) -> bytes:
+    """A tiled grey TIFF whose directory gives the tile width and height twice: libtiff (OpenCV's
+    decoder) keeps the first of a repeated tag, a reader that kept the last would see a legal
+    picture while OpenCV decodes one tile of ``first_tile`` squared (a 65 KB file raised a peak by
+    259 MB before it was refused)."""
+    data = zlib.compress(b"\xc8" * (first_tile * first_tile), 9)
+    entries = [(256, 4, 1, size), (257, 4, 1, size), (258, 3, 1, 8), (259, 3, 1, 8), (262, 3, 1, 1),
+               (277, 3, 1, 1), (284, 3, 1, 1), (322, 4, 1, first_tile), (322, 4, 1, second_tile),
+               (323, 4, 1, first_tile), (323, 4, 1, second_tile), (324, 4, 1, 8 + 2 + 12 * 13 + 4),
+               (325, 4, 1, len(data))]
+    ifd = struct.pack("<H", len(entries)) + b"".join(
+        struct.pack("<HHI", t, typ, n) + (struct.pack("<HH", v, 0) if typ == 3 else struct.pack("<I", v))
+        for t, typ, n, v in entries) + b"\0\0\0\0"
+    return b"II*\0" + struct.pack("<I", 8) + ifd + data
+
+
 def bmp_claiming(w: int, h: int) -> bytes:
     dib = struct.pack("<IiiHHIIiiII", 40, w, -h, 1, 24, 0, 0, 2835, 2835, 0, 0)
     return b"BM" + struct.pack("<IHHI", 54 + 4096, 0, 0, 54) + dib + b"\x80" * 4096
@@ -115,6 +131,7 @@ def hostile() -> dict[str, tuple[bytes, str]]:
         "jpeg-two-frame-headers": (jpeg_claiming(20000, 20000, second_sof=True), "more than one frame header"),
         "png-11999": (png_of_zeros(11999, 11999), "too large"),
         "tiff-11000": (tiff_claiming(11000, 11000), "too large"),
+        "tiff-repeated-tile-tags": (tiff_with_repeated_tags(8192, 1008), "more than once"),
         "bmp-11000": (bmp_claiming(11000, 11000), "too large"),
         "webp": (cv2.imencode(".webp", np.full((64, 64, 3), 180, np.uint8))[1].tobytes(), "WebP"),
         "ppm-11000": (b"P6\n11000 11000\n255\n" + b"\x80" * 4096, "PNM"),
@@ -128,7 +145,7 @@ def hostile_files() -> dict[str, tuple[bytes, str]]:
 
 
 HOSTILE = ("jpeg-sof-20000-behind-fill-bytes", "jpeg-progressive-11000", "jpeg-two-frame-headers", "png-11999",
-           "tiff-11000", "bmp-11000", "webp", "ppm-11000", "oversized-file")
+           "tiff-11000", "tiff-repeated-tile-tags", "bmp-11000", "webp", "ppm-11000", "oversized-file")
 
 
 def test_every_hostile_file_is_tested(hostile_files: dict[str, tuple[bytes, str]]) -> None:
@@ -143,6 +160,26 @@ def test_a_hostile_picture_is_refused_before_decoding(name: str, hostile_files: 
     path.write_bytes(data)
     with pytest.raises(UnreadablePictureError, match=reason):
         read_picture(path)
+
+
+def test_a_huge_file_or_a_fifo_is_refused_without_being_read_whole(tmp_path: Path) -> None:
+    # A sparse 2 GiB file: read whole, it would cost 2 GiB before the size check refused it.
+    huge = tmp_path / "huge.png"
+    with huge.open("wb") as f:
+        f.write(PNG_MAGIC)
+        f.truncate(2 << 30)
+    fifo = tmp_path / "endless.png"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen([sys.executable, "-c",
+                               "import sys\nwith open(sys.argv[1], 'wb') as f:\n    try:\n        while True: f.write(bytes(1 << 20))\n"
+                               "    except BrokenPipeError: pass", str(fifo)])
+    try:
+        for path in (huge, fifo):
+            with pytest.raises(UnreadablePictureError, match=r"file too large \(more than 8\.4 MB\)"):
+                read_picture(path)
+    finally:
+        writer.kill()
+        writer.wait(10)
 
 
 def test_headers_are_read_where_the_decoder_reads_them() -> None:
