@@ -5,7 +5,11 @@ Shared by the kiosk's screen server (``kiosk.ui.server``) and the central web pa
 
 * :class:`BoundedServer`: a thread per connection, but never more than ``max_connections``; beyond
   that a connection is answered 503 and closed at once instead of taking a thread.
-* :class:`DeadlineHandler`: the socket timeout (``timeout``) drops a silent client, but alone it
+* :class:`DeadlineHandler`: the request line and headers together are at most ``max_head_bytes``
+  (431 beyond, and the connection closed): the standard library alone reads up to 100 header lines
+  of 64 KiB each, before any check of who is asking, and 16 such requests held 420 MB of a daemon
+  whose budget is 250.
+* The same handler's socket timeout (``timeout``) drops a silent client, but alone it
   lets a client trickle one byte every few seconds for ever; the deadline shuts the socket if the
   request (line, headers, body - and a TLS handshake, which happens at the first read) is not
   complete within ``request_deadline_s``. A handler calls ``_request_complete()`` once it has read
@@ -75,11 +79,51 @@ class BoundedServer(ThreadingHTTPServer):
         self.server_close()
 
 
+class _BoundedHead:
+    """The request's stream while its headers are parsed: at most ``left`` more bytes, then an end
+    of headers (``exceeded`` says so), so that no line and no number of lines can take more."""
+
+    def __init__(self, raw: Any, left: int) -> None:
+        self.raw = raw
+        self.left = left
+        self.exceeded = False
+
+    def readline(self, size: int = -1) -> bytes:
+        if self.left <= 0:
+            self.exceeded = True
+            return b""
+        want = self.left if size is None or size < 0 else min(size, self.left)
+        line = self.raw.readline(want)
+        self.left -= len(line)
+        if self.left <= 0 and not line.endswith(b"\n"):
+            self.exceeded = True
+        return bytes(line)
+
+
 class DeadlineHandler(BaseHTTPRequestHandler):
-    """A request handler whose request must be complete within ``request_deadline_s``."""
+    """A request handler whose request must be complete within ``request_deadline_s``, its request
+    line and headers at most ``max_head_bytes``."""
 
     request_deadline_s: float = 15.0
+    #: The request line and every header line together: a browser's requests here (a session or
+    #: screen cookie, a few headers) take under 2 KiB.
+    max_head_bytes: int = 16 << 10
     _deadline: threading.Timer | None = None
+
+    def parse_request(self) -> bool:
+        # raw_requestline: set by handle_one_request before it calls this (not in typeshed).
+        line: bytes = getattr(self, "raw_requestline", b"")
+        head = _BoundedHead(self.rfile, self.max_head_bytes - len(line))
+        self.rfile = head   # type: ignore[assignment]
+        try:
+            ok = super().parse_request()
+        finally:
+            self.rfile = head.raw
+        if ok and head.exceeded:
+            self.close_connection = True
+            self.send_error(431, "Request Header Fields Too Large")
+            return False
+        return ok
 
     def handle_one_request(self) -> None:
         self._deadline = threading.Timer(self.request_deadline_s, self._expire)

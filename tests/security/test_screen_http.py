@@ -124,3 +124,52 @@ def test_connections_beyond_the_pool_get_503_and_no_thread(ui: UiServer) -> None
     finally:
         for s in stalled + extra:
             s.close()
+
+
+def _peak_mb_since_reset() -> float:
+    with open("/proc/self/status") as f:
+        fields = {line.split(":")[0]: int(line.split()[1]) for line in f if line.startswith(("VmHWM", "VmRSS"))}
+    return fields["VmHWM"] / 1024
+
+
+def _reset_peak() -> float:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    with open("/proc/self/status") as f:
+        return [int(line.split()[1]) for line in f if line.startswith("VmRSS")][0] / 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc peak-RSS reset")
+def test_huge_request_headers_get_431_and_cost_no_memory(ui: UiServer) -> None:
+    """Attack 10b: the standard library reads up to 100 header lines of 64 KiB each, before the
+    server looks at who is asking: one such request from any local process held 55 MB of the
+    daemon, 16 of them 420 MB (its budget is 250 MB, the unit's MemoryMax 400 MB)."""
+    line = b"X-Pad: " + b"a" * 65000 + b"\r\n"
+    request = b"POST /api/verify HTTP/1.1\r\nHost: 127.0.0.1\r\n" + line * 98 + b"\r\n"
+    replies: list[bytes] = []
+
+    def send() -> None:
+        with _connect(ui.port) as s:
+            try:
+                s.sendall(request)
+            except OSError:
+                pass   # the server answered and closed before the whole head was sent
+            s.settimeout(10)
+            try:
+                replies.append(s.recv(100))
+            except OSError:
+                replies.append(b"")
+
+    before = _reset_peak()
+    senders = [threading.Thread(target=send) for _ in range(POOL)]
+    for t in senders:
+        t.start()
+    for t in senders:
+        t.join(30)
+    grew = _peak_mb_since_reset() - before
+    assert grew < 30, f"{POOL} requests of {len(request) / 1e6:.1f} MB of headers grew the peak by {grew:.0f} MB"
+    assert replies and all(r.startswith(b"HTTP/1.1 431") for r in replies if r), replies
+    assert any(replies), "no request was answered"
+    # A browser's own requests are far below the limit and still served.
+    reply = _get(ui.port)
+    assert reply.startswith(b"HTTP/1.1 200") or reply.startswith(b"HTTP/1.1 403"), reply[:80]
