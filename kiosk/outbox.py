@@ -167,6 +167,7 @@ class Outbox:
                         self._db.execute("UPDATE meta SET value=value+1 WHERE key='dropped_logs'")
                         self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (seq + 1,))
                         self._db.execute("COMMIT")
+                        self._unsaved_drops = 0   # saved just above, with this one
                         log.warning("log record of %d bytes exceeds the log quota; dropped", len(payload))
                         return seq
                 self._db.execute(

@@ -108,3 +108,15 @@ def test_an_outbox_belongs_to_the_kiosk_that_opened_it_first(tmp_path: Path) -> 
     ob = Outbox(path, owner="kiosk-a")   # the refusal changed nothing
     assert [(r.seq, r.payload) for r in ob.pending(10)] == [(seq, b"sealed for kiosk-a")]
     ob.close()
+
+
+def test_drops_are_counted_once_when_an_oversized_log_saves_them(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "o.sqlite", log_quota_bytes=1000, log_reserve_bytes=1 << 62)   # "nearly full"
+    assert ob.add("log", "t/log", lambda s: _payload(10)) == -1        # dropped, not yet written
+    ob.log_reserve_bytes = 0                                           # space again
+    ob.add("log", "t/log", lambda s: _payload(2000))                   # larger than the quota: dropped
+    assert ob.dropped_logs() == 2
+    ob.add("log", "t/log", lambda s: _payload(10))                     # stored
+    assert ob.dropped_logs() == 2 and ob.depth().get("log") == 1
+    ob.close()
+    assert Outbox(tmp_path / "o.sqlite").dropped_logs() == 2           # what was saved
