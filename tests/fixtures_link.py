@@ -68,8 +68,8 @@ class LinkPki:
         cert, key = self.cert(f"collector.{name}")
         return CollectorConfig(
             broker_host="localhost", broker_port=port, ca_file=self.ca_dir / pki.CA_CERT, cert_file=cert,
-            key_file=key, enc_key_files=(self.central_key,), registry_file=self.registry_file, db=db,
-            **{"reconnect_min_s": 0.2, "reconnect_max_s": 2.0, **kw},  # type: ignore[arg-type]
+            key_file=key, enc_key_files=(self.central_key,), db=db,
+            **{"registry_file": self.registry_file, "reconnect_min_s": 0.2, "reconnect_max_s": 2.0, **kw},  # type: ignore[arg-type]
         )
 
 

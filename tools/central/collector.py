@@ -19,6 +19,17 @@ For each message, cheapest checks first: size; structure; topic versus signed he
 authenticates the header too); payload (strict: ``kiosk.records.decode_payload``); then the store
 decides stored/duplicate/replay (and, for evidence, whether its decision is stored).
 Every refusal is counted by reason and logged; the collector keeps running whatever arrives.
+
+**Refused for now.** Four reasons can be lifted by a later state, and a message refused for one
+is reconsidered from its archived bytes (``reconsider``), stored when it now passes and its
+refusal deleted: ``unknown_kiosk`` and ``unknown_signing_key`` (the kiosk or its new key
+registered since; looked at when the registry is reloaded), ``future_time`` (the kiosk's clock is
+no longer ahead of ours) and ``unknown_decision`` (evidence whose decision arrived since, maybe
+through another collector of the share group; looked at when this collector stores decisions of
+that kiosk), and all four every ``reconsider_interval_s`` and at start. The kiosk deleted its
+copy when the broker took the message, so without this a decision sent before its kiosk was
+registered stayed in ``rejected`` for good. Unverified messages (the first two reasons) are
+archived whole up to ``RECONSIDER_UNSIGNED_BYTES``, enough for any decision or audit record.
 Evidence past ``evidence_retention_days`` is deleted by the running collector (at start, then
 every ``evidence_purge_interval_s``).
 """
@@ -30,7 +41,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -50,6 +61,7 @@ from kiosk.tls import client_tls_context
 from kiosk.topics import DEFAULT_PREFIX, TopicError, collector_filters, parse_topic
 from tools.central.store import (
     Accepted,
+    HeldRefusal,
     Refusal,
     Store,
     StoreContentError,
@@ -68,6 +80,11 @@ REFUSAL_REASONS = (
     "unknown_encryption_key", "decrypt_failed", "bad_payload", "duplicate", "replay", "unstorable",
     "unknown_decision", "evidence_exists",
 )
+#: Refusals a later state can lift (see the module's docstring): the collector reconsiders them.
+RECONSIDERED = ("unknown_kiosk", "unknown_signing_key", "future_time", "unknown_decision")
+#: An unverified message refused as unknown_kiosk or unknown_signing_key is archived whole (so it
+#: can be reconsidered) up to this size; larger ones (evidence) keep the usual sample.
+RECONSIDER_UNSIGNED_BYTES = 32 << 10
 
 
 @dataclass(frozen=True)
@@ -110,6 +127,10 @@ class CollectorConfig:
     # the broker's 100 in flight) for its decision, then stored or refused as unknown_decision.
     evidence_orphan_wait_s: float = 10.0
     evidence_orphans_max: int = 8
+    # Refusals a later state can lift (RECONSIDERED) are looked at again this often (and when the
+    # registry is reloaded, and after storing decisions), at most reconsider_limit per reason.
+    reconsider_interval_s: float = 60.0
+    reconsider_limit: int = 500
 
 
 @dataclass
@@ -141,12 +162,17 @@ class Processor:
     def _refuse(self, reason: str, msg: _Incoming, detail: str, kiosk: str | None = None, seq: int | None = None,
                 *, signed: bool = False) -> Refusal:
         # A message whose signature verified is archived whole (a registered kiosk's key sent it:
-        # it is evidence); anything else only as a bounded sample.
+        # it is evidence); anything else only as a bounded sample, except a small one refused for a
+        # registration that may come later (it is reconsidered then, from these bytes).
+        whole = signed or (reason in ("unknown_kiosk", "unknown_signing_key") and seq is not None
+                           and len(msg.payload) <= RECONSIDER_UNSIGNED_BYTES)
         return Refusal(reason=reason, topic=msg.topic, received_ms=msg.received_ms, size=len(msg.payload),
-                       detail=detail, kiosk_claim=kiosk, seq=seq, sample=msg.payload if signed else msg.payload[:4096],
-                       whole=signed)
+                       detail=detail, kiosk_claim=kiosk, seq=seq, sample=msg.payload if whole else msg.payload[:4096],
+                       whole=whole)
 
-    def process(self, msg: _Incoming) -> Accepted | Refusal:
+    def process(self, msg: _Incoming, now_ms: int | None = None) -> Accepted | Refusal:
+        """Verify and decrypt one message. ``now_ms``: the time to hold its signed time against for
+        the future-time check (default: when it was received; a reconsidered message, now)."""
         try:
             t = parse_topic(msg.topic)
             if t.prefix != self.prefix:
@@ -182,7 +208,7 @@ class Processor:
             return self._refuse(exc.reason, msg, str(exc), t.kiosk_id, h.seq)
         # Time window, only after the signature: an unsigned time proves nothing.
         now = msg.received_ms
-        if h.time_ms > now + self.max_future_ms:
+        if h.time_ms > (now if now_ms is None else max(now, now_ms)) + self.max_future_ms:
             return self._refuse("future_time", msg, f"time is {(h.time_ms - now) / 1000:.0f} s in the future", t.kiosk_id, h.seq,
                                 signed=True)
         # Status reports are exempt from the age limit: a last will is sealed at connect time and
@@ -260,6 +286,8 @@ class Collector:
         # Evidence held for its decision: (message, give up at monotonic time).
         self._orphans: list[tuple[_Incoming, float]] = []
         self._next_orphan_check = 0.0
+        self._next_reconsider = 0.0   # at start, then every reconsider_interval_s
+        self.reconsidered = 0         # messages stored after a refusal was lifted
 
     @staticmethod
     def _registry_stamp(p: Path) -> tuple[int, int]:
@@ -397,6 +425,7 @@ class Collector:
             if p.exists() and self._registry_stamp(p) != self._registry_mtime:
                 self.processor.registry = self._load_registry()
                 log.info("collector: registry reloaded (%d kiosks)", len(self.processor.registry.kiosks))
+                self._reconsider_safely(("unknown_kiosk", "unknown_signing_key"))
         except Exception as exc:   # keep the old registry: a half-written edit must not stop us
             log.error("collector: registry reload failed, keeping the previous one: %s", exc)
 
@@ -418,6 +447,56 @@ class Collector:
             self.purge_evidence()
         except StoreError as exc:   # retried at the next interval; storing goes on meanwhile
             log.error("collector: purging expired evidence failed: %s", exc)
+
+    def reconsider(self, reasons: tuple[str, ...] = RECONSIDERED, kiosks: Sequence[str] | None = None,
+                   now_ms: int | None = None) -> int:
+        """Messages refused for ``reasons`` (of the claimed ``kiosks``; all without) that pass now:
+        stored, and their refusals deleted. Returns how many were stored. Raises StoreError."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        stored = 0
+        for reason in reasons:
+            # A refusal of an unregistered kiosk can pass only once it is registered.
+            claims = kiosks
+            if reason in ("unknown_kiosk", "unknown_signing_key"):
+                registered = sorted(k for k, e in self.processor.registry.kiosks.items() if not e.revoked)
+                claims = registered if kiosks is None else [k for k in kiosks if k in registered]
+            held = self.store.refused_for_now(reason, claims, since_ms=now_ms - self.processor.max_age_ms,
+                                              limit=self.config.reconsider_limit)
+            passing: list[tuple[HeldRefusal, Accepted]] = []
+            for h in held:
+                try:
+                    topic = envelope.parse(h.message, self.processor.max_envelope).header.topic
+                    r = self.processor.process(_Incoming(topic, h.message, 0, 0, False, h.received_ms), now_ms=now_ms)
+                except Exception as exc:   # it was refused before; a message that cannot be read stays so
+                    log.debug("collector: refused message of %s %d not reconsidered: %s", h.kiosk_claim, h.seq, exc)
+                    continue
+                if isinstance(r, Accepted):
+                    passing.append((h, r))
+            if not passing:
+                continue
+            results = self.store.store([a for _, a in passing], archive=False)
+            done = [h for (h, _), res in zip(passing, results, strict=True) if res in ("stored", "duplicate")]
+            self.store.forget_refused(done)
+            for (h, a), res in zip(passing, results, strict=True):
+                if res == "stored":
+                    stored += 1
+                    self.stats.stored[a.kind] += 1
+                    log.info("collector: kiosk %s %s %d, refused as %s, stored now", a.kiosk_id, a.kind, a.seq, h.reason)
+        self.reconsidered += stored
+        return stored
+
+    def _reconsider_safely(self, reasons: tuple[str, ...], kiosks: Sequence[str] | None = None) -> None:
+        try:
+            self.reconsider(reasons, kiosks)
+        except StoreError as exc:   # tried again at the next interval; storing goes on meanwhile
+            log.error("collector: reconsidering refused messages failed: %s", exc)
+
+    def _maybe_reconsider(self) -> None:
+        now = time.monotonic()
+        if now < self._next_reconsider:
+            return
+        self._next_reconsider = now + self.config.reconsider_interval_s
+        self._reconsider_safely(RECONSIDERED)
 
     def _is_orphan(self, a: Accepted, earlier: list[Accepted]) -> bool:
         """Evidence whose decision is neither stored nor earlier in its batch."""
@@ -469,6 +548,7 @@ class Collector:
     def _work_once(self) -> None:
         """One round of the storage thread: purge and retry when due, then one batch if any."""
         self._maybe_purge_evidence()
+        self._maybe_reconsider()
         self._retry_orphans()
         try:
             first = self._queue.get(timeout=0.2)
@@ -601,6 +681,12 @@ class Collector:
         for m in batch:
             if m.qos > 0 and m.epoch == self._epoch:
                 self._client.ack(m.mid, m.qos)
+        # Evidence refused before its decision came (another collector's batch, or the wait was
+        # over): its decision may be among those just stored.
+        kiosks = sorted({a.kiosk_id for a, res in zip(accepted, results, strict=True)
+                         if a.kind == "decision" and res == "stored"})
+        if kiosks:
+            self._reconsider_safely(("unknown_decision",), kiosks)
 
 
 def load_config(data: Mapping[str, Any], base_dir: Path | None = None) -> CollectorConfig:

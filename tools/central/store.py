@@ -77,6 +77,8 @@ DECISION_COLUMNS = ("subject", "mode", "operator", "profile", "outcome")
 _INDEXES = [
     *(f"CREATE INDEX IF NOT EXISTS decisions_{c}_time ON decisions ({c}, created_ms)"
       for c in ("site", *DECISION_COLUMNS)),
+    # The collector looks up the refusals it may reconsider (``refused_for_now``) by reason and kiosk.
+    "CREATE INDEX IF NOT EXISTS rejected_reason_kiosk ON rejected (reason, kiosk_claim, received_ms)",
 ]
 
 #: Rows back-filled per transaction when an old database is migrated.
@@ -201,6 +203,17 @@ class Refusal:
 
 
 @dataclass(frozen=True)
+class HeldRefusal:
+    """A refused message archived whole, for a reason a later state may lift (``refused_for_now``)."""
+
+    received_ms: int
+    reason: str
+    kiosk_claim: str
+    seq: int
+    message: bytes
+
+
+@dataclass(frozen=True)
 class StoredDecision:
     kiosk_id: str
     seq: int
@@ -285,7 +298,11 @@ class RejectedSummary:
 
 
 class Store(Protocol):
-    def store(self, items: Sequence[Accepted], refusals: Sequence[Refusal] = ()) -> list[StoreResult]: ...
+    def store(self, items: Sequence[Accepted], refusals: Sequence[Refusal] = (), *,
+              archive: bool = True) -> list[StoreResult]: ...
+    def refused_for_now(self, reason: str, kiosks: Sequence[str] | None = None, since_ms: int = 0,
+                        limit: int = 500) -> list[HeldRefusal]: ...
+    def forget_refused(self, held: Sequence[HeldRefusal]) -> None: ...
     def record_refusals(self, refusals: Sequence[Refusal]) -> None: ...
     def query_decisions(self, where: DecisionFilter | None = None, /, **fields: Any) -> list[StoredDecision]: ...
     def rejected_summary(self, limit: int = 100) -> list[RejectedSummary]: ...
@@ -393,8 +410,12 @@ class _SqlStore:
             cur.executemany(self._sql("INSERT INTO decision_models (kiosk_id, seq, model, version) "
                                       "VALUES (%s,%s,%s,%s) ON CONFLICT DO NOTHING"), rows)
 
-    def store(self, items: Sequence[Accepted], refusals: Sequence[Refusal] = ()) -> list[StoreResult]:
-        """Store a batch in one transaction; return one result per item, in order."""
+    def store(self, items: Sequence[Accepted], refusals: Sequence[Refusal] = (), *,
+              archive: bool = True) -> list[StoreResult]:
+        """Store a batch in one transaction; return one result per item, in order. ``archive``:
+        items the store refuses (a replay, evidence without its decision...) are archived in
+        ``rejected`` and counted; without, only the results say so (a message reconsidered from
+        ``rejected`` is already there)."""
         conn = self._conn()
         cur = conn.cursor()
         results: list[StoreResult] = []
@@ -404,7 +425,7 @@ class _SqlStore:
             for it in items:
                 res = self._store_one(cur, it, models)
                 results.append(res)
-                if res in REFUSED_RESULTS:
+                if res in REFUSED_RESULTS and archive:
                     extra_refusals.append(Refusal(
                         reason=res, topic=f"{it.site}/{it.kiosk_id}/{it.kind}", received_ms=it.received_ms,
                         size=len(it.raw), detail=_REFUSED_DETAIL[res].format(seq=it.seq, ref=it.payload.get("decision_seq")),
@@ -582,6 +603,41 @@ class _SqlStore:
     def record_refusals(self, refusals: Sequence[Refusal]) -> None:
         if refusals:
             self.store([], refusals)
+
+    def refused_for_now(self, reason: str, kiosks: Sequence[str] | None = None, since_ms: int = 0,
+                        limit: int = 500) -> list[HeldRefusal]:
+        """Messages refused for ``reason``, archived whole (the sample is the message), received at
+        or after ``since_ms``, of the claimed ``kiosks`` (any without), newest first."""
+        if kiosks is not None and not kiosks:
+            return []
+        sql = ("SELECT received_ms, reason, kiosk_claim, seq, sample FROM rejected WHERE reason = %s "
+               "AND received_ms >= %s AND kiosk_claim IS NOT NULL AND seq IS NOT NULL AND size = LENGTH(sample)")
+        args: list[Any] = [reason, int(since_ms)]
+        if kiosks is not None:
+            sql += f" AND kiosk_claim IN ({', '.join(['%s'] * len(kiosks))})"
+            args += list(kiosks)
+        sql += " ORDER BY received_ms DESC LIMIT %s"
+        args.append(int(limit))
+        return [HeldRefusal(int(r[0]), str(r[1]), str(r[2]), int(r[3]), bytes(r[4])) for r in self._read(sql, args)]
+
+    def forget_refused(self, held: Sequence[HeldRefusal]) -> None:
+        """Delete the archived refusals of messages since stored (every row of that reason, kiosk
+        and sequence: one message refused at each of its redeliveries)."""
+        if not held:
+            return
+        conn = self._conn()
+        cur = conn.cursor()
+        try:
+            for h in held:
+                cur.execute(self._sql("DELETE FROM rejected WHERE reason = %s AND kiosk_claim = %s AND seq = %s"),
+                            (h.reason, h.kiosk_claim, h.seq))
+            conn.commit()
+        except Exception as exc:
+            try:
+                conn.rollback()
+            except Exception:
+                self._local.conn = None
+            raise StoreError(f"forgetting {len(held)} reconsidered refusal(s) failed: {exc}") from exc
 
     def query_decisions(self, where: DecisionFilter | None = None, /, **fields: Any) -> list[StoredDecision]:
         """Decisions matching ``where`` (with ``fields`` of DecisionFilter replacing its values:

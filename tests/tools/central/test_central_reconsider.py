@@ -1,0 +1,145 @@
+"""Refused for now, stored later: a message refused for a reason a later state lifts is not lost.
+
+The kiosk deletes its copy of a message once the broker has it, so a refusal the collector
+acknowledges is final for the kiosk. Four refusals are not final for the product: a kiosk that sent
+before it was registered (or with its new key), a kiosk whose clock ran ahead, and evidence that
+arrived before its decision (through another collector of the share group, or after its wait).
+Each is reconsidered from its archived bytes and stored once it passes; its refusal is deleted.
+Real mosquitto (TLS, the generated ACL), the real collector, SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+import uuid
+from pathlib import Path
+
+from fixtures_link import SITE, UNREGISTERED, LinkPki, mqtt_client, wait_for
+
+from kiosk import envelope
+from kiosk.evidence import build
+from kiosk.keys import key_id, load_encryption_key, load_signing_key, raw_public
+from kiosk.records import DecisionRecord, encode_payload
+from tools.broker import Mosquitto
+from tools.central.collector import Collector
+from tools.registry import KioskEntry, Registry
+from tools.synth import make_population
+
+
+def _sealed(link_pki: LinkPki, kiosk: str, kind: str, payload: dict, seq: int, time_ms: int) -> bytes:
+    sk = load_signing_key(link_pki.sign_key(kiosk))
+    central = load_encryption_key(link_pki.central_key).public_key()
+    return envelope.seal(encode_payload(payload), kiosk_id=kiosk, seq=seq, time_ms=time_ms,
+                         topic=f"sig/v1/{SITE}/{kiosk}/{kind}", signing_key=sk, recipient=central,
+                         sign_key_id=key_id(raw_public(sk)))
+
+
+def _decision(session: str) -> dict:
+    return DecisionRecord.from_dict({"decision": "APPROVED", "score": 0.91, "reasons": [], "subject": "cust-7",
+                                     "model_versions": {"pen": "3"}, "session_id": session,
+                                     "mode": "online"}).to_payload()
+
+
+def test_refused_for_now_is_stored_once_it_can_be(link_pki: LinkPki, mqtt_broker: Mosquitto, tmp_path: Path,
+                                                  db_url: str) -> None:
+    # The collector's own copy of the registry: kiosk-x is registered during the test.
+    registry = tmp_path / "registry.json"
+    registry.write_bytes(link_pki.registry_file.read_bytes())
+    collector = Collector(link_pki.collector_config(
+        mqtt_broker.port, db_url, fresh_session=True, share_group=f"r{uuid.uuid4().hex[:8]}", registry_file=registry,
+        registry_reload_s=0.2, evidence_orphans_max=0))   # evidence without its decision: refused at once
+    collector.start()
+    raw_a = mqtt_client(link_pki, mqtt_broker.port, "kiosk-a", cert=link_pki.cert("kiosk-a"))
+    raw_x = mqtt_client(link_pki, mqtt_broker.port, UNREGISTERED, cert=link_pki.cert(UNREGISTERED))
+    now = int(time.time() * 1000)
+    seq = int(time.time() * 1e6)
+    traj = make_population(n_writers=1, n_genuine=1, n_forgeries=0, seed=3)["001"][0][0]
+    try:
+        assert collector.wait_ready()
+        # 1. Evidence before its decision, refused as unknown_decision; then the decision.
+        decision = _sealed(link_pki, "kiosk-a", "decision", _decision("s-1"), seq, now)
+        evidence = _sealed(link_pki, "kiosk-a", "evidence", build(
+            traj, decision_seq=seq, decision_digest=envelope.parse(decision).digest, session_id="s-1").to_payload(),
+            seq + 1, now)
+        raw_a.publish(f"sig/v1/{SITE}/kiosk-a/evidence", evidence, qos=1).wait_for_publish(10)
+        wait_for(lambda: collector.stats.refused.get("unknown_decision") == 1, what="the early evidence refused")
+        assert collector.store.count("evidence") == 0 and len(collector.store.refused_for_now("unknown_decision")) == 1
+        raw_a.publish(f"sig/v1/{SITE}/kiosk-a/decision", decision, qos=1).wait_for_publish(10)
+        wait_for(lambda: collector.store.count("evidence") == 1, what="the evidence stored after its decision")
+        assert collector.store.evidence_case("kiosk-a", seq)[1] is not None
+        assert collector.store.refused_for_now("unknown_decision") == []
+
+        # 2. A kiosk that sends before it is registered: refused as unknown_kiosk, archived whole.
+        x_seq = seq + 10
+        raw_x.publish(f"sig/v1/{SITE}/{UNREGISTERED}/decision",
+                      _sealed(link_pki, UNREGISTERED, "decision", _decision("s-x"), x_seq, now), qos=1).wait_for_publish(10)
+        wait_for(lambda: collector.stats.refused.get("unknown_kiosk") == 1, what="the unregistered kiosk refused")
+        assert collector.store.query_decisions(kiosk_id=UNREGISTERED) == []
+        # ... an admin registers it (what `sigkiosk admin register` writes): the collector's next
+        # registry reload stores the decision it refused.
+        reg = Registry.load(registry)
+        reg.add(KioskEntry(UNREGISTERED, SITE, None, (raw_public(load_signing_key(link_pki.sign_key(UNREGISTERED))),)))
+        reg.save(registry)
+        stored = wait_for(lambda: collector.store.query_decisions(kiosk_id=UNREGISTERED), what="the decision stored")
+        assert [(d.seq, d.payload["session_id"]) for d in stored] == [(x_seq, "s-x")]
+        assert collector.store.refused_for_now("unknown_kiosk") == []
+
+        # 3. A kiosk whose clock runs 10 minutes ahead (5 are tolerated): refused as future_time,
+        # stored when its time is no longer in the future (the sweep's clock, given here).
+        f_seq, ahead = seq + 20, now + 10 * 60_000
+        raw_a.publish(f"sig/v1/{SITE}/kiosk-a/decision", _sealed(link_pki, "kiosk-a", "decision", _decision("s-f"),
+                                                                f_seq, ahead), qos=1).wait_for_publish(10)
+        wait_for(lambda: collector.stats.refused.get("future_time") == 1, what="the future decision refused")
+        assert collector.reconsider(("future_time",), now_ms=now) == 0                  # still ahead
+        assert collector.reconsider(("future_time",), now_ms=ahead - 60_000) == 1       # 1 min ahead: tolerated
+        assert [d.seq for d in collector.store.query_decisions(kiosk_id="kiosk-a")] == [seq, f_seq]
+        assert collector.store.refused_for_now("future_time") == []
+
+        # What stays refused stays: a forged evidence claim, a tampered message of an unknown kiosk.
+        assert collector.reconsider() == 0
+        assert collector.reconsidered == 3
+        counts = json.loads(json.dumps(collector.store.refusal_counts()))
+        assert counts == {"unknown_decision": 1, "unknown_kiosk": 1, "future_time": 1}   # counted as they happened
+    finally:
+        for c in (raw_a, raw_x):
+            c.disconnect()
+            c.loop_stop()
+        collector.stop()
+
+
+def test_garbage_claiming_a_kiosk_is_not_kept_whole_or_stored(link_pki: LinkPki, mqtt_broker: Mosquitto,
+                                                              tmp_path: Path, db_url: str) -> None:
+    """An unregistered sender's unverifiable bytes are archived whole only while small, and
+    registering the kiosk later does not turn a tampered message into a decision."""
+    registry = tmp_path / "registry.json"
+    registry.write_bytes(link_pki.registry_file.read_bytes())
+    collector = Collector(link_pki.collector_config(
+        mqtt_broker.port, db_url, fresh_session=True, share_group=f"r{uuid.uuid4().hex[:8]}", registry_file=registry,
+        registry_reload_s=0.2))
+    collector.start()
+    raw_x = mqtt_client(link_pki, mqtt_broker.port, UNREGISTERED, cert=link_pki.cert(UNREGISTERED))
+    now = int(time.time() * 1000)
+    seq = int(time.time() * 1e6)
+    try:
+        assert collector.wait_ready()
+        good = _sealed(link_pki, UNREGISTERED, "decision", _decision("s-ok"), seq, now)
+        tampered = bytearray(_sealed(link_pki, UNREGISTERED, "decision", _decision("s-bad"), seq + 1, now))
+        tampered[-1] ^= 1
+        big = _sealed(link_pki, UNREGISTERED, "decision", {**_decision("s-big"), "subject": secrets.token_hex(40_000)}, seq + 2, now)
+        for body, kind in ((good, "decision"), (bytes(tampered), "decision"), (big, "decision")):
+            raw_x.publish(f"sig/v1/{SITE}/{UNREGISTERED}/{kind}", body, qos=1).wait_for_publish(10)
+        wait_for(lambda: collector.stats.refused.get("unknown_kiosk") == 3, what="three refusals")
+        assert {h.seq for h in collector.store.refused_for_now("unknown_kiosk")} == {seq, seq + 1}   # not the big one
+        reg = Registry.load(registry)
+        reg.add(KioskEntry(UNREGISTERED, SITE, None, (raw_public(load_signing_key(link_pki.sign_key(UNREGISTERED))),)))
+        reg.save(registry)
+        wait_for(lambda: collector.store.query_decisions(kiosk_id=UNREGISTERED), what="the good decision stored")
+        time.sleep(0.5)
+        assert [d.seq for d in collector.store.query_decisions(kiosk_id=UNREGISTERED)] == [seq]
+        assert [h.seq for h in collector.store.refused_for_now("unknown_kiosk")] == [seq + 1]   # still refused
+    finally:
+        raw_x.disconnect()
+        raw_x.loop_stop()
+        collector.stop()
