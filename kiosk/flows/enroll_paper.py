@@ -7,8 +7,9 @@ the customer's encrypted template beside their pen references. The same sheet sh
 twice is refused (``models.paper.duplicate_of``). Fewer than ``MIN_PAPER_REFERENCES`` usable
 pictures (the new ones and, for ``add``, those on file) store nothing.
 
-Modes as for the pen: ``new`` (no paper references on file yet; pen references may be),
-``replace`` (the paper references only) and ``add``. Who may start it (a logged-in operator) and
+Modes as for the pen: ``new`` (a customer not enrolled at all), ``replace`` (the paper references
+only; also how a customer enrolled on the pad is given paper references, since it changes what
+their paper checks compare against, and it asks for the customer again) and ``add``. Who may start it (a logged-in operator) and
 its audit records are the daemon's ``submit``.
 """
 
@@ -66,6 +67,13 @@ class EnrollPaper:
         if req.mode == "new" and on_file:
             raise RequestEnded("already_enrolled", Message("error", message="This customer already has paper "
                                                                             "signatures on file (use Replace or Add)."))
+        if req.mode == "new" and existing is not None:
+            # Paper references change what this customer's paper checks compare against (their pad
+            # ink until now): the change Replace makes, which asks for the customer again. Under
+            # "new" a mistyped customer number gave an existing customer someone else's paper.
+            raise RequestEnded("already_enrolled", Message(
+                "error", message="This customer is already enrolled on the pad. To give them paper signatures, "
+                                 "use Replace paper signatures (you will be asked for the customer again)."))
         if req.mode == "add" and not on_file:
             raise RequestEnded("not_enrolled", Message("error", message="No paper signature on file to add to. "
                                                                         "Enroll from paper first."))

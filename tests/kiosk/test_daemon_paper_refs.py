@@ -188,7 +188,15 @@ def test_too_few_usable_pictures_store_nothing_and_hostile_requests_are_refused(
     daemon.store.put(PAD_CUSTOMER, list(writers()["001"][0][:5]))
     try:
         staff = staff_login(daemon)
-        res = daemon.submit("enroll_paper", PAD_CUSTOMER, images=[scans[0], bomb, scans[0]], staff=staff).wait(60)
+        # A customer enrolled on the pad is given paper references by Replace (the customer typed
+        # again), not "new": under "new" a mistyped number gave an existing customer someone
+        # else's paper signatures without the retype check.
+        new = daemon.submit("enroll_paper", PAD_CUSTOMER, images=scans[:4], staff=staff).wait(60)
+        assert new["ok"] is False and new["error"] == "already_enrolled"
+        assert daemon.store.get(PAD_CUSTOMER).paper == ()   # type: ignore[union-attr]
+        wait_idle(daemon)
+        res = daemon.submit("enroll_paper", PAD_CUSTOMER, mode="replace", images=[scans[0], bomb, scans[0]],
+                            staff=staff, confirm=PAD_CUSTOMER).wait(60)
         assert res["ok"] is False and res["error"] == "too_few_references" and res["references"] == 1
         assert [r["code"] for r in res["refusals"]] == ["unusable", "duplicate"]
         assert "too large" in res["refusals"][0]["message"]
