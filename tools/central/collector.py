@@ -131,6 +131,10 @@ class CollectorConfig:
     # registry is reloaded, and after storing decisions), at most reconsider_limit per reason.
     reconsider_interval_s: float = 60.0
     reconsider_limit: int = 500
+    # Unverified messages (no registered kiosk's signature checked) archived in ``rejected`` per
+    # claimed sender and hour, by this collector; beyond, they are counted and logged, not kept:
+    # any device certificate can publish on its own topic, and ``rejected`` must not fill the disk.
+    unverified_archive_per_hour: int = 1000
 
 
 @dataclass
@@ -168,7 +172,7 @@ class Processor:
                            and len(msg.payload) <= RECONSIDER_UNSIGNED_BYTES)
         return Refusal(reason=reason, topic=msg.topic, received_ms=msg.received_ms, size=len(msg.payload),
                        detail=detail, kiosk_claim=kiosk, seq=seq, sample=msg.payload if whole else msg.payload[:4096],
-                       whole=whole)
+                       whole=whole, verified=signed)
 
     def process(self, msg: _Incoming, now_ms: int | None = None) -> Accepted | Refusal:
         """Verify and decrypt one message. ``now_ms``: the time to hold its signed time against for
@@ -288,6 +292,8 @@ class Collector:
         self._next_orphan_check = 0.0
         self._next_reconsider = 0.0   # at start, then every reconsider_interval_s
         self.reconsidered = 0         # messages stored after a refusal was lifted
+        # Unverified refusals archived per claimed sender: (hour window's start, count).
+        self._unverified: dict[str, tuple[float, int]] = {}
 
     @staticmethod
     def _registry_stamp(p: Path) -> tuple[int, int]:
@@ -565,6 +571,24 @@ class Collector:
         self.handle_batch(batch)
         self._maybe_reload_registry()
 
+    def _within_archive_budget(self, r: Refusal) -> Refusal:
+        """``r``, or ``r`` counted only once its sender has had ``unverified_archive_per_hour``
+        unverified messages archived this hour (a verified one is always archived)."""
+        if r.verified:
+            return r
+        claim = r.kiosk_claim or "(no kiosk)"
+        now = time.monotonic()
+        start, n = self._unverified.get(claim, (now, 0))
+        if now - start >= 3600.0:
+            start, n = now, 0
+        self._unverified[claim] = (start, n + 1)
+        if n < self.config.unverified_archive_per_hour:
+            return r
+        if n == self.config.unverified_archive_per_hour:
+            log.warning("collector: more than %d unverified messages this hour claiming %s: counted, no longer "
+                        "archived until the hour is over", n, claim[:64])
+        return replace(r, archive=False)
+
     def _store_isolating(self, accepted: list[Accepted], refusals: list[Refusal]) -> tuple[list[StoreResult], list[Refusal]]:
         """Store a batch; if the database refuses an item's *content*, store the others and archive
         that one (with its bytes) as ``unstorable``, with no wait. A StoreError that is not about
@@ -582,7 +606,8 @@ class Collector:
                 log.error("collector: kiosk %s sequence %d refused by the database: %s", a.kiosk_id, a.seq, exc)
                 unstorable.append(Refusal("unstorable", f"{a.site}/{a.kiosk_id}/{a.kind}", a.received_ms, len(a.raw),
                                           f"the database refused it: {exc}"[:1000], a.kiosk_id,
-                                          a.seq if 0 <= a.seq < 2**63 else None, sample=a.raw, whole=True))
+                                          a.seq if 0 <= a.seq < 2**63 else None, sample=a.raw, whole=True,
+                                          verified=True))
                 results.append("ignored")
         try:
             self.store.store([], [*refusals, *unstorable])
@@ -663,6 +688,7 @@ class Collector:
         batch = kept
         if not batch:
             return
+        refusals = [self._within_archive_budget(r) for r in refusals]
         committed = self._commit(accepted, refusals, len(batch), epoch)
         if committed is None:
             return

@@ -200,6 +200,11 @@ class Refusal:
     # registered kiosk sent them: the archive is the evidence, and they are bounded by the
     # envelope size limit). Unauthenticated garbage keeps only REJECTED_SAMPLE_BYTES.
     whole: bool = False
+    # Whether a kiosk's signature verified: what a registered kiosk key sent is always archived.
+    verified: bool = False
+    # False: counted in ``refusals`` only, no row in ``rejected`` (the collector's bound on what an
+    # unverified sender may archive).
+    archive: bool = True
 
 
 @dataclass(frozen=True)
@@ -430,6 +435,7 @@ class _SqlStore:
                         reason=res, topic=f"{it.site}/{it.kiosk_id}/{it.kind}", received_ms=it.received_ms,
                         size=len(it.raw), detail=_REFUSED_DETAIL[res].format(seq=it.seq, ref=it.payload.get("decision_seq")),
                         kiosk_claim=it.kiosk_id, seq=it.seq, sample=b"" if res == "duplicate" else it.raw, whole=True,
+                        verified=True,
                     ))
             self._insert_models(cur, models)
             self._record_refusals(cur, [*refusals, *extra_refusals], keep_duplicates=False)
@@ -590,6 +596,8 @@ class _SqlStore:
             counts[r.reason] = counts.get(r.reason, 0) + 1
             if r.reason == "duplicate" and not keep_duplicates:
                 continue   # a redelivery is normal after a reconnect: count it, do not archive it
+            if not r.archive:
+                continue
             cur.execute(self._sql(
                 "INSERT INTO rejected (received_ms, reason, topic, kiosk_claim, seq, size, detail, sample) "
                 "VALUES (%s,%s,%s,%s,%s,%s,%s,%s)"),

@@ -92,3 +92,42 @@ def test_bad_messages_are_refused_and_counted(link_pki: LinkPki, mqtt_broker: Mo
             c.disconnect()
             c.loop_stop()
         collector.stop()
+
+
+def test_an_unverified_sender_archives_a_bounded_number_of_refusals(link_pki: LinkPki, mqtt_broker: Mosquitto,
+                                                                    db_url: str) -> None:
+    """Any device certificate can publish on its own topic, registered or not: unverified garbage
+    is counted and logged, and archived in ``rejected`` only up to a budget per sender and hour, so
+    a flood cannot fill the central disk. What a registered kiosk's key signed is always archived."""
+    collector = Collector(link_pki.collector_config(mqtt_broker.port, db_url, fresh_session=True,
+                                                    share_group=f"r{uuid.uuid4().hex[:8]}",
+                                                    unverified_archive_per_hour=3))
+    collector.start()
+    raw = mqtt_client(link_pki, mqtt_broker.port, "kiosk-x", cert=link_pki.cert("kiosk-x"))
+    ka_key = load_signing_key(link_pki.sign_key("kiosk-a"))
+    central = load_encryption_key(link_pki.central_key).public_key()
+    now = int(time.time() * 1000)
+    try:
+        assert collector.wait_ready()
+        for k in range(8):
+            raw.publish(_topic("kiosk-x"), b"garbage %d" % k + bytes(3000), qos=1).wait_for_publish(10)
+        wait_for(lambda: collector.stats.refused.get("malformed") == 8, what="eight refusals counted")
+        assert collector.store.refusal_counts()["malformed"] == 8
+        assert collector.store.count("rejected") == 3            # the budget
+        # Signed by a registered kiosk, refused for its time: archived whatever the budget says.
+        kiosk_a = mqtt_client(link_pki, mqtt_broker.port, "kiosk-a", cert=link_pki.cert("kiosk-a"))
+        try:
+            for k in range(5):
+                kiosk_a.publish(_topic("kiosk-a"), envelope.seal(
+                    encode_payload(DecisionRecord("APPROVED", 0.9).to_payload()), kiosk_id="kiosk-a", seq=90_000 + k,
+                    time_ms=now - 90 * DAY_MS, topic=_topic("kiosk-a"), signing_key=ka_key, recipient=central,
+                    sign_key_id=key_id(raw_public(ka_key))), qos=1).wait_for_publish(10)
+            wait_for(lambda: collector.stats.refused.get("stale") == 5, what="five stale decisions")
+        finally:
+            kiosk_a.disconnect()
+            kiosk_a.loop_stop()
+        assert collector.store.count("rejected") == 3 + 5
+    finally:
+        raw.disconnect()
+        raw.loop_stop()
+        collector.stop()
