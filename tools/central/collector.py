@@ -466,8 +466,12 @@ class Collector:
             if reason in ("unknown_kiosk", "unknown_signing_key"):
                 registered = sorted(k for k, e in self.processor.registry.kiosks.items() if not e.revoked)
                 claims = registered if kiosks is None else [k for k in kiosks if k in registered]
-            held = self.store.refused_for_now(reason, claims, since_ms=now_ms - self.processor.max_age_ms,
-                                              limit=self.config.reconsider_limit)
+            since_ms, limit = now_ms - self.processor.max_age_ms, self.config.reconsider_limit
+            if reason == "unknown_decision":
+                # Evidence is large (up to the envelope limit) and travels right after its decision:
+                # a day back, and a tenth as many at once, bound what each look reads and decrypts.
+                since_ms, limit = max(since_ms, now_ms - 86_400_000), max(1, limit // 10)
+            held = self.store.refused_for_now(reason, claims, since_ms=since_ms, limit=limit)
             passing: list[tuple[HeldRefusal, Accepted]] = []
             for h in held:
                 try:
