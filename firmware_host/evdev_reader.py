@@ -239,14 +239,18 @@ class LiveDigitizer:
             raise DeviceGoneError(f"{self.caps.path or self.caps.name}: device closed (end of file)")
         return batch
 
-    def _drain(self) -> int:
-        """Discard events queued before this capture started (previous customer, hover)."""
+    def _drain(self, budget_s: float = 0.2) -> int:
+        """Discard events queued before this capture started (previous customer, hover), for at most
+        ``budget_s``: a device that writes as fast as it is read would otherwise keep this loop
+        going for ever; what it sends after that is this capture's to read."""
         n = 0
-        while True:
+        until = time.monotonic() + budget_s
+        while time.monotonic() < until:
             r, _, _ = select.select([self.device.fd], [], [], 0)
             if not r:
                 return n
             n += len(self._read_batch())
+        return n
 
     def capture(
         self,
@@ -315,13 +319,15 @@ class LiveDigitizer:
                                 asm.feed(st)
                         if sig is not None:
                             return sig
-                else:
-                    sig = asm.tick(self.now())
-                    if sig is not None:
-                        return sig
-                    if (start_timeout is not None and not asm.segmenter.active
-                            and self.now() - started > start_timeout):
-                        raise NoSignatureError(f"no pen-down within {start_timeout:.1f} s")
+                # The deadlines on every pass, not only when no event came: a pen hovering in
+                # proximity reports 100-200 times a second, and the customer timeout must still
+                # fire (it did not, and the next customer waited for the watchdog).
+                sig = asm.tick(self.now())
+                if sig is not None:
+                    return sig
+                if (start_timeout is not None and not asm.segmenter.active
+                        and self.now() - started > start_timeout):
+                    raise NoSignatureError(f"no pen-down within {start_timeout:.1f} s")
         except DeviceGoneError:
             lost = asm.segmenter.abort()
             log.warning("digitizer gone during capture; %d point(s) of this signature discarded", lost)

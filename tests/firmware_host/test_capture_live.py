@@ -143,3 +143,23 @@ def test_capabilities_round_trip_through_json():
                          "props": frozenset({e.INPUT_PROP_DIRECT}), "vendor": 0x56A, "phys": "usb-1"})
     back = DeviceCaps.from_json(caps.to_json())
     assert back == caps and back.pen_score() == caps.pen_score() > 0
+
+
+def test_the_customer_timeout_fires_while_a_pen_hovers():
+    """A pen lying in proximity reports 100-200 times a second without touching: the start
+    timeout was checked only when no event came, so the capture waited as long as the pen lay
+    there (the next customer waited for the watchdog)."""
+    from capture_helpers import ev, syn
+    from evdev import ecodes as e
+
+    caps = tablet_caps()
+    items = [ev(0.0, e.EV_KEY, e.BTN_TOOL_PEN, 1)]
+    for i in range(300):   # 3 s of hover at 100 Hz
+        items += [ev(i * 0.01, e.EV_ABS, e.ABS_X, 1000 + i), syn(i * 0.01)]
+    sim = SimulatedDigitizer(caps, items, start_on_grab=True)
+    dig = LiveDigitizer(sim, sim.caps, SegmenterConfig(), poll_interval=0.05)
+    t0 = time.monotonic()
+    with pytest.raises(NoSignatureError, match="no pen-down within"):
+        dig.capture(start_timeout=0.3)
+    assert time.monotonic() - t0 < 1.5
+    sim.close()
