@@ -68,6 +68,7 @@ class PadStats:
     buttons: int = 0
     pad_errors: int = 0
     hellos: int = 0
+    stale: int = 0           # samples and buttons that arrived between captures: nobody's, discarded
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -102,6 +103,9 @@ class SerialPad:
         # Packets decoded but not yet handled: a read returns several packets at once, and
         # those after a HELLO or after the end of a signature belong to what comes next.
         self._pending: deque[tuple[Packet, int]] = deque()
+        # Set when a capture ends: what the pad sends after it, until the next capture starts,
+        # belongs to no one (the customer who just signed pressing OK late, or writing on).
+        self._between = False
 
     @classmethod
     def open(cls, path: str, config: PadConfig | None = None) -> "SerialPad":
@@ -186,6 +190,8 @@ class SerialPad:
         ``on_frame`` sees every pen frame as it arrives (live ink: ``firmware_host.ink``)."""
         if self.hello is None:
             self.handshake()
+        if self._between:
+            self._discard_stale()
         assert self.hello is not None and self._clock is not None
         seg = SignatureSegmenter(scale_for_hello(self.hello), self.config.segmenter, self.assembler_stats)
         started = last_rx = time.monotonic()
@@ -263,10 +269,46 @@ class SerialPad:
                                                  self.assembler_stats)
                     elif isinstance(m, PadErrorMsg):
                         self._pad_error(m)
+                # Also when packets keep coming: a pen hovering in range sends samples all the time,
+                # and the customer timeout must still fire.
+                if start_timeout is not None and not seg.active and time.monotonic() - started > start_timeout:
+                    raise NoSignatureError(f"no pen-down within {start_timeout:.1f} s")
         except (PadError, DeviceGoneError) as exc:
             n = seg.abort()
             log.warning("pad capture failed (%s); %d point(s) discarded", type(exc).__name__, n)
             raise
+        finally:
+            self._between = True
+
+    def _discard_stale(self, budget_s: float = 0.2) -> None:
+        """Drop the samples and button presses that came since the last capture ended (kept, they
+        made the next customer's capture end at once on a late OK, or handed them the previous
+        customer's doodle as their signature); a pad restart (a new HELLO) or error among them still
+        counts. For at most ``budget_s`` of reading: a pad that keeps sending is this capture's."""
+        until = time.monotonic() + budget_s
+        while True:
+            while self._pending:
+                pkt, _lost = self._pending.popleft()
+                m = pkt.message
+                if isinstance(m, Hello):
+                    if m != self.hello:
+                        self._set_hello(m)
+                elif isinstance(m, PadErrorMsg):
+                    self._pad_error(m)
+                else:
+                    self.stats.stale += 1
+            if time.monotonic() >= until or self._waiting() == 0:
+                break
+            self._pending.extend(self.decoder.feed(self._read()))
+        if self.stats.stale:
+            log.debug("pad: %d sample(s) or button press(es) since the last capture discarded", self.stats.stale)
+        self._between = False
+
+    def _waiting(self) -> int:
+        try:
+            return int(self.port.in_waiting)
+        except (serial.SerialException, OSError) as exc:
+            raise DeviceGoneError(f"{self.port.port}: serial port failed: {exc}") from None
 
     def _set_read_timeout(self, seg: SignatureSegmenter, host_now: float) -> None:
         """Wake at the signature's deadline rather than up to a polling interval after it."""

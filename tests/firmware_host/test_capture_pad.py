@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -168,8 +169,9 @@ def test_fatal_pad_error_and_silence_with_pen_down(rig_factory):
     with pytest.raises(PadReportedError, match="sensor fault") as info:
         rig.pad.capture()
     assert info.value.code == 0x82 and rig.pad.stats.pad_errors == 2
-    # The pen is down and then the pad goes quiet: that signature fails, typed.
-    rig.play(rig.samples[:10], hello_first=False).join(2)
+    # The pen is down and then the pad goes quiet: that signature fails, typed. (Played once the
+    # capture has begun: what a pad sends between captures is nobody's and is discarded.)
+    threading.Timer(0.2, lambda: rig.play(rig.samples[:10], hello_first=False)).start()
     with pytest.raises(PadTimeoutError, match="silent"):
         rig.pad.capture()
 
@@ -182,11 +184,42 @@ def test_pen_up_timeout_clear_and_cancel(rig_factory):
     assert sig.end_reason is EndReason.PEN_UP_TIMEOUT and sig.strokes == 3
     # CLEAR throws away the attempt so far; CANCEL ends the capture with a typed error.
     t = rig.samples[-1].device_time
-    rig.play(rig.samples[:5], hello_first=False).join(2)
-    rig.emu.send(ButtonPress(int(Button.CLEAR), True, t + 1))
-    rig.emu.send(ButtonPress(int(Button.CANCEL), True, t + 2))
+
+    def write_then_cancel() -> None:
+        rig.play(rig.samples[:5], hello_first=False).join(2)
+        rig.emu.send(ButtonPress(int(Button.CLEAR), True, t + 1))
+        rig.emu.send(ButtonPress(int(Button.CANCEL), True, t + 2))
+
+    threading.Timer(0.2, write_then_cancel).start()
     with pytest.raises(NoSignatureError, match="cancelled on the pad"):
         rig.pad.capture()
+
+
+def test_what_the_pad_sends_between_captures_is_nobodys(rig_factory):
+    """After a signature ends (pen-up timeout), its writer may press OK late or write on while the
+    kiosk verifies and shows the decision; nobody reads the port then. That input used to be
+    handed to the next capture: a late OK ended the next customer's capture at once, and a doodle
+    became their signature. It is discarded; a pad restart among it still counts."""
+    from dataclasses import replace
+
+    rig = rig_factory(EmulatorOptions(send_ok=False), cfg=SegmenterConfig(pen_up_timeout=0.1))
+    rig.pad.handshake()
+    rig.play(hello_first=False).join(2)
+    first = rig.pad.capture()
+    assert first.end_reason is EndReason.PEN_UP_TIMEOUT
+    last = rig.samples[-1].device_time
+    rig.emu.send(ButtonPress(int(Button.OK), True, last + 1000))
+    rig.play([replace(s, device_time=s.device_time + 3000) for s in rig.samples[:40]], hello_first=False).join(2)
+    rebooted = replace(rig.hello, session=rig.hello.session ^ 0x5555)
+    rig.emu.send(rebooted)
+    time.sleep(0.3)
+    with pytest.raises(NoSignatureError, match="no pen-down within"):
+        rig.pad.capture(start_timeout=0.5)
+    assert rig.pad.stats.stale == 41 and rig.pad.hello == rebooted
+    # The next customer's own signature, written once the capture has begun, is theirs.
+    threading.Timer(0.2, lambda: rig.play(hello_first=False)).start()
+    sig = rig.pad.capture(start_timeout=3.0)
+    assert sig.end_reason is EndReason.PEN_UP_TIMEOUT and len(sig.trajectory) == len(first.trajectory)
 
 
 def test_a_pad_restart_during_a_signature_fails_that_signature(rig_factory):
