@@ -36,7 +36,7 @@ from kiosk.screen_events import AspectView, CheckedPicture, DecisionShown, Decis
 from kiosk.sessions import VerificationOutcome, verify
 from models.image import SignatureImage
 from models.policy import Verdict
-from models.trajectory import Trajectory
+from models.trajectory import Trajectory, TrajectoryError
 from models.verification import Verifier
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,17 @@ class VerifyPen:
         t_pen_up = time.perf_counter()   # the signature is complete: the clock of the budget starts
         self.screen.enter(State.VERIFY, Message("verify"))
         base = refs.verifier.policy   # the one its verdict is decided under (the site's threshold, if any)
-        outcome = verify(refs.verifier, refs.reference_set, req.customer, sig.trajectory, req.request_id, req.source)
+        try:
+            outcome = verify(refs.verifier, refs.reference_set, req.customer, sig.trajectory, req.request_id,
+                             req.source)
+        except TrajectoryError as exc:
+            # A tap, a dot, a stroke with no extent: nothing to compare. A typed end with advice,
+            # not "something went wrong" (it was an internal error before).
+            log.info("signature not usable: %s", exc, extra={"event": "no_signature", "session": req.request_id,
+                                                             "reason": "unusable"})
+            raise RequestEnded("no_signature", Message("error", message="That was too short to check: "
+                                                                        "please sign your full signature again."),
+                               message=str(exc)) from None
         verdict, versions = decide_under(self.profiles.pen_policy(req.profile, base), base, outcome.verdict,
                                          refs.verifier.model_versions())
         return report(req, replace(outcome, verdict=verdict), t_pen_up, screen=self.screen, reporter=self.reporter,

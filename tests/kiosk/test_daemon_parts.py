@@ -242,3 +242,36 @@ def test_model_change_hook_swaps_the_verifier_and_rebuilds_templates(tmp_path: P
     finally:
         daemon.stop()
         pen.close_all()
+
+
+def test_a_tap_on_the_pad_ends_verification_with_advice_not_an_internal_error(tmp_path: Path) -> None:
+    """A tap (touch, a pressure change, lift, at one spot) passes the capture's two-point minimum
+    but has nothing to compare: it ended as "internal error: TrajectoryError" and "Sorry,
+    something went wrong" (found by a review). Now a typed end that asks for the signature again."""
+    import dataclasses
+
+    import numpy as np
+    from daemon_helpers import as_replayed, start_daemon, wait_idle, write_config, writers
+
+    from models.trajectory import Trajectory
+
+    daemon, pen, _ = start_daemon(write_config(tmp_path))
+    genuine, _forged = writers()["001"]
+    tap = dataclasses.replace(genuine[0], x=np.full(2, 40.0), y=np.full(2, 20.0), pressure=np.array([0.3, 0.5]),
+                              t=np.array([0.0, 0.005]), pen_down=np.ones(2, bool), gaps=(), stroke_breaks=())
+    assert isinstance(tap, Trajectory)
+    try:
+        daemon.store.put("cust-tap", as_replayed(genuine[:5]))
+        events = daemon.bus.subscribe()
+        req = daemon.submit("verify", "cust-tap")
+        while True:
+            ev = events.get(timeout=20)
+            if ev.get("type") == "screen" and ev.get("screen") == "sign":
+                break
+        pen.sign(tap)
+        res = req.wait(60)
+        assert res["ok"] is False and res["error"] == "no_signature", res
+        wait_idle(daemon)
+    finally:
+        daemon.stop()
+        pen.close_all()
