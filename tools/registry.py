@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import fcntl
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,8 +96,39 @@ class Registry:
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        # Durable before it replaces the old one, and the rename itself durable: a power cut must
+        # not leave an empty registry (every revocation in it forgotten).
+        with open(tmp, "w") as f:
+            f.write(json.dumps(data, indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    @classmethod
+    @contextmanager
+    def editing(cls, path: Path, *, must_exist: bool = False) -> Iterator[Registry]:
+        """The registry at ``path``, loaded under an exclusive lock held until it is saved (when
+        the block ends without an error): two admin commands at once each see the other's change.
+        Without it, a ``register`` that had loaded the file before a ``revoke`` saved it wrote the
+        kiosk back unrevoked. ``must_exist``: a missing file is an error (a mistyped path must not
+        look like an empty registry)."""
+        path = Path(path)
+        if must_exist and not path.exists():
+            raise RegistryError(f"registry {path} does not exist (wrong --registry?)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            reg = cls.load(path)
+            yield reg
+            reg.save(path)
+        finally:
+            os.close(lock)
 
     def add(self, entry: KioskEntry, *, replace_keys: bool = False) -> KioskEntry:
         """Add a kiosk, or add a key to an existing one (rotation) unless ``replace_keys``."""
@@ -103,6 +137,14 @@ class Registry:
             # Re-registering would quietly bring a decommissioned (perhaps stolen) kiosk back.
             raise RegistryError(f"kiosk {entry.kiosk_id} was revoked ({old.revoked_reason or 'no reason given'}); "
                                 "register the replacement under a new id")
+        for other in self.kiosks.values():
+            shared = set(other.sign_keys) & set(entry.sign_keys)
+            if other.kiosk_id != entry.kiosk_id and shared:
+                # One key, one kiosk: a revoked kiosk's key under a new id would bring the stolen
+                # device back, and a key shared by two kiosks makes their records indistinguishable.
+                state = "revoked " if other.revoked else ""
+                raise RegistryError(f"signing key {key_id(next(iter(shared))).hex()} belongs to {state}kiosk "
+                                    f"{other.kiosk_id}: generate a new key for {entry.kiosk_id}")
         if old is not None and not replace_keys:
             keys = tuple(dict.fromkeys(old.sign_keys + entry.sign_keys))
             entry = KioskEntry(entry.kiosk_id, entry.site, entry.group, keys)

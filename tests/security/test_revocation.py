@@ -145,3 +145,45 @@ def test_revocation_records_crl_and_registry(own_pki: LinkPki, tmp_path: Path) -
         reg.add(KioskEntry("kiosk-a", SITE, None, (pub,)))
     # A kiosk the CA never issued a certificate to: a clear error, nothing written.
     assert admin_cmd.main(["revoke", "kiosk-zz", "--ca-dir", str(p.ca_dir), "--registry", str(p.registry_file)]) == 2
+
+
+def test_registry_edits_cannot_undo_a_revocation_or_readmit_its_key(own_pki: LinkPki, tmp_path: Path) -> None:
+    """Found by a review: a ``register`` that had loaded the registry before a ``revoke`` saved it
+    wrote the kiosk back unrevoked; the revoked kiosk's key could be registered under a new id; and
+    a mistyped ``--registry`` revoked against an empty registry (rewriting every broker ACL without
+    the earlier revocations' denies)."""
+    import threading
+
+    p = own_pki
+    registry = tmp_path / "registry.json"
+    registry.write_bytes(p.registry_file.read_bytes())
+    pub_x = Path(f"{p.sign_key('kiosk-x')}.pub")
+    entered = threading.Event()
+
+    def slow_revoke() -> None:
+        with Registry.editing(registry) as reg:   # holds the lock while it works
+            entered.set()
+            reg.revoke("kiosk-b", reason="stolen", now_ms=1)
+            time.sleep(0.5)
+
+    t = threading.Thread(target=slow_revoke)
+    t.start()
+    assert entered.wait(5)
+    # Meanwhile an admin registers another kiosk: it waits for the revocation, then adds to it.
+    assert admin_cmd.main(["register", "--registry", str(registry), "--kiosk", "kiosk-x", "--site", SITE,
+                           "--sign-pub", str(pub_x)]) == 0
+    t.join(5)
+    reg = Registry.load(registry)
+    assert reg.kiosks["kiosk-b"].revoked and "kiosk-x" in reg.active()
+    # The revoked kiosk's key under a new id: refused, nothing written.
+    before = registry.read_bytes()
+    pub_b = load_public_raw(Path(f"{p.sign_key('kiosk-b')}.pub"))
+    with pytest.raises(RegistryError, match="belongs to revoked kiosk kiosk-b"):
+        reg.add(KioskEntry("kiosk-b2", SITE, None, (pub_b,)))
+    assert admin_cmd.main(["register", "--registry", str(registry), "--kiosk", "kiosk-b2", "--site", SITE,
+                           "--sign-pub", f"{p.sign_key('kiosk-b')}.pub"]) == 2
+    assert registry.read_bytes() == before
+    # A registry path that does not exist: refused before anything is revoked or rewritten.
+    assert admin_cmd.main(["revoke", "kiosk-a", "--ca-dir", str(p.ca_dir), "--registry",
+                           str(tmp_path / "typo.json")]) == 2
+    assert not (tmp_path / "typo.json").exists()

@@ -65,10 +65,9 @@ def _register(args: argparse.Namespace) -> int:
     from kiosk.keys import key_id, load_public_raw
     from tools.registry import KioskEntry, Registry
 
-    reg = Registry.load(Path(args.registry))
     pub = load_public_raw(Path(args.sign_pub))
-    entry = reg.add(KioskEntry(args.kiosk, args.site, args.group, (pub,)), replace_keys=args.replace_keys)
-    reg.save(Path(args.registry))
+    with Registry.editing(Path(args.registry)) as reg:
+        entry = reg.add(KioskEntry(args.kiosk, args.site, args.group, (pub,)), replace_keys=args.replace_keys)
     print(f"registered {entry.kiosk_id} (site {entry.site}, group {entry.group or '-'}), "
           f"keys {', '.join(key_id(k).hex() for k in entry.sign_keys)}")
     return 0
@@ -86,13 +85,15 @@ def _revoke(args: argparse.Namespace) -> int:
 
     kid = validate_id(args.kiosk, "kiosk id")
     reg_path = Path(args.registry)
-    reg = Registry.load(reg_path)
-    if kid in reg.kiosks:
-        entry = reg.revoke(kid, reason=args.reason, now_ms=int(time.time() * 1000))
-        reg.save(reg_path)   # first: collectors pick it up within registry_reload_s, broker or not
-        print(f"registry: {kid} revoked at {entry.revoked_at_ms} ms ({entry.revoked_reason or 'no reason given'})")
-    else:
-        print(f"registry: {kid} is not registered; revoking its certificates only")
+    # A missing file is refused: an empty registry would have rewritten every broker ACL without
+    # the earlier revocations' denies.
+    with Registry.editing(reg_path, must_exist=True) as reg:
+        if kid in reg.kiosks:
+            entry = reg.revoke(kid, reason=args.reason, now_ms=int(time.time() * 1000))
+            # Saved first: collectors pick it up within registry_reload_s, broker or not.
+            print(f"registry: {kid} revoked at {entry.revoked_at_ms} ms ({entry.revoked_reason or 'no reason given'})")
+        else:
+            print(f"registry: {kid} is not registered; revoking its certificates only")
     new = pki.revoke(Path(args.ca_dir), kid, cert_files=tuple(Path(c) for c in args.cert or ()))
     print(f"CRL {Path(args.ca_dir) / pki.CRL_FILE}: {len(new)} certificate(s) of {kid} newly revoked "
           f"({', '.join(format(r.serial, 'x')[:16] for r in new) or 'already revoked'})")
