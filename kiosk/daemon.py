@@ -46,6 +46,7 @@ from kiosk.errors import (
     ActionNotAuditable,
     AuditNotRecorded,
     DecisionNotRecorded,
+    KioskBusy,
     RequestRefused,
     StaffLoginRequired,
 )
@@ -146,6 +147,9 @@ class Daemon:
         self._requests: queue.Queue[Request] = queue.Queue()
         self._unfinished = 0   # submitted and not yet ended: queued, or running (``pending``)
         self._unfinished_lock = threading.Lock()
+        # Held from a when_idle submission's check to its request being queued: two of them at once
+        # (an operator's double click) cannot both find the kiosk idle.
+        self._admission = threading.Lock()
         self._stop = threading.Event()
         self._cancel = threading.Event()
         self._done = threading.Event()
@@ -487,7 +491,7 @@ class Daemon:
     def submit(self, kind: str, customer: str, *, source: str = "screen", mode: str = "new",
                request_id: str | None = None, image: Path | None = None, images: Sequence[Path] = (),
                staff: StaffSession | None = None, confirm: str | None = None, profile: str | None = None,
-               operator: str | None = None) -> Request:
+               operator: str | None = None, when_idle: bool = False) -> Request:
         """Queue a request. ``enroll``, ``enroll_paper`` and ``delete`` change whom the kiosk
         approves: they need ``staff``, a live session of ``self.staff`` (an operator's login), and
         ``replace`` and ``delete`` need ``confirm`` equal to ``customer`` (typed again). Their start
@@ -497,7 +501,12 @@ class Daemon:
         A verification runs under ``profile`` (None: the default; an unknown one is refused with
         :class:`UnknownProfile`). Who asked goes into its decision: the operator of ``staff`` (a
         verification started at the staff view, which needs a live session too), or ``operator``
-        for a request without one (the central command: ``"central:ADMIN"``)."""
+        for a request without one (the central command: ``"central:ADMIN"``).
+
+        ``when_idle``: refused with :class:`KioskBusy` unless no request is running or queued,
+        checked and queued atomically: what the screen and the central command ask for. A
+        request queued behind a customer's signing took the next signature written at the pen,
+        and a staff action queued twice by a double click ran after the operator's logout."""
         if kind not in ("verify", "verify_paper", "enroll", "enroll_paper", "delete"):
             raise RequestRefused(f"unknown request {kind!r}")
         verification = kind in ("verify", "verify_paper")
@@ -534,6 +543,18 @@ class Daemon:
             if (kind == "delete" or mode == "replace") and confirm != customer:
                 raise RequestRefused(f"{'delete' if kind == 'delete' else 'replace'} needs confirming: "
                                      "type the customer reference again")
+        if when_idle:
+            with self._admission:
+                if self.pending or self.current is not None or self.state is not State.IDLE:
+                    raise KioskBusy("the kiosk is busy")
+                return self._queue(kind, customer, source, mode, request_id, image, images, staff, resolved,
+                                   operator, staff_action)
+        return self._queue(kind, customer, source, mode, request_id, image, images, staff, resolved, operator,
+                           staff_action)
+
+    def _queue(self, kind: str, customer: str, source: str, mode: str, request_id: str | None, image: Path | None,
+               images: Sequence[Path], staff: StaffSession | None, resolved: str | None, operator: str | None,
+               staff_action: bool) -> Request:
         given_id: dict[str, Any] = {"request_id": request_id} if request_id else {}
         req = Request(kind, customer, source, mode, image=Path(image) if image is not None else None,
                       images=tuple(Path(p) for p in images), **given_id)
@@ -610,8 +631,10 @@ class Daemon:
                 threading.Thread(target=self._calibration_command, args=(cmd, operator), name="calibration-command",
                                  daemon=True).start()
                 return
+            # Only on an idle kiosk: queued behind a customer at the pen, it took the next signature
+            # written there as this customer's (and ran after its command had expired).
             self.submit("verify", cmd.customer, source="central", request_id=cmd.request_id, profile=cmd.profile,
-                        operator=operator)
+                        operator=operator, when_idle=True)
             log.info("verification requested by the central server", extra={
                 "event": "command", "request": cmd.request_id, "profile": cmd.profile})
         except CommandError as exc:
@@ -620,6 +643,9 @@ class Daemon:
             # Said centrally too (the log reaches the collector): the request is not run at all
             # rather than run under another profile than the one asked for.
             log.warning("command refused: %s", exc, extra={"event": "command_refused", "reason": "unknown_profile",
+                                                           "request": cmd.request_id})
+        except KioskBusy as exc:
+            log.warning("command refused: %s", exc, extra={"event": "command_refused", "reason": "busy",
                                                            "request": cmd.request_id})
         except RequestRefused as exc:
             log.warning("command refused: %s", exc, extra={"event": "command_refused", "reason": "invalid"})

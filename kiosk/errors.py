@@ -22,6 +22,11 @@ class RequestRefused(ApplianceError, ValueError):
     """A request was refused before anything happened (bad customer reference, busy, stopping...)."""
 
 
+class KioskBusy(RequestRefused):
+    """A request that may start only on an idle kiosk (the screen's, the central command) found it
+    busy: a request running or queued, or the last decision still on the screen."""
+
+
 class StaffLoginRequired(RequestRefused):
     """Template management without a live operator session (``kiosk.staff``)."""
 

@@ -60,7 +60,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
-from kiosk.errors import ActionNotAuditable, AuditNotRecorded, RequestRefused, StaffLoginRequired
+from kiosk.errors import ActionNotAuditable, AuditNotRecorded, KioskBusy, RequestRefused, StaffLoginRequired
 from kiosk.jsonbound import loads_bounded
 from kiosk.screen_events import EventBus, State
 from kiosk.staff import LoginRefused, OperatorEntryInvalid, StaffAuth, StaffSession
@@ -144,7 +144,7 @@ class ScreenBackend(Protocol):
     def staff_overview(self) -> dict[str, object]: ...
     def submit(self, kind: str, customer: str, *, source: str = "screen", mode: str = "new",
                request_id: str | None = None, image: Path | None = None, staff: StaffSession | None = None,
-               confirm: str | None = None, profile: str | None = None) -> _Submitted: ...
+               confirm: str | None = None, profile: str | None = None, when_idle: bool = False) -> _Submitted: ...
     def cancel(self) -> None: ...
     def done_signing(self) -> None: ...
     def revert_calibration(self, staff: StaffSession | None, *, operator: str | None = None) -> None: ...
@@ -348,10 +348,11 @@ class UiServer:
                     kind = {"/api/verify": "verify", "/api/verify_paper": "verify_paper"}.get(path)
                     if kind is None:
                         return self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
-                    if d.current is not None or d.state.value not in ("idle",):
-                        return self._json(HTTPStatus.CONFLICT, {"error": "the kiosk is busy"})
-                    req = d.submit(kind, str(body.get("customer", "")), source="screen")
+                    # Checked and queued in one step by the daemon (two presses at once: one 409).
+                    req = d.submit(kind, str(body.get("customer", "")), source="screen", when_idle=True)
                     return self._json(HTTPStatus.ACCEPTED, {"ok": True, "session": req.request_id})
+                except KioskBusy:
+                    return self._json(HTTPStatus.CONFLICT, {"error": "the kiosk is busy"})
                 except RequestRefused as exc:
                     return self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
 
@@ -391,13 +392,16 @@ class UiServer:
                 session = d.staff.session(token)
                 if session is None:
                     return self._json(HTTPStatus.UNAUTHORIZED, {"error": "Please log in (staff only)."}, clear)
-                if d.current is not None or d.state.value not in ("idle",):
-                    return self._json(HTTPStatus.CONFLICT, {"error": "the kiosk is busy"})
                 confirm = body.get("confirm")
                 try:
                     extra = {"profile": profile} if kind.startswith("verify") else {}
+                    # when_idle: checked and queued in one step (an operator's double click queued
+                    # a second replace that ran after the logout, for whoever was at the pen).
                     req = d.submit(kind, str(body.get("customer", "")), source="screen", mode=str(body.get("mode", "new")),
-                                   staff=session, confirm=confirm if isinstance(confirm, str) else None, **extra)
+                                   staff=session, confirm=confirm if isinstance(confirm, str) else None,
+                                   when_idle=True, **extra)
+                except KioskBusy:
+                    return self._json(HTTPStatus.CONFLICT, {"error": "the kiosk is busy"})
                 except StaffLoginRequired as exc:
                     return self._json(HTTPStatus.UNAUTHORIZED, {"error": str(exc)}, clear)
                 except ActionNotAuditable as exc:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -271,6 +272,80 @@ def test_a_tap_on_the_pad_ends_verification_with_advice_not_an_internal_error(tm
         pen.sign(tap)
         res = req.wait(60)
         assert res["ok"] is False and res["error"] == "no_signature", res
+        wait_idle(daemon)
+    finally:
+        daemon.stop()
+        pen.close_all()
+
+
+def test_a_request_for_an_idle_kiosk_is_refused_while_it_is_busy_and_never_queued(
+        link_pki: Any, mqtt_broker: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Found by a review: the screen's busy check and the queueing were two steps (a double click
+    queued a staff action twice; the second ran after the operator's logout, for whoever was at the
+    pen), and the central verify command was queued behind a customer signing at the pen (it took
+    the next signature written there as its customer's). Both now ask for an idle kiosk, checked
+    and queued in one step."""
+    import threading
+
+    from daemon_helpers import (
+        as_replayed,
+        central_sign_key,
+        link_table,
+        start_daemon,
+        wait_idle,
+        write_config,
+        writers,
+    )
+
+    from kiosk.commands import make_verify_command, verify_topic
+    from kiosk.errors import KioskBusy
+
+    key, pub = central_sign_key(tmp_path)
+    daemon, pen, config = start_daemon(write_config(tmp_path, commands_pub=pub,
+                                                    link=link_table(link_pki, mqtt_broker.port, tmp_path)))
+    genuine, _ = writers()["001"]
+    try:
+        daemon.store.put("cust-1", as_replayed(genuine[:5]))
+        # Eight presses at once on an idle kiosk: one request.
+        won: list[object] = []
+        busy: list[object] = []
+        start = threading.Barrier(8)
+
+        def press() -> None:
+            start.wait()
+            try:
+                won.append(daemon.submit("verify", "cust-1", when_idle=True))
+            except KioskBusy as exc:
+                busy.append(exc)
+
+        threads = [threading.Thread(target=press) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert len(won) == 1 and len(busy) == 7 and daemon.pending == 1
+        # While that customer is at the pen, a signed central command for another customer is
+        # refused, not queued.
+        assert daemon.link is not None
+        topic = verify_topic(daemon.link.topics)
+        with caplog.at_level("WARNING", logger="kiosk"):
+            daemon._on_command(topic, make_verify_command(key, topic, "kiosk-a", "cust-2", "req-busy"))
+        assert "the kiosk is busy" in caplog.text and daemon.pending == 1
+
+        def cancel_at_the_pen() -> None:   # once the capture has begun (a cancel before it is not seen)
+            deadline = time.monotonic() + 20
+            while daemon.state.value != "capture":
+                assert time.monotonic() < deadline, "the capture did not begin"
+                time.sleep(0.02)
+            daemon.cancel()
+
+        cancel_at_the_pen()
+        assert won[0].wait(20)["ok"] is False   # type: ignore[attr-defined]
+        wait_idle(daemon)
+        # Idle again: the same command is taken.
+        daemon._on_command(topic, make_verify_command(key, topic, "kiosk-a", "cust-1", "req-idle"))
+        assert daemon.pending == 1
+        cancel_at_the_pen()
         wait_idle(daemon)
     finally:
         daemon.stop()
