@@ -60,7 +60,7 @@ MAX_TRACKED_NAMES = 1000
 #: Failure windows kept for at most this many distinct clients (``StaffAuth.login(client=...)``).
 MAX_TRACKED_CLIENTS = 4096
 
-_OPERATOR_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
+_OPERATOR_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")   # fullmatch: "$" would let a trailing newline in
 
 
 class OperatorEntryInvalid(ApplianceError, ValueError):
@@ -77,7 +77,7 @@ class LoginRefused(ApplianceError):
 
 
 def validate_operator(name: str) -> str:
-    if not isinstance(name, str) or not _OPERATOR_RE.match(name):
+    if not isinstance(name, str) or not _OPERATOR_RE.fullmatch(name):
         raise OperatorEntryInvalid("operator name: 1-32 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit")
     return name
 
@@ -165,7 +165,7 @@ class OperatorStore:
     def verify(self, name: str, secret: str) -> bool:
         """True if ``secret`` is ``name``'s. Costs one scrypt even for an unknown name, so the
         answer's timing does not tell which operator names exist."""
-        e = self._read().get(name) if _OPERATOR_RE.match(name or "") else None
+        e = self._read().get(name) if _OPERATOR_RE.fullmatch(name or "") else None
         if e is None:
             _hash(secret or "-", b"\0" * 16, SCRYPT_N, SCRYPT_R, SCRYPT_P)
             return False
@@ -248,7 +248,7 @@ class StaffAuth:
         ``client``: who asks (a network server's client address), whose failures the rate limit
         counts; left out, all failures count together (the kiosk's one screen)."""
         cfg = self.config
-        name = operator if isinstance(operator, str) and _OPERATOR_RE.match(operator) else "?"
+        name = operator if isinstance(operator, str) and _OPERATOR_RE.fullmatch(operator) else "?"
         with self._login_lock:
             now = self._clock()
             with self._lock:

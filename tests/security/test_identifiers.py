@@ -59,6 +59,20 @@ def test_customer_references_are_matched_whole(bad: str) -> None:
         validate_customer(bad)
 
 
+@pytest.mark.parametrize("bad", _variants("alice"))
+def test_operator_names_are_matched_whole(bad: str, tmp_path: Path) -> None:
+    """The staff operators' (and the central web page's users') names: the one validator a review
+    found still on ``^...$`` (2026-11-29): "alice\\n" could be stored, log in and reach the audit."""
+    from kiosk.staff import OperatorEntryInvalid, OperatorStore, validate_operator
+
+    assert validate_operator("alice") == "alice"
+    with pytest.raises(OperatorEntryInvalid):
+        validate_operator(bad)
+    store = OperatorStore(tmp_path / "operators.json")
+    with pytest.raises(OperatorEntryInvalid):
+        store.set(bad, "246810")
+
+
 @pytest.mark.parametrize("bad", _variants("ops"))
 def test_service_names_in_certificates_are_matched_whole(bad: str) -> None:
     assert pki.identity("admin", "ops") == "admin.ops"
