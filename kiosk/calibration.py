@@ -203,6 +203,15 @@ class SiteCalibration:
                     log.info("calibration: another model; its %d customers' scores dropped", len(self._scores),
                              extra={"event": "calibration_model_changed"})
                 self._model, self._scores, self._previous, self._saved, self._moved_ms = key, {}, None, None, None
+            # Customers deleted while the calibration was off, or just before a power cut (the
+            # template's delete is durable before this file is saved): their scores must not move
+            # the threshold (they did, to its bound, from an empty store; found by a review).
+            gone = set(self._scores) - self.store.file_ids()
+            if gone:
+                log.info("calibration: %d customer(s) no longer on file; their scores dropped", len(gone),
+                         extra={"event": "calibration_customers_gone"})
+                for fid in gone:
+                    del self._scores[fid]
             self._apply(KIOSK_OPERATOR, "auto")
 
     def built(self, customer: str, stored: StoredTemplate, verifier: PenVerifier) -> None:

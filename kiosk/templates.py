@@ -270,6 +270,10 @@ class TemplateStore:
     def count(self) -> int:
         return sum(1 for _ in self.directory.glob(f"*{SUFFIX}"))
 
+    def file_ids(self) -> set[str]:
+        """The :meth:`file_id` of every customer on file."""
+        return {p.stem for p in self.directory.glob(f"*{SUFFIX}")}
+
     def _write(self, tpl: StoredTemplate) -> None:
         nonce = secrets.token_bytes(NONCE_LEN)
         blob = MAGIC + nonce + self._aead.encrypt(nonce, encode_template(tpl), self._aad(tpl.customer))

@@ -212,3 +212,28 @@ def test_a_kind_without_measured_defaults_must_write_its_scale(tmp_path: Path, m
         load_config(write_config(tmp_path, extra=fused + CALIBRATION))
     cal = load_config(write_config(tmp_path, extra=fused + CALIBRATION + "loo_offset = 0.3\n")).calibration
     assert (cal.max_down, cal.max_up, cal.loo_offset) == (0.05, 0.04, 0.3)
+
+
+def test_customers_deleted_behind_its_back_do_not_move_the_threshold(population, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Found by a review: scores of customers deleted while the calibration was off (or just before
+    a power cut: the template's delete is durable before the calibration's file is saved) stayed
+    in calibration.json and moved the threshold at the next start, from an empty store to its bound."""
+    from kiosk.calibration import SCALE_DEFAULTS, CalibrationConfig, SiteCalibration
+    from models.pen import make_verifier
+
+    d = SCALE_DEFAULTS["classic"]
+    config = CalibrationConfig(enabled=True, min_customers=3, strength=0.0, target_frr=0.2, max_down=d.max_down,
+                               max_up=d.max_up, loo_offset=d.loo_offset)
+    store = TemplateStore(tmp_path / "templates", tmp_path / "template.key", create_key=True)
+    cal = SiteCalibration(config, tmp_path, store, lambda *_: None)
+    cal.attach(SiteThreshold(make_verifier("classic", 0.0)))
+    for w in sorted(population)[:4]:
+        store.put(f"cust-{w}", population[w][0][:5])
+        cal.customer_changed(f"cust-{w}")
+    assert cal.status()["customers"] == 4
+    for w in sorted(population)[:4]:   # deleted behind its back: the templates go, its file stays
+        store.delete(f"cust-{w}")
+    again = SiteCalibration(config, tmp_path, store, lambda *_: None)
+    site = SiteThreshold(make_verifier("classic", 0.0))
+    again.attach(site)
+    assert again.status()["customers"] == 0 and site.threshold == site.shipped
