@@ -9,7 +9,9 @@ Writes into a new directory (mode 0700: it holds raw biometric data):
 * ``verification.json``: how the evidence is tied to the decision and to the kiosk: the
   decision's envelope digest, the evidence's, the digest the evidence names (the kiosk sealed
   them together), the kiosk's Ed25519 signature of the stored evidence envelope checked again
-  against the registry (``--registry``), the model versions, and what the signature file holds.
+  against the registry (``--registry``) and "verified" only for this evidence's own envelope, the
+  stored payload compared with the decrypted envelope (``--enc-key``), the model versions, and
+  what the signature file holds.
 
 This is the only place evidence leaves the database; nothing here is logged.
 """
@@ -19,14 +21,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 from kiosk import envelope
 from kiosk.envelope import EnvelopeError
-from kiosk.keys import write_private_file
-from kiosk.records import EvidenceRecord
+from kiosk.keys import key_id, raw_public, write_private_file
+from kiosk.records import EvidenceRecord, RecordError, decode_payload
 from tools.central.errors import CentralError
 from tools.central.iso19794_7 import from_trajectory
 from tools.central.query import iso_time
@@ -46,19 +51,34 @@ class CaseFiles:
     verification: Path
 
 
-def _signature_check(ev: StoredEvidence, registry: Registry | None) -> dict[str, Any]:
+def _signature_check(ev: StoredEvidence, registry: Registry | None,
+                     enc_keys: Sequence[X25519PrivateKey] = ()) -> dict[str, Any]:
+    """What the stored evidence envelope proves. ``signature`` is "verified" only when the kiosk's
+    signature checks *and* the envelope is this evidence's: its digest the stored one, its signed
+    kiosk, sequence and topic this evidence's (a review found "verified" beside a digest that did
+    not match: any other signed message of the kiosk passed). The stored payload, from which the
+    signature file is written, is tied to the envelope only by decrypting it (``enc_keys``, the
+    central key); without, ``payload`` says it was not checked."""
     try:
         env = envelope.parse(ev.envelope)
     except EnvelopeError as exc:
-        return {"envelope": f"unreadable: {exc}"}
-    out: dict[str, Any] = {"envelope_digest_matches": env.digest == ev.digest,
-                           "signed_kiosk_id": env.header.kiosk_id, "signed_seq": env.header.seq,
-                           "signed_time_ms": env.header.time_ms, "sign_key_id": env.header.sign_key_id.hex()}
+        return {"envelope": f"unreadable: {exc}", "signature": f"FAILED: the envelope is unreadable: {exc}"}
+    h = env.header
+    same = {"digest": env.digest == ev.digest, "kiosk_id": h.kiosk_id == ev.kiosk_id, "seq": h.seq == ev.seq,
+            "topic": h.topic.endswith(f"/{ev.kiosk_id}/evidence")}
+    out: dict[str, Any] = {"envelope_digest_matches": same["digest"], "signed_kiosk_id": h.kiosk_id,
+                           "signed_seq": h.seq, "signed_topic": h.topic, "signed_time_ms": h.time_ms,
+                           "sign_key_id": h.sign_key_id.hex()}
+    out["payload"] = _payload_check(env, ev, enc_keys)
+    mismatched = [k for k, ok in same.items() if not ok]
+    if mismatched:
+        out["signature"] = f"FAILED: the envelope is not this evidence's ({', '.join(mismatched)} differ)"
+        return out
     if registry is None:
         out["signature"] = "not checked (give --registry)"
         return out
     entry = registry.kiosks.get(ev.kiosk_id)
-    raw = entry.key_ids().get(env.header.sign_key_id) if entry is not None else None
+    raw = entry.key_ids().get(h.sign_key_id) if entry is not None else None
     if raw is None:
         out["signature"] = "not checked: the key is not registered for this kiosk (any more)"
         return out
@@ -70,13 +90,28 @@ def _signature_check(ev: StoredEvidence, registry: Registry | None) -> dict[str,
     return out
 
 
+def _payload_check(env: envelope.Envelope, ev: StoredEvidence, enc_keys: Sequence[X25519PrivateKey]) -> str:
+    if not enc_keys:
+        return "not checked (give --enc-key: the stored payload is compared with the decrypted envelope)"
+    key = {key_id(raw_public(k)): k for k in enc_keys}.get(env.header.enc_key_id)
+    if key is None:
+        return f"not checked: encrypted to key {env.header.enc_key_id.hex()}, not one given"
+    try:
+        sealed = decode_payload(envelope.decrypt(env, key), "evidence", allow_raw_evidence=True)
+    except (EnvelopeError, RecordError) as exc:
+        return f"FAILED: the envelope does not decrypt to a payload: {exc}"
+    if json.dumps(sealed, sort_keys=True) != json.dumps(ev.payload, sort_keys=True):
+        return "FAILED: the stored payload differs from the one the kiosk sealed"
+    return "matches the sealed envelope"
+
+
 def _decision_json(d: StoredDecision) -> dict[str, Any]:
     return {"kiosk_id": d.kiosk_id, "site": d.site, "seq": d.seq, "created_ms": d.created_ms,
             "received_ms": d.received_ms, "envelope_digest": d.digest, "record": d.payload}
 
 
 def export_case(store: Store, kiosk_id: str, decision_seq: int, out_dir: Path, *,
-                registry: Registry | None = None) -> CaseFiles:
+                registry: Registry | None = None, enc_keys: Sequence[X25519PrivateKey] = ()) -> CaseFiles:
     decision, evidence = store.evidence_case(kiosk_id, decision_seq)
     if decision is None:
         raise CaseError(f"no decision {decision_seq} of kiosk {kiosk_id!r} is stored")
@@ -103,7 +138,7 @@ def export_case(store: Store, kiosk_id: str, decision_seq: int, out_dir: Path, *
             "evidence_time_utc": iso_time(evidence.created_ms),
             "evidence_names_decision_digest": rec.decision_digest,
             "evidence_bound_to_decision": rec.decision_digest == decision.digest,
-            "evidence_envelope": _signature_check(evidence, registry),
+            "evidence_envelope": _signature_check(evidence, registry, enc_keys),
         })
         if rec.mode == "online":
             iso = from_trajectory(rec.trajectory())

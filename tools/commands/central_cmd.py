@@ -140,7 +140,10 @@ def _export_case(args: argparse.Namespace) -> int:
             from tools.registry import Registry
 
             registry = Registry.load(Path(args.registry))
-        files = export_case(store, kiosk, seq, Path(args.out), registry=registry)
+        from kiosk.keys import load_encryption_key
+
+        enc_keys = [load_encryption_key(Path(k)) for k in args.enc_key or ()]
+        files = export_case(store, kiosk, seq, Path(args.out), registry=registry, enc_keys=enc_keys)
     finally:
         store.close()
     for f in (files.signature, files.decision, files.verification):
@@ -305,6 +308,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ec.add_argument("--session", help="or: the decision's session id")
     ec.add_argument("--out", required=True, help="a new (or empty) directory to write the case into")
     ec.add_argument("--registry", help="kiosk registry (JSON): check the kiosk's signature of the evidence again")
+    ec.add_argument("--enc-key", action="append", help="the central X25519 private key (repeatable during a "
+                                                       "rotation): compare the stored evidence with the envelope "
+                                                       "the kiosk sealed")
     ec.set_defaults(func=_guarded(_export_case))
 
 

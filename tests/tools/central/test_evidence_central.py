@@ -260,6 +260,70 @@ def test_export_case_pen_writes_iso_19794_7_decision_and_verification(db_url: st
     assert "no decision 12345" in capsys.readouterr().err
 
 
+def test_export_case_says_verified_only_for_this_evidences_own_sealed_envelope(db_url: str, tmp_path: Path) -> None:
+    """Found by a review: with write access to the database, an evidence row's envelope swapped for
+    another signed message of the kiosk (its decision's) still exported as "verified" (beside a
+    digest that did not match), and a forged stored payload exported as verified too. Now the
+    signed kiosk, sequence, topic and digest must be this evidence's, and --enc-key compares the
+    stored payload with the one the kiosk sealed."""
+    import sqlite3
+
+    fleet = Fleet()
+    store = open_store(db_url, create=True)
+    traj = _tablet()
+    try:
+        dseq, eseq = _stored(store, fleet, traj, "sess-swap")
+    finally:
+        store.close()
+    reg = tmp_path / "registry.json"
+    fleet.registry.save(reg)
+    from cryptography.hazmat.primitives import serialization
+
+    from kiosk.keys import write_private_file
+
+    key_file = tmp_path / "central.key"   # the central server's key, as `sigkiosk admin gen-keys` writes it
+    write_private_file(key_file, fleet.central.private_bytes(serialization.Encoding.PEM,
+                                                             serialization.PrivateFormat.PKCS8,
+                                                             serialization.NoEncryption()))
+
+    def verification(name: str, *extra: str) -> dict[str, Any]:
+        out = tmp_path / name
+        assert _cli("export-case", "--db", db_url, "--kiosk", "kiosk-a", "--seq", str(dseq), "--out", str(out),
+                    "--registry", str(reg), *extra) == 0
+        return json.loads((out / "verification.json").read_text())["evidence_envelope"]  # type: ignore[no-any-return]
+
+    honest = verification("honest", "--enc-key", str(key_file))
+    assert honest["signature"] == "verified" and honest["payload"] == "matches the sealed envelope"
+    assert verification("no-key")["payload"].startswith("not checked")
+
+    def tamper(sql: str, *args: Any) -> None:
+        if db_url.startswith("postgres"):
+            import psycopg
+
+            with psycopg.connect(db_url, autocommit=True) as conn:
+                conn.execute(sql.replace("?", "%s"), args)
+        else:
+            with sqlite3.connect(db_url) as conn:
+                conn.execute(sql, args)
+
+    # The stored payload forged (fewer points): the kiosk's signature still checks, the payload not.
+    store = open_store(db_url)
+    try:
+        payload = store.evidence_case("kiosk-a", dseq)[1].payload   # type: ignore[union-attr]
+    finally:
+        store.close()
+    n = len(payload["x"])
+    forged = {k: v[:-5] if isinstance(v, list) and len(v) == n else v for k, v in payload.items()}
+    tamper("UPDATE evidence SET payload = ? WHERE kiosk_id = ? AND seq = ?", json.dumps(forged, sort_keys=True),
+           "kiosk-a", eseq)
+    assert verification("forged", "--enc-key", str(key_file))["payload"].startswith("FAILED")
+    # The envelope swapped for another signed message of the same kiosk: not "verified".
+    decision_envelope = fleet.seal("decision", DecisionRecord("APPROVED", 0.9).to_payload())
+    tamper("UPDATE evidence SET envelope = ? WHERE kiosk_id = ? AND seq = ?", decision_envelope, "kiosk-a", eseq)
+    swapped = verification("swapped")
+    assert swapped["signature"].startswith("FAILED: the envelope is not this evidence's"), swapped
+
+
 def test_export_case_paper_writes_the_png(db_url: str, tmp_path: Path) -> None:
     fleet = Fleet()
     store = open_store(db_url, create=True)
