@@ -145,6 +145,12 @@ class OperatorStore:
     def entry(self, name: str) -> dict[str, Any] | None:
         return self._read().get(name)
 
+    def stamp(self, name: str) -> bytes | None:
+        """A digest of ``name``'s stored entry (None if there is none): changes when the operator is
+        removed or their PIN or passphrase changed, which ends their open sessions."""
+        e = self.entry(name)
+        return None if e is None else hashlib.sha256(json.dumps(e, sort_keys=True).encode()).digest()
+
     def set(self, name: str, secret: str, *, n: int = SCRYPT_N) -> None:
         """Add an operator or change their PIN/passphrase."""
         validate_operator(name)
@@ -205,6 +211,8 @@ class StaffSession:
     created: float
     last_used: float
     token_digest: bytes = field(repr=False)
+    #: The operator's stored entry at login (``OperatorStore.stamp``).
+    stamp: bytes | None = field(default=None, repr=False)
 
 
 class AuditFn(Protocol):
@@ -292,7 +300,7 @@ class StaffAuth:
                     raise LoginRefused("bad_credentials", "Unknown operator or wrong PIN.")
                 self._failures.pop(name, None)
                 token = secrets.token_urlsafe(32)
-                s = StaffSession(name, secrets.token_hex(6), now, now, self._digest(token))
+                s = StaffSession(name, secrets.token_hex(6), now, now, self._digest(token), self.operators.stamp(name))
                 # The login counts only once its audit record is durable (required=True raises,
                 # and the session already open stays as it was).
                 self._audit("login", "ok", name, staff_session=s.session_id, required=True)
@@ -347,6 +355,15 @@ class StaffAuth:
             return False
         if now - s.created > self.config.max_session_s:
             self._end(s, "session_expired")
+            return False
+        # Removed, or their PIN changed, since the login: the session ends with it (it lived on for
+        # up to max_session_s; found by a review).
+        try:
+            current = self.operators.stamp(s.operator)
+        except OperatorEntryInvalid:
+            current = None
+        if current is None or current != s.stamp:
+            self._end(s, "credentials_changed")
             return False
         return True
 

@@ -445,6 +445,28 @@ def test_idle_sessions_end(site: Site) -> None:
         web.stop()
 
 
+def test_a_removed_user_or_a_changed_password_ends_the_open_session(site: Site, tmp_path: Path) -> None:
+    """Found by a review: `central user remove` (or a new password) left the user's open session
+    valid for up to max_session_s (8 h) as long as it was used. Now it ends at the next request."""
+    users = tmp_path / "users.json"
+    shutil.copyfile(site.users, users)
+    users.chmod(0o600)
+    web = CentralWeb(WebConfig(db=str(site.db), users_file=users, port=0))
+    web.start()
+    try:
+        store = OperatorStore(users)
+        store.set("second", "another long passphrase")
+        a, b = Client(web), Client(web)
+        assert a.login()[0] == 303 and b.login("second", "another long passphrase")[0] == 303
+        assert a.get("/decisions")[0] == 200 and b.get("/decisions")[0] == 200
+        store.set("auditor", "a new passphrase, changed")    # a password change
+        store.remove("second")                                # a user removed
+        assert a.get("/decisions")[0] == 401 and b.get("/decisions")[0] == 401
+        assert a.login(password="a new passphrase, changed")[0] == 303 and a.get("/decisions")[0] == 200
+    finally:
+        web.stop()
+
+
 def test_tls_sets_secure_cookies(site: Site, tmp_path: Path) -> None:
     from tools.pki import init_ca, issue
 
