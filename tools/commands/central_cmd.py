@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import logging
 import signal
+import os
 import sys
 import threading
 from pathlib import Path
@@ -62,7 +63,7 @@ def _query(args: argparse.Namespace) -> int:
             rows = store.query_decisions(where)
     finally:
         store.close()
-    out = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout
+    out = _new_private_file(Path(args.output)) if args.output else sys.stdout
     try:
         if args.audit:
             write_audit(audit, fmt, out)
@@ -72,6 +73,17 @@ def _query(args: argparse.Namespace) -> int:
         if args.output:
             out.close()
     return 0
+
+
+def _new_private_file(path: Path) -> Any:
+    """A new file, 0600, for an export that names customers and operators: never an existing file
+    or a symbolic link's target (``open(path, "w")`` followed both, created it world-readable under
+    the usual umask, and overwrote whatever was there; found by a review)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        raise FileExistsError(f"{path} exists: give a new file name (an export never overwrites)") from None
+    return os.fdopen(fd, "w", newline="", encoding="utf-8")
 
 
 def _stats(args: argparse.Namespace) -> int:

@@ -185,6 +185,16 @@ def test_csv_and_json_export_hold_no_raw_evidence_and_no_formula(db_url: str, tm
     assert len(recs) == 1 and "evidence" not in json.dumps(recs)
     assert recs[0]["subject"].startswith("=HYPERLINK")      # JSON keeps the value as sent: no spreadsheet here
     assert recs[0]["model_versions"] == {"classic": "-1+1"} and recs[0]["time"] == "2026-09-21T14:13:20.001Z"
+    # The export names customers and operators: a new file, 0600; never an existing file or a
+    # symbolic link's target (found by a review: both were overwritten, the file world-readable).
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert _run_cli(["query", "--db", db_url, "--format", "csv", "--output", str(out)]) == 2
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    link = tmp_path / "link.csv"
+    link.symlink_to(victim)
+    assert _run_cli(["query", "--db", db_url, "--format", "csv", "--output", str(link)]) == 2
+    assert victim.read_text() == "keep me"
 
 
 def test_safe_cell() -> None:
