@@ -26,6 +26,7 @@ from evdev import InputDevice, InputEvent, ecodes
 
 from firmware_host.assembler import CaptureAssembler, CapturedSignature, PenFrame, SegmenterConfig
 from firmware_host.errors import (
+    CaptureError,
     DeviceGoneError,
     DevicePermissionError,
     NoPenDeviceError,
@@ -142,6 +143,11 @@ def list_input_devices(input_dir: Path = DEFAULT_INPUT_DIR) -> DeviceListing:
             out.devices.append(caps_from_device(dev, str(node)))
         except OSError as exc:
             out.inaccessible.append((str(node), exc.strerror or str(exc)))
+        except CaptureError as exc:
+            # A device that describes itself impossibly (an axis whose minimum is above its
+            # maximum): listed as unusable, so that it does not hide the pen beside it (one such
+            # node made discovery, and every pen request, fail; found by a review).
+            out.inaccessible.append((str(node), f"unusable: {exc}"))
         finally:
             dev.close()
     return out

@@ -163,3 +163,43 @@ def test_the_customer_timeout_fires_while_a_pen_hovers():
         dig.capture(start_timeout=0.3)
     assert time.monotonic() - t0 < 1.5
     sim.close()
+
+
+def test_a_device_that_describes_itself_impossibly_does_not_hide_the_pen(tmp_path, monkeypatch):
+    """Found by a review: one input node whose axis has its minimum above its maximum (a HID
+    gadget's descriptor; the kernel passes it on) raised out of discovery, so every pen request
+    and the status page failed. It is listed as unusable and the pen beside it is found. (No
+    /dev/input or /dev/uinput on this machine: the two devices are described as evdev does, with
+    the kernel's codes, through the reader's own InputDevice seam.)"""
+    from types import SimpleNamespace
+
+    from evdev import ecodes as e
+
+    import firmware_host.evdev_reader as reader
+
+    class Node:
+        def __init__(self, path: str, readonly: bool = True) -> None:
+            self.path, self.name = path, "gadget" if path.endswith("event0") else "Wacom Pen"
+            self.info = SimpleNamespace(vendor=1, product=2, version=1, bustype=3)
+            self.phys = self.uniq = ""
+
+        def capabilities(self, absinfo: bool = True):
+            if self.name == "gadget":
+                return {e.EV_ABS: [(e.ABS_WHEEL, SimpleNamespace(min=5, max=2, resolution=0, fuzz=0, flat=0, value=0))]}
+            axis = SimpleNamespace(min=0, max=1000, resolution=10, fuzz=0, flat=0, value=0)
+            return {e.EV_ABS: [(e.ABS_X, axis), (e.ABS_Y, axis), (e.ABS_PRESSURE, axis)],
+                    e.EV_KEY: [e.BTN_TOOL_PEN, e.BTN_TOUCH]}
+
+        def input_props(self):
+            return []
+
+        def close(self) -> None:
+            pass
+
+    for name in ("event0", "event1"):
+        (tmp_path / name).write_bytes(b"")
+    monkeypatch.setattr(reader, "InputDevice", Node)
+    listing = reader.list_input_devices(tmp_path)
+    assert [c.name for c in listing.devices] == ["Wacom Pen"]
+    assert [(p, why.split(":")[0]) for p, why in listing.inaccessible] == [(str(tmp_path / "event0"), "unusable")]
+    assert find_pen(input_dir=tmp_path).name == "Wacom Pen"
