@@ -99,8 +99,12 @@ class _Screen:
             self.notifier.status(state.value)
 
     def quietly(self, state: State) -> None:
-        """The state changes, the page keeps what it shows (a decision stays up)."""
+        """The state changes, the page keeps what it shows (a decision stays up); a page that
+        connects later (the browser restarted, its event stream reconnected) starts from the new
+        state, not from the last customer's decision (it was shown that, hours later if need be;
+        found by a review)."""
         self.state = state
+        self.bus.remember(ScreenChange(state, Message(state.value)))
         self.notifier.status(state.value)
 
     def publish(self, event: Event) -> None:

@@ -289,6 +289,12 @@ class EventBus:
             if q in self._subs:
                 self._subs.remove(q)
 
+    def remember(self, event: ScreenChange) -> None:
+        """What a page that subscribes from now on is shown first, without changing what the pages
+        already open show (a decision stays up on them for its time)."""
+        with self._lock:
+            self.screen = event.to_json()
+
     def publish(self, event: Event) -> None:
         wire = event.to_json()
         with self._lock:

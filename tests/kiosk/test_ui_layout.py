@@ -497,7 +497,10 @@ def test_paper_decision_shows_the_picture_that_was_checked(tmp_path: Path, brows
         ink = int((found < 110).sum())
         assert ink > 200, f"the picture holds {ink} ink pixels"
         # Not kept for a page that connects later, and never logged.
-        assert daemon.bus.screen.get("screen") == "decision" and "jpeg" not in daemon.bus.screen
+        assert daemon.bus.screen.get("screen") == "idle" and "jpeg" not in daemon.bus.screen
+        late = daemon.bus.subscribe()   # the browser restarted: not the last customer's decision
+        assert late.get_nowait().get("screen") == "idle"
+        daemon.bus.unsubscribe(late)
         assert pictures[0]["jpeg"][100:140] not in caplog.text
         page.click("#btn-finish")
         _until(page, "document.body.dataset.checkedPicture === '0'")
