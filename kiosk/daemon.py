@@ -276,6 +276,7 @@ class Daemon:
         self._cancel.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        self._end_queued()
         if self._heartbeat.watchdog is not None:
             self._heartbeat.watchdog.stop()
         if self.ui is not None:
@@ -291,6 +292,20 @@ class Daemon:
             self.camera.close()
         self._screen.enter(State.STOPPED)
         self.notifier.close()
+
+    def _end_queued(self) -> None:
+        """Requests still queued at stop end as "stopping" (their waiters return; a staff action's
+        end is audited while the link is still open), not never (found by a review)."""
+        while True:
+            try:
+                req = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                req.finish(ok=False, error="stopping")
+            finally:
+                with self._unfinished_lock:
+                    self._unfinished -= 1
 
     def run_forever(self) -> int:
         """``sigkiosk run``: start, serve until SIGTERM/SIGINT, stop cleanly."""
@@ -682,7 +697,12 @@ class Daemon:
             self.current = req
             self._cancel.clear()
             try:
-                self._run(req)
+                if self._stop.is_set():
+                    # stop() came between the take and the clear above, and its cancel was cleared:
+                    # this request would run uncancelled while the pen and link close under it.
+                    req.finish(ok=False, error="stopping")
+                else:
+                    self._run(req)
             except Exception as exc:   # one customer's failure never takes the kiosk down
                 log.exception("request failed", extra={"event": "request_failed", "session": req.request_id})
                 self._screen.enter(State.IDLE, Message("error", message="Sorry, something went wrong. Please ask staff."))

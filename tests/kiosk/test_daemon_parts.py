@@ -350,3 +350,26 @@ def test_a_request_for_an_idle_kiosk_is_refused_while_it_is_busy_and_never_queue
     finally:
         daemon.stop()
         pen.close_all()
+
+
+def test_requests_still_queued_at_stop_end_as_stopping(tmp_path: Path) -> None:
+    """Found by a review: requests queued when the daemon stopped were never finished (a waiter
+    without a timeout hung; a staff action kept a "started" audit with no end)."""
+    from daemon_helpers import as_replayed, start_daemon, write_config, writers
+
+    daemon, pen, _ = start_daemon(write_config(tmp_path))
+    genuine, _ = writers()["001"]
+    daemon.store.put("cust-1", as_replayed(genuine[:5]))
+    first = daemon.submit("verify", "cust-1")
+    deadline = time.monotonic() + 20
+    while daemon.state.value != "capture":
+        assert time.monotonic() < deadline, "the capture did not begin"
+        time.sleep(0.02)
+    queued = [daemon.submit("verify", "cust-1") for _ in range(3)]
+    try:
+        daemon.stop()
+        assert first.wait(5)["ok"] is False
+        assert [q.wait(5) for q in queued] == [{"ok": False, "error": "stopping"}] * 3
+        assert daemon.pending == 0
+    finally:
+        pen.close_all()
