@@ -91,17 +91,26 @@ def load_or_create_key(path: Path, create: bool = False) -> bytes:
             raise TemplateError(f"template key {path} is missing (create it with 'sigkiosk run --config FILE --init-key --owner sigkiosk' "
                                 "or set [storage] create_key = true for a first boot)")
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Written whole under a temporary name, then linked into place: the key file is never seen
+        # empty or half-written (a power cut between create and write left a 0-byte key that
+        # refused every later start, and a second process could read it before it was written;
+        # found by a review). link() fails if another process made the key first: use theirs.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        except FileExistsError:
-            pass   # another process made it first: use theirs
-        else:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(secrets.token_bytes(KEY_LEN))
                 fh.flush()
                 os.fsync(fh.fileno())
-            _fsync_dir(path.parent)
-            log.info("template key created at %s", path)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            else:
+                _fsync_dir(path.parent)
+                log.info("template key created at %s", path)
+        finally:
+            tmp.unlink(missing_ok=True)
     st = path.stat()
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise TemplateError(f"template key {path} is readable by others (mode {oct(st.st_mode & 0o777)}): chmod 600")

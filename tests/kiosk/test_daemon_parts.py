@@ -373,3 +373,30 @@ def test_requests_still_queued_at_stop_end_as_stopping(tmp_path: Path) -> None:
         assert daemon.pending == 0
     finally:
         pen.close_all()
+
+
+def test_the_template_key_is_never_seen_half_written(tmp_path: Path) -> None:
+    """Found by a review: the key file was created under its final name and only then written, so
+    a power cut in between left a 0-byte key that refused every later start, and a second process
+    could read it empty. Now it is written whole under another name and linked into place: starts
+    racing each other all get the one key, and nothing else is left in the folder."""
+    import threading
+
+    from kiosk.templates import load_or_create_key
+
+    key = tmp_path / "credentials" / "template.key"
+    got: list[bytes] = []
+    go = threading.Barrier(8)
+
+    def start() -> None:
+        go.wait()
+        got.append(load_or_create_key(key, create=True))
+
+    threads = [threading.Thread(target=start) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(got) == 8 and len(set(got)) == 1 and len(got[0]) == 32
+    assert [p.name for p in key.parent.iterdir()] == ["template.key"]
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
