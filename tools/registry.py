@@ -77,7 +77,8 @@ class Registry:
                     revoked_at_ms=None if revoked_at is None else int(revoked_at),
                     revoked_reason=str(e.get("revoked_reason", "")),
                 )
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            # AttributeError: a top level or a "kiosks" that is not an object (a list, a number).
             raise RegistryError(f"registry {path} is invalid: {exc}") from None
         return cls(kiosks)
 

@@ -107,3 +107,15 @@ def test_command_modules_run_standalone(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "tools.commands.central_cmd", "query", "--since", "yesterday-ish"],
                          capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
     assert bad.returncode == 2 and "error:" in bad.stderr
+
+
+def test_a_registry_that_is_not_an_object_is_a_clear_error(tmp_path: Path) -> None:
+    """Found by a review: a top level that is a list raised AttributeError (the central web page's
+    /kiosks answered with an unhandled exception)."""
+    from tools.registry import Registry, RegistryError
+
+    for text in ("[]", '{"kiosks": []}', '{"kiosks": {"kiosk-a": []}}', "3"):
+        path = tmp_path / "registry.json"
+        path.write_text(text)
+        with pytest.raises(RegistryError, match="is invalid"):
+            Registry.load(path)
