@@ -7,8 +7,8 @@ import argparse
 import datetime as dt
 import json
 import logging
-import signal
 import os
+import signal
 import sys
 import threading
 from pathlib import Path
