@@ -19,6 +19,11 @@ from kiosk.sessions import EnrollmentSession
 from kiosk.templates import TemplateStore
 from models.classic import ClassicConfig
 
+#: Most pen references one customer may have (two enrollments of 5): each is compared with every
+#: question, so a template grown by "add" after "add" slowed every verification of that customer
+#: (and the site calibration's all-pairs scoring) without bound (found by a review).
+MAX_REFERENCES = 10
+
 log = logging.getLogger(__name__)
 
 
@@ -49,6 +54,10 @@ class Enroll:
         if req.mode == "add" and existing is None:
             raise RequestEnded("not_enrolled", Message("error", message="No signature on file to add to. Enroll first."))
         p = self.policy
+        if req.mode == "add" and existing is not None and len(existing.references) + p.references > MAX_REFERENCES:
+            raise RequestEnded("too_many_references", Message(
+                "error", message=f"This customer has {len(existing.references)} signatures on file, and at most "
+                                 f"{MAX_REFERENCES} are kept: use Replace."))
         session = EnrollmentSession(req.customer, req.mode, p.enrollment(), p.max_enroll_attempts, self.features(),
                                     session_id=req.request_id,
                                     seed=list(existing.references) if req.mode == "add" and existing else [])

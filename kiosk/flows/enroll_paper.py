@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 #: Most scanned files one enrollment takes (each is decoded and prepared: bounded work).
 MAX_PAPER_FILES = 20
+#: Most paper references one customer may have: each is compared with every question (its
+#: gradient histograms, 109 KB each, are also kept per cached customer).
+MAX_PAPER_REFERENCES = 20
 
 
 class ReferencePreparer(Protocol):
@@ -77,6 +80,10 @@ class EnrollPaper:
         if req.mode == "add" and not on_file:
             raise RequestEnded("not_enrolled", Message("error", message="No paper signature on file to add to. "
                                                                         "Enroll from paper first."))
+        if req.mode == "add" and len(on_file) + (len(req.images) or self.photos) > MAX_PAPER_REFERENCES:
+            raise RequestEnded("too_many_references", Message(
+                "error", message=f"This customer has {len(on_file)} paper signatures on file, and at most "
+                                 f"{MAX_PAPER_REFERENCES} are kept: use Replace."))
         seed = list(on_file) if req.mode == "add" else []
         preparer = self.preparer()
         accepted: list[PaperReference] = []

@@ -400,3 +400,24 @@ def test_the_template_key_is_never_seen_half_written(tmp_path: Path) -> None:
     assert len(got) == 8 and len(set(got)) == 1 and len(got[0]) == 32
     assert [p.name for p in key.parent.iterdir()] == ["template.key"]
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
+
+
+def test_add_cannot_grow_a_template_without_bound(tmp_path: Path) -> None:
+    """Found by a review: each "add" kept every reference and appended five, so a customer's
+    template (and every verification of them, each reference compared with the question) grew
+    without bound. At most MAX_REFERENCES pen references are kept: beyond, Replace."""
+    from daemon_helpers import as_replayed, staff_login, start_daemon, wait_idle, write_config, writers
+
+    from kiosk.flows.enroll import MAX_REFERENCES
+
+    daemon, pen, _ = start_daemon(write_config(tmp_path))
+    genuine, _ = writers()["001"]
+    try:
+        daemon.store.put("cust-full", as_replayed((genuine * 2)[:MAX_REFERENCES - 4]))
+        res = daemon.submit("enroll", "cust-full", mode="add", staff=staff_login(daemon)).wait(30)
+        assert res["ok"] is False and res["error"] == "too_many_references", res
+        assert len(daemon.store.get("cust-full").references) == MAX_REFERENCES - 4   # type: ignore[union-attr]
+        wait_idle(daemon)
+    finally:
+        daemon.stop()
+        pen.close_all()
