@@ -102,6 +102,11 @@ def check_consistency(new: np.ndarray, accepted: list[np.ndarray],
     """Is a new sample's shape and rhythm like the samples accepted so far? ``None`` when it is."""
     if not accepted:
         return None
+    if any(a.shape == new.shape and np.array_equal(a, new) for a in accepted):
+        # The same signature twice (a replayed stream): two identical references are 0 apart, and
+        # the copy check, which measures against the references' own closest pair, then caught no
+        # copy of them (found by a review).
+        return Refusal("duplicate", "this is the same signature as one already given: please sign again")
     if consistency_score(new, accepted, config) > policy.max_inconsistency:
         return Refusal(
             "inconsistent",

@@ -41,6 +41,9 @@ class Fusion:
     def __post_init__(self) -> None:
         if len(self.names) != len(self.weights):
             raise ValueError("one weight per verifier")
+        if not all(math.isfinite(v) for v in (*self.weights, self.bias, self.threshold)):
+            # json reads Infinity and NaN: an infinite bias approved every query (found by a review).
+            raise ValueError("fusion weights, bias and threshold must be finite numbers")
         if any(w > 0 for w in self.weights):
             raise ValueError("fusion weights must be <= 0 (a larger distance never raises the score)")
 

@@ -127,8 +127,10 @@ class DecisionPolicy:
 
     def is_copy(self, nearest: float, nearest_pair: float) -> bool:
         """Whether a query at ``nearest`` from its closest reference copies it (``nearest_pair``:
-        the smallest distance between two references, same measure)."""
-        return nearest < self.too_similar_ratio * nearest_pair
+        the smallest distance between two references, same measure). A query at distance 0 is a
+        copy whatever the references: with two identical references the pair is 0 apart, and a
+        replay of one of them passed as no copy and was APPROVED (found by a review)."""
+        return nearest <= 0.0 or nearest < self.too_similar_ratio * nearest_pair
 
     def rhythm(self, durations: np.ndarray, ink_time: float) -> AspectCheck:
         """The rhythm aspect: the time spent writing against the references' own spread, on a log

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.trajectory import Trajectory, TrajectoryError
+from models.trajectory import MAX_POINTS, Trajectory, TrajectoryError
 
 
 @dataclass(frozen=True)
@@ -217,8 +217,15 @@ def prepare(traj: Trajectory, config: PreprocessConfig = PreprocessConfig()) -> 
     if hz is not None:
         # Each stroke (and each pen-up run) is resampled on its own so that the jump between
         # strokes is never smeared into fake ink.
+        runs = list(equal_runs(stroke_all))
+        # The points the resampling makes come from the time span, not from the points given: two
+        # points 10 000 s apart made a million, 10^12 s apart a MemoryError (found by a review).
+        made = sum(float(t[sl][-1] - t[sl][0]) for sl in runs) * hz
+        if made > MAX_POINTS:
+            raise TrajectoryError(f"the signature's strokes last {made / hz:.0f} s in all: at {hz:g} Hz more than "
+                                  f"{MAX_POINTS} points (a signature is written in seconds)")
         parts: list[tuple[np.ndarray, list[np.ndarray]]] = []
-        for sl in equal_runs(stroke_all):
+        for sl in runs:
             tn, cols = _resample_segment(t[sl], [x[sl], y[sl], p[sl]], hz)
             parts.append((tn, cols + [np.full(len(tn), stroke_all[sl.start])]))
         t = np.concatenate([pt[0] for pt in parts])

@@ -65,7 +65,9 @@ class DeviceInfo:
 
 
 def _column(name: str, values: object, dtype: type) -> np.ndarray:
-    arr: np.ndarray = np.asarray(values, dtype=dtype)
+    # A copy, made read-only below: a view of the caller's array would change with it after the
+    # checks (a NaN written in later, a reference redrawn differently; found by a review).
+    arr: np.ndarray = np.array(values, dtype=dtype, copy=True)
     if arr.ndim != 1:
         raise TrajectoryError(f"{name} must be one-dimensional, got shape {arr.shape}")
     return arr
