@@ -33,6 +33,9 @@ from kiosk.templates import TemplateError, load_or_create_key
 from kiosk.tls import client_tls_context
 
 Level = Literal["error", "warning"]
+#: A certificate (the kiosk's, the device CA's) that lapses within this is a warning: the day it
+#: does, the kiosk is cut off from the broker, and with a CA the whole fleet is.
+EXPIRY_WARNING = dt.timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,11 @@ def _check_link(config: DaemonConfig, out: list[Finding]) -> None:
         if cert.not_valid_after_utc < now:
             out.append(Finding("error", "[link] cert_file",
                                f"{link.cert_file} expired on {cert.not_valid_after_utc:%Y-%m-%d}; {issued}"))
+        elif cert.not_valid_after_utc < now + EXPIRY_WARNING:
+            # Said while there is time to act: the day it lapses the kiosk is cut off.
+            out.append(Finding("warning", "[link] cert_file",
+                               f"{link.cert_file} expires on {cert.not_valid_after_utc:%Y-%m-%d} (in "
+                               f"{(cert.not_valid_after_utc - now).days} days); {issued}"))
         elif cert.not_valid_before_utc > now:
             out.append(Finding("error", "[link] cert_file",
                                f"{link.cert_file} is valid only from {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC "
@@ -199,6 +207,13 @@ def _check_link(config: DaemonConfig, out: list[Finding]) -> None:
                                "the broker would refuse it (unknown ca)"))
     if cas and not any(_is_ca(ca, x509) for ca in cas):
         out.append(Finding("error", "[link] ca_file", f"{link.ca_file} holds no CA certificate"))
+    for ca in cas:
+        lapse = ca.not_valid_after_utc - dt.datetime.now(dt.timezone.utc)
+        if lapse < EXPIRY_WARNING:
+            out.append(Finding("error" if lapse.total_seconds() < 0 else "warning", "[link] ca_file",
+                               f"the device CA in {link.ca_file} {'expired' if lapse.total_seconds() < 0 else 'expires'} "
+                               f"on {ca.not_valid_after_utc:%Y-%m-%d}: every certificate it issued stops working "
+                               "then; make a new CA and re-issue the fleet's certificates before"))
     _check_key_file(link.sign_key_file, "[link] sign_key_file",
                        "the kiosk's Ed25519 signing key: sigkiosk admin gen-keys --kiosk ID --out DIR",
                        load_signing_key, out)

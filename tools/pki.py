@@ -144,7 +144,10 @@ def issue(
         .issuer_name(ca_cert.subject).public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(_now() - dt.timedelta(minutes=5))
-        .not_valid_after(_now() + dt.timedelta(days=days))
+        # Never past the CA's own end: a certificate that outlives its CA stops working on the
+        # CA's expiry day anyway, with the rest of the fleet, while saying it is good for years
+        # (found by a review).
+        .not_valid_after(min(_now() + dt.timedelta(days=days), ca_cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(True, False, True, False, False, False, False, False, False), critical=True)
         .add_extension(

@@ -231,3 +231,26 @@ def test_unreadable_config_is_one_line(tmp_path: Path) -> None:
     bad = _run("--config", tmp_path / "bad.toml")
     assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1 and "line 1" in bad.stderr
     assert bad.stderr.count(str(tmp_path / "bad.toml")) == 1
+
+
+def test_certificates_about_to_lapse_are_said_before_they_do(link_pki: LinkPki, tmp_path: Path) -> None:
+    """Found by a review: a certificate issued by a CA that ends sooner said it was good for years
+    (it stops working with its CA, with the rest of the fleet), and --check spoke of a certificate
+    only once it had expired, never of the CA. Now an issued certificate ends no later than its
+    CA, and --check warns 30 days ahead of either."""
+    from cryptography import x509 as _x509
+
+    from tools import pki
+
+    ca = tmp_path / "short-ca"
+    pki.init_ca(ca, days=20)
+    issued = pki.issue(ca, "kiosk", "kiosk-a", tmp_path / "short-certs", days=825)
+    cert = _x509.load_pem_x509_certificate(issued.cert_path.read_bytes())
+    ca_cert = _x509.load_pem_x509_certificate((ca / pki.CA_CERT).read_bytes())
+    assert cert.not_valid_after_utc <= ca_cert.not_valid_after_utc
+    path = _good_config(link_pki, tmp_path, free_port(), ca_file=str(ca / pki.CA_CERT), cert_file=str(issued.cert_path),
+                        key_file=str(issued.key_path))
+    found = {(f.level, f.where): f.message for f in check_config(load_config(path))}
+    assert "expires on" in found[("warning", "[link] cert_file")]
+    assert "every certificate it issued stops working" in found[("warning", "[link] ca_file")]
+    assert not [k for k in found if k[0] == "error"], found
