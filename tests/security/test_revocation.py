@@ -187,3 +187,23 @@ def test_registry_edits_cannot_undo_a_revocation_or_readmit_its_key(own_pki: Lin
     assert admin_cmd.main(["revoke", "kiosk-a", "--ca-dir", str(p.ca_dir), "--registry",
                            str(tmp_path / "typo.json")]) == 2
     assert not (tmp_path / "typo.json").exists()
+
+
+def test_a_service_certificate_can_be_revoked(own_pki: LinkPki, tmp_path: Path) -> None:
+    """Found by a review: `admin revoke` took kiosk ids only, so a stolen collector's certificate
+    (which would take over that collector's session and its queued decisions) could not be
+    revoked. `admin revoke collector.NAME` puts it on the CRL and reloads the broker."""
+    p = own_pki
+    broker = start_broker(p, tmp_path / "broker")
+    try:
+        assert _connects(p, broker.port, "collector.c2")
+        assert admin_cmd.main(["revoke", "collector.c2", "--ca-dir", str(p.ca_dir), "--registry", str(p.registry_file),
+                               "--broker-dir", str(tmp_path / "broker")]) == 0
+        crl = x509.load_pem_x509_crl((p.ca_dir / pki.CRL_FILE).read_bytes())
+        assert set(pki.issued_serials(p.ca_dir, "collector.c2")) <= {r.serial_number for r in crl}
+        time.sleep(0.5)
+        assert not _connects(p, broker.port, "collector.c2")
+        assert _connects(p, broker.port, "collector.c1") and _connects(p, broker.port, "kiosk-a")
+        assert not Registry.load(p.registry_file).kiosks.get("collector.c2")
+    finally:
+        broker.stop()

@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +81,20 @@ def _revoke(args: argparse.Namespace) -> int:
 
     from kiosk.topics import validate_id
     from tools import pki
-    from tools.broker import apply_registry, signal_reload
     from tools.registry import Registry
 
-    kid = validate_id(args.kiosk, "kiosk id")
     reg_path = Path(args.registry)
+    role, _, service = args.kiosk.partition(".")
+    if role in ("collector", "admin") and service:
+        # A service's certificate (a stolen collector's would take over that collector's session
+        # and its queued decisions): the CRL, then the broker reloads; the registry is the kiosks'.
+        cn = pki.identity(role, service)
+        reg = Registry.load(reg_path) if reg_path.exists() else None
+        if reg is None and args.broker_dir:
+            raise FileNotFoundError(f"registry {reg_path} does not exist: the broker's ACL is written from it")
+        print(f"{cn}: a service certificate, not in the registry; revoking its certificates")
+        return _revoke_certificates(args, cn, reg)
+    kid = validate_id(args.kiosk, "kiosk id")
     # A missing file is refused: an empty registry would have rewritten every broker ACL without
     # the earlier revocations' denies.
     with Registry.editing(reg_path, must_exist=True) as reg:
@@ -94,8 +104,15 @@ def _revoke(args: argparse.Namespace) -> int:
             print(f"registry: {kid} revoked at {entry.revoked_at_ms} ms ({entry.revoked_reason or 'no reason given'})")
         else:
             print(f"registry: {kid} is not registered; revoking its certificates only")
-    new = pki.revoke(Path(args.ca_dir), kid, cert_files=tuple(Path(c) for c in args.cert or ()))
-    print(f"CRL {Path(args.ca_dir) / pki.CRL_FILE}: {len(new)} certificate(s) of {kid} newly revoked "
+    return _revoke_certificates(args, kid, reg)
+
+
+def _revoke_certificates(args: argparse.Namespace, cn: str, reg: Any) -> int:
+    from tools import pki
+    from tools.broker import apply_registry, signal_reload
+
+    new = pki.revoke(Path(args.ca_dir), cn, cert_files=tuple(Path(c) for c in args.cert or ()))
+    print(f"CRL {Path(args.ca_dir) / pki.CRL_FILE}: {len(new)} certificate(s) of {cn} newly revoked "
           f"({', '.join(format(r.serial, 'x')[:16] for r in new) or 'already revoked'})")
     if not args.broker_dir:
         print("no --broker-dir: copy the CRL and regenerate the ACL of every broker (broker-config), then SIGHUP it")
@@ -227,8 +244,9 @@ def _reg_register(sub: argparse._SubParsersAction) -> None:
 
 
 def _reg_revoke(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("revoke", help="decommission a kiosk: registry, CRL, broker ACL, broker reload")
-    p.add_argument("kiosk", help="kiosk id")
+    p = sub.add_parser("revoke", help="decommission a kiosk (registry, CRL, broker ACL, broker reload) or "
+                                      "a service certificate (collector.NAME, admin.NAME: CRL, broker reload)")
+    p.add_argument("kiosk", help="kiosk id, or collector.NAME / admin.NAME")
     p.add_argument("--ca-dir", required=True, help="the device CA directory (signs the CRL)")
     p.add_argument("--registry", required=True)
     p.add_argument("--broker-dir", help="the broker's configuration directory (broker-config --out): "
