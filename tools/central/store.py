@@ -15,7 +15,7 @@ import dataclasses
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -547,22 +547,29 @@ class _SqlStore:
     def purge_evidence(self, older_than_ms: int) -> int:
         """Delete evidence created before ``older_than_ms`` (the retention period's start), and
         refused evidence envelopes received before it; decisions stay. Returns the rows deleted."""
-        conn = self._conn()
-        cur = conn.cursor()
-        try:
+        def purge(cur: Any) -> int:
             cur.execute(self._sql("DELETE FROM evidence WHERE created_ms < %s"), (int(older_than_ms),))
             n = max(cur.rowcount, 0)
             # A refused evidence message is archived whole: it decrypts to the same raw data.
             cur.execute(self._sql("DELETE FROM rejected WHERE topic LIKE %s AND received_ms < %s"),
                         ("%/evidence", int(older_than_ms)))
-            n += max(cur.rowcount, 0)
+            return n + max(cur.rowcount, 0)
+
+        return self._transaction("purging evidence", purge)
+
+    def _transaction(self, what: str, work: Callable[[Any], int]) -> int:
+        """``work(cursor)`` in one transaction, committed; on any error rolled back (the connection
+        dropped if it is lost) and raised as a StoreError naming ``what``."""
+        conn = self._conn()
+        try:
+            n = work(conn.cursor())
             conn.commit()
         except Exception as exc:
             try:
                 conn.rollback()
-            except Exception:
+            except Exception:   # connection lost: drop it, the next call reconnects
                 self._local.conn = None
-            raise StoreError(f"purging evidence failed: {exc}") from exc
+            raise StoreError(f"{what} failed: {exc}") from exc
         return n
 
     def evidence_case(self, kiosk_id: str, decision_seq: int) -> tuple[StoredDecision | None, StoredEvidence | None]:
@@ -631,21 +638,14 @@ class _SqlStore:
     def forget_refused(self, held: Sequence[HeldRefusal]) -> None:
         """Delete the archived refusals of messages since stored (every row of that reason, kiosk
         and sequence: one message refused at each of its redeliveries)."""
-        if not held:
-            return
-        conn = self._conn()
-        cur = conn.cursor()
-        try:
+        def forget(cur: Any) -> int:
             for h in held:
                 cur.execute(self._sql("DELETE FROM rejected WHERE reason = %s AND kiosk_claim = %s AND seq = %s"),
                             (h.reason, h.kiosk_claim, h.seq))
-            conn.commit()
-        except Exception as exc:
-            try:
-                conn.rollback()
-            except Exception:
-                self._local.conn = None
-            raise StoreError(f"forgetting {len(held)} reconsidered refusal(s) failed: {exc}") from exc
+            return len(held)
+
+        if held:
+            self._transaction(f"forgetting {len(held)} reconsidered refusal(s)", forget)
 
     def query_decisions(self, where: DecisionFilter | None = None, /, **fields: Any) -> list[StoredDecision]:
         """Decisions matching ``where`` (with ``fields`` of DecisionFilter replacing its values:

@@ -94,6 +94,20 @@ def _stored(store: Store, fleet: Fleet, traj: Trajectory, session: str) -> tuple
     return dseq, ev.seq
 
 
+def _stored_case(db_url: str, tmp_path: Path, session: str) -> tuple[Fleet, int, int, Path]:
+    """One pen decision and its evidence stored in ``db_url``, and the fleet's registry saved:
+    (fleet, decision seq, evidence seq, registry file)."""
+    fleet = Fleet()
+    store = open_store(db_url, create=True)
+    try:
+        dseq, eseq = _stored(store, fleet, _tablet(), session)
+    finally:
+        store.close()
+    reg = tmp_path / "registry.json"
+    fleet.registry.save(reg)
+    return fleet, dseq, eseq, reg
+
+
 def test_evidence_is_stored_only_beside_its_own_decision(db_url: str) -> None:
     fleet = Fleet()
     store = open_store(db_url, create=True)
@@ -217,15 +231,8 @@ def _check_iso_against(data: bytes, traj: Trajectory) -> dict[str, Any]:
 
 def test_export_case_pen_writes_iso_19794_7_decision_and_verification(db_url: str, tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    fleet = Fleet()
-    store = open_store(db_url, create=True)
+    _fleet, dseq, eseq, reg = _stored_case(db_url, tmp_path, "sess-pen")
     traj = _tablet()
-    try:
-        dseq, eseq = _stored(store, fleet, traj, "sess-pen")
-    finally:
-        store.close()
-    reg = tmp_path / "registry.json"
-    fleet.registry.save(reg)
     out = tmp_path / "case"
     assert _cli("export-case", "--db", db_url, "--kiosk", "kiosk-a", "--seq", str(dseq), "--out", str(out),
                 "--registry", str(reg)) == 0
@@ -268,15 +275,7 @@ def test_export_case_says_verified_only_for_this_evidences_own_sealed_envelope(d
     stored payload with the one the kiosk sealed."""
     import sqlite3
 
-    fleet = Fleet()
-    store = open_store(db_url, create=True)
-    traj = _tablet()
-    try:
-        dseq, eseq = _stored(store, fleet, traj, "sess-swap")
-    finally:
-        store.close()
-    reg = tmp_path / "registry.json"
-    fleet.registry.save(reg)
+    fleet, dseq, eseq, reg = _stored_case(db_url, tmp_path, "sess-swap")
     from cryptography.hazmat.primitives import serialization
 
     from kiosk.keys import write_private_file
