@@ -126,6 +126,12 @@ def issue(
     """
     ca_key, ca_cert = _load_ca(ca_dir)
     cn = identity(role, name)
+    other = issued_roles(ca_dir, cn) - {role, "?"}   # "?": an index line from before roles were kept
+    if other:
+        # One name, one role: a kiosk called like the broker's host ("broker", "localhost") shared
+        # its CN with the server's certificate, so revoking the kiosk revoked the broker's serials
+        # too, and issuing both into one folder replaced one's private key (found by a review).
+        raise PkiError(f"{cn!r} is already issued as {', '.join(sorted(other))}: choose another {role} name")
     out_dir = Path(out_dir)
     key_path = out_dir / f"{cn}.key"
     cert_path = out_dir / f"{cn}.crt"
@@ -191,8 +197,17 @@ class RevokedCert:
     revoked_at: dt.datetime
 
 
+def issued_roles(ca_dir: Path, common_name: str) -> set[str]:
+    """The roles this CA issued ``common_name`` certificates for (from ``issued.jsonl``)."""
+    return {role for role, _serial in _issued(ca_dir, common_name)}
+
+
 def issued_serials(ca_dir: Path, common_name: str) -> list[int]:
     """The serials of every certificate this CA issued to ``common_name`` (from ``issued.jsonl``)."""
+    return [serial for _role, serial in _issued(ca_dir, common_name)]
+
+
+def _issued(ca_dir: Path, common_name: str) -> list[tuple[str, int]]:
     path = Path(ca_dir) / ISSUED_INDEX
     if not path.exists():
         return []
@@ -203,7 +218,7 @@ def issued_serials(ca_dir: Path, common_name: str) -> list[int]:
         try:
             rec = json.loads(line)
             if rec["cn"] == common_name:
-                out.append(int(rec["serial"], 16))
+                out.append((str(rec.get("role", "?")), int(rec["serial"], 16)))
         except (ValueError, KeyError, TypeError) as exc:
             raise PkiError(f"{path} line {n} is invalid: {exc}") from None
     return out

@@ -207,3 +207,16 @@ def test_a_service_certificate_can_be_revoked(own_pki: LinkPki, tmp_path: Path) 
         assert not Registry.load(p.registry_file).kiosks.get("collector.c2")
     finally:
         broker.stop()
+
+
+def test_one_name_one_role_in_the_device_ca(tmp_path: Path) -> None:
+    """Found by a review: a kiosk called like the broker's host shared its CN with the server's
+    certificate, so revoking the kiosk revoked the broker's serials too (and issuing both into one
+    folder replaced one's private key). The CA refuses a name already issued for another role."""
+    ca = tmp_path / "ca"
+    pki.init_ca(ca)
+    pki.issue(ca, "server", "broker", tmp_path / "certs")
+    with pytest.raises(pki.PkiError, match="already issued as server"):
+        pki.issue(ca, "kiosk", "broker", tmp_path / "certs")
+    pki.issue(ca, "server", "broker", tmp_path / "renewed")   # the same role again: a renewal
+    assert len(pki.issued_serials(ca, "broker")) == 2 and pki.issued_roles(ca, "broker") == {"server"}
