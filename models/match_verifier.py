@@ -61,7 +61,11 @@ class MatchScoreVerifier(OnClassic):
     def enroll(self, references: Sequence[Trajectory]) -> ReferenceSet[MatchFeatures]:
         globs = np.array([global_features(r) for r in references]) if self.model.takes_globals else None
         return ReferenceSet(self.name, self.model_versions(), len(references),
-                            MatchFeatures(self.classic.features(references), globs))
+                            MatchFeatures(self.classic.features(references), globs), build=self.build_key())
+
+    def build_key(self) -> str:
+        """The classic part's configuration (``ReferenceSet.build``)."""
+        return self.classic.build_key()
 
     def probability(self, features: MatchFeatures, query: Trajectory, classic_distance: float) -> float:
         if not self.model.takes_globals:
@@ -71,7 +75,7 @@ class MatchScoreVerifier(OnClassic):
         return self.model.score(classic_distance, global_features(query), features.globals)
 
     def verify(self, reference_set: ReferenceSet[MatchFeatures], query: Trajectory) -> Verdict:
-        refs = reference_set.features_for(self.name, self.model_versions())
+        refs = reference_set.features_for(self.name, self.model_versions(), self.build_key())
         cv = self.classic.verify_features(refs.classic, query)
         p = self.probability(refs, query, cv.distance)
         # Minus the logit, from the probability clamped away from 0 and 1 so it stays finite.

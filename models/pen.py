@@ -39,7 +39,7 @@ from models.preprocess import PreparedSignature, prepared_time_functions
 from models.runtime import ModelError
 from models.scoring import ReferenceStats, ScoredReferences, normalised_distance, reference_stats
 from models.trajectory import Trajectory
-from models.verification import PenVerifier, ReferenceSet
+from models.verification import PenVerifier, ReferenceSet, build_key
 
 #: The band every classic model version was built with before versions named it: a config with
 #: another band says "-band" in its version. A literal, not ``models.dtw.DEFAULT_BAND``, so that
@@ -109,8 +109,13 @@ class ClassicVerifier:
                   for aspect, wanted in ASPECT_FEATURES.items()}
         return {aspect: cols for aspect, cols in groups.items() if cols}
 
+    def build_key(self) -> str:
+        """What a reference set it builds must be built with (``ReferenceSet.build``)."""
+        return build_key(self.config)
+
     def enroll(self, references: Sequence[Trajectory]) -> ReferenceSet[ClassicFeatures]:
-        return ReferenceSet(self.name, self.model_versions(), len(references), self.features(references))
+        return ReferenceSet(self.name, self.model_versions(), len(references), self.features(references),
+                            build=self.build_key())
 
     def features(self, references: Sequence[Trajectory]) -> ClassicFeatures:
         """The classic features of ``references`` (the fused verifier keeps them inside its own)."""
@@ -121,7 +126,8 @@ class ClassicVerifier:
         return ClassicFeatures(tpl, aspect_stats, np.array([r.ink_time for r in references]))
 
     def verify(self, reference_set: ReferenceSet[ClassicFeatures], query: Trajectory) -> Verdict:
-        return self.verify_features(reference_set.features_for(self.name, self.model_versions()), query)
+        return self.verify_features(reference_set.features_for(self.name, self.model_versions(), self.build_key()),
+                                    query)
 
     def verify_features(self, refs: ClassicFeatures, query: Trajectory,
                         shared: PreparedSignature | None = None) -> Verdict:
@@ -248,10 +254,14 @@ class FusedVerifier(OnClassic):
             if self._needs_learned else None
         globs = np.array([global_features(r) for r in references]) if self._needs_globals else None
         return ReferenceSet(self.name, self.model_versions(), len(references),
-                            FusedFeatures(self.classic.features(references), learned, globs))
+                            FusedFeatures(self.classic.features(references), learned, globs), build=self.build_key())
+
+    def build_key(self) -> str:
+        """The classic part's configuration and the learned model's (``ReferenceSet.build``)."""
+        return build_key((self.classic.config, self.learned.config))
 
     def verify(self, reference_set: ReferenceSet[FusedFeatures], query: Trajectory) -> Verdict:
-        refs = reference_set.features_for(self.name, self.model_versions())
+        refs = reference_set.features_for(self.name, self.model_versions(), self.build_key())
         # The learned model's preparation, prepared once: the classic part takes its points too when
         # it prepares the same way (since 2026-11-28 it smooths jagged pads, which the shipped
         # student was not trained on, and prepares its own).

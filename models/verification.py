@@ -10,6 +10,7 @@ are never compared.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -35,17 +36,32 @@ class ReferenceSet(Generic[F]):
     model_versions: Mapping[str, str]
     size: int
     features: F = field(repr=False)
+    #: The building verifier's whole configuration, digested (``build_key``): the versions name the
+    #: settings a decision reports, not every one the features depend on.
+    build: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_versions", MappingProxyType(dict(self.model_versions)))
 
-    def features_for(self, verifier: str, model_versions: Mapping[str, str]) -> F:
-        """The features, if this set was built by ``verifier`` at ``model_versions``."""
+    def features_for(self, verifier: str, model_versions: Mapping[str, str], build: str = "") -> F:
+        """The features, if this set was built by ``verifier`` at ``model_versions`` with the
+        configuration digested in ``build``. (A verifier with another prior or feature set but the
+        same version string used the set, and a forgery one verifier refused another approved;
+        found by a review.)"""
         if verifier != self.verifier or dict(model_versions) != dict(self.model_versions):
             raise ReferenceSetMismatch(
                 f"reference set built by {self.verifier} {dict(self.model_versions)}, "
                 f"not by {verifier} {dict(model_versions)}: enroll the references again with this verifier")
+        if build != self.build:
+            raise ReferenceSetMismatch(
+                f"reference set built by {self.verifier} with another configuration ({self.build or 'none'}, "
+                f"not {build or 'none'}): enroll the references again with this verifier")
         return self.features
+
+
+def build_key(config: object) -> str:
+    """A digest of a verifier's configuration (a frozen dataclass: its repr names every field)."""
+    return hashlib.sha256(repr(config).encode()).hexdigest()[:16]
 
 
 class Verifier(Protocol[Q]):

@@ -50,7 +50,7 @@ def test_shared_preparation_changes_no_number(tmp_path: Path) -> None:
     assert ver.score_model.weighs_learned and ver.score_model.takes_globals
     genuine, forged = make_population(n_writers=1, n_genuine=7, n_forgeries=2, seed=4)["001"]
     refset = ver.enroll(genuine[:5])
-    refs = refset.features_for(ver.name, ver.model_versions())
+    refs = refset.features_for(ver.name, ver.model_versions(), ver.build_key())
     assert refs.learned is not None and refs.globals is not None
     jagged = _jagged(genuine[6])
     # The shipped classic part smooths a jagged pad's points; the shipped student was trained on
@@ -104,7 +104,7 @@ def test_what_the_model_weighs_zero_is_not_computed(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(ver.learned, "embed", no_embedding)
     monkeypatch.setattr("models.pen.global_features", no_embedding)
     refset = ver.enroll(genuine[:5])
-    refs = refset.features_for(ver.name, ver.model_versions())
+    refs = refset.features_for(ver.name, ver.model_versions(), ver.build_key())
     assert refs.learned is None and refs.globals is None
     for q in (genuine[5], forged[0]):
         # The score is the classic distance's alone: any learned distance gives the same.
@@ -123,6 +123,7 @@ def test_a_model_that_weighs_the_learned_distance_refuses_a_set_without_it(tmp_p
     genuine = make_population(n_writers=1, n_genuine=6, n_forgeries=0, seed=5)["001"][0]
     # Enrolled by the shipped model (no embeddings), relabelled with this model's versions: the
     # verifier says what is missing rather than scoring without it.
-    forged_set = ReferenceSet(ver.name, ver.model_versions(), 5, shipped.enroll(genuine[:5]).features)
+    forged_set = ReferenceSet(ver.name, ver.model_versions(), 5, shipped.enroll(genuine[:5]).features,
+                              build=ver.build_key())
     with pytest.raises(ModelError, match="does not hold what its model needs"):
         ver.verify(forged_set, genuine[5])

@@ -72,3 +72,19 @@ def test_a_trajectory_does_not_change_with_the_callers_arrays(genuine: list[Traj
     x[3] = np.nan
     assert np.isfinite(t.x).all()
     assert not t.x.flags.writeable
+
+
+def test_a_reference_set_of_another_configuration_is_refused(genuine: list[Trajectory]) -> None:
+    """The version string names the settings a decision reports, not every one the features
+    depend on: a verifier with another prior and dynamics weight used the set, and a forgery one
+    verifier refused (2.017) the other approved (0.773)."""
+    from models.pen import ClassicVerifier
+    from models.verification import ReferenceSetMismatch
+
+    base = ClassicVerifier()
+    other = ClassicVerifier(dataclasses.replace(base.config, dynamics_weight=base.config.dynamics_weight * 2))
+    assert other.model_versions() == base.model_versions()
+    refs = base.enroll(genuine[:5])
+    with pytest.raises(ReferenceSetMismatch, match="another configuration"):
+        other.verify(refs, genuine[5])
+    assert base.verify(refs, genuine[5]).decision in ("APPROVED", "SUSPICIOUS")
