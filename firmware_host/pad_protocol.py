@@ -312,6 +312,11 @@ class PacketDecoder:
     def reset_sequence(self) -> None:
         self._last_seq = None
 
+    def drop_partial(self) -> None:
+        """Forget the bytes of a packet not yet complete (the rest of it, when it comes, fails as a
+        damaged packet): what was on its way when a capture ended is nobody's."""
+        self._buf.clear()
+
     def feed(self, data: bytes) -> list[tuple[Packet, int]]:
         """Decode what ``data`` completes: (packet, packets lost just before it)."""
         self.stats.bytes_in += len(data)

@@ -300,6 +300,8 @@ class SerialPad:
             if time.monotonic() >= until or self._waiting() == 0:
                 break
             self._pending.extend(self.decoder.feed(self._read()))
+        # A packet half received when we stopped reading would complete into this capture.
+        self.decoder.drop_partial()
         if self.stats.stale:
             log.debug("pad: %d sample(s) or button press(es) since the last capture discarded", self.stats.stale)
         self._between = False

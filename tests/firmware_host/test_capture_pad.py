@@ -212,6 +212,11 @@ def test_what_the_pad_sends_between_captures_is_nobodys(rig_factory):
     rig.play([replace(s, device_time=s.device_time + 3000) for s in rig.samples[:40]], hello_first=False).join(2)
     rebooted = replace(rig.hello, session=rig.hello.session ^ 0x5555)
     rig.emu.send(rebooted)
+    # And half of one more sample, its rest written once the next capture has begun: it must not
+    # complete into the next customer's signature.
+    late = encode_message(replace(rig.samples[10], device_time=last + 5000), 7)
+    os.write(rig.pty.master, late[: len(late) // 2])
+    threading.Timer(0.6, lambda: os.write(rig.pty.master, late[len(late) // 2:])).start()
     time.sleep(0.3)
     with pytest.raises(NoSignatureError, match="no pen-down within"):
         rig.pad.capture(start_timeout=0.5)
