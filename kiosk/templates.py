@@ -68,8 +68,8 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, whole."""
+def _written_aside(path: Path, data: bytes, mode: int) -> Path:
+    """``data`` in a new temporary file beside ``path``, fsynced: to be moved or linked into place."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
@@ -77,6 +77,16 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, whole."""
+    tmp = _written_aside(path, data, mode)
+    try:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -95,13 +105,8 @@ def load_or_create_key(path: Path, create: bool = False) -> bytes:
         # empty or half-written (a power cut between create and write left a 0-byte key that
         # refused every later start, and a second process could read it before it was written;
         # found by a review). link() fails if another process made the key first: use theirs.
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        tmp = _written_aside(path, secrets.token_bytes(KEY_LEN), 0o600)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(secrets.token_bytes(KEY_LEN))
-                fh.flush()
-                os.fsync(fh.fileno())
             try:
                 os.link(tmp, path)
             except FileExistsError:

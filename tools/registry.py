@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kiosk.keys import key_id
+from kiosk.templates import atomic_write
 from kiosk.topics import validate_id
 from tools.central.errors import CentralError
 
@@ -96,19 +97,9 @@ class Registry:
             },
         }
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         # Durable before it replaces the old one, and the rename itself durable: a power cut must
-        # not leave an empty registry (every revocation in it forgotten).
-        with open(tmp, "w") as f:
-            f.write(json.dumps(data, indent=2) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        # not leave an empty registry (every revocation in it forgotten). Public keys only: 0644.
+        atomic_write(path, (json.dumps(data, indent=2) + "\n").encode(), mode=0o644)
 
     @classmethod
     @contextmanager

@@ -32,6 +32,7 @@ from kiosk import envelope
 from kiosk.envelope import EnvelopeError
 from kiosk.keys import key_id, raw_public, write_private_file
 from kiosk.records import EvidenceRecord, RecordError, decode_payload
+from kiosk.topics import TopicError, parse_topic
 from tools.central.errors import CentralError
 from tools.central.iso19794_7 import from_trajectory
 from tools.central.query import iso_time
@@ -64,8 +65,13 @@ def _signature_check(ev: StoredEvidence, registry: Registry | None,
     except EnvelopeError as exc:
         return {"envelope": f"unreadable: {exc}", "signature": f"FAILED: the envelope is unreadable: {exc}"}
     h = env.header
+    try:
+        topic = parse_topic(h.topic)
+        topic_is_ours = topic.kind == "evidence" and topic.kiosk_id == ev.kiosk_id
+    except TopicError:
+        topic_is_ours = False
     same = {"digest": env.digest == ev.digest, "kiosk_id": h.kiosk_id == ev.kiosk_id, "seq": h.seq == ev.seq,
-            "topic": h.topic.endswith(f"/{ev.kiosk_id}/evidence")}
+            "topic": topic_is_ours}
     out: dict[str, Any] = {"envelope_digest_matches": same["digest"], "signed_kiosk_id": h.kiosk_id,
                            "signed_seq": h.seq, "signed_topic": h.topic, "signed_time_ms": h.time_ms,
                            "sign_key_id": h.sign_key_id.hex()}
