@@ -278,6 +278,14 @@ def test_a_tap_on_the_pad_ends_verification_with_advice_not_an_internal_error(tm
         pen.close_all()
 
 
+def _until_capturing(daemon: Any, timeout: float = 20.0) -> None:
+    """Until the daemon is capturing a signature (the pen is the customer's)."""
+    deadline = time.monotonic() + timeout
+    while daemon.state.value != "capture":
+        assert time.monotonic() < deadline, "the capture did not begin"
+        time.sleep(0.02)
+
+
 def test_a_request_for_an_idle_kiosk_is_refused_while_it_is_busy_and_never_queued(
         link_pki: Any, mqtt_broker: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Found by a review: the screen's busy check and the queueing were two steps (a double click
@@ -333,10 +341,7 @@ def test_a_request_for_an_idle_kiosk_is_refused_while_it_is_busy_and_never_queue
         assert "the kiosk is busy" in caplog.text and daemon.pending == 1
 
         def cancel_at_the_pen() -> None:   # once the capture has begun (a cancel before it is not seen)
-            deadline = time.monotonic() + 20
-            while daemon.state.value != "capture":
-                assert time.monotonic() < deadline, "the capture did not begin"
-                time.sleep(0.02)
+            _until_capturing(daemon)
             daemon.cancel()
 
         cancel_at_the_pen()
@@ -361,10 +366,7 @@ def test_requests_still_queued_at_stop_end_as_stopping(tmp_path: Path) -> None:
     genuine, _ = writers()["001"]
     daemon.store.put("cust-1", as_replayed(genuine[:5]))
     first = daemon.submit("verify", "cust-1")
-    deadline = time.monotonic() + 20
-    while daemon.state.value != "capture":
-        assert time.monotonic() < deadline, "the capture did not begin"
-        time.sleep(0.02)
+    _until_capturing(daemon)
     queued = [daemon.submit("verify", "cust-1") for _ in range(3)]
     try:
         daemon.stop()
