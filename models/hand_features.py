@@ -244,6 +244,10 @@ def _slant(edge: np.ndarray, gx: np.ndarray, gy: np.ndarray) -> tuple[float, flo
     x = gx[edge].astype(np.float64)
     y = gy[edge].astype(np.float64)
     mag = np.hypot(x, y)
+    # An edge pixel (Canny's) can have no Sobel gradient at all: it weighs nothing, and its
+    # ratios below would be 0/0.
+    moving = mag > 0
+    x, y, mag = x[moving], y[moving], mag[moving]
     if mag.size == 0 or mag.sum() <= 0:
         return 0.0, 0.0
     near = np.abs(x) >= np.abs(y)

@@ -165,3 +165,24 @@ def test_no_ink_is_a_clear_error():
         hand_features(dot)
     with pytest.raises(ValueError, match="uint8"):
         hand_features(blank.astype(np.float32))
+
+
+def test_an_edge_pixel_without_gradient_weighs_nothing():
+    """A Dutch forgery scan has a Canny edge pixel whose Sobel gradient is exactly 0: its slant
+    ratios were 0/0, every feature of the scan NaN, and the kiosk refused to verify it ("query
+    features must be finite numbers"). The pixel weighs nothing, as it did when each pixel's
+    angle was an arctan weighted by its gradient."""
+    from models.hand_features import _slant
+    from tests.shared_data import shared_data
+    from tools.datasets.images import read_signature_image
+
+    scan = shared_data("offline") / "sigcomp-dutch-kaggle" / "049_forg" / "02_0210049.png"
+    with np.errstate(all="raise"):
+        features = hand_features(read_signature_image(scan))
+    assert np.all(np.isfinite(features))
+    edge = np.ones((3, 3), bool)
+    gx = np.array([[1.0, 0.0, 2.0], [1.0, 0.0, 1.0], [0.5, 1.0, 0.0]], np.float32)
+    gy = np.array([[0.2, 0.0, -1.0], [0.0, 0.0, 0.3], [0.0, 3.0, 0.0]], np.float32)
+    moving = np.hypot(gx, gy) > 0
+    slant, share = _slant(edge, gx, gy)
+    assert np.isfinite(slant) and (slant, share) == _slant(moving, gx, gy)
