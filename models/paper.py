@@ -260,11 +260,13 @@ class PaperVerifier:
         # Each part against the threshold it would have alone: the CNN's own validation threshold;
         # the others' are not fitted apart, so the fused operating point's share of them.
         fusion = self.fusions[refs.kind]
-        # A part the fusion weights 0 does not move the decision: it is not shown as a check.
-        aspects = [AspectCheck("shape", "Shape", match_rate(d_emb, cfg.threshold), d_emb <= cfg.threshold),
-                   *(check for check in (self._part_check("layout", "Layout", fusion, "hand", d_hand),
-                                         self._part_check("strokes", "Stroke directions", fusion, "hog", d_hog))
-                     if check is not None)]
+        # A part the fusion weights 0 does not move the decision: it is not shown as a check (the
+        # shipped paper-reference fusion weighs the CNN 0; its embedding still finds copies).
+        shape = (AspectCheck("shape", "Shape", match_rate(d_emb, cfg.threshold), d_emb <= cfg.threshold)
+                 if fusion.weights[fusion.names.index("cnn")] < 0 else None)
+        aspects = [check for check in (shape, self._part_check("layout", "Layout", fusion, "hand", d_hand),
+                                       self._part_check("strokes", "Stroke directions", fusion, "hog", d_hog))
+                   if check is not None]
         nearest = min(embedding_distance(emb, r) for r in refs.embeddings.references)
         too_similar = self.policy.is_copy(nearest, refs.embeddings.nearest_pair)
         explanations: tuple[str, ...] = ()

@@ -111,7 +111,7 @@ VARIANTS: dict[str, HogConfig] = {
     "box + one-scale 2.2, s18": _s18(_BOX, _isotropic(2.2)),
     "box + moments 2.2 + one-scale 2.6, s18": _s18(_BOX, _moments(2.2), _isotropic(2.6)),
     # The question also turned (degrees; its closest turn to each reference counts), second round:
-    "the three framings, s18, turns ±2 (shipped)": _turned(-2.0, 2.0),
+    "the three framings, s18, turns ±2 (shipped before the shared votes)": _turned(-2.0, 2.0),
     "the three framings, s18, turns ±3": _turned(-3.0, 3.0),
     "the three framings, s18, turns ±4": _turned(-4.0, 4.0),
     "the three framings, s18, turns ±5": _turned(-5.0, 5.0),
@@ -125,6 +125,17 @@ VARIANTS: dict[str, HogConfig] = {
     "turns ±2, patterns 1 (16-px cells)": replace(_turned(-2.0, 2.0), texture=1.0),
     "turns ±2, patterns 0.25 (16-px cells)": replace(_turned(-2.0, 2.0), texture=0.25),
     "turns ±2, patterns 0.5 (8-px cells)": replace(_turned(-2.0, 2.0), texture=0.5, texture_cell=8),
+    # Votes shared between neighbouring bins and cells (``HogConfig.interpolate``), fifth round:
+    "turns ±2, interpolated votes": replace(_turned(-2.0, 2.0), interpolate=True),
+    "turns ±2, interpolated votes, 6-px cells": replace(_turned(-2.0, 2.0), interpolate=True,
+                                                        scales=((48, 96, 6), (24, 48, 6))),
+    "turns ±2, interpolated votes, blur 0.5": replace(_turned(-2.0, 2.0), interpolate=True, blur=0.5),
+    "turns ±2, 6-px cells": replace(_turned(-2.0, 2.0), scales=((48, 96, 6), (24, 48, 6))),
+    "turns ±3, interpolated votes, 6-px cells": replace(_turned(-3.0, 3.0), interpolate=True,
+                                                        scales=((48, 96, 6), (24, 48, 6))),
+    "turns ±2, interpolated votes, 7-px cells (shipped)": replace(_turned(-2.0, 2.0), interpolate=True,
+                                                        scales=((56, 112, 7), (28, 56, 7))),
+    "turns ±3, interpolated votes": replace(_turned(-3.0, 3.0), interpolate=True),
 }
 
 

@@ -212,3 +212,55 @@ def test_local_binary_patterns_beside_the_gradients_add_their_squared_distance()
                 {"texture": 1.0, "texture_cell": 1}):
         with pytest.raises(ValueError, match="texture"):
             HogConfig(**bad)  # type: ignore[arg-type]
+
+
+def _brute_force_cells(magnitude: np.ndarray, position: np.ndarray, cell: int, ch: int, cw: int,
+                       nbins: int) -> np.ndarray:
+    """Trilinear votes, one pixel at a time (what ``_interpolated_cells`` computes separably)."""
+    out = np.zeros((ch, cw, nbins))
+    for y in range(magnitude.shape[0]):
+        for x in range(magnitude.shape[1]):
+            b = position[y, x] - 0.5
+            b0 = math.floor(b)
+            cy, cx = (y + 0.5) / cell - 0.5, (x + 0.5) / cell - 0.5
+            y0, x0 = math.floor(cy), math.floor(cx)
+            for yy, wy in ((y0, 1 - (cy - y0)), (y0 + 1, cy - y0)):
+                for xx, wx in ((x0, 1 - (cx - x0)), (x0 + 1, cx - x0)):
+                    for bb, wb in ((b0 % nbins, 1 - (b - b0)), ((b0 + 1) % nbins, b - b0)):
+                        out[min(max(yy, 0), ch - 1), min(max(xx, 0), cw - 1), bb] += magnitude[y, x] * wy * wx * wb
+    return out
+
+
+def test_interpolated_votes_are_shared_by_distance_and_none_is_lost() -> None:
+    """``HogConfig.interpolate``: each pixel's vote goes to its two nearest direction bins (around
+    the circle) and its four nearest cells by distance, the edge cells taking what falls outside;
+    every vote counts whole. A stroke moved by a pixel then moves the histograms less than with
+    whole votes."""
+    from models.hog import _interpolated_cells
+
+    rng = np.random.default_rng(3)
+    magnitude, position = rng.random((16, 24)), rng.random((16, 24)) * 6
+    cells = _interpolated_cells(magnitude, position, 4, 4, 6, 6)
+    np.testing.assert_allclose(cells, _brute_force_cells(magnitude, position, 4, 4, 6, 6), atol=1e-12)
+    assert cells.sum() == pytest.approx(magnitude.sum())
+    # A direction at a bin's centre goes to that bin alone; halfway between bins 5 and 0, half each.
+    one = np.zeros((8, 8))
+    one[1, 1] = 1.0   # nearer cell 0's centre than any other: all of it there
+    assert _interpolated_cells(one, np.full((8, 8), 2.5), 4, 2, 2, 6)[0, 0].tolist() == [0, 0, 1, 0, 0, 0]
+    halves = _interpolated_cells(one, np.full((8, 8), 0.0), 4, 2, 2, 6)[0, 0]
+    assert halves.tolist() == [0.5, 0, 0, 0, 0, 0.5]
+
+    interpolated = HogConfig(framings=SHIPPED.framings, interpolate=True)
+    picture = prepare(SignatureImage(draw(signature_strokes())))
+    v = hog_descriptor(picture, interpolated)
+    assert v.shape == (SHIPPED.length,) and np.linalg.norm(v) == pytest.approx(1.0)
+    # One of two bars drawn 3 pixels lower (the box around them unchanged): with shared votes the
+    # histograms move less.
+    bars = np.zeros((64, 128), np.float32)
+    bars[40:44, 10:118] = 1.0
+    upper = np.zeros_like(bars)
+    upper[20:24, 10:118] = 1.0
+    whole, shared = HogConfig(framings=(("box", 0.0),)), HogConfig(framings=(("box", 0.0),), interpolate=True)
+    moved = [hog_distance(hog_descriptor(bars + upper, c), hog_descriptor(bars + np.roll(upper, 3, axis=0), c))
+             for c in (whole, shared)]
+    assert 0.0 < moved[1] < 0.8 * moved[0]

@@ -124,17 +124,21 @@ def test_a_part_the_fusion_leaves_out_is_not_shown_as_a_check(verifier: PaperVer
     shipped = json.loads((verifier.model_dir / OFFLINE_FUSION_FILE).read_text())[FUSION_ENTRY]
     pad_entry = offline_entry(FUSION_ENTRY, pad_ink=True)
 
-    def entries(hand_weight: float) -> dict:
-        entry = {**shipped, "weights": [-3.0, hand_weight, -15.0], "bias": 2.0}
+    def entries(hand_weight: float, cnn_weight: float = -3.0) -> dict:
+        entry = {**shipped, "weights": [cnn_weight, hand_weight, -15.0], "bias": 2.0}
         return {FUSION_ENTRY: entry, pad_entry: entry}
 
     with_hand = _model_dir(verifier, tmp_path / "with", entries(-4.0))
     without = _model_dir(verifier, tmp_path / "without", entries(0.0))
+    histograms = _model_dir(verifier, tmp_path / "histograms", entries(0.0, cnn_weight=0.0))
     genuine, _ = make_population(n_writers=1, n_genuine=7, n_forgeries=1, seed=4)["001"]
     question = render_ink(genuine[6])
-    shown = {v: v.verify(v.enroll([render_ink(t) for t in genuine[:5]]), question) for v in (with_hand, without)}
+    shown = {v: v.verify(v.enroll([render_ink(t) for t in genuine[:5]]), question)
+             for v in (with_hand, without, histograms)}
     assert {a.code for a in shown[with_hand].aspects} == {"shape", "layout", "strokes", "proportions"}
     assert {a.code for a in shown[without].aspects} == {"shape", "strokes", "proportions"}
+    # The CNN weighed 0 (the shipped paper-reference entry since 2026-11-29): no "shape" check.
+    assert {a.code for a in shown[histograms].aspects} == {"strokes", "proportions"}
     # Weighted, the hand features' distance counts in the score; weighted 0, it does not.
     assert shown[with_hand].distance != shown[without].distance
     # A bundle whose fusion weighs every part 0 would decide without looking: refused at load.

@@ -20,12 +20,12 @@ OFFLINE = shared_data("offline")
 def test_every_variant_is_its_own_setting_and_the_shipped_one_is_there() -> None:
     configs = list(VARIANTS.values())
     assert len(set(configs)) == len(configs)
-    assert [name for name, c in VARIANTS.items() if c == SHIPPED] == ["the three framings, s18, turns ±2 (shipped)"]
+    assert [name for name, c in VARIANTS.items() if c == SHIPPED] == ["turns ±2, interpolated votes, 7-px cells (shipped)"]
 
 
 def test_a_short_run_on_real_scans(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "variants.json"
-    before, shipped = "box, u9 (shipped before)", "the three framings, s18, turns ±2 (shipped)"
+    before, shipped = "box, u9 (shipped before)", "turns ±2, interpolated votes, 7-px cells (shipped)"
     assert main(["--data", str(OFFLINE), "--max-writers", "3", "--only", before, shipped, "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert list(report["variants"]) == [before, shipped]
@@ -35,7 +35,7 @@ def test_a_short_run_on_real_scans(tmp_path: Path, capsys) -> None:  # type: ign
         assert all(0.0 <= c["eer_global"] <= 100.0 and c["genuine_trials"] > 0 for c in cases.values())
         assert row["sum"] == round(sum(c["eer_global"] for c in cases.values()), 3)
         assert 0.0 < row["prior"][0] <= row["prior"][1] < 2.0
-    assert report["variants"][shipped]["config"]["bins"] == 18
+    assert report["variants"][shipped]["config"]["bins"] == 18 and report["variants"][shipped]["config"]["interpolate"]
     assert shipped in capsys.readouterr().out
     # Train and validate writers only, of both kinds on the cross-media set (experiment, control).
     writers = report["writers"]
