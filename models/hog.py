@@ -238,31 +238,30 @@ def _interpolated_cells(magnitude: np.ndarray, position: np.ndarray, cell: int, 
     """Cell histograms with each vote shared by distance between the two nearest bin centres
     (around the circle) and the four nearest cell centres (the frame's edge cells take what
     would fall outside): (ch, cw, nbins)."""
-    # Only pixels with an edge vote: most of a frame is blank paper or flat ink.
-    voting = np.flatnonzero(magnitude)
-    m = magnitude.ravel()[voting].astype(np.float64)
-    b = position.ravel()[voting].astype(np.float64) - 0.5
+    m = magnitude.ravel().astype(np.float64)
+    b = position.ravel().astype(np.float64) - 0.5
     b0 = np.floor(b)
     fb = b - b0
     lower = b0.astype(np.int64) % nbins
     upper = (lower + 1) % nbins
-    index_parts: list[np.ndarray] = []
-    weight_parts: list[np.ndarray] = []
-    for where, share in _cell_shares(magnitude.shape, cell, ch, cw):
-        spatial = share[voting] * m
-        where = where[voting] * nbins
-        index_parts += [where + lower, where + upper]
-        weight_parts += [spatial * (1.0 - fb), spatial * fb]
-    return np.bincount(np.concatenate(index_parts), weights=np.concatenate(weight_parts),
-                       minlength=ch * cw * nbins).reshape(ch, cw, nbins)
+    to_lower, to_upper = m * (1.0 - fb), m * fb
+    size = ch * cw * nbins
+    cells = np.zeros(size)
+    # Eight small counts added, not one count of the eight concatenated: several times faster.
+    # Every pixel counts (one without an edge adds 0): picking the edge pixels out cost more.
+    for where, share in _cell_shares(magnitude.shape, cell, ch, cw, nbins):
+        cells += np.bincount(where + lower, weights=share * to_lower, minlength=size)
+        cells += np.bincount(where + upper, weights=share * to_upper, minlength=size)
+    return cells.reshape(ch, cw, nbins)
 
 
 @functools.lru_cache(maxsize=16)
-def _cell_shares(shape: tuple[int, int], cell: int, ch: int, cw: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
-    """For each pixel of a frame, its four nearest cells (flat indices) and the share of its vote
-    each takes, by distance to their centres; beyond the outermost centres, the edge cell takes
-    it all. Four (cell index, share) pairs of flat per-pixel arrays; the same for every frame of
-    a shape."""
+def _cell_shares(shape: tuple[int, int], cell: int, ch: int, cw: int,
+                 nbins: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """For each pixel of a frame, its four nearest cells (the index of each one's first bin in
+    the flat histograms) and the share of its vote each takes, by distance to their centres;
+    beyond the outermost centres, the edge cell takes it all. Four (index, share) pairs of flat
+    per-pixel arrays; the same for every frame of a shape."""
     def axis(n: int, cells: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
         c = (np.arange(n) + 0.5) / cell - 0.5
         c0 = np.floor(c)
@@ -274,7 +273,7 @@ def _cell_shares(shape: tuple[int, int], cell: int, ch: int, cw: int) -> tuple[t
     out = []
     for rows, wr in axis(h, ch):
         for cols, wc in axis(w, cw):
-            where = (rows[:, None] * cw + cols[None, :]).ravel()
+            where = (rows[:, None] * cw + cols[None, :]).ravel() * nbins
             share = (wr[:, None] * wc[None, :]).ravel()
             where.setflags(write=False)
             share.setflags(write=False)
