@@ -11,21 +11,23 @@ nearest cells by distance (trilinear interpolation), and each 2×2 block of cell
 (L2-Hys, Dalal & Triggs), at two scales: 56×112 (8×16 cells of 7 pixels) and 28×56 (4×8 cells).
 Two signatures are compared by the Euclidean distance of their unit descriptors.
 
-Why it is here: fused in beside the CNN and the hand features it takes the Dutch test writers'
-skilled EER from 15.53 to 11.55 % (see the README, "The paper path"). The box framing came first
+Why it is here: fused in beside the CNN and the hand features it took the Dutch test writers'
+skilled EER from 15.53 to 11.55 % (see the README, "The paper path"); since 2026-11-29 it decides
+paper references alone (10.48 % there) and pad references with the CNN. The box framing came first
 (12.84 %); the moment framings and signed directions were chosen among 26 settings
 (:class:`HogConfig`) on the train and validate writers of both image sets, the histograms alone
 (``python -m tools.hog_variants``): skilled EER 19.87 → 16.17 % on the Dutch scans (K = 5),
 22.18 → 18.53 % pad ink against paper and 17.15 → 14.44 % paper against paper on the cross-media
 set. A stray tail or a far dot moves the box more than it moves the moments. It reads the
 stroke *directions* of the framed picture, blurred, so it depends little on the pen's width,
-where the hand features' stroke-width features measure the pen. About 1.9 ms a picture.
+where the hand features' stroke-width features measure the pen. About 1.9 ms a picture then
+(timings now: the README's "Speed" under "The paper path").
 
 A signature is rarely written, scanned or photographed at quite its references' angle, and
 directions are what this descriptor reads: a question is also described turned 2 degrees either
 way (:func:`hog_turned`), and :func:`hog_distance` takes its closest turn to each reference
 (chosen the same way, among turns of ±2 to ±5 degrees: the three skilled EERs' sum 49.15 → 45.40 %,
-each of the three lower). Three descriptors a question, about 5.4 ms.
+each of the three lower). Three descriptors a question, about 5.4 ms then.
 
 Shared votes (2026-11-29, ``HogConfig.interpolate``): a stroke a pixel to one side of a cell's
 edge, or a degree to one side of a bin's, moved a whole vote; now it moves a share. Chosen the
@@ -106,8 +108,8 @@ class HogConfig:
             raise ValueError("a moment framing needs a positive spread")
         if self.bins < 2 or self.blur <= 0 or self.block_norm not in BLOCK_NORMS:
             raise ValueError(f"need bins >= 2, blur > 0 and a block norm of {', '.join(BLOCK_NORMS)}")
-        if not self.scales or any(c < 1 or h < 2 * c or w < 2 * c for h, w, c in self.scales):
-            raise ValueError(f"each scale's frame holds at least 2×2 cells, got {self.scales!r}")
+        if not self.scales or any(c < 1 or h < 2 * c or w < 2 * c or h % c or w % c for h, w, c in self.scales):
+            raise ValueError(f"each scale's frame holds at least 2×2 whole cells, got {self.scales!r}")
         if not self.turns or self.turns[0] != 0.0 or any(not -45.0 <= t <= 45.0 for t in self.turns):
             raise ValueError(f"turns start with 0 and stay within ±45 degrees, got {self.turns!r}")
         if any(not -30.0 <= t <= 30.0 or t == 0.0 for t in self.shears):

@@ -19,7 +19,9 @@ references ``cnn+hand+hog@pad-ink`` (fitted on the cross-media set's electronic 
 paper; across media the hand-made features measure the pen more than the writer, and the paper
 fusion leaned on them). Which parts a fusion weighs is chosen by holding each validation writer
 out in turn (``tools.fusion_cv``): the shipped two weigh the hand features 0 (on held-out writers
-they added nothing, on scans or across media). Both decide at the one paper threshold: the pad-ink
+they added nothing, on scans or across media), and since 2026-11-29 the paper-reference entry
+weighs the CNN 0 too (the histograms alone did as well held out): its embedding then only finds
+copies. Both decide at the one paper threshold: the pad-ink
 entry's bias is set so that the threshold is its own operating point. These are the evaluator's default verifier, so the
 README's figures are this score's. The Isolation Forest's score is not in it (fitted in as
 ``cnn+hand+anomaly`` it came out with weight 0 for the CNN before this one, and moves the Dutch
@@ -36,8 +38,9 @@ verdict says which references it compared against (``Verdict.references``: ``"pa
 
 The verdict is the pen verifiers' (``models.policy.Verdict``, decided by the same
 ``DecisionPolicy`` rules): the decision, a match rate that is 0.5 exactly at the operating point,
-and aspects that explain it: "shape" (the embedding), "layout" (the hand-made features' distance,
-shown only when the fusion weighs it), "strokes" (the oriented-gradient histograms' distance) and
+and aspects that explain it: "shape" (the embedding), "layout" (the hand-made features' distance)
+and "strokes" (the oriented-gradient histograms' distance), each shown only when the fusion weighs
+it, and
 "proportions" (the anomaly check), with the anomaly check's reasons in words.
 
 This module imports numpy, OpenCV and :mod:`models.runtime`: no TensorFlow on the device. The

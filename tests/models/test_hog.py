@@ -33,7 +33,8 @@ def test_other_settings_go_through_the_same_code_and_bad_ones_are_refused() -> N
     root = hog_descriptor(picture, HogConfig(block_norm="hellinger"))
     assert root.shape == (SHIPPED.length,) and np.all(np.isfinite(root))
     for bad in ({"framings": (("ring", 1.0),)}, {"framings": (("moments", 0.0),)}, {"framings": ()},
-                {"bins": 1}, {"blur": 0.0}, {"block_norm": "l1"}, {"scales": ((8, 64, 8),)}):
+                {"bins": 1}, {"blur": 0.0}, {"block_norm": "l1"}, {"scales": ((8, 64, 8),)},
+                {"scales": ((56, 101, 7),)}):
         with pytest.raises(ValueError):
             HogConfig(**bad)  # type: ignore[arg-type]
 
