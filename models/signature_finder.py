@@ -292,28 +292,15 @@ def _warp(grey: np.ndarray, quad: np.ndarray, trim: float, centre: tuple[float, 
 _FLATTEN_STRIP_PIXELS = 1 << 16
 
 
-#: :func:`flatten_light` smooths the paper level this many times smaller than it finds it: the
-#: level is smooth by construction (a blur of sigma k/2 pixels, k about 1/25 of the picture), and
-#: the blur at full detection size was a tenth of a camera frame's time to the score.
-_LEVEL_SHRINK = 4
-
-
-def _paper_level(small: np.ndarray, k: int) -> np.ndarray:
-    """The paper's grey level over ``small`` (a grey closing of ``k`` pixels, wider than any stroke,
-    so the ink is gone, then smoothed by a Gaussian of sigma k/2), at :data:`_LEVEL_SHRINK` times
-    less resolution: (height, width) of about ``small``'s divided by it."""
-    level = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
-    h, w = level.shape
-    shrunk = cv2.resize(level, (max(1, w // _LEVEL_SHRINK), max(1, h // _LEVEL_SHRINK)), interpolation=cv2.INTER_AREA)
-    return cv2.GaussianBlur(shrunk, (0, 0), k / 2 / _LEVEL_SHRINK)
-
-
 def flatten_light(grey: np.ndarray, paper: int = PAPER_LEVEL) -> np.ndarray:
-    """Divide out uneven lighting: the paper level at each pixel (:func:`_paper_level`, on the
-    picture reduced for detection, brought back to full size) is mapped to ``paper``."""
-    small, _ = _reduce(grey)
+    """Divide out uneven lighting: the paper level at each pixel (a grey closing wider than any
+    stroke, so the ink is gone, then smoothed) is mapped to ``paper``."""
+    small, f = _reduce(grey)
     k = max(7, int(round(min(small.shape) / 25)) | 1)
-    level = cv2.resize(_paper_level(small, k), (grey.shape[1], grey.shape[0]), interpolation=cv2.INTER_LINEAR)
+    level = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
+    level = cv2.GaussianBlur(level, (0, 0), k / 2)
+    if f < 1.0:
+        level = cv2.resize(level, (grey.shape[1], grey.shape[0]), interpolation=cv2.INTER_LINEAR)
     # In strips of rows: the float32 temporaries of a whole page were the largest part of a
     # picture's peak memory (MAX_PICTURE_PIXELS); each pixel is its own sum, so strips change no value.
     out = np.empty(grey.shape, np.uint8)

@@ -208,30 +208,3 @@ def test_a_close_up_of_a_tilted_form_is_rectified_by_its_box(scans: list[Signatu
     found = find_signature(frame)
     assert found.source == "scan: signature box"
     assert _similarity(prepare(found), prepare(scans[0])) > 0.85
-
-
-def test_uneven_light_is_flattened_from_a_level_smoothed_at_less_resolution() -> None:
-    """``flatten_light`` smooths the paper's level on a picture four times smaller than the one it
-    finds it on (a tenth of a camera frame's time went to that blur): across a shadow's sharp edge
-    the level is within a few grey levels of the full-resolution blur's, the paper comes out level
-    and the ink stays dark."""
-    from models.signature_finder import PAPER_LEVEL, _paper_level, flatten_light
-
-    ys, xs = np.mgrid[0:480, 0:640]
-    light = 150 + 100 * xs / 639 * (0.6 + 0.4 * ys / 479)   # light from the right
-    light[ys > 300 + 0.3 * xs] -= 60                          # and a shadow's sharp edge
-    page = light.astype(np.uint8)
-    ink = np.zeros_like(page)
-    cv2.putText(ink, "Jan de Vries", (60, 260), cv2.FONT_HERSHEY_SCRIPT_SIMPLEX, 3.0, 255, 4)
-    page[ink > 0] = 40
-    k = 19   # flatten_light's closing for a 480x640 picture
-    closed = cv2.morphologyEx(page, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
-    exact = cv2.GaussianBlur(closed, (0, 0), k / 2)
-    level = cv2.resize(_paper_level(page, k), (640, 480), interpolation=cv2.INTER_LINEAR)
-    inner = (slice(2 * k, -2 * k), slice(2 * k, -2 * k))   # the borders are blurred differently
-    assert np.abs(level[inner].astype(int) - exact[inner].astype(int)).max() <= 2
-    flat = flatten_light(page)
-    paper = flat[inner][cv2.dilate(ink, np.ones((9, 9), np.uint8))[inner] == 0]
-    # Level but for the shadow's edge, which no smoothing of the level follows exactly (std 5.8).
-    assert abs(float(np.median(paper)) - PAPER_LEVEL) <= 2 and paper.std() < 7
-    assert flat[ink > 0].mean() < 90
