@@ -24,7 +24,7 @@ class RequestRefused(ApplianceError, ValueError):
 
 class KioskBusy(RequestRefused):
     """A request that may start only on an idle kiosk (the screen's, the central command) found it
-    busy: a request running or queued, or the last decision still on the screen."""
+    busy: a request running or queued. (The last decision still on the screen does not count.)"""
 
 
 class StaffLoginRequired(RequestRefused):
