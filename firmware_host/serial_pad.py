@@ -12,7 +12,8 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import serial
@@ -129,19 +130,27 @@ class SerialPad:
             pass
 
     # --- I/O ---------------------------------------------------------------------------------
-    def _read(self) -> bytes:
+    @contextmanager
+    def _port_failures(self) -> Iterator[None]:
+        """A port that fails (unplugged, its driver gone) as ``DeviceGoneError``."""
         try:
-            n = self.port.in_waiting
-            return self.port.read(n if n > 0 else 1)
+            yield
         except (serial.SerialException, OSError) as exc:
             raise DeviceGoneError(f"{self.port.port}: serial port failed: {exc}") from None
 
+    def _read(self) -> bytes:
+        with self._port_failures():
+            n = self.port.in_waiting
+            return self.port.read(n if n > 0 else 1)
+
+    def _waiting(self) -> int:
+        with self._port_failures():
+            return int(self.port.in_waiting)
+
     def _send(self, msg: GetHello) -> None:
-        try:
+        with self._port_failures():
             self.port.write(encode_message(msg, self._seq))
             self.port.flush()
-        except (serial.SerialException, OSError) as exc:
-            raise DeviceGoneError(f"{self.port.port}: serial port failed: {exc}") from None
         self._seq = (self._seq + 1) & 0xFF
 
     def _set_hello(self, h: Hello) -> None:
@@ -305,12 +314,6 @@ class SerialPad:
         if self.stats.stale:
             log.debug("pad: %d sample(s) or button press(es) since the last capture discarded", self.stats.stale)
         self._between = False
-
-    def _waiting(self) -> int:
-        try:
-            return int(self.port.in_waiting)
-        except (serial.SerialException, OSError) as exc:
-            raise DeviceGoneError(f"{self.port.port}: serial port failed: {exc}") from None
 
     def _set_read_timeout(self, seg: SignatureSegmenter, host_now: float) -> None:
         """Wake at the signature's deadline rather than up to a polling interval after it."""
