@@ -304,8 +304,12 @@ class Daemon:
             try:
                 req.finish(ok=False, error="stopping")
             finally:
-                with self._unfinished_lock:
-                    self._unfinished -= 1
+                self._one_ended()
+
+    def _one_ended(self) -> None:
+        """A submitted request ended (run, or ended at stop): one fewer ``pending``."""
+        with self._unfinished_lock:
+            self._unfinished -= 1
 
     def run_forever(self) -> int:
         """``sigkiosk run``: start, serve until SIGTERM/SIGINT, stop cleanly."""
@@ -709,8 +713,7 @@ class Daemon:
                 req.finish(ok=False, error=f"internal error: {type(exc).__name__}")
             finally:
                 self.current = None
-                with self._unfinished_lock:
-                    self._unfinished -= 1
+                self._one_ended()
                 if req.done.is_set() and self.state is not State.IDLE and not self._stop.is_set():
                     self._screen.quietly(State.IDLE)
 
