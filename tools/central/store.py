@@ -441,10 +441,7 @@ class _SqlStore:
             self._record_refusals(cur, [*refusals, *extra_refusals], keep_duplicates=False)
             conn.commit()
         except Exception as exc:
-            try:
-                conn.rollback()
-            except Exception:   # connection lost: drop it, the next call reconnects
-                self._local.conn = None
+            self._abandon(conn)
             if isinstance(exc, _CONTENT_ERRORS):
                 raise StoreContentError(f"the database refused an item of a batch of {len(items)}: {exc}") from exc
             raise StoreError(f"storing a batch of {len(items)} failed: {exc}") from exc
@@ -557,6 +554,14 @@ class _SqlStore:
 
         return self._transaction("purging evidence", purge)
 
+    def _abandon(self, conn: Any) -> None:
+        """After a failed statement: roll the transaction back, or, if the connection is lost, drop
+        it (the next call reconnects)."""
+        try:
+            conn.rollback()
+        except Exception:
+            self._local.conn = None
+
     def _transaction(self, what: str, work: Callable[[Any], int]) -> int:
         """``work(cursor)`` in one transaction, committed; on any error rolled back (the connection
         dropped if it is lost) and raised as a StoreError naming ``what``."""
@@ -565,10 +570,7 @@ class _SqlStore:
             n = work(conn.cursor())
             conn.commit()
         except Exception as exc:
-            try:
-                conn.rollback()
-            except Exception:   # connection lost: drop it, the next call reconnects
-                self._local.conn = None
+            self._abandon(conn)
             raise StoreError(f"{what} failed: {exc}") from exc
         return n
 
@@ -722,10 +724,7 @@ class _SqlStore:
             rows = cur.fetchall()
             conn.commit()
         except Exception as exc:
-            try:
-                conn.rollback()
-            except Exception:   # connection lost: drop it, the next call reconnects
-                self._local.conn = None
+            self._abandon(conn)
             raise StoreError(f"reading the database failed: {exc}") from exc
         return list(rows)
 
