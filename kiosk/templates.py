@@ -69,11 +69,14 @@ def _fsync_dir(d: Path) -> None:
 
 
 def _written_aside(path: Path, data: bytes, mode: int) -> Path:
-    """``data`` in a new temporary file beside ``path``, fsynced: to be moved or linked into place."""
+    """``data`` in a new temporary file beside ``path``, fsynced, with exactly ``mode`` (whatever the
+    umask: a broker's ACL and CRL must stay readable by the broker's user): to be moved or linked
+    into place."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), mode)
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

@@ -43,6 +43,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kiosk.templates import atomic_write
 from kiosk.topics import GROUP_NAMESPACE, TOPIC_VERSION, validate_id
 from tools import pki
 from tools.central.errors import CentralError
@@ -196,20 +197,14 @@ def write_broker_config(settings: BrokerSettings, registry: Registry | None = No
     return path
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)   # mosquitto (and the plugin) never read half a file on reload
-
-
 def _write_acl_and_crl(settings: BrokerSettings, registry: Registry | None) -> None:
     d = Path(settings.directory).resolve()
     crl = Path(settings.ca_dir) / pki.CRL_FILE
     if not crl.exists():
         pki.write_crl(settings.ca_dir)   # an empty CRL: mosquitto needs the file to check against
-    _atomic_write(d / pki.CRL_FILE, crl.read_bytes())
-    _atomic_write(d / "acl", acl_text(settings, registry).encode())
+    # Replaced whole: mosquitto (and the plugin) never read half a file on reload.
+    atomic_write(d / pki.CRL_FILE, crl.read_bytes(), mode=0o644)
+    atomic_write(d / "acl", acl_text(settings, registry).encode(), mode=0o644)
 
 
 def apply_registry(directory: Path, registry: Registry) -> BrokerSettings:
