@@ -96,12 +96,17 @@ _PROFILE_SIGMA = 0.03
 _PEAK_PROMINENCE = 0.2
 
 
-def hand_features(image: SignatureImage | np.ndarray) -> np.ndarray:
+def hand_features(image: SignatureImage | np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """The feature vector (float64, ordered as :data:`FEATURE_NAMES`) of one signature picture:
-    a :class:`SignatureImage` or uint8 grey/colour pixels, dark ink on light paper."""
+    a :class:`SignatureImage` or uint8 grey/colour pixels, dark ink on light paper. ``mask``: the
+    picture's ``ink_mask``, where the caller has it already (the paper verifier's prepared
+    picture is cut from the same mask)."""
     pixels = image.pixels if isinstance(image, SignatureImage) else np.asarray(image)
     grey = to_grey(pixels)
-    mask = ink_mask(grey)
+    if mask is None:
+        mask = ink_mask(grey)
+    elif mask.shape != grey.shape or mask.dtype != np.bool_:
+        raise ValueError(f"the ink mask must be the picture's, boolean {grey.shape}, got {mask.dtype} {mask.shape}")
     top, bottom, left, right = ink_box(mask)
     ink = mask[top:bottom, left:right]
     # Edges only where there is ink (a few pixels around it): paper grain is not a stroke.

@@ -85,16 +85,46 @@ def _grow(x: np.ndarray, rng: np.random.Generator, max_depth: int) -> _Tree:
                  np.array(size))
 
 
-def _path_lengths(tree: _Tree, x: np.ndarray) -> np.ndarray:
-    node = np.zeros(len(x), dtype=np.int64)
-    active = tree.feature[node] >= 0
+@dataclass(frozen=True)
+class _Packed:
+    """All trees' nodes in flat arrays (each tree's children offset to the whole forest's index),
+    for walking every tree at once: a Python loop over 100 trees was most of a paper verification's
+    anomaly check (7 ms of about 30). ``length``: a leaf's path length, ``depth + c(size)``."""
+
+    roots: np.ndarray
+    feature: np.ndarray
+    threshold: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    length: np.ndarray
+
+
+def _pack(forest: list[_Tree]) -> _Packed:
+    starts = np.cumsum([0] + [len(t.feature) for t in forest[:-1]]).astype(np.int64)
+    # A leaf's children stay -1; a walk never reads them.
+    return _Packed(
+        roots=starts,
+        feature=np.concatenate([t.feature for t in forest]),
+        threshold=np.concatenate([t.threshold for t in forest]),
+        left=np.concatenate([np.where(t.left >= 0, t.left + s, -1) for t, s in zip(forest, starts)]),
+        right=np.concatenate([np.where(t.right >= 0, t.right + s, -1) for t, s in zip(forest, starts)]),
+        length=np.concatenate([t.depth + average_path_length(t.size) for t in forest]),
+    )
+
+
+def _forest_path_lengths(forest: _Packed, x: np.ndarray) -> np.ndarray:
+    """Each tree's path length of each row of ``x``: (trees, rows), the same numbers as a walk of
+    each tree in turn (the same comparisons, each leaf's length computed alike)."""
+    node = np.repeat(forest.roots[:, None], len(x), axis=1)
+    rows = np.broadcast_to(np.arange(len(x))[None, :], node.shape)
+    f = forest.feature[node]
+    active = f >= 0
     while active.any():
-        idx = np.flatnonzero(active)
-        f = tree.feature[node[idx]]
-        goes_left = x[idx, f] <= tree.threshold[node[idx]]
-        node[idx] = np.where(goes_left, tree.left[node[idx]], tree.right[node[idx]])
-        active = tree.feature[node] >= 0
-    return tree.depth[node] + average_path_length(tree.size[node])
+        at, r, fa = node[active], rows[active], f[active]
+        node[active] = np.where(x[r, fa] <= forest.threshold[at], forest.left[at], forest.right[at])
+        f = forest.feature[node]
+        active = f >= 0
+    return forest.length[node]
 
 
 class IsolationForest:
@@ -107,6 +137,7 @@ class IsolationForest:
         self.max_samples = max_samples
         self.seed = seed
         self._forest: list[_Tree] = []
+        self._packed: _Packed | None = None
         self._psi = 0
 
     def fit(self, x: np.ndarray) -> "IsolationForest":
@@ -119,11 +150,12 @@ class IsolationForest:
         self._forest = [
             _grow(x[rng.choice(len(x), size=self._psi, replace=False)], rng, max_depth) for _ in range(self.trees)
         ]
+        self._packed = _pack(self._forest)
         return self
 
     def score(self, x: np.ndarray) -> np.ndarray:
-        if not self._forest:
+        if self._packed is None:
             raise RuntimeError("fit the forest first")
         x = np.atleast_2d(np.asarray(x, dtype=np.float64))
-        mean_path = np.mean([_path_lengths(t, x) for t in self._forest], axis=0)
+        mean_path = np.mean(_forest_path_lengths(self._packed, x), axis=0)
         return np.power(2.0, -mean_path / float(average_path_length(self._psi)))

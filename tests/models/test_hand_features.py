@@ -9,7 +9,7 @@ import pytest
 
 from models.hand_features import FEATURE_NAMES, WITHIN_SPREAD, describe, hand_distance, hand_features
 from models.image import SignatureImage
-from models.image_preprocess import NoInkError
+from models.image_preprocess import NoInkError, ink_mask
 
 Strokes = list[np.ndarray]
 
@@ -59,6 +59,18 @@ def test_vector_is_named_finite_and_deterministic():
     assert np.array_equal(v, hand_features(SignatureImage(img, dpi=300)))
     assert np.allclose(v, hand_features(cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)))
     assert hand_distance(v, v) == 0.0
+
+
+def test_a_mask_given_is_the_one_used_and_must_be_the_pictures():
+    img = draw(signature_strokes())
+    mask = ink_mask(img)
+    assert np.array_equal(hand_features(img, mask), hand_features(img))
+    thinner = cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    assert not np.array_equal(hand_features(img, thinner), hand_features(img))
+    with pytest.raises(ValueError, match="ink mask"):
+        hand_features(img, mask[1:])
+    with pytest.raises(ValueError, match="ink mask"):
+        hand_features(img, mask.astype(np.uint8))
 
 
 def test_scaled_copy_keeps_the_scale_free_features():
