@@ -88,6 +88,11 @@ TOO_SIMILAR_RATIO = 0.15
 #: Most drawings of the pad references one question may cost (each corrects the pen width the
 #: last one predicted; ``models.pen_width.matching_rung``).
 MAX_DRAWINGS = 3
+#: Most pen widths a customer's pad references are kept drawn at besides the default (the most
+#: recently needed ones): each is about 0.12 MB a reference kept in the kiosk's cache, and a
+#: customer's questions could otherwise have them drawn at every width of the ladder (19). A width
+#: let go is drawn again when needed (the same drawing: no randomness).
+MAX_KEPT_WIDTHS = MAX_DRAWINGS
 
 #: Fewest usable pictures a customer is enrolled from on paper (the anomaly check needs as many).
 MIN_PAPER_REFERENCES = MIN_REFERENCES
@@ -130,12 +135,30 @@ class PaperFeatures:
 @dataclass(eq=False)
 class PadInk:
     """A customer's pad references and their drawings at the pen widths questions have needed
-    so far (``models.pen_width``), by rung. A width is drawn when a question first needs it
-    (rendering, preparing and embedding 5 references: about 0.2 s), then kept for the next."""
+    (``models.pen_width``), by rung. A width is drawn when a question first needs it (rendering,
+    preparing and embedding 5 references: about 0.2 s), then kept for the next: the default one
+    always, :data:`MAX_KEPT_WIDTHS` others at most (least recently needed last, ``drawn``'s order).
+    ``hands``: every rung drawn so far, its references' hand features, what the next question's
+    width is predicted from (a drawing let go still informs it)."""
 
     trajectories: tuple[Trajectory, ...]
     drawn: dict[int, PaperFeatures]
+    hands: dict[int, np.ndarray] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        for rung, features in self.drawn.items():
+            self.hands.setdefault(rung, np.stack(features.hand))
+
+    def keep(self, rung: int, features: PaperFeatures) -> None:
+        """``features`` drawn at ``rung`` are the most recently needed; the least recently needed
+        drawing past :data:`MAX_KEPT_WIDTHS` (never the default) is let go. Call with ``lock`` held."""
+        self.drawn.pop(rung, None)
+        self.drawn[rung] = features
+        self.hands.setdefault(rung, np.stack(features.hand))
+        others = [k for k in self.drawn if k != DEFAULT_RUNG]
+        for k in others[: max(0, len(others) - MAX_KEPT_WIDTHS)]:
+            del self.drawn[k]
 
 
 class PaperVerifier:
@@ -215,10 +238,12 @@ class PaperVerifier:
         stroke width (``question``: its hand features)."""
         with pad.lock:
             for _ in range(MAX_DRAWINGS):
-                rung = matching_rung({k: np.stack(f.hand) for k, f in pad.drawn.items()}, question)
-                if rung in pad.drawn:
+                rung = matching_rung(pad.hands, question)
+                if rung in pad.hands:
                     break
-                pad.drawn[rung] = self._draw(pad.trajectories, rung)
+                pad.keep(rung, self._draw(pad.trajectories, rung))
+            features = pad.drawn.get(rung)
+            pad.keep(rung, self._draw(pad.trajectories, rung) if features is None else features)
             return pad.drawn[rung]
 
     def enroll_prepared(self, references: Sequence[PaperReference], kind: ReferenceKind = PAPER
@@ -243,9 +268,10 @@ class PaperVerifier:
         embs = [self.embedder.embed(from_levels(r.prepared)) for r in references]
         hand = tuple(r.hand for r in references)
         # Each reference turned, against the others as they are (as a question is compared): the
-        # references' own spread, on the question's scale. Only the upright rows are kept.
+        # references' own spread, on the question's scale. Only the upright rows are kept, copied:
+        # a view kept all three turns of every reference alive in the cache (326 KB, not 109).
         turned = [hog_turned(r.prepared) for r in references]
-        hog = tuple(t[0] for t in turned)
+        hog = tuple(t[0].copy() for t in turned)
         fit_forest = self.anomaly and len(references) >= MIN_REFERENCES
         return PaperFeatures(self.embedder.build_template(embs), hand, reference_stats(pairwise(list(hand), hand_distance)),
                              hog, reference_stats(pairwise(turned, hog_distance)),

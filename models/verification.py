@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from types import MappingProxyType
 from typing import Any, Generic, Protocol, TypeVar
+
+import numpy as np
 
 from models.errors import ReferenceSetMismatch
 from models.policy import DecisionPolicy, Verdict
@@ -43,6 +45,11 @@ class ReferenceSet(Generic[F]):
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_versions", MappingProxyType(dict(self.model_versions)))
 
+    def nbytes(self) -> int:
+        """The memory its features hold (:func:`footprint`); a paper set of pad references grows
+        as questions have them drawn at other pen widths."""
+        return footprint(self.features)
+
     def features_for(self, verifier: str, model_versions: Mapping[str, str], build: str = "") -> F:
         """The features, if this set was built by ``verifier`` at ``model_versions`` with the
         configuration digested in ``build``. (A verifier with another prior or feature set but the
@@ -57,6 +64,36 @@ class ReferenceSet(Generic[F]):
                 f"reference set built by {self.verifier} with another configuration ({self.build or 'none'}, "
                 f"not {build or 'none'}): enroll the references again with this verifier")
         return self.features
+
+
+def footprint(features: object) -> int:
+    """Bytes of the numpy buffers reachable from ``features`` (dataclass fields, mappings,
+    sequences, plain objects' attributes), each buffer once: a view counts its whole base, which
+    it keeps alive. What a cached reference set holds in memory, less Python's own objects."""
+    seen: set[int] = set()
+    total = 0
+    todo: list[object] = [features]
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen or obj is None or isinstance(obj, (str, bytes, int, float, bool)):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, np.ndarray):
+            base = obj
+            while isinstance(base.base, np.ndarray):
+                base = base.base
+            if id(base) not in seen or base is obj:
+                seen.add(id(base))
+                total += base.nbytes
+        elif is_dataclass(obj) and not isinstance(obj, type):
+            todo.extend(getattr(obj, f.name) for f in fields(obj))
+        elif isinstance(obj, Mapping):
+            todo.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            todo.extend(obj)
+        elif hasattr(obj, "__dict__") and not isinstance(obj, type):
+            todo.extend(vars(obj).values())
+    return total
 
 
 def build_key(config: object) -> str:

@@ -55,15 +55,15 @@ def test_constant_features_and_bad_input() -> None:
         IsolationForest().score(np.zeros((1, 2)))
 
 
-def _walk(tree, x: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _walk(forest, root: int, x: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
     # One tree, one row at a time, by the definitions: the forest's all-trees-at-once walk must
     # give exactly these numbers.
     out = []
     for row in x:
-        node = 0
-        while tree.feature[node] >= 0:
-            node = tree.left[node] if row[tree.feature[node]] <= tree.threshold[node] else tree.right[node]
-        out.append(tree.depth[node] + average_path_length(np.array([tree.size[node]]))[0])
+        node = root
+        while forest.feature[node] >= 0:
+            node = forest.left[node] if row[forest.feature[node]] <= forest.threshold[node] else forest.right[node]
+        out.append(forest.length[node])
     return np.array(out)
 
 
@@ -77,5 +77,5 @@ def test_all_trees_at_once_score_exactly_as_tree_by_tree(shape: tuple[int, int],
     # Several rows, and one row as the kiosk asks (numpy sums a column of one row in another order:
     # the same row's mean may differ in its last bit between the two, as it did tree by tree).
     for rows in (q, q[3:4]):
-        lengths = np.mean([_walk(t, rows) for t in forest._forest], axis=0)
+        lengths = np.mean([_walk(forest._forest, r, rows) for r in forest._forest.roots], axis=0)
         np.testing.assert_array_equal(forest.score(rows), np.power(2.0, -lengths / c))

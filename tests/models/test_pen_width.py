@@ -12,7 +12,8 @@ import pytest
 
 from models import PaperVerifier
 from models.hand_features import hand_features, stroke_width
-from models.paper import MAX_DRAWINGS, PadInk
+import models.paper
+from models.paper import MAX_DRAWINGS, MAX_KEPT_WIDTHS, PadInk
 from models.paper_reference import PAD_INK
 from models.pen_width import DEFAULT_RUNG, PEN_WIDTHS_MM, matching_rung
 from models.render import render_ink
@@ -128,6 +129,32 @@ def test_each_width_is_drawn_once(verifier: PaperVerifier, writer: list[Trajecto
     again = verifier.verify(references, question)
     assert pad.drawn == drawn and again == first
     assert first.references == PAD_INK
+
+
+def test_a_customer_keeps_few_widths_drawn_and_decides_as_if_all_were_kept(
+        verifier: PaperVerifier, writer: list[Trajectory], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Questions written with many pens (a customer over the years, or someone at the counter
+    filling the kiosk's memory with one customer's drawings): the pad references stay drawn at
+    the default width and the most recently needed others only; a width let go is drawn again
+    when needed, and every verdict is the one a kiosk keeping every drawing gives."""
+    questions = [render_ink(writer[6], pen_width_mm=w) for w in (0.35, 1.3, 0.5, 1.0, 0.35)]
+    everything = verifier.enroll_pad(writer[:5])
+    monkeypatch.setattr(models.paper, "MAX_KEPT_WIDTHS", len(PEN_WIDTHS_MM))
+    kept_all = [verifier.verify(everything, q) for q in questions]
+    monkeypatch.setattr(models.paper, "MAX_KEPT_WIDTHS", 1)
+    few = verifier.enroll_pad(writer[:5])
+    pad = few.features.pad
+    assert pad is not None
+    seen = []
+    for question, expected in zip(questions, kept_all):
+        assert verifier.verify(few, question) == expected
+        assert DEFAULT_RUNG in pad.drawn and len(pad.drawn) <= 2
+        seen.append(list(pad.drawn)[-1])
+    # Every width ever drawn still informs the next prediction; the first question's width was let
+    # go in between and drawn again for the last.
+    assert everything.features.pad is not None and set(pad.hands) == set(everything.features.pad.hands)
+    assert seen[0] == seen[-1] and len(set(seen)) >= 3
+    assert MAX_KEPT_WIDTHS >= MAX_DRAWINGS   # one question's drawings all stay
 
 
 def test_paper_references_are_compared_as_they_are(verifier: PaperVerifier, writer: list[Trajectory]) -> None:

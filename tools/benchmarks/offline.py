@@ -93,6 +93,7 @@ def _frame_to_score(pop: dict, reps: int) -> dict[str, float]:
 
     affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     threads = cv2.getNumThreads()
+    templates: list[Any] = []
     if affinity is not None:
         os.sched_setaffinity(0, {min(affinity)})
     cv2.setNumThreads(1)
@@ -101,6 +102,7 @@ def _frame_to_score(pop: dict, reps: int) -> dict[str, float]:
         found, verify, total, new_width = [], [], [], []
         for w, (genuine, _) in enumerate(pop.values()):
             template = verifier.enroll_pad(genuine[:5])
+            templates.append(template)
             rng = np.random.default_rng(w)
             frames = [make_photo(render_ink(t, rng=rng), rng, difficulty=d).frame
                       for t in genuine[5:] for d in ("clean", "perspective")]
@@ -126,11 +128,15 @@ def _frame_to_score(pop: dict, reps: int) -> dict[str, float]:
                     found.append(t1 - t0)
                     verify.append(t2 - t1)
                     total.append(t2 - t0)
+        held = [t.nbytes() / 2**20 for t in templates]
+        widest = _widest_set(verifier)
     finally:
         cv2.setNumThreads(threads)
         if affinity is not None:
             os.sched_setaffinity(0, affinity)
     out: dict[str, float] = {}
+    out["paper_set_mib_median"], out["paper_set_mib_max"] = float(np.median(held)), float(max(held))
+    out["paper_set_widest_mib"] = widest
     out["frame_find_median_ms"], out["frame_find_p95_ms"] = _ms(found)
     out["paper_verify_median_ms"], out["paper_verify_p95_ms"] = _ms(verify)
     out["frame_to_score_median_ms"], out["frame_to_score_p95_ms"] = _ms(total)
@@ -142,4 +148,28 @@ def _frame_to_score(pop: dict, reps: int) -> dict[str, float]:
           f"find {out['frame_find_median_ms']:.1f} ms, verify against 5 references (prepare, int8 embed, hand "
           f"features, gradient histograms, anomaly, fusion) {out['paper_verify_median_ms']:.1f} ms; the first time, {len(new_width)} frame(s) "
           f"needed the references drawn at a new pen width: median {out['frame_to_score_new_width_median_ms']:.1f} ms")
+    from kiosk.flows.references import MAX_BYTES, MAX_SETS
+    print(f"offline: a paper reference set in the kiosk's cache (ReferenceSet.nbytes), 5 pad references after "
+          f"those frames: median {out['paper_set_mib_median']:.2f} MiB, largest {out['paper_set_mib_max']:.2f}; "
+          f"10 pad references drawn at every width a customer keeps: {widest:.2f} MiB (the cache: at most "
+          f"{MAX_SETS} sets and {MAX_BYTES / 2**20:.0f} MiB)")
     return out
+
+
+def _widest_set(verifier: Any) -> float:
+    """MiB held by the largest paper set a customer can have: the most pad references a template
+    takes, drawn at the default width and the most others kept, by questions written with pens
+    ever broader."""
+    from kiosk.flows.enroll import MAX_REFERENCES
+    from models.paper import MAX_KEPT_WIDTHS
+    from models.render import render_ink
+
+    genuine = next(iter(make_population(n_writers=1, n_genuine=MAX_REFERENCES + 1, n_forgeries=0,
+                                        seed=11).values()))[0]
+    template = verifier.enroll_pad(genuine[:MAX_REFERENCES])
+    pad = template.features.pad
+    for pen in (0.35, 0.5, 0.8, 1.0, 1.3):
+        verifier.verify(template, render_ink(genuine[-1], pen_width_mm=pen))
+    if pad is None or len(pad.drawn) != 1 + MAX_KEPT_WIDTHS:
+        raise RuntimeError("the widest paper set was not drawn at every width a customer keeps")
+    return template.nbytes() / 2**20
