@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import models.paper
 from models import PaperVerifier
 from models.hand_features import hand_features, stroke_width
-import models.paper
 from models.paper import MAX_DRAWINGS, MAX_KEPT_WIDTHS, PadInk
 from models.paper_reference import PAD_INK
 from models.pen_width import DEFAULT_RUNG, PEN_WIDTHS_MM, matching_rung
