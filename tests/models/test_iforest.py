@@ -74,8 +74,10 @@ def test_all_trees_at_once_score_exactly_as_tree_by_tree(shape: tuple[int, int],
     q = np.vstack([x[:2], rng.normal(scale=2.0, size=(40, shape[1]))])
     forest = IsolationForest(trees=100, max_samples=samples, seed=5).fit(x)
     c = float(average_path_length(forest._psi))
+    packed = forest._forest
+    assert packed is not None
     # Several rows, and one row as the kiosk asks (numpy sums a column of one row in another order:
     # the same row's mean may differ in its last bit between the two, as it did tree by tree).
     for rows in (q, q[3:4]):
-        lengths = np.mean([_walk(forest._forest, r, rows) for r in forest._forest.roots], axis=0)
+        lengths = np.mean([_walk(packed, r, rows) for r in packed.roots], axis=0)
         np.testing.assert_array_equal(forest.score(rows), np.power(2.0, -lengths / c))
