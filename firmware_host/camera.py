@@ -115,7 +115,11 @@ class FrameQuality:
 
 
 def measure(frame: np.ndarray) -> FrameQuality:
-    """Sharpness and exposure figures of one frame (BGR or grey), on the ANALYSIS_WIDTH copy."""
+    """Sharpness and exposure figures of one frame (8-bit BGR or grey, as :func:`_as_bgr` makes
+    every frame the camera gives), on the ANALYSIS_WIDTH copy."""
+    if frame.dtype != np.uint8:
+        # Its levels are 0-255 (the judge's limits are); the grey-level count reads no others.
+        raise CameraError(f"a frame to judge has 8-bit levels, got {frame.dtype}")
     grey = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
     h, w = grey.shape
     if w > ANALYSIS_WIDTH:

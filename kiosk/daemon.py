@@ -31,6 +31,7 @@ import queue
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,6 +83,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Flow = Callable[[Request], Finished]
+#: Decisions whose timings (and unrecorded session ids) the daemon keeps for benchmarks and staff.
+RECENT_DECISIONS = 1000
 
 
 class _Screen:
@@ -172,13 +175,17 @@ class Daemon:
         self._failed_models: set[str] = set()         # digests of bundles whose model failed to load
         self._remove_log_handler: Callable[[], None] | None = None
         self.current: Request | None = None
-        #: Pen-up (capture complete) to decision durably published, per decision, in ms.
-        self.latencies_ms: list[float] = []
+        # Per-decision figures of the most recent decisions only: a kiosk runs for months, and a
+        # stranger can ask for a decision every few seconds (found by a review: these grew forever).
+        #: Pen-up (capture complete) to decision durably published, in ms.
+        self.latencies_ms: deque[float] = deque(maxlen=RECENT_DECISIONS)
         self.decisions = 0
-        #: Session ids of decisions that could not be recorded (never shown as final; for staff).
-        self.unrecorded: list[str] = []
+        #: Decisions that could not be recorded (never shown as final; for staff): how many, and
+        #: the session ids of the latest.
+        self.unrecorded_count = 0
+        self.unrecorded: deque[str] = deque(maxlen=RECENT_DECISIONS)
         #: Evidence: ms to build, seal and commit each (after its decision), and failures.
-        self.evidence_ms: list[float] = []
+        self.evidence_ms: deque[float] = deque(maxlen=RECENT_DECISIONS)
         self.evidence_failures = 0
         #: The last decision recorded (for the staff view: decision, profile, who asked).
         self.last_decision: dict[str, object] | None = None
@@ -486,6 +493,7 @@ class Daemon:
     def decision_unrecorded(self, session_id: str) -> None:
         with self._lock:
             self.unrecorded.append(session_id)
+            self.unrecorded_count += 1
 
     def record_evidence(self, session_id: str, decision_seq: int, captured: Trajectory | SignatureImage) -> int | None:
         """Seal the decision's questioned signature into the outbox (``[link] evidence``).
@@ -631,7 +639,7 @@ class Daemon:
                 "model_versions": self.verifier.model_versions(),
                 # The staff view offers enrollment from paper only where there is a paper verifier.
                 "paper": self.paper is not None,
-                "unrecorded_decisions": len(self.unrecorded),
+                "unrecorded_decisions": self.unrecorded_count,
                 # Decisions whose evidence could not be queued (too large, disk nearly full): a
                 # dispute about them has no signature to show.
                 "evidence_failures": self.evidence_failures,

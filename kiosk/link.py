@@ -94,6 +94,7 @@ class LinkConfig:
     keepalive_s: int = 30
     health_interval_s: float = 60.0
     log_quota_bytes: int = 8 << 20
+    evidence_quota_bytes: int = 256 << 20   # evidence waiting for the link (kiosk.outbox.Outbox)
     max_inflight: int = 20
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
@@ -240,7 +241,8 @@ class KioskLink:
         self._sign_key = load_signing_key(config.sign_key_file)
         self._sign_key_id = key_id(raw_public(self._sign_key))
         self._central_pub = X25519PublicKey.from_public_bytes(load_public_raw(config.central_pub_file))
-        self.outbox = Outbox(config.outbox_path, owner=config.kiosk_id, log_quota_bytes=config.log_quota_bytes)
+        self.outbox = Outbox(config.outbox_path, owner=config.kiosk_id, log_quota_bytes=config.log_quota_bytes,
+                             evidence_quota_bytes=config.evidence_quota_bytes)
         self._model_versions: dict[str, str] = dict(model_versions or {})
         self._started_at = time.monotonic()
         self._errors = 0

@@ -246,6 +246,11 @@ class StaffAuth:
         # Times of failed logins in the window, per client ("": the kiosk's one screen); most recent last.
         self._recent: collections.OrderedDict[str, collections.deque[float]] = collections.OrderedDict()
         self._sessions: dict[bytes, StaffSession] = {}
+        # Refusals that checked no PIN (rate limited, locked) are audited once per episode: the
+        # client's window of failures, the operator's lockout. Each tap on "Log in" wrote a sealed,
+        # fsynced audit row that is never dropped: a stranger tapping at the counter filled the
+        # disk of a kiosk that was offline (found by a review). Most recent last.
+        self._refusals_audited: collections.OrderedDict[tuple[str, str, float], None] = collections.OrderedDict()
 
     @staticmethod
     def _digest(token: str) -> bytes:
@@ -267,12 +272,12 @@ class StaffAuth:
                     del self._recent[client]
                 elif recent is not None and len(recent) >= cfg.global_max_failures:
                     retry = recent[0] + cfg.global_window_s - now
-                    self._audit("login", "rate_limited", name)
+                    self._audit_refusal("rate_limited", client, recent[0], name)
                     where = "from this address" if client else "at this kiosk"
                     raise LoginRefused("rate_limited", f"Too many failed logins {where}. Try again later.", retry)
                 f = self._failures.get(name)
                 if f is not None and f.locked_until > now:
-                    self._audit("login", "locked_out", name)
+                    self._audit_refusal("locked_out", name, f.locked_until, name)
                     raise LoginRefused("locked", "This operator is locked after repeated failures. Try again later.",
                                     f.locked_until - now)
             ok = self.operators.verify(name, secret if isinstance(secret, str) else "")
@@ -309,6 +314,19 @@ class StaffAuth:
                 self._sessions[s.token_digest] = s
                 log.info("staff login", extra={"event": "staff_login", "operator": name, "staff_session": s.session_id})
                 return token, s
+
+    def _audit_refusal(self, outcome: str, who: str, episode: float, name: str) -> None:
+        # Lock held. The first refusal of an episode is audited; the rest of it only counted in
+        # the log (rate-limited itself).
+        key = (outcome, who, episode)
+        if key in self._refusals_audited:
+            log.info("login refused again (%s): not audited again", outcome,
+                     extra={"event": "staff_refused_again", "reason": outcome})
+            return
+        self._refusals_audited[key] = None
+        while len(self._refusals_audited) > MAX_TRACKED_CLIENTS + MAX_TRACKED_NAMES:
+            self._refusals_audited.popitem(last=False)
+        self._audit("login", outcome, name)
 
     def session(self, token: str | None) -> StaffSession | None:
         """The live session of ``token``, its idle clock restarted; None if none or ended."""

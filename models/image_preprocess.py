@@ -146,6 +146,10 @@ def darker_than_surroundings(levelled: np.ndarray, block: int) -> np.ndarray:
     return below
 
 
+#: Pixels per strip of :func:`_strokes`' area count (64-bit temporaries of 512 KiB).
+_AREA_STRIP_PIXELS = 1 << 16
+
+
 def _strokes(weak: np.ndarray, sure: np.ndarray) -> np.ndarray:
     """Every connected piece of ``weak`` that holds some ``sure`` pixel, whole (hysteresis, as
     Canny keeps a weak edge joined to a strong one), less the specks. A faint stroke (a ballpoint's
@@ -159,7 +163,12 @@ def _strokes(weak: np.ndarray, sure: np.ndarray) -> np.ndarray:
     holds[labels[sure & weak]] = True
     holds[0] = False
     # Counted here: OpenCV's statistics (boxes, centroids too) took five times the labelling itself.
-    areas = np.bincount(labels.ravel(), minlength=n)
+    # In strips of rows: bincount copies its input to 64-bit integers, for a whole page 8 bytes a
+    # pixel on top of a picture's peak memory (models.signature_finder.MAX_PICTURE_PIXELS).
+    areas = np.zeros(n, dtype=np.int64)
+    rows = max(1, _AREA_STRIP_PIXELS // max(labels.shape[1], 1))
+    for y in range(0, labels.shape[0], rows):
+        areas += np.bincount(labels[y : y + rows].ravel(), minlength=n)
     keep_min = max(6.0, SPECK_FRACTION * float(areas[holds].sum()))
     return (holds & (areas >= keep_min))[labels]
 

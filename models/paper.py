@@ -4,8 +4,8 @@ The references are whatever the kiosk holds for the customer: pen trajectories e
 pad, drawn as ink by ``models.render`` (so a pad enrollment verifies a cheque), or pictures of
 paper signatures. Pad references are drawn with the pen the question was written with, as far as
 the picture tells: at the pen width that gives them the question's stroke width relative to the
-signature (``models.pen_width``; each width drawn once per customer, when a question first needs
-it). A pad leaves no ink, so its references' stroke width says nothing about the writer; left at
+signature (``models.pen_width``; a width drawn when a question first needs it, then kept for
+the next, a few widths a customer: :data:`MAX_KEPT_WIDTHS`). A pad leaves no ink, so its references' stroke width says nothing about the writer; left at
 a fixed pen, it told a broad pen or a camera's thicker strokes from the references, and genuine
 cheques were refused for it. Every picture, reference or questioned, goes through the same steps
 as in training and evaluation: ``models.image_preprocess.prepare`` → the int8 CNN-LSTM embedding
@@ -137,7 +137,7 @@ class PadInk:
     """A customer's pad references and their drawings at the pen widths questions have needed
     (``models.pen_width``), by rung. A width is drawn when a question first needs it (rendering,
     preparing and embedding 5 references: about 0.2 s), then kept for the next: the default one
-    always, :data:`MAX_KEPT_WIDTHS` others at most (least recently needed last, ``drawn``'s order).
+    always, :data:`MAX_KEPT_WIDTHS` others at most (``drawn``'s order: least recently needed first).
     ``hands``: every rung drawn so far, its references' hand features, what the next question's
     width is predicted from (a drawing let go still informs it)."""
 
@@ -210,11 +210,13 @@ class PaperVerifier:
         prepared, hand = self._read(picture)
         return PaperReference(to_levels(prepared), hand)
 
-    def _read(self, picture: SignatureImage) -> tuple[np.ndarray, np.ndarray]:
+    def _read(self, picture: SignatureImage | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The picture prepared for the model and its hand features, from one ink mask (each used
         to find its own: 2 ms of a verification's 25, 2026-11-29)."""
-        mask = ink_mask(to_grey(picture.pixels))
-        return fit_square(mask, self.embedder.config.input_size), hand_features(picture, mask)
+        # Grey pixels as prepare and hand_features take them (an integrator may hand either raw).
+        grey = to_grey(picture.pixels if isinstance(picture, SignatureImage) else np.asarray(picture))
+        mask = ink_mask(grey)
+        return fit_square(mask, self.embedder.config.input_size), hand_features(grey, mask)
 
     def enroll(self, references: Sequence[SignatureImage]) -> ReferenceSet[PaperFeatures]:
         """A reference set from pictures of reference signatures (scans, photos found by the finder)."""

@@ -12,7 +12,8 @@ the one way the hand features measure it (``size``: log(ink box diagonal / strok
 customer's own ink and are compared as they are.
 
 The widths come from a fixed ladder (eighth-octave steps, 0.3 to 1.41 mm) so that references drawn
-at one width serve every later question at that width. All functions are pure.
+at one width serve later questions at that width (while the customer's drawing is kept:
+``models.paper.MAX_KEPT_WIDTHS``). All functions are pure.
 """
 
 from __future__ import annotations

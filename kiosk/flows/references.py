@@ -50,7 +50,9 @@ class Enrolled(Generic[V_co]):
 
 
 class ReferenceCache(Generic[V]):
-    """Reference sets built by one verifier (``References`` of ``kiosk.flows.base``). Thread-safe.
+    """Reference sets built by one verifier (``References`` of ``kiosk.flows.base``). Thread-safe;
+    its byte count assumes verifications one at a time, as the daemon runs them (a set grown by a
+    verification is measured again at the next lookup).
 
     ``enroll(verifier, stored)``: how this verifier builds a set from a stored template (the pen
     verifier enrolls the pad references as they are; the paper verifier its paper references, or

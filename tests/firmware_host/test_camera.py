@@ -152,3 +152,17 @@ def test_a_replayed_photo_goes_on_to_the_finder(tmp_path: Path) -> None:
     found = find_signature(cap.frame)
     assert "signature box" in found.source
     assert similarity(prepare(found), prepare(_ink())) > 0.9
+
+
+def test_the_judge_reads_its_percentiles_as_numpy_does_and_only_8_bit_frames(clean_frames: list[np.ndarray]) -> None:
+    from firmware_host.camera import ANALYSIS_WIDTH, measure
+
+    frame = clean_frames[0]
+    q = measure(frame)
+    grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    h, w = grey.shape
+    grey = cv2.resize(grey, (ANALYSIS_WIDTH, round(h * ANALYSIS_WIDTH / w)), interpolation=cv2.INTER_AREA)
+    assert (q.paper_level, q.darkest) == (float(np.percentile(grey, 90)), float(np.percentile(grey, 0.2)))
+    # A 16-bit frame's levels are not the judge's 0-255 (the camera converts its frames first).
+    with pytest.raises(CameraError, match="8-bit"):
+        measure(frame.astype(np.uint16) * 257)

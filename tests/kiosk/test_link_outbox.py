@@ -62,6 +62,53 @@ def test_pending_skips_in_flight_and_delete_and_defer(tmp_path: Path) -> None:
     ob.close()
 
 
+def test_a_full_log_quota_drops_without_reading_every_log_row(tmp_path: Path) -> None:
+    """Offline with the quota full, each new log record drops the oldest one or two: the work
+    (SQLite's virtual machine steps, counted, not timed) must not grow with the logs queued (it
+    read every log row, 40 ms a record at 8 MiB)."""
+    def steps_to_add_one(rows: int) -> int:
+        ob = Outbox(tmp_path / f"o{rows}.sqlite", log_quota_bytes=rows * 300)
+        for _ in range(rows):
+            ob.add("log", "t/log", lambda s: _payload(300))
+        assert ob.dropped_logs() == 0
+        counted = [0]
+
+        def step() -> int:
+            counted[0] += 1
+            return 0
+        ob._db.set_progress_handler(step, 100)
+        ob.add("log", "t/log", lambda s: _payload(300))
+        ob._db.set_progress_handler(None, 100)
+        assert ob.dropped_logs() == 1 and ob.depth() == {"log": rows}
+        ob.close()
+        return counted[0]
+
+    small, large = steps_to_add_one(200), steps_to_add_one(4000)
+    assert large <= small + 5, (small, large)
+
+
+def test_evidence_waiting_for_the_link_has_a_quota_and_decisions_do_not(tmp_path: Path) -> None:
+    """Evidence is large and anyone at the counter can ask for decisions: an offline kiosk keeps at
+    most its quota of it. Past it a decision's evidence is refused (the caller counts it), the
+    evidence queued is kept, decisions still go in; sent evidence frees its share, also across
+    a restart."""
+    ob = Outbox(tmp_path / "o.sqlite", evidence_quota_bytes=1000)
+    kept = [ob.add("evidence", "t/evidence", lambda s: _payload(400)) for _ in range(2)]
+    with pytest.raises(OutboxError, match="quota"):
+        ob.add("evidence", "t/evidence", lambda s: _payload(400))
+    ob.add("decision", "t/decision", lambda s: _payload(4000))
+    assert ob.depth() == {"evidence": 2, "decision": 1}
+    assert [r.seq for r in ob.pending(10) if r.kind == "evidence"] == kept
+    ob.close()
+    ob = Outbox(tmp_path / "o.sqlite", evidence_quota_bytes=1000)
+    with pytest.raises(OutboxError, match="quota"):   # counted again from the file
+        ob.add("evidence", "t/evidence", lambda s: _payload(400))
+    ob.delete([r.id for r in ob.pending(10) if r.kind == "evidence"][:1])
+    ob.add("evidence", "t/evidence", lambda s: _payload(400))
+    assert ob.depth() == {"evidence": 2, "decision": 1}
+    ob.close()
+
+
 def test_log_quota_drops_oldest_logs_counts_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     ob = Outbox(tmp_path / "o.sqlite", log_quota_bytes=1000)
     for _ in range(3):

@@ -121,12 +121,19 @@ def test_a_paper_set_grown_by_its_verification_is_counted_at_the_next_lookup(tmp
     assert grown > 1.5 * before
     assert cache.nbytes == grown + cache.lookup(f"cust-{b}").reference_set.nbytes()  # type: ignore[union-attr]
     # With a budget between the two, the grown set is the one let go (b was used since).
-    tight = ReferenceCache(store, paper, lambda v, stored: v.enroll_pad(stored.references), max_bytes=grown)
+    built: list[str] = []
+
+    def enroll(v: Any, stored: StoredTemplate) -> ReferenceSet[Any]:
+        built.append(stored.customer)
+        return v.enroll_pad(stored.references)
+    tight = ReferenceCache(store, paper, enroll, max_bytes=grown)
     again = tight.lookup(f"cust-{a}")
     assert again is not None
     paper.verify(again.reference_set, render_ink(population[a][0][5], pen_width_mm=1.2))
-    tight.lookup(f"cust-{b}")
-    assert tight.nbytes < grown
+    b_set = tight.lookup(f"cust-{b}")
+    assert b_set is not None and tight.nbytes == b_set.reference_set.nbytes() < grown
+    assert tight.lookup(f"cust-{b}") is not None and built == [f"cust-{a}", f"cust-{b}"]
+    assert tight.lookup(f"cust-{a}") is not None and built == [f"cust-{a}", f"cust-{b}", f"cust-{a}"]
 
 
 def test_footprint_counts_each_buffer_once_and_a_view_as_its_base() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -55,29 +57,36 @@ def test_constant_features_and_bad_input() -> None:
         IsolationForest().score(np.zeros((1, 2)))
 
 
-def _walk(forest, root: int, x: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
-    # One tree, one row at a time, by the definitions: the forest's all-trees-at-once walk must
-    # give exactly these numbers.
-    out = []
-    for row in x:
-        node = root
-        while forest.feature[node] >= 0:
-            node = forest.left[node] if row[forest.feature[node]] <= forest.threshold[node] else forest.right[node]
-        out.append(forest.length[node])
-    return np.array(out)
+def _tree_by_tree(forest: IsolationForest, x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The forest's scores by its definition, from its own trees grown again (the same seed draws
+    the same trees) and walked one tree and one row at a time: what the packed all-at-once walk
+    must give exactly."""
+    from models.iforest import _grow
+
+    rng = np.random.default_rng(forest.seed)
+    psi = min(forest.max_samples, len(x))
+    depth = math.ceil(math.log2(psi))
+    trees = [_grow(x[rng.choice(len(x), size=psi, replace=False)], rng, depth) for _ in range(forest.trees)]
+    lengths = []
+    for tree in trees:
+        per_row = []
+        for row in rows:
+            node = 0
+            while tree.feature[node] >= 0:
+                node = tree.left[node] if row[tree.feature[node]] <= tree.threshold[node] else tree.right[node]
+            per_row.append(tree.depth[node] + average_path_length(np.array([tree.size[node]]))[0])
+        lengths.append(per_row)
+    return np.power(2.0, -np.mean(np.array(lengths), axis=0) / float(average_path_length(psi)))
 
 
-@pytest.mark.parametrize("shape, samples", [((5, 16), 5), ((3, 16), 3), ((300, 6), 128)])
-def test_all_trees_at_once_score_exactly_as_tree_by_tree(shape: tuple[int, int], samples: int) -> None:
+@pytest.mark.parametrize("shape, samples, trees", [((5, 16), 5, 100), ((3, 16), 3, 100), ((300, 6), 128, 100),
+                                                   ((4, 3), 4, 1), ((5, 2), 5, 7)])
+def test_all_trees_at_once_score_exactly_as_tree_by_tree(shape: tuple[int, int], samples: int, trees: int) -> None:
     rng = np.random.default_rng(shape[0])
     x = rng.normal(size=shape)
     q = np.vstack([x[:2], rng.normal(scale=2.0, size=(40, shape[1]))])
-    forest = IsolationForest(trees=100, max_samples=samples, seed=5).fit(x)
-    c = float(average_path_length(forest._psi))
-    packed = forest._forest
-    assert packed is not None
+    forest = IsolationForest(trees=trees, max_samples=samples, seed=5).fit(x)
     # Several rows, and one row as the kiosk asks (numpy sums a column of one row in another order:
     # the same row's mean may differ in its last bit between the two, as it did tree by tree).
     for rows in (q, q[3:4]):
-        lengths = np.mean([_walk(packed, r, rows) for r in packed.roots], axis=0)
-        np.testing.assert_array_equal(forest.score(rows), np.power(2.0, -lengths / c))
+        np.testing.assert_array_equal(forest.score(rows), _tree_by_tree(forest, x, rows))

@@ -15,6 +15,7 @@ from daemon_helpers import as_replayed, link_table, sign_when_asked, start_daemo
 from disk_helpers import fill_disk
 from fixtures_link import LinkPki
 
+from kiosk.daemon import RECENT_DECISIONS
 from kiosk.templates import TemplateStore
 
 
@@ -62,6 +63,15 @@ def test_decision_not_recorded_is_not_shown_as_final(link_pki: LinkPki, mqtt_bro
         assert res["ok"] and res["recorded"] and res["seq"] is not None, res
         assert any(e["screen"] == "decision" for e in _screens(seen, events))
         assert daemon.status()["unrecorded_decisions"] == 1   # the earlier one stays visible to staff
+        assert len(daemon.unrecorded) == 1
+        # Months of decisions (a stranger can ask for one every few seconds): the count goes on,
+        # the per-decision lists keep the latest only.
+        for n in range(RECENT_DECISIONS + 5):
+            daemon.decision_unrecorded(f"s-{n}")
+            daemon.decision_shown(f"s-{n}", 1.0)
+        assert daemon.status()["unrecorded_decisions"] == RECENT_DECISIONS + 6
+        assert len(daemon.unrecorded) == len(daemon.latencies_ms) == RECENT_DECISIONS
+        assert daemon.unrecorded[-1] == f"s-{RECENT_DECISIONS + 4}"
     finally:
         daemon.stop()
         pen.close_all()

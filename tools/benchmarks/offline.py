@@ -110,11 +110,12 @@ def _frame_to_score(pop: dict, reps: int) -> dict[str, float]:
             # need (timed: what a customer's first cheque at a new width costs).
             pad = template.features.pad
             for frame in frames:
-                widths = len(pad.drawn) if pad is not None else 0
+                # Every width ever drawn (``drawn`` keeps a few: its length stops growing).
+                widths = len(pad.hands) if pad is not None else 0
                 t0 = time.perf_counter()
                 if judge(measure(frame)) is None:
                     verifier.verify(template, find_signature(frame))
-                    if pad is not None and len(pad.drawn) > widths:
+                    if pad is not None and len(pad.hands) > widths:
                         new_width.append(time.perf_counter() - t0)
             for _ in range(reps):
                 for frame in frames:
