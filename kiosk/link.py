@@ -66,6 +66,8 @@ from kiosk.topics import DEFAULT_PREFIX, KioskTopics, validate_id
 log = logging.getLogger(__name__)
 
 SOFTWARE_VERSION = "0.1.0"
+#: Most messages paho holds to send (in flight included; ``mqtt.Client.max_queued_messages_set``).
+MAX_QUEUED = 100
 
 
 class LinkError(ApplianceError, RuntimeError):
@@ -374,6 +376,10 @@ class KioskLink:
         client.tls_set_context(client_tls_context(c.ca_file, c.cert_file, c.key_file))
         client.reconnect_delay_set(c.reconnect_min_s, c.reconnect_max_s)  # type: ignore[arg-type]
         client.max_inflight_messages_set(c.max_inflight)
+        # paho queues what waits for an in-flight slot without a bound; the outbox hands it at most
+        # max_inflight rows, but the update agent's reports go straight in (one per garbage offer
+        # an admin credential can publish): past this, publish says so and the caller keeps its own.
+        client.max_queued_messages_set(max(MAX_QUEUED, 4 * c.max_inflight))
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish

@@ -60,9 +60,23 @@ log = logging.getLogger(__name__)
 REPORT_TYPE = "sigkiosk-update-status"
 #: A chunk index in a topic: ASCII digits only ("²".isdigit() is true, and int() of it raises).
 _CHUNK_INDEX = re.compile(r"[0-9]{1,9}")
+#: What a message held in memory is charged besides its topic and payload (Python's objects around
+#: them): an empty payload under a long topic was charged nothing, and a 1-byte early chunk 1 byte
+#: (found by a review: 2 000 empty messages held 120 MB against a bound they never touched).
+MESSAGE_COST = 512
+#: Most messages queued for the agent's thread at once (a bundle of 256 KiB chunks: 256 for 64 MiB).
+MAX_QUEUED_MESSAGES = 1024
+#: Most offers whose chunks are held before the offer itself (the broker's retained order): one
+#: bundle pushed at a time, and a few left over from earlier pushes. Each held id was also looked at
+#: after every message: tens of thousands of made-up ids slowed the agent to a crawl.
+MAX_EARLY_OFFERS = 4
 #: A step hook gets the step name and details; tests use it to SIGKILL the agent at each step.
 StepHook = Callable[[str, Mapping[str, Any]], None]
 Publish = Callable[[str, bytes, bool], bool]
+
+
+def _cost(topic: str, payload: bytes) -> int:
+    return len(topic) + len(payload) + MESSAGE_COST
 
 
 def update_topic(topics: KioskTopics) -> str:
@@ -217,11 +231,14 @@ class UpdateAgent:
 
     def on_command(self, topic: str, payload: bytes) -> None:
         """The link's command handler (network thread): queue, bounded, and return at once."""
+        cost = _cost(topic, payload)
         with self._qlock:
-            if self._queued_bytes + len(payload) > 2 * self.config.max_bundle_bytes:
-                log.warning("update: command queue full; dropping a message on %s (retained copies come back on reconnect)", topic)
+            if (self._queued_bytes + cost > 2 * self.config.max_bundle_bytes
+                    or self._queue.qsize() >= MAX_QUEUED_MESSAGES):
+                log.warning("update: command queue full; dropping a message on %s (retained copies come back on reconnect)",
+                            topic[:200])
                 return
-            self._queued_bytes += len(payload)
+            self._queued_bytes += cost
         self._queue.put((topic, payload))
 
     # -- reports ----------------------------------------------------------------------------------------
@@ -357,7 +374,7 @@ class UpdateAgent:
     def _drop_pending(self, short_id: str) -> dict[int, bytes]:
         chunks = self._pending.pop(short_id, {})
         self._pending_since.pop(short_id, None)
-        self._pending_bytes -= sum(len(c) for c in chunks.values())
+        self._pending_bytes -= sum(len(c) + MESSAGE_COST for c in chunks.values())
         return chunks
 
     def _begin_transfer(self, offer: Offer, manifest: Manifest) -> None:
@@ -388,13 +405,15 @@ class UpdateAgent:
             return
         # The broker sends retained messages in topic order, not publication order: a chunk may
         # come before its offer. Hold a bounded number of them in memory.
-        if self._pending_bytes + len(data) > self.config.max_bundle_bytes:
+        if self._pending_bytes + len(data) + MESSAGE_COST > self.config.max_bundle_bytes:
+            return
+        if short_id not in self._pending and len(self._pending) >= MAX_EARLY_OFFERS:
             return
         self._pending_since.setdefault(short_id, time.monotonic())
         slot = self._pending.setdefault(short_id, {})
         if idx not in slot:
             slot[idx] = data
-            self._pending_bytes += len(data)
+            self._pending_bytes += len(data) + MESSAGE_COST
 
     def _store_chunk(self, idx: int, data: bytes) -> None:
         t = self._transfer
@@ -575,7 +594,7 @@ class UpdateAgent:
                 with self._lock:
                     if item is not None:
                         with self._qlock:
-                            self._queued_bytes -= len(item[1])
+                            self._queued_bytes -= _cost(*item)
                         self._handle(*item)
                     self._check_stall()
                     now_connected = self._connected.is_set() if self._connected is not None else True

@@ -76,3 +76,47 @@ def test_write_failure_while_staging_keeps_old_model(update_pki: UpdatePki, tmp_
     assert agent.active_model().version == 1 and agent.check_slot(agent.active_model()) is None
     blocker.unlink()
     assert agent.install_file(tmp_path / "v2.skb") == "active"   # nothing was burnt by the failure
+
+
+def test_what_an_admin_credential_can_queue_is_charged_whole_and_bounded(update_pki: UpdatePki, tmp_path: Path) -> None:
+    """Whoever holds a broker credential that may write command topics (without the signing keys)
+    sends messages the agent holds in memory before it can check them: each is charged its topic,
+    payload and Python's objects, the queue holds a bounded number, and chunks that come before
+    any offer are kept for a few offers only (found by a review: empty payloads under long topics
+    were charged nothing, 1-byte early chunks 1 byte, and made-up offer ids slowed every message)."""
+    import dataclasses
+    import time
+
+    from kiosk.update_agent import MAX_EARLY_OFFERS, MAX_QUEUED_MESSAGES, MESSAGE_COST, offer_topics
+
+    root = tmp_path / "store"
+    provision(update_pki, root, make_bundle(update_pki, 1))
+    config = dataclasses.replace(update_pki.update_config(root), max_bundle_bytes=1 << 20)
+    agent = UpdateAgent(config, topics=KioskTopics("sig", U_SITE, "solo-1"))
+    base = offer_topics("sig", U_SITE, "solo-1", None)[0]
+    long_topic = base + "/x" * 30_000                          # 60 kB, payload empty
+    for _ in range(100):
+        agent.on_command(long_topic, b"")
+    held = agent._queue.qsize()
+    assert 0 < held < 100 and agent._queued_bytes == held * (len(long_topic) + MESSAGE_COST) <= 2 << 20
+    short = UpdateAgent(config, topics=KioskTopics("sig", U_SITE, "solo-1"))
+    for _ in range(MAX_QUEUED_MESSAGES + 50):
+        short.on_command(base + "/offer", b"")
+    assert short._queue.qsize() == MAX_QUEUED_MESSAGES
+
+    # Chunks of made-up offers, handled by the agent's thread: a few offers' worth are kept.
+    agent = UpdateAgent(config, topics=KioskTopics("sig", U_SITE, "solo-1"))
+    agent.start()
+    try:
+        for n in range(200):
+            agent.on_command(f"{base}/chunk/id{n}/0", b"x")
+        deadline = time.monotonic() + 10
+        while agent._queue.qsize() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
+        with agent._lock:
+            assert len(agent._pending) == MAX_EARLY_OFFERS
+            assert agent._pending_bytes == MAX_EARLY_OFFERS * (1 + MESSAGE_COST)
+        assert agent._queued_bytes == 0
+    finally:
+        agent.close()
