@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion
 
-from kiosk.config import DaemonConfig
+from kiosk.config import NOTHING_RECORDS, DaemonConfig
 from kiosk.keys import KeyFileError, load_public_raw, load_signing_key
 from kiosk.link import describe_connection_error
 from kiosk.templates import TemplateError, load_or_create_key
@@ -73,6 +73,8 @@ def check_files(config: DaemonConfig) -> list[Finding]:
                           "copy the central server's central-sign.pub here", out)
     if config.link is not None:
         _check_link(config, out)
+    elif not config.unrecorded:
+        out.append(Finding("error", "[link]", NOTHING_RECORDS))
     if config.update is not None:
         for key in dict.fromkeys(config.update.admin_keys):
             _check_public_key(key, "[update] admin_keys", "copy the admin's public key here: the .pub "

@@ -65,6 +65,8 @@ DEFAULT_CONFIG = """\
 id = "kiosk-0001"
 site = "branch-01"
 state_dir = "/var/lib/sigkiosk"          # the only directory the service may write
+# unrecorded = true                      # a bench kiosk without [link] only: nothing records its
+#                                        # decisions and staff actions (its screen says so)
 
 [pen]
 source = "evdev"                         # evdev: a USB tablet ([device] says which); serial: a signature pad
@@ -406,12 +408,21 @@ class DaemonConfig:
     commands: CommandsConfig
     link: LinkConfig | None = None
     update: UpdateConfig | None = None   # the model-update agent (needs link)
+    #: ``[kiosk] unrecorded = true``: a bench kiosk without ``[link]``, whose decisions and staff
+    #: actions are recorded nowhere (its screen says so). Without it a daemon needs ``[link]``.
+    unrecorded: bool = False
     paper: PaperConfig = field(default_factory=PaperConfig)
     staff: StaffConfig = field(default_factory=StaffConfig)
     source: Path | None = None   # the file it was read from
     pen: PenConfig = field(default_factory=PenConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)   # site self-calibration
     profiles: Profiles = field(default_factory=Profiles)   # application profiles (kiosk.profiles)
+
+
+#: Why a daemon without ``[link]`` does not start unless told it is a bench kiosk.
+NOTHING_RECORDS = ("no [link]: nothing would record this kiosk's decisions and staff actions, yet its screen "
+                   "would show them as final. Add [link] (the central server), or, for a bench kiosk only, set "
+                   "[kiosk] unrecorded = true (its screen then says that nothing is recorded)")
 
 
 def _section(cls: type, data: Mapping[str, Any], table: str, base: Path, path_keys: tuple[str, ...] = ()) -> Any:
@@ -445,12 +456,15 @@ def parse_config(data: Mapping[str, Any], base_dir: Path, source: Path | None = 
         kiosk_id = validate_id(str(k.pop("id")), "kiosk id")
         site = validate_id(str(k.pop("site")), "site")
         state_dir = Path(k.pop("state_dir"))
+        unrecorded = k.pop("unrecorded", False)
     except KeyError as exc:
         raise ConfigError(f"[kiosk] missing key {exc.args[0]!r}") from None
     except ValueError as exc:
         raise ConfigError(f"[kiosk] {exc}") from None
     if k:
         raise ConfigError(f"[kiosk] unknown key(s): {', '.join(sorted(k))}")
+    if not isinstance(unrecorded, bool):
+        raise ConfigError(f"[kiosk] unrecorded must be true or false, got {unrecorded!r}")
     if not state_dir.is_absolute():
         state_dir = base_dir / state_dir
     storage = dict(data.get("storage", {}))
@@ -465,6 +479,9 @@ def parse_config(data: Mapping[str, Any], base_dir: Path, source: Path | None = 
                        create_key=bool(st.create_key))
     if st.template_key.resolve().is_relative_to(Path(st.templates_dir).resolve()):
         raise ConfigError("[storage] template_key must not live inside templates_dir: keep the key apart from the data")
+    if unrecorded and "link" in data:
+        raise ConfigError("[kiosk] unrecorded = true and [link]: a kiosk with a link records every decision; "
+                          "remove unrecorded")
     link = None
     if "link" in data:
         link_data = dict(data["link"])
@@ -520,7 +537,7 @@ def parse_config(data: Mapping[str, Any], base_dir: Path, source: Path | None = 
         verifier=verifier,
         policy=_section(PolicyConfig, data.get("policy", {}), "policy", base_dir),
         storage=st, ui=_section(UiConfig, data.get("ui", {}), "ui", base_dir, ("token_file",)),
-        commands=commands, link=link, update=update, source=source, staff=staff,
+        commands=commands, link=link, update=update, source=source, staff=staff, unrecorded=unrecorded,
         paper=_section(PaperConfig, data.get("paper", {}), "paper", base_dir, ("model_dir",)),
         calibration=_calibration(data.get("calibration", {}), data.get("verifier", {}).get("kind", DEFAULT_KIND)),
     )

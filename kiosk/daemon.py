@@ -42,7 +42,7 @@ from firmware_host.pen_source import PenService
 from kiosk import app
 from kiosk.calibration import SiteCalibration
 from kiosk.commands import CALIBRATION_SUFFIX, VERIFY_SUFFIX, CalibrationCommand, CommandError
-from kiosk.config import DaemonConfig
+from kiosk.config import NOTHING_RECORDS, ConfigError, DaemonConfig
 from kiosk.errors import (
     ActionNotAuditable,
     AuditNotRecorded,
@@ -207,6 +207,10 @@ class Daemon:
 
     def start(self) -> None:
         cfg = self.config
+        if self._link is None and cfg.link is None and not cfg.unrecorded:
+            # A decision is never shown as final unless it is recorded (found by a review: without
+            # a link, decisions were shown and staff actions done with nothing recording them).
+            raise ConfigError(NOTHING_RECORDS)
         t0 = time.monotonic()
         cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.store = TemplateStore(cfg.storage.templates_dir, cfg.storage.template_key,

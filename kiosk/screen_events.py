@@ -135,12 +135,14 @@ class DecisionShown:
     aspects: tuple[AspectView, ...]
     explanations: tuple[str, ...]
     show_s: float
+    #: False only on a bench kiosk (``[kiosk] unrecorded``): the screen says nothing records it.
+    recorded: bool = True
     screen = "decision"
 
     def fields(self) -> JsonObject:
         return {"decision": self.decision, "match_rate": self.match_rate, "too_similar": self.too_similar,
                 "aspects": [a.to_json() for a in self.aspects], "explanations": list(self.explanations),
-                "show_s": self.show_s}
+                "show_s": self.show_s, "recorded": self.recorded}
 
 
 @dataclass(frozen=True)

@@ -42,14 +42,15 @@ from models.verification import Verifier
 log = logging.getLogger(__name__)
 
 
-def decision_view(verdict: Verdict, ui: UiConfig, explanations: tuple[str, ...] = ()) -> DecisionShown | DecisionWithheld:
+def decision_view(verdict: Verdict, ui: UiConfig, explanations: tuple[str, ...] = (),
+                  recorded: bool = True) -> DecisionShown | DecisionWithheld:
     if verdict.decision != "APPROVED" and ui.customer_decision == "wait_for_staff":
         # The bank's choice: the customer is not told "suspicious" (nor the score or aspects);
         # staff see the decision centrally.
         return DecisionWithheld(ui.show_decision_s)
     return DecisionShown(verdict.decision, round(verdict.match_rate * 100), verdict.too_similar,
                          tuple(AspectView(a.code, a.label, a.ok, round(a.similarity * 100)) for a in verdict.aspects),
-                         tuple(explanations), ui.show_decision_s)
+                         tuple(explanations), ui.show_decision_s, recorded)
 
 
 def report(req: Request, outcome: VerificationOutcome, t_pen_up: float, *, screen: Screen,
@@ -87,7 +88,8 @@ def report(req: Request, outcome: VerificationOutcome, t_pen_up: float, *, scree
                                                            "Please ask staff."),
                            decision=v.decision, recorded=False) from None
     latency = (time.perf_counter() - t_pen_up) * 1e3
-    view = decision_view(v, ui, explanations)
+    # seq None: recorded nowhere, which only a bench kiosk allows (``[kiosk] unrecorded``).
+    view = decision_view(v, ui, explanations, recorded=seq is not None)
     screen.enter(State.DECISION, view)
     if picture is not None and isinstance(view, DecisionShown):
         screen.publish(picture)

@@ -27,7 +27,8 @@ def writers(seed: int = 2026, n: int = 1):  # type: ignore[no-untyped-def]
 def write_config(root: Path, *, link: dict[str, Any] | None = None, commands_pub: Path | None = None,
                  ui: bool = False, pen_up_s: float = PEN_UP_S, extra: str = "") -> Path:
     lines = [
-        "[kiosk]", 'id = "kiosk-a"', 'site = "site1"', 'state_dir = "state"', "",
+        # Without a link nothing records decisions: these kiosks say they are bench kiosks.
+        "[kiosk]", 'id = "kiosk-a"', 'site = "site1"', 'state_dir = "state"', *([] if link else ["unrecorded = true"]), "",
         "[device]", f"pen_up_timeout_s = {pen_up_s}", "customer_timeout_s = 20.0", "rediscover_interval_s = 0.05", "",
         "[storage]", 'template_key = "credentials/template.key"', "create_key = true", "",
         "[ui]", f"enabled = {'true' if ui else 'false'}", "port = 0", "show_decision_s = 30.0", "",

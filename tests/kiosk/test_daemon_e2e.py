@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from daemon_helpers import (
     as_replayed,
     central_sign_key,
@@ -137,6 +138,11 @@ def test_pen_unplugged_mid_signature_then_signed_again(tmp_path: Path) -> None:
         sign_when_asked(daemon, pen, events, [genuine[5], genuine[5]], req.done.is_set, seen=seen, unplug_first=60)
         res = req.wait(1)
         assert res["ok"] and res["decision"] == "APPROVED"
+        # A bench kiosk ([kiosk] unrecorded, no link): the decision says nothing recorded it.
+        while not events.empty():
+            seen.append(events.get_nowait())
+        shown = [e for e in seen if e.get("type") == "screen" and e.get("screen") == "decision"]
+        assert shown and shown[-1]["recorded"] is False and res["recorded"] is False
         notices = [e for e in seen if e.get("type") == "notice"]
         assert notices and "disconnected" in notices[0]["message"]
         assert sum(1 for e in seen if e.get("type") == "screen" and e.get("screen") == "sign") == 2
@@ -240,3 +246,23 @@ def test_central_command_checks(tmp_path: Path) -> None:
     with pytest.raises(CommandError, match="already used"):
         v2.check(topic, make_verify_command(key, topic, "kiosk-a", "c-1", "r1"))
     assert os.stat(tmp_path / "seen.json").st_mode & 0o077 == 0
+
+
+def test_a_kiosk_without_a_link_starts_only_as_a_bench_kiosk(tmp_path: Path) -> None:
+    """Without [link] nothing records decisions or staff actions: the daemon does not start (and
+    `sigkiosk run --check` says why) unless [kiosk] unrecorded = true says it is a bench kiosk;
+    a link and unrecorded together are refused."""
+    from kiosk.check import check_files
+    from kiosk.config import ConfigError, load_config
+
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace("unrecorded = true\n", ""))
+    config = load_config(path)
+    assert not config.unrecorded
+    assert any(f.level == "error" and f.where == "[link]" and "unrecorded" in f.message for f in check_files(config))
+    with pytest.raises(ConfigError, match=r"no \[link\].*unrecorded = true"):
+        start_daemon(path)
+    path.write_text(path.read_text().replace('state_dir = "state"', 'state_dir = "state"\nunrecorded = true') +
+                    '\n[link]\nbroker_host = "localhost"\n')
+    with pytest.raises(ConfigError, match="unrecorded"):
+        load_config(path)

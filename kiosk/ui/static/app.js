@@ -191,8 +191,10 @@ function onScreen(ev) {
         li.textContent = text;
         ex.appendChild(li);
       }
-      $("decision-note").textContent = ev.too_similar ? "This signature is identical to a stored one: a copy, not a fresh signature."
-        : ok ? "Thank you." : "Staff will assist you.";
+      $("decision-note").textContent = (ev.too_similar ? "This signature is identical to a stored one: a copy, not a fresh signature."
+        : ok ? "Thank you." : "Staff will assist you.")
+        + (ev.recorded === false ? " Test kiosk: this result is not recorded anywhere." : "");
+      document.body.dataset.recorded = ev.recorded === false ? "no" : "yes";
       show("decision");
       decisionTimer = setTimeout(() => showIdle(""), (ev.show_s || 8) * 1000);
       break;
