@@ -28,6 +28,16 @@ def _run(args: argparse.Namespace) -> int:
         evidence_retention_days=args.evidence_retention_days,
     )
     collector = Collector(cfg)
+    if args.retire:
+        print(f"collector retiring from share group {args.share_group}: storing what its session holds...", flush=True)
+        done = collector.retire()
+        print(json.dumps(collector.stats.as_dict()), flush=True)
+        if not done:
+            print("not retired: messages kept coming or could not be stored; its session is kept, nothing is lost. "
+                  "Run --retire again", file=sys.stderr)
+            return 1
+        print("retired: its session is ended; the other collectors of the group receive every message", flush=True)
+        return 0
     # SIGTERM (systemd, docker) stops as cleanly as Ctrl-C; unacked messages are redelivered anyway.
     signal.signal(signal.SIGTERM, lambda *_: collector._stop.set())
     log.info("collector: database %s", "PostgreSQL" if args.db.startswith("postgres") else args.db)
@@ -249,6 +259,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--max-future-s", type=float, default=300.0, help="refuse times this far in the future")
     r.add_argument("--fresh-session", action="store_true",
                    help="discard this identity's session at the broker (queued messages, old subscriptions)")
+    r.add_argument("--retire", action="store_true",
+                   help="leave the share group for good: store what this identity's session holds, "
+                        "unsubscribe, end the session, exit (a collector merely stopped keeps receiving a share)")
     r.add_argument("--allow-raw-evidence", action="store_true",
                    help="accept decisions carrying raw pen data / images (the kiosks' policy must say the same)")
     r.add_argument("--evidence-retention-days", type=_retention_days, default=365.0,

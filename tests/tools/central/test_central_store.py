@@ -161,3 +161,71 @@ def test_collector_picks_up_newly_registered_kiosks_and_survives_a_broken_regist
         assert collector.processor.process(msg(3)).kind == "decision"  # type: ignore[union-attr]
     finally:
         collector.store.close()
+
+
+def test_a_message_from_an_earlier_connection_is_stored_not_dropped(link_pki: LinkPki, tmp_path: Path) -> None:
+    """The broker was killed and restarted from its last autosave (or the session expired): what
+    the collector still held from the old connection will not be redelivered. It is stored (a
+    redelivered copy is a harmless duplicate), just not acknowledged with an old packet id
+    (found by a review: it was dropped)."""
+    import time as _time
+
+    from kiosk import envelope
+    from kiosk.keys import load_encryption_key, load_signing_key
+    from kiosk.records import DecisionRecord, encode_payload
+    from tools.central.collector import _Incoming
+
+    collector = Collector(link_pki.collector_config(1, str(tmp_path / "c.sqlite")))
+    sk = load_signing_key(link_pki.sign_key("kiosk-a"))
+    topic = "sig/v1/site1/kiosk-a/decision"
+    now = int(_time.time() * 1000)
+    data = envelope.seal(encode_payload(DecisionRecord("APPROVED", 0.9).to_payload()), kiosk_id="kiosk-a", seq=7,
+                         time_ms=now, topic=topic, signing_key=sk,
+                         recipient=load_encryption_key(link_pki.central_key).public_key())
+    try:
+        collector._epoch = 2                     # reconnected since the message came (epoch 1)
+        collector.handle_batch([_Incoming(topic, data, 11, 1, False, now, 1)])
+        assert collector.store.count("decisions") == 1 and collector.stats.received == 1
+        collector.handle_batch([_Incoming(topic, data, 12, 1, False, now, 1)])   # redelivered after all
+        assert collector.store.count("decisions") == 1
+    finally:
+        collector.store.close()
+
+
+def test_a_retired_collector_leaves_its_share_to_the_others_and_loses_nothing(
+        link_pki: LinkPki, mqtt_broker: Mosquitto, tmp_path: Path) -> None:
+    """A stopped collector's session stays in the share group: the broker keeps routing a share of
+    the kiosks' messages into it (and discards them when the session expires). ``retire`` takes
+    up the session, stores what it holds, leaves the group and ends the session: every later
+    message goes to the collectors that remain (found by a review: half were routed to the
+    retired one)."""
+    group = f"ret{uuid.uuid4().hex[:6]}"
+
+    def collector(name: str, fresh: bool = False) -> Collector:
+        return Collector(link_pki.collector_config(mqtt_broker.port, str(tmp_path / f"{name}.sqlite"), name=name,
+                                                   share_group=group, fresh_session=fresh))
+    c1, c2 = collector("c1", fresh=True), collector("c2", fresh=True)
+    for c in (c1, c2):
+        c.start()
+    link = KioskLink(link_pki.link_config("kiosk-a", mqtt_broker.port, tmp_path / "outbox.sqlite"))
+    try:
+        assert c1.wait_ready() and c2.wait_ready()
+        c2.stop()                                        # down, its session kept by the broker
+        link.start()
+        for i in range(20):
+            link.publish_decision({"decision": "APPROVED", "score": 0.7, "subject": f"a{i}"})
+        assert link.flush(30)
+        assert collector("c2").retire(quiet_s=1.0, timeout_s=60)
+        after = open_store(str(tmp_path / "c2.sqlite"))
+        held_by_c2 = after.count("decisions")
+        after.close()
+        wait_for(lambda: c1.store.count("decisions") + held_by_c2 == 20, timeout=30, what="the first 20 stored")
+        assert held_by_c2 > 0, "c2's session held none of the first 20: the test shows nothing"
+        for i in range(20):
+            link.publish_decision({"decision": "APPROVED", "score": 0.7, "subject": f"b{i}"})
+        assert link.flush(30)
+        wait_for(lambda: c1.store.count("decisions") + held_by_c2 == 40, timeout=30,
+                 what="every later decision stored by the collector that remains")
+    finally:
+        link.close()
+        c1.stop()
