@@ -213,6 +213,7 @@ admin_keys = ["/etc/sigkiosk/keys/admin1.pub", "/etc/sigkiosk/keys/admin2.pub"] 
 threshold = 1                            # distinct admin signatures required
 max_bundle_bytes = 67108864
 transfer_timeout_s = 120.0
+disk_reserve_bytes = 67108864            # a download leaves this much free for decisions, or is refused
 """
 
 

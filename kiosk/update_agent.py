@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import queue
 import re
 import shutil
@@ -75,6 +76,14 @@ StepHook = Callable[[str, Mapping[str, Any]], None]
 Publish = Callable[[str, bytes, bool], bool]
 
 
+def _free_bytes(path: Path) -> int:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
+
+
 def _cost(topic: str, payload: bytes) -> int:
     return len(topic) + len(payload) + MESSAGE_COST
 
@@ -103,6 +112,9 @@ class UpdateConfig:
     appliance_version: str = ""             # default: kiosk.link.SOFTWARE_VERSION
     max_bundle_bytes: int = 64 << 20
     transfer_timeout_s: float = 120.0       # no new chunk for this long: report missing chunks
+    #: Free space a download leaves on the store's file system besides what it needs (its chunks
+    #: and the staged copy): the kiosk's decisions and audits are written there too.
+    disk_reserve_bytes: int = 64 << 20
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], base_dir: Path | None = None) -> UpdateConfig:
@@ -379,6 +391,15 @@ class UpdateAgent:
 
     def _begin_transfer(self, offer: Offer, manifest: Manifest) -> None:
         self._cleanup_incoming(keep=offer.short_id)   # one transfer at a time bounds the disk used
+        # Its chunks, then the staged copy; and what the kiosk's decisions need after them. A
+        # download that filled the disk left every later decision unrecorded until someone cleared
+        # it (found by a review).
+        need, free = 2 * offer.size + self.config.disk_reserve_bytes, _free_bytes(self.store.root)
+        if free < need:
+            self._report("refused", reason="disk_full", offer=offer, manifest=manifest,
+                         detail=f"{free >> 20} MiB free; the bundle needs {(2 * offer.size) >> 20} MiB and "
+                                f"{self.config.disk_reserve_bytes >> 20} MiB stay free for the kiosk's decisions")
+            return
         d = self.store.root / "incoming" / offer.short_id
         d.mkdir(parents=True, exist_ok=True)
         if not (d / "offer.json").exists():
@@ -427,8 +448,15 @@ class UpdateAgent:
             return
         # No fsync per chunk: a torn chunk after a power cut fails its hash at resume and is fetched again.
         tmp = t.directory / f".{idx}.tmp"
-        tmp.write_bytes(data)
-        tmp.replace(t.directory / f"{idx}.chunk")
+        try:
+            tmp.write_bytes(data)
+            tmp.replace(t.directory / f"{idx}.chunk")
+        except OSError as exc:
+            # The disk filled after all (something else wrote): give the space back at once.
+            self._cleanup_incoming(keep=None)
+            self._report("refused", reason="io_error", offer=t.offer, manifest=t.manifest,
+                         detail=f"chunk {idx} could not be written ({exc.strerror}); the download is dropped")
+            return
         t.have.add(idx)
         t.last_progress = time.monotonic()
         t.stall_reported = False

@@ -120,3 +120,37 @@ def test_what_an_admin_credential_can_queue_is_charged_whole_and_bounded(update_
         assert agent._queued_bytes == 0
     finally:
         agent.close()
+
+
+def test_a_download_that_would_leave_too_little_disk_for_decisions_is_refused(update_pki: UpdatePki,
+                                                                             tmp_path: Path) -> None:
+    """The chunks and the staged copy go where the kiosk writes its decisions: an offer that would
+    leave less than ``disk_reserve_bytes`` free is refused before a byte is written (found by a
+    review: a download that filled the disk left every later decision unrecorded)."""
+    import dataclasses
+    import time
+
+    from kiosk.bundle import Offer
+    from kiosk.update_agent import offer_topics
+
+    root = tmp_path / "store"
+    provision(update_pki, root, make_bundle(update_pki, 1))
+    bundle = make_bundle(update_pki, 2, model="dense_v2")
+    offer = Offer.for_payload(bundle.envelope, bundle.payload)
+    base = offer_topics("sig", U_SITE, "solo-1", None)[0]
+    for reserve, expected in ((1 << 60, "refused"), (0, "downloading")):
+        agent = UpdateAgent(dataclasses.replace(update_pki.update_config(root), disk_reserve_bytes=reserve),
+                            topics=KioskTopics("sig", U_SITE, "solo-1"))
+        agent.start()
+        try:
+            agent.on_command(f"{base}/offer", offer.to_bytes())
+            deadline = time.monotonic() + 10
+            while agent.last_state.get("state") not in ("refused", "downloading") and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert agent.last_state["state"] == expected, agent.last_state
+            if expected == "refused":
+                assert agent.last_state["reason"] == "disk_full" and "decisions" in agent.last_state["detail"]
+                assert not any((root / "incoming").iterdir())
+            assert agent.active_model().version == 1
+        finally:
+            agent.close()
