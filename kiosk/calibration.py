@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from kiosk.errors import CalibrationNotSaved
 from kiosk.profiles import PROBABILITY_KINDS
 from kiosk.templates import StoredTemplate, TemplateStore, atomic_write
 from models.calibration import Calibration, CalibrationSettings, SiteThreshold, loo_scores, propose
@@ -162,7 +163,11 @@ class SiteCalibration:
         self._held = False
         self._previous: float | None = None
         self._scores: dict[str, dict[str, Any]] = {}
-        self._saved: float | None = None        # the threshold last saved and reported
+        self._saved: float | None = None        # the threshold last saved (and so in force)
+        #: The threshold the audit trail last heard of: behind ``_saved`` when a move's report was
+        #: lost (a power cut after the save, an outbox error); the next start reports it again.
+        self._reported: float | None = None
+        self._saved_bytes = b""                 # what the state file holds (unchanged: not rewritten)
         self._moved_ms: int | None = None       # when the threshold last changed (wall clock)
         self.last: Calibration | None = None
         self._load()
@@ -170,14 +175,19 @@ class SiteCalibration:
     # -- state ------------------------------------------------------------------------------
     def _load(self) -> None:
         try:
-            data = json.loads(self.path.read_text())
+            raw = self.path.read_bytes()
+            data = json.loads(raw)
             self._model = str(data["model"])
             self._held = bool(data["held"])
             self._previous = None if data.get("previous") is None else float(data["previous"])
             self._saved = None if data.get("threshold") is None else float(data["threshold"])
+            # A file from before "reported" was kept: its threshold was reported when saved.
+            self._reported = self._saved if "reported" not in data else (
+                None if data["reported"] is None else float(data["reported"]))
             self._moved_ms = None if data.get("moved_ms") is None else int(data["moved_ms"])
             self._scores = {str(k): {"v": int(v["v"]), "s": [float(x) for x in v["s"]]}
                             for k, v in dict(data["customers"]).items()}
+            self._saved_bytes = raw   # what _save would write for it: not written again
         except FileNotFoundError:
             pass
         except (ValueError, KeyError, TypeError) as exc:
@@ -187,10 +197,16 @@ class SiteCalibration:
             self._scores = {}
 
     def _save(self) -> None:
-        data = {"model": self._model, "held": self._held, "previous": self._previous,
-                "threshold": self._verifier.threshold if self._verifier else None, "moved_ms": self._moved_ms,
-                "customers": self._scores}
-        atomic_write(self.path, json.dumps(data, sort_keys=True).encode())
+        """Write the state (``OSError`` on a full disk), unless the file already holds it: every
+        start applied the calibration, and rewrote the file, on an SD card (and a full disk
+        stopped the daemon starting; found by a review)."""
+        data = {"model": self._model, "held": self._held, "previous": self._previous, "threshold": self._saved,
+                "reported": self._reported, "moved_ms": self._moved_ms, "customers": self._scores}
+        raw = json.dumps(data, sort_keys=True).encode()
+        if raw == self._saved_bytes:
+            return
+        atomic_write(self.path, raw)
+        self._saved_bytes = raw
 
     # -- hooks --------------------------------------------------------------------------------
     def attach(self, verifier: SiteThreshold) -> None:
@@ -203,6 +219,7 @@ class SiteCalibration:
                     log.info("calibration: another model; its %d customers' scores dropped", len(self._scores),
                              extra={"event": "calibration_model_changed"})
                 self._model, self._scores, self._previous, self._saved, self._moved_ms = key, {}, None, None, None
+                self._reported = None
             # Customers deleted while the calibration was off, or just before a power cut (the
             # template's delete is durable before this file is saved): their scores must not move
             # the threshold (they did, to its bound, from an empty store; found by a review).
@@ -269,41 +286,65 @@ class SiteCalibration:
 
     # -- the move ---------------------------------------------------------------------------------
     def _apply(self, operator: str, mode: str, *, force_report: bool = False, required: bool = False) -> None:
-        """``required`` (a person's revert or resume): the audit record is stored first, and if it
-        cannot be, the error propagates before anything has changed. The kiosk's own moves are
-        reported after the fact; one that cannot be reported is still logged here."""
+        """Decide the threshold, save it, put it in force, report it. ``required`` (a person's
+        revert or resume): the audit record is stored first, and if it cannot be, the error
+        propagates before anything has changed; if the new state then cannot be saved, nothing
+        changes either (``CalibrationNotSaved``) and a second record says it failed. The kiosk's own
+        move is saved, then in force, then reported; a full disk leaves the threshold as it was
+        (logged), and a move whose report was lost is reported again at the next start."""
         v = self._verifier
         assert v is not None
-        # Compared with what was last saved (and so reported), not with the fresh wrapper's shipped
-        # threshold: a restart that lands where the kiosk was is not a move.
+        # Compared with what was last saved, not with the fresh wrapper's shipped threshold: a
+        # restart that lands where the kiosk was is not a move.
         before = self._saved if self._saved is not None else v.threshold
+        # None: no move reported on this model yet, so the trail knows the shipped threshold.
+        heard = self._reported if self._reported is not None else v.shipped
         scores = {k: np.array(e["s"]) for k, e in self._scores.items()}
         cal = propose(scores, v.shipped, self.config.settings(v.shipped))
         after = v.shipped if self._held else cal.threshold
         # In the scale the staff screen and the profiles use: "p" marks a probability threshold.
         mark = "p " if self._probability() else ""
-        outcome = (f"{mark}{self._shown(before):.4f}->{self._shown(after):.4f} n={cal.customers}"
+        outcome = (f"{mark}{self._shown(heard):.4f}->{self._shown(after):.4f} n={cal.customers}"
                    f"{' held' if self._held else ''}")
         if required:
             self._report(outcome, operator, mode, True)
-        self.last = cal
+        kept = (self._previous, self._moved_ms, self._saved, self._reported)
         if after != before:
             self._previous = before
             self._moved_ms = int(time.time() * 1000)
-        v.set_threshold(after)
         self._saved = after
-        self._save()
+        if required:
+            self._reported = after
+        try:
+            self._save()
+        except OSError as exc:
+            self._previous, self._moved_ms, self._saved, self._reported = kept
+            if required:
+                self._report(f"failed: not saved ({exc.strerror or exc})"[:64], operator, mode, False)
+                raise CalibrationNotSaved(f"the calibration could not be saved ({exc.strerror or exc}): "
+                                          "nothing changed") from None
+            log.error("calibration: its state could not be saved (%s); the threshold stays %.4f", exc, before,
+                      extra={"event": "calibration_not_saved"})
+            v.set_threshold(before)   # the one saved (at a start, the fresh wrapper's is the shipped one)
+            return
+        self.last = cal
+        v.set_threshold(after)
         if self._listener is not None:
             self._listener(after, v.shipped, self._held)
-        if after == before and not force_report:
+        if after == heard and not force_report:
             return
         why = "held at shipped" if self._held else cal.reason
-        log.info("calibration: threshold %.4f -> %.4f (%s, %d customers, %d scores)", before, after, why,
+        log.info("calibration: threshold %.4f -> %.4f (%s, %d customers, %d scores)", heard, after, why,
                  cal.customers, cal.scores,
-                 extra={"event": "calibration_moved", "threshold": after, "previous": before, "shipped": v.shipped,
+                 extra={"event": "calibration_moved", "threshold": after, "previous": heard, "shipped": v.shipped,
                         "reason": why, "customers": cal.customers, "operator": operator})
-        if not required:
-            self._report(outcome, operator, mode, False)
+        if not required and self._report(outcome, operator, mode, False) is not None:
+            self._reported = after
+            try:
+                self._save()
+            except OSError:   # reported again at the next start: a duplicate record, nothing lost
+                log.warning("calibration: could not note that the move was reported", extra={
+                    "event": "calibration_not_saved"})
 
     def _probability(self) -> bool:
         # A verifier that decides on a probability is shown in probabilities (the scale its

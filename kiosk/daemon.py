@@ -46,6 +46,7 @@ from kiosk.config import NOTHING_RECORDS, ConfigError, DaemonConfig
 from kiosk.errors import (
     ActionNotAuditable,
     AuditNotRecorded,
+    CalibrationNotSaved,
     DecisionNotRecorded,
     KioskBusy,
     RequestRefused,
@@ -693,6 +694,10 @@ class Daemon:
         except ActionNotAuditable as exc:
             log.error("command refused: %s", exc, extra={"event": "command_refused", "reason": "unaudited",
                                                          "request": cmd.request_id})
+            return
+        except CalibrationNotSaved as exc:
+            log.error("command failed: %s", exc, extra={"event": "command_refused", "reason": "not_saved",
+                                                       "request": cmd.request_id})
             return
         except RequestRefused as exc:
             log.warning("command refused: %s", exc, extra={"event": "command_refused", "reason": "calibration_off",

@@ -35,6 +35,11 @@ class ActionNotAuditable(RequestRefused):
     """A staff action whose audit record cannot be stored (outbox full or broken): refused."""
 
 
+class CalibrationNotSaved(RequestRefused):
+    """A staff revert or resume of the site calibration whose new state could not be saved (a full
+    disk): nothing changed, and the audit record says it failed."""
+
+
 class AuditNotRecorded(ApplianceError, RuntimeError):
     """A staff action's audit record could not be stored: the action (or login) is refused."""
 

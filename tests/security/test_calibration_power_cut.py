@@ -1,0 +1,104 @@
+"""The site calibration's state against a power cut and a full disk (found by a durability review):
+a move the kiosk made is never in force without a record reaching the audit trail, a staff revert
+that cannot be saved changes nothing and says it failed, and a full disk never stops the kiosk
+from starting. Real template store, real classic verifier, a real 1 MiB file system filled to
+the last byte; the audit trail is the daemon's ``Report`` callable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from daemon_helpers import as_replayed
+from disk_helpers import fill_disk
+
+from kiosk.calibration import STATE_FILE, CalibrationConfig, SiteCalibration
+from kiosk.errors import CalibrationNotSaved
+from kiosk.templates import TemplateStore
+from models.calibration import SiteThreshold
+from models.pen import make_verifier
+
+SHIPPED = 1.28
+CONFIG = CalibrationConfig(enabled=True, min_customers=3, strength=0.0, target_frr=0.2, max_down=0.05, max_up=0.04,
+                           loo_offset=0.0)
+
+
+@pytest.fixture(scope="module")
+def population():  # type: ignore[no-untyped-def]
+    from tools.synth import make_population
+
+    return make_population(n_writers=4, n_genuine=6, n_forgeries=0, seed=41)
+
+
+class Trail:
+    """The daemon's audit: records kept, or lost (``None``, as an outbox error is reported)."""
+
+    def __init__(self, working: bool = True) -> None:
+        self.working = working
+        self.records: list[tuple[str, str, str]] = []
+
+    def __call__(self, outcome: str, operator: str, mode: str, required: bool) -> object:
+        if not self.working:
+            return None
+        self.records.append((outcome, operator, mode))
+        return len(self.records)
+
+
+def _store(root: Path, population) -> TemplateStore:  # type: ignore[no-untyped-def]
+    store = TemplateStore(root / "templates", root / "template.key", create_key=True)
+    for w in sorted(population):
+        store.put(f"cust-{w}", as_replayed(population[w][0][:5]))
+    return store
+
+
+def _moved(state_dir: Path, store: TemplateStore, trail: Trail, population) -> tuple[SiteCalibration, SiteThreshold]:  # type: ignore[no-untyped-def]
+    state_dir.mkdir(exist_ok=True)
+    cal = SiteCalibration(CONFIG, state_dir, store, trail)
+    verifier = SiteThreshold(make_verifier("classic", SHIPPED))
+    cal.attach(verifier)
+    for w in sorted(population):
+        cal.customer_changed(f"cust-{w}")
+    assert verifier.threshold != SHIPPED, "the calibration did not move: the test shows nothing"
+    return cal, verifier
+
+
+def test_a_move_whose_record_was_lost_is_reported_at_the_next_start(tmp_path: Path, population) -> None:  # type: ignore[no-untyped-def]
+    store = _store(tmp_path, population)
+    lost = Trail(working=False)                 # the outbox refused, or the power went after the save
+    _, verifier = _moved(tmp_path / "state", store, lost, population)
+    moved = verifier.threshold
+    trail = Trail()
+    again = SiteThreshold(make_verifier("classic", SHIPPED))
+    SiteCalibration(CONFIG, tmp_path / "state", store, trail).attach(again)
+    assert again.threshold == moved
+    assert [(o.split(" n=")[0], op, mode) for o, op, mode in trail.records] == [
+        (f"{SHIPPED:.4f}->{moved:.4f}", "kiosk", "auto")]
+    # Reported now: the start after that says nothing more.
+    quiet = Trail()
+    SiteCalibration(CONFIG, tmp_path / "state", store, quiet).attach(SiteThreshold(make_verifier("classic", SHIPPED)))
+    assert quiet.records == []
+
+
+def test_on_a_full_disk_a_revert_changes_nothing_and_the_kiosk_still_starts(tiny_fs: Path, tmp_path: Path,
+                                                                           population) -> None:  # type: ignore[no-untyped-def]
+    store = _store(tmp_path, population)
+    trail = Trail()
+    cal, verifier = _moved(tiny_fs, store, trail, population)
+    moved = verifier.threshold
+    saved = (tiny_fs / STATE_FILE).read_bytes()
+    filler = fill_disk(tiny_fs)
+    try:
+        with pytest.raises(CalibrationNotSaved, match="nothing changed"):
+            cal.revert("alice")
+        assert verifier.threshold == moved and not cal.status()["held"]
+        assert (tiny_fs / STATE_FILE).read_bytes() == saved
+        assert [o.split(" n=")[0].split(" held")[0] for o, op, _ in trail.records if op == "alice"] == [
+            f"{moved:.4f}->{SHIPPED:.4f}", "failed: not saved (No space left on device)"]
+        # A restart on the full disk: the state is read, nothing needs writing, the kiosk starts.
+        again = SiteThreshold(make_verifier("classic", SHIPPED))
+        SiteCalibration(CONFIG, tiny_fs, store, Trail()).attach(again)
+        assert again.threshold == moved
+    finally:
+        filler.unlink()
+    cal.revert("alice")                          # space is back: it is done, and saved
+    assert verifier.threshold == SHIPPED and cal.status()["held"]
