@@ -66,7 +66,7 @@ from kiosk.records import OPERATOR_NAME, AuditRecord
 from kiosk.screen_events import Event, EventBus, Message, ScreenChange, State, View
 from kiosk.sdnotify import Notifier, Watchdog, watchdog_interval
 from kiosk.staff import StaffAuth, StaffSession
-from kiosk.templates import StoredTemplate, TemplateError, TemplateStore, validate_customer
+from kiosk.templates import StoredTemplate, TemplateError, TemplateStore, remove_leftovers, validate_customer
 from models.calibration import SiteThreshold
 from models.classic import ClassicConfig
 from models.image import SignatureImage
@@ -214,6 +214,11 @@ class Daemon:
             raise ConfigError(NOTHING_RECORDS)
         t0 = time.monotonic()
         cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # What a power cut left mid-write beside the calibration state, the command replay list, the
+        # operators file and the template key (each written whole aside, then moved into place).
+        for d in dict.fromkeys((cfg.state_dir, cfg.storage.template_key.parent, cfg.staff.operators_file.parent)):
+            if remove_leftovers(d):
+                log.info("removed temporary files a power cut left in %s", d, extra={"event": "leftovers_removed"})
         self.store = TemplateStore(cfg.storage.templates_dir, cfg.storage.template_key,
                                    create_key=cfg.storage.create_key)
         if cfg.calibration.enabled:

@@ -86,6 +86,28 @@ def _written_aside(path: Path, data: bytes, mode: int) -> Path:
     return tmp
 
 
+#: The name :func:`_written_aside` gives a temporary file: ``.NAME.PID.HEX.tmp``.
+_LEFTOVER = re.compile(r"\..+\.[0-9]+\.[0-9a-f]{8}\.tmp")
+
+
+def remove_leftovers(directory: Path) -> int:
+    """Delete the temporary files a power cut left in ``directory`` mid-write (the real file is the
+    previous version, intact); call at start, before anything writes there. Returns how many."""
+    gone = 0
+    try:
+        entries = list(Path(directory).iterdir())
+    except OSError:   # missing, or not ours to read (a read-only /etc): nothing of ours is there
+        return 0
+    for p in entries:
+        if _LEFTOVER.fullmatch(p.name) and p.is_file():
+            try:
+                p.unlink()
+                gone += 1
+            except OSError as exc:
+                log.warning("could not remove %s left by a power cut: %s", p, exc.strerror)
+    return gone
+
+
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, whole."""
     tmp = _written_aside(path, data, mode)

@@ -266,3 +266,24 @@ def test_a_kiosk_without_a_link_starts_only_as_a_bench_kiosk(tmp_path: Path) -> 
                     '\n[link]\nbroker_host = "localhost"\n')
     with pytest.raises(ConfigError, match="unrecorded"):
         load_config(path)
+
+
+def test_temporary_files_a_power_cut_left_are_removed_at_start(tmp_path: Path) -> None:
+    """Files are written whole under a temporary name, then moved into place: a power cut in between
+    leaves the temporary file (the real one intact). The daemon removes its own at start, in the
+    state directory and beside the template key; a file that only looks alike stays."""
+    path = write_config(tmp_path)
+    state, keys = tmp_path / "state", tmp_path / "credentials"
+    for d in (state, keys):
+        d.mkdir(parents=True, exist_ok=True)
+    left = [state / ".calibration.json.4242.0a1b2c3d.tmp", keys / ".template.key.77.deadbeef.tmp"]
+    for p in left:
+        p.write_bytes(b"half")
+    other = state / ".notes.tmp"
+    other.write_text("not ours")
+    daemon, pen, _ = start_daemon(path)
+    try:
+        assert not any(p.exists() for p in left) and other.exists()
+    finally:
+        daemon.stop()
+        pen.close_all()
