@@ -197,7 +197,10 @@ class CommandVerifier:
                 self.seen_file.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write(self.seen_file, json.dumps(self._seen).encode())
             except OSError as exc:
-                log.warning("could not persist the command replay list: %s", exc.strerror or exc)
+                # Refused, not run: after a restart an unsaved id could be run again by whoever
+                # replays the message (found by a review). Kept in memory, so not here either.
+                raise CommandError("not_saved", "the command's id could not be saved against replays "
+                                                f"({exc.strerror or exc}): not run") from None
         return cmd
 
     @staticmethod

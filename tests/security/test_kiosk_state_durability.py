@@ -1,7 +1,8 @@
-"""The site calibration's state against a power cut and a full disk (found by a durability review):
-a move the kiosk made is never in force without a record reaching the audit trail, a staff revert
-that cannot be saved changes nothing and says it failed, and a full disk never stops the kiosk
-from starting. Real template store, real classic verifier, a real 1 MiB file system filled to
+"""The kiosk's own state against a power cut and a full disk (found by a durability review): a
+calibration move is never in force without a record reaching the audit trail, a staff revert
+that cannot be saved changes nothing and says it failed, a full disk never stops the kiosk from
+starting, and a central command whose id cannot be saved against replay is not run. Real
+template store, real classic verifier, real signed commands, a real 1 MiB file system filled to
 the last byte; the audit trail is the daemon's ``Report`` callable."""
 
 from __future__ import annotations
@@ -102,3 +103,31 @@ def test_on_a_full_disk_a_revert_changes_nothing_and_the_kiosk_still_starts(tiny
         filler.unlink()
     cal.revert("alice")                          # space is back: it is done, and saved
     assert verifier.threshold == SHIPPED and cal.status()["held"]
+
+
+def test_a_command_whose_id_cannot_be_saved_against_replay_is_not_run(tiny_fs: Path, tmp_path: Path) -> None:
+    """On a full disk the replay list cannot be saved: the command is refused, not run, since after
+    a restart the same signed message could be replayed and run again (found by a review)."""
+    from daemon_helpers import central_sign_key
+
+    from kiosk.commands import CommandError, CommandVerifier, make_verify_command, verify_topic
+    from kiosk.topics import KioskTopics
+
+    key, _ = central_sign_key(tmp_path)
+    topics = KioskTopics("sig", "site1", "kiosk-a")
+    topic = verify_topic(topics)
+    v = CommandVerifier(key.public_key(), "kiosk-a", topics, tiny_fs / "seen.json", max_age_s=60)
+    assert v.check(topic, make_verify_command(key, topic, "kiosk-a", "c-1", "r1")).request_id == "r1"
+    filler = fill_disk(tiny_fs)
+    try:
+        with pytest.raises(CommandError) as exc:
+            v.check(topic, make_verify_command(key, topic, "kiosk-a", "c-1", "r2"))
+        assert exc.value.reason == "not_saved"
+    finally:
+        filler.unlink()
+    # Nor later in this process, and a restart still knows r1.
+    with pytest.raises(CommandError, match="already used"):
+        v.check(topic, make_verify_command(key, topic, "kiosk-a", "c-1", "r2"))
+    restarted = CommandVerifier(key.public_key(), "kiosk-a", topics, tiny_fs / "seen.json", max_age_s=60)
+    with pytest.raises(CommandError, match="already used"):
+        restarted.check(topic, make_verify_command(key, topic, "kiosk-a", "c-1", "r1"))
