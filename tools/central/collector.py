@@ -575,8 +575,8 @@ class Collector:
 
     def _retry_orphans(self) -> None:
         """Held evidence whose decision has arrived, or whose wait is over, goes through (then it is
-        stored, or refused as unknown_decision); the rest waits on. A reconnect drops them all: the
-        broker redelivers what was not acknowledged."""
+        stored, or refused as unknown_decision); the rest waits on. What was held from an earlier
+        connection goes through at once (stored, not acknowledged: see ``_on_connect``)."""
         now = time.monotonic()
         if not self._orphans or now < self._next_orphan_check:
             return
