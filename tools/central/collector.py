@@ -301,6 +301,7 @@ class Collector:
         self._retiring = False
         self._unsubscribed = threading.Event()
         self._end_session = False   # stop() disconnects ending the session (retire())
+        self._stranded: list[_Incoming] = []   # a batch an unexpected error interrupted, tried again first
 
     @staticmethod
     def _registry_stamp(p: Path) -> tuple[int, int]:
@@ -433,7 +434,7 @@ class Collector:
     def _settled(self, quiet_s: float, deadline: float) -> bool:
         """Nothing queued, held or in hand, and no message for ``quiet_s``."""
         while time.monotonic() < deadline:
-            idle = self._queue.empty() and not self._orphans and self._in_hand == 0
+            idle = self._queue.empty() and not self._orphans and not self._stranded and self._in_hand == 0
             if idle and time.monotonic() - self._last_message >= quiet_s:
                 return True
             time.sleep(0.05)
@@ -605,8 +606,8 @@ class Collector:
             try:
                 self._work_once()
             except Exception as exc:   # last resort: this thread ending would stop all storing, silently
-                log.exception("collector: unexpected error in the storage thread; its batch stays unacknowledged")
-                self._storage_failing(exc, None)
+                log.exception("collector: unexpected error in the storage thread; its batch is held and tried again")
+                self._storage_failing(exc, len(self._stranded) or None)
                 self._stop.wait(self.config.storage_retry_min_s)
 
     def _work_once(self) -> None:
@@ -614,21 +615,28 @@ class Collector:
         self._maybe_purge_evidence()
         self._maybe_reconsider()
         self._retry_orphans()
-        try:
-            first = self._queue.get(timeout=0.2)
-        except queue.Empty:
-            self._maybe_reload_registry()
-            return
-        batch = [first]
-        deadline = time.monotonic() + self.config.batch_wait_s
-        while len(batch) < self.config.batch_size:
+        # A batch an unexpected error interrupted first: taken off the queue and not acknowledged,
+        # the broker would not send it again on this connection (found by a review: it was lost
+        # from memory, holding broker in-flight slots, while health turned green again).
+        batch, self._stranded = self._stranded, []
+        if not batch:
             try:
-                batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                batch = [self._queue.get(timeout=0.2)]
             except queue.Empty:
-                break
+                self._maybe_reload_registry()
+                return
+            deadline = time.monotonic() + self.config.batch_wait_s
+            while len(batch) < self.config.batch_size:
+                try:
+                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                except queue.Empty:
+                    break
         self._in_hand = len(batch)
         try:
             self.handle_batch(batch)
+        except Exception:
+            self._stranded = batch
+            raise
         finally:
             self._in_hand = 0
         self._maybe_reload_registry()
