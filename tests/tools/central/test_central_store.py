@@ -163,25 +163,31 @@ def test_collector_picks_up_newly_registered_kiosks_and_survives_a_broken_regist
         collector.store.close()
 
 
-def test_a_message_from_an_earlier_connection_is_stored_not_dropped(link_pki: LinkPki, tmp_path: Path) -> None:
-    """The broker was killed and restarted from its last autosave (or the session expired): what
-    the collector still held from the old connection will not be redelivered. It is stored (a
-    redelivered copy is a harmless duplicate), just not acknowledged with an old packet id
-    (found by a review: it was dropped)."""
+def _sealed_decision(link_pki: LinkPki, seq: int) -> tuple[str, bytes, int]:
+    """(topic, envelope, time) of one decision kiosk-a sealed for the central key."""
     import time as _time
 
     from kiosk import envelope
     from kiosk.keys import load_encryption_key, load_signing_key
     from kiosk.records import DecisionRecord, encode_payload
+
+    topic = "sig/v1/site1/kiosk-a/decision"
+    now = int(_time.time() * 1000)
+    data = envelope.seal(encode_payload(DecisionRecord("APPROVED", 0.9).to_payload()), kiosk_id="kiosk-a", seq=seq,
+                         time_ms=now, topic=topic, signing_key=load_signing_key(link_pki.sign_key("kiosk-a")),
+                         recipient=load_encryption_key(link_pki.central_key).public_key())
+    return topic, data, now
+
+
+def test_a_message_from_an_earlier_connection_is_stored_not_dropped(link_pki: LinkPki, tmp_path: Path) -> None:
+    """The broker was killed and restarted from its last autosave (or the session expired): what
+    the collector still held from the old connection will not be redelivered. It is stored (a
+    redelivered copy is a harmless duplicate), just not acknowledged with an old packet id
+    (found by a review: it was dropped)."""
     from tools.central.collector import _Incoming
 
     collector = Collector(link_pki.collector_config(1, str(tmp_path / "c.sqlite")))
-    sk = load_signing_key(link_pki.sign_key("kiosk-a"))
-    topic = "sig/v1/site1/kiosk-a/decision"
-    now = int(_time.time() * 1000)
-    data = envelope.seal(encode_payload(DecisionRecord("APPROVED", 0.9).to_payload()), kiosk_id="kiosk-a", seq=7,
-                         time_ms=now, topic=topic, signing_key=sk,
-                         recipient=load_encryption_key(link_pki.central_key).public_key())
+    topic, data, now = _sealed_decision(link_pki, 7)
     try:
         collector._epoch = 2                     # reconnected since the message came (epoch 1)
         collector.handle_batch([_Incoming(topic, data, 11, 1, False, now, 1)])
@@ -237,20 +243,10 @@ def test_a_batch_an_unexpected_error_interrupted_is_tried_again_not_lost(link_pk
     tried again first, and the alarm stays up until it is stored (found by a review: it was lost
     from memory, unacknowledged, never redelivered on that connection). The bug is made here by
     one failing call; no natural trigger was found."""
-    import time as _time
-
-    from kiosk import envelope
-    from kiosk.keys import load_encryption_key, load_signing_key
-    from kiosk.records import DecisionRecord, encode_payload
     from tools.central.collector import _Incoming
 
     collector = Collector(link_pki.collector_config(1, str(tmp_path / "c.sqlite")))
-    sk = load_signing_key(link_pki.sign_key("kiosk-a"))
-    topic = "sig/v1/site1/kiosk-a/decision"
-    now = int(_time.time() * 1000)
-    data = envelope.seal(encode_payload(DecisionRecord("APPROVED", 0.9).to_payload()), kiosk_id="kiosk-a", seq=9,
-                         time_ms=now, topic=topic, signing_key=sk,
-                         recipient=load_encryption_key(link_pki.central_key).public_key())
+    topic, data, now = _sealed_decision(link_pki, 9)
     real = collector._is_orphan
     calls = iter([RuntimeError("a bug"), None])
 
