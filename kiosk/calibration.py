@@ -229,7 +229,7 @@ class SiteCalibration:
                          extra={"event": "calibration_customers_gone"})
                 for fid in gone:
                     del self._scores[fid]
-            self._apply(KIOSK_OPERATOR, "auto")
+            self._apply(KIOSK_OPERATOR, "auto", at_start=True)
 
     def built(self, customer: str, stored: StoredTemplate, verifier: PenVerifier) -> None:
         """A customer's reference set was built (``ReferenceCache``): score them if not done yet."""
@@ -285,13 +285,16 @@ class SiteCalibration:
                 raise
 
     # -- the move ---------------------------------------------------------------------------------
-    def _apply(self, operator: str, mode: str, *, force_report: bool = False, required: bool = False) -> None:
+    def _apply(self, operator: str, mode: str, *, force_report: bool = False, required: bool = False,
+               at_start: bool = False) -> None:
         """Decide the threshold, save it, put it in force, report it. ``required`` (a person's
         revert or resume): the audit record is stored first, and if it cannot be, the error
         propagates before anything has changed; if the new state then cannot be saved, nothing
         changes either (``CalibrationNotSaved``) and a second record says it failed. The kiosk's own
         move is saved, then in force, then reported; a full disk leaves the threshold as it was
-        (logged), and a move whose report was lost is reported again at the next start."""
+        (logged), and a move whose report was lost is reported again at the next start
+        (``at_start``; only then: a bench kiosk, whose reports go nowhere, would repeat it at every
+        enrollment)."""
         v = self._verifier
         assert v is not None
         # Compared with what was last saved, not with the fresh wrapper's shipped threshold: a
@@ -331,7 +334,7 @@ class SiteCalibration:
         v.set_threshold(after)
         if self._listener is not None:
             self._listener(after, v.shipped, self._held)
-        if after == heard and not force_report:
+        if not (force_report or after != before or (at_start and after != heard)):
             return
         why = "held at shipped" if self._held else cal.reason
         log.info("calibration: threshold %.4f -> %.4f (%s, %d customers, %d scores)", heard, after, why,

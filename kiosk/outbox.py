@@ -13,7 +13,8 @@ the collector never mistakes its new messages for replays.
 Decisions are never dropped (a full disk raises ``OutboxError`` to the caller). Logs have a byte
 quota: when it is exceeded the oldest log rows are dropped, counted, and a warning is logged.
 Evidence (a decision's questioned signature) is kept like a decision once stored, but is refused
-when the disk is nearly full (the log reserve), so it never takes a decision's last bytes.
+when the disk is nearly full (the log reserve), so it never takes a decision's last bytes, and
+when the evidence waiting to be sent has reached its own quota (``evidence_quota_bytes``).
 
 An outbox belongs to the kiosk that first opened it (``owner``): its rows are sealed with that
 kiosk's key for that kiosk's topics, which the broker lets no other identity publish. A second

@@ -150,10 +150,11 @@ class DecisionWithheld:
     """``[ui] customer_decision = "wait_for_staff"``: no verdict, score or aspects for the customer."""
 
     show_s: float
+    recorded: bool = True   # as DecisionShown's
     screen = "decision"
 
     def fields(self) -> JsonObject:
-        return {"decision": "WAIT", "show_s": self.show_s}
+        return {"decision": "WAIT", "show_s": self.show_s, "recorded": self.recorded}
 
 
 View = Union[Message, SignPrompt, EnrollPrompt, PaperPrompt, DecisionShown, DecisionWithheld]

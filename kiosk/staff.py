@@ -32,7 +32,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import re
 import secrets
 import threading
@@ -45,6 +44,7 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from kiosk.errors import ApplianceError
+from kiosk.templates import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -183,23 +183,11 @@ class OperatorStore:
         return hmac.compare_digest(want, got)
 
     def _write(self, ops: dict[str, dict[str, Any]]) -> None:
+        # The kiosk's one temporary-file writer: its leftovers after a power cut are what the
+        # daemon removes at start (this file's own naming escaped that; found by a review).
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump({"version": FILE_VERSION, "operators": ops}, f, indent=1, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        dfd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        atomic_write(self.path, json.dumps({"version": FILE_VERSION, "operators": ops}, indent=1,
+                                           sort_keys=True).encode(), mode=0o600)
 
 
 @dataclass

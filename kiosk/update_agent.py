@@ -390,17 +390,21 @@ class UpdateAgent:
         return chunks
 
     def _begin_transfer(self, offer: Offer, manifest: Manifest) -> None:
-        self._cleanup_incoming(keep=offer.short_id)   # one transfer at a time bounds the disk used
-        # Its chunks, then the staged copy; and what the kiosk's decisions need after them. A
+        d = self.store.root / "incoming" / offer.short_id
+        # Its chunks, then the staged copy; and what the kiosk's decisions need after them (a
         # download that filled the disk left every later decision unrecorded until someone cleared
-        # it (found by a review).
-        need, free = 2 * offer.size + self.config.disk_reserve_bytes, _free_bytes(self.store.root)
+        # it; found by a review). Checked first: a refusal leaves a download in progress alone.
+        # Chunks of this offer already on disk (a resume) are counted as space it has.
+        have_bytes = sum(p.stat().st_size for p in d.glob("*.chunk")) if d.is_dir() else 0
+        need = max(0, 2 * offer.size - have_bytes) + self.config.disk_reserve_bytes
+        free = _free_bytes(self.store.root)
         if free < need:
             self._report("refused", reason="disk_full", offer=offer, manifest=manifest,
-                         detail=f"{free >> 20} MiB free; the bundle needs {(2 * offer.size) >> 20} MiB and "
-                                f"{self.config.disk_reserve_bytes >> 20} MiB stay free for the kiosk's decisions")
+                         detail=f"{free >> 20} MiB free; the bundle needs {(need - self.config.disk_reserve_bytes) >> 20} "
+                                f"MiB more and {self.config.disk_reserve_bytes >> 20} MiB stay free for the kiosk's "
+                                "decisions")
             return
-        d = self.store.root / "incoming" / offer.short_id
+        self._cleanup_incoming(keep=offer.short_id)   # one transfer at a time bounds the disk used
         d.mkdir(parents=True, exist_ok=True)
         if not (d / "offer.json").exists():
             atomic_write(d / "offer.json", offer.to_bytes())
@@ -415,6 +419,8 @@ class UpdateAgent:
         self._report("downloading", offer=offer, manifest=manifest,
                      progress={"have": len(have), "total": len(offer.chunks), "resumed": len(have)})
         for idx, data in sorted(self._drop_pending(offer.short_id).items()):
+            if self._transfer is None:   # a chunk could not be written: the download was dropped
+                break
             self._store_chunk(idx, data)
         self._maybe_install()
 

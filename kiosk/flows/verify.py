@@ -47,7 +47,7 @@ def decision_view(verdict: Verdict, ui: UiConfig, explanations: tuple[str, ...] 
     if verdict.decision != "APPROVED" and ui.customer_decision == "wait_for_staff":
         # The bank's choice: the customer is not told "suspicious" (nor the score or aspects);
         # staff see the decision centrally.
-        return DecisionWithheld(ui.show_decision_s)
+        return DecisionWithheld(ui.show_decision_s, recorded)
     return DecisionShown(verdict.decision, round(verdict.match_rate * 100), verdict.too_similar,
                          tuple(AspectView(a.code, a.label, a.ok, round(a.similarity * 100)) for a in verdict.aspects),
                          tuple(explanations), ui.show_decision_s, recorded)

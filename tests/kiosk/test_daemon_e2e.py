@@ -268,7 +268,7 @@ def test_a_kiosk_without_a_link_starts_only_as_a_bench_kiosk(tmp_path: Path) -> 
         load_config(path)
 
 
-def test_temporary_files_a_power_cut_left_are_removed_at_start(tmp_path: Path) -> None:
+def test_temporary_files_a_power_cut_left_are_removed_at_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Files are written whole under a temporary name, then moved into place: a power cut in between
     leaves the temporary file (the real one intact). The daemon removes its own at start, in the
     state directory and beside the template key; a file that only looks alike stays."""
@@ -276,14 +276,29 @@ def test_temporary_files_a_power_cut_left_are_removed_at_start(tmp_path: Path) -
     state, keys = tmp_path / "state", tmp_path / "credentials"
     for d in (state, keys):
         d.mkdir(parents=True, exist_ok=True)
-    left = [state / ".calibration.json.4242.0a1b2c3d.tmp", keys / ".template.key.77.deadbeef.tmp"]
+    left = [state / ".calibration.json.4242.0a1b2c3d.tmp", keys / ".template.key.77.deadbeef.tmp",
+            state / ".operators.json.9.00ff00ff.tmp"]
     for p in left:
         p.write_bytes(b"half")
     other = state / ".notes.tmp"
     other.write_text("not ours")
-    daemon, pen, _ = start_daemon(path)
+    daemon, pen, config = start_daemon(path)
     try:
         assert not any(p.exists() for p in left) and other.exists()
+        # The operators file is written by the same writer (its own naming escaped the cleaning).
+        from kiosk.staff import OperatorStore
+        from kiosk.templates import _LEFTOVER
+
+        writes: list[str] = []
+        real_replace = os.replace
+
+        def spy(src, dst):  # type: ignore[no-untyped-def]
+            writes.append(Path(src).name)
+            return real_replace(src, dst)
+        monkeypatch.setattr(os, "replace", spy)
+        OperatorStore(config.staff.operators_file).set("alice", "864201")
+        monkeypatch.undo()
+        assert writes and all(_LEFTOVER.fullmatch(n) for n in writes), writes
     finally:
         daemon.stop()
         pen.close_all()

@@ -150,6 +150,12 @@ def _screens(dark: np.ndarray) -> list[tuple[str, list[Any], str, list[str]]]:
          "#screen-decision:not([hidden])", ["#verdict", "#btn-finish", "#explanations"]),
         ("wait", [ScreenChange(State.DECISION, DecisionWithheld(60.0))],
          "#screen-decision:not([hidden])", ["#verdict", "#btn-finish"]),
+        # A bench kiosk ([kiosk] unrecorded): the result says nothing records it, shown or withheld.
+        ("bench-approved", [ScreenChange(State.DECISION, DecisionShown("APPROVED", 87, False, pen_ok, (), 60.0,
+                                                                      recorded=False))],
+         "#screen-decision:not([hidden])", ["#verdict", "#decision-note", "#btn-finish"]),
+        ("bench-wait", [ScreenChange(State.DECISION, DecisionWithheld(60.0, recorded=False))],
+         "#screen-decision:not([hidden])", ["#verdict", "#decision-note", "#btn-finish"]),
         ("error", [ScreenChange(State.IDLE, Message("error", message=(
             "No usable photo of the signature. too bright: the paper is washed out; move it out of direct "
             "sunlight or away from the lamp")))],
@@ -270,6 +276,11 @@ def test_every_screen_fits_the_kiosk_displays(tmp_path: Path, browser: Any, link
                     assert "Layout differs (38%)" in aspects and "Shape matches (71%)" in aspects
                     assert "Stroke directions differ (27%)" in aspects
                     assert page.inner_text("#explanations").count("\n") >= 2
+                recorded = page.evaluate("document.body.dataset.recorded")
+                if name.startswith("bench"):
+                    assert "not recorded" in page.inner_text("#decision-note") and recorded == "no"
+                elif name in ("approved", "wait") or name.startswith("suspicious"):
+                    assert "not recorded" not in page.inner_text("#decision-note") and recorded == "yes"
                 if name == "wait":
                     assert page.inner_text("#verdict") == "Please wait"
                     assert not page.is_visible("#match-rate")

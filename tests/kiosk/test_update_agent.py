@@ -154,3 +154,38 @@ def test_a_download_that_would_leave_too_little_disk_for_decisions_is_refused(up
             assert agent.active_model().version == 1
         finally:
             agent.close()
+
+
+def test_a_chunk_that_cannot_be_written_drops_the_download(update_pki: UpdatePki, tmp_path: Path) -> None:
+    """The disk went away under a download (full, or the transfer's folder gone): the download is
+    dropped at once with the reason, its space given back, and the old model serves on."""
+    import shutil
+    import time
+
+    from kiosk.bundle import Offer
+    from kiosk.update_agent import offer_topics
+
+    root = tmp_path / "store"
+    provision(update_pki, root, make_bundle(update_pki, 1))
+    bundle = make_bundle(update_pki, 2, model="dense_v2")
+    offer = Offer.for_payload(bundle.envelope, bundle.payload, chunk_size=1024)
+    base = offer_topics("sig", U_SITE, "solo-1", None)[0]
+    agent = _agent(update_pki, root)
+    agent.start()
+
+    def wait_state(state: str) -> None:
+        deadline = time.monotonic() + 10
+        while agent.last_state.get("state") != state and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert agent.last_state.get("state") == state, agent.last_state
+    try:
+        agent.on_command(f"{base}/offer", offer.to_bytes())
+        wait_state("downloading")
+        shutil.rmtree(root / "incoming" / offer.short_id)
+        agent.on_command(f"{base}/chunk/{offer.short_id}/0", bundle.payload[:1024])
+        wait_state("refused")
+        assert agent.last_state["reason"] == "io_error" and "chunk 0" in agent.last_state["detail"]
+        assert agent._transfer is None and not any((root / "incoming").iterdir())
+        assert agent.active_model().version == 1
+    finally:
+        agent.close()

@@ -297,9 +297,12 @@ class Collector:
         # For retire(): when the last message came, how many the storage thread holds in hand,
         # whether to subscribe on (re)connecting, and the broker's answer to the unsubscribe.
         self._last_message = time.monotonic()
-        self._in_hand = 0
+        # Held by the storage thread from taking work (queue, held evidence, a stranded batch) until
+        # it is stored and acknowledged: retire() looks at what is left only between two rounds.
+        self._working = threading.Lock()
         self._retiring = False
         self._unsubscribed = threading.Event()
+        self._unsubscribe_failed = False
         self._end_session = False   # stop() disconnects ending the session (retire())
         self._stranded: list[_Incoming] = []   # a batch an unexpected error interrupted, tried again first
 
@@ -325,7 +328,7 @@ class Collector:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
-        client.on_unsubscribe = lambda *args: self._unsubscribed.set()
+        client.on_unsubscribe = self._on_unsubscribe
         return client
 
     # -- MQTT callbacks ---------------------------------------------------------------------------
@@ -355,6 +358,13 @@ class Collector:
             log.error("collector: subscription refused: %s", ", ".join(bad))
         else:
             self._subscribed.set()
+
+    def _on_unsubscribe(self, client: mqtt.Client, userdata: Any, mid: int, rcs: Any, props: Any = None) -> None:
+        bad = [str(r) for r in (rcs if isinstance(rcs, list) else [rcs]) if getattr(r, "is_failure", False)]
+        if bad:
+            log.error("collector: unsubscribe refused: %s; the session is kept", ", ".join(bad))
+            self._unsubscribe_failed = True
+        self._unsubscribed.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
         self._connected.clear()
@@ -422,8 +432,12 @@ class Collector:
                 return False
             self._retiring = True
             self._unsubscribed.clear()
+            self._unsubscribe_failed = False
             self._client.unsubscribe(self._shared_filters())
-            if not self._unsubscribed.wait(max(0.0, deadline - time.monotonic())) or not self._settled(quiet_s, deadline):
+            if (not self._unsubscribed.wait(max(0.0, deadline - time.monotonic())) or self._unsubscribe_failed
+                    or not self._settled(quiet_s, deadline)):
+                return False
+            if not self.stats.storage.ok:   # what it held is not stored: the session must keep it
                 return False
             self._end_session = True
             log.info("collector: retired from share group %s; its session is ended", self.config.share_group)
@@ -434,9 +448,15 @@ class Collector:
     def _settled(self, quiet_s: float, deadline: float) -> bool:
         """Nothing queued, held or in hand, and no message for ``quiet_s``."""
         while time.monotonic() < deadline:
-            idle = self._queue.empty() and not self._orphans and not self._stranded and self._in_hand == 0
-            if idle and time.monotonic() - self._last_message >= quiet_s:
-                return True
+            # Between two of the storage thread's rounds (a round holds it while it stores, maybe
+            # retrying a failing database: bounded by the deadline here).
+            if self._working.acquire(timeout=max(0.0, min(0.5, deadline - time.monotonic()))):
+                try:
+                    idle = self._queue.empty() and not self._orphans and not self._stranded
+                finally:
+                    self._working.release()
+                if idle and time.monotonic() - self._last_message >= quiet_s:
+                    return True
             time.sleep(0.05)
         return False
 
@@ -554,6 +574,8 @@ class Collector:
             self.reconsider(reasons, kiosks)
         except StoreError as exc:   # tried again at the next interval; storing goes on meanwhile
             log.error("collector: reconsidering refused messages failed: %s", exc)
+        except Exception:   # after a batch's acknowledgements: it must not make the batch run again
+            log.exception("collector: reconsidering refused messages failed")
 
     def _maybe_reconsider(self) -> None:
         now = time.monotonic()
@@ -598,7 +620,11 @@ class Collector:
                 waiting.append((m, give_up))
         self._orphans = waiting
         if ready:
-            self.handle_batch(ready, hold=False)
+            try:
+                self.handle_batch(ready, hold=False)
+            except Exception:
+                self._stranded = ready + self._stranded
+                raise
 
     def _work(self) -> None:
         # On stop, whatever is still queued is simply not acknowledged: the broker redelivers it.
@@ -612,6 +638,10 @@ class Collector:
 
     def _work_once(self) -> None:
         """One round of the storage thread: purge and retry when due, then one batch if any."""
+        with self._working:
+            self._work_round()
+
+    def _work_round(self) -> None:
         self._maybe_purge_evidence()
         self._maybe_reconsider()
         self._retry_orphans()
@@ -631,14 +661,11 @@ class Collector:
                     batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:
                     break
-        self._in_hand = len(batch)
         try:
             self.handle_batch(batch)
         except Exception:
             self._stranded = batch
             raise
-        finally:
-            self._in_hand = 0
         self._maybe_reload_registry()
 
     def _within_archive_budget(self, r: Refusal) -> Refusal:

@@ -27,6 +27,10 @@ def _run(args: argparse.Namespace) -> int:
         max_future_s=args.max_future_s, fresh_session=args.fresh_session, allow_raw_evidence=args.allow_raw_evidence,
         evidence_retention_days=args.evidence_retention_days,
     )
+    if args.retire and args.fresh_session:
+        print("--retire takes up this collector's session to store what it holds: --fresh-session would "
+              "throw that away first", file=sys.stderr)
+        return 2
     collector = Collector(cfg)
     if args.retire:
         print(f"collector retiring from share group {args.share_group}: storing what its session holds...", flush=True)

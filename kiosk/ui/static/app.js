@@ -161,7 +161,9 @@ function onScreen(ev) {
         $("aspects").replaceChildren();
         $("explanations").replaceChildren();
         $("decision-ink").getContext("2d").clearRect(0, 0, $("decision-ink").width, $("decision-ink").height);
-        $("decision-note").textContent = "A member of staff will help you in a moment.";
+        $("decision-note").textContent = "A member of staff will help you in a moment."
+          + (ev.recorded === false ? " Test kiosk: this result is not recorded anywhere." : "");
+        document.body.dataset.recorded = ev.recorded === false ? "no" : "yes";
         document.body.dataset.decision = "wait";
         show("decision");
         decisionTimer = setTimeout(() => showIdle(""), (ev.show_s || 8) * 1000);
