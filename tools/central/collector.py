@@ -294,8 +294,8 @@ class Collector:
         self.reconsidered = 0         # messages stored after a refusal was lifted
         # Unverified refusals archived per claimed sender: (hour window's start, count).
         self._unverified: dict[str, tuple[float, int]] = {}
-        # For retire(): when the last message came, how many the storage thread holds in hand,
-        # whether to subscribe on (re)connecting, and the broker's answer to the unsubscribe.
+        # For retire(): when the last message came, whether to subscribe on (re)connecting, and
+        # the broker's answer to the unsubscribe.
         self._last_message = time.monotonic()
         # Held by the storage thread from taking work (queue, held evidence, a stranded batch) until
         # it is stored and acknowledged: retire() looks at what is left only between two rounds.
