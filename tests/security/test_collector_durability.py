@@ -286,3 +286,34 @@ def test_evidence_arriving_while_the_database_fails_is_held_and_stored_after(
             client.disconnect()
             client.loop_stop()
         collector.stop()
+
+
+def test_a_collector_is_not_retired_while_it_cannot_store_what_its_session_holds(
+        link_pki: LinkPki, own_broker: Mosquitto, tmp_path: Path, tiny_fs: Path) -> None:
+    """``central run --retire`` ends the collector's session only once what the session held is
+    stored: on a full disk it gives up, the session is kept, and a collector started later with
+    the same identity stores every decision (ending it then would have lost them)."""
+    group = f"r{uuid.uuid4().hex[:8]}"
+    db = str(tiny_fs / "central.sqlite")
+    _collector(link_pki, own_broker.port, db, group, fresh=True).stop()   # down; its session kept
+    link = KioskLink(link_pki.link_config("kiosk-a", own_broker.port, tmp_path / "outbox.sqlite"))
+    retiring = Collector(link_pki.collector_config(own_broker.port, db, share_group=group,
+                                                   storage_retry_min_s=0.1, storage_retry_max_s=0.5))
+    filler = fill_disk(tiny_fs, leave=16 * 1024)
+    try:
+        link.start()
+        for i in range(5):
+            link.publish_decision(_big_decision(f"held-{i}"))
+        assert link.flush(20)                           # all in the stopped collector's session
+        assert not retiring.retire(quiet_s=0.5, timeout_s=6)
+        filler.unlink()
+        collector = _collector(link_pki, own_broker.port, db, group, fresh=False)
+        try:
+            wait_for(lambda: collector.store.count("decisions") == 5, timeout=20,
+                     what="the session's decisions stored after the retirement gave up")
+        finally:
+            collector.stop()
+    finally:
+        link.close()
+        if filler.exists():
+            filler.unlink()
