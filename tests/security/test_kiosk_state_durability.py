@@ -1,7 +1,8 @@
 """The kiosk's own state against a power cut and a full disk (found by a durability review): a
 calibration move is never in force without a record reaching the audit trail, a staff revert
 that cannot be saved changes nothing and says it failed, a full disk never stops the kiosk from
-starting, and a central command whose id cannot be saved against replay is not run. Real
+starting, a central command whose id cannot be saved against replay is not run, and a model
+bundle refused for the disk leaves the download in progress alone. Real
 template store, real classic verifier, real signed commands, a real 1 MiB file system filled to
 the last byte; the audit trail is the daemon's ``Report`` callable."""
 
@@ -141,3 +142,47 @@ def test_a_command_whose_id_cannot_be_saved_against_replay_is_not_run(tiny_fs: P
     restarted = CommandVerifier(key.public_key(), "kiosk-a", topics, tiny_fs / "seen.json", max_age_s=60)
     with pytest.raises(CommandError, match="already used"):
         restarted.check(topic, make_verify_command(key, topic, "kiosk-a", "c-1", "r1"))
+
+
+def test_a_bundle_refused_for_the_disk_leaves_the_download_in_progress_alone(update_pki, tiny_fs: Path) -> None:  # type: ignore[no-untyped-def]
+    """A second offer that would leave too little disk is refused before anything is touched: the
+    download in progress keeps its folder and completes once its chunks come (found by a review:
+    the refusal came after the cleanup, which deleted the download in progress)."""
+    import time
+
+    from fixtures_update import U_SITE, make_bundle, provision
+
+    from kiosk.bundle import Offer
+    from kiosk.topics import KioskTopics
+    from kiosk.update_agent import UpdateAgent, offer_topics
+
+    root = tiny_fs / "store"
+    provision(update_pki, root, make_bundle(update_pki, 1))
+    first, second = make_bundle(update_pki, 2, model="dense_v2"), make_bundle(update_pki, 3)
+    a = Offer.for_payload(first.envelope, first.payload, chunk_size=1024)
+    b = Offer.for_payload(second.envelope, second.payload, chunk_size=1024)
+    base = offer_topics("sig", U_SITE, "solo-1", None)[0]
+    agent = UpdateAgent(update_pki.update_config(root, disk_reserve_bytes=0), topics=KioskTopics("sig", U_SITE, "solo-1"))
+    agent.start()
+
+    def wait_state(state: str) -> None:
+        deadline = time.monotonic() + 10
+        while agent.last_state.get("state") != state and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert agent.last_state.get("state") == state, agent.last_state
+    try:
+        agent.on_command(f"{base}/offer", a.to_bytes())
+        wait_state("downloading")
+        filler = fill_disk(tiny_fs, leave=2048)
+        agent.on_command(f"{base}/offer", b.to_bytes())
+        wait_state("refused")
+        assert agent.last_state["reason"] == "disk_full"
+        assert (root / "incoming" / a.short_id).is_dir() and agent._transfer is not None
+        assert agent._transfer.offer.short_id == a.short_id
+        filler.unlink()
+        for i in range(len(a.chunks)):
+            agent.on_command(f"{base}/chunk/{a.short_id}/{i}", first.payload[i * 1024:(i + 1) * 1024])
+        wait_state("active")
+        assert agent.active_model().version == 2
+    finally:
+        agent.close()
