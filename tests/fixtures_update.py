@@ -112,6 +112,15 @@ def make_bundle(update_pki: UpdatePki, version: int, *, model: str = "dense_v1",
                          sign_keys=list(update_pki.admin_keys[:1] if sign is None else sign), **kw)  # type: ignore[arg-type]
 
 
+def wait_for_state(agent: UpdateAgent, *states: str, timeout: float = 10.0) -> str:
+    """Wait until the agent's last step is one of ``states`` (its worker thread reports it); return it."""
+    deadline = time.monotonic() + timeout
+    while agent.last_state.get("state") not in states:
+        assert time.monotonic() < deadline, f"the agent never reached {' or '.join(states)}: {agent.last_state}"
+        time.sleep(0.02)
+    return str(agent.last_state["state"])
+
+
 def provision(update_pki: UpdatePki, root: Path, bundle: BundleFile, threshold: int = 1) -> None:
     """Factory install of ``bundle`` into a fresh slot store, through the same checks as an update."""
     path = root.parent / f"factory-{time.monotonic_ns()}.skb"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fixtures_update import U_SITE, UpdatePki, make_bundle, provision
+from fixtures_update import U_SITE, UpdatePki, make_bundle, provision, wait_for_state
 
 from kiosk.slots import SlotInfo
 from kiosk.topics import KioskTopics
@@ -128,7 +128,6 @@ def test_a_download_that_would_leave_too_little_disk_for_decisions_is_refused(up
     leave less than ``disk_reserve_bytes`` free is refused before a byte is written (found by a
     review: a download that filled the disk left every later decision unrecorded)."""
     import dataclasses
-    import time
 
     from kiosk.bundle import Offer
     from kiosk.update_agent import offer_topics
@@ -144,10 +143,7 @@ def test_a_download_that_would_leave_too_little_disk_for_decisions_is_refused(up
         agent.start()
         try:
             agent.on_command(f"{base}/offer", offer.to_bytes())
-            deadline = time.monotonic() + 10
-            while agent.last_state.get("state") not in ("refused", "downloading") and time.monotonic() < deadline:
-                time.sleep(0.02)
-            assert agent.last_state["state"] == expected, agent.last_state
+            assert wait_for_state(agent, "refused", "downloading") == expected, agent.last_state
             if expected == "refused":
                 assert agent.last_state["reason"] == "disk_full" and "decisions" in agent.last_state["detail"]
                 assert not any((root / "incoming").iterdir())
@@ -160,7 +156,6 @@ def test_a_chunk_that_cannot_be_written_drops_the_download(update_pki: UpdatePki
     """The disk went away under a download (full, or the transfer's folder gone): the download is
     dropped at once with the reason, its space given back, and the old model serves on."""
     import shutil
-    import time
 
     from kiosk.bundle import Offer
     from kiosk.update_agent import offer_topics
@@ -172,18 +167,12 @@ def test_a_chunk_that_cannot_be_written_drops_the_download(update_pki: UpdatePki
     base = offer_topics("sig", U_SITE, "solo-1", None)[0]
     agent = _agent(update_pki, root)
     agent.start()
-
-    def wait_state(state: str) -> None:
-        deadline = time.monotonic() + 10
-        while agent.last_state.get("state") != state and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert agent.last_state.get("state") == state, agent.last_state
     try:
         agent.on_command(f"{base}/offer", offer.to_bytes())
-        wait_state("downloading")
+        wait_for_state(agent, "downloading")
         shutil.rmtree(root / "incoming" / offer.short_id)
         agent.on_command(f"{base}/chunk/{offer.short_id}/0", bundle.payload[:1024])
-        wait_state("refused")
+        wait_for_state(agent, "refused")
         assert agent.last_state["reason"] == "io_error" and "chunk 0" in agent.last_state["detail"]
         assert agent._transfer is None and not any((root / "incoming").iterdir())
         assert agent.active_model().version == 1

@@ -148,9 +148,8 @@ def test_a_bundle_refused_for_the_disk_leaves_the_download_in_progress_alone(upd
     """A second offer that would leave too little disk is refused before anything is touched: the
     download in progress keeps its folder and completes once its chunks come (found by a review:
     the refusal came after the cleanup, which deleted the download in progress)."""
-    import time
 
-    from fixtures_update import U_SITE, make_bundle, provision
+    from fixtures_update import U_SITE, make_bundle, provision, wait_for_state
 
     from kiosk.bundle import Offer
     from kiosk.topics import KioskTopics
@@ -164,25 +163,19 @@ def test_a_bundle_refused_for_the_disk_leaves_the_download_in_progress_alone(upd
     base = offer_topics("sig", U_SITE, "solo-1", None)[0]
     agent = UpdateAgent(update_pki.update_config(root, disk_reserve_bytes=0), topics=KioskTopics("sig", U_SITE, "solo-1"))
     agent.start()
-
-    def wait_state(state: str) -> None:
-        deadline = time.monotonic() + 10
-        while agent.last_state.get("state") != state and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert agent.last_state.get("state") == state, agent.last_state
     try:
         agent.on_command(f"{base}/offer", a.to_bytes())
-        wait_state("downloading")
+        wait_for_state(agent, "downloading")
         filler = fill_disk(tiny_fs, leave=2048)
         agent.on_command(f"{base}/offer", b.to_bytes())
-        wait_state("refused")
+        wait_for_state(agent, "refused")
         assert agent.last_state["reason"] == "disk_full"
         assert (root / "incoming" / a.short_id).is_dir() and agent._transfer is not None
         assert agent._transfer.offer.short_id == a.short_id
         filler.unlink()
         for i in range(len(a.chunks)):
             agent.on_command(f"{base}/chunk/{a.short_id}/{i}", first.payload[i * 1024:(i + 1) * 1024])
-        wait_state("active")
+        wait_for_state(agent, "active")
         assert agent.active_model().version == 2
     finally:
         agent.close()
