@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kiosk.errors import ApplianceError
+from kiosk.templates import free_bytes
 
 log = logging.getLogger(__name__)
 
@@ -155,10 +156,10 @@ class Outbox:
         """
         dropped = 0
         with self._lock:
-            if kind == "evidence" and self._disk_free() < self.log_reserve_bytes:
+            if kind == "evidence" and free_bytes(self.path.parent) < self.log_reserve_bytes:
                 # Evidence is large and comes after its decision: the last bytes are for decisions.
                 raise OutboxError("the disk is nearly full: evidence is not stored (the space left is for decisions)")
-            if kind == "log" and self._disk_free() < self.log_reserve_bytes:
+            if kind == "log" and free_bytes(self.path.parent) < self.log_reserve_bytes:
                 # The disk is nearly full: the space left is for decisions. Not even the drop
                 # counter is written (every write grows the WAL); it is saved with the next log.
                 self._unsaved_drops += 1
@@ -231,13 +232,6 @@ class Outbox:
         if dropped:
             self._db.execute("UPDATE meta SET value=value+? WHERE key='dropped_logs'", (dropped,))
         return dropped, used
-
-    def _disk_free(self) -> int:
-        try:
-            st = os.statvfs(self.path.parent)
-        except OSError:
-            return 0
-        return st.f_bavail * st.f_frsize
 
     def _rollback(self) -> None:
         try:

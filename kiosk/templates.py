@@ -86,6 +86,15 @@ def _written_aside(path: Path, data: bytes, mode: int) -> Path:
     return tmp
 
 
+def free_bytes(path: Path) -> int:
+    """Bytes an unprivileged writer may still use on ``path``'s file system (0 if it cannot be read)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
+
+
 #: The name :func:`_written_aside` gives a temporary file: ``.NAME.PID.HEX.tmp``.
 _LEFTOVER = re.compile(r"\..+\.[0-9]+\.[0-9a-f]{8}\.tmp")
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import queue
 import re
 import shutil
@@ -54,6 +53,7 @@ from kiosk.bundle import (
 from kiosk.golden import check_golden
 from kiosk.keys import load_public_raw, load_signing_key
 from kiosk.slots import SlotError, SlotInfo, SlotStore, atomic_write
+from kiosk.templates import free_bytes
 from kiosk.topics import GROUP_NAMESPACE, TOPIC_VERSION, KioskTopics
 
 log = logging.getLogger(__name__)
@@ -74,14 +74,6 @@ MAX_EARLY_OFFERS = 4
 #: A step hook gets the step name and details; tests use it to SIGKILL the agent at each step.
 StepHook = Callable[[str, Mapping[str, Any]], None]
 Publish = Callable[[str, bytes, bool], bool]
-
-
-def _free_bytes(path: Path) -> int:
-    try:
-        st = os.statvfs(path)
-    except OSError:
-        return 0
-    return st.f_bavail * st.f_frsize
 
 
 def _cost(topic: str, payload: bytes) -> int:
@@ -397,7 +389,7 @@ class UpdateAgent:
         # Chunks of this offer already on disk (a resume) are counted as space it has.
         have_bytes = sum(p.stat().st_size for p in d.glob("*.chunk")) if d.is_dir() else 0
         need = max(0, 2 * offer.size - have_bytes) + self.config.disk_reserve_bytes
-        free = _free_bytes(self.store.root)
+        free = free_bytes(self.store.root)
         if free < need:
             self._report("refused", reason="disk_full", offer=offer, manifest=manifest,
                          detail=f"{free >> 20} MiB free; the bundle needs {(need - self.config.disk_reserve_bytes) >> 20} "
