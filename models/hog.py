@@ -56,8 +56,9 @@ from models.scoring import NormalisationPrior
 #: for both axes (the larger), which keeps the signature's proportions.
 FRAMING_KINDS: tuple[str, ...] = ("box", "moments", "moments-isotropic")
 #: How each 2×2 block of cells is normalised: L2-Hys (Dalal & Triggs), or the square root of its
-#: L1-normalised histogram (Hellinger; compared but not shipped).
-BLOCK_NORMS: tuple[str, ...] = ("l2-hys", "hellinger")
+#: L1-normalised histogram (Hellinger; compared but not shipped); or ``none``: no blocks, the cells'
+#: histograms as they are (each framing and scale's part is still scaled to unit length).
+BLOCK_NORMS: tuple[str, ...] = ("l2-hys", "hellinger", "none")
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,10 @@ class HogConfig:
     @property
     def length(self) -> int:
         """The descriptor's number of values."""
-        gradients = len(self.framings) * sum((h // c - 1) * (w // c - 1) * 4 * self.bins for h, w, c in self.scales)
+        if self.block_norm == "none":
+            gradients = len(self.framings) * sum((h // c) * (w // c) * self.bins for h, w, c in self.scales)
+        else:
+            gradients = len(self.framings) * sum((h // c - 1) * (w // c - 1) * 4 * self.bins for h, w, c in self.scales)
         cell = self.texture_cell
         patterns = len(self.framings) * sum((h // cell) * (w // cell) * _LBP_BINS for h, w, _ in self.scales)
         return gradients + (patterns if self.texture > 0 else 0)
@@ -225,6 +229,8 @@ def _hog(frame: np.ndarray, cell: int, config: HogConfig) -> np.ndarray:
         index = (rows * cw + cols) * nbins + bins
         cells = np.bincount(index.ravel(), weights=magnitude.ravel().astype(np.float64),
                             minlength=ch * cw * nbins).reshape(ch, cw, nbins)
+    if config.block_norm == "none":
+        return cells.ravel()
     # 2×2 blocks of cells, one cell apart: (ch-1, cw-1, 4*bins)
     blocks = np.concatenate([cells[:-1, :-1], cells[:-1, 1:], cells[1:, :-1], cells[1:, 1:]], axis=2)
     if config.block_norm == "hellinger":

@@ -140,6 +140,13 @@ VARIANTS: dict[str, HogConfig] = {
                                                         scales=((56, 112, 7), (28, 56, 7))),
     "turns ±3, interpolated votes": replace(_turned(-3.0, 3.0), interpolate=True),
     "turns ±2, 7-px cells": replace(_turned(-2.0, 2.0), scales=((56, 112, 7), (28, 56, 7))),
+    # The cells' histograms without 2×2 blocks (``HogConfig.block_norm = "none"``), sixth round (not
+    # shipped: lower on all three here, worse on the Dutch test writers and their operating point):
+    "turns ±2, interpolated votes, 7-px cells, no blocks": replace(
+        _turned(-2.0, 2.0), interpolate=True, scales=((56, 112, 7), (28, 56, 7)), block_norm="none"),
+    "turns ±2, interpolated votes, no blocks": replace(_turned(-2.0, 2.0), interpolate=True, block_norm="none"),
+    "turns ±2, interpolated votes, 6-px cells, no blocks": replace(
+        _turned(-2.0, 2.0), interpolate=True, scales=((48, 96, 6), (24, 48, 6)), block_norm="none"),
 }
 
 

@@ -32,6 +32,10 @@ def test_other_settings_go_through_the_same_code_and_bad_ones_are_refused() -> N
     assert v.shape == (4536,) == (box.length,) and np.linalg.norm(v) == pytest.approx(1.0)
     root = hog_descriptor(picture, HogConfig(block_norm="hellinger"))
     assert root.shape == (SHIPPED.length,) and np.all(np.isfinite(root))
+    # Without blocks: each cell's 18 directions once (3 framings × (8×16 + 4×8) cells), a unit vector.
+    cells = hog_descriptor(picture, HogConfig(block_norm="none"))
+    assert cells.shape == (8640,) == (HogConfig(block_norm="none").length,)
+    assert np.linalg.norm(cells) == pytest.approx(1.0) and np.all(cells >= 0.0)
     for bad in ({"framings": (("ring", 1.0),)}, {"framings": (("moments", 0.0),)}, {"framings": ()},
                 {"bins": 1}, {"blur": 0.0}, {"block_norm": "l1"}, {"scales": ((8, 64, 8),)},
                 {"scales": ((56, 101, 7),)}):
