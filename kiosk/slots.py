@@ -31,6 +31,7 @@ from typing import Any
 
 from kiosk.bundle import BundleError, Manifest, canonical, manifest_digest
 from kiosk.errors import ApplianceError
+from kiosk.templates import atomic_write, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -40,25 +41,6 @@ MANIFEST_FILE = "bundle.json"
 
 class SlotError(ApplianceError, RuntimeError):
     pass
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves either the old or the new content."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,8 @@ def validate_customer(ref: str) -> str:
     return ref
 
 
-def _fsync_dir(d: Path) -> None:
+def fsync_dir(d: Path) -> None:
+    """Make a directory's entries (a rename, a link, a new file) durable."""
     fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -125,7 +126,7 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def load_or_create_key(path: Path, create: bool = False) -> bytes:
@@ -146,7 +147,7 @@ def load_or_create_key(path: Path, create: bool = False) -> bytes:
             except FileExistsError:
                 pass
             else:
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
                 log.info("template key created at %s", path)
         finally:
             tmp.unlink(missing_ok=True)
@@ -312,7 +313,7 @@ class TemplateStore:
             path.unlink()
         except FileNotFoundError:
             return False
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         return True
 
     def count(self) -> int:

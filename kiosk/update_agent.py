@@ -52,8 +52,8 @@ from kiosk.bundle import (
 )
 from kiosk.golden import check_golden
 from kiosk.keys import load_public_raw, load_signing_key
-from kiosk.slots import SlotError, SlotInfo, SlotStore, atomic_write
-from kiosk.templates import free_bytes
+from kiosk.slots import SlotError, SlotInfo, SlotStore
+from kiosk.templates import atomic_write, free_bytes
 from kiosk.topics import GROUP_NAMESPACE, TOPIC_VERSION, KioskTopics
 
 log = logging.getLogger(__name__)

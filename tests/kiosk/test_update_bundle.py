@@ -174,3 +174,29 @@ def test_golden_checker_reads_the_named_layout(tmp_path: Path) -> None:
     assert not wrong.ok and "exceeds" in wrong.detail
     np.savez(tmp_path / "badname.golden.npz", feats=xs, outputs=ys)
     assert "matches no single model input" in check_golden(MODELS / "dense_v1.tflite", tmp_path / "badname.golden.npz").detail
+
+
+def test_a_write_cut_before_its_rename_leaves_the_old_pointer_and_no_leftover(update_pki: UpdatePki,
+                                                                              tmp_path: Path) -> None:
+    """The slot store writes as the template store does (one writer, ``kiosk.templates.atomic_write``):
+    a power cut after the new ACTIVE's temporary file and before its rename leaves the old one
+    in force, and the next open removes the temporary file; the pointer files are the service's
+    alone whatever the umask."""
+    root = tmp_path / "store"
+    provision(update_pki, root, make_bundle(update_pki, 1))
+    before = (root / "ACTIVE").read_bytes()
+    half = root / ".ACTIVE.4242.0a1b2c3d.tmp"   # the name atomic_write gives its temporary file
+    half.write_bytes(b'{"slot": "b", "vers')
+    store = SlotStore(root, BUNDLE_NAME)
+    assert not half.exists() and (root / "ACTIVE").read_bytes() == before
+    assert store.active().slot == "a" and store.active().version == 1
+    old = os.umask(0o022)
+    try:
+        b2 = make_bundle(update_pki, 2, model="dense_v2")
+        store.stage(b2.envelope, split_payload(b2.manifest, b2.payload))
+        store.switch(store.commit_staged())
+    finally:
+        os.umask(old)
+    for name in ("ACTIVE", "COUNTER"):
+        assert (root / name).stat().st_mode & 0o777 == 0o600, name
+    assert not list(root.glob(".*.tmp"))
