@@ -61,11 +61,15 @@ _ADMIN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 
 class CommandError(ApplianceError, ValueError):
-    """A command was refused; ``reason`` is a short stable code."""
+    """A command was refused; ``reason`` is a short stable code. ``request_id`` is the refused
+    command's id where it was signed by the central key and well formed (expired, stale, replayed,
+    not saved), so the refusal the kiosk logs (and the collector receives) names the request the
+    admin sent; None where the message is not known to be the central server's."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, request_id: str | None = None) -> None:
         super().__init__(message)
         self.reason = reason
+        self.request_id = request_id
 
 
 def verify_topic(topics: KioskTopics) -> str:
@@ -184,14 +188,15 @@ class CommandVerifier:
             raise CommandError("wrong_kiosk", "command is addressed to another kiosk")
         if not _REQUEST_ID.fullmatch(cmd.request_id):
             raise CommandError("malformed", "request id must be 1-64 letters, digits, '.', '_', ':' or '-'")
+        rid = cmd.request_id
         if now > cmd.expires_ms:
-            raise CommandError("expired", "command expired")
+            raise CommandError("expired", "command expired", rid)
         if now - cmd.issued_ms > self.max_age_ms or cmd.issued_ms - now > 60_000:
-            raise CommandError("stale", "command issued too long ago (or in the future)")
+            raise CommandError("stale", "command issued too long ago (or in the future)", rid)
         with self._lock:
             self._seen = {k: v for k, v in self._seen.items() if now - v <= self.max_age_ms + 60_000}
             if cmd.request_id in self._seen:
-                raise CommandError("replay", "request id already used")
+                raise CommandError("replay", "request id already used", rid)
             self._seen[cmd.request_id] = cmd.issued_ms
             try:
                 self.seen_file.parent.mkdir(parents=True, exist_ok=True)
@@ -200,7 +205,7 @@ class CommandVerifier:
                 # Refused, not run: after a restart an unsaved id could be run again by whoever
                 # replays the message (found by a review). Kept in memory, so not here either.
                 raise CommandError("not_saved", "the command's id could not be saved against replays "
-                                                f"({exc.strerror or exc}): not run") from None
+                                                f"({exc.strerror or exc}): not run", rid) from None
         return cmd
 
     @staticmethod

@@ -679,7 +679,8 @@ class Daemon:
             log.info("verification requested by the central server", extra={
                 "event": "command", "request": cmd.request_id, "profile": cmd.profile})
         except CommandError as exc:
-            log.warning("command refused: %s", exc, extra={"event": "command_refused", "reason": exc.reason})
+            named = {"request": exc.request_id} if exc.request_id is not None else {}
+            log.warning("command refused: %s", exc, extra={"event": "command_refused", "reason": exc.reason, **named})
         except UnknownProfile as exc:
             # Said centrally too (the log reaches the collector): the request is not run at all
             # rather than run under another profile than the one asked for.

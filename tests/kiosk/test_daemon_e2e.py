@@ -233,10 +233,12 @@ def test_central_command_checks(tmp_path: Path) -> None:
         "stale": make_verify_command(key, topic, "kiosk-a", "c-1", "r5", ttl_s=3600, now_ms=now - 120_000),
         "malformed": b"{not json",
     }
+    # The central key's well-formed commands are named in their refusal; the others are not its.
+    named = {"replay": "r1", "expired": "r4", "stale": "r5"}
     for reason, payload in cases.items():
         with pytest.raises(CommandError) as exc:
             v.check(topic, payload)
-        assert exc.value.reason == reason
+        assert exc.value.reason == reason and exc.value.request_id == named.get(reason)
     # Signed for another kiosk's topic: the signature covers the topic.
     other_topic = verify_topic(KioskTopics("sig", "site1", "kiosk-b"))
     with pytest.raises(CommandError, match="signature"):

@@ -110,6 +110,12 @@ def test_two_profiles_from_the_customer_staff_and_central_command(link_pki: Link
                  what="the unknown profile refused at the kiosk")
         refused = [r for r in caplog.records if getattr(r, "event", None) == "command_refused"]
         assert refused[-1].reason == "unknown_profile"   # type: ignore[attr-defined]
+        # The same request id again (an admin's retry, or a replay): refused, and the refusal names
+        # the request, so the admin can tell which of theirs was not run.
+        assert admin_cmd.main([*verify_cli, "--request-id", "req-hv-1", "--profile", "high-value"]) == 0
+        wait_for(lambda: any(getattr(r, "event", None) == "command_refused" and getattr(r, "reason", "") == "replay"
+                             and getattr(r, "request", None) == "req-hv-1" for r in caplog.records),
+                 what="the replayed request refused by its id")
         # Hostile names never leave the admin's machine...
         for bad in ("x'; DROP TABLE decisions;--", "High-Value", "p" * 33, "../etc", "a\x1bb"):
             assert admin_cmd.main([*verify_cli, "--profile", bad]) == 2

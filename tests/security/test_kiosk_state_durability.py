@@ -133,7 +133,7 @@ def test_a_command_whose_id_cannot_be_saved_against_replay_is_not_run(tiny_fs: P
     try:
         with pytest.raises(CommandError) as exc:
             v.check(topic, make_verify_command(key, topic, "kiosk-a", "c-1", "r2"))
-        assert exc.value.reason == "not_saved"
+        assert exc.value.reason == "not_saved" and exc.value.request_id == "r2"
     finally:
         filler.unlink()
     # Nor later in this process, and a restart still knows r1.
