@@ -85,6 +85,11 @@ RECONSIDERED = ("unknown_kiosk", "unknown_signing_key", "future_time", "unknown_
 #: An unverified message refused as unknown_kiosk or unknown_signing_key is archived whole (so it
 #: can be reconsidered) up to this size; larger ones (evidence) keep the usual sample.
 RECONSIDER_UNSIGNED_BYTES = 32 << 10
+#: The refusals of unverified messages that are kept whole (a kiosk's backlog before it or its
+#: key is registered): bounded by bytes held per claimed kiosk, not per hour.
+_HELD_UNVERIFIED = ("unknown_kiosk", "unknown_signing_key")
+#: Seconds between reading a full kiosk's held bytes again.
+HELD_REREAD_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,12 @@ class CollectorConfig:
     # claimed sender and hour, by this collector; beyond, they are counted and logged, not kept:
     # any device certificate can publish on its own topic, and ``rejected`` must not fill the disk.
     unverified_archive_per_hour: int = 1000
+    # Except a message kept whole to be stored once its kiosk (or its new key) is registered
+    # (unknown_kiosk, unknown_signing_key): that is a kiosk's real backlog, which arrives all at
+    # once when it connects, so it is bounded by the bytes held per claimed kiosk (until they are
+    # stored and their refusals deleted), not per hour. Each collector of a share group counts
+    # from the database when near it, so a group may hold up to its size times this.
+    unverified_held_bytes_per_kiosk: int = 64 << 20
 
 
 @dataclass
@@ -294,6 +305,12 @@ class Collector:
         self.reconsidered = 0         # messages stored after a refusal was lifted
         # Unverified refusals archived per claimed sender: (hour window's start, count).
         self._unverified: dict[str, tuple[float, int]] = {}
+        # Bytes held whole for reconsideration per claimed kiosk, as last read from the database
+        # plus what this collector archived since (a reconsideration deletes rows: read again
+        # whenever the sum would pass the budget, so it is never short of the truth for long).
+        self._held: dict[str, int] = {}
+        self._held_read: dict[str, float] = {}    # when each was last read (monotonic)
+        self._held_full: set[str] = set()          # over the budget since (warned once)
         # For retire(): when the last message came, whether to subscribe on (re)connecting, and
         # the broker's answer to the unsubscribe.
         self._last_message = time.monotonic()
@@ -670,9 +687,12 @@ class Collector:
 
     def _within_archive_budget(self, r: Refusal) -> Refusal:
         """``r``, or ``r`` counted only once its sender has had ``unverified_archive_per_hour``
-        unverified messages archived this hour (a verified one is always archived)."""
+        unverified messages archived this hour (a verified one is always archived); one kept whole
+        for reconsideration, once its claimed kiosk holds ``unverified_held_bytes_per_kiosk``."""
         if r.verified:
             return r
+        if r.whole and r.kiosk_claim is not None and r.reason in _HELD_UNVERIFIED:
+            return self._within_held_budget(r, r.kiosk_claim)
         claim = r.kiosk_claim or "(no kiosk)"
         now = time.monotonic()
         start, n = self._unverified.get(claim, (now, 0))
@@ -684,6 +704,29 @@ class Collector:
         if n == self.config.unverified_archive_per_hour:
             log.warning("collector: more than %d unverified messages this hour claiming %s: counted, no longer "
                         "archived until the hour is over", n, claim[:64])
+        return replace(r, archive=False)
+
+    def _within_held_budget(self, r: Refusal, claim: str) -> Refusal:
+        budget = self.config.unverified_held_bytes_per_kiosk
+        now = time.monotonic()
+        held = self._held.get(claim)
+        # Read again when unknown, or when full and not read for a while (stored messages' rows
+        # are deleted by the reconsideration; a flood over the budget does not query each time).
+        if held is None or (held + r.size > budget and now - self._held_read.get(claim, -HELD_REREAD_S) >= HELD_REREAD_S):
+            try:
+                held = self.store.held_bytes(claim, _HELD_UNVERIFIED)
+            except StoreError:
+                return r   # the batch's commit meets the same failure and is retried: decided then
+            self._held_read[claim] = now
+        if held + r.size <= budget:
+            self._held[claim] = held + r.size
+            self._held_full.discard(claim)
+            return r
+        self._held[claim] = held
+        if claim not in self._held_full:
+            self._held_full.add(claim)
+            log.warning("collector: kiosk %s (unregistered, or its key is) holds %d bytes of messages to store once "
+                        "it is registered: more are counted, no longer kept", claim[:64], held)
         return replace(r, archive=False)
 
     def _store_isolating(self, accepted: list[Accepted], refusals: list[Refusal]) -> tuple[list[StoreResult], list[Refusal]]:

@@ -308,6 +308,7 @@ class Store(Protocol):
     def refused_for_now(self, reason: str, kiosks: Sequence[str] | None = None, since_ms: int = 0,
                         limit: int = 500) -> list[HeldRefusal]: ...
     def forget_refused(self, held: Sequence[HeldRefusal]) -> None: ...
+    def held_bytes(self, kiosk_claim: str, reasons: Sequence[str]) -> int: ...
     def record_refusals(self, refusals: Sequence[Refusal]) -> None: ...
     def query_decisions(self, where: DecisionFilter | None = None, /, **fields: Any) -> list[StoredDecision]: ...
     def rejected_summary(self, limit: int = 100) -> list[RejectedSummary]: ...
@@ -636,6 +637,15 @@ class _SqlStore:
         sql += " ORDER BY received_ms DESC LIMIT %s"
         args.append(int(limit))
         return [HeldRefusal(int(r[0]), str(r[1]), str(r[2]), int(r[3]), bytes(r[4])) for r in self._read(sql, args)]
+
+    def held_bytes(self, kiosk_claim: str, reasons: Sequence[str]) -> int:
+        """Bytes of the messages claiming ``kiosk_claim`` archived whole for ``reasons`` (what
+        :meth:`refused_for_now` could give back) and not yet stored."""
+        if not reasons:
+            return 0
+        sql = (f"SELECT COALESCE(SUM(size), 0) FROM rejected WHERE kiosk_claim = %s AND reason IN "
+               f"({', '.join(['%s'] * len(reasons))}) AND seq IS NOT NULL AND size = LENGTH(sample)")
+        return int(self._read(sql, [kiosk_claim, *reasons])[0][0])
 
     def forget_refused(self, held: Sequence[HeldRefusal]) -> None:
         """Delete the archived refusals of messages since stored (every row of that reason, kiosk

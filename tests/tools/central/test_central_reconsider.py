@@ -143,3 +143,40 @@ def test_garbage_claiming_a_kiosk_is_not_kept_whole_or_stored(link_pki: LinkPki,
         raw_x.disconnect()
         raw_x.loop_stop()
         collector.stop()
+
+
+def test_a_kiosks_backlog_before_its_registration_is_kept_up_to_a_byte_budget(
+        link_pki: LinkPki, mqtt_broker: Mosquitto, tmp_path: Path, db_url: str) -> None:
+    """A kiosk that worked for days before an admin registered it connects and sends its whole
+    backlog at once: what it signed is kept to be stored once it is registered, bounded by the
+    bytes held for that kiosk, not by the hourly cap on unverified garbage (which kept the first
+    1000 of an hour and lost the rest for good: found by a review)."""
+    registry = tmp_path / "registry.json"
+    registry.write_bytes(link_pki.registry_file.read_bytes())
+    now = int(time.time() * 1000)
+    seq = int(time.time() * 1e6)
+    backlog = [_sealed(link_pki, UNREGISTERED, "decision", _decision(f"s-{k:02d}"), seq + k, now) for k in range(8)]
+    assert len({len(b) for b in backlog}) == 1
+    collector = Collector(link_pki.collector_config(
+        mqtt_broker.port, db_url, fresh_session=True, share_group=f"r{uuid.uuid4().hex[:8]}", registry_file=registry,
+        registry_reload_s=0.2, unverified_archive_per_hour=3, unverified_held_bytes_per_kiosk=5 * len(backlog[0])))
+    collector.start()
+    raw_x = mqtt_client(link_pki, mqtt_broker.port, UNREGISTERED, cert=link_pki.cert(UNREGISTERED))
+    try:
+        assert collector.wait_ready()
+        for body in backlog:
+            raw_x.publish(f"sig/v1/{SITE}/{UNREGISTERED}/decision", body, qos=1).wait_for_publish(10)
+        wait_for(lambda: collector.stats.refused.get("unknown_kiosk") == 8, what="the backlog refused for now")
+        # More than the hourly cap (3) kept, up to the kiosk's byte budget (5 messages).
+        assert sorted(h.seq for h in collector.store.refused_for_now("unknown_kiosk")) == [seq + k for k in range(5)]
+        assert collector.store.held_bytes(UNREGISTERED, ("unknown_kiosk", "unknown_signing_key")) == 5 * len(backlog[0])
+        reg = Registry.load(registry)
+        reg.add(KioskEntry(UNREGISTERED, SITE, None, (raw_public(load_signing_key(link_pki.sign_key(UNREGISTERED))),)))
+        reg.save(registry)
+        wait_for(lambda: len(collector.store.query_decisions(kiosk_id=UNREGISTERED)) == 5, what="the kept backlog stored")
+        assert collector.store.refused_for_now("unknown_kiosk") == []
+        assert collector.store.held_bytes(UNREGISTERED, ("unknown_kiosk",)) == 0
+    finally:
+        raw_x.disconnect()
+        raw_x.loop_stop()
+        collector.stop()
