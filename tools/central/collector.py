@@ -88,6 +88,9 @@ RECONSIDER_UNSIGNED_BYTES = 32 << 10
 #: The refusals of unverified messages that are kept whole (a kiosk's backlog before it or its
 #: key is registered): bounded by bytes held per claimed kiosk, not per hour.
 _HELD_UNVERIFIED = ("unknown_kiosk", "unknown_signing_key")
+#: Refusals a reconsidered message may meet again and still be stored later: the reconsidered
+#: ones, and a central decryption key not (yet) configured here. Any other is final for it.
+_NOT_FINAL = (*RECONSIDERED, "unknown_encryption_key", "decrypt_failed")
 #: Seconds between reading a full kiosk's held bytes again.
 HELD_REREAD_S = 10.0
 
@@ -564,6 +567,7 @@ class Collector:
                 since_ms, limit = max(since_ms, now_ms - 86_400_000), max(1, limit // 10)
             held = self.store.refused_for_now(reason, claims, since_ms=since_ms, limit=limit)
             passing: list[tuple[HeldRefusal, Accepted]] = []
+            final: list[tuple[HeldRefusal, str, str]] = []
             for h in held:
                 try:
                     topic = envelope.parse(h.message, self.processor.max_envelope).header.topic
@@ -573,6 +577,13 @@ class Collector:
                     continue
                 if isinstance(r, Accepted):
                     passing.append((h, r))
+                elif r.reason not in _NOT_FINAL:
+                    # It still fails, for a reason no later state lifts (tampered, too old, signed
+                    # by another key than its registered kiosk's): final. Left under its old reason,
+                    # the newest such rows would fill every look (newest first, reconsider_limit)
+                    # and starve older ones that pass.
+                    final.append((h, r.reason, f"{r.detail} (reconsidered; refused first as {reason})"))
+            self.store.refile_refused(final)
             if not passing:
                 continue
             results = self.store.store([a for _, a in passing], archive=False)

@@ -309,6 +309,7 @@ class Store(Protocol):
                         limit: int = 500) -> list[HeldRefusal]: ...
     def forget_refused(self, held: Sequence[HeldRefusal]) -> None: ...
     def held_bytes(self, kiosk_claim: str, reasons: Sequence[str]) -> int: ...
+    def refile_refused(self, refiled: Sequence[tuple[HeldRefusal, str, str]]) -> None: ...
     def record_refusals(self, refusals: Sequence[Refusal]) -> None: ...
     def query_decisions(self, where: DecisionFilter | None = None, /, **fields: Any) -> list[StoredDecision]: ...
     def rejected_summary(self, limit: int = 100) -> list[RejectedSummary]: ...
@@ -646,6 +647,21 @@ class _SqlStore:
         sql = (f"SELECT COALESCE(SUM(size), 0) FROM rejected WHERE kiosk_claim = %s AND reason IN "
                f"({', '.join(['%s'] * len(reasons))}) AND seq IS NOT NULL AND size = LENGTH(sample)")
         return int(self._read(sql, [kiosk_claim, *reasons])[0][0])
+
+    def refile_refused(self, refiled: Sequence[tuple[HeldRefusal, str, str]]) -> None:
+        """Archived refusals found final when reconsidered: each (held, reason, detail) filed under
+        its final reason, kept as archived (not counted again: they were counted when they came),
+        so that they no longer stand in the way of those that may pass (every row of that reason,
+        kiosk and sequence)."""
+        def refile(cur: Any) -> int:
+            for h, reason, detail in refiled:
+                cur.execute(self._sql("UPDATE rejected SET reason = %s, detail = %s "
+                                      "WHERE reason = %s AND kiosk_claim = %s AND seq = %s"),
+                            (reason, _text(detail, 1000), h.reason, h.kiosk_claim, h.seq))
+            return len(refiled)
+
+        if refiled:
+            self._transaction(f"refiling {len(refiled)} reconsidered refusal(s)", refile)
 
     def forget_refused(self, held: Sequence[HeldRefusal]) -> None:
         """Delete the archived refusals of messages since stored (every row of that reason, kiosk

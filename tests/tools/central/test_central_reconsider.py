@@ -138,7 +138,9 @@ def test_garbage_claiming_a_kiosk_is_not_kept_whole_or_stored(link_pki: LinkPki,
         wait_for(lambda: collector.store.query_decisions(kiosk_id=UNREGISTERED), what="the good decision stored")
         time.sleep(0.5)
         assert [d.seq for d in collector.store.query_decisions(kiosk_id=UNREGISTERED)] == [seq]
-        assert [h.seq for h in collector.store.refused_for_now("unknown_kiosk")] == [seq + 1]   # still refused
+        # Still refused, now for what it is: filed under its final reason, out of later looks' way.
+        assert collector.store.refused_for_now("unknown_kiosk") == []
+        assert [h.seq for h in collector.store.refused_for_now("bad_signature")] == [seq + 1]
     finally:
         raw_x.disconnect()
         raw_x.loop_stop()
@@ -176,6 +178,47 @@ def test_a_kiosks_backlog_before_its_registration_is_kept_up_to_a_byte_budget(
         wait_for(lambda: len(collector.store.query_decisions(kiosk_id=UNREGISTERED)) == 5, what="the kept backlog stored")
         assert collector.store.refused_for_now("unknown_kiosk") == []
         assert collector.store.held_bytes(UNREGISTERED, ("unknown_kiosk",)) == 0
+    finally:
+        raw_x.disconnect()
+        raw_x.loop_stop()
+        collector.stop()
+
+
+def test_messages_that_fail_for_good_do_not_starve_the_backlog(link_pki: LinkPki, mqtt_broker: Mosquitto,
+                                                               tmp_path: Path, db_url: str) -> None:
+    """Each look reads the newest refusals of a reason (at most reconsider_limit): when a kiosk's
+    newest held messages fail for good once it is registered (tampered), they are filed under
+    their final reason, and the older ones that pass are stored at the next looks (before, the
+    same hopeless rows filled every look and the backlog behind them was never stored)."""
+    registry = tmp_path / "registry.json"
+    registry.write_bytes(link_pki.registry_file.read_bytes())
+    collector = Collector(link_pki.collector_config(
+        mqtt_broker.port, db_url, fresh_session=True, share_group=f"r{uuid.uuid4().hex[:8]}", registry_file=registry,
+        registry_reload_s=0.2, reconsider_interval_s=0.2, reconsider_limit=2))
+    collector.start()
+    raw_x = mqtt_client(link_pki, mqtt_broker.port, UNREGISTERED, cert=link_pki.cert(UNREGISTERED))
+    now = int(time.time() * 1000)
+    seq = int(time.time() * 1e6)
+    try:
+        assert collector.wait_ready()
+        messages = []
+        for k in range(5):   # two good ones, then three tampered, newer
+            body = bytearray(_sealed(link_pki, UNREGISTERED, "decision", _decision(f"s-{k}"), seq + k, now - 60_000 + k * 1000))
+            if k >= 2:
+                body[-1] ^= 1
+            messages.append(bytes(body))
+        for body in messages:
+            raw_x.publish(f"sig/v1/{SITE}/{UNREGISTERED}/decision", body, qos=1).wait_for_publish(10)
+            time.sleep(0.02)   # received in this order: the tampered ones are the newest
+        wait_for(lambda: collector.stats.refused.get("unknown_kiosk") == 5, what="five refusals")
+        reg = Registry.load(registry)
+        reg.add(KioskEntry(UNREGISTERED, SITE, None, (raw_public(load_signing_key(link_pki.sign_key(UNREGISTERED))),)))
+        reg.save(registry)
+        stored = wait_for(lambda: len(collector.store.query_decisions(kiosk_id=UNREGISTERED)) == 2
+                          and collector.store.query_decisions(kiosk_id=UNREGISTERED), what="the two good ones stored")
+        assert [d.seq for d in stored] == [seq, seq + 1]
+        assert collector.store.refused_for_now("unknown_kiosk") == []
+        assert sorted(h.seq for h in collector.store.refused_for_now("bad_signature")) == [seq + 2, seq + 3, seq + 4]
     finally:
         raw_x.disconnect()
         raw_x.loop_stop()
