@@ -15,6 +15,7 @@ import secrets
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from fixtures_link import SITE, UNREGISTERED, LinkPki, mqtt_client, wait_for
 
@@ -42,14 +43,31 @@ def _decision(session: str) -> dict:
                                      "mode": "online"}).to_payload()
 
 
-def test_refused_for_now_is_stored_once_it_can_be(link_pki: LinkPki, mqtt_broker: Mosquitto, tmp_path: Path,
-                                                  db_url: str) -> None:
-    # The collector's own copy of the registry: kiosk-x is registered during the test.
+def _own_registry(link_pki: LinkPki, tmp_path: Path) -> Path:
+    """The collector's own copy of the registry, in which a test registers kiosk-x later."""
     registry = tmp_path / "registry.json"
     registry.write_bytes(link_pki.registry_file.read_bytes())
-    collector = Collector(link_pki.collector_config(
-        mqtt_broker.port, db_url, fresh_session=True, share_group=f"r{uuid.uuid4().hex[:8]}", registry_file=registry,
-        registry_reload_s=0.2, evidence_orphans_max=0))   # evidence without its decision: refused at once
+    return registry
+
+
+def _register_unregistered(link_pki: LinkPki, registry: Path) -> None:
+    """What `sigkiosk admin register` writes for the kiosk that sent before it was registered."""
+    reg = Registry.load(registry)
+    reg.add(KioskEntry(UNREGISTERED, SITE, None, (raw_public(load_signing_key(link_pki.sign_key(UNREGISTERED))),)))
+    reg.save(registry)
+
+
+def _collector(link_pki: LinkPki, port: int, db_url: str, registry: Path, **config: Any) -> Collector:
+    """A collector of a share group of its own, reading ``registry`` again every 0.2 s."""
+    return Collector(link_pki.collector_config(port, db_url, fresh_session=True, share_group=f"r{uuid.uuid4().hex[:8]}",
+                                               registry_file=registry, registry_reload_s=0.2, **config))
+
+
+def test_refused_for_now_is_stored_once_it_can_be(link_pki: LinkPki, mqtt_broker: Mosquitto, tmp_path: Path,
+                                                  db_url: str) -> None:
+    registry = _own_registry(link_pki, tmp_path)   # kiosk-x is registered during the test
+    # evidence without its decision: refused at once
+    collector = _collector(link_pki, mqtt_broker.port, db_url, registry, evidence_orphans_max=0)
     collector.start()
     raw_a = mqtt_client(link_pki, mqtt_broker.port, "kiosk-a", cert=link_pki.cert("kiosk-a"))
     raw_x = mqtt_client(link_pki, mqtt_broker.port, UNREGISTERED, cert=link_pki.cert(UNREGISTERED))
@@ -79,9 +97,7 @@ def test_refused_for_now_is_stored_once_it_can_be(link_pki: LinkPki, mqtt_broker
         assert collector.store.query_decisions(kiosk_id=UNREGISTERED) == []
         # ... an admin registers it (what `sigkiosk admin register` writes): the collector's next
         # registry reload stores the decision it refused.
-        reg = Registry.load(registry)
-        reg.add(KioskEntry(UNREGISTERED, SITE, None, (raw_public(load_signing_key(link_pki.sign_key(UNREGISTERED))),)))
-        reg.save(registry)
+        _register_unregistered(link_pki, registry)
         stored = wait_for(lambda: collector.store.query_decisions(kiosk_id=UNREGISTERED), what="the decision stored")
         assert [(d.seq, d.payload["session_id"]) for d in stored] == [(x_seq, "s-x")]
         assert collector.store.refused_for_now("unknown_kiosk") == []
@@ -113,11 +129,8 @@ def test_garbage_claiming_a_kiosk_is_not_kept_whole_or_stored(link_pki: LinkPki,
                                                               tmp_path: Path, db_url: str) -> None:
     """An unregistered sender's unverifiable bytes are archived whole only while small, and
     registering the kiosk later does not turn a tampered message into a decision."""
-    registry = tmp_path / "registry.json"
-    registry.write_bytes(link_pki.registry_file.read_bytes())
-    collector = Collector(link_pki.collector_config(
-        mqtt_broker.port, db_url, fresh_session=True, share_group=f"r{uuid.uuid4().hex[:8]}", registry_file=registry,
-        registry_reload_s=0.2))
+    registry = _own_registry(link_pki, tmp_path)
+    collector = _collector(link_pki, mqtt_broker.port, db_url, registry)
     collector.start()
     raw_x = mqtt_client(link_pki, mqtt_broker.port, UNREGISTERED, cert=link_pki.cert(UNREGISTERED))
     now = int(time.time() * 1000)
@@ -132,9 +145,7 @@ def test_garbage_claiming_a_kiosk_is_not_kept_whole_or_stored(link_pki: LinkPki,
             raw_x.publish(f"sig/v1/{SITE}/{UNREGISTERED}/{kind}", body, qos=1).wait_for_publish(10)
         wait_for(lambda: collector.stats.refused.get("unknown_kiosk") == 3, what="three refusals")
         assert {h.seq for h in collector.store.refused_for_now("unknown_kiosk")} == {seq, seq + 1}   # not the big one
-        reg = Registry.load(registry)
-        reg.add(KioskEntry(UNREGISTERED, SITE, None, (raw_public(load_signing_key(link_pki.sign_key(UNREGISTERED))),)))
-        reg.save(registry)
+        _register_unregistered(link_pki, registry)
         wait_for(lambda: collector.store.query_decisions(kiosk_id=UNREGISTERED), what="the good decision stored")
         time.sleep(0.5)
         assert [d.seq for d in collector.store.query_decisions(kiosk_id=UNREGISTERED)] == [seq]
@@ -153,15 +164,13 @@ def test_a_kiosks_backlog_before_its_registration_is_kept_up_to_a_byte_budget(
     backlog at once: what it signed is kept to be stored once it is registered, bounded by the
     bytes held for that kiosk, not by the hourly cap on unverified garbage (which kept the first
     1000 of an hour and lost the rest for good: found by a review)."""
-    registry = tmp_path / "registry.json"
-    registry.write_bytes(link_pki.registry_file.read_bytes())
+    registry = _own_registry(link_pki, tmp_path)
     now = int(time.time() * 1000)
     seq = int(time.time() * 1e6)
     backlog = [_sealed(link_pki, UNREGISTERED, "decision", _decision(f"s-{k:02d}"), seq + k, now) for k in range(8)]
     assert len({len(b) for b in backlog}) == 1
-    collector = Collector(link_pki.collector_config(
-        mqtt_broker.port, db_url, fresh_session=True, share_group=f"r{uuid.uuid4().hex[:8]}", registry_file=registry,
-        registry_reload_s=0.2, unverified_archive_per_hour=3, unverified_held_bytes_per_kiosk=5 * len(backlog[0])))
+    collector = _collector(link_pki, mqtt_broker.port, db_url, registry, unverified_archive_per_hour=3,
+                           unverified_held_bytes_per_kiosk=5 * len(backlog[0]))
     collector.start()
     raw_x = mqtt_client(link_pki, mqtt_broker.port, UNREGISTERED, cert=link_pki.cert(UNREGISTERED))
     try:
@@ -172,11 +181,10 @@ def test_a_kiosks_backlog_before_its_registration_is_kept_up_to_a_byte_budget(
         # More than the hourly cap (3) kept, up to the kiosk's byte budget (5 messages).
         assert sorted(h.seq for h in collector.store.refused_for_now("unknown_kiosk")) == [seq + k for k in range(5)]
         assert collector.store.held_bytes(UNREGISTERED, ("unknown_kiosk", "unknown_signing_key")) == 5 * len(backlog[0])
-        reg = Registry.load(registry)
-        reg.add(KioskEntry(UNREGISTERED, SITE, None, (raw_public(load_signing_key(link_pki.sign_key(UNREGISTERED))),)))
-        reg.save(registry)
+        _register_unregistered(link_pki, registry)
         wait_for(lambda: len(collector.store.query_decisions(kiosk_id=UNREGISTERED)) == 5, what="the kept backlog stored")
-        assert collector.store.refused_for_now("unknown_kiosk") == []
+        # Their refusals are deleted right after (a transaction of their own).
+        wait_for(lambda: collector.store.refused_for_now("unknown_kiosk") == [], what="their refusals deleted")
         assert collector.store.held_bytes(UNREGISTERED, ("unknown_kiosk",)) == 0
     finally:
         raw_x.disconnect()
@@ -190,11 +198,8 @@ def test_messages_that_fail_for_good_do_not_starve_the_backlog(link_pki: LinkPki
     newest held messages fail for good once it is registered (tampered), they are filed under
     their final reason, and the older ones that pass are stored at the next looks (before, the
     same hopeless rows filled every look and the backlog behind them was never stored)."""
-    registry = tmp_path / "registry.json"
-    registry.write_bytes(link_pki.registry_file.read_bytes())
-    collector = Collector(link_pki.collector_config(
-        mqtt_broker.port, db_url, fresh_session=True, share_group=f"r{uuid.uuid4().hex[:8]}", registry_file=registry,
-        registry_reload_s=0.2, reconsider_interval_s=0.2, reconsider_limit=2))
+    registry = _own_registry(link_pki, tmp_path)
+    collector = _collector(link_pki, mqtt_broker.port, db_url, registry, reconsider_interval_s=0.2, reconsider_limit=2)
     collector.start()
     raw_x = mqtt_client(link_pki, mqtt_broker.port, UNREGISTERED, cert=link_pki.cert(UNREGISTERED))
     now = int(time.time() * 1000)
@@ -211,13 +216,11 @@ def test_messages_that_fail_for_good_do_not_starve_the_backlog(link_pki: LinkPki
             raw_x.publish(f"sig/v1/{SITE}/{UNREGISTERED}/decision", body, qos=1).wait_for_publish(10)
             time.sleep(0.02)   # received in this order: the tampered ones are the newest
         wait_for(lambda: collector.stats.refused.get("unknown_kiosk") == 5, what="five refusals")
-        reg = Registry.load(registry)
-        reg.add(KioskEntry(UNREGISTERED, SITE, None, (raw_public(load_signing_key(link_pki.sign_key(UNREGISTERED))),)))
-        reg.save(registry)
+        _register_unregistered(link_pki, registry)
         stored = wait_for(lambda: len(collector.store.query_decisions(kiosk_id=UNREGISTERED)) == 2
                           and collector.store.query_decisions(kiosk_id=UNREGISTERED), what="the two good ones stored")
         assert [d.seq for d in stored] == [seq, seq + 1]
-        assert collector.store.refused_for_now("unknown_kiosk") == []
+        wait_for(lambda: collector.store.refused_for_now("unknown_kiosk") == [], what="their refusals deleted")
         assert sorted(h.seq for h in collector.store.refused_for_now("bad_signature")) == [seq + 2, seq + 3, seq + 4]
     finally:
         raw_x.disconnect()
