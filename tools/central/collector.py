@@ -41,7 +41,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -88,9 +88,13 @@ RECONSIDER_UNSIGNED_BYTES = 32 << 10
 #: The refusals of unverified messages that are kept whole (a kiosk's backlog before it or its
 #: key is registered): bounded by bytes held per claimed kiosk, not per hour.
 _HELD_UNVERIFIED = ("unknown_kiosk", "unknown_signing_key")
-#: Refusals a reconsidered message may meet again and still be stored later: the reconsidered
-#: ones, and a central decryption key not (yet) configured here. Any other is final for it.
-_NOT_FINAL = (*RECONSIDERED, "unknown_encryption_key", "decrypt_failed")
+#: Refusals that are final for a reconsidered message whatever is configured or registered
+#: later: its bytes do not verify or parse, it is older than any collector takes, or its kiosk
+#: was revoked. Any other (a site, a schema, a key not configured yet) may still pass later: kept.
+_FINAL = ("bad_signature", "topic_mismatch", "malformed", "stale", "revoked_kiosk")
+#: What one held row costs beyond its bytes (the row, its index entries, its topic and detail):
+#: a flood of tiny messages is bounded too.
+HELD_ROW_COST = 512
 #: Seconds between reading a full kiosk's held bytes again.
 HELD_REREAD_S = 10.0
 
@@ -577,18 +581,20 @@ class Collector:
                     continue
                 if isinstance(r, Accepted):
                     passing.append((h, r))
-                elif r.reason not in _NOT_FINAL:
-                    # It still fails, for a reason no later state lifts (tampered, too old, signed
-                    # by another key than its registered kiosk's): final. Left under its old reason,
-                    # the newest such rows would fill every look (newest first, reconsider_limit)
-                    # and starve older ones that pass.
+                elif r.reason in _FINAL:
+                    # It still fails, for a reason no later state lifts (tampered, too old, its
+                    # kiosk revoked): final. Left under its old reason, the newest such rows would
+                    # fill every look (newest first, reconsider_limit) and starve older ones.
                     final.append((h, r.reason, f"{r.detail} (reconsidered; refused first as {reason})"))
             self.store.refile_refused(final)
+            if final:
+                self._forget_held(h.kiosk_claim for h, _, _ in final)
             if not passing:
                 continue
             results = self.store.store([a for _, a in passing], archive=False)
             done = [h for (h, _), res in zip(passing, results, strict=True) if res in ("stored", "duplicate")]
             self.store.forget_refused(done)
+            self._forget_held(h.kiosk_claim for h in done)
             for (h, a), res in zip(passing, results, strict=True):
                 if res == "stored":
                     stored += 1
@@ -718,19 +724,21 @@ class Collector:
         return replace(r, archive=False)
 
     def _within_held_budget(self, r: Refusal, claim: str) -> Refusal:
+        """Raises StoreError if the held bytes cannot be read (``_commit`` retries the batch)."""
         budget = self.config.unverified_held_bytes_per_kiosk
         now = time.monotonic()
+        cost = r.size + HELD_ROW_COST
         held = self._held.get(claim)
         # Read again when unknown, or when full and not read for a while (stored messages' rows
         # are deleted by the reconsideration; a flood over the budget does not query each time).
-        if held is None or (held + r.size > budget and now - self._held_read.get(claim, -HELD_REREAD_S) >= HELD_REREAD_S):
-            try:
-                held = self.store.held_bytes(claim, _HELD_UNVERIFIED)
-            except StoreError:
-                return r   # the batch's commit meets the same failure and is retried: decided then
+        if held is None or (held + cost > budget and now - self._held_read.get(claim, -HELD_REREAD_S) >= HELD_REREAD_S):
+            # What the reconsideration can still give back: received within max_age_s.
+            since_ms = int(time.time() * 1000) - self.processor.max_age_ms
+            rows, size = self.store.held_bytes(claim, _HELD_UNVERIFIED, since_ms=since_ms)
+            held = size + rows * HELD_ROW_COST
             self._held_read[claim] = now
-        if held + r.size <= budget:
-            self._held[claim] = held + r.size
+        if held + cost <= budget:
+            self._held[claim] = held + cost
             self._held_full.discard(claim)
             return r
         self._held[claim] = held
@@ -739,6 +747,12 @@ class Collector:
             log.warning("collector: kiosk %s (unregistered, or its key is) holds %d bytes of messages to store once "
                         "it is registered: more are counted, no longer kept", claim[:64], held)
         return replace(r, archive=False)
+
+    def _forget_held(self, claims: Iterable[str]) -> None:
+        """Read these kiosks' held bytes again at their next message: rows of theirs were deleted
+        or filed under a final reason."""
+        for claim in claims:
+            self._held.pop(claim, None)
 
     def _store_isolating(self, accepted: list[Accepted], refusals: list[Refusal]) -> tuple[list[StoreResult], list[Refusal]]:
         """Store a batch; if the database refuses an item's *content*, store the others and archive
@@ -792,8 +806,11 @@ class Collector:
         delay = self.config.storage_retry_min_s
         while True:
             try:
-                out = self._store_isolating(accepted, refusals)
+                # Decided at each attempt: the held bytes are read from the storage that may be
+                # failing, and what a failed attempt counted was not archived.
+                out = self._store_isolating(accepted, [self._within_archive_budget(r) for r in refusals])
             except StoreError as exc:
+                self._held.clear()
                 self._storage_failing(exc, held)
                 # The alarm: an error every attempt (the backoff bounds how often), and the state
                 # in stats/health(). Nothing of this batch is acknowledged.
@@ -835,7 +852,6 @@ class Collector:
         batch = kept
         if not batch:
             return
-        refusals = [self._within_archive_budget(r) for r in refusals]
         committed = self._commit(accepted, refusals, len(batch))
         if committed is None:
             return

@@ -308,7 +308,7 @@ class Store(Protocol):
     def refused_for_now(self, reason: str, kiosks: Sequence[str] | None = None, since_ms: int = 0,
                         limit: int = 500) -> list[HeldRefusal]: ...
     def forget_refused(self, held: Sequence[HeldRefusal]) -> None: ...
-    def held_bytes(self, kiosk_claim: str, reasons: Sequence[str]) -> int: ...
+    def held_bytes(self, kiosk_claim: str, reasons: Sequence[str], since_ms: int = 0) -> tuple[int, int]: ...
     def refile_refused(self, refiled: Sequence[tuple[HeldRefusal, str, str]]) -> None: ...
     def record_refusals(self, refusals: Sequence[Refusal]) -> None: ...
     def query_decisions(self, where: DecisionFilter | None = None, /, **fields: Any) -> list[StoredDecision]: ...
@@ -639,25 +639,29 @@ class _SqlStore:
         args.append(int(limit))
         return [HeldRefusal(int(r[0]), str(r[1]), str(r[2]), int(r[3]), bytes(r[4])) for r in self._read(sql, args)]
 
-    def held_bytes(self, kiosk_claim: str, reasons: Sequence[str]) -> int:
-        """Bytes of the messages claiming ``kiosk_claim`` archived whole for ``reasons`` (what
-        :meth:`refused_for_now` could give back) and not yet stored."""
+    def held_bytes(self, kiosk_claim: str, reasons: Sequence[str], since_ms: int = 0) -> tuple[int, int]:
+        """(rows, bytes) of the messages claiming ``kiosk_claim`` archived whole for ``reasons``,
+        received at or after ``since_ms``: what :meth:`refused_for_now` could still give back."""
         if not reasons:
-            return 0
-        sql = (f"SELECT COALESCE(SUM(size), 0) FROM rejected WHERE kiosk_claim = %s AND reason IN "
-               f"({', '.join(['%s'] * len(reasons))}) AND seq IS NOT NULL AND size = LENGTH(sample)")
-        return int(self._read(sql, [kiosk_claim, *reasons])[0][0])
+            return 0, 0
+        sql = (f"SELECT COUNT(*), COALESCE(SUM(size), 0) FROM rejected WHERE kiosk_claim = %s AND reason IN "
+               f"({', '.join(['%s'] * len(reasons))}) AND received_ms >= %s AND seq IS NOT NULL "
+               "AND size = LENGTH(sample)")
+        rows, size = self._read(sql, [kiosk_claim, *reasons, int(since_ms)])[0]
+        return int(rows), int(size)
 
     def refile_refused(self, refiled: Sequence[tuple[HeldRefusal, str, str]]) -> None:
         """Archived refusals found final when reconsidered: each (held, reason, detail) filed under
-        its final reason, kept as archived (not counted again: they were counted when they came),
-        so that they no longer stand in the way of those that may pass (every row of that reason,
-        kiosk and sequence)."""
+        its final reason, kept as archived (not counted again: the ``refusals`` counts say why
+        messages were refused when they came), so that they no longer stand in the way of those
+        that may pass (every row of that reason, kiosk, sequence and bytes: its redeliveries)."""
         def refile(cur: Any) -> int:
             for h, reason, detail in refiled:
+                # These very bytes: another message under the same sequence number (the kiosk's
+                # genuine one beside a tampered copy) stays where it is.
                 cur.execute(self._sql("UPDATE rejected SET reason = %s, detail = %s "
-                                      "WHERE reason = %s AND kiosk_claim = %s AND seq = %s"),
-                            (reason, _text(detail, 1000), h.reason, h.kiosk_claim, h.seq))
+                                      "WHERE reason = %s AND kiosk_claim = %s AND seq = %s AND sample = %s"),
+                            (reason, _text(detail, 1000), h.reason, h.kiosk_claim, h.seq, h.message))
             return len(refiled)
 
         if refiled:

@@ -24,7 +24,7 @@ from kiosk.evidence import build
 from kiosk.keys import key_id, load_encryption_key, load_signing_key, raw_public
 from kiosk.records import DecisionRecord, encode_payload
 from tools.broker import Mosquitto
-from tools.central.collector import Collector
+from tools.central.collector import HELD_ROW_COST, Collector, _Incoming
 from tools.registry import KioskEntry, Registry
 from tools.synth import make_population
 
@@ -170,7 +170,7 @@ def test_a_kiosks_backlog_before_its_registration_is_kept_up_to_a_byte_budget(
     backlog = [_sealed(link_pki, UNREGISTERED, "decision", _decision(f"s-{k:02d}"), seq + k, now) for k in range(8)]
     assert len({len(b) for b in backlog}) == 1
     collector = _collector(link_pki, mqtt_broker.port, db_url, registry, unverified_archive_per_hour=3,
-                           unverified_held_bytes_per_kiosk=5 * len(backlog[0]))
+                           unverified_held_bytes_per_kiosk=5 * (len(backlog[0]) + HELD_ROW_COST))
     collector.start()
     raw_x = mqtt_client(link_pki, mqtt_broker.port, UNREGISTERED, cert=link_pki.cert(UNREGISTERED))
     try:
@@ -180,12 +180,12 @@ def test_a_kiosks_backlog_before_its_registration_is_kept_up_to_a_byte_budget(
         wait_for(lambda: collector.stats.refused.get("unknown_kiosk") == 8, what="the backlog refused for now")
         # More than the hourly cap (3) kept, up to the kiosk's byte budget (5 messages).
         assert sorted(h.seq for h in collector.store.refused_for_now("unknown_kiosk")) == [seq + k for k in range(5)]
-        assert collector.store.held_bytes(UNREGISTERED, ("unknown_kiosk", "unknown_signing_key")) == 5 * len(backlog[0])
+        assert collector.store.held_bytes(UNREGISTERED, ("unknown_kiosk", "unknown_signing_key")) == (5, 5 * len(backlog[0]))
         _register_unregistered(link_pki, registry)
         wait_for(lambda: len(collector.store.query_decisions(kiosk_id=UNREGISTERED)) == 5, what="the kept backlog stored")
         # Their refusals are deleted right after (a transaction of their own).
         wait_for(lambda: collector.store.refused_for_now("unknown_kiosk") == [], what="their refusals deleted")
-        assert collector.store.held_bytes(UNREGISTERED, ("unknown_kiosk",)) == 0
+        assert collector.store.held_bytes(UNREGISTERED, ("unknown_kiosk",)) == (0, 0)
     finally:
         raw_x.disconnect()
         raw_x.loop_stop()
@@ -226,3 +226,86 @@ def test_messages_that_fail_for_good_do_not_starve_the_backlog(link_pki: LinkPki
         raw_x.disconnect()
         raw_x.loop_stop()
         collector.stop()
+
+
+# What a reconsideration decides, driven without the broker: the collector's own processor and
+# store (SQLite and PostgreSQL) handle batches as they would arrive (found by a review).
+
+DAY_MS = 86_400_000
+
+
+def _arrived(body: bytes, received_ms: int) -> _Incoming:
+    return _Incoming(f"sig/v1/{SITE}/{UNREGISTERED}/decision", body, 0, 0, False, received_ms)
+
+
+def _register_at(link_pki: LinkPki, collector: Collector, registry: Path, site: str) -> None:
+    reg = Registry.load(registry)
+    reg.add(KioskEntry(UNREGISTERED, site, None, (raw_public(load_signing_key(link_pki.sign_key(UNREGISTERED))),)))
+    reg.save(registry)
+    collector.processor.registry = Registry.load(registry)
+
+
+def test_a_site_mistyped_at_registration_does_not_finalise_the_backlog(link_pki: LinkPki, tmp_path: Path,
+                                                                        db_url: str) -> None:
+    """Registered at a mistyped site, the backlog fails as site_mismatch: not final (registering
+    again replaces the site), so it is stored once the site is right."""
+    registry = _own_registry(link_pki, tmp_path)
+    collector = Collector(link_pki.collector_config(1, db_url, registry_file=registry))
+    now, seq = int(time.time() * 1000), int(time.time() * 1e6)
+    try:
+        collector.handle_batch([_arrived(_sealed(link_pki, UNREGISTERED, "decision", _decision(f"s-{k}"), seq + k, now),
+                                         now) for k in range(3)])
+        assert len(collector.store.refused_for_now("unknown_kiosk")) == 3
+        _register_at(link_pki, collector, registry, "site-typo")
+        assert collector.reconsider() == 0
+        assert len(collector.store.refused_for_now("unknown_kiosk")) == 3     # still held
+        _register_at(link_pki, collector, registry, SITE)
+        assert collector.reconsider() == 3
+        assert [d.seq for d in collector.store.query_decisions(kiosk_id=UNREGISTERED)] == [seq, seq + 1, seq + 2]
+    finally:
+        collector.store.close()
+
+
+def test_a_tampered_copy_under_the_same_number_leaves_the_genuine_message_held(link_pki: LinkPki, tmp_path: Path,
+                                                                              db_url: str) -> None:
+    """A tampered copy of a held message (same sequence number, newer) is filed as final alone:
+    the genuine one is stored at the next look."""
+    registry = _own_registry(link_pki, tmp_path)
+    collector = Collector(link_pki.collector_config(1, db_url, registry_file=registry, reconsider_limit=1))
+    now, seq = int(time.time() * 1000), int(time.time() * 1e6)
+    good = _sealed(link_pki, UNREGISTERED, "decision", _decision("s-good"), seq, now)
+    bad = bytearray(good)
+    bad[-1] ^= 1
+    try:
+        collector.handle_batch([_arrived(good, now - 2000)])
+        collector.handle_batch([_arrived(bytes(bad), now - 1000)])
+        _register_at(link_pki, collector, registry, SITE)
+        assert collector.reconsider() == 0                  # the newest, tampered: filed as final
+        assert collector.reconsider() == 1                  # then the genuine one
+        assert [d.seq for d in collector.store.query_decisions(kiosk_id=UNREGISTERED)] == [seq]
+        assert [h.message for h in collector.store.refused_for_now("bad_signature")] == [bytes(bad)]
+    finally:
+        collector.store.close()
+
+
+def test_held_messages_too_old_to_store_do_not_use_the_budget(link_pki: LinkPki, tmp_path: Path, db_url: str) -> None:
+    """Messages held longer than max_age_s are never stored: they do not count against the
+    kiosk's budget, which would otherwise stay full for good and lose its newer messages."""
+    registry = _own_registry(link_pki, tmp_path)
+    now, seq = int(time.time() * 1000), int(time.time() * 1e6)
+    old = [_sealed(link_pki, UNREGISTERED, "decision", _decision(f"s-o{k}"), seq + k, now - 31 * DAY_MS) for k in range(2)]
+    collector = Collector(link_pki.collector_config(
+        1, db_url, registry_file=registry, unverified_held_bytes_per_kiosk=2 * (len(old[0]) + HELD_ROW_COST)))
+    try:
+        collector.handle_batch([_arrived(m, now - 31 * DAY_MS) for m in old])   # unregistered for a month
+        assert collector.store.held_bytes(UNREGISTERED, ("unknown_kiosk",)) == (2, 2 * len(old[0]))
+        fresh = Collector(link_pki.collector_config(
+            1, db_url, registry_file=registry, unverified_held_bytes_per_kiosk=2 * (len(old[0]) + HELD_ROW_COST)))
+        new = _sealed(link_pki, UNREGISTERED, "decision", _decision("s-new"), seq + 10, now)
+        fresh.handle_batch([_arrived(new, now)])      # a restarted collector: reads the held bytes
+        _register_at(link_pki, fresh, registry, SITE)
+        assert fresh.reconsider() == 1
+        assert [d.seq for d in fresh.store.query_decisions(kiosk_id=UNREGISTERED)] == [seq + 10]
+        fresh.store.close()
+    finally:
+        collector.store.close()
