@@ -149,9 +149,10 @@ class CollectorConfig:
     unverified_archive_per_hour: int = 1000
     # Except a message kept whole to be stored once its kiosk (or its new key) is registered
     # (unknown_kiosk, unknown_signing_key): that is a kiosk's real backlog, which arrives all at
-    # once when it connects, so it is bounded by the bytes held per claimed kiosk (until they are
-    # stored and their refusals deleted), not per hour. Each collector of a share group counts
-    # from the database when near it, so a group may hold up to its size times this.
+    # once when it connects, so it is bounded by the bytes held per claimed kiosk (rows received
+    # within max_age_s, HELD_ROW_COST more each, until they are stored or filed as final), not
+    # per hour. Each collector reads the sum when it first sees the kiosk and, at most every
+    # HELD_REREAD_S, when its own count says full: a share group may hold up to its size times this.
     unverified_held_bytes_per_kiosk: int = 64 << 20
 
 
@@ -313,8 +314,8 @@ class Collector:
         # Unverified refusals archived per claimed sender: (hour window's start, count).
         self._unverified: dict[str, tuple[float, int]] = {}
         # Bytes held whole for reconsideration per claimed kiosk, as last read from the database
-        # plus what this collector archived since (a reconsideration deletes rows: read again
-        # whenever the sum would pass the budget, so it is never short of the truth for long).
+        # plus what this collector archived since (forgotten when this collector stores or refiles
+        # a kiosk's rows, or a commit fails; read again when it would pass the budget).
         self._held: dict[str, int] = {}
         self._held_read: dict[str, float] = {}    # when each was last read (monotonic)
         self._held_full: set[str] = set()          # over the budget since (warned once)
