@@ -311,6 +311,9 @@ class Collector:
         self._next_orphan_check = 0.0
         self._next_reconsider = 0.0   # at start, then every reconsider_interval_s
         self.reconsidered = 0         # messages stored after a refusal was lifted
+        # Where the next look over every kiosk goes on, per reason: (received_ms, seq), or None
+        # (from the newest).
+        self._reconsider_from: dict[str, tuple[int, int] | None] = {}
         # Unverified refusals archived per claimed sender: (hour window's start, count).
         self._unverified: dict[str, tuple[float, int]] = {}
         # Bytes held whole for reconsideration per claimed kiosk, as last read from the database
@@ -570,7 +573,14 @@ class Collector:
                 # Evidence is large (up to the envelope limit) and travels right after its decision:
                 # a day back, and a tenth as many at once, bound what each look reads and decrypts.
                 since_ms, limit = max(since_ms, now_ms - 86_400_000), max(1, limit // 10)
-            held = self.store.refused_for_now(reason, claims, since_ms=since_ms, limit=limit)
+            # A look over every kiosk goes on from where the last one stopped, back to the newest
+            # once it has read them all: rows that keep failing (newest first) cannot take every
+            # look's places and starve older ones that would pass. A look for given kiosks (their
+            # decisions just stored) reads their newest.
+            before = self._reconsider_from.get(reason) if kiosks is None else None
+            held = self.store.refused_for_now(reason, claims, since_ms=since_ms, limit=limit, before=before)
+            if kiosks is None:
+                self._reconsider_from[reason] = (held[-1].received_ms, held[-1].seq) if len(held) >= limit else None
             passing: list[tuple[HeldRefusal, Accepted]] = []
             final: list[tuple[HeldRefusal, str, str]] = []
             for h in held:

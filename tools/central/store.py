@@ -306,7 +306,7 @@ class Store(Protocol):
     def store(self, items: Sequence[Accepted], refusals: Sequence[Refusal] = (), *,
               archive: bool = True) -> list[StoreResult]: ...
     def refused_for_now(self, reason: str, kiosks: Sequence[str] | None = None, since_ms: int = 0,
-                        limit: int = 500) -> list[HeldRefusal]: ...
+                        limit: int = 500, before: tuple[int, int] | None = None) -> list[HeldRefusal]: ...
     def forget_refused(self, held: Sequence[HeldRefusal]) -> None: ...
     def held_bytes(self, kiosk_claim: str, reasons: Sequence[str], since_ms: int = 0) -> tuple[int, int]: ...
     def refile_refused(self, refiled: Sequence[tuple[HeldRefusal, str, str]]) -> None: ...
@@ -624,9 +624,11 @@ class _SqlStore:
             self.store([], refusals)
 
     def refused_for_now(self, reason: str, kiosks: Sequence[str] | None = None, since_ms: int = 0,
-                        limit: int = 500) -> list[HeldRefusal]:
+                        limit: int = 500, before: tuple[int, int] | None = None) -> list[HeldRefusal]:
         """Messages refused for ``reason``, archived whole (the sample is the message), received at
-        or after ``since_ms``, of the claimed ``kiosks`` (any without), newest first."""
+        or after ``since_ms``, of the claimed ``kiosks`` (any without), newest first (then by
+        sequence number, highest first); with ``before`` = (received_ms, seq) of the last one a
+        previous call gave, the ones after it in that order (the next page)."""
         if kiosks is not None and not kiosks:
             return []
         sql = ("SELECT received_ms, reason, kiosk_claim, seq, sample FROM rejected WHERE reason = %s "
@@ -635,7 +637,10 @@ class _SqlStore:
         if kiosks is not None:
             sql += f" AND kiosk_claim IN ({', '.join(['%s'] * len(kiosks))})"
             args += list(kiosks)
-        sql += " ORDER BY received_ms DESC LIMIT %s"
+        if before is not None:
+            sql += " AND (received_ms < %s OR (received_ms = %s AND seq < %s))"
+            args += [int(before[0]), int(before[0]), int(before[1])]
+        sql += " ORDER BY received_ms DESC, seq DESC LIMIT %s"
         args.append(int(limit))
         return [HeldRefusal(int(r[0]), str(r[1]), str(r[2]), int(r[3]), bytes(r[4])) for r in self._read(sql, args)]
 

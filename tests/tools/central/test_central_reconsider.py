@@ -309,3 +309,32 @@ def test_held_messages_too_old_to_store_do_not_use_the_budget(link_pki: LinkPki,
         fresh.store.close()
     finally:
         collector.store.close()
+
+
+def test_looks_page_past_rows_that_keep_failing(link_pki: LinkPki, tmp_path: Path, db_url: str) -> None:
+    """Rows that fail again for a reason that is not final (signed with a key not registered for
+    the kiosk: perhaps a key registered later) are kept; each look over every kiosk goes on from
+    where the last stopped, so the older backlog behind them is stored (before, every look read
+    the same newest rows)."""
+    registry = _own_registry(link_pki, tmp_path)
+    collector = Collector(link_pki.collector_config(1, db_url, registry_file=registry, reconsider_limit=2))
+    now, seq = int(time.time() * 1000), int(time.time() * 1e6)
+    other_key = load_signing_key(link_pki.sign_key("kiosk-a"))
+    central = load_encryption_key(link_pki.central_key).public_key()
+    topic = f"sig/v1/{SITE}/{UNREGISTERED}/decision"
+    try:
+        for k in range(2):   # the backlog, older
+            collector.handle_batch([_arrived(_sealed(link_pki, UNREGISTERED, "decision", _decision(f"s-{k}"), seq + k, now),
+                                             now - 5000 + k)])
+        for k in range(3):   # newer, signed with another key
+            body = envelope.seal(encode_payload(_decision(f"s-o{k}")), kiosk_id=UNREGISTERED, seq=seq + 10 + k, time_ms=now,
+                                 topic=topic, signing_key=other_key, recipient=central,
+                                 sign_key_id=key_id(raw_public(other_key)))
+            collector.handle_batch([_arrived(body, now - 1000 + k)])
+        _register_at(link_pki, collector, registry, SITE)
+        stored = [collector.reconsider() for _ in range(3)]
+        assert sum(stored) == 2 and stored[0] == 0          # the first look: the three newest fail again
+        assert [d.seq for d in collector.store.query_decisions(kiosk_id=UNREGISTERED)] == [seq, seq + 1]
+        assert len(collector.store.refused_for_now("unknown_kiosk")) == 3   # kept: not final
+    finally:
+        collector.store.close()
