@@ -14,6 +14,8 @@ import json
 import secrets
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,20 @@ def _collector(link_pki: LinkPki, port: int, db_url: str, registry: Path, **conf
     """A collector of a share group of its own, reading ``registry`` again every 0.2 s."""
     return Collector(link_pki.collector_config(port, db_url, fresh_session=True, share_group=f"r{uuid.uuid4().hex[:8]}",
                                                registry_file=registry, registry_reload_s=0.2, **config))
+
+
+@contextmanager
+def _started(collector: Collector, link_pki: LinkPki, port: int) -> Iterator[Any]:
+    """The collector running, and an MQTT client of the unregistered kiosk's certificate."""
+    collector.start()
+    raw_x = mqtt_client(link_pki, port, UNREGISTERED, cert=link_pki.cert(UNREGISTERED))
+    try:
+        assert collector.wait_ready()
+        yield raw_x
+    finally:
+        raw_x.disconnect()
+        raw_x.loop_stop()
+        collector.stop()
 
 
 def test_refused_for_now_is_stored_once_it_can_be(link_pki: LinkPki, mqtt_broker: Mosquitto, tmp_path: Path,
@@ -131,12 +147,9 @@ def test_garbage_claiming_a_kiosk_is_not_kept_whole_or_stored(link_pki: LinkPki,
     registering the kiosk later does not turn a tampered message into a decision."""
     registry = _own_registry(link_pki, tmp_path)
     collector = _collector(link_pki, mqtt_broker.port, db_url, registry)
-    collector.start()
-    raw_x = mqtt_client(link_pki, mqtt_broker.port, UNREGISTERED, cert=link_pki.cert(UNREGISTERED))
     now = int(time.time() * 1000)
     seq = int(time.time() * 1e6)
-    try:
-        assert collector.wait_ready()
+    with _started(collector, link_pki, mqtt_broker.port) as raw_x:
         good = _sealed(link_pki, UNREGISTERED, "decision", _decision("s-ok"), seq, now)
         tampered = bytearray(_sealed(link_pki, UNREGISTERED, "decision", _decision("s-bad"), seq + 1, now))
         tampered[-1] ^= 1
@@ -152,10 +165,6 @@ def test_garbage_claiming_a_kiosk_is_not_kept_whole_or_stored(link_pki: LinkPki,
         # Still refused, now for what it is: filed under its final reason, out of later looks' way.
         assert collector.store.refused_for_now("unknown_kiosk") == []
         assert [h.seq for h in collector.store.refused_for_now("bad_signature")] == [seq + 1]
-    finally:
-        raw_x.disconnect()
-        raw_x.loop_stop()
-        collector.stop()
 
 
 def test_a_kiosks_backlog_before_its_registration_is_kept_up_to_a_byte_budget(
@@ -171,10 +180,7 @@ def test_a_kiosks_backlog_before_its_registration_is_kept_up_to_a_byte_budget(
     assert len({len(b) for b in backlog}) == 1
     collector = _collector(link_pki, mqtt_broker.port, db_url, registry, unverified_archive_per_hour=3,
                            unverified_held_bytes_per_kiosk=5 * (len(backlog[0]) + HELD_ROW_COST))
-    collector.start()
-    raw_x = mqtt_client(link_pki, mqtt_broker.port, UNREGISTERED, cert=link_pki.cert(UNREGISTERED))
-    try:
-        assert collector.wait_ready()
+    with _started(collector, link_pki, mqtt_broker.port) as raw_x:
         for body in backlog:
             raw_x.publish(f"sig/v1/{SITE}/{UNREGISTERED}/decision", body, qos=1).wait_for_publish(10)
         wait_for(lambda: collector.stats.refused.get("unknown_kiosk") == 8, what="the backlog refused for now")
@@ -186,10 +192,6 @@ def test_a_kiosks_backlog_before_its_registration_is_kept_up_to_a_byte_budget(
         # Their refusals are deleted right after (a transaction of their own).
         wait_for(lambda: collector.store.refused_for_now("unknown_kiosk") == [], what="their refusals deleted")
         assert collector.store.held_bytes(UNREGISTERED, ("unknown_kiosk",)) == (0, 0)
-    finally:
-        raw_x.disconnect()
-        raw_x.loop_stop()
-        collector.stop()
 
 
 def test_messages_that_fail_for_good_do_not_starve_the_backlog(link_pki: LinkPki, mqtt_broker: Mosquitto,
@@ -200,12 +202,9 @@ def test_messages_that_fail_for_good_do_not_starve_the_backlog(link_pki: LinkPki
     same hopeless rows filled every look and the backlog behind them was never stored)."""
     registry = _own_registry(link_pki, tmp_path)
     collector = _collector(link_pki, mqtt_broker.port, db_url, registry, reconsider_interval_s=0.2, reconsider_limit=2)
-    collector.start()
-    raw_x = mqtt_client(link_pki, mqtt_broker.port, UNREGISTERED, cert=link_pki.cert(UNREGISTERED))
     now = int(time.time() * 1000)
     seq = int(time.time() * 1e6)
-    try:
-        assert collector.wait_ready()
+    with _started(collector, link_pki, mqtt_broker.port) as raw_x:
         messages = []
         for k in range(5):   # two good ones, then three tampered, newer
             body = bytearray(_sealed(link_pki, UNREGISTERED, "decision", _decision(f"s-{k}"), seq + k, now - 60_000 + k * 1000))
@@ -222,10 +221,6 @@ def test_messages_that_fail_for_good_do_not_starve_the_backlog(link_pki: LinkPki
         assert [d.seq for d in stored] == [seq, seq + 1]
         wait_for(lambda: collector.store.refused_for_now("unknown_kiosk") == [], what="their refusals deleted")
         assert sorted(h.seq for h in collector.store.refused_for_now("bad_signature")) == [seq + 2, seq + 3, seq + 4]
-    finally:
-        raw_x.disconnect()
-        raw_x.loop_stop()
-        collector.stop()
 
 
 # What a reconsideration decides, driven without the broker: the collector's own processor and
