@@ -52,10 +52,10 @@ def _own_registry(link_pki: LinkPki, tmp_path: Path) -> Path:
     return registry
 
 
-def _register_unregistered(link_pki: LinkPki, registry: Path) -> None:
+def _register_unregistered(link_pki: LinkPki, registry: Path, site: str = SITE) -> None:
     """What `sigkiosk admin register` writes for the kiosk that sent before it was registered."""
     reg = Registry.load(registry)
-    reg.add(KioskEntry(UNREGISTERED, SITE, None, (raw_public(load_signing_key(link_pki.sign_key(UNREGISTERED))),)))
+    reg.add(KioskEntry(UNREGISTERED, site, None, (raw_public(load_signing_key(link_pki.sign_key(UNREGISTERED))),)))
     reg.save(registry)
 
 
@@ -234,9 +234,8 @@ def _arrived(body: bytes, received_ms: int) -> _Incoming:
 
 
 def _register_at(link_pki: LinkPki, collector: Collector, registry: Path, site: str) -> None:
-    reg = Registry.load(registry)
-    reg.add(KioskEntry(UNREGISTERED, site, None, (raw_public(load_signing_key(link_pki.sign_key(UNREGISTERED))),)))
-    reg.save(registry)
+    """Registered at ``site``, and the collector's registry read again (no reload thread here)."""
+    _register_unregistered(link_pki, registry, site)
     collector.processor.registry = Registry.load(registry)
 
 
