@@ -53,7 +53,7 @@ import numpy as np
 
 from models.hog import hog_turned
 from tools.datasets import Dataset, ImageSample
-from tools.datasets.types import Label, writer_split
+from tools.datasets.types import writer_split
 from tools.evaluate_offline import HogProvider, evaluate_offline, fit_prior
 from tools.hog_variants import CASES, DATA, load_sets
 
@@ -132,22 +132,21 @@ def learning_pairs(sets: Sets, keep: Callable[[str, str], bool], seed: int = 0) 
     genuine: list[Pair] = []
     impostor: list[Pair] = []
     dutch, _ = sets["dutch"]
-    for w, samples in sorted(dutch.writers.items()):
+    for w in sorted(dutch.writers):
         if not keep("dutch", w):
             continue
-        own = [str(s.path) for s in samples if s.label is Label.GENUINE]
-        forged = [str(s.path) for s in samples if s.label is not Label.GENUINE]
+        own = [str(s.path) for s in dutch.genuine(w)]
+        forged = [str(s.path) for s in dutch.skilled(w)]
         paths += own + forged
         genuine += [(a, b) for i, a in enumerate(own) for b in own[i + 1:]]
         for f in forged:
             impostor += [(f, own[j]) for j in rng.choice(len(own), size=min(5, len(own)), replace=False)]
     cross, _ = sets["cross-media"]
     by_text: dict[int | None, dict[str, list[str]]] = {}
-    for w, samples in sorted(cross.writers.items()):
+    for w in sorted(cross.writers):
         if keep("cross-media", w):
-            for s in samples:
-                if s.label is Label.GENUINE:
-                    by_text.setdefault(s.text, {}).setdefault(w, []).append(str(s.path))
+            for s in cross.genuine(w):
+                by_text.setdefault(s.text, {}).setdefault(w, []).append(str(s.path))
     for _, writers in sorted(by_text.items(), key=lambda kv: str(kv[0])):
         names = sorted(writers)
         for w in names:
