@@ -19,9 +19,9 @@ references ``cnn+hand+hog@pad-ink`` (fitted on the cross-media set's electronic 
 paper; across media the hand-made features measure the pen more than the writer, and the paper
 fusion leaned on them). Which parts a fusion weighs is chosen by holding each validation writer
 out in turn (``tools.fusion_cv``): the shipped two weigh the hand features 0 (on held-out writers
-they added nothing, on scans or across media), and since 2026-11-29 the paper-reference entry
-weighs the CNN 0 too (the histograms alone did as well held out): its embedding then only finds
-copies. Both decide at the one paper threshold: the pad-ink
+they added nothing, on scans or across media); both weigh the CNN and the histograms (for a
+day the paper-reference entry weighed the CNN 0 as well: with the histograms centred, late on
+2026-11-29, the CNN earned its weight back held out). Both decide at the one paper threshold: the pad-ink
 entry's bias is set so that the threshold is its own operating point. These are the evaluator's default verifier, so the
 README's figures are this score's. The Isolation Forest's score is not in it (fitted in as
 ``cnn+hand+anomaly`` it came out with weight 0 for the CNN before this one, and moves the Dutch
@@ -64,7 +64,7 @@ from models.anomaly import MIN_REFERENCES, AnomalyModel
 from models.errors import VerificationError
 from models.fusion import Fusion, load_offline_fusion, offline_entry
 from models.hand_features import HAND_PRIOR, hand_distance, hand_features
-from models.hog import HOG_PRIOR, hog_distance, hog_turned
+from models.hog import HOG_PRIOR, hog_compared, hog_distance
 from models.image import SignatureImage
 from models.image_preprocess import fit_square, from_levels, ink_mask, prepared_similarity, to_grey, to_levels
 from models.offline_embed import ImageEmbedder, embedding_distance
@@ -272,7 +272,7 @@ class PaperVerifier:
         # Each reference turned, against the others as they are (as a question is compared): the
         # references' own spread, on the question's scale. Only the upright rows are kept, copied:
         # a view kept all three turns of every reference alive in the cache (326 KB, not 109).
-        turned = [hog_turned(r.prepared) for r in references]
+        turned = [hog_compared(r.prepared) for r in references]
         hog = tuple(t[0].copy() for t in turned)
         fit_forest = self.anomaly and len(references) >= MIN_REFERENCES
         return PaperFeatures(self.embedder.build_template(embs), hand, reference_stats(pairwise(list(hand), hand_distance)),
@@ -292,13 +292,13 @@ class PaperVerifier:
         d_emb = self.embedder.score(refs.embeddings, emb)
         d_hand = normalised_distance(np.array([hand_distance(feats, r) for r in refs.hand]),
                                      refs.hand_stats, HAND_PRIOR)
-        q_hog = hog_turned(prepared)
+        q_hog = hog_compared(prepared)
         d_hog = normalised_distance(np.array([hog_distance(q_hog, r) for r in refs.hog]), refs.hog_stats, HOG_PRIOR)
         # Each part against the threshold it would have alone: the CNN's own validation threshold;
         # the others' are not fitted apart, so the fused operating point's share of them.
         fusion = self.fusions[refs.kind]
-        # A part the fusion weights 0 does not move the decision: it is not shown as a check (the
-        # shipped paper-reference fusion weighs the CNN 0; its embedding still finds copies).
+        # A part the fusion weights 0 does not move the decision: it is not shown as a check (a
+        # fusion without the CNN still uses its embedding to find copies).
         shape = (AspectCheck("shape", "Shape", match_rate(d_emb, cfg.threshold), d_emb <= cfg.threshold)
                  if fusion.weights[fusion.names.index("cnn")] < 0 else None)
         aspects = [check for check in (shape, self._part_check("layout", "Layout", fusion, "hand", d_hand),

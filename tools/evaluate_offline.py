@@ -48,7 +48,7 @@ from models.anomaly import AnomalyModel
 from models.classic import score_from_distances
 from models.fusion import Fusion, load_offline_fusion, offline_entry
 from models.hand_features import FEATURE_NAMES, HAND_PRIOR, hand_distance, hand_features
-from models.hog import HOG_PRIOR, SHIPPED, HogConfig, hog_distance, hog_turned
+from models.hog import HOG_PRIOR, SHIPPED, HogConfig, centred, hog_distance, hog_turned, shipped_centre
 from models.image_preprocess import NoInkError, prepare
 from models.offline_embed import DEFAULT_MODEL, ImageEmbedder, embedding_distance
 from models.paper import FUSION_ENTRY
@@ -126,11 +126,15 @@ class HogProvider:
     prepared: Callable[[ImageSample], np.ndarray] = field(default_factory=Prepared)
     #: The descriptor's settings: the kiosk's, or a variant ``tools.hog_variants`` compares.
     config: HogConfig = SHIPPED
+    #: The mean descriptor each is centred on, as the kiosk does (``models.hog.hog_compared``);
+    #: None: the histograms as they are (how ``tools.hog_variants`` compares its settings).
+    centre: np.ndarray | None = field(default_factory=shipped_centre)
 
     def features(self, sample: ImageSample) -> np.ndarray:
         # Every turn, for references and questions alike: ``hog_distance`` reads the turns of the
         # first picture against the second as it is, as the kiosk's ``PaperVerifier`` compares.
-        return hog_turned(self.prepared(sample), self.config)
+        rows = hog_turned(self.prepared(sample), self.config)
+        return rows if self.centre is None else centred(rows, self.centre)
 
     def distance(self, a: np.ndarray, b: np.ndarray) -> float:
         return hog_distance(a, b)

@@ -114,11 +114,11 @@ def half(writer: str) -> int:
     return hashlib.sha256(writer.encode()).digest()[0] & 1
 
 
-def _in_half(fold: int, inside: bool) -> Callable[[str, str], bool]:
+def in_half(fold: int, inside: bool) -> Callable[[str, str], bool]:
     return lambda _set, writer: (half(writer) == fold) == inside
 
 
-def _not_of(left_out: str) -> Callable[[str, str], bool]:
+def not_of(left_out: str) -> Callable[[str, str], bool]:
     return lambda set_name, _writer: set_name != left_out
 
 
@@ -207,17 +207,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"skilled EER %, global; KISSME on the shipped histograms, {args.dims} components, shrink {args.shrink}")
     if args.protocol == "two-fold":
         for fold in (0, 1):
-            learnt = learn(sets, described, _in_half(fold, False), args.dims, args.shrink)
+            learnt = learn(sets, described, in_half(fold, False), args.dims, args.shrink)
             prior_writers = [w for w in sets["dutch"][0].writers if half(w) != fold]
             for name, metric in (("plain", None), ("learnt", learnt)):
-                row = measure(sets, described, metric, prior_writers, CASES, _in_half(fold, True))
+                row = measure(sets, described, metric, prior_writers, CASES, in_half(fold, True))
                 cells = "  ".join(f"{c} {e:6.2f}" for c, e in row.items())
                 print(f"  measured on half {fold}, {name:<6}: {cells}   sum {sum(row.values()):6.2f}", flush=True)
     else:
         prior_writers = [w for w in sets["dutch"][0].writers if writer_split(w) == "train"]
         for left_out in ("dutch", "cross-media"):
             cases = [c for c in CASES if c[1] == left_out]
-            learnt = learn(sets, described, _not_of(left_out), args.dims, args.shrink)
+            learnt = learn(sets, described, not_of(left_out), args.dims, args.shrink)
             for name, metric in (("plain", None), ("learnt", learnt)):
                 row = measure(sets, described, metric, prior_writers, cases, lambda _set, _writer: True)
                 cells = "  ".join(f"{c} {e:6.2f}" for c, e in row.items())

@@ -11,7 +11,9 @@ with a population prior fitted for it on the Dutch training writers, as the ship
 lowest sum of the three skilled EERs until 2026-11-29; since, the lowest sum among the settings
 lower than the shipped one on every column (the paper -> paper column has 90 genuine trials, and a
 lower sum won there alone while the Dutch column, the largest, was worse). The README's tables
-("The paper path") are this command's.
+("The paper path") are this command's. The variants are compared as they are, not centred on a
+mean descriptor as the kiosk has compared since late on 2026-11-29 (``models.hog.hog_compared``;
+a mean fits one setting's length, and ``python -m tools.hog_centre --measure`` measures it).
 
     python -m tools.hog_variants [--json FILE] [--only NAME ...]     # about 10 min here
 """
@@ -192,7 +194,7 @@ def measure(config: HogConfig, sets: dict[str, tuple[Dataset[ImageSample], dict[
     """One variant: its prior (Dutch training writers) and each case's skilled EERs."""
     def provider(levels: dict[str, np.ndarray], prior: NormalisationPrior = HOG_PRIOR) -> HogProvider:
         # fit_prior reads only the features and distances, so the shipped prior stands in there
-        return HogProvider(prior=prior, prepared=lambda s: levels[str(s.path)], config=config)
+        return HogProvider(prior=prior, prepared=lambda s: levels[str(s.path)], config=config, centre=None)
 
     dutch, dutch_levels = sets["dutch"]
     train = Dataset(dutch.name, {w: s for w, s in dutch.writers.items() if writer_split(w) == "train"})

@@ -8,7 +8,20 @@ import cv2
 import numpy as np
 import pytest
 
-from models.hog import HOG_PRIOR, SHIPPED, HogConfig, hog_descriptor, hog_distance, hog_turned
+from models.errors import VerificationError
+from models.hog import (
+    HOG_PRIOR,
+    SHIPPED,
+    CentreError,
+    HogConfig,
+    centred,
+    hog_compared,
+    hog_descriptor,
+    hog_distance,
+    hog_turned,
+    load_centre,
+    shipped_centre,
+)
 from models.image import SignatureImage
 from models.image_preprocess import NoInkError, prepare, to_levels
 from tests.models.test_hand_features import draw, signature_strokes, transform
@@ -43,16 +56,21 @@ def test_other_settings_go_through_the_same_code_and_bad_ones_are_refused() -> N
             HogConfig(**bad)  # type: ignore[arg-type]
 
 
+def _compared(prepared: np.ndarray) -> np.ndarray:
+    """The picture as it is, as the kiosk compares it (centred on the shipped mean)."""
+    return hog_compared(prepared)[0]
+
+
 def test_where_the_ink_sits_and_how_it_was_kept_do_not_matter() -> None:
     """A picture shifted on the paper, scanned larger, or kept as the template store's uint8 levels
     gives (nearly) the vector of the original: closer than a writer's two nearest genuine signatures
-    typically are (the prior's ``min_dist``)."""
+    typically are (the prior's ``min_dist``). Compared as the kiosk compares them (centred)."""
     base = prepare(SignatureImage(draw(signature_strokes())))
-    v = hog_descriptor(base)
-    shifted = hog_descriptor(prepare(SignatureImage(draw(transform(signature_strokes(), np.eye(2), (40.0, 30.0)),
+    v = _compared(base)
+    shifted = _compared(prepare(SignatureImage(draw(transform(signature_strokes(), np.eye(2), (40.0, 30.0)),
                                                           canvas=(360, 600)))))
-    larger = hog_descriptor(prepare(SignatureImage(draw(signature_strokes(), scale=1.6))))
-    kept = hog_descriptor(to_levels(base))  # as PaperVerifier.prepare_reference keeps it
+    larger = _compared(prepare(SignatureImage(draw(signature_strokes(), scale=1.6))))
+    kept = _compared(to_levels(base))  # as PaperVerifier.prepare_reference keeps it
     assert hog_distance(v, kept) == 0.0
     # Not 0: prepare resamples a shifted scan's ink a little differently, and the moment frames
     # sit at the ink's (sub-pixel) centroid.
@@ -63,15 +81,15 @@ def test_where_the_ink_sits_and_how_it_was_kept_do_not_matter() -> None:
 def test_strokes_that_run_another_way_are_far() -> None:
     """Slanted 25 degrees, the same strokes move the vector more than twice as far as a thicker
     pen does (the slant beyond a writer's references' typical nearest distance, the pen within
-    it), and a different signature is farther still."""
+    it), and a different signature is farther still. Compared as the kiosk compares them."""
     strokes = signature_strokes()
-    v = hog_descriptor(prepare(SignatureImage(draw(strokes))))
+    v = _compared(prepare(SignatureImage(draw(strokes))))
     shear = math.tan(math.radians(25))
-    slanted = hog_descriptor(prepare(SignatureImage(draw(transform(strokes, [[1.0, -shear], [0.0, 1.0]])))))
-    thicker = hog_descriptor(prepare(SignatureImage(cv2.erode(draw(strokes), np.ones((3, 3), np.uint8)))))
+    slanted = _compared(prepare(SignatureImage(draw(transform(strokes, [[1.0, -shear], [0.0, 1.0]])))))
+    thicker = _compared(prepare(SignatureImage(cv2.erode(draw(strokes), np.ones((3, 3), np.uint8)))))
     t = np.linspace(0, 1, 200)
     other = [np.column_stack([40 + 380 * t, 80 + 90 * t]), np.column_stack([40 + 380 * t, 170 - 90 * t])]
-    crossed = hog_descriptor(prepare(SignatureImage(draw(other))))
+    crossed = _compared(prepare(SignatureImage(draw(other))))
     assert hog_distance(v, thicker) < HOG_PRIOR.min_dist < hog_distance(v, slanted)
     assert hog_distance(v, slanted) > 2.0 * hog_distance(v, thicker)
     assert hog_distance(v, slanted) < hog_distance(v, crossed)
@@ -269,3 +287,39 @@ def test_interpolated_votes_are_shared_by_distance_and_none_is_lost() -> None:
     moved = [hog_distance(hog_descriptor(bars + upper, c), hog_descriptor(bars + np.roll(upper, 3, axis=0), c))
              for c in (whole, shared)]
     assert 0.0 < moved[1] < 0.8 * moved[0]
+
+
+def test_the_kiosk_compares_each_turn_less_the_shipped_mean_at_unit_length() -> None:
+    """``hog_compared`` is ``hog_turned`` centred on the shipped mean: each row the descriptor
+    less the mean, at unit length. The mean of unit descriptors of many pictures is shorter than
+    one, non-negative, and read-only once loaded."""
+    centre = shipped_centre()
+    assert centre.shape == (SHIPPED.length,) and centre.dtype == np.float32 and not centre.flags.writeable
+    assert np.all(centre >= 0.0) and 0.3 < np.linalg.norm(centre) < 1.0
+    picture = prepare(SignatureImage(draw(signature_strokes())))
+    rows = hog_compared(picture)
+    turned = hog_turned(picture)
+    expected = (turned - centre) / np.linalg.norm(turned - centre, axis=1, keepdims=True)
+    assert rows.shape == turned.shape and rows.dtype == np.float32
+    assert np.allclose(rows, expected, atol=1e-6)
+    assert np.allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-5)
+    # What every signature shares is gone: the centred rows lean away from the mean, not along it.
+    assert float(rows[0] @ centre) < float(turned[0] @ centre)
+    # A row that is the centre itself stays zero (no division by nothing).
+    assert not np.any(centred(centre[None, :], centre)) and np.isfinite(centred(centre, centre)).all()
+
+
+def test_a_mean_that_is_missing_unreadable_or_not_the_descriptors_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    good = tmp_path / "good.npz"
+    np.savez(good, mean=np.full(SHIPPED.length, 0.01, np.float32))
+    assert load_centre(good).shape == (SHIPPED.length,)
+    np.savez(tmp_path / "short.npz", mean=np.zeros(100, np.float32))
+    np.savez(tmp_path / "nan.npz", mean=np.full(SHIPPED.length, np.nan, np.float32))
+    np.savez(tmp_path / "other.npz", values=np.zeros(SHIPPED.length, np.float32))
+    (tmp_path / "text.npz").write_text("not a mean")
+    np.save(tmp_path / "pickled.npy", np.array([{"mean": 1}], dtype=object), allow_pickle=True)
+    (tmp_path / "pickled.npz").write_bytes((tmp_path / "pickled.npy").read_bytes())
+    for name in ("missing.npz", "short.npz", "nan.npz", "other.npz", "text.npz", "pickled.npz"):
+        with pytest.raises(CentreError) as err:
+            load_centre(tmp_path / name)
+        assert isinstance(err.value, VerificationError) and name in str(err.value)

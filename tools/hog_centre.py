@@ -1,0 +1,158 @@
+"""The gradient histograms' mean descriptor: fit the one the kiosk ships, and measure what
+centring on it does.
+
+The kiosk compares each picture's histograms less the mean descriptor of many signatures, scaled
+to unit length again (``models.hog.hog_compared``): the common part that every signature shares
+(ink along a line, mostly upright strokes) no longer makes up most of the distance.
+
+``--fit``: the mean of the shipped descriptor (the picture as it is: row 0 of
+``models.hog.hog_turned``) over every picture of the TRAINING writers of the Dutch scans and the
+cross-media set (paper and electronic ink, genuine and forged), written to
+``models/assets/hog_centre.npz`` with its record ``hog_centre.run.json`` (command, commit, each
+set's file hash, writers and pictures). Validation writers stay unseen: the paper fusions and the
+paper threshold are chosen on them.
+
+``--measure two-fold | leave-one-set-out``: the histograms alone, plain against centred, with the
+columns and protocols of ``tools.hog_variants`` and ``tools.hog_metric`` (skilled EER, global;
+Dutch K = 5, 10 draws; cross-media pad ink -> paper K = 3 and paper -> paper K = 1), on train +
+validate writers only: the mean fitted on one half of both sets' writers (hash split) and measured
+on the other, both ways; or fitted on one set and measured on the other. The prior of each is
+refitted on the fitting side's Dutch writers (two-fold) or the Dutch training writers.
+
+    python -m tools.hog_centre --fit                                # about 2 min here
+    python -m tools.hog_centre --measure two-fold                   # about 3 min
+    python -m tools.hog_centre --measure leave-one-set-out
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from models._assets import shipped_assets
+from models.hog import CENTRE_FILE, SHIPPED, centred, hog_descriptor, hog_turned
+from tools.datasets.types import writer_split
+from tools.hog_metric import Sets, half, in_half, measure, not_of
+from tools.hog_variants import CASES, DATA, SETS, load_sets
+from tools.provenance import git_commit
+from tools.train.data import files_hash
+
+log = logging.getLogger(__name__)
+
+Keep = Callable[[str, str], bool]
+
+
+def mean_descriptor(rows: Sequence[np.ndarray]) -> np.ndarray:
+    """The mean of descriptors (summed in float64), as float32. Pure."""
+    if not rows:
+        raise ValueError("no descriptor to average")
+    return np.mean(np.stack(rows).astype(np.float64), axis=0).astype(np.float32)
+
+
+def upright(sets: Sets, described: dict[str, np.ndarray], keep: Keep) -> list[np.ndarray]:
+    """Row 0 (the picture as it is) of every picture of the writers ``keep(set, writer)`` accepts."""
+    return [described[str(s.path)][0] for name, (ds, _) in sets.items() for w, samples in sorted(ds.writers.items())
+            if keep(name, w) for s in samples]
+
+
+def write_centre(centre: np.ndarray, record: dict, folder: Path) -> tuple[Path, Path]:
+    """``hog_centre.npz`` and its record in ``folder``, each written whole or not at all."""
+    folder.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    np.savez(buf, mean=np.asarray(centre, dtype=np.float32))
+    out = folder / CENTRE_FILE
+    run = folder / "hog_centre.run.json"
+    for path, data in ((out, buf.getvalue()), (run, (json.dumps(record, indent=1) + "\n").encode())):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    return out, run
+
+
+def fit(data: Path, folder: Path, command: str, max_writers: int | None = None) -> dict:
+    """Fit the mean descriptor on the training writers (``max_writers``: at most so many of each
+    kind per set, a quick look, never the shipped file) and write it to ``folder``."""
+    t0 = time.perf_counter()
+    sets = load_sets(data, max_writers)
+    writers = {name: sorted(w for w in ds.writers if writer_split(w) == "train") for name, (ds, _) in sets.items()}
+    rows = [hog_descriptor(sets[name][1][str(s.path)]) for name, ws in writers.items() for w in ws
+            for s in sets[name][0].writers[w]]
+    centre = mean_descriptor(rows)
+    record = {
+        "command": command, "git_commit": git_commit(),
+        "data_sha256": {name: files_hash(data / sub) for name, sub, _ in SETS},
+        "writers": writers, "pictures": len(rows), "descriptor_length": int(SHIPPED.length),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    out, run = write_centre(centre, record, folder)
+    print(f"mean of {len(rows)} pictures of {sum(len(v) for v in writers.values())} training writers "
+          f"-> {out} ({out.stat().st_size} bytes) and {run}")
+    return record
+
+
+def _everyone(_set: str, _writer: str) -> bool:
+    return True
+
+
+def _compare(sets: Sets, described: dict[str, np.ndarray], centre: np.ndarray, prior_writers: list[str],
+             cases: Sequence[tuple[str, str, str, int, int]], writers: Keep, label: str) -> None:
+    centred_rows = {p: centred(rows, centre) for p, rows in described.items()}
+    for name, rows in (("plain", described), ("centred", centred_rows)):
+        row = measure(sets, rows, None, prior_writers, cases, writers)
+        cells = "  ".join(f"{c} {e:6.2f}" for c, e in row.items())
+        print(f"  {label}, {name:<7}: {cells}   sum {sum(row.values()):6.2f}", flush=True)
+
+
+def measure_centring(data: Path, protocol: str, max_writers: int | None = None) -> None:
+    t0 = time.perf_counter()
+    sets = load_sets(data, max_writers)
+    described = {p: hog_turned(levels) for _, (_, all_levels) in sets.items() for p, levels in all_levels.items()}
+    log.info("%d pictures described (%.0f s)", len(described), time.perf_counter() - t0)
+    print("skilled EER %, global; the histograms alone, plain and centred on a mean fitted apart")
+    if protocol == "two-fold":
+        for fold in (0, 1):
+            centre = mean_descriptor(upright(sets, described, in_half(fold, False)))
+            prior_writers = [w for w in sets["dutch"][0].writers if half(w) != fold]
+            _compare(sets, described, centre, prior_writers, CASES, in_half(fold, True),
+                     f"mean of half {1 - fold}, measured on half {fold}")
+    else:
+        prior_writers = [w for w in sets["dutch"][0].writers if writer_split(w) == "train"]
+        for left_out in ("dutch", "cross-media"):
+            centre = mean_descriptor(upright(sets, described, not_of(left_out)))
+            _compare(sets, described, centre, prior_writers, [c for c in CASES if c[1] == left_out],
+                     _everyone, f"{left_out} left out")
+    print(f"({time.perf_counter() - t0:.0f} s)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DATA, help="the shared offline folder")
+    what = ap.add_mutually_exclusive_group(required=True)
+    what.add_argument("--fit", action="store_true", help="fit the mean descriptor and write it to --out")
+    what.add_argument("--measure", choices=("two-fold", "leave-one-set-out"))
+    ap.add_argument("--out", type=Path, default=None, help="the folder --fit writes to (default: the shipped assets)")
+    ap.add_argument("--max-writers", type=int, default=None,
+                    help="at most this many writers of each kind per set (a quick look, not the shipped file)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.fit:
+        command = " ".join(["python", "-m", "tools.hog_centre", *(argv if argv is not None else sys.argv[1:])])
+        if args.max_writers is not None and args.out is None:
+            ap.error("--max-writers fits a quick look: give it an --out folder, never the shipped assets")
+        fit(args.data, args.out or shipped_assets(), command, args.max_writers)
+    else:
+        measure_centring(args.data, args.measure, args.max_writers)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
