@@ -54,6 +54,7 @@ training writers (:data:`HOG_PRIOR`, with its command).
 from __future__ import annotations
 
 import functools
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -449,7 +450,7 @@ def load_centre(path: Path, length: int = SHIPPED.length) -> np.ndarray:
     try:
         with np.load(path, allow_pickle=False) as z:
             centre = np.asarray(z["mean"], dtype=np.float32)
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise CentreError(f"{path}: no usable mean descriptor ({exc})") from None
     if centre.shape != (length,) or not np.isfinite(centre).all():
         raise CentreError(f"{path}: the mean descriptor has shape {centre.shape}, the descriptor {length} values")

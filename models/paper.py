@@ -64,7 +64,7 @@ from models.anomaly import MIN_REFERENCES, AnomalyModel
 from models.errors import VerificationError
 from models.fusion import Fusion, load_offline_fusion, offline_entry
 from models.hand_features import HAND_PRIOR, hand_distance, hand_features
-from models.hog import HOG_PRIOR, hog_compared, hog_distance
+from models.hog import CENTRE_FILE, HOG_PRIOR, CentreError, hog_compared, hog_distance, load_centre
 from models.image import SignatureImage
 from models.image_preprocess import fit_square, from_levels, ink_mask, prepared_similarity, to_grey, to_levels
 from models.offline_embed import ImageEmbedder, embedding_distance
@@ -196,8 +196,17 @@ class PaperVerifier:
             self.policy = DecisionPolicy.on_probability(self.fusion.threshold, too_similar_ratio=TOO_SIMILAR_RATIO)
         except ValueError as exc:
             raise ModelError(f"paper verifier: fusion {exc}") from None
+        # The histograms' mean is read from the same folder as the fusion: the fusion's weights
+        # and the threshold were fitted on distances centred on that mean, and no other.
+        centre_path = self.model_dir / CENTRE_FILE
+        try:
+            self.hog_centre = load_centre(centre_path)
+        except CentreError as exc:
+            raise ModelError(f"paper verifier: {exc}; the fusion in {self.model_dir} was fitted on histograms "
+                             f"centred on it, so the folder must hold both") from None
         self._versions = {"paper": f"{PAPER_MODEL}@{digest(model_path)}", "paper_fusion": digest(fusion_path),
-                          "paper_threshold": f"{self.fusion.threshold:.4g}", "paper_anomaly": "on" if anomaly else "off"}
+                          "paper_hog_centre": digest(centre_path), "paper_threshold": f"{self.fusion.threshold:.4g}",
+                          "paper_anomaly": "on" if anomaly else "off"}
 
     def model_versions(self) -> dict[str, str]:
         return dict(self._versions)
@@ -272,7 +281,7 @@ class PaperVerifier:
         # Each reference turned, against the others as they are (as a question is compared): the
         # references' own spread, on the question's scale. Only the upright rows are kept, copied:
         # a view kept all three turns of every reference alive in the cache (326 KB, not 109).
-        turned = [hog_compared(r.prepared) for r in references]
+        turned = [hog_compared(r.prepared, self.hog_centre) for r in references]
         hog = tuple(t[0].copy() for t in turned)
         fit_forest = self.anomaly and len(references) >= MIN_REFERENCES
         return PaperFeatures(self.embedder.build_template(embs), hand, reference_stats(pairwise(list(hand), hand_distance)),
@@ -292,7 +301,7 @@ class PaperVerifier:
         d_emb = self.embedder.score(refs.embeddings, emb)
         d_hand = normalised_distance(np.array([hand_distance(feats, r) for r in refs.hand]),
                                      refs.hand_stats, HAND_PRIOR)
-        q_hog = hog_compared(prepared)
+        q_hog = hog_compared(prepared, self.hog_centre)
         d_hog = normalised_distance(np.array([hog_distance(q_hog, r) for r in refs.hog]), refs.hog_stats, HOG_PRIOR)
         # Each part against the threshold it would have alone: the CNN's own validation threshold;
         # the others' are not fitted apart, so the fused operating point's share of them.

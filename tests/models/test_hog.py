@@ -317,9 +317,11 @@ def test_a_mean_that_is_missing_unreadable_or_not_the_descriptors_is_refused(tmp
     np.savez(tmp_path / "nan.npz", mean=np.full(SHIPPED.length, np.nan, np.float32))
     np.savez(tmp_path / "other.npz", values=np.zeros(SHIPPED.length, np.float32))
     (tmp_path / "text.npz").write_text("not a mean")
+    (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 a zip's first bytes, then nothing")
+    (tmp_path / "empty.npz").write_bytes(b"")
     np.save(tmp_path / "pickled.npy", np.array([{"mean": 1}], dtype=object), allow_pickle=True)
     (tmp_path / "pickled.npz").write_bytes((tmp_path / "pickled.npy").read_bytes())
-    for name in ("missing.npz", "short.npz", "nan.npz", "other.npz", "text.npz", "pickled.npz"):
+    for name in ("missing.npz", "short.npz", "nan.npz", "other.npz", "text.npz", "broken.npz", "empty.npz", "pickled.npz"):
         with pytest.raises(CentreError) as err:
             load_centre(tmp_path / name)
         assert isinstance(err.value, VerificationError) and name in str(err.value)

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 from models import PaperVerifier, SignatureImage
-from models._assets import OFFLINE_FUSION_FILE, PAPER_MODEL
+from models._assets import OFFLINE_FUSION_FILE, PAPER_MODEL, digest
 from models.fusion import offline_entry
 from models.hand_features import hand_features
+from models.hog import CENTRE_FILE
 from models.image_preprocess import NoInkError, from_levels, prepare
 from models.offline_embed import embedding_distance
 from models.paper import DUPLICATE_SIMILARITY, FUSION_ENTRY, StaleReferences, duplicate_of
@@ -79,13 +80,41 @@ def test_pad_references_drawn_as_ink_say_so(verifier: PaperVerifier) -> None:
     assert verifier.verify(reference_set, render_ink(genuine[6])).references == PAD_INK
 
 
-def _model_dir(verifier: PaperVerifier, d: Path, entries: dict) -> PaperVerifier:
-    """A paper model folder with the shipped CNN-LSTM and these fusion entries."""
+def _model_dir(verifier: PaperVerifier, d: Path, entries: dict, centre: bool = True) -> PaperVerifier:
+    """A paper model folder with the shipped CNN-LSTM, these fusion entries and (``centre``) the
+    shipped histograms' mean."""
     d.mkdir()
     for f in verifier.model_dir.glob(PAPER_MODEL.replace(".tflite", ".*")):
         shutil.copy(f, d / f.name)
+    if centre:
+        shutil.copy(verifier.model_dir / CENTRE_FILE, d / CENTRE_FILE)
     (d / OFFLINE_FUSION_FILE).write_text(json.dumps(entries))
     return PaperVerifier(d)
+
+
+def test_the_histograms_mean_comes_from_the_fusions_folder(verifier: PaperVerifier, tmp_path: Path) -> None:
+    """The fusion was fitted on histograms centred on one mean: the verifier reads the mean from
+    the fusion's own folder, records its version, and refuses a folder without a usable one
+    rather than scoring with a mean its fusion was not fitted on."""
+    entries = json.loads((verifier.model_dir / OFFLINE_FUSION_FILE).read_text())
+    copied = _model_dir(verifier, tmp_path / "copied", entries)
+    assert copied.model_versions()["paper_hog_centre"] == verifier.model_versions()["paper_hog_centre"] \
+        == digest(verifier.model_dir / CENTRE_FILE)
+    # Another mean in the folder is the one used: the same pictures score differently.
+    moved = tmp_path / "moved"
+    _model_dir(verifier, moved, entries)
+    np.savez(moved / CENTRE_FILE, mean=np.asarray(verifier.hog_centre) * 0.5)
+    other = PaperVerifier(moved)
+    assert other.model_versions()["paper_hog_centre"] != copied.model_versions()["paper_hog_centre"]
+    genuine, _ = make_population(n_writers=1, n_genuine=7, n_forgeries=1, seed=4)["001"]
+    drawn = [render_ink(t) for t in genuine[:5]]
+    question = render_ink(genuine[6])
+    assert other.verify(other.enroll(drawn), question).distance != copied.verify(copied.enroll(drawn), question).distance
+    with pytest.raises(ModelError, match=f"{CENTRE_FILE}: no usable mean descriptor.*must hold both"):
+        _model_dir(verifier, tmp_path / "missing", entries, centre=False)
+    (moved / CENTRE_FILE).write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(ModelError, match="no usable mean descriptor"):
+        PaperVerifier(moved)
 
 
 def test_pad_references_are_scored_with_their_own_fusion(verifier: PaperVerifier, tmp_path: Path) -> None:
@@ -137,7 +166,7 @@ def test_a_part_the_fusion_leaves_out_is_not_shown_as_a_check(verifier: PaperVer
              for v in (with_hand, without, histograms)}
     assert {a.code for a in shown[with_hand].aspects} == {"shape", "layout", "strokes", "proportions"}
     assert {a.code for a in shown[without].aspects} == {"shape", "strokes", "proportions"}
-    # The CNN weighed 0 (the shipped paper-reference entry since 2026-11-29): no "shape" check.
+    # The CNN weighed 0 (the shipped paper-reference entry for a day, 2026-11-29): no "shape" check.
     assert {a.code for a in shown[histograms].aspects} == {"strokes", "proportions"}
     # Weighted, the hand features' distance counts in the score; weighted 0, it does not.
     assert shown[with_hand].distance != shown[without].distance
