@@ -186,7 +186,7 @@ evidence = true                          # seal each decision's signature (pen s
 # countdown_s = 3.0                      # a countdown with a live preview before each photo: time to act on advice
 # preview = true                         # the live preview (a small JPEG on the kiosk's own screen only)
 # anomaly = true                         # the hand-feature Isolation Forest joins the score
-# model_dir = "/opt/sigkiosk/models"     # default: the shipped CNN-LSTM and offline_fusion.json
+# model_dir = "/opt/sigkiosk/models"     # default: the shipped CNN-LSTM, offline_fusion.json and hog_centre.npz (one folder)
 
 # Site self-calibration (kiosk/calibration.py, README "Site self-calibration"): the threshold moves
 # towards target_frr from the enrolled customers' own genuine signatures (leave-one-out), within
