@@ -48,12 +48,13 @@ the other, Dutch 15.06 -> 14.02, cross-media 18.17 / 11.69 -> 15.54 / 7.82. A me
 of signatures, it is no one's signature.
 
 Pure numpy and OpenCV; no learning beyond that mean. The population prior is fitted on the Dutch
-training writers (:data:`HOG_PRIOR`, with its command).
+training writers, and kept beside the mean (:class:`HogCentre`): it is of the centred distances.
 """
 
 from __future__ import annotations
 
 import functools
+import io
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,14 +163,9 @@ INK_LEVEL = 0.1
 #: L2-Hys clip: no one edge dominates a block.
 CLIP = 0.2
 
-#: Population values of :func:`hog_distance` among one writer's references (centred, as
-#: :func:`hog_compared` gives them): the mean over the protocol's K = 5 draws on the Dutch TRAINING
-#: writers (``tools.evaluate_offline.fit_prior``, its docstring has the command). They stand in
-#: for a customer's own when the references are few. Uncentred they were (0.61, 0.68).
-HOG_PRIOR = NormalisationPrior(min_dist=0.81, mean_dist=0.90)
-
 #: The mean descriptor (:data:`SHIPPED`, the picture as it is) that :func:`hog_compared` takes
-#: from every descriptor, with its record (``hog_centre.run.json``: command, data hashes).
+#: from every descriptor and the prior of the distances so centred (:class:`HogCentre`), with
+#: their record (``hog_centre.run.json``: command, data hashes, the file's SHA-256).
 CENTRE_FILE = "hog_centre.npz"
 
 
@@ -441,26 +437,66 @@ def hog_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sqrt(np.einsum("ij,ij->i", diff, diff, dtype=np.float64).min()))
 
 
-class CentreError(VerificationError):
-    """The mean descriptor is missing, unreadable or not of the shipped descriptor's length."""
+class CentreError(VerificationError, ValueError):
+    """The histograms' mean is missing, unreadable or not of the shipped descriptor's length."""
 
 
-def load_centre(path: Path, length: int = SHIPPED.length) -> np.ndarray:
-    """The mean descriptor stored at ``path`` (``mean``, ``length`` finite values), read-only."""
+@dataclass(frozen=True, eq=False)
+class HogCentre:
+    """How the kiosk compares histograms: centred on ``mean`` (read-only, the descriptor's length)
+    and user-normalised with ``prior``, the population values of the centred distances among one
+    writer's references: the mean over the protocol's K = 5 draws on the Dutch TRAINING writers
+    (``tools.evaluate_offline.fit_prior``). They go together: a prior of other distances would
+    misplace every score. Uncentred the prior was (0.61, 0.68)."""
+
+    mean: np.ndarray
+    prior: NormalisationPrior
+
+
+def _read_member(archive: zipfile.ZipFile, name: str, limit: int) -> np.ndarray:
+    member = archive.getinfo(f"{name}.npy")
+    if member.file_size > limit:
+        raise CentreError(f"its {name} is {member.file_size} bytes, more than a mean descriptor's")
+    with archive.open(member) as f:
+        return np.lib.format.read_array(f, allow_pickle=False)
+
+
+def load_centre(path: Path, length: int = SHIPPED.length) -> HogCentre:
+    """The mean and prior stored at ``path`` (an ``.npz`` with ``mean``, ``length`` finite floats,
+    and ``prior``, the positive nearest and mean distances). ``CentreError`` for anything else."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            centre = np.asarray(z["mean"], dtype=np.float32)
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise CentreError(f"{path}: no usable mean descriptor ({exc})") from None
-    if centre.shape != (length,) or not np.isfinite(centre).all():
-        raise CentreError(f"{path}: the mean descriptor has shape {centre.shape}, the descriptor {length} values")
-    centre.flags.writeable = False
-    return centre
+        with zipfile.ZipFile(path) as archive:
+            # No larger than a float64 mean and its header: a small hostile file can declare
+            # gigabytes, refused before they are read.
+            raw = _read_member(archive, "mean", 8 * length + 4096)
+            prior = _read_member(archive, "prior", 4096)
+    except CentreError as exc:
+        raise CentreError(f"{path}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a hostile file reaches zipfile and numpy's parsers in many ways
+        raise CentreError(f"{path}: no usable mean descriptor ({type(exc).__name__}: {exc})") from None
+    if raw.dtype.kind != "f" or raw.shape != (length,):
+        raise CentreError(f"{path}: the mean descriptor is {raw.dtype} of shape {raw.shape}, "
+                          f"the descriptor {length} floats")
+    if prior.dtype.kind != "f" or prior.shape != (2,) or not np.all(np.isfinite(prior)) or not np.all(prior > 0):
+        raise CentreError(f"{path}: the prior is not two positive distances")
+    # Read-only for good: built on immutable bytes, no caller can make it writeable again.
+    mean = np.frombuffer(raw.astype(np.float32).tobytes(), dtype=np.float32)
+    if not np.isfinite(mean).all():
+        raise CentreError(f"{path}: the mean descriptor has values that are not finite")
+    return HogCentre(mean, NormalisationPrior(min_dist=float(prior[0]), mean_dist=float(prior[1])))
+
+
+def centre_bytes(centre: HogCentre) -> bytes:
+    """The ``.npz`` file of ``centre`` as :func:`load_centre` reads it (the caller writes it)."""
+    buf = io.BytesIO()
+    np.savez(buf, mean=np.asarray(centre.mean, dtype=np.float32),
+             prior=np.array([centre.prior.min_dist, centre.prior.mean_dist], dtype=np.float64))
+    return buf.getvalue()
 
 
 @functools.cache
-def shipped_centre() -> np.ndarray:
-    """The shipped mean descriptor (:data:`CENTRE_FILE`), read once."""
+def shipped_centre() -> HogCentre:
+    """The shipped mean and prior (:data:`CENTRE_FILE`), read once."""
     return load_centre(shipped_assets() / CENTRE_FILE)
 
 
@@ -472,7 +508,7 @@ def centred(rows: np.ndarray, centre: np.ndarray) -> np.ndarray:
     return (diff / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def hog_compared(prepared: np.ndarray, centre: np.ndarray | None = None) -> np.ndarray:
+def hog_compared(prepared: np.ndarray, centre: HogCentre | None = None) -> np.ndarray:
     """What the kiosk compares: :func:`hog_turned`'s rows (the shipped settings) centred on
-    ``centre`` (the shipped :func:`shipped_centre` if None). Compare with :func:`hog_distance`."""
-    return centred(hog_turned(prepared), shipped_centre() if centre is None else centre)
+    ``centre``'s mean (the shipped :func:`shipped_centre` if None). Compare with :func:`hog_distance`."""
+    return centred(hog_turned(prepared), (shipped_centre() if centre is None else centre).mean)

@@ -64,7 +64,7 @@ from models.anomaly import MIN_REFERENCES, AnomalyModel
 from models.errors import VerificationError
 from models.fusion import Fusion, load_offline_fusion, offline_entry
 from models.hand_features import HAND_PRIOR, hand_distance, hand_features
-from models.hog import CENTRE_FILE, HOG_PRIOR, CentreError, hog_compared, hog_distance, load_centre
+from models.hog import CENTRE_FILE, CentreError, hog_compared, hog_distance, load_centre
 from models.image import SignatureImage
 from models.image_preprocess import fit_square, from_levels, ink_mask, prepared_similarity, to_grey, to_levels
 from models.offline_embed import ImageEmbedder, embedding_distance
@@ -196,8 +196,8 @@ class PaperVerifier:
             self.policy = DecisionPolicy.on_probability(self.fusion.threshold, too_similar_ratio=TOO_SIMILAR_RATIO)
         except ValueError as exc:
             raise ModelError(f"paper verifier: fusion {exc}") from None
-        # The histograms' mean is read from the same folder as the fusion: the fusion's weights
-        # and the threshold were fitted on distances centred on that mean, and no other.
+        # The histograms' mean and prior are read from the same folder as the fusion: the fusion's
+        # weights and the threshold were fitted on distances so centred and normalised, no other.
         centre_path = self.model_dir / CENTRE_FILE
         try:
             self.hog_centre = load_centre(centre_path)
@@ -302,7 +302,8 @@ class PaperVerifier:
         d_hand = normalised_distance(np.array([hand_distance(feats, r) for r in refs.hand]),
                                      refs.hand_stats, HAND_PRIOR)
         q_hog = hog_compared(prepared, self.hog_centre)
-        d_hog = normalised_distance(np.array([hog_distance(q_hog, r) for r in refs.hog]), refs.hog_stats, HOG_PRIOR)
+        d_hog = normalised_distance(np.array([hog_distance(q_hog, r) for r in refs.hog]), refs.hog_stats,
+                                    self.hog_centre.prior)
         # Each part against the threshold it would have alone: the CNN's own validation threshold;
         # the others' are not fitted apart, so the fused operating point's share of them.
         fusion = self.fusions[refs.kind]

@@ -48,7 +48,17 @@ from models.anomaly import AnomalyModel
 from models.classic import score_from_distances
 from models.fusion import Fusion, load_offline_fusion, offline_entry
 from models.hand_features import FEATURE_NAMES, HAND_PRIOR, hand_distance, hand_features
-from models.hog import HOG_PRIOR, SHIPPED, HogConfig, centred, hog_distance, hog_turned, shipped_centre
+from models.hog import (
+    CENTRE_FILE,
+    SHIPPED,
+    HogCentre,
+    HogConfig,
+    centred,
+    hog_distance,
+    hog_turned,
+    load_centre,
+    shipped_centre,
+)
 from models.image_preprocess import NoInkError, prepare
 from models.offline_embed import DEFAULT_MODEL, ImageEmbedder, embedding_distance
 from models.paper import FUSION_ENTRY
@@ -117,24 +127,36 @@ class Prepared:
         return self._picture
 
 
+def _shipped_prior() -> NormalisationPrior:
+    return shipped_centre().prior
+
+
 @dataclass
 class HogProvider:
-    """Histograms of oriented gradients of the prepared ink image, as the kiosk computes them."""
+    """Histograms of oriented gradients of the prepared ink image, as the kiosk computes them:
+    centred on the shipped mean and normalised with its prior unless told otherwise
+    (:meth:`centred_on` another folder's)."""
 
-    prior: NormalisationPrior = HOG_PRIOR
+    prior: NormalisationPrior = field(default_factory=_shipped_prior)
     name: str = "hog"
     prepared: Callable[[ImageSample], np.ndarray] = field(default_factory=Prepared)
     #: The descriptor's settings: the kiosk's, or a variant ``tools.hog_variants`` compares.
     config: HogConfig = SHIPPED
-    #: The mean descriptor each is centred on, as the kiosk does (``models.hog.hog_compared``);
+    #: The mean each descriptor is centred on, as the kiosk does (``models.hog.hog_compared``);
     #: None: the histograms as they are (how ``tools.hog_variants`` compares its settings).
-    centre: np.ndarray | None = field(default_factory=shipped_centre)
+    centre: HogCentre | None = field(default_factory=shipped_centre)
+
+    @classmethod
+    def centred_on(cls, centre: HogCentre, prepared: Callable[[ImageSample], np.ndarray] | None = None) -> "HogProvider":
+        """Centred on ``centre``'s mean and normalised with its prior, as a ``PaperVerifier``
+        whose model folder holds it compares."""
+        return cls(prior=centre.prior, prepared=prepared or Prepared(), centre=centre)
 
     def features(self, sample: ImageSample) -> np.ndarray:
         # Every turn, for references and questions alike: ``hog_distance`` reads the turns of the
         # first picture against the second as it is, as the kiosk's ``PaperVerifier`` compares.
         rows = hog_turned(self.prepared(sample), self.config)
-        return rows if self.centre is None else centred(rows, self.centre)
+        return rows if self.centre is None else centred(rows, self.centre.mean)
 
     def distance(self, a: np.ndarray, b: np.ndarray) -> float:
         return hog_distance(a, b)
@@ -170,26 +192,37 @@ def cnn_provider(model_path: Path | None = None, threads: int = 1,
     return CnnProvider(embedder=embedder, compare=embedding_distance, prepared=prepared or Prepared())
 
 
-def make_providers(verifier: str, model_path: Path | None = None) -> list[OfflineProvider]:
+def make_providers(verifier: str, model_path: Path | None = None, centre_path: Path | None = None
+                   ) -> list[OfflineProvider]:
     """The providers of ``--verifier``: one, or several (``cnn+hand``, ``cnn+hand+hog``) fused by
-    a stored fusion, in the order of the name."""
+    a stored fusion, in the order of the name. The histograms are centred on the mean at
+    ``centre_path`` (the fusion's folder's, as on the kiosk; the shipped one if None):
+    ``models.hog.CentreError`` if it is not usable."""
     if verifier not in VERIFIERS:
         raise ValueError(f"unknown offline verifier {verifier!r}; known: {', '.join(VERIFIERS)}")
     prepared = Prepared()   # one prepared picture for the CNN and the histograms
+
+    def histograms() -> HogProvider:
+        return HogProvider.centred_on(load_centre(centre_path) if centre_path else shipped_centre(), prepared)
+
     makers: dict[str, Callable[[], OfflineProvider]] = {
-        "hand": HandProvider, "hog": lambda: HogProvider(prepared=prepared),
+        "hand": HandProvider, "hog": histograms,
         "cnn": lambda: cnn_provider(model_path, prepared=prepared)}
     return [makers[part]() for part in verifier.split("+")]
 
 
-def model_files(verifier: str, model_path: Path | None = None, fusion_path: Path | None = None) -> list[Path]:
-    """The model files ``--verifier`` reads (hand: none; its prior is in the code), with the fusion
-    file when the scores are fused by a stored fusion."""
+def model_files(verifier: str, model_path: Path | None = None, fusion_path: Path | None = None,
+                centre_path: Path | None = None) -> list[Path]:
+    """The model files ``--verifier`` reads (hand: none; its prior is in the code; the histograms:
+    their mean, ``centre_path`` or the shipped one), with the fusion file when the scores are
+    fused by a stored fusion."""
 
     files: list[Path] = []
     if "cnn" in verifier:
         m = Path(model_path) if model_path else DEFAULT_MODEL
         files += [m, m.with_name(m.stem + ".config.json")]
+    if "hog" in verifier:
+        files.append(Path(centre_path) if centre_path else ASSETS / CENTRE_FILE)
     if fusion_path is not None:
         files.append(Path(fusion_path))
     return files
@@ -396,7 +429,7 @@ def within_writer_spread(dataset: Dataset[ImageSample]) -> np.ndarray:
 def fit_prior(dataset: Dataset[ImageSample], provider: OfflineProvider, references: int = 5,
               trials: int = 10) -> NormalisationPrior:
     """Mean within-reference min and mean distances of ``provider`` over the protocol's draws
-    (give it training writers). ``HAND_PRIOR`` and ``HOG_PRIOR`` were fitted so on the Dutch
+    (give it training writers). ``HAND_PRIOR`` and the histograms' (``models.hog.HogCentre``) were fitted so on the Dutch
     training writers: ``python -c "from tools.datasets import load_images; from
     tools.evaluate_offline import fit_prior, HandProvider, HogProvider; print(fit_prior(load_images(PATH,
     'sigcomp-dutch').subset('train'), HogProvider()))"``."""

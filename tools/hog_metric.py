@@ -1,7 +1,9 @@
 """A learned metric over the gradient histograms, measured: does comparing two signatures in a
 space learned from training writers beat the plain Euclidean distance, on writers and on a set
-it never saw? Not shipped (see "Why not shipped" below); the kiosk compares histograms as
-``models.hog.hog_distance`` does.
+it never saw? Not shipped (see "Why not shipped" below). Measured on the histograms as they are
+(uncentred, as the kiosk compared them until late on 2026-11-29; since, it centres them on a mean
+descriptor, ``models.hog.hog_compared``, which did better than this metric in every cell:
+``tools.hog_centre``).
 
 The metric (KISSME, Koestinger et al. 2012, in a PCA space): the shipped descriptors
 (``models.hog.SHIPPED``, the picture as it is) of the learning writers are reduced to their
@@ -98,7 +100,7 @@ def fit_metric(descriptors: np.ndarray, genuine: np.ndarray, impostor: np.ndarra
 
 @dataclass
 class MetricHogProvider(HogProvider):
-    """The shipped histograms, every turn multiplied by ``metric`` (``None``: as shipped), read
+    """The shipped histograms, every turn multiplied by ``metric`` (``None``: as they are), read
     from ``described`` (each picture's turned descriptors, by path)."""
 
     described: dict[str, np.ndarray] = field(default_factory=dict)

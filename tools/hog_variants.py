@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from models.hog import HOG_PRIOR, HogConfig
+from models.hog import HogConfig
 from models.image_preprocess import NoInkError, prepare, to_levels
 from models.scoring import NormalisationPrior
 from tools.datasets import Dataset, ImageSample, load_images
@@ -55,6 +55,8 @@ CASES: tuple[tuple[str, str, str, int, int], ...] = (
 )
 
 _BOX = ("box", 0.0)
+#: What ``fit_prior`` is handed before there is a prior: it reads only features and distances.
+ANY_PRIOR = NormalisationPrior(min_dist=1.0, mean_dist=1.0)
 
 
 def _moments(spread: float) -> tuple[str, float]:
@@ -192,7 +194,7 @@ class Measured:
 
 def measure(config: HogConfig, sets: dict[str, tuple[Dataset[ImageSample], dict[str, np.ndarray]]]) -> Measured:
     """One variant: its prior (Dutch training writers) and each case's skilled EERs."""
-    def provider(levels: dict[str, np.ndarray], prior: NormalisationPrior = HOG_PRIOR) -> HogProvider:
+    def provider(levels: dict[str, np.ndarray], prior: NormalisationPrior = ANY_PRIOR) -> HogProvider:
         # fit_prior reads only the features and distances, so the shipped prior stands in there
         return HogProvider(prior=prior, prepared=lambda s: levels[str(s.path)], config=config, centre=None)
 

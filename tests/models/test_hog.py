@@ -3,6 +3,7 @@ it sits and however it was kept; strokes that run another way give a far one; a 
 blank picture is not ink."""
 
 import math
+import zipfile
 
 import cv2
 import numpy as np
@@ -10,10 +11,11 @@ import pytest
 
 from models.errors import VerificationError
 from models.hog import (
-    HOG_PRIOR,
     SHIPPED,
     CentreError,
+    HogCentre,
     HogConfig,
+    centre_bytes,
     centred,
     hog_compared,
     hog_descriptor,
@@ -74,8 +76,8 @@ def test_where_the_ink_sits_and_how_it_was_kept_do_not_matter() -> None:
     assert hog_distance(v, kept) == 0.0
     # Not 0: prepare resamples a shifted scan's ink a little differently, and the moment frames
     # sit at the ink's (sub-pixel) centroid.
-    assert hog_distance(v, shifted) < 0.15 * HOG_PRIOR.min_dist
-    assert hog_distance(v, larger) < 0.6 * HOG_PRIOR.min_dist
+    assert hog_distance(v, shifted) < 0.15 * shipped_centre().prior.min_dist
+    assert hog_distance(v, larger) < 0.6 * shipped_centre().prior.min_dist
 
 
 def test_strokes_that_run_another_way_are_far() -> None:
@@ -90,7 +92,7 @@ def test_strokes_that_run_another_way_are_far() -> None:
     t = np.linspace(0, 1, 200)
     other = [np.column_stack([40 + 380 * t, 80 + 90 * t]), np.column_stack([40 + 380 * t, 170 - 90 * t])]
     crossed = _compared(prepare(SignatureImage(draw(other))))
-    assert hog_distance(v, thicker) < HOG_PRIOR.min_dist < hog_distance(v, slanted)
+    assert hog_distance(v, thicker) < shipped_centre().prior.min_dist < hog_distance(v, slanted)
     assert hog_distance(v, slanted) > 2.0 * hog_distance(v, thicker)
     assert hog_distance(v, slanted) < hog_distance(v, crossed)
     assert hog_distance(v, v) == 0.0 and hog_distance(v, crossed) <= 2.0
@@ -123,7 +125,7 @@ def test_strokes_finer_than_a_pixel_still_give_their_directions() -> None:
     faint = prepare(SignatureImage(draw(signature_strokes()))) * 0.08
     v = hog_descriptor(faint)
     assert np.all(np.isfinite(v)) and np.linalg.norm(v) == pytest.approx(1.0)
-    assert hog_distance(v, hog_descriptor(prepare(SignatureImage(draw(signature_strokes()))))) < HOG_PRIOR.min_dist
+    assert hog_distance(v, hog_descriptor(prepare(SignatureImage(draw(signature_strokes()))))) < shipped_centre().prior.min_dist
 
 
 def test_ink_without_edges_is_far_from_every_signature() -> None:
@@ -138,7 +140,7 @@ def test_ink_without_edges_is_far_from_every_signature() -> None:
         picture[shape] = 1.0
         blank = hog_descriptor(picture)
         assert np.all(np.isfinite(blank)) and 0.0 < np.linalg.norm(blank) <= 1.0
-        assert hog_distance(v, blank) > HOG_PRIOR.mean_dist
+        assert hog_distance(v, blank) > shipped_centre().prior.mean_dist
 
 
 def test_a_turned_picture_is_compared_by_its_closest_turn() -> None:
@@ -293,8 +295,10 @@ def test_the_kiosk_compares_each_turn_less_the_shipped_mean_at_unit_length() -> 
     """``hog_compared`` is ``hog_turned`` centred on the shipped mean: each row the descriptor
     less the mean, at unit length. The mean of unit descriptors of many pictures is shorter than
     one, non-negative, and read-only once loaded."""
-    centre = shipped_centre()
+    centre = shipped_centre().mean
     assert centre.shape == (SHIPPED.length,) and centre.dtype == np.float32 and not centre.flags.writeable
+    with pytest.raises(ValueError):
+        centre.flags.writeable = True     # no caller can change the mean for the whole process
     assert np.all(centre >= 0.0) and 0.3 < np.linalg.norm(centre) < 1.0
     picture = prepare(SignatureImage(draw(signature_strokes())))
     rows = hog_compared(picture)
@@ -310,18 +314,40 @@ def test_the_kiosk_compares_each_turn_less_the_shipped_mean_at_unit_length() -> 
 
 
 def test_a_mean_that_is_missing_unreadable_or_not_the_descriptors_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Whatever is in the file, ``load_centre`` returns a usable mean and prior or raises
+    ``CentreError`` naming the file: never another exception, and nothing large is read."""
+    prior = np.array([0.8, 0.9])
+    ok = np.full(SHIPPED.length, 0.01, np.float32)
     good = tmp_path / "good.npz"
-    np.savez(good, mean=np.full(SHIPPED.length, 0.01, np.float32))
-    assert load_centre(good).shape == (SHIPPED.length,)
-    np.savez(tmp_path / "short.npz", mean=np.zeros(100, np.float32))
-    np.savez(tmp_path / "nan.npz", mean=np.full(SHIPPED.length, np.nan, np.float32))
-    np.savez(tmp_path / "other.npz", values=np.zeros(SHIPPED.length, np.float32))
+    good.write_bytes(centre_bytes(HogCentre(ok, shipped_centre().prior)))
+    loaded = load_centre(good)
+    assert loaded.mean.shape == (SHIPPED.length,) and loaded.prior == shipped_centre().prior
+    np.savez(tmp_path / "short.npz", mean=np.zeros(100, np.float32), prior=prior)
+    np.savez(tmp_path / "nan.npz", mean=np.full(SHIPPED.length, np.nan, np.float32), prior=prior)
+    np.savez(tmp_path / "complex.npz", mean=ok.astype(np.complex64), prior=prior)
+    np.savez(tmp_path / "strings.npz", mean=ok.astype(str), prior=prior)
+    np.savez(tmp_path / "structured.npz", mean=np.zeros(SHIPPED.length, dtype=[("a", "f4"), ("b", "f4")]), prior=prior)
+    np.savez(tmp_path / "other.npz", values=ok, prior=prior)
+    np.savez(tmp_path / "no-prior.npz", mean=ok)
+    np.savez(tmp_path / "bad-prior.npz", mean=ok, prior=np.array([-1.0, 0.9]))
+    np.savez(tmp_path / "nan-prior.npz", mean=ok, prior=np.array([np.nan, 0.9]))
+    np.save(tmp_path / "bare.npy", ok)
+    (tmp_path / "bare.npz").write_bytes((tmp_path / "bare.npy").read_bytes())   # an .npy named .npz
     (tmp_path / "text.npz").write_text("not a mean")
     (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 a zip's first bytes, then nothing")
     (tmp_path / "empty.npz").write_bytes(b"")
-    np.save(tmp_path / "pickled.npy", np.array([{"mean": 1}], dtype=object), allow_pickle=True)
-    (tmp_path / "pickled.npz").write_bytes((tmp_path / "pickled.npy").read_bytes())
-    for name in ("missing.npz", "short.npz", "nan.npz", "other.npz", "text.npz", "broken.npz", "empty.npz", "pickled.npz"):
+    np.savez(tmp_path / "pickled.npz", mean=np.array([{"mean": 1}], dtype=object), prior=prior)
+    # A small file that declares a huge array: refused before anything is read.
+    with zipfile.ZipFile(tmp_path / "huge.npz", "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("mean.npy", b"\0" * (64 << 20))
+        z.writestr("prior.npy", b"")
+    assert (tmp_path / "huge.npz").stat().st_size < 1 << 20
+    names = ("missing.npz", "short.npz", "nan.npz", "complex.npz", "strings.npz", "structured.npz", "other.npz",
+             "no-prior.npz", "bad-prior.npz", "nan-prior.npz", "bare.npz", "text.npz", "broken.npz", "empty.npz",
+             "pickled.npz", "huge.npz")
+    for name in names:
         with pytest.raises(CentreError) as err:
             load_centre(tmp_path / name)
         assert isinstance(err.value, VerificationError) and name in str(err.value)
+    with pytest.raises(CentreError, match="more than a mean descriptor's"):
+        load_centre(tmp_path / "huge.npz")

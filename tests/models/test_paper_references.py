@@ -19,7 +19,7 @@ from models import PaperVerifier, SignatureImage
 from models._assets import OFFLINE_FUSION_FILE, PAPER_MODEL, digest
 from models.fusion import offline_entry
 from models.hand_features import hand_features
-from models.hog import CENTRE_FILE
+from models.hog import CENTRE_FILE, HogCentre, centre_bytes
 from models.image_preprocess import NoInkError, from_levels, prepare
 from models.offline_embed import embedding_distance
 from models.paper import DUPLICATE_SIMILARITY, FUSION_ENTRY, StaleReferences, duplicate_of
@@ -103,7 +103,7 @@ def test_the_histograms_mean_comes_from_the_fusions_folder(verifier: PaperVerifi
     # Another mean in the folder is the one used: the same pictures score differently.
     moved = tmp_path / "moved"
     _model_dir(verifier, moved, entries)
-    np.savez(moved / CENTRE_FILE, mean=np.asarray(verifier.hog_centre) * 0.5)
+    (moved / CENTRE_FILE).write_bytes(centre_bytes(HogCentre(verifier.hog_centre.mean * 0.5, verifier.hog_centre.prior)))
     other = PaperVerifier(moved)
     assert other.model_versions()["paper_hog_centre"] != copied.model_versions()["paper_hog_centre"]
     genuine, _ = make_population(n_writers=1, n_genuine=7, n_forgeries=1, seed=4)["001"]

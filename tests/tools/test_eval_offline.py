@@ -69,7 +69,8 @@ def test_dutch_validation_end_to_end(tmp_path, online_keys, capsys):
     from models.offline_embed import DEFAULT_MODEL
     from tools.evaluate_offline import DEFAULT_FUSION
 
-    used = (DEFAULT_MODEL, DEFAULT_MODEL.with_name(DEFAULT_MODEL.stem + ".config.json"), DEFAULT_FUSION)
+    used = (DEFAULT_MODEL, DEFAULT_MODEL.with_name(DEFAULT_MODEL.stem + ".config.json"), DEFAULT_FUSION,
+            DEFAULT_FUSION.with_name("hog_centre.npz"))
     assert report["models_sha256"] == {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in used}
     assert report["writers"] == 6 and report["split"] == "validate"
     for kind in ("skilled", "random"):
@@ -229,14 +230,15 @@ def test_cnn_and_hand_fused(tmp_path, capsys):
 
 
 def test_the_hog_prior_is_what_its_command_fits() -> None:
-    """HOG_PRIOR is the mean within-reference statistics of the gradient histograms over the
-    protocol's draws on the Dutch training writers, as ``fit_prior`` (its docstring's command)
-    computes them from the shipped code: a change to ``models.hog`` that moves them fails here."""
-    from models.hog import HOG_PRIOR
+    """The histograms' prior (kept with their mean) is the mean within-reference statistics of the
+    centred histograms over the protocol's draws on the Dutch training writers, as ``fit_prior``
+    (its docstring's command) computes them from the shipped code: a change to ``models.hog``
+    that moves them fails here."""
+    from models.hog import shipped_centre
     from tools.evaluate_offline import HogProvider, fit_prior
 
     fitted = fit_prior(load_images(DUTCH, "sigcomp-dutch").subset("train"), HogProvider())
-    assert fitted == HOG_PRIOR
+    assert fitted == shipped_centre().prior
 
 
 def test_hog_alone_and_in_the_kiosks_fusion(tmp_path, capsys):
@@ -247,8 +249,31 @@ def test_hog_alone_and_in_the_kiosks_fusion(tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     report = json.loads(out.read_text())
     assert report["verifier"] == "hog" and report["random"]["eer_global"] < report["skilled"]["eer_global"] < 30.0
-    # No model file: the histograms are learning-free (their prior is in the code).
-    assert report["models_sha256"] == {}
+    # The one file they read: the mean they are centred on, with its prior (beside the fusion).
+    centre = Path(__file__).resolve().parents[2] / "models/assets/hog_centre.npz"
+    assert report["models_sha256"] == {str(centre): hashlib.sha256(centre.read_bytes()).hexdigest()}
+
+
+def test_the_histograms_are_centred_on_the_fusions_folders_mean(tmp_path, capsys):
+    """As on the kiosk, the mean comes from the fusion's folder: a folder without one is refused
+    with a clear error, and a folder with another mean scores otherwise."""
+    assets = Path(__file__).resolve().parents[2] / "models/assets"
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(assets / "offline_fusion.json", lone / "offline_fusion.json")
+    args = [DUTCH, "--format", "sigcomp-dutch", "--split", "validate", "-t", "1", "--verifier", "hog"]
+    assert run([*args, "--fusion", lone / "offline_fusion.json"]) == 2
+    assert "hog_centre.npz: no usable mean descriptor" in capsys.readouterr().err
+    from models.hog import HogCentre, centre_bytes, shipped_centre
+
+    shipped = shipped_centre()
+    (lone / "hog_centre.npz").write_bytes(centre_bytes(HogCentre(shipped.mean * 0.5, shipped.prior)))
+    reports = {}
+    for name, fusion in (("shipped", assets / "offline_fusion.json"), ("other", lone / "offline_fusion.json")):
+        assert run([*args, "--fusion", fusion, "--json", tmp_path / f"{name}.json"]) == 0
+        reports[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert reports["other"]["skilled"] != reports["shipped"]["skilled"]
+    assert str(lone / "hog_centre.npz") in reports["other"]["models_sha256"]
 
 
 def test_the_cnn_and_the_histograms_share_one_prepared_picture() -> None:

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from firmware_host.camera import Reason, judge, measure
-from models.hog import hog_descriptor, hog_distance
+from models.hog import hog_compared, hog_distance
 from models.image_preprocess import prepare
 from models.image_preprocess import prepared_similarity as similarity
 from models.paper import DUPLICATE_SIMILARITY
@@ -70,7 +70,7 @@ def run(quick: bool = False, data: Path | None = None) -> dict[str, float]:
         g = ds.genuine(w)
         preps = [prepare(s.image) for s in g[:6]]
         same_writer += [similarity(preps[i], preps[i + 1]) for i in range(len(preps) - 1)]
-        hogs = [hog_descriptor(p) for p in preps]
+        hogs = [hog_compared(p)[0] for p in preps]   # as the kiosk compares them (centred)
         hog_same_writer += [hog_distance(hogs[i], hogs[i + 1]) for i in range(len(hogs) - 1)]
     threshold = float(np.percentile(same_writer, 95))
     # The enrollment's duplicate check (models.paper.duplicate_of): every pair of two genuine
@@ -110,7 +110,7 @@ def run(quick: bool = False, data: Path | None = None) -> dict[str, float]:
                 scan = prepare(sample.image)
                 sim = similarity(prepared, scan)
                 sims.append(sim)
-                hog_moves.append(hog_distance(hog_descriptor(prepared), hog_descriptor(scan)))
+                hog_moves.append(hog_distance(hog_compared(prepared)[0], hog_compared(scan)[0]))
                 ok += sim >= threshold
                 same_sheet += sim >= DUPLICATE_SIMILARITY
         out[f"success_{kind}"] = ok / n

@@ -133,7 +133,8 @@ def _register_offline(kinds: argparse._SubParsersAction) -> None:
     f.add_argument("--anomaly", action=argparse.BooleanOptionalAction, default=False,
                    help="fuse the per-customer Isolation Forest anomaly check with the verifier (default: off)")
     f.add_argument("--fusion", type=Path, default=None,
-                   help="fusion JSON for --anomaly (default: the shipped offline_fusion.json)")
+                   help="fusion JSON for --anomaly and fused verifiers (default: the shipped offline_fusion.json); "
+                        "the histograms' mean and prior are read beside it (hog_centre.npz), as on the kiosk")
     f.add_argument("--fit-fusion", type=Path, default=None, metavar="JSON",
                    help="fit the verifier's fusion (with the anomaly check for one verifier; for fused ones "
                         "with it only under --anomaly) on these writers, store it here (validate split only)")
@@ -238,6 +239,7 @@ def run_cross_device(args: argparse.Namespace) -> int:
 
 
 def run_offline(args: argparse.Namespace) -> int:
+    from models.hog import CENTRE_FILE
     from models.runtime import ModelError
     from tools.datasets import MalformedFileError, load_images
     from tools.evaluate import format_table, plot_title, write_json, write_plots
@@ -283,7 +285,9 @@ def run_offline(args: argparse.Namespace) -> int:
             print(f"\r  writers {done}/{total}", end="" if done < total else "\n", file=sys.stderr)
 
     try:
-        providers = make_providers(args.verifier, args.model)
+        # The histograms' mean from the fusion's folder, as the kiosk reads it from its model folder.
+        centre_path = Path(args.fit_fusion or args.fusion).parent / CENTRE_FILE
+        providers = make_providers(args.verifier, args.model, centre_path)
         fused = anomaly or len(providers) > 1
         entry = fusion_entry(args.verifier, anomaly, pad_ink=cross_media and protocol in INK_REFERENCES)
         fusion = load_fusion(entry, args.fusion) if fused and args.fit_fusion is None else None
@@ -329,7 +333,7 @@ def run_offline(args: argparse.Namespace) -> int:
               f"-> {args.fit_fusion}")
     if args.json:
         fusion_file = args.fusion if fusion is not None else None
-        write_json(report, args.json, model_files(args.verifier, args.model, fusion_file))
+        write_json(report, args.json, model_files(args.verifier, args.model, fusion_file, centre_path))
         print(f"report: {args.json}")
     if args.plots:
         for f in write_plots(run.result.scores, args.plots, plot_title(report)):
