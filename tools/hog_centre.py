@@ -31,7 +31,6 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -39,11 +38,12 @@ from pathlib import Path
 
 import numpy as np
 
+from kiosk.templates import atomic_write
 from models._assets import shipped_assets
-from models.hog import CENTRE_FILE, SHIPPED, HogCentre, centre_bytes, centred, hog_descriptor, hog_turned
-from tools.datasets.types import Dataset, writer_split
+from models.hog import CENTRE_FILE, SHIPPED, HogCentre, centre_bytes, centred, hog_descriptor
+from tools.datasets.types import writer_split
 from tools.evaluate_offline import HogProvider, fit_prior
-from tools.hog_metric import Sets, half, in_half, measure, not_of
+from tools.hog_metric import Sets, describe, everyone, half, in_half, measure, not_of, of_writers
 from tools.hog_variants import ANY_PRIOR, CASES, DATA, SETS, load_sets
 from tools.provenance import git_commit
 from tools.train.data import files_hash
@@ -74,10 +74,9 @@ def write_centre(centre: HogCentre, record: dict, folder: Path) -> tuple[Path, P
     record = {**record, "sha256": hashlib.sha256(data).hexdigest()}
     out = folder / CENTRE_FILE
     run = folder / "hog_centre.run.json"
-    for path, content in ((out, data), (run, (json.dumps(record, indent=1) + "\n").encode())):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(content)
-        os.replace(tmp, path)
+    # Readable by all, as every shipped model file is.
+    atomic_write(out, data, mode=0o644)
+    atomic_write(run, (json.dumps(record, indent=1) + "\n").encode(), mode=0o644)
     return out, run
 
 
@@ -94,7 +93,7 @@ def fit(data: Path, folder: Path, command: str, max_writers: int | None = None) 
     mean = mean_descriptor(rows)
     dutch, levels = sets["dutch"]
     provider = HogProvider(prior=ANY_PRIOR, prepared=lambda s: levels[str(s.path)], centre=HogCentre(mean, ANY_PRIOR))
-    prior = fit_prior(Dataset(dutch.name, {w: dutch.writers[w] for w in writers["dutch"]}), provider)
+    prior = fit_prior(of_writers(dutch, writers["dutch"]), provider)
     record = {
         "command": command, "git_commit": git_commit(),
         "data_sha256": {name: files_hash(data / sub) for name, sub, _ in SETS},
@@ -105,10 +104,6 @@ def fit(data: Path, folder: Path, command: str, max_writers: int | None = None) 
     print(f"mean of {len(rows)} pictures of {sum(len(v) for v in writers.values())} training writers, prior "
           f"{prior.min_dist:.2f} / {prior.mean_dist:.2f} -> {out} ({out.stat().st_size} bytes) and {run}")
     return record
-
-
-def _everyone(_set: str, _writer: str) -> bool:
-    return True
 
 
 def _compare(sets: Sets, described: dict[str, np.ndarray], centre: np.ndarray, prior_writers: list[str],
@@ -123,8 +118,7 @@ def _compare(sets: Sets, described: dict[str, np.ndarray], centre: np.ndarray, p
 def measure_centring(data: Path, protocol: str, max_writers: int | None = None) -> None:
     t0 = time.perf_counter()
     sets = load_sets(data, max_writers)
-    described = {p: hog_turned(levels) for _, (_, all_levels) in sets.items() for p, levels in all_levels.items()}
-    log.info("%d pictures described (%.0f s)", len(described), time.perf_counter() - t0)
+    described = describe(sets)
     print("skilled EER %, global; the histograms alone, plain and centred on a mean fitted apart")
     if protocol == "two-fold":
         for fold in (0, 1):
@@ -137,7 +131,7 @@ def measure_centring(data: Path, protocol: str, max_writers: int | None = None) 
         for left_out in ("dutch", "cross-media"):
             centre = mean_descriptor(upright(sets, described, not_of(left_out)))
             _compare(sets, described, centre, prior_writers, [c for c in CASES if c[1] == left_out],
-                     _everyone, f"{left_out} left out")
+                     everyone, f"{left_out} left out")
     print(f"({time.perf_counter() - t0:.0f} s)")
 
 

@@ -124,6 +124,18 @@ def not_of(left_out: str) -> Callable[[str, str], bool]:
     return lambda set_name, _writer: set_name != left_out
 
 
+def everyone(_set: str, _writer: str) -> bool:
+    return True
+
+
+def describe(sets: Sets) -> dict[str, np.ndarray]:
+    """Every picture's turned descriptors (``models.hog.hog_turned``, the shipped settings), by path."""
+    t0 = time.perf_counter()
+    described = {p: hog_turned(levels) for _, (_, all_levels) in sets.items() for p, levels in all_levels.items()}
+    log.info("%d pictures described (%.0f s)", len(described), time.perf_counter() - t0)
+    return described
+
+
 def learning_pairs(sets: Sets, keep: Callable[[str, str], bool], seed: int = 0) -> tuple[list[str], list[Pair], list[Pair]]:
     """The pictures, genuine pairs and impostor pairs of the writers ``keep(set, writer)``
     accepts: every pair of a Dutch writer's genuine, each forgery against 5 of its genuine; every
@@ -172,7 +184,8 @@ def learn(sets: Sets, described: dict[str, np.ndarray], keep: Callable[[str, str
     return fit_metric(rows, pairs[0], pairs[1], dims, shrink)
 
 
-def _subset(ds: Dataset[ImageSample], writers: Iterable[str]) -> Dataset[ImageSample]:
+def of_writers(ds: Dataset[ImageSample], writers: Iterable[str]) -> Dataset[ImageSample]:
+    """``ds`` with only ``writers``."""
     chosen = set(writers)
     return Dataset(ds.name, {w: s for w, s in ds.writers.items() if w in chosen})
 
@@ -182,11 +195,11 @@ def measure(sets: Sets, described: dict[str, np.ndarray], metric: np.ndarray | N
     """Skilled global EER % of each case on the writers ``writers(set, writer)`` accepts, the
     prior fitted on the Dutch ``prior_writers``."""
     provider = MetricHogProvider(described=described, metric=metric)
-    provider.prior = fit_prior(_subset(sets["dutch"][0], prior_writers), provider)
+    provider.prior = fit_prior(of_writers(sets["dutch"][0], prior_writers), provider)
     out: dict[str, float] = {}
     for column, set_name, protocol, k, draws in cases:
         ds = sets[set_name][0]
-        ds = _subset(ds, [w for w in ds.writers if writers(set_name, w)])
+        ds = of_writers(ds, [w for w in ds.writers if writers(set_name, w)])
         ev = evaluate_offline(ds, providers=[provider], protocol=protocol, references=k, trials=draws)
         out[column] = float(ev.result.report["skilled"]["eer_global"])
     return out
@@ -204,8 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     t0 = time.perf_counter()
     sets = load_sets(args.data, args.max_writers)
-    described = {p: hog_turned(levels) for _, (_, all_levels) in sets.items() for p, levels in all_levels.items()}
-    log.info("%d pictures described (%.0f s)", len(described), time.perf_counter() - t0)
+    described = describe(sets)
     print(f"skilled EER %, global; KISSME on the shipped histograms, {args.dims} components, shrink {args.shrink}")
     if args.protocol == "two-fold":
         for fold in (0, 1):
@@ -221,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cases = [c for c in CASES if c[1] == left_out]
             learnt = learn(sets, described, not_of(left_out), args.dims, args.shrink)
             for name, metric in (("plain", None), ("learnt", learnt)):
-                row = measure(sets, described, metric, prior_writers, cases, lambda _set, _writer: True)
+                row = measure(sets, described, metric, prior_writers, cases, everyone)
                 cells = "  ".join(f"{c} {e:6.2f}" for c, e in row.items())
                 print(f"  {left_out} left out, {name:<6}: {cells}", flush=True)
     print(f"({time.perf_counter() - t0:.0f} s)")
