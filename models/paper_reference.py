@@ -21,7 +21,10 @@ PAD_INK: Final = "pad-ink"
 #: What ``prepare`` and ``hand_features`` produce, as stored in a :class:`PaperReference`. Bump it
 #: when either changes its output (tests/models/test_paper_references.py pins both on a Dutch
 #: scan): stored references of another version are refused and the customer enrolled again.
-PREPARATION_VERSION = "2"
+#: "3" (2026-11-29): ``models.signature_finder`` flattens the light with a closing wider than the
+#: picture's thickest strokes (it hollowed thick strokes) and no longer takes a signature's own
+#: loops for a signature box, so a kept reference of a scan is what ``prepare`` makes of it.
+PREPARATION_VERSION = "3"
 
 
 @dataclass(frozen=True, eq=False)
