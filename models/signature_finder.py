@@ -234,13 +234,27 @@ def _find_sheet(grey: np.ndarray) -> _Found | None:
             a = cv2.contourArea(quad) / area
             if not (MIN_SHEET_FRACTION <= a <= MAX_SHEET_FRACTION) or not cv2.isContourConvex(quad.reshape(4, 1, 2)):
                 continue
-            if not _brighter_inside(blur, quad):
+            if _along_border(quad, small.shape) or not _brighter_inside(blur, quad):
                 continue
             if best is None or a > best[0]:
                 best = (a, quad, how)
     if best is None:
         return None
     return _Found(best[1] / f, best[2])
+
+
+def _along_border(quad: np.ndarray, shape: tuple[int, ...], edge: float = 2.0) -> bool:
+    """A side of ``quad`` runs along the picture's border: the brighter part of a scan whose light
+    falls off across the glass, not a sheet (a sheet in view has the desk around it; one cut off
+    by the frame is refused as a photo without all four corners)."""
+    h, w = shape[:2]
+    q = quad.astype(np.float64)
+    for i in range(4):
+        a, b = q[i], q[(i + 1) % 4]
+        for axis, limit in ((0, w - 1), (1, h - 1)):
+            if max(abs(a[axis]), abs(b[axis])) <= edge or min(a[axis], b[axis]) >= limit - edge:
+                return True
+    return False
 
 
 def _brighter_inside(grey: np.ndarray, quad: np.ndarray) -> bool:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import time
 from collections import Counter
@@ -39,7 +40,7 @@ import cv2
 import numpy as np
 
 from models.image import SignatureImage
-from models.image_preprocess import prepare, prepared_similarity
+from models.image_preprocess import NoInkError, prepare, prepared_similarity
 from models.signature_finder import PictureError, find_signature
 from tools.datasets import Dataset, ImageSample, load_images
 from tools.datasets.types import MalformedFileError, writer_split
@@ -198,10 +199,15 @@ def audit_finder(data: Path, max_pictures: int | None = None) -> FinderAudit:
             try:
                 picture = find_signature(np.asarray(s.image.pixels))
             except PictureError as exc:
-                refused[str(exc).split(":")[0]] += 1
+                # The reason without its particulars ("the paper is too small in the picture").
+                refused[re.sub(r"\s*\(.*?\)", "", str(exc).split(":")[0])] += 1
                 continue
             found[picture.source] += 1
-            alike.append(prepared_similarity(prepare(picture), prepare(s.image)))
+            try:
+                alike.append(prepared_similarity(prepare(picture), prepare(s.image)))
+            except NoInkError:
+                # The kiosk refuses it here (its capture flows catch NoInkError too).
+                refused["no ink in the finder's crop"] += 1
     a = np.array(alike) if alike else np.zeros(1)
     return FinderAudit(pictures, dict(refused), dict(found),
                        {"median": float(np.median(a)), "p10": float(np.percentile(a, 10)),

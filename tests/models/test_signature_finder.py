@@ -68,6 +68,18 @@ def test_a_scanned_signature_is_taken_whole_not_cut_to_one_of_its_loops(name: st
     assert _similarity(prepare(found), prepare(scan)) > 0.97
 
 
+@pytest.mark.parametrize("name", ["001/001_01.png", "004/004_04.png", "006/006_10.png"])
+def test_light_falling_off_across_a_scan_is_not_taken_for_a_sheet(name: str) -> None:
+    """The brighter part of an unevenly lit scan is a quadrilateral of bright paper too; it runs
+    along the picture's border, which a sheet on a desk does not."""
+    from tools.scan_variants import uneven_light
+
+    scan = read_signature_image(shared_data("offline/sigcomp-dutch-kaggle") / name)
+    found = find_signature(uneven_light(0.55, 0.85)(np.asarray(scan.pixels), np.random.default_rng(0)))
+    assert found.source.startswith("scan")
+    assert _similarity(prepare(found), prepare(scan)) > 0.97
+
+
 def test_flattening_the_light_keeps_a_thick_stroke_ink() -> None:
     from models.signature_finder import PAPER_LEVEL, flatten_light
 
