@@ -265,7 +265,17 @@ def _brighter_inside(grey: np.ndarray, quad: np.ndarray) -> bool:
     outside = grey_counts(grey) - inside
     if outside.sum() < 0.02 * grey.size:
         return True
-    return grey_percentile(grey, 50.0, inside, mask > 0) > grey_percentile(grey, 50.0, outside, mask == 0) + 10
+    paper = grey_percentile(grey, 50.0, inside, mask > 0)
+    if paper <= grey_percentile(grey, 50.0, outside, mask == 0) + 10:
+        return False
+    # And brighter than what lies just around it: a sheet's edge is a step down to the desk, where
+    # a loop of the signature's strokes has paper on both sides (under light that falls off across
+    # a scan, the loop's inside can be brighter than the picture's darker side as a whole).
+    k = max(5, int(round(0.04 * min(grey.shape))))
+    ring = cv2.dilate(mask, np.ones((k, k), np.uint8)) - mask
+    if int(ring.sum()) < k:
+        return True
+    return paper > grey_percentile(grey, 50.0, grey_counts(grey, ring), ring > 0) + 10
 
 
 def true_aspect(quad: np.ndarray, centre: tuple[float, float]) -> float | None:
