@@ -68,10 +68,12 @@ def test_a_scanned_signature_is_taken_whole_not_cut_to_one_of_its_loops(name: st
     assert _similarity(prepare(found), prepare(scan)) > 0.97
 
 
-@pytest.mark.parametrize("name", ["001/001_01.png", "004/004_04.png", "006/006_10.png"])
+@pytest.mark.parametrize("name", ["001/001_01.png", "004/004_04.png", "006/006_10.png", "015/015_07.png", "002/002_22.png"])
 def test_light_falling_off_across_a_scan_is_not_taken_for_a_sheet(name: str) -> None:
     """The brighter part of an unevenly lit scan is a quadrilateral of bright paper too; it runs
-    along the picture's border, which a sheet on a desk does not."""
+    along the picture's border, which a sheet on a desk does not. And a loop of the strokes on the
+    brighter side is brighter inside than the darker side as a whole (the last two), but not
+    than the paper just around it, as a sheet is than the desk."""
     from tools.scan_variants import uneven_light
 
     scan = read_signature_image(shared_data("offline/sigcomp-dutch-kaggle") / name)
