@@ -244,17 +244,17 @@ def _find_sheet(grey: np.ndarray) -> _Found | None:
 
 
 def _along_border(quad: np.ndarray, shape: tuple[int, ...], edge: float = 2.0) -> bool:
-    """A side of ``quad`` runs along the picture's border: the brighter part of a scan whose light
-    falls off across the glass, not a sheet (a sheet in view has the desk around it; one cut off
-    by the frame is refused as a photo without all four corners)."""
+    """Two or more sides of ``quad`` run along the picture's border: the brighter part of a scan
+    whose light falls off across the glass (a band along one side of the picture), not a sheet.
+    One such side is a sheet partly out of view, which the kiosk still takes."""
     h, w = shape[:2]
     q = quad.astype(np.float64)
+    along = 0
     for i in range(4):
         a, b = q[i], q[(i + 1) % 4]
-        for axis, limit in ((0, w - 1), (1, h - 1)):
-            if max(abs(a[axis]), abs(b[axis])) <= edge or min(a[axis], b[axis]) >= limit - edge:
-                return True
-    return False
+        along += any(max(abs(a[axis]), abs(b[axis])) <= edge or min(a[axis], b[axis]) >= limit - edge
+                     for axis, limit in ((0, w - 1), (1, h - 1)))
+    return along >= 2
 
 
 def _brighter_inside(grey: np.ndarray, quad: np.ndarray) -> bool:
