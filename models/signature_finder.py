@@ -5,13 +5,17 @@
 :func:`models.image_preprocess.prepare`:
 
 1. **The sheet.** The largest convex quadrilateral that is bright like paper (Otsu on a reduced
-   frame; Canny edges when the desk is as light as the paper) is the sheet; it is warped flat with
+   frame; Canny edges when the desk is as light as the paper), brighter than the ring just around
+   it and with at most one side along the picture's border, is the sheet; it is warped flat with
    :func:`cv2.getPerspectiveTransform` at the camera's own resolution. A scan (no paper edge, or
    the "sheet" is the whole picture) is taken whole.
 2. **The light.** Uneven lighting and soft shadows are divided out (the paper level is estimated by
-   a grey-level closing, which removes the ink, then smoothed), so the ink mask sees flat paper.
+   a grey-level closing wider than the thickest strokes, which removes the ink, then smoothed), so
+   the ink mask sees flat paper.
 3. **The box.** On a form, the signature box is a rectangle of long printed lines: long horizontal
-   and vertical runs of the ink mask, closed into a quadrilateral whose outline is mostly printed.
+   and vertical runs of the ink mask, closed into a quadrilateral whose every side is mostly on a
+   printed line along it, with corners near square and a quarter of the page's width (a loop of
+   the signature's own strokes is none of these).
    If there is one, only its inside is kept (again perspective-corrected): the form's printed text
    is not the signature.
 4. **The ink.** :func:`models.image_preprocess.ink_mask` (the one thresholding) finds the ink; the
@@ -52,11 +56,11 @@ SHEET_TRIM = 0.02
 MIN_BOX_FRACTION = 0.02
 MIN_BOX_OUTLINE = 0.75
 #: A box is a printed rectangle, seen flat or at a slant: each corner within this many degrees of
-#: square (a form turned 20 and 15 degrees away from the camera stays within 10). And it is at least
-#: this fraction of the page's width: it holds a signature. The loops and crossings of a signature's
+#: square (a form turned 20 and 15 degrees away from the camera: 8-9). And it is at least this
+#: fraction of the page's width: it holds a signature. The loops and crossings of a signature's
 #: own strokes close many small quadrilaterals of straight-ish ink; on the shared sets' signature
 #: scans the rule of the outline alone took one picture in 27 for a form and cut it down to a
-#: letter's loop (README, "Finding the signature on a scan").
+#: letter's loop (README, "A scanned signature, taken whole").
 MAX_BOX_CORNER_SKEW = 20.0
 MIN_BOX_WIDTH = 0.25
 #: With neither sheet nor box found, the picture must look like paper: at least this fraction of
