@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from firmware_host.camera import Reason, judge, measure
-from models.hog import hog_compared, hog_distance
+from models.hog import centred, hog_descriptor, hog_distance, shipped_centre
 from models.image_preprocess import prepare
 from models.image_preprocess import prepared_similarity as similarity
 from models.paper import DUPLICATE_SIMILARITY
@@ -51,6 +51,12 @@ def _data_root() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
+
+
+def _compared(prepared: np.ndarray) -> np.ndarray:
+    """A picture's histograms as the kiosk compares them (centred on the shipped mean), upright
+    only: row 0 of ``models.hog.hog_compared`` without describing the turns."""
+    return centred(hog_descriptor(prepared), shipped_centre().mean)[0]
 
 
 def run(quick: bool = False, data: Path | None = None) -> dict[str, float]:
@@ -70,7 +76,7 @@ def run(quick: bool = False, data: Path | None = None) -> dict[str, float]:
         g = ds.genuine(w)
         preps = [prepare(s.image) for s in g[:6]]
         same_writer += [similarity(preps[i], preps[i + 1]) for i in range(len(preps) - 1)]
-        hogs = [hog_compared(p)[0] for p in preps]   # as the kiosk compares them (centred)
+        hogs = [_compared(p) for p in preps]
         hog_same_writer += [hog_distance(hogs[i], hogs[i + 1]) for i in range(len(hogs) - 1)]
     threshold = float(np.percentile(same_writer, 95))
     # The enrollment's duplicate check (models.paper.duplicate_of): every pair of two genuine
@@ -110,7 +116,7 @@ def run(quick: bool = False, data: Path | None = None) -> dict[str, float]:
                 scan = prepare(sample.image)
                 sim = similarity(prepared, scan)
                 sims.append(sim)
-                hog_moves.append(hog_distance(hog_compared(prepared)[0], hog_compared(scan)[0]))
+                hog_moves.append(hog_distance(_compared(prepared), _compared(scan)))
                 ok += sim >= threshold
                 same_sheet += sim >= DUPLICATE_SIMILARITY
         out[f"success_{kind}"] = ok / n
