@@ -28,6 +28,7 @@ import numpy as np
 from models._assets import DEFAULT_LEARNED_MODEL, FUSED_SCORE_FILE, digest, shipped_assets
 from models.classic import (
     ClassicConfig,
+    build_template,
     build_template_with_groups,
     classic_distance,
     score_query_with_groups,
@@ -89,8 +90,10 @@ class ClassicVerifier:
         # "2": the distance has two warping paths (2026-11-27); "-rest2": the direction is held
         # where the pen rests two points or more (2026-11-27); "-jag0.6": jagged signatures are
         # smoothed to 0.6 (2026-11-28); "-band0.2": the warping paths' band is not UNNAMED_BAND
-        # (0.2 since 2026-11-28). A reference set or a site's LOO scores built otherwise hold
-        # distances on another scale and are built again.
+        # (0.2 since 2026-11-28); "-np1.138": distances between signatures without pressure are
+        # scaled (ClassicConfig.no_pressure_scale, since 2026-11-29; 1 before, unnamed). A reference
+        # set or a site's LOO scores built otherwise hold distances on another scale and are built
+        # again.
         classic = "2" if self.config.two_paths else "1"
         if self.config.hold_still_direction:
             classic += f"-rest{self.config.hold_still_direction}"
@@ -98,6 +101,8 @@ class ClassicVerifier:
             classic += f"-jag{self.config.preprocess.smooth_jagged:g}"
         if self.config.band != UNNAMED_BAND:
             classic += f"-band{self.config.band:g}"
+        if self.config.no_pressure_scale != 1.0:
+            classic += f"-np{self.config.no_pressure_scale:g}"
         return {"classic": classic,
                 "threshold": f"{p.threshold:g}",
                 "rhythm": f"{p.rhythm_tolerance:g}" if p.rhythm_decides else "off"}
@@ -133,14 +138,28 @@ class ClassicVerifier:
                         shared: PreparedSignature | None = None) -> Verdict:
         cfg = self.config
         feats = signature_features(query, cfg, shared)
+        template = refs.references
+        lacking = [cfg.lacks_pressure(feats), *(cfg.lacks_pressure(r) for r in template.references)]
+        if any(lacking) and not all(lacking):
+            # The pad changed since enrollment, one with pressure for one without or back: compared
+            # on what both measure, as two pads without pressure would be (without this the
+            # missing pressure counted as a difference: a pressure-less question against pressure
+            # references let 13 % of SUSIG-Visual's skilled forgeries through, where 7 % pass when
+            # both lack it). The references' own distances are measured again: 10 DTWs at K = 5.
+            feats = cfg.pressure_dropped(feats)
+            template = build_template([cfg.pressure_dropped(r) for r in template.references], cfg)
         aspects = self._aspect_groups()
-        score, parts = score_query_with_groups(refs.references, feats, cfg, list(aspects.values()))
+        score, parts = score_query_with_groups(template, feats, cfg, list(aspects.values()))
         checks = []
         for aspect, dists in zip(aspects, parts):
+            if aspect == "pressure" and cfg.lacks_pressure(feats):
+                # A pad without a pressure sensor gets no "Pressure" check (it would always
+                # match, on nothing).
+                continue
             d = normalised_distance(dists, refs.aspect_stats[aspect], cfg.prior)
             checks.append(AspectCheck(aspect, ASPECT_LABELS[aspect], match_rate(d, cfg.threshold), d <= cfg.threshold))
         checks.append(self.policy.rhythm(refs.durations, query.ink_time))
-        too_similar = self.policy.is_copy(min(score.ref_distances), refs.references.nearest_pair)
+        too_similar = self.policy.is_copy(min(score.ref_distances), template.nearest_pair)
         return self.policy.decide(score.distance, checks, too_similar=too_similar)
 
     def warm_up(self, sample: Trajectory) -> None:

@@ -23,7 +23,10 @@ What is fitted, for the classic verifier (the kiosk's default):
   other sets' writers (each set weighted equally);
 * the global threshold: the mean over the other sets of each set's pooled skilled-EER threshold
   at K = 5 (each set weighted equally; the shipped one, ``ClassicConfig.threshold``, is the same
-  rule applied to all four sets).
+  rule applied to all four sets);
+* the no-pressure scale (``ClassicConfig.no_pressure_scale``): how much shorter the other sets'
+  reference distances are with their pressure removed (:func:`fit_no_pressure_scale`), so that
+  the prior and threshold keep their meaning on a pad without pressure.
 
 Not refitted per fold: the feature set, the second warping path, band and preprocessing (chosen
 on the train and validate writers of all four sets), and the learned model and fusion (trained on
@@ -93,9 +96,10 @@ class Variant:
     applies: Callable[[DeviceInfo], bool]
 
 
+NO_PRESSURE = Variant("no-pressure", "no pressure", without_pressure, lambda d: d.has_pressure)
 VARIANTS: tuple[Variant, ...] = (
     Variant("recorded", "as recorded", None, lambda d: True),
-    Variant("no-pressure", "no pressure", without_pressure, lambda d: d.has_pressure),
+    NO_PRESSURE,
     Variant("no-time", "no time, rate assumed", without_time, lambda d: d.time_measured),
     Variant("75hz", "75 Hz", partial(resampled, rate_hz=75.0), lambda d: True),
     Variant("200hz", "200 Hz", partial(resampled, rate_hz=200.0), lambda d: d.nominal_rate_hz != 200.0),
@@ -189,6 +193,19 @@ def fit_classic(measured: Mapping[str, Measured]) -> tuple[NormalisationPrior, f
     if not per_set:
         raise ValueError(f"no skilled forgeries among the writers of {', '.join(measured)}")
     return prior, float(np.mean(list(per_set.values()))), per_set
+
+
+def fit_no_pressure_scale(recorded: Sequence[Measured], without: Sequence[Measured]) -> float:
+    """What ``ClassicConfig.no_pressure_scale`` a fold fits: the population's reference statistics
+    (:func:`population_statistics`, min and mean) as recorded over the same writers' without
+    pressure (``without`` measured with ``no_pressure_scale=1``), the two ratios' mean."""
+    a = population_statistics(recorded, _min_and_mean)
+    b = population_statistics(without, _min_and_mean)
+    return round(float(np.mean(a / b)), 3)
+
+
+#: The classic configuration that measures distances without pressure as DTW gives them.
+UNSCALED = ClassicConfig(no_pressure_scale=1.0)
 
 
 def pick_writers(dataset: Dataset[OnlineSample], splits: set[str], limit: int | None) -> Dataset[OnlineSample]:
@@ -391,11 +408,18 @@ def run(data_dir: Path, options: Options = Options(), progress: Callable[[str], 
 
     loaded: dict[str, Dataset[OnlineSample]] = {}
     fit_data: dict[str, Measured] = {}
+    # The same writers without pressure, for the fold's no_pressure_scale (sets that have pressure).
+    fit_bare: dict[str, Measured] = {}
     fit_globals = globals_cache()
     for name, loaded[name], fit_ds in fit_sets(data_dir, options.sets, options.fit_limit,
                                                reading=lambda n: say(f"{elapsed()} {n}: reading")):
         say(f"{elapsed()} {name}: distances of {len(fit_ds.writers)} train+validate writers (for the fit)")
         fit_data[name] = measure_distances(fit_ds, [FIT_K], options.trials, options.seed)
+        if NO_PRESSURE.key in options.variants and any(
+                s.trajectory.device.has_pressure for ss in fit_ds.writers.values() for s in ss):
+            say(f"{elapsed()} {name}: the same without pressure (for the fit)")
+            fit_bare[name] = measure_distances(device_variant(fit_ds, NO_PRESSURE), [FIT_K], options.trials,
+                                               options.seed, MemoClassic(UNSCALED))
 
     # The prior changes the scores and so each set's EER threshold: both are fitted per fold,
     # from the stored distances of the fold's training sets.
@@ -403,8 +427,14 @@ def run(data_dir: Path, options: Options = Options(), progress: Callable[[str], 
     for name, _, _ in sets:
         others = [o for o, _, _ in sets if o != name]
         prior, threshold, per_set_thr = fit_classic({o: fit_data[o] for o in others})
-        say(f"{elapsed()} {name} left out: threshold {threshold:.4f} and prior "
-            f"({prior.min_dist:.3f}, {prior.mean_dist:.3f}) fitted on {', '.join(others)}")
+        bare = [o for o in others if o in fit_bare]
+        # Without a fitted one (no set with pressure to fit it on) the shipped scale stands.
+        scale = (fit_no_pressure_scale([fit_data[o] for o in bare], [fit_bare[o] for o in bare]) if bare
+                 else ClassicConfig().no_pressure_scale)
+        fold_config = ClassicConfig(threshold=threshold, prior=prior, no_pressure_scale=scale)
+        say(f"{elapsed()} {name} left out: threshold {threshold:.4f}, prior "
+            f"({prior.min_dist:.3f}, {prior.mean_dist:.3f}) and no-pressure scale {scale:.3f} "
+            f"fitted on {', '.join(others)}")
         model = None
         if scored:
             model = fit_match_score({o: fit_data[o] for o in others}, prior, fit_globals, options.score,
@@ -414,14 +444,14 @@ def run(data_dir: Path, options: Options = Options(), progress: Callable[[str], 
         target = pick_writers(loaded[name], set(options.split.split("+")), options.measure_limit)
         device = next(s.trajectory.device for ss in target.writers.values() for s in ss)
         shipped_verifier = make_verifier("classic", SHIPPED_THRESHOLD)
-        fitted_verifier = ClassicVerifier(ClassicConfig(threshold=threshold, prior=prior))
+        fitted_verifier = ClassicVerifier(fold_config)
         rows = []
         for variant in VARIANTS:
             if variant.key not in options.variants or not variant.applies(device):
                 continue
             say(f"{elapsed()} {name} [{variant.name}]: {len(target.writers)} {options.split} writers")
             ds = device_variant(target, variant)
-            provider = MemoClassic()
+            provider = MemoClassic(fold_config)
             m = measure_distances(ds, REFERENCES, options.trials, options.seed, provider)
             row: dict = {
                 "variant": variant.name,
@@ -457,6 +487,7 @@ def run(data_dir: Path, options: Options = Options(), progress: Callable[[str], 
                 "prior": {"min_dist": prior.min_dist, "mean_dist": prior.mean_dist},
                 "threshold": round(threshold, 4),
                 "per_set_threshold": per_set_thr,
+                "no_pressure_scale": scale if bare else None,
                 **({"match_score": {
                     "threshold": round(model.threshold, 4),
                     "weights": dict(zip(model.input_names, (round(float(w), 4) for w in model.weights)))}}

@@ -9,6 +9,7 @@ set has sessions); questioned: the next 10 genuine and all skilled forgeries.
 
     python -m tools.operating_point --split train   # what the default was chosen on
     python -m tools.operating_point --split test    # what the README reports
+    python -m tools.operating_point --split test --pad no-pressure   # as a pad without pressure would report it
 """
 
 from __future__ import annotations
@@ -85,9 +86,18 @@ def main() -> None:
     ap.add_argument("--threshold", type=float, default=VerifierConfig().threshold,
                     help="[verifier] threshold (the classic distance; fused and match-score decide at their "
                          "model's own operating point)")
+    ap.add_argument("--pad", default="recorded",
+                    help="each signature as another pad would report it: a device variant of the cross-device "
+                         "yardstick (recorded, no-pressure, no-time, 75hz, 200hz)")
     args = ap.parse_args()
+    # Imported here: the yardstick measures with this module's measure().
+    from tools.cross_device import VARIANTS, device_variant
+
+    variant = next((v for v in VARIANTS if v.key == args.pad), None)
+    if variant is None:
+        ap.error(f"--pad: unknown pad {args.pad!r}; known: {', '.join(v.key for v in VARIANTS)}")
     for folder, fmt in SETS:
-        ds = load_online(args.data / folder, fmt).subset(args.split)
+        ds = device_variant(load_online(args.data / folder, fmt).subset(args.split), variant)
         for rhythm in (False, True):
             settings = replace(VerifierConfig(), kind=args.kind, threshold=args.threshold, rhythm_decides=rhythm)
             op = measure(ds, kiosk_verifier(settings))

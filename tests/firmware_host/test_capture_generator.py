@@ -114,3 +114,32 @@ def test_round_trip_on_susig_test_writers_sample():
     r = roundtrip(samples[0].trajectory)
     assert r.max_xy_error == 0.0 and r.max_p_error < 0.5 / 255 + 1e-12
     assert np.isfinite(r.max_t_error) and r.max_t_error <= 1e-6
+
+
+def test_a_pad_without_pressure_reaches_the_verifier_as_one():
+    """Kernel events of a pad with no ABS_PRESSURE, read by the real reader: the classic verifier
+    sees signatures without pressure, so their distances get the no-pressure scale and the
+    verdict no "Pressure" check (it would always match, on nothing)."""
+    from dataclasses import replace
+
+    from models.classic import ClassicConfig, classic_distance, signature_features
+    from models.pen import ClassicVerifier
+
+    def read(seed: int, with_pressure: bool):
+        traj = synthetic_signature(seed=seed)
+        stream = trajectory_to_events(traj, GeneratorOptions(with_pressure=with_pressure))
+        (sig,), _ = assemble(stream.caps, stream.items)
+        return sig.trajectory
+
+    bare = [read(s, False) for s in range(6)]
+    assert not any(t.device.has_pressure for t in bare)
+    cfg = ClassicConfig()
+    a, b = (signature_features(t, cfg) for t in bare[:2])
+    assert cfg.lacks_pressure(a) and cfg.lacks_pressure(b)
+    unscaled = classic_distance(a, b, replace(cfg, no_pressure_scale=1.0))
+    assert classic_distance(a, b, cfg) == pytest.approx(cfg.no_pressure_scale * unscaled)
+    ver = ClassicVerifier()
+    assert "pressure" not in [x.code for x in ver.verify(ver.enroll(bare[:5]), bare[5]).aspects]
+    with_p = [read(s, True) for s in range(6)]
+    assert not cfg.lacks_pressure(signature_features(with_p[0], cfg))
+    assert "pressure" in [x.code for x in ver.verify(ver.enroll(with_p[:5]), with_p[5]).aspects]

@@ -98,7 +98,7 @@ def test_enroll_then_verify_from_screen_and_central(link_pki: LinkPki, mqtt_brok
         assert central.payload["subject"] == "cust-0042" and central.payload["mode"] == "online"
         assert 0 <= central.score < 0.5 <= by_session[req.request_id].score <= 1
         assert set(central.payload["timings_ms"]) == {"verify", "pen_up_to_report"}
-        assert central.payload["model_versions"]["classic"] == "2-rest2-jag0.6-band0.2"   # two warping paths, the direction held at rests, jagged pads smoothed, band 0.2
+        assert central.payload["model_versions"]["classic"] == "2-rest2-jag0.6-band0.2-np1.138"   # two warping paths, the direction held at rests, jagged pads smoothed, band 0.2
         assert daemon.decisions == 2 and max(daemon.latencies_ms) < 1000
         # Each decision's questioned signature followed it, sealed, and is stored beside it.
         for r in rows:

@@ -3,6 +3,7 @@ function on one, the dynamics again on their own, added with their weight."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from models.classic import DYNAMICS, ClassicConfig, build_template, classic_distance, score_query, signature_features
 from models.dtw import dtw_distance
 from models.features import FEATURE_NAMES
+from models.trajectory import Trajectory
 from tools.synth import make_population
 
 
@@ -91,3 +93,126 @@ def test_a_reference_set_built_with_one_path_is_not_compared_with_two() -> None:
     assert one.model_versions()["classic"] != two.model_versions()["classic"]
     with pytest.raises(ReferenceSetMismatch):
         two.verify(one.enroll(genuine[:5]), genuine[5])
+
+
+def test_a_distance_between_two_signatures_without_pressure_is_scaled_and_no_other() -> None:
+    """``ClassicConfig.no_pressure_scale``: a pad without pressure compares 12 of the 14 time
+    functions; its distances are scaled back to the prior's (with pressure) scale."""
+    from models.classic import NO_PRESSURE_SCALE, classic_distance_with_groups
+    from models.device_variants import without_pressure
+
+    genuine, _ = make_population(n_writers=1, n_genuine=2, n_forgeries=0, seed=3)["001"]
+    assert all(t.device.has_pressure for t in genuine)
+    cfg = ClassicConfig()
+    bare = replace(cfg, no_pressure_scale=1.0)
+    assert cfg.no_pressure_scale == NO_PRESSURE_SCALE > 1.0
+    a, b = (signature_features(t, cfg) for t in genuine)
+    a0, b0 = (signature_features(without_pressure(t), cfg) for t in genuine)
+    assert not cfg.lacks_pressure(a) and cfg.lacks_pressure(a0) and cfg.lacks_pressure(b0)
+    d0 = classic_distance(a0, b0, bare)
+    assert d0 < classic_distance(a, b, bare)             # pressure no longer disagrees
+    assert classic_distance(a0, b0, cfg) == pytest.approx(NO_PRESSURE_SCALE * d0, rel=1e-12)
+    # With pressure on either side nothing is scaled (a pad changed between enrollment and now
+    # is not made to look like a pad without pressure).
+    assert classic_distance(a, b, cfg) == classic_distance(a, b, bare)
+    assert classic_distance(a0, b, cfg) == classic_distance(a0, b, bare)
+    assert classic_distance(a, b0, cfg) == classic_distance(a, b0, bare)
+    # The aspect checks' plain DTWs are not scaled.
+    groups = [(0, 1), (5,)]
+    assert (classic_distance_with_groups(a0, b0, cfg, groups)[1].tolist()
+            == classic_distance_with_groups(a0, b0, bare, groups)[1].tolist())
+    # A pen that reports one pressure level throughout carries no pressure either (its change is 0).
+    flat = a.copy()
+    flat[:, FEATURE_NAMES.index("pressure")] = 1e-12
+    assert not cfg.lacks_pressure(flat)
+    flat[:, FEATURE_NAMES.index("dpressure")] = 0.0
+    assert cfg.lacks_pressure(flat)
+    # What a pad without pressure gives, from what one with pressure gave.
+    np.testing.assert_allclose(cfg.pressure_dropped(a), a0, atol=1e-9)
+    assert not cfg.lacks_pressure(a)
+    # Features that do not compare pressure are never scaled.
+    no_p = ClassicConfig(features=tuple(f for f in FEATURE_NAMES if f not in ("pressure", "dpressure")))
+    x0, y0 = (signature_features(without_pressure(t), no_p) for t in genuine)
+    assert not no_p.lacks_pressure(x0)
+    assert classic_distance(x0, y0, no_p) == classic_distance(x0, y0, replace(no_p, no_pressure_scale=1.0))
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="no_pressure_scale"):
+            ClassicConfig(no_pressure_scale=bad)
+
+
+def test_without_pressure_a_customers_references_lie_as_far_apart_as_the_prior_says() -> None:
+    """On real pen signatures (SUSIG-Visual training writers, 5 references each), the references'
+    mean distance without pressure, scaled, is nearer the same writers' with pressure than as DTW
+    gives it: the prior the user normalisation leans on (fitted with pressure) keeps its meaning."""
+    from shared_data import shared_data
+
+    from models.device_variants import without_pressure
+    from models.scoring import reference_stats
+    from tools.datasets import load_online, writer_split
+
+    ds = load_online(shared_data("online/susig/VisualSubCorpus"), "susig-visual")
+    writers = [w for w in sorted(ds.writers) if writer_split(w) == "train"][:6]
+    cfg = ClassicConfig()
+    bare = replace(cfg, no_pressure_scale=1.0)
+
+    def mean_reference_distance(transform: Callable[[Trajectory], Trajectory], config: ClassicConfig) -> float:
+        means = []
+        for w in writers:
+            feats = [signature_features(transform(s.trajectory), config) for s in ds.genuine(w)[:5]]
+            means.append(reference_stats(build_template(feats, config).ref_distances).mean_dist)
+        return float(np.mean(means))
+
+    recorded = mean_reference_distance(lambda t: t, cfg)
+    unscaled = mean_reference_distance(without_pressure, bare)
+    scaled = mean_reference_distance(without_pressure, cfg)
+    assert scaled == pytest.approx(cfg.no_pressure_scale * unscaled, rel=1e-9)
+    assert abs(scaled - recorded) < abs(unscaled - recorded)
+    assert unscaled < 0.95 * recorded
+
+
+def test_a_pad_without_pressure_gets_no_pressure_check_and_the_same_decision_scale() -> None:
+    """On a pad without a pressure sensor the "Pressure" aspect would always match, on nothing:
+    it is left out. Where question and references carry pressure it is shown."""
+    from models.device_variants import without_pressure
+    from models.pen import ClassicVerifier
+
+    genuine, forged = make_population(n_writers=1, n_genuine=7, n_forgeries=1, seed=4)["001"]
+    ver = ClassicVerifier()
+    bare = [without_pressure(t) for t in genuine]
+    codes = [a.code for a in ver.verify(ver.enroll(genuine[:5]), genuine[5]).aspects]
+    assert codes == ["shape", "speed", "pressure", "rhythm"]
+    v0 = ver.verify(ver.enroll(bare[:5]), bare[5])
+    assert [a.code for a in v0.aspects] == ["shape", "speed", "rhythm"]
+    # Pressure on one side only (a pad changed since enrollment): not shown as a pressure check either.
+    assert "pressure" not in [a.code for a in ver.verify(ver.enroll(genuine[:5]), bare[5]).aspects]
+    assert "pressure" not in [a.code for a in ver.verify(ver.enroll(bare[:5]), genuine[5]).aspects]
+    # The score is the scaled distance's: the unscaled verifier sees the same signature closer.
+    unscaled = ClassicVerifier(replace(ClassicConfig(), no_pressure_scale=1.0))
+    u0 = unscaled.verify(unscaled.enroll(bare[:5]), without_pressure(forged[0]))
+    s0 = ver.verify(ver.enroll(bare[:5]), without_pressure(forged[0]))
+    assert s0.distance > u0.distance
+
+
+def test_a_pad_changed_since_enrollment_is_compared_on_what_both_measure() -> None:
+    """References with pressure and a question without (a bank swapped the pad), or the other way
+    round: both are compared as two signatures without pressure, so the decision means what it
+    means on a pad without pressure, not "the pressure differs"."""
+    from models.device_variants import without_pressure
+    from models.pen import ClassicVerifier
+
+    genuine, forged = make_population(n_writers=1, n_genuine=7, n_forgeries=1, seed=6)["001"]
+    ver = ClassicVerifier()
+    with_p = ver.enroll(genuine[:5])
+    bare = ver.enroll([without_pressure(t) for t in genuine[:5]])
+    for q in (genuine[5], forged[0]):
+        both_bare = ver.verify(bare, without_pressure(q))
+        for mixed in (ver.verify(with_p, without_pressure(q)), ver.verify(bare, q)):
+            assert mixed.distance == pytest.approx(both_bare.distance, rel=1e-9)
+            assert mixed.decision == both_bare.decision
+            assert [a.code for a in mixed.aspects] == ["shape", "speed", "rhythm"]
+        # Against the references as they are, the missing pressure would count as a difference.
+        unchanged = ver.config
+        feats = signature_features(without_pressure(q), unchanged)
+        plain = score_query(with_p.features_for(ver.name, ver.model_versions(), ver.build_key()).references,
+                            feats, unchanged)
+        assert plain.distance != pytest.approx(both_bare.distance, rel=1e-3)

@@ -76,18 +76,22 @@ def test_reference_set_is_frozen_and_bound_to_its_model() -> None:
 
 def test_a_set_built_before_the_distance_last_changed_is_enrolled_again() -> None:
     """Reference sets enrolled before 2026-11-27 (the direction 0 where the pen rests), before
-    2026-11-28 (jagged signatures not smoothed) or with the band of 0.15 hold distances on another
-    scale: the shipped verifier refuses them rather than compare them."""
+    2026-11-28 (jagged signatures not smoothed), with the band of 0.15 or before 2026-11-29's
+    no-pressure scale hold distances on another scale: the shipped verifier refuses them rather
+    than compare them."""
     genuine, _ = make_population(n_writers=1, n_genuine=6, n_forgeries=1, seed=3)["001"]
-    narrow = dataclasses.replace(ClassicConfig(), band=0.15)
+    unscaled = dataclasses.replace(ClassicConfig(), no_pressure_scale=1.0)
+    narrow = dataclasses.replace(unscaled, band=0.15)
     unsmoothed = dataclasses.replace(narrow, preprocess=PreprocessConfig())
     before_rest = ClassicVerifier(dataclasses.replace(unsmoothed, hold_still_direction=0))
     before_jagged = ClassicVerifier(unsmoothed)
     before_band = ClassicVerifier(narrow)
+    before_scale = ClassicVerifier(unscaled)
     assert before_rest.model_versions()["classic"] == "2" and before_jagged.model_versions()["classic"] == "2-rest2"
     assert before_band.model_versions()["classic"] == "2-rest2-jag0.6"
-    assert ClassicVerifier().model_versions()["classic"] == "2-rest2-jag0.6-band0.2"
-    for before in (before_rest, before_jagged, before_band):
+    assert before_scale.model_versions()["classic"] == "2-rest2-jag0.6-band0.2"
+    assert ClassicVerifier().model_versions()["classic"] == "2-rest2-jag0.6-band0.2-np1.138"
+    for before in (before_rest, before_jagged, before_band, before_scale):
         with pytest.raises(ReferenceSetMismatch, match="enroll the references again"):
             ClassicVerifier().verify(before.enroll(genuine[:5]), genuine[5])
 

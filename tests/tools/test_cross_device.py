@@ -50,6 +50,9 @@ def test_every_set_is_left_out_and_fitted_on_the_others(report: dict) -> None:
         assert 0.8 < fitted["threshold"] < 2.0
         assert 0.3 < fitted["prior"]["min_dist"] < fitted["prior"]["mean_dist"] < 3.0
         assert s["writers"] == 2 and s["writers_with_forgeries"] == 2
+        # Every set has pressure, so each fold fits the no-pressure scale: removing pressure
+        # shortens the other sets' reference distances, and the scale lengthens them back.
+        assert 1.0 < fitted["no_pressure_scale"] < 1.5
 
 
 def test_device_variants_apply_where_they_change_the_set(report: dict) -> None:
@@ -195,3 +198,28 @@ def test_the_prior_is_each_sets_mean_over_its_draws_then_the_sets_mean_and_an_em
     assert (prior.min_dist, prior.mean_dist) == (float(want[0]), float(want[1]))
     with pytest.raises(ValueError, match="no writer"):
         fit_prior([empty])
+
+
+def test_the_no_pressure_scale_is_the_ratio_of_the_population_statistics_with_and_without() -> None:
+    """``fit_no_pressure_scale``: recorded over without, the min and mean ratios' mean."""
+    import numpy as np
+
+    from tests.tools.test_score_norms import _measured
+    from tools.cross_device import FIT_K, Measured, fit_no_pressure_scale, population_statistics
+    from tools.cross_device import _min_and_mean as min_and_mean
+
+    rng = np.random.default_rng(11)
+    recorded = [_measured(rng)[0], _measured(rng, writers=6)[0]]
+
+    def shortened(m: Measured, by: float) -> Measured:
+        out = Measured()
+        out.by_k[FIT_K] = [(p, d_cc * by, {k: v * by for k, v in dq.items()}) for p, d_cc, dq in m.by_k[FIT_K]]
+        return out
+
+    assert fit_no_pressure_scale(recorded, [shortened(m, 0.8) for m in recorded]) == pytest.approx(1.25, abs=1e-3)
+    # The min and the mean shortened differently: the two ratios are averaged.
+    without = [shortened(recorded[0], 0.8), shortened(recorded[1], 0.9)]
+    a = population_statistics(recorded, min_and_mean)
+    b = population_statistics(without, min_and_mean)
+    assert fit_no_pressure_scale(recorded, without) == pytest.approx(float(np.mean(a / b)), abs=1e-3)
+    assert 1.11 < fit_no_pressure_scale(recorded, without) < 1.25

@@ -263,7 +263,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Fit the shipped match score on the train + validate writers of all four shared pen sets,
     the classic distances normalised with the kiosk's prior, and write it with its record."""
 
-    from tools.cross_device import FIT_K, SETS, fit_classic, fit_match_score, fit_sets, globals_cache, measure_distances
+    from tools.cross_device import (
+        FIT_K,
+        NO_PRESSURE,
+        SETS,
+        UNSCALED,
+        MemoClassic,
+        device_variant,
+        fit_classic,
+        fit_match_score,
+        fit_no_pressure_scale,
+        fit_sets,
+        globals_cache,
+        measure_distances,
+    )
 
     ap = argparse.ArgumentParser(prog="python -m tools.train.score_fit", description=main.__doc__)
     ap.add_argument("data", type=Path, help="the shared online folder")
@@ -272,6 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--ship", action="store_true", help=f"also replace the shipped {SHIPPED.name} with the fit")
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-pressure-scale", action="store_true",
+                    help="also measure the same writers without pressure and print the classic verifier's "
+                         "no_pressure_scale by the fold rule (twice the time)")
     args = ap.parse_args(argv)
     # Training that cannot hurt (tools/train/runs.py): a run folder by default, the shipped file
     # replaced only with --ship.
@@ -281,11 +297,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or new_run_dir("score") / SHIPPED.name
     out.parent.mkdir(parents=True, exist_ok=True)
     prior = ClassicConfig().prior
-    fit_data, writers = {}, {}
+    fit_data, bare, writers = {}, {}, {}
     for name, _, ds in fit_sets(args.data):
         writers[name] = len(ds.writers)
         print(f"{name}: distances of {len(ds.writers)} train+validate writers", file=sys.stderr, flush=True)
         fit_data[name] = measure_distances(ds, [FIT_K], args.trials, args.seed)
+        if args.no_pressure_scale and any(s.trajectory.device.has_pressure for ss in ds.writers.values() for s in ss):
+            print(f"{name}: the same without pressure", file=sys.stderr, flush=True)
+            bare[name] = measure_distances(device_variant(ds, NO_PRESSURE), [FIT_K], args.trials, args.seed,
+                                           MemoClassic(UNSCALED))
     options = FitOptions()
     given = argv if argv is not None else sys.argv[1:]
     record = {
@@ -303,11 +323,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The fold rule on all four sets: what ClassicConfig ships. A distance that changes moves it,
     # and the match score is then fitted again with the new prior.
     fitted, threshold, per_set = fit_classic(fit_data)
-    record["classic_fit"] = {"prior": [fitted.min_dist, fitted.mean_dist], "threshold": round(threshold, 4),
-                             "per_set_thresholds": {n: round(t, 4) for n, t in per_set.items()}}
+    classic_fit: dict[str, object] = {"prior": [fitted.min_dist, fitted.mean_dist], "threshold": round(threshold, 4),
+                                      "per_set_thresholds": {n: round(t, 4) for n, t in per_set.items()}}
+    record["classic_fit"] = classic_fit
     print(f"the classic prior and threshold by the fold rule on all four sets: ({fitted.min_dist}, "
           f"{fitted.mean_dist}) and {threshold:.4f} (shipped: ({prior.min_dist}, {prior.mean_dist}) and "
           f"{ClassicConfig().threshold})", file=sys.stderr)
+    if bare:
+        scale = fit_no_pressure_scale([fit_data[n] for n in bare], list(bare.values()))
+        classic_fit["no_pressure_scale"] = scale
+        print(f"the classic no-pressure scale by the fold rule on {', '.join(bare)}: {scale} "
+              f"(shipped: {ClassicConfig().no_pressure_scale})", file=sys.stderr)
     model = fit_match_score(fit_data, prior, globals_cache(), options, record)
     model.save(out)
     print(json.dumps({"threshold": model.threshold,
