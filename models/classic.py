@@ -151,6 +151,20 @@ class ClassicConfig:
         return out
 
 
+def comparable(query: np.ndarray, references: Sequence[np.ndarray], config: ClassicConfig
+               ) -> tuple[np.ndarray, list[np.ndarray] | None]:
+    """A question and references (:func:`signature_features`) on what both sides measure: with
+    pressure when the question and most references carry it, otherwise all without it (a pad
+    changed since enrollment, either way; a missing channel is not a difference). Returns the
+    question's features and, when the references must be compared again, theirs (None: as they
+    are, with the distances already measured among them)."""
+    has = [not config.lacks_pressure(r) for r in references]
+    if not config.lacks_pressure(query) and 2 * sum(has) > len(has):
+        return query, None
+    dropped = [config.pressure_dropped(r) for r in references] if any(has) else None
+    return config.pressure_dropped(query), dropped
+
+
 @dataclass(frozen=True)
 class ClassicScore:
     """``distance`` is the user-normalised distance (lower is more genuine, ~1 typical genuine)."""

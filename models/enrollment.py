@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from models.classic import ClassicConfig, build_template, classic_distance, signature_features
+from models.classic import ClassicConfig, build_template, classic_distance, comparable, signature_features
 from models.errors import VerificationError
 from models.preprocess import Prepared, prepare
 from models.scoring import ScoredReferences, normalised_distance, pairwise, reference_stats
@@ -91,6 +91,10 @@ def consistency_score(new: np.ndarray, accepted: list[np.ndarray], config: Class
     for a typical genuine signature): what :func:`check_consistency` compares with the policy."""
     if not accepted:
         raise ValueError("no accepted sample to compare with")
+    # Compared as the verifier compares them (a pad changed since the first samples: on what
+    # both measure).
+    new, dropped = comparable(new, accepted, config)
+    accepted = dropped if dropped is not None else accepted
     d_new = np.array([classic_distance(new, a, config) for a in accepted])
     stats = reference_stats(pairwise(accepted, lambda a, b: classic_distance(a, b, config)))
     return normalised_distance(d_new, stats, config.prior)

@@ -31,6 +31,7 @@ from models.classic import (
     build_template,
     build_template_with_groups,
     classic_distance,
+    comparable,
     score_query_with_groups,
     signature_features,
 )
@@ -139,15 +140,13 @@ class ClassicVerifier:
         cfg = self.config
         feats = signature_features(query, cfg, shared)
         template = refs.references
-        lacking = [cfg.lacks_pressure(feats), *(cfg.lacks_pressure(r) for r in template.references)]
-        if any(lacking) and not all(lacking):
-            # The pad changed since enrollment, one with pressure for one without or back: compared
-            # on what both measure, as two pads without pressure would be (without this the
-            # missing pressure counted as a difference: a pressure-less question against pressure
-            # references let 13 % of SUSIG-Visual's skilled forgeries through, where 7 % pass when
-            # both lack it). The references' own distances are measured again: 10 DTWs at K = 5.
-            feats = cfg.pressure_dropped(feats)
-            template = build_template([cfg.pressure_dropped(r) for r in template.references], cfg)
+        # A pad changed since enrollment is compared on what both pads measure (without this a
+        # pressure-less question against pressure references let 13 % of SUSIG-Visual's skilled
+        # forgeries through, where 7 % pass when both lack it). References that must drop their
+        # pressure have their own distances measured again: 10 DTWs at K = 5.
+        feats, dropped = comparable(feats, template.references, cfg)
+        if dropped is not None:
+            template = build_template(dropped, cfg)
         aspects = self._aspect_groups()
         score, parts = score_query_with_groups(template, feats, cfg, list(aspects.values()))
         checks = []

@@ -121,12 +121,14 @@ def test_a_distance_between_two_signatures_without_pressure_is_scaled_and_no_oth
     groups = [(0, 1), (5,)]
     assert (classic_distance_with_groups(a0, b0, cfg, groups)[1].tolist()
             == classic_distance_with_groups(a0, b0, bare, groups)[1].tolist())
-    # A pen that reports one pressure level throughout carries no pressure either (its change is 0).
+    # A pen that reports one pressure level throughout carries no pressure either: z-scored, its
+    # pressure is zero up to rounding, and so is its change.
     flat = a.copy()
-    flat[:, FEATURE_NAMES.index("pressure")] = 1e-12
-    assert not cfg.lacks_pressure(flat)
     flat[:, FEATURE_NAMES.index("dpressure")] = 0.0
+    flat[:, FEATURE_NAMES.index("pressure")] = 1e-12
     assert cfg.lacks_pressure(flat)
+    flat[:, FEATURE_NAMES.index("pressure")] = 1e-3
+    assert not cfg.lacks_pressure(flat)
     # What a pad without pressure gives, from what one with pressure gave.
     np.testing.assert_allclose(cfg.pressure_dropped(a), a0, atol=1e-9)
     assert not cfg.lacks_pressure(a)
@@ -210,9 +212,64 @@ def test_a_pad_changed_since_enrollment_is_compared_on_what_both_measure() -> No
             assert mixed.distance == pytest.approx(both_bare.distance, rel=1e-9)
             assert mixed.decision == both_bare.decision
             assert [a.code for a in mixed.aspects] == ["shape", "speed", "rhythm"]
+            assert [a.ok for a in mixed.aspects] == [a.ok for a in both_bare.aspects]
+            assert [a.similarity for a in mixed.aspects] == pytest.approx([a.similarity for a in both_bare.aspects])
         # Against the references as they are, the missing pressure would count as a difference.
-        unchanged = ver.config
-        feats = signature_features(without_pressure(q), unchanged)
+        feats = signature_features(without_pressure(q), ver.config)
         plain = score_query(with_p.features_for(ver.name, ver.model_versions(), ver.build_key()).references,
-                            feats, unchanged)
+                            feats, ver.config)
         assert plain.distance != pytest.approx(both_bare.distance, rel=1e-3)
+    # A reference shown again on the new pad is still a copy (the references' distances among
+    # themselves were measured again, without pressure).
+    assert ver.verify(with_p, without_pressure(genuine[2])).too_similar
+
+
+def test_comparable_keeps_pressure_when_the_question_and_most_references_have_it() -> None:
+    """``models.classic.comparable``: which side drops its pressure, and when the references must
+    be measured again."""
+    from models.classic import comparable
+    from models.device_variants import without_pressure
+
+    genuine, _ = make_population(n_writers=1, n_genuine=6, n_forgeries=0, seed=2)["001"]
+    cfg = ClassicConfig()
+    with_p = [signature_features(t, cfg) for t in genuine]
+    bare = [signature_features(without_pressure(t), cfg) for t in genuine]
+    q, refs = comparable(with_p[5], with_p[:5], cfg)
+    assert q is with_p[5] and refs is None                        # one pad throughout
+    q, refs = comparable(bare[5], bare[:5], cfg)
+    assert cfg.lacks_pressure(q) and refs is None                 # one pad without pressure
+    q, refs = comparable(bare[5], with_p[:5], cfg)                # the new pad lacks it
+    assert cfg.lacks_pressure(q) and refs is not None and all(cfg.lacks_pressure(r) for r in refs)
+    np.testing.assert_allclose(refs[0], bare[0], atol=1e-9)
+    q, refs = comparable(with_p[5], bare[:5], cfg)                # the new pad has it: nothing to redo
+    assert cfg.lacks_pressure(q) and refs is None
+    # One reference of five without pressure (a pen that reported one level) does not take
+    # pressure away from the other four; three of five do.
+    q, refs = comparable(with_p[5], [bare[0], *with_p[1:5]], cfg)
+    assert q is with_p[5] and refs is None
+    q, refs = comparable(with_p[5], [*bare[:3], *with_p[3:5]], cfg)
+    assert cfg.lacks_pressure(q) and refs is not None and all(cfg.lacks_pressure(r) for r in refs)
+
+
+def test_the_enrollment_check_compares_a_pad_changed_between_samples_as_the_verifier_does() -> None:
+    """Adding samples after a pad change: a new sample without pressure is measured against the
+    earlier ones on what both measure, not refused for the pressure it cannot have."""
+    from models.device_variants import without_pressure
+    from models.enrollment import consistency_score
+
+    genuine, _ = make_population(n_writers=1, n_genuine=6, n_forgeries=0, seed=7)["001"]
+    cfg = ClassicConfig()
+    with_p = [signature_features(t, cfg) for t in genuine]
+    bare = [signature_features(without_pressure(t), cfg) for t in genuine]
+    same_pad = consistency_score(bare[5], bare[:5], cfg)
+    assert consistency_score(bare[5], with_p[:5], cfg) == pytest.approx(same_pad, rel=1e-9)
+    assert consistency_score(with_p[5], bare[:5], cfg) == pytest.approx(same_pad, rel=1e-9)
+    unscaled = replace(cfg, no_pressure_scale=1.0)
+    from models.classic import classic_distance as plain_distance
+    from models.scoring import normalised_distance, pairwise, reference_stats
+
+    # Measured as it was (the missing pressure a difference), the same sample looks further off.
+    before = normalised_distance(np.array([plain_distance(bare[5], a, unscaled) for a in with_p[:5]]),
+                                 reference_stats(pairwise(with_p[:5], lambda a, b: plain_distance(a, b, unscaled))),
+                                 cfg.prior)
+    assert before > same_pad
