@@ -80,7 +80,8 @@ class MatchScoreVerifier(OnClassic):
         p = self.probability(refs, query, cv.distance)
         # Minus the logit, from the probability clamped away from 0 and 1 so it stays finite.
         p = min(max(p, 1e-15), 1.0 - 1e-15)
-        return self.policy.decide(-math.log(p / (1.0 - p)), cv.aspects, too_similar=cv.too_similar)
+        return self.policy.decide(-math.log(p / (1.0 - p)), cv.aspects, too_similar=cv.too_similar,
+                                  explanations=cv.explanations)
 
     def warm_up(self, sample: Trajectory) -> None:
         self.classic.warm_up(sample)

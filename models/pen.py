@@ -48,6 +48,11 @@ from models.verification import PenVerifier, ReferenceSet, build_key
 #: changing DTW's default can never give a new distance an old version's name.
 UNNAMED_BAND = 0.15
 
+#: What the decision says when a pad changed since enrollment and pressure was compared on neither
+#: side (``models.classic.comparable``).
+PRESSURE_NOT_MEASURED = "Pressure was not compared: none was measured for this signature, though the references have it."
+PRESSURE_NOT_IN_REFERENCES = "Pressure was not compared: the references were signed without it."
+
 #: Which time functions speak for which aspect (names from ``models.features.FEATURE_NAMES``).
 ASPECT_FEATURES: dict[str, tuple[str, ...]] = {
     "shape": ("x", "y", "cos", "sin", "dangle", "log_radius"),
@@ -144,9 +149,14 @@ class ClassicVerifier:
         # pressure-less question against pressure references let 13 % of SUSIG-Visual's skilled
         # forgeries through, where 7 % pass when both lack it). References that must drop their
         # pressure have their own distances measured again: 10 DTWs at K = 5.
+        question_lacks = cfg.lacks_pressure(feats)
         feats, dropped = comparable(feats, template.references, cfg)
         if dropped is not None:
             template = build_template(dropped, cfg)
+        explanations: tuple[str, ...] = ()
+        if cfg.lacks_pressure(feats) and not (question_lacks and dropped is None):
+            # Pressure set aside because one side has none: staff should know the pad changed.
+            explanations = (PRESSURE_NOT_MEASURED if question_lacks else PRESSURE_NOT_IN_REFERENCES,)
         aspects = self._aspect_groups()
         score, parts = score_query_with_groups(template, feats, cfg, list(aspects.values()))
         checks = []
@@ -159,7 +169,7 @@ class ClassicVerifier:
             checks.append(AspectCheck(aspect, ASPECT_LABELS[aspect], match_rate(d, cfg.threshold), d <= cfg.threshold))
         checks.append(self.policy.rhythm(refs.durations, query.ink_time))
         too_similar = self.policy.is_copy(min(score.ref_distances), template.nearest_pair)
-        return self.policy.decide(score.distance, checks, too_similar=too_similar)
+        return self.policy.decide(score.distance, checks, too_similar=too_similar, explanations=explanations)
 
     def warm_up(self, sample: Trajectory) -> None:
         """Compile the JIT kernels before the first customer (numba compiles on first call; the
@@ -298,7 +308,7 @@ class FusedVerifier(OnClassic):
             assert self.fusion is not None
             by_name = {"classic": cv.distance, "learned": d_learned}
             z = self.fusion.logit(np.array([by_name[n] for n in self.fusion.names]))
-        return self.policy.decide(-z, cv.aspects, too_similar=cv.too_similar)
+        return self.policy.decide(-z, cv.aspects, too_similar=cv.too_similar, explanations=cv.explanations)
 
     def warm_up(self, sample: Trajectory) -> None:
         self.classic.warm_up(sample)

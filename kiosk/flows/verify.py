@@ -138,7 +138,7 @@ class VerifyPen:
         verdict, versions = decide_under(self.profiles.pen_policy(req.profile, base), base, outcome.verdict,
                                          refs.verifier.model_versions())
         return report(req, replace(outcome, verdict=verdict), t_pen_up, screen=self.screen, reporter=self.reporter,
-                      ui=self.ui, versions=versions, evidence=sig.trajectory)
+                      ui=self.ui, versions=versions, explanations=verdict.explanations, evidence=sig.trajectory)
 
 
 class VerifyPaper:

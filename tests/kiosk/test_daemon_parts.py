@@ -423,3 +423,37 @@ def test_add_cannot_grow_a_template_without_bound(tmp_path: Path) -> None:
     finally:
         daemon.stop()
         pen.close_all()
+
+
+def test_a_signature_without_pressure_against_pressure_references_says_so_on_the_decision(tmp_path: Path) -> None:
+    """A pad changed since enrollment (references with pressure, a signature without, here a pen
+    that reported one level): the whole daemon compares on what both measure and its decision
+    screen tells staff pressure was not compared, with no "Pressure" check."""
+    from daemon_helpers import as_replayed, start_daemon, wait_idle, write_config, writers
+
+    from models.device_variants import without_pressure
+    from models.pen import PRESSURE_NOT_MEASURED
+
+    daemon, pen, _ = start_daemon(write_config(tmp_path))
+    genuine, _forged = writers()["001"]
+    try:
+        daemon.store.put("cust-pad", as_replayed(genuine[:5]))
+        events = daemon.bus.subscribe()
+        req = daemon.submit("verify", "cust-pad")
+        while True:
+            ev = events.get(timeout=20)
+            if ev.get("type") == "screen" and ev.get("screen") == "sign":
+                break
+        pen.sign(without_pressure(genuine[6]))
+        res = req.wait(60)
+        assert res["ok"] is True, res
+        while True:
+            ev = events.get(timeout=20)
+            if ev.get("type") == "screen" and ev.get("screen") == "decision":
+                break
+        assert ev["explanations"] == [PRESSURE_NOT_MEASURED]
+        assert "pressure" not in [a["code"] for a in ev["aspects"]]
+        wait_idle(daemon)
+    finally:
+        daemon.stop()
+        pen.close_all()

@@ -206,8 +206,14 @@ def test_a_pad_changed_since_enrollment_is_compared_on_what_both_measure() -> No
     ver = ClassicVerifier()
     with_p = ver.enroll(genuine[:5])
     bare = ver.enroll([without_pressure(t) for t in genuine[:5]])
+    from models.pen import PRESSURE_NOT_IN_REFERENCES, PRESSURE_NOT_MEASURED
+
     for q in (genuine[5], forged[0]):
         both_bare = ver.verify(bare, without_pressure(q))
+        assert both_bare.explanations == ver.verify(with_p, q).explanations == ()   # one pad throughout
+        # Staff are told why pressure did not count (the pad changed, one way or the other).
+        assert ver.verify(with_p, without_pressure(q)).explanations == (PRESSURE_NOT_MEASURED,)
+        assert ver.verify(bare, q).explanations == (PRESSURE_NOT_IN_REFERENCES,)
         for mixed in (ver.verify(with_p, without_pressure(q)), ver.verify(bare, q)):
             assert mixed.distance == pytest.approx(both_bare.distance, rel=1e-9)
             assert mixed.decision == both_bare.decision

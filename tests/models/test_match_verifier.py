@@ -43,6 +43,24 @@ def test_the_score_is_the_models_probability_of_the_classic_distance_and_global_
         assert v.aspects == c.aspects and v.too_similar == c.too_similar
 
 
+def test_a_pad_changed_since_enrollment_is_scored_and_explained_as_the_classic_verifier_does(writer) -> None:
+    """The kiosk's default keeps the classic verifier's comparison on what both pads measure, its
+    aspects and the explanation staff see."""
+    from models.device_variants import without_pressure
+    from models.pen import PRESSURE_NOT_MEASURED
+
+    genuine, forged = writer
+    ver, classic = MatchScoreVerifier(), ClassicVerifier()
+    refs, crefs = ver.enroll(genuine[:5]), classic.enroll(genuine[:5])
+    bare_refs = ver.enroll([without_pressure(t) for t in genuine[:5]])
+    for q in (genuine[6], forged[0]):
+        v, c = ver.verify(refs, without_pressure(q)), classic.verify(crefs, without_pressure(q))
+        assert v.explanations == c.explanations == (PRESSURE_NOT_MEASURED,)
+        assert v.aspects == c.aspects and "pressure" not in [a.code for a in v.aspects]
+        assert v.distance == pytest.approx(ver.verify(bare_refs, without_pressure(q)).distance, rel=1e-9)
+    assert ver.verify(refs, genuine[6]).explanations == ()
+
+
 def test_a_copy_of_a_reference_is_suspicious(writer) -> None:
     genuine, _ = writer
     ver = MatchScoreVerifier()
