@@ -265,10 +265,7 @@ def test_a_tap_on_the_pad_ends_verification_with_advice_not_an_internal_error(tm
         daemon.store.put("cust-tap", as_replayed(genuine[:5]))
         events = daemon.bus.subscribe()
         req = daemon.submit("verify", "cust-tap")
-        while True:
-            ev = events.get(timeout=20)
-            if ev.get("type") == "screen" and ev.get("screen") == "sign":
-                break
+        _until_screen(events, "sign")
         pen.sign(tap)
         res = req.wait(60)
         assert res["ok"] is False and res["error"] == "no_signature", res
@@ -276,6 +273,14 @@ def test_a_tap_on_the_pad_ends_verification_with_advice_not_an_internal_error(tm
     finally:
         daemon.stop()
         pen.close_all()
+
+
+def _until_screen(events: Any, screen: str) -> dict:
+    """The next event that shows ``screen``, from a subscription to the daemon's bus."""
+    while True:
+        ev = events.get(timeout=20)
+        if ev.get("type") == "screen" and ev.get("screen") == screen:
+            return ev
 
 
 def _until_capturing(daemon: Any, timeout: float = 20.0) -> None:
@@ -440,17 +445,11 @@ def test_a_signature_without_pressure_against_pressure_references_says_so_on_the
         daemon.store.put("cust-pad", as_replayed(genuine[:5]))
         events = daemon.bus.subscribe()
         req = daemon.submit("verify", "cust-pad")
-        while True:
-            ev = events.get(timeout=20)
-            if ev.get("type") == "screen" and ev.get("screen") == "sign":
-                break
+        _until_screen(events, "sign")
         pen.sign(without_pressure(genuine[6]))
         res = req.wait(60)
         assert res["ok"] is True, res
-        while True:
-            ev = events.get(timeout=20)
-            if ev.get("type") == "screen" and ev.get("screen") == "decision":
-                break
+        ev = _until_screen(events, "decision")
         assert ev["explanations"] == [PRESSURE_NOT_MEASURED]
         assert "pressure" not in [a["code"] for a in ev["aspects"]]
         wait_idle(daemon)
