@@ -6,7 +6,8 @@
 
 1. **The sheet.** The largest convex quadrilateral that is bright like paper (Otsu on a reduced
    frame; Canny edges when the desk is as light as the paper), brighter than the ring just around
-   it and with at most one side along the picture's border, is the sheet; it is warped flat with
+   it, stepping down to the desk across its sides and with at most one side along the picture's
+   border, is the sheet; it is warped flat with
    :func:`cv2.getPerspectiveTransform` at the camera's own resolution. A scan (no paper edge, or
    the "sheet" is the whole picture) is taken whole.
 2. **The light.** Uneven lighting and soft shadows are divided out (the paper level is estimated by
