@@ -153,15 +153,16 @@ class ClassicVerifier:
         feats, dropped = comparable(feats, template.references, cfg)
         if dropped is not None:
             template = build_template(dropped, cfg)
+        unpressed = cfg.lacks_pressure(feats)   # compared without pressure
         explanations: tuple[str, ...] = ()
-        if cfg.lacks_pressure(feats) and not (question_lacks and dropped is None):
+        if unpressed and not (question_lacks and dropped is None):
             # Pressure set aside because one side has none: staff should know the pad changed.
             explanations = (PRESSURE_NOT_MEASURED if question_lacks else PRESSURE_NOT_IN_REFERENCES,)
         aspects = self._aspect_groups()
         score, parts = score_query_with_groups(template, feats, cfg, list(aspects.values()))
         checks = []
         for aspect, dists in zip(aspects, parts):
-            if aspect == "pressure" and cfg.lacks_pressure(feats):
+            if aspect == "pressure" and unpressed:
                 # A pad without a pressure sensor gets no "Pressure" check (it would always
                 # match, on nothing).
                 continue

@@ -230,7 +230,7 @@ def _find_sheet(grey: np.ndarray) -> _Found | None:
     bright = cv2.morphologyEx(bright, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (9, 9)))
     edges = cv2.dilate(cv2.Canny(blur, 30, 90), np.ones((3, 3), np.uint8))
     best: tuple[float, np.ndarray, str] | None = None
-    widths: list[int] = []      # the thickest strokes' width, measured once if a step is looked for
+    stroke: int | None = None   # the thickest strokes' width, measured once if a step is looked for
     for how, binary, mode in (("paper", bright, cv2.RETR_EXTERNAL), ("edges", edges, cv2.RETR_LIST)):
         contours, _ = cv2.findContours(binary, mode, cv2.CHAIN_APPROX_SIMPLE)
         for c in sorted(contours, key=cv2.contourArea, reverse=True)[:5]:
@@ -244,9 +244,9 @@ def _find_sheet(grey: np.ndarray) -> _Found | None:
                 continue
             if _along_border(quad, small.shape) or not _brighter_inside(blur, quad):
                 continue
-            if not widths:
-                widths.append(_stroke_width(blur))
-            if not _steps_down(blur, quad, widths[0]):
+            if stroke is None:
+                stroke = _stroke_width(blur)
+            if not _steps_down(blur, quad, stroke):
                 continue
             best = (a, quad, how)
     if best is None:
@@ -283,7 +283,7 @@ def _brighter_inside(grey: np.ndarray, quad: np.ndarray) -> bool:
     # And brighter than what lies just around it: a sheet's edge is a step down to the desk, where
     # a loop of the signature's strokes has paper on both sides (under light that falls off across
     # a scan, the loop's inside can be brighter than the picture's darker side as a whole).
-    k = max(5, int(round(0.04 * min(grey.shape))))
+    k = _edge_reach(grey.shape)
     ring = cv2.dilate(mask, np.ones((k, k), np.uint8)) - mask
     if int(ring.sum()) < k:
         return True
@@ -297,10 +297,9 @@ def _steps_down(grey: np.ndarray, quad: np.ndarray, stroke: int, samples: int = 
     both sides of the chords that make its quad; under light falling off across a scan its inside
     can still be brighter than its surroundings as a whole (with the light falling to 55 % across
     them, 55 of the 1 649 Dutch scans were cut down to such a loop; 5 now)."""
-    h, w = grey.shape[:2]
     q = quad.astype(np.float64)
     centre = q.mean(axis=0)
-    reach = max(5, int(round(0.04 * min(h, w))))
+    reach = _edge_reach(grey.shape)
     inside = np.arange(2, reach + 1, dtype=np.float64)
     # Outside from past the thickest strokes (``stroke``, :func:`_stroke_width`): a quad whose
     # sides run along strokes has the strokes just outside it, and paper past them.
@@ -324,6 +323,11 @@ def _steps_down(grey: np.ndarray, quad: np.ndarray, stroke: int, samples: int = 
     if not steps:
         return True
     return float(np.median(np.concatenate(steps))) > 10.0
+
+
+def _edge_reach(shape: tuple[int, ...]) -> int:
+    """How far (px) either side of a sheet's edge its paper and the desk are looked at."""
+    return max(5, int(round(0.04 * min(shape[:2]))))
 
 
 def _levels(grey: np.ndarray, points: np.ndarray, normal: np.ndarray, depths: np.ndarray) -> np.ndarray:

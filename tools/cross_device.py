@@ -208,6 +208,14 @@ def fit_no_pressure_scale(recorded: Sequence[Measured], without: Sequence[Measur
 UNSCALED = ClassicConfig(no_pressure_scale=1.0)
 
 
+def measure_without_pressure(dataset: Dataset[OnlineSample], trials: int, seed: int) -> Measured | None:
+    """``dataset``'s K = 5 distances with its pressure removed, unscaled (what
+    :func:`fit_no_pressure_scale` takes); None for a set recorded without pressure."""
+    if not any(s.trajectory.device.has_pressure for ss in dataset.writers.values() for s in ss):
+        return None
+    return measure_distances(device_variant(dataset, NO_PRESSURE), [FIT_K], trials, seed, MemoClassic(UNSCALED))
+
+
 def pick_writers(dataset: Dataset[OnlineSample], splits: set[str], limit: int | None) -> Dataset[OnlineSample]:
     """The writers of ``splits``; with ``limit``, the first ones that have skilled forgeries."""
     ws = [w for w in dataset.writers if writer_split(w) in splits]
@@ -415,11 +423,11 @@ def run(data_dir: Path, options: Options = Options(), progress: Callable[[str], 
                                                reading=lambda n: say(f"{elapsed()} {n}: reading")):
         say(f"{elapsed()} {name}: distances of {len(fit_ds.writers)} train+validate writers (for the fit)")
         fit_data[name] = measure_distances(fit_ds, [FIT_K], options.trials, options.seed)
-        if NO_PRESSURE.key in options.variants and any(
-                s.trajectory.device.has_pressure for ss in fit_ds.writers.values() for s in ss):
+        if NO_PRESSURE.key in options.variants:
             say(f"{elapsed()} {name}: the same without pressure (for the fit)")
-            fit_bare[name] = measure_distances(device_variant(fit_ds, NO_PRESSURE), [FIT_K], options.trials,
-                                               options.seed, MemoClassic(UNSCALED))
+            without = measure_without_pressure(fit_ds, options.trials, options.seed)
+            if without is not None:
+                fit_bare[name] = without
 
     # The prior changes the scores and so each set's EER threshold: both are fitted per fold,
     # from the stored distances of the fold's training sets.

@@ -270,12 +270,11 @@ def test_the_enrollment_check_compares_a_pad_changed_between_samples_as_the_veri
     same_pad = consistency_score(bare[5], bare[:5], cfg)
     assert consistency_score(bare[5], with_p[:5], cfg) == pytest.approx(same_pad, rel=1e-9)
     assert consistency_score(with_p[5], bare[:5], cfg) == pytest.approx(same_pad, rel=1e-9)
-    unscaled = replace(cfg, no_pressure_scale=1.0)
-    from models.classic import classic_distance as plain_distance
     from models.scoring import normalised_distance, pairwise, reference_stats
 
     # Measured as it was (the missing pressure a difference), the same sample looks further off.
-    before = normalised_distance(np.array([plain_distance(bare[5], a, unscaled) for a in with_p[:5]]),
-                                 reference_stats(pairwise(with_p[:5], lambda a, b: plain_distance(a, b, unscaled))),
+    unscaled = replace(cfg, no_pressure_scale=1.0)
+    before = normalised_distance(np.array([classic_distance(bare[5], a, unscaled) for a in with_p[:5]]),
+                                 reference_stats(pairwise(with_p[:5], lambda a, b: classic_distance(a, b, unscaled))),
                                  cfg.prior)
     assert before > same_pad

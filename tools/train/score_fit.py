@@ -265,17 +265,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from tools.cross_device import (
         FIT_K,
-        NO_PRESSURE,
         SETS,
-        UNSCALED,
-        MemoClassic,
-        device_variant,
         fit_classic,
         fit_match_score,
         fit_no_pressure_scale,
         fit_sets,
         globals_cache,
         measure_distances,
+        measure_without_pressure,
     )
 
     ap = argparse.ArgumentParser(prog="python -m tools.train.score_fit", description=main.__doc__)
@@ -302,10 +299,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         writers[name] = len(ds.writers)
         print(f"{name}: distances of {len(ds.writers)} train+validate writers", file=sys.stderr, flush=True)
         fit_data[name] = measure_distances(ds, [FIT_K], args.trials, args.seed)
-        if args.no_pressure_scale and any(s.trajectory.device.has_pressure for ss in ds.writers.values() for s in ss):
+        if args.no_pressure_scale:
             print(f"{name}: the same without pressure", file=sys.stderr, flush=True)
-            bare[name] = measure_distances(device_variant(ds, NO_PRESSURE), [FIT_K], args.trials, args.seed,
-                                           MemoClassic(UNSCALED))
+            without = measure_without_pressure(ds, args.trials, args.seed)
+            if without is not None:
+                bare[name] = without
     options = FitOptions()
     given = argv if argv is not None else sys.argv[1:]
     record = {
