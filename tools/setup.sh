@@ -36,9 +36,20 @@ for svc in mosquitto postgresql; do
   (command -v systemctl >/dev/null && $SUDO systemctl disable --now "$svc" >/dev/null 2>&1) || true
 done
 
+# A fresh virtualenv takes about 3 GB for the tests (TensorFlow alone 1.3 GB) and 0.5 GB for the demo;
+# pip unpacks beside that. Refuse early and say so, rather than fail half-way with pip's ENOSPC.
 if [ ! -x "$VENV/bin/python" ]; then
+  case "$PROFILE" in demo) need_mb=1000 ;; *) need_mb=4000 ;; esac
+  parent="$(dirname "$VENV")"
+  free_mb="$(df -Pm "$parent" | awk 'NR==2 {print $4}')"
+  if [ -n "$free_mb" ] && [ "$free_mb" -lt "$need_mb" ]; then
+    echo "setup: only ${free_mb} MB free under $(cd "$parent" && pwd); the $PROFILE set-up needs about ${need_mb} MB" >&2
+    exit 1
+  fi
   python3 -m venv "$VENV"
 fi
+# No wheel cache: it would hold a second copy of every wheel (TensorFlow's is 0.3 GB) on the machine.
+export PIP_NO_CACHE_DIR=1
 "$VENV/bin/python" -m pip install -q --upgrade pip
 # The device's versions (tools/device-constraints.txt) in every profile: what is tested and measured
 # is what a kiosk runs. The development extras stay unpinned.
