@@ -35,19 +35,24 @@ from kiosk.errors import ApplianceError
 if TYPE_CHECKING:
     from models.trajectory import Trajectory
 
-#: The schema this code writes. 2 added a decision's ``profile``, ``operator`` and ``paper_references``.
-PAYLOAD_SCHEMA = 2
+#: The schema this code writes. 2 added a decision's ``profile``, ``operator`` and ``paper_references``;
+#: 3 its ``explanations``.
+PAYLOAD_SCHEMA = 3
 #: Payload schema versions this code reads; any other is refused, never guessed at. A fleet updates
-#: gradually (the collector first), so decisions of schema 1 from kiosks not yet updated are read.
-KNOWN_SCHEMAS = frozenset({1, PAYLOAD_SCHEMA})
+#: gradually (the collector first), so payloads of kiosks not yet updated are read.
+KNOWN_SCHEMAS = frozenset({1, 2, PAYLOAD_SCHEMA})
 #: The schema version that added a field, per payload type (fields not named here are schema 1's).
 #: A payload of an older schema must not carry the field (that kiosk did not know it); one of its
 #: schema or later must (``null`` where it does not apply): a kiosk of that schema always writes
 #: it, so its absence is a malformed payload, not an old kiosk. Read back as the field's default.
-FIELDS_SINCE: dict[str, dict[str, int]] = {"decision": {"profile": 2, "operator": 2, "paper_references": 2}}
+FIELDS_SINCE: dict[str, dict[str, int]] = {"decision": {"profile": 2, "operator": 2, "paper_references": 2,
+                                                        "explanations": 3}}
 #: What a paper decision compared the picture with (``models.paper_reference``): the customer's
 #: paper references, or their pad references drawn as ink.
 PAPER_REFERENCE_KINDS = frozenset({"paper", "pad-ink"})
+#: Bounds of a decision's ``explanations``: a verifier gives one or two sentences; a payload with
+#: more, or longer, did not come from one (and would crowd the staff's decision table).
+MAX_EXPLANATIONS, MAX_EXPLANATION_CHARS = 8, 300
 #: Deepest nesting a payload may have (a decision is 2 deep; evidence and log fields a little more).
 MAX_DEPTH = 12
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -97,7 +102,10 @@ class DecisionRecord:
     request at the kiosk. ``paper_references`` (paper decisions, ``mode`` ``"offline"``): what the
     picture was compared with, ``"paper"`` (the customer's references enrolled from paper) or
     ``"pad-ink"`` (their pad references drawn as ink); None for a pen decision. All three are None
-    in a decision of schema 1 (a kiosk that predates them).
+    in a decision of schema 1 (a kiosk that predates them). ``explanations``: the verdict's reasons in
+    words, as the kiosk's decision screen gives them (a pad changed since enrollment, so pressure
+    was not compared; the paper check's proportions), also when the screen withheld the decision
+    from the customer: the staff who decide then read them centrally. Empty before schema 3.
     """
 
     decision: str
@@ -113,8 +121,15 @@ class DecisionRecord:
     profile: str | None = None
     operator: str | None = None
     paper_references: str | None = None
+    explanations: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if (isinstance(self.explanations, (str, bytes)) or not all(isinstance(e, str) for e in self.explanations)
+                or len(self.explanations) > MAX_EXPLANATIONS
+                or not all(0 < len(e) <= MAX_EXPLANATION_CHARS for e in self.explanations)):
+            raise RecordError(f"explanations must be a list of at most {MAX_EXPLANATIONS} strings of "
+                              f"1-{MAX_EXPLANATION_CHARS} characters")
+        object.__setattr__(self, "explanations", tuple(self.explanations))
         if self.paper_references is not None and self.paper_references not in PAPER_REFERENCE_KINDS:
             raise RecordError(f"paper_references {self.paper_references!r:.40} is not one of "
                               f"{sorted(PAPER_REFERENCE_KINDS)}")
@@ -162,6 +177,7 @@ class DecisionRecord:
     def to_payload(self) -> dict[str, Any]:
         d = asdict(self)
         d["reasons"] = list(self.reasons)
+        d["explanations"] = list(self.explanations)
         d["model_versions"] = dict(self.model_versions)
         d["timings_ms"] = dict(self.timings_ms)
         if self.evidence is None:

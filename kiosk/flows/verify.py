@@ -42,20 +42,19 @@ from models.verification import Verifier
 log = logging.getLogger(__name__)
 
 
-def decision_view(verdict: Verdict, ui: UiConfig, explanations: tuple[str, ...] = (),
-                  recorded: bool = True) -> DecisionShown | DecisionWithheld:
+def decision_view(verdict: Verdict, ui: UiConfig, recorded: bool = True) -> DecisionShown | DecisionWithheld:
     if verdict.decision != "APPROVED" and ui.customer_decision == "wait_for_staff":
         # The bank's choice: the customer is not told "suspicious" (nor the score or aspects);
         # staff see the decision centrally.
         return DecisionWithheld(ui.show_decision_s, recorded)
     return DecisionShown(verdict.decision, round(verdict.match_rate * 100), verdict.too_similar,
                          tuple(AspectView(a.code, a.label, a.ok, round(a.similarity * 100)) for a in verdict.aspects),
-                         tuple(explanations), ui.show_decision_s, recorded)
+                         verdict.explanations, ui.show_decision_s, recorded)
 
 
 def report(req: Request, outcome: VerificationOutcome, t_pen_up: float, *, screen: Screen,
            reporter: DecisionReporter, ui: UiConfig, versions: dict[str, str], mode: str = "online",
-           explanations: tuple[str, ...] = (), evidence: Trajectory | SignatureImage | None = None,
+           evidence: Trajectory | SignatureImage | None = None,
            picture: CheckedPicture | None = None) -> Finished:
     """Record the decision durably (sealed into the outbox), then show it, then queue its
     ``evidence`` (the signature it questioned) for disputes: decision first, so the decision
@@ -65,7 +64,9 @@ def report(req: Request, outcome: VerificationOutcome, t_pen_up: float, *, scree
     found). The order matters: a decision the outbox could not store (full disk, broken
     database) is never shown as final; the customer is asked to wait for staff, the request
     ends with ``error="not_recorded"`` and the kiosk's status counts it for staff. ``picture``: what
-    a paper decision was made on, shown with the decision (never when the decision is withheld)."""
+    a paper decision was made on, shown with the decision (never when the decision is withheld).
+    The record carries the verdict's explanations whether or not the screen shows them: when the
+    decision is withheld from the customer, staff read them centrally."""
     v = outcome.verdict
     screen.enter(State.REPORT, Message("verify"))
     record = {
@@ -74,7 +75,7 @@ def report(req: Request, outcome: VerificationOutcome, t_pen_up: float, *, scree
         "timings_ms": {"verify": round(outcome.verify_ms, 2),
                        "pen_up_to_report": round((time.perf_counter() - t_pen_up) * 1e3, 2)},
         "subject": req.customer, "session_id": req.request_id, "mode": mode,
-        "paper_references": v.references,
+        "paper_references": v.references, "explanations": list(v.explanations),
         "profile": req.profile, "operator": req.operator,
     }
     try:
@@ -89,7 +90,7 @@ def report(req: Request, outcome: VerificationOutcome, t_pen_up: float, *, scree
                            decision=v.decision, recorded=False) from None
     latency = (time.perf_counter() - t_pen_up) * 1e3
     # seq None: recorded nowhere, which only a bench kiosk allows (``[kiosk] unrecorded``).
-    view = decision_view(v, ui, explanations, recorded=seq is not None)
+    view = decision_view(v, ui, recorded=seq is not None)
     screen.enter(State.DECISION, view)
     if picture is not None and isinstance(view, DecisionShown):
         screen.publish(picture)
@@ -101,7 +102,7 @@ def report(req: Request, outcome: VerificationOutcome, t_pen_up: float, *, scree
     if evidence is not None and seq is not None:
         reporter.record_evidence(req.request_id, seq, evidence)
     return Finished({"ok": True, "decision": v.decision, "match_rate": v.match_rate, "distance": v.distance,
-                     "reasons": v.reasons, "seq": seq, "latency_ms": latency, "recorded": seq is not None,
+                     "reasons": v.reasons, "explanations": list(v.explanations), "seq": seq, "latency_ms": latency, "recorded": seq is not None,
                      "references": v.references, "profile": req.profile,
                      "threshold": versions.get("profile_threshold")})
 
@@ -138,7 +139,7 @@ class VerifyPen:
         verdict, versions = decide_under(self.profiles.pen_policy(req.profile, base), base, outcome.verdict,
                                          refs.verifier.model_versions())
         return report(req, replace(outcome, verdict=verdict), t_pen_up, screen=self.screen, reporter=self.reporter,
-                      ui=self.ui, versions=versions, explanations=verdict.explanations, evidence=sig.trajectory)
+                      ui=self.ui, versions=versions, evidence=sig.trajectory)
 
 
 class VerifyPaper:
@@ -172,5 +173,5 @@ class VerifyPaper:
         outcome = VerificationOutcome(req.customer, req.request_id, verdict,
                                       (time.perf_counter() - t_found) * 1e3, req.source)
         return report(req, outcome, t_found, screen=self.screen, reporter=self.reporter, ui=self.ui,
-                      versions=versions, mode="offline", explanations=verdict.explanations,
+                      versions=versions, mode="offline",
                       evidence=picture, picture=checked_picture_of(picture))

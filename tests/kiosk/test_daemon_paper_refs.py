@@ -117,7 +117,10 @@ def test_scans_and_pad_references_both_reach_the_central_record(link_pki: LinkPk
         assert [p["paper_references"] for p in by_subject[PAD_CUSTOMER]] == ["pad-ink"]
         assert [p["paper_references"] for p in by_subject[PAPER_CUSTOMER]] == ["paper", "paper"]
         assert sorted(p["decision"] for p in by_subject[PAPER_CUSTOMER]) == sorted([own["decision"], forged["decision"]])
-        assert all(p["mode"] == "offline" and p["schema"] == 2 for ps in by_subject.values() for p in ps)
+        assert all(p["mode"] == "offline" and p["schema"] == 3 for ps in by_subject.values() for p in ps)
+        # The paper check's own explanations (its proportions) are recorded as its screen gives them.
+        assert sorted(p["explanations"] for p in by_subject[PAPER_CUSTOMER]) == sorted(
+            [own["explanations"], forged["explanations"]])
         audit = wait_for(lambda: [a for a in collector.store.query_audit(subject=PAPER_CUSTOMER)
                                   if a["action"] == "enroll_paper"] or None, what="the enrollment audited")
         assert [a["outcome"] for a in audit][-2:] == ["started", "ok"] and audit[-1]["operator"] == "alice"

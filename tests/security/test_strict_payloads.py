@@ -50,8 +50,13 @@ def _decision(**kw: object) -> dict:  # type: ignore[type-arg]
 
 def _decision_v1(**kw: object) -> dict:  # type: ignore[type-arg]
     """A decision as a kiosk of schema 1 (before profiles) sealed it: no profile, operator, paper_references."""
-    d = {k: v for k, v in _decision().items() if k not in ("profile", "operator", "paper_references")}
+    d = {k: v for k, v in _decision().items() if k not in ("profile", "operator", "paper_references", "explanations")}
     return {**d, "schema": 1, **kw}
+
+
+def _decision_v2(**kw: object) -> dict:  # type: ignore[type-arg]
+    """A decision as a kiosk of schema 2 (before explanations) sealed it."""
+    return {**{k: v for k, v in _decision().items() if k != "explanations"}, "schema": 2, **kw}
 
 
 def _log(**kw: object) -> dict:  # type: ignore[type-arg]
@@ -108,13 +113,23 @@ BAD_PAYLOADS: list[tuple[str, str, bytes]] = [
     ("carriage return in a reason", "decision", _json(_decision(reasons=["shape\rspeed"]))),
     ("lone surrogate", "decision", _json(_decision(decision="APPROVED\ud800"))),
     ("control character in a key", "decision", _json(_decision(model_versions={"cnn\x00": "3"}))),
-    ("unknown schema version", "decision", _json(_decision(schema=3))),
+    ("unknown schema version", "decision", _json(_decision(schema=4))),
     ("schema as a string", "decision", _json(_decision(schema="1"))),
     ("schema as a float", "decision", _json(_decision(schema=2.0))),
     ("schema 2 without the profile", "decision", _json({k: v for k, v in _decision().items() if k != "profile"})),
     ("schema 2 without the operator", "decision", _json({k: v for k, v in _decision().items() if k != "operator"})),
     ("schema 1 with a profile", "decision", _json(_decision_v1(profile="standard"))),
     ("schema 1 with an operator", "decision", _json(_decision_v1(operator=None))),
+    ("schema 3 without the explanations", "decision",
+     _json({k: v for k, v in _decision().items() if k != "explanations"})),
+    ("schema 2 with explanations", "decision", _json(_decision_v2(explanations=[]))),
+    ("explanations as one string", "decision", _json(_decision(explanations="Pressure was not compared."))),
+    ("an explanation that is not a string", "decision", _json(_decision(explanations=[{"text": "x"}]))),
+    ("an empty explanation", "decision", _json(_decision(explanations=[""]))),
+    ("an overlong explanation", "decision", _json(_decision(explanations=["w" * 301]))),
+    ("too many explanations", "decision", _json(_decision(explanations=["Off."] * 9))),
+    ("escape sequence in an explanation", "decision", _json(_decision(explanations=["\x1b[2JApproved."]))),
+    ("newline in an explanation", "decision", _json(_decision(explanations=["one\nforged line"]))),
     ("unknown profile name form", "decision", _json(_decision(profile="High Value"))),
     ("profile with a quote", "decision", _json(_decision(profile="standard'; DROP TABLE decisions;--"))),
     ("overlong profile", "decision", _json(_decision(profile="p" * 33))),
@@ -164,7 +179,9 @@ def test_good_payloads_of_every_kind_are_still_accepted(processor: Processor, li
     multiline = _log(message="line one\n\tline two", fields={"exception": "ValueError: a\nb", "n": [1, 2.5, None]})
     staff = _decision(profile="high-value", operator="alice")
     central = _decision(profile="standard", operator="central:admin-1")
+    why = _decision(explanations=["Pressure was not compared: the references were signed without it."] * 8)
     cases = (("decision", _decision()), ("decision", staff), ("decision", central), ("decision", _decision_v1()),
+             ("decision", _decision_v2()), ("decision", why),
              ("log", multiline), ("status", status), ("status", {**status, "schema": 2}))
     for kind, obj in cases:
         r = _process(processor, _seal(link_pki, encode_payload(obj), kind), kind)
@@ -228,11 +245,20 @@ def test_bad_payloads_end_to_end_are_refused_archived_and_do_not_stop_the_good_o
 
 
 def test_schema_versions_of_a_decision() -> None:
-    """The kiosk writes schema 2 with both new fields (null when they do not apply); the collector
-    reads schema 1 decisions of kiosks not yet updated, with profile and operator None."""
+    """The kiosk writes schema 3 with every later field (null or empty when it does not apply); the
+    collector reads schema 1 and 2 decisions of kiosks not yet updated, without those fields."""
     rec = DecisionRecord.from_dict({"decision": "APPROVED", "score": 0.8})
     payload = json.loads(encode_payload(rec.to_payload()))
-    assert payload["schema"] == 2 and payload["profile"] is None and payload["operator"] is None
+    assert payload["schema"] == 3 and payload["profile"] is None and payload["operator"] is None
+    assert payload["explanations"] == []
+    why = DecisionRecord("SUSPICIOUS", 0.4, explanations=("Pressure was not compared: the references were signed "
+                                                          "without it.",))
+    assert decode_payload(encode_payload(why.to_payload()), "decision")["explanations"] == list(why.explanations)
+    v2 = decode_payload(_json(_decision_v2(profile="standard")), "decision")
+    assert v2["schema"] == 2 and "explanations" not in v2
+    assert DecisionRecord(**{k: v for k, v in v2.items() if k not in ("type", "schema")}).explanations == ()
+    with pytest.raises(RecordError, match="came with schema 3"):
+        decode_payload(_json(_decision_v2(explanations=["Off."])), "decision")
     both = DecisionRecord("SUSPICIOUS", 0.6, profile="high-value", operator="central:ops")
     assert decode_payload(encode_payload(both.to_payload()), "decision") == both.to_payload()
     old = decode_payload(_json(_decision_v1()), "decision")
@@ -241,5 +267,5 @@ def test_schema_versions_of_a_decision() -> None:
     assert (read_back.profile, read_back.operator) == (None, None)
     with pytest.raises(RecordError, match="came with schema 2"):
         decode_payload(_json(_decision_v1(profile="standard")), "decision")
-    with pytest.raises(RecordError, match="schema 2 lacks operator"):
+    with pytest.raises(RecordError, match="schema 3 lacks operator"):
         decode_payload(_json({k: v for k, v in _decision().items() if k != "operator"}), "decision")

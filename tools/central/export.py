@@ -19,11 +19,14 @@ from tools.central.store import StoredDecision
 
 #: The columns of an export, in order.
 FIELDS = ("time", "kiosk_id", "site", "seq", "decision", "score", "mode", "subject", "operator", "profile",
-          "paper_references", "model_versions", "reasons", "received")
+          "paper_references", "model_versions", "reasons", "explanations", "received")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 #: A kiosk's sequence numbers are 16 digits (time-based): the table's seq column fits them whole,
 #: since ``export-case --seq`` takes them from there.
 SEQ_WIDTH = 16
+#: Between a CSV cell's explanations (the verifiers' sentences hold commas, never this; JSON Lines
+#: keeps the list as it came).
+EXPLANATION_SEPARATOR = " | "
 #: The columns of a staff-action (``--audit``) export, in order.
 AUDIT_FIELDS = ("time", "kiosk_id", "site", "seq", "operator", "action", "mode", "subject", "outcome",
                 "staff_session")
@@ -34,7 +37,7 @@ def export_row(d: StoredDecision) -> dict[str, Any]:
     return {"time": iso_time(d.created_ms), "kiosk_id": d.kiosk_id, "site": d.site, "seq": d.seq,
             "decision": d.decision, "score": d.score, "mode": d.mode, "subject": d.subject, "operator": d.operator,
             "profile": d.profile, "paper_references": d.paper_references, "model_versions": d.model_versions,
-            "reasons": d.reasons,
+            "reasons": d.reasons, "explanations": d.explanations,
             "received": iso_time(d.received_ms)}
 
 
@@ -59,6 +62,8 @@ def write_csv(decisions: Iterable[StoredDecision], out: TextIO) -> int:
     n = 0
     for d in decisions:
         row = export_row(d)
+        # Sentences hold commas: a cell's explanations are apart by " | " (reasons, codes, by ",").
+        row["explanations"] = EXPLANATION_SEPARATOR.join(row["explanations"]) or None
         w.writerow([safe_cell(row[f]) for f in FIELDS])
         n += 1
     return n
@@ -85,6 +90,8 @@ def write_table(decisions: Iterable[StoredDecision], out: TextIO) -> int:
         vals = (_table_time(d.created_ms), d.kiosk_id, str(d.seq), d.decision, score,
                 d.mode or "-", d.subject or "-", d.operator or "-", d.profile or "-")
         out.write(" ".join(f"{v:<{w}}" for v, (_, w) in zip(vals, cols)) + " " + ",".join(d.reasons) + "\n")
+        for text in d.explanations:   # what the kiosk's screen said why, a line each under its decision
+            out.write(f"{'':<23} why: {text}\n")
         n += 1
     out.write(f"{n} decision(s)\n")
     return n

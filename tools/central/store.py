@@ -267,6 +267,12 @@ class StoredDecision:
         r = self.payload.get("reasons")
         return [str(x) for x in r] if isinstance(r, list) else []
 
+    @property
+    def explanations(self) -> list[str]:
+        """The verdict's reasons in words, as the kiosk's screen gives them (empty before schema 3)."""
+        e = self.payload.get("explanations")
+        return [str(x) for x in e] if isinstance(e, list) else []
+
 
 _REFUSED_DETAIL = {
     "duplicate": "sequence {seq} already stored",

@@ -65,6 +65,7 @@ header button { background: #fff; color: #0b3d91; width: auto; }
 .actions a { white-space: nowrap; }
 .error { background: #fde8e0; border: 1px solid #a33a00; padding: 0.5rem 0.8rem; overflow-wrap: anywhere; }
 .note { color: #555; font-size: 0.9rem; }
+.why { margin: 0.2rem 0 0; padding-left: 1rem; font-size: 0.85rem; color: #333; }
 .login { max-width: 22rem; margin: 4rem auto; background: #fff; padding: 1.2rem 1.5rem; border: 1px solid #dde1e6; }
 .login form { display: flex; flex-direction: column; gap: 0.7rem; }
 .login label { display: flex; flex-direction: column; gap: 0.2rem; }
@@ -148,13 +149,20 @@ def decisions_page(rows: Sequence[StoredDecision], form: Mapping[str, str], *, u
                           f'{esc(r["decision"])}</span>',
                           esc("-" if r["score"] is None else f"{r['score']:.3f}"), esc(r["mode"] or "-"),
                           esc(r["subject"] or "-"), esc(r["operator"] or "-"), esc(r["profile"] or "-"),
-                          _kv(r["model_versions"]), esc(", ".join(r["reasons"]))])
+                          _kv(r["model_versions"]), _why(r["reasons"], r["explanations"])])
         table = _table(("Time (UTC)", "Kiosk", "Site", "Seq", "Decision", "Score", "Mode", "Customer", "Operator",
                         "Profile", "Models", "Reasons"), cells, table_id="decisions", num=frozenset({3, 5}))
         limit = where.limit if where is not None else 0
         more = " (the row limit: narrow the filters or raise it)" if len(rows) >= limit else ""
         result = f'<p class="note" id="count">{len(rows)} decision(s){more}, oldest first.</p>{table}'
     return _page("Decisions", f"<h2>Decisions</h2>{form_html}{result}", user=user, csrf=csrf, current="/decisions")
+
+
+def _why(reasons: Sequence[str], explanations: Sequence[str]) -> str:
+    """The reason codes, then what the kiosk's screen said why (or would have, had it not withheld
+    the decision from the customer), a line each."""
+    lines = "".join(f'<li>{esc(text)}</li>' for text in explanations)
+    return esc(", ".join(reasons)) + (f'<ul class="why">{lines}</ul>' if lines else "")
 
 
 def _when(ms: int) -> str:

@@ -30,7 +30,8 @@ def _dec(seq: int, *, kiosk: str = "kiosk-a", site: str = "site1", decision: str
 
 FLEET = [
     _dec(1, subject="Cust-001", mode="online", operator="alice", profile="standard",
-         model_versions={"classic": "1", "threshold": "0.42"}),
+         model_versions={"classic": "1", "threshold": "0.42"},
+         explanations=["Pressure was not compared: the references were signed without it."]),
     _dec(2, subject="cust-002", mode="offline", operator="bob", profile="High-Value", decision="SUSPICIOUS",
          model_versions={"embedder": "paper-2026.11", "threshold": "0.5"}),
     _dec(3, kiosk="kiosk-b", site="site2", subject="CUST-001", mode="online", decision="SUSPICIOUS",
@@ -162,7 +163,8 @@ def test_csv_and_json_export_hold_no_raw_evidence_and_no_formula(db_url: str, tm
         _dec(1, subject="=HYPERLINK(\"http://evil.example\",\"x\")", operator="+cmd", profile="@SUM(A1)",
              mode="online", model_versions={"classic": "-1+1"},
              evidence={"samples": [[1, 2, 3, 4]] * 5, "image_png": "iVBORw0KGgo"}),
-        _dec(2, subject="-2+3", decision="SUSPICIOUS", reasons=["=1+1"], mode="offline", paper_references="paper"),
+        _dec(2, subject="-2+3", decision="SUSPICIOUS", reasons=["=1+1"], mode="offline", paper_references="paper",
+             explanations=["=cmd|' /C calc'!A0", "Wider than usual, by 40 %."]),
     ]
     store.store(hostile)
     store.close()
@@ -177,6 +179,8 @@ def test_csv_and_json_export_hold_no_raw_evidence_and_no_formula(db_url: str, tm
     assert rows[0]["mode"] == "pen" and rows[0]["model_versions"] == "classic=-1+1"
     assert rows[1]["subject"] == "'-2+3" and rows[1]["reasons"] == "'=1+1"
     assert rows[0]["paper_references"] == "" and rows[1]["paper_references"] == "paper"   # which references decided
+    # What the kiosk said why: sentences apart by " | " (they hold commas), the first not run.
+    assert rows[0]["explanations"] == "" and rows[1]["explanations"] == "'=cmd|' /C calc'!A0 | Wider than usual, by 40 %."
     for r in rows:   # no cell a spreadsheet would run
         assert not any(v.startswith(("=", "+", "-", "@")) for v in r.values()), r
     jout = tmp_path / "export.jsonl"
@@ -207,6 +211,7 @@ def test_table_output_and_filters_from_the_command_line(fleet_db: str, capsys: p
                      "--model-version", "classic=1", "--operator", "ALICE", "--profile", "Standard"]) == 0
     out = capsys.readouterr().out
     assert "1 decision(s)" in out and "Cust-001" in out and "pen" in out and "standard" in out
+    assert "\n" + " " * 24 + "why: Pressure was not compared: the references were signed without it.\n" in out
     assert _run_cli(["query", "--db", fleet_db, "--mode", "ink"]) == 2
     assert "pen or paper" in capsys.readouterr().err
 

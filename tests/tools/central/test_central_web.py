@@ -38,6 +38,7 @@ T0 = 1_790_000_000_000
 PASSWORD = "correct horse battery"
 XSS = "<script>alert('x')</script>"
 XSS_IMG = '"><img src=x onerror=alert(1)>'
+PAD_CHANGED = "Pressure was not compared: none was measured for this signature, though the references have it."
 REPO = Path(__file__).resolve().parents[3]
 
 
@@ -45,8 +46,11 @@ def _decisions() -> list[Accepted]:
     out = []
     for i in range(1, 41):
         subject = {7: XSS, 8: XSS_IMG, 9: "C" * 64}.get(i, f"cust-{i % 5:03d}")
-        payload = {"type": "decision", "schema": 2, "decision": "SUSPICIOUS" if i % 4 == 0 else "APPROVED",
+        # What the kiosk's screen said why: a pad changed since enrollment; one kiosk's text is markup.
+        why = {4: [PAD_CHANGED], 12: [PAD_CHANGED, XSS_IMG]}.get(i, [])
+        payload = {"type": "decision", "schema": 3, "decision": "SUSPICIOUS" if i % 4 == 0 else "APPROVED",
                    "score": i / 50, "reasons": ["shape", "speed"] if i % 4 == 0 else [], "subject": subject,
+                   "explanations": why,
                    "mode": "online" if i % 2 else "offline", "operator": "alice" if i % 3 == 0 else None,
                    "profile": "high-value" if i % 5 == 0 else "standard",
                    "model_versions": {"classic": "1", "threshold": "0.42", "embedder": "paper-2026.11-" + "x" * 30},
@@ -585,6 +589,11 @@ def test_log_in_filter_and_see_rows_in_chromium(site: Site, browser: Any) -> Non
         want = [i for i in range(1, 41) if i % 5 == 1 and i % 2 == 1]
         assert [int(r[3]) for r in rows] == want and all(r[7] == "cust-001" and r[6] == "pen" for r in rows)
         assert page.input_value("input[name=customer]") == "CUST-001"    # the form keeps the filter
+        # What the kiosk said why, under the reason codes: markup a kiosk sent shows as text.
+        page.goto(site.web.url + "decisions?" + urlencode({"customer": "cust-002"}))
+        why = {int(r[3]): r[11] for r in _table_rows(page)}
+        assert why[12] == f"shape, speed\n{PAD_CHANGED}\n{XSS_IMG}" and why[2] == "", why
+        assert page.locator("#decisions .why li").count() == 2
         # A stored subject that is markup shows as text and never runs.
         page.goto(site.web.url + "decisions?" + urlencode({"customer": XSS}))
         assert [r[7] for r in _table_rows(page)] == [XSS]
