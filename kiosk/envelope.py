@@ -233,6 +233,8 @@ def decrypt(env: Envelope, private_key: X25519PrivateKey, max_plaintext: int = 8
             # Bytes no reader of the payload would see (a second stream, say) have no business
             # in a signed record: what is stored must be all that was sent.
             raise EnvelopeError("bad_payload", f"{len(d.unused_data)} bytes after the end of the compressed stream")
+    elif len(plaintext) > max_plaintext:
+        raise EnvelopeError("oversized", f"payload of {len(plaintext)} bytes exceeds {max_plaintext}")
     return plaintext
 
 

@@ -53,9 +53,29 @@ PAPER_REFERENCE_KINDS = frozenset({"paper", "pad-ink"})
 #: Bounds of a decision's ``explanations``: a verifier gives one or two sentences; a payload with
 #: more, or longer, did not come from one (and would crowd the staff's decision table).
 MAX_EXPLANATIONS, MAX_EXPLANATION_CHARS = 8, 300
+#: Bounds of a decision's other texts: a kiosk's own are far inside them (a customer reference is at
+#: most 64 characters, a request id 16, a model version a digest or a short name). Without them one
+#: signed decision of a few KB on the wire inflated to 8 MiB in the store (found by a review).
+MAX_REF_CHARS = 128                         # subject, session_id
+MAX_CODES, MAX_CODE_CHARS = 32, 64          # reasons; model_versions' and timings_ms' names; mode
+MAX_VERSION_CHARS = 256                     # a model version
+#: The largest plaintext of each payload kind, after decompression. Evidence (pen samples, a PNG)
+#: and a decision that carries raw evidence under a policy that allows it take the envelope's
+#: bound; the others are small records (a log line's text and fields are cut at the kiosk to
+#: about 27 000 characters), so a compressed envelope cannot inflate into megabytes of them.
+MAX_PLAINTEXT_RAW = 8 << 20
+MAX_PLAINTEXT = 256 << 10
+
+
+def max_plaintext(kind: str, *, raw_evidence: bool = False) -> int:
+    """The largest plaintext a payload of ``kind`` may have (``raw_evidence``: a decision that may
+    carry raw evidence)."""
+    return MAX_PLAINTEXT_RAW if kind == "evidence" or (kind == "decision" and raw_evidence) else MAX_PLAINTEXT
 #: Deepest nesting a payload may have (a decision is 2 deep; evidence and log fields a little more).
 MAX_DEPTH = 12
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+#: The last millisecond of year 9999: every record's ``created_ms`` is a time a reader can print.
+MAX_TIME_MS = 253_402_300_799_999
 # Control characters (C0, DEL, C1) and lone surrogates (not encodable as UTF-8): never in a string.
 # A NUL cuts strings in C tools and PostgreSQL refuses it; an escape sequence repaints the terminal
 # of whoever reads the data; a carriage return forges a line of output.
@@ -150,7 +170,25 @@ class DecisionRecord:
             raise RecordError("model_versions must map names to version strings")
         for k, v in dict(self.timings_ms).items():
             if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise RecordError(f"timings_ms[{k!r}] must be a finite number")
+                raise RecordError(f"timings_ms[{k!r:.70}] must be a finite number")
+        self._check_sizes()
+
+    def _check_sizes(self) -> None:
+        for name in ("subject", "session_id"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, str) or len(v) > MAX_REF_CHARS):
+                raise RecordError(f"{name} must be a string of at most {MAX_REF_CHARS} characters")
+        if self.mode is not None and (not isinstance(self.mode, str) or len(self.mode) > MAX_CODE_CHARS):
+            raise RecordError(f"mode must be a string of at most {MAX_CODE_CHARS} characters")
+        if len(self.reasons) > MAX_CODES or any(len(r) > MAX_CODE_CHARS for r in self.reasons):
+            raise RecordError(f"reasons must be at most {MAX_CODES} codes of at most {MAX_CODE_CHARS} characters")
+        versions, timings = dict(self.model_versions), dict(self.timings_ms)
+        if (len(versions) > MAX_CODES or any(len(k) > MAX_CODE_CHARS or len(v) > MAX_VERSION_CHARS
+                                             for k, v in versions.items())):
+            raise RecordError(f"model_versions must be at most {MAX_CODES} names of at most {MAX_CODE_CHARS} "
+                              f"characters, each version at most {MAX_VERSION_CHARS}")
+        if len(timings) > MAX_CODES or any(len(k) > MAX_CODE_CHARS for k in timings):
+            raise RecordError(f"timings_ms must be at most {MAX_CODES} stages of at most {MAX_CODE_CHARS} characters")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, allow_raw_evidence: bool = False) -> DecisionRecord:
@@ -559,6 +597,11 @@ def check_record(payload: Mapping[str, Any], *, allow_raw_evidence: bool = False
     for name, value in body.items():
         if not _conforms(value, declared[name]):
             raise RecordError(f"{kind} field {name!r} is not of type {declared[name]}")
+    created = body.get("created_ms")
+    if isinstance(created, int) and not 0 <= created <= MAX_TIME_MS:
+        # An int64 passes the type check, but a date beyond year 9999 breaks every reader that
+        # shows it (found by a review: one such audit record failed each audit export with it).
+        raise RecordError(f"{kind} created_ms {created} is not a time between 1970 and 9999")
     forbidden = sorted(k for k in POLICY_FIELDS & set(body) if body[k] is not None)
     if forbidden and not allow_raw_evidence:
         raise RecordError(f"{kind} carries raw biometric data ({', '.join(forbidden)}) but the link policy does not "
@@ -583,7 +626,12 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def encode_payload(payload: Mapping[str, Any]) -> bytes:
     """Compact JSON of a payload, after the checks the collector makes (refused here, not there)."""
     check_payload(payload)
-    return json.dumps(payload, separators=(",", ":"), sort_keys=True, allow_nan=False).encode("utf-8")
+    data = json.dumps(payload, separators=(",", ":"), sort_keys=True, allow_nan=False).encode("utf-8")
+    kind = payload.get("type")
+    limit = max_plaintext(kind if isinstance(kind, str) else "", raw_evidence=payload.get("evidence") is not None)
+    if len(data) > limit:
+        raise RecordError(f"{kind} payload of {len(data)} bytes exceeds the limit of {limit} bytes")
+    return data
 
 
 def decode_payload(data: bytes, expected_type: str, *, allow_raw_evidence: bool = False) -> dict[str, Any]:

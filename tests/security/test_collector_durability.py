@@ -80,10 +80,14 @@ def tiny_db(request: pytest.FixtureRequest, tiny_fs: Path) -> Iterator[str]:
 
 
 def _big_decision(subject: str) -> dict:  # type: ignore[type-arg]
-    # About 25 KB of plaintext each (many model versions): it cannot fit in the space left,
-    # while a small row (a refusal, say) still could - the "nearly full" case that lost data.
+    # About 17 KB of random plaintext each (every list and map of a decision at its bound,
+    # kiosk.records): it cannot fit in the space left, while a small row (a refusal, say) still
+    # could - the "nearly full" case that lost data.
     return {"decision": "APPROVED", "score": 0.8, "subject": subject,
-            "model_versions": {f"m{i:03d}": secrets.token_hex(32) for i in range(300)}}
+            "model_versions": {f"m{i:03d}" + secrets.token_hex(30): secrets.token_hex(128) for i in range(32)},
+            "reasons": [secrets.token_hex(32) for _ in range(32)],
+            "timings_ms": {f"t{i:03d}" + secrets.token_hex(30): 1.5 for i in range(32)},
+            "explanations": [secrets.token_hex(150) for _ in range(8)]}
 
 
 def _collector(link_pki: LinkPki, port: int, db: str, group: str, fresh: bool) -> Collector:
@@ -111,7 +115,7 @@ def test_a_full_disk_makes_the_collector_hold_not_ack_and_nothing_is_lost(
 
         # 1. The disk is nearly full: 13 decisions cannot be stored. The collector must alarm and
         #    hold them; then it is restarted (a crash, a deploy) while the disk is still full.
-        filler = fill_disk(tiny_fs, leave=16 * 1024)
+        filler = fill_disk(tiny_fs, leave=8 * 1024)
         for i in range(13):
             link.publish_decision(_big_decision(f"full-{i}"))
         assert link.flush(20)   # the broker has them all
@@ -136,7 +140,7 @@ def test_a_full_disk_makes_the_collector_hold_not_ack_and_nothing_is_lost(
         assert subjects == sorted(["before", *(f"full-{i}" for i in range(13))])
 
         # 3. Without a restart: the disk fills again, the collector holds, and resumes by itself.
-        filler = fill_disk(tiny_fs, leave=16 * 1024)
+        filler = fill_disk(tiny_fs, leave=8 * 1024)
         for i in range(5):
             link.publish_decision(_big_decision(f"again-{i}"))
         assert link.flush(20)
@@ -299,7 +303,7 @@ def test_a_collector_is_not_retired_while_it_cannot_store_what_its_session_holds
     link = KioskLink(link_pki.link_config("kiosk-a", own_broker.port, tmp_path / "outbox.sqlite"))
     retiring = Collector(link_pki.collector_config(own_broker.port, db, share_group=group,
                                                    storage_retry_min_s=0.1, storage_retry_max_s=0.5))
-    filler = fill_disk(tiny_fs, leave=16 * 1024)
+    filler = fill_disk(tiny_fs, leave=8 * 1024)
     try:
         link.start()
         for i in range(5):

@@ -145,6 +145,16 @@ BAD_PAYLOADS: list[tuple[str, str, bytes]] = [
     ("a reason that is not a string", "decision", _json(_decision(reasons=[{"x": 1}]))),
     ("a version that is not a string", "decision", _json(_decision(model_versions={"cnn": 3}))),
     ("integer beyond 64 bits", "decision", _json(_decision(created_ms=2**70))),
+    ("a time past year 9999", "decision", _json(_decision(created_ms=2**62))),
+    ("a subject of 129 characters", "decision", _json(_decision(subject="c" * 129))),
+    ("a session id of 129 characters", "decision", _json(_decision(session_id="s" * 129))),
+    ("a mode of 65 characters", "decision", _json(_decision(mode="m" * 65))),
+    ("33 reasons", "decision", _json(_decision(reasons=["shape"] * 33))),
+    ("a reason of 65 characters", "decision", _json(_decision(reasons=["r" * 65]))),
+    ("a model version of 257 characters", "decision", _json(_decision(model_versions={"cnn": "v" * 257}))),
+    ("33 model versions", "decision", _json(_decision(model_versions={f"m{i}": "1" for i in range(33)}))),
+    ("33 timings", "decision", _json(_decision(timings_ms={f"t{i}": 1.0 for i in range(33)}))),
+    ("a time before 1970", "log", _json(_log(created_ms=-1))),
     ("duplicate keys", "decision", _json(_decision()).replace(b'{"type"', b'{"decision":"SUSPICIOUS","type"')),
     ("nesting 200 deep", "log", _json(_log(fields=DEEP))),
     ("unknown log field", "log", _json(_log(stack="..."))),
@@ -170,6 +180,25 @@ def test_data_after_the_compressed_stream_is_refused(processor: Processor, link_
         r = _process(processor, _seal(link_pki, good, compressed_tail=tail))
         assert getattr(r, "reason", None) == "bad_payload", f"tail {tail[:8]!r}: accepted"
         assert "after the end of the compressed" in r.detail   # type: ignore[union-attr]
+
+
+def test_a_small_record_that_inflates_to_megabytes_is_refused_unread(processor: Processor, link_pki: LinkPki) -> None:
+    """Found by a review: every kind could inflate to 8 MiB, so a signed decision of 8 KB on the
+    wire (a subject of 3.9 million "é") was stored at 3000 times its size (16 MiB of escaped text a
+    row). A decision, log, status or audit record now inflates to at most 256 KiB: beyond, the
+    envelope is refused before its JSON is read. Evidence keeps the larger bound."""
+    fat = _json(_decision(subject="\u00e9" * (300 << 10)))     # escaped: 1.8 MB of JSON
+    data = _seal(link_pki, fat)
+    assert len(data) < 16_000                                  # compressed: small on the wire
+    r = _process(processor, data)
+    assert getattr(r, "reason", None) == "oversized", r
+    assert "exceeds" in r.detail or "too large" in r.detail    # type: ignore[union-attr]
+    # Just inside the bound, the same checks as ever decide (here: the subject's length).
+    near = _json(_decision(subject="c" * ((256 << 10) - 600)))
+    assert len(near) <= 256 << 10
+    assert getattr(_process(processor, _seal(link_pki, near)), "reason", None) == "bad_payload"
+    with pytest.raises(RecordError, match="exceeds the limit"):   # the kiosk refuses it first
+        encode_payload(_log(message="x" * 2000, fields={f"f{i}": "y" * 600 for i in range(500)}))
 
 
 def test_good_payloads_of_every_kind_are_still_accepted(processor: Processor, link_pki: LinkPki) -> None:

@@ -56,7 +56,7 @@ from paho.mqtt.properties import Properties
 from kiosk import envelope
 from kiosk.envelope import EnvelopeError
 from kiosk.keys import key_id, load_encryption_key, raw_public
-from kiosk.records import RecordError, decode_payload
+from kiosk.records import RecordError, decode_payload, max_plaintext
 from kiosk.tls import client_tls_context
 from kiosk.topics import DEFAULT_PREFIX, TopicError, collector_filters, parse_topic
 from tools.central.store import (
@@ -244,7 +244,8 @@ class Processor:
             return self._refuse("unknown_encryption_key", msg, f"encrypted to unknown key {h.enc_key_id.hex()}", t.kiosk_id,
                                 h.seq, signed=True)
         try:
-            plaintext = envelope.decrypt(env, dkey)
+            # Each kind inflates to its own bound: a small record of megabytes is refused unread.
+            plaintext = envelope.decrypt(env, dkey, max_plaintext(t.kind, raw_evidence=self.allow_raw_evidence))
             payload = decode_payload(plaintext, t.kind, allow_raw_evidence=self.allow_raw_evidence)
         except EnvelopeError as exc:
             return self._refuse(exc.reason, msg, str(exc), t.kiosk_id, h.seq, signed=True)

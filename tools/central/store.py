@@ -460,12 +460,19 @@ class _SqlStore:
         inserts them with the batch)."""
         # json.dumps escapes control characters, so the payload text never holds a NUL (which
         # PostgreSQL text refuses); the extracted columns go through _text for the same reason.
-        payload = json.dumps(it.payload, separators=(",", ":"), sort_keys=True)
+        # As UTF-8, not escaped: escaped, each non-ASCII character took six bytes of the row (a
+        # review's amplification; the plaintext's bound is the row's).
+        payload = json.dumps(it.payload, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
         p = it.payload
         if it.kind == "status":
             # The newest report wins (highest sequence) - except the last will of the connection the
             # stored report came from: it was sealed when that connection opened, so its sequence
             # is lower than the "online" reports sent over it, yet it is newer than all of them.
+            # And once that will is stored, no report of its connection replaces it: the broker
+            # publishes a will only when the connection is gone, so such a report was sent before
+            # and arrives late (two collectors of a share group, a batch redelivered; found by a
+            # review: a dead kiosk read "online" for good). The IS NOT NULLs keep NULL (a report
+            # without will_seq) from making the condition unknown, which would refuse every update.
             will_seq = p.get("will_seq")
             will_seq = int(will_seq) if isinstance(will_seq, int) and not isinstance(will_seq, bool) else None
             cur.execute(self._sql(
@@ -473,7 +480,9 @@ class _SqlStore:
                 "VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (kiosk_id) DO UPDATE SET seq=excluded.seq, "
                 "will_seq=excluded.will_seq, site=excluded.site, created_ms=excluded.created_ms, "
                 "received_ms=excluded.received_ms, state=excluded.state, payload=excluded.payload "
-                "WHERE kiosk_status.seq < excluded.seq OR "
+                "WHERE (kiosk_status.seq < excluded.seq AND NOT (kiosk_status.will_seq IS NOT NULL "
+                "AND kiosk_status.seq = kiosk_status.will_seq AND excluded.will_seq IS NOT NULL "
+                "AND excluded.will_seq = kiosk_status.will_seq)) OR "
                 "(kiosk_status.will_seq = excluded.seq AND kiosk_status.seq <> excluded.seq)"),
                 (it.kiosk_id, it.seq, will_seq, it.site, it.created_ms, it.received_ms, _text(p.get("state"), 32), payload))
             return "stored" if cur.rowcount == 1 else "ignored"
@@ -603,8 +612,10 @@ class _SqlStore:
 
     def find_decision_seq(self, session_id: str) -> list[tuple[str, int]]:
         """(kiosk, seq) of the decisions of a kiosk session id (a case is often known by it)."""
+        # The payload's text as the store writes it (UTF-8; rows of before, escaped, differ only
+        # for an id with non-ASCII characters, which no kiosk makes).
         rows = self._read("SELECT kiosk_id, seq, payload FROM decisions WHERE payload LIKE %s ORDER BY kiosk_id, seq",
-                          (f'%"session_id":{json.dumps(session_id)}%',))
+                          (f'%"session_id":{json.dumps(session_id, ensure_ascii=False)}%',))
         return [(r[0], int(r[1])) for r in rows if json.loads(r[2]).get("session_id") == session_id]
 
     def _record_refusals(self, cur: Any, refusals: Iterable[Refusal], keep_duplicates: bool = False) -> None:
@@ -748,11 +759,13 @@ class _SqlStore:
             if value is not None:
                 clauses.append(clause)
                 args.append(value)
-        sql = ("SELECT kiosk_id, site, seq, payload FROM audit" + (" WHERE " + " AND ".join(clauses) if clauses else "")
-               + _order(f) + " LIMIT %s")
+        sql = ("SELECT kiosk_id, site, seq, created_ms, payload FROM audit"
+               + (" WHERE " + " AND ".join(clauses) if clauses else "") + _order(f) + " LIMIT %s")
         args.append(f.limit)
         rows = self._read(sql, args)
-        return [{**json.loads(r[3]), "kiosk_id": r[0], "site": r[1], "seq": int(r[2])} for r in rows]
+        # The time is the envelope's (signed, bounded; what the filters compare), as a decision's.
+        return [{**json.loads(r[4]), "kiosk_id": r[0], "site": r[1], "seq": int(r[2]), "created_ms": int(r[3])}
+                for r in rows]
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         """Rows of one query; the read transaction is ended at once (PostgreSQL would hold it open).

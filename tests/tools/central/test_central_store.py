@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import uuid
 from pathlib import Path
@@ -41,19 +42,44 @@ def test_store_is_idempotent_and_tells_duplicates_from_replays(db_url: str) -> N
         store.close()
 
 
+def test_a_payload_is_stored_as_utf8_not_six_bytes_a_character(db_url: str) -> None:
+    """Found by a review: the store escaped every non-ASCII character (\\u00e9, six bytes), so a
+    payload took up to six times its size in the database."""
+    store = open_store(db_url, create=True)
+    try:
+        item = _dec(1)
+        store.store([dataclasses.replace(item, payload={**item.payload, "subject": "caf\u00e9-\u00e9\u00e9\u00e9"})])
+        row = store._read("SELECT payload FROM decisions WHERE seq = 1")[0][0]
+        assert "caf\u00e9-\u00e9\u00e9\u00e9" in row and "\\u00e9" not in row
+        assert store.query_decisions()[0].subject == "caf\u00e9-\u00e9\u00e9\u00e9"
+    finally:
+        store.close()
+
+
 def test_status_keeps_the_newest_and_honours_the_current_will(db_url: str) -> None:
     store = open_store(db_url, create=True)
     try:
-        store.store([_status(10, "offline", 10)])          # will of connection 1 (retained, seen first)
-        store.store([_status(11, "online", 10)])           # online over connection 1
+        store.store([_status(11, "online", 10)])           # online over connection 1 (its will: 10)
         store.store([_status(12, "online", 10)])
         store.store([_status(11, "online", 10)])           # an old report arriving late: ignored
         assert store.status()["kiosk-a"]["seq"] == 12
         store.store([_status(10, "offline", 10)])          # the will of connection 1 fires: applies
         assert store.status()["kiosk-a"]["state"] == "offline"
-        store.store([_status(13, "offline", 13)])          # will of connection 2 arrives (retained copy)
-        store.store([_status(14, "online", 13)])
+        # A report of connection 1 committed after its will (two collectors of a share group; a
+        # batch redelivered): sent before the connection died, so the kiosk stays offline. Found
+        # by a review: it read "online" for good.
+        store.store([_status(13, "online", 10)])
+        assert store.status()["kiosk-a"]["state"] == "offline"
+        store.store([_status(15, "online", 14)])           # connection 2 (will 14) reports: applies,
+        store.store([_status(16, "online", None)])         # and a kiosk's of before will_seq
+        assert (store.status()["kiosk-a"]["state"], store.status()["kiosk-a"]["seq"]) == ("online", 16)
+        store.store([_status(18, "online", 17)])           # connection 3 (will 17)
         store.store([_status(10, "offline", 10)])          # a stale will of connection 1: ignored
+        assert store.status()["kiosk-a"]["state"] == "online"
+        store.store([_status(17, "offline", 17)])          # connection 3's will fires ...
+        store.store([_status(19, "online", 17)])           # ... a late report of it: ignored
+        assert store.status()["kiosk-a"]["state"] == "offline"
+        store.store([_status(21, "online", 20)])           # the kiosk back on a new connection
         assert store.status()["kiosk-a"]["state"] == "online"
     finally:
         store.close()
