@@ -326,9 +326,14 @@ class SiteCalibration:
                 self._report(f"failed: not saved ({exc.strerror or exc})"[:64], operator, mode, False)
                 raise CalibrationNotSaved(f"the calibration could not be saved ({exc.strerror or exc}): "
                                           "nothing changed") from None
-            log.error("calibration: its state could not be saved (%s); the threshold stays %.4f", exc, before,
+            # The one saved (at a start, the fresh wrapper's is the shipped one), within today's
+            # bounds: a bank that narrowed them, then a start on a full disk, left a threshold
+            # outside them in force (found by a review).
+            bounds = self.config.settings(v.shipped)
+            kept_threshold = min(max(before, bounds.lower), bounds.upper)
+            log.error("calibration: its state could not be saved (%s); the threshold stays %.4f", exc, kept_threshold,
                       extra={"event": "calibration_not_saved"})
-            v.set_threshold(before)   # the one saved (at a start, the fresh wrapper's is the shipped one)
+            v.set_threshold(kept_threshold)
             return
         self.last = cal
         v.set_threshold(after)

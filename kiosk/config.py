@@ -214,6 +214,7 @@ threshold = 1                            # distinct admin signatures required
 max_bundle_bytes = 67108864
 transfer_timeout_s = 120.0
 disk_reserve_bytes = 67108864            # a download leaves this much free for decisions, or is refused
+golden_timeout_s = 120.0                 # one model's golden check, in a child process; longer: refused
 """
 
 

@@ -24,9 +24,16 @@ numbers >= 0. Anything else is a :class:`GoldenFileError`, reported as a failed 
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
 import logging
 import math
 import re
+import resource
+import signal
+import subprocess
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +155,10 @@ def check_golden(model: Path, golden: Path, atol: float | None = None, rtol: flo
     except (ValueError, RuntimeError, OSError) as exc:
         return GoldenResult(False, 0, float("inf"), f"runtime cannot load the model: {exc}")
     ins, outs = interp.get_input_details(), interp.get_output_details()
+    if not ins or not outs:
+        # A constant model checks nothing (and the case count below needs input_0: a review's
+        # signed bundle of such a model raised KeyError here, at every start of the kiosk).
+        return GoldenResult(False, 0, float("inf"), f"the model has {len(ins)} inputs and {len(outs)} outputs")
     if "outputs" in arrays:
         return _check_named(interp, arrays, atol, rtol)
     missing = [f"input_{i}" for i in range(len(ins)) if f"input_{i}" not in arrays]
@@ -175,6 +186,60 @@ def check_golden(model: Path, golden: Path, atol: float | None = None, rtol: flo
     except (ValueError, RuntimeError, IndexError, TypeError) as exc:   # a golden array short of cases or mis-shaped
         return GoldenResult(False, cases, float("inf"), f"inference failed: {exc}")
     return GoldenResult(True, cases, worst)
+
+
+#: How long one model's golden check may take, by default: the shipped models check in about a second
+#: on a Raspberry Pi; a model that runs for ever (a signed bundle's WHILE loop) must not hold the
+#: update agent, and through it the kiosk's start, for ever (found by a review).
+DEFAULT_GOLDEN_TIMEOUT_S = 120.0
+
+
+def check_golden_isolated(model: Path, golden: Path, atol: float | None = None, rtol: float | None = None,
+                          timeout_s: float = DEFAULT_GOLDEN_TIMEOUT_S) -> GoldenResult:
+    """:func:`check_golden` in a child process that is killed after ``timeout_s``: a model that
+    loops, or crashes the runtime (a segmentation fault), fails its check and the caller goes on.
+    Never raises for a bad model or golden file."""
+    # The kernel's CPU bound a little after the wall-clock one, which normally ends it first.
+    cmd = [sys.executable, "-m", "kiosk.golden", str(model), str(golden), f"--cpu-s={math.ceil(timeout_s) + 2}"]
+    cmd += [f"--atol={atol!r}"] if atol is not None else []
+    cmd += [f"--rtol={rtol!r}"] if rtol is not None else []
+    try:
+        # No preexec_fn: the daemon has threads, and code run between fork and exec may deadlock.
+        done = subprocess.run(cmd, capture_output=True, timeout=timeout_s, check=False, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return GoldenResult(False, 0, float("inf"), f"the golden check did not finish in {timeout_s:g} s")
+    except OSError as exc:
+        return GoldenResult(False, 0, float("inf"), f"the golden check could not start: {exc.strerror or exc}")
+    if done.returncode == -signal.SIGXCPU:
+        return GoldenResult(False, 0, float("inf"), f"the golden check did not finish in {timeout_s:g} s "
+                                                    "(its CPU time ran out)")
+    lines = done.stdout.decode("utf-8", "replace").strip().splitlines()
+    try:
+        got = json.loads(lines[-1])
+        return GoldenResult(bool(got["ok"]), int(got["cases"]), float(got["max_abs_error"]), str(got["detail"]))
+    except (IndexError, ValueError, KeyError, TypeError):
+        why = f"exit status {done.returncode}" if done.returncode >= 0 else f"signal {-done.returncode}"
+        return GoldenResult(False, 0, float("inf"), f"the golden check ended without a result ({why})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m kiosk.golden MODEL GOLDEN [--atol A] [--rtol R]``: prints the check's result as one
+    line of JSON (what :func:`check_golden_isolated` reads)."""
+    p = argparse.ArgumentParser(description="Check a .tflite model against its golden vectors.")
+    p.add_argument("model", type=Path)
+    p.add_argument("golden", type=Path)
+    p.add_argument("--atol", type=float)
+    p.add_argument("--rtol", type=float)
+    p.add_argument("--cpu-s", type=int, help="CPU seconds after which the kernel ends this process")
+    args = p.parse_args(argv)
+    if args.cpu_s:
+        # The kernel's bound too, should the parent's wall-clock timeout not end it (a parent stuck).
+        resource.setrlimit(resource.RLIMIT_CPU, (args.cpu_s, args.cpu_s + 5))
+    res = check_golden(args.model, args.golden, args.atol, args.rtol)
+    # The runtime prints its own lines (the XNNPACK delegate): the result is the last line.
+    print(json.dumps({**dataclasses.asdict(res), "max_abs_error": res.max_abs_error
+                      if math.isfinite(res.max_abs_error) else 1e308}), flush=True)
+    return 0 if res.ok else 1
 
 
 def _quant(x: np.ndarray, det: dict) -> np.ndarray:
@@ -221,3 +286,7 @@ def _check_named(interp, arrays: dict[str, np.ndarray], atol: float, rtol: float
     except (ValueError, RuntimeError, IndexError, TypeError) as exc:
         return GoldenResult(False, cases, float("inf"), f"inference failed: {exc}")
     return GoldenResult(cases > 0, cases, worst, "" if cases else "no golden cases")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -50,7 +50,7 @@ from kiosk.bundle import (
     split_payload,
     verify_envelope,
 )
-from kiosk.golden import check_golden
+from kiosk.golden import DEFAULT_GOLDEN_TIMEOUT_S, check_golden_isolated
 from kiosk.keys import load_public_raw, load_signing_key
 from kiosk.slots import SlotError, SlotInfo, SlotStore
 from kiosk.templates import atomic_write, free_bytes
@@ -107,6 +107,8 @@ class UpdateConfig:
     #: Free space a download leaves on the store's file system besides what it needs (its chunks
     #: and the staged copy): the kiosk's decisions and audits are written there too.
     disk_reserve_bytes: int = 64 << 20
+    #: How long one model's golden check may take before the model is refused (kiosk.golden).
+    golden_timeout_s: float = DEFAULT_GOLDEN_TIMEOUT_S
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], base_dir: Path | None = None) -> UpdateConfig:
@@ -190,7 +192,12 @@ class UpdateAgent:
     def start(self) -> None:
         """Recover from whatever a crash left, check the active model, then listen for offers."""
         with self._lock:
-            self.recover()
+            try:
+                self.recover()
+            except Exception as exc:   # never keep the kiosk from starting: the old model serves
+                log.exception("update: recovery at start failed; the downloads are dropped")
+                self._cleanup_incoming(keep=None)
+                self._report("failed", reason="recovery_failed", detail=f"{type(exc).__name__}: {exc}"[:300])
         self._thread = threading.Thread(target=self._run, name="update-agent", daemon=True)
         self._thread.start()
         link = getattr(self, "_link", None)
@@ -315,7 +322,10 @@ class UpdateAgent:
             if h != f.sha256:
                 return f"file {f.name} does not match its SHA-256"
         for m in info.manifest.models:
-            res = check_golden(info.directory / m.file, info.directory / m.golden, m.atol, m.rtol)
+            # In a child process with a time limit: a signed model that loops for ever, or crashes the
+            # runtime, fails its check instead of holding the agent and the kiosk's start.
+            res = check_golden_isolated(info.directory / m.file, info.directory / m.golden, m.atol, m.rtol,
+                                        timeout_s=self.config.golden_timeout_s)
             if not res.ok:
                 return f"golden vectors of {m.file}: {res.detail}"
         return None
@@ -485,8 +495,17 @@ class UpdateAgent:
         if hashlib.sha256(payload).hexdigest() != t.offer.bundle_id:
             self._refuse_transfer(t, "hash_mismatch", "the reassembled payload does not match the offer's id")
             return
-        self._install(t.offer, t.manifest, payload)
-        self._cleanup_incoming(keep=None)
+        try:
+            self._install(t.offer, t.manifest, payload)
+        except Exception as exc:   # a defect of ours or the runtime's: the old model keeps serving
+            log.exception("update: installing %s failed", t.offer.short_id)
+            self.store.discard_staged()
+            self._report("failed", reason="install_error", detail=f"{type(exc).__name__}: {exc}"[:300],
+                         offer=t.offer, manifest=t.manifest)
+        finally:
+            # Whatever _install did, the download is not tried again: left on disk after an
+            # exception, recover() installed it again at every start (found by a review).
+            self._cleanup_incoming(keep=None)
 
     def _refuse_transfer(self, t: _Transfer, reason: str, detail: str) -> None:
         self._report("refused", reason=reason, detail=detail, offer=t.offer, manifest=t.manifest)

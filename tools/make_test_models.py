@@ -11,6 +11,9 @@ converted model in the device runtime (ai_edge_litert), so a correct model repro
 * ``broken``: a model whose golden vectors were computed from *different* weights: it loads and
   runs, but fails its golden check - what a mis-built or mis-quantised model looks like.
 * ``big`` (``--big``): a 512 -> 2048 dense stack (~4 MB of float weights), for the benchmark.
+* ``noinput``: a valid model without inputs (a constant output), and ``spin``: one whose WHILE
+  loop never ends for a positive input - signed bundles a review sent that failed the golden check
+  by raising, or never finished it (``--hostile`` writes these two alone).
 """
 
 from __future__ import annotations
@@ -66,6 +69,32 @@ def write_model(out: Path, name: str, layers: list[tuple[int, str | None]], n_in
     return out / f"{name}.tflite", out / f"{name}.golden.npz"
 
 
+def write_hostile_models(out: Path) -> list[Path]:
+    import tensorflow as tf
+
+    class NoInput(tf.Module):
+        def __init__(self) -> None:
+            self.v = tf.Variable([[1.0, 2.0]])
+
+        @tf.function(input_signature=[])
+        def __call__(self):  # type: ignore[no-untyped-def]
+            return tf.identity(self.v) * 2.0
+
+    class Spin(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1], tf.float32)])
+        def __call__(self, x):  # type: ignore[no-untyped-def]
+            return tf.while_loop(lambda v: v[0] > 0.0, lambda v: (v + 1.0,), (x,))[0]
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name, module in (("noinput", NoInput()), ("spin", Spin())):
+        conv = tf.lite.TFLiteConverter.from_concrete_functions([module.__call__.get_concrete_function()], module)
+        (out / f"{name}.tflite").write_bytes(conv.convert())
+    np.savez(out / "noinput.golden.npz", allow_pickle=False, output_0=np.array([[[2.0, 4.0]]], np.float32))
+    np.savez(out / "spin.golden.npz", allow_pickle=False, input_0=np.array([[1.0]], np.float32),
+             output_0=np.array([[1.0]], np.float32))
+    return [out / f for f in ("noinput.tflite", "noinput.golden.npz", "spin.tflite", "spin.golden.npz")]
+
+
 def write_models(out: Path, big: bool = False) -> list[Path]:
     out = Path(out)
     write_model(out, "dense_v1", [(8, "tanh")], 16, seed=1)
@@ -73,6 +102,7 @@ def write_models(out: Path, big: bool = False) -> list[Path]:
     write_model(out, "broken", [(8, "tanh")], 16, seed=3, golden_seed=4)
     if big:
         write_model(out, "big", [(2048, "relu"), (8, None)], 512, seed=5)
+    write_hostile_models(out)
     return sorted(out.glob("*"))
 
 
@@ -80,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", type=Path)
     p.add_argument("--big", action="store_true", help="also write the ~4 MB benchmark model")
+    p.add_argument("--hostile", action="store_true", help="write only the models without inputs and that never end")
     args = p.parse_args(argv)
-    for f in write_models(args.out, args.big):
+    for f in (write_hostile_models(args.out) if args.hostile else write_models(args.out, args.big)):
         print(f"{f} ({f.stat().st_size} bytes)")
     return 0
 

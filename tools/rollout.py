@@ -91,6 +91,9 @@ class AdminClient:
         c.max_inflight_messages_set(32)
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
+        # A callback's exception must not end the admin's network thread (paho re-raises it by
+        # default): every later SUBACK and acknowledgement would be lost with it.
+        c.suppress_exceptions = True
         self.client = c
 
     def __enter__(self) -> AdminClient:
@@ -131,16 +134,22 @@ class AdminClient:
 
     def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic.endswith("/update"):
-            self._on_report(msg.topic, bytes(msg.payload))
+            try:
+                self._on_report(msg.topic, bytes(msg.payload))
+            except Exception:   # a report is a stranger's bytes; one must never stop the others
+                log.exception("rollout: a report on %s could not be read", msg.topic[:200])
         else:
             with self._cond:
                 self._retained[msg.topic] = bytes(msg.payload)
                 self._cond.notify_all()
 
     def _on_report(self, topic: str, data: bytes) -> None:
-        kiosk = topic.split("/")[-2]
+        site, kiosk = topic.split("/")[-3:-1]
         entry = self.registry.kiosks.get(kiosk)
-        if entry is None or not data:
+        # A revoked kiosk's key speaks for nobody; a report under another site than the kiosk's
+        # registered one is not its (the broker lets a kiosk write any site's update topic).
+        # Found by a review: a stolen key's retained reports kept every push failing, revoked or not.
+        if entry is None or entry.revoked or entry.site != site or not data:
             return
         try:
             body = verify_envelope(loads_bounded(data, max_bytes=MAX_REPORT_BYTES), TrustPolicy.from_public_keys(entry.sign_keys, 1))
@@ -149,10 +158,14 @@ class AdminClient:
             return
         if body.get("type") != REPORT_TYPE or body.get("kiosk") != kiosk:
             return
+        order = (body.get("time_ms", 0), body.get("seq", 0))
+        if not all(type(v) is int for v in order):   # compared below: a string raised TypeError here
+            log.warning("rollout: ignoring a report from %s whose time_ms or seq is not an integer", kiosk)
+            return
         with self._cond:
             old = self.reports.get(kiosk)
             # Newest by the kiosk's clock; seq breaks ties (it restarts at 1 with the process).
-            if old is None or (body.get("time_ms", 0), body.get("seq", 0)) >= (old.get("time_ms", 0), old.get("seq", 0)):
+            if old is None or order >= (old.get("time_ms", 0), old.get("seq", 0)):
                 self.reports[kiosk] = body
                 self._arrival[kiosk] = len(self.history) + 1
             self.history.append(body)

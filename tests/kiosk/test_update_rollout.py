@@ -95,3 +95,63 @@ def test_failing_canary_halts_the_fleet(update_pki: UpdatePki, update_broker: Mo
     finally:
         for k in kiosks.values():
             k.close()
+
+
+def test_a_stolen_kiosk_key_cannot_stop_the_admins_pushes(update_pki: UpdatePki, update_broker: Mosquitto,
+                                                          tmp_path: Path) -> None:
+    """Found by a review: with fleet-1's certificate and signing key, an attacker left two retained,
+    validly signed update reports, one under another site (the broker lets a kiosk write any
+    site's update topic) with a time that is a string. Every admin session died on them right after
+    subscribing (paho re-raised the TypeError of the comparison), so every push failed - still after
+    fleet-1 was revoked. Now such reports are read and set aside, and a revoked kiosk's are ignored."""
+    import copy
+    import time
+
+    import paho.mqtt.client as mqtt
+    from fixtures_update import U_SITE
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from kiosk import keys
+    from kiosk.bundle import canonical, sign_envelope
+    from kiosk.tls import client_tls_context
+    from kiosk.update_agent import REPORT_TYPE
+
+    sk = keys.load_signing_key(update_pki.root / "kiosks" / "fleet-1" / keys.KIOSK_SIGN_KEY)
+    thief = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="fleet-1", protocol=mqtt.MQTTv5)
+    thief.tls_set_context(client_tls_context(update_pki.ca_dir / "ca.crt", update_pki.certs / "fleet-1.crt",
+                                             update_pki.certs / "fleet-1.key"))
+    thief.connect("localhost", update_broker.port)
+    thief.loop_start()
+    report = {"type": REPORT_TYPE, "kiosk": "fleet-1", "site": U_SITE, "group": "fleet", "seq": 1, "state": "active",
+              "reason": None, "detail": "", "active": None, "previous": None}
+    try:
+        for site, t in ((U_SITE, 1), ("zz-elsewhere", "x"), ("zz-other", 2**40)):
+            info = thief.publish(f"sig/v1/{site}/fleet-1/update",
+                                 canonical(sign_envelope({**report, "time_ms": t}, [sk])), qos=1, retain=True)
+            info.wait_for_publish(5)
+            assert info.is_published()
+    finally:
+        thief.disconnect()
+        thief.loop_stop()
+
+    root = tmp_path / "canary-1"
+    provision(update_pki, root, make_bundle(update_pki, 1))
+    canary = start_kiosk(update_pki, update_broker.port, "canary-1", root)
+    try:
+        v2 = make_bundle(update_pki, 2, model="dense_v2", target_groups=["canary"])
+        result = rollout(update_pki.admin(update_broker.port), update_pki.registry(), v2, ["canary"], timeout_s=20)
+        assert result.ok, result.summary()
+        assert canary.agent.active_model().version == 2
+        with AdminClient(update_pki.admin(update_broker.port), update_pki.registry()) as admin:
+            time.sleep(0.5)   # the retained reports arrive after the subscription
+            # Only the report on the kiosk's own site counts (the other site's, newer by its clock, not).
+            assert admin.reports["fleet-1"]["time_ms"] == 1
+        revoked = copy.deepcopy(update_pki.registry())
+        revoked.revoke("fleet-1", reason="certificate stolen", now_ms=int(time.time() * 1000))
+        with AdminClient(update_pki.admin(update_broker.port), revoked) as admin:
+            time.sleep(0.5)
+            assert "fleet-1" not in admin.reports and admin.client.is_connected()
+        v3 = make_bundle(update_pki, 3, target_groups=["canary"])
+        assert rollout(update_pki.admin(update_broker.port), revoked, v3, ["canary"], timeout_s=20).ok
+    finally:
+        canary.close()

@@ -8,6 +8,7 @@ the last byte; the audit trail is the daemon's ``Report`` callable."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,25 @@ def test_on_a_full_disk_a_revert_changes_nothing_and_the_kiosk_still_starts(tiny
         filler.unlink()
     cal.revert("alice")                          # space is back: it is done, and saved
     assert verifier.threshold == SHIPPED and cal.status()["held"]
+
+
+def test_on_a_full_disk_narrowed_bounds_still_hold(tiny_fs: Path, tmp_path: Path, population) -> None:  # type: ignore[no-untyped-def]
+    """Found by a review: the bank narrows the bounds, the kiosk starts on a full disk; the new
+    threshold cannot be saved, and the one saved before (outside today's bounds) was put in force."""
+    store = _store(tmp_path, population)
+    _, verifier = _moved(tiny_fs, store, Trail(), population)
+    moved = verifier.threshold
+    narrow = dataclasses.replace(CONFIG, max_down=0.002, max_up=0.002)
+    bounds = narrow.settings(SHIPPED)
+    assert not bounds.lower <= moved <= bounds.upper, "the move is inside the narrow bounds: the test shows nothing"
+    filler = fill_disk(tiny_fs)
+    try:
+        again = SiteThreshold(make_verifier("classic", SHIPPED))
+        SiteCalibration(narrow, tiny_fs, store, Trail()).attach(again)
+        assert bounds.lower <= again.threshold <= bounds.upper, (again.threshold, bounds)
+        assert again.threshold == min(max(moved, bounds.lower), bounds.upper)
+    finally:
+        filler.unlink()
 
 
 def test_a_command_whose_id_cannot_be_saved_against_replay_is_not_run(tiny_fs: Path, tmp_path: Path) -> None:
