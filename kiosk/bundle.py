@@ -363,7 +363,7 @@ class Offer:
                         tuple(str(c) for c in d["chunks"]), int(d.get("created_ms", 0)))
         except BundleError:
             raise
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:   # int(Infinity): overflow
             raise BundleError("malformed", f"offer unreadable: {exc!r}") from None
         if not isinstance(offer.envelope, dict) or not isinstance(offer.envelope.get("signed"), dict):
             raise BundleError("malformed", "the offer's manifest is not a signed envelope")

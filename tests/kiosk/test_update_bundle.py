@@ -20,7 +20,7 @@ from kiosk.bundle import (
     split_payload,
     verify_envelope,
 )
-from kiosk.golden import check_golden
+from kiosk.golden import check_golden, check_golden_isolated
 from kiosk.keys import load_public_raw
 from kiosk.slots import SlotStore
 from tools.bundle import sign_bundle
@@ -111,6 +111,12 @@ def test_offer_bounds(update_pki: UpdatePki) -> None:
     d["chunks"] = d["chunks"][:-1]
     with pytest.raises(BundleError, match="malformed"):
         Offer.from_bytes(json.dumps(d).encode(), 1 << 20)
+    # Found by a review: Infinity (which json reads) as a number raised OverflowError, not a refusal.
+    for field in ("size", "created_ms", "chunk_size"):
+        inf = json.loads(offer.to_bytes())
+        inf[field] = float("inf")
+        with pytest.raises(BundleError, match="malformed"):
+            Offer.from_bytes(json.dumps(inf).encode(), 1 << 20)
 
 
 def test_golden_checker_uses_the_real_runtime() -> None:
@@ -122,6 +128,15 @@ def test_golden_checker_uses_the_real_runtime() -> None:
     assert check_golden(MODELS / "dense_v2.tflite", MODELS / "dense_v1.golden.npz", atol=10.0).ok
     not_a_model = check_golden(MODELS / "dense_v1.golden.npz", MODELS / "dense_v1.golden.npz")
     assert not not_a_model.ok and "cannot load" in not_a_model.detail
+    # The same in a child process, as the update agent runs it: the verdict and its reasons agree.
+    assert check_golden_isolated(MODELS / "dense_v1.tflite", MODELS / "dense_v1.golden.npz").ok
+    bad = check_golden_isolated(MODELS / "broken.tflite", MODELS / "broken.golden.npz")
+    assert not bad.ok and "exceeds" in bad.detail and bad.cases == 4
+    assert not check_golden_isolated(MODELS / "dense_v2.tflite", MODELS / "dense_v1.golden.npz").ok
+    assert check_golden_isolated(MODELS / "dense_v2.tflite", MODELS / "dense_v1.golden.npz", atol=10.0).ok
+    assert "cannot load" in check_golden_isolated(MODELS / "dense_v1.golden.npz", MODELS / "dense_v1.golden.npz").detail
+    never = check_golden_isolated(MODELS / "spin.tflite", MODELS / "spin.golden.npz", timeout_s=1.0)
+    assert not never.ok and "did not finish in 1 s" in never.detail
 
 
 def test_slot_switch_keeps_previous_and_counter_survives(update_pki: UpdatePki, tmp_path: Path) -> None:
