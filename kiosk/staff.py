@@ -93,7 +93,10 @@ def _b64(b: bytes) -> str:
 
 
 def _hash(secret: str, salt: bytes, n: int, r: int, p: int) -> bytes:
-    return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(secret.encode("utf-8"))
+    # surrogatepass: a PIN with a lone surrogate (JSON lets a request send one) is a wrong PIN, not
+    # an UnicodeEncodeError that skipped the failure count and told which operator names exist
+    # (found by a review). A stored PIN never holds one: its hash is the same either way.
+    return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(secret.encode("utf-8", "surrogatepass"))
 
 
 @dataclass(frozen=True)
@@ -326,6 +329,14 @@ class StaffAuth:
                 return None
             s.last_used = self._clock()
             return s
+
+    def is_live(self, token: str | None) -> bool:
+        """Is ``token`` a live session's? Unlike :meth:`session`, its idle clock is left alone."""
+        if not token:
+            return False
+        with self._lock:
+            s = self._sessions.get(self._digest(token))
+            return s is not None and self._alive(s)
 
     def check(self, session: StaffSession | None) -> bool:
         """Is ``session`` one this kiosk issued and still live? (``Daemon.submit``'s test.)"""

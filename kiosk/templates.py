@@ -54,6 +54,11 @@ class TemplateError(ApplianceError, RuntimeError):
     """A template could not be read or written; the message says why (never the data)."""
 
 
+class TemplateUnreadable(TemplateError):
+    """A customer's template file is there but cannot be read: not a template, damaged, changed on
+    disk, or another customer's. Staff mend it by Replace (or Delete)."""
+
+
 def validate_customer(ref: str) -> str:
     if not isinstance(ref, str) or not _CUSTOMER_RE.fullmatch(ref):
         raise ValueError("customer reference: 1-64 letters, digits, '.', '_' or '-'")
@@ -267,31 +272,43 @@ class TemplateStore:
         except FileNotFoundError:
             return None
         if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + NONCE_LEN + 16:
-            raise TemplateError(f"template file {path.name} is not a sigkiosk template")
+            raise TemplateUnreadable(f"template file {path.name} is not a sigkiosk template")
         nonce = blob[len(MAGIC):len(MAGIC) + NONCE_LEN]
         try:
             plain = self._aead.decrypt(nonce, blob[len(MAGIC) + NONCE_LEN:], self._aad(customer))
         except InvalidTag:
-            raise TemplateError(f"template file {path.name} failed authentication (wrong key, "
+            raise TemplateUnreadable(f"template file {path.name} failed authentication (wrong key, "
                                 "tampered, or another customer's file)") from None
         tpl = decode_template(plain)
         if tpl.customer != customer:
-            raise TemplateError(f"template file {path.name} belongs to another customer")
+            raise TemplateUnreadable(f"template file {path.name} belongs to another customer")
         return tpl
 
-    def put(self, customer: str, references: list[Trajectory] | tuple[Trajectory, ...]) -> StoredTemplate:
-        """Create or replace a customer's pen references (their paper references stay)."""
+    def put(self, customer: str, references: list[Trajectory] | tuple[Trajectory, ...], *,
+            over_unreadable: bool = False) -> StoredTemplate:
+        """Create or replace a customer's pen references (their paper references stay).
+        ``over_unreadable``: a template that cannot be read (damaged, tampered) is written over,
+        its other references lost with it (a staff Replace); else its TemplateError is raised."""
         if not references:
             raise ValueError("a template needs at least one reference")
-        old = self.get(customer)
+        old = self._old(customer, over_unreadable)
         return self._replace(customer, old, tuple(references), old.paper if old else ())
 
-    def put_paper(self, customer: str, references: list[PaperReference] | tuple[PaperReference, ...]) -> StoredTemplate:
-        """Create or replace a customer's paper references (their pen references stay)."""
+    def put_paper(self, customer: str, references: list[PaperReference] | tuple[PaperReference, ...], *,
+                  over_unreadable: bool = False) -> StoredTemplate:
+        """Create or replace a customer's paper references (their pen references stay); see :meth:`put`."""
         if not references:
             raise ValueError("a template needs at least one reference")
-        old = self.get(customer)
+        old = self._old(customer, over_unreadable)
         return self._replace(customer, old, old.references if old else (), tuple(references))
+
+    def _old(self, customer: str, over_unreadable: bool) -> StoredTemplate | None:
+        try:
+            return self.get(customer)
+        except TemplateError:
+            if not over_unreadable:
+                raise
+            return None
 
     def _replace(self, customer: str, old: StoredTemplate | None, references: tuple[Trajectory, ...],
                  paper: tuple[PaperReference, ...]) -> StoredTemplate:

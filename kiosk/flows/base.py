@@ -22,7 +22,7 @@ from firmware_host.assembler import CapturedSignature
 from kiosk.errors import ApplianceError
 from kiosk.screen_events import Event, Message, State, View
 from kiosk.sessions import new_session_id
-from kiosk.templates import TemplateError
+from kiosk.templates import TemplateError, TemplateUnreadable
 from models.image import SignatureImage
 from models.trajectory import Trajectory
 
@@ -147,7 +147,12 @@ def identify(screen: Screen, references: References[T], customer: str, session_i
     screen.enter(State.IDENTIFY, Message("identify"))
     try:
         found = references.lookup(customer)
-    except TemplateError as exc:
+    except TemplateUnreadable as exc:
+        log.error("template unreadable: %s", exc, extra={"event": "template_error", "session": session_id})
+        # Not "no signature on file": staff must know to Replace, not to enroll anew.
+        raise RequestEnded("template_unreadable", Message(
+            "error", message="The signatures on file for this customer cannot be read. Please ask staff.")) from None
+    except TemplateError as exc:   # e.g. paper references of another preparation, and no pad ones
         log.error("template unusable: %s", exc, extra={"event": "template_error", "session": session_id})
         found = None
     if found is None:

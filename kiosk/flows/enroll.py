@@ -16,7 +16,7 @@ from kiosk.config import PolicyConfig
 from kiosk.flows.base import Finished, PenCapture, Request, RequestEnded, Screen
 from kiosk.screen_events import EnrollPrompt, EnrollSample, Message, State, refusal_views
 from kiosk.sessions import EnrollmentSession
-from kiosk.templates import TemplateStore
+from kiosk.templates import StoredTemplate, TemplateError, TemplateStore
 from models.classic import ClassicConfig
 
 #: Most pen references one customer may have (two enrollments of 5): each is compared with every
@@ -47,12 +47,21 @@ class Enroll:
         self.features = features
 
     def __call__(self, req: Request) -> Finished:
-        existing = self.store.get(req.customer)
+        existing = stored_or_replacing(self.store, req)
         if req.mode == "new" and existing is not None:
+            # Also a customer enrolled from paper only: giving them pen signatures is what Replace
+            # does, which asks for the customer number again.
             raise RequestEnded("already_enrolled", Message("error", message="This customer is already enrolled "
-                                                                            "(use Replace or Add)."))
-        if req.mode == "add" and existing is None:
-            raise RequestEnded("not_enrolled", Message("error", message="No signature on file to add to. Enroll first."))
+                                                                            "(use Replace or Add)." if existing.references
+                                                           else "This customer is enrolled from paper. To give them "
+                                                                "pen signatures, use Replace (you will be asked for "
+                                                                "the customer again)."))
+        if req.mode == "add" and (existing is None or not existing.references):
+            # Found by a review: "add" to a customer with paper signatures only had no pen signature
+            # to check the new ones against, and does not ask for the number again: whoever stood
+            # at the pen became that customer.
+            raise RequestEnded("not_enrolled", Message("error", message="No pen signature on file to add to. "
+                                                                        "Enroll first, or use Replace."))
         p = self.policy
         if req.mode == "add" and existing is not None and len(existing.references) + p.references > MAX_REFERENCES:
             raise RequestEnded("too_many_references", Message(
@@ -83,12 +92,31 @@ class Enroll:
                                                              "codes": ",".join(r.code for r in result.refusals)})
             self.screen.publish(EnrollSample(result.accepted, result.label, result.count, result.needed, views))
         refs = session.references()
-        self.store.put(req.customer, refs)
-        self.cache.forget(req.customer)
+        try:
+            self.store.put(req.customer, refs, over_unreadable=req.mode == "replace")
+        finally:
+            # Even when the write raised after the file changed (a directory fsync's EIO): a built
+            # set of the old references must not be served again (found by a review).
+            self.cache.forget(req.customer)
         log.info("enrollment complete", extra={"event": "enrolled", "session": req.request_id, "mode": req.mode,
                                                "references": len(refs), "attempts": session.attempts})
         return Finished({"ok": True, "references": len(refs), "attempts": session.attempts, "refusals": refusals},
                         Message("enrolled", title="Thank you", message=f"{len(refs)} signatures saved."))
+
+
+def stored_or_replacing(store: TemplateStore, req: Request) -> StoredTemplate | None:
+    """The customer's stored template; None when there is none, or when it cannot be read and the
+    request is a Replace (which writes over it: the way out staff are told of). Any other request
+    on an unreadable template ends, saying so (it was an internal error; found by a review)."""
+    try:
+        return store.get(req.customer)
+    except TemplateError as exc:
+        log.error("template unreadable: %s", exc, extra={"event": "template_error", "session": req.request_id})
+        if req.mode == "replace":
+            return None
+        raise RequestEnded("template_unreadable", Message(
+            "error", message="This customer's stored signatures cannot be read (damaged or changed on disk). "
+                             "Use Replace to enroll them again, or Delete.")) from None
 
 
 class Delete:
@@ -99,8 +127,10 @@ class Delete:
         self.cache = cache
 
     def __call__(self, req: Request) -> Finished:
-        removed = self.store.delete(req.customer)
-        self.cache.forget(req.customer)
+        try:
+            removed = self.store.delete(req.customer)
+        finally:
+            self.cache.forget(req.customer)   # also when the unlink happened and its fsync failed
         log.info("template deleted" if removed else "no template to delete",
                  extra={"event": "template_deleted", "session": req.request_id})
         return Finished({"ok": removed, "error": None if removed else "not_enrolled"}, Message("idle"))

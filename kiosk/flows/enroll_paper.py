@@ -22,7 +22,7 @@ from typing import Protocol
 
 from kiosk.flows.base import Finished, PaperCapture, Request, RequestEnded, Screen
 from kiosk.flows.capture import read_scan
-from kiosk.flows.enroll import TemplateCache
+from kiosk.flows.enroll import TemplateCache, stored_or_replacing
 from kiosk.screen_events import EnrollSample, Message, Notice, RefusalView
 from kiosk.templates import TemplateStore
 from models.image import SignatureImage
@@ -65,7 +65,7 @@ class EnrollPaper:
         from models.paper import duplicate_of
         from models.signature_finder import PictureError
 
-        existing = self.store.get(req.customer)
+        existing = stored_or_replacing(self.store, req)
         on_file = existing.paper if existing is not None else ()
         if req.mode == "new" and on_file:
             raise RequestEnded("already_enrolled", Message("error", message="This customer already has paper "
@@ -135,8 +135,10 @@ class EnrollPaper:
                                Message("error", message=f"Only {total} usable paper signatures; at least "
                                                         f"{self.minimum} are needed. Nothing was saved."),
                                refusals=refusals, references=total)
-        self.store.put_paper(req.customer, [*seed, *accepted])
-        self.cache.forget(req.customer)
+        try:
+            self.store.put_paper(req.customer, [*seed, *accepted], over_unreadable=req.mode == "replace")
+        finally:
+            self.cache.forget(req.customer)
         log.info("paper enrollment complete", extra={"event": "enrolled_paper", "session": req.request_id,
                                                      "mode": req.mode, "references": total})
         return Finished({"ok": True, "references": total, "refusals": refusals},

@@ -23,6 +23,7 @@ Shared by the kiosk's screen server (``kiosk.ui.server``) and the central web pa
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -98,6 +99,26 @@ class _BoundedHead:
         if self.left <= 0 and not line.endswith(b"\n"):
             self.exceeded = True
         return bytes(line)
+
+
+#: A cookie value this code ever sets (a URL-safe token): anything else under our names is not ours.
+_COOKIE_VALUE = re.compile(r"[A-Za-z0-9_-]{1,256}")
+
+
+def cookie_value(header: str | None, name: str) -> str | None:
+    """The value of the cookie ``name`` in a Cookie header, in one linear pass; None if absent or
+    not a token. Not ``http.cookies.SimpleCookie``: one malformed cookie of another site on the
+    same host (browsers do not separate ports) made it drop every cookie, the screen secret too,
+    and a header of backslashes took it a second of CPU (CVE-2024-7592, unfixed in this Python);
+    found by a review. The first well-formed cookie of the name wins, as browsers send the most
+    specific path first."""
+    for part in (header or "").split(";"):
+        key, eq, value = part.strip().partition("=")
+        if eq and key == name:
+            value = value.strip()
+            if _COOKIE_VALUE.fullmatch(value):
+                return value
+    return None
 
 
 class DeadlineHandler(BaseHTTPRequestHandler):

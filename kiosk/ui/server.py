@@ -54,7 +54,6 @@ import re
 import secrets
 import threading
 from http import HTTPStatus
-from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from pathlib import Path
@@ -64,7 +63,7 @@ from kiosk.errors import ActionNotAuditable, AuditNotRecorded, KioskBusy, Reques
 from kiosk.jsonbound import loads_bounded
 from kiosk.screen_events import EventBus, State
 from kiosk.staff import LoginRefused, OperatorEntryInvalid, StaffAuth, StaffSession
-from kiosk.ui.bounded_http import BoundedServer, DeadlineHandler
+from kiosk.ui.bounded_http import BoundedServer, DeadlineHandler, cookie_value
 
 log = logging.getLogger(__name__)
 
@@ -209,14 +208,11 @@ class UiServer:
 
             def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
                 # Never the query: the browser's first request carries the screen secret in it.
-                log.debug("ui: %s %s %s", self.command, self.path.split("?", 1)[0], code)
+                # getattr: a malformed request line is answered before a path is set.
+                log.debug("ui: %s %s %s", getattr(self, "command", "-"), getattr(self, "path", "-").split("?", 1)[0], code)
 
             def _cookie(self, name: str) -> str | None:
-                try:
-                    c = SimpleCookie(self.headers.get("Cookie") or "")
-                except CookieError:
-                    return None
-                return c[name].value if name in c else None
+                return cookie_value(self.headers.get("Cookie"), name)
 
             def _screen_ok(self) -> bool:
                 """Is this the kiosk's own browser (it holds the per-boot secret)?"""
@@ -227,6 +223,13 @@ class UiServer:
                 self.send_response(status)
                 for k, v in headers:
                     self.send_header(k, v)
+                if not self._screen_ok():
+                    # Only the kiosk's browser keeps a connection: a stranger's next request on
+                    # the same one restarted the deadline, so trickled requests held every worker
+                    # for as long as they liked (found by a review).
+                    self.close_connection = True
+                if self.close_connection:
+                    self.send_header("Connection", "close")
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Cache-Control", "no-store")
@@ -307,7 +310,7 @@ class UiServer:
                 # The body stays unread: the connection ends with the answer, or the browser's next
                 # request on it would be read from the middle of this body.
                 self.close_connection = True
-                self._json(status, {"error": error}, (("Connection", "close"),))
+                self._json(status, {"error": error})   # _send says Connection: close
 
             def do_POST(self) -> None:
                 if not self._local_host():

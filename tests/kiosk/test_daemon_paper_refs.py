@@ -124,6 +124,18 @@ def test_scans_and_pad_references_both_reach_the_central_record(link_pki: LinkPk
         audit = wait_for(lambda: [a for a in collector.store.query_audit(subject=PAPER_CUSTOMER)
                                   if a["action"] == "enroll_paper"] or None, what="the enrollment audited")
         assert [a["outcome"] for a in audit][-2:] == ["started", "ok"] and audit[-1]["operator"] == "alice"
+
+        # Found by a review: pen "add" to a customer enrolled from paper only had no pen signature
+        # to check the new ones against and asks for no customer number again, so whoever stood at
+        # the pen became the customer. Refused now, as "new" is; Replace is the way (confirmed).
+        wait_idle(daemon)
+        add = daemon.submit("enroll", PAPER_CUSTOMER, mode="add", staff=staff_login(daemon)).wait(30)
+        assert add["ok"] is False and add["error"] == "not_enrolled", add
+        wait_idle(daemon)
+        new = daemon.submit("enroll", PAPER_CUSTOMER, mode="new", staff=staff_login(daemon)).wait(30)
+        assert new["ok"] is False and new["error"] == "already_enrolled", new
+        again = daemon.store.get(PAPER_CUSTOMER)
+        assert again is not None and again.references == () and len(again.paper) == 5
     finally:
         daemon.stop()
         collector.stop()

@@ -456,3 +456,78 @@ def test_a_signature_without_pressure_against_pressure_references_says_so_on_the
     finally:
         daemon.stop()
         pen.close_all()
+
+
+def test_an_unreadable_template_says_so_and_replace_mends_it(tmp_path: Path) -> None:
+    """Found by a review: a template that fails authentication (damaged, or changed on disk) made
+    verification say "no signature on file", and Replace, New and Add each end in an internal
+    error: only Delete then New mended it, and nothing said so. Now the customer's check and New
+    and Add say the stored signatures cannot be read; Replace (confirmed) writes over them."""
+    from daemon_helpers import as_replayed, sign_when_asked, staff_login, start_daemon, wait_idle, write_config, writers
+
+    daemon, pen, _ = start_daemon(write_config(tmp_path))
+    genuine, _ = writers()["001"]
+    try:
+        daemon.store.put("cust-rot", as_replayed(genuine[:5]))
+        path = daemon.store.directory / f"{daemon.store.file_id('cust-rot')}.tpl"
+        blob = bytearray(path.read_bytes())
+        blob[-20] ^= 0x01                                       # one flipped bit: authentication fails
+        path.write_bytes(bytes(blob))
+        res = daemon.submit("verify", "cust-rot").wait(30)
+        assert res["ok"] is False and res["error"] == "template_unreadable", res
+        for mode in ("new", "add"):
+            wait_idle(daemon)
+            res = daemon.submit("enroll", "cust-rot", mode=mode, staff=staff_login(daemon)).wait(30)
+            assert res["ok"] is False and res["error"] == "template_unreadable", (mode, res)
+        wait_idle(daemon)
+        events = daemon.bus.subscribe()
+        req = daemon.submit("enroll", "cust-rot", mode="replace", staff=staff_login(daemon), confirm="cust-rot")
+        sign_when_asked(daemon, pen, events, list(genuine[:5]), req.done.is_set)
+        res = req.wait(1)
+        assert res["ok"] is True and res["references"] == 5, res
+        stored = daemon.store.get("cust-rot")
+        assert stored is not None and len(stored.references) == 5
+    finally:
+        daemon.stop()
+        pen.close_all()
+
+
+def test_a_delete_whose_fsync_fails_still_drops_the_built_reference_set(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a review: the file was unlinked, then the directory's fsync failed (EIO on a worn
+    card), and the cached reference set was never dropped: the deleted customer kept being
+    approved until the daemon restarted."""
+    import errno
+
+    from daemon_helpers import as_replayed, sign_when_asked, staff_login, start_daemon, wait_idle, write_config, writers
+
+    import kiosk.templates
+
+    daemon, pen, _ = start_daemon(write_config(tmp_path))
+    genuine, _ = writers()["001"]
+    try:
+        daemon.store.put("cust-gone", as_replayed(genuine[:5]))
+        events = daemon.bus.subscribe()
+        req = daemon.submit("verify", "cust-gone")
+        sign_when_asked(daemon, pen, events, [genuine[6]], req.done.is_set)
+        assert req.wait(1)["decision"] == "APPROVED"          # the set is built and cached now
+        wait_idle(daemon)
+
+        real_fsync = kiosk.templates.fsync_dir
+
+        def failing_fsync(d: Path) -> None:   # the templates' folder only: the worn card's EIO
+            if Path(d) == daemon.store.directory:
+                raise OSError(errno.EIO, "Input/output error")
+            real_fsync(d)
+
+        monkeypatch.setattr(kiosk.templates, "fsync_dir", failing_fsync)
+        res = daemon.submit("delete", "cust-gone", staff=staff_login(daemon), confirm="cust-gone").wait(30)
+        assert res["ok"] is False and not daemon.store.exists("cust-gone"), res
+        monkeypatch.undo()
+        wait_idle(daemon)
+        res = daemon.submit("verify", "cust-gone").wait(30)
+        assert res["ok"] is False and res["error"] == "not_enrolled", res
+    finally:
+        daemon.stop()
+        pen.close_all()
+

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from daemon_helpers import start_daemon, write_config
 
-from kiosk.ui.server import UiServer
+from kiosk.ui.server import SCREEN_COOKIE, UiServer
 
 READ_TIMEOUT_S = 1.0
 DEADLINE_S = 2.5
@@ -173,3 +173,47 @@ def test_huge_request_headers_get_431_and_cost_no_memory(ui: UiServer) -> None:
     # A browser's own requests are far below the limit and still served.
     reply = _get(ui.port)
     assert reply.startswith(b"HTTP/1.1 200") or reply.startswith(b"HTTP/1.1 403"), reply[:80]
+
+
+def _exchange(port: int, requests: bytes, wait_s: float = 3.0) -> bytes:
+    """``requests`` on one connection; all the server sends until it closes it (or is silent)."""
+    with _connect(port) as s:
+        s.sendall(requests)
+        s.settimeout(wait_s)
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except (TimeoutError, socket.timeout, ConnectionResetError):
+            pass
+    return out
+
+
+def test_a_strangers_connection_is_closed_after_each_answer(ui: UiServer) -> None:
+    """Attack 10c (found by a review, 2026-11-30): the deadline restarted with each request on a
+    kept-alive connection, so a stranger trickling public requests one after another held every
+    worker as long as it liked, and the kiosk's browser got 503. Now only the kiosk's own browser
+    keeps a connection; a stranger's ends with each answer."""
+    get = f"GET /style.css HTTP/1.1\r\nHost: 127.0.0.1:{ui.port}\r\n".encode()
+    out = _exchange(ui.port, get + b"\r\n" + get + b"\r\n")
+    assert out.count(b"HTTP/1.1 200") == 1 and b"Connection: close" in out, out[:300]
+    own = get + f"Cookie: {SCREEN_COOKIE}={ui.token}\r\n\r\n".encode()
+    out = _exchange(ui.port, own + own, wait_s=1.5)
+    assert out.count(b"HTTP/1.1 200") == 2, out[:300]
+
+
+def test_a_foreign_cookie_neither_hides_the_screen_secret_nor_costs_cpu(ui: UiServer) -> None:
+    """Attack 10d (found by a review, 2026-11-30): browsers do not separate cookies by port, so a
+    page of another local server could set a cookie that http.cookies cannot parse, and the kiosk's
+    browser then lost its screen secret with it (403 on everything until cookies were cleared); a
+    header of 16 KB of backslashes took the parser a second of CPU (CVE-2024-7592), the daemon's
+    GIL held all the while. The header is now read by hand, in one pass."""
+    status = f"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1:{ui.port}\r\nConnection: close\r\n"
+    out = _exchange(ui.port, (status + f'Cookie: prefs={{"lang":"en"}}; {SCREEN_COOKIE}={ui.token}\r\n\r\n').encode())
+    assert out.startswith(b"HTTP/1.1 200"), out[:200]
+    slash = 'a="' + "\\" * 15_000 + '"'
+    t0 = time.process_time()
+    for _ in range(5):
+        out = _exchange(ui.port, (status + f"Cookie: {slash}\r\n\r\n").encode())
+        assert out.startswith(b"HTTP/1.1 403"), out[:200]
+    assert time.process_time() - t0 < 1.0, "five hostile cookie headers cost a second of CPU or more"

@@ -529,6 +529,25 @@ def test_the_failure_window_per_client_counts_each_clients_own_and_is_bounded(
     assert len(auth._recent) == 3   # the oldest clients' windows are dropped, not kept without bound
 
 
+def test_a_pin_with_a_lone_surrogate_is_a_wrong_pin_that_counts(tmp_path: Path) -> None:
+    """Found by a review: a PIN holding a lone surrogate (JSON's "\\ud800") raised while being
+    hashed: for a real operator "operators file damaged" (503), for an unknown name no answer at
+    all, and neither counted towards the lockout nor audited - a free oracle of operator names."""
+    OperatorStore(tmp_path / "ops.json").set("alice", "123456")
+    audit: list[tuple[str, ...]] = []
+    auth = StaffAuth(StaffConfig(operators_file=tmp_path / "ops.json", max_failures=3, global_max_failures=50),
+                     lambda *a, **k: audit.append(a), exclusive=False)
+    for name in ("alice", "nobody"):
+        for _ in range(3):
+            with pytest.raises(LoginRefused) as exc:
+                auth.login(name, "\ud800")
+            assert exc.value.reason in ("bad_credentials", "locked"), exc.value
+    with pytest.raises(LoginRefused) as exc:
+        auth.login("alice", "123456")                      # locked by the three tries, as any wrong PIN
+    assert exc.value.reason == "locked"
+    assert audit, "the failed logins were audited"
+
+
 def test_a_calibration_revert_that_cannot_be_audited_is_not_done(link_pki: LinkPki, mqtt_broker, tmp_path: Path,
                                                                  tiny_fs: Path) -> None:
     """Reverting or resuming the site threshold is a staff action like the others: recorded first,

@@ -33,13 +33,12 @@ import ssl
 import threading
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from kiosk.staff import LoginRefused, OperatorEntryInvalid, OperatorStore, StaffAuth, StaffConfig, StaffSession
-from kiosk.ui.bounded_http import BoundedServer, DeadlineHandler
+from kiosk.ui.bounded_http import BoundedServer, DeadlineHandler, cookie_value
 from tools.central import web_pages as pages
 from tools.central.errors import CentralError
 from tools.central.export import write_csv
@@ -201,15 +200,12 @@ class CentralWeb:
 
             def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
                 # The path only: a query holds what somebody searched for (customer references).
-                log.debug("central web: %s %s %s", self.command, self.path.split("?", 1)[0][:200], code)
+                log.debug("central web: %s %s %s", getattr(self, "command", "-"),
+                          getattr(self, "path", "-").split("?", 1)[0][:200], code)
 
             # -- plumbing --------------------------------------------------------------------------
             def _cookie(self, name: str) -> str | None:
-                try:
-                    c = SimpleCookie(self.headers.get("Cookie") or "")
-                except CookieError:
-                    return None
-                return c[name].value if name in c else None
+                return cookie_value(self.headers.get("Cookie"), name)
 
             def _cookie_attrs(self) -> str:
                 return "; Path=/; HttpOnly; SameSite=Strict" + ("; Secure" if web.tls else "")
@@ -230,6 +226,11 @@ class CentralWeb:
                 # login form, which the cross-site check must refuse.
                 self.send_header("Referrer-Policy", "same-origin")
                 self.send_header("Content-Security-Policy", CSP)
+                if not web.auth.is_live(self._cookie(SESSION_COOKIE)):
+                    # Only a logged-in browser keeps its connection: a stranger's next request on
+                    # the same one restarted the deadline, so trickled requests could hold every
+                    # worker (found by a review of the kiosk's screen server, which shares this).
+                    self.close_connection = True
                 if self.close_connection:
                     self.send_header("Connection", "close")
                 if web.tls:

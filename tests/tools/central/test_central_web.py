@@ -235,10 +235,10 @@ def test_a_strangers_failed_logins_do_not_lock_out_other_clients(site: Site) -> 
         web.stop()
 
 
-def _pipelined(web: CentralWeb, first: bytes) -> bytes:
+def _pipelined(web: CentralWeb, first: bytes, cookie: str = "") -> bytes:
     """``first`` then a second request on one keep-alive connection; everything the server sends
     until it closes the connection (or is silent for 3 s)."""
-    follow = f"GET /style.css HTTP/1.1\r\nHost: {web.host}:{web.port}\r\n\r\n".encode()
+    follow = f"GET /style.css HTTP/1.1\r\nHost: {web.host}:{web.port}\r\n{cookie}\r\n".encode()
     with socket.create_connection((web.host, web.port), timeout=3) as s:
         s.sendall(first + follow)
         out = b""
@@ -283,13 +283,22 @@ def test_a_chunked_post_is_refused_and_its_body_never_read(site: Site) -> None:
 
 
 def test_a_read_body_keeps_the_connection(site: Site) -> None:
-    """The other side: a POST whose body was read (a login refused for its form token) leaves the
-    connection open, and the next request on it is answered as itself."""
+    """The other side: a logged-in browser's POST whose body was read (a login refused for its form
+    token) leaves the connection open, and the next request on it is answered as itself. Without a
+    session every answer closes the connection (found by a review of the kiosk's screen server: a
+    stranger's next request on a kept connection restarted the deadline, so trickled requests
+    could hold every worker)."""
     body = b"user=auditor&password=x&csrf=none"
-    request = (f"POST /login HTTP/1.1\r\nHost: {site.web.host}:{site.web.port}\r\n"
-               f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
-    out = _pipelined(site.web, request)
+    c = Client(site.web)
+    assert c.login()[0] == 303
+    cookie = "Cookie: " + "; ".join(f"{k}={v}" for k, v in c.cookies.items()) + "\r\n"
+    head = (f"POST /login HTTP/1.1\r\nHost: {site.web.host}:{site.web.port}\r\n"
+            f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n")
+    out = _pipelined(site.web, (head + cookie + "\r\n").encode() + body, cookie)
     assert out.startswith(b"HTTP/1.1 403 ") and out.count(b"HTTP/1.1 ") == 2 and b"text/css" in out, out[:300]
+    stranger = _pipelined(site.web, (head + "\r\n").encode() + body)
+    assert stranger.startswith(b"HTTP/1.1 403 ") and stranger.count(b"HTTP/1.1 ") == 1, stranger[:300]
+    assert b"Connection: close" in stranger
 
 
 INJECTED = [
