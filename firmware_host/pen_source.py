@@ -16,7 +16,6 @@ the status). Three sources implement it:
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
@@ -193,17 +192,31 @@ def recording_files(where: Path) -> list[Path]:
 
 
 def recorded_signatures(files: Sequence[Path], config: SegmenterConfig | None = None) -> Iterator[Trajectory]:
-    """Every signature of ``files``, in order, over and over (a replay kiosk never runs dry)."""
+    """Every signature of ``files``, in order, over and over (a replay kiosk never runs dry). A file
+    that does not parse is skipped with a warning, like one without a signature; a whole pass
+    without any signature ends with ``RecordingFormatError`` (before, the first cycled for ever at
+    full CPU holding the pen's lock, and the second ended the generator, every later capture
+    then an internal StopIteration; found by a review)."""
     from firmware_host.recording import replay
 
-    for path in itertools.cycle(files):
-        _, sigs, _ = replay(path, config)
-        if not sigs:
-            log.warning("replay: %s holds no signature; skipped", path.name)
-            continue
-        for sig in sigs:
-            log.info("replay: next signature from %s", path.name)
-            yield sig.trajectory
+    while True:
+        found = 0
+        for path in files:
+            try:
+                _, sigs, _ = replay(path, config)
+            except RecordingFormatError as exc:
+                log.warning("replay: %s skipped: %s", path.name, exc.reason)
+                continue
+            if not sigs:
+                log.warning("replay: %s holds no signature; skipped", path.name)
+                continue
+            for sig in sigs:
+                found += 1
+                log.info("replay: next signature from %s", path.name)
+                yield sig.trajectory
+        if not found:
+            raise RecordingFormatError(files[0].parent if len(files) > 1 else files[0], None,
+                                       "no signature in any of the recordings")
 
 
 def replay_service(recordings: Path, config: SegmenterConfig | None = None, *, speed: float = 1.0,
@@ -220,7 +233,14 @@ def replay_service(recordings: Path, config: SegmenterConfig | None = None, *, s
         next(gen, None)   # the header and the first item parse...
         gen.close()       # ...and the file is closed again
     signatures = recorded_signatures(files, config)
-    pen = ReplayPen(speed=speed, feed=lambda: next(signatures))
+
+    def feed() -> Trajectory:
+        try:
+            return next(signatures)
+        except StopIteration:   # ended by the error above: each later capture says so again
+            raise RecordingFormatError(files[0], None, "no signature in any of the recordings") from None
+
+    pen = ReplayPen(speed=speed, feed=feed)
     svc = pen.service(config, rediscover_interval=rediscover_interval)
     svc.source = "replay"
     svc.label = f"replay of {len(files)} recording(s) in {recordings}"

@@ -51,6 +51,11 @@ from models.trajectory import DeviceInfo
 log = logging.getLogger(__name__)
 
 
+#: Seconds a signature may run past its maximum length on the host's clock before the pad's clock
+#: is judged faulty (a pad's crystal is off by far less than this over 30 s).
+CLOCK_SLACK_S = 2.0
+
+
 @dataclass(frozen=True)
 class PadConfig:
     """``link_timeout``: silence tolerated while the pen touches (a pad streams while in contact)."""
@@ -206,11 +211,28 @@ class SerialPad:
         started = last_rx = time.monotonic()
         touching = False
         pending_gap = False
+        signing_since: float | None = None   # host time the signature began
         try:
             while True:
                 now = time.monotonic()
                 if cancel is not None and cancel.is_set():
                     raise NoSignatureError("capture cancelled")
+                # The segmenter's limits run on the pad's clock; a pad whose clock stands still
+                # (or crawls) kept a signature open for hours (found by a review). On the host's
+                # clock, a signature ends within its maximum length and a little more, whatever
+                # the pad says; and no pen-down within start_timeout ends the wait even while
+                # samples keep coming (it was checked only in silence).
+                if not seg.active:
+                    signing_since = None
+                    if start_timeout is not None and now - started > start_timeout:
+                        raise NoSignatureError(f"no pen-down within {start_timeout:.1f} s")
+                elif signing_since is None:
+                    signing_since = now
+                elif now - signing_since > self.config.segmenter.max_duration + CLOCK_SLACK_S:
+                    raise PadTimeoutError(
+                        f"{self.port.port}: the signature is still open after {now - signing_since:.0f} s on this "
+                        f"computer's clock (at most {self.config.segmenter.max_duration:g} s): the pad's clock is "
+                        "not keeping time")
                 if done is not None and done.is_set():
                     sig = seg.done(self._device_now(now))
                     if sig is None:

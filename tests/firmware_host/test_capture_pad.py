@@ -272,3 +272,57 @@ def test_packets_lost_just_before_a_hello_count_only_within_the_session():
     restarted = Hello(**{**hello.__dict__, "session": 0x4321})
     got = dec.feed(encode_message(restarted, 0) + encode_message(Sample(3, 3, 10, 1, 1), 1))
     assert dec.stats.lost_packets == 2 and [lost for _, lost in got] == [(0 - 5 - 1) & 0xFF, 0]
+
+
+@pytest.mark.parametrize("hover", [False, True])
+def test_a_pad_whose_clock_stands_still_cannot_keep_a_signature_open(rig_factory, hover: bool):
+    """Found by a review: the segmenter's limits run on the pad's clock, so a pad that kept sending
+    samples with one device time (pen down, or hovering after two points) kept the signature open
+    until 100 000 points: 1.4 hours. On the host's clock it ends at its maximum length and 2 s more."""
+    rig = rig_factory(EmulatorOptions(), SegmenterConfig(pen_up_timeout=1.0, max_duration=1.5))
+    assert rig.pad.handshake() == rig.hello
+    stop = threading.Event()
+
+    def frozen() -> None:
+        i = 0
+        while not stop.is_set():
+            down = not hover or i < 2
+            flags = int(Flags.TOUCH | Flags.IN_RANGE) if down else int(Flags.IN_RANGE)
+            rig.emu.send(Sample(100 + (i % 50) * 10, 100 + (i % 37) * 7, 500 if down else 0, flags, 1234))
+            i += 1
+            stop.wait(0.05)
+
+    th = threading.Thread(target=frozen, daemon=True)
+    th.start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(PadTimeoutError, match="clock is not keeping time"):
+            rig.pad.capture(start_timeout=5.0)
+        assert time.monotonic() - t0 < 10.0
+    finally:
+        stop.set()
+        th.join(2)
+
+
+def test_no_pen_down_ends_the_wait_while_samples_keep_coming(rig_factory):
+    """The start timeout was checked only when nothing arrived: a pad streaming hover samples kept
+    the kiosk waiting for a pen-down for ever."""
+    rig = rig_factory(EmulatorOptions())
+    assert rig.pad.handshake() == rig.hello
+    stop = threading.Event()
+
+    def hovering() -> None:
+        t = 0
+        while not stop.is_set():
+            rig.emu.send(Sample(300, 300, 0, int(Flags.IN_RANGE), t))
+            t += 50
+            stop.wait(0.05)
+
+    th = threading.Thread(target=hovering, daemon=True)
+    th.start()
+    try:
+        with pytest.raises(NoSignatureError, match="no pen-down within 1.0 s"):
+            rig.pad.capture(start_timeout=1.0)
+    finally:
+        stop.set()
+        th.join(2)

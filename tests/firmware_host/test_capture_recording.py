@@ -118,3 +118,36 @@ def test_header_is_documented_json(tmp_path, stream):
     assert head["format"] == "sigkiosk-evrec" and head["version"] == 1
     assert head["device"]["abs"]["ABS_X"]["resolution"] == 100
     assert "BTN_TOOL_PEN" in head["device"]["keys"]
+
+
+def test_replay_recordings_without_a_signature_or_with_a_bad_line_end_each_capture_typed(tmp_path, stream):
+    """Found by a review: a replay folder whose recordings hold no signature passed the start
+    check (the first item parses), then the first capture cycled over them for ever at full CPU,
+    holding the pen's lock; a recording with a bad line after its first item ended the signature
+    generator, and every later capture was an internal StopIteration. Now a file that does not
+    parse is skipped like an empty one, and a pass without any signature is a RecordingFormatError
+    at every capture; a good file beside them is played."""
+    from evdev import InputEvent
+    from evdev import ecodes as e
+
+    from firmware_host.pen_source import recorded_signatures, replay_service
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    write_recording(empty / "a.evrec", stream.caps, [InputEvent(1, 0, e.EV_ABS, e.ABS_X, 5),
+                                                     InputEvent(1, 0, e.EV_SYN, 0, 0)])
+    good = empty / "a.evrec"
+    bad = empty / "b.evrec"
+    write_recording(bad, stream.caps, stream.items)
+    lines = bad.read_text().splitlines()
+    bad.write_text("\n".join([*lines[:3], "[1, 2, 3]", *lines[3:]]) + "\n")
+    signatures = recorded_signatures([good, bad], SegmenterConfig(pen_up_timeout=5.0))
+    with pytest.raises(RecordingFormatError, match="no signature in any"):
+        next(signatures)
+    svc = replay_service(empty, SegmenterConfig(pen_up_timeout=0.5), speed=50.0)
+    for _ in range(2):
+        with pytest.raises(RecordingFormatError, match="no signature in any"):
+            svc.capture_one(start_timeout=2.0, device_timeout=2.0)
+    write_recording(empty / "c.evrec", stream.caps, stream.items)   # one good file: it is played
+    played = recorded_signatures(sorted(empty.iterdir()), SegmenterConfig(pen_up_timeout=5.0))
+    assert len(next(played).x) > 10 and len(next(played).x) > 10
