@@ -19,7 +19,10 @@ a default on a bank's appliance.
 from __future__ import annotations
 
 import logging
+import math
 import tomllib
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -427,13 +430,36 @@ NOTHING_RECORDS = ("no [link]: nothing would record this kiosk's decisions and s
                    "[kiosk] unrecorded = true (its screen then says that nothing is recorded)")
 
 
+def _check_type(value: Any, tp: Any, where: str) -> None:
+    """A TOML value against its setting's annotation: a yes/no is a boolean (``enabled = "false"``
+    read as yes), a count an integer, a number finite (a NaN made every comparison false: the
+    enrollment checks, the PIN lockout and the site calibration's bounds each let everything
+    through; found by a review). Other annotations (paths, tables, lists) are checked by their class."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_origin(tp) in (
+        typing.Union, types.UnionType) else [tp]
+    if len(args) != 1 or args[0] not in (bool, int, float, str):
+        return
+    want = args[0]
+    if want is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false, got {value!r:.40}")
+    if want is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{where} must be a whole number, got {value!r:.40}")
+    if want is float and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+        raise ConfigError(f"{where} must be a finite number, got {value!r:.40}")
+    if want is str and not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string, got {value!r:.40}")
+
+
 def _section(cls: type, data: Mapping[str, Any], table: str, base: Path, path_keys: tuple[str, ...] = ()) -> Any:
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"[{table}] unknown key(s): {', '.join(unknown)}")
+    hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for k, v in data.items():
+        if k not in path_keys:
+            _check_type(v, hints.get(k), f"[{table}] {k}")
         if k in path_keys and v is not None:
             p = Path(v)
             kwargs[k] = p if p.is_absolute() else base / p

@@ -69,8 +69,13 @@ class Fusion:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Fusion":
-        return cls(names=tuple(d["names"]), weights=tuple(float(w) for w in d["weights"]),
-                   bias=float(d["bias"]), threshold=float(d.get("threshold", 0.5)))
+        fusion = cls(names=tuple(d["names"]), weights=tuple(float(w) for w in d["weights"]),
+                     bias=float(d["bias"]), threshold=float(d.get("threshold", 0.5)))
+        if not any(w < 0 for w in fusion.weights):
+            # Every weight 0: the score ignores the signature (a hand-edited file of it approved
+            # everyone; found by a review). The paper verifier refuses the same.
+            raise ValueError("fusion weights are all 0: the score would not look at the signature")
+        return fusion
 
     @classmethod
     def load(cls, path: Path) -> "Fusion":

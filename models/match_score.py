@@ -197,10 +197,17 @@ class ScoreModel:
             raise ValueError(f"spread lacks feature(s) {missing}")
         spread = Spread(np.array([float(sp["sd"][f]) for f in FEATURE_NAMES]),
                         strength=float(sp["strength"]), floor=float(sp["floor"]))
-        return cls(features=tuple(inputs[len(distances):]), spread=spread, centre=np.array(d["centre"], dtype=float),
-                   scale=np.array(d["scale"], dtype=float), weights=np.array(d["weights"], dtype=float),
-                   bias=float(d["bias"]), threshold=float(d.get("threshold", 0.5)), record=d.get("record", {}),
-                   distances=distances)
+        model = cls(features=tuple(inputs[len(distances):]), spread=spread, centre=np.array(d["centre"], dtype=float),
+                    scale=np.array(d["scale"], dtype=float), weights=np.array(d["weights"], dtype=float),
+                    bias=float(d["bias"]), threshold=float(d.get("threshold", 0.5)), record=d.get("record", {}),
+                    distances=distances)
+        if not np.any(model.weights[:len(distances)] < 0):
+            # A model that weighs every distance 0 does not compare the signature with the
+            # references: a hand-edited model_dir file of it approved everyone (found by a review).
+            # (A fit may give it on data where no distance helps; a kiosk never reads one.)
+            raise ValueError(f"weights of {', '.join(distances)} are all 0: the score would not compare the "
+                             "signature with the references")
+        return model
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")

@@ -187,11 +187,6 @@ class PaperVerifier:
             if fusion.names != FUSED_PARTS:
                 raise ModelError(f"paper verifier: {fusion_path}'s fusion for {kind} references fuses "
                                  f"{' + '.join(fusion.names)}, not {' + '.join(FUSED_PARTS)}")
-            # Parts may be weighed 0 (left out by held-out writers), not all of them: such a
-            # score ignores the picture and would approve or refuse everyone alike.
-            if not any(w < 0 for w in fusion.weights):
-                raise ModelError(f"paper verifier: {fusion_path}'s fusion for {kind} references weighs every "
-                                 "part 0: it does not look at the picture")
         try:
             self.policy = DecisionPolicy.on_probability(self.fusion.threshold, too_similar_ratio=TOO_SIMILAR_RATIO)
         except ValueError as exc:

@@ -133,3 +133,27 @@ def test_each_default_of_the_example_is_the_dataclass_default(table: str, key: s
         assert value == pytest.approx(default, rel=1e-9), f"[{table}] {key}: example {value!r}, dataclass {default!r}"
     else:
         assert value == default, f"[{table}] {key}: example {value!r}, dataclass {default!r}"
+
+
+@pytest.mark.parametrize(("table", "key", "value", "message"), [
+    # Found by a review: each was accepted, and each let every signature or PIN through, or
+    # started a calibration that was switched off, or stopped the daemon after `run --check` said OK.
+    ("policy", "max_inconsistency", float("nan"), "a finite number"),       # enrollment took anyone
+    ("policy", "min_points", 12.5, "a whole number"),
+    ("calibration", "enabled", "false", "true or false"),                  # a string read as yes
+    ("calibration", "strength", float("nan"), "a finite number"),            # every genuine refused
+    ("calibration", "min_customers", float("nan"), "a whole number"),
+    ("staff", "max_failures", float("nan"), "a whole number"),               # no PIN lockout
+    ("staff", "global_max_failures", float("inf"), "a whole number"),
+    ("commands", "max_age_s", float("inf"), "a finite number"),
+    ("verifier", "rhythm_tolerance", float("nan"), "a finite number"),
+    ("verifier", "rhythm_decides", "yes", "true or false"),
+    ("ui", "enabled", 1, "true or false"),
+])
+def test_a_setting_of_the_wrong_kind_is_refused_by_name(table: str, key: str, value: Any, message: str) -> None:
+    data = kc.default_config_data()
+    data.setdefault(table, {})[key] = value
+    if table == "calibration":
+        data["calibration"] = {"enabled": True, key: value}
+    with pytest.raises(kc.ConfigError, match=rf"\[{table}\] {key} must be {message}"):
+        kc.parse_config(data, Path("/etc/sigkiosk"))

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.fusion import Fusion
 from models.global_features import FEATURE_NAMES, INDEX, Spread
 from models.match_score import SHIPPED, ScoreModel
 from tools.train.score_fit import FitOptions, Trials, fit
@@ -52,6 +53,18 @@ def test_a_missing_feature_counts_as_the_mean_of_the_present_ones() -> None:
     assert x[0] == pytest.approx(0.0)                   # log(1)
     assert x[1] == pytest.approx(math.log1p(1.0)) and x[2] == pytest.approx(math.log1p(3.0))
     assert x[3] == pytest.approx((math.log1p(1.0) + math.log1p(3.0)) / 2)
+
+
+def test_a_model_that_does_not_compare_with_the_references_is_refused() -> None:
+    """Found by a review: a hand-edited model_dir file weighing the distance 0 (and a high bias)
+    loaded without complaint and approved everyone: it never looked at the references."""
+    blind = _model([0.0, -0.5, 0.0, -0.25], bias=2.0)   # a fit may give it; no kiosk reads one
+    with pytest.raises(ValueError, match="all 0"):
+        ScoreModel.from_dict(blind.to_dict())
+    with pytest.raises(ValueError, match="all 0"):
+        Fusion.from_dict({"names": ["classic", "learned"], "weights": [0.0, 0.0], "bias": 2.0})
+    looks = Fusion.from_dict({"names": ["classic", "learned"], "weights": [0.0, -1.0], "bias": 2.0})
+    assert looks.weights == (0.0, -1.0)   # one part looks
 
 
 def test_a_model_whose_score_rises_with_a_distance_is_refused(tmp_path: Path) -> None:

@@ -170,9 +170,10 @@ def test_a_part_the_fusion_leaves_out_is_not_shown_as_a_check(verifier: PaperVer
     assert {a.code for a in shown[histograms].aspects} == {"strokes", "proportions"}
     # Weighted, the hand features' distance counts in the score; weighted 0, it does not.
     assert shown[with_hand].distance != shown[without].distance
-    # A bundle whose fusion weighs every part 0 would decide without looking: refused at load.
+    # A bundle whose fusion weighs every part 0 would decide without looking: refused at load
+    # (models.fusion.Fusion.from_dict: parts may be weighed 0, not all of them).
     blind = {**shipped, "weights": [0.0, 0.0, 0.0], "bias": 2.0}
-    with pytest.raises(ModelError, match="weighs every part 0"):
+    with pytest.raises(ModelError, match="weights are all 0"):
         _model_dir(verifier, tmp_path / "blind", {FUSION_ENTRY: shipped, pad_entry: blind})
 
 
