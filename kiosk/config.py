@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 #: The one global threshold, measured on training writers (models/classic.py, README).
 DEFAULT_THRESHOLD = ClassicConfig().threshold
+#: Where a classic distance threshold may lie: a genuine signature scores about 1, the shipped line
+#: is 1.28. (0, 100) let "threshold = 80", meant as a percentage, approve everyone (found by a review).
+CLASSIC_THRESHOLD_RANGE = (0.3, 5.0)
 #: The shipped pen verifier: the match score, one calibrated genuine probability (the match rate
 #: people see) from the classic DTW distance and whichever global features its model file takes.
 #: The shipped model takes none: on every unseen writer of each left-out set (README "A
@@ -310,8 +313,10 @@ class VerifierConfig:
     def __post_init__(self) -> None:
         if self.kind not in VERIFIER_KINDS:
             raise ConfigError(f"[verifier] kind {self.kind!r} is not available (known: {', '.join(VERIFIER_KINDS)})")
-        if not 0 < self.threshold < 100:
-            raise ConfigError(f"[verifier] threshold must be positive, got {self.threshold}")
+        if not CLASSIC_THRESHOLD_RANGE[0] <= self.threshold <= CLASSIC_THRESHOLD_RANGE[1]:
+            raise ConfigError(f"[verifier] threshold must be a classic distance in {list(CLASSIC_THRESHOLD_RANGE)} "
+                              f"(a genuine signature is about 1, the shipped line {DEFAULT_THRESHOLD}), got "
+                              f"{self.threshold}: a percentage?")
         if self.kind != "classic" and self.model_dir is not None and not Path(self.model_dir).is_dir():
             raise ConfigError(f"[verifier] model_dir {str(self.model_dir)!r} is not a directory "
                               f"(kind = \"{self.kind}\" loads its model from it)")

@@ -93,8 +93,9 @@ def pen_score_threshold(value: float, kind: str) -> float:
     """A profile's pen ``threshold`` on the policy's score scale (lower is stricter)."""
     if kind in PROBABILITY_KINDS:
         return probability_score(value)
-    if not 0 < value < 100:
-        raise ValueError(f"threshold must be in (0, 100) (the classic distance), got {value}")
+    if not 0.3 <= value <= 5.0:   # kiosk.config.CLASSIC_THRESHOLD_RANGE (which imports this module)
+        raise ValueError(f"threshold must be a classic distance in [0.3, 5.0] (a genuine signature is about 1), "
+                         f"got {value}: a percentage?")
     return float(value)
 
 

@@ -157,3 +157,18 @@ def test_a_setting_of_the_wrong_kind_is_refused_by_name(table: str, key: str, va
         data["calibration"] = {"enabled": True, key: value}
     with pytest.raises(kc.ConfigError, match=rf"\[{table}\] {key} must be {message}"):
         kc.parse_config(data, Path("/etc/sigkiosk"))
+
+
+def test_a_classic_threshold_written_as_a_percentage_is_refused() -> None:
+    """Found by a review: threshold = 80 (meant as an 80 % match) was inside (0, 100) and approved
+    everyone: a genuine signature scores about 1 on the classic distance, the shipped line 1.28."""
+    for value in (80.0, 0.1, 5.5):
+        data = kc.default_config_data()
+        data["verifier"]["threshold"] = value
+        with pytest.raises(kc.ConfigError, match="a percentage"):
+            kc.parse_config(data, Path("/etc/sigkiosk"))
+    data = kc.default_config_data()
+    data["verifier"] = {**data["verifier"], "kind": "classic"}
+    data["profiles"] = {"default": "standard", "standard": {}, "strict": {"threshold": 80.0}}
+    with pytest.raises(kc.ConfigError, match="a percentage"):
+        kc.parse_config(data, Path("/etc/sigkiosk"))
