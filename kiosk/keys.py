@@ -85,7 +85,8 @@ def _private_pem(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
     )
 
 
-def _check_private_perms(path: Path) -> None:
+def check_private_perms(path: Path) -> None:
+    """``KeyFileError`` when a private key file is readable by group or others."""
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise KeyFileError(f"{path} is accessible by group or others (mode {mode:o}); chmod 600 it")
@@ -112,7 +113,7 @@ def load_public_raw(path: Path) -> bytes:
 def _load_private(path: Path) -> object:
     path = Path(path)
     try:
-        _check_private_perms(path)
+        check_private_perms(path)
         data = path.read_bytes()
     except OSError as exc:
         raise KeyFileError(f"cannot read private key {path}: {exc.strerror}") from None

@@ -18,6 +18,7 @@ revoked serials and ``crl.pem`` is the CRL signed by the CA that the broker enfo
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import ipaddress
 import json
 import os
@@ -31,7 +32,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from kiosk.keys import write_private_file, write_public_file
+from kiosk.keys import check_private_perms, write_private_file, write_public_file
+from kiosk.templates import atomic_write
 from kiosk.topics import validate_id
 from tools.central.errors import CentralError
 
@@ -106,6 +108,7 @@ def init_ca(directory: Path, *, name: str = "sigkiosk device CA", days: int = 36
 def _load_ca(ca_dir: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     ca_dir = Path(ca_dir)
     try:
+        check_private_perms(ca_dir / CA_KEY)   # as every other private key (found by a review)
         key = serialization.load_pem_private_key((ca_dir / CA_KEY).read_bytes(), password=None)
         cert = x509.load_pem_x509_certificate((ca_dir / CA_CERT).read_bytes())
     except FileNotFoundError:
@@ -254,15 +257,28 @@ def revoke(ca_dir: Path, common_name: str, *, cert_files: tuple[Path, ...] = ())
         serials.add(cert.serial_number)
     if not serials:
         raise PkiError(f"no certificate of {common_name!r} in {ca_dir / ISSUED_INDEX}: give its certificate file")
-    current = revoked(ca_dir)
-    known = {r.serial for r in current}
-    now = _now().replace(microsecond=0)
-    new = [RevokedCert(s, common_name, now) for s in sorted(serials - known)]
-    all_revoked = current + new
-    data = {"format": 1, "revoked": [{"serial": format(r.serial, "x"), "cn": r.common_name,
-                                      "revoked_at": r.revoked_at.isoformat()} for r in all_revoked]}
-    write_public_file(ca_dir / REVOKED_INDEX, (json.dumps(data, indent=2) + "\n").encode())
-    write_crl(ca_dir)
+    if {role for role, serial in _issued(ca_dir, common_name) if serial in serials} == {"server"}:
+        # The kiosks, collectors and admin tools do not check a CRL for the broker's certificate:
+        # this would say "revoked" while every client still trusted it (found by a review).
+        raise PkiError(f"{common_name!r} names broker (server) certificates, which the clients do not check against "
+                       "the CRL: a stolen broker key is answered by a new CA and new certificates for all")
+    # One revocation at a time: two at once each read revoked.json before the other wrote it, and
+    # one kiosk's revocation was lost from it and from every later CRL (found by a review).
+    lock = os.open(ca_dir / f".{REVOKED_INDEX}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        current = revoked(ca_dir)
+        known = {r.serial for r in current}
+        now = _now().replace(microsecond=0)
+        new = [RevokedCert(s, common_name, now) for s in sorted(serials - known)]
+        all_revoked = current + new
+        data = {"format": 1, "revoked": [{"serial": format(r.serial, "x"), "cn": r.common_name,
+                                          "revoked_at": r.revoked_at.isoformat()} for r in all_revoked]}
+        # Fsynced, file and folder: a power cut must not leave an empty or older revocation list.
+        atomic_write(ca_dir / REVOKED_INDEX, (json.dumps(data, indent=2) + "\n").encode(), mode=0o644)
+        write_crl(ca_dir)
+    finally:
+        os.close(lock)
     return new
 
 
@@ -281,7 +297,7 @@ def write_crl(ca_dir: Path, *, days: int = CRL_DAYS) -> Path:
         builder = builder.add_revoked_certificate(
             x509.RevokedCertificateBuilder().serial_number(r.serial).revocation_date(r.revoked_at).build())
     crl = builder.sign(ca_key, hashes.SHA256())
-    write_public_file(ca_dir / CRL_FILE, crl.public_bytes(serialization.Encoding.PEM))
+    atomic_write(ca_dir / CRL_FILE, crl.public_bytes(serialization.Encoding.PEM), mode=0o644)
     return ca_dir / CRL_FILE
 
 

@@ -138,8 +138,16 @@ class Registry:
                 raise RegistryError(f"signing key {key_id(next(iter(shared))).hex()} belongs to {state}kiosk "
                                     f"{other.kiosk_id}: generate a new key for {entry.kiosk_id}")
         if old is not None and not replace_keys:
+            # A new key of a registered kiosk: its site and group stay. A mistyped --site moved it
+            # (its records then refused as site_mismatch) and a missing --group took it out of its
+            # rollout group, both with "registered" printed (found by a review).
+            group = old.group if entry.group is None else entry.group
+            if entry.site != old.site or group != old.group:
+                raise RegistryError(f"kiosk {entry.kiosk_id} is registered at site {old.site}, group "
+                                    f"{old.group or '-'}; a new key keeps them (asked: site {entry.site}, group "
+                                    f"{entry.group or '-'}). To move it, register it again with --replace-keys")
             keys = tuple(dict.fromkeys(old.sign_keys + entry.sign_keys))
-            entry = KioskEntry(entry.kiosk_id, entry.site, entry.group, keys)
+            entry = KioskEntry(entry.kiosk_id, old.site, old.group, keys)
         self.kiosks[entry.kiosk_id] = entry
         return entry
 

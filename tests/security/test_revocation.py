@@ -220,3 +220,77 @@ def test_one_name_one_role_in_the_device_ca(tmp_path: Path) -> None:
         pki.issue(ca, "kiosk", "broker", tmp_path / "certs")
     pki.issue(ca, "server", "broker", tmp_path / "renewed")   # the same role again: a renewal
     assert len(pki.issued_serials(ca, "broker")) == 2 and pki.issued_roles(ca, "broker") == {"server"}
+
+
+def test_two_revocations_at_once_both_hold(own_pki: LinkPki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a review: two `admin revoke` at once each read revoked.json before the other wrote
+    it, and one kiosk's serials were lost from it and from every later CRL. Forced here by a slow
+    read of the list; revocations of the list are one at a time now."""
+    import threading
+
+    from cryptography import x509
+
+    p = own_pki
+    real = pki.revoked
+
+    def slow(ca_dir: Path) -> list:  # type: ignore[type-arg]
+        got = real(ca_dir)
+        time.sleep(0.3)   # the other revocation reads the same list meanwhile
+        return got
+
+    monkeypatch.setattr(pki, "revoked", slow)
+    done = [threading.Thread(target=pki.revoke, args=(p.ca_dir, kid)) for kid in ("kiosk-a", "kiosk-b")]
+    for t in done:
+        t.start()
+    for t in done:
+        t.join(10)
+    monkeypatch.undo()
+    on_list = {r.common_name for r in pki.revoked(p.ca_dir)}
+    assert on_list == {"kiosk-a", "kiosk-b"}, on_list
+    crl = x509.load_pem_x509_crl((p.ca_dir / pki.CRL_FILE).read_bytes())
+    want = set(pki.issued_serials(p.ca_dir, "kiosk-a")) | set(pki.issued_serials(p.ca_dir, "kiosk-b"))
+    assert want <= {r.serial_number for r in crl}
+
+
+def test_operator_mistakes_with_the_pki_are_refused(own_pki: LinkPki, tmp_path: Path) -> None:
+    """Found by a review: revoking the broker's certificate said "revoked" though no client checks
+    the CRL for it; a CA key and a TLS client key readable by others were used; a mistyped
+    --registry for broker-config wrote an ACL without the revoked kiosks' denies; a new key for a
+    kiosk with a mistyped --site moved it (its records then refused) and dropped its group."""
+    from kiosk.keys import KeyFileError
+    from kiosk.tls import client_tls_context
+
+    p = own_pki
+    pki.issue(p.ca_dir, "server", "broker.example", tmp_path / "server")
+    with pytest.raises(pki.PkiError, match="clients do not check"):
+        pki.revoke(p.ca_dir, "broker.example")
+    assert "broker.example" not in {r.common_name for r in pki.revoked(p.ca_dir)}
+
+    ca_key = p.ca_dir / pki.CA_KEY
+    ca_key.chmod(0o644)
+    with pytest.raises(KeyFileError, match="chmod 600"):
+        pki.issue(p.ca_dir, "kiosk", "kiosk-new", tmp_path / "new")
+    ca_key.chmod(0o600)
+    tls_key = p.certs / "kiosk-a.key"
+    tls_key.chmod(0o644)
+    with pytest.raises(KeyFileError, match="chmod 600"):
+        client_tls_context(p.ca_dir / pki.CA_CERT, p.certs / "kiosk-a.crt", tls_key)
+    tls_key.chmod(0o600)
+
+    assert admin_cmd.main(["broker-config", "--ca-dir", str(p.ca_dir), "--out", str(tmp_path / "broker"),
+                           "--registry", str(tmp_path / "typo.json")]) == 2
+    assert not (tmp_path / "broker" / "acl").exists()
+
+    registry = tmp_path / "registry.json"
+    registry.write_bytes(p.registry_file.read_bytes())
+    before = Registry.load(registry).kiosks["kiosk-a"]
+    new_pub = tmp_path / "new.pub"
+    from kiosk import keys
+    keys.generate_signing_key(tmp_path / "new.key", new_pub)
+    assert admin_cmd.main(["register", "--registry", str(registry), "--kiosk", "kiosk-a", "--site", "branch-10",
+                           "--sign-pub", str(new_pub)]) == 2
+    assert Registry.load(registry).kiosks["kiosk-a"] == before        # nothing changed
+    assert admin_cmd.main(["register", "--registry", str(registry), "--kiosk", "kiosk-a", "--site", before.site,
+                           "--sign-pub", str(new_pub)]) == 0              # no --group: the group stays
+    after = Registry.load(registry).kiosks["kiosk-a"]
+    assert after.group == before.group and after.site == before.site and len(after.sign_keys) == 2

@@ -89,11 +89,10 @@ def _revoke(args: argparse.Namespace) -> int:
         # A service's certificate (a stolen collector's would take over that collector's session
         # and its queued decisions): the CRL, then the broker reloads; the registry is the kiosks'.
         cn = pki.identity(role, service)
-        reg = Registry.load(reg_path) if reg_path.exists() else None
-        if reg is None and args.broker_dir:
+        if args.broker_dir and not reg_path.exists():
             raise FileNotFoundError(f"registry {reg_path} does not exist: the broker's ACL is written from it")
         print(f"{cn}: a service certificate, not in the registry; revoking its certificates")
-        return _revoke_certificates(args, cn, reg)
+        return _revoke_certificates(args, cn)
     kid = validate_id(args.kiosk, "kiosk id")
     # A missing file is refused: an empty registry would have rewritten every broker ACL without
     # the earlier revocations' denies.
@@ -104,12 +103,13 @@ def _revoke(args: argparse.Namespace) -> int:
             print(f"registry: {kid} revoked at {entry.revoked_at_ms} ms ({entry.revoked_reason or 'no reason given'})")
         else:
             print(f"registry: {kid} is not registered; revoking its certificates only")
-    return _revoke_certificates(args, kid, reg)
+    return _revoke_certificates(args, kid)
 
 
-def _revoke_certificates(args: argparse.Namespace, cn: str, reg: Any) -> int:
+def _revoke_certificates(args: argparse.Namespace, cn: str) -> int:
     from tools import pki
     from tools.broker import apply_registry, signal_reload
+    from tools.registry import Registry
 
     new = pki.revoke(Path(args.ca_dir), cn, cert_files=tuple(Path(c) for c in args.cert or ()))
     print(f"CRL {Path(args.ca_dir) / pki.CRL_FILE}: {len(new)} certificate(s) of {cn} newly revoked "
@@ -117,7 +117,12 @@ def _revoke_certificates(args: argparse.Namespace, cn: str, reg: Any) -> int:
     if not args.broker_dir:
         print("no --broker-dir: copy the CRL and regenerate the ACL of every broker (broker-config), then SIGHUP it")
         return 0
-    apply_registry(Path(args.broker_dir), reg)
+    # The ACL from the registry as it is now, read under its lock (a broker directory needs one,
+    # checked above): written from the copy this command loaded before, a revocation another admin
+    # made meanwhile lost its deny (found by a review: two revokes at once, and the other kiosk
+    # could connect again).
+    with Registry.editing(Path(args.registry), must_exist=True) as current:
+        apply_registry(Path(args.broker_dir), current)
     pid = signal_reload(Path(args.broker_dir))
     if pid is None:
         print(f"broker {args.broker_dir}: ACL and CRL rewritten; no running broker found there (its pid file): "
@@ -149,12 +154,24 @@ def _broker_settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     )
 
 
+def _existing_registry(args: argparse.Namespace) -> Any:
+    """``--registry``, which must exist: a mistyped path read as an empty registry wrote an ACL
+    without any revoked kiosk's deny (found by a review; ``revoke`` refused it already)."""
+    from tools.registry import Registry, RegistryError
+
+    if not args.registry:
+        return None
+    if not Path(args.registry).is_file():
+        raise RegistryError(f"registry {args.registry} does not exist (wrong --registry?): the ACL's denies "
+                            "of revoked kiosks are written from it")
+    return Registry.load(Path(args.registry))
+
+
 def _broker_config(args: argparse.Namespace) -> int:
     from tools.broker import write_broker_config
-    from tools.registry import Registry
 
     settings = _broker_settings(args)
-    path = write_broker_config(settings, Registry.load(Path(args.registry)) if args.registry else None)
+    path = write_broker_config(settings, _existing_registry(args))
     print(f"broker configuration: {path}\nlistens on {settings.bind}:{settings.port} (TLS; --bind ADDRESS to change), "
           f"certificate for {', '.join(settings.server_hosts)}\nrun: mosquitto -c {path}   (reload the ACL with SIGHUP)")
     return 0
@@ -165,12 +182,11 @@ def _broker_run(args: argparse.Namespace) -> int:
     import time
 
     from tools.broker import Mosquitto
-    from tools.registry import Registry
 
     def _interrupt(*_: object) -> None:
         raise KeyboardInterrupt
 
-    broker = Mosquitto.create(_broker_settings(args), Registry.load(Path(args.registry)) if args.registry else None)
+    broker = Mosquitto.create(_broker_settings(args), _existing_registry(args))
     # SIGTERM (systemd, a test harness) stops the broker as cleanly as Ctrl-C: it saves its state.
     signal.signal(signal.SIGTERM, _interrupt)
     broker.start()
