@@ -455,6 +455,15 @@ def _check_type(value: Any, tp: Any, where: str) -> None:
         raise ConfigError(f"{where} must be a string, got {value!r:.40}")
 
 
+def _check_types(cls: type, data: Mapping[str, Any], table: str) -> None:
+    """:func:`_check_type` of every key of ``data`` that is a field of ``cls`` (its own parser
+    reports the others)."""
+    hints = typing.get_type_hints(cls)
+    for k, v in data.items():
+        if k in hints:
+            _check_type(v, hints[k], f"[{table}] {k}")
+
+
 def _section(cls: type, data: Mapping[str, Any], table: str, base: Path, path_keys: tuple[str, ...] = ()) -> Any:
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
@@ -527,6 +536,7 @@ def parse_config(data: Mapping[str, Any], base_dir: Path, source: Path | None = 
             log.warning("[link] %s is no longer needed: the link uses [kiosk] %s; remove it from [link]",
                         key, kiosk_key)
         link_data.update(kiosk_id=kiosk_id, site=site)
+        _check_types(LinkConfig, link_data, "link")
         try:
             link = LinkConfig.from_mapping(link_data, base_dir=base_dir)
         except (TypeError, ValueError) as exc:
@@ -539,6 +549,7 @@ def parse_config(data: Mapping[str, Any], base_dir: Path, source: Path | None = 
         missing = [k for k in ("root", "bundle_name", "admin_keys") if k not in u]
         if missing:
             raise ConfigError(f"[update] missing key(s): {', '.join(missing)}")
+        _check_types(UpdateConfig, u, "update")
         try:
             update = UpdateConfig.from_mapping(u, base_dir=base_dir)
         except (TypeError, ValueError, OSError) as exc:
