@@ -144,8 +144,8 @@ def test_two_profiles_from_the_customer_staff_and_central_command(link_pki: Link
         rows = wait_for(lambda: (r := collector.store.query_decisions(kiosk_id="kiosk-a")) and len(r) == 3 and r,
                         what="three decisions at the collector")
         got = sorted((r.payload["profile"], r.payload["operator"], r.decision, r.payload["schema"]) for r in rows)
-        assert got == [("high-value", "alice", "SUSPICIOUS", 2), ("high-value", "central:ops", "SUSPICIOUS", 2),
-                       ("standard", None, "APPROVED", 2)]
+        assert got == [("high-value", "alice", "SUSPICIOUS", 3), ("high-value", "central:ops", "SUSPICIOUS", 3),
+                       ("standard", None, "APPROVED", 3)]
         for r in rows:
             assert ("profile_threshold" in r.payload["model_versions"]) == (r.payload["profile"] == "high-value")
         central = next(r for r in rows if r.payload["session_id"] == "req-hv-1")
