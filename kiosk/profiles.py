@@ -212,7 +212,9 @@ class Profiles:
         return self._policy(name, base, "threshold", lambda v: pen_score_threshold(v, self.kind))
 
     def paper_policy(self, name: str | None, base: DecisionPolicy) -> DecisionPolicy:
-        return self._policy(name, base, "paper_threshold", probability_score)
+        # A paper verdict has no rhythm (no pen): the profile's rhythm rule leaves it alone.
+        policy = self._policy(name, base, "paper_threshold", probability_score)
+        return base if policy.threshold == base.threshold else dataclasses.replace(policy, rhythm_decides=base.rhythm_decides)
 
     def _policy(self, name: str | None, base: DecisionPolicy, key: str, to_score: Any) -> DecisionPolicy:
         p = self.resolve(name)

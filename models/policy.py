@@ -17,6 +17,7 @@ same policy object, so the figures the evaluator reports are the decisions the k
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -92,6 +93,13 @@ def match_rate(distance: float, threshold: float, scale: float = 0.25) -> float:
     return _rate((distance - threshold) / scale, 50.0)
 
 
+#: The match rate a copy (replayed, traced, photocopied) is shown and recorded at, at most.
+COPY_RATE = 0.01
+#: A genuine pace's distance on the rhythm check as a share of a threshold of 1 or less: the share
+#: 1 has of the shipped classic line (1 / 1.28).
+RHYTHM_BASE_SHARE = 1.0 / 1.28
+
+
 @dataclass(frozen=True)
 class DecisionPolicy:
     """Threshold, copy check, rhythm rule and match-rate mapping (see the module docstring).
@@ -139,15 +147,22 @@ class DecisionPolicy:
         refs = np.log(np.maximum(durations, 1e-3))
         spread = max(float(np.mean(np.abs(refs - refs.mean()))) if len(refs) > 1 else 0.0, 0.08)
         z = abs(math.log(max(ink_time, 1e-3)) - float(refs.mean())) / spread
-        d = 1.0 + (self.threshold - 1.0) * max(0.0, z - 1.0) / max(self.rhythm_tolerance - 1.0, 1e-6)
+        # From a genuine pace's distance (1, below the threshold) up to the threshold at the
+        # tolerance. A threshold of 1 or less (a strict classic line) has no room above 1: the
+        # genuine end is then the shipped line's share of it, or the similarity ran backwards, a
+        # good pace under 50 % and a failing one over (found by a review).
+        base = 1.0 if self.threshold > 1.0 else self.threshold * RHYTHM_BASE_SHARE
+        d = base + (self.threshold - base) * max(0.0, z - 1.0) / max(self.rhythm_tolerance - 1.0, 1e-6)
         return AspectCheck("rhythm", ASPECT_LABELS["rhythm"], match_rate(d, self.threshold), z <= self.rhythm_tolerance)
 
     def redecide(self, verdict: Verdict) -> Verdict:
         """``verdict`` decided again under this policy: the same score, aspects, copy check and
         explanations, another threshold or rhythm rule (the site calibration, an application
         profile). The aspects stay as the verifier judged them."""
-        return self.decide(verdict.distance, verdict.aspects, too_similar=verdict.too_similar,
-                           explanations=verdict.explanations, anomaly=verdict.anomaly)
+        # references too: a paper decision under a profile was recorded as a pen one (found by a review).
+        return dataclasses.replace(self.decide(verdict.distance, verdict.aspects, too_similar=verdict.too_similar,
+                                               explanations=verdict.explanations, anomaly=verdict.anomaly),
+                                   references=verdict.references)
 
     def decide(self, score: float, aspects: Sequence[AspectCheck], *, too_similar: bool,
                explanations: tuple[str, ...] = (), anomaly: float | None = None) -> Verdict:
@@ -160,5 +175,8 @@ class DecisionPolicy:
         if self.rhythm_decides and rhythm is not None:
             # The rate a person sees agrees with the decision: below 50% exactly when it fails.
             rate = min(rate, rhythm.similarity)
+        if too_similar:
+            # A copy is SUSPICIOUS: it was shown and recorded at 98-100 % (found by a review).
+            rate = min(rate, COPY_RATE)
         return Verdict(APPROVED if approved else SUSPICIOUS, rate, score, tuple(aspects), too_similar,
                        explanations, anomaly)
