@@ -124,7 +124,7 @@ class Profiles:
                     pen_score_threshold(p.threshold, self.kind)
                 except ValueError as exc:
                     scale = ("a probability in (0, 1) with [verifier] kind = \"" + self.kind + "\""
-                             if self.kind in PROBABILITY_KINDS else "the classic distance, in (0, 100)")
+                             if self.kind in PROBABILITY_KINDS else "the classic distance, in [0.3, 5]")
                     raise ValueError(f"[profiles.{p.name}] threshold is {scale}: {exc}") from None
         if self.by_name(self.default).allow_looser:
             raise ValueError(f"[profiles.{self.default}] allow_looser means nothing on the default profile")

@@ -93,6 +93,10 @@ def offer_topics(prefix: str, site: str, kiosk_id: str, group: str | None) -> li
     return bases
 
 
+#: Bounds of [update] golden_timeout_s: a shipped model checks in under a second here.
+MIN_GOLDEN_TIMEOUT_S, MAX_GOLDEN_TIMEOUT_S = 2.0, 3600.0
+
+
 @dataclass(frozen=True)
 class UpdateConfig:
     """The ``[update]`` table of the kiosk's TOML file."""
@@ -109,6 +113,13 @@ class UpdateConfig:
     disk_reserve_bytes: int = 64 << 20
     #: How long one model's golden check may take before the model is refused (kiosk.golden).
     golden_timeout_s: float = DEFAULT_GOLDEN_TIMEOUT_S
+
+    def __post_init__(self) -> None:
+        # A typo (0, a negative, a hundredth) failed every model's golden check: every bundle
+        # refused, and at the next start the installed model rolled back (found by a review).
+        if not MIN_GOLDEN_TIMEOUT_S <= self.golden_timeout_s <= MAX_GOLDEN_TIMEOUT_S:
+            raise ValueError(f"golden_timeout_s must be {MIN_GOLDEN_TIMEOUT_S:g}-{MAX_GOLDEN_TIMEOUT_S:g} s, got "
+                             f"{self.golden_timeout_s}")
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], base_dir: Path | None = None) -> UpdateConfig:

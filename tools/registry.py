@@ -138,16 +138,19 @@ class Registry:
                 raise RegistryError(f"signing key {key_id(next(iter(shared))).hex()} belongs to {state}kiosk "
                                     f"{other.kiosk_id}: generate a new key for {entry.kiosk_id}")
         if old is not None and not replace_keys:
-            # A new key of a registered kiosk: its site and group stay. A mistyped --site moved it
-            # (its records then refused as site_mismatch) and a missing --group took it out of its
-            # rollout group, both with "registered" printed (found by a review).
             group = old.group if entry.group is None else entry.group
-            if entry.site != old.site or group != old.group:
+            rotation = not set(entry.sign_keys) <= set(old.sign_keys)
+            if rotation and (entry.site != old.site or group != old.group):
+                # A new key of a registered kiosk: its site and group stay. A mistyped --site moved
+                # it (its records then refused as site_mismatch) and a missing --group took it out
+                # of its rollout group, both with "registered" printed (found by a review).
                 raise RegistryError(f"kiosk {entry.kiosk_id} is registered at site {old.site}, group "
                                     f"{old.group or '-'}; a new key keeps them (asked: site {entry.site}, group "
-                                    f"{entry.group or '-'}). To move it, register it again with --replace-keys")
+                                    f"{entry.group or '-'}). To move it, register it again with a key it has, "
+                                    "or with --replace-keys")
+            # The same key again: a correction of the site or group (a site mistyped at registration).
             keys = tuple(dict.fromkeys(old.sign_keys + entry.sign_keys))
-            entry = KioskEntry(entry.kiosk_id, old.site, old.group, keys)
+            entry = KioskEntry(entry.kiosk_id, entry.site, group, keys)
         self.kiosks[entry.kiosk_id] = entry
         return entry
 

@@ -40,7 +40,9 @@ done
 # pip unpacks beside that. Refuse early and say so, rather than fail half-way with pip's ENOSPC.
 if [ ! -x "$VENV/bin/python" ]; then
   case "$PROFILE" in demo) need_mb=1000 ;; *) need_mb=4000 ;; esac
+  # The nearest folder that exists: python -m venv makes the missing ones.
   parent="$(dirname "$VENV")"
+  while [ ! -d "$parent" ]; do parent="$(dirname "$parent")"; done
   free_mb="$(df -Pm "$parent" | awk 'NR==2 {print $4}')"
   if [ -n "$free_mb" ] && [ "$free_mb" -lt "$need_mb" ]; then
     echo "setup: only ${free_mb} MB free under $(cd "$parent" && pwd); the $PROFILE set-up needs about ${need_mb} MB" >&2

@@ -294,3 +294,8 @@ def test_operator_mistakes_with_the_pki_are_refused(own_pki: LinkPki, tmp_path: 
                            "--sign-pub", str(new_pub)]) == 0              # no --group: the group stays
     after = Registry.load(registry).kiosks["kiosk-a"]
     assert after.group == before.group and after.site == before.site and len(after.sign_keys) == 2
+    # A site mistyped at registration is corrected by registering with a key the kiosk has.
+    assert admin_cmd.main(["register", "--registry", str(registry), "--kiosk", "kiosk-a", "--site", "branch-77",
+                           "--sign-pub", str(new_pub)]) == 0
+    moved = Registry.load(registry).kiosks["kiosk-a"]
+    assert moved.site == "branch-77" and moved.group == before.group and moved.sign_keys == after.sign_keys
