@@ -275,6 +275,16 @@ def test_a_tap_on_the_pad_ends_verification_with_advice_not_an_internal_error(tm
         pen.close_all()
 
 
+def _enrolled(tmp_path: Path, customer: str) -> tuple[Any, Any, list]:  # type: ignore[type-arg]
+    """A bench daemon with ``customer``'s five references stored: (daemon, pen, the writer's genuine)."""
+    from daemon_helpers import as_replayed, start_daemon, write_config, writers
+
+    daemon, pen, _ = start_daemon(write_config(tmp_path))
+    genuine, _forged = writers()["001"]
+    daemon.store.put(customer, as_replayed(genuine[:5]))
+    return daemon, pen, genuine
+
+
 def _until_screen(events: Any, screen: str) -> dict:
     """The next event that shows ``screen``, from a subscription to the daemon's bus."""
     while True:
@@ -434,15 +444,13 @@ def test_a_signature_without_pressure_against_pressure_references_says_so_on_the
     """A pad changed since enrollment (references with pressure, a signature without, here a pen
     that reported one level): the whole daemon compares on what both measure and its decision
     screen tells staff pressure was not compared, with no "Pressure" check."""
-    from daemon_helpers import as_replayed, start_daemon, wait_idle, write_config, writers
+    from daemon_helpers import wait_idle
 
     from models.device_variants import without_pressure
     from models.pen import PRESSURE_NOT_MEASURED
 
-    daemon, pen, _ = start_daemon(write_config(tmp_path))
-    genuine, _forged = writers()["001"]
+    daemon, pen, genuine = _enrolled(tmp_path, "cust-pad")
     try:
-        daemon.store.put("cust-pad", as_replayed(genuine[:5]))
         events = daemon.bus.subscribe()
         req = daemon.submit("verify", "cust-pad")
         _until_screen(events, "sign")
@@ -463,12 +471,10 @@ def test_an_unreadable_template_says_so_and_replace_mends_it(tmp_path: Path) -> 
     verification say "no signature on file", and Replace, New and Add each end in an internal
     error: only Delete then New mended it, and nothing said so. Now the customer's check and New
     and Add say the stored signatures cannot be read; Replace (confirmed) writes over them."""
-    from daemon_helpers import as_replayed, sign_when_asked, staff_login, start_daemon, wait_idle, write_config, writers
+    from daemon_helpers import sign_when_asked, staff_login, wait_idle
 
-    daemon, pen, _ = start_daemon(write_config(tmp_path))
-    genuine, _ = writers()["001"]
+    daemon, pen, genuine = _enrolled(tmp_path, "cust-rot")
     try:
-        daemon.store.put("cust-rot", as_replayed(genuine[:5]))
         path = daemon.store.directory / f"{daemon.store.file_id('cust-rot')}.tpl"
         blob = bytearray(path.read_bytes())
         blob[-20] ^= 0x01                                       # one flipped bit: authentication fails
@@ -499,14 +505,12 @@ def test_a_delete_whose_fsync_fails_still_drops_the_built_reference_set(tmp_path
     approved until the daemon restarted."""
     import errno
 
-    from daemon_helpers import as_replayed, sign_when_asked, staff_login, start_daemon, wait_idle, write_config, writers
+    from daemon_helpers import sign_when_asked, staff_login, wait_idle
 
     import kiosk.templates
 
-    daemon, pen, _ = start_daemon(write_config(tmp_path))
-    genuine, _ = writers()["001"]
+    daemon, pen, genuine = _enrolled(tmp_path, "cust-gone")
     try:
-        daemon.store.put("cust-gone", as_replayed(genuine[:5]))
         events = daemon.bus.subscribe()
         req = daemon.submit("verify", "cust-gone")
         sign_when_asked(daemon, pen, events, [genuine[6]], req.done.is_set)
