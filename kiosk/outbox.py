@@ -40,6 +40,10 @@ from kiosk.templates import free_bytes
 
 log = logging.getLogger(__name__)
 
+#: The longest a refused row waits before it is tried again (the link's back-off stops at
+#: ``reconnect_max_s``, 60 s by default); a row set further ahead is due (a clock stepped back).
+MAX_DEFER_S = 600.0
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (
@@ -242,14 +246,17 @@ class Outbox:
     # -- sending -----------------------------------------------------------------------------
 
     def pending(self, limit: int, exclude: Iterable[int] = (), now: float | None = None) -> list[OutboxRow]:
-        """Oldest rows due for sending, skipping ``exclude`` (ids already in flight)."""
+        """Oldest rows due for sending, skipping ``exclude`` (ids already in flight). A row deferred
+        further ahead than any back-off asks (:data:`MAX_DEFER_S`) is due: the wall clock stepped
+        back since (NTP correcting a fast clock), and it would have waited the whole step, a day
+        perhaps, across restarts, while newer rows went past it (found by a review)."""
         excl = set(exclude)
         now = time.time() if now is None else now
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, seq, kind, topic, payload, attempts FROM outbox WHERE next_attempt <= ? "
-                "ORDER BY id LIMIT ?",
-                (now, limit + len(excl)),
+                "OR next_attempt > ? ORDER BY id LIMIT ?",
+                (now, now + MAX_DEFER_S, limit + len(excl)),
             ).fetchall()
         return [OutboxRow(*r) for r in rows if r[0] not in excl][:limit]
 
@@ -275,6 +282,7 @@ class Outbox:
 
     def defer(self, row_id: int, delay_s: float) -> None:
         """Back off a row the broker refused, so that it is retried later, not in a hot loop."""
+        delay_s = min(delay_s, MAX_DEFER_S)
         with self._lock:
             self._db.execute(
                 "UPDATE outbox SET attempts=attempts+1, next_attempt=? WHERE id=?", (time.time() + delay_s, row_id)

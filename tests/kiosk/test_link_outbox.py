@@ -62,6 +62,23 @@ def test_pending_skips_in_flight_and_delete_and_defer(tmp_path: Path) -> None:
     ob.close()
 
 
+def test_a_row_deferred_before_the_clock_stepped_back_is_not_stranded(tmp_path: Path) -> None:
+    """Found by a review: a refused row's retry time is a wall-clock time on disk; when NTP then
+    stepped a fast clock back an hour, the row waited the whole hour (across restarts) while newer
+    rows went past it. A retry time further ahead than any back-off is due."""
+    ob = Outbox(tmp_path / "o.sqlite")
+    ob.add("decision", "t", lambda s: b"held")
+    ob.add("decision", "t", lambda s: b"next")
+    first, second = ob.pending(10)
+    ob.defer(first.id, 30)
+    now = time.time()
+    assert [r.id for r in ob.pending(10, now=now)] == [second.id]          # backed off, as it should
+    assert [r.id for r in ob.pending(10, now=now - 3600)] == [first.id, second.id]   # the clock went back
+    ob.defer(first.id, 86_400)                                               # no back-off is a day long
+    assert ob.pending(10, now=now + 700)[0].id == first.id
+    ob.close()
+
+
 def test_a_full_log_quota_drops_without_reading_every_log_row(tmp_path: Path) -> None:
     """Offline with the quota full, each new log record drops the oldest one or two: the work
     (SQLite's virtual machine steps, counted, not timed) must not grow with the logs queued (it
