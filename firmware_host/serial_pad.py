@@ -220,12 +220,9 @@ class SerialPad:
                 # The segmenter's limits run on the pad's clock; a pad whose clock stands still
                 # (or crawls) kept a signature open for hours (found by a review). On the host's
                 # clock, a signature ends within its maximum length and a little more, whatever
-                # the pad says; and no pen-down within start_timeout ends the wait even while
-                # samples keep coming (it was checked only in silence).
+                # the pad says.
                 if not seg.active:
                     signing_since = None
-                    if start_timeout is not None and now - started > start_timeout:
-                        raise NoSignatureError(f"no pen-down within {start_timeout:.1f} s")
                 elif signing_since is None:
                     signing_since = now
                 elif now - signing_since > self.config.segmenter.max_duration + CLOCK_SLACK_S:
