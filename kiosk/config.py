@@ -33,7 +33,7 @@ from firmware_host.evdev_reader import DeviceSelector
 from kiosk.calibration import SCALE_DEFAULTS, CalibrationConfig, ScaleDefaults
 from kiosk.errors import ApplianceError
 from kiosk.link import LinkConfig
-from kiosk.profiles import Profiles
+from kiosk.profiles import CLASSIC_THRESHOLD_RANGE, Profiles
 from kiosk.staff import StaffConfig
 from kiosk.topics import validate_id
 from kiosk.update_agent import UpdateConfig
@@ -44,9 +44,6 @@ log = logging.getLogger(__name__)
 
 #: The one global threshold, measured on training writers (models/classic.py, README).
 DEFAULT_THRESHOLD = ClassicConfig().threshold
-#: Where a classic distance threshold may lie: a genuine signature scores about 1, the shipped line
-#: is 1.28. (0, 100) let "threshold = 80", meant as a percentage, approve everyone (found by a review).
-CLASSIC_THRESHOLD_RANGE = (0.3, 5.0)
 #: The shipped pen verifier: the match score, one calibrated genuine probability (the match rate
 #: people see) from the classic DTW distance and whichever global features its model file takes.
 #: The shipped model takes none: on every unseen writer of each left-out set (README "A
@@ -469,11 +466,9 @@ def _section(cls: type, data: Mapping[str, Any], table: str, base: Path, path_ke
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"[{table}] unknown key(s): {', '.join(unknown)}")
-    hints = typing.get_type_hints(cls)
+    _check_types(cls, {k: v for k, v in data.items() if k not in path_keys}, table)
     kwargs: dict[str, Any] = {}
     for k, v in data.items():
-        if k not in path_keys:
-            _check_type(v, hints.get(k), f"[{table}] {k}")
         if k in path_keys and v is not None:
             p = Path(v)
             kwargs[k] = p if p.is_absolute() else base / p

@@ -89,13 +89,20 @@ class Profile:
             raise ValueError(f"[profiles.{self.name}] label: at most 40 printable characters")
 
 
+#: Where a classic distance threshold may lie ([verifier] threshold, a classic profile's): a genuine
+#: signature scores about 1, the shipped line is 1.28. (0, 100) let "threshold = 80", meant as a
+#: percentage, approve everyone (found by a review).
+CLASSIC_THRESHOLD_RANGE = (0.3, 5.0)
+
+
 def pen_score_threshold(value: float, kind: str) -> float:
     """A profile's pen ``threshold`` on the policy's score scale (lower is stricter)."""
     if kind in PROBABILITY_KINDS:
         return probability_score(value)
-    if not 0.3 <= value <= 5.0:   # kiosk.config.CLASSIC_THRESHOLD_RANGE (which imports this module)
-        raise ValueError(f"threshold must be a classic distance in [0.3, 5.0] (a genuine signature is about 1), "
-                         f"got {value}: a percentage?")
+    low, high = CLASSIC_THRESHOLD_RANGE
+    if not low <= value <= high:
+        raise ValueError(f"threshold must be a classic distance in [{low:g}, {high:g}] (a genuine signature is "
+                         f"about 1), got {value}: a percentage?")
     return float(value)
 
 
@@ -124,7 +131,7 @@ class Profiles:
                     pen_score_threshold(p.threshold, self.kind)
                 except ValueError as exc:
                     scale = ("a probability in (0, 1) with [verifier] kind = \"" + self.kind + "\""
-                             if self.kind in PROBABILITY_KINDS else "the classic distance, in [0.3, 5]")
+                             if self.kind in PROBABILITY_KINDS else f"the classic distance, in {list(CLASSIC_THRESHOLD_RANGE)}")
                     raise ValueError(f"[profiles.{p.name}] threshold is {scale}: {exc}") from None
         if self.by_name(self.default).allow_looser:
             raise ValueError(f"[profiles.{self.default}] allow_looser means nothing on the default profile")
