@@ -321,22 +321,22 @@ class StaffAuth:
 
     def session(self, token: str | None) -> StaffSession | None:
         """The live session of ``token``, its idle clock restarted; None if none or ended."""
+        return self._live(token, touch=True)
+
+    def is_live(self, token: str | None) -> bool:
+        """Is ``token`` a live session's? Unlike :meth:`session`, its idle clock is left alone."""
+        return self._live(token, touch=False) is not None
+
+    def _live(self, token: str | None, *, touch: bool) -> StaffSession | None:
         if not token:
             return None
         with self._lock:
             s = self._sessions.get(self._digest(token))
             if s is None or not self._alive(s):
                 return None
-            s.last_used = self._clock()
+            if touch:
+                s.last_used = self._clock()
             return s
-
-    def is_live(self, token: str | None) -> bool:
-        """Is ``token`` a live session's? Unlike :meth:`session`, its idle clock is left alone."""
-        if not token:
-            return False
-        with self._lock:
-            s = self._sessions.get(self._digest(token))
-            return s is not None and self._alive(s)
 
     def check(self, session: StaffSession | None) -> bool:
         """Is ``session`` one this kiosk issued and still live? (``Daemon.submit``'s test.)"""
