@@ -177,6 +177,11 @@ central_pub_file = "/etc/sigkiosk/keys/central-enc.pub"
 outbox_path = "/var/lib/sigkiosk/outbox.sqlite"
 evidence = true                          # seal each decision's signature (pen samples / paper crop) after
 #                                        # it, for disputes; the central side keeps it its retention period
+# receipts = true                        # keep each decision, staff action and evidence until a collector's
+#                                        # receipt says it is stored, not only the broker's PUBACK (README
+#                                        # "The secure link"); false only while the collectors are older
+# receipt_wait_s = 120.0                 # no receipt this long after the broker took it: sent again, the
+# receipt_wait_max_s = 3600.0            # wait doubling each time up to this
 
 # Paper signatures (a cheque or form shown to the camera, or a scan): verified against the
 # customer's references (pad references are drawn as ink). Omit the table to run without a camera.

@@ -7,6 +7,13 @@ can route it but can neither read nor forge it, and a replay is recognised by it
 
 ``seal`` runs on the kiosk; ``parse`` + ``verify`` + ``decrypt`` run on the collector, in that
 order, so that the cheap checks refuse garbage before any public-key work is done.
+
+A **receipt** (``seal_with_receipt``, ``receipt``) is a 16-byte value derived from the message's
+key agreement under a label of its own: only the kiosk that sealed the message and the holder of
+the central key can compute it. The collector sends it back once the message is stored; the
+kiosk deletes its outbox copy only on a receipt that matches, so a broker that loses messages it
+acknowledged (killed before its autosave) loses nothing, and nobody else (another kiosk, the
+broker, an eavesdropper) can make a kiosk drop a message it has not delivered.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ SIGNATURE_LEN = 64
 TAG_LEN = 16
 NONCE_LEN = 12
 HKDF_INFO = b"sigkiosk envelope v1 x25519-hkdf-sha256-aes256gcm"
+RECEIPT_INFO = b"sigkiosk receipt v1"
+RECEIPT_LEN = 16
 
 #: Envelopes larger than this are refused unread (a kiosk never needs more: decisions are < 2 KiB;
 #: an image attached by policy is a 128x128 PNG, well under this).
@@ -136,9 +145,10 @@ class Envelope:
         return hashlib.sha256(self.signed).hexdigest()
 
 
-def _derive_key(shared: bytes, eph_pub: bytes, recipient_pub: bytes) -> bytes:
-    # The salt binds the key to both public keys, so a key can never be reused across recipients.
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=eph_pub + recipient_pub, info=HKDF_INFO).derive(shared)
+def _derive_key(shared: bytes, eph_pub: bytes, recipient_pub: bytes, info: bytes = HKDF_INFO, length: int = 32) -> bytes:
+    # The salt binds the key to both public keys, so a key can never be reused across recipients;
+    # the label keeps the receipt independent of the content key (knowing one tells nothing of the other).
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=eph_pub + recipient_pub, info=info).derive(shared)
 
 
 def seal(
@@ -153,6 +163,22 @@ def seal(
     sign_key_id: bytes | None = None,
 ) -> bytes:
     """Encrypt ``plaintext`` to ``recipient``, sign everything, return the envelope bytes."""
+    return seal_with_receipt(plaintext, kiosk_id=kiosk_id, seq=seq, time_ms=time_ms, topic=topic,
+                             signing_key=signing_key, recipient=recipient, sign_key_id=sign_key_id)[0]
+
+
+def seal_with_receipt(
+    plaintext: bytes,
+    *,
+    kiosk_id: str,
+    seq: int,
+    time_ms: int,
+    topic: str,
+    signing_key: Ed25519PrivateKey,
+    recipient: X25519PublicKey,
+    sign_key_id: bytes | None = None,
+) -> tuple[bytes, bytes]:
+    """``seal``, and the receipt the recipient will compute from the envelope (``receipt``)."""
     if not 0 <= seq < 2**64:
         raise ValueError("sequence number out of range")
     flags = 0
@@ -163,7 +189,8 @@ def seal(
     eph = X25519PrivateKey.generate()
     eph_pub = raw_public(eph)
     recipient_pub = raw_public(recipient)
-    key = _derive_key(eph.exchange(recipient), eph_pub, recipient_pub)
+    shared = eph.exchange(recipient)
+    key = _derive_key(shared, eph_pub, recipient_pub)
     nonce = os.urandom(NONCE_LEN)
     header = Header(
         kiosk_id=kiosk_id, seq=seq, time_ms=time_ms, topic=topic,
@@ -173,7 +200,7 @@ def seal(
     aad = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)) + header
     ciphertext = AESGCM(key).encrypt(nonce, plaintext, aad)
     signed = aad + struct.pack(">I", len(ciphertext)) + ciphertext
-    return signed + signing_key.sign(signed)
+    return signed + signing_key.sign(signed), _derive_key(shared, eph_pub, recipient_pub, RECEIPT_INFO, RECEIPT_LEN)
 
 
 def parse(data: bytes, max_size: int = DEFAULT_MAX_ENVELOPE) -> Envelope:
@@ -208,14 +235,30 @@ def verify(env: Envelope, public_key: Ed25519PublicKey) -> None:
         raise EnvelopeError("bad_signature", "signature does not verify with the kiosk's key") from None
 
 
-def decrypt(env: Envelope, private_key: X25519PrivateKey, max_plaintext: int = 8 * DEFAULT_MAX_ENVELOPE) -> bytes:
-    h = env.header
+def _shared(env: Envelope, private_key: X25519PrivateKey) -> bytes:
     try:
-        eph = X25519PublicKey.from_public_bytes(h.eph_pub)
-        shared = private_key.exchange(eph)
+        return private_key.exchange(X25519PublicKey.from_public_bytes(env.header.eph_pub))
     except ValueError:
         raise EnvelopeError("decrypt_failed", "invalid ephemeral key") from None
-    key = _derive_key(shared, h.eph_pub, raw_public(private_key))
+
+
+def receipt(env: Envelope, private_key: X25519PrivateKey) -> bytes:
+    """The receipt of ``env`` (encrypted to ``private_key``'s public key), as ``seal_with_receipt``
+    gave its sealer. Raises EnvelopeError for an unusable ephemeral key."""
+    return _derive_key(_shared(env, private_key), env.header.eph_pub, raw_public(private_key), RECEIPT_INFO, RECEIPT_LEN)
+
+
+def decrypt(env: Envelope, private_key: X25519PrivateKey, max_plaintext: int = 8 * DEFAULT_MAX_ENVELOPE) -> bytes:
+    return decrypt_with_receipt(env, private_key, max_plaintext)[0]
+
+
+def decrypt_with_receipt(env: Envelope, private_key: X25519PrivateKey,
+                         max_plaintext: int = 8 * DEFAULT_MAX_ENVELOPE) -> tuple[bytes, bytes]:
+    """``decrypt``, and the envelope's ``receipt`` from the same key agreement (one X25519, not two)."""
+    h = env.header
+    shared, recipient_pub = _shared(env, private_key), raw_public(private_key)
+    key = _derive_key(shared, h.eph_pub, recipient_pub)
+    rcpt = _derive_key(shared, h.eph_pub, recipient_pub, RECEIPT_INFO, RECEIPT_LEN)
     try:
         plaintext = AESGCM(key).decrypt(h.nonce, env.ciphertext, env.aad)
     except InvalidTag:
@@ -235,7 +278,7 @@ def decrypt(env: Envelope, private_key: X25519PrivateKey, max_plaintext: int = 8
             raise EnvelopeError("bad_payload", f"{len(d.unused_data)} bytes after the end of the compressed stream")
     elif len(plaintext) > max_plaintext:
         raise EnvelopeError("oversized", f"payload of {len(plaintext)} bytes exceeds {max_plaintext}")
-    return plaintext
+    return plaintext, rcpt
 
 
 def verify_public_key(raw: bytes) -> Ed25519PublicKey:

@@ -2,9 +2,12 @@
 
 Every decision and log record is sealed (``kiosk.envelope``), committed to the on-disk outbox
 (``kiosk.outbox``) and only then published over MQTT (TLS, QoS 1). A sender thread publishes the
-outbox oldest-first with a bounded number of messages in flight and deletes a row when the broker's
-PUBACK arrives; rows left over by a disconnect or a restart are sent again in order. Reconnects use
-paho's exponential back-off; a message the broker refuses is retried with its own back-off.
+outbox oldest-first with a bounded number of messages in flight. A log row is deleted when the
+broker's PUBACK arrives; a decision, staff action or evidence row only when a collector's receipt
+for it comes back on the kiosk's receipt topic (``kiosk.receipts``; ``[link] receipts``), since the
+broker acknowledges what it holds in memory. Rows left over by a disconnect or a restart, and sent
+rows whose receipt is overdue, are sent again in order. Reconnects use paho's exponential back-off;
+a message the broker refuses is retried with its own back-off.
 
 A connection that cannot be made is logged at ERROR with its reason, named for the person who
 fixes it (``describe_connection_error``: TLS and which side distrusts which, refused, host not found,
@@ -39,7 +42,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +50,7 @@ import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from paho.mqtt.enums import CallbackAPIVersion
 
-from kiosk import envelope
+from kiosk import envelope, receipts
 from kiosk.errors import ApplianceError
 from kiosk.keys import key_id, load_public_raw, load_signing_key, raw_public
 from kiosk.outbox import Outbox, OutboxError
@@ -68,6 +71,8 @@ log = logging.getLogger(__name__)
 SOFTWARE_VERSION = "0.1.0"
 #: Most messages paho holds to send (in flight included; ``mqtt.Client.max_queued_messages_set``).
 MAX_QUEUED = 100
+#: Kinds kept until a collector's receipt says they are stored (``[link] receipts``).
+RECEIPTED_KINDS = ("decision", "audit", "evidence")
 
 
 class LinkError(ApplianceError, RuntimeError):
@@ -107,6 +112,12 @@ class LinkConfig:
     # encrypted to the central key only; the central side keeps it for its retention period.
     evidence: bool = True
     connect_warn_s: float = 5.0          # still not connected this long after start(): an ERROR says why
+    # Keep decisions, staff actions and evidence after the broker's PUBACK until a collector's
+    # receipt says they are stored (kiosk.receipts). Off only for a fleet whose collectors are
+    # older than receipts: they never send one, and every such row would be sent again for ever.
+    receipts: bool = True
+    receipt_wait_s: float = 120.0        # a sent row with no receipt this long is sent again...
+    receipt_wait_max_s: float = 3600.0   # ...waiting twice as long each time, up to this
 
     def __post_init__(self) -> None:
         validate_id(self.kiosk_id, "kiosk id")
@@ -118,6 +129,9 @@ class LinkConfig:
             raise ValueError(f"broker_port out of range: {self.broker_port}")
         if self.max_inflight < 1:
             raise ValueError("max_inflight must be at least 1")
+        if not 0 < self.receipt_wait_s <= self.receipt_wait_max_s:
+            raise ValueError(f"receipt waits must be 0 < receipt_wait_s ({self.receipt_wait_s}) <= receipt_wait_max_s "
+                             f"({self.receipt_wait_max_s})")
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], base_dir: Path | None = None) -> LinkConfig:
@@ -142,7 +156,7 @@ class LinkConfig:
 @dataclass(frozen=True)
 class LinkStats:
     connected: bool
-    queue_depth: Mapping[str, int]
+    queue_depth: Mapping[str, int]   # not yet delivered, receipts awaited included
     in_flight: int
     dropped_logs: int
     errors: int
@@ -153,6 +167,10 @@ class LinkStats:
     #: Wall-clock time (epoch s) the link last connected or lost its connection; its start when it
     #: never connected ("not connected since ..." on the staff view).
     since: float | None = None
+    #: Messages per kind the broker took whose collector receipt has not come (part of
+    #: queue_depth), and how long ago the oldest of them was queued (s).
+    awaiting_receipt: Mapping[str, int] = field(default_factory=dict)
+    oldest_unconfirmed_s: float = 0.0
 
 
 def describe_connection_error(error: BaseException | str, host: str, port: int) -> str:
@@ -244,7 +262,8 @@ class KioskLink:
         self._sign_key_id = key_id(raw_public(self._sign_key))
         self._central_pub = X25519PublicKey.from_public_bytes(load_public_raw(config.central_pub_file))
         self.outbox = Outbox(config.outbox_path, owner=config.kiosk_id, log_quota_bytes=config.log_quota_bytes,
-                             evidence_quota_bytes=config.evidence_quota_bytes)
+                             evidence_quota_bytes=config.evidence_quota_bytes, receipt_wait_s=config.receipt_wait_s,
+                             receipt_wait_max_s=config.receipt_wait_max_s)
         self._model_versions: dict[str, str] = dict(model_versions or {})
         self._started_at = time.monotonic()
         self._errors = 0
@@ -257,6 +276,10 @@ class KioskLink:
         self._stop = threading.Event()
         self._failures: dict[int, str] = {}
         self._inflight: dict[int, _Flight] = {}   # row id -> flight
+        self._receipts: list[receipts.Receipt] = []   # received on the network thread, applied by the sender
+        self._bad_receipts = 0
+        self._receipt_sub_mid: int | None = None
+        self._confirmed = 0
         self._thread: threading.Thread | None = None
         self._client: mqtt.Client | None = None
         self._will_seq: int | None = None
@@ -392,14 +415,19 @@ class KioskLink:
         self._thread = threading.Thread(target=self._sender, name=f"link-sender-{c.kiosk_id}", daemon=True)
         self._thread.start()
 
-    def flush(self, timeout: float = 30.0) -> bool:
-        """Wait until the outbox is empty (everything acknowledged); True if it is."""
+    def flush(self, timeout: float = 30.0, *, stored: bool = True) -> bool:
+        """Wait until every message is delivered: stored centrally (a collector's receipt came),
+        or, with ``stored=False``, at least taken by the broker. True if so within ``timeout``."""
+        def done() -> bool:
+            if stored:
+                return not self.outbox.depth()
+            return self.outbox.depth() == self.outbox.awaiting_receipt()[0]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not self.outbox.depth():
+            if done():
                 return True
             time.sleep(0.05)
-        return not self.outbox.depth()
+        return done()
 
     def close(self, timeout: float = 5.0) -> None:
         """Publish ``offline``, disconnect, stop threads. Unsent messages stay in the outbox."""
@@ -430,17 +458,22 @@ class KioskLink:
         self.close()
 
     def stats(self) -> LinkStats:
+        awaiting, oldest = self.outbox.awaiting_receipt()
         return LinkStats(
             connected=self._connected, queue_depth=self.outbox.depth(), in_flight=len(self._inflight),
             dropped_logs=self.outbox.dropped_logs(), errors=self._errors, published=self._published,
             uptime_s=time.monotonic() - self._started_at, last_error=self._last_error,
             problem=None if self._connected else self._problem, since=self._state_since,
+            awaiting_receipt=awaiting, oldest_unconfirmed_s=oldest,
         )
 
     # -- sealing ------------------------------------------------------------------------------
 
     def _seal(self, seq: int, topic: str, payload: Mapping[str, Any], time_ms: int) -> bytes:
-        return envelope.seal(
+        return self._seal_with_receipt(seq, topic, payload, time_ms)[0]
+
+    def _seal_with_receipt(self, seq: int, topic: str, payload: Mapping[str, Any], time_ms: int) -> tuple[bytes, bytes]:
+        return envelope.seal_with_receipt(
             encode_payload(payload), kiosk_id=self.config.kiosk_id, seq=seq, time_ms=time_ms,
             topic=topic, signing_key=self._sign_key, recipient=self._central_pub, sign_key_id=self._sign_key_id,
         )
@@ -449,14 +482,15 @@ class KioskLink:
         topic = self.topics.topic(kind)  # type: ignore[arg-type]
         sealed: list[bytes] = []
 
-        def build(seq: int) -> bytes:
-            data = self._seal(seq, topic, payload, created_ms)
+        def build(seq: int) -> tuple[bytes, bytes | None]:
+            data, receipt = self._seal_with_receipt(seq, topic, payload, created_ms)
             if len(data) > envelope.DEFAULT_MAX_ENVELOPE:
                 # The collector would refuse it unread: say so here, and store nothing.
                 raise RecordError(f"{kind} envelope of {len(data)} bytes exceeds the limit of "
                                   f"{envelope.DEFAULT_MAX_ENVELOPE} bytes")
             sealed.append(data)
-            return data
+            # Logs are dropped under their quota anyway: the broker's acknowledgement is enough.
+            return data, receipt if self.config.receipts and kind in RECEIPTED_KINDS else None
 
         try:
             seq = self.outbox.add(kind, topic, build)
@@ -559,6 +593,10 @@ class KioskLink:
         self._problem_logged.clear()
         if self._command_handlers:
             self._subscribe_commands(client)
+        if self.config.receipts:
+            # Not retained and not queued for us while we are away: a receipt that never came is
+            # answered by sending the row again, whose duplicate the collector receipts again.
+            self._receipt_sub_mid = client.subscribe([(self.topics.receipt, mqtt.SubscribeOptions(qos=1))])[1]
         with self._cond:
             self._connected = True
             self._connected_since = time.monotonic()
@@ -573,6 +611,15 @@ class KioskLink:
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, rcs: Any, props: Any = None) -> None:
         bad = [str(r) for r in rcs if r.is_failure]
+        if mid == self._receipt_sub_mid:
+            if bad:
+                # Nothing is lost (rows wait in the outbox), but every one is sent again and again.
+                self.note_error("receipt subscription refused")
+                log.error("link: the broker refused this kiosk's receipt topic (%s): decisions stay in the outbox and "
+                          "are sent again every %.0f s at most; regenerate the broker's ACL (sigkiosk admin "
+                          "broker-config) for collectors that send receipts", ", ".join(bad),
+                          self.config.receipt_wait_max_s)
+            return
         if bad:
             self.note_error("command subscription refused")
             log.error("link: broker refused the command subscriptions: %s", ", ".join(bad))
@@ -580,12 +627,28 @@ class KioskLink:
             self.commands_ready.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == self.topics.receipt:
+            self._on_receipts(bytes(msg.payload))
+            return
         for handler in list(self._command_handlers):
             try:
                 handler(msg.topic, bytes(msg.payload))
             except Exception:   # a handler's bug must not take the network thread down
                 self.note_error("command handler failed")
                 log.exception("link: command handler failed for %s", msg.topic)
+
+    def _on_receipts(self, data: bytes) -> None:
+        try:
+            got = receipts.decode(data)
+        except receipts.ReceiptError as exc:
+            # Only a collector may publish here (the broker's ACL); count it, say it once in a while.
+            self._bad_receipts += 1
+            if self._bad_receipts in (1, 10, 100) or self._bad_receipts % 1000 == 0:
+                log.warning("link: refused %d malformed receipt message(s) (latest: %s)", self._bad_receipts, exc)
+            return
+        with self._cond:
+            self._receipts.extend(got)
+            self._cond.notify_all()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
         self.commands_ready.clear()
@@ -648,7 +711,14 @@ class KioskLink:
         except Exception as exc:   # rows not deleted now are sent again after the restart
             log.warning("link: final acknowledgement pass failed: %s", exc)
 
+    def _apply_receipts(self) -> None:
+        with self._cond:
+            got, self._receipts = self._receipts, []
+        if got:
+            self._confirmed += self.outbox.confirm(got)
+
     def _reap_acks(self) -> None:
+        self._apply_receipts()
         done: list[int] = []
         now = time.monotonic()
         with self._cond:
@@ -674,7 +744,7 @@ class KioskLink:
                     # comes, send the row again. The collector discards duplicates.
                     del self._inflight[row_id]
         if done:
-            self.outbox.delete(done)
+            self.outbox.acknowledged(done)
             self._published += len(done)
 
     def _send_more(self) -> None:

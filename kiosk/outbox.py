@@ -2,8 +2,13 @@
 
 paho-mqtt keeps unsent messages in memory only; a power cut or a crash would lose them. So the
 link seals a message, commits it to this SQLite database (WAL, ``synchronous=FULL``), and only
-then hands it to MQTT. A row is deleted when the broker's PUBACK arrives; after a reconnect or a
-restart, the remaining rows are sent again, oldest first.
+then hands it to MQTT. A log row is deleted when the broker's PUBACK arrives. A row sealed with a
+receipt (decisions, staff actions, evidence: ``kiosk.receipts``) is only marked sent then, and
+deleted when a collector's receipt for it matches: a broker acknowledges a message while it holds it
+in memory only, and a broker killed before its next autosave would lose it. A sent row without its
+receipt after ``receipt_wait_s`` is sent again, waiting twice as long each time up to
+``receipt_wait_max_s``. After a reconnect or a restart, the remaining rows are sent again, oldest
+first.
 
 Sequence numbers live in the same database and are allocated in the same transaction as the row,
 so they survive restarts and are never reused. A fresh database starts at the current time in
@@ -36,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kiosk.errors import ApplianceError
+from kiosk.receipts import Receipt
 from kiosk.templates import free_bytes
 
 log = logging.getLogger(__name__)
@@ -55,11 +61,16 @@ CREATE TABLE IF NOT EXISTS outbox (
     size INTEGER NOT NULL,
     created REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt REAL NOT NULL DEFAULT 0
+    next_attempt REAL NOT NULL DEFAULT 0,
+    receipt BLOB,
+    sent REAL,
+    sends INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS outbox_kind ON outbox(kind, id);
 CREATE TABLE IF NOT EXISTS owner (one INTEGER PRIMARY KEY CHECK (one = 1), kiosk_id TEXT NOT NULL);
 """
+#: Columns added since the first outboxes were written (a kiosk's file from before is upgraded in place).
+_ADDED_COLUMNS = (("receipt", "BLOB"), ("sent", "REAL"), ("sends", "INTEGER NOT NULL DEFAULT 0"))
 
 
 class OutboxError(ApplianceError, RuntimeError):
@@ -80,7 +91,13 @@ class Outbox:
     """A durable FIFO of sealed messages. Thread-safe (one connection behind a lock)."""
 
     def __init__(self, path: Path, *, owner: str | None = None, log_quota_bytes: int = 8 << 20,
-                 log_reserve_bytes: int = 16 << 20, evidence_quota_bytes: int = 256 << 20) -> None:
+                 log_reserve_bytes: int = 16 << 20, evidence_quota_bytes: int = 256 << 20,
+                 receipt_wait_s: float = 120.0, receipt_wait_max_s: float = 3600.0) -> None:
+        if not 0 < receipt_wait_s <= receipt_wait_max_s:
+            raise OutboxError(f"receipt waits must be 0 < receipt_wait_s ({receipt_wait_s}) <= receipt_wait_max_s "
+                              f"({receipt_wait_max_s})")
+        self.receipt_wait_s = receipt_wait_s
+        self.receipt_wait_max_s = receipt_wait_max_s
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.log_quota_bytes = log_quota_bytes
@@ -107,6 +124,10 @@ class Outbox:
             # FULL: a committed decision survives a power cut, not only a process crash.
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
+            for name, decl in _ADDED_COLUMNS:
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE outbox ADD COLUMN {name} {decl}")
             self._db.execute(
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('next_seq', ?)", (int(time.time() * 1_000_000),)
             )
@@ -151,8 +172,12 @@ class Outbox:
                 raise OutboxError(f"cannot allocate a sequence number: {exc}") from exc
         return seq
 
-    def add(self, kind: str, topic: str, build: Callable[[int], bytes]) -> int:
+    def add(self, kind: str, topic: str, build: Callable[[int], bytes | tuple[bytes, bytes | None]]) -> int:
         """Allocate a sequence number, call ``build(seq)`` to seal the message, commit; return seq.
+
+        ``build`` returns the sealed message, or it and its receipt token: a row with a token is
+        deleted only on a collector's matching receipt (``confirm``), one without at the broker's
+        acknowledgement (``acknowledged``).
 
         Sealing happens inside the transaction because the sequence number is in the signed
         header: allocating it and storing the message must be one atomic step. A log record
@@ -171,7 +196,8 @@ class Outbox:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 seq = self._db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0]
-                payload = build(seq)
+                built = build(seq)
+                payload, receipt = built if isinstance(built, tuple) else (built, None)
                 if kind == "evidence" and self._evidence_bytes + len(payload) > self.evidence_quota_bytes:
                     raise OutboxError(
                         f"the evidence waiting to be sent has reached its quota ({self.evidence_quota_bytes >> 20} MiB): "
@@ -189,8 +215,8 @@ class Outbox:
                         log.warning("log record of %d bytes exceeds the log quota; dropped", len(payload))
                         return seq
                 self._db.execute(
-                    "INSERT INTO outbox(seq, kind, topic, payload, size, created) VALUES (?,?,?,?,?,?)",
-                    (seq, kind, topic, payload, len(payload), time.time()),
+                    "INSERT INTO outbox(seq, kind, topic, payload, size, created, receipt) VALUES (?,?,?,?,?,?,?)",
+                    (seq, kind, topic, payload, len(payload), time.time(), receipt),
                 )
                 self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (seq + 1,))
                 self._db.execute("COMMIT")
@@ -246,39 +272,80 @@ class Outbox:
     # -- sending -----------------------------------------------------------------------------
 
     def pending(self, limit: int, exclude: Iterable[int] = (), now: float | None = None) -> list[OutboxRow]:
-        """Oldest rows due for sending, skipping ``exclude`` (ids already in flight). A row deferred
-        further ahead than any back-off asks (:data:`MAX_DEFER_S`) is due: the wall clock stepped
-        back since (NTP correcting a fast clock), and it would have waited the whole step, a day
-        perhaps, across restarts, while newer rows went past it (found by a review)."""
+        """Oldest rows due for sending, skipping ``exclude`` (ids already in flight): rows never
+        sent, and rows sent whose receipt is overdue. A row set further ahead than any wait asks
+        (:data:`MAX_DEFER_S` for a refused row, ``receipt_wait_max_s`` for a sent one) is due: the
+        wall clock stepped back since (NTP correcting a fast clock), and it would have waited the
+        whole step, a day perhaps, across restarts, while newer rows went past it (found by a
+        review)."""
         excl = set(exclude)
         now = time.time() if now is None else now
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, seq, kind, topic, payload, attempts FROM outbox WHERE next_attempt <= ? "
-                "OR next_attempt > ? ORDER BY id LIMIT ?",
-                (now, now + MAX_DEFER_S, limit + len(excl)),
+                "OR next_attempt > CASE WHEN sent IS NULL THEN ? ELSE ? END ORDER BY id LIMIT ?",
+                (now, now + MAX_DEFER_S, now + self.receipt_wait_max_s, limit + len(excl)),
             ).fetchall()
         return [OutboxRow(*r) for r in rows if r[0] not in excl][:limit]
 
-    def delete(self, ids: Iterable[int]) -> None:
+    def acknowledged(self, ids: Iterable[int], now: float | None = None) -> int:
+        """The broker acknowledged these rows: delete those without a receipt token, mark the
+        others sent (due again if their receipt has not come in time). Returns the rows deleted."""
         ids = list(ids)
         if not ids:
-            return
+            return 0
+        now = time.time() if now is None else now
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                freed = {"log": 0, "evidence": 0}
-                for i in ids:
-                    row = self._db.execute("DELETE FROM outbox WHERE id=? RETURNING kind, size", (i,)).fetchone()
-                    if row is not None and row[0] in freed:
-                        freed[row[0]] += row[1]
+                # The wait doubles with each send: a collector down for a day is not sent every
+                # decision again every two minutes.
+                self._db.executemany(
+                    "UPDATE outbox SET sent=?, sends=sends+1, next_attempt=? + MIN(?, ? * (1 << MIN(sends, 20))) "
+                    "WHERE id=? AND receipt IS NOT NULL",
+                    [(now, now, self.receipt_wait_max_s, self.receipt_wait_s, i) for i in ids])
+                deleted = self._delete_rows(ids, "receipt IS NULL")
                 self._db.execute("COMMIT")
-                self._log_bytes -= freed["log"]
-                self._evidence_bytes -= freed["evidence"]
             except sqlite3.Error as exc:
                 self._rollback()
                 # Not fatal: the rows are sent again and the collector discards the duplicates.
-                log.error("outbox: could not delete %d acknowledged rows: %s", len(ids), exc)
+                log.error("outbox: could not record %d acknowledged rows: %s", len(ids), exc)
+                return 0
+        return deleted
+
+    def confirm(self, receipts: Iterable[Receipt]) -> int:
+        """Delete the rows these receipts match (sequence number and token); the number deleted.
+        A receipt for no row here (already confirmed, another kiosk's, forged) changes nothing."""
+        items = [(r.seq, r.token) for r in receipts]
+        if not items:
+            return 0
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                ids = [row[0] for seq, token in items for row in self._db.execute(
+                    "SELECT id FROM outbox WHERE seq=? AND receipt=?", (seq, token))]
+                deleted = self._delete_rows(ids)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                # Not fatal: the row is sent again, and its duplicate receipted again.
+                log.error("outbox: could not delete %d confirmed rows: %s", len(items), exc)
+                return 0
+        return deleted
+
+    def _delete_rows(self, ids: list[int], condition: str = "1") -> int:
+        """Delete rows (inside the caller's transaction), keeping the quota counters right."""
+        freed = {"log": 0, "evidence": 0}
+        deleted = 0
+        for i in ids:
+            row = self._db.execute(f"DELETE FROM outbox WHERE id=? AND {condition} RETURNING kind, size", (i,)).fetchone()
+            if row is not None:
+                deleted += 1
+                if row[0] in freed:
+                    freed[row[0]] += row[1]
+        self._log_bytes -= freed["log"]
+        self._evidence_bytes -= freed["evidence"]
+        return deleted
 
     def defer(self, row_id: int, delay_s: float) -> None:
         """Back off a row the broker refused, so that it is retried later, not in a hot loop."""
@@ -291,9 +358,20 @@ class Outbox:
     # -- figures -----------------------------------------------------------------------------
 
     def depth(self) -> dict[str, int]:
+        """Rows per kind not yet delivered: waiting to be sent, or sent and waiting for a receipt."""
         with self._lock:
             rows = self._db.execute("SELECT kind, COUNT(*) FROM outbox GROUP BY kind").fetchall()
         return {k: n for k, n in rows}
+
+    def awaiting_receipt(self, now: float | None = None) -> tuple[dict[str, int], float]:
+        """Rows per kind the broker took whose collector receipt has not come, and how long ago
+        the oldest of them was queued (0 for none)."""
+        now = time.time() if now is None else now
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT kind, COUNT(*), MIN(created) FROM outbox WHERE sent IS NOT NULL GROUP BY kind").fetchall()
+        oldest = min((r[2] for r in rows), default=None)
+        return {k: n for k, n, _ in rows}, 0.0 if oldest is None else max(0.0, now - oldest)
 
     def dropped_logs(self) -> int:
         with self._lock:

@@ -7,6 +7,7 @@ Layout (version 1)::
     <prefix>/v1/<site>/<kiosk>/audit        kiosk -> central (staff actions; encrypted, signed, via the outbox)
     <prefix>/v1/<site>/<kiosk>/evidence     kiosk -> central (a decision's questioned signature; same envelope)
     <prefix>/v1/<site>/<kiosk>/status       kiosk -> central (retained; last will "offline")
+    <prefix>/v1/<site>/<kiosk>/receipt      central -> kiosk (what a collector stored: kiosk.receipts)
     <prefix>/v1/<site>/<kiosk>/model/...    admin -> one kiosk (command topics)
     <prefix>/v1/_group/<group>/model/...    admin -> a group of kiosks (command topics)
 
@@ -34,6 +35,8 @@ DEFAULT_PREFIX = "sig"
 #: broker's queue for evidence can be sized apart from the small decisions'.
 Kind = Literal["decision", "log", "status", "audit", "evidence"]
 KINDS: tuple[Kind, ...] = ("decision", "log", "status", "audit", "evidence")
+#: The one kind central publishes to a kiosk's own base (collectors write it, the kiosk reads it).
+RECEIPT_KIND = "receipt"
 
 #: Matched whole (``fullmatch``): with ``match`` and ``$``, "kiosk-1\n" passed, since ``$`` also matches
 #: before a final newline.
@@ -98,6 +101,11 @@ class KioskTopics:
     @property
     def evidence(self) -> str:
         return self.topic("evidence")
+
+    @property
+    def receipt(self) -> str:
+        """Where collectors confirm what they stored of this kiosk's messages (``kiosk.receipts``)."""
+        return f"{self.base}/{RECEIPT_KIND}"
 
     @property
     def model_commands(self) -> str:

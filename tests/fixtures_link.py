@@ -99,10 +99,10 @@ def link_pki(tmp_path_factory: pytest.TempPathFactory) -> LinkPki:
     return make_pki(tmp_path_factory.mktemp("link-pki"))
 
 
-def start_broker(link_pki: LinkPki, directory: Path, port: int | None = None) -> Mosquitto:
+def start_broker(link_pki: LinkPki, directory: Path, port: int | None = None, autosave_interval_s: int = 1) -> Mosquitto:
     settings = BrokerSettings(
         directory=directory, ca_dir=link_pki.ca_dir, port=port or free_port(), collectors=COLLECTORS,
-        admins=ADMINS, server_hosts=("localhost", "127.0.0.1"), autosave_interval_s=1,
+        admins=ADMINS, server_hosts=("localhost", "127.0.0.1"), autosave_interval_s=autosave_interval_s,
     )
     broker = Mosquitto.create(settings, Registry.load(link_pki.registry_file))
     broker.start()

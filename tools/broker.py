@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kiosk.templates import atomic_write
-from kiosk.topics import GROUP_NAMESPACE, TOPIC_VERSION, validate_id
+from kiosk.topics import GROUP_NAMESPACE, RECEIPT_KIND, TOPIC_VERSION, validate_id
 from tools import pki
 from tools.central.errors import CentralError
 from tools.registry import Registry
@@ -113,6 +113,7 @@ def acl_text(settings: BrokerSettings, registry: Registry | None = None) -> str:
         "# The sigkiosk_acl plugin grants a kiosk's subscription only inside what it may read here.",
         *(f"pattern write {p}/{v}/+/%u/{kind}" for kind in KIOSK_PUBLISHES),
         f"pattern read {p}/{v}/+/%u/model/#",
+        f"pattern read {p}/{v}/+/%u/{RECEIPT_KIND}",
         "",
     ]
     if registry is not None:
@@ -126,7 +127,9 @@ def acl_text(settings: BrokerSettings, registry: Registry | None = None) -> str:
     for name in settings.collectors:
         lines += [f"user {pki.identity('collector', name)}"]
         lines += [f"topic read {p}/{v}/+/+/{kind}" for kind in COLLECTOR_READS]
-        lines += [""]
+        # Receipts of what it stored (kiosk.receipts): no kiosk may write them, or it could
+        # tell another kiosk to drop its messages (their tokens would still have to match).
+        lines += [f"topic write {p}/{v}/+/+/{RECEIPT_KIND}", ""]
     for name in settings.admins:
         lines += [
             f"user {pki.identity('admin', name)}",

@@ -150,3 +150,17 @@ def test_decompression_bomb_is_refused(keys) -> None:  # type: ignore[no-untyped
     with pytest.raises(EnvelopeError) as exc:
         envelope.decrypt(env2, central, max_plaintext=1 << 20)
     assert exc.value.reason == "oversized"
+
+
+def test_the_receipt_is_computed_by_the_sealer_and_the_central_key_only(keys) -> None:  # type: ignore[no-untyped-def]
+    sk, central = keys
+    args = dict(kiosk_id="kiosk-a", seq=42, time_ms=1_700_000_000_000, topic=TOPIC, signing_key=sk,
+                recipient=central.public_key())
+    data, receipt = envelope.seal_with_receipt(b'{"type":"decision"}', **args)  # type: ignore[arg-type]
+    env = envelope.parse(data)
+    assert len(receipt) == envelope.RECEIPT_LEN
+    assert envelope.receipt(env, central) == receipt
+    assert envelope.receipt(env, X25519PrivateKey.generate()) != receipt     # another key cannot
+    again, receipt2 = envelope.seal_with_receipt(b'{"type":"decision"}', **args)  # type: ignore[arg-type]
+    assert receipt2 != receipt                                                 # one per message
+    assert receipt not in data and receipt not in envelope.decrypt(env, central)   # nowhere on the wire

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from kiosk.outbox import Outbox, OutboxError
+from kiosk.receipts import Receipt
 
 
 def _payload(n: int) -> bytes:
@@ -55,7 +56,7 @@ def test_pending_skips_in_flight_and_delete_and_defer(tmp_path: Path) -> None:
     rows = ob.pending(2)
     nxt = ob.pending(2, exclude=[r.id for r in rows])
     assert [r.id for r in nxt] == [rows[-1].id + 1, rows[-1].id + 2]
-    ob.delete([rows[0].id])
+    ob.acknowledged([rows[0].id])
     ob.defer(rows[1].id, 60)
     assert [r.id for r in ob.pending(10)] == [r.id for r in nxt] + [nxt[-1].id + 1]
     assert ob.pending(10, now=time.time() + 120)[0].id == rows[1].id and ob.pending(10, now=time.time() + 120)[0].attempts == 1
@@ -120,7 +121,7 @@ def test_evidence_waiting_for_the_link_has_a_quota_and_decisions_do_not(tmp_path
     ob = Outbox(tmp_path / "o.sqlite", evidence_quota_bytes=1000)
     with pytest.raises(OutboxError, match="quota"):   # counted again from the file
         ob.add("evidence", "t/evidence", lambda s: _payload(400))
-    ob.delete([r.id for r in ob.pending(10) if r.kind == "evidence"][:1])
+    ob.acknowledged([r.id for r in ob.pending(10) if r.kind == "evidence"][:1])
     ob.add("evidence", "t/evidence", lambda s: _payload(400))
     assert ob.depth() == {"evidence": 2, "decision": 1}
     ob.close()
@@ -142,7 +143,7 @@ def test_log_quota_drops_oldest_logs_counts_and_says_so(tmp_path: Path, caplog: 
     ob.add("log", "t/log", lambda s: _payload(5000))
     assert ob.dropped_logs() == 2 and ob.depth() == {"decision": 3, "log": 3}
     # Acknowledged (deleted) logs free their share of the quota, also across a restart.
-    ob.delete([r.id for r in ob.pending(100) if r.kind == "log"][:1])
+    ob.acknowledged([r.id for r in ob.pending(100) if r.kind == "log"][:1])
     ob.close()
     ob = Outbox(tmp_path / "o.sqlite", log_quota_bytes=1000)
     ob.add("log", "t/log", lambda s: _payload(300))
@@ -184,3 +185,58 @@ def test_drops_are_counted_once_when_an_oversized_log_saves_them(tmp_path: Path)
     assert ob.dropped_logs() == 2 and ob.depth().get("log") == 1
     ob.close()
     assert Outbox(tmp_path / "o.sqlite").dropped_logs() == 2           # what was saved
+
+
+def _receipted(ob: Outbox, token: bytes) -> int:
+    return ob.add("decision", "t/decision", lambda s: (b"sealed", token))
+
+
+def test_a_receipted_row_outlives_the_brokers_acknowledgement_until_its_receipt_matches(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "o.sqlite", receipt_wait_s=10, receipt_wait_max_s=25)
+    seq = _receipted(ob, b"\x01" * 16)
+    ob.add("log", "t/log", lambda s: b"a log")                   # logs: the PUBACK is enough
+    t0 = time.time()
+    assert ob.acknowledged([r.id for r in ob.pending(10)], now=t0) == 1
+    assert ob.depth() == {"decision": 1} and ob.awaiting_receipt(now=t0 + 1) == ({"decision": 1}, pytest.approx(1, abs=0.5))
+    assert ob.pending(10, now=t0 + 5) == []                       # waiting for its receipt
+    assert [r.seq for r in ob.pending(10, now=t0 + 11)] == [seq]  # overdue: sent again
+    ob.acknowledged([ob.pending(10, now=t0 + 11)[0].id], now=t0 + 11)
+    assert ob.pending(10, now=t0 + 11 + 19) == []                 # the wait doubled (20 s)...
+    ob.acknowledged([ob.pending(10, now=t0 + 32)[0].id], now=t0 + 32)
+    assert ob.pending(10, now=t0 + 32 + 24) == []                 # ...up to its cap (25 s)
+    assert len(ob.pending(10, now=t0 + 32 + 26)) == 1
+    # A receipt for another sequence, or with another token, deletes nothing.
+    assert ob.confirm([Receipt(seq + 1, b"\x01" * 16), Receipt(seq, b"\x02" * 16)]) == 0
+    assert ob.depth() == {"decision": 1}
+    assert ob.confirm([Receipt(seq, b"\x01" * 16)]) == 1
+    assert ob.depth() == {} and ob.awaiting_receipt() == ({}, 0.0)
+    assert ob.confirm([Receipt(seq, b"\x01" * 16)]) == 0          # a replayed receipt: nothing left to do
+    ob.close()
+
+
+def test_an_outbox_from_before_receipts_is_upgraded_in_place_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as conn:   # the schema as kiosks wrote it before receipts
+        conn.executescript("""
+            CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+            CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER NOT NULL UNIQUE,
+                kind TEXT NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL, size INTEGER NOT NULL,
+                created REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL NOT NULL DEFAULT 0);
+            INSERT INTO meta VALUES ('next_seq', 100), ('dropped_logs', 0);
+            INSERT INTO outbox (seq, kind, topic, payload, size, created) VALUES (99, 'decision', 't', x'00', 1, 0);
+        """)
+    ob = Outbox(path)
+    old = ob.pending(10)
+    assert [r.seq for r in old] == [99]
+    assert _receipted(ob, b"\x03" * 16) == 100
+    # Sealed before receipts, it has none to wait for: the broker's acknowledgement deletes it.
+    assert ob.acknowledged([r.id for r in ob.pending(10)]) == 1
+    assert ob.depth() == {"decision": 1} and ob.awaiting_receipt()[0] == {"decision": 1}
+    ob.close()
+
+
+def test_receipt_waits_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(OutboxError, match="receipt"):
+        Outbox(tmp_path / "o.sqlite", receipt_wait_s=100, receipt_wait_max_s=10)
+    with pytest.raises(OutboxError, match="receipt"):
+        Outbox(tmp_path / "o.sqlite", receipt_wait_s=0)

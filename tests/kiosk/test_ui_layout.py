@@ -47,6 +47,7 @@ from kiosk.staff import OperatorStore
 from kiosk.templates import TemplateStore
 from models.match_score import SHIPPED, ScoreModel
 from models.render import render_ink
+from tools.central.collector import Collector
 from tools.photos import make_photo
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -392,6 +393,25 @@ def test_staff_view_tells_the_link_health(tmp_path: Path, browser: Any, link_pki
         # Connected again; no collector has taken the decision yet, so it still waits in the outbox.
         assert page.inner_text("#link-status").startswith("Central server: connected, ")
         assert page.inner_text("#link-problem") == ""
+
+        # A collector whose session is kept while it is away: the broker takes the decision for it,
+        # so it is sent, but not stored centrally until the collector is back and says so.
+        db = str(tmp_path / "central.sqlite")
+        away = Collector(link_pki.collector_config(broker.port, db, fresh_session=True))
+        away.start()
+        assert away.wait_ready()
+        away.stop()
+        _until(page, "document.getElementById('link-status').textContent.includes('not yet confirmed')", timeout=20)
+        assert page.inner_text("#link-status") == ("Central server: connected, no decisions waiting; "
+                                                   "1 decision sent, not yet confirmed stored")
+        back = Collector(link_pki.collector_config(broker.port, db))
+        back.start()
+        try:
+            _until(page, "document.getElementById('link-status').textContent === "
+                         "'Central server: connected, no decisions waiting'", timeout=20)
+            assert back.store.count("decisions") == 1
+        finally:
+            back.stop()
     finally:
         page.close()
         daemon.stop()

@@ -118,7 +118,7 @@ def test_a_full_disk_makes_the_collector_hold_not_ack_and_nothing_is_lost(
         filler = fill_disk(tiny_fs, leave=8 * 1024)
         for i in range(13):
             link.publish_decision(_big_decision(f"full-{i}"))
-        assert link.flush(20)   # the broker has them all
+        assert link.flush(20, stored=False)   # the broker has them all
         wait_for(lambda: not collector.health()["storage"]["ok"], timeout=10, what="the storage alarm")
         assert not collector.health()["healthy"]
         time.sleep(1.5)   # several retries fail meanwhile; nothing may be acknowledged or refused
@@ -143,7 +143,7 @@ def test_a_full_disk_makes_the_collector_hold_not_ack_and_nothing_is_lost(
         filler = fill_disk(tiny_fs, leave=8 * 1024)
         for i in range(5):
             link.publish_decision(_big_decision(f"again-{i}"))
-        assert link.flush(20)
+        assert link.flush(20, stored=False)   # the broker has them; stored only once the disk has room
         wait_for(lambda: not collector.health()["storage"]["ok"], timeout=10, what="the second alarm")
         filler.unlink()
         wait_for(lambda: collector.store.count("decisions") == 19, timeout=20, what="the 5 held decisions")
@@ -308,7 +308,7 @@ def test_a_collector_is_not_retired_while_it_cannot_store_what_its_session_holds
         link.start()
         for i in range(5):
             link.publish_decision(_big_decision(f"held-{i}"))
-        assert link.flush(20)                           # all in the stopped collector's session
+        assert link.flush(20, stored=False)             # all in the stopped collector's session
         assert not retiring.retire(quiet_s=0.5, timeout_s=6)
         filler.unlink()
         collector = _collector(link_pki, own_broker.port, db, group, fresh=False)

@@ -56,9 +56,11 @@ from paho.mqtt.properties import Properties
 from kiosk import envelope
 from kiosk.envelope import EnvelopeError
 from kiosk.keys import key_id, load_encryption_key, raw_public
+from kiosk.receipts import Receipt
+from kiosk.receipts import encode as encode_receipts
 from kiosk.records import RecordError, decode_payload, max_plaintext
 from kiosk.tls import client_tls_context
-from kiosk.topics import DEFAULT_PREFIX, TopicError, collector_filters, parse_topic
+from kiosk.topics import DEFAULT_PREFIX, KioskTopics, TopicError, collector_filters, parse_topic
 from tools.central.store import (
     Accepted,
     HeldRefusal,
@@ -183,7 +185,7 @@ class Processor:
         self._verify_keys: dict[bytes, Ed25519PublicKey] = {}
 
     def _refuse(self, reason: str, msg: _Incoming, detail: str, kiosk: str | None = None, seq: int | None = None,
-                *, signed: bool = False) -> Refusal:
+                *, signed: bool = False, receipt: bytes | None = None) -> Refusal:
         # A message whose signature verified is archived whole (a registered kiosk's key sent it:
         # it is evidence); anything else only as a bounded sample, except a small one refused for a
         # registration that may come later (it is reconsidered then, from these bytes).
@@ -191,7 +193,7 @@ class Processor:
                            and len(msg.payload) <= RECONSIDER_UNSIGNED_BYTES)
         return Refusal(reason=reason, topic=msg.topic, received_ms=msg.received_ms, size=len(msg.payload),
                        detail=detail, kiosk_claim=kiosk, seq=seq, sample=msg.payload if whole else msg.payload[:4096],
-                       whole=whole, verified=signed)
+                       whole=whole, verified=signed, receipt=receipt if signed else None)
 
     def process(self, msg: _Incoming, now_ms: int | None = None) -> Accepted | Refusal:
         """Verify and decrypt one message. ``now_ms``: the time to hold its signed time against for
@@ -229,30 +231,41 @@ class Processor:
             envelope.verify(env, pub)
         except EnvelopeError as exc:
             return self._refuse(exc.reason, msg, str(exc), t.kiosk_id, h.seq)
+        # From here on every refusal is archived whole (a registered kiosk signed it): its receipt
+        # lets the kiosk drop its copy once the archive is committed.
+        dkey = self.enc_keys.get(h.enc_key_id)
+
+        def receipt() -> bytes | None:
+            try:
+                return None if dkey is None else envelope.receipt(env, dkey)
+            except EnvelopeError:
+                return None
+
         # Time window, only after the signature: an unsigned time proves nothing.
         now = msg.received_ms
         if h.time_ms > (now if now_ms is None else max(now, now_ms)) + self.max_future_ms:
             return self._refuse("future_time", msg, f"time is {(h.time_ms - now) / 1000:.0f} s in the future", t.kiosk_id, h.seq,
-                                signed=True)
+                                signed=True, receipt=receipt())
         # Status reports are exempt from the age limit: a last will is sealed at connect time and
         # may be published by the broker much later; the highest sequence wins instead.
         if t.kind != "status" and h.time_ms < now - self.max_age_ms:
             return self._refuse("stale", msg, f"time is {(now - h.time_ms) / 86_400_000:.1f} days old", t.kiosk_id, h.seq,
-                                signed=True)
-        dkey = self.enc_keys.get(h.enc_key_id)
+                                signed=True, receipt=receipt())
         if dkey is None:
             return self._refuse("unknown_encryption_key", msg, f"encrypted to unknown key {h.enc_key_id.hex()}", t.kiosk_id,
                                 h.seq, signed=True)
         try:
             # Each kind inflates to its own bound: a small record of megabytes is refused unread.
-            plaintext = envelope.decrypt(env, dkey, max_plaintext(t.kind, raw_evidence=self.allow_raw_evidence))
-            payload = decode_payload(plaintext, t.kind, allow_raw_evidence=self.allow_raw_evidence)
+            plaintext, rcpt = envelope.decrypt_with_receipt(env, dkey, max_plaintext(t.kind, raw_evidence=self.allow_raw_evidence))
         except EnvelopeError as exc:
-            return self._refuse(exc.reason, msg, str(exc), t.kiosk_id, h.seq, signed=True)
+            return self._refuse(exc.reason, msg, str(exc), t.kiosk_id, h.seq, signed=True, receipt=receipt())
+        try:
+            payload = decode_payload(plaintext, t.kind, allow_raw_evidence=self.allow_raw_evidence)
         except RecordError as exc:
-            return self._refuse("bad_payload", msg, str(exc), t.kiosk_id, h.seq, signed=True)
+            return self._refuse("bad_payload", msg, str(exc), t.kiosk_id, h.seq, signed=True, receipt=rcpt)
         return Accepted(kind=t.kind, kiosk_id=t.kiosk_id, site=t.site, seq=h.seq, created_ms=h.time_ms,
-                        received_ms=msg.received_ms, digest=env.digest, payload=payload, raw=msg.payload)
+                        received_ms=msg.received_ms, digest=env.digest, payload=payload, raw=msg.payload,
+                        receipt=rcpt)
 
 
 @dataclass
@@ -277,10 +290,12 @@ class CollectorStats:
     stored: Counter = field(default_factory=Counter)     # kind -> rows stored
     refused: Counter = field(default_factory=Counter)    # reason -> count
     storage: StorageHealth = field(default_factory=StorageHealth)
+    receipts: int = 0   # receipt entries sent back to kiosks (kiosk.receipts)
+    receipts_refused: int = 0   # receipt messages the broker refused (an ACL from before receipts)
 
     def as_dict(self) -> dict[str, Any]:
         return {"received": self.received, "stored": dict(self.stored), "refused": dict(self.refused),
-                "storage": self.storage.as_dict()}
+                "storage": self.storage.as_dict(), "receipts": self.receipts, "receipts_refused": self.receipts_refused}
 
 
 class Collector:
@@ -358,6 +373,7 @@ class Collector:
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
         client.on_unsubscribe = self._on_unsubscribe
+        client.on_publish = self._on_publish
         return client
 
     # -- MQTT callbacks ---------------------------------------------------------------------------
@@ -394,6 +410,15 @@ class Collector:
             log.error("collector: unsubscribe refused: %s; the session is kept", ", ".join(bad))
             self._unsubscribe_failed = True
         self._unsubscribed.set()
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: Any, props: Any = None) -> None:
+        # Only receipts are published. Refused (a broker ACL from before receipts): nothing is lost,
+        # the kiosks send those messages again, but they would for ever.
+        if rc is not None and getattr(rc, "is_failure", False):
+            self.stats.receipts_refused += 1
+            if self.stats.receipts_refused in (1, 100) or self.stats.receipts_refused % 10_000 == 0:
+                log.error("collector: the broker refused %d receipt(s) (%s): regenerate its ACL with sigkiosk admin "
+                          "broker-config, or kiosks keep sending what is stored", self.stats.receipts_refused, rc)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
         self._connected.clear()
@@ -882,12 +907,41 @@ class Collector:
         for m in batch:
             if m.qos > 0 and m.epoch == self._epoch:
                 self._client.ack(m.mid, m.qos)
+        self._send_receipts(accepted, [*refusals, *unstorable])
         # Evidence refused before its decision came (another collector's batch, or the wait was
         # over): its decision may be among those just stored.
         kiosks = sorted({a.kiosk_id for a, res in zip(accepted, results, strict=True)
                          if a.kind == "decision" and res == "stored"})
         if kiosks:
             self._reconsider_safely(("unknown_decision",), kiosks)
+
+
+    def _send_receipts(self, accepted: Sequence[Accepted], refusals: Sequence[Refusal]) -> None:
+        """Tell each kiosk which of its messages this committed batch holds (``kiosk.receipts``).
+
+        Every accepted item is in the database now, stored or archived whole (a duplicate's
+        original is), and so is every refusal that carries a receipt (a registered kiosk signed
+        it). QoS 1, not retained: one lost on the way is answered by the kiosk sending the
+        message again, and its duplicate is receipted again."""
+        by_kiosk: dict[tuple[str, str], list[Receipt]] = {}
+        for a in accepted:
+            if a.receipt is not None:
+                by_kiosk.setdefault((a.site, a.kiosk_id), []).append(Receipt(a.seq, a.receipt))
+        for r in refusals:
+            if r.receipt is not None and r.seq is not None:
+                try:
+                    t = parse_topic(r.topic)
+                except TopicError:
+                    continue
+                by_kiosk.setdefault((t.site, t.kiosk_id), []).append(Receipt(r.seq, r.receipt))
+        for (site, kiosk_id), items in sorted(by_kiosk.items()):
+            topic = KioskTopics(self.config.prefix, site, kiosk_id).receipt
+            for message in encode_receipts(items):
+                info = self._client.publish(topic, message, qos=1)
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                    log.debug("collector: receipts for %s not sent now (%s); the kiosk sends again",
+                              kiosk_id, mqtt.error_string(info.rc))
+            self.stats.receipts += len(items)
 
 
 def load_config(data: Mapping[str, Any], base_dir: Path | None = None) -> CollectorConfig:

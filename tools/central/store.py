@@ -184,6 +184,7 @@ class Accepted:
     digest: str
     payload: dict[str, Any]
     raw: bytes = b""     # the envelope as received: archived whole if the item is refused after all
+    receipt: bytes | None = None   # its receipt token (kiosk.receipts), sent to the kiosk once stored
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,9 @@ class Refusal:
     # False: counted in ``refusals`` only, no row in ``rejected`` (the collector's bound on what an
     # unverified sender may archive).
     archive: bool = True
+    # The message's receipt token, for one a kiosk's signature verified and the central key opens:
+    # archived whole, it is as durably kept as a stored one, so its kiosk may let it go.
+    receipt: bytes | None = None
 
 
 @dataclass(frozen=True)

@@ -56,8 +56,16 @@ function showLink(s) {
     document.body.dataset.link = "none";
     return;
   }
-  const waiting = (s.queue_depth && s.queue_depth.decision) || 0;
-  const queued = waiting === 0 ? "no decisions waiting" : plural(waiting, "decision", "decisions") + " waiting to be sent";
+  // queue_depth counts every decision not yet stored centrally; awaiting_receipt those of them the
+  // broker has taken and no collector has yet confirmed (kiosk.receipts).
+  const unconfirmed = (s.awaiting_receipt && s.awaiting_receipt.decision) || 0;
+  const waiting = ((s.queue_depth && s.queue_depth.decision) || 0) - unconfirmed;
+  let queued = waiting === 0 ? "no decisions waiting" : plural(waiting, "decision", "decisions") + " waiting to be sent";
+  if (unconfirmed > 0) {
+    queued += "; " + plural(unconfirmed, "decision", "decisions") + " sent, not yet confirmed stored";
+    // Receipts come within seconds while a collector runs: ten minutes without says it does not.
+    if (s.oldest_unconfirmed_s >= 600) queued += " (the oldest for " + Math.floor(s.oldest_unconfirmed_s / 60) + " min: is the central collector running?)";
+  }
   if (s.link_connected) {
     line.className = "link-status up";
     line.textContent = "Central server: connected, " + queued;

@@ -1,0 +1,153 @@
+"""A decision leaves the kiosk only when a collector says it is stored (kiosk.receipts).
+
+mosquitto acknowledges a message (PUBACK) while it holds it in memory and writes it to disk only at
+its next autosave: before receipts, a broker killed within that window while no collector was
+taking its messages lost every decision the kiosk had already deleted (a review, 2026-11-30: 50 of
+50). Real broker (TLS, ACL), real collector, real SQLite; the broker is SIGKILLed.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from fixtures_link import SITE, LinkPki, mqtt_client, start_broker, wait_for
+
+from kiosk import envelope, receipts
+from kiosk.envelope import RECEIPT_LEN
+from kiosk.keys import load_encryption_key, load_signing_key
+from kiosk.link import KioskLink
+from kiosk.records import DecisionRecord, encode_payload
+from kiosk.topics import KioskTopics
+from tools.central.collector import Collector
+
+
+def _kill(broker) -> None:  # type: ignore[no-untyped-def]
+    """SIGKILL: no chance to save its persistence (a power cut, the OOM killer)."""
+    assert broker.proc is not None
+    broker.proc.kill()
+    broker.proc.wait(10)
+
+
+def test_a_broker_killed_before_its_autosave_loses_no_decision(link_pki: LinkPki, tmp_path: Path) -> None:
+    broker = start_broker(link_pki, tmp_path / "broker", autosave_interval_s=3600)
+    db = str(tmp_path / "central.sqlite")
+    collector = Collector(link_pki.collector_config(broker.port, db, fresh_session=True))
+    collector.start()
+    assert collector.wait_ready()
+    collector.stop()   # away (a deploy, a crash); its session at the broker queues its messages
+    link = KioskLink(link_pki.link_config("kiosk-a", broker.port, tmp_path / "outbox.sqlite",
+                                          receipt_wait_s=1.0, receipt_wait_max_s=2.0))
+    later = None
+    try:
+        link.start()
+        for i in range(30):
+            link.publish_decision({"decision": "APPROVED", "score": 0.8, "subject": f"n{i}"})
+        assert link.flush(20, stored=False), "the broker should have acknowledged all 30"
+        # Acknowledged by the broker, and still kept: no collector has said it stored them.
+        assert link.outbox.depth() == {"decision": 30}
+        assert link.stats().awaiting_receipt == {"decision": 30} and link.stats().oldest_unconfirmed_s > 0
+
+        _kill(broker)   # within the autosave interval: the broker's copies are gone
+        broker.start()
+        later = Collector(link_pki.collector_config(broker.port, db))
+        later.start()
+        assert later.wait_ready()
+        # The kiosk sends each again once its receipt is overdue; the collector stores and receipts it.
+        assert link.flush(30), f"not every decision was confirmed: {link.outbox.depth()}"
+        subjects = sorted(d.payload["subject"] for d in later.store.query_decisions(limit=1000))
+        assert subjects == sorted(f"n{i}" for i in range(30))   # every one, each once
+        assert later.stats.receipts >= 30
+        assert link.stats().awaiting_receipt == {}
+    finally:
+        link.close()
+        if later is not None:
+            later.stop()
+        broker.stop()
+
+
+def test_receipts_from_anyone_but_the_central_key_delete_nothing(link_pki: LinkPki, tmp_path: Path) -> None:
+    broker = start_broker(link_pki, tmp_path / "broker")
+    db = str(tmp_path / "central.sqlite")
+    collector = Collector(link_pki.collector_config(broker.port, db, fresh_session=True))
+    collector.start()
+    assert collector.wait_ready()
+    collector.stop()
+    link = KioskLink(link_pki.link_config("kiosk-a", broker.port, tmp_path / "outbox.sqlite"))
+    clients = []
+    later = None
+    try:
+        link.start()
+        seqs = [link.publish_decision({"decision": "APPROVED", "score": 0.8, "subject": f"n{i}"}) for i in range(5)]
+        assert link.flush(20, stored=False)
+        topic = link.topics.receipt
+        assert topic == f"sig/v1/{SITE}/kiosk-a/receipt"
+        guessed = [receipts.Receipt(s, bytes(RECEIPT_LEN)) for s in seqs]
+        # Another kiosk may not write there at all (the broker's ACL); a collector identity can,
+        # but neither a guessed token nor a malformed message matches a row.
+        other = mqtt_client(link_pki, broker.port, "kiosk-b")
+        clients.append(other)
+        info = other.publish(topic, receipts.encode(guessed)[0], qos=1)
+        info.wait_for_publish(5)
+        wait_for(lambda: info.mid in other.pubacks, what="the broker's answer to kiosk-b")
+        assert other.pubacks[info.mid] >= 0x80, "the broker let a kiosk write another kiosk's receipts"
+        rogue = mqtt_client(link_pki, broker.port, "collector.c2")
+        clients.append(rogue)
+        for payload in [*receipts.encode(guessed), b"SR\x01\x00\x05" + b"\x00" * 10, b"", b"x" * 5000]:
+            rogue.publish(topic, payload, qos=1).wait_for_publish(5)
+        wait_for(lambda: link._bad_receipts >= 3, what="the malformed receipts seen and refused")
+        time.sleep(0.5)   # the sender applies what it received every 0.2 s
+        assert link.outbox.depth() == {"decision": 5}
+
+        later = Collector(link_pki.collector_config(broker.port, db))
+        later.start()
+        assert link.flush(30), "the real collector's receipts should clear the outbox"
+        assert later.store.count("decisions") == 5
+    finally:
+        for c in clients:
+            c.loop_stop()
+            c.disconnect()
+        link.close()
+        if later is not None:
+            later.stop()
+        broker.stop()
+
+
+def test_a_refused_message_archived_whole_is_receipted_an_unverified_one_is_not(link_pki: LinkPki,
+                                                                                 tmp_path: Path) -> None:
+    """A decision 40 days old (the kiosk was offline that long) is refused as ``stale`` but kept
+    whole, signed, in ``rejected``: the kiosk may let it go. One that kiosk-a's key did not sign is
+    kept as a sample only, and nothing tells kiosk-a to drop anything."""
+    broker = start_broker(link_pki, tmp_path / "broker")
+    collector = Collector(link_pki.collector_config(broker.port, str(tmp_path / "central.sqlite"), fresh_session=True))
+    collector.start()
+    kiosk = mqtt_client(link_pki, broker.port, "kiosk-a")   # kiosk-a's certificate, a raw client
+    try:
+        assert collector.wait_ready()
+        topics = KioskTopics("sig", SITE, "kiosk-a")
+        kiosk.subscribe(topics.receipt, qos=1)
+        wait_for(lambda: kiosk.subacks == [[1]], what="kiosk-a subscribed to its receipts")
+        central = load_encryption_key(link_pki.central_key).public_key()
+        old_ms = int((time.time() - 40 * 86400) * 1000)
+
+        def sealed(key_of: str, seq: int) -> tuple[bytes, bytes]:
+            return envelope.seal_with_receipt(
+                encode_payload(DecisionRecord("APPROVED", 0.9, created_ms=old_ms).to_payload()), kiosk_id="kiosk-a",
+                seq=seq, time_ms=old_ms, topic=topics.decision, signing_key=load_signing_key(link_pki.sign_key(key_of)),
+                recipient=central)
+
+        stale, token = sealed("kiosk-a", 5)
+        forged, _ = sealed("kiosk-x", 6)          # another kiosk's key under kiosk-a's name
+        for data in (forged, stale):
+            kiosk.publish(topics.decision, data, qos=1).wait_for_publish(5)
+        wait_for(lambda: collector.stats.refused["stale"] == 1 and collector.stats.refused["unknown_signing_key"] == 1,
+                 what="both refused")
+        wait_for(lambda: len(kiosk.received) == 1, what="the stale decision's receipt")
+        time.sleep(0.5)
+        assert [(t, list(receipts.decode(p))) for t, p in kiosk.received] == [
+            (topics.receipt, [receipts.Receipt(5, token)])]
+    finally:
+        kiosk.loop_stop()
+        kiosk.disconnect()
+        collector.stop()
+        broker.stop()
