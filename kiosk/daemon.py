@@ -648,7 +648,7 @@ class Daemon:
                 "queue_depth": dict(link.queue_depth) if link else {},
                 # Of those, sent and not yet confirmed stored by the central side (kiosk.receipts).
                 "awaiting_receipt": dict(link.awaiting_receipt) if link else {},
-                "oldest_unconfirmed_s": round(link.oldest_unconfirmed_s) if link else 0,
+                "oldest_unconfirmed_s": round(link.oldest_unconfirmed_s.get("decision", 0.0)) if link else 0,
                 "model_versions": self.verifier.model_versions(),
                 # The staff view offers enrollment from paper only where there is a paper verifier.
                 "paper": self.paper is not None,

@@ -168,9 +168,9 @@ class LinkStats:
     #: never connected ("not connected since ..." on the staff view).
     since: float | None = None
     #: Messages per kind the broker took whose collector receipt has not come (part of
-    #: queue_depth), and how long ago the oldest of them was queued (s).
+    #: queue_depth, from the same read), and how long ago the oldest of each was first sent (s).
     awaiting_receipt: Mapping[str, int] = field(default_factory=dict)
-    oldest_unconfirmed_s: float = 0.0
+    oldest_unconfirmed_s: Mapping[str, float] = field(default_factory=dict)
 
 
 def describe_connection_error(error: BaseException | str, host: str, port: int) -> str:
@@ -279,6 +279,15 @@ class KioskLink:
         self._receipts: list[receipts.Receipt] = []   # received on the network thread, applied by the sender
         self._bad_receipts = 0
         self._receipt_sub_mid: int | None = None
+        # When the latest receipt came (wall clock, as the outbox's times): a collector is taking
+        # this kiosk's messages, so a row whose receipt is overdue was lost, not queued.
+        self._receipts_at: float | None = None
+        if not config.receipts:
+            # Rows sealed while receipts were on would wait for ever for a receipt nobody sends.
+            forgotten = self.outbox.forget_receipts()
+            if forgotten:
+                log.warning("link: [link] receipts = false: %d row(s) that waited for a collector's receipt are "
+                            "sent again and deleted at the broker's acknowledgement", forgotten)
         self._confirmed = 0
         self._thread: threading.Thread | None = None
         self._client: mqtt.Client | None = None
@@ -419,9 +428,8 @@ class KioskLink:
         """Wait until every message is delivered: stored centrally (a collector's receipt came),
         or, with ``stored=False``, at least taken by the broker. True if so within ``timeout``."""
         def done() -> bool:
-            if stored:
-                return not self.outbox.depth()
-            return self.outbox.depth() == self.outbox.awaiting_receipt()[0]
+            b = self.outbox.backlog()
+            return not b.queued if stored else b.queued == b.awaiting_receipt
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if done():
@@ -458,13 +466,13 @@ class KioskLink:
         self.close()
 
     def stats(self) -> LinkStats:
-        awaiting, oldest = self.outbox.awaiting_receipt()
+        backlog = self.outbox.backlog()
         return LinkStats(
-            connected=self._connected, queue_depth=self.outbox.depth(), in_flight=len(self._inflight),
+            connected=self._connected, queue_depth=backlog.queued, in_flight=len(self._inflight),
             dropped_logs=self.outbox.dropped_logs(), errors=self._errors, published=self._published,
             uptime_s=time.monotonic() - self._started_at, last_error=self._last_error,
             problem=None if self._connected else self._problem, since=self._state_since,
-            awaiting_receipt=awaiting, oldest_unconfirmed_s=oldest,
+            awaiting_receipt=backlog.awaiting_receipt, oldest_unconfirmed_s=backlog.oldest_unconfirmed_s,
         )
 
     # -- sealing ------------------------------------------------------------------------------
@@ -648,6 +656,7 @@ class KioskLink:
             return
         with self._cond:
             self._receipts.extend(got)
+            self._receipts_at = time.time()
             self._cond.notify_all()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
@@ -752,7 +761,7 @@ class KioskLink:
         room = self.config.max_inflight - len(self._inflight)
         if client is None or room <= 0:
             return
-        for row in self.outbox.pending(room, exclude=self._inflight.keys()):
+        for row in self.outbox.pending(room, exclude=self._inflight.keys(), receipts_since=self._receipts_at):
             info = client.publish(row.topic, row.payload, qos=1)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 # The connection dropped under us (NO_CONN). paho keeps such a message and sends it

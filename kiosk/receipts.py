@@ -12,7 +12,7 @@ which only the sealing kiosk and the central key's holder can compute: a receipt
 matches nothing, and replaying a real one confirms only what was already stored.
 
 Wire format (all big-endian): magic ``"SR"``, version 1 (1 byte), count (2 bytes), then count
-entries of sequence number (8 bytes) and token (``RECEIPT_LEN`` bytes). Anything else is refused
+entries of sequence number (8 bytes, below 2**63) and token (``RECEIPT_LEN`` bytes). Anything else is refused
 whole: a kiosk never deletes a row on a message it could only partly read.
 """
 
@@ -43,7 +43,8 @@ class Receipt:
     token: bytes
 
     def __post_init__(self) -> None:
-        if not 0 <= self.seq < 2**64:
+        # Signed 64-bit, as every store of sequence numbers (SQLite, PostgreSQL) holds them.
+        if not 0 <= self.seq < 2**63:
             raise ReceiptError(f"sequence number {self.seq} out of range")
         if len(self.token) != RECEIPT_LEN:
             raise ReceiptError(f"a receipt token is {RECEIPT_LEN} bytes, not {len(self.token)}")

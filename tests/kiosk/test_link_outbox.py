@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kiosk.outbox import Outbox, OutboxError
+from kiosk.outbox import Backlog, Outbox, OutboxError
 from kiosk.receipts import Receipt
 
 
@@ -197,20 +197,52 @@ def test_a_receipted_row_outlives_the_brokers_acknowledgement_until_its_receipt_
     ob.add("log", "t/log", lambda s: b"a log")                   # logs: the PUBACK is enough
     t0 = time.time()
     assert ob.acknowledged([r.id for r in ob.pending(10)], now=t0) == 1
-    assert ob.depth() == {"decision": 1} and ob.awaiting_receipt(now=t0 + 1) == ({"decision": 1}, pytest.approx(1, abs=0.5))
-    assert ob.pending(10, now=t0 + 5) == []                       # waiting for its receipt
-    assert [r.seq for r in ob.pending(10, now=t0 + 11)] == [seq]  # overdue: sent again
-    ob.acknowledged([ob.pending(10, now=t0 + 11)[0].id], now=t0 + 11)
-    assert ob.pending(10, now=t0 + 11 + 19) == []                 # the wait doubled (20 s)...
-    ob.acknowledged([ob.pending(10, now=t0 + 32)[0].id], now=t0 + 32)
-    assert ob.pending(10, now=t0 + 32 + 24) == []                 # ...up to its cap (25 s)
-    assert len(ob.pending(10, now=t0 + 32 + 26)) == 1
+    b = ob.backlog(now=t0 + 1)
+    assert b.queued == {"decision": 1} and b.awaiting_receipt == {"decision": 1}
+    assert b.oldest_unconfirmed_s == {"decision": pytest.approx(1, abs=0.01)}   # since first sent
+    assert ob.pending(10, now=t0 + 5, receipts_since=t0 + 4) == []   # waiting for its receipt
+    # Overdue, but no collector has sent a receipt since: it is queued for one, not lost.
+    assert ob.pending(10, now=t0 + 11) == [] and ob.pending(10, now=t0 + 11, receipts_since=t0 - 1) == []
+    assert [r.seq for r in ob.pending(10, now=t0 + 11, receipts_since=t0 + 3)] == [seq]   # sent again
+    ob.acknowledged([ob.pending(10, now=t0 + 11, receipts_since=t0 + 3)[0].id], now=t0 + 11)
+    live = t0 + 100
+    assert ob.pending(10, now=t0 + 11 + 19, receipts_since=live) == []   # the wait doubled (20 s)...
+    ob.acknowledged([ob.pending(10, now=t0 + 32, receipts_since=live)[0].id], now=t0 + 32)
+    assert ob.pending(10, now=t0 + 32 + 24, receipts_since=live) == []   # ...up to its cap (25 s)
+    assert len(ob.pending(10, now=t0 + 32 + 26, receipts_since=live)) == 1
+    assert ob.backlog(now=t0 + 40).oldest_unconfirmed_s == {"decision": pytest.approx(40, abs=0.01)}
     # A receipt for another sequence, or with another token, deletes nothing.
     assert ob.confirm([Receipt(seq + 1, b"\x01" * 16), Receipt(seq, b"\x02" * 16)]) == 0
     assert ob.depth() == {"decision": 1}
     assert ob.confirm([Receipt(seq, b"\x01" * 16)]) == 1
-    assert ob.depth() == {} and ob.awaiting_receipt() == ({}, 0.0)
+    assert ob.depth() == {} and ob.backlog() == Backlog({}, {}, {})
     assert ob.confirm([Receipt(seq, b"\x01" * 16)]) == 0          # a replayed receipt: nothing left to do
+    ob.close()
+
+
+def test_a_sent_row_the_broker_refuses_again_keeps_its_back_off(tmp_path: Path) -> None:
+    """Found by a review: the clock-step rule took a sent row deferred past receipt_wait_max_s
+    (shorter than a refused row's back-off) as stranded by a clock step, and sent it in a loop."""
+    ob = Outbox(tmp_path / "o.sqlite", receipt_wait_s=1, receipt_wait_max_s=5)
+    _receipted(ob, b"\x01" * 16)
+    t0 = time.time()
+    ob.acknowledged([ob.pending(1)[0].id], now=t0)
+    row = ob.pending(1, now=t0 + 2, receipts_since=t0 + 1)[0]
+    ob.defer(row.id, 60)                                           # the broker refused the second send
+    assert ob.pending(1, now=time.time() + 1, receipts_since=time.time()) == []
+
+
+def test_switching_receipts_off_sends_the_waiting_rows_again_to_be_deleted_at_the_brokers_ack(tmp_path: Path) -> None:
+    """Found by a review: rows sealed while receipts were on waited for ever for a receipt no
+    collector sends once they are off, and their evidence held the quota."""
+    ob = Outbox(tmp_path / "o.sqlite")
+    _receipted(ob, b"\x01" * 16)
+    ob.add("evidence", "t/evidence", lambda s: (b"e" * 100, b"\x02" * 16))
+    ob.acknowledged([r.id for r in ob.pending(10)])
+    assert ob.pending(10) == []
+    assert ob.forget_receipts() == 2
+    assert ob.acknowledged([r.id for r in ob.pending(10)]) == 2
+    assert ob.depth() == {}
     ob.close()
 
 
@@ -231,7 +263,7 @@ def test_an_outbox_from_before_receipts_is_upgraded_in_place_and_keeps_its_rows(
     assert _receipted(ob, b"\x03" * 16) == 100
     # Sealed before receipts, it has none to wait for: the broker's acknowledgement deletes it.
     assert ob.acknowledged([r.id for r in ob.pending(10)]) == 1
-    assert ob.depth() == {"decision": 1} and ob.awaiting_receipt()[0] == {"decision": 1}
+    assert ob.backlog().awaiting_receipt == {"decision": 1}
     ob.close()
 
 

@@ -21,7 +21,8 @@ def test_round_trip_and_chunking() -> None:
     b"SR\x02\x00\x01" + bytes(24),                                  # unknown version
     b"SR\x01\x00\x01" + bytes(23), b"SR\x01\x00\x01" + bytes(25),   # truncated; a trailing byte
     b"SR\x01\x04\x01" + bytes(24 * 1025),                           # more entries than allowed
-])
+    b"SR\x01\x00\x01" + (2**63).to_bytes(8, "big") + bytes(16),    # a sequence no store holds (a review:
+])                                                                 # it left the outbox's transaction open)
 def test_anything_but_the_format_is_refused(data: bytes) -> None:
     with pytest.raises(ReceiptError):
         receipts.decode(data)

@@ -630,6 +630,14 @@ class _SqlStore:
                 continue   # a redelivery is normal after a reconnect: count it, do not archive it
             if not r.archive:
                 continue
+            if r.verified and r.whole and r.seq is not None and r.kiosk_claim is not None:
+                # A kiosk sends a message again until a collector receipts it, and some refusals
+                # carry no receipt (a central key this collector lacks): each copy was archived
+                # whole, hourly for ever (a review). The same bytes under the same reason once.
+                cur.execute(self._sql("SELECT sample FROM rejected WHERE reason=%s AND kiosk_claim=%s AND seq=%s"),
+                            (r.reason, r.kiosk_claim, r.seq))
+                if any(bytes(row[0]) == r.sample for row in cur.fetchall()):
+                    continue
             cur.execute(self._sql(
                 "INSERT INTO rejected (received_ms, reason, topic, kiosk_claim, seq, size, detail, sample) "
                 "VALUES (%s,%s,%s,%s,%s,%s,%s,%s)"),

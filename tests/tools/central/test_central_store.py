@@ -296,3 +296,23 @@ def test_a_batch_an_unexpected_error_interrupted_is_tried_again_not_lost(link_pk
         collector._stop.set()
         worker.join(10)
         collector.store.close()
+
+
+def test_a_verified_refusal_sent_again_is_archived_once(db_url: str) -> None:
+    """Found by a review: a kiosk sends a message again until it is receipted, and a refusal the
+    collector cannot receipt (sealed to a central key it lacks) was archived whole at every send."""
+    from tools.central.store import Refusal
+
+    store = open_store(db_url, create=True)
+    try:
+        def refusal(sample: bytes) -> Refusal:
+            return Refusal("unknown_encryption_key", "sig/v1/site1/kiosk-a/decision", 1, len(sample), "no key",
+                           "kiosk-a", 7, sample=sample, whole=True, verified=True)
+
+        for _ in range(3):
+            store.record_refusals([refusal(b"the same envelope")])
+        store.record_refusals([refusal(b"another envelope, same sequence")])   # not the same: kept
+        assert store.count("rejected") == 2
+        assert store.refusal_counts()["unknown_encryption_key"] == 4          # every send counted
+    finally:
+        store.close()
