@@ -7,7 +7,7 @@ receipt (decisions, staff actions, evidence: ``kiosk.receipts``) is only marked 
 deleted when a collector's receipt for it matches: a broker acknowledges a message while it holds it
 in memory only, and a broker killed before its next autosave would lose it. A sent row without its
 receipt after ``receipt_wait_s`` is sent again, waiting twice as long each time up to
-``receipt_wait_max_s``. After a reconnect or a restart, the remaining rows are sent again, oldest
+``receipt_wait_max_s``, once a collector has sent the kiosk any receipt since (``pending``). After a reconnect or a restart, the remaining rows are sent again, oldest
 first.
 
 Sequence numbers live in the same database and are allocated in the same transaction as the row,
