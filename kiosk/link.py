@@ -5,8 +5,9 @@ Every decision and log record is sealed (``kiosk.envelope``), committed to the o
 outbox oldest-first with a bounded number of messages in flight. A log row is deleted when the
 broker's PUBACK arrives; a decision, staff action or evidence row only when a collector's receipt
 for it comes back on the kiosk's receipt topic (``kiosk.receipts``; ``[link] receipts``), since the
-broker acknowledges what it holds in memory. Rows left over by a disconnect or a restart, and sent
-rows whose receipt is overdue, are sent again in order. Reconnects use paho's exponential back-off;
+broker acknowledges what it holds in memory. Rows left over by a disconnect or a restart are sent
+again in order; a sent row whose receipt is overdue once a collector has receipted a message
+published after it (``Outbox.pending``). Reconnects use paho's exponential back-off;
 a message the broker refuses is retried with its own back-off.
 
 A connection that cannot be made is logged at ERROR with its reason, named for the person who
@@ -244,6 +245,7 @@ class _Flight:
     info: mqtt.MQTTMessageInfo
     sent_at: float
     attempts: int = 0
+    order: int = 0    # publish order (Outbox.pending)
 
 
 # PUBACK reason 0x10: the broker accepted the message but had no subscriber to route it to (no
@@ -279,9 +281,14 @@ class KioskLink:
         self._receipts: list[receipts.Receipt] = []   # received on the network thread, applied by the sender
         self._bad_receipts = 0
         self._receipt_sub_mid: int | None = None
-        # When the latest receipt came (wall clock, as the outbox's times): a collector is taking
-        # this kiosk's messages, so a row whose receipt is overdue was lost, not queued.
-        self._receipts_at: float | None = None
+        # Publish order: every message this link publishes (rows, status reports) gets the next
+        # number, continuing from the outbox's; ``_orders`` remembers the latest (sequence number
+        # -> order). The highest order a collector has receipted since the start: a row published
+        # before it whose receipt is overdue was lost, not queued (Outbox.pending).
+        self._order = self.outbox.last_sent_order()
+        self._orders: OrderedDict[int, int] = OrderedDict()
+        self._receipted_order: int | None = None
+        self._receipts_granted = False   # the broker granted the receipt subscription of this connection
         if not config.receipts:
             # Rows sealed while receipts were on would wait for ever for a receipt nobody sends.
             forgotten = self.outbox.forget_receipts()
@@ -526,8 +533,8 @@ class KioskLink:
             site_threshold=self._site_threshold,
         )
 
-    def _seal_status(self, state: str, *, is_will: bool = False) -> bytes:
-        seq = self.outbox.reserve_seq()
+    def _seal_status(self, state: str, *, is_will: bool = False, seq: int | None = None) -> bytes:
+        seq = self.outbox.reserve_seq() if seq is None else seq
         if is_will:
             self._last_will_seq = seq
         rec = self._status(state, will_seq=seq if is_will else None)
@@ -601,10 +608,8 @@ class KioskLink:
         self._problem_logged.clear()
         if self._command_handlers:
             self._subscribe_commands(client)
-        if self.config.receipts:
-            # Not retained and not queued for us while we are away: a receipt that never came is
-            # answered by sending the row again, whose duplicate the collector receipts again.
-            self._receipt_sub_mid = client.subscribe([(self.topics.receipt, mqtt.SubscribeOptions(qos=1))])[1]
+        self._receipts_granted = False
+        self._subscribe_receipts(client)
         with self._cond:
             self._connected = True
             self._connected_since = time.monotonic()
@@ -617,16 +622,23 @@ class KioskLink:
             filters.append(self.topics.group_model_commands)
         client.subscribe([(f, mqtt.SubscribeOptions(qos=1)) for f in filters])
 
+    def _subscribe_receipts(self, client: mqtt.Client) -> None:
+        if self.config.receipts and not self._receipts_granted:
+            # Not retained and not queued for us while we are away: a receipt that never came is
+            # answered by sending the row again, whose duplicate the collector receipts again.
+            self._receipt_sub_mid = client.subscribe([(self.topics.receipt, mqtt.SubscribeOptions(qos=1))])[1]
+
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, rcs: Any, props: Any = None) -> None:
         bad = [str(r) for r in rcs if r.is_failure]
         if mid == self._receipt_sub_mid:
+            self._receipts_granted = not bad
             if bad:
-                # Nothing is lost (rows wait in the outbox), but every one is sent again and again.
+                # Nothing is lost, but nothing leaves the outbox: it fills up (evidence first).
                 self.note_error("receipt subscription refused")
-                log.error("link: the broker refused this kiosk's receipt topic (%s): decisions stay in the outbox and "
-                          "are sent again every %.0f s at most; regenerate the broker's ACL (sigkiosk admin "
-                          "broker-config) for collectors that send receipts", ", ".join(bad),
-                          self.config.receipt_wait_max_s)
+                log.error("link: the broker refused this kiosk's receipt topic (%s): decisions, staff actions and "
+                          "evidence stay in the outbox until it is granted; regenerate the broker's ACL (sigkiosk "
+                          "admin broker-config) and reload it. Asking again every %.0f s", ", ".join(bad),
+                          self.config.health_interval_s)
             return
         if bad:
             self.note_error("command subscription refused")
@@ -656,7 +668,6 @@ class KioskLink:
             return
         with self._cond:
             self._receipts.extend(got)
-            self._receipts_at = time.time()
             self._cond.notify_all()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
@@ -725,10 +736,16 @@ class KioskLink:
             got, self._receipts = self._receipts, []
         if got:
             self._confirmed += self.outbox.confirm(got)
+            # Only now, on this thread: raised before the rows these receipts confirm were
+            # deleted, the sender would take them for passed over and send them again.
+            with self._cond:
+                top = max((self._orders.get(r.seq, -1) for r in got), default=-1)
+            if top >= 0 and (self._receipted_order is None or top > self._receipted_order):
+                self._receipted_order = top
 
     def _reap_acks(self) -> None:
         self._apply_receipts()
-        done: list[int] = []
+        done: dict[int, int] = {}   # row id -> publish order
         now = time.monotonic()
         with self._cond:
             for row_id, fl in list(self._inflight.items()):
@@ -736,7 +753,7 @@ class KioskLink:
                     del self._inflight[row_id]
                     failure = self._failures.pop(fl.info.mid, None)
                     if failure is None:
-                        done.append(row_id)
+                        done[row_id] = fl.order
                         continue
                     # Keep the row - decisions are never dropped - and retry with back-off.
                     delay = min(self.config.reconnect_max_s, self.config.reconnect_min_s * 2 ** min(fl.attempts, 16))
@@ -753,7 +770,7 @@ class KioskLink:
                     # comes, send the row again. The collector discards duplicates.
                     del self._inflight[row_id]
         if done:
-            self.outbox.acknowledged(done)
+            self.outbox.acknowledged(done, sent_order=done)
             self._published += len(done)
 
     def _send_more(self) -> None:
@@ -761,7 +778,8 @@ class KioskLink:
         room = self.config.max_inflight - len(self._inflight)
         if client is None or room <= 0:
             return
-        for row in self.outbox.pending(room, exclude=self._inflight.keys(), receipts_since=self._receipts_at):
+        for row in self.outbox.pending(room, exclude=self._inflight.keys(), receipted_order=self._receipted_order):
+            order = self._next_order(row.seq)
             info = client.publish(row.topic, row.payload, qos=1)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 # The connection dropped under us (NO_CONN). paho keeps such a message and sends it
@@ -770,10 +788,26 @@ class KioskLink:
                 log.debug("link: publish of row %d returned %s", row.id, mqtt.error_string(info.rc))
                 break
             with self._cond:
-                self._inflight[row.id] = _Flight(row.id, info, time.monotonic(), row.attempts)
+                self._inflight[row.id] = _Flight(row.id, info, time.monotonic(), row.attempts, order)
 
     def _publish_health(self) -> None:
         client = self._client
         if client is None:
             return
-        client.publish(self.topics.status, self._seal_status("online"), qos=1, retain=True)
+        self._subscribe_receipts(client)   # again, if the broker refused it (an ACL since reloaded)
+        seq = self.outbox.reserve_seq()
+        self._next_order(seq)
+        client.publish(self.topics.status, self._seal_status("online", seq=seq), qos=1, retain=True)
+
+    #: Sequence numbers whose publish order is remembered: far more than are ever in flight or
+    #: awaiting a receipt on one connection at once (max_inflight, a health report a minute).
+    ORDERS_KEPT = 4096
+
+    def _next_order(self, seq: int) -> int:
+        with self._cond:
+            self._order += 1
+            self._orders[seq] = self._order
+            self._orders.move_to_end(seq)
+            while len(self._orders) > self.ORDERS_KEPT:
+                self._orders.popitem(last=False)
+            return self._order

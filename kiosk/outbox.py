@@ -7,7 +7,7 @@ receipt (decisions, staff actions, evidence: ``kiosk.receipts``) is only marked 
 deleted when a collector's receipt for it matches: a broker acknowledges a message while it holds it
 in memory only, and a broker killed before its next autosave would lose it. A sent row without its
 receipt after ``receipt_wait_s`` is sent again, waiting twice as long each time up to
-``receipt_wait_max_s``, once a collector has sent the kiosk any receipt since (``pending``). After a reconnect or a restart, the remaining rows are sent again, oldest
+``receipt_wait_max_s``, once a collector has receipted a message published after it (``pending``). After a reconnect or a restart, the remaining rows are sent again, oldest
 first.
 
 Sequence numbers live in the same database and are allocated in the same transaction as the row,
@@ -36,7 +36,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,20 +65,23 @@ CREATE TABLE IF NOT EXISTS outbox (
     receipt BLOB,
     sent REAL,
     sends INTEGER NOT NULL DEFAULT 0,
-    first_sent REAL
+    first_sent REAL,
+    sent_order INTEGER
 );
-CREATE INDEX IF NOT EXISTS outbox_kind ON outbox(kind, id);
 CREATE TABLE IF NOT EXISTS owner (one INTEGER PRIMARY KEY CHECK (one = 1), kiosk_id TEXT NOT NULL);
 """
 #: Columns added since the first outboxes were written (a kiosk's file from before is upgraded in place).
 _ADDED_COLUMNS = (("receipt", "BLOB"), ("sent", "REAL"), ("sends", "INTEGER NOT NULL DEFAULT 0"),
-                  ("first_sent", "REAL"))
+                  ("first_sent", "REAL"), ("sent_order", "INTEGER"))
 #: The columns after ``payload`` are read from these indexes alone: reading them from the table
 #: follows each row's overflow pages (evidence is up to 700 KB), and with 250 MiB of evidence
 #: waiting for receipts each look took 100-160 ms under the lock decisions wait on (a review).
+#: One index per question, no more: every index costs each decision's commit a page of WAL (the
+#: kind index of older files, ``outbox_kind (kind, id)``, is widened into ``outbox_kind_state``).
 _INDEXES = """
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox(sent, next_attempt);
-CREATE INDEX IF NOT EXISTS outbox_backlog ON outbox(kind, sent, first_sent);
+DROP INDEX IF EXISTS outbox_kind;
+CREATE INDEX IF NOT EXISTS outbox_kind_state ON outbox(kind, id, sent, first_sent);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(sent, next_attempt, sent_order);
 """
 
 
@@ -293,14 +296,19 @@ class Outbox:
     # -- sending -----------------------------------------------------------------------------
 
     def pending(self, limit: int, exclude: Iterable[int] = (), now: float | None = None,
-                receipts_since: float | None = None) -> list[OutboxRow]:
+                receipted_order: int | None = None) -> list[OutboxRow]:
         """Oldest rows due for sending, skipping ``exclude`` (ids already in flight): rows never
-        sent, and rows sent whose receipt is overdue although a collector has sent receipts
-        since (``receipts_since``, wall-clock time of the latest; None: none came since the
-        start). While no collector runs, the broker queues what it took for the collectors'
-        sessions: sending it again would only queue copies (a review: 190 sends of 10 decisions
-        in a 20 s outage), and after a broker lost it, the collector that comes back receipts the
-        kiosk's status reports, and the rows are sent again then.
+        sent, and rows sent whose receipt is overdue although a collector has receipted a message
+        published after them (``receipted_order``: the highest publish order, as ``acknowledged``
+        was given it, of a receipted message; None: none since the start). A collector session
+        takes a kiosk's messages in the order they were published, so such a row was lost (a
+        broker killed before its autosave) or its receipt was. Without that sign an overdue row
+        waits in a collector's queue at the broker, and a copy would only queue behind it. Neither
+        time nor the sequence numbers are that sign (reviews: "any receipt since" sent 190 copies of
+        10 decisions in a 20 s outage, and a collector back to a backlog receipting its oldest made
+        the rest due, 233 copies of 300; a status report sealed after a backlog, published while
+        the backlog was still being sent, did the same with sequence numbers). Collectors receipt
+        the kiosk's status reports too, so a live collector is seen within a health interval.
 
         A row set further ahead than any wait asks (:data:`MAX_DEFER_S` for a refused row, the
         longer of that and ``receipt_wait_max_s`` for a sent one) is due: the wall clock stepped
@@ -308,35 +316,38 @@ class Outbox:
         perhaps, across restarts, while newer rows went past it (found by a review)."""
         excl = set(exclude)
         now = time.time() if now is None else now
-        sent_bound = now + max(MAX_DEFER_S, self.receipt_wait_max_s)
         with self._lock:
-            # Ids from the index (outbox_due), then the rows: see _INDEXES.
+            # Ids from the index alone (outbox_due), then the rows: see _INDEXES.
             ids = [r[0] for r in self._db.execute(
-                "SELECT id FROM outbox INDEXED BY outbox_due WHERE (sent IS NULL AND (next_attempt <= ? OR next_attempt > ?)) "
-                "OR (sent IS NOT NULL AND sent < ? AND (next_attempt <= ? OR next_attempt > ?)) ORDER BY id LIMIT ?",
-                (now, now + MAX_DEFER_S, -1.0 if receipts_since is None else receipts_since, now, sent_bound,
-                 limit + len(excl)),
+                "SELECT id FROM outbox INDEXED BY outbox_due WHERE (sent IS NULL AND (next_attempt <= ? OR "
+                "next_attempt > ?)) OR (sent IS NOT NULL AND COALESCE(sent_order, 0) < ? AND (next_attempt <= ? OR "
+                "next_attempt > ?)) ORDER BY id LIMIT ?",
+                (now, now + MAX_DEFER_S, -1 if receipted_order is None else receipted_order, now,
+                 now + max(MAX_DEFER_S, self.receipt_wait_max_s), limit + len(excl)),
             ) if r[0] not in excl][:limit]
             rows = [self._db.execute("SELECT id, seq, kind, topic, payload, attempts FROM outbox WHERE id=?",
                                      (i,)).fetchone() for i in ids]
         return [OutboxRow(*r) for r in rows if r is not None]
 
-    def acknowledged(self, ids: Iterable[int], now: float | None = None) -> int:
+    def acknowledged(self, ids: Iterable[int], now: float | None = None,
+                     sent_order: Mapping[int, int] | None = None) -> int:
         """The broker acknowledged these rows: delete those without a receipt token, mark the
-        others sent (due again if their receipt has not come in time). Returns the rows deleted."""
+        others sent (due again if their receipt has not come in time); ``sent_order``: row id ->
+        the order it was published in (``pending``). Returns the rows deleted."""
         ids = list(ids)
         if not ids:
             return 0
         now = time.time() if now is None else now
+        order = sent_order or {}
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 # The wait doubles with each send (a lost receipt is rare; a broker that keeps
                 # losing messages should not be sent every row every two minutes).
                 self._db.executemany(
-                    "UPDATE outbox SET sent=?, first_sent=COALESCE(first_sent, ?), sends=sends+1, "
+                    "UPDATE outbox SET sent=?, first_sent=COALESCE(first_sent, ?), sends=sends+1, sent_order=?, "
                     "next_attempt=? + MIN(?, ? * (1 << MIN(sends, 20))) WHERE id=? AND receipt IS NOT NULL",
-                    [(now, now, now, self.receipt_wait_max_s, self.receipt_wait_s, i) for i in ids])
+                    [(now, now, order.get(i), now, self.receipt_wait_max_s, self.receipt_wait_s, i) for i in ids])
                 deleted = self._delete_rows(ids, "receipt IS NULL")
                 self._db.execute("COMMIT")
             except Exception as exc:
@@ -345,6 +356,11 @@ class Outbox:
                 log.error("outbox: could not record %d acknowledged rows: %s", len(ids), exc)
                 return 0
         return deleted
+
+    def last_sent_order(self) -> int:
+        """The highest publish order recorded (0 for none): a restarted link counts on from it."""
+        with self._lock:
+            return int(self._db.execute("SELECT COALESCE(MAX(sent_order), 0) FROM outbox").fetchone()[0])
 
     def confirm(self, receipts: Iterable[Receipt]) -> int:
         """Delete the rows these receipts match (sequence number and token); the number deleted.

@@ -4,8 +4,8 @@ A broker's PUBACK means the broker has the message, in memory: mosquitto writes 
 at its next autosave, so a broker killed before then loses messages the kiosk already deleted. A
 kiosk therefore keeps every decision, staff action and evidence record after the PUBACK, marked
 sent, until a collector has stored it and says so on the kiosk's ``receipt`` topic
-(``KioskTopics.receipt``); a row with no receipt after a while is sent again, once receipts show a
-collector is taking the kiosk's messages (the collector stores a message once, and answers a
+(``KioskTopics.receipt``); a row with no receipt after a while is sent again once a message the
+kiosk published after it has been receipted (the collector stores a message once, and answers a
 duplicate with its receipt again; it receipts status reports too, which keep no row).
 
 Each entry is the message's sequence number and its receipt token (``kiosk.envelope.receipt``),

@@ -196,20 +196,22 @@ def test_a_receipted_row_outlives_the_brokers_acknowledgement_until_its_receipt_
     seq = _receipted(ob, b"\x01" * 16)
     ob.add("log", "t/log", lambda s: b"a log")                   # logs: the PUBACK is enough
     t0 = time.time()
-    assert ob.acknowledged([r.id for r in ob.pending(10)], now=t0) == 1
+    ids = [r.id for r in ob.pending(10)]
+    assert ob.acknowledged(ids, now=t0, sent_order={ids[0]: 5, ids[1]: 6}) == 1
+    assert ob.last_sent_order() == 5                              # the log row is gone
     b = ob.backlog(now=t0 + 1)
     assert b.queued == {"decision": 1} and b.awaiting_receipt == {"decision": 1}
     assert b.oldest_unconfirmed_s == {"decision": pytest.approx(1, abs=0.01)}   # since first sent
-    assert ob.pending(10, now=t0 + 5, receipts_since=t0 + 4) == []   # waiting for its receipt
-    # Overdue, but no collector has sent a receipt since: it is queued for one, not lost.
-    assert ob.pending(10, now=t0 + 11) == [] and ob.pending(10, now=t0 + 11, receipts_since=t0 - 1) == []
-    assert [r.seq for r in ob.pending(10, now=t0 + 11, receipts_since=t0 + 3)] == [seq]   # sent again
-    ob.acknowledged([ob.pending(10, now=t0 + 11, receipts_since=t0 + 3)[0].id], now=t0 + 11)
-    live = t0 + 100
-    assert ob.pending(10, now=t0 + 11 + 19, receipts_since=live) == []   # the wait doubled (20 s)...
-    ob.acknowledged([ob.pending(10, now=t0 + 32, receipts_since=live)[0].id], now=t0 + 32)
-    assert ob.pending(10, now=t0 + 32 + 24, receipts_since=live) == []   # ...up to its cap (25 s)
-    assert len(ob.pending(10, now=t0 + 32 + 26, receipts_since=live)) == 1
+    assert ob.pending(10, now=t0 + 5, receipted_order=9) == []    # waiting for its receipt
+    # Overdue, but nothing published after it has been receipted: it waits in a collector's queue.
+    assert ob.pending(10, now=t0 + 11) == [] and ob.pending(10, now=t0 + 11, receipted_order=4) == []
+    assert [r.seq for r in ob.pending(10, now=t0 + 11, receipted_order=9)] == [seq]   # passed over: sent again
+    ob.acknowledged([ids[0]], now=t0 + 11, sent_order={ids[0]: 10})
+    assert ob.pending(10, now=t0 + 11 + 19, receipted_order=99) == []   # the wait doubled (20 s)...
+    assert ob.pending(10, now=t0 + 11 + 21, receipted_order=9) == []    # ...and this send is later
+    ob.acknowledged([ob.pending(10, now=t0 + 32, receipted_order=99)[0].id], now=t0 + 32, sent_order={ids[0]: 11})
+    assert ob.pending(10, now=t0 + 32 + 24, receipted_order=99) == []   # ...up to its cap (25 s)
+    assert len(ob.pending(10, now=t0 + 32 + 26, receipted_order=99)) == 1
     assert ob.backlog(now=t0 + 40).oldest_unconfirmed_s == {"decision": pytest.approx(40, abs=0.01)}
     # A receipt for another sequence, or with another token, deletes nothing.
     assert ob.confirm([Receipt(seq + 1, b"\x01" * 16), Receipt(seq, b"\x02" * 16)]) == 0
@@ -227,9 +229,18 @@ def test_a_sent_row_the_broker_refuses_again_keeps_its_back_off(tmp_path: Path) 
     _receipted(ob, b"\x01" * 16)
     t0 = time.time()
     ob.acknowledged([ob.pending(1)[0].id], now=t0)
-    row = ob.pending(1, now=t0 + 2, receipts_since=t0 + 1)[0]
+    row = ob.pending(1, now=t0 + 2, receipted_order=1)[0]
     ob.defer(row.id, 60)                                           # the broker refused the second send
-    assert ob.pending(1, now=time.time() + 1, receipts_since=time.time()) == []
+    assert ob.pending(1, now=time.time() + 1, receipted_order=1) == []
+
+
+def test_a_sent_row_is_not_stranded_by_a_clock_stepped_back(tmp_path: Path) -> None:
+    """Found by a review: a row acknowledged while the clock ran a day fast waited a day."""
+    ob = Outbox(tmp_path / "o.sqlite", receipt_wait_s=1, receipt_wait_max_s=5)
+    seq = _receipted(ob, b"\x01" * 16)
+    t0 = time.time()
+    ob.acknowledged([ob.pending(1)[0].id], now=t0 + 86400)          # the clock a day fast
+    assert [r.seq for r in ob.pending(1, now=t0, receipted_order=1)] == [seq]   # corrected: due
 
 
 def test_switching_receipts_off_sends_the_waiting_rows_again_to_be_deleted_at_the_brokers_ack(tmp_path: Path) -> None:

@@ -156,3 +156,70 @@ def test_a_refused_message_archived_whole_is_receipted_an_unverified_one_is_not(
         kiosk.disconnect()
         collector.stop()
         broker.stop()
+
+
+def test_a_collector_back_to_a_backlog_is_not_sent_the_backlog_again(link_pki: LinkPki, tmp_path: Path) -> None:
+    """Found by a review: with "any receipt since it was sent" as the sign of a live collector,
+    the receipts for the oldest of a backlog made every later row due, and 233 of 300 were sent
+    again behind their originals. A row is sent again only below a receipted sequence number."""
+    broker = start_broker(link_pki, tmp_path / "broker")
+    db = str(tmp_path / "central.sqlite")
+    collector = Collector(link_pki.collector_config(broker.port, db, fresh_session=True))
+    collector.start()
+    assert collector.wait_ready()
+    collector.stop()
+    link = KioskLink(link_pki.link_config("kiosk-a", broker.port, tmp_path / "outbox.sqlite",
+                                          receipt_wait_s=1.0, receipt_wait_max_s=60.0))
+    later = None
+    try:
+        link.start()
+        for i in range(100):
+            link.publish_decision({"decision": "APPROVED", "score": 0.8, "subject": f"n{i}"})
+        assert link.flush(30, stored=False)
+        time.sleep(1.5)   # the outage outlasts the receipt wait
+        sent = link.stats().published
+        later = Collector(link_pki.collector_config(broker.port, db, batch_size=20))
+        later.start()
+        assert link.flush(60)
+        assert later.store.count("decisions") == 100
+        assert link.stats().published - sent <= 2, "the kiosk sent its backlog again"
+    finally:
+        link.close()
+        if later is not None:
+            later.stop()
+        broker.stop()
+
+
+def test_a_receipt_subscription_refused_is_asked_again_once_the_acl_allows_it(link_pki: LinkPki,
+                                                                             tmp_path: Path) -> None:
+    """Found by a review: kiosks upgraded before their broker's ACL got no receipts, and after the
+    admin regenerated and reloaded the ACL (as the kiosk's ERROR says) nothing changed until the
+    kiosk happened to reconnect."""
+    broker = start_broker(link_pki, tmp_path / "broker")
+    acl = broker.config_path.parent / "acl"
+    current = acl.read_text()
+    acl.write_text("\n".join(line for line in current.splitlines() if not line.endswith("/%u/receipt")))
+    broker.reload()   # the ACL from before receipts
+    time.sleep(0.5)
+    collector = Collector(link_pki.collector_config(broker.port, str(tmp_path / "central.sqlite"), fresh_session=True))
+    collector.start()
+    link = KioskLink(link_pki.link_config("kiosk-a", broker.port, tmp_path / "outbox.sqlite", health_interval_s=1.0,
+                                          receipt_wait_s=1.0, receipt_wait_max_s=2.0))
+    try:
+        assert collector.wait_ready()
+        link.start()
+        for i in range(5):
+            link.publish_decision({"decision": "APPROVED", "score": 0.8, "subject": f"m{i}"})
+        wait_for(lambda: collector.store.count("decisions") == 5, what="the decisions stored")
+        time.sleep(1.5)
+        assert link.outbox.depth() == {"decision": 5}, "no receipt can reach the kiosk yet"
+        assert "receipt subscription refused" in (link.stats().last_error or "")
+        acl.write_text(current)
+        broker.reload()
+        # Their receipts were sent while nobody could read them: the rows are sent again (1 s here,
+        # 120 s by default) once the kiosk reads receipts again, and receipted again.
+        assert link.flush(30), "the kiosk should ask again, get its receipts and clear its outbox"
+    finally:
+        link.close()
+        collector.stop()
+        broker.stop()

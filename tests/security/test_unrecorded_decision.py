@@ -84,7 +84,9 @@ def test_logs_never_take_the_last_bytes_a_decision_needs(tiny_fs: Path) -> None:
     next decision needed; logs now stop while less than the reserve is free."""
     from kiosk.outbox import Outbox
 
-    box = Outbox(tiny_fs / "outbox.sqlite", log_reserve_bytes=512 << 10)
+    # Each decision's commit writes about 26 KB of WAL (its row, three indexes, the sequence; 22 KB
+    # before receipts added the index of what is due): 20 need some 520 KB. A kiosk keeps 16 MiB.
+    box = Outbox(tiny_fs / "outbox.sqlite", log_reserve_bytes=1 << 20)
     try:
         for _ in range(200):
             box.add("log", "t/log", lambda seq: b"x" * 2000)

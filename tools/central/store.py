@@ -79,6 +79,8 @@ _INDEXES = [
       for c in ("site", *DECISION_COLUMNS)),
     # The collector looks up the refusals it may reconsider (``refused_for_now``) by reason and kiosk.
     "CREATE INDEX IF NOT EXISTS rejected_reason_kiosk ON rejected (reason, kiosk_claim, received_ms)",
+    # A verified refusal's bytes are archived once (_record_refusals looks for them by these).
+    "CREATE INDEX IF NOT EXISTS rejected_kiosk_seq ON rejected (kiosk_claim, seq, reason)",
 ]
 
 #: Rows back-filled per transaction when an old database is migrated.

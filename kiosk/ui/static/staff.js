@@ -64,7 +64,7 @@ function showLink(s) {
   if (unconfirmed > 0) {
     queued += "; " + plural(unconfirmed, "decision", "decisions") + " sent, not yet confirmed stored";
     // Receipts come within seconds while a collector runs: ten minutes without says it does not.
-    if (s.oldest_unconfirmed_s >= 600) queued += " (the oldest for " + Math.floor(s.oldest_unconfirmed_s / 60) + " min: is the central collector running?)";
+    if (s.oldest_unconfirmed_s >= 600) queued += " (the oldest for " + Math.floor(s.oldest_unconfirmed_s / 60) + " min: is the central collector running, and may this kiosk read its receipts at the broker?)";
   }
   if (s.link_connected) {
     line.className = "link-status up";
