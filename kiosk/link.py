@@ -36,6 +36,7 @@ Usage (the daemon)::
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import socket
 import ssl
@@ -280,15 +281,21 @@ class KioskLink:
         self._inflight: dict[int, _Flight] = {}   # row id -> flight
         self._receipts: list[receipts.Receipt] = []   # received on the network thread, applied by the sender
         self._bad_receipts = 0
-        self._receipt_sub_mid: int | None = None
         # Publish order: every message this link publishes (rows, status reports) gets the next
         # number, continuing from the outbox's; ``_orders`` remembers the latest (sequence number
         # -> order). The highest order a collector has receipted since the start: a row published
         # before it whose receipt is overdue was lost, not queued (Outbox.pending).
         self._order = self.outbox.last_sent_order()
-        self._orders: OrderedDict[int, int] = OrderedDict()
+        # seq -> (order, a status report's receipt token; None for a row, whose token the outbox keeps)
+        self._orders: OrderedDict[int, tuple[int, bytes | None]] = OrderedDict()
         self._receipted_order: int | None = None
-        self._receipts_granted = False   # the broker granted the receipt subscription of this connection
+        # The receipt subscription of this connection: None asked (or not yet), True granted,
+        # False refused (asked again at each health report).
+        self._receipts_granted: bool | None = None
+        # The command subscriptions' SUBSCRIBE ids: every other SUBACK answers the receipts'. Never
+        # held while calling paho: paho holds its callback lock while it calls _on_subscribe.
+        self._command_sub_mids: set[int] = set()
+        self._sub_lock = threading.Lock()
         if not config.receipts:
             # Rows sealed while receipts were on would wait for ever for a receipt nobody sends.
             forgotten = self.outbox.forget_receipts()
@@ -533,12 +540,16 @@ class KioskLink:
             site_threshold=self._site_threshold,
         )
 
-    def _seal_status(self, state: str, *, is_will: bool = False, seq: int | None = None) -> bytes:
+    def _seal_status(self, state: str, *, is_will: bool = False) -> bytes:
+        return self._seal_status_with_receipt(state, is_will=is_will)[0]
+
+    def _seal_status_with_receipt(self, state: str, *, is_will: bool = False,
+                                  seq: int | None = None) -> tuple[bytes, bytes]:
         seq = self.outbox.reserve_seq() if seq is None else seq
         if is_will:
             self._last_will_seq = seq
         rec = self._status(state, will_seq=seq if is_will else None)
-        return self._seal(seq, self.topics.status, rec.to_payload(), rec.created_ms)
+        return self._seal_with_receipt(seq, self.topics.status, rec.to_payload(), rec.created_ms)
 
     def _set_will(self, client: mqtt.Client) -> None:
         # A fresh will for every connection attempt. Reports sent over the connection name it
@@ -606,10 +617,12 @@ class KioskLink:
         self._failed_attempts = 0
         self._socket_error = None
         self._problem_logged.clear()
+        with self._sub_lock:
+            self._command_sub_mids.clear()   # ids of a connection that is gone (they are reused)
         if self._command_handlers:
             self._subscribe_commands(client)
-        self._receipts_granted = False
-        self._subscribe_receipts(client)
+        self._receipts_granted = None
+        self._subscribe_receipts(client, again=False)
         with self._cond:
             self._connected = True
             self._connected_since = time.monotonic()
@@ -620,17 +633,28 @@ class KioskLink:
         filters = [self.topics.model_commands]
         if self.topics.group_model_commands:
             filters.append(self.topics.group_model_commands)
-        client.subscribe([(f, mqtt.SubscribeOptions(qos=1)) for f in filters])
+        mid = client.subscribe([(f, mqtt.SubscribeOptions(qos=1)) for f in filters])[1]
+        if mid is not None:
+            with self._sub_lock:
+                self._command_sub_mids.add(mid)
 
-    def _subscribe_receipts(self, client: mqtt.Client) -> None:
-        if self.config.receipts and not self._receipts_granted:
-            # Not retained and not queued for us while we are away: a receipt that never came is
-            # answered by sending the row again, whose duplicate the collector receipts again.
-            self._receipt_sub_mid = client.subscribe([(self.topics.receipt, mqtt.SubscribeOptions(qos=1))])[1]
+    def _subscribe_receipts(self, client: mqtt.Client, *, again: bool) -> None:
+        """Subscribe to this kiosk's receipts: on connecting, and ``again`` only once refused (a
+        health report asking while the first answer was on its way took the answer for the
+        command subscription's: a review)."""
+        if not self.config.receipts or (again and self._receipts_granted is not False):
+            return
+        self._receipts_granted = None
+        # Not retained and not queued for us while we are away: a receipt that never came is
+        # answered by sending the row again, whose duplicate the collector receipts again.
+        client.subscribe([(self.topics.receipt, mqtt.SubscribeOptions(qos=1))])
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, rcs: Any, props: Any = None) -> None:
         bad = [str(r) for r in rcs if r.is_failure]
-        if mid == self._receipt_sub_mid:
+        with self._sub_lock:
+            receipt_sub = mid not in self._command_sub_mids
+            self._command_sub_mids.discard(mid)
+        if receipt_sub:
             self._receipts_granted = not bad
             if bad:
                 # Nothing is lost, but nothing leaves the outbox: it fills up (evidence first).
@@ -735,11 +759,18 @@ class KioskLink:
         with self._cond:
             got, self._receipts = self._receipts, []
         if got:
-            self._confirmed += self.outbox.confirm(got)
-            # Only now, on this thread: raised before the rows these receipts confirm were
-            # deleted, the sender would take them for passed over and send them again.
+            matched = set(self.outbox.confirm(got))
+            self._confirmed += len(matched)
+            # Only receipts that prove themselves (a row's token matched, or a status report's):
+            # any other, from a rogue collector certificate, would make every overdue row due (a
+            # review). And only now, on this thread: raised before the rows these receipts
+            # confirm were deleted, the sender would take them for passed over.
+            top = -1
             with self._cond:
-                top = max((self._orders.get(r.seq, -1) for r in got), default=-1)
+                for r in got:
+                    order, token = self._orders.get(r.seq, (-1, None))
+                    if r.seq in matched or (token is not None and hmac.compare_digest(token, r.token)):
+                        top = max(top, order)
             if top >= 0 and (self._receipted_order is None or top > self._receipted_order):
                 self._receipted_order = top
 
@@ -794,19 +825,20 @@ class KioskLink:
         client = self._client
         if client is None:
             return
-        self._subscribe_receipts(client)   # again, if the broker refused it (an ACL since reloaded)
+        self._subscribe_receipts(client, again=True)   # if the broker refused it (an ACL since reloaded)
         seq = self.outbox.reserve_seq()
-        self._next_order(seq)
-        client.publish(self.topics.status, self._seal_status("online", seq=seq), qos=1, retain=True)
+        data, token = self._seal_status_with_receipt("online", seq=seq)
+        self._next_order(seq, token)
+        client.publish(self.topics.status, data, qos=1, retain=True)
 
     #: Sequence numbers whose publish order is remembered: far more than are ever in flight or
     #: awaiting a receipt on one connection at once (max_inflight, a health report a minute).
     ORDERS_KEPT = 4096
 
-    def _next_order(self, seq: int) -> int:
+    def _next_order(self, seq: int, token: bytes | None = None) -> int:
         with self._cond:
             self._order += 1
-            self._orders[seq] = self._order
+            self._orders[seq] = (self._order, token)
             self._orders.move_to_end(seq)
             while len(self._orders) > self.ORDERS_KEPT:
                 self._orders.popitem(last=False)

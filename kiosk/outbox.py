@@ -339,49 +339,56 @@ class Outbox:
             return 0
         now = time.time() if now is None else now
         order = sent_order or {}
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                # The wait doubles with each send (a lost receipt is rare; a broker that keeps
-                # losing messages should not be sent every row every two minutes).
-                self._db.executemany(
-                    "UPDATE outbox SET sent=?, first_sent=COALESCE(first_sent, ?), sends=sends+1, sent_order=?, "
-                    "next_attempt=? + MIN(?, ? * (1 << MIN(sends, 20))) WHERE id=? AND receipt IS NOT NULL",
-                    [(now, now, order.get(i), now, self.receipt_wait_max_s, self.receipt_wait_s, i) for i in ids])
-                deleted = self._delete_rows(ids, "receipt IS NULL")
-                self._db.execute("COMMIT")
-            except Exception as exc:
-                self._rollback()
-                # Not fatal: the rows are sent again and the collector discards the duplicates.
-                log.error("outbox: could not record %d acknowledged rows: %s", len(ids), exc)
-                return 0
-        return deleted
+
+        def work() -> int:
+            # The wait doubles with each send (a lost receipt is rare; a broker that keeps losing
+            # messages should not be sent every row every two minutes).
+            self._db.executemany(
+                "UPDATE outbox SET sent=?, first_sent=COALESCE(first_sent, ?), sends=sends+1, sent_order=?, "
+                "next_attempt=? + MIN(?, ? * (1 << MIN(sends, 20))) WHERE id=? AND receipt IS NOT NULL",
+                [(now, now, order.get(i), now, self.receipt_wait_max_s, self.receipt_wait_s, i) for i in ids])
+            return self._delete_rows(ids, "receipt IS NULL")
+
+        # Not fatal if it fails: the rows are sent again and the collector discards the duplicates.
+        return self._write(f"record {len(ids)} acknowledged rows", work)
 
     def last_sent_order(self) -> int:
         """The highest publish order recorded (0 for none): a restarted link counts on from it."""
         with self._lock:
             return int(self._db.execute("SELECT COALESCE(MAX(sent_order), 0) FROM outbox").fetchone()[0])
 
-    def confirm(self, receipts: Iterable[Receipt]) -> int:
-        """Delete the rows these receipts match (sequence number and token); the number deleted.
-        A receipt for no row here (already confirmed, another kiosk's, forged) changes nothing."""
+    def confirm(self, receipts: Iterable[Receipt]) -> list[int]:
+        """Delete the rows these receipts match (sequence number and token); their sequence
+        numbers. A receipt for no row here (already confirmed, another kiosk's, forged) changes
+        nothing."""
         items = [(r.seq, r.token) for r in receipts]
         if not items:
-            return 0
+            return []
+        matched: list[int] = []
+
+        def work() -> int:
+            found = [(row[0], seq) for seq, token in items for row in self._db.execute(
+                "SELECT id FROM outbox WHERE seq=? AND receipt=?", (seq, token))]
+            matched[:] = [seq for _, seq in found]
+            return self._delete_rows([i for i, _ in found])
+
+        # Not fatal if it fails: the row is sent again, and its duplicate receipted again.
+        return matched if self._write(f"delete {len(items)} confirmed rows", work) else []
+
+    def _write(self, what: str, work: Callable[[], int]) -> int:
+        """``work()`` in one transaction under the lock; its result, or 0 (logged) if it failed.
+        Any error rolls back, not only SQLite's: an integer SQLite cannot bind raised
+        OverflowError and left the transaction open, refusing the next decision (a review)."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                ids = [row[0] for seq, token in items for row in self._db.execute(
-                    "SELECT id FROM outbox WHERE seq=? AND receipt=?", (seq, token))]
-                deleted = self._delete_rows(ids)
+                n = work()
                 self._db.execute("COMMIT")
+                return n
             except Exception as exc:
-                # Any error (an integer SQLite cannot bind was one: a review), not only SQLite's:
-                # a transaction left open would refuse the next decision.
                 self._rollback()
-                log.error("outbox: could not delete %d confirmed rows: %s", len(items), exc)
+                log.error("outbox: could not %s: %s", what, exc)
                 return 0
-        return deleted
 
     def forget_receipts(self) -> int:
         """Receipts are switched off (``[link] receipts = false``): rows sealed with a token are

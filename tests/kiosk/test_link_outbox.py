@@ -214,11 +214,11 @@ def test_a_receipted_row_outlives_the_brokers_acknowledgement_until_its_receipt_
     assert len(ob.pending(10, now=t0 + 32 + 26, receipted_order=99)) == 1
     assert ob.backlog(now=t0 + 40).oldest_unconfirmed_s == {"decision": pytest.approx(40, abs=0.01)}
     # A receipt for another sequence, or with another token, deletes nothing.
-    assert ob.confirm([Receipt(seq + 1, b"\x01" * 16), Receipt(seq, b"\x02" * 16)]) == 0
+    assert ob.confirm([Receipt(seq + 1, b"\x01" * 16), Receipt(seq, b"\x02" * 16)]) == []
     assert ob.depth() == {"decision": 1}
-    assert ob.confirm([Receipt(seq, b"\x01" * 16)]) == 1
+    assert ob.confirm([Receipt(seq, b"\x01" * 16)]) == [seq]
     assert ob.depth() == {} and ob.backlog() == Backlog({}, {}, {})
-    assert ob.confirm([Receipt(seq, b"\x01" * 16)]) == 0          # a replayed receipt: nothing left to do
+    assert ob.confirm([Receipt(seq, b"\x01" * 16)]) == []         # a replayed receipt: nothing left to do
     ob.close()
 
 
