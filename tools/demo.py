@@ -271,6 +271,9 @@ class DemoResult:
     truth: dict[str, str] = field(default_factory=dict)   # session id -> "genuine" / "forged"
     rows: list[Any] = field(default_factory=list)         # what the collector stored
     audit: list[dict[str, Any]] = field(default_factory=list)   # staff actions the collector stored
+    #: What is left in the kiosk's outbox at the end, per kind: decisions and staff actions leave it
+    #: only on the collector's receipt (kiosk.receipts), so nothing should be.
+    kiosk_outbox: dict[str, int] = field(default_factory=dict)
 
     def counts(self, mode: str = "online") -> dict[str, dict[str, int]]:
         """Decisions by truth, for the pen (``online``) or paper (``offline``) ones."""
@@ -283,7 +286,7 @@ class DemoResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"sent": self.sent, "received": len(self.rows), **self.counts(), "paper": self.counts("offline"),
-                "enrolled": self.enrolled, "refused_samples": self.refusals,
+                "enrolled": self.enrolled, "refused_samples": self.refusals, "kiosk_outbox": self.kiosk_outbox,
                 "audit": [{k: a.get(k) for k in ("operator", "action", "mode", "subject", "outcome")} for a in self.audit]}
 
 
@@ -413,6 +416,9 @@ def run_demo(env: DemoEnv, writers: Writers, say: Callable[[str], None] = print,
             break
         time.sleep(0.1)
     res.audit = env.collector.store.query_audit(kiosk_id=d.config.kiosk_id)
+    if d.link is not None:
+        d.link.flush(10)   # the audit records' receipts may still be on their way
+        res.kiosk_outbox = {k: n for k, n in d.link.stats().queue_depth.items() if k != "log"}
     return res
 
 
@@ -464,6 +470,8 @@ def print_report(res: DemoResult, say: Callable[[str], None] = print) -> None:
     say("")
     say(f"summary: {res.enrolled} customer(s) enrolled, {res.refusals} sample(s) refused at enrollment; "
         f"sent {res.sent}, received {len(res.rows)}")
+    say("  kiosk outbox: " + (", ".join(f"{n} {k}" for k, n in res.kiosk_outbox.items()) + " not yet confirmed stored"
+                              if res.kiosk_outbox else "empty: the collector confirmed every record stored"))
     say(f"  genuine: approved {c['genuine']['approved']}, suspicious {c['genuine']['suspicious']}")
     say(f"  forged:  approved {c['forged']['approved']}, suspicious {c['forged']['suspicious']}")
     if sum(v for k in cp.values() for v in k.values()):

@@ -72,6 +72,7 @@ def kept(tmp_path_factory: pytest.TempPathFactory) -> Kept:
 def test_demo_end_to_end(kept: Kept) -> None:
     report, stdout = kept.report, kept.stdout
     assert report["sent"] == report["received"] > 0
+    assert report["kiosk_outbox"] == {}   # every decision and staff action receipted by the collector
     g, f = report["genuine"], report["forged"]
     paper = report["paper"]
     on_paper = sum(v for kind in paper.values() for v in kind.values())
