@@ -915,7 +915,6 @@ class Collector:
         if kiosks:
             self._reconsider_safely(("unknown_decision",), kiosks)
 
-
     def _send_receipts(self, accepted: Sequence[Accepted], refusals: Sequence[Refusal]) -> None:
         """Tell each kiosk which of its messages this committed batch holds (``kiosk.receipts``).
 
