@@ -65,7 +65,7 @@ from kiosk.profiles import UnknownProfile
 from kiosk.records import OPERATOR_NAME, AuditRecord
 from kiosk.screen_events import Event, EventBus, Message, ScreenChange, State, View
 from kiosk.sdnotify import Notifier, Watchdog, watchdog_interval
-from kiosk.staff import StaffAuth, StaffSession
+from kiosk.staff import STAFF_STATE_FILE, StaffAuth, StaffSession
 from kiosk.templates import StoredTemplate, TemplateError, TemplateStore, remove_leftovers, validate_customer
 from models.calibration import SiteThreshold
 from models.classic import ClassicConfig
@@ -149,7 +149,7 @@ class Daemon:
         self._own_link = link is None and config.link is not None
         self._start_ui = config.ui.enabled if start_ui is None else start_ui
         #: Operator logins: enroll and delete need one of its sessions (``submit(staff=...)``).
-        self.staff = StaffAuth(config.staff, self.audit)
+        self.staff = StaffAuth(config.staff, self.audit, state_file=config.state_dir / STAFF_STATE_FILE)
         self.store: TemplateStore | None = None
         self.ui: UiServer | None = None
         self._requests: queue.Queue[Request] = queue.Queue()

@@ -55,6 +55,8 @@ SCRYPT_P = 1
 MIN_SECRET = 6
 MAX_SECRET = 256
 FILE_VERSION = 1
+#: Where the daemon keeps the login failures (under its state_dir): ``StaffAuth(state_file=...)``.
+STAFF_STATE_FILE = "staff-failures.json"
 #: Failure counters kept for at most this many distinct (possibly made-up) operator names.
 MAX_TRACKED_NAMES = 1000
 #: Failure windows kept for at most this many distinct clients (``StaffAuth.login(client=...)``).
@@ -223,7 +225,8 @@ class StaffAuth:
     """Logins, lockouts and sessions of the kiosk's operators. Thread-safe."""
 
     def __init__(self, config: StaffConfig, audit: AuditFn, *, clock: Callable[[], float] = time.monotonic,
-                 exclusive: bool = True) -> None:
+                 exclusive: bool = True, state_file: Path | None = None,
+                 wall: Callable[[], float] = time.time) -> None:
         self.config = config
         #: One session at a time (a kiosk: one screen, one operator); False lets several users
         #: be logged in at once (the central web page).
@@ -242,6 +245,64 @@ class StaffAuth:
         # fsynced audit row that is never dropped: a stranger tapping at the counter filled the
         # disk of a kiosk that was offline (found by a review). Most recent last.
         self._refusals_audited: collections.OrderedDict[tuple[str, str, float], None] = collections.OrderedDict()
+        # The failure counts, lockouts and the screen's window of failures, kept on disk: in memory
+        # only, pulling the kiosk's plug at the counter gave a PIN guesser a fresh count (the
+        # README's limits until 2026-11-30). None: in memory only (the central web page).
+        self._state_file = None if state_file is None else Path(state_file)
+        self._wall = wall
+        self._load_state()
+
+    def _load_state(self) -> None:
+        """The counts saved by :meth:`_save_state`, aged by the wall-clock time since (never less
+        than nothing: a clock set back keeps a lockout, it does not lengthen it past lockout_s)."""
+        if self._state_file is None:
+            return
+        try:
+            data = json.loads(self._state_file.read_bytes())
+            elapsed = max(0.0, self._wall() - float(data["saved_at"]))
+            operators, ages = data["operators"], data["screen_failure_ages_s"]
+            if not isinstance(operators, dict) or not isinstance(ages, list):
+                raise ValueError("operators must be an object, screen_failure_ages_s a list")
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # Counting starts again, loudly: the file is the service's own (0600, state_dir).
+            log.error("staff: the saved login failures in %s are unreadable (%s); counting starts again",
+                      self._state_file, exc, extra={"event": "staff_state_unreadable"})
+            return
+        cfg, now = self.config, self._clock()
+        for name, entry in list(operators.items())[-MAX_TRACKED_NAMES:]:
+            try:
+                count = min(max(int(entry["count"]), 0), cfg.max_failures - 1)
+                locked = min(max(float(entry["locked_s"]), 0.0), cfg.lockout_s) - elapsed
+            except (KeyError, TypeError, ValueError):
+                continue
+            if isinstance(name, str) and (count or locked > 0):
+                self._failures[name] = _Failures(count, now + locked if locked > 0 else 0.0)
+        window = collections.deque(sorted(
+            now - (float(a) + elapsed) for a in ages[-cfg.global_max_failures:]
+            if isinstance(a, (int, float)) and 0 <= float(a) + elapsed < cfg.global_window_s))
+        if window:
+            self._recent[""] = window
+
+    def _save_state(self) -> None:
+        """Lock held. What survives a restart: each operator's failures in a row and lockout, and
+        the kiosk screen's window of failures (``client=""``), as ages against the wall clock."""
+        if self._state_file is None:
+            return
+        now = self._clock()
+        data = {
+            "saved_at": self._wall(),
+            "operators": {n: {"count": f.count, "locked_s": max(0.0, f.locked_until - now)}
+                          for n, f in self._failures.items() if f.count or f.locked_until > now},
+            "screen_failure_ages_s": [now - t for t in self._recent.get("", ())],
+        }
+        try:
+            atomic_write(self._state_file, json.dumps(data, separators=(",", ":")).encode())
+        except OSError as exc:
+            # A full disk: the counts hold in memory until the next restart.
+            log.error("staff: cannot save the login failures to %s: %s", self._state_file, exc,
+                      extra={"event": "staff_state_unsaved"})
 
     @staticmethod
     def _digest(token: str) -> bytes:
@@ -287,6 +348,8 @@ class StaffAuth:
                     f.count += 1
                     if f.count >= cfg.max_failures:
                         f.count, f.locked_until = 0, now + cfg.lockout_s
+                    self._save_state()   # before anyone is told: a restart then changes nothing
+                    if f.locked_until > now:
                         self._audit("login", "locked", name)
                         log.warning("operator locked after repeated failed logins",
                                     extra={"event": "staff_locked", "operator": name})
@@ -294,7 +357,8 @@ class StaffAuth:
                                         cfg.lockout_s)
                     self._audit("login", "bad_credentials", name)
                     raise LoginRefused("bad_credentials", "Unknown operator or wrong PIN.")
-                self._failures.pop(name, None)
+                if self._failures.pop(name, None) is not None:
+                    self._save_state()
                 token = secrets.token_urlsafe(32)
                 s = StaffSession(name, secrets.token_hex(6), now, now, self._digest(token), self.operators.stamp(name))
                 # The login counts only once its audit record is durable (required=True raises,

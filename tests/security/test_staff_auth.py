@@ -39,7 +39,7 @@ from fixtures_link import LinkPki, wait_for
 
 from kiosk.daemon import Daemon
 from kiosk.errors import StaffLoginRequired
-from kiosk.staff import LoginRefused, OperatorStore, StaffAuth, StaffConfig, StaffSession
+from kiosk.staff import STAFF_STATE_FILE, LoginRefused, OperatorStore, StaffAuth, StaffConfig, StaffSession
 from kiosk.templates import TemplateStore
 from kiosk.ui.server import SCREEN_COOKIE, STAFF_COOKIE
 from tools.central.collector import Collector
@@ -173,6 +173,8 @@ def test_login_lockout_per_operator_global_rate_limit_and_no_pin_in_logs(
     assert b.login("alice", "000000") == 401
     assert b.login("alice", "111111") == 401
     assert b.login("alice", "222222") == 423            # the third failure in a row locks alice...
+    saved = json.loads((config.state_dir / STAFF_STATE_FILE).read_text())   # and a restart keeps it
+    assert saved["operators"]["alice"]["locked_s"] > 0
     assert b.login("alice") == 423                      # ...even for the right PIN
     assert b.login("alice") == 423                      # (audited once a lockout: see below)
     assert b.login("bob") == 200                        # the lock is alice's only
@@ -579,3 +581,47 @@ def test_a_calibration_revert_that_cannot_be_audited_is_not_done(link_pki: LinkP
     finally:
         daemon.stop()
         pen.close_all()
+
+
+def test_pulling_the_plug_does_not_reset_the_login_failures(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A PIN guesser at the counter could power-cycle the kiosk: the counts lived in memory, so
+    every restart gave another max_failures tries per operator and a fresh global window (the
+    README's limits until 2026-11-30). They are saved in the state dir and aged by the wall clock."""
+    OperatorStore(tmp_path / "ops.json").set("alice", "123456")
+    cfg = StaffConfig(operators_file=tmp_path / "ops.json", max_failures=3, lockout_s=300.0,
+                      global_max_failures=6, global_window_s=60.0)
+    state = tmp_path / "state" / STAFF_STATE_FILE
+    state.parent.mkdir()
+    wall = [1_000_000.0]
+
+    def restart() -> StaffAuth:
+        return StaffAuth(cfg, lambda *a, **k: None, state_file=state, wall=lambda: wall[0])
+
+    def refused(auth: StaffAuth, name: str, pin: str) -> str:
+        with pytest.raises(LoginRefused) as exc:
+            auth.login(name, pin)
+        return exc.value.reason
+
+    auth = restart()
+    assert [refused(auth, "alice", "000000") for _ in range(2)] == ["bad_credentials"] * 2
+    auth = restart()                                   # the plug pulled after two wrong PINs
+    assert refused(auth, "alice", "000000") == "locked"   # the third still locks
+    assert os.stat(state).st_mode & 0o777 == 0o600
+    auth = restart()
+    assert refused(auth, "alice", "123456") == "locked"   # and the lock outlives a restart
+    wall[0] += 301.0                                    # its time is over, as the wall clock says
+    auth = restart()
+    assert auth.login("alice", "123456")[1].operator == "alice"
+    # The screen's window of failures across operators survives too.
+    wall[0] += 1000.0
+    auth = restart()
+    assert [refused(auth, f"guess{i}", "000000") for i in range(4)] == ["bad_credentials"] * 4
+    auth = restart()
+    assert [refused(auth, f"more{i}", "000000") for i in range(2)] == ["bad_credentials"] * 2
+    assert refused(restart(), "alice", "123456") == "rate_limited"
+    wall[0] += 61.0
+    assert restart().login("alice", "123456")[1].operator == "alice"
+    # A damaged file is said at ERROR, and counting starts again; it never stops the kiosk.
+    state.write_text("{ half written")
+    assert restart().login("alice", "123456")[1].operator == "alice"
+    assert any("unreadable" in r.getMessage() for r in caplog.records)
