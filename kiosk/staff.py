@@ -32,6 +32,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import re
 import secrets
 import threading
@@ -57,6 +58,11 @@ MAX_SECRET = 256
 FILE_VERSION = 1
 #: Where the daemon keeps the login failures (under its state_dir): ``StaffAuth(state_file=...)``.
 STAFF_STATE_FILE = "staff-failures.json"
+#: Operator names whose failures are saved, most recent first: a made-up name's count never ends,
+#: and each failed login rewrites the file (a review: 1000 names, 62 KB and 12 ms a failure).
+SAVED_NAMES = 100
+#: A larger state file is read as damaged (the service writes a few KB).
+MAX_STATE_BYTES = 1 << 20
 #: Failure counters kept for at most this many distinct (possibly made-up) operator names.
 MAX_TRACKED_NAMES = 1000
 #: Failure windows kept for at most this many distinct clients (``StaffAuth.login(client=...)``).
@@ -76,6 +82,11 @@ class LoginRefused(ApplianceError):
         super().__init__(message)
         self.reason = reason
         self.retry_after_s = retry_after_s
+
+
+class LoginUnavailable(ApplianceError):
+    """No login can be checked now: the failures could not be saved (a full or read-only disk),
+    and a check whose failure a restart would forget is a free guess."""
 
 
 def validate_operator(name: str) -> str:
@@ -250,6 +261,7 @@ class StaffAuth:
         # README's limits until 2026-11-30). None: in memory only (the central web page).
         self._state_file = None if state_file is None else Path(state_file)
         self._wall = wall
+        self._unsaved = False   # the last save failed: no login is checked until one succeeds
         self._load_state()
 
     def _load_state(self) -> None:
@@ -257,52 +269,64 @@ class StaffAuth:
         than nothing: a clock set back keeps a lockout, it does not lengthen it past lockout_s)."""
         if self._state_file is None:
             return
+        def number(value: object) -> float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"not a finite number: {str(value)[:40]}")
+            return float(value)
+
         try:
-            data = json.loads(self._state_file.read_bytes())
-            elapsed = max(0.0, self._wall() - float(data["saved_at"]))
+            with self._state_file.open("rb") as fh:
+                raw = fh.read(MAX_STATE_BYTES + 1)
+            if len(raw) > MAX_STATE_BYTES:
+                raise ValueError(f"larger than {MAX_STATE_BYTES} bytes")
+            data = json.loads(raw)
+            elapsed = max(0.0, self._wall() - number(data["saved_at"]))
             operators, ages = data["operators"], data["screen_failure_ages_s"]
             if not isinstance(operators, dict) or not isinstance(ages, list):
                 raise ValueError("operators must be an object, screen_failure_ages_s a list")
+            ages = [number(a) for a in ages[-self.config.global_max_failures:]]
         except FileNotFoundError:
             return
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except Exception as exc:   # any damage (a review: Infinity and deep nesting raised past a narrower list)
             # Counting starts again, loudly: the file is the service's own (0600, state_dir).
             log.error("staff: the saved login failures in %s are unreadable (%s); counting starts again",
                       self._state_file, exc, extra={"event": "staff_state_unreadable"})
             return
         cfg, now = self.config, self._clock()
-        for name, entry in list(operators.items())[-MAX_TRACKED_NAMES:]:
+        for name, entry in list(operators.items())[-SAVED_NAMES:]:
             try:
-                count = min(max(int(entry["count"]), 0), cfg.max_failures - 1)
-                locked = min(max(float(entry["locked_s"]), 0.0), cfg.lockout_s) - elapsed
+                count = int(min(max(number(entry["count"]), 0.0), cfg.max_failures - 1))
+                locked = min(max(number(entry["locked_s"]), 0.0), cfg.lockout_s) - elapsed
             except (KeyError, TypeError, ValueError):
                 continue
             if isinstance(name, str) and (count or locked > 0):
                 self._failures[name] = _Failures(count, now + locked if locked > 0 else 0.0)
-        window = collections.deque(sorted(
-            now - (float(a) + elapsed) for a in ages[-cfg.global_max_failures:]
-            if isinstance(a, (int, float)) and 0 <= float(a) + elapsed < cfg.global_window_s))
+        window = collections.deque(sorted(now - (a + elapsed) for a in ages if 0 <= a + elapsed < cfg.global_window_s))
         if window:
             self._recent[""] = window
 
-    def _save_state(self) -> None:
-        """Lock held. What survives a restart: each operator's failures in a row and lockout, and
-        the kiosk screen's window of failures (``client=""``), as ages against the wall clock."""
+    def _save_state(self) -> bool:
+        """Lock held. What survives a restart: each operator's failures in a row and lockout (the
+        latest SAVED_NAMES), and the kiosk screen's window of failures (``client=""``), as ages
+        against the wall clock. False (logged) if it could not be written."""
         if self._state_file is None:
-            return
+            return True
         now = self._clock()
+        kept = [(n, f) for n, f in self._failures.items() if f.count or f.locked_until > now][-SAVED_NAMES:]
         data = {
             "saved_at": self._wall(),
-            "operators": {n: {"count": f.count, "locked_s": max(0.0, f.locked_until - now)}
-                          for n, f in self._failures.items() if f.count or f.locked_until > now},
+            "operators": {n: {"count": f.count, "locked_s": max(0.0, f.locked_until - now)} for n, f in kept},
             "screen_failure_ages_s": [now - t for t in self._recent.get("", ())],
         }
         try:
             atomic_write(self._state_file, json.dumps(data, separators=(",", ":")).encode())
         except OSError as exc:
-            # A full disk: the counts hold in memory until the next restart.
-            log.error("staff: cannot save the login failures to %s: %s", self._state_file, exc,
-                      extra={"event": "staff_state_unsaved"})
+            log.error("staff: cannot save the login failures to %s: %s; no login is checked until they are saved",
+                      self._state_file, exc, extra={"event": "staff_state_unsaved"})
+            self._unsaved = True
+            return False
+        self._unsaved = False
+        return True
 
     @staticmethod
     def _digest(token: str) -> bytes:
@@ -317,6 +341,10 @@ class StaffAuth:
         with self._login_lock:
             now = self._clock()
             with self._lock:
+                if self._unsaved and not self._save_state():
+                    # Fail closed: a failure a restart would forget is a free guess (a review: a
+                    # full disk and a pulled plug gave 12 PIN checks where 3 lock).
+                    raise LoginUnavailable("the kiosk cannot save failed logins (is its disk full?)")
                 recent = self._recent.get(client)
                 while recent and recent[0] <= now - cfg.global_window_s:
                     recent.popleft()

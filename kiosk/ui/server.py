@@ -62,7 +62,7 @@ from typing import Any, Protocol
 from kiosk.errors import ActionNotAuditable, AuditNotRecorded, KioskBusy, RequestRefused, StaffLoginRequired
 from kiosk.jsonbound import loads_bounded
 from kiosk.screen_events import EventBus, State
-from kiosk.staff import LoginRefused, OperatorEntryInvalid, StaffAuth, StaffSession
+from kiosk.staff import LoginRefused, LoginUnavailable, OperatorEntryInvalid, StaffAuth, StaffSession
 from kiosk.ui.bounded_http import BoundedServer, DeadlineHandler, cookie_value
 
 log = logging.getLogger(__name__)
@@ -370,7 +370,7 @@ class UiServer:
                         status = {"locked": HTTPStatus.LOCKED, "rate_limited": HTTPStatus.TOO_MANY_REQUESTS}.get(
                             exc.reason, HTTPStatus.UNAUTHORIZED)
                         return self._json(status, {"error": str(exc), "reason": exc.reason}, clear)
-                    except (AuditNotRecorded, OperatorEntryInvalid) as exc:
+                    except (AuditNotRecorded, OperatorEntryInvalid, LoginUnavailable) as exc:
                         log.error("staff login impossible: %s", exc, extra={"event": "staff_login_failed"})
                         return self._json(HTTPStatus.SERVICE_UNAVAILABLE,
                                           {"error": "Logins are not possible now; the kiosk's log says why."}, clear)

@@ -39,7 +39,15 @@ from fixtures_link import LinkPki, wait_for
 
 from kiosk.daemon import Daemon
 from kiosk.errors import StaffLoginRequired
-from kiosk.staff import STAFF_STATE_FILE, LoginRefused, OperatorStore, StaffAuth, StaffConfig, StaffSession
+from kiosk.staff import (
+    STAFF_STATE_FILE,
+    LoginRefused,
+    LoginUnavailable,
+    OperatorStore,
+    StaffAuth,
+    StaffConfig,
+    StaffSession,
+)
 from kiosk.templates import TemplateStore
 from kiosk.ui.server import SCREEN_COOKIE, STAFF_COOKIE
 from tools.central.collector import Collector
@@ -625,3 +633,30 @@ def test_pulling_the_plug_does_not_reset_the_login_failures(tmp_path: Path, capl
     state.write_text("{ half written")
     assert restart().login("alice", "123456")[1].operator == "alice"
     assert any("unreadable" in r.getMessage() for r in caplog.records)
+
+
+def test_failures_that_cannot_be_saved_stop_logins_and_a_damaged_file_never_stops_the_kiosk(
+        tmp_path: Path, tiny_fs: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Found by a review: on a full disk the failures stayed in memory, and a pulled plug gave 12
+    PIN checks where 3 lock; a state file holding Infinity or deep nesting stopped the daemon."""
+    from disk_helpers import fill_disk
+
+    OperatorStore(tmp_path / "ops.json").set("alice", "123456")
+    cfg = StaffConfig(operators_file=tmp_path / "ops.json", max_failures=3)
+    state = tiny_fs / STAFF_STATE_FILE
+    auth = StaffAuth(cfg, lambda *a, **k: None, state_file=state)
+    filler = fill_disk(tiny_fs)
+    with pytest.raises(LoginRefused):
+        auth.login("alice", "000000")                  # refused, and its failure not saved...
+    with pytest.raises(LoginUnavailable):
+        auth.login("alice", "123456")                  # ...so no PIN is checked until it is
+    filler.unlink()
+    assert auth.login("alice", "123456")[1].operator == "alice"
+    for damaged in ('{"saved_at":1,"operators":{"alice":{"count":Infinity,"locked_s":1e999}},"screen_failure_ages_s":[]}',
+                    '{"saved_at":Infinity,"operators":{},"screen_failure_ages_s":[]}', "[" * 100_000,
+                    '{"saved_at":1,"operators":{"alice":{"count":' + "9" * 400 + ',"locked_s":1}},"screen_failure_ages_s":[1e999]}',
+                    " " * ((1 << 20) + 1)):
+        other = tmp_path / STAFF_STATE_FILE            # (the tiny file system holds 1 MiB)
+        other.write_text(damaged)
+        assert StaffAuth(cfg, lambda *a, **k: None, state_file=other).login("alice", "123456")[1].operator == "alice"
+    assert sum("unreadable" in r.getMessage() for r in caplog.records) >= 4
