@@ -116,7 +116,7 @@ class LinkConfig:
     connect_warn_s: float = 5.0          # still not connected this long after start(): an ERROR says why
     # Keep decisions, staff actions and evidence after the broker's PUBACK until a collector's
     # receipt says they are stored (kiosk.receipts). Off only for a fleet whose collectors are
-    # older than receipts: they never send one, and every such row would be sent again for ever.
+    # older than receipts: they never send one, and every such row would stay in the outbox.
     receipts: bool = True
     receipt_wait_s: float = 120.0        # a sent row with no receipt this long is sent again...
     receipt_wait_max_s: float = 3600.0   # ...waiting twice as long each time, up to this
