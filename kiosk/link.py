@@ -55,7 +55,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from kiosk import envelope, receipts
 from kiosk.errors import ApplianceError
 from kiosk.keys import key_id, load_public_raw, load_signing_key, raw_public
-from kiosk.outbox import Outbox, OutboxError
+from kiosk.outbox import Outbox, OutboxError, receipt_waits_problem
 from kiosk.records import (
     AuditRecord,
     DecisionRecord,
@@ -131,9 +131,8 @@ class LinkConfig:
             raise ValueError(f"broker_port out of range: {self.broker_port}")
         if self.max_inflight < 1:
             raise ValueError("max_inflight must be at least 1")
-        if not 0 < self.receipt_wait_s <= self.receipt_wait_max_s:
-            raise ValueError(f"receipt waits must be 0 < receipt_wait_s ({self.receipt_wait_s}) <= receipt_wait_max_s "
-                             f"({self.receipt_wait_max_s})")
+        if problem := receipt_waits_problem(self.receipt_wait_s, self.receipt_wait_max_s):
+            raise ValueError(problem)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], base_dir: Path | None = None) -> LinkConfig:
@@ -302,7 +301,6 @@ class KioskLink:
             if forgotten:
                 log.warning("link: [link] receipts = false: %d row(s) that waited for a collector's receipt are "
                             "sent again and deleted at the broker's acknowledgement", forgotten)
-        self._confirmed = 0
         self._thread: threading.Thread | None = None
         self._client: mqtt.Client | None = None
         self._will_seq: int | None = None
@@ -490,9 +488,6 @@ class KioskLink:
         )
 
     # -- sealing ------------------------------------------------------------------------------
-
-    def _seal(self, seq: int, topic: str, payload: Mapping[str, Any], time_ms: int) -> bytes:
-        return self._seal_with_receipt(seq, topic, payload, time_ms)[0]
 
     def _seal_with_receipt(self, seq: int, topic: str, payload: Mapping[str, Any], time_ms: int) -> tuple[bytes, bytes]:
         return envelope.seal_with_receipt(
@@ -760,7 +755,6 @@ class KioskLink:
             got, self._receipts = self._receipts, []
         if got:
             matched = set(self.outbox.confirm(got))
-            self._confirmed += len(matched)
             # Only receipts that prove themselves (a row's token matched, or a status report's):
             # any other, from a rogue collector certificate, would make every overdue row due (a
             # review). And only now, on this thread: raised before the rows these receipts

@@ -7,8 +7,8 @@ receipt (decisions, staff actions, evidence: ``kiosk.receipts``) is only marked 
 deleted when a collector's receipt for it matches: a broker acknowledges a message while it holds it
 in memory only, and a broker killed before its next autosave would lose it. A sent row without its
 receipt after ``receipt_wait_s`` is sent again, waiting twice as long each time up to
-``receipt_wait_max_s``, once a collector has receipted a message published after it (``pending``). After a reconnect or a restart, the remaining rows are sent again, oldest
-first.
+``receipt_wait_max_s``, once a collector has receipted a message published after it (``pending``).
+After a reconnect or a restart, the remaining rows are sent again, oldest first.
 
 Sequence numbers live in the same database and are allocated in the same transaction as the row,
 so they survive restarts and are never reused. A fresh database starts at the current time in
@@ -39,12 +39,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from kiosk.errors import ApplianceError
 from kiosk.receipts import Receipt
 from kiosk.templates import free_bytes
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: The longest a refused row waits before it is tried again (the link's back-off stops at
 #: ``reconnect_max_s``, 60 s by default); a row set further ahead is due (a clock stepped back).
@@ -89,6 +91,14 @@ class OutboxError(ApplianceError, RuntimeError):
     """The outbox could not store a message (disk full, database unreadable...)."""
 
 
+def receipt_waits_problem(wait_s: float, wait_max_s: float) -> str | None:
+    """What is wrong with these receipt waits, or None: the one rule of the outbox and ``[link]``
+    (each raises its own layer's error with it)."""
+    if not 0 < wait_s <= wait_max_s:
+        return f"receipt waits must be 0 < receipt_wait_s ({wait_s}) <= receipt_wait_max_s ({wait_max_s})"
+    return None
+
+
 @dataclass(frozen=True)
 class OutboxRow:
     id: int
@@ -116,9 +126,8 @@ class Outbox:
     def __init__(self, path: Path, *, owner: str | None = None, log_quota_bytes: int = 8 << 20,
                  log_reserve_bytes: int = 16 << 20, evidence_quota_bytes: int = 256 << 20,
                  receipt_wait_s: float = 120.0, receipt_wait_max_s: float = 3600.0) -> None:
-        if not 0 < receipt_wait_s <= receipt_wait_max_s:
-            raise OutboxError(f"receipt waits must be 0 < receipt_wait_s ({receipt_wait_s}) <= receipt_wait_max_s "
-                              f"({receipt_wait_max_s})")
+        if problem := receipt_waits_problem(receipt_wait_s, receipt_wait_max_s):
+            raise OutboxError(problem)
         self.receipt_wait_s = receipt_wait_s
         self.receipt_wait_max_s = receipt_wait_max_s
         self.path = Path(path)
@@ -325,9 +334,10 @@ class Outbox:
                 (now, now + MAX_DEFER_S, -1 if receipted_order is None else receipted_order, now,
                  now + max(MAX_DEFER_S, self.receipt_wait_max_s), limit + len(excl)),
             ) if r[0] not in excl][:limit]
-            rows = [self._db.execute("SELECT id, seq, kind, topic, payload, attempts FROM outbox WHERE id=?",
-                                     (i,)).fetchone() for i in ids]
-        return [OutboxRow(*r) for r in rows if r is not None]
+            rows = self._db.execute(
+                f"SELECT id, seq, kind, topic, payload, attempts FROM outbox WHERE id IN ({','.join('?' * len(ids))}) "
+                "ORDER BY id", ids).fetchall() if ids else []
+        return [OutboxRow(*r) for r in rows]
 
     def acknowledged(self, ids: Iterable[int], now: float | None = None,
                      sent_order: Mapping[int, int] | None = None) -> int:
@@ -350,7 +360,7 @@ class Outbox:
             return self._delete_rows(ids, "receipt IS NULL")
 
         # Not fatal if it fails: the rows are sent again and the collector discards the duplicates.
-        return self._write(f"record {len(ids)} acknowledged rows", work)
+        return self._write(f"record {len(ids)} acknowledged rows", work, 0)
 
     def last_sent_order(self) -> int:
         """The highest publish order recorded (0 for none): a restarted link counts on from it."""
@@ -364,20 +374,19 @@ class Outbox:
         items = [(r.seq, r.token) for r in receipts]
         if not items:
             return []
-        matched: list[int] = []
 
-        def work() -> int:
+        def work() -> list[int]:
             found = [(row[0], seq) for seq, token in items for row in self._db.execute(
                 "SELECT id FROM outbox WHERE seq=? AND receipt=?", (seq, token))]
-            matched[:] = [seq for _, seq in found]
-            return self._delete_rows([i for i, _ in found])
+            self._delete_rows([i for i, _ in found])
+            return [seq for _, seq in found]
 
         # Not fatal if it fails: the row is sent again, and its duplicate receipted again.
-        return matched if self._write(f"delete {len(items)} confirmed rows", work) else []
+        return self._write(f"delete {len(items)} confirmed rows", work, [])
 
-    def _write(self, what: str, work: Callable[[], int]) -> int:
-        """``work()`` in one transaction under the lock; its result, or 0 (logged) if it failed.
-        Any error rolls back, not only SQLite's: an integer SQLite cannot bind raised
+    def _write(self, what: str, work: Callable[[], T], failed: T) -> T:
+        """``work()`` in one transaction under the lock; its result, or ``failed`` (logged) if it
+        failed. Any error rolls back, not only SQLite's: an integer SQLite cannot bind raised
         OverflowError and left the transaction open, refusing the next decision (a review)."""
         with self._lock:
             try:
@@ -388,7 +397,7 @@ class Outbox:
             except Exception as exc:
                 self._rollback()
                 log.error("outbox: could not %s: %s", what, exc)
-                return 0
+                return failed
 
     def forget_receipts(self) -> int:
         """Receipts are switched off (``[link] receipts = false``): rows sealed with a token are
@@ -428,9 +437,7 @@ class Outbox:
 
     def depth(self) -> dict[str, int]:
         """Rows per kind not yet delivered: waiting to be sent, or sent and waiting for a receipt."""
-        with self._lock:
-            rows = self._db.execute("SELECT kind, COUNT(*) FROM outbox GROUP BY kind").fetchall()
-        return {k: n for k, n in rows}
+        return self.backlog().queued
 
     def backlog(self, now: float | None = None) -> Backlog:
         """What is not yet delivered, per kind, from one read (the two counts always agree)."""

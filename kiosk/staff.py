@@ -269,6 +269,7 @@ class StaffAuth:
         than nothing: a clock set back keeps a lockout, it does not lengthen it past lockout_s)."""
         if self._state_file is None:
             return
+
         def number(value: object) -> float:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"not a finite number: {str(value)[:40]}")
