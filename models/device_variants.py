@@ -7,7 +7,8 @@ delivered, so that the cross-device yardstick (``tools/cross_device.py``) can me
 on "the same writers, another pad", and training can use them as augmentation.
 
 All are pure: the input is not changed; positions are moved only by :func:`transformed` (another
-pad orientation, slant, aspect or resolution), otherwise only dropped or interpolated,
+pad orientation, slant, aspect or resolution) and :func:`jittered_positions` (a noisy sensor, or
+a replay disguised), otherwise only dropped or interpolated,
 and the result is a valid ``Trajectory`` whose ``DeviceInfo`` says what the new pad knows.
 """
 
@@ -167,6 +168,15 @@ def jittered_time(traj: Trajectory, offsets: np.ndarray) -> Trajectory:
         raise ValueError(f"need one finite offset per point ({len(traj.t)}), got shape {off.shape}")
     t = np.maximum.accumulate(traj.t + off)
     return _with(traj, "time jitter", t=t - t[0])
+
+
+def jittered_positions(traj: Trajectory, offsets: np.ndarray) -> Trajectory:
+    """Positions each moved by ``offsets`` ((n, 2), in the trajectory's units): a noisy sensor, or
+    a recorded signature disguised before it is played again (``tools.copy_check``)."""
+    off = np.asarray(offsets, dtype=np.float64)
+    if off.shape != (len(traj.t), 2) or not np.all(np.isfinite(off)):
+        raise ValueError(f"need one finite (dx, dy) per point ({len(traj.t)}), got shape {off.shape}")
+    return _with(traj, "position jitter", x=traj.x + off[:, 0], y=traj.y + off[:, 1])
 
 
 def dropped(traj: Trajectory, keep: np.ndarray) -> Trajectory:

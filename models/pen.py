@@ -36,8 +36,9 @@ from models.classic import (
     signature_features,
 )
 from models.global_features import deviations, global_features
-from models.policy import ASPECT_LABELS, AspectCheck, DecisionPolicy, Verdict, match_rate
-from models.preprocess import PreparedSignature, prepared_time_functions
+from models.path_copy import nearest, nearest_pair, written_path
+from models.policy import ASPECT_LABELS, PATH_COPY_RATIO, AspectCheck, DecisionPolicy, Verdict, match_rate
+from models.preprocess import PreparedSignature, prepare, prepared_time_functions
 from models.runtime import ModelError
 from models.scoring import ReferenceStats, ScoredReferences, normalised_distance, reference_stats
 from models.trajectory import Trajectory
@@ -52,6 +53,10 @@ UNNAMED_BAND = 0.15
 #: side (``models.classic.comparable``).
 PRESSURE_NOT_MEASURED = "Pressure was not compared: none was measured for this signature, though the references have it."
 PRESSURE_NOT_IN_REFERENCES = "Pressure was not compared: the references were signed without it."
+#: What the decision says when the written path retraces a reference's (``models.path_copy``) and
+#: the verifier's own distance did not already call it a copy.
+RETRACES_A_REFERENCE = ("The signature retraces one of the customer's references point for point, "
+                        "whatever its pace: a replayed recording or a tracing, not a new signature.")
 
 #: Which time functions speak for which aspect (names from ``models.features.FEATURE_NAMES``).
 ASPECT_FEATURES: dict[str, tuple[str, ...]] = {
@@ -68,6 +73,8 @@ class ClassicFeatures:
     references: ScoredReferences                    # all time functions, DTW-compared
     aspect_stats: dict[str, ReferenceStats]         # per aspect, DTW on its columns alone
     durations: np.ndarray                           # reference pen-down times (rhythm)
+    paths: tuple[np.ndarray, ...]                   # written paths (models.path_copy), the copy check's
+    path_pair: float                                # their nearest pair's path distance
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,11 +92,13 @@ class ClassicVerifier:
     name = "classic"
 
     def __init__(self, config: ClassicConfig | None = None, *, too_similar_ratio: float = 0.2,
-                 rhythm_tolerance: float = 3.0, rhythm_decides: bool = False) -> None:
+                 rhythm_tolerance: float = 3.0, rhythm_decides: bool = False,
+                 path_copy_ratio: float = PATH_COPY_RATIO) -> None:
         self.config = config or ClassicConfig()
         # The threshold is the classic config's (one definition, shared with the evaluator).
         self.policy = DecisionPolicy(self.config.threshold, too_similar_ratio=too_similar_ratio,
-                                     rhythm_tolerance=rhythm_tolerance, rhythm_decides=rhythm_decides)
+                                     rhythm_tolerance=rhythm_tolerance, rhythm_decides=rhythm_decides,
+                                     path_copy_ratio=path_copy_ratio)
 
     def model_versions(self) -> dict[str, str]:
         p = self.policy
@@ -134,7 +143,19 @@ class ClassicVerifier:
         aspects = self._aspect_groups()
         tpl, parts = build_template_with_groups(feats, self.config, list(aspects.values()))
         aspect_stats = {a: reference_stats(d) for a, d in zip(aspects, parts)}
-        return ClassicFeatures(tpl, aspect_stats, np.array([r.ink_time for r in references]))
+        paths = tuple(self.path(f, r) for f, r in zip(feats, references))
+        return ClassicFeatures(tpl, aspect_stats, np.array([r.ink_time for r in references]), paths,
+                               nearest_pair(paths))
+
+    def path(self, features: np.ndarray, traj: Trajectory) -> np.ndarray:
+        """The written path the copy check compares (``models.path_copy``): the positions of
+        ``features`` (:func:`signature_features` of ``traj``), or prepared anew when the config
+        compares no positions."""
+        names = self.config.features
+        if "x" in names and "y" in names:
+            return written_path(features[:, [names.index("x"), names.index("y")]])
+        prep = prepare(traj, self.config.preprocess)
+        return written_path(np.stack([prep.x, prep.y], axis=1))
 
     def verify(self, reference_set: ReferenceSet[ClassicFeatures], query: Trajectory) -> Verdict:
         return self.verify_features(reference_set.features_for(self.name, self.model_versions(), self.build_key()),
@@ -144,6 +165,7 @@ class ClassicVerifier:
                         shared: PreparedSignature | None = None) -> Verdict:
         cfg = self.config
         feats = signature_features(query, cfg, shared)
+        path = self.path(feats, query)
         template = refs.references
         # A pad changed since enrollment is compared on what both pads measure (without this a
         # pressure-less question against pressure references let 13 % of SUSIG-Visual's skilled
@@ -170,6 +192,13 @@ class ClassicVerifier:
             checks.append(AspectCheck(aspect, ASPECT_LABELS[aspect], match_rate(d, cfg.threshold), d <= cfg.threshold))
         checks.append(self.policy.rhythm(refs.durations, query.ink_time))
         too_similar = self.policy.is_copy(min(score.ref_distances), template.nearest_pair)
+        # On the written path too: a reference replayed at another pace or sampling rate is as far
+        # as a genuine signature on the time functions (README, "The copy check on the written path").
+        # Only whether it is under the copy line matters: a path past it is abandoned early.
+        line = self.policy.path_copy_ratio * refs.path_pair
+        if not too_similar and self.policy.is_path_copy(nearest(path, refs.paths, bound=line), refs.path_pair):
+            too_similar = True
+            explanations = (*explanations, RETRACES_A_REFERENCE)
         return self.policy.decide(score.distance, checks, too_similar=too_similar, explanations=explanations)
 
     def warm_up(self, sample: Trajectory) -> None:
@@ -193,7 +222,8 @@ class OnClassic:
         """The classic part's copy check and rhythm rule, on this verifier's probability threshold."""
         cp = self.classic.policy
         return DecisionPolicy.on_probability(threshold, too_similar_ratio=cp.too_similar_ratio,
-                                             rhythm_tolerance=cp.rhythm_tolerance, rhythm_decides=cp.rhythm_decides)
+                                             rhythm_tolerance=cp.rhythm_tolerance, rhythm_decides=cp.rhythm_decides,
+                                             path_copy_ratio=cp.path_copy_ratio)
 
     @property
     def config(self) -> ClassicConfig:

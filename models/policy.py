@@ -7,7 +7,8 @@ the customer's reference set (lower is more genuine) and a few aspect checks tha
 * the global threshold on the score (a distance for the classic verifier; minus the calibrated
   logit for the fused ones, so "at most the threshold" is "at least the fused probability");
 * the copy check: a query much closer to a reference than the references ever are to each other
-  is replayed, photocopied or traced (genuine signatures always vary);
+  is replayed, photocopied or traced (genuine signatures always vary); for the pen also on the
+  written path, whatever the clock that drew it (``models.path_copy``);
 * the rhythm rule (optional): a pace far outside the references' spread decides on its own;
 * the match rate people see: 0.5 exactly at the threshold, monotone in the score.
 
@@ -71,6 +72,11 @@ class Verdict:
         return out
 
 
+def _closer(nearest: float, nearest_pair: float, ratio: float) -> bool:
+    # NaN (a broken measurement) is no evidence either way: the score decides.
+    return nearest <= 0.0 or nearest < ratio * nearest_pair
+
+
 def _rate(x: float, clamp: float) -> float:
     # exp overflows past ~709; a NaN score is treated as far beyond the threshold (rate ~0).
     if not x <= clamp:
@@ -93,6 +99,11 @@ def match_rate(distance: float, threshold: float, scale: float = 0.25) -> float:
     return _rate((distance - threshold) / scale, 50.0)
 
 
+#: A pen question whose written path is closer to a reference's than this fraction of the
+#: references' own nearest pair is a copy (``models.path_copy``). Every genuine question of the four
+#: shared pen sets is at least 0.42 of it away, nearly every replay under 0.3 (``python -m
+#: tools.copy_check``, README "The copy check on the written path").
+PATH_COPY_RATIO = 0.3
 #: The match rate a copy (replayed, traced, photocopied) is shown and recorded at, at most.
 COPY_RATE = 0.01
 #: A genuine pace's distance on the rhythm check as a share of a threshold of 1 or less: the share
@@ -107,7 +118,8 @@ class DecisionPolicy:
     ``threshold``: accept a score at most this. ``rate_scale``/``rate_clamp``: the match rate is
     ``1 / (1 + exp((score - threshold) / rate_scale))``, its exponent clamped at ``rate_clamp``.
     ``too_similar_ratio``: a query whose nearest reference is closer than this fraction of the
-    references' own nearest pair is a copy. ``rhythm_tolerance``: how many mean deviations (log
+    references' own nearest pair is a copy; ``path_copy_ratio`` the same on the written path
+    (:meth:`is_path_copy`). ``rhythm_tolerance``: how many mean deviations (log
     pen-down time) a pace may be off before the rhythm aspect fails; ``rhythm_decides``: whether
     that failure alone makes the decision SUSPICIOUS (DTW warps time away, so without it a slow,
     careful imitation of the right shape passes; forgers are slow).
@@ -119,16 +131,17 @@ class DecisionPolicy:
     too_similar_ratio: float = 0.2
     rhythm_tolerance: float = 3.0
     rhythm_decides: bool = False
+    path_copy_ratio: float = PATH_COPY_RATIO
 
     @classmethod
     def on_probability(cls, probability: float, *, too_similar_ratio: float, rhythm_tolerance: float = 3.0,
-                       rhythm_decides: bool = False) -> "DecisionPolicy":
+                       rhythm_decides: bool = False, path_copy_ratio: float = PATH_COPY_RATIO) -> "DecisionPolicy":
         """A policy on a calibrated probability of a genuine signature, accepted at or above
         ``probability``: the score is minus the logit, the match rate the probability with its
         logit shifted so that it is 0.5 at the operating point."""
         return cls(threshold=probability_score(probability), rate_scale=1.0, rate_clamp=700.0,
                    too_similar_ratio=too_similar_ratio, rhythm_tolerance=rhythm_tolerance,
-                   rhythm_decides=rhythm_decides)
+                   rhythm_decides=rhythm_decides, path_copy_ratio=path_copy_ratio)
 
     def match_rate(self, score: float) -> float:
         return _rate((score - self.threshold) / self.rate_scale, self.rate_clamp)
@@ -138,7 +151,14 @@ class DecisionPolicy:
         the smallest distance between two references, same measure). A query at distance 0 is a
         copy whatever the references: with two identical references the pair is 0 apart, and a
         replay of one of them passed as no copy and was APPROVED (found by a review)."""
-        return nearest <= 0.0 or nearest < self.too_similar_ratio * nearest_pair
+        return _closer(nearest, nearest_pair, self.too_similar_ratio)
+
+    def is_path_copy(self, nearest: float, nearest_pair: float) -> bool:
+        """Whether a pen question whose written path is ``nearest`` from its closest reference's
+        (``models.path_copy.path_distance``) retraces it: a reference replayed with other timing,
+        or traced, which :meth:`is_copy` on a verifier's distance misses (``nearest_pair``: the
+        smallest path distance between two references)."""
+        return _closer(nearest, nearest_pair, self.path_copy_ratio)
 
     def rhythm(self, durations: np.ndarray, ink_time: float) -> AspectCheck:
         """The rhythm aspect: the time spent writing against the references' own spread, on a log

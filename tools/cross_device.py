@@ -49,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models import path_copy
 from models.classic import ClassicConfig, score_from_distances
 from models.device_variants import resampled, without_pressure, without_time
 from models.global_features import deviations
@@ -114,6 +115,7 @@ class MemoClassic:
 
     def __init__(self, config: ClassicConfig = ClassicConfig()) -> None:
         self._inner = ClassicProvider(config)
+        self.config = config
         self.prior = config.prior
         self.features = FeatureCache(self._inner.features)
         self._memo: dict[tuple[int, int], float] = {}
@@ -336,10 +338,13 @@ def _op(accepted: dict[str, np.ndarray]) -> OperatingPoint:
 
 def kiosk_trials(dataset: Dataset[OnlineSample], provider: MemoClassic, prior: NormalisationPrior,
                  globals_of: FeatureCache, model: ScoreModel, references: int = FIT_K, questioned: int = 10,
-                 too_similar_ratio: float = 0.2) -> KioskTrials:
+                 ) -> KioskTrials:
     """What ``tools.operating_point.measure`` questions, scored from ``provider``'s distances
-    (the same references, questioned signatures, normalisation and copy check as the kiosk's
-    classic verifier; tested to give its figures)."""
+    (the same references, questioned signatures, normalisation and copy checks, the distance's
+    and the written path's, as the kiosk's classic verifier; tested to give its figures)."""
+    classic = ClassicVerifier(provider.config)
+    policy = classic.policy
+    path_of = FeatureCache(lambda s: classic.path(provider.features(s), s.trajectory))
     out = KioskTrials()
     for w in sorted(dataset.writers):
         g = dataset.genuine(w)
@@ -350,6 +355,8 @@ def kiosk_trials(dataset: Dataset[OnlineSample], provider: MemoClassic, prior: N
         d_rr = np.array([[provider.distance(a, b) if i != j else 0.0 for j, b in enumerate(rf)]
                          for i, a in enumerate(rf)])
         nearest_pair = float(d_rr[~np.eye(len(rf), dtype=bool)].min()) if len(rf) > 1 else np.inf
+        ref_paths = [path_of(s) for s in refs]
+        path_pair = path_copy.nearest_pair(ref_paths)
         rg = np.array([globals_of(s) for s in refs])
         for kind, qs in (("genuine", [s for s in g if s not in refs][:questioned]), ("skilled", dataset.skilled(w))):
             for q in qs:
@@ -357,7 +364,8 @@ def kiosk_trials(dataset: Dataset[OnlineSample], provider: MemoClassic, prior: N
                 d = np.array([provider.distance(qf, r) for r in rf])
                 out.distance[kind].append(score_from_distances(d, d_rr, prior))
                 out.z[kind].append(deviations(globals_of(q), rg, model.spread))
-                out.copy[kind].append(bool(d.min() < too_similar_ratio * nearest_pair))
+                out.copy[kind].append(policy.is_copy(float(d.min()), nearest_pair)
+                                      or policy.is_path_copy(path_copy.nearest(path_of(q), ref_paths), path_pair))
     return out
 
 
