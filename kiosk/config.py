@@ -35,6 +35,7 @@ from kiosk.errors import ApplianceError
 from kiosk.link import LinkConfig
 from kiosk.profiles import CLASSIC_THRESHOLD_RANGE, Profiles
 from kiosk.staff import StaffConfig
+from kiosk.templates import MAX_SEEN, SEEN_DEFAULT
 from kiosk.topics import validate_id
 from kiosk.update_agent import UpdateConfig
 from models.classic import ClassicConfig
@@ -134,6 +135,8 @@ max_inconsistency = @MAX_INCONSISTENCY@                  # refuse a sample this 
 templates_dir = "templates"              # relative: under state_dir
 template_key = "/etc/sigkiosk/credentials/template.key"   # AES-256 key, kept apart from the data
 create_key = false                       # create the key if missing (first boot, demo)
+seen_signatures = 16                     # each customer's latest signatures whose paths are kept, encrypted,
+                                         # to refuse a recording of one played again; 0 keeps none
 
 [ui]
 enabled = true
@@ -351,6 +354,14 @@ class StorageConfig:
     templates_dir: Path
     template_key: Path
     create_key: bool = False
+    #: How many of each customer's latest signatures the kiosk keeps the written paths of, to
+    #: tell a recording of one played again (``kiosk.templates``); 0 keeps none (a bank that
+    #: keeps no more biometric data than the references: replays of references are still caught).
+    seen_signatures: int = SEEN_DEFAULT
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.seen_signatures <= MAX_SEEN:
+            raise ConfigError(f"[storage] seen_signatures must be 0..{MAX_SEEN}, got {self.seen_signatures}")
 
 
 @dataclass(frozen=True)
@@ -518,7 +529,7 @@ def parse_config(data: Mapping[str, Any], base_dir: Path, source: Path | None = 
     tdir = st.templates_dir if Path(st.templates_dir).is_absolute() else state_dir / st.templates_dir
     kpath = Path(st.template_key)
     st = StorageConfig(templates_dir=Path(tdir), template_key=kpath if kpath.is_absolute() else base_dir / kpath,
-                       create_key=bool(st.create_key))
+                       create_key=bool(st.create_key), seen_signatures=st.seen_signatures)
     if st.template_key.resolve().is_relative_to(Path(st.templates_dir).resolve()):
         raise ConfigError("[storage] template_key must not live inside templates_dir: keep the key apart from the data")
     if unrecorded and "link" in data:

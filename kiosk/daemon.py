@@ -220,7 +220,7 @@ class Daemon:
             if remove_leftovers(d):
                 log.info("removed temporary files a power cut left in %s", d, extra={"event": "leftovers_removed"})
         self.store = TemplateStore(cfg.storage.templates_dir, cfg.storage.template_key,
-                                   create_key=cfg.storage.create_key)
+                                   create_key=cfg.storage.create_key, seen_signatures=cfg.storage.seen_signatures)
         if cfg.calibration.enabled:
             self.calibration = SiteCalibration(cfg.calibration, cfg.state_dir, self.store, self._calibration_audit,
                                                self._calibration_changed)
@@ -248,7 +248,7 @@ class Daemon:
         pen = LivePenCapture(self.digitizer, self._screen, cfg.device, self._heartbeat,
                              cancel=self._cancel, done=self._done)
         self._flows = {
-            "verify": VerifyPen(self._screen, pen, self.pen_references, self, cfg.ui, cfg.profiles),
+            "verify": VerifyPen(self._screen, pen, self.pen_references, self, cfg.ui, cfg.profiles, self.store),
             "enroll": Enroll(self._screen, pen, self.store, self._caches, cfg.policy, self._features),
             "delete": Delete(self.store, self._caches),
         }

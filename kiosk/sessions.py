@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+import numpy as np
 
 from models.classic import ClassicConfig, signature_features
 from models.enrollment import Enrollment, EnrollmentPolicy, Refusal
 from models.policy import Verdict
 from models.trajectory import Trajectory
-from models.verification import ReferenceSet, Verifier
+from models.verification import PenVerifier, ReferenceSet
 
 
 def new_session_id() -> str:
@@ -81,8 +84,9 @@ class VerificationOutcome:
     source: str          # "screen" or "central"
 
 
-def verify(verifier: Verifier[Trajectory], reference_set: ReferenceSet[Any], customer: str, traj: Trajectory,
-           session_id: str, source: str) -> VerificationOutcome:
+def verify(verifier: PenVerifier, reference_set: ReferenceSet[Any], customer: str, traj: Trajectory,
+           session_id: str, source: str, seen: Sequence[np.ndarray] = ()) -> VerificationOutcome:
+    """``seen``: the written paths of signatures the customer gave before (``TemplateStore.seen``)."""
     t0 = time.perf_counter()
-    verdict = verifier.verify(reference_set, traj)
+    verdict = verifier.verify(reference_set, traj, seen=seen)
     return VerificationOutcome(customer, session_id, verdict, (time.perf_counter() - t0) * 1e3, source)

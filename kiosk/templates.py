@@ -11,6 +11,11 @@ from scans or camera photos) are kept the same way, as what any CNN-LSTM embeds:
 image and the hand-made features of each picture (``models.paper_reference.PaperReference``, with
 the version of the preparation that made it), never the photo and never an embedding.
 
+Beside each customer's file, the kiosk keeps the written paths (``models.path_copy``) of the
+latest signatures the customer gave it (:data:`SEEN_DEFAULT`, ``[storage] seen_signatures``; ``.seen``, encrypted and bound to the
+customer the same way): a recording of one of them played to the pen again is a copy
+(``models.verification.PenVerifier.verify(..., seen=...)``). Deleting the customer deletes them.
+
 The key (32 random bytes, file mode 0600) lives apart from the data - by default in the service's
 credentials directory, not under the state directory - so a copy of the state directory alone
 reads nothing. Writes are atomic (temporary file, fsync, rename, fsync of the directory): a power
@@ -46,6 +51,15 @@ MAGIC = b"SKT1"
 NONCE_LEN = 12
 KEY_LEN = 32
 SUFFIX = ".tpl"
+SEEN_SUFFIX = ".seen"
+#: Signatures a customer gave the kiosk whose written paths it keeps (the newest; ``[storage]
+#: seen_signatures``): 16 prints of two paths of 256 points are 64 KiB (float32), and comparing a
+#: question with all of them costs about a millisecond at most (a genuine question is abandoned early).
+SEEN_DEFAULT = 16
+#: ... at most.
+MAX_SEEN = 64
+#: A seen file larger than this is damaged (64 prints take about 262 KB).
+MAX_SEEN_BYTES = 1 << 20
 #: Matched whole (``fullmatch``): ``$`` with ``match`` let "alice\n" through.
 _CUSTOMER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -216,7 +230,12 @@ def decode_template(data: bytes) -> StoredTemplate:
 class TemplateStore:
     """Customers' references, encrypted, one atomic file each. Thread-safe for distinct customers."""
 
-    def __init__(self, directory: Path, key_file: Path, *, create_key: bool = False) -> None:
+    def __init__(self, directory: Path, key_file: Path, *, create_key: bool = False,
+                 seen_signatures: int = SEEN_DEFAULT) -> None:
+        if not 0 <= seen_signatures <= MAX_SEEN:
+            raise ValueError(f"seen_signatures must be 0..{MAX_SEEN}, got {seen_signatures}")
+        #: How many signatures' paths :meth:`remember` keeps per customer (0: none).
+        self.seen_signatures = seen_signatures
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.directory, 0o700)
@@ -326,12 +345,82 @@ class TemplateStore:
 
     def delete(self, customer: str) -> bool:
         path = self._path(customer)
+        # The signatures seen first: a delete that stops half-way leaves no biometric data behind
+        # a customer who is still listed (their file is deleted again by the next try).
+        seen_gone = False
+        try:
+            self._seen_path(customer).unlink()
+            seen_gone = True
+        except FileNotFoundError:
+            pass
         try:
             path.unlink()
         except FileNotFoundError:
+            if seen_gone:
+                fsync_dir(self.directory)
             return False
         fsync_dir(self.directory)
         return True
+
+    def _seen_path(self, customer: str) -> Path:
+        return self._path(customer).with_suffix(SEEN_SUFFIX)
+
+    @staticmethod
+    def _seen_aad(customer: str) -> bytes:
+        return b"sigkiosk-seen-v1\0" + customer.encode()
+
+    def seen(self, customer: str) -> tuple[np.ndarray, ...]:
+        """The copy prints of the latest signatures the customer gave (oldest first; none for a
+        new customer). :class:`TemplateUnreadable` when the file is damaged or not this
+        customer's."""
+        path = self._seen_path(customer)
+        try:
+            with path.open("rb") as f:
+                blob = f.read(MAX_SEEN_BYTES + 1)
+        except FileNotFoundError:
+            return ()
+        if len(blob) > MAX_SEEN_BYTES or not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + NONCE_LEN + 16:
+            raise TemplateUnreadable(f"seen file {path.name} is not a sigkiosk seen file")
+        nonce = blob[len(MAGIC):len(MAGIC) + NONCE_LEN]
+        try:
+            plain = self._aead.decrypt(nonce, blob[len(MAGIC) + NONCE_LEN:], self._seen_aad(customer))
+            with np.load(io.BytesIO(plain), allow_pickle=False) as z:
+                paths = np.array(z["paths"], dtype=np.float64)
+        except InvalidTag:
+            raise TemplateUnreadable(f"seen file {path.name} failed authentication (wrong key, tampered, "
+                                     "or another customer's file)") from None
+        except (ValueError, KeyError, OSError) as exc:
+            raise TemplateUnreadable(f"seen file {path.name} is damaged: {exc}") from None
+        if paths.ndim != 4 or paths.shape[3] != 2 or paths.shape[2] < 2 or len(paths) > MAX_SEEN \
+                or not np.all(np.isfinite(paths)):
+            raise TemplateUnreadable(f"seen file {path.name} holds paths of shape {paths.shape}")
+        return tuple(np.ascontiguousarray(p) for p in paths)
+
+    def remember(self, customer: str, print_: np.ndarray) -> int:
+        """Keep the written paths of a signature the customer just gave (its copy print,
+        ``models.path_copy.copy_print``; the oldest beyond :attr:`seen_signatures` dropped, and
+        with 0 none kept and any kept before removed); returns how many are kept. A damaged seen
+        file is started afresh. Only for an enrolled customer."""
+        new = np.asarray(print_, dtype=np.float64)
+        if new.ndim != 3 or new.shape[2] != 2 or new.shape[1] < 2 or not np.all(np.isfinite(new)):
+            raise ValueError(f"a copy print is (kinds, n >= 2, 2) and finite, got shape {new.shape}")
+        if not self._path(customer).exists():
+            raise TemplateError("no template: nothing is kept of a customer who is not enrolled")
+        try:
+            old = self.seen(customer)
+        except TemplateUnreadable as exc:
+            log.error("starting the customer's seen signatures afresh: %s", exc, extra={"event": "seen_unreadable"})
+            old = ()
+        if self.seen_signatures == 0:
+            self._seen_path(customer).unlink(missing_ok=True)
+            return 0
+        kept = [p for p in (*old, new) if p.shape == new.shape][-self.seen_signatures:]
+        buf = io.BytesIO()
+        np.savez(buf, allow_pickle=False, paths=np.stack(kept).astype(np.float32))
+        nonce = secrets.token_bytes(NONCE_LEN)
+        atomic_write(self._seen_path(customer),
+                     MAGIC + nonce + self._aead.encrypt(nonce, buf.getvalue(), self._seen_aad(customer)))
+        return len(kept)
 
     def count(self) -> int:
         return sum(1 for _ in self.directory.glob(f"*{SUFFIX}"))

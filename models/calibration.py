@@ -170,8 +170,12 @@ class SiteThreshold:
     def enroll(self, references: Sequence[Trajectory]) -> ReferenceSet[Any]:
         return self.inner.enroll(references)
 
-    def verify(self, reference_set: ReferenceSet[Any], query: Trajectory) -> Verdict:
-        v = self.inner.verify(reference_set, query)
+    def copy_print(self, query: Trajectory) -> np.ndarray:
+        return self.inner.copy_print(query)
+
+    def verify(self, reference_set: ReferenceSet[Any], query: Trajectory, *,
+               seen: Sequence[np.ndarray] = ()) -> Verdict:
+        v = self.inner.verify(reference_set, query, seen=seen)
         policy = self._policy
         if policy.threshold == self.shipped:
             return v

@@ -74,9 +74,10 @@ class MatchScoreVerifier(OnClassic):
             raise ModelError("match-score verifier: reference set lacks the global features its model needs")
         return self.model.score(classic_distance, global_features(query), features.globals)
 
-    def verify(self, reference_set: ReferenceSet[MatchFeatures], query: Trajectory) -> Verdict:
+    def verify(self, reference_set: ReferenceSet[MatchFeatures], query: Trajectory, *,
+               seen: Sequence[np.ndarray] = ()) -> Verdict:
         refs = reference_set.features_for(self.name, self.model_versions(), self.build_key())
-        cv = self.classic.verify_features(refs.classic, query)
+        cv = self.classic.verify_features(refs.classic, query, seen=seen)
         p = self.probability(refs, query, cv.distance)
         # Minus the logit, from the probability clamped away from 0 and 1 so it stays finite.
         p = min(max(p, 1e-15), 1.0 - 1e-15)

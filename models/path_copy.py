@@ -1,20 +1,26 @@
-"""The copy check on the written path: a reference replayed with other timing is still a copy.
+"""The copy check on the written path: a signature replayed with other timing is still a copy.
 
 The first copy check (``models.policy.DecisionPolicy.is_copy``) compares the verifier's own
 distance: a question much closer to a reference than the references ever are to each other. Its
 time functions are resampled on the signature's clock, so a reference replayed a little faster or
 slower (1 %), or as a pad sampling at another rate would have reported it, gives other points,
-other derivatives and a distance as far as a genuine signature's: on SUSIG-Visual only 3 of 40 such
-replays were caught (README, "The copy check on the written path").
+other derivatives and a distance as far as a genuine signature's: on SUSIG-Visual it caught 43 of
+312 references replayed 1 % slower (README, "The copy check on the written path").
 
-Here the pen-down positions are compared as a path, whatever the clock that drew it: each signature
-is resampled to :data:`PATH_POINTS` points evenly spaced along its length, and the distance of two
-paths is a banded dynamic time warping whose cost is the distance from a point of one to the nearest
+Here the pen-down positions are compared as a path, whatever the clock that drew it: a signature
+is resampled to :data:`PATH_POINTS` points evenly spaced along its length, centred and scaled on
+them (so neither the clock nor a pad's resolution moves it), and the distance of two paths is a
+banded dynamic time warping whose cost is the distance from a point of one to the nearest
 *segment* of the other (so that two samplings of one line are 0 apart, not half a spacing), taken
-both ways and averaged. A replay lies on its reference's line and a genuine signature never does:
-on the four shared pen sets every genuine question is at least 0.42 of its references' nearest
-pair away, and a replay, re-timed, resampled, thinned or with positions disturbed, is nearly always
-under 0.3 of it (``models.policy.PATH_COPY_RATIO``; ``python -m tools.copy_check``).
+both ways and averaged. Each signature has two paths (its :func:`copy_print`): through the points
+the verifier compares (resampled at 100 Hz and smoothed: a recording with jittered positions is
+smoothed alike) and through the pad's own points (a recording re-timed unevenly gives exactly
+those). A question is as close to a reference as the closer of the two says, each measured against
+the references' own nearest pair of that kind (:func:`nearest_ratio`). A replay lies on its
+reference's line and a genuine signature never does: on the four shared pen sets the closest
+genuine question is well over 0.3 of its references' nearest pair away, and a replay, re-timed,
+resampled, thinned or with positions disturbed, nearly always under it
+(``models.policy.PATH_COPY_RATIO``; ``python -m tools.copy_check``).
 
 Pure functions of arrays; the kernel is compiled by numba and cached on disk like the DTW's.
 """
@@ -36,10 +42,19 @@ PATH_POINTS = 256
 PATH_BAND = 0.1
 
 
+#: The two paths of a :func:`copy_print`: through the verifier's points, through the pad's own.
+PATH_KINDS: tuple[str, ...] = ("resampled", "as sampled")
+#: Fewer references than this give too few pairs to know how close a customer's signatures come
+#: (with two or three, genuine signatures fell under the line: a review, 2026-11-30); the path
+#: check is then not made.
+MIN_PATH_REFERENCES = 4
+
+
 def written_path(xy: np.ndarray, points: int = PATH_POINTS) -> np.ndarray:
     """The pen-down positions ``xy`` (n, 2), in writing order, as ``points`` points evenly spaced
     along the line through them (strokes joined where the pen lifted: both sides join them
-    alike). A signature without extent is ``points`` copies of its one position."""
+    alike), each axis centred and scaled on those points: a path that does not depend on when the
+    points were sampled. A signature without extent is ``points`` zeros."""
     xy = np.asarray(xy, dtype=np.float64)
     if xy.ndim != 2 or xy.shape[1] != 2 or len(xy) == 0:
         raise ValueError(f"a path needs (n, 2) positions, n >= 1; got shape {xy.shape}")
@@ -49,10 +64,18 @@ def written_path(xy: np.ndarray, points: int = PATH_POINTS) -> np.ndarray:
         raise ValueError("a path's positions must be finite")
     steps = np.sqrt((np.diff(xy, axis=0) ** 2).sum(axis=1))
     along = np.concatenate(([0.0], np.cumsum(steps)))
-    if along[-1] <= 0.0:
-        return np.repeat(xy[:1], points, axis=0)
+    if not along[-1] > 0.0:
+        return np.zeros((points, 2))
     u = np.linspace(0.0, along[-1], points)
-    return np.ascontiguousarray(np.stack([np.interp(u, along, xy[:, 0]), np.interp(u, along, xy[:, 1])], axis=1))
+    path = np.stack([np.interp(u, along, xy[:, 0]), np.interp(u, along, xy[:, 1])], axis=1)
+    spread = path.std(axis=0)
+    return np.ascontiguousarray((path - path.mean(axis=0)) / np.where(spread > 0.0, spread, 1.0))
+
+
+def copy_print(resampled_xy: np.ndarray, sampled_xy: np.ndarray, points: int = PATH_POINTS) -> np.ndarray:
+    """A signature's two paths (:data:`PATH_KINDS`), (2, points, 2): through the positions the
+    verifier compares and through the pad's own pen-down positions, both in writing order."""
+    return np.stack([written_path(resampled_xy, points), written_path(sampled_xy, points)])
 
 
 @njit(cache=True, nogil=True)
@@ -146,4 +169,27 @@ def nearest(query: np.ndarray, paths: Sequence[np.ndarray], bound: float = math.
     best = math.inf
     for p in paths:
         best = min(best, path_distance(query, p, bound=min(bound, best)))
+    return best
+
+
+def print_pairs(prints: Sequence[np.ndarray]) -> np.ndarray:
+    """For each kind of path, the nearest pair among the :func:`copy_print` of references."""
+    return np.array([nearest_pair([p[k] for p in prints]) for k in range(len(PATH_KINDS))])
+
+
+def nearest_ratio(query: np.ndarray, prints: Sequence[np.ndarray], pairs: np.ndarray,
+                  bound: float = math.inf) -> float:
+    """How close the :func:`copy_print` ``query`` comes to the closest of ``prints``, as a share of
+    ``pairs`` (:func:`print_pairs` of the references), the smaller of the two kinds: 0 when it
+    retraces one exactly, ``inf`` when every kind is sure to be at least ``bound`` (a share)."""
+    if not prints:
+        raise ValueError("no paths to compare with")
+    best = math.inf
+    for k in range(len(PATH_KINDS)):
+        pair = float(pairs[k])
+        d = nearest(query[k], [p[k] for p in prints], bound=min(bound, best) * pair)
+        if d <= 0.0:
+            return 0.0
+        if math.isfinite(d) and 0.0 < pair < math.inf:
+            best = min(best, d / pair)
     return best

@@ -36,9 +36,9 @@ from models.classic import (
     signature_features,
 )
 from models.global_features import deviations, global_features
-from models.path_copy import nearest, nearest_pair, written_path
+from models.path_copy import MIN_PATH_REFERENCES, copy_print, nearest_ratio, print_pairs
 from models.policy import ASPECT_LABELS, PATH_COPY_RATIO, AspectCheck, DecisionPolicy, Verdict, match_rate
-from models.preprocess import PreparedSignature, prepare, prepared_time_functions
+from models.preprocess import PreparedSignature, PreprocessConfig, prepare, prepared_time_functions
 from models.runtime import ModelError
 from models.scoring import ReferenceStats, ScoredReferences, normalised_distance, reference_stats
 from models.trajectory import Trajectory
@@ -53,10 +53,16 @@ UNNAMED_BAND = 0.15
 #: side (``models.classic.comparable``).
 PRESSURE_NOT_MEASURED = "Pressure was not compared: none was measured for this signature, though the references have it."
 PRESSURE_NOT_IN_REFERENCES = "Pressure was not compared: the references were signed without it."
+#: The pad's own points, as the copy check's second path takes them (``models.path_copy``): not
+#: resampled in time, not smoothed.
+AS_SAMPLED = PreprocessConfig(resample_hz=None)
 #: What the decision says when the written path retraces a reference's (``models.path_copy``) and
 #: the verifier's own distance did not already call it a copy.
 RETRACES_A_REFERENCE = ("The signature retraces one of the customer's references point for point, "
                         "whatever its pace: a replayed recording or a tracing, not a new signature.")
+#: ... and when it retraces a signature the customer gave this kiosk before (``seen``).
+RETRACES_AN_EARLIER = ("The signature retraces one the customer gave at this kiosk before, point for point, "
+                       "whatever its pace: a replayed recording, not a new signature.")
 
 #: Which time functions speak for which aspect (names from ``models.features.FEATURE_NAMES``).
 ASPECT_FEATURES: dict[str, tuple[str, ...]] = {
@@ -73,8 +79,8 @@ class ClassicFeatures:
     references: ScoredReferences                    # all time functions, DTW-compared
     aspect_stats: dict[str, ReferenceStats]         # per aspect, DTW on its columns alone
     durations: np.ndarray                           # reference pen-down times (rhythm)
-    paths: tuple[np.ndarray, ...]                   # written paths (models.path_copy), the copy check's
-    path_pair: float                                # their nearest pair's path distance
+    prints: tuple[np.ndarray, ...]                  # written paths (models.path_copy.copy_print), the copy check's
+    print_pairs: np.ndarray                         # their nearest pair, per kind of path
 
 
 @dataclass(frozen=True, eq=False)
@@ -143,29 +149,40 @@ class ClassicVerifier:
         aspects = self._aspect_groups()
         tpl, parts = build_template_with_groups(feats, self.config, list(aspects.values()))
         aspect_stats = {a: reference_stats(d) for a, d in zip(aspects, parts)}
-        paths = tuple(self.path(f, r) for f, r in zip(feats, references))
-        return ClassicFeatures(tpl, aspect_stats, np.array([r.ink_time for r in references]), paths,
-                               nearest_pair(paths))
+        prints = tuple(self.print_of(f, r) for f, r in zip(feats, references))
+        return ClassicFeatures(tpl, aspect_stats, np.array([r.ink_time for r in references]), prints,
+                               print_pairs(prints))
 
-    def path(self, features: np.ndarray, traj: Trajectory) -> np.ndarray:
-        """The written path the copy check compares (``models.path_copy``): the positions of
-        ``features`` (:func:`signature_features` of ``traj``), or prepared anew when the config
-        compares no positions."""
+    def print_of(self, features: np.ndarray, traj: Trajectory) -> np.ndarray:
+        """The written paths the copy check compares (``models.path_copy.copy_print``): through the
+        positions of ``features`` (:func:`signature_features` of ``traj``; prepared anew when the
+        config compares no positions) and through the pad's own points."""
         names = self.config.features
         if "x" in names and "y" in names:
-            return written_path(features[:, [names.index("x"), names.index("y")]])
-        prep = prepare(traj, self.config.preprocess)
-        return written_path(np.stack([prep.x, prep.y], axis=1))
+            compared = features[:, [names.index("x"), names.index("y")]]
+        else:
+            prep = prepare(traj, self.config.preprocess)
+            compared = np.stack([prep.x, prep.y], axis=1)
+        own = prepare(traj, AS_SAMPLED)
+        return copy_print(compared, np.stack([own.x, own.y], axis=1))
 
-    def verify(self, reference_set: ReferenceSet[ClassicFeatures], query: Trajectory) -> Verdict:
+    def copy_print(self, query: Trajectory) -> np.ndarray:
+        """What the copy check compares of ``query`` (:meth:`print_of`): what a kiosk keeps of a
+        signature to tell a replay of it later (``verify(..., seen=...)``)."""
+        return self.print_of(signature_features(query, self.config), query)
+
+    def verify(self, reference_set: ReferenceSet[ClassicFeatures], query: Trajectory, *,
+               seen: Sequence[np.ndarray] = ()) -> Verdict:
+        """``seen``: :meth:`copy_print` of signatures the customer gave before (not references):
+        a question that retraces one is a copy too."""
         return self.verify_features(reference_set.features_for(self.name, self.model_versions(), self.build_key()),
-                                    query)
+                                    query, seen=seen)
 
     def verify_features(self, refs: ClassicFeatures, query: Trajectory,
-                        shared: PreparedSignature | None = None) -> Verdict:
+                        shared: PreparedSignature | None = None, *, seen: Sequence[np.ndarray] = ()) -> Verdict:
         cfg = self.config
         feats = signature_features(query, cfg, shared)
-        path = self.path(feats, query)
+        qprint = self.print_of(feats, query)
         template = refs.references
         # A pad changed since enrollment is compared on what both pads measure (without this a
         # pressure-less question against pressure references let 13 % of SUSIG-Visual's skilled
@@ -194,11 +211,16 @@ class ClassicVerifier:
         too_similar = self.policy.is_copy(min(score.ref_distances), template.nearest_pair)
         # On the written path too: a reference replayed at another pace or sampling rate is as far
         # as a genuine signature on the time functions (README, "The copy check on the written path").
-        # Only whether it is under the copy line matters: a path past it is abandoned early.
-        line = self.policy.path_copy_ratio * refs.path_pair
-        if not too_similar and self.policy.is_path_copy(nearest(path, refs.paths, bound=line), refs.path_pair):
-            too_similar = True
-            explanations = (*explanations, RETRACES_A_REFERENCE)
+        # Only whether it is under the copy line matters: a path past it is abandoned early. A
+        # signature given before is held to the same line: the references' spread says how far
+        # apart this customer's genuine signatures always are.
+        line = self.policy.path_copy_ratio
+        if not too_similar and len(refs.prints) >= MIN_PATH_REFERENCES:
+            for against, why in ((refs.prints, RETRACES_A_REFERENCE), (tuple(seen), RETRACES_AN_EARLIER)):
+                if against and self.policy.is_path_copy(nearest_ratio(qprint, against, refs.print_pairs, line)):
+                    too_similar = True
+                    explanations = (*explanations, why)
+                    break
         return self.policy.decide(score.distance, checks, too_similar=too_similar, explanations=explanations)
 
     def warm_up(self, sample: Trajectory) -> None:
@@ -229,6 +251,10 @@ class OnClassic:
     def config(self) -> ClassicConfig:
         """The classic config (enrollment's consistency checks use it)."""
         return self.classic.config
+
+    def copy_print(self, query: Trajectory) -> np.ndarray:
+        """The classic part's (:meth:`ClassicVerifier.copy_print`)."""
+        return self.classic.copy_print(query)
 
     def model_versions(self) -> dict[str, str]:
         # The classic distance is an input: its prior and features are part of the model.
@@ -319,13 +345,14 @@ class FusedVerifier(OnClassic):
         """The classic part's configuration and the learned model's (``ReferenceSet.build``)."""
         return build_key((self.classic.config, self.learned.config))
 
-    def verify(self, reference_set: ReferenceSet[FusedFeatures], query: Trajectory) -> Verdict:
+    def verify(self, reference_set: ReferenceSet[FusedFeatures], query: Trajectory, *,
+               seen: Sequence[np.ndarray] = ()) -> Verdict:
         refs = reference_set.features_for(self.name, self.model_versions(), self.build_key())
         # The learned model's preparation, prepared once: the classic part takes its points too when
         # it prepares the same way (since 2026-11-28 it smooths jagged pads, which the shipped
         # student was not trained on, and prepares its own).
         shared = prepared_time_functions(query, self.learned.config.preprocess) if self._needs_learned else None
-        cv = self.classic.verify_features(refs.classic, query, shared)
+        cv = self.classic.verify_features(refs.classic, query, shared, seen=seen)
         if self._needs_learned != (refs.learned is not None) or self._needs_globals != (refs.globals is not None):
             # Cannot pass features_for (the fusion's digest is a version); kept for mypy.
             raise ModelError("fused verifier: reference set does not hold what its model needs")

@@ -72,11 +72,6 @@ class Verdict:
         return out
 
 
-def _closer(nearest: float, nearest_pair: float, ratio: float) -> bool:
-    # NaN (a broken measurement) is no evidence either way: the score decides.
-    return nearest <= 0.0 or nearest < ratio * nearest_pair
-
-
 def _rate(x: float, clamp: float) -> float:
     # exp overflows past ~709; a NaN score is treated as far beyond the threshold (rate ~0).
     if not x <= clamp:
@@ -100,9 +95,9 @@ def match_rate(distance: float, threshold: float, scale: float = 0.25) -> float:
 
 
 #: A pen question whose written path is closer to a reference's than this fraction of the
-#: references' own nearest pair is a copy (``models.path_copy``). Every genuine question of the four
-#: shared pen sets is at least 0.42 of it away, nearly every replay under 0.3 (``python -m
-#: tools.copy_check``, README "The copy check on the written path").
+#: references' own nearest pair is a copy (``models.path_copy``): every genuine question of the four
+#: shared pen sets is further, nearly every replay closer (``python -m tools.copy_check``, README
+#: "The copy check on the written path").
 PATH_COPY_RATIO = 0.3
 #: The match rate a copy (replayed, traced, photocopied) is shown and recorded at, at most.
 COPY_RATE = 0.01
@@ -151,14 +146,14 @@ class DecisionPolicy:
         the smallest distance between two references, same measure). A query at distance 0 is a
         copy whatever the references: with two identical references the pair is 0 apart, and a
         replay of one of them passed as no copy and was APPROVED (found by a review)."""
-        return _closer(nearest, nearest_pair, self.too_similar_ratio)
+        return nearest <= 0.0 or nearest < self.too_similar_ratio * nearest_pair
 
-    def is_path_copy(self, nearest: float, nearest_pair: float) -> bool:
-        """Whether a pen question whose written path is ``nearest`` from its closest reference's
-        (``models.path_copy.path_distance``) retraces it: a reference replayed with other timing,
-        or traced, which :meth:`is_copy` on a verifier's distance misses (``nearest_pair``: the
-        smallest path distance between two references)."""
-        return _closer(nearest, nearest_pair, self.path_copy_ratio)
+    def is_path_copy(self, nearest_ratio: float) -> bool:
+        """Whether a pen question whose written path comes ``nearest_ratio`` of the references'
+        own nearest pair close to a reference's (or to a signature given before;
+        ``models.path_copy.nearest_ratio``) retraces it: replayed with other timing, or traced,
+        which :meth:`is_copy` on a verifier's distance misses. NaN is no evidence."""
+        return nearest_ratio < self.path_copy_ratio
 
     def rhythm(self, durations: np.ndarray, ink_time: float) -> AspectCheck:
         """The rhythm aspect: the time spent writing against the references' own spread, on a log

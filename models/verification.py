@@ -114,6 +114,13 @@ class Verifier(Protocol[Q]):
 
 
 class PenVerifier(Verifier[Trajectory], Protocol):
-    """A pen verifier (classic or fused): what the daemon needs of one."""
+    """A pen verifier (classic or fused): what the daemon needs of one.
 
+    ``seen``: the :meth:`copy_print` of signatures the customer gave before (a kiosk keeps the
+    latest few): a question that retraces one of them point for point is a copy, as one that
+    retraces a reference is (``models.path_copy``)."""
+
+    def verify(self, reference_set: ReferenceSet[Any], query: Trajectory, *,
+               seen: Sequence[np.ndarray] = ()) -> Verdict: ...
+    def copy_print(self, query: Trajectory) -> np.ndarray: ...
     def warm_up(self, sample: Trajectory) -> None: ...

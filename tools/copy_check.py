@@ -1,15 +1,18 @@
 """How often the kiosk's copy check fires, on real pen data: on genuine signatures (a false copy is
-a customer refused), on skilled forgeries, and on references played again, disguised.
+a customer refused), on skilled forgeries, and on signatures played again, disguised.
 
-An attacker who has a customer's recorded reference (a sniffed pad cable, a leaked enrollment)
-plays it to the kiosk as a pen: as recorded, re-timed, as a pad at another rate would sample it,
-thinned, with jittered time or positions, slightly rotated. The kiosk's default verifier (built by
-the daemon's factory, as ``tools.operating_point`` builds it) decides each; a decision is a copy
-when its verdict is ``too_similar``. "Distance" counts what the verifier's own distance called a
-copy (``models.policy.DecisionPolicy.is_copy``), "either" adds the written path
-(``models.path_copy``). Per set, each writer's first 5 genuine signatures (of session 1 where the
-set has sessions) are the references; every other genuine signature and every skilled forgery is
-questioned; three of the references are replayed under each disguise.
+An attacker who has a recording of a customer's signature (a sniffed pad cable, a leaked
+enrollment) plays it to the kiosk as a pen: as recorded, re-timed, as a pad at another rate would
+sample it, thinned, with jittered time or positions, slightly rotated. The kiosk's default verifier
+(built by the daemon's factory, as ``tools.operating_point`` builds it) decides each; a decision is
+a copy when its verdict is ``too_similar``. "Distance" counts what the verifier's own distance
+called a copy (``models.policy.DecisionPolicy.is_copy``), "either" adds the written path
+(``models.path_copy``), against the references and against the signatures the customer gave
+before (``seen``, as the kiosk keeps them: ``kiosk.templates.SEEN_DEFAULT``). Per set, each writer's
+first 5 genuine signatures (of session 1 where the set has sessions) are the references; every
+other genuine signature is questioned in turn, each against those questioned before it, then every
+skilled forgery; three of the references and two of the signatures questioned earlier are
+replayed under each disguise.
 
     python -m tools.copy_check                      # every shared pen set, all writers (about 6 min here)
     python -m tools.copy_check --quick              # three writers a set (what the tests run)
@@ -28,8 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from kiosk.config import VerifierConfig
+from kiosk.templates import SEEN_DEFAULT
 from models.device_variants import dropped, jittered_positions, jittered_time, resampled, transformed
-from models.pen import RETRACES_A_REFERENCE
+from models.pen import RETRACES_A_REFERENCE, RETRACES_AN_EARLIER
 from models.trajectory import Trajectory
 from models.verification import PenVerifier
 from tools.datasets import load_online, writer_split
@@ -38,6 +42,8 @@ from tools.train.data import DEFAULT_SETS
 
 #: The references of each writer that are replayed (indices among its 5).
 REPLAYED = (0, 2, 4)
+#: ... and its questioned genuine signatures (indices among them), once all are seen.
+REPLAYED_EARLIER = (0, 1)
 REFERENCES = 5
 
 Disguise = Callable[[Trajectory, np.random.Generator], Trajectory]
@@ -46,6 +52,12 @@ Disguise = Callable[[Trajectory, np.random.Generator], Trajectory]
 def _height(t: Trajectory) -> float:
     y = t.y[t.pen_down] if t.pen_down.any() else t.y
     return float(np.std(y)) or 1.0
+
+
+def _uneven(t: Trajectory, a: float) -> Trajectory:
+    """Re-timed unevenly over the same total time (``a``: how much; below 1 keeps time running)."""
+    u = t.t / t.t[-1] if t.t[-1] > 0 else t.t
+    return jittered_time(t, t.t[-1] * (u + a / np.pi * np.sin(np.pi * u)) - t.t)
 
 
 def _positions(share: float) -> Disguise:
@@ -61,6 +73,7 @@ DISGUISES: tuple[tuple[str, str, Disguise], ...] = (
     ("200hz", "sampled at 200 Hz", lambda t, rng: resampled(t, 200.0)),
     ("drop10", "10 % of points dropped", lambda t, rng: dropped(t, rng.random(len(t.t)) > 0.1)),
     ("time-jitter", "time jittered 2 ms", lambda t, rng: jittered_time(t, rng.normal(0.0, 0.002, len(t.t)))),
+    ("uneven-clock", "slower at the start, faster at the end", lambda t, rng: _uneven(t, 0.6)),
     ("pos-0.5%", "positions jittered 0.5 % of height", _positions(0.005)),
     ("pos-1%", "positions jittered 1 % of height", _positions(0.01)),
     ("clock+1%,pos-0.5%", "1 % slower, positions jittered 0.5 %",
@@ -91,16 +104,19 @@ class SetReport:
     genuine: dict[str, Counts] = field(default_factory=lambda: {"train+validate": Counts(), "test": Counts()})
     skilled: dict[str, Counts] = field(default_factory=lambda: {"train+validate": Counts(), "test": Counts()})
     replays: dict[str, Counts] = field(default_factory=lambda: {k: Counts() for k, _, _ in DISGUISES})
+    earlier: dict[str, Counts] = field(default_factory=lambda: {k: Counts() for k, _, _ in DISGUISES})
 
     def as_dict(self) -> dict[str, dict[str, dict[str, int]]]:
         return {"genuine": {k: c.as_dict() for k, c in self.genuine.items()},
                 "skilled": {k: c.as_dict() for k, c in self.skilled.items()},
-                "replays": {k: c.as_dict() for k, c in self.replays.items()}}
+                "replays": {k: c.as_dict() for k, c in self.replays.items()},
+                "earlier": {k: c.as_dict() for k, c in self.earlier.items()}}
 
 
-def _judge(verifier: PenVerifier, reference_set: object, query: Trajectory) -> tuple[bool, bool]:
-    v = verifier.verify(reference_set, query)  # type: ignore[arg-type]
-    return v.too_similar, RETRACES_A_REFERENCE in v.explanations
+def _judge(verifier: PenVerifier, reference_set: object, query: Trajectory,
+           seen: list[np.ndarray]) -> tuple[bool, bool]:
+    v = verifier.verify(reference_set, query, seen=seen[-SEEN_DEFAULT:])  # type: ignore[arg-type]
+    return v.too_similar, RETRACES_A_REFERENCE in v.explanations or RETRACES_AN_EARLIER in v.explanations
 
 
 def measure_set(samples: Iterator[tuple[str, list[Trajectory], list[Trajectory], list[Trajectory]]],
@@ -111,13 +127,21 @@ def measure_set(samples: Iterator[tuple[str, list[Trajectory], list[Trajectory],
     for writer, refs, genuine, skilled in samples:
         group = "test" if writer_split(writer) == "test" else "train+validate"
         reference_set = verifier.enroll(refs)
+        seen: list[np.ndarray] = []
         for q in genuine:
-            out.genuine[group].add(*_judge(verifier, reference_set, q))
+            out.genuine[group].add(*_judge(verifier, reference_set, q, seen))
+            seen.append(verifier.copy_print(q))
         for q in skilled:
-            out.skilled[group].add(*_judge(verifier, reference_set, q))
+            out.skilled[group].add(*_judge(verifier, reference_set, q, seen))
+        # The replays of earlier signatures with those signatures among the latest kept.
+        recent = [verifier.copy_print(genuine[i]) for i in REPLAYED_EARLIER if i < len(genuine)]
         for key, _, disguise in DISGUISES:
             for i in REPLAYED:
-                out.replays[key].add(*_judge(verifier, reference_set, disguise(refs[i], rng)))
+                out.replays[key].add(*_judge(verifier, reference_set, disguise(refs[i], rng), seen))
+            for i in REPLAYED_EARLIER:
+                if i < len(genuine):
+                    out.earlier[key].add(*_judge(verifier, reference_set, disguise(genuine[i], rng),
+                                                 [*seen, *recent]))
     return out
 
 
@@ -169,6 +193,8 @@ def format_table(report: dict) -> str:
         ("skilled forgeries", lambda s: summed(s["skilled"]))]
     rows += [(f"replayed reference: {label}", partial(lambda s, k: s["replays"][k], k=key))
              for key, label in report["disguises"].items()]
+    rows += [(f"replayed earlier signature: {label}", partial(lambda s, k: s["earlier"][k], k=key))
+             for key, label in report["disguises"].items() if "earlier" in next(iter(report["sets"].values()))]
     lines = ["| questioned | " + " | ".join(names) + " |", "|---" * (1 + len(names)) + "|"]
     lines += [f"| {label} | " + " | ".join(cell(pick(report["sets"][n])) for n in names) + " |" for label, pick in rows]
     return "\n".join(lines)

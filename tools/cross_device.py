@@ -344,7 +344,7 @@ def kiosk_trials(dataset: Dataset[OnlineSample], provider: MemoClassic, prior: N
     and the written path's, as the kiosk's classic verifier; tested to give its figures)."""
     classic = ClassicVerifier(provider.config)
     policy = classic.policy
-    path_of = FeatureCache(lambda s: classic.path(provider.features(s), s.trajectory))
+    print_of = FeatureCache(lambda s: classic.print_of(provider.features(s), s.trajectory))
     out = KioskTrials()
     for w in sorted(dataset.writers):
         g = dataset.genuine(w)
@@ -355,8 +355,9 @@ def kiosk_trials(dataset: Dataset[OnlineSample], provider: MemoClassic, prior: N
         d_rr = np.array([[provider.distance(a, b) if i != j else 0.0 for j, b in enumerate(rf)]
                          for i, a in enumerate(rf)])
         nearest_pair = float(d_rr[~np.eye(len(rf), dtype=bool)].min()) if len(rf) > 1 else np.inf
-        ref_paths = [path_of(s) for s in refs]
-        path_pair = path_copy.nearest_pair(ref_paths)
+        ref_prints = [print_of(s) for s in refs]
+        pairs = path_copy.print_pairs(ref_prints)
+        path_checked = len(ref_prints) >= path_copy.MIN_PATH_REFERENCES
         rg = np.array([globals_of(s) for s in refs])
         for kind, qs in (("genuine", [s for s in g if s not in refs][:questioned]), ("skilled", dataset.skilled(w))):
             for q in qs:
@@ -364,8 +365,8 @@ def kiosk_trials(dataset: Dataset[OnlineSample], provider: MemoClassic, prior: N
                 d = np.array([provider.distance(qf, r) for r in rf])
                 out.distance[kind].append(score_from_distances(d, d_rr, prior))
                 out.z[kind].append(deviations(globals_of(q), rg, model.spread))
-                out.copy[kind].append(policy.is_copy(float(d.min()), nearest_pair)
-                                      or policy.is_path_copy(path_copy.nearest(path_of(q), ref_paths), path_pair))
+                out.copy[kind].append(policy.is_copy(float(d.min()), nearest_pair) or (
+                    path_checked and policy.is_path_copy(path_copy.nearest_ratio(print_of(q), ref_prints, pairs))))
     return out
 
 

@@ -16,6 +16,8 @@ import logging
 import time
 from dataclasses import replace
 
+import numpy as np
+
 from kiosk.config import UiConfig
 from kiosk.errors import DecisionNotRecorded
 from kiosk.flows.base import (
@@ -34,10 +36,11 @@ from kiosk.flows.references import Enrolled
 from kiosk.profiles import Profiles, decide_under
 from kiosk.screen_events import AspectView, CheckedPicture, DecisionShown, DecisionWithheld, Message, SignPrompt, State
 from kiosk.sessions import VerificationOutcome, verify
+from kiosk.templates import TemplateError, TemplateStore
 from models.image import SignatureImage
 from models.policy import Verdict
 from models.trajectory import Trajectory, TrajectoryError
-from models.verification import Verifier
+from models.verification import PenVerifier, Verifier
 
 log = logging.getLogger(__name__)
 
@@ -112,16 +115,37 @@ def report(req: Request, outcome: VerificationOutcome, t_pen_up: float, *, scree
 
 
 class VerifyPen:
-    """A signature on the pad against the customer's pen references."""
+    """A signature on the pad against the customer's pen references, and against the signatures
+    they gave this kiosk before (``store``'s seen paths): a recording of one played again is a
+    copy. What is kept of each signature (its written path) is kept once its decision is recorded."""
 
-    def __init__(self, screen: Screen, capture: PenCapture, references: References[Enrolled[Verifier[Trajectory]]],
-                 reporter: DecisionReporter, ui: UiConfig, profiles: Profiles) -> None:
+    def __init__(self, screen: Screen, capture: PenCapture, references: References[Enrolled[PenVerifier]],
+                 reporter: DecisionReporter, ui: UiConfig, profiles: Profiles, store: TemplateStore) -> None:
         self.screen = screen
         self.capture = capture
         self.references = references
         self.reporter = reporter
         self.ui = ui
         self.profiles = profiles
+        self.store = store
+
+    def _seen(self, customer: str, session: str) -> tuple[np.ndarray, ...]:
+        try:
+            return self.store.seen(customer)
+        except TemplateError as exc:
+            # Damaged: this question is compared with the references only (the next signature
+            # kept starts the file afresh).
+            log.error("the customer's earlier signatures cannot be read: %s", exc,
+                      extra={"event": "seen_unreadable", "session": session})
+            return ()
+
+    def _remember(self, customer: str, verifier: PenVerifier, traj: Trajectory, session: str) -> None:
+        try:
+            self.store.remember(customer, verifier.copy_print(traj))
+        except (TemplateError, OSError, ValueError, TrajectoryError) as exc:
+            # The decision stands, recorded: only a later replay of this signature goes unnoticed.
+            log.warning("the signature's path was not kept: %s", exc,
+                        extra={"event": "seen_not_kept", "session": session})
 
     def __call__(self, req: Request) -> Finished:
         refs = identify(self.screen, self.references, req.customer, req.request_id)
@@ -131,7 +155,7 @@ class VerifyPen:
         base = refs.verifier.policy   # the one its verdict is decided under (the site's threshold, if any)
         try:
             outcome = verify(refs.verifier, refs.reference_set, req.customer, sig.trajectory, req.request_id,
-                             req.source)
+                             req.source, self._seen(req.customer, req.request_id))
         except TrajectoryError as exc:
             # A tap, a dot, a stroke with no extent: nothing to compare. A typed end with advice,
             # not "something went wrong" (it was an internal error before).
@@ -142,8 +166,10 @@ class VerifyPen:
                                message=str(exc)) from None
         verdict, versions = decide_under(self.profiles.pen_policy(req.profile, base), base, outcome.verdict,
                                          refs.verifier.model_versions())
-        return report(req, replace(outcome, verdict=verdict), t_pen_up, screen=self.screen, reporter=self.reporter,
-                      ui=self.ui, versions=versions, evidence=sig.trajectory)
+        finished = report(req, replace(outcome, verdict=verdict), t_pen_up, screen=self.screen,
+                          reporter=self.reporter, ui=self.ui, versions=versions, evidence=sig.trajectory)
+        self._remember(req.customer, refs.verifier, sig.trajectory, req.request_id)
+        return finished
 
 
 class VerifyPaper:

@@ -49,12 +49,20 @@ def test_readme_example_runs_and_prints_what_it_says() -> None:
     assert printed.splitlines()[0].startswith("APPROVED") and printed.splitlines()[1].startswith("SUSPICIOUS")
 
 
+def _positional(sig: inspect.Signature) -> list[str]:
+    return [n for n, p in sig.parameters.items() if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+
+
 def test_pen_and_paper_share_the_contract() -> None:
+    """The same positional contract; a pen verifier may take more by keyword, with a default
+    (``seen``: the signatures the customer gave before, for the copy check)."""
     for name in ("enroll", "verify"):
         pen = inspect.signature(getattr(ClassicVerifier, name))
         paper = inspect.signature(getattr(PaperVerifier, name))
-        assert list(pen.parameters) == list(paper.parameters), name
-    assert list(inspect.signature(ClassicVerifier.verify).parameters) == ["self", "reference_set", "query"]
+        assert _positional(pen) == _positional(paper), name
+        extra = [p for n, p in pen.parameters.items() if n not in paper.parameters]
+        assert all(p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not p.empty for p in extra), name
+    assert _positional(inspect.signature(ClassicVerifier.verify)) == ["self", "reference_set", "query"]
 
 
 def test_reference_set_is_frozen_and_bound_to_its_model() -> None:

@@ -98,7 +98,7 @@ class _Fixed:
     def enroll(self, references):  # type: ignore[no-untyped-def]
         return references
 
-    def verify(self, reference_set, query) -> Verdict:  # type: ignore[no-untyped-def]
+    def verify(self, reference_set, query, *, seen=()) -> Verdict:  # type: ignore[no-untyped-def]
         self.calls += 1
         return self.policy.decide(self.score, [AspectCheck("shape", "Shape", 0.5, True)], too_similar=False)
 
