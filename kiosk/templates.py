@@ -12,9 +12,10 @@ image and the hand-made features of each picture (``models.paper_reference.Paper
 the version of the preparation that made it), never the photo and never an embedding.
 
 Beside each customer's file, the kiosk keeps the written paths (``models.path_copy``) of the
-latest signatures the customer gave it (:data:`SEEN_DEFAULT`, ``[storage] seen_signatures``; ``.seen``, encrypted and bound to the
+latest signatures the customer gave it and it approved (:data:`SEEN_DEFAULT`, ``[storage] seen_signatures``; ``.seen``, encrypted and bound to the
 customer the same way): a recording of one of them played to the pen again is a copy
-(``models.verification.PenVerifier.verify(..., seen=...)``). Deleting the customer deletes them.
+(``models.verification.PenVerifier.verify(..., seen=...)``). New pen references (a Replace), or
+none, forget them; deleting the customer deletes them.
 
 The key (32 random bytes, file mode 0600) lives apart from the data - by default in the service's
 credentials directory, not under the state directory - so a copy of the state directory alone
@@ -43,6 +44,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kiosk.errors import ApplianceError
 from models.paper_reference import PaperReference
+from models.path_copy import PATH_KINDS, PATH_POINTS
 from models.trajectory import DeviceInfo, Trajectory
 
 log = logging.getLogger(__name__)
@@ -52,13 +54,16 @@ NONCE_LEN = 12
 KEY_LEN = 32
 SUFFIX = ".tpl"
 SEEN_SUFFIX = ".seen"
-#: Signatures a customer gave the kiosk whose written paths it keeps (the newest; ``[storage]
-#: seen_signatures``): 16 prints of two paths of 256 points are 64 KiB (float32), and comparing a
-#: question with all of them costs about a millisecond at most (a genuine question is abandoned early).
+#: Signatures a customer gave the kiosk whose written paths it keeps (the newest approved; ``[storage]
+#: seen_signatures``): 16 prints of two paths of 256 points are 64 KiB (float32). Comparing a
+#: genuine question with them added 0.2 ms at the median on SUSIG-Visual, and up to 5 ms when every
+#: kept print lies just past the copy line, so that none is abandoned early (a review, 2026-11-30).
 SEEN_DEFAULT = 16
-#: ... at most.
-MAX_SEEN = 64
-#: A seen file larger than this is damaged (64 prints take about 262 KB).
+#: ... at most: with 64 such prints the comparison took 20 ms, past the pen's 15 ms budget.
+MAX_SEEN = 32
+#: What one kept print is (``models.path_copy.copy_print``): a file holding another is damaged.
+PRINT_SHAPE = (len(PATH_KINDS), PATH_POINTS, 2)
+#: A seen file larger than this is damaged (32 prints take about 131 KB).
 MAX_SEEN_BYTES = 1 << 20
 #: Matched whole (``fullmatch``): ``$`` with ``match`` let "alice\n" through.
 _CUSTOMER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -245,6 +250,10 @@ class TemplateStore:
         self._name_key = hmac.new(key, b"sigkiosk template names v1", hashlib.sha256).digest()
         self._clean_temporaries()
         self._check_key()
+        if seen_signatures == 0:
+            # A kiosk set to keep none keeps none, also of what it kept before the setting.
+            for kept in self.directory.glob(f"*{SEEN_SUFFIX}"):
+                kept.unlink(missing_ok=True)
 
     def _check_key(self) -> None:
         # File names are keyed too, so with the wrong key every customer would look "not
@@ -311,6 +320,9 @@ class TemplateStore:
         if not references:
             raise ValueError("a template needs at least one reference")
         old = self._old(customer, over_unreadable)
+        # New pen references: what was kept of the signatures given against the old ones (maybe
+        # someone else's, wrongly enrolled) goes with them.
+        self._forget_seen(customer)
         return self._replace(customer, old, tuple(references), old.paper if old else ())
 
     def put_paper(self, customer: str, references: list[PaperReference] | tuple[PaperReference, ...], *,
@@ -319,6 +331,8 @@ class TemplateStore:
         if not references:
             raise ValueError("a template needs at least one reference")
         old = self._old(customer, over_unreadable)
+        if old is None or not old.references:
+            self._forget_seen(customer)   # no pen references: nothing kept is ever compared
         return self._replace(customer, old, old.references if old else (), tuple(references))
 
     def _old(self, customer: str, over_unreadable: bool) -> StoredTemplate | None:
@@ -341,7 +355,8 @@ class TemplateStore:
         old = self.get(customer)
         if old is None:
             raise TemplateError("no template to add references to: enroll first")
-        return self.put(customer, [*old.references, *references])
+        # The same customer's references, more of them: what was kept of their signatures stays.
+        return self._replace(customer, old, (*old.references, *references), old.paper)
 
     def delete(self, customer: str) -> bool:
         path = self._path(customer)
@@ -365,6 +380,13 @@ class TemplateStore:
     def _seen_path(self, customer: str) -> Path:
         return self._path(customer).with_suffix(SEEN_SUFFIX)
 
+    def _forget_seen(self, customer: str) -> None:
+        try:
+            self._seen_path(customer).unlink()
+        except FileNotFoundError:
+            return
+        fsync_dir(self.directory)
+
     @staticmethod
     def _seen_aad(customer: str) -> bytes:
         return b"sigkiosk-seen-v1\0" + customer.encode()
@@ -373,12 +395,16 @@ class TemplateStore:
         """The copy prints of the latest signatures the customer gave (oldest first; none for a
         new customer). :class:`TemplateUnreadable` when the file is damaged or not this
         customer's."""
+        if self.seen_signatures == 0:
+            return ()
         path = self._seen_path(customer)
         try:
             with path.open("rb") as f:
                 blob = f.read(MAX_SEEN_BYTES + 1)
         except FileNotFoundError:
             return ()
+        except OSError as exc:   # a directory in its place, EIO, permissions: damaged, not fatal
+            raise TemplateUnreadable(f"seen file {path.name} cannot be read: {exc.strerror}") from None
         if len(blob) > MAX_SEEN_BYTES or not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + NONCE_LEN + 16:
             raise TemplateUnreadable(f"seen file {path.name} is not a sigkiosk seen file")
         nonce = blob[len(MAGIC):len(MAGIC) + NONCE_LEN]
@@ -391,10 +417,11 @@ class TemplateStore:
                                      "or another customer's file)") from None
         except (ValueError, KeyError, OSError) as exc:
             raise TemplateUnreadable(f"seen file {path.name} is damaged: {exc}") from None
-        if paths.ndim != 4 or paths.shape[3] != 2 or paths.shape[2] < 2 or len(paths) > MAX_SEEN \
+        if paths.ndim != 4 or paths.shape[1:] != PRINT_SHAPE or len(paths) > MAX_SEEN \
                 or not np.all(np.isfinite(paths)):
-            raise TemplateUnreadable(f"seen file {path.name} holds paths of shape {paths.shape}")
-        return tuple(np.ascontiguousarray(p) for p in paths)
+            raise TemplateUnreadable(f"seen file {path.name} holds prints of shape {paths.shape[1:]}, "
+                                     f"not {PRINT_SHAPE}")
+        return tuple(np.ascontiguousarray(p) for p in paths[-self.seen_signatures:])
 
     def remember(self, customer: str, print_: np.ndarray) -> int:
         """Keep the written paths of a signature the customer just gave (its copy print,
@@ -402,8 +429,8 @@ class TemplateStore:
         with 0 none kept and any kept before removed); returns how many are kept. A damaged seen
         file is started afresh. Only for an enrolled customer."""
         new = np.asarray(print_, dtype=np.float64)
-        if new.ndim != 3 or new.shape[2] != 2 or new.shape[1] < 2 or not np.all(np.isfinite(new)):
-            raise ValueError(f"a copy print is (kinds, n >= 2, 2) and finite, got shape {new.shape}")
+        if new.shape != PRINT_SHAPE or not np.all(np.isfinite(new)):
+            raise ValueError(f"a copy print is {PRINT_SHAPE} and finite, got shape {new.shape}")
         if not self._path(customer).exists():
             raise TemplateError("no template: nothing is kept of a customer who is not enrolled")
         try:
@@ -414,7 +441,7 @@ class TemplateStore:
         if self.seen_signatures == 0:
             self._seen_path(customer).unlink(missing_ok=True)
             return 0
-        kept = [p for p in (*old, new) if p.shape == new.shape][-self.seen_signatures:]
+        kept = [*old, new][-self.seen_signatures:]
         buf = io.BytesIO()
         np.savez(buf, allow_pickle=False, paths=np.stack(kept).astype(np.float32))
         nonce = secrets.token_bytes(NONCE_LEN)

@@ -212,12 +212,14 @@ class ClassicVerifier:
         # On the written path too: a reference replayed at another pace or sampling rate is as far
         # as a genuine signature on the time functions (README, "The copy check on the written path").
         # Only whether it is under the copy line matters: a path past it is abandoned early. A
-        # signature given before is held to the same line: the references' spread says how far
-        # apart this customer's genuine signatures always are.
-        line = self.policy.path_copy_ratio
+        # signature given before is measured on the references' spread too (how far apart this
+        # customer's genuine signatures always are), against a stricter line (SEEN_COPY_RATIO).
+        p = self.policy
         if not too_similar and len(refs.prints) >= MIN_PATH_REFERENCES:
-            for against, why in ((refs.prints, RETRACES_A_REFERENCE), (tuple(seen), RETRACES_AN_EARLIER)):
-                if against and self.policy.is_path_copy(nearest_ratio(qprint, against, refs.print_pairs, line)):
+            for against, earlier, why in ((refs.prints, False, RETRACES_A_REFERENCE),
+                                          (tuple(seen), True, RETRACES_AN_EARLIER)):
+                line = p.seen_copy_ratio if earlier else p.path_copy_ratio
+                if against and p.is_path_copy(nearest_ratio(qprint, against, refs.print_pairs, line), earlier=earlier):
                     too_similar = True
                     explanations = (*explanations, why)
                     break
@@ -245,7 +247,7 @@ class OnClassic:
         cp = self.classic.policy
         return DecisionPolicy.on_probability(threshold, too_similar_ratio=cp.too_similar_ratio,
                                              rhythm_tolerance=cp.rhythm_tolerance, rhythm_decides=cp.rhythm_decides,
-                                             path_copy_ratio=cp.path_copy_ratio)
+                                             path_copy_ratio=cp.path_copy_ratio, seen_copy_ratio=cp.seen_copy_ratio)
 
     @property
     def config(self) -> ClassicConfig:

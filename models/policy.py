@@ -99,6 +99,10 @@ def match_rate(distance: float, threshold: float, scale: float = 0.25) -> float:
 #: shared pen sets is further, nearly every replay closer (``python -m tools.copy_check``, README
 #: "The copy check on the written path").
 PATH_COPY_RATIO = 0.3
+#: ... and closer than this to a signature the customer gave before: signatures of one visit (a
+#: second document, a retry) are closer to each other than to references made earlier (one
+#: SUSIG-Visual writer's at 0.32), and replays of one are caught nearly as often at 0.2.
+SEEN_COPY_RATIO = 0.2
 #: The match rate a copy (replayed, traced, photocopied) is shown and recorded at, at most.
 COPY_RATE = 0.01
 #: A genuine pace's distance on the rhythm check as a share of a threshold of 1 or less: the share
@@ -113,8 +117,8 @@ class DecisionPolicy:
     ``threshold``: accept a score at most this. ``rate_scale``/``rate_clamp``: the match rate is
     ``1 / (1 + exp((score - threshold) / rate_scale))``, its exponent clamped at ``rate_clamp``.
     ``too_similar_ratio``: a query whose nearest reference is closer than this fraction of the
-    references' own nearest pair is a copy; ``path_copy_ratio`` the same on the written path
-    (:meth:`is_path_copy`). ``rhythm_tolerance``: how many mean deviations (log
+    references' own nearest pair is a copy; ``path_copy_ratio`` the same on the written path, and
+    ``seen_copy_ratio`` on it against signatures given before (:meth:`is_path_copy`). ``rhythm_tolerance``: how many mean deviations (log
     pen-down time) a pace may be off before the rhythm aspect fails; ``rhythm_decides``: whether
     that failure alone makes the decision SUSPICIOUS (DTW warps time away, so without it a slow,
     careful imitation of the right shape passes; forgers are slow).
@@ -127,16 +131,18 @@ class DecisionPolicy:
     rhythm_tolerance: float = 3.0
     rhythm_decides: bool = False
     path_copy_ratio: float = PATH_COPY_RATIO
+    seen_copy_ratio: float = SEEN_COPY_RATIO
 
     @classmethod
     def on_probability(cls, probability: float, *, too_similar_ratio: float, rhythm_tolerance: float = 3.0,
-                       rhythm_decides: bool = False, path_copy_ratio: float = PATH_COPY_RATIO) -> "DecisionPolicy":
+                       rhythm_decides: bool = False, path_copy_ratio: float = PATH_COPY_RATIO,
+                       seen_copy_ratio: float = SEEN_COPY_RATIO) -> "DecisionPolicy":
         """A policy on a calibrated probability of a genuine signature, accepted at or above
         ``probability``: the score is minus the logit, the match rate the probability with its
         logit shifted so that it is 0.5 at the operating point."""
         return cls(threshold=probability_score(probability), rate_scale=1.0, rate_clamp=700.0,
                    too_similar_ratio=too_similar_ratio, rhythm_tolerance=rhythm_tolerance,
-                   rhythm_decides=rhythm_decides, path_copy_ratio=path_copy_ratio)
+                   rhythm_decides=rhythm_decides, path_copy_ratio=path_copy_ratio, seen_copy_ratio=seen_copy_ratio)
 
     def match_rate(self, score: float) -> float:
         return _rate((score - self.threshold) / self.rate_scale, self.rate_clamp)
@@ -148,12 +154,12 @@ class DecisionPolicy:
         replay of one of them passed as no copy and was APPROVED (found by a review)."""
         return nearest <= 0.0 or nearest < self.too_similar_ratio * nearest_pair
 
-    def is_path_copy(self, nearest_ratio: float) -> bool:
+    def is_path_copy(self, nearest_ratio: float, *, earlier: bool = False) -> bool:
         """Whether a pen question whose written path comes ``nearest_ratio`` of the references'
-        own nearest pair close to a reference's (or to a signature given before;
-        ``models.path_copy.nearest_ratio``) retraces it: replayed with other timing, or traced,
-        which :meth:`is_copy` on a verifier's distance misses. NaN is no evidence."""
-        return nearest_ratio < self.path_copy_ratio
+        own nearest pair close to a reference's (``earlier``: to a signature the customer gave
+        before; ``models.path_copy.nearest_ratio``) retraces it: replayed with other timing, or
+        traced, which :meth:`is_copy` on a verifier's distance misses. NaN is no evidence."""
+        return nearest_ratio < (self.seen_copy_ratio if earlier else self.path_copy_ratio)
 
     def rhythm(self, durations: np.ndarray, ink_time: float) -> AspectCheck:
         """The rhythm aspect: the time spent writing against the references' own spread, on a log

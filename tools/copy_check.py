@@ -10,7 +10,7 @@ called a copy (``models.policy.DecisionPolicy.is_copy``), "either" adds the writ
 (``models.path_copy``), against the references and against the signatures the customer gave
 before (``seen``, as the kiosk keeps them: ``kiosk.templates.SEEN_DEFAULT``). Per set, each writer's
 first 5 genuine signatures (of session 1 where the set has sessions) are the references; every
-other genuine signature is questioned in turn, each against those questioned before it, then every
+other genuine signature is questioned in turn, each against those approved before it, then every
 skilled forgery; three of the references and two of the signatures questioned earlier are
 replayed under each disguise.
 
@@ -34,6 +34,7 @@ from kiosk.config import VerifierConfig
 from kiosk.templates import SEEN_DEFAULT
 from models.device_variants import dropped, jittered_positions, jittered_time, resampled, transformed
 from models.pen import RETRACES_A_REFERENCE, RETRACES_AN_EARLIER
+from models.policy import Verdict
 from models.trajectory import Trajectory
 from models.verification import PenVerifier
 from tools.datasets import load_online, writer_split
@@ -113,10 +114,14 @@ class SetReport:
                 "earlier": {k: c.as_dict() for k, c in self.earlier.items()}}
 
 
+def _reasons(v: Verdict) -> tuple[bool, bool]:
+    """(a copy, by the written path only)."""
+    return v.too_similar, RETRACES_A_REFERENCE in v.explanations or RETRACES_AN_EARLIER in v.explanations
+
+
 def _judge(verifier: PenVerifier, reference_set: object, query: Trajectory,
            seen: list[np.ndarray]) -> tuple[bool, bool]:
-    v = verifier.verify(reference_set, query, seen=seen[-SEEN_DEFAULT:])  # type: ignore[arg-type]
-    return v.too_similar, RETRACES_A_REFERENCE in v.explanations or RETRACES_AN_EARLIER in v.explanations
+    return _reasons(verifier.verify(reference_set, query, seen=seen[-SEEN_DEFAULT:]))  # type: ignore[arg-type]
 
 
 def measure_set(samples: Iterator[tuple[str, list[Trajectory], list[Trajectory], list[Trajectory]]],
@@ -129,8 +134,10 @@ def measure_set(samples: Iterator[tuple[str, list[Trajectory], list[Trajectory],
         reference_set = verifier.enroll(refs)
         seen: list[np.ndarray] = []
         for q in genuine:
-            out.genuine[group].add(*_judge(verifier, reference_set, q, seen))
-            seen.append(verifier.copy_print(q))
+            v = verifier.verify(reference_set, q, seen=seen[-SEEN_DEFAULT:])
+            out.genuine[group].add(*_reasons(v))
+            if v.approved and not v.too_similar:   # what the kiosk keeps (kiosk.flows.verify.VerifyPen)
+                seen.append(verifier.copy_print(q))
         for q in skilled:
             out.skilled[group].add(*_judge(verifier, reference_set, q, seen))
         # The replays of earlier signatures with those signatures among the latest kept.
@@ -165,6 +172,7 @@ def run(data_root: Path, quick: bool = False, progress: Callable[[str], None] = 
     verifier = kiosk_verifier(VerifierConfig())
     report: dict = {"verifier": verifier.name, "model_versions": verifier.model_versions(),
                     "path_copy_ratio": verifier.policy.path_copy_ratio,
+                    "seen_copy_ratio": verifier.policy.seen_copy_ratio, "seen_signatures": SEEN_DEFAULT,
                     "too_similar_ratio": verifier.policy.too_similar_ratio,
                     "disguises": {k: label for k, label, _ in DISGUISES}, "sets": {}}
     for rel, name in DEFAULT_SETS:

@@ -38,6 +38,7 @@ from kiosk.screen_events import AspectView, CheckedPicture, DecisionShown, Decis
 from kiosk.sessions import VerificationOutcome, verify
 from kiosk.templates import TemplateError, TemplateStore
 from models.image import SignatureImage
+from models.path_copy import MIN_PATH_REFERENCES
 from models.policy import Verdict
 from models.trajectory import Trajectory, TrajectoryError
 from models.verification import PenVerifier, Verifier
@@ -117,7 +118,9 @@ def report(req: Request, outcome: VerificationOutcome, t_pen_up: float, *, scree
 class VerifyPen:
     """A signature on the pad against the customer's pen references, and against the signatures
     they gave this kiosk before (``store``'s seen paths): a recording of one played again is a
-    copy. What is kept of each signature (its written path) is kept once its decision is recorded."""
+    copy. What is kept of a signature (its written paths) is kept once its decision is recorded,
+    and only of an APPROVED one: a forgery, a caught replay or junk signed in the customer's name
+    is not theirs, and 16 of them would push the customer's own out (found by a review)."""
 
     def __init__(self, screen: Screen, capture: PenCapture, references: References[Enrolled[PenVerifier]],
                  reporter: DecisionReporter, ui: UiConfig, profiles: Profiles, store: TemplateStore) -> None:
@@ -132,16 +135,19 @@ class VerifyPen:
     def _seen(self, customer: str, session: str) -> tuple[np.ndarray, ...]:
         try:
             return self.store.seen(customer)
-        except TemplateError as exc:
+        except Exception as exc:   # never costs the customer the verification
             # Damaged: this question is compared with the references only (the next signature
             # kept starts the file afresh).
             log.error("the customer's earlier signatures cannot be read: %s", exc,
                       extra={"event": "seen_unreadable", "session": session})
             return ()
 
-    def _remember(self, customer: str, verifier: PenVerifier, traj: Trajectory, session: str) -> None:
+    def _remember(self, customer: str, refs: Enrolled[PenVerifier], verdict: Verdict, traj: Trajectory,
+                  session: str) -> None:
+        if not verdict.approved or verdict.too_similar or refs.reference_set.size < MIN_PATH_REFERENCES:
+            return   # not the customer's, or never compared (too few references for the path check)
         try:
-            self.store.remember(customer, verifier.copy_print(traj))
+            self.store.remember(customer, refs.verifier.copy_print(traj))
         except (TemplateError, OSError, ValueError, TrajectoryError) as exc:
             # The decision stands, recorded: only a later replay of this signature goes unnoticed.
             log.warning("the signature's path was not kept: %s", exc,
@@ -168,7 +174,7 @@ class VerifyPen:
                                          refs.verifier.model_versions())
         finished = report(req, replace(outcome, verdict=verdict), t_pen_up, screen=self.screen,
                           reporter=self.reporter, ui=self.ui, versions=versions, evidence=sig.trajectory)
-        self._remember(req.customer, refs.verifier, sig.trajectory, req.request_id)
+        self._remember(req.customer, refs, verdict, sig.trajectory, req.request_id)
         return finished
 
 

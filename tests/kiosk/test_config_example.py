@@ -154,8 +154,8 @@ def test_each_default_of_the_example_is_the_dataclass_default(table: str, key: s
     ("update", "golden_timeout_s", float("inf"), "a finite number"),
     ("update", "golden_timeout_s", 0.0, r"2-3600 s"),       # every model failed its check, and rolled back
     ("storage", "seen_signatures", 16.5, "a whole number"),
-    ("storage", "seen_signatures", 65, r"0\.\.64"),
-    ("storage", "seen_signatures", -1, r"0\.\.64"),
+    ("storage", "seen_signatures", 33, r"0\.\.32"),
+    ("storage", "seen_signatures", -1, r"0\.\.32"),
 ])
 def test_a_setting_of_the_wrong_kind_is_refused_by_name(table: str, key: str, value: Any, message: str) -> None:
     data = kc.default_config_data()

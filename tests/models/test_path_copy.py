@@ -80,6 +80,8 @@ def test_the_policy_rule_and_a_broken_measure() -> None:
     p = DecisionPolicy(1.28)
     assert p.is_path_copy(0.29) and not p.is_path_copy(0.31) and p.is_path_copy(0.0)
     assert not p.is_path_copy(float("nan")) and not p.is_path_copy(math.inf)   # no evidence: the score decides
+    # Against a signature given before, a stricter line: one visit's signatures are close.
+    assert p.is_path_copy(0.19, earlier=True) and not p.is_path_copy(0.25, earlier=True)
 
 
 @pytest.fixture(scope="module")
