@@ -12,10 +12,11 @@ image and the hand-made features of each picture (``models.paper_reference.Paper
 the version of the preparation that made it), never the photo and never an embedding.
 
 Beside each customer's file, the kiosk keeps the written paths (``models.path_copy``) of the
-latest signatures the customer gave it and it approved (:data:`SEEN_DEFAULT`, ``[storage] seen_signatures``; ``.seen``, encrypted and bound to the
-customer the same way): a recording of one of them played to the pen again is a copy
-(``models.verification.PenVerifier.verify(..., seen=...)``). New pen references (a Replace), or
-none, forget them; deleting the customer deletes them.
+latest signatures the customer gave it and it approved (:data:`SEEN_DEFAULT`, ``[storage]
+seen_signatures``; ``.seen``, encrypted and bound to the customer the same way): a recording of one
+of them played to the pen again is a copy (``models.verification.PenVerifier.verify(...,
+seen=...)``). New pen references (a Replace), or none, forget them; deleting the customer deletes
+them.
 
 The key (32 random bytes, file mode 0600) lives apart from the data - by default in the service's
 credentials directory, not under the state directory - so a copy of the state directory alone
