@@ -363,12 +363,7 @@ class TemplateStore:
         path = self._path(customer)
         # The signatures seen first: a delete that stops half-way leaves no biometric data behind
         # a customer who is still listed (their file is deleted again by the next try).
-        seen_gone = False
-        try:
-            self._seen_path(customer).unlink()
-            seen_gone = True
-        except FileNotFoundError:
-            pass
+        seen_gone = self._forget_seen(customer, sync=False)
         try:
             path.unlink()
         except FileNotFoundError:
@@ -381,12 +376,16 @@ class TemplateStore:
     def _seen_path(self, customer: str) -> Path:
         return self._path(customer).with_suffix(SEEN_SUFFIX)
 
-    def _forget_seen(self, customer: str) -> None:
+    def _forget_seen(self, customer: str, *, sync: bool = True) -> bool:
+        """Remove what was kept of the customer's signatures; whether there was any (``sync``:
+        the directory is fsynced after, else the caller does)."""
         try:
             self._seen_path(customer).unlink()
         except FileNotFoundError:
-            return
-        fsync_dir(self.directory)
+            return False
+        if sync:
+            fsync_dir(self.directory)
+        return True
 
     @staticmethod
     def _seen_aad(customer: str) -> bytes:

@@ -182,7 +182,6 @@ class ClassicVerifier:
                         shared: PreparedSignature | None = None, *, seen: Sequence[np.ndarray] = ()) -> Verdict:
         cfg = self.config
         feats = signature_features(query, cfg, shared)
-        qprint = self.print_of(feats, query)
         template = refs.references
         # A pad changed since enrollment is compared on what both pads measure (without this a
         # pressure-less question against pressure references let 13 % of SUSIG-Visual's skilled
@@ -211,19 +210,30 @@ class ClassicVerifier:
         too_similar = self.policy.is_copy(min(score.ref_distances), template.nearest_pair)
         # On the written path too: a reference replayed at another pace or sampling rate is as far
         # as a genuine signature on the time functions (README, "The copy check on the written path").
-        # Only whether it is under the copy line matters: a path past it is abandoned early. A
-        # signature given before is measured on the references' spread too (how far apart this
-        # customer's genuine signatures always are), against a stricter line (SEEN_COPY_RATIO).
-        p = self.policy
-        if not too_similar and len(refs.prints) >= MIN_PATH_REFERENCES:
-            for against, earlier, why in ((refs.prints, False, RETRACES_A_REFERENCE),
-                                          (tuple(seen), True, RETRACES_AN_EARLIER)):
-                line = p.seen_copy_ratio if earlier else p.path_copy_ratio
-                if against and p.is_path_copy(nearest_ratio(qprint, against, refs.print_pairs, line), earlier=earlier):
-                    too_similar = True
-                    explanations = (*explanations, why)
-                    break
+        why = None if too_similar else self.path_copy_reason(feats, query, refs.prints, refs.print_pairs, seen)
+        if why is not None:
+            too_similar = True
+            explanations = (*explanations, why)
         return self.policy.decide(score.distance, checks, too_similar=too_similar, explanations=explanations)
+
+    def path_copy_reason(self, features: np.ndarray, query: Trajectory, prints: Sequence[np.ndarray],
+                         pairs: np.ndarray, seen: Sequence[np.ndarray] = ()) -> str | None:
+        """Why ``query`` (``features``: its :func:`signature_features`) is a copy on its written
+        paths (``RETRACES_A_REFERENCE``, ``RETRACES_AN_EARLIER``), against the references'
+        ``prints`` and their ``pairs`` (``models.path_copy.print_pairs``) and the prints ``seen``
+        before; None when it is not, or with too few references to tell. Only whether it is under
+        the line matters: a path past it is abandoned early. A signature given before is measured
+        on the references' spread too (how far apart this customer's genuine signatures always
+        are), against a stricter line (``DecisionPolicy.seen_copy_ratio``)."""
+        if len(prints) < MIN_PATH_REFERENCES:
+            return None
+        p = self.policy
+        qprint = self.print_of(features, query)
+        for against, earlier, why in ((prints, False, RETRACES_A_REFERENCE), (seen, True, RETRACES_AN_EARLIER)):
+            line = p.path_copy_line(earlier=earlier)
+            if len(against) and p.is_path_copy(nearest_ratio(qprint, against, pairs, line), earlier=earlier):
+                return why
+        return None
 
     def warm_up(self, sample: Trajectory) -> None:
         """Compile the JIT kernels before the first customer (numba compiles on first call; the

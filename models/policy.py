@@ -159,7 +159,11 @@ class DecisionPolicy:
         own nearest pair close to a reference's (``earlier``: to a signature the customer gave
         before; ``models.path_copy.nearest_ratio``) retraces it: replayed with other timing, or
         traced, which :meth:`is_copy` on a verifier's distance misses. NaN is no evidence."""
-        return nearest_ratio < (self.seen_copy_ratio if earlier else self.path_copy_ratio)
+        return nearest_ratio < self.path_copy_line(earlier=earlier)
+
+    def path_copy_line(self, *, earlier: bool = False) -> float:
+        """The line of :meth:`is_path_copy`, as a share of the references' nearest pair."""
+        return self.seen_copy_ratio if earlier else self.path_copy_ratio
 
     def rhythm(self, durations: np.ndarray, ink_time: float) -> AspectCheck:
         """The rhythm aspect: the time spent writing against the references' own spread, on a log

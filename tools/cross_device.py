@@ -357,7 +357,6 @@ def kiosk_trials(dataset: Dataset[OnlineSample], provider: MemoClassic, prior: N
         nearest_pair = float(d_rr[~np.eye(len(rf), dtype=bool)].min()) if len(rf) > 1 else np.inf
         ref_prints = [print_of(s) for s in refs]
         pairs = path_copy.print_pairs(ref_prints)
-        path_checked = len(ref_prints) >= path_copy.MIN_PATH_REFERENCES
         rg = np.array([globals_of(s) for s in refs])
         for kind, qs in (("genuine", [s for s in g if s not in refs][:questioned]), ("skilled", dataset.skilled(w))):
             for q in qs:
@@ -365,8 +364,8 @@ def kiosk_trials(dataset: Dataset[OnlineSample], provider: MemoClassic, prior: N
                 d = np.array([provider.distance(qf, r) for r in rf])
                 out.distance[kind].append(score_from_distances(d, d_rr, prior))
                 out.z[kind].append(deviations(globals_of(q), rg, model.spread))
-                out.copy[kind].append(policy.is_copy(float(d.min()), nearest_pair) or (
-                    path_checked and policy.is_path_copy(path_copy.nearest_ratio(print_of(q), ref_prints, pairs))))
+                out.copy[kind].append(policy.is_copy(float(d.min()), nearest_pair) or
+                                      classic.path_copy_reason(qf, q.trajectory, ref_prints, pairs) is not None)
     return out
 
 
